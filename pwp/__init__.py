@@ -1,0 +1,150 @@
+"""pwpush: a self-hosted one-time secret sharing service speaking Password Pusher's API."""
+import logging
+import os
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from flask_wtf.csrf import CSRFProtect
+
+from . import config, crypto
+
+csrf = CSRFProtect()
+
+__version__ = "1.0.0"
+# The upstream version whose behaviour the API reproduces (reported by /api/v*/version).
+UPSTREAM_VERSION = "2.11.4"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+log = logging.getLogger("pwp")
+
+
+def create_app(test_config=None, instance_path=None):
+    """Build the application: settings, keys, database, blueprints."""
+    app = Flask(
+        "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
+        instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
+        or os.path.join(ROOT, "instance"))
+    _configure(app, test_config)
+    _register_database(app)
+    _register_extensions(app)
+    _register_blueprints(app)
+    _register_security_headers(app)
+    _create_tables(app)
+    return app
+
+
+def _configure(app, test_config):
+    settings = config.from_environ()
+    settings.update(test_config or {})
+    config.validate(settings)
+    app.config.update(settings)
+    # The instance folder holds the keys and the SQLite database: owner-only.
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or crypto.load_or_create(
+        os.path.join(app.instance_path, "secret_key"), lambda: os.urandom(32).hex())
+    master = settings["PWPUSH_MASTER_KEY"] or crypto.load_or_create(
+        os.path.join(app.instance_path, "master.key"), crypto.generate_key)
+    try:
+        app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
+    url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
+    app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
+    if url.startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}}
+    else:
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    # Files plus form overhead; a larger body is refused with 413 before it is read.
+    app.config["MAX_CONTENT_LENGTH"] = settings["PWP__FILES__MAX_TOTAL_BYTES"] + 1024 * 1024
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"],
+        REMEMBER_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"],
+        JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    app.json.compact = True
+    if settings["PWP__TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        n = settings["PWP__TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    # Autocommit at the driver level so "begin" below decides how a transaction starts.
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON",
+                   "foreign_keys=ON", "busy_timeout=15000"):
+        cur.execute("PRAGMA " + pragma)
+    cur.close()
+
+
+def _sqlite_begin(conn):
+    # Take the write lock up front: a WAL reader that later writes could otherwise
+    # fail at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _register_database(app):
+    from .models import db
+
+    db.init_app(app)
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
+
+
+def _register_extensions(app):
+    from . import auth, errors
+
+    auth.init_app(app)
+    errors.init_app(app)
+    csrf.init_app(app)
+
+
+def _register_blueprints(app):
+    from . import api, api_v1, cli, web
+
+    # JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
+    csrf.exempt(api.bp)
+    csrf.exempt(api_v1.bp)
+    api.init_app(app)
+    app.register_blueprint(api_v1.bp)
+    web.init_app(app)
+    cli.init_app(app)
+
+
+def _register_security_headers(app):
+    csp = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+    @app.after_request
+    def security_headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", csp)
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Frame-Options"] = "DENY"
+        headers["Referrer-Policy"] = "no-referrer"
+        headers["X-Robots-Tag"] = "noindex, nofollow"
+        headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), clipboard-write=(self)"
+        # Secrets must never sit in a browser or proxy cache; static assets may.
+        if "Cache-Control" not in headers and not response.direct_passthrough:
+            headers["Cache-Control"] = "no-store"
+        return response
+
+
+def _create_tables(app):
+    """Create missing tables (never drops): zero-configuration first start."""
+    from .models import db
+
+    with app.app_context():
+        try:
+            db.create_all()
+        except (OperationalError, ProgrammingError):
+            # Another worker created them between our check and our CREATE.
+            db.session.rollback()
+            db.create_all()

@@ -1,0 +1,247 @@
+"""JSON API v2 (/api/v2), and the handlers API v1 shares with it.
+
+Each handler parses input, calls one lifecycle function and builds JSON from an
+explicit allow-list of fields.
+"""
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.routing import BaseConverter
+
+from . import UPSTREAM_VERSION, params, pushes
+from .auth import actor, api_auth
+from .errors import SignInRequired, ValidationFailed
+from .models import AuditKind, Kind
+
+bp = Blueprint("api", __name__, url_prefix="/api/v2")
+
+
+class TokenConverter(BaseConverter):
+    """A url_token: letters, digits, '-' and '_' (so '.json' is never part of it)."""
+
+    regex = r"[A-Za-z0-9_\-]{1,64}"
+
+
+# ----------------------------------------------------------------------------- serialisers
+
+def iso(moment):
+    """Format a naive UTC datetime as ISO-8601 with milliseconds and Z."""
+    if moment is None:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def base_url() -> str:
+    """Scheme and host for generated links: PWP__OVERRIDE_BASE_URL or this request's."""
+    return current_app.config["PWP__OVERRIDE_BASE_URL"] or request.host_url.rstrip("/")
+
+
+def secret_url(push) -> str:
+    """The link a sender shares: /p/<token>/r with the retrieval step, else /p/<token>."""
+    return f"{base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "")
+
+
+def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None) -> dict:
+    """The push object, as upstream's jbuilder view, with the deviations in DESIGN.md."""
+    shown_live = retrieval is not None and retrieval.last_view and push.kind != Kind.file
+    json_path = f"/api/v2/pushes/{push.url_token}" if version == "v2" else f"/p/{push.url_token}.json"
+    data = {
+        "expire_after_views": push.expire_after_views,
+        "expired": False if shown_live else push.expired,
+        "url_token": push.url_token,
+        "deletable_by_viewer": push.deletable_by_viewer,
+        "retrieval_step": push.retrieval_step,
+        "expired_on": None if shown_live else iso(push.expired_on),
+        # Deviation 1: the passphrase is never returned.
+        "passphrase": None,
+        "created_at": iso(push.created_at),
+        "updated_at": iso(push.updated_at),
+        "expire_after_days": push.expire_after_days,
+        "days_remaining": pushes.days_remaining(push, now),
+        "views_remaining": pushes.views_remaining(push),
+        "deleted": push.deleted,
+        # Deviation 2: json_url is a URL that works.
+        "json_url": base_url() + json_path,
+        "html_url": secret_url(push),
+    }
+    if owner_fields:
+        data["note"] = pushes.note_of(push)
+        data["name"] = push.name
+    if retrieval is not None:
+        data["payload"] = retrieval.payload
+        data["files"] = [file_json(f, retrieval.file_key) for f in retrieval.files]
+    return data
+
+
+def file_json(push_file, key) -> dict:
+    """One attached file: name, type and a short-lived download link."""
+    token = pushes.file_link_token(push_file, key)
+    return {"filename": push_file.filename, "content_type": push_file.content_type,
+            "url": f"{base_url()}/pfb/{token}/{quote(push_file.filename, safe='')}"}
+
+
+def audit_json(entry) -> dict:
+    """One audit event with upstream's keys."""
+    return {"ip": entry.ip, "user_agent": entry.user_agent, "referrer": entry.referrer,
+            "kind": AuditKind(entry.kind).name, "created_at": iso(entry.created_at),
+            "updated_at": iso(entry.created_at)}
+
+
+def created(data):
+    """Return a 201 JSON response."""
+    response = jsonify(data)
+    response.status_code = 201
+    return response
+
+
+# ----------------------------------------------------------------------------- handlers (v1 + v2)
+
+def version_json(api_version) -> dict:
+    """The version document; v2 adds the features hash from the settings."""
+    data = {"application_version": UPSTREAM_VERSION, "api_version": api_version, "edition": "oss"}
+    if api_version.startswith("2"):
+        cfg = current_app.config
+        data["features"] = {
+            "anonymous_access": cfg["PWP__ALLOW_ANONYMOUS"],
+            "api_token_authentication": True,
+            "accounts": {"enabled": False},
+            "pushes": {
+                "enabled": True,
+                "email_auto_dispatch": False,
+                "file_attachments": {"enabled": cfg["PWP__ENABLE_FILE_PUSHES"],
+                                     "requires_authentication": True},
+                "url_pushes": {"enabled": cfg["PWP__ENABLE_URL_PUSHES"]},
+                "qr_code_pushes": {"enabled": cfg["PWP__ENABLE_QR_PUSHES"]},
+            },
+            "requests": {"enabled": False},
+        }
+    return data
+
+
+def create_push(root_key, version, kind=None, wrap=False):
+    """Create a push from the body's root parameter; 201 with the push."""
+    fields = params.root(params.body_params(), root_key, wrap=wrap)
+    new = params.new_push(fields, kind=kind)
+    if (new.files_given or new.kind == "file") and g.caller is None:
+        raise SignInRequired()
+    if fields.get("notify_emails_to"):
+        raise ValidationFailed({"notify_emails_to": ["are not available"],
+                                "base": ["Notify by email feature is not enabled"]})
+    now = pushes.utcnow()
+    push = pushes.create(new, actor(g.caller), now)
+    return created(push_json(push, now, version=version, owner_fields=True))
+
+
+def show_push(url_token, version):
+    """Retrieve: count one view and return the payload."""
+    now = pushes.utcnow()
+    result = pushes.retrieve(url_token, actor(g.caller), now, passphrase=params.passphrase_param())
+    return jsonify(push_json(result.push, now, version=version, retrieval=result))
+
+
+def destroy_push(url_token, version):
+    """Expire a push now (owner, or anyone when deletable by viewers)."""
+    now = pushes.utcnow()
+    push = pushes.expire_now(url_token, actor(g.caller), now)
+    return jsonify(push_json(push, now, version=version))
+
+
+def preview_push(url_token):
+    """Return the secret URL without counting a view."""
+    return jsonify({"url": secret_url(pushes.get(url_token, pushes.utcnow()))})
+
+
+def audit_page(url_token, root_key):
+    """Return one page of the owner's audit log."""
+    page = params.page_param()
+    push = pushes.owned(url_token, g.caller)
+    return jsonify({root_key: [audit_json(e) for e in pushes.audit_log(push, page)]})
+
+
+def list_pushes(expired, version):
+    """Return one page of the caller's active or expired pushes."""
+    page = params.page_param()
+    now = pushes.utcnow()
+    return jsonify([push_json(p, now, version=version, owner_fields=True)
+                    for p in pushes.list_for(g.caller, expired, page)])
+
+
+def download_file(token, _filename):
+    """Download one decrypted file of a granted view, within the link's short window."""
+    push_file, data = pushes.open_file(token, pushes.utcnow())
+    response = Response(data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = (
+        "attachment; filename*=UTF-8''" + quote(push_file.filename, safe=""))
+    return response
+
+
+# ----------------------------------------------------------------------------- v2 routes
+
+@bp.get("/version")
+@bp.get("/version.json")
+def version():
+    """Report versions and enabled features (public, even with a bad token)."""
+    return jsonify(version_json("2.1"))
+
+
+@bp.post("/pushes")
+@bp.post("/pushes.json")
+@api_auth()
+def create():
+    """Create a push."""
+    return create_push("push", "v2", wrap=True)
+
+
+@bp.get("/pushes/active")
+@bp.get("/pushes/active.json")
+@api_auth(required=True)
+def active():
+    """List the caller's active pushes."""
+    return list_pushes(False, "v2")
+
+
+@bp.get("/pushes/expired")
+@bp.get("/pushes/expired.json")
+@api_auth(required=True)
+def expired():
+    """List the caller's expired pushes."""
+    return list_pushes(True, "v2")
+
+
+@bp.get("/pushes/<token:url_token>")
+@bp.get("/pushes/<token:url_token>.json")
+@api_auth()
+def show(url_token):
+    """Retrieve a push's payload (counts a view)."""
+    return show_push(url_token, "v2")
+
+
+@bp.delete("/pushes/<token:url_token>")
+@bp.delete("/pushes/<token:url_token>.json")
+@api_auth()
+def destroy(url_token):
+    """Expire a push now."""
+    return destroy_push(url_token, "v2")
+
+
+@bp.get("/pushes/<token:url_token>/preview")
+@bp.get("/pushes/<token:url_token>/preview.json")
+@api_auth()
+def preview(url_token):
+    """Return the secret URL."""
+    return preview_push(url_token)
+
+
+@bp.get("/pushes/<token:url_token>/audit")
+@bp.get("/pushes/<token:url_token>/audit.json")
+@api_auth(required=True)
+def audit(url_token):
+    """Return the audit log (owner only)."""
+    return audit_page(url_token, "logs")
+
+
+def init_app(app):
+    """Register the url_token converter, the v2 routes and the file download route."""
+    app.url_map.converters["token"] = TokenConverter
+    app.register_blueprint(bp)
+    app.add_url_rule("/pfb/<token>/<path:_filename>", "download_file", download_file)

@@ -1,0 +1,140 @@
+"""Authentication: browser sessions (Flask-Login) and API tokens, stored as digests."""
+import hmac
+import secrets
+from functools import wraps
+
+from flask import abort, current_app, g, request
+from flask_login import LoginManager, current_user
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .crypto import digest_token
+from .errors import api_error
+from .models import User, db
+from .pushes import Actor, utcnow
+
+login_manager = LoginManager()
+login_manager.login_view = "web.sign_in"
+login_manager.login_message = "You need to sign in or sign up before continuing."
+login_manager.login_message_category = "warning"
+# Longer tokens than this are refused without hashing them.
+_MAX_TOKEN_LENGTH = 256
+
+
+@login_manager.user_loader
+def _load_user(user_id):
+    try:
+        return db.session.get(User, int(user_id))
+    except (TypeError, ValueError):
+        return None
+
+
+def init_app(app):
+    """Set up Flask-Login."""
+    login_manager.init_app(app)
+
+
+# ----------------------------------------------------------------------------- users
+
+def create_user(email: str, password: str | None = None, admin: bool = False) -> User:
+    """Create a user (e-mail unique, case-insensitive); ValueError if taken or invalid."""
+    email = (email or "").strip().lower()
+    if "@" not in email or len(email) > 255 or any(c.isspace() for c in email):
+        raise ValueError("That e-mail address is not valid.")
+    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise ValueError("That e-mail address is already registered.")
+    user = User(email=email, is_admin=admin, created_at=utcnow(),
+                password_hash=generate_password_hash(password) if password else None)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def find_user(email: str) -> User | None:
+    """Return the user with this e-mail address."""
+    return db.session.scalar(select(User).where(User.email == (email or "").strip().lower()))
+
+
+def check_password(user: User | None, password: str) -> bool:
+    """Check a password; spends the same time when the user does not exist."""
+    if user is None or not user.password_hash:
+        check_password_hash(_DUMMY_HASH, password or "")
+        return False
+    return check_password_hash(user.password_hash, password or "")
+
+
+_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+
+
+def set_password(user: User, password: str):
+    """Store a new password hash."""
+    user.password_hash = generate_password_hash(password)
+    db.session.commit()
+
+
+def issue_token(user: User) -> str:
+    """Give the user a new API token (the old one stops working); return it once."""
+    token = secrets.token_urlsafe(24)
+    user.api_token_digest = digest_token(token)
+    db.session.commit()
+    current_app.logger.info("user %s: new API token issued", user.id)
+    return token
+
+
+def user_for_token(token: str) -> User | None:
+    """Return the user owning this API token, if any."""
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        return None
+    digest = digest_token(token)
+    user = db.session.scalar(select(User).where(User.api_token_digest == digest))
+    if user is None or not hmac.compare_digest(user.api_token_digest, digest):
+        return None
+    return user
+
+
+# ----------------------------------------------------------------------------- API callers
+
+def _header_token():
+    """Return (token, a token header was sent) by upstream's rules."""
+    email = request.headers.get("X-User-Email")
+    x_token = request.headers.get("X-User-Token")
+    authorization = request.headers.get("Authorization")
+    sent = authorization is not None or x_token is not None
+    if email is not None and x_token is not None:
+        return x_token.strip(), sent
+    if authorization is not None:
+        words = authorization.split()
+        # The last word: "Bearer abc" and a bare "abc" both give "abc".
+        return (words[-1] if words else ""), sent
+    return None, sent
+
+
+def api_caller() -> User | None:
+    """Resolve the API caller; abort with an empty 401 when a token header does not resolve."""
+    if current_user.is_authenticated:
+        return current_user._get_current_object()
+    token, sent = _header_token()
+    user = user_for_token(token) if token else None
+    if user is None and sent:
+        abort(api_error(401))
+    return user
+
+
+def api_auth(required=False):
+    """Decorate an API view: resolve g.caller and apply the anonymous rules (empty 401s)."""
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            g.caller = api_caller()
+            if g.caller is None and (required or not current_app.config["PWP__ALLOW_ANONYMOUS"]):
+                return api_error(401)
+            return view(*args, **kwargs)
+        return wrapped
+    return decorator
+
+
+def actor(user=None) -> Actor:
+    """Describe the current request's user, IP, user agent and referrer for the audit log."""
+    return Actor(user=user, ip=request.remote_addr or "",
+                 user_agent=request.headers.get("User-Agent", "")[:255],
+                 referrer=request.headers.get("Referer", "")[:255])

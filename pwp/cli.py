@@ -1,0 +1,79 @@
+"""Command line: flask --app pwpush init-db | purge-expired | rotate-key | users ... | schema."""
+import click
+from flask.cli import AppGroup
+
+from . import auth, crypto, pushes
+from .models import db, schema_sql
+
+users = AppGroup("users", help="Manage users and their API tokens.")
+
+
+@click.command("init-db")
+def init_db():
+    """Create missing tables; never drops or changes existing data."""
+    db.create_all()
+    click.echo("init-db: database ready")
+
+
+@click.command("purge-expired")
+def purge_expired():
+    """Expire pushes past their limits and delete old expired ones (for cron)."""
+    counts = pushes.purge(pushes.utcnow())
+    click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+
+
+@click.command("rotate-key")
+@click.option("--batch-size", default=1000, show_default=True, help="Pushes per transaction.")
+@click.option("--after-id", default=0, help="Resume after this push id (printed as progress).")
+def rotate_key(batch_size, after_id):
+    """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY."""
+    def progress(last_id, done):
+        click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")
+
+    total = pushes.rotate_keys(batch_size=batch_size, after_id=after_id, progress=progress)
+    click.echo(f"rotate-key: done, {total} pushes re-encrypted")
+
+
+@click.command("generate-key")
+def generate_key():
+    """Print a new master key (prepend it to PWPUSH_MASTER_KEY, then run rotate-key)."""
+    click.echo(crypto.generate_key())
+
+
+@click.command("schema")
+@click.option("--dialect", type=click.Choice(["sqlite", "postgresql"]), default="sqlite")
+def schema(dialect):
+    """Print the schema generated from the models (schema.sql is this output)."""
+    click.echo(schema_sql(dialect), nl=False)
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@click.option("--password", envvar="PWPUSH_USER_PASSWORD", default=None,
+              help="Web sign-in password (or PWPUSH_USER_PASSWORD); without it, API only.")
+def users_create(email, admin, password):
+    """Create a user; the API token is printed alone on the last line."""
+    try:
+        user = auth.create_user(email, password=password, admin=admin)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created {'admin ' if admin else ''}user {user.email}. API token:")
+    click.echo(auth.issue_token(user))
+
+
+@users.command("token")
+@click.argument("email")
+def users_token(email):
+    """Issue a new API token (the old one stops working), printed on the last line."""
+    user = auth.find_user(email)
+    if user is None:
+        raise click.ClickException(f"No user with the e-mail address {email}.")
+    click.echo(f"New API token for {user.email} (the previous one no longer works):")
+    click.echo(auth.issue_token(user))
+
+
+def init_app(app):
+    """Register the commands."""
+    for command in (init_db, purge_expired, rotate_key, generate_key, schema, users):
+        app.cli.add_command(command)

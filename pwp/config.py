@@ -1,0 +1,190 @@
+"""Settings: one table of every option, parsed with types from the environment.
+
+Only this module reads the environment. Names are upstream Password Pusher's
+(``PWP__SECTION__KEY``) so an existing configuration carries over. A bad value
+stops start-up with the variable's name in the message.
+"""
+import os
+import re
+
+KINDS = ("text", "file", "url", "qr")
+# Upstream's settings section for each kind.
+SECTION = {"text": "PW", "file": "FILES", "url": "URL", "qr": "QR"}
+
+_TRUE = {"true", "1", "yes", "on", "t", "y"}
+_FALSE = {"false", "0", "no", "off", "f", "n", ""}
+_UNITS = {
+    "second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800,
+    "month": 2629746, "year": 31556952,
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def parse_bool(name, raw):
+    """Parse a boolean setting."""
+    value = str(raw).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+
+def parse_int(name, raw):
+    """Parse a non-negative integer setting."""
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative, got {raw!r}")
+    return value
+
+
+def parse_str(name, raw):
+    """Keep a string setting; an empty string means unset."""
+    value = str(raw).strip()
+    return value or None
+
+
+def parse_duration(name, raw):
+    """Parse 'disabled' or '<int> <unit>' ('3 months', '1 year') into seconds or None."""
+    value = str(raw).strip().lower()
+    if value in ("disabled", "", "none"):
+        return None
+    match = re.fullmatch(r"(\d+)\s*\.?\s*([a-z]+?)s?", value)
+    if not match or match.group(2) not in _UNITS:
+        raise ConfigError(
+            f"{name}: expected 'disabled' or '<number> <unit>' "
+            f"(seconds, minutes, hours, days, weeks, months, years), got {raw!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_url(name, raw):
+    """Parse a base URL (scheme and host, no trailing slash)."""
+    value = parse_str(name, raw)
+    if value is None:
+        return None
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(f"{name}: expected a URL like https://pwpush.example.com, got {raw!r}")
+    return value.rstrip("/")
+
+
+def _kind_settings():
+    """Per-kind expiry and option settings, upstream's defaults."""
+    rows = []
+    for kind, sec in SECTION.items():
+        p = f"PWP__{sec}__"
+        rows += [
+            (p + "EXPIRE_AFTER_DAYS_DEFAULT", parse_int, 7),
+            (p + "EXPIRE_AFTER_DAYS_MIN", parse_int, 1),
+            (p + "EXPIRE_AFTER_DAYS_MAX", parse_int, 90),
+            (p + "EXPIRE_AFTER_VIEWS_DEFAULT", parse_int, 5),
+            (p + "EXPIRE_AFTER_VIEWS_MIN", parse_int, 1),
+            (p + "EXPIRE_AFTER_VIEWS_MAX", parse_int, 100),
+            (p + "ENABLE_RETRIEVAL_STEP", parse_bool, True),
+            (p + "RETRIEVAL_STEP_DEFAULT", parse_bool, True),
+        ]
+        if kind != "url":
+            rows += [
+                (p + "ENABLE_DELETABLE_PUSHES", parse_bool, True),
+                (p + "DELETABLE_PUSHES_DEFAULT", parse_bool, True),
+            ]
+        if kind in ("text", "file"):
+            rows.append((p + "ENABLE_BLUR", parse_bool, True))
+    return rows
+
+
+# (name, parser, default). The README's settings table mirrors this list.
+SETTINGS = [
+    # Who may do what.
+    ("PWP__ALLOW_ANONYMOUS", parse_bool, True),
+    ("PWP__ENABLE_FILE_PUSHES", parse_bool, True),
+    ("PWP__ENABLE_URL_PUSHES", parse_bool, True),
+    ("PWP__ENABLE_QR_PUSHES", parse_bool, True),
+    ("PWP__DISABLE_SIGNUPS", parse_bool, False),
+    ("PWP__DISABLE_LOGINS", parse_bool, False),
+    # Links and cookies.
+    ("PWP__OVERRIDE_BASE_URL", parse_url, None),
+    ("PWP__SECURE_COOKIES", parse_bool, False),
+    # Number of reverse proxies in front whose X-Forwarded-* headers are trusted.
+    ("PWP__TRUSTED_PROXIES", parse_int, 0),
+    # Data lifecycle.
+    ("PWP__PURGE_AFTER", parse_duration, None),
+    ("PWP__PURGE_ANONYMOUS_AFTER", parse_duration, 86400),
+    # Files.
+    ("PWP__FILES__MAX_FILE_UPLOADS", parse_int, 10),
+    ("PWP__FILES__MAX_TOTAL_BYTES", parse_int, 25 * 1024 * 1024),
+    # Per-IP request throttling (requests per minute / per second; 0 turns a limit off).
+    ("PWP__THROTTLING__MINUTE", parse_int, 120),
+    ("PWP__THROTTLING__SECOND", parse_int, 60),
+    # Where throttling counters live: memory:// (per process) or redis://host:port/db.
+    ("PWP__THROTTLING__STORAGE_URI", parse_str, "memory://"),
+    # Branding.
+    ("PWP__BRAND__TITLE", parse_str, "Password Pusher"),
+    ("PWP__BRAND__TAGLINE", parse_str, "Go Ahead.  Email Another Password."),
+    ("PWP__BRAND__DISCLAIMER", parse_str, None),
+    ("PWP__BRAND__LIGHT_LOGO", parse_str, None),
+    ("PWP__BRAND__DARK_LOGO", parse_str, None),
+    ("PWP__BRAND__SHOW_FOOTER_MENU", parse_bool, True),
+    ("PWP__SHOW_VERSION", parse_bool, True),
+    # Password generator defaults (web UI).
+    ("PWP__GEN__HAS_NUMBERS", parse_bool, True),
+    ("PWP__GEN__TITLE_CASED", parse_bool, True),
+    ("PWP__GEN__USE_SEPARATORS", parse_bool, True),
+    ("PWP__GEN__CONSONANTS", parse_str, "bcdfghklmnprstvz"),
+    ("PWP__GEN__VOWELS", parse_str, "aeiouy"),
+    ("PWP__GEN__SEPARATORS", parse_str, "-_="),
+    ("PWP__GEN__MAX_SYLLABLE_LENGTH", parse_int, 3),
+    ("PWP__GEN__MIN_SYLLABLE_LENGTH", parse_int, 1),
+    ("PWP__GEN__SYLLABLES_COUNT", parse_int, 3),
+    *_kind_settings(),
+    # Infrastructure (not PWP__: the usual names of the platform).
+    ("DATABASE_URL", parse_str, None),  # default: SQLite in the instance folder
+    ("SECRET_KEY", parse_str, None),  # default: generated into the instance folder
+    ("PWPUSH_MASTER_KEY", parse_str, None),  # default: generated into the instance folder
+]
+
+
+def from_environ(environ=None):
+    """Return every setting, parsed from the environment (or the given mapping)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for name, parser, default in SETTINGS:
+        raw = environ.get(name)
+        values[name] = default if raw is None else parser(name, raw)
+    return values
+
+
+def validate(config):
+    """Check cross-setting rules (min <= default <= max) and raise ConfigError."""
+    for sec in SECTION.values():
+        for what in ("DAYS", "VIEWS"):
+            lo = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MIN"]
+            hi = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MAX"]
+            default_name = f"PWP__{sec}__EXPIRE_AFTER_{what}_DEFAULT"
+            if not (1 <= lo <= config[default_name] <= hi):
+                raise ConfigError(
+                    f"{default_name}: must lie between _MIN ({lo}) and _MAX ({hi}), and _MIN must be at least 1")
+    gen_lo, gen_hi = config["PWP__GEN__MIN_SYLLABLE_LENGTH"], config["PWP__GEN__MAX_SYLLABLE_LENGTH"]
+    if not 1 <= gen_lo <= gen_hi:
+        raise ConfigError("PWP__GEN__MIN_SYLLABLE_LENGTH: must be at least 1 and at most the max")
+    if config["PWP__FILES__MAX_FILE_UPLOADS"] < 1:
+        raise ConfigError("PWP__FILES__MAX_FILE_UPLOADS: must be at least 1")
+
+
+def kind_setting(config, kind, key):
+    """Read a per-kind setting, e.g. kind_setting(cfg, 'text', 'EXPIRE_AFTER_DAYS_DEFAULT')."""
+    return config.get(f"PWP__{SECTION[kind]}__{key}")
+
+
+def database_uri(url):
+    """Normalise DATABASE_URL for SQLAlchemy (postgres:// → postgresql+psycopg://)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url

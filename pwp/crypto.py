@@ -1,0 +1,146 @@
+"""Encryption at rest: the one module that imports Fernet.
+
+Every stored secret is a MultiFernet token under the master key set (first key
+encrypts, all decrypt). A passphrase-protected payload is first encrypted with a
+key derived from the passphrase, so the database plus the master key alone do
+not reveal it; the passphrase itself is kept only as a verifier digest.
+"""
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+log = logging.getLogger(__name__)
+
+# scrypt cost: ~20 ms and 16 MiB per passphrase check on this machine kind.
+_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}
+
+
+class Keyring:
+    """The master key set, built once per process."""
+
+    def __init__(self, keys):
+        if not keys:
+            raise ValueError("PWPUSH_MASTER_KEY: no key given")
+        try:
+            self._fernets = [Fernet(k.strip().encode()) for k in keys]
+        except (ValueError, TypeError):
+            raise ValueError(
+                "PWPUSH_MASTER_KEY: each comma-separated key must be a Fernet key "
+                "(32 url-safe base64-encoded bytes; make one with "
+                "`flask --app pwpush generate-key`)") from None
+        self._multi = MultiFernet(self._fernets)
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Encrypt under the first master key."""
+        return self._multi.encrypt(data)
+
+    def decrypt(self, token: bytes) -> bytes:
+        """Decrypt with any master key."""
+        return self._multi.decrypt(token)
+
+    def rotate(self, token: bytes) -> bytes:
+        """Re-encrypt a token under the first master key."""
+        return self._multi.rotate(token)
+
+    def decrypt_fresh(self, token: bytes, ttl: int, now_ts: int) -> bytes | None:
+        """Decrypt a token made at most ttl seconds before now_ts; None if stale or forged."""
+        try:
+            return self._multi.decrypt_at_time(token, ttl, now_ts)
+        except InvalidToken:
+            return None
+
+    def is_current(self, token: bytes) -> bool:
+        """Tell whether a token is already encrypted under the first key."""
+        try:
+            self._fernets[0].decrypt(token)
+            return True
+        except InvalidToken:
+            return False
+
+    def seal(self, data: bytes, passphrase_key: bytes | None = None) -> bytes:
+        """Encrypt, inside a passphrase layer when a passphrase key is given."""
+        if passphrase_key is not None:
+            data = Fernet(passphrase_key).encrypt(data)
+        return self.encrypt(data)
+
+    def open(self, token: bytes, passphrase_key: bytes | None = None) -> bytes:
+        """Decrypt what seal() made."""
+        data = self.decrypt(token)
+        if passphrase_key is not None:
+            data = Fernet(passphrase_key).decrypt(data)
+        return data
+
+
+def generate_key() -> str:
+    """Return a new Fernet key as text."""
+    return Fernet.generate_key().decode()
+
+
+def new_salt() -> bytes:
+    """Return a random salt for a passphrase."""
+    return secrets.token_bytes(16)
+
+
+def _verifier(raw_key: bytes) -> bytes:
+    return hashlib.sha256(b"pwpush-passphrase-verifier:" + raw_key).digest()
+
+
+def derive(passphrase: str, salt: bytes) -> tuple[bytes, bytes]:
+    """Derive (verifier, fernet_key) from a passphrase with one scrypt call.
+
+    The verifier is a digest of the key, so a key held by a browser for a few
+    minutes (the passphrase cookie) can be checked without the passphrase.
+    """
+    raw = hashlib.scrypt(passphrase.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    return _verifier(raw), base64.urlsafe_b64encode(raw)
+
+
+def key_matches(key: bytes, verifier: bytes) -> bool:
+    """Tell in constant time whether a payload key belongs to this verifier."""
+    try:
+        raw = base64.urlsafe_b64decode(key)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(_verifier(raw), verifier)
+
+
+def check_passphrase(passphrase: str, salt: bytes, verifier: bytes) -> bytes | None:
+    """Return the payload key when the passphrase matches, else None (constant-time)."""
+    candidate, key = derive(passphrase, salt)
+    return key if hmac.compare_digest(candidate, verifier) else None
+
+
+def digest_token(token: str) -> str:
+    """Digest an API token for storage and lookup."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def load_or_create(path: str, make) -> str:
+    """Read a secret file, or create it atomically with mode 0600 on first start."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            value = fh.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(make() + "\n")
+    try:
+        # link() fails if another worker won the race: then its file is the one.
+        os.link(tmp, path)
+        log.warning("Generated a new secret at %s (mode 0600); keep it and back it up.", path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path, encoding="ascii") as fh:
+        return fh.read().strip()

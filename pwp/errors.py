@@ -1,0 +1,140 @@
+"""Domain exceptions, and the one place that turns errors into responses.
+
+API requests get upstream's JSON bodies; web requests get a friendly page.
+A missing push and an expired push look the same to a visitor.
+"""
+from flask import Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+
+class PushError(Exception):
+    """Base of the lifecycle's named failures."""
+
+    status = 400
+    message = "Bad request"
+
+    def body(self):
+        """Return upstream's JSON body for this failure."""
+        return {"error": self.message}
+
+
+class NotFound(PushError):
+    """No push with that token (or it was purged)."""
+
+    status = 404
+    message = "not-found"
+
+
+class Forbidden(PushError):
+    """The push belongs to someone else."""
+
+    status = 403
+    message = "That push doesn't belong to you."
+
+
+class NotDeletable(PushError):
+    """A viewer tried to delete a push that is not deletable by viewers."""
+
+    status = 401
+    message = "That push is not deletable by viewers."
+
+
+class PassphraseIncorrect(PushError):
+    """The passphrase is missing or wrong."""
+
+    status = 401
+    message = "That passphrase is incorrect."
+
+    def body(self):
+        """Return upstream's 401 body for a passphrase failure."""
+        return {
+            "error": self.message,
+            "message": "This push requires a passphrase. Please provide it using the "
+                       "'passphrase' parameter (e.g. ?passphrase=mysecret)",
+            "status": "unauthorized",
+        }
+
+
+class TooManyAttempts(PushError):
+    """More than five passphrase attempts on one push within a minute."""
+
+    status = 429
+    message = "Too many passphrase attempts. Please try again in a minute."
+
+
+class SignInRequired(PushError):
+    """This action needs an authenticated user."""
+
+    status = 401
+    message = "You need to sign in or sign up before continuing."
+
+
+class BadParameter(PushError):
+    """A request parameter is missing or malformed (400 with a message)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationFailed(PushError):
+    """The push does not pass validation: a field -> messages hash (422)."""
+
+    status = 422
+
+    def __init__(self, errors):
+        super().__init__("validation failed")
+        self.errors = errors
+
+    def body(self):
+        """Return the errors hash, as upstream."""
+        return self.errors
+
+
+def wants_json():
+    """Tell whether this request is an API request (JSON answers)."""
+    path = request.path
+    return (path.startswith("/api/") or path.endswith(".json") or path.startswith("/pfb/")
+            or request.accept_mimetypes.best == "application/json")
+
+
+def api_error(status, body=None):
+    """Return a JSON error response; an empty body for upstream's bare 401s."""
+    if body is None:
+        return Response(b"", status=status)
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _http_error(exc: HTTPException):
+    if wants_json():
+        if exc.code == 404:
+            return api_error(404, {"status": 404, "error": "Not Found"})
+        response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+    return render_template("errors/http.html", error=exc), exc.code
+
+
+def _push_error(exc: PushError):
+    if wants_json():
+        return api_error(exc.status, exc.body())
+    if isinstance(exc, NotFound):
+        return render_template("web/expired.html"), 200
+    return render_template("errors/http.html", error=exc), exc.status
+
+
+def _unexpected(exc: Exception):
+    # Logged by Flask with the traceback; the client learns nothing about it.
+    if wants_json():
+        return api_error(500, {"status": 500, "error": "Internal Server Error"})
+    return render_template("errors/http.html", error=None), 500
+
+
+def init_app(app):
+    """Register the error handlers."""
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(PushError, _push_error)
+    app.register_error_handler(Exception, _unexpected)

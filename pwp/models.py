@@ -1,0 +1,156 @@
+"""Database models: users, pushes, their files, the audit log and throttle counters."""
+import enum
+from datetime import datetime
+
+from flask_login import UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+                        LargeBinary, SmallInteger, String, false)
+from sqlalchemy.ext.hybrid import hybrid_method
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every model."""
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Kind(enum.IntEnum):
+    """Push kinds, stored as upstream's integers."""
+
+    text = 0
+    file = 1
+    url = 2
+    qr = 3
+
+
+class AuditKind(enum.IntEnum):
+    """Audit log event kinds, stored as upstream's integers."""
+
+    creation = 0
+    view = 1
+    failed_view = 2
+    expire = 3
+    failed_passphrase = 4
+    admin_view = 5
+    owner_view = 6
+    edit = 7
+    creation_email_send = 8
+
+
+class User(UserMixin, db.Model):
+    """An account: signs in on the web, authenticates the API with a token."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # SHA-256 hex digest of the API token; the token itself is shown once.
+    api_token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Push(db.Model):
+    """A secret with its limits; the payload is gone once it expires."""
+
+    __tablename__ = "pushes"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[int] = mapped_column(SmallInteger)
+    url_token: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    expire_after_days: Mapped[int] = mapped_column(Integer)
+    expire_after_views: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    # Counted views: 'view' and 'failed_view' events, as upstream counts them.
+    view_count: Mapped[int] = mapped_column(Integer, default=0)
+    expired: Mapped[bool] = mapped_column(Boolean, default=False)
+    expired_on: Mapped[datetime | None] = mapped_column(DateTime)
+    # True once a person deleted it (an 'expire' audit event exists).
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deletable_by_viewer: Mapped[bool | None] = mapped_column(Boolean)
+    retrieval_step: Mapped[bool] = mapped_column(Boolean, default=False)
+    payload_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    note_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    passphrase_salt: Mapped[bytes | None] = mapped_column(LargeBinary)
+    passphrase_verifier: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # Dashboards and the v2 active/expired lists: one user's pushes, newest first.
+        Index("ix_pushes_user_expired_created", "user_id", "expired", "created_at"),
+        # purge-expired: what is live but past its time, and what expired long ago.
+        Index("ix_pushes_expired_expires_at", "expired", "expires_at"),
+        Index("ix_pushes_expired_on", "expired_on"),
+    )
+
+    @hybrid_method
+    def past_limits(self, now):
+        """The expiry rule, in Python on a row and in SQL on the class: out of time or views."""
+        return (self.expires_at <= now) | (self.view_count >= self.expire_after_views)
+
+    @property
+    def has_passphrase(self) -> bool:
+        """Tell whether a passphrase guards the payload."""
+        return self.passphrase_verifier is not None
+
+    @property
+    def kind_name(self) -> str:
+        """Return the kind as upstream's word (text, file, url, qr)."""
+        return Kind(self.kind).name
+
+
+class PushFile(db.Model):
+    """One attached file, encrypted; deleted when its push expires."""
+
+    __tablename__ = "push_files"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    push_id: Mapped[int] = mapped_column(ForeignKey("pushes.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditLog(db.Model):
+    """One event in a push's history."""
+
+    __tablename__ = "audit_logs"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    push_id: Mapped[int] = mapped_column(ForeignKey("pushes.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[int] = mapped_column(SmallInteger)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    referrer: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_audit_logs_push_id_id", "push_id", "id"),)
+
+
+class Throttle(db.Model):
+    """A fixed-window counter shared by every worker and instance (passphrase attempts)."""
+
+    __tablename__ = "throttles"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def schema_sql(dialect_name="sqlite") -> str:
+    """Render the CREATE statements for every table and index."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}[dialect_name]
+    parts = []
+    for table in Base.metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        for index in sorted(table.indexes, key=lambda i: i.name):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+    return "\n\n".join(parts) + "\n"
+

@@ -1,0 +1,207 @@
+"""Request parameters: nested bodies (JSON or `push[...]` form fields) and Rails-style casting.
+
+Malformed input becomes BadParameter (400) or ValidationFailed (422), never a 500.
+"""
+import re
+
+from flask import request
+from werkzeug.datastructures import FileStorage
+
+from .errors import BadParameter, ValidationFailed
+from .pushes import NewPush, Upload
+
+_TRUE_WORDS = {"on", "yes", "checked", "true", "1"}
+_BRACKETS = re.compile(r"\[([^\]]*)\]")
+_LEADING_INT = re.compile(r"\s*([+-]?\d+)")
+# Attributes that JSON bodies may send at the top level (upstream's wrap_parameters).
+PUSH_ATTRIBUTES = ("payload", "kind", "expire_after_days", "expire_after_duration",
+                   "expire_after_views", "deletable_by_viewer", "retrieval_step",
+                   "passphrase", "name", "note")
+
+
+def _assign(tree: dict, key: str, value):
+    """Put value into tree at a Rails-style key: a[b][c], a[b][] (list)."""
+    head = key.split("[", 1)[0]
+    parts = [head] + _BRACKETS.findall(key[len(head):]) if "[" in key else [key]
+    node = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        nxt = None if last else parts[i + 1]
+        if part == "":
+            # "a[]": append to the list at this node's parent slot (handled by caller).
+            return
+        if last:
+            node[part] = value
+        elif nxt == "":
+            existing = node.get(part)
+            if not isinstance(existing, list):
+                existing = node[part] = []
+            existing.append(value)
+            return
+        else:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+
+
+def body_params() -> dict:
+    """Return query, form and JSON parameters merged into one nested dict."""
+    tree: dict = {}
+    for key, value in request.args.items(multi=True):
+        _assign(tree, key, value)
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if data is None and request.get_data(cache=True):
+            raise BadParameter("The request body is not valid JSON.")
+        if data is not None and not isinstance(data, dict):
+            raise BadParameter("The request body must be a JSON object.")
+        tree.update(data or {})
+        return tree
+    for key, value in request.form.items(multi=True):
+        _assign(tree, key, value)
+    for key, upload in request.files.items(multi=True):
+        _assign(tree, key, upload)
+    return tree
+
+
+def root(params: dict, key: str, wrap=False) -> dict:
+    """Return the nested parameters under key (push, password, ...); 400 when missing."""
+    value = params.get(key)
+    if value is None and wrap and request.is_json:
+        wrapped = {k: params[k] for k in PUSH_ATTRIBUTES if k in params}
+        value = wrapped or None
+    if not isinstance(value, dict) or not value:
+        raise BadParameter(f"param is missing or the value is empty or invalid: {key}")
+    return value
+
+
+def cast_int(value):
+    """Cast like Rails: 3, "3", 2.9 and "2.9" give ints; "abc" gives 0; "" and None give None."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value == value and abs(value) < 1e18 else None
+    text = str(value)
+    if not text.strip():
+        return None
+    match = _LEADING_INT.match(text)
+    if not match or len(match.group(1)) > 18:
+        return 0 if not match else None
+    return int(match.group(1))
+
+
+def cast_bool(value, absent=None):
+    """Cast like upstream: on/yes/checked/true/1 (any case) are true, anything else false."""
+    if value is None:
+        return absent
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in _TRUE_WORDS
+
+
+def _string(errors, field, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        errors[field] = ["must be a string"]
+        return None
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        errors[field] = ["must be valid UTF-8 text"]
+        return None
+    return text
+
+
+def _duration(errors, value):
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 6:
+        return int(value.strip())
+    errors["expire_after_duration"] = ["is not included in the list"]
+    return None
+
+
+def _uploads(errors, value) -> list[Upload]:
+    items = value if isinstance(value, list) else [value]
+    uploads = []
+    for item in items:
+        if isinstance(item, FileStorage):
+            if not item.filename:
+                continue  # an empty file input
+            uploads.append(Upload(filename=item.filename.replace("\x00", ""),
+                                  content_type=item.mimetype or "application/octet-stream",
+                                  data=item.read()))
+        elif item not in ("", None):
+            errors["files"] = ["must be file uploads (multipart/form-data)"]
+    return uploads
+
+
+def new_push(fields: dict, kind=None, form=False) -> NewPush:
+    """Build a NewPush from a push's parameters; 422 for values of the wrong type.
+
+    kind forces the kind (v1 /f.json, /r.json); form=True reads absent checkboxes as false.
+    """
+    errors: dict = {}
+    files_given = "files" in fields
+    files = _uploads(errors, fields["files"]) if files_given else []
+    requested = _string(errors, "kind", fields.get("kind"))
+    if kind is None:
+        kind = (requested or "").strip().lower() or ("file" if files else "text")
+    absent = False if form else None
+    new = NewPush(
+        kind=kind, payload=_string(errors, "payload", fields.get("payload")),
+        files=files, files_given=files_given,
+        expire_after_days=cast_int(fields.get("expire_after_days")),
+        expire_after_duration=_duration(errors, fields.get("expire_after_duration")),
+        expire_after_views=cast_int(fields.get("expire_after_views")),
+        deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), absent),
+        retrieval_step=cast_bool(fields.get("retrieval_step"), absent),
+        passphrase=_string(errors, "passphrase", fields.get("passphrase")),
+        name=(_string(errors, "name", fields.get("name")) or "").replace("\x00", ""),
+        note=_string(errors, "note", fields.get("note")))
+    if errors:
+        raise ValidationFailed(errors)
+    return new
+
+
+def passphrase_param() -> str | None:
+    """The passphrase a retrieval carries, from the query or the body."""
+    value = request.args.get("passphrase")
+    if value is None and request.is_json:
+        data = request.get_json(silent=True)
+        value = data.get("passphrase") if isinstance(data, dict) else None
+    elif value is None:
+        value = request.form.get("passphrase")
+    return value if isinstance(value, str) and value else None
+
+
+_RUBY_OCTAL = re.compile(r"[+-]?0[0-7]+(?:_[0-7]+)*")
+
+
+def page_param() -> int:
+    """Parse ?page= as Ruby's Integer() would; below 1 means 1; above 200 or junk is a 400."""
+    raw = request.args.get("page")
+    if raw is None:
+        return 1
+    text = raw.strip()
+    try:
+        if _RUBY_OCTAL.fullmatch(text):
+            page = int(text.replace("_", ""), 8)
+        elif re.fullmatch(r"[+-]?(0[xXbBoO][0-9a-fA-F_]+|[1-9][0-9_]*|0)", text) and "__" not in text:
+            page = int(text, 0)
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise BadParameter("Invalid page parameter") from None
+    if page > 200:
+        raise BadParameter("Invalid page parameter")
+    return max(page, 1)

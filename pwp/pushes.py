@@ -1,0 +1,557 @@
+"""The push lifecycle: the one place that reads and writes pushes.
+
+Web, API v2, API v1 and the command line call these functions; they never
+touch the session themselves. Time is a parameter (`now`, naive UTC).
+"""
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app
+from sqlalchemy import delete, false, func, select, true, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from . import crypto
+from .config import kind_setting
+from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
+                     ValidationFailed)
+from .models import AuditKind, AuditLog, Kind, Push, PushFile, Throttle, User, db
+
+PER_PAGE = 50
+AUDIT_CAP = 2000
+PASSPHRASE_ATTEMPTS_PER_MINUTE = 5
+# How long the file links of a retrieval keep working (as upstream's 5-minute blob URLs).
+FILE_LINK_SECONDS = 300
+TEXT_MAX = 1_048_576
+QR_MAX = 1024
+_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_COUNTED = (AuditKind.view, AuditKind.failed_view)
+
+# expire_after_duration (what the pwpush CLI sends): index -> length.
+DURATIONS = [timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
+             timedelta(hours=1), timedelta(hours=4), timedelta(hours=12)] + [
+    timedelta(days=d) for d in (1, 2, 3, 4, 5, 6, 7, 14, 21, 30, 60, 90)]
+
+
+def utcnow() -> datetime:
+    """Return the current time as naive UTC, the form stored in the database."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class Actor:
+    """Who is acting, and from where (for the audit log)."""
+
+    user: User | None = None
+    ip: str = ""
+    user_agent: str = ""
+    referrer: str = ""
+
+
+@dataclass
+class Upload:
+    """A file to attach: name, type and contents."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class NewPush:
+    """What a client asked for, parsed into Python types but not yet validated."""
+
+    kind: str = "text"
+    payload: str | None = None
+    files: list[Upload] = field(default_factory=list)
+    files_given: bool = False
+    expire_after_days: int | None = None
+    expire_after_duration: int | None = None
+    expire_after_views: int | None = None
+    deletable_by_viewer: bool | None = None
+    retrieval_step: bool | None = None
+    passphrase: str | None = None
+    name: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Retrieval:
+    """The result of a retrieval: the push, and its payload when the view was granted."""
+
+    push: Push
+    payload: str | None = None
+    files: list[PushFile] = field(default_factory=list)
+    file_key: bytes | None = None
+    # The view that used the last allowed view: shown as still live, then expired.
+    last_view: bool = False
+    granted: bool = False
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def keyring() -> crypto.Keyring:
+    """Return the app's master key set."""
+    return current_app.extensions["pwpush_keyring"]
+
+
+def new_url_token() -> str:
+    """Return a fresh url_token: 24 characters of [a-z0-9] (about 124 bits)."""
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(24))
+
+
+def days_remaining(push: Push, now: datetime) -> int:
+    """Whole days left before the push expires by time (upstream's arithmetic)."""
+    seconds = (push.expires_at - now).total_seconds()
+    return max(0, math.ceil(seconds / 86400))
+
+
+def views_remaining(push: Push) -> int:
+    """Counted views left."""
+    return max(0, push.expire_after_views - push.view_count)
+
+
+def note_of(push: Push) -> str:
+    """Decrypt the owner's note ('' when none)."""
+    if push.note_ciphertext is None:
+        return ""
+    return keyring().decrypt(push.note_ciphertext).decode("utf-8")
+
+
+def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True):
+    """Add an audit event; uncounted events stop at the per-push cap (as upstream)."""
+    if capped and kind not in _COUNTED:
+        count = db.session.scalar(select(func.count()).where(AuditLog.push_id == push.id))
+        if count >= AUDIT_CAP:
+            return
+    db.session.add(AuditLog(
+        push_id=push.id, user_id=actor.user.id if actor.user else None, kind=int(kind),
+        ip=(actor.ip or "")[:64], user_agent=(actor.user_agent or "")[:255],
+        referrer=(actor.referrer or "")[:255], created_at=now))
+
+
+def _find(url_token: str) -> Push:
+    push = db.session.scalar(select(Push).where(Push.url_token == url_token))
+    if push is None:
+        raise NotFound()
+    return push
+
+
+def _expire(push: Push, now: datetime):
+    """Expire: delete the payload, passphrase and files in this transaction."""
+    push.expired = True
+    push.expired_on = now
+    push.payload_ciphertext = None
+    push.passphrase_salt = None
+    push.passphrase_verifier = None
+    push.updated_at = now
+    db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
+
+
+def _expire_if_past_limits(push: Push, now: datetime):
+    if not push.expired and push.past_limits(now):
+        _expire(push, now)
+
+
+def is_owner(push: Push, user: User | None) -> bool:
+    """Tell whether the user owns the push (anonymous pushes are owned by nobody)."""
+    return user is not None and push.user_id is not None and push.user_id == user.id
+
+
+# ----------------------------------------------------------------------------- create
+
+def _bounded(value, kind, what, cfg):
+    """Upstream's rule: a missing or out-of-range value becomes the kind's default."""
+    lo = kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_MIN")
+    hi = kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_MAX")
+    if value is None or not lo <= value <= hi:
+        return kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_DEFAULT")
+    return value
+
+
+def _option(value, kind, enable_key, default_key, cfg):
+    if not kind_setting(cfg, kind, enable_key):
+        return False
+    return kind_setting(cfg, kind, default_key) if value is None else value
+
+
+def _validate(new: NewPush, cfg) -> dict:
+    errors = {}
+    kind = new.kind
+    if kind not in Kind.__members__:
+        return {"kind": ["is not included in the list"]}
+    disabled = {"file": ("PWP__ENABLE_FILE_PUSHES", "File pushes are disabled."),
+                "url": ("PWP__ENABLE_URL_PUSHES", "URL pushes are disabled."),
+                "qr": ("PWP__ENABLE_QR_PUSHES", "QR code pushes are disabled.")}
+    if kind in disabled and not cfg[disabled[kind][0]]:
+        return {"kind": [disabled[kind][1]]}
+    payload = new.payload or ""
+    if kind != "file" and not payload.strip():
+        errors["payload"] = ["Payload is required."]
+    elif kind == "text" and len(payload) > TEXT_MAX:
+        errors["payload"] = [f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."]
+    elif kind == "qr" and len(payload) > QR_MAX:
+        errors["payload"] = [f"The QR code payload is too large.  You can only push up to {QR_MAX} bytes."]
+    elif kind == "url" and not _is_http_url(payload):
+        errors["payload"] = ["must be a valid HTTP or HTTPS URL."]
+    if kind == "file":
+        errors.update(_validate_files(new.files, cfg))
+    if new.expire_after_duration is not None and not 0 <= new.expire_after_duration < len(DURATIONS):
+        errors["expire_after_duration"] = ["is not included in the list"]
+    return errors
+
+
+def _validate_files(files, cfg) -> dict:
+    max_files = cfg["PWP__FILES__MAX_FILE_UPLOADS"]
+    if not files:
+        return {"files": ["At least one file is required for a file push."]}
+    if len(files) > max_files:
+        return {"files": [f"You can only attach up to {max_files} files per push."]}
+    max_bytes = cfg["PWP__FILES__MAX_TOTAL_BYTES"]
+    if sum(len(f.data) for f in files) > max_bytes:
+        return {"files": [f"The files are too large.  You can only push up to {max_bytes} bytes in total."]}
+    return {}
+
+
+def _is_http_url(value: str) -> bool:
+    scheme, sep, _rest = value.strip().partition(":")
+    return bool(sep) and scheme.lower() in ("http", "https")
+
+
+def _expiry(new: NewPush, cfg, now):
+    """Return (expire_after_days, expires_at) from days or the CLI's duration index."""
+    if new.expire_after_duration is not None:
+        length = DURATIONS[new.expire_after_duration]
+        if length < timedelta(days=1):
+            return 1, now + length
+        days = _bounded(length.days, new.kind, "DAYS", cfg)
+    else:
+        days = _bounded(new.expire_after_days, new.kind, "DAYS", cfg)
+    return days, now + timedelta(days=days)
+
+
+def create(new: NewPush, actor: Actor, now: datetime) -> Push:
+    """Validate and store a new push; log its creation."""
+    cfg = current_app.config
+    errors = _validate(new, cfg)
+    if errors:
+        raise ValidationFailed(errors)
+    kind = new.kind
+    days, expires_at = _expiry(new, cfg, now)
+    push = Push(
+        kind=int(Kind[kind]), url_token=new_url_token(),
+        user_id=actor.user.id if actor.user else None, name=new.name or "",
+        expire_after_days=days, expires_at=expires_at,
+        expire_after_views=_bounded(new.expire_after_views, kind, "VIEWS", cfg),
+        view_count=0, expired=False, deleted=False,
+        deletable_by_viewer=None if kind == "url" else _option(
+            new.deletable_by_viewer, kind, "ENABLE_DELETABLE_PUSHES", "DELETABLE_PUSHES_DEFAULT", cfg),
+        retrieval_step=_option(
+            new.retrieval_step, kind, "ENABLE_RETRIEVAL_STEP", "RETRIEVAL_STEP_DEFAULT", cfg),
+        created_at=now, updated_at=now)
+    key = None
+    if new.passphrase:
+        push.passphrase_salt = crypto.new_salt()
+        push.passphrase_verifier, key = crypto.derive(new.passphrase, push.passphrase_salt)
+    ring = keyring()
+    push.payload_ciphertext = ring.seal((new.payload or "").encode("utf-8"), key)
+    if new.note:
+        push.note_ciphertext = ring.encrypt(new.note.encode("utf-8"))
+    db.session.add(push)
+    db.session.flush()
+    for upload in new.files if kind == "file" else ():
+        db.session.add(PushFile(
+            push_id=push.id, filename=upload.filename[:255] or "file",
+            content_type=(upload.content_type or "application/octet-stream")[:255],
+            size=len(upload.data), ciphertext=ring.seal(upload.data, key)))
+    _log(push, AuditKind.creation, actor, now, capped=False)
+    db.session.commit()
+    current_app.logger.info("push %s created (kind %s)", push.id, kind)
+    return push
+
+
+# ----------------------------------------------------------------------------- read
+
+def get(url_token: str, now: datetime) -> Push:
+    """Return a push without counting a view (preview pages, owner pages)."""
+    push = _find(url_token)
+    if not push.expired and push.past_limits(now):
+        _expire(push, now)
+        db.session.commit()
+    return push
+
+
+def _throttle_passphrase(push: Push, now: datetime):
+    """Count one passphrase attempt; raise TooManyAttempts past 5 a minute."""
+    window = int(now.replace(tzinfo=timezone.utc).timestamp()) // 60
+    table = Throttle.__table__
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).values(key=f"passphrase:{push.id}", window=window, count=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.key, table.c.window], set_={"count": table.c.count + 1},
+    ).returning(table.c.count)
+    count = db.session.execute(stmt).scalar_one()
+    if count > PASSPHRASE_ATTEMPTS_PER_MINUTE:
+        db.session.commit()
+        raise TooManyAttempts()
+
+
+def _unlock(push: Push, passphrase: str | None, unlock_key: bytes | None) -> bytes | None:
+    if unlock_key is not None and crypto.key_matches(unlock_key, push.passphrase_verifier):
+        return unlock_key
+    if passphrase:
+        return crypto.check_passphrase(passphrase, push.passphrase_salt, push.passphrase_verifier)
+    return None
+
+
+def unlock(url_token: str, passphrase: str, actor: Actor, now: datetime) -> bytes | None:
+    """Check a passphrase (web form); return the payload key, None if the push needs none.
+
+    Counts toward the per-push attempt limit; a wrong one is logged and raises.
+    """
+    push = _find(url_token)
+    _expire_if_past_limits(push, now)
+    if push.expired or not push.has_passphrase:
+        db.session.commit()
+        return None
+    _throttle_passphrase(push, now)
+    key = _unlock(push, passphrase, None)
+    if key is None:
+        _log(push, AuditKind.failed_passphrase, actor, now)
+        db.session.commit()
+        raise PassphraseIncorrect()
+    db.session.commit()
+    return key
+
+
+def needs_passphrase(push: Push) -> bool:
+    """Tell whether a live push asks for a passphrase before its payload."""
+    return not push.expired and push.has_passphrase
+
+
+def _claim(push: Push, now: datetime) -> bool:
+    """Count one view with a single conditional write; True if this request won it."""
+    # The WHERE clause decides: N concurrent readers of V remaining views get V wins.
+    stmt = (update(Push)
+            .where(Push.id == push.id, Push.expired == false(), ~Push.past_limits(now))
+            .values(view_count=Push.view_count + 1, updated_at=now)
+            .returning(Push.view_count)
+            .execution_options(synchronize_session=False))
+    count = db.session.execute(stmt).scalar_one_or_none()
+    if count is None:
+        return False
+    set_committed_value(push, "view_count", count)
+    return True
+
+
+def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
+    """Answer a read of an expired push; upstream counts it as a view."""
+    stmt = (update(Push).where(Push.id == push.id)
+            .values(view_count=Push.view_count + 1)
+            .returning(Push.view_count).execution_options(synchronize_session=False))
+    set_committed_value(push, "view_count", db.session.execute(stmt).scalar_one())
+    _log(push, AuditKind.failed_view, actor, now)
+    db.session.commit()
+    return Retrieval(push=push)
+
+
+def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None = None,
+             unlock_key: bytes | None = None) -> Retrieval:
+    """Count one view (owners and admins are logged, not counted) and decrypt the payload.
+
+    Raises NotFound, PassphraseIncorrect, TooManyAttempts. An expired push
+    answers with no payload. The view that uses the last allowed view still
+    gets the payload; the push expires in the same transaction (file pushes
+    stay until their next access so the files can be downloaded).
+    """
+    push = _find(url_token)
+    _expire_if_past_limits(push, now)
+    key = None
+    if needs_passphrase(push):
+        if passphrase:
+            _throttle_passphrase(push, now)
+        key = _unlock(push, passphrase, unlock_key)
+        if key is None:
+            _log(push, AuditKind.failed_passphrase, actor, now)
+            db.session.commit()
+            raise PassphraseIncorrect()
+    if push.expired:
+        return _failed_view(push, actor, now)
+    user = actor.user
+    if user is not None and (user.is_admin or is_owner(push, user)):
+        _log(push, AuditKind.admin_view if user.is_admin else AuditKind.owner_view, actor, now)
+    elif _claim(push, now):
+        _log(push, AuditKind.view, actor, now)
+    else:
+        # Another reader took the last view between our read and our write.
+        db.session.refresh(push)
+        _expire_if_past_limits(push, now)
+        return _failed_view(push, actor, now)
+    return _grant(push, key, now)
+
+
+def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
+    # Decrypt before expiring: expiry nulls the ciphertext.
+    ring = keyring()
+    payload = ring.open(push.payload_ciphertext, key).decode("utf-8")
+    files = []
+    if push.kind == Kind.file:
+        files = list(db.session.scalars(
+            select(PushFile).where(PushFile.push_id == push.id).order_by(PushFile.id)))
+    last = push.view_count >= push.expire_after_views
+    if last and push.kind != Kind.file:
+        _expire(push, now)
+    db.session.commit()
+    return Retrieval(push=push, payload=payload, files=files, file_key=key,
+                     last_view=last, granted=True)
+
+
+def file_link_token(push_file: PushFile, key: bytes | None) -> str:
+    """Return an opaque, short-lived download token for one file of a granted view."""
+    data = {"f": push_file.id, "p": push_file.push_id,
+            "k": key.decode("ascii") if key else None}
+    return keyring().encrypt(json.dumps(data).encode()).decode("ascii")
+
+
+def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
+    """Decrypt one file from a download token; NotFound when stale or the push expired."""
+    try:
+        now_ts = int(now.replace(tzinfo=timezone.utc).timestamp())
+        raw = keyring().decrypt_fresh(token.encode("ascii"), FILE_LINK_SECONDS, now_ts)
+        data = json.loads(raw) if raw else None
+    except (ValueError, UnicodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise NotFound()
+    row = db.session.execute(
+        select(PushFile, Push.expired).join(Push, Push.id == PushFile.push_id)
+        .where(PushFile.id == data["f"], PushFile.push_id == data["p"])).first()
+    if row is None or row.expired:
+        raise NotFound()
+    key = data["k"].encode("ascii") if data.get("k") else None
+    return row.PushFile, keyring().open(row.PushFile.ciphertext, key)
+
+
+# ----------------------------------------------------------------------------- manage
+
+def expire_now(url_token: str, actor: Actor, now: datetime) -> Push:
+    """Delete a push's content at once: its owner, or anyone if deletable_by_viewer."""
+    push = _find(url_token)
+    if not (is_owner(push, actor.user) or push.deletable_by_viewer is True):
+        raise NotDeletable()
+    if not push.expired:
+        _expire(push, now)
+        push.deleted = True
+        _log(push, AuditKind.expire, actor, now)
+        current_app.logger.info("push %s deleted", push.id)
+    db.session.commit()
+    return push
+
+
+def owned(url_token: str, user: User | None) -> Push:
+    """Return a push its owner asks about; Forbidden for anyone else."""
+    push = _find(url_token)
+    if not (is_owner(push, user) or (user is not None and user.is_admin)):
+        raise Forbidden()
+    return push
+
+
+def audit_log(push: Push, page: int) -> list[AuditLog]:
+    """One page (50) of a push's audit events, oldest first."""
+    return list(db.session.scalars(
+        select(AuditLog).where(AuditLog.push_id == push.id).order_by(AuditLog.id)
+        .limit(PER_PAGE).offset((page - 1) * PER_PAGE)))
+
+
+def list_for(user: User, expired: bool, page: int, per_page: int = PER_PAGE) -> list[Push]:
+    """One page of a user's active or expired pushes, newest first."""
+    return list(db.session.scalars(
+        select(Push).where(Push.user_id == user.id, Push.expired == expired)
+        .order_by(Push.created_at.desc(), Push.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)))
+
+
+def count_for(user: User, expired: bool) -> int:
+    """How many active or expired pushes a user has."""
+    return db.session.scalar(
+        select(func.count()).where(Push.user_id == user.id, Push.expired == expired))
+
+
+def view_counts(push: Push) -> dict:
+    """Successful and failed view counts, from the audit log (owner pages)."""
+    rows = db.session.execute(
+        select(AuditLog.kind, func.count()).where(AuditLog.push_id == push.id)
+        .group_by(AuditLog.kind)).all()
+    counts = {AuditKind(k).name: n for k, n in rows}
+    return counts
+
+
+# ----------------------------------------------------------------------------- maintenance
+
+def _delete_pushes(where) -> int:
+    ids = select(Push.id).where(*where)
+    db.session.execute(delete(PushFile).where(PushFile.push_id.in_(ids)))
+    db.session.execute(delete(AuditLog).where(AuditLog.push_id.in_(ids)))
+    return db.session.execute(delete(Push).where(*where)).rowcount
+
+
+def purge(now: datetime) -> dict:
+    """Expire what is past its limits and delete what expired long enough ago.
+
+    Idempotent; returns counts for the summary line.
+    """
+    cfg = current_app.config
+    expired = db.session.execute(
+        update(Push).where(Push.expired == false(), Push.past_limits(now))
+        .values(expired=True, expired_on=now, updated_at=now, payload_ciphertext=None,
+                passphrase_salt=None, passphrase_verifier=None)
+        .execution_options(synchronize_session=False)).rowcount
+    files = db.session.execute(delete(PushFile).where(
+        PushFile.push_id.in_(select(Push.id).where(Push.expired == true())))).rowcount
+    anonymous = owned_rows = 0
+    grace = cfg["PWP__PURGE_ANONYMOUS_AFTER"]
+    if grace is not None:
+        anonymous = _delete_pushes([Push.expired == true(), Push.user_id.is_(None),
+                                    Push.expired_on <= now - timedelta(seconds=grace)])
+    if cfg["PWP__PURGE_AFTER"] is not None:
+        owned_rows = _delete_pushes([
+            Push.expired == true(), Push.user_id.is_not(None),
+            Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"])])
+    window = int(now.replace(tzinfo=timezone.utc).timestamp()) // 60
+    db.session.execute(delete(Throttle).where(Throttle.window < window - 1))
+    db.session.commit()
+    return {"expired": expired, "files_deleted": files,
+            "anonymous_deleted": anonymous, "owned_deleted": owned_rows}
+
+
+def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int:
+    """Re-encrypt every stored secret under the first master key, batch by batch.
+
+    Each batch commits, so an interrupted run resumes with after_id = the last id printed.
+    """
+    ring = keyring()
+    done = 0
+    while True:
+        pushes = list(db.session.scalars(
+            select(Push).where(Push.id > after_id).order_by(Push.id).limit(batch_size)))
+        if not pushes:
+            return done
+        ids = [p.id for p in pushes]
+        for push in pushes:
+            if push.payload_ciphertext is not None:
+                push.payload_ciphertext = ring.rotate(push.payload_ciphertext)
+            if push.note_ciphertext is not None:
+                push.note_ciphertext = ring.rotate(push.note_ciphertext)
+        for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))):
+            push_file.ciphertext = ring.rotate(push_file.ciphertext)
+        db.session.commit()
+        db.session.expunge_all()
+        done += len(pushes)
+        after_id = ids[-1]
+        if progress:
+            progress(after_id, done)
