@@ -283,20 +283,29 @@ def get(url_token: str, now: datetime) -> Push:
     return push
 
 
-def _throttle_passphrase(push: Push, now: datetime):
-    """Count one passphrase attempt; raise TooManyAttempts past 5 a minute."""
-    window = int(now.replace(tzinfo=timezone.utc).timestamp()) // 60
+def throttle_hit(key: str, period: int, now: datetime) -> int:
+    """Count one event for key in the current fixed window of `period` seconds; return the count.
+
+    The counter lives in the database, so every worker and app instance shares it.
+    Commits are left to the caller.
+    """
+    ts = int(now.replace(tzinfo=timezone.utc).timestamp())
+    window = ts - ts % period  # the window's start, in Unix seconds
     table = Throttle.__table__
     if db.engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(key=f"passphrase:{push.id}", window=window, count=1)
+    stmt = insert(table).values(key=key[:64], window=window, count=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.key, table.c.window], set_={"count": table.c.count + 1},
     ).returning(table.c.count)
-    count = db.session.execute(stmt).scalar_one()
-    if count > PASSPHRASE_ATTEMPTS_PER_MINUTE:
+    return db.session.execute(stmt).scalar_one()
+
+
+def _throttle_passphrase(push: Push, now: datetime):
+    """Count one passphrase attempt; raise TooManyAttempts past 5 a minute."""
+    if throttle_hit(f"passphrase:{push.id}", 60, now) > PASSPHRASE_ATTEMPTS_PER_MINUTE:
         db.session.commit()
         raise TooManyAttempts()
 
@@ -522,8 +531,9 @@ def purge(now: datetime) -> dict:
         owned_rows = _delete_pushes([
             Push.expired == true(), Push.user_id.is_not(None),
             Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"])])
-    window = int(now.replace(tzinfo=timezone.utc).timestamp()) // 60
-    db.session.execute(delete(Throttle).where(Throttle.window < window - 1))
+    # Counter windows are at most a day long: anything that started a day ago is dead.
+    db.session.execute(delete(Throttle).where(
+        Throttle.window < int(now.replace(tzinfo=timezone.utc).timestamp()) - 86400))
     db.session.commit()
     return {"expired": expired, "files_deleted": files,
             "anonymous_deleted": anonymous, "owned_deleted": owned_rows}
