@@ -69,13 +69,13 @@ def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None) ->
         data["name"] = push.name
     if retrieval is not None:
         data["payload"] = retrieval.payload
-        data["files"] = [file_json(f, retrieval.file_key) for f in retrieval.files]
+        data["files"] = [file_json(f, retrieval.file_key, now) for f in retrieval.files]
     return data
 
 
-def file_json(push_file, key) -> dict:
+def file_json(push_file, key, now) -> dict:
     """One attached file: name, type and a short-lived download link."""
-    token = pushes.file_link_token(push_file, key)
+    token = pushes.file_link_token(push_file, key, now)
     return {"filename": push_file.filename, "content_type": push_file.content_type,
             "url": f"{base_url()}/pfb/{token}/{quote(push_file.filename, safe='')}"}
 

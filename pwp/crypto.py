@@ -47,6 +47,10 @@ class Keyring:
         """Re-encrypt a token under the first master key."""
         return self._multi.rotate(token)
 
+    def encrypt_at(self, data: bytes, now_ts: int) -> bytes:
+        """Encrypt under the first key, stamped with the given time (for short-lived tokens)."""
+        return self._multi.encrypt_at_time(data, now_ts)
+
     def decrypt_fresh(self, token: bytes, ttl: int, now_ts: int) -> bytes | None:
         """Decrypt a token made at most ttl seconds before now_ts; None if stale or forged."""
         try:

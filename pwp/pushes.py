@@ -40,6 +40,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _unix(now: datetime) -> int:
+    return int(now.replace(tzinfo=timezone.utc).timestamp())
+
+
 @dataclass
 class Actor:
     """Who is acting, and from where (for the audit log)."""
@@ -289,7 +293,7 @@ def throttle_hit(key: str, period: int, now: datetime) -> int:
     The counter lives in the database, so every worker and app instance shares it.
     Commits are left to the caller.
     """
-    ts = int(now.replace(tzinfo=timezone.utc).timestamp())
+    ts = _unix(now)
     window = ts - ts % period  # the window's start, in Unix seconds
     table = Throttle.__table__
     if db.engine.dialect.name == "postgresql":
@@ -420,18 +424,17 @@ def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
                      last_view=last, granted=True)
 
 
-def file_link_token(push_file: PushFile, key: bytes | None) -> str:
-    """Return an opaque, short-lived download token for one file of a granted view."""
+def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> str:
+    """Return an opaque download token for one file of a granted view, valid a few minutes."""
     data = {"f": push_file.id, "p": push_file.push_id,
             "k": key.decode("ascii") if key else None}
-    return keyring().encrypt(json.dumps(data).encode()).decode("ascii")
+    return keyring().encrypt_at(json.dumps(data).encode(), _unix(now)).decode("ascii")
 
 
 def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
     """Decrypt one file from a download token; NotFound when stale or the push expired."""
     try:
-        now_ts = int(now.replace(tzinfo=timezone.utc).timestamp())
-        raw = keyring().decrypt_fresh(token.encode("ascii"), FILE_LINK_SECONDS, now_ts)
+        raw = keyring().decrypt_fresh(token.encode("ascii"), FILE_LINK_SECONDS, _unix(now))
         data = json.loads(raw) if raw else None
     except (ValueError, UnicodeError):
         data = None
@@ -533,7 +536,7 @@ def purge(now: datetime) -> dict:
             Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"])])
     # Counter windows are at most a day long: anything that started a day ago is dead.
     db.session.execute(delete(Throttle).where(
-        Throttle.window < int(now.replace(tzinfo=timezone.utc).timestamp()) - 86400))
+        Throttle.window < _unix(now) - 86400))
     db.session.commit()
     return {"expired": expired, "files_deleted": files,
             "anonymous_deleted": anonymous, "owned_deleted": owned_rows}

@@ -1,0 +1,266 @@
+"""API v2 and v1: creating pushes."""
+import io
+
+import pytest
+
+from conftest import bearer, sql
+
+CREATE_KEYS = {"created_at", "days_remaining", "deletable_by_viewer", "deleted", "expire_after_days",
+               "expire_after_views", "expired", "expired_on", "html_url", "json_url", "name", "note",
+               "passphrase", "retrieval_step", "updated_at", "url_token", "views_remaining"}
+
+
+def test_v1_create_with_only_payload_has_upstream_defaults(client):
+    r = client.post("/p.json", json={"password": {"payload": "x"}})
+    assert r.status_code == 201
+    body = r.json
+    assert set(body) == CREATE_KEYS
+    assert body["expire_after_days"] == 7 and body["days_remaining"] == 7
+    assert body["expire_after_views"] == 5 and body["views_remaining"] == 5
+    assert body["retrieval_step"] is True and body["deletable_by_viewer"] is True
+    assert body["name"] == "" and body["note"] == ""
+    assert body["expired"] is False and body["deleted"] is False and body["expired_on"] is None
+    # Deviation 1: the passphrase is never returned.
+    assert body["passphrase"] is None
+    assert "payload" not in body
+
+
+def test_v2_create_returns_201_with_create_keys(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "my-secret", "expire_after_days": 1,
+                                                      "expire_after_views": 5}})
+    assert r.status_code == 201
+    assert set(r.json) == CREATE_KEYS
+    assert r.json["expire_after_days"] == 1
+    assert r.headers["Content-Type"].startswith("application/json")
+
+
+def test_timestamps_are_iso_utc_with_milliseconds(client):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json
+    assert body["created_at"].endswith("Z") and len(body["created_at"]) == 24
+    assert body["created_at"][19] == "."
+
+
+def test_html_url_has_retrieval_step_suffix_and_json_url_works(client):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "abc", "retrieval_step": True}}).json
+    token = body["url_token"]
+    assert body["html_url"] == f"http://localhost/p/{token}/r"
+    # Deviation 2: json_url is a working URL.
+    r = client.get(body["json_url"].replace("http://localhost", ""))
+    assert r.status_code == 200 and r.json["payload"] == "abc"
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "abc", "retrieval_step": False}}).json
+    assert body["html_url"].endswith(f"/p/{body['url_token']}")
+
+
+def test_v1_json_url_is_the_v1_show_route(client):
+    body = client.post("/p.json", json={"password": {"payload": "abc"}}).json
+    assert body["json_url"].endswith(f"/p/{body['url_token']}.json")
+    assert client.get(body["json_url"].replace("http://localhost", "")).json["payload"] == "abc"
+
+
+@pytest.mark.parametrize("settings", [{"PWP__OVERRIDE_BASE_URL": "https://pwpush.example.com"}])
+def test_override_base_url_is_used_for_links(client, settings):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json
+    assert body["html_url"].startswith("https://pwpush.example.com/p/")
+    r = client.get(f"/api/v2/pushes/{body['url_token']}/preview")
+    assert r.json["url"].startswith("https://pwpush.example.com/p/")
+
+
+@pytest.mark.parametrize("path,key", [("/p.json", "password"), ("/api/v2/pushes", "push")])
+@pytest.mark.parametrize("body", [{}, {"other": 1}, {"KEY": {}}, {"KEY": "text"}, {"KEY": []}])
+def test_create_without_root_key_is_400(client, token, path, key, body):
+    body = {k.replace("KEY", key): v for k, v in body.items()}
+    r = client.post(path, json=body, headers=bearer(token))
+    assert r.status_code == 400
+    assert r.json == {"error": f"param is missing or the value is empty or invalid: {key}"}
+
+
+@pytest.mark.parametrize("path,key", [("/f.json", "file_push"), ("/r.json", "url")])
+def test_v1_file_and_url_create_without_root_key_is_400(client, token, path, key):
+    r = client.post(path, json={}, headers=bearer(token))
+    assert r.status_code == 400
+    assert r.json == {"error": f"param is missing or the value is empty or invalid: {key}"}
+
+
+def test_v2_top_level_attributes_are_wrapped_into_push(client):
+    r = client.post("/api/v2/pushes", json={"payload": "wrapped", "expire_after_views": 2})
+    assert r.status_code == 201 and r.json["expire_after_views"] == 2
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("expire_after_days", 100, 7), ("expire_after_days", 0, 7), ("expire_after_days", "3", 3),
+    ("expire_after_days", "2.9", 2), ("expire_after_days", 2.9, 2), ("expire_after_days", "abc", 7),
+    ("expire_after_days", "", 7), ("expire_after_days", 10 ** 30, 7), ("expire_after_days", -5, 7),
+    ("expire_after_days", "99999999999999999999999", 7), ("expire_after_days", 1e300, 7),
+    ("expire_after_views", 0, 5), ("expire_after_views", 101, 5), ("expire_after_views", "100", 100),
+    ("expire_after_views", None, 5), ("expire_after_views", [], 5), ("expire_after_views", {}, 5),
+])
+def test_out_of_range_or_odd_numbers_fall_back_to_the_default(client, field, value, expected):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", field: value}})
+    assert r.status_code == 201
+    assert r.json[field] == expected
+
+
+@pytest.mark.parametrize("value,expected", [
+    (True, True), (False, False), ("true", True), ("True", True), ("false", False), ("on", True),
+    ("yes", True), ("checked", True), ("1", True), (1, True), ("0", False), ("", False), ("nope", False),
+])
+def test_booleans_are_parsed_like_upstream(client, value, expected):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "deletable_by_viewer": value,
+                                                      "retrieval_step": value}})
+    assert r.json["deletable_by_viewer"] is expected
+    assert r.json["retrieval_step"] is expected
+
+
+def test_absent_booleans_take_the_kind_defaults(client):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json
+    assert body["deletable_by_viewer"] is True and body["retrieval_step"] is True
+
+
+@pytest.mark.parametrize("settings", [{"PWP__PW__RETRIEVAL_STEP_DEFAULT": False,
+                                       "PWP__PW__ENABLE_DELETABLE_PUSHES": False}])
+def test_settings_change_defaults_and_disable_options(client, settings):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x", "deletable_by_viewer": True}}).json
+    assert body["retrieval_step"] is False
+    assert body["deletable_by_viewer"] is False
+
+
+def test_url_pushes_are_never_viewer_deletable(client):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "https://example.com",
+                                                        "kind": "url", "deletable_by_viewer": True}}).json
+    assert body["deletable_by_viewer"] is None
+
+
+@pytest.mark.parametrize("duration,days,hours", [
+    (6, 1, None), (12, 7, None), (13, 14, None), (17, 90, None), (0, 1, 5 / 60), (3, 1, 1), (5, 1, 12),
+])
+def test_expire_after_duration_maps_like_the_cli(app, client, duration, days, hours):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": duration}}).json
+    assert body["expire_after_days"] == days
+    (created, expires), = sql(app, "SELECT created_at, expires_at FROM pushes")
+    if isinstance(created, str):
+        from datetime import datetime
+        created, expires = datetime.fromisoformat(created), datetime.fromisoformat(expires)
+    span = (expires - created).total_seconds() / 3600
+    assert span == pytest.approx(hours if hours is not None else days * 24)
+
+
+@pytest.mark.parametrize("value", [18, -1, "abc", 2.5, [1], "1000000"])
+def test_bad_expire_after_duration_is_422(client, value):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": value}})
+    assert r.status_code == 422
+    assert "expire_after_duration" in r.json
+
+
+def test_duration_given_as_string_works(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": "8"}})
+    assert r.status_code == 201 and r.json["expire_after_days"] == 3
+
+
+@pytest.mark.parametrize("payload", ["", "   ", None])
+def test_blank_text_payload_is_422(client, payload):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": payload, "name": "n"}})
+    assert r.status_code == 422
+    assert r.json == {"payload": ["Payload is required."]}
+
+
+def test_text_payload_size_limit(client):
+    ok = client.post("/api/v2/pushes", json={"push": {"payload": "a" * 1_048_576}})
+    assert ok.status_code == 201
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "a" * 1_048_577}})
+    assert r.status_code == 422
+    assert r.json["payload"] == ["The payload is too large.  You can only push up to 1048576 bytes."]
+
+
+def test_qr_payload_size_limit(client):
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "q" * 1024, "kind": "qr"}}).status_code == 201
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "q" * 1025, "kind": "qr"}})
+    assert r.status_code == 422
+    assert r.json["payload"] == ["The QR code payload is too large.  You can only push up to 1024 bytes."]
+
+
+@pytest.mark.parametrize("url", ["the0x00.dev", "ftp://example.com", "javascript:alert(1)",
+                                 "data:text/html,hi", "  "])
+def test_url_push_needs_http_or_https(client, url):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": url, "kind": "url"}})
+    assert r.status_code == 422
+    assert "payload" in r.json
+
+
+@pytest.mark.parametrize("url", ["http://example.com", "HTTPS://example.com/a?b=c"])
+def test_url_push_accepts_http_and_https(client, url):
+    assert client.post("/api/v2/pushes", json={"push": {"payload": url, "kind": "url"}}).status_code == 201
+
+
+def test_unknown_kind_is_422_not_500(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "kind": "foo"}})
+    assert r.status_code == 422
+    assert r.json == {"kind": ["is not included in the list"]}
+
+
+@pytest.mark.parametrize("settings,kind,message", [
+    ({"PWP__ENABLE_URL_PUSHES": False}, "url", "URL pushes are disabled."),
+    ({"PWP__ENABLE_QR_PUSHES": False}, "qr", "QR code pushes are disabled."),
+])
+def test_disabled_kind_is_422(client, settings, kind, message):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "https://a.b", "kind": kind}})
+    assert r.status_code == 422 and r.json == {"kind": [message]}
+
+
+def test_unicode_payload_round_trips(client):
+    payload = "£¬ æ ¼ ö ç ý — 密码 🔐 \n\t\"'`$HOME;|&"
+    token = client.post("/api/v2/pushes", json={"push": {"payload": payload}}).json["url_token"]
+    assert client.get(f"/api/v2/pushes/{token}").json["payload"] == payload
+
+
+def test_name_and_note_are_returned_to_the_creator_and_lists(client, token):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x", "name": "db", "note": "for ops"}},
+                       headers=bearer(token)).json
+    assert body["name"] == "db" and body["note"] == "for ops"
+    shown = client.get(f"/api/v2/pushes/{body['url_token']}").json
+    assert "name" not in shown and "note" not in shown
+
+
+def test_note_and_payload_are_encrypted_at_rest(app, client):
+    client.post("/api/v2/pushes", json={"push": {"payload": "PLAINPAYLOAD", "note": "PLAINNOTE"}})
+    (payload, note), = sql(app, "SELECT payload_ciphertext, note_ciphertext FROM pushes")
+    assert b"PLAINPAYLOAD" not in bytes(payload) and b"PLAINNOTE" not in bytes(note)
+
+
+def test_creation_is_audited_with_the_creator(app, client, token):
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token)).json
+    logs = client.get(f"/api/v2/pushes/{body['url_token']}/audit", headers=bearer(token)).json["logs"]
+    assert [e["kind"] for e in logs] == ["creation"]
+
+
+def test_multipart_form_with_bracketed_fields_and_python_booleans(client, token):
+    r = client.post("/api/v2/pushes", headers=bearer(token), content_type="multipart/form-data", data={
+        "push[payload]": "form secret", "push[kind]": "text", "push[expire_after_views]": "3",
+        "push[expire_after_duration]": "7", "push[deletable_by_viewer]": "False",
+        "push[retrieval_step]": "True", "account_id": "42"})
+    assert r.status_code == 201
+    assert r.json["expire_after_views"] == 3 and r.json["expire_after_days"] == 2
+    assert r.json["deletable_by_viewer"] is False and r.json["retrieval_step"] is True
+
+
+def test_urlencoded_form_create_on_v1(client):
+    r = client.post("/p.json", data={"password[payload]": "urlenc", "password[expire_after_views]": "2"})
+    assert r.status_code == 201 and r.json["expire_after_views"] == 2
+
+
+def test_notify_emails_are_not_available(client, token):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "notify_emails_to": "a@b.c"}},
+                    headers=bearer(token))
+    assert r.status_code == 422 and "notify_emails_to" in r.json
+
+
+def test_account_id_at_top_level_is_ignored(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x"}, "account_id": 7})
+    assert r.status_code == 201
+
+
+def test_file_upload_limits_are_validated(client, token):
+    files = [(io.BytesIO(b"x"), f"f{i}.txt") for i in range(11)]
+    r = client.post("/api/v2/pushes", headers=bearer(token), content_type="multipart/form-data",
+                    data={"push[kind]": "file", "push[files][]": files})
+    assert r.status_code == 422
+    assert r.json == {"files": ["You can only attach up to 10 files per push."]}

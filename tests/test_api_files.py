@@ -1,0 +1,106 @@
+"""File pushes: multipart upload, encrypted storage, short-lived downloads."""
+import io
+
+import pytest
+
+from conftest import bearer, sql
+
+
+def upload(client, token, files, **fields):
+    data = {f"push[{k}]": v for k, v in fields.items()}
+    data["push[files][]"] = [(io.BytesIO(content), name) for name, content in files]
+    return client.post("/api/v2/pushes", headers=bearer(token), data=data,
+                       content_type="multipart/form-data")
+
+
+def download(client, url):
+    return client.get(url.replace("http://localhost", ""))
+
+
+def test_file_push_round_trip(app, client, token):
+    content = bytes(range(256)) * 10 + "é\n$HOME`x`".encode()
+    r = upload(client, token, [("report.bin", content), ("notes é.txt", b"second")],
+               payload="", expire_after_views=2)
+    assert r.status_code == 201
+    t = r.json["url_token"]
+    (stored,), = sql(app, "SELECT ciphertext FROM push_files ORDER BY id LIMIT 1")
+    assert content not in bytes(stored)
+    body = client.get(f"/api/v2/pushes/{t}").json
+    assert body["payload"] == ""
+    assert [f["filename"] for f in body["files"]] == ["report.bin", "notes é.txt"]
+    assert set(body["files"][0]) == {"filename", "content_type", "url"}
+    got = download(client, body["files"][0]["url"])
+    assert got.status_code == 200 and got.data == content
+    assert got.headers["Cache-Control"] == "no-store"
+    assert "attachment" in got.headers["Content-Disposition"]
+
+
+def test_file_kind_is_inferred_from_files(client, token):
+    r = upload(client, token, [("a.txt", b"a")])
+    assert r.status_code == 201
+    body = client.get(f"/api/v2/pushes/{r.json['url_token']}").json
+    assert len(body["files"]) == 1
+
+
+def test_last_viewer_can_still_download_then_nobody(client, token, clock):
+    r = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_views=1)
+    t = r.json["url_token"]
+    body = client.get(f"/api/v2/pushes/{t}").json
+    assert body["views_remaining"] == 0 and body["expired"] is False
+    url = body["files"][0]["url"]
+    clock.advance(seconds=60)
+    assert download(client, url).data == b"payload-bytes"
+    # The next access expires the push and deletes its files.
+    after = client.get(f"/api/v2/pushes/{t}").json
+    assert after["expired"] is True and after["files"] == []
+    assert download(client, url).status_code == 404
+
+
+def test_download_links_go_stale(client, token, clock):
+    t = upload(client, token, [("a.txt", b"x")], expire_after_views=5).json["url_token"]
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    clock.advance(seconds=301)
+    assert download(client, url).status_code == 404
+
+
+def test_forged_download_tokens_are_404(client):
+    for path in ("/pfb/abc/x.txt", "/pfb/" + "A" * 120 + "/x.txt", "/pfb/%00/x"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.is_json
+
+
+def test_files_are_deleted_on_expiry(app, client, token):
+    t = upload(client, token, [("a.txt", b"x")]).json["url_token"]
+    client.delete(f"/api/v2/pushes/{t}", headers=bearer(token))
+    assert sql(app, "SELECT count(*) FROM push_files")[0][0] == 0
+
+
+def test_passphrase_file_push_downloads_with_the_key(client, token):
+    t = upload(client, token, [("a.txt", b"guarded-file")], passphrase="pp").json["url_token"]
+    assert client.get(f"/api/v2/pushes/{t}").status_code == 401
+    url = client.get(f"/api/v2/pushes/{t}?passphrase=pp").json["files"][0]["url"]
+    assert download(client, url).data == b"guarded-file"
+
+
+@pytest.mark.parametrize("settings", [{"PWP__FILES__MAX_TOTAL_BYTES": 1000}])
+def test_total_size_cap(client, token, settings):
+    r = upload(client, token, [("a.bin", b"x" * 600), ("b.bin", b"y" * 600)])
+    assert r.status_code == 422 and "files" in r.json
+    # A body far above the cap is refused before it is read.
+    r = upload(client, token, [("big.bin", b"z" * (2 * 1024 * 1024))])
+    assert r.status_code == 413 and r.is_json
+
+
+def test_v1_file_push(client, token):
+    r = client.post("/f.json", headers=bearer(token), content_type="multipart/form-data",
+                    data={"file_push[payload]": "msg", "file_push[files][]": [(io.BytesIO(b"v1"), "v1.txt")]})
+    assert r.status_code == 201
+    body = client.get(f"/f/{r.json['url_token']}.json").json
+    assert body["payload"] == "msg" and body["files"][0]["filename"] == "v1.txt"
+
+
+def test_p_json_with_files_makes_a_file_push(client, token):
+    r = client.post("/p.json", headers=bearer(token), content_type="multipart/form-data",
+                    data={"password[payload]": "m", "password[files][]": [(io.BytesIO(b"p"), "p.txt")]})
+    assert r.status_code == 201
+    assert client.get(f"/p/{r.json['url_token']}.json").json["files"][0]["filename"] == "p.txt"

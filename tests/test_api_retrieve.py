@@ -1,0 +1,167 @@
+"""API v2 and v1: retrieving, passphrases, views, expiry by time."""
+import pytest
+
+from conftest import bearer, sql
+
+SHOW_KEYS = {"created_at", "days_remaining", "deletable_by_viewer", "deleted", "expire_after_days",
+             "expire_after_views", "expired", "expired_on", "files", "html_url", "json_url",
+             "passphrase", "payload", "retrieval_step", "updated_at", "url_token", "views_remaining"}
+
+
+def push(client, headers=None, **fields):
+    fields.setdefault("payload", "s3cret")
+    r = client.post("/api/v2/pushes", json={"push": fields}, headers=headers or {})
+    assert r.status_code == 201, r.json
+    return r.json["url_token"]
+
+
+@pytest.mark.parametrize("path", ["/p/{}.json", "/api/v2/pushes/{}", "/f/{}.json", "/r/{}.json",
+                                  "/api/v2/pushes/{}.json"])
+def test_two_view_push_serves_two_views_then_expired(app, client, path):
+    token = push(client, expire_after_views=2)
+    first = client.get(path.format(token))
+    assert first.status_code == 200 and set(first.json) == SHOW_KEYS
+    assert first.json["payload"] == "s3cret" and first.json["views_remaining"] == 1
+    second = client.get(path.format(token)).json
+    assert second["payload"] == "s3cret" and second["views_remaining"] == 0
+    assert second["expired"] is False and second["expired_on"] is None
+    (expired, payload), = sql(app, "SELECT expired, payload_ciphertext FROM pushes")
+    assert expired and payload is None
+    third = client.get(path.format(token))
+    assert third.status_code == 200
+    body = third.json
+    assert body["expired"] is True and body["payload"] is None and body["files"] == []
+    assert body["expired_on"] is not None and body["deleted"] is False
+    assert body["views_remaining"] == 0 and body["passphrase"] is None
+
+
+def test_unknown_token_is_404_not_found(client):
+    for path in ("/api/v2/pushes/nope", "/p/nope.json", "/api/v2/pushes/nope/preview",
+                 "/p/nope/preview.json"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json == {"error": "not-found"}, path
+
+
+@pytest.mark.parametrize("token", ["a" * 65, "bad%20token", "x.y", "..", "%00", "😀", "a'b"])
+def test_odd_tokens_are_404_json(client, token):
+    r = client.get(f"/api/v2/pushes/{token}")
+    assert r.status_code == 404
+    assert r.is_json
+
+
+def test_passphrase_gate(app, client, token):
+    t = push(client, bearer(token), passphrase="asdf")
+    for query in ("", "?passphrase=wrong", "?passphrase=ASDF"):
+        r = client.get(f"/api/v2/pushes/{t}{query}")
+        assert r.status_code == 401
+        assert r.json == {"error": "That passphrase is incorrect.",
+                          "message": "This push requires a passphrase. Please provide it using the "
+                                     "'passphrase' parameter (e.g. ?passphrase=mysecret)",
+                          "status": "unauthorized"}
+    r = client.get(f"/api/v2/pushes/{t}?passphrase=asdf")
+    assert r.status_code == 200 and r.json["payload"] == "s3cret"
+    assert r.json["passphrase"] is None
+    kinds = [e["kind"] for e in client.get(f"/api/v2/pushes/{t}/audit", headers=bearer(token)).json["logs"]]
+    assert kinds == ["creation", "failed_passphrase", "failed_passphrase", "failed_passphrase", "view"]
+
+
+def test_passphrase_in_json_body_is_accepted(client):
+    t = push(client, passphrase="pp")
+    r = client.open(f"/api/v2/pushes/{t}", method="GET", json={"passphrase": "pp"})
+    assert r.status_code == 200 and r.json["payload"] == "s3cret"
+
+
+def test_owner_is_not_exempt_from_the_passphrase(client, token):
+    t = push(client, bearer(token), passphrase="pp")
+    assert client.get(f"/api/v2/pushes/{t}", headers=bearer(token)).status_code == 401
+
+
+def test_sixth_passphrase_attempt_in_a_minute_is_429(client, clock):
+    t = push(client, passphrase="right")
+    for _ in range(5):
+        assert client.get(f"/api/v2/pushes/{t}?passphrase=wrong").status_code == 401
+    r = client.get(f"/api/v2/pushes/{t}?passphrase=right")
+    assert r.status_code == 429
+    assert r.json == {"error": "Too many passphrase attempts. Please try again in a minute."}
+    clock.advance(seconds=61)
+    assert client.get(f"/api/v2/pushes/{t}?passphrase=right").status_code == 200
+
+
+def test_passphrase_payload_is_not_readable_with_the_master_key_alone(app, client):
+    t = push(client, passphrase="hunter2", payload="guarded")
+    with app.app_context():
+        from pwp.models import Push, db
+        from pwp.pushes import keyring
+        row = db.session.query(Push).filter_by(url_token=t).one()
+        inner = keyring().decrypt(row.payload_ciphertext)
+        assert b"guarded" not in inner
+        assert row.passphrase_verifier is not None and b"hunter2" not in row.passphrase_verifier
+
+
+def test_expired_passphrase_push_skips_the_gate(client):
+    t = push(client, passphrase="pp", expire_after_views=1)
+    assert client.get(f"/api/v2/pushes/{t}?passphrase=pp").json["payload"] == "s3cret"
+    r = client.get(f"/api/v2/pushes/{t}")
+    assert r.status_code == 200 and r.json["expired"] is True and r.json["payload"] is None
+
+
+def test_push_expires_by_days(client, clock):
+    t = push(client, expire_after_days=1)
+    clock.advance(hours=23, minutes=59)
+    body = client.get(f"/api/v2/pushes/{t}").json
+    assert body["payload"] == "s3cret" and body["days_remaining"] == 1
+    clock.advance(minutes=2)
+    body = client.get(f"/api/v2/pushes/{t}").json
+    assert body["expired"] is True and body["payload"] is None and body["days_remaining"] == 0
+
+
+def test_days_remaining_counts_down(client, clock):
+    t = push(client, expire_after_days=3)
+    clock.advance(days=1, seconds=1)
+    assert client.get(f"/api/v2/pushes/{t}").json["days_remaining"] == 2
+
+
+def test_owner_views_are_logged_but_not_counted(client, make_user):
+    _, owner = make_user("owner@example.com")
+    _, admin = make_user("admin@example.com", admin=True)
+    t = push(client, bearer(owner), expire_after_views=1)
+    for headers in (bearer(owner), bearer(owner), bearer(admin)):
+        body = client.get(f"/api/v2/pushes/{t}", headers=headers).json
+        assert body["payload"] == "s3cret" and body["views_remaining"] == 1 and body["expired"] is False
+    assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "s3cret"
+    assert client.get(f"/api/v2/pushes/{t}").json["expired"] is True
+    kinds = [e["kind"] for e in client.get(f"/api/v2/pushes/{t}/audit", headers=bearer(owner)).json["logs"]]
+    assert kinds == ["creation", "owner_view", "owner_view", "admin_view", "view", "failed_view"]
+
+
+def test_another_users_view_is_counted(client, make_user):
+    _, owner = make_user("owner@example.com")
+    _, other = make_user("other@example.com")
+    t = push(client, bearer(owner), expire_after_views=1)
+    assert client.get(f"/api/v2/pushes/{t}", headers=bearer(other)).json["payload"] == "s3cret"
+    assert client.get(f"/api/v2/pushes/{t}", headers=bearer(other)).json["expired"] is True
+
+
+def test_preview_returns_url_without_counting_a_view(client):
+    t = push(client, expire_after_views=1, retrieval_step=False)
+    for _ in range(3):
+        r = client.get(f"/api/v2/pushes/{t}/preview")
+        assert r.status_code == 200 and r.json == {"url": f"http://localhost/p/{t}"}
+    assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "s3cret"
+
+
+def test_preview_works_on_expired_pushes(client):
+    t = push(client, expire_after_views=1)
+    client.get(f"/api/v2/pushes/{t}")
+    assert client.get(f"/p/{t}/preview.json").json == {"url": f"http://localhost/p/{t}/r"}
+
+
+def test_responses_are_not_cached(client):
+    t = push(client)
+    assert client.get(f"/api/v2/pushes/{t}").headers["Cache-Control"] == "no-store"
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).headers["Cache-Control"] == "no-store"
+
+
+def test_retrieval_step_does_not_affect_the_json_api(client):
+    t = push(client, retrieval_step=True)
+    assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "s3cret"
