@@ -1,0 +1,135 @@
+"""The lifecycle module directly: purge, key rotation, claims; time passed as `now`."""
+from datetime import timedelta
+
+import pytest
+
+from conftest import NOW, TEST_MASTER_KEY, make_config, sql
+from pwp import create_app, crypto, pushes
+from pwp.models import Push, db
+from pwp.pushes import Actor, NewPush
+
+
+def create(app, now=NOW, user=None, **fields):
+    fields.setdefault("payload", "secret")
+    with app.app_context():
+        return pushes.create(NewPush(**fields), Actor(user=user), now).url_token
+
+
+def retrieve(app, token, now=NOW, **kwargs):
+    with app.app_context():
+        result = pushes.retrieve(token, Actor(), now, **kwargs)
+        return result.payload, result.push.expired
+
+
+def test_claim_view_after_last_view_returns_expired(app):
+    token = create(app, expire_after_views=1)
+    assert retrieve(app, token) == ("secret", True)
+    assert retrieve(app, token) == (None, True)
+
+
+def test_expiry_nulls_ciphertext_and_passphrase(app):
+    token = create(app, expire_after_views=1, passphrase="pp")
+    assert retrieve(app, token, passphrase="pp")[0] == "secret"
+    (payload, salt, verifier), = sql(app, "SELECT payload_ciphertext, passphrase_salt, passphrase_verifier FROM pushes")
+    assert (payload, salt, verifier) == (None, None, None)
+
+
+def test_purge_expires_pushes_past_their_limits(app):
+    live = create(app, expire_after_days=7)
+    old = create(app, expire_after_days=1)
+    with app.app_context():
+        counts = pushes.purge(NOW + timedelta(days=2))
+    assert counts["expired"] == 1
+    rows = dict(sql(app, "SELECT url_token, expired FROM pushes"))
+    assert bool(rows[old]) is True and bool(rows[live]) is False
+    assert sql(app, "SELECT payload_ciphertext FROM pushes WHERE url_token = :t", t=old)[0][0] is None
+
+
+def test_purge_is_idempotent(app):
+    create(app, expire_after_days=1)
+    with app.app_context():
+        first = pushes.purge(NOW + timedelta(days=2))
+        second = pushes.purge(NOW + timedelta(days=2))
+    assert first["expired"] == 1 and second["expired"] == 0
+
+
+def test_purge_deletes_anonymous_rows_after_the_grace_period(app, make_user):
+    uid, _ = make_user()
+    with app.app_context():
+        user = db.session.get(pushes.User, uid)
+        owned = pushes.create(NewPush(payload="o", expire_after_days=1), Actor(user=user), NOW).url_token
+    anon = create(app, expire_after_days=1)
+    with app.app_context():
+        pushes.purge(NOW + timedelta(days=1, hours=1))
+        assert pushes.purge(NOW + timedelta(days=1, hours=2))["anonymous_deleted"] == 0
+        counts = pushes.purge(NOW + timedelta(days=2, hours=2))
+    assert counts["anonymous_deleted"] == 1 and counts["owned_deleted"] == 0
+    tokens = [r[0] for r in sql(app, "SELECT url_token FROM pushes")]
+    assert tokens == [owned] and anon not in tokens
+    assert sql(app, "SELECT count(*) FROM audit_logs WHERE push_id NOT IN (SELECT id FROM pushes)")[0][0] == 0
+
+
+@pytest.mark.parametrize("settings", [{"PWP__PURGE_AFTER": 90 * 86400}])
+def test_purge_after_deletes_owned_rows(app, make_user, settings):
+    uid, _ = make_user()
+    with app.app_context():
+        user = db.session.get(pushes.User, uid)
+        pushes.create(NewPush(payload="o", expire_after_days=1), Actor(user=user), NOW)
+        pushes.purge(NOW + timedelta(days=2))
+        assert pushes.purge(NOW + timedelta(days=60))["owned_deleted"] == 0
+        assert pushes.purge(NOW + timedelta(days=95))["owned_deleted"] == 1
+
+
+def test_purge_removes_files_of_expired_pushes(app, make_user):
+    uid, _ = make_user()
+    with app.app_context():
+        user = db.session.get(pushes.User, uid)
+        pushes.create(NewPush(kind="file", files=[pushes.Upload("a", "text/plain", b"x")],
+                              expire_after_days=1), Actor(user=user), NOW)
+        assert pushes.purge(NOW + timedelta(days=3))["files_deleted"] == 1
+    assert sql(app, "SELECT count(*) FROM push_files")[0][0] == 0
+
+
+def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
+    old_app = create_app(make_config(database_url), instance_path=str(tmp_path / "i"))
+    token = create(old_app, note="n")
+    pp_token = create(old_app, passphrase="pp", payload="guarded")
+    new_key = crypto.generate_key()
+    app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{new_key},{TEST_MASTER_KEY}"),
+                     instance_path=str(tmp_path / "i"))
+    with app.app_context():
+        assert pushes.rotate_keys(batch_size=1) == 2
+    only_new = create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
+    assert retrieve(only_new, token)[0] == "secret"
+    assert retrieve(only_new, pp_token, passphrase="pp")[0] == "guarded"
+    with only_new.app_context():
+        assert pushes.note_of(db.session.scalar(db.select(Push).filter_by(url_token=token))) == "n"
+    for a in (old_app, app, only_new):
+        with a.app_context():
+            db.engine.dispose()
+
+
+def test_expired_pushes_cannot_be_claimed_even_if_counts_allow(app):
+    token = create(app, expire_after_views=5)
+    with app.app_context():
+        push = db.session.scalar(db.select(Push).filter_by(url_token=token))
+        push.deletable_by_viewer = True
+        db.session.commit()
+        pushes.expire_now(token, Actor(), NOW)
+    assert retrieve(app, token) == (None, True)
+
+
+def test_url_tokens_are_unique_and_url_safe():
+    tokens = {pushes.new_url_token() for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(len(t) == 24 and t.isalnum() and t.islower() for t in tokens)
+
+
+def test_passphrase_key_check_is_exact():
+    salt = crypto.new_salt()
+    verifier, key = crypto.derive("correct horse", salt)
+    assert crypto.check_passphrase("correct horse", salt, verifier) == key
+    assert crypto.check_passphrase("correct horsE", salt, verifier) is None
+    assert crypto.key_matches(key, verifier)
+    assert not crypto.key_matches(crypto.derive("other", salt)[1], verifier)
+    assert not crypto.key_matches(b"not base64 !!", verifier)

@@ -1,0 +1,109 @@
+"""Start-up: settings, zero-configuration keys, schema.sql, command-line commands."""
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_config, sql
+from pwp import ROOT, config, create_app
+from pwp.models import schema_sql
+
+
+def test_schema_sql_matches_the_models():
+    committed = Path(ROOT, "schema.sql").read_text()
+    assert committed == schema_sql("sqlite"), "schema.sql drifted: run `flask --app pwpush schema > schema.sql`"
+
+
+@pytest.mark.parametrize("name,value", [
+    ("PWP__ALLOW_ANONYMOUS", "maybe"), ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "seven"),
+    ("PWP__PURGE_AFTER", "3 fortnights"), ("PWP__OVERRIDE_BASE_URL", "pwpush.example.com"),
+    ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "500"), ("PWP__FILES__MAX_FILE_UPLOADS", "-1"),
+    ("PWPUSH_MASTER_KEY", "not-a-fernet-key"),
+])
+def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
+    env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert name in proc.stderr
+
+
+@pytest.mark.parametrize("raw,seconds", [("disabled", None), ("3 months", 3 * 2629746), ("1 year", 31556952),
+                                         ("2 days", 172800), ("12 hours", 43200)])
+def test_purge_after_durations(raw, seconds):
+    assert config.parse_duration("PWP__PURGE_AFTER", raw) == seconds
+
+
+def test_environment_values_are_typed():
+    values = config.from_environ({"PWP__ALLOW_ANONYMOUS": "false", "PWP__QR__EXPIRE_AFTER_VIEWS_MAX": "7",
+                                  "PWP__OVERRIDE_BASE_URL": "https://x.example/"})
+    assert values["PWP__ALLOW_ANONYMOUS"] is False
+    assert values["PWP__QR__EXPIRE_AFTER_VIEWS_MAX"] == 7
+    assert values["PWP__OVERRIDE_BASE_URL"] == "https://x.example"
+    assert values["PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT"] == 7
+
+
+def test_postgres_urls_are_normalised():
+    assert config.database_uri("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert config.database_uri("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+
+
+def test_zero_configuration_generates_keys_and_database(tmp_path):
+    instance = tmp_path / "instance"
+    cfg = {"TESTING": True, "DATABASE_URL": None, "SECRET_KEY": None, "PWPUSH_MASTER_KEY": None}
+    app = create_app(cfg, instance_path=str(instance))
+    for name in ("master.key", "secret_key"):
+        mode = stat.S_IMODE((instance / name).stat().st_mode)
+        assert mode == 0o600, name
+    assert (instance / "pwpush.sqlite3").exists()
+    key = (instance / "master.key").read_text()
+    again = create_app(cfg, instance_path=str(instance))
+    assert (instance / "master.key").read_text() == key
+    assert again.config["SECRET_KEY"] == app.config["SECRET_KEY"]
+    r = app.test_client().post("/api/v2/pushes", json={"push": {"payload": "zero"}})
+    assert r.status_code == 201
+    assert again.test_client().get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == "zero"
+
+
+def test_sqlite_runs_with_wal_and_secure_delete(tmp_path):
+    app = create_app(make_config(f"sqlite:///{tmp_path / 'db.sqlite3'}"), instance_path=str(tmp_path / "i"))
+    assert sql(app, "PRAGMA journal_mode")[0][0] == "wal"
+    assert sql(app, "PRAGMA secure_delete")[0][0] == 1
+
+
+def run_flask(database_url, instance, *args, input_env=None):
+    env = {**os.environ, "DATABASE_URL": database_url, "PWPUSH_INSTANCE_PATH": str(instance),
+           "PWPUSH_MASTER_KEY": make_config("")["PWPUSH_MASTER_KEY"], **(input_env or {})}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "pwpush", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
+    instance = tmp_path / "instance"
+    created = run_flask(database_url, instance, "users", "create", "cli@example.com", "--admin")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    client = app.test_client()
+    assert client.get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    again = run_flask(database_url, instance, "users", "create", "cli@example.com")
+    assert again.returncode != 0 and "already registered" in again.stderr
+    renewed = run_flask(database_url, instance, "users", "token", "cli@example.com")
+    new_token = renewed.stdout.strip().splitlines()[-1]
+    assert new_token != token
+    assert client.get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert client.get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {new_token}"}).status_code == 200
+    assert run_flask(database_url, instance, "users", "token", "nobody@example.com").returncode != 0
+    # init-db twice never drops data.
+    client.post("/api/v2/pushes", json={"push": {"payload": "keep"}})
+    for _ in range(2):
+        assert run_flask(database_url, instance, "init-db").returncode == 0
+    assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 1
+    purge = run_flask(database_url, instance, "purge-expired")
+    assert purge.returncode == 0
+    lines = purge.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("purge-expired: expired 0")
+    rotate = run_flask(database_url, instance, "rotate-key")
+    assert rotate.returncode == 0 and "done, 1 pushes" in rotate.stdout
