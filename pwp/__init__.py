@@ -99,8 +99,9 @@ def _register_database(app):
 
 
 def _register_extensions(app):
-    from . import auth, errors
+    from . import auth, errors, throttling
 
+    throttling.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
     csrf.init_app(app)

@@ -1,0 +1,29 @@
+"""Per-IP request throttling, as upstream's Rack::Attack: PWP__THROTTLING__SECOND / __MINUTE.
+
+Counters live in PWP__THROTTLING__STORAGE_URI: memory:// keeps them per process
+(each gunicorn worker counts on its own), redis://host:port/db shares them between
+workers and app instances. A limit of 0 turns it off.
+"""
+from flask import request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+
+def _exempt():
+    # Static assets and the health check never count.
+    return request.endpoint in ("static", "web.up")
+
+
+def init_app(app):
+    """Install the limiter when at least one limit is set."""
+    cfg = app.config
+    limits = [f"{cfg[f'PWP__THROTTLING__{unit.upper()}']} per {unit}" for unit in ("second", "minute")
+              if cfg[f"PWP__THROTTLING__{unit.upper()}"]]
+    if not limits:
+        return None
+    return Limiter(
+        get_remote_address, app=app, application_limits=[";".join(limits)],
+        application_limits_exempt_when=_exempt, storage_uri=cfg["PWP__THROTTLING__STORAGE_URI"],
+        strategy="moving-window", headers_enabled=True, retry_after="delta-seconds",
+        # If Redis is down, serve rather than fail every request.
+        swallow_errors=True, key_prefix="pwpush")

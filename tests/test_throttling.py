@@ -1,0 +1,60 @@
+"""Per-IP throttling: memory storage per process, Redis shared between instances."""
+import secrets
+
+import pytest
+import redis
+
+from conftest import make_config
+from pwp import create_app
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def make_app(tmp_path, **settings):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return create_app(make_config(url, **settings), instance_path=str(tmp_path / "instance"))
+
+
+def test_requests_over_the_minute_limit_get_429_json_with_retry_after(tmp_path):
+    client = make_app(tmp_path, PWP__THROTTLING__MINUTE=3).test_client()
+    statuses = [client.get("/api/v2/version").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    r = client.get("/api/v2/version")
+    assert r.status_code == 429 and r.is_json
+    assert int(r.headers["Retry-After"]) > 0
+
+
+def test_limits_are_per_client_ip(tmp_path):
+    client = make_app(tmp_path, PWP__THROTTLING__MINUTE=2).test_client()
+    for _ in range(2):
+        client.get("/api/v2/version", environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert client.get("/api/v2/version", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 429
+    assert client.get("/api/v2/version", environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
+
+
+def test_zero_turns_throttling_off(tmp_path):
+    client = make_app(tmp_path).test_client()
+    assert {client.get("/api/v2/version").status_code for _ in range(30)} == {200}
+
+
+def test_redis_storage_is_shared_between_app_instances(tmp_path):
+    conn = redis.Redis.from_url(REDIS_URL)
+    conn.flushdb()
+    ip = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.7"
+    settings = {"PWP__THROTTLING__MINUTE": 4, "PWP__THROTTLING__STORAGE_URI": REDIS_URL}
+    one = make_app(tmp_path / "a", **settings).test_client()
+    two = make_app(tmp_path / "b", **settings).test_client()
+    env = {"REMOTE_ADDR": ip}
+    assert [c.get("/api/v2/version", environ_base=env).status_code for c in (one, two, one, two)] == [200] * 4
+    assert one.get("/api/v2/version", environ_base=env).status_code == 429
+    assert two.get("/api/v2/version", environ_base=env).status_code == 429
+    assert any(b"pwpush" in key for key in conn.keys())
+    conn.flushdb()
+
+
+@pytest.mark.parametrize("trusted,expected", [(0, 429), (1, 200)])
+def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(tmp_path, trusted, expected):
+    client = make_app(tmp_path, PWP__THROTTLING__MINUTE=1, PWP__TRUSTED_PROXIES=trusted).test_client()
+    client.get("/api/v2/version", headers={"X-Forwarded-For": "203.0.113.1"})
+    r = client.get("/api/v2/version", headers={"X-Forwarded-For": "203.0.113.2"})
+    assert r.status_code == expected
