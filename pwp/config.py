@@ -124,8 +124,8 @@ SETTINGS = [
     # Where throttling counters live: memory:// (per process) or redis://host:port/db.
     ("PWP__THROTTLING__STORAGE_URI", parse_str, "memory://"),
     # Branding.
-    ("PWP__BRAND__TITLE", parse_str, "Password Pusher"),
-    ("PWP__BRAND__TAGLINE", parse_str, "Go Ahead.  Email Another Password."),
+    ("PWP__BRAND__TITLE", parse_str, "pwpush"),
+    ("PWP__BRAND__TAGLINE", parse_str, "Share a secret. It disappears after reading."),
     ("PWP__BRAND__DISCLAIMER", parse_str, None),
     ("PWP__BRAND__LIGHT_LOGO", parse_str, None),
     ("PWP__BRAND__DARK_LOGO", parse_str, None),

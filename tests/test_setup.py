@@ -107,3 +107,22 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("purge-expired: expired 0")
     rotate = run_flask(database_url, instance, "rotate-key")
     assert rotate.returncode == 0 and "done, 1 pushes" in rotate.stdout
+
+
+def test_readme_documents_every_setting():
+    readme = Path(ROOT, "README.md").read_text()
+    for name, _parser, _default in config.SETTINGS:
+        section = next((s for s in config.SECTION.values() if name.startswith(f"PWP__{s}__")), None)
+        if section and name != "PWP__FILES__MAX_FILE_UPLOADS" and name != "PWP__FILES__MAX_TOTAL_BYTES":
+            key = name[len(f"PWP__{section}__"):]
+            base = key.rsplit("_", 1)[0] if key.endswith(("_MIN", "_MAX", "_DEFAULT")) else key
+            assert f"PWP__SECTION__{base}" in readme, name
+        else:
+            assert name in readme, name
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = Path(ROOT, "README.md").read_text().splitlines()
+    block = lines[lines.index("```sh") + 1:lines.index("```sh") + 3]
+    assert block[0].startswith("pip install -r requirements.txt && gunicorn pwpush:app")
+    assert block[1].startswith("pip install -r requirements-dev.txt && python -m pytest")
