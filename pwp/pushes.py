@@ -466,9 +466,9 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> Push:
 
 
 def owned(url_token: str, user: User | None) -> Push:
-    """Return a push its owner asks about; Forbidden for anyone else."""
+    """Return a push its owner asks about; Forbidden for anyone else (as upstream)."""
     push = _find(url_token)
-    if not (is_owner(push, user) or (user is not None and user.is_admin)):
+    if not is_owner(push, user):
         raise Forbidden()
     return push
 
