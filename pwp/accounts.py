@@ -54,7 +54,7 @@ def sign_in():
                                error="Invalid e-mail address or password."), 401
     login_user(user)
     flash("Signed in successfully.", "success")
-    return redirect(safe_next(url_for("web.new")))
+    return redirect(safe_next(url_for("web.home")))
 
 
 @bp.route("/sign_up", methods=["GET", "POST"])
@@ -81,7 +81,7 @@ def sign_up():
         return render_template("accounts/sign_up.html", email=email, errors=errors), 422
     login_user(user)
     flash("Welcome! Your account is ready.", "success")
-    return redirect(url_for("web.new"))
+    return redirect(url_for("web.home"))
 
 
 @bp.post("/sign_out")
@@ -89,7 +89,7 @@ def sign_out():
     """Sign out."""
     logout_user()
     flash("Signed out.", "success")
-    return redirect(url_for("web.new"))
+    return redirect(url_for("web.home"))
 
 
 @bp.get("/token")

@@ -20,7 +20,7 @@ def signed_in(view):
     def wrapped(*args, **kwargs):
         if current_app.config["PWP__DISABLE_LOGINS"]:
             flash("This page is only available when signed in.", "warning")
-            return redirect(url_for("web.new"))
+            return redirect(url_for("web.home"))
         if not current_user.is_authenticated:
             flash("You need to sign in or sign up before continuing.", "warning")
             return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
@@ -58,7 +58,7 @@ def audit(url_token):
         push = pushes.owned(url_token, current_user._get_current_object())
     except Forbidden as exc:
         flash(exc.message, "warning")
-        return redirect(url_for("web.new"))
+        return redirect(url_for("web.home"))
     page = params.page_param()
     now = pushes.utcnow()
     counts = pushes.view_counts(push)

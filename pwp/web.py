@@ -127,7 +127,7 @@ def _creation_refused(kind: str):
     """Return a redirect when this visitor may not create this kind, else None."""
     if not kind_enabled(kind):
         flash(_DISABLED_MESSAGE.get(kind, "That kind of push is unavailable."), "warning")
-        return redirect(url_for("web.new"))
+        return redirect(url_for("web.home"))
     anonymous_ok = current_app.config["PWP__ALLOW_ANONYMOUS"] and kind != "file"
     if not anonymous_ok and not current_user.is_authenticated:
         return _sign_in_redirect()
@@ -135,6 +135,11 @@ def _creation_refused(kind: str):
 
 
 @bp.get("/")
+def home():
+    """Show the creation form (the text tab unless ?tab= says otherwise)."""
+    return new()
+
+
 @bp.get("/p/new")
 def new():
     """Show the creation form (?tab=text|files|url|qr)."""
@@ -274,7 +279,7 @@ def show(url_token):
     push = pushes.get(url_token, now)
     if push.kind_name in _ENABLE and not current_app.config[_ENABLE[push.kind_name]]:
         flash(_DISABLED_MESSAGE[push.kind_name], "warning")
-        return redirect(url_for("web.new"))
+        return redirect(url_for("web.home"))
     cookie = _unlock_cookie_name(url_token)
     unlock_key = open_unlock_key(url_token, request.cookies.get(cookie), now)
     given = request.args.get("passphrase") or None
@@ -320,7 +325,7 @@ def expire(url_token):
         push = pushes.expire_now(url_token, actor(user), pushes.utcnow())
     except NotDeletable:
         flash("That push is not deletable by viewers and does not belong to you.", "warning")
-        return redirect(url_for("web.new"))
+        return redirect(url_for("web.home"))
     if pushes.is_owner(push, user):
         flash("The push content has been deleted and the secret URL expired.", "success")
         if request.form.get("back") == "dashboard":
