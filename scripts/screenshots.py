@@ -10,31 +10,13 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "browser")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from liveserver import LiveServer, launch  # noqa: E402
+from browser.liveserver import LiveServer, create_text, launch, sign_up  # noqa: E402
 
 SIZES = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 360, "height": 740}}
-
-
-def _create(page, base, payload, passphrase=""):
-    page.goto(base + "/")
-    page.fill("#push_payload", payload)
-    if passphrase:
-        page.fill("#push_passphrase", passphrase)
-    page.click("button[type=submit].primary")
-    page.wait_for_url("**/preview")
-    return page.input_value("#secret_url")
-
-
-def _sign_up(page, base, email):
-    page.goto(base + "/users/sign_up")
-    page.fill("#email", email)
-    page.fill("#password", "correct horse battery")
-    page.fill("#password_confirmation", "correct horse battery")
-    page.click("button[type=submit].primary")
 
 
 def shoot(out_dir):
@@ -56,26 +38,26 @@ def shoot(out_dir):
                     page.goto(server.url + "/")
                     page.click("[data-generate]")
                     snap("new")
-                    url = _create(page, server.url, "Kuv3-Ba7_Tozi1")
+                    url = create_text(page, server.url, "Kuv3-Ba7_Tozi1")
                     snap("preview")
                     page.goto(url)
                     snap("retrieval-step")
                     page.click("[data-proceed]")
                     snap("payload")
-                    page.reload()
+                    page.goto(server.url + "/p/no-such-link")
                     snap("expired")
                     page.goto(server.url + "/p/new?tab=url")
                     page.fill("#push_payload", "ftp://not-allowed")
                     page.click("button[type=submit].primary")
                     snap("validation")
-                    url = _create(page, server.url, "s3cret", passphrase="open sesame")
+                    url = create_text(page, server.url, "s3cret", passphrase="open sesame")
                     page.goto(url.removesuffix("/r"))
                     snap("passphrase")
-                    _sign_up(page, server.url, f"shots-{suffix}@example.com")
+                    sign_up(page, server.url, f"shots-{suffix}@example.com")
                     page.goto(server.url + "/users/token")
                     page.click("main form button[type=submit]")
                     snap("token")
-                    _create(page, server.url, "owned secret")
+                    create_text(page, server.url, "owned secret")
                     page.goto(server.url + "/p")
                     snap("dashboard")
                     page.click("main a:has-text('Audit')")

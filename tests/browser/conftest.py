@@ -2,7 +2,7 @@
 import pytest
 from playwright.sync_api import sync_playwright
 
-from liveserver import LiveServer, launch
+from .liveserver import LiveServer, launch
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""A real pwpush server in a thread on a free port, and headless Debian Chromium (browser tests, screenshots)."""
+"""For the browser tests and the screenshot script: a live server on a free port,
+headless Debian Chromium, and page helpers shared by both."""
 import os
 import threading
 
+from playwright.sync_api import expect
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from pwp import create_app
@@ -58,3 +60,29 @@ def launch(playwright):
     """Start headless Debian Chromium through Playwright (never a downloaded browser)."""
     require_chromium()
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def create_text(page, base, payload=None, views=None, passphrase=None, deletable=None):
+    """Fill and submit the text form; return the secret link from the preview page."""
+    page.goto(base + "/")
+    if payload is not None:
+        page.fill("#push_payload", payload)
+    if views is not None:
+        page.locator("#push_expire_after_views").fill(str(views))
+    if passphrase:
+        page.fill("#push_passphrase", passphrase)
+    if deletable is not None:
+        page.locator("#push_deletable_by_viewer").set_checked(deletable)
+    page.click("main button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Push created")
+    return page.input_value("#secret_url")
+
+
+def sign_up(page, base, email):
+    """Create an account through the form; the page ends signed in."""
+    page.goto(base + "/users/sign_up")
+    page.fill("#email", email)
+    page.fill("#password", "correct horse battery")
+    page.fill("#password_confirmation", "correct horse battery")
+    page.click("main button[type=submit]")
+    expect(page.locator("nav.site-nav")).to_contain_text("Sign out")

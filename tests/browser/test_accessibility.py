@@ -1,7 +1,7 @@
 """axe-core on every page, light and dark: no serious or critical violations."""
 import pytest
 
-from liveserver import AXE_JS
+from .liveserver import AXE_JS, sign_up
 
 PUBLIC = ["new_text", "new_url", "new_qr", "preview", "retrieval_step", "passphrase", "payload",
           "payload_qr", "expired", "sign_in", "sign_up", "api_docs", "up", "validation"]
@@ -29,11 +29,7 @@ def site(server, browser):
 
     text, qr = push("text", "Kuv3-Ba7_Tozi1"), push("qr", "WIFI:S:home;;")
     guarded = push("text", "x", passphrase="pp")
-    page.goto(f"{base}/users/sign_up")
-    page.fill("#email", "axe@example.com")
-    page.fill("#password", "correct horse battery")
-    page.fill("#password_confirmation", "correct horse battery")
-    page.click("main button[type=submit]")
+    sign_up(page, base, "axe@example.com")
     files = push("files", "")
     state = ctx.storage_state()
     ctx.close()

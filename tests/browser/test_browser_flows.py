@@ -5,32 +5,9 @@ import urllib.request
 
 from playwright.sync_api import expect
 
+from .liveserver import create_text, sign_up
+
 EXPIRED = "We apologize but this secret link has expired."
-
-
-def create_text(page, base, payload=None, views=None, passphrase=None, deletable=None):
-    """Fill and submit the text form; return the secret link from the preview page."""
-    page.goto(base + "/")
-    if payload is not None:
-        page.fill("#push_payload", payload)
-    if views is not None:
-        page.locator("#push_expire_after_views").fill(str(views))
-    if passphrase:
-        page.fill("#push_passphrase", passphrase)
-    if deletable is not None:
-        page.locator("#push_deletable_by_viewer").set_checked(deletable)
-    page.click("main button[type=submit]")
-    expect(page.locator("h1")).to_have_text("Push created")
-    return page.input_value("#secret_url")
-
-
-def sign_up(page, base, email):
-    page.goto(base + "/users/sign_up")
-    page.fill("#email", email)
-    page.fill("#password", "correct horse battery")
-    page.fill("#password_confirmation", "correct horse battery")
-    page.click("main button[type=submit]")
-    expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
 
 
 def test_generated_password_copy_link_retrieve_once(server, new_page):
