@@ -45,7 +45,6 @@ def site(server, browser):
 
 
 def _serious(page):
-    page.add_script_tag(path=AXE_JS)
     result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     return [f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
             for v in result["violations"] if v["impact"] in ("serious", "critical")]
@@ -58,6 +57,7 @@ def test_no_serious_axe_violations(server, browser, site, names, scheme):
     # bypass_csp lets the test inject axe; the pages themselves stay under the strict CSP.
     ctx = browser.new_context(color_scheme=scheme, bypass_csp=True,
                               storage_state=state if names is SIGNED_IN else None)
+    ctx.add_init_script(path=AXE_JS)
     page = ctx.new_page()
     found = {}
     try:
@@ -81,6 +81,7 @@ def test_no_serious_axe_violations(server, browser, site, names, scheme):
 
 def test_axe_check_can_fail(browser):
     ctx = browser.new_context(bypass_csp=True)
+    ctx.add_init_script(path=AXE_JS)
     page = ctx.new_page()
     page.set_content('<html><body><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="></body></html>')
     assert any(v.startswith("image-alt") for v in _serious(page))
