@@ -12,9 +12,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from playwright.sync_api import sync_playwright  # noqa: E402
-
 from browser.liveserver import LiveServer, create_text, launch, sign_up  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 SIZES = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 360, "height": 740}}
 
@@ -32,7 +31,7 @@ def shoot(out_dir):
                     page = ctx.new_page()
                     suffix = f"{size}" + ("-dark" if scheme == "dark" else "")
 
-                    def snap(name):
+                    def snap(name, page=page, suffix=suffix):
                         page.screenshot(path=os.path.join(out_dir, f"{name}-{suffix}.png"), full_page=True)
 
                     page.goto(server.url + "/")

@@ -1,6 +1,5 @@
 """Accounts: sign up, sign in (throttled), sign out, API token page."""
 import pytest
-
 from conftest import bearer
 from webutil import sign_in, sql
 

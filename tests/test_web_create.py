@@ -2,7 +2,6 @@
 import io
 
 import pytest
-
 from webutil import create, form, sign_in, sql
 
 

@@ -1,6 +1,7 @@
 """Owner pages: dashboard and audit log."""
-from pwp.models import AuditKind
 from webutil import audit_kinds, create, sign_in, sql
+
+from pwp.models import AuditKind
 
 
 def test_dashboard_requires_sign_in(client):

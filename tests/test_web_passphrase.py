@@ -1,6 +1,7 @@
 """The passphrase flow: form, encrypted short-lived cookie, rate limit."""
-from pwp.models import AuditKind
 from webutil import audit_kinds, create, view_count
+
+from pwp.models import AuditKind
 
 PASSPHRASE = "open sesame"
 

@@ -3,9 +3,9 @@ import io
 import re
 
 import pytest
+from webutil import audit_kinds, create, form, sign_in, sql, view_count
 
 from pwp.models import AuditKind
-from webutil import audit_kinds, create, form, sign_in, sql, view_count
 
 EXPIRED = "We apologize but this secret link has expired."
 
