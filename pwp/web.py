@@ -151,7 +151,8 @@ def new():
 def create():
     """Create a push from the push[...] form; 302 to its preview, or 422 with the form."""
     fields = params.root(params.body_params(), "push")
-    kind = fields.get("kind") if fields.get("kind") in TAB_OF else "text"
+    requested = fields.get("kind")
+    kind = requested if isinstance(requested, str) and requested in TAB_OF else "text"
     refused = _creation_refused(kind)
     if refused:
         return refused

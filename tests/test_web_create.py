@@ -144,3 +144,13 @@ def test_form_post_with_csrf_token_is_accepted(settings, database_url, request):
     data = form(kind="text", payload="x")
     data["csrf_token"] = csrf
     assert client.post("/p", data=data).status_code == 302
+
+
+@pytest.mark.parametrize("data", [
+    {"push[kind][x]": "1", "push[payload]": "x"},
+    {"push[payload][x]": "1"},
+    {"push[expire_after_days]": "99999999999999999999999", "push[payload]": "x"},
+    {"push[payload]": "x", "push[files]": "not a file", "push[kind]": "text"},
+])
+def test_malformed_form_input_never_500s(client, data):
+    assert client.post("/p", data=data).status_code in (302, 400, 422)

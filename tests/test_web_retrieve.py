@@ -182,3 +182,9 @@ def test_pages_have_no_inline_script_or_style(client):
         html = client.get(path).get_data(as_text=True)
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
         assert " style=" not in html and "<style" not in html, path
+
+
+def test_expire_with_another_method_override_is_405(client, app):
+    token = create(client, payload="x", deletable_by_viewer=True)
+    assert client.post(f"/p/{token}/expire", data={"_method": "put"}).status_code == 405
+    assert not sql(app, "SELECT expired FROM pushes")[0][0]
