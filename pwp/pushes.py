@@ -568,3 +568,12 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
         after_id = ids[-1]
         if progress:
             progress(after_id, done)
+
+
+# --- added for the web UI
+
+def count_attempt(key: str, period: int, now: datetime) -> int:
+    """Count one event (a sign-in attempt) in a shared fixed window, commit; return the count."""
+    count = throttle_hit(key, period, now)
+    db.session.commit()
+    return count

@@ -1,15 +1,386 @@
-"""Browser UI (placeholder until the web issue lands): expired page and sign-in stub."""
-from flask import Blueprint, render_template
+"""Browser UI for pushes: create, push-created preview, retrieval step, passphrase, payload, expire.
+
+Every read and write goes through `pushes`; these views parse input, call one
+lifecycle function and render. Secrets never appear in a URL, a title or a log.
+"""
+import base64
+import io
+import json
+from datetime import timezone
+
+import qrcode
+import qrcode.image.svg
+from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template,
+                   request, url_for)
+from flask_login import current_user
+
+from . import params, pushes
+from .api import secret_url
+from .auth import actor
+from .config import kind_setting
+from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
+from .models import Kind
 
 bp = Blueprint("web", __name__)
 
+# (tab in the URL, kind, label), in upstream's order.
+TABS = (("text", "text", "Text"), ("files", "file", "Files"), ("url", "url", "URL"),
+        ("qr", "qr", "QR code"))
+TAB_OF = {kind: tab for tab, kind, _label in TABS}
+KIND_OF = {tab: kind for tab, kind, _label in TABS}
+_ENABLE = {"file": "PWP__ENABLE_FILE_PUSHES", "url": "PWP__ENABLE_URL_PUSHES",
+           "qr": "PWP__ENABLE_QR_PUSHES"}
+_DISABLED_MESSAGE = {"file": "File pushes are disabled.", "url": "URL pushes are disabled.",
+                     "qr": "QR code pushes are disabled."}
+# How long the browser may hold a passphrase-unlocked payload key (as upstream's cookie).
+UNLOCK_SECONDS = 180
+BAD_PASSPHRASE = ("That passphrase is incorrect.  Please try again or contact the person or "
+                  "organization that sent you this link.")
 
-@bp.get("/users/sign_in")
-def sign_in():
-    """Show the sign-in page."""
-    return render_template("errors/http.html", error=None)
+
+def signed_in_user():
+    """Return the signed-in user, or None."""
+    return current_user._get_current_object() if current_user.is_authenticated else None
+
+
+def kind_enabled(kind: str) -> bool:
+    """Tell whether the settings allow creating this kind in the browser."""
+    cfg = current_app.config
+    if kind == "file" and cfg["PWP__DISABLE_LOGINS"]:
+        return False
+    return kind not in _ENABLE or cfg[_ENABLE[kind]]
+
+
+def visible_tabs():
+    """The creation tabs the settings allow, as (tab, kind, label)."""
+    return [t for t in TABS if kind_enabled(t[1])]
+
+
+def qr_data_uri(text: str) -> str:
+    """Render text as a QR code SVG data URI (the CSP allows data: images only)."""
+    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage, border=2)
+    buf = io.BytesIO()
+    img.save(buf)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _sign_in_redirect():
+    flash("You need to sign in or sign up before continuing.", "warning")
+    return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
+
+
+# ----------------------------------------------------------------------------- create
+
+def form_options(kind: str) -> dict:
+    """Limits and toggles of a kind's form, from the settings."""
+    cfg = current_app.config
+
+    def get(key):
+        return kind_setting(cfg, kind, key)
+
+    return {
+        "days_min": get("EXPIRE_AFTER_DAYS_MIN"), "days_max": get("EXPIRE_AFTER_DAYS_MAX"),
+        "views_min": get("EXPIRE_AFTER_VIEWS_MIN"), "views_max": get("EXPIRE_AFTER_VIEWS_MAX"),
+        "retrieval_step": bool(get("ENABLE_RETRIEVAL_STEP")),
+        "deletable": kind != "url" and bool(get("ENABLE_DELETABLE_PUSHES")),
+        "max_files": cfg["PWP__FILES__MAX_FILE_UPLOADS"],
+    }
+
+
+def form_values(kind: str, fields: dict | None = None) -> dict:
+    """The form's values: the settings' defaults, or what the user submitted."""
+    cfg = current_app.config
+    if fields is None:
+        return {"payload": "", "passphrase": "", "name": "", "note": "",
+                "expire_after_days": kind_setting(cfg, kind, "EXPIRE_AFTER_DAYS_DEFAULT"),
+                "expire_after_views": kind_setting(cfg, kind, "EXPIRE_AFTER_VIEWS_DEFAULT"),
+                "retrieval_step": bool(kind_setting(cfg, kind, "RETRIEVAL_STEP_DEFAULT")),
+                "deletable_by_viewer": bool(kind_setting(cfg, kind, "DELETABLE_PUSHES_DEFAULT"))}
+    values = {k: fields.get(k) if isinstance(fields.get(k), str) else ""
+              for k in ("payload", "passphrase", "name", "note")}
+    defaults = form_values(kind)
+    for key in ("expire_after_days", "expire_after_views"):
+        number = params.cast_int(fields.get(key))
+        values[key] = number if number else defaults[key]
+    for key in ("retrieval_step", "deletable_by_viewer"):
+        values[key] = params.cast_bool(fields.get(key), False)
+    return values
+
+
+def gen_options() -> dict:
+    """The password generator's defaults, from PWP__GEN__* (read by static/app.js)."""
+    cfg = current_app.config
+    return {key.lower(): cfg[f"PWP__GEN__{key}"] for key in (
+        "HAS_NUMBERS", "TITLE_CASED", "USE_SEPARATORS", "CONSONANTS", "VOWELS", "SEPARATORS",
+        "MAX_SYLLABLE_LENGTH", "MIN_SYLLABLE_LENGTH", "SYLLABLES_COUNT")}
+
+
+def render_form(kind: str, fields=None, errors=None, status=200):
+    """Render the creation form of one kind."""
+    return render_template(
+        "web/new.html", kind=kind, tab=TAB_OF[kind], tabs=visible_tabs(),
+        values=form_values(kind, fields), options=form_options(kind), errors=errors or {},
+        gen=json.dumps(gen_options())), status
+
+
+def _creation_refused(kind: str):
+    """Return a redirect when this visitor may not create this kind, else None."""
+    if not kind_enabled(kind):
+        flash(_DISABLED_MESSAGE.get(kind, "That kind of push is unavailable."), "warning")
+        return redirect(url_for("web.home"))
+    anonymous_ok = current_app.config["PWP__ALLOW_ANONYMOUS"] and kind != "file"
+    if not anonymous_ok and not current_user.is_authenticated:
+        return _sign_in_redirect()
+    return None
+
+
+@bp.get("/")
+def home():
+    """Show the creation form (the text tab unless ?tab= says otherwise)."""
+    return new()
+
+
+@bp.get("/p/new")
+def new():
+    """Show the creation form (?tab=text|files|url|qr)."""
+    kind = KIND_OF.get(request.args.get("tab", "text"), "text")
+    return _creation_refused(kind) or render_form(kind)
+
+
+@bp.post("/p")
+def create():
+    """Create a push from the push[...] form; 302 to its preview, or 422 with the form."""
+    fields = params.root(params.body_params(), "push")
+    requested = fields.get("kind")
+    kind = requested if isinstance(requested, str) and requested in TAB_OF else "text"
+    refused = _creation_refused(kind)
+    if refused:
+        return refused
+    try:
+        new_push = params.new_push(fields, kind=kind, form=True)
+        push = pushes.create(new_push, actor(signed_in_user()), pushes.utcnow())
+    except ValidationFailed as exc:
+        return render_form(kind, fields, exc.errors, 422)
+    return redirect(url_for("web.preview", url_token=push.url_token))
+
+
+# ----------------------------------------------------------------------------- after creation
+
+def share_message(push, url: str, now) -> str:
+    """The ready-to-paste message that goes with a secret link."""
+    days, views = pushes.days_remaining(push, now), pushes.views_remaining(push)
+    lines = ["A secure link has been shared with you.", "", url, "",
+             f"This link is valid for {plural(days, 'day')} or {plural(views, 'view')}, "
+             "whichever comes first."]
+    if push.has_passphrase:
+        lines.append("You need a passphrase to open it; it will reach you separately.")
+    return "\n".join(lines)
+
+
+def plural(count: int, word: str) -> str:
+    """'1 day', '3 days'."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+@bp.get("/p/<token:url_token>/preview")
+def preview(url_token):
+    """Show the secret link, its QR code and a share message (counts no view)."""
+    now = pushes.utcnow()
+    push = pushes.get(url_token, now)
+    if push.kind == Kind.file and not current_user.is_authenticated:
+        return _sign_in_redirect()
+    if push.expired:
+        return render_template("web/expired.html")
+    url = secret_url(push)
+    return render_template(
+        "web/preview.html", push=push, url=url, qr=qr_data_uri(url),
+        message=share_message(push, url, now), days=pushes.days_remaining(push, now),
+        views=pushes.views_remaining(push),
+        is_owner=pushes.is_owner(push, signed_in_user()))
+
+
+@bp.get("/p/<token:url_token>/r")
+def preliminary(url_token):
+    """Show the one-click retrieval step; a GET here never counts a view."""
+    push = pushes.get(url_token, pushes.utcnow())
+    if push.expired:
+        return render_template("web/expired.html")
+    return render_template("web/preliminary.html", push=push)
+
+
+# ----------------------------------------------------------------------------- passphrase
+
+def _unlock_cookie_name(url_token: str) -> str:
+    return f"{url_token}-p"
+
+
+def _epoch(moment) -> int:
+    return int(moment.replace(tzinfo=timezone.utc).timestamp())
+
+
+def seal_unlock_key(url_token: str, key: bytes, now) -> str:
+    """Encrypt a payload key for the short-lived cookie, bound to its push and time."""
+    data = {"t": url_token, "k": key.decode("ascii"), "at": _epoch(now)}
+    return pushes.keyring().encrypt(json.dumps(data).encode()).decode("ascii")
+
+
+def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
+    """Return the payload key from a fresh cookie of this push, else None."""
+    if not value:
+        return None
+    try:
+        data = json.loads(pushes.keyring().decrypt(value.encode("ascii")))
+        fresh = 0 <= _epoch(now) - int(data["at"]) <= UNLOCK_SECONDS
+        return data["k"].encode("ascii") if fresh and data["t"] == url_token else None
+    except Exception:  # a forged, stale-keyed or garbled cookie is simply absent
+        return None
+
+
+@bp.get("/p/<token:url_token>/passphrase")
+def passphrase(url_token):
+    """Ask for the passphrase."""
+    push = pushes.get(url_token, pushes.utcnow())
+    if push.expired:
+        return render_template("web/expired.html")
+    if not pushes.needs_passphrase(push):
+        return redirect(url_for("web.show", url_token=url_token))
+    return render_template("web/passphrase.html", push=push)
+
+
+@bp.post("/p/<token:url_token>/access")
+def access(url_token):
+    """Check the passphrase; on success hold the payload key in an encrypted 3-minute cookie."""
+    now = pushes.utcnow()
+    back = redirect(url_for("web.passphrase", url_token=url_token))
+    try:
+        key = pushes.unlock(url_token, request.form.get("passphrase", ""),
+                            actor(signed_in_user()), now)
+    except PassphraseIncorrect:
+        flash(BAD_PASSPHRASE, "warning")
+        return back
+    except TooManyAttempts as exc:
+        flash(exc.message, "warning")
+        return back
+    response = redirect(url_for("web.show", url_token=url_token))
+    if key is not None:
+        # The cookie holds the derived payload key, encrypted: never the passphrase.
+        response.set_cookie(
+            _unlock_cookie_name(url_token), seal_unlock_key(url_token, key, now),
+            max_age=UNLOCK_SECONDS, httponly=True, samesite="Lax",
+            secure=current_app.config["PWP__SECURE_COOKIES"], path=f"/p/{url_token}")
+    return response
+
+
+# ----------------------------------------------------------------------------- payload
+
+@bp.get("/p/<token:url_token>")
+def show(url_token):
+    """Count one view and show the payload (URL pushes: 303 to the URL)."""
+    now = pushes.utcnow()
+    push = pushes.get(url_token, now)
+    if push.kind_name in _ENABLE and not current_app.config[_ENABLE[push.kind_name]]:
+        flash(_DISABLED_MESSAGE[push.kind_name], "warning")
+        return redirect(url_for("web.home"))
+    cookie = _unlock_cookie_name(url_token)
+    unlock_key = open_unlock_key(url_token, request.cookies.get(cookie), now)
+    given = request.args.get("passphrase") or None
+    if pushes.needs_passphrase(push) and unlock_key is None and given is None:
+        return redirect(url_for("web.passphrase", url_token=url_token))
+    try:
+        result = pushes.retrieve(url_token, actor(signed_in_user()), now,
+                                 passphrase=given, unlock_key=unlock_key)
+    except (PassphraseIncorrect, TooManyAttempts) as exc:
+        flash(BAD_PASSPHRASE if isinstance(exc, PassphraseIncorrect) else exc.message, "warning")
+        return redirect(url_for("web.passphrase", url_token=url_token))
+    if not result.granted:
+        return render_template("web/expired.html")
+    if push.kind == Kind.url:
+        response = redirect(result.payload, 303)
+    else:
+        response = make_response(_render_payload(result, now))
+    response.delete_cookie(cookie, path=f"/p/{url_token}")
+    return response
+
+
+def _render_payload(result, now):
+    push = result.push
+    views = 0 if result.last_view else pushes.views_remaining(push)
+    files = [{"name": f.filename, "size": f.size,
+              "url": url_for("download_file", token=pushes.file_link_token(f, result.file_key),
+                             _filename=f.filename)} for f in result.files]
+    return render_template(
+        "web/show.html", push=push, payload=result.payload, files=files,
+        qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,
+        days=pushes.days_remaining(push, now), views=views, last_view=result.last_view,
+        blur=bool(kind_setting(current_app.config, push.kind_name, "ENABLE_BLUR")),
+        deletable=push.deletable_by_viewer is True and views > 0)
+
+
+@bp.route("/p/<token:url_token>/expire", methods=["POST", "DELETE"])
+def expire(url_token):
+    """Delete a push's content now (viewer when deletable, or its owner)."""
+    if request.method == "POST" and request.form.get("_method", "delete").lower() != "delete":
+        abort(405)
+    user = signed_in_user()
+    try:
+        push = pushes.expire_now(url_token, actor(user), pushes.utcnow())
+    except NotDeletable:
+        flash("That push is not deletable by viewers and does not belong to you.", "warning")
+        return redirect(url_for("web.home"))
+    if pushes.is_owner(push, user):
+        flash("The push content has been deleted and the secret URL expired.", "success")
+        if request.form.get("back") == "dashboard":
+            return redirect(url_for("owner.dashboard"))
+        return redirect(url_for("owner.audit", url_token=url_token))
+    return render_template("web/expired.html", deleted=True)
+
+
+# ----------------------------------------------------------------------------- legacy paths
+
+@bp.get("/<any(f, r):prefix>/<token:url_token>")
+@bp.get("/<any(f, r):prefix>/<token:url_token>/<any(r, passphrase):step>")
+def legacy(prefix, url_token, step=None):
+    """Redirect upstream's old /f/ and /r/ links to /p/, keeping the query string."""
+    target = f"/p/{url_token}" + (f"/{step}" if step else "")
+    if request.query_string:
+        target += "?" + request.query_string.decode("latin-1")
+    return redirect(target, 301)
+
+
+def human_size(size: int) -> str:
+    """'812 bytes', '1.4 KB', '3.0 MB'."""
+    if size < 1024:
+        return plural(size, "byte")
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}"
+    return ""
+
+
+def _layout_context():
+    from . import __version__
+
+    cfg = current_app.config
+    light, dark = cfg["PWP__BRAND__LIGHT_LOGO"], cfg["PWP__BRAND__DARK_LOGO"]
+    return {"brand": {
+        "title": cfg["PWP__BRAND__TITLE"] or "Password Pusher", "tagline": cfg["PWP__BRAND__TAGLINE"],
+        "disclaimer": cfg["PWP__BRAND__DISCLAIMER"], "show_footer_menu": cfg["PWP__BRAND__SHOW_FOOTER_MENU"],
+        # One logo given serves both modes, as upstream.
+        "light_logo": light or dark, "dark_logo": dark or light},
+        "version": __version__ if cfg["PWP__SHOW_VERSION"] else None,
+        "logins_enabled": not cfg["PWP__DISABLE_LOGINS"],
+        "signups_enabled": not (cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"])}
 
 
 def init_app(app):
-    """Register the web routes."""
+    """Register the push pages, the account, owner and plain pages, and the template helpers."""
+    from . import accounts, owner, pages
+
     app.register_blueprint(bp)
+    accounts.init_app(app)
+    owner.init_app(app)
+    pages.init_app(app)
+    app.jinja_env.filters["plural"] = plural
+    app.jinja_env.filters["human_size"] = human_size
+    app.context_processor(_layout_context)

@@ -1,0 +1,117 @@
+"""Accounts in the browser: sign up, sign in (throttled), sign out, and the API token page."""
+import hashlib
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from . import auth, pushes
+from .api import base_url
+
+bp = Blueprint("accounts", __name__, url_prefix="/users")
+
+MIN_PASSWORD = 8
+# Upstream's Rack::Attack rule: 5 sign-in attempts per 20 seconds per IP;
+# plus a per-account limit so many addresses cannot guess one password.
+LOGIN_LIMITS = (("ip", 20, 5), ("email", 300, 10))
+TOO_MANY = "Too many sign-in attempts. Please wait a minute and try again."
+
+
+def _logins_enabled():
+    if current_app.config["PWP__DISABLE_LOGINS"]:
+        abort(404)
+
+
+def safe_next(default: str) -> str:
+    """Return the ?next= path when it stays on this site, else default."""
+    target = request.values.get("next") or ""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+def _throttled(email: str, now) -> bool:
+    """Count a sign-in attempt per IP and per e-mail; True when over a limit."""
+    who = {"ip": request.remote_addr or "",
+           "email": hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]}
+    over = False
+    for what, period, limit in LOGIN_LIMITS:
+        over |= pushes.count_attempt(f"login:{what}:{who[what]}", period, now) > limit
+    return over
+
+
+@bp.route("/sign_in", methods=["GET", "POST"])
+def sign_in():
+    """Show the sign-in form; sign in."""
+    _logins_enabled()
+    if request.method == "GET":
+        return render_template("accounts/sign_in.html", email="")
+    email = request.form.get("email", "")
+    if _throttled(email, pushes.utcnow()):
+        return render_template("accounts/sign_in.html", email=email, error=TOO_MANY), 429
+    user = auth.find_user(email)
+    if not auth.check_password(user, request.form.get("password", "")):
+        return render_template("accounts/sign_in.html", email=email,
+                               error="Invalid e-mail address or password."), 401
+    login_user(user)
+    flash("Signed in successfully.", "success")
+    return redirect(safe_next(url_for("web.home")))
+
+
+@bp.route("/sign_up", methods=["GET", "POST"])
+def sign_up():
+    """Show the sign-up form; create an account and sign in."""
+    cfg = current_app.config
+    if cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"]:
+        abort(404)
+    if request.method == "GET":
+        return render_template("accounts/sign_up.html", email="", errors={})
+    email = request.form.get("email", "")
+    password = request.form.get("password", "")
+    errors = {}
+    if len(password) < MIN_PASSWORD:
+        errors["password"] = f"Use at least {MIN_PASSWORD} characters."
+    elif password != request.form.get("password_confirmation", ""):
+        errors["password_confirmation"] = "The two passwords do not match."
+    if not errors:
+        try:
+            user = auth.create_user(email, password)
+        except ValueError as exc:
+            errors["email"] = str(exc)
+    if errors:
+        return render_template("accounts/sign_up.html", email=email, errors=errors), 422
+    login_user(user)
+    flash("Welcome! Your account is ready.", "success")
+    return redirect(url_for("web.home"))
+
+
+@bp.post("/sign_out")
+def sign_out():
+    """Sign out."""
+    logout_user()
+    flash("Signed out.", "success")
+    return redirect(url_for("web.home"))
+
+
+@bp.get("/token")
+@login_required
+def token():
+    """Explain API tokens and offer to make a new one."""
+    return render_template("accounts/token.html", new_token=None, base=base_url(),
+                           has_token=current_user.api_token_digest is not None)
+
+
+@bp.post("/token")
+@login_required
+def regenerate_token():
+    """Make a new API token (the old one stops working) and show it once."""
+    new_token = auth.issue_token(current_user._get_current_object())
+    return render_template("accounts/token.html", new_token=new_token, base=base_url(),
+                           has_token=True)
+
+
+def init_app(app):
+    """Register the account pages; Flask-Login sends anonymous visitors to sign-in."""
+    app.register_blueprint(bp)
+    app.add_url_rule("/api_tokens", "api_tokens",
+                     lambda: redirect(url_for("accounts.token"), 301))
+    auth.login_manager.login_view = "accounts.sign_in"

@@ -1,0 +1,76 @@
+"""Owner pages: the dashboard of one's pushes and a push's audit log."""
+from functools import wraps
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from . import params, pushes
+from .api import secret_url
+from .errors import Forbidden
+from .models import AuditKind
+
+bp = Blueprint("owner", __name__)
+PER_PAGE = 25
+_COUNTED = {AuditKind.view.name, AuditKind.failed_view.name}
+
+
+def signed_in(view):
+    """Require a signed-in user (or say the page is unavailable when logins are disabled)."""
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if current_app.config["PWP__DISABLE_LOGINS"]:
+            flash("This page is only available when signed in.", "warning")
+            return redirect(url_for("web.home"))
+        if not current_user.is_authenticated:
+            flash("You need to sign in or sign up before continuing.", "warning")
+            return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def _page_count(total: int, per_page: int) -> int:
+    return max(1, -(-total // per_page))
+
+
+@bp.get("/p")
+@signed_in
+def dashboard():
+    """List the signed-in user's active or expired pushes, 25 a page."""
+    expired = request.args.get("filter") == "expired"
+    page = params.page_param()
+    user = current_user._get_current_object()
+    now = pushes.utcnow()
+    rows = [{"push": p, "note": pushes.note_of(p), "days": pushes.days_remaining(p, now),
+             "views": pushes.views_remaining(p)}
+            for p in pushes.list_for(user, expired, page, PER_PAGE)]
+    counts = {"active": pushes.count_for(user, False), "expired": pushes.count_for(user, True)}
+    total = counts["expired" if expired else "active"]
+    return render_template("owner/dashboard.html", rows=rows, counts=counts,
+                           filter="expired" if expired else "active", page=page,
+                           pages=_page_count(total, PER_PAGE))
+
+
+@bp.get("/p/<token:url_token>/audit")
+@signed_in
+def audit(url_token):
+    """Show a push's settings, status and audit events (owner only)."""
+    try:
+        push = pushes.owned(url_token, current_user._get_current_object())
+    except Forbidden as exc:
+        flash(exc.message, "warning")
+        return redirect(url_for("web.home"))
+    page = params.page_param()
+    now = pushes.utcnow()
+    counts = pushes.view_counts(push)
+    return render_template(
+        "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
+        events=pushes.audit_log(push, page), page=page,
+        pages=_page_count(sum(counts.values()), pushes.PER_PAGE),
+        views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
+        days=pushes.days_remaining(push, now), views=pushes.views_remaining(push),
+        counted=_COUNTED, kind_names={int(k): k.name for k in AuditKind})
+
+
+def init_app(app):
+    """Register the owner pages."""
+    app.register_blueprint(bp)

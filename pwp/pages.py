@@ -1,0 +1,78 @@
+"""Plain pages: the API documentation (built from the app's own routes), health, robots.txt."""
+from flask import Blueprint, Response, current_app, render_template
+
+from .api import base_url
+from .params import PUSH_ATTRIBUTES
+
+bp = Blueprint("pages", __name__)
+
+# curl examples per API v2 endpoint; {base} is this instance's URL. A test checks that
+# every /api/v2 route has one, so a new endpoint cannot go undocumented.
+EXAMPLES = {
+    "api.version": "curl {base}/api/v2/version",
+    "api.create": ("curl -X POST {base}/api/v2/pushes \\\n  -H \"Authorization: Bearer $PWPUSH_TOKEN\" \\\n"
+                   "  -H 'Content-Type: application/json' \\\n"
+                   "  -d '{{\"push\": {{\"payload\": \"my secret\", \"expire_after_days\": 2, "
+                   "\"expire_after_views\": 3}}}}'"),
+    "api.show": "curl {base}/api/v2/pushes/$URL_TOKEN",
+    "api.destroy": "curl -X DELETE {base}/api/v2/pushes/$URL_TOKEN -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
+    "api.preview": "curl {base}/api/v2/pushes/$URL_TOKEN/preview",
+    "api.audit": "curl {base}/api/v2/pushes/$URL_TOKEN/audit?page=1 -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
+    "api.active": "curl {base}/api/v2/pushes/active -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
+    "api.expired": "curl {base}/api/v2/pushes/expired -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
+}
+# What each create parameter means (the list of names itself comes from params.PUSH_ATTRIBUTES).
+PARAMETER_HELP = {
+    "payload": "The secret: text, a URL (kind url) or QR content (kind qr). Required except for files.",
+    "kind": "text (default), file, url or qr.",
+    "expire_after_days": "Days until the link expires (settings give the range; default 7).",
+    "expire_after_duration": "What the pwpush CLI sends instead: 0-5 are 5 min .. 12 h, 6-17 are 1 .. 90 days.",
+    "expire_after_views": "Views until the link expires (default 5).",
+    "deletable_by_viewer": "true/false: may the recipient delete the secret at once.",
+    "retrieval_step": "true/false: the link opens a 'click to proceed' page first.",
+    "passphrase": "A passphrase the recipient must type before seeing the payload.",
+    "name": "A name visible only to you (signed-in creators).",
+    "note": "A note visible only to you, stored encrypted.",
+}
+
+
+def api_routes(app) -> list[dict]:
+    """The /api/v2 routes of this app: path, methods and the view's docstring."""
+    routes = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v2") or rule.rule.endswith(".json"):
+            continue
+        view = app.view_functions[rule.endpoint]
+        entry = routes.setdefault(rule.endpoint, {
+            "endpoint": rule.endpoint, "path": rule.rule.replace("<token:url_token>", ":url_token"),
+            "methods": set(), "doc": (view.__doc__ or "").strip().splitlines()[0]})
+        entry["methods"] |= rule.methods - {"HEAD", "OPTIONS"}
+    return sorted(routes.values(), key=lambda r: (r["path"], sorted(r["methods"])))
+
+
+@bp.get("/help/api")
+def api_docs():
+    """Document the JSON API v2 with curl examples for this instance."""
+    base = base_url()
+    routes = api_routes(current_app)
+    for route in routes:
+        route["example"] = EXAMPLES.get(route["endpoint"], "").format(base=base)
+    return render_template("pages/api_docs.html", routes=routes, base=base,
+                           parameters=[(p, PARAMETER_HELP.get(p, "")) for p in PUSH_ATTRIBUTES])
+
+
+@bp.get("/up")
+def up():
+    """Answer the health check."""
+    return render_template("pages/up.html")
+
+
+@bp.get("/robots.txt")
+def robots():
+    """Ask every crawler to stay out."""
+    return Response("User-agent: *\nDisallow: /\n", mimetype="text/plain")
+
+
+def init_app(app):
+    """Register the plain pages."""
+    app.register_blueprint(bp)

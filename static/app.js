@@ -1,0 +1,158 @@
+/* pwpush: copy buttons, reveal/blur, password generator, expiry in words, theme toggle.
+   Plain JavaScript loaded from this origin (the Content-Security-Policy forbids inline script). */
+(function () {
+  "use strict";
+  var STORE = "pwpush-gen";
+
+  function announce(text) {
+    var live = document.getElementById("live-region");
+    if (!live) return;
+    live.textContent = "";
+    window.setTimeout(function () { live.textContent = text; }, 30);
+  }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+  /* ---- copy to clipboard ---- */
+  function textOf(el) { return "value" in el && el.tagName !== "PRE" ? el.value : el.textContent; }
+  function copy(button) {
+    var target = document.getElementById(button.getAttribute("data-copy-target"));
+    if (!target) return;
+    var text = textOf(target), label = button.textContent;
+    function done() {
+      button.textContent = "Copied!";
+      announce("Copied to the clipboard");
+      window.setTimeout(function () { button.textContent = label; }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { fallback(target, done); });
+    } else { fallback(target, done); }
+  }
+  function fallback(target, done) {
+    if (target.select) { target.select(); } else {
+      var range = document.createRange(); range.selectNodeContents(target);
+      var sel = window.getSelection(); sel.removeAllRanges(); sel.addRange(range);
+    }
+    try { document.execCommand("copy"); done(); } catch (e) { announce("Press Ctrl+C to copy"); }
+  }
+
+  /* ---- reveal / blur ---- */
+  var reblur = null;
+  function toggleReveal(button) {
+    var target = document.getElementById(button.getAttribute("data-reveal-target"));
+    var blurred = target.classList.toggle("blurred");
+    button.setAttribute("aria-pressed", blurred ? "false" : "true");
+    button.textContent = blurred ? "Reveal" : "Hide";
+    window.clearTimeout(reblur);
+    if (!blurred) reblur = window.setTimeout(function () { if (!target.classList.contains("blurred")) toggleReveal(button); }, 20000);
+  }
+
+  /* ---- password generator (upstream's syllable scheme) ---- */
+  function randInt(lo, hi) {
+    var range = hi - lo + 1, limit = Math.floor(4294967296 / range) * range, buf = new Uint32Array(1);
+    do { window.crypto.getRandomValues(buf); } while (buf[0] >= limit);
+    return lo + (buf[0] % range);
+  }
+  function pick(chars) { return chars.charAt(randInt(0, chars.length - 1)); }
+  function generate(o) {
+    var out = "", lo = Math.max(1, +o.min_syllable_length), hi = Math.max(lo, +o.max_syllable_length);
+    for (var i = 0; i < Math.max(1, +o.syllables_count); i++) {
+      var len = randInt(lo, hi), s = "";
+      for (var j = 0; j < len; j++) s += pick(j % 2 === 0 ? o.consonants : o.vowels);
+      if (o.title_cased) s = s.charAt(0).toUpperCase() + s.slice(1);
+      if (o.has_numbers) s += String(randInt(0, 9));
+      if (i > 0 && o.use_separators && o.separators) s = pick(o.separators) + s;
+      out += s;
+    }
+    return out;
+  }
+  function setupGenerator(box) {
+    var defaults = JSON.parse(box.getAttribute("data-gen")), opts = Object.assign({}, defaults);
+    try { Object.assign(opts, JSON.parse(localStorage.getItem(STORE) || "{}")); } catch (e) { /* ignore */ }
+    var inputs = box.querySelectorAll("[data-gen-key]");
+    function show() {
+      inputs.forEach(function (input) {
+        var key = input.getAttribute("data-gen-key");
+        if (input.type === "checkbox") input.checked = !!opts[key]; else input.value = opts[key];
+      });
+    }
+    inputs.forEach(function (input) {
+      input.addEventListener("change", function () {
+        var key = input.getAttribute("data-gen-key");
+        opts[key] = input.type === "checkbox" ? input.checked : Math.min(10, Math.max(1, parseInt(input.value, 10) || 1));
+        try { localStorage.setItem(STORE, JSON.stringify(opts)); } catch (e) { /* ignore */ }
+      });
+    });
+    box.querySelector("[data-gen-reset]").addEventListener("click", function () {
+      opts = Object.assign({}, defaults);
+      try { localStorage.removeItem(STORE); } catch (e) { /* ignore */ }
+      show();
+      announce("Generator settings reset");
+    });
+    var payload = document.getElementById("push_payload"), generated = null;
+    box.querySelector("[data-generate]").addEventListener("click", function () {
+      if (payload.value && payload.value !== generated &&
+          !window.confirm("Replace the text you typed with a generated password?")) return;
+      generated = generate(opts);
+      payload.value = generated;
+      payload.dispatchEvent(new Event("input"));
+      announce("Password generated");
+    });
+    show();
+  }
+
+  /* ---- expiry in words, character counters ---- */
+  function setupExpiry(form) {
+    function update(input) {
+      var out = form.querySelector('[data-output="' + input.id + '"]');
+      if (out) out.textContent = input.value;
+      var kind = input.getAttribute("data-expiry"), words = form.querySelector('[data-words="' + kind + '"]');
+      if (words) words.textContent = plural(+input.value, kind === "days" ? "day" : "view");
+    }
+    form.querySelectorAll("[data-expiry]").forEach(function (input) {
+      input.addEventListener("input", function () { update(input); });
+      update(input);
+    });
+  }
+  function setupCounter(field) {
+    var counter = document.querySelector("#" + field.getAttribute("data-count") + " [data-count-value]");
+    field.addEventListener("input", function () { counter.textContent = field.value.length; });
+  }
+
+  /* ---- theme toggle ---- */
+  function effectiveTheme() {
+    var set = document.documentElement.getAttribute("data-theme");
+    if (set === "light" || set === "dark") return set;
+    return window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  }
+  function showTheme(button) {
+    var dark = effectiveTheme() === "dark";
+    button.setAttribute("aria-pressed", dark ? "true" : "false");
+    button.querySelector(".theme-label").textContent = "Dark mode";
+  }
+  function setupTheme(button) {
+    button.addEventListener("click", function () {
+      var next = effectiveTheme() === "dark" ? "light" : "dark";
+      document.documentElement.setAttribute("data-theme", next);
+      try { localStorage.setItem("pwpush-theme", next); } catch (e) { /* ignore */ }
+      showTheme(button);
+    });
+    showTheme(button);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy-target]");
+    if (button) { copy(button); return; }
+    button = event.target.closest("[data-reveal-target]");
+    if (button) toggleReveal(button);
+  });
+  document.querySelectorAll("[data-select-on-focus]").forEach(function (input) {
+    input.addEventListener("focus", function () { input.select(); });
+  });
+  document.querySelectorAll("[data-gen]").forEach(setupGenerator);
+  document.querySelectorAll("[data-expiry-form]").forEach(setupExpiry);
+  document.querySelectorAll("[data-count]").forEach(setupCounter);
+  document.querySelectorAll("[data-theme-toggle]").forEach(setupTheme);
+  var summary = document.querySelector("[data-autofocus]");
+  if (summary) summary.focus();
+})();

@@ -1,0 +1,88 @@
+"""axe-core on every page, light and dark: no serious or critical violations."""
+import pytest
+
+from .liveserver import AXE_JS, sign_up
+
+PUBLIC = ["new_text", "new_url", "new_qr", "preview", "retrieval_step", "passphrase", "payload",
+          "payload_qr", "expired", "sign_in", "sign_up", "api_docs", "up", "validation"]
+SIGNED_IN = ["new_files", "dashboard", "audit", "token", "payload_files"]
+
+
+@pytest.fixture(scope="module")
+def site(server, browser):
+    """Create the pushes the pages need; return (paths, a signed-in storage state)."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    base = server.url
+
+    def push(tab, payload, passphrase=""):
+        page.goto(f"{base}/p/new?tab={tab}")
+        if tab == "files":
+            page.set_input_files("#push_files", [{"name": "a.txt", "mimeType": "text/plain", "buffer": b"a"}])
+        else:
+            page.fill("#push_payload", payload)
+        page.locator("#push_expire_after_views").fill("100")
+        if passphrase:
+            page.fill("#push_passphrase", passphrase)
+        page.click("main button[type=submit]")
+        return page.input_value("#secret_url").removesuffix("/r").removeprefix(base)
+
+    text, qr = push("text", "Kuv3-Ba7_Tozi1"), push("qr", "WIFI:S:home;;")
+    guarded = push("text", "x", passphrase="pp")
+    sign_up(page, base, "axe@example.com")
+    files = push("files", "")
+    state = ctx.storage_state()
+    ctx.close()
+    paths = {
+        "new_text": "/", "new_url": "/p/new?tab=url", "new_qr": "/p/new?tab=qr",
+        "preview": text + "/preview", "retrieval_step": text + "/r", "passphrase": guarded + "/passphrase",
+        "payload": text, "payload_qr": qr, "expired": "/p/doesnotexist", "sign_in": "/users/sign_in",
+        "sign_up": "/users/sign_up", "api_docs": "/help/api", "up": "/up",
+        "new_files": "/p/new?tab=files", "dashboard": "/p", "audit": files + "/audit",
+        "token": "/users/token", "payload_files": files,
+    }
+    return paths, state
+
+
+def _serious(page):
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("names", [PUBLIC, SIGNED_IN], ids=["public", "signed-in"])
+def test_no_serious_axe_violations(server, browser, site, names, scheme):
+    paths, state = site
+    # bypass_csp lets the test inject axe; the pages themselves stay under the strict CSP.
+    ctx = browser.new_context(color_scheme=scheme, bypass_csp=True,
+                              storage_state=state if names is SIGNED_IN else None)
+    ctx.add_init_script(path=AXE_JS)
+    page = ctx.new_page()
+    found = {}
+    try:
+        for name in names:
+            if name == "validation":
+                page.goto(server.url + "/p/new?tab=url")
+                page.fill("#push_payload", "ftp://x")
+                page.click("main button[type=submit]")
+            else:
+                page.goto(server.url + paths[name])
+            if name == "payload":
+                page.get_by_role("button", name="Reveal").click()
+            found[name] = _serious(page)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == {"light": "rgb(245, 246, 248)", "dark": "rgb(17, 20, 24)"}[scheme]
+    finally:
+        ctx.close()
+    assert {name: v for name, v in found.items() if v} == {}
+    assert len(found) == len(names)
+
+
+def test_axe_check_can_fail(browser):
+    ctx = browser.new_context(bypass_csp=True)
+    ctx.add_init_script(path=AXE_JS)
+    page = ctx.new_page()
+    page.set_content('<html><body><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="></body></html>')
+    assert any(v.startswith("image-alt") for v in _serious(page))
+    ctx.close()

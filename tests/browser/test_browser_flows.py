@@ -1,0 +1,168 @@
+"""End-to-end flows in real headless Chromium against a live server."""
+import json
+import re
+import urllib.request
+
+from playwright.sync_api import expect
+
+from .liveserver import create_text, sign_up
+
+EXPIRED = "We apologize but this secret link has expired."
+
+
+def test_generated_password_copy_link_retrieve_once(server, new_page):
+    sender = new_page(permissions=["clipboard-read", "clipboard-write"])
+    sender.goto(server.url + "/")
+    sender.click("[data-generate]")
+    password = sender.input_value("#push_payload")
+    assert re.fullmatch(r"([-_=]?[A-Z][a-z]{0,2}\d){3}", password), password
+    sender.locator("#push_expire_after_views").fill("1")
+    expect(sender.locator("#expiry_words")).to_contain_text("7 days or 1 view, whichever")
+    sender.click("main button[type=submit]")
+    link = sender.input_value("#secret_url")
+    assert link.startswith(server.url + "/p/") and link.endswith("/r")
+    sender.get_by_role("button", name="Copy link").click()
+    expect(sender.locator("[data-copy-target=secret_url]")).to_have_text("Copied!")
+    assert sender.evaluate("navigator.clipboard.readText()") == link
+    expect(sender.locator("#share_message")).to_have_value(re.compile("valid for 7 days or 1 view"))
+
+    recipient = new_page()
+    recipient.goto(link)
+    recipient.get_by_role("link", name="Click here to proceed").click()
+    payload = recipient.locator("#payload")
+    expect(payload).to_have_text(password)
+    expect(payload).to_have_class(re.compile("blurred"))
+    recipient.get_by_role("button", name="Reveal").click()
+    expect(payload).not_to_have_class(re.compile("blurred"))
+    assert password not in recipient.title()
+    recipient.reload()
+    expect(recipient.locator("main")).to_contain_text(EXPIRED)
+
+
+def test_generator_settings_are_honoured(server, new_page):
+    page = new_page()
+    page.goto(server.url + "/")
+    page.click("text=Generator settings")
+    page.fill("#gen_syllables", "5")
+    page.locator("#gen_syllables").dispatch_event("change")
+    page.locator("#gen_numbers").set_checked(False)
+    page.locator("#gen_separators").set_checked(False)
+    page.click("[data-generate]")
+    assert re.fullmatch(r"([A-Z][a-z]{0,2}){5}", page.input_value("#push_payload"))
+
+
+def test_passphrase_flow(server, new_page):
+    link = create_text(new_page(), server.url, payload="behind a door", passphrase="friend")
+    page = new_page()
+    page.goto(link)
+    page.get_by_role("link", name="Click here to proceed").click()
+    expect(page.locator("h1")).to_have_text("Passphrase required")
+    page.fill("#passphrase", "enemy")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator("[role=alert]")).to_contain_text("That passphrase is incorrect.")
+    page.fill("#passphrase", "friend")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator("#payload")).to_have_text("behind a door")
+
+
+def test_viewer_deletes_the_secret(server, new_page):
+    link = create_text(new_page(), server.url, payload="delete me", deletable=True)
+    page = new_page()
+    page.goto(link.removesuffix("/r"))
+    expect(page.locator("#payload")).to_have_text("delete me")
+    page.click("text=Delete this secret now")
+    page.get_by_role("button", name="Yes, delete it now").click()
+    expect(page.locator("main")).to_contain_text("The push content has been deleted")
+    page.goto(link)
+    expect(page.locator("main")).to_contain_text(EXPIRED)
+
+
+def test_validation_error_keeps_input(server, new_page):
+    page = new_page()
+    page.goto(server.url + "/p/new?tab=url")
+    page.fill("#push_payload", "ftp://files.example.com")
+    page.fill("#push_passphrase", "kept")
+    page.click("main button[type=submit]")
+    expect(page.locator(".error-summary")).to_contain_text("Payload must be a valid HTTP or HTTPS URL.")
+    expect(page.locator(".error-summary")).to_be_focused()
+    expect(page.locator("#push_payload")).to_have_value("ftp://files.example.com")
+    expect(page.locator("#push_passphrase")).to_have_value("kept")
+
+
+def test_url_push_redirects(server, new_page):
+    sender = new_page()
+    sender.goto(server.url + "/p/new?tab=url")
+    sender.fill("#push_payload", server.url + "/up")
+    sender.click("main button[type=submit]")
+    link = sender.input_value("#secret_url")
+    page = new_page()
+    page.goto(link)
+    page.get_by_role("link", name="Click here to proceed").click()
+    page.wait_for_url(server.url + "/up")
+    expect(page.locator("h1")).to_have_text("Up")
+
+
+def test_file_upload_and_download(server, new_page):
+    sender = new_page()
+    sign_up(sender, server.url, "files@example.com")
+    sender.goto(server.url + "/p/new?tab=files")
+    sender.set_input_files("#push_files", [
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"top secret notes\n"}])
+    sender.fill("#push_payload", "the notes")
+    sender.click("main button[type=submit]")
+    link = sender.input_value("#secret_url")
+    page = new_page(accept_downloads=True)
+    page.goto(link)
+    page.get_by_role("link", name="Click here to proceed").click()
+    expect(page.locator(".files")).to_contain_text("notes.txt")
+    expect(page.locator(".files")).to_contain_text("17 bytes")
+    with page.expect_download() as info:
+        page.click("a[download]")
+    download = info.value
+    assert download.suggested_filename == "notes.txt"
+    with open(download.path(), "rb") as fh:
+        assert fh.read() == b"top secret notes\n"
+
+
+def test_sign_up_token_api_dashboard_audit(server, new_page):
+    page = new_page()
+    sign_up(page, server.url, "api@example.com")
+    page.click("text=API token")
+    page.click("main button[type=submit]")
+    token = page.input_value("#api_token")
+    expect(page.locator("#curl_example")).to_contain_text(f"Authorization: Bearer {token}")
+    body = json.dumps({"push": {"payload": "from the API", "name": "via curl"}}).encode()
+    request = urllib.request.Request(
+        server.url + "/api/v2/pushes", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        created = json.load(response)
+    assert response.status == 201
+    with urllib.request.urlopen(server.url + f"/api/v2/pushes/{created['url_token']}") as response:
+        assert json.load(response)["payload"] == "from the API"
+    page.click("text=Dashboard")
+    row = page.locator("tr", has_text="via curl")
+    expect(row).to_contain_text("4 views")
+    row.locator("text=Audit").click()
+    events = page.locator("table.data tbody tr")
+    expect(events).to_have_count(2)
+    expect(events.nth(0)).to_contain_text("creation")
+    expect(events.nth(1)).to_contain_text("view")
+    expect(events.nth(1)).to_contain_text("127.0.0.1")
+
+
+def test_theme_toggle_and_keyboard(server, new_page):
+    page = new_page(color_scheme="light")
+    page.goto(server.url + "/help/api")
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip-link")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(page.locator("main a").first).to_be_focused()
+    toggle = page.locator("[data-theme-toggle]")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    toggle.click()
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    expect(page.locator("[data-theme-toggle]")).to_have_attribute("aria-pressed", "true")

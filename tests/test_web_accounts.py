@@ -1,0 +1,109 @@
+"""Accounts: sign up, sign in (throttled), sign out, API token page."""
+import pytest
+from conftest import bearer
+from webutil import sign_in, sql
+
+
+def test_sign_up_creates_account_and_signs_in(client, app):
+    r = client.post("/users/sign_up", data={"email": "New@Example.com", "password": "long enough",
+                                            "password_confirmation": "long enough"})
+    assert r.status_code == 302
+    assert sql(app, "SELECT email FROM users")[0][0] == "new@example.com"
+    assert "Sign out" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("email,password,confirmation,message", [
+    ("a@example.com", "short", "short", "Use at least 8 characters."),
+    ("a@example.com", "long enough", "different", "The two passwords do not match."),
+    ("not-an-address", "long enough", "long enough", "That e-mail address is not valid."),
+])
+def test_sign_up_errors_rerender_422(client, email, password, confirmation, message):
+    r = client.post("/users/sign_up", data={"email": email, "password": password,
+                                            "password_confirmation": confirmation})
+    assert r.status_code == 422
+    html = r.get_data(as_text=True)
+    assert message in html and f'value="{email}"' in html
+
+
+def test_sign_up_with_taken_email_is_422(client, make_user):
+    make_user(email="taken@example.com")
+    r = client.post("/users/sign_up", data={"email": "taken@example.com", "password": "long enough",
+                                            "password_confirmation": "long enough"})
+    assert r.status_code == 422 and "already registered" in r.get_data(as_text=True)
+
+
+def test_sign_up_disabled(settings, database_url, request):
+    settings["PWP__DISABLE_SIGNUPS"] = True
+    client = request.getfixturevalue("client")
+    assert client.get("/users/sign_up").status_code == 404
+    assert "Sign up" not in client.get("/").get_data(as_text=True)
+
+
+def test_logins_disabled(settings, database_url, request):
+    settings["PWP__DISABLE_LOGINS"] = True
+    client = request.getfixturevalue("client")
+    assert client.get("/users/sign_in").status_code == 404
+    assert client.post("/users/sign_in", data={"email": "a@b.c", "password": "x"}).status_code == 404
+    html = client.get("/").get_data(as_text=True)
+    assert "Sign in" not in html and "tab=files" not in html
+    r = client.get("/p")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+def test_sign_in_wrong_password_is_401(client, make_user):
+    make_user(email="u@example.com", password="correct horse")
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong"})
+    assert r.status_code == 401
+    assert "Invalid e-mail address or password." in r.get_data(as_text=True)
+
+
+def test_sign_in_follows_local_next_only(client, make_user):
+    make_user(email="u@example.com", password="correct horse")
+    data = {"email": "u@example.com", "password": "correct horse"}
+    r = client.post("/users/sign_in?next=//evil.example/x", data=data)
+    assert r.headers["Location"] == "/"
+    r = client.post("/users/sign_in", data=dict(data, next="/p?filter=expired"))
+    assert r.headers["Location"] == "/p?filter=expired"
+
+
+def test_sign_in_is_throttled_per_ip(client, make_user, clock):
+    make_user(email="u@example.com", password="correct horse")
+    for _ in range(5):
+        client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong"})
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
+    assert r.status_code == 429
+    assert "Too many sign-in attempts" in r.get_data(as_text=True)
+    clock.advance(seconds=20)
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
+    assert r.status_code == 302
+
+
+def test_sign_out_is_a_post(client, make_user):
+    sign_in(client, make_user)
+    assert client.get("/users/sign_out").status_code == 405
+    assert client.post("/users/sign_out").status_code == 302
+    assert "Sign in" in client.get("/").get_data(as_text=True)
+
+
+def test_token_page_requires_sign_in(client):
+    r = client.get("/users/token")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+
+
+def test_token_page_shows_a_new_token_once_and_it_works(client, make_user):
+    old_token = sign_in(client, make_user)[1]
+    html = client.get("/users/token").get_data(as_text=True)
+    assert "cannot be shown again" in html and "Authorization: Bearer" in html
+    assert "curl -X POST http://localhost/api/v2/pushes" in html
+    html = client.post("/users/token").get_data(as_text=True)
+    new_token = html.split('id="api_token" value="', 1)[1].split('"', 1)[0]
+    assert len(new_token) >= 24
+    assert new_token not in client.get("/users/token").get_data(as_text=True)
+    client.post("/users/sign_out")
+    assert client.get("/api/v2/pushes/active", headers=bearer(new_token)).status_code == 200
+    assert client.get("/api/v2/pushes/active", headers=bearer(old_token)).status_code == 401
+
+
+def test_api_tokens_path_redirects(client):
+    r = client.get("/api_tokens")
+    assert r.status_code == 301 and r.headers["Location"] == "/users/token"

@@ -1,0 +1,156 @@
+"""Creation forms: tabs, settings defaults, access rules, validation re-render, CSRF."""
+import io
+
+import pytest
+from webutil import create, form, sign_in, sql
+
+
+def test_home_shows_text_form_with_setting_defaults(client):
+    r = client.get("/")
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert 'name="push[kind]" value="text"' in html
+    assert 'id="push_expire_after_days"' in html and 'value="7"' in html
+    assert "7 days" in html and "5 views" in html and "whichever comes first" in html
+    assert 'id="push_retrieval_step" name="push[retrieval_step]" value="on" checked' in html
+    assert "data-generate" in html
+    # Anonymous visitors get no name/note fields.
+    assert "push[name]" not in html
+
+
+def test_settings_change_form_defaults_and_generator(settings, database_url, request):
+    settings.update({"PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT": 3, "PWP__PW__RETRIEVAL_STEP_DEFAULT": False,
+                     "PWP__GEN__SYLLABLES_COUNT": 5})
+    client = request.getfixturevalue("client")
+    html = client.get("/p/new?tab=text").get_data(as_text=True)
+    assert "3 days" in html
+    assert 'name="push[retrieval_step]" value="on" aria' in html  # present, not checked
+    assert "&#34;syllables_count&#34;: 5" in html
+
+
+@pytest.mark.parametrize("tab,kind", [("url", "url"), ("qr", "qr"), ("nonsense", "text")])
+def test_new_tabs(client, tab, kind):
+    html = client.get(f"/p/new?tab={tab}").get_data(as_text=True)
+    assert f'name="push[kind]" value="{kind}"' in html
+
+
+def test_disabled_kinds_are_hidden_and_refused(settings, database_url, request):
+    settings.update({"PWP__ENABLE_URL_PUSHES": False, "PWP__ENABLE_QR_PUSHES": False})
+    client = request.getfixturevalue("client")
+    html = client.get("/").get_data(as_text=True)
+    assert "tab=url" not in html and "tab=qr" not in html
+    r = client.get("/p/new?tab=url")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    r = client.post("/p", data=form(kind="url", payload="https://example.com"))
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert sql(client.application, "SELECT count(*) FROM pushes")[0][0] == 0
+
+
+def test_files_tab_requires_sign_in(client, make_user):
+    r = client.get("/p/new?tab=files")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    r = client.post("/p", data=form(kind="file"))
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    sign_in(client, make_user)
+    html = client.get("/p/new?tab=files").get_data(as_text=True)
+    assert 'type="file"' in html and 'enctype="multipart/form-data"' in html
+    assert "push[name]" in html and "push[note]" in html
+
+
+def test_anonymous_disabled_requires_sign_in_to_create(settings, database_url, request):
+    settings["PWP__ALLOW_ANONYMOUS"] = False
+    client, make_user = request.getfixturevalue("client"), request.getfixturevalue("make_user")
+    for path in ("/", "/p/new?tab=url"):
+        r = client.get(path)
+        assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    r = client.post("/p", data=form(kind="text", payload="x"))
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    sign_in(client, make_user)
+    assert client.get("/").status_code == 200
+    create(client, payload="x")
+
+
+def test_create_redirects_to_preview_and_stores_choices(client, app):
+    token = create(client, payload="s3cret", expire_after_days="2", expire_after_views="3",
+                   retrieval_step=False, deletable_by_viewer=True)
+    row = sql(app, "SELECT expire_after_days, expire_after_views, retrieval_step, deletable_by_viewer "
+                   "FROM pushes WHERE url_token = :t", t=token)[0]
+    assert tuple(row) == (2, 3, False, True)
+
+
+def test_absent_checkboxes_mean_false(client, app):
+    token = create(client, payload="s3cret")
+    row = sql(app, "SELECT retrieval_step, deletable_by_viewer FROM pushes WHERE url_token = :t", t=token)[0]
+    assert tuple(row) == (False, False)
+
+
+def test_missing_push_params_is_400(client):
+    assert client.post("/p", data={}).status_code == 400
+
+
+@pytest.mark.parametrize("kind,payload,message", [
+    ("text", "   ", "Payload is required."),
+    ("url", "ftp://example.com", "Payload must be a valid HTTP or HTTPS URL."),
+    ("qr", "q" * 1025, "The QR code payload is too large."),
+])
+def test_validation_rerenders_422_with_messages_and_values(client, kind, payload, message):
+    r = client.post("/p", data=form(kind=kind, payload=payload, expire_after_days="4",
+                                    passphrase="pass phrase", deletable_by_viewer=True))
+    assert r.status_code == 422
+    html = r.get_data(as_text=True)
+    assert "1 error prohibited this push from being saved:" in html
+    assert message in html
+    assert 'aria-invalid="true" aria-describedby="push_payload-error"' in html
+    assert 'id="push_payload-error"' in html
+    assert 'value="pass phrase"' in html and "4 days" in html
+    if kind != "url":
+        assert 'name="push[deletable_by_viewer]" value="on" checked' in html
+
+
+def test_file_push_upload(client, make_user, app):
+    sign_in(client, make_user)
+    data = form(kind="file", payload="see attached", name="Quarterly", note="for Bob")
+    data["push[files][]"] = [(io.BytesIO(b"alpha"), "a.txt"), (io.BytesIO(b"beta!"), "b.txt")]
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    assert r.status_code == 302
+    assert sql(app, "SELECT count(*) FROM push_files")[0][0] == 2
+    assert sql(app, "SELECT name FROM pushes")[0][0] == "Quarterly"
+
+
+def test_file_push_without_files_is_422(client, make_user):
+    sign_in(client, make_user)
+    r = client.post("/p", data=form(kind="file", payload="no files"))
+    assert r.status_code == 422
+    assert "At least one file is required" in r.get_data(as_text=True)
+
+
+def test_form_post_without_csrf_token_is_refused(settings, database_url, request):
+    settings["WTF_CSRF_ENABLED"] = True
+    client = request.getfixturevalue("client")
+    app = client.application
+    r = client.post("/p", data=form(kind="text", payload="x"))
+    assert r.status_code == 400
+    assert "CSRF" in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
+    # The JSON API stays exempt: it authenticates with tokens, not cookies.
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+
+
+def test_form_post_with_csrf_token_is_accepted(settings, database_url, request):
+    settings["WTF_CSRF_ENABLED"] = True
+    client = request.getfixturevalue("client")
+    html = client.get("/").get_data(as_text=True)
+    csrf = html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    data = form(kind="text", payload="x")
+    data["csrf_token"] = csrf
+    assert client.post("/p", data=data).status_code == 302
+
+
+@pytest.mark.parametrize("data", [
+    {"push[kind][x]": "1", "push[payload]": "x"},
+    {"push[payload][x]": "1"},
+    {"push[expire_after_days]": "99999999999999999999999", "push[payload]": "x"},
+    {"push[payload]": "x", "push[files]": "not a file", "push[kind]": "text"},
+])
+def test_malformed_form_input_never_500s(client, data):
+    assert client.post("/p", data=data).status_code in (302, 400, 422)

@@ -1,0 +1,73 @@
+"""Owner pages: dashboard and audit log."""
+from webutil import audit_kinds, create, sign_in, sql
+
+from pwp.models import AuditKind
+
+
+def test_dashboard_requires_sign_in(client):
+    r = client.get("/p")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in?next=/p")
+
+
+def test_dashboard_lists_own_active_and_expired_pushes(client, make_user):
+    sign_in(client, make_user)
+    active = create(client, payload="a", name="Wifi", note="for the guest room")
+    gone = create(client, payload="b", name="Old one", deletable_by_viewer=True)
+    client.post(f"/p/{gone}/expire", data={"back": "dashboard"})
+    html = client.get("/p").get_data(as_text=True)
+    assert "Wifi" in html and "for the guest room" in html and "Old one" not in html
+    assert f"/p/{active}/preview" in html and f"/p/{active}/audit" in html
+    assert "7 days / 5 views" in html and "Active (1)" in html and "Expired (1)" in html
+    assert "Old one" in client.get("/p?filter=expired").get_data(as_text=True)
+
+
+def test_dashboard_hides_other_users_pushes(client, make_user):
+    sign_in(client, make_user, email="a@example.com")
+    create(client, payload="x", name="Alice's")
+    client.post("/users/sign_out")
+    sign_in(client, make_user, email="b@example.com")
+    assert "Alice's" not in client.get("/p").get_data(as_text=True)
+
+
+def test_dashboard_paginates_25(client, make_user):
+    sign_in(client, make_user)
+    for i in range(26):
+        create(client, payload="x", name=f"push-{i:02d}")
+    first = client.get("/p").get_data(as_text=True)
+    second = client.get("/p?page=2").get_data(as_text=True)
+    assert first.count("<tr>") == 25 + 1 and "Page 1 of 2" in first
+    assert "push-00" in second and "push-00" not in first
+    assert client.get("/p?page=abc").status_code == 400
+
+
+def test_expire_now_from_dashboard(client, make_user, app):
+    sign_in(client, make_user)
+    token = create(client, payload="x", deletable_by_viewer=False)
+    r = client.post(f"/p/{token}/expire", data={"_method": "delete", "back": "dashboard"})
+    assert r.status_code == 302 and r.headers["Location"] == "/p"
+    assert sql(app, "SELECT expired FROM pushes")[0][0]
+
+
+def test_audit_page_for_owner(client, make_user):
+    sign_in(client, make_user)
+    token = create(client, payload="x", note="secret note")
+    client.get(f"/p/{token}")
+    r = client.get(f"/p/{token}/audit")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "creation" in html and "owner view" in html and "not counted" in html
+    assert "127.0.0.1" in html and "Werkzeug" in html
+    assert "secret note" in html
+
+
+def test_audit_requires_sign_in_and_ownership(client, make_user, app):
+    sign_in(client, make_user, email="a@example.com")
+    token = create(client, payload="x")
+    client.post("/users/sign_out")
+    r = client.get(f"/p/{token}/audit")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    sign_in(client, make_user, email="b@example.com")
+    r = client.get(f"/p/{token}/audit")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert "doesn" in client.get("/").get_data(as_text=True)
+    assert audit_kinds(app, token) == [AuditKind.creation]

@@ -1,0 +1,51 @@
+"""Plain pages and layout: API docs, health, robots.txt, branding, static assets."""
+from html import unescape
+
+from pwp.pages import EXAMPLES, api_routes
+
+
+def test_api_docs_cover_every_v2_route_with_curl(client, app):
+    html = unescape(client.get("/help/api").get_data(as_text=True))
+    routes = api_routes(app)
+    assert {r["endpoint"] for r in routes} <= set(EXAMPLES), "a v2 route has no curl example"
+    for route in routes:
+        assert route["path"] in html and route["doc"] in html
+    assert "curl http://localhost/api/v2/version" in html
+    assert "expire_after_duration" in html
+
+
+def test_api_docs_use_override_base_url(settings, database_url, request):
+    settings["PWP__OVERRIDE_BASE_URL"] = "https://secrets.example.org"
+    client = request.getfixturevalue("client")
+    assert "curl https://secrets.example.org/api/v2/version" in client.get("/help/api").get_data(as_text=True)
+
+
+def test_up(client):
+    r = client.get("/up")
+    assert r.status_code == 200 and "Up" in r.get_data(as_text=True)
+
+
+def test_robots_txt(client):
+    r = client.get("/robots.txt")
+    assert r.mimetype == "text/plain" and r.get_data(as_text=True) == "User-agent: *\nDisallow: /\n"
+
+
+def test_branding_settings(settings, database_url, request):
+    settings.update({"PWP__BRAND__TITLE": "Acme Secrets", "PWP__BRAND__TAGLINE": "Share safely",
+                     "PWP__BRAND__DISCLAIMER": "For Acme staff only.",
+                     "PWP__BRAND__LIGHT_LOGO": "/static/favicon.svg"})
+    client = request.getfixturevalue("client")
+    html = client.get("/").get_data(as_text=True)
+    assert "<title>New push | Acme Secrets</title>" in html
+    assert "Share safely" in html and "For Acme staff only." in html
+    assert html.count('src="/static/favicon.svg"') == 2  # one logo serves both modes
+
+
+def test_static_assets_are_cacheable(client):
+    with client.get("/static/app.css") as r:
+        assert r.status_code == 200 and r.headers.get("Cache-Control") != "no-store"
+
+
+def test_unknown_page_is_a_friendly_404(client):
+    r = client.get("/no/such/page")
+    assert r.status_code == 404 and "Not Found" in r.get_data(as_text=True)

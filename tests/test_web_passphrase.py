@@ -1,0 +1,106 @@
+"""The passphrase flow: form, encrypted short-lived cookie, rate limit."""
+from webutil import audit_kinds, create, view_count
+
+from pwp.models import AuditKind
+
+PASSPHRASE = "open sesame"
+
+
+def _cookie(client, token):
+    return client.get_cookie(f"{token}-p", path=f"/p/{token}")
+
+
+def test_show_redirects_to_passphrase_form_without_logging(client, app):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    r = client.get(f"/p/{token}")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/passphrase"
+    html = client.get(f"/p/{token}/passphrase").get_data(as_text=True)
+    assert "Enter the secret passphrase provided with this URL" in html
+    assert f'action="/p/{token}/access"' in html
+    assert audit_kinds(app, token) == [AuditKind.creation]
+
+
+def test_wrong_passphrase_redirects_back_with_alert_and_logs(client, app):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    r = client.post(f"/p/{token}/access", data={"passphrase": "nope"})
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/passphrase"
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "That passphrase is incorrect." in html
+    assert audit_kinds(app, token)[-1] == AuditKind.failed_passphrase
+    assert _cookie(client, token) is None
+
+
+def test_right_passphrase_sets_encrypted_httponly_cookie_then_shows_payload(client, app):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    r = client.post(f"/p/{token}/access", data={"passphrase": PASSPHRASE})
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}"
+    header = r.headers["Set-Cookie"]
+    assert header.startswith(f"{token}-p=")
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Max-Age=180" in header
+    assert "Secure" not in header
+    value = _cookie(client, token).value
+    assert PASSPHRASE not in value and "sesame" not in value
+    assert view_count(app, token) == 0
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert "guarded" in html
+    assert view_count(app, token) == 1
+    # The cookie is spent with the view.
+    assert _cookie(client, token) is None
+
+
+def test_cookie_is_secure_when_configured(settings, database_url, request):
+    settings["PWP__SECURE_COOKIES"] = True
+    client = request.getfixturevalue("client")
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    r = client.post(f"/p/{token}/access", data={"passphrase": PASSPHRASE})
+    assert "Secure" in r.headers["Set-Cookie"]
+
+
+def test_cookie_expires_after_three_minutes(client, clock):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    client.post(f"/p/{token}/access", data={"passphrase": PASSPHRASE})
+    clock.advance(minutes=3, seconds=1)
+    r = client.get(f"/p/{token}")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/passphrase"
+
+
+def test_cookie_of_one_push_does_not_open_another(client):
+    first = create(client, payload="one", passphrase=PASSPHRASE)
+    second = create(client, payload="two", passphrase=PASSPHRASE)
+    client.post(f"/p/{first}/access", data={"passphrase": PASSPHRASE})
+    value = _cookie(client, first).value
+    client.set_cookie(f"{second}-p", value, path=f"/p/{second}")
+    assert client.get(f"/p/{second}").status_code == 302
+
+
+def test_forged_cookie_is_ignored(client):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    client.set_cookie(f"{token}-p", "not-a-fernet-token", path=f"/p/{token}")
+    assert client.get(f"/p/{token}").status_code == 302
+
+
+def test_passphrase_query_parameter_also_works(client):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    assert "guarded" in client.get(f"/p/{token}?passphrase=open%20sesame").get_data(as_text=True)
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    r = client.get(f"/p/{token}?passphrase=wrong")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/passphrase"
+
+
+def test_sixth_attempt_in_a_minute_is_refused(client, clock):
+    token = create(client, payload="guarded", passphrase=PASSPHRASE)
+    for _ in range(5):
+        client.post(f"/p/{token}/access", data={"passphrase": "nope"})
+    r = client.post(f"/p/{token}/access", data={"passphrase": PASSPHRASE}, follow_redirects=True)
+    assert "Too many passphrase attempts" in r.get_data(as_text=True)
+    clock.advance(minutes=1)
+    r = client.post(f"/p/{token}/access", data={"passphrase": PASSPHRASE})
+    assert r.headers["Location"] == f"/p/{token}"
+
+
+def test_push_without_passphrase_skips_the_form(client):
+    token = create(client, payload="open")
+    r = client.get(f"/p/{token}/passphrase")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}"
+    r = client.post(f"/p/{token}/access", data={"passphrase": ""})
+    assert r.headers["Location"] == f"/p/{token}"

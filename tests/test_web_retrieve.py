@@ -1,0 +1,190 @@
+"""Preview, retrieval step, payload page, expired page, legacy redirects, headers."""
+import io
+import re
+
+import pytest
+from webutil import audit_kinds, create, form, sign_in, sql, view_count
+
+from pwp.models import AuditKind
+
+EXPIRED = "We apologize but this secret link has expired."
+
+
+def test_preview_shows_link_qr_and_share_message(client, app):
+    token = create(client, payload="s3cret", expire_after_days="3", expire_after_views="2",
+                   retrieval_step=True)
+    r = client.get(f"/p/{token}/preview")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert f'value="http://localhost/p/{token}/r" readonly' in html
+    assert 'src="data:image/svg+xml;base64,' in html
+    assert "This link is valid for 3 days or 2 views, whichever comes first." in html
+    assert "Push another" in html
+    assert "s3cret" not in html
+    assert view_count(app, token) == 0
+
+
+def test_preview_links_owner_to_audit_and_dashboard(client, make_user):
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    html = client.get(f"/p/{token}/preview").get_data(as_text=True)
+    assert f"/p/{token}/audit" in html and 'href="/p"' in html
+
+
+def test_preview_of_anonymous_push_has_no_owner_links(client):
+    token = create(client, payload="x")
+    assert "/audit" not in client.get(f"/p/{token}/preview").get_data(as_text=True)
+
+
+def test_retrieval_step_get_never_counts_a_view(client, app):
+    token = create(client, payload="s3cret", expire_after_views="1", retrieval_step=True)
+    for _ in range(3):
+        r = client.get(f"/p/{token}/r")
+        assert r.status_code == 200
+        assert f'href="/p/{token}"' in r.get_data(as_text=True)
+        assert "s3cret" not in r.get_data(as_text=True)
+    assert view_count(app, token) == 0
+    assert audit_kinds(app, token) == [AuditKind.creation]
+
+
+def test_payload_page_counts_a_view_and_shows_remaining(client, app):
+    token = create(client, payload="pa$$ <word>", expire_after_days="2", expire_after_views="3")
+    r = client.get(f"/p/{token}")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "pa$$ &lt;word&gt;" in html
+    assert "deleted in 2 days or 2 more views" in html
+    assert view_count(app, token) == 1
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert "pa$$" not in title
+
+
+def test_last_view_then_expired(client, app):
+    token = create(client, payload="once", expire_after_views="1")
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert "once" in html and "This was the last view" in html
+    assert EXPIRED in client.get(f"/p/{token}").get_data(as_text=True)
+    assert sql(app, "SELECT payload_ciphertext IS NULL FROM pushes")[0][0]
+
+
+def test_expired_by_time(client, clock):
+    token = create(client, payload="soon", expire_after_days="1")
+    clock.advance(days=1, seconds=1)
+    assert EXPIRED in client.get(f"/p/{token}").get_data(as_text=True)
+
+
+def test_expired_page_is_identical_for_unknown_expired_and_deleted(client):
+    expired = create(client, payload="a", expire_after_views="1")
+    client.get(f"/p/{expired}")
+    deleted = create(client, payload="b", deletable_by_viewer=True)
+    client.post(f"/p/{deleted}/expire")
+    pages = {client.get(f"/p/{t}").get_data() for t in (expired, deleted, "doesnotexist123")}
+    assert len(pages) == 1
+    page = pages.pop().decode()
+    assert EXPIRED in page and "<title>Your Secret Link Has Expired</title>" in page
+    for t in (expired, deleted, "doesnotexist123"):
+        for suffix in ("/r", "/passphrase", "/preview"):
+            r = client.get(f"/p/{t}{suffix}")
+            assert r.status_code == 200 and EXPIRED in r.get_data(as_text=True)
+
+
+def test_url_push_redirects_303(client, app):
+    token = create(client, kind="url", payload="https://example.com/x?y=1")
+    r = client.get(f"/p/{token}")
+    assert r.status_code == 303 and r.headers["Location"] == "https://example.com/x?y=1"
+    assert view_count(app, token) == 1
+
+
+def test_qr_push_shows_qr_image_not_text(client):
+    token = create(client, kind="qr", payload="WIFI:S:home;P:hunter22;;")
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert 'src="data:image/svg+xml;base64,' in html
+    assert "hunter22" not in html
+
+
+def test_file_push_download_list_and_download(client, make_user, app):
+    sign_in(client, make_user)
+    data = form(kind="file")
+    data["push[files][]"] = [(io.BytesIO(b"x" * 2048), "report.pdf")]
+    token = re.search(r"/p/(\w+)/preview", client.post(
+        "/p", data=data, content_type="multipart/form-data").headers["Location"]).group(1)
+    client.post("/users/sign_out")
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert "report.pdf" in html and "2.0 KB" in html
+    link = re.search(r'href="(/pfb/[^"]+)"', html).group(1)
+    r = client.get(link.replace("&amp;", "&"))
+    assert r.status_code == 200 and r.data == b"x" * 2048
+
+
+def test_viewer_delete_button_only_when_deletable_and_views_remain(client):
+    deletable = create(client, payload="x", deletable_by_viewer=True, expire_after_views="2")
+    assert "Delete this secret now" in client.get(f"/p/{deletable}").get_data(as_text=True)
+    # The last view offers no deletion: the secret is gone anyway.
+    assert "Delete this secret now" not in client.get(f"/p/{deletable}").get_data(as_text=True)
+    fixed = create(client, payload="x", deletable_by_viewer=False)
+    assert "Delete this secret now" not in client.get(f"/p/{fixed}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("how", ["post", "override", "delete"])
+def test_viewer_deletes_a_deletable_push(client, app, how):
+    token = create(client, payload="x", deletable_by_viewer=True)
+    if how == "delete":
+        r = client.delete(f"/p/{token}/expire")
+    else:
+        r = client.post(f"/p/{token}/expire", data={"_method": "delete"} if how == "override" else {})
+    assert r.status_code == 200
+    assert "The push content has been deleted" in r.get_data(as_text=True)
+    assert audit_kinds(app, token)[-1] == AuditKind.expire
+    assert sql(app, "SELECT expired, deleted FROM pushes")[0] == (True, True)
+
+
+def test_viewer_cannot_delete_a_non_deletable_push(client, app):
+    token = create(client, payload="x", deletable_by_viewer=False)
+    r = client.post(f"/p/{token}/expire")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert not sql(app, "SELECT expired FROM pushes")[0][0]
+
+
+def test_owner_sees_payload_without_counting(client, make_user, app):
+    sign_in(client, make_user)
+    token = create(client, payload="mine", expire_after_views="1")
+    for _ in range(2):
+        assert "mine" in client.get(f"/p/{token}").get_data(as_text=True)
+    assert view_count(app, token) == 0
+
+
+@pytest.mark.parametrize("prefix", ["f", "r"])
+@pytest.mark.parametrize("suffix", ["", "/r", "/passphrase"])
+def test_legacy_paths_redirect_301_keeping_query(client, prefix, suffix):
+    r = client.get(f"/{prefix}/abc123{suffix}?locale=fr&x=1")
+    assert r.status_code == 301
+    assert r.headers["Location"] == f"/p/abc123{suffix}?locale=fr&x=1"
+
+
+def test_legacy_json_routes_still_reach_the_api(client):
+    token = create(client, payload="json")
+    assert client.get(f"/f/{token}.json").json["payload"] == "json"
+
+
+def test_secret_pages_are_not_cached_and_send_no_referrer(client):
+    token = create(client, payload="x", passphrase="pp")
+    for path in ("/", f"/p/{token}/preview", f"/p/{token}/r", f"/p/{token}/passphrase",
+                 f"/p/{token}", "/p/unknown1"):
+        r = client.get(path)
+        assert r.headers["Cache-Control"] == "no-store", path
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+
+
+def test_pages_have_no_inline_script_or_style(client):
+    token = create(client, payload="x")
+    for path in ("/", f"/p/{token}/preview", f"/p/{token}"):
+        html = client.get(path).get_data(as_text=True)
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
+        assert " style=" not in html and "<style" not in html, path
+
+
+def test_expire_with_another_method_override_is_405(client, app):
+    token = create(client, payload="x", deletable_by_viewer=True)
+    assert client.post(f"/p/{token}/expire", data={"_method": "put"}).status_code == 405
+    assert not sql(app, "SELECT expired FROM pushes")[0][0]
