@@ -220,20 +220,18 @@ def _epoch(moment) -> int:
 
 def seal_unlock_key(url_token: str, key: bytes, now) -> str:
     """Encrypt a payload key for the short-lived cookie, bound to its push and time."""
-    data = {"t": url_token, "k": key.decode("ascii"), "at": _epoch(now)}
-    return pushes.keyring().encrypt(json.dumps(data).encode()).decode("ascii")
+    data = {"t": url_token, "k": key.decode("ascii")}
+    return pushes.keyring().encrypt_at(json.dumps(data).encode(), _epoch(now)).decode("ascii")
 
 
 def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
     """Return the payload key from a fresh cookie of this push, else None."""
-    if not value:
+    if not value or not value.isascii():
         return None
-    try:
-        data = json.loads(pushes.keyring().decrypt(value.encode("ascii")))
-        fresh = 0 <= _epoch(now) - int(data["at"]) <= UNLOCK_SECONDS
-        return data["k"].encode("ascii") if fresh and data["t"] == url_token else None
-    except Exception:  # a forged, stale-keyed or garbled cookie is simply absent
-        return None
+    raw = pushes.keyring().decrypt_fresh(value.encode("ascii"), UNLOCK_SECONDS, _epoch(now))
+    data = json.loads(raw) if raw else None
+    # Only this module writes the cookie, so a decrypted one has its shape.
+    return data["k"].encode("ascii") if data and data["t"] == url_token else None
 
 
 @bp.get("/p/<token:url_token>/passphrase")
@@ -306,7 +304,7 @@ def _render_payload(result, now):
     push = result.push
     views = 0 if result.last_view else pushes.views_remaining(push)
     files = [{"name": f.filename, "size": f.size,
-              "url": url_for("download_file", token=pushes.file_link_token(f, result.file_key),
+              "url": url_for("download_file", token=pushes.file_link_token(f, result.file_key, now),
                              _filename=f.filename)} for f in result.files]
     return render_template(
         "web/show.html", push=push, payload=result.payload, files=files,
