@@ -131,7 +131,9 @@ def gunicorn(env, log_path, workers=1, args=()):
     for _ in range(PORT_ATTEMPTS):
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", "pwpush:app", "--bind", f"127.0.0.1:{port}",
-                   "--workers", str(workers), *args]
+                   "--workers", str(workers),
+                   # gunicorn 27 otherwise opens one control socket under ~/.gunicorn for all.
+                   "--no-control-socket", *args]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT,
