@@ -8,12 +8,15 @@ import json
 import secrets
 import socket
 import uuid
+from datetime import timedelta
+from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
 
 import pytest
+from gunicorn.config import Config
 
 from conftest import bearer
-from pwp.logfilter import redact
+from pwp.logfilter import GunicornLogger, redact
 from servers import create_user, gunicorn, server_env
 
 
@@ -162,3 +165,20 @@ def test_server_logs_contain_no_secrets(tmp_path):
 ])
 def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     assert redact(line) == expected
+
+
+def test_gunicorn_access_log_atoms_hold_no_secrets():
+    logger = GunicornLogger(Config())
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1",
+               "RAW_URI": "/api/v2/pushes/tok123?passphrase=pp456",
+               "PATH_INFO": "/api/v2/pushes/tok123", "QUERY_STRING": "passphrase=pp456",
+               "HTTP_REFERER": "http://h/p/tok123/r", "HTTP_AUTHORIZATION": "Bearer api789",
+               "HTTP_X_USER_TOKEN": "api789", "HTTP_COOKIE": "session=cookie000"}
+    req = SimpleNamespace(headers=[("AUTHORIZATION", "Bearer api789"), ("X-USER-TOKEN", "api789"),
+                                   ("COOKIE", "session=cookie000"), ("REFERER", "http://h/p/tok123/r")])
+    resp = SimpleNamespace(status="200 OK", headers=[("Set-Cookie", "session=cookie000")], sent=10)
+    atoms = logger.atoms(resp, req, environ, timedelta(seconds=1))
+    rendered = " ".join(str(v) for v in atoms.values())
+    assert [s for s in ("tok123", "pp456", "api789", "cookie000") if s in rendered] == []
+    assert atoms["r"] == "GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"
+    assert (atoms["q"], atoms["{authorization}i"]) == ("passphrase=[FILTERED]", "[FILTERED]")
