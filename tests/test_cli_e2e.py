@@ -184,10 +184,14 @@ def test_cli_push_file_round_trips_byte_for_byte(stack, tmp_path):
     server, cli, db = stack
     path = tmp_path / "secret notes ü.bin"
     path.write_bytes(FILE_BYTES)
-    url_token = cli.push("push-file", str(path))
+    # In multipart every value is a string, booleans Python-style ("True"/"False").
+    url_token = cli.push("push-file", str(path), "--days", "3", "--views", "2", "--no-deletable",
+                         "--no-retrieval-step")
     assert stored_kind(db, url_token) == 1
     status, body = retrieve(server, url_token)
     assert status == 200
+    assert (body["expire_after_days"], body["expire_after_views"], body["views_remaining"]) == (3, 2, 1)
+    assert (body["deletable_by_viewer"], body["retrieval_step"]) == (False, False)
     assert [f["filename"] for f in body["files"]] == [path.name]
     link = urlsplit(body["files"][0]["url"])
     assert (link.hostname, link.port) == ("127.0.0.1", server.port)
@@ -208,10 +212,10 @@ def test_cli_days_give_the_right_expire_after_days(stack, days):
 
 def test_cli_list_shows_the_pushes_in_json_and_text(stack):
     _server, cli, _db = stack
-    url_token = cli.push("push", "--secret", "listed", "--note", "ticket 42 ✓")
+    url_token = cli.push("push", "--secret", "listed", "--note", "ticket 42 ✓", "--name", "db ✓")
     listed = cli.json("list")
     assert listed[0]["url_token"] == url_token  # newest first
-    assert listed[0]["note"] == "ticket 42 ✓"
+    assert (listed[0]["note"], listed[0]["name"]) == ("ticket 42 ✓", "db ✓")
     assert listed[0]["views_remaining"] == listed[0]["expire_after_views"]
     text = cli.run("list").stdout
     assert "Active Pushes" in text
@@ -238,3 +242,33 @@ def test_cli_expire_deletes_the_payload(stack):
     assert url_token in [p["url_token"] for p in cli.json("list", "--expired")]
     assert url_token not in [p["url_token"] for p in cli.json("list")]
     assert "Expired Pushes" in cli.run("list", "--expired").stdout
+
+
+def test_cli_config_defaults_arrive_as_strings_and_are_honoured(stack, tmp_path):
+    server, logged_in, _db = stack
+    # A copy of the logged-in configuration, so other tests keep the defaults.
+    shutil.copytree(logged_in.env["XDG_CONFIG_HOME"], tmp_path / "xdg")
+    cli = Cli(logged_in.executable, tmp_path / "xdg")
+    # Values from config.ini reach the JSON body as strings ("4", "false").
+    for key, value in {"expire_after_views": "4", "expire_after_days": "2",
+                       "retrieval_step": "false", "deletable_by_viewer": "false"}.items():
+        cli.run("config", "set", key, value)
+    url = cli.json("push", "--secret", "configured")["url"]
+    assert not url.endswith("/r")
+    status, body = retrieve(server, token_from_url(url))
+    assert status == 200
+    assert (body["expire_after_views"], body["expire_after_days"]) == (4, 2)
+    assert (body["retrieval_step"], body["deletable_by_viewer"]) == (False, False)
+
+
+def test_cli_anonymous_push_without_login(stack, tmp_path):
+    server, logged_in, _db = stack
+    cli = Cli(logged_in.executable, tmp_path / "xdg")
+    cli.run("config", "set", "url", server.url)
+    url_token = cli.push("push", "--secret", "anonymous ✓", "--views", "1")
+    status, body = retrieve(server, url_token)
+    assert (status, body["payload"], body["expired"]) == (200, "anonymous ✓", False)
+    status, body = retrieve(server, url_token)
+    assert (status, body["payload"], body["expired"]) == (200, None, True)
+    # Owned pushes only: the anonymous push is in nobody's list.
+    assert url_token not in [p["url_token"] for p in logged_in.json("list", "--expired")]
