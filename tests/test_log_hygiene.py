@@ -1,8 +1,9 @@
 """No payload, passphrase, url_token or API token ever appears in a server's logs.
 
-A real gunicorn (debug log level, access log on, the project's gunicorn.conf.py)
-goes through a realistic session with distinctive markers; then its captured
-stdout and stderr are searched for every secret it handled.
+A real gunicorn (debug log level, access log on, the project's gunicorn.conf.py),
+on SQLite and on PostgreSQL, goes through a realistic session with distinctive
+markers; then its captured stdout and stderr are searched for every secret it
+handled, and for its keys.
 """
 import json
 import secrets
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
 
 import pytest
+from cryptography.fernet import Fernet
 from gunicorn.config import Config
 
 from conftest import bearer
@@ -121,15 +123,17 @@ def session(server, api_token, email):
 
 
 @pytest.mark.slow
-def test_server_logs_contain_no_secrets(tmp_path):
-    env = server_env(tmp_path / "instance")
+def test_server_logs_contain_no_secrets(database_url, tmp_path):
+    keys = {"master_key": Fernet.generate_key().decode(), "secret_key": marker("SECRETKEY")}
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=keys["master_key"],
+                     SECRET_KEY=keys["secret_key"])
     log_path = tmp_path / "server.log"
     email = "logs@example.com"
     api_token = create_user(env, email, log_path=log_path)
     with gunicorn(env, log_path, workers=2, args=(
             "--log-level", "debug", "--access-logfile", "-", "--error-logfile", "-",
             "--capture-output")) as server:
-        seen = session(server, api_token, email)
+        seen = session(server, api_token, email) | keys
     logs = log_path.read_text(encoding="utf-8", errors="replace")
 
     # The check is not vacuous: debug logging and the access log were on and saw the session.
