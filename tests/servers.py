@@ -36,6 +36,11 @@ def server_env(instance_path, database_url=None, **settings) -> dict:
     return env
 
 
+def bearer(token) -> dict:
+    """Authorization header for an API token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:

@@ -9,9 +9,11 @@ import json
 import threading
 
 import pytest
+from cryptography.fernet import Fernet
 
-from conftest import TEST_MASTER_KEY, bearer
-from servers import create_user, gunicorn, server_env
+# Helpers come from servers.py, not `from conftest import`: another conftest.py under
+# tests/ would shadow that module name.
+from servers import bearer, create_user, gunicorn, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +90,7 @@ def run_case(servers, token, views, readers, round_no):
 @pytest.mark.parametrize(("views", "readers"), CASES)
 def test_concurrent_reads_across_four_workers_get_exactly_the_allowed_views(
         database_url, tmp_path, views, readers):
-    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=TEST_MASTER_KEY)
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode())
     token = create_user(env, "owner@example.com")
     with gunicorn(env, tmp_path / "gunicorn.log", workers=4) as server:
         for round_no in range(ROUNDS):
@@ -100,10 +102,9 @@ def test_two_app_processes_sharing_one_database_give_exactly_the_allowed_views(
         database_url, tmp_path, views, readers):
     # One database (a PostgreSQL database, or one SQLite file) and the same keys;
     # each process has its own instance folder, as on two machines.
-    env_a = server_env(tmp_path / "instance-a", database_url, PWPUSH_MASTER_KEY=TEST_MASTER_KEY,
-                       SECRET_KEY="shared-secret-key")
-    env_b = server_env(tmp_path / "instance-b", database_url, PWPUSH_MASTER_KEY=TEST_MASTER_KEY,
-                       SECRET_KEY="shared-secret-key")
+    keys = {"PWPUSH_MASTER_KEY": Fernet.generate_key().decode(), "SECRET_KEY": "shared-secret-key"}
+    env_a = server_env(tmp_path / "instance-a", database_url, **keys)
+    env_b = server_env(tmp_path / "instance-b", database_url, **keys)
     token = create_user(env_a, "owner@example.com")
     with gunicorn(env_a, tmp_path / "a.log", workers=2) as a, \
             gunicorn(env_b, tmp_path / "b.log", workers=2) as b:

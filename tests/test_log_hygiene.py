@@ -17,9 +17,8 @@ import pytest
 from cryptography.fernet import Fernet
 from gunicorn.config import Config
 
-from conftest import bearer
 from pwp.logfilter import GunicornLogger, redact
-from servers import create_user, gunicorn, server_env
+from servers import bearer, create_user, gunicorn, server_env
 
 
 def marker(kind):
