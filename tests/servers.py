@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 _INHERITED_SETTINGS = ("DATABASE_URL", "SECRET_KEY", "PWPUSH_MASTER_KEY", "PWPUSH_INSTANCE_PATH",
                        "GUNICORN_CMD_ARGS", "FLASK_APP", "WEB_CONCURRENCY")
 START_ATTEMPTS = 300  # x 0.1 s: a server that is not up after 30 s has failed
-PORT_ATTEMPTS = 3  # a free port can be taken by someone else before gunicorn binds it
 
 
 def server_env(instance_path, database_url=None, **settings) -> dict:
@@ -39,13 +38,6 @@ def server_env(instance_path, database_url=None, **settings) -> dict:
 def bearer(token) -> dict:
     """Authorization header for an API token."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -100,19 +92,17 @@ def _answers(port) -> bool:
 
 
 def _wait_until_up(process, port, log_path):
-    """Poll /api/v2/version; fail early if gunicorn exits (returns False on a port clash)."""
+    """Poll /api/v2/version a bounded number of times; fail at once if gunicorn exits."""
     for _ in range(START_ATTEMPTS):
         if _answers(port):
-            return True
+            return
         try:
             # Doubles as the pause between attempts: returns at once if gunicorn died.
             process.wait(timeout=0.1)
         except subprocess.TimeoutExpired:
             continue
-        logs = log_path.read_text(errors="replace")
-        if "Address already in use" in logs:
-            return False
-        raise RuntimeError(f"gunicorn exited with {process.returncode}; its log:\n{logs[-4000:]}")
+        raise RuntimeError(f"gunicorn exited with {process.returncode}; its log:\n"
+                           + log_path.read_text(errors="replace")[-4000:])
     raise RuntimeError(f"gunicorn did not answer within {START_ATTEMPTS / 10:.0f} s; its log:\n"
                        + log_path.read_text(errors="replace")[-4000:])
 
@@ -131,28 +121,28 @@ def stop(process, timeout=20):
 
 @contextmanager
 def gunicorn(env, log_path, workers=1, args=()):
-    """Run `gunicorn pwpush:app` on a free port; yield a Server; always stop it."""
+    """Run `gunicorn pwpush:app` on a free 127.0.0.1 port; yield a Server; always stop it.
+
+    The listening socket is bound here (port 0: the kernel picks a free one) and
+    handed to gunicorn as fd://N, so no other process can take the port in between.
+    """
     log_path = Path(log_path)
-    for _ in range(PORT_ATTEMPTS):
-        port = free_port()
-        command = [sys.executable, "-m", "gunicorn", "pwpush:app", "--bind", f"127.0.0.1:{port}",
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        fd = listener.fileno()
+        command = [sys.executable, "-m", "gunicorn", "pwpush:app", "--bind", f"fd://{fd}",
                    "--workers", str(workers),
                    # gunicorn 27 otherwise opens one control socket under ~/.gunicorn for all.
                    "--no-control-socket", *args]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=subprocess.STDOUT,
+                                       stdout=log, stderr=subprocess.STDOUT, pass_fds=(fd,),
                                        start_new_session=True)
-        try:
-            if _wait_until_up(process, port, log_path):
-                break
-        except BaseException:
-            stop(process)
-            raise
-        stop(process)
-    else:
-        raise RuntimeError(f"no free port after {PORT_ATTEMPTS} attempts")
+    # Our copy of the socket is closed; gunicorn holds its own.
     try:
+        _wait_until_up(process, port, log_path)
         yield Server(port=port, log_path=log_path, process=process)
     finally:
         stop(process)
