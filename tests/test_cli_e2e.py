@@ -43,13 +43,22 @@ def cli_venv_dir() -> Path:
     return cache / "pwpush-tests" / f"cli-venv-{CLI_VERSION}"
 
 
+def installed_version(executable) -> str | None:
+    """The version the CLI reports, or None when it does not run (a broken cached venv)."""
+    try:
+        result = subprocess.run([str(executable), "--version"], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=60)
+    except OSError:
+        return None
+    return result.stdout.strip().rsplit(" ", 1)[-1] if result.returncode == 0 else None
+
+
 @pytest.fixture(scope="session")
 def cli_executable():
     """The `pwpush` executable of a virtualenv with pwpush==0.16.7, made on first use."""
     venv = cli_venv_dir()
-    done = venv / ".pwpush-installed"
     executable = venv / "bin" / "pwpush"
-    if not (done.is_file() and done.read_text().strip() == CLI_VERSION and executable.exists()):
+    if installed_version(executable) != CLI_VERSION:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         result = subprocess.run(
@@ -57,7 +66,7 @@ def cli_executable():
              "--disable-pip-version-check", f"pwpush=={CLI_VERSION}"],
             capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"pip install pwpush=={CLI_VERSION} failed:\n{result.stderr[-3000:]}"
-        done.write_text(CLI_VERSION)
+    assert installed_version(executable) == CLI_VERSION
     return executable
 
 
