@@ -5,7 +5,9 @@ on SQLite and on PostgreSQL, goes through a realistic session with distinctive
 markers; then its captured stdout and stderr are searched for every secret it
 handled, and for its keys.
 """
+import io
 import json
+import logging
 import secrets
 import socket
 import uuid
@@ -17,7 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 from gunicorn.config import Config
 
-from pwp.logfilter import GunicornLogger, redact
+from pwp.logfilter import GunicornLogger, RedactFilter, redact
 from servers import bearer, create_user, gunicorn, server_env
 
 
@@ -185,3 +187,22 @@ def test_gunicorn_access_log_atoms_hold_no_secrets():
     assert [s for s in ("tok123", "pp456", "api789", "cookie000") if s in rendered] == []
     assert atoms["r"] == "GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"
     assert (atoms["q"], atoms["{authorization}i"]) == ("passphrase=[FILTERED]", "[FILTERED]")
+
+
+def test_redact_filter_rewrites_messages_and_tracebacks():
+    stream = io.StringIO()
+    log = logging.getLogger("test_log_hygiene.redact")
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    log.addFilter(RedactFilter())
+    try:
+        try:
+            raise ValueError("failed on /api/v2/pushes/tok123?passphrase=pp456")
+        except ValueError:
+            log.exception("Error handling request %s", "/p/tok123/r?passphrase=pp456")
+    finally:
+        log.removeHandler(handler)
+    output = stream.getvalue()
+    assert "Error handling request /p/[FILTERED]/r?passphrase=[FILTERED]" in output
+    assert "ValueError: failed on /api/v2/pushes/[FILTERED]?passphrase=[FILTERED]" in output
+    assert "tok123" not in output and "pp456" not in output
