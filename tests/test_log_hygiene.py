@@ -18,8 +18,11 @@ from urllib.parse import quote, urlsplit
 import pytest
 from cryptography.fernet import Fernet
 from gunicorn.config import Config
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from pwp.logfilter import GunicornLogger, RedactFilter, redact
+from pwp.models import db
 from servers import bearer, create_user, gunicorn, server_env
 
 
@@ -206,3 +209,24 @@ def test_redact_filter_rewrites_messages_and_tracebacks():
     assert "Error handling request /p/[FILTERED]/r?passphrase=[FILTERED]" in output
     assert "ValueError: failed on /api/v2/pushes/[FILTERED]?passphrase=[FILTERED]" in output
     assert "tok123" not in output and "pp456" not in output
+
+
+def test_unexpected_errors_are_logged_without_url_tokens(app, caplog):
+    @app.get("/api/v2/pushes/<url_token>/explode")
+    def explode(url_token):
+        raise RuntimeError(f"broken on /p/{url_token}")
+
+    with caplog.at_level(logging.ERROR, logger=app.logger.name):
+        response = app.test_client().get("/api/v2/pushes/tok123/explode?passphrase=pp456")
+    assert response.status_code == 500
+    assert "Exception on /api/v2/pushes/[FILTERED]/explode [GET]" in caplog.text
+    assert "RuntimeError: broken on /p/[FILTERED]" in caplog.text
+    assert "tok123" not in caplog.text and "pp456" not in caplog.text
+
+
+def test_database_errors_do_not_echo_bound_values(app):
+    with app.app_context(), pytest.raises(DBAPIError) as failure:
+        db.session.execute(text("SELECT url_token FROM no_such_table WHERE url_token = :t"),
+                           {"t": "tok123secret"})
+    assert "no_such_table" in str(failure.value)
+    assert "tok123secret" not in str(failure.value)
