@@ -52,10 +52,11 @@ def _configure(app, test_config):
         raise config.ConfigError(str(exc)) from None
     url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
+    # hide_parameters: a logged SQL error must not echo bound values (url_tokens, ciphertext).
     if url.startswith("sqlite"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}
     else:
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
     # Files plus form overhead; a larger body is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = settings["PWP__FILES__MAX_TOTAL_BYTES"] + 1024 * 1024
     app.config.update(

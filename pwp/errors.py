@@ -3,8 +3,10 @@
 API requests get upstream's JSON bodies; web requests get a friendly page.
 A missing push and an expired push look the same to a visitor.
 """
-from flask import Response, jsonify, render_template, request
+from flask import Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from .logfilter import RedactFilter, redact
 
 
 class PushError(Exception):
@@ -127,14 +129,18 @@ def _push_error(exc: PushError):
 
 
 def _unexpected(exc: Exception):
-    # Logged by Flask with the traceback; the client learns nothing about it.
+    # Flask logs nothing for an exception that a handler answers: log it here, with the
+    # path redacted (it may carry a url_token). The client learns nothing about it.
+    current_app.logger.error("Exception on %s [%s]", redact(request.path), request.method, exc_info=exc)
     if wants_json():
         return api_error(500, {"status": 500, "error": "Internal Server Error"})
     return render_template("errors/http.html", error=None), 500
 
 
 def init_app(app):
-    """Register the error handlers."""
+    """Register the error handlers; redact url_tokens in what the app logs."""
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PushError, _push_error)
     app.register_error_handler(Exception, _unexpected)
+    if not any(isinstance(f, RedactFilter) for f in app.logger.filters):
+        app.logger.addFilter(RedactFilter())

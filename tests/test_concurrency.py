@@ -1,0 +1,113 @@
+"""Concurrent retrievals against real gunicorn workers and app processes.
+
+N simultaneous readers of a push with V views left must get exactly V payloads:
+across the workers of one gunicorn, and across two app processes sharing one
+database. Runs on SQLite and on PostgreSQL (the `database_url` fixture).
+"""
+import http.client
+import json
+import threading
+
+import pytest
+from cryptography.fernet import Fernet
+
+# Helpers come from servers.py, not `from conftest import`: another conftest.py under
+# tests/ would shadow that module name.
+from servers import bearer, create_user, gunicorn, server_env
+
+pytestmark = pytest.mark.slow
+
+CASES = [(1, 20), (3, 30)]  # (expire_after_views, simultaneous readers)
+ROUNDS = 3  # pushes per case: more chances for a race to show
+
+
+def simultaneous_gets(ports, path, readers):
+    """GET path from `readers` threads at once (round-robin over ports); return the results.
+
+    Each thread connects first and waits at a barrier, so the requests leave together.
+    A result is (status, decoded JSON) or the exception a thread met.
+    """
+    barrier = threading.Barrier(readers, timeout=60)
+    results = [None] * readers
+
+    def read(i):
+        conn = http.client.HTTPConnection("127.0.0.1", ports[i % len(ports)], timeout=60)
+        try:
+            conn.connect()
+            barrier.wait()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            results[i] = (response.status, json.loads(response.read()))
+        except Exception as exc:  # reported by the caller's assertions
+            results[i] = exc
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a reader hung"
+    return results
+
+
+def assert_exactly(views, results, payload):
+    """Exactly `views` readers got the payload; every other one saw it expired with no payload."""
+    errors = [r for r in results if not isinstance(r, tuple)]
+    assert not errors, f"requests failed: {errors[:3]}"
+    statuses = sorted({status for status, _body in results})
+    assert statuses == [200], f"statuses {statuses}"
+    winners = [body for _status, body in results if body["payload"] is not None]
+    losers = [body for _status, body in results if body["payload"] is None]
+    assert len(winners) == views
+    assert all(body["payload"] == payload for body in winners)
+    assert all(body["expired"] is True for body in losers)
+    assert len(losers) == len(results) - views
+
+
+def run_case(servers, token, views, readers, round_no):
+    """Create a push through the first server, read it concurrently through all of them."""
+    payload = f"concurrency-{views}-{readers}-{round_no} \u00e9\u2603"
+    status, created = servers[0].json("POST", "/api/v2/pushes", headers=bearer(token), body={
+        "push": {"payload": payload, "expire_after_views": views, "retrieval_step": False}})
+    assert status == 201
+    url_token = created["url_token"]
+    # Anonymous readers: the owner's own views would not be counted.
+    results = simultaneous_gets([s.port for s in servers], f"/api/v2/pushes/{url_token}", readers)
+    assert_exactly(views, results, payload)
+
+    status, after = servers[-1].json("GET", f"/api/v2/pushes/{url_token}")
+    assert (status, after["expired"], after["payload"], after["views_remaining"]) == (200, True, None, 0)
+    status, audit = servers[0].json("GET", f"/api/v2/pushes/{url_token}/audit", headers=bearer(token))
+    assert status == 200
+    kinds = [entry["kind"] for entry in audit["logs"]]
+    assert kinds.count("view") == views
+    # Every losing reader, plus the check above, is a failed view.
+    assert kinds.count("failed_view") == readers - views + 1
+
+
+@pytest.mark.parametrize(("views", "readers"), CASES)
+def test_concurrent_reads_across_four_workers_get_exactly_the_allowed_views(
+        database_url, tmp_path, views, readers):
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode())
+    token = create_user(env, "owner@example.com")
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=4) as server:
+        for round_no in range(ROUNDS):
+            run_case([server], token, views, readers, round_no)
+
+
+@pytest.mark.parametrize(("views", "readers"), CASES)
+def test_two_app_processes_sharing_one_database_give_exactly_the_allowed_views(
+        database_url, tmp_path, views, readers):
+    # One database (a PostgreSQL database, or one SQLite file) and the same keys;
+    # each process has its own instance folder, as on two machines.
+    keys = {"PWPUSH_MASTER_KEY": Fernet.generate_key().decode(), "SECRET_KEY": "shared-secret-key"}
+    env_a = server_env(tmp_path / "instance-a", database_url, **keys)
+    env_b = server_env(tmp_path / "instance-b", database_url, **keys)
+    token = create_user(env_a, "owner@example.com")
+    with gunicorn(env_a, tmp_path / "a.log", workers=2) as a, \
+            gunicorn(env_b, tmp_path / "b.log", workers=2) as b:
+        assert a.port != b.port
+        for round_no in range(ROUNDS):
+            run_case([a, b], token, views, readers, round_no)

@@ -1,0 +1,232 @@
+"""No payload, passphrase, url_token or API token ever appears in a server's logs.
+
+A real gunicorn (debug log level, access log on, the project's gunicorn.conf.py),
+on SQLite and on PostgreSQL, goes through a realistic session with distinctive
+markers; then its captured stdout and stderr are searched for every secret it
+handled, and for its keys.
+"""
+import io
+import json
+import logging
+import secrets
+import socket
+import uuid
+from datetime import timedelta
+from types import SimpleNamespace
+from urllib.parse import quote, urlsplit
+
+import pytest
+from cryptography.fernet import Fernet
+from gunicorn.config import Config
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from pwp.logfilter import GunicornLogger, RedactFilter, redact
+from pwp.models import db
+from servers import bearer, create_user, gunicorn, server_env
+
+
+def marker(kind):
+    """A distinctive value that cannot occur in a log by chance."""
+    return f"{kind}-{secrets.token_hex(8)}"
+
+
+def multipart(fields, files):
+    """Encode fields {name: str} and files [(name, filename, bytes)] as multipart/form-data."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                     f"{value}\r\n".encode())
+    for name, filename, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                     f'filename="{filename}"\r\n\r\n'.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def raw_request(port, data: bytes) -> bytes:
+    """Send raw bytes (a malformed request) and return whatever comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def session(server, api_token, email):
+    """Use the server as clients do; return every secret it saw."""
+    seen = {"api_token": api_token}
+    payload, passphrase, note = marker("PAYLOAD"), marker("PASSPHRASE"), marker("NOTE")
+    seen.update(payload=payload, passphrase=passphrase, note=note)
+
+    # Create with a passphrase (Bearer), then retrieve: no, wrong and right passphrases.
+    status, push = server.json("POST", "/api/v2/pushes", headers=bearer(api_token), body={
+        "push": {"payload": payload, "passphrase": passphrase, "note": note, "expire_after_views": 10}})
+    assert status == 201
+    t = seen["url_token"] = push["url_token"]
+    wrong = seen["wrong_passphrase"] = marker("WRONGPASS")
+    assert server.json("GET", f"/api/v2/pushes/{t}")[0] == 401
+    assert server.json("GET", f"/api/v2/pushes/{t}?passphrase={wrong}")[0] == 401
+    status, body = server.json("GET", f"/api/v2/pushes/{t}?passphrase={passphrase}")
+    assert (status, body["payload"]) == (200, payload)
+    status, body = server.json("GET", f"/api/v2/pushes/{t}", body={"passphrase": passphrase})
+    assert (status, body["payload"]) == (200, payload)
+    # A browser following the secret link sends it as the Referer.
+    server.request("GET", f"/p/{t}", headers={"Referer": f"{server.url}/p/{t}/r"})
+    assert server.json("GET", f"/api/v2/pushes/{t}/preview")[0] == 200
+    assert server.json("GET", f"/api/v2/pushes/{t}/audit", headers=bearer(api_token))[0] == 200
+
+    # Legacy headers, the bare token, and a bad token.
+    legacy = {"X-User-Email": email, "X-User-Token": api_token}
+    assert server.json("GET", "/api/v2/pushes/active", headers=legacy)[0] == 200
+    assert server.json("GET", "/api/v2/pushes/expired", headers={"Authorization": api_token})[0] == 200
+    bad = seen["bad_token"] = marker("BADTOKEN")
+    assert server.json("GET", "/api/v2/pushes/active", headers=bearer(bad))[0] == 401
+
+    # A file push, its retrieval and the download of the file.
+    file_body, file_name = marker("FILEBODY").encode(), marker("FILENAME") + ".txt"
+    seen.update(file_body=file_body.decode(), file_name=file_name)
+    body, headers = multipart({"push[kind]": "file", "push[passphrase]": passphrase},
+                              [("push[files][]", file_name, file_body)])
+    status, _h, raw = server.request("POST", "/api/v2/pushes", body=body,
+                                     headers={**headers, **bearer(api_token)})
+    assert status == 201
+    f = seen["file_url_token"] = json.loads(raw)["url_token"]
+    status, retrieved = server.json("GET", f"/api/v2/pushes/{f}?passphrase={passphrase}")
+    assert status == 200
+    link = urlsplit(retrieved["files"][0]["url"]).path
+    seen["file_link"] = link.split("/")[2]
+    status, _h, downloaded = server.request("GET", link)
+    assert (status, downloaded) == (200, file_body)
+
+    # Legacy v1: create, retrieve, preview, delete.
+    v1_payload = seen["v1_payload"] = marker("V1PAYLOAD")
+    status, v1 = server.json("POST", "/p.json", headers=bearer(api_token),
+                             body={"password": {"payload": v1_payload}})
+    assert status == 201
+    v = seen["v1_url_token"] = v1["url_token"]
+    assert server.json("GET", f"/p/{v}.json")[1]["payload"] == v1_payload
+    assert server.json("GET", f"/p/{v}/preview.json")[0] == 200
+    assert server.json("DELETE", f"/p/{v}.json", headers=bearer(api_token))[0] == 200
+
+    # Malformed requests: invalid JSON, and a broken request line that gunicorn itself logs.
+    status, _h, _b = server.request("POST", "/api/v2/pushes", body=b"{" + payload.encode(),
+                                    headers={"Content-Type": "application/json", **bearer(api_token)})
+    assert status == 400
+    raw_request(server.port, f"GET /api/v2/pushes/{t} HTTP/1.1\r\n"
+                             f"Host: x\r\nAuthorization Bearer {api_token}\r\n\r\n".encode())
+    raw_request(server.port, f"GET /api/v2/pushes/{t}?passphrase=x {passphrase} HTTP/1.1\r\n\r\n".encode())
+
+    # Delete, then read the expired push.
+    assert server.json("DELETE", f"/api/v2/pushes/{t}", headers=bearer(api_token))[0] == 200
+    status, body = server.json("GET", f"/api/v2/pushes/{t}")
+    assert (status, body["payload"]) == (200, None)
+    return seen
+
+
+@pytest.mark.slow
+def test_server_logs_contain_no_secrets(database_url, tmp_path):
+    keys = {"master_key": Fernet.generate_key().decode(), "secret_key": marker("SECRETKEY")}
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=keys["master_key"],
+                     SECRET_KEY=keys["secret_key"])
+    log_path = tmp_path / "server.log"
+    email = "logs@example.com"
+    api_token = create_user(env, email, log_path=log_path)
+    with gunicorn(env, log_path, workers=2, args=(
+            "--log-level", "debug", "--access-logfile", "-", "--error-logfile", "-",
+            "--capture-output")) as server:
+        seen = session(server, api_token, email) | keys
+    logs = log_path.read_text(encoding="utf-8", errors="replace")
+
+    # The check is not vacuous: debug logging and the access log were on and saw the session.
+    # (Counted, not `in logs`: a failing assertion must not print the log.)
+    expected = ["[DEBUG]", '"GET /api/v2/pushes/active HTTP/1.1" 200', '"GET /pfb/[FILTERED] HTTP/1.1" 200',
+                '"GET /p/[FILTERED].json HTTP/1.1" 200', "Invalid request from ip=127.0.0.1"]
+    assert [needle for needle in expected if needle not in logs] == []
+    assert logs.count('"GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1" 200') >= 2
+
+    leaked = [name for name, value in seen.items()
+              if value in logs or quote(value, safe="") in logs]
+    assert leaked == []
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("GET /api/v2/pushes/abc123?passphrase=s3cret&page=2 HTTP/1.1",
+     "GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED]&page=2 HTTP/1.1"),
+    ("GET /api/v2/pushes/abc123.json HTTP/1.1", "GET /api/v2/pushes/[FILTERED].json HTTP/1.1"),
+    ("DELETE /api/v2/pushes/abc123", "DELETE /api/v2/pushes/[FILTERED]"),
+    ("GET /api/v2/pushes/abc123/audit?page=3", "GET /api/v2/pushes/[FILTERED]/audit?page=3"),
+    ("GET /api/v2/pushes/active HTTP/1.1", "GET /api/v2/pushes/active HTTP/1.1"),
+    ("GET /p/expired.json", "GET /p/expired.json"),
+    ("GET /p/new?tab=text", "GET /p/new?tab=text"),
+    ("GET /p/abc123/r", "GET /p/[FILTERED]/r"),
+    ("GET /f/abc123/preview.json", "GET /f/[FILTERED]/preview.json"),
+    ("GET /en/r/abc123.json", "GET /en/r/[FILTERED].json"),
+    ('"http://host/p/abc123/r"', '"http://host/p/[FILTERED]/r"'),
+    ("GET /pfb/gAAAAB-x_y=/report.pdf HTTP/1.1", "GET /pfb/[FILTERED] HTTP/1.1"),
+    ("POST /p/abc123/passphrase", "POST /p/[FILTERED]/passphrase"),
+    ("Invalid request from ip=127.0.0.1: Invalid HTTP Header: 'Authorization Bearer abc'",
+     "Invalid request from ip=127.0.0.1: Invalid HTTP Header: '[FILTERED]'"),
+    ("Booting worker with pid: 123", "Booting worker with pid: 123"),
+])
+def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
+    assert redact(line) == expected
+
+
+def test_gunicorn_access_log_atoms_hold_no_secrets():
+    logger = GunicornLogger(Config())
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1",
+               "RAW_URI": "/api/v2/pushes/tok123?passphrase=pp456",
+               "PATH_INFO": "/api/v2/pushes/tok123", "QUERY_STRING": "passphrase=pp456",
+               "HTTP_REFERER": "http://h/p/tok123/r", "HTTP_AUTHORIZATION": "Bearer api789",
+               "HTTP_X_USER_TOKEN": "api789", "HTTP_COOKIE": "session=cookie000"}
+    req = SimpleNamespace(headers=[("AUTHORIZATION", "Bearer api789"), ("X-USER-TOKEN", "api789"),
+                                   ("COOKIE", "session=cookie000"), ("REFERER", "http://h/p/tok123/r")])
+    resp = SimpleNamespace(status="200 OK", headers=[("Set-Cookie", "session=cookie000")], sent=10)
+    atoms = logger.atoms(resp, req, environ, timedelta(seconds=1))
+    rendered = " ".join(str(v) for v in atoms.values())
+    assert [s for s in ("tok123", "pp456", "api789", "cookie000") if s in rendered] == []
+    assert atoms["r"] == "GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"
+    assert (atoms["q"], atoms["{authorization}i"]) == ("passphrase=[FILTERED]", "[FILTERED]")
+
+
+def test_redact_filter_rewrites_messages_and_tracebacks():
+    stream = io.StringIO()
+    log = logging.getLogger("test_log_hygiene.redact")
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    log.addFilter(RedactFilter())
+    try:
+        try:
+            raise ValueError("failed on /api/v2/pushes/tok123?passphrase=pp456")
+        except ValueError:
+            log.exception("Error handling request %s", "/p/tok123/r?passphrase=pp456")
+    finally:
+        log.removeHandler(handler)
+    output = stream.getvalue()
+    assert "Error handling request /p/[FILTERED]/r?passphrase=[FILTERED]" in output
+    assert "ValueError: failed on /api/v2/pushes/[FILTERED]?passphrase=[FILTERED]" in output
+    assert "tok123" not in output and "pp456" not in output
+
+
+def test_unexpected_errors_are_logged_without_url_tokens(app, caplog):
+    @app.get("/api/v2/pushes/<url_token>/explode")
+    def explode(url_token):
+        raise RuntimeError(f"broken on /p/{url_token}")
+
+    with caplog.at_level(logging.ERROR, logger=app.logger.name):
+        response = app.test_client().get("/api/v2/pushes/tok123/explode?passphrase=pp456")
+    assert response.status_code == 500
+    assert "Exception on /api/v2/pushes/[FILTERED]/explode [GET]" in caplog.text
+    assert "RuntimeError: broken on /p/[FILTERED]" in caplog.text
+    assert "tok123" not in caplog.text and "pp456" not in caplog.text
+
+
+def test_database_errors_do_not_echo_bound_values(app):
+    with app.app_context(), pytest.raises(DBAPIError) as failure:
+        db.session.execute(text("SELECT url_token FROM no_such_table WHERE url_token = :t"),
+                           {"t": "tok123secret"})
+    assert "no_such_table" in str(failure.value)
+    assert "tok123secret" not in str(failure.value)
