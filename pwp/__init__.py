@@ -3,6 +3,7 @@ import logging
 import os
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -26,6 +27,7 @@ def create_app(test_config=None, instance_path=None):
         "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
         instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
         or os.path.join(ROOT, "instance"))
+    app.session_interface = CookieSessionInterface()
     _configure(app, test_config)
     _register_database(app)
     _register_extensions(app)
@@ -33,6 +35,25 @@ def create_app(test_config=None, instance_path=None):
     _register_security_headers(app)
     _create_tables(app)
     return app
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, without building the signer for cookie-less requests.
+
+    API clients send no cookie; an empty session then costs nothing to open or save.
+    """
+
+    def open_session(self, app, request):
+        """Return an empty session at once when the request carries no session cookie."""
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        """Skip the work when an empty session was neither changed nor read."""
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)
 
 
 def _configure(app, test_config):
@@ -84,7 +105,8 @@ def _sqlite_pragmas(dbapi_connection, _record):
 def _sqlite_begin(conn):
     # Take the write lock up front: a WAL reader that later writes could otherwise
     # fail at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Straight to the driver: this runs once per transaction, i.e. once per request.
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 def _register_database(app):

@@ -111,7 +111,8 @@ def _header_token():
 
 def api_caller() -> User | None:
     """Resolve the API caller; abort with an empty 401 when a token header does not resolve."""
-    if current_user.is_authenticated:
+    # Browser sessions and remember-me live in cookies: without any, skip Flask-Login.
+    if request.cookies and current_user.is_authenticated:
         return current_user._get_current_object()
     token, sent = _header_token()
     user = user_for_token(token) if token else None
