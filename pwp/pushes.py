@@ -267,10 +267,10 @@ def _expiry(new: NewPush, cfg, now):
     return days, now + timedelta(days=days)
 
 
-def create(new: NewPush, actor: Actor, now: datetime) -> Push:
-    """Validate and store a new push; log its creation.
+def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | None]:
+    """Validate a new push and build its row, encrypted but not stored; also the passphrase key.
 
-    Returns the stored push as a detached object (not in the session).
+    create() stores one; bench/fill_direct.py stores many at once.
     """
     cfg = current_app.config
     errors = _validate(new, cfg)
@@ -298,6 +298,17 @@ def create(new: NewPush, actor: Actor, now: datetime) -> Push:
     row["payload_ciphertext"] = ring.seal((new.payload or "").encode("utf-8"), key)
     if new.note:
         row["note_ciphertext"] = ring.encrypt(new.note.encode("utf-8"))
+    return row, key
+
+
+def create(new: NewPush, actor: Actor, now: datetime) -> Push:
+    """Validate and store a new push; log its creation.
+
+    Returns the stored push as a detached object (not in the session).
+    """
+    row, key = new_row(new, actor, now)
+    kind = new.kind
+    ring = keyring()
     push = Push(id=_core(_INSERT_PUSH, row).inserted_primary_key[0], **row)
     if kind == "file":
         _core(_INSERT_FILE, [{

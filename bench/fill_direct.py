@@ -1,0 +1,56 @@
+"""Fill a pwpush database fast, straight through the app's models and keyring.
+
+    python bench/fill_direct.py N OUTFILE
+
+Creates N anonymous text pushes (view limit $FILL_VIEWS, default 100; expiry $FILL_DAYS days,
+default 7; payload $BENCH_PAYLOAD) with their 'creation' audit events, in batches of
+$FILL_BATCH (default 10 000) rows per transaction, and appends their url_tokens to OUTFILE,
+one per line. Each row is built by pwp.pushes.new_row, as the API's create builds it.
+Usable as the shared harness's FILL_CMD. Run it with the environment of the server it fills
+(PWPUSH_INSTANCE_PATH or DATABASE_URL, PWPUSH_MASTER_KEY): it opens the same database and
+keys, and the server may keep running (each batch holds the write lock for well under a second).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    n, out = int(sys.argv[1]), sys.argv[2]
+    views = int(os.environ.get("FILL_VIEWS", "100"))
+    days = int(os.environ.get("FILL_DAYS", "7"))
+    batch = int(os.environ.get("FILL_BATCH", "10000"))
+    payload = os.environ.get("BENCH_PAYLOAD", "bench-payload-0123456789-abcdefghijklmno")
+
+    from sqlalchemy import func, insert, literal, null, select
+
+    from pwp import create_app, pushes
+    from pwp.models import AuditKind, AuditLog, Push, db
+
+    app = create_app()
+    new = pushes.NewPush(kind="text", payload=payload, expire_after_days=days, expire_after_views=views)
+    nobody = pushes.Actor()
+    audit = AuditLog.__table__
+    with app.app_context(), open(out, "a") as tokens:
+        done = 0
+        while done < n:
+            now = pushes.utcnow()
+            rows = [pushes.new_row(new, nobody, now)[0] for _ in range(min(batch, n - done))]
+            conn = db.session.connection()
+            # The write lock is held from here (BEGIN IMMEDIATE), so new ids are > last_id.
+            last_id = conn.execute(select(func.coalesce(func.max(Push.id), 0))).scalar_one()
+            conn.execute(insert(Push.__table__), rows)
+            conn.execute(insert(audit).from_select(
+                ["push_id", "user_id", "kind", "ip", "user_agent", "referrer", "created_at"],
+                select(Push.id, null(), literal(int(AuditKind.creation)), literal(""), literal(""),
+                       literal(""), Push.created_at).where(Push.id > last_id)))
+            db.session.commit()
+            tokens.write("".join(row["url_token"] + "\n" for row in rows))
+            done += len(rows)
+
+
+if __name__ == "__main__":
+    main()
