@@ -16,24 +16,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    n, out = int(sys.argv[1]), sys.argv[2]
-    views = int(os.environ.get("FILL_VIEWS", "100"))
-    days = int(os.environ.get("FILL_DAYS", "7"))
-    batch = int(os.environ.get("FILL_BATCH", "10000"))
-    payload = os.environ.get("BENCH_PAYLOAD", "bench-payload-0123456789-abcdefghijklmno")
-
+def fill(app, n, out, views=100, days=7, payload="bench-payload-0123456789-abcdefghijklmno",
+         batch=10000):
+    """Store n pushes in the app's database; append their url_tokens to the file out."""
     from sqlalchemy import func, insert, literal, null, select
 
-    from pwp import create_app, pushes
+    from pwp import pushes
     from pwp.models import AuditKind, AuditLog, Push, db
 
-    app = create_app()
     new = pushes.NewPush(kind="text", payload=payload, expire_after_days=days, expire_after_views=views)
     nobody = pushes.Actor()
-    audit = AuditLog.__table__
     with app.app_context(), open(out, "a") as tokens:
         done = 0
         while done < n:
@@ -43,13 +35,24 @@ def main():
             # The write lock is held from here (BEGIN IMMEDIATE), so new ids are > last_id.
             last_id = conn.execute(select(func.coalesce(func.max(Push.id), 0))).scalar_one()
             conn.execute(insert(Push.__table__), rows)
-            conn.execute(insert(audit).from_select(
+            conn.execute(insert(AuditLog.__table__).from_select(
                 ["push_id", "user_id", "kind", "ip", "user_agent", "referrer", "created_at"],
                 select(Push.id, null(), literal(int(AuditKind.creation)), literal(""), literal(""),
                        literal(""), Push.created_at).where(Push.id > last_id)))
             db.session.commit()
             tokens.write("".join(row["url_token"] + "\n" for row in rows))
             done += len(rows)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    from pwp import create_app
+
+    fill(create_app(), int(sys.argv[1]), sys.argv[2],
+         views=int(os.environ.get("FILL_VIEWS", "100")), days=int(os.environ.get("FILL_DAYS", "7")),
+         payload=os.environ.get("BENCH_PAYLOAD", "bench-payload-0123456789-abcdefghijklmno"),
+         batch=int(os.environ.get("FILL_BATCH", "10000")))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import logging
 import os
 
-from flask import Flask
+from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -50,8 +50,12 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
     def save_session(self, app, session, response):
-        """Skip the work when an empty session was neither changed nor read."""
-        if not session and not session.modified and not session.accessed:
+        """Skip the work for an empty, unchanged session of a request without cookies.
+
+        (Flask-Login reads the session after every request, so "accessed" is always set;
+        the only output skipped is "Vary: Cookie" on no-store responses to cookie-less requests.)
+        """
+        if not session and not session.modified and not request.cookies:
             return
         super().save_session(app, session, response)
 

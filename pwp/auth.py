@@ -1,7 +1,7 @@
 """Authentication: browser sessions (Flask-Login) and API tokens, stored as digests."""
 import hmac
 import secrets
-from functools import wraps
+from functools import cache, wraps
 
 from flask import abort, current_app, g, request
 from flask_login import LoginManager, current_user
@@ -58,12 +58,15 @@ def find_user(email: str) -> User | None:
 def check_password(user: User | None, password: str) -> bool:
     """Check a password; spends the same time when the user does not exist."""
     if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password or "")
+        check_password_hash(_dummy_hash(), password or "")
         return False
     return check_password_hash(user.password_hash, password or "")
 
 
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+@cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: a password hash costs ~0.1 s of every worker's start.
+    return generate_password_hash(secrets.token_hex(8))
 
 
 def set_password(user: User, password: str):
