@@ -12,6 +12,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -24,7 +25,7 @@ def once(port, extra):
     env = dict(os.environ, PWPUSH_INSTANCE_PATH=instance, PORT="", BIND=f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/api/v2/version"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(["gunicorn", "--bind", f"127.0.0.1:{port}", *extra, "pwpush:app"],
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *extra, "pwpush:app"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
