@@ -8,7 +8,7 @@
 #          (BEFORE_DIR=path/to/an/older/checkout adds it as a fourth target)
 # pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite
 # scaling  retrieve with 10 000 then 1 000 000 stored pushes (fill: bench/fill_direct.py)
-# gunicorn flow with sync x2 (the default), sync x3, sync x4, gthread 2x4
+# gunicorn create + flow with sync x1, sync x2 (the default), sync x4, gthread 1x4
 # cold     cold start (bench/coldstart.py);  maint: purge-expired / rotate-key on 100 000 pushes
 # Env: HARNESS (../shared/bench), OUT (/tmp/pwpush-results), REPS (3), PG_ADMIN_URL
 #      (postgresql://postgres@127.0.0.1:5432/postgres). Run from anywhere; stops what it starts.
@@ -69,11 +69,11 @@ for step in $STEPS; do
       ls -l "$inst" >>"$OUT/scaling.txt"
       "$H/servers.sh" stop-all ;;
     gunicorn)
-      pwpush 8010 sync-x2
-      BENCH_WORKERS=3 pwpush 8011 sync-x3
+      BENCH_WORKERS=1 pwpush 8010 sync-x1
+      pwpush 8011 sync-x2
       BENCH_WORKERS=4 pwpush 8012 sync-x4
-      BENCH_WORKER_CLASS=gthread BENCH_THREADS=4 pwpush 8013 gthread-2x4
-      WORKLOADS=${GUNICORN_WORKLOADS:-flow} OUT=$OUT/compare-gunicorn.jsonl "$H/compare.sh" \
+      BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=4 pwpush 8013 gthread-1x4
+      WORKLOADS=${GUNICORN_WORKLOADS:-create flow} OUT=$OUT/compare-gunicorn.jsonl "$H/compare.sh" \
         pwpush-v2 http://127.0.0.1:8010 pwpush-v2 http://127.0.0.1:8011 \
         pwpush-v2 http://127.0.0.1:8012 pwpush-v2 http://127.0.0.1:8013 >"$OUT/compare-gunicorn.md"
       "$H/servers.sh" stop-all ;;

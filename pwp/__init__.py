@@ -5,7 +5,7 @@ import os
 from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from flask_wtf.csrf import CSRFProtect
 
@@ -170,7 +170,8 @@ def _create_tables(app):
     with app.app_context():
         try:
             db.create_all()
-        except (OperationalError, ProgrammingError):
-            # Another worker created them between our check and our CREATE.
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another worker created them between our check and our CREATE (PostgreSQL
+            # reports that race as a unique violation in pg_type).
             db.session.rollback()
             db.create_all()
