@@ -8,9 +8,9 @@
 
 Measured on one core of the 2-vCPU VM (bench/RESULTS.md, "gunicorn settings"): one process
 with 4 threads creates as fast as one sync worker, and 19 % (create) to 39 % (flow)
-faster than two sync workers, at 94 MiB instead of 155 MiB. More processes per core cost more
-CPU per request: each SQLite transaction then starts on a page cache the other process has
-invalidated. Threads also keep serving while one request is slow.
+faster than two sync workers, at 94 MiB instead of 155 MiB: every extra process on a core
+costs CPU per request (likely SQLite re-reading pages the other process changed). Threads
+also keep serving while one request is slow.
 """
 import os
 
