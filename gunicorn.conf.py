@@ -10,7 +10,9 @@ Measured on one core of the 2-vCPU VM (bench/RESULTS.md, "gunicorn settings"): o
 with 4 threads creates as fast as one sync worker, and 19 % (create) to 39 % (flow)
 faster than two sync workers, at 94 MiB instead of 155 MiB: every extra process on a core
 costs CPU per request (likely SQLite re-reading pages the other process changed). Threads
-also keep serving while one request is slow.
+also keep serving while one request is slow. Trade-off: at full load, threads waiting for the
+SQLite write lock give a worse p99 than sync workers; `gunicorn -k sync -w 2 pwpush:app`
+keeps p99 lower for 16-25 % fewer requests per core and ~60 MiB more.
 """
 import os
 
