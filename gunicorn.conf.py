@@ -1,9 +1,32 @@
-"""gunicorn settings, read automatically by `gunicorn pwpush:app` run from this folder.
+"""gunicorn settings for pwpush, read automatically from the working directory.
 
-Command-line flags override these (e.g. `--access-logfile -` turns the access log on).
+`gunicorn pwpush:app` (the Procfile's web process) picks this file up. Environment:
+  WEB_CONCURRENCY   worker processes (default 1; one per core to use more cores)
+  GUNICORN_THREADS  threads per worker (default 4)
+  PORT              PaaS port: bind 0.0.0.0:$PORT; without it bind 127.0.0.1:8000 (behind a proxy)
+  BIND              an explicit address, e.g. unix:/run/pwpush.sock (wins over PORT)
+
+Measured on one core of the 2-vCPU VM (bench/RESULTS.md, "gunicorn settings"): one process
+with 4 threads creates as fast as one sync worker, and 19 % (create) to 39 % (flow)
+faster than two sync workers, at 94 MiB instead of 155 MiB: every extra process on a core
+costs CPU per request (likely SQLite re-reading pages the other process changed). Threads
+also keep serving while one request is slow. Trade-off: at full load, threads waiting for the
+SQLite write lock give a worse p99 than sync workers; `gunicorn -k sync -w 2 pwpush:app`
+keeps p99 lower for 16-25 % fewer requests per core and ~60 MiB more.
 """
+import os
 
-# Request paths carry url_tokens (/p/<token>, /api/v2/pushes/<token>) and may carry
-# ?passphrase=...: this logger writes them as [FILTERED] in the access log and in
-# error messages, and never logs Authorization, X-User-Token or Cookie headers.
+_port = os.environ.get("PORT")
+bind = os.environ.get("BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 30
+graceful_timeout = 10
+# No access log by default. Request paths carry url_tokens and may carry ?passphrase=...:
+# when one is turned on (--access-logfile -), this logger writes them as [FILTERED], in
+# error messages too, and never logs Authorization, X-User-Token or Cookie headers.
+accesslog = None
 logger_class = "pwp.logfilter.GunicornLogger"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")

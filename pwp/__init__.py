@@ -2,9 +2,10 @@
 import logging
 import os
 
-from flask import Flask
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from flask_wtf.csrf import CSRFProtect
 
@@ -26,6 +27,7 @@ def create_app(test_config=None, instance_path=None):
         "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
         instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
         or os.path.join(ROOT, "instance"))
+    app.session_interface = CookieSessionInterface()
     _configure(app, test_config)
     _register_database(app)
     _register_extensions(app)
@@ -33,6 +35,29 @@ def create_app(test_config=None, instance_path=None):
     _register_security_headers(app)
     _create_tables(app)
     return app
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, without building the signer for cookie-less requests.
+
+    API clients send no cookie; an empty session then costs nothing to open or save.
+    """
+
+    def open_session(self, app, request):
+        """Return an empty session at once when the request carries no session cookie."""
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        """Skip the work for an empty, unchanged session of a request without cookies.
+
+        (Flask-Login reads the session after every request, so "accessed" is always set;
+        the only output skipped is "Vary: Cookie" on no-store responses to cookie-less requests.)
+        """
+        if not session and not session.modified and not request.cookies:
+            return
+        super().save_session(app, session, response)
 
 
 def _configure(app, test_config):
@@ -85,7 +110,8 @@ def _sqlite_pragmas(dbapi_connection, _record):
 def _sqlite_begin(conn):
     # Take the write lock up front: a WAL reader that later writes could otherwise
     # fail at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Straight to the driver: this runs once per transaction, i.e. once per request.
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 def _register_database(app):
@@ -146,7 +172,8 @@ def _create_tables(app):
     with app.app_context():
         try:
             db.create_all()
-        except (OperationalError, ProgrammingError):
-            # Another worker created them between our check and our CREATE.
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another worker created them between our check and our CREATE (PostgreSQL
+            # reports that race as a unique violation in pg_type).
             db.session.rollback()
             db.create_all()

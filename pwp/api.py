@@ -36,15 +36,16 @@ def base_url() -> str:
     return current_app.config["PWP__OVERRIDE_BASE_URL"] or request.host_url.rstrip("/")
 
 
-def secret_url(push) -> str:
+def secret_url(push, base=None) -> str:
     """The link a sender shares: /p/<token>/r with the retrieval step, else /p/<token>."""
-    return f"{base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "")
+    return f"{base or base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "")
 
 
 def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None) -> dict:
     """The push object, as upstream's jbuilder view, with the deviations in DESIGN.md."""
     shown_live = retrieval is not None and retrieval.last_view and push.kind != Kind.file
     json_path = f"/api/v2/pushes/{push.url_token}" if version == "v2" else f"/p/{push.url_token}.json"
+    base = base_url()
     data = {
         "expire_after_views": push.expire_after_views,
         "expired": False if shown_live else push.expired,
@@ -61,8 +62,8 @@ def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None) ->
         "views_remaining": pushes.views_remaining(push),
         "deleted": push.deleted,
         # Deviation 2: json_url is a URL that works.
-        "json_url": base_url() + json_path,
-        "html_url": secret_url(push),
+        "json_url": base + json_path,
+        "html_url": secret_url(push, base),
     }
     if owner_fields:
         data["note"] = pushes.note_of(push)

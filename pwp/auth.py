@@ -1,7 +1,7 @@
 """Authentication: browser sessions (Flask-Login) and API tokens, stored as digests."""
 import hmac
 import secrets
-from functools import wraps
+from functools import cache, wraps
 
 from flask import abort, current_app, g, request
 from flask_login import LoginManager, current_user
@@ -58,12 +58,15 @@ def find_user(email: str) -> User | None:
 def check_password(user: User | None, password: str) -> bool:
     """Check a password; spends the same time when the user does not exist."""
     if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password or "")
+        check_password_hash(_dummy_hash(), password or "")
         return False
     return check_password_hash(user.password_hash, password or "")
 
 
-_DUMMY_HASH = generate_password_hash(secrets.token_hex(8))
+@cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: a password hash costs ~0.1 s of every worker's start.
+    return generate_password_hash(secrets.token_hex(8))
 
 
 def set_password(user: User, password: str):
@@ -111,7 +114,8 @@ def _header_token():
 
 def api_caller() -> User | None:
     """Resolve the API caller; abort with an empty 401 when a token header does not resolve."""
-    if current_user.is_authenticated:
+    # Browser sessions and remember-me live in cookies: without any, skip Flask-Login.
+    if request.cookies and current_user.is_authenticated:
         return current_user._get_current_object()
     token, sent = _header_token()
     user = user_for_token(token) if token else None

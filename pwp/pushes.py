@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import delete, false, func, select, true, update
+from sqlalchemy import bindparam, delete, false, func, insert, or_, select, true, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import crypto
@@ -27,7 +27,25 @@ FILE_LINK_SECONDS = 300
 TEXT_MAX = 1_048_576
 QR_MAX = 1024
 _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_TOKEN_LENGTH = 24
+_TOKEN_SPACE = len(_TOKEN_ALPHABET) ** _TOKEN_LENGTH
 _COUNTED = (AuditKind.view, AuditKind.failed_view)
+# Hot paths use these Core statements: no unit of work, no reload after the commit.
+_PUSHES = Push.__table__
+_INSERT_PUSH = insert(_PUSHES)
+_INSERT_AUDIT = insert(AuditLog.__table__)
+_INSERT_FILE = insert(PushFile.__table__)
+# The common retrieval as one conditional write (see _claim_open): a live push that asks
+# for no passphrase; the second form also skips the caller's own pushes (owner views are
+# logged, not counted).
+_CLAIM_OPEN = (
+    update(_PUSHES)
+    .where(_PUSHES.c.url_token == bindparam("token"), _PUSHES.c.expired == false(),
+           ~Push.past_limits(bindparam("now")), _PUSHES.c.passphrase_verifier.is_(None))
+    .values(view_count=_PUSHES.c.view_count + 1, updated_at=bindparam("now"))
+    .returning(*_PUSHES.c))
+_CLAIM_OPEN_NOT_OWNED = _CLAIM_OPEN.where(
+    or_(_PUSHES.c.user_id.is_(None), _PUSHES.c.user_id != bindparam("caller_id")))
 
 # expire_after_duration (what the pwpush CLI sends): index -> length.
 DURATIONS = [timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
@@ -103,7 +121,14 @@ def keyring() -> crypto.Keyring:
 
 def new_url_token() -> str:
     """Return a fresh url_token: 24 characters of [a-z0-9] (about 124 bits)."""
-    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(24))
+    # One draw from the OS for all 24 characters (secrets.choice per character costs
+    # 24 urandom calls); the base-36 digits of a uniform number are uniform.
+    number = secrets.randbelow(_TOKEN_SPACE)
+    chars = []
+    for _ in range(_TOKEN_LENGTH):
+        number, digit = divmod(number, len(_TOKEN_ALPHABET))
+        chars.append(_TOKEN_ALPHABET[digit])
+    return "".join(chars)
 
 
 def days_remaining(push: Push, now: datetime) -> int:
@@ -124,16 +149,25 @@ def note_of(push: Push) -> str:
     return keyring().decrypt(push.note_ciphertext).decode("utf-8")
 
 
+def _core(statement, params=None):
+    """Run a Core statement on the session's connection, in the session's transaction.
+
+    Skips the ORM's execution layer, which costs more than the statement itself here.
+    """
+    return db.session.connection().execute(statement, params)
+
+
 def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True):
     """Add an audit event; uncounted events stop at the per-push cap (as upstream)."""
     if capped and kind not in _COUNTED:
         count = db.session.scalar(select(func.count()).where(AuditLog.push_id == push.id))
         if count >= AUDIT_CAP:
             return
-    db.session.add(AuditLog(
-        push_id=push.id, user_id=actor.user.id if actor.user else None, kind=int(kind),
-        ip=(actor.ip or "")[:64], user_agent=(actor.user_agent or "")[:255],
-        referrer=(actor.referrer or "")[:255], created_at=now))
+    # A Core INSERT: the event is never read back in this request.
+    _core(_INSERT_AUDIT, {
+        "push_id": push.id, "user_id": actor.user.id if actor.user else None, "kind": int(kind),
+        "ip": (actor.ip or "")[:64], "user_agent": (actor.user_agent or "")[:255],
+        "referrer": (actor.referrer or "")[:255], "created_at": now})
 
 
 def _find(url_token: str) -> Push:
@@ -145,13 +179,14 @@ def _find(url_token: str) -> Push:
 
 def _expire(push: Push, now: datetime):
     """Expire: delete the payload, passphrase and files in this transaction."""
-    push.expired = True
-    push.expired_on = now
-    push.payload_ciphertext = None
-    push.passphrase_salt = None
-    push.passphrase_verifier = None
-    push.updated_at = now
-    db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
+    values = {"expired": True, "expired_on": now, "payload_ciphertext": None,
+              "passphrase_salt": None, "passphrase_verifier": None, "updated_at": now}
+    _core(update(_PUSHES).where(_PUSHES.c.id == push.id).values(values))
+    # The row is written; keep the object (persistent or detached) in step with it.
+    for key, value in values.items():
+        set_committed_value(push, key, value)
+    if push.kind == Kind.file:
+        db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
 
 
 def _expire_if_past_limits(push: Push, now: datetime):
@@ -236,40 +271,55 @@ def _expiry(new: NewPush, cfg, now):
     return days, now + timedelta(days=days)
 
 
-def create(new: NewPush, actor: Actor, now: datetime) -> Push:
-    """Validate and store a new push; log its creation."""
+def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | None]:
+    """Validate a new push and build its row, encrypted but not stored; also the passphrase key.
+
+    create() stores one; bench/fill_direct.py stores many at once.
+    """
     cfg = current_app.config
     errors = _validate(new, cfg)
     if errors:
         raise ValidationFailed(errors)
     kind = new.kind
     days, expires_at = _expiry(new, cfg, now)
-    push = Push(
+    row = dict(
         kind=int(Kind[kind]), url_token=new_url_token(),
         user_id=actor.user.id if actor.user else None, name=new.name or "",
         expire_after_days=days, expires_at=expires_at,
         expire_after_views=_bounded(new.expire_after_views, kind, "VIEWS", cfg),
-        view_count=0, expired=False, deleted=False,
+        view_count=0, expired=False, expired_on=None, deleted=False,
         deletable_by_viewer=None if kind == "url" else _option(
             new.deletable_by_viewer, kind, "ENABLE_DELETABLE_PUSHES", "DELETABLE_PUSHES_DEFAULT", cfg),
         retrieval_step=_option(
             new.retrieval_step, kind, "ENABLE_RETRIEVAL_STEP", "RETRIEVAL_STEP_DEFAULT", cfg),
+        passphrase_salt=None, passphrase_verifier=None, note_ciphertext=None,
         created_at=now, updated_at=now)
     key = None
     if new.passphrase:
-        push.passphrase_salt = crypto.new_salt()
-        push.passphrase_verifier, key = crypto.derive(new.passphrase, push.passphrase_salt)
+        row["passphrase_salt"] = crypto.new_salt()
+        row["passphrase_verifier"], key = crypto.derive(new.passphrase, row["passphrase_salt"])
     ring = keyring()
-    push.payload_ciphertext = ring.seal((new.payload or "").encode("utf-8"), key)
+    row["payload_ciphertext"] = ring.seal((new.payload or "").encode("utf-8"), key)
     if new.note:
-        push.note_ciphertext = ring.encrypt(new.note.encode("utf-8"))
-    db.session.add(push)
-    db.session.flush()
-    for upload in new.files if kind == "file" else ():
-        db.session.add(PushFile(
-            push_id=push.id, filename=upload.filename[:255] or "file",
-            content_type=(upload.content_type or "application/octet-stream")[:255],
-            size=len(upload.data), ciphertext=ring.seal(upload.data, key)))
+        row["note_ciphertext"] = ring.encrypt(new.note.encode("utf-8"))
+    return row, key
+
+
+def create(new: NewPush, actor: Actor, now: datetime) -> Push:
+    """Validate and store a new push; log its creation.
+
+    Returns the stored push as a detached object (not in the session).
+    """
+    row, key = new_row(new, actor, now)
+    kind = new.kind
+    ring = keyring()
+    push = Push(id=_core(_INSERT_PUSH, row).inserted_primary_key[0], **row)
+    if kind == "file":
+        _core(_INSERT_FILE, [{
+            "push_id": push.id, "filename": upload.filename[:255] or "file",
+            "content_type": (upload.content_type or "application/octet-stream")[:255],
+            "size": len(upload.data), "ciphertext": ring.seal(upload.data, key)}
+            for upload in new.files])
     _log(push, AuditKind.creation, actor, now, capped=False)
     db.session.commit()
     current_app.logger.info("push %s created (kind %s)", push.id, kind)
@@ -362,6 +412,22 @@ def _claim(push: Push, now: datetime) -> bool:
     return True
 
 
+def _claim_open(url_token: str, user: User | None, now: datetime) -> Push | None:
+    """Count a view of a live push without passphrase that is not the caller's own.
+
+    One conditional write, as _claim; returns the updated push (detached), or None
+    when the request needs the general path (which decides without this write).
+    """
+    if user is None:
+        stmt, params = _CLAIM_OPEN, {"token": url_token, "now": now}
+    elif user.is_admin:
+        return None
+    else:
+        stmt, params = _CLAIM_OPEN_NOT_OWNED, {"token": url_token, "now": now, "caller_id": user.id}
+    row = _core(stmt, params).first()
+    return None if row is None else Push(**row._mapping)
+
+
 def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
     """Answer a read of an expired push; upstream counts it as a view."""
     stmt = (update(Push).where(Push.id == push.id)
@@ -382,6 +448,11 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     gets the payload; the push expires in the same transaction (file pushes
     stay until their next access so the files can be downloaded).
     """
+    push = _claim_open(url_token, actor.user, now)
+    if push is not None:
+        _log(push, AuditKind.view, actor, now)
+        return _grant(push, None, now)
+    # Everything else: unknown, expired, passphrase, owner or admin, or a lost race.
     push = _find(url_token)
     _expire_if_past_limits(push, now)
     key = None

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# bench/shared_compare.sh — reproduce bench/RESULTS.md with the shared harness beside the
+# project (../shared/bench: wrk, server on CPU 1, load on CPU 0, quiet gate, medians of REPS).
+#
+#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling gunicorn cold maint (default: all)
+#
+# sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
+#          (BEFORE_DIR=path/to/an/older/checkout adds it as a fourth target)
+# pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite
+# scaling  retrieve with 10 000 then 1 000 000 stored pushes (fill: bench/fill_direct.py)
+# gunicorn create + flow with sync x1, sync x2 (the default), sync x4, gthread 1x4
+# cold     cold start (bench/coldstart.py);  maint: purge-expired / rotate-key on 100 000 pushes
+# Env: HARNESS (../shared/bench), OUT (/tmp/pwpush-results), REPS (3), PG_ADMIN_URL
+#      (postgresql://postgres@127.0.0.1:5432/postgres). Run from anywhere; stops what it starts.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+H=${HARNESS:-$(cd "$ROOT/../shared/bench" && pwd)}
+OUT=${OUT:-/tmp/pwpush-results}
+export REPS=${REPS:-3}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+PREFIX=$(python3 -c 'import sys; print(sys.prefix)')   # the Python that has requirements.txt
+export PWP__THROTTLING__MINUTE=0 PWP__THROTTLING__SECOND=0
+mkdir -p "$OUT"
+cd "$ROOT"
+STEPS=${*:-sqlite scaling pg cold maint gunicorn}
+log() { echo "[shared_compare $(date +%T)] $*" | tee -a "$OUT/log.txt" >&2; }
+trap '"$H/servers.sh" stop-all >/dev/null 2>&1 || true' EXIT
+
+pwpush() {  # PORT LABEL [VAR=value...]: start pwpush on a fresh SQLite instance (or DATABASE_URL)
+  local port=$1 label=$2; shift 2
+  env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" SERVER_LABEL="$label" "$@" \
+    "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX"
+}
+
+pg_db() {  # create a throwaway database; print its URL
+  local name=pwpush_bench_$$_$RANDOM
+  python3 -c "import psycopg,sys; psycopg.connect(sys.argv[1], autocommit=True).execute('CREATE DATABASE $name')" "$PG_ADMIN_URL"
+  echo "${PG_ADMIN_URL%/*}/$name"
+}
+
+for step in $STEPS; do
+  log "step $step"
+  case $step in
+    sqlite)
+      pwpush 8000 pwpush-sqlite
+      "$H/servers.sh" redis 6390 && "$H/servers.sh" snappass 8101 6390
+      "$H/servers.sh" ceiling flask-sqlite-fernet 8116
+      targets=(pwpush-v2 http://127.0.0.1:8000 snappass http://127.0.0.1:8101 ceiling http://127.0.0.1:8116)
+      if [[ -n ${BEFORE_DIR:-} ]]; then
+        (cd "$BEFORE_DIR" && env PWPUSH_INSTANCE_PATH="$(mktemp -d)" SERVER_LABEL=pwpush-before \
+          "$H/servers.sh" gunicorn 8200 pwpush:app "$PREFIX")
+        targets+=(pwpush-v2 http://127.0.0.1:8200)
+      fi
+      OUT=$OUT/compare-sqlite.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-sqlite.md"
+      "$H/servers.sh" stop-all ;;
+    pg)
+      url=$(pg_db)
+      pwpush 8001 pwpush-postgresql DATABASE_URL="$url" AUX_PORTS=5432
+      pwpush 8000 pwpush-sqlite
+      OUT=$OUT/compare-pg.jsonl "$H/compare.sh" pwpush-v2 http://127.0.0.1:8000 pwpush-v2 http://127.0.0.1:8001 >"$OUT/compare-pg.md"
+      "$H/servers.sh" stop-all
+      python3 -c "import psycopg,sys; psycopg.connect(sys.argv[1], autocommit=True).execute('DROP DATABASE ${url##*/} WITH (FORCE)')" "$PG_ADMIN_URL" ;;
+    scaling)
+      inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
+      PWPUSH_INSTANCE_PATH=$inst SERVER_LABEL=pwpush-sqlite "$H/servers.sh" gunicorn 8002 pwpush:app "$PREFIX"
+      FILL_CMD="env PWPUSH_INSTANCE_PATH=$inst python3 $HERE/fill_direct.py" RESULTS=$OUT/scaling.jsonl \
+        "$H/run.sh" pwpush-v2 http://127.0.0.1:8002 scaling >"$OUT/scaling.txt"
+      ls -l "$inst" >>"$OUT/scaling.txt"
+      "$H/servers.sh" stop-all ;;
+    gunicorn)
+      BENCH_WORKERS=1 pwpush 8010 sync-x1
+      pwpush 8011 sync-x2
+      BENCH_WORKERS=4 pwpush 8012 sync-x4
+      BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=4 pwpush 8013 gthread-1x4
+      WORKLOADS=${GUNICORN_WORKLOADS:-create flow} OUT=$OUT/compare-gunicorn.jsonl "$H/compare.sh" \
+        pwpush-v2 http://127.0.0.1:8010 pwpush-v2 http://127.0.0.1:8011 \
+        pwpush-v2 http://127.0.0.1:8012 pwpush-v2 http://127.0.0.1:8013 >"$OUT/compare-gunicorn.md"
+      "$H/servers.sh" stop-all ;;
+    cold) taskset -c 1 python3 "$HERE/coldstart.py" --reps 5 | tee "$OUT/coldstart.txt" ;;
+    maint) python3 "$HERE/maintenance.py" all -n 100000 | tee "$OUT/maintenance.txt" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
+log "done"
