@@ -364,12 +364,18 @@ def _throttle_passphrase(push: Push, now: datetime):
         raise TooManyAttempts()
 
 
-def _unlock(push: Push, passphrase: str | None, unlock_key: bytes | None) -> bytes | None:
+def _passphrase_gate(push: Push, passphrase: str | None, unlock_key: bytes | None,
+                     actor: Actor, now: datetime) -> bytes:
+    """Return the payload key from a passphrase or a held key; log and raise when neither fits."""
     if unlock_key is not None and crypto.key_matches(unlock_key, push.passphrase_verifier):
         return unlock_key
     if passphrase:
-        return crypto.check_passphrase(passphrase, push.passphrase_salt, push.passphrase_verifier)
-    return None
+        key = crypto.check_passphrase(passphrase, push.passphrase_salt, push.passphrase_verifier)
+        if key is not None:
+            return key
+    _log(push, AuditKind.failed_passphrase, actor, now)
+    db.session.commit()
+    raise PassphraseIncorrect()
 
 
 def unlock(url_token: str, passphrase: str, actor: Actor, now: datetime) -> bytes | None:
@@ -382,12 +388,9 @@ def unlock(url_token: str, passphrase: str, actor: Actor, now: datetime) -> byte
     if push.expired or not push.has_passphrase:
         db.session.commit()
         return None
+    # Every form submission counts, even an empty one (as upstream's /access).
     _throttle_passphrase(push, now)
-    key = _unlock(push, passphrase, None)
-    if key is None:
-        _log(push, AuditKind.failed_passphrase, actor, now)
-        db.session.commit()
-        raise PassphraseIncorrect()
+    key = _passphrase_gate(push, passphrase, None, actor, now)
     db.session.commit()
     return key
 
@@ -459,11 +462,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     if needs_passphrase(push):
         if passphrase:
             _throttle_passphrase(push, now)
-        key = _unlock(push, passphrase, unlock_key)
-        if key is None:
-            _log(push, AuditKind.failed_passphrase, actor, now)
-            db.session.commit()
-            raise PassphraseIncorrect()
+        key = _passphrase_gate(push, passphrase, unlock_key, actor, now)
     if push.expired:
         return _failed_view(push, actor, now)
     user = actor.user
