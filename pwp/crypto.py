@@ -27,13 +27,13 @@ class Keyring:
         if not keys:
             raise ValueError("PWPUSH_MASTER_KEY: no key given")
         try:
-            self._fernets = [Fernet(k.strip().encode()) for k in keys]
+            fernets = [Fernet(k.strip().encode()) for k in keys]
         except (ValueError, TypeError):
             raise ValueError(
                 "PWPUSH_MASTER_KEY: each comma-separated key must be a Fernet key "
                 "(32 url-safe base64-encoded bytes; make one with "
                 "`flask --app pwpush generate-key`)") from None
-        self._multi = MultiFernet(self._fernets)
+        self._multi = MultiFernet(fernets)
 
     def encrypt(self, data: bytes) -> bytes:
         """Encrypt under the first master key."""
@@ -57,14 +57,6 @@ class Keyring:
             return self._multi.decrypt_at_time(token, ttl, now_ts)
         except InvalidToken:
             return None
-
-    def is_current(self, token: bytes) -> bool:
-        """Tell whether a token is already encrypted under the first key."""
-        try:
-            self._fernets[0].decrypt(token)
-            return True
-        except InvalidToken:
-            return False
 
     def seal(self, data: bytes, passphrase_key: bytes | None = None) -> bytes:
         """Encrypt, inside a passphrase layer when a passphrase key is given."""

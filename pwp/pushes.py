@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, false, func, insert, or_, select, true, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, or_, select, true, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import crypto
@@ -30,6 +30,13 @@ _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _TOKEN_LENGTH = 24
 _TOKEN_SPACE = len(_TOKEN_ALPHABET) ** _TOKEN_LENGTH
 _COUNTED = (AuditKind.view, AuditKind.failed_view)
+
+
+def _claimable(now):
+    """The claim condition: not expired and within its limits (shared by both claim paths)."""
+    return and_(Push.expired == false(), ~Push.past_limits(now))
+
+
 # Hot paths use these Core statements: no unit of work, no reload after the commit.
 _PUSHES = Push.__table__
 _INSERT_PUSH = insert(_PUSHES)
@@ -40,8 +47,8 @@ _INSERT_FILE = insert(PushFile.__table__)
 # logged, not counted).
 _CLAIM_OPEN = (
     update(_PUSHES)
-    .where(_PUSHES.c.url_token == bindparam("token"), _PUSHES.c.expired == false(),
-           ~Push.past_limits(bindparam("now")), _PUSHES.c.passphrase_verifier.is_(None))
+    .where(_PUSHES.c.url_token == bindparam("token"), _claimable(bindparam("now")),
+           _PUSHES.c.passphrase_verifier.is_(None))
     .values(view_count=_PUSHES.c.view_count + 1, updated_at=bindparam("now"))
     .returning(*_PUSHES.c))
 _CLAIM_OPEN_NOT_OWNED = _CLAIM_OPEN.where(
@@ -404,7 +411,7 @@ def _claim(push: Push, now: datetime) -> bool:
     """Count one view with a single conditional write; True if this request won it."""
     # The WHERE clause decides: N concurrent readers of V remaining views get V wins.
     stmt = (update(Push)
-            .where(Push.id == push.id, Push.expired == false(), ~Push.past_limits(now))
+            .where(Push.id == push.id, _claimable(now))
             .values(view_count=Push.view_count + 1, updated_at=now)
             .returning(Push.view_count)
             .execution_options(synchronize_session=False))
