@@ -7,7 +7,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
                         LargeBinary, SmallInteger, String, false)
 from sqlalchemy.ext.hybrid import hybrid_method
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 
 class Base(DeclarativeBase):
@@ -139,6 +139,10 @@ class Throttle(db.Model):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# Now rather than on first use: pushes._loaded builds instances without the constructor.
+configure_mappers()
 
 
 def schema_sql(dialect_name="sqlite") -> str:

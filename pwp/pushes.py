@@ -14,6 +14,7 @@ from sqlalchemy import and_, bindparam, delete, false, func, insert, or_, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import crypto
+from .fastsql import Statement, Transaction
 from .config import kind_setting
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
@@ -37,22 +38,36 @@ def _claimable(now):
     return and_(Push.expired == false(), ~Push.past_limits(now))
 
 
-# Hot paths use these Core statements: no unit of work, no reload after the commit.
+# Hot paths use these Core statements (fastsql): no unit of work, no reload after the
+# commit, no per-call execution machinery.
 _PUSHES = Push.__table__
-_INSERT_PUSH = insert(_PUSHES)
-_INSERT_AUDIT = insert(AuditLog.__table__)
-_INSERT_FILE = insert(PushFile.__table__)
+_PUSH_KEYS = tuple(_PUSHES.c.keys())
+
+
+def _without_id(table):
+    return [key for key in table.c.keys() if key != "id"]
+
+
+_INSERT_PUSH = Statement(insert(_PUSHES).returning(_PUSHES.c.id), _without_id(_PUSHES))
+_INSERT_AUDIT = Statement(insert(AuditLog.__table__), _without_id(AuditLog.__table__))
+_INSERT_FILE = Statement(insert(PushFile.__table__), _without_id(PushFile.__table__))
 # The common retrieval as one conditional write (see _claim_open): a live push that asks
-# for no passphrase; the second form also skips the caller's own pushes (owner views are
-# logged, not counted).
-_CLAIM_OPEN = (
+# for no passphrase and has no files; the second form also skips the caller's own pushes
+# (owner views are logged, not counted).
+_CLAIM_OPEN_SQL = (
     update(_PUSHES)
     .where(_PUSHES.c.url_token == bindparam("token"), _claimable(bindparam("now")),
-           _PUSHES.c.passphrase_verifier.is_(None))
+           _PUSHES.c.passphrase_verifier.is_(None), _PUSHES.c.kind != int(Kind.file))
     .values(view_count=_PUSHES.c.view_count + 1, updated_at=bindparam("now"))
     .returning(*_PUSHES.c))
-_CLAIM_OPEN_NOT_OWNED = _CLAIM_OPEN.where(
-    or_(_PUSHES.c.user_id.is_(None), _PUSHES.c.user_id != bindparam("caller_id")))
+_CLAIM_OPEN = Statement(_CLAIM_OPEN_SQL)
+_CLAIM_OPEN_NOT_OWNED = Statement(_CLAIM_OPEN_SQL.where(
+    or_(_PUSHES.c.user_id.is_(None), _PUSHES.c.user_id != bindparam("caller_id"))))
+# Expiry deletes the payload and the passphrase (files: see _expire).
+_EXPIRED_VALUES = {"expired": True, "payload_ciphertext": None, "passphrase_salt": None,
+                   "passphrase_verifier": None}
+_EXPIRE = Statement(update(_PUSHES).where(_PUSHES.c.id == bindparam("push_id")).values(
+    expired_on=bindparam("now"), updated_at=bindparam("now"), **_EXPIRED_VALUES))
 
 # expire_after_duration (what the pwpush CLI sends): index -> length.
 DURATIONS = [timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
@@ -156,25 +171,41 @@ def note_of(push: Push) -> str:
     return keyring().decrypt(push.note_ciphertext).decode("utf-8")
 
 
-def _core(statement, params=None):
-    """Run a Core statement on the session's connection, in the session's transaction.
+def _run(statement: Statement, params, tx: Transaction | None = None) -> list[tuple]:
+    """Run a hot-path statement in tx, or else in the session's transaction."""
+    if tx is not None:
+        return tx.run(statement, params)
+    connection = db.session.connection()
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        return statement.run(cursor, connection.dialect, params)
+    finally:
+        cursor.close()
 
-    Skips the ORM's execution layer, which costs more than the statement itself here.
+
+def _loaded(values: dict) -> Push:
+    """A Push holding these column values, outside any session (as if loaded, then detached).
+
+    The ORM keeps loaded values in the instance's __dict__; filling it directly skips the
+    attribute events that Push(**values) fires for every column.
     """
-    return db.session.connection().execute(statement, params)
+    push = Push._sa_class_manager.new_instance()
+    push.__dict__.update(values)
+    return push
 
 
-def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True):
+def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True,
+         tx: Transaction | None = None):
     """Add an audit event; uncounted events stop at the per-push cap (as upstream)."""
     if capped and kind not in _COUNTED:
         count = db.session.scalar(select(func.count()).where(AuditLog.push_id == push.id))
         if count >= AUDIT_CAP:
             return
-    # A Core INSERT: the event is never read back in this request.
-    _core(_INSERT_AUDIT, {
+    # A plain INSERT: the event is never read back in this request.
+    _run(_INSERT_AUDIT, {
         "push_id": push.id, "user_id": actor.user.id if actor.user else None, "kind": int(kind),
         "ip": (actor.ip or "")[:64], "user_agent": (actor.user_agent or "")[:255],
-        "referrer": (actor.referrer or "")[:255], "created_at": now})
+        "referrer": (actor.referrer or "")[:255], "created_at": now}, tx)
 
 
 def _find(url_token: str) -> Push:
@@ -184,13 +215,11 @@ def _find(url_token: str) -> Push:
     return push
 
 
-def _expire(push: Push, now: datetime):
+def _expire(push: Push, now: datetime, tx: Transaction | None = None):
     """Expire: delete the payload, passphrase and files in this transaction."""
-    values = {"expired": True, "expired_on": now, "payload_ciphertext": None,
-              "passphrase_salt": None, "passphrase_verifier": None, "updated_at": now}
-    _core(update(_PUSHES).where(_PUSHES.c.id == push.id).values(values))
+    _run(_EXPIRE, {"push_id": push.id, "now": now}, tx)
     # The row is written; keep the object (persistent or detached) in step with it.
-    for key, value in values.items():
+    for key, value in {**_EXPIRED_VALUES, "expired_on": now, "updated_at": now}.items():
         set_committed_value(push, key, value)
     if push.kind == Kind.file:
         db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
@@ -320,15 +349,15 @@ def create(new: NewPush, actor: Actor, now: datetime) -> Push:
     row, key = new_row(new, actor, now)
     kind = new.kind
     ring = keyring()
-    push = Push(id=_core(_INSERT_PUSH, row).inserted_primary_key[0], **row)
-    if kind == "file":
-        _core(_INSERT_FILE, [{
-            "push_id": push.id, "filename": upload.filename[:255] or "file",
-            "content_type": (upload.content_type or "application/octet-stream")[:255],
-            "size": len(upload.data), "ciphertext": ring.seal(upload.data, key)}
-            for upload in new.files])
-    _log(push, AuditKind.creation, actor, now, capped=False)
-    db.session.commit()
+    with Transaction() as tx:
+        push = _loaded({"id": tx.run(_INSERT_PUSH, row)[0][0], **row})
+        if kind == "file":
+            tx.run(_INSERT_FILE, [{
+                "push_id": push.id, "filename": upload.filename[:255] or "file",
+                "content_type": (upload.content_type or "application/octet-stream")[:255],
+                "size": len(upload.data), "ciphertext": ring.seal(upload.data, key)}
+                for upload in new.files])
+        _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
     current_app.logger.info("push %s created (kind %s)", push.id, kind)
     return push
 
@@ -422,8 +451,8 @@ def _claim(push: Push, now: datetime) -> bool:
     return True
 
 
-def _claim_open(url_token: str, user: User | None, now: datetime) -> Push | None:
-    """Count a view of a live push without passphrase that is not the caller's own.
+def _claim_open(tx: Transaction, url_token: str, user: User | None, now: datetime) -> Push | None:
+    """Count a view of a live push without passphrase or files that is not the caller's own.
 
     One conditional write, as _claim; returns the updated push (detached), or None
     when the request needs the general path (which decides without this write).
@@ -434,8 +463,8 @@ def _claim_open(url_token: str, user: User | None, now: datetime) -> Push | None
         return None
     else:
         stmt, params = _CLAIM_OPEN_NOT_OWNED, {"token": url_token, "now": now, "caller_id": user.id}
-    row = _core(stmt, params).first()
-    return None if row is None else Push(**row._mapping)
+    rows = tx.run(stmt, params)
+    return _loaded(dict(zip(_PUSH_KEYS, rows[0]))) if rows else None
 
 
 def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
@@ -458,10 +487,12 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     gets the payload; the push expires in the same transaction (file pushes
     stay until their next access so the files can be downloaded).
     """
-    push = _claim_open(url_token, actor.user, now)
-    if push is not None:
-        _log(push, AuditKind.view, actor, now)
-        return _grant(push, None, now)
+    with Transaction() as tx:
+        push = _claim_open(tx, url_token, actor.user, now)
+        if push is not None:
+            _log(push, AuditKind.view, actor, now, tx=tx)
+            return _grant(push, None, now, tx)  # committed as the block ends
+        tx.end(commit=False)
     # Everything else: unknown, expired, passphrase, owner or admin, or a lost race.
     push = _find(url_token)
     _expire_if_past_limits(push, now)
@@ -485,7 +516,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     return _grant(push, key, now)
 
 
-def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
+def _grant(push: Push, key: bytes | None, now: datetime, tx: Transaction | None = None) -> Retrieval:
     # Decrypt before expiring: expiry nulls the ciphertext.
     ring = keyring()
     payload = ring.open(push.payload_ciphertext, key).decode("utf-8")
@@ -495,8 +526,9 @@ def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
             select(PushFile).where(PushFile.push_id == push.id).order_by(PushFile.id)))
     last = push.view_count >= push.expire_after_views
     if last and push.kind != Kind.file:
-        _expire(push, now)
-    db.session.commit()
+        _expire(push, now, tx)
+    if tx is None:
+        db.session.commit()
     return Retrieval(push=push, payload=payload, files=files, file_key=key,
                      last_view=last, granted=True)
 

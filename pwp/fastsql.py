@@ -1,0 +1,123 @@
+"""Hot-path SQL: Core statements compiled once per dialect, run on a pooled DB-API connection.
+
+SQLAlchemy's execution layer (Session, Connection.execute, execution context, Result)
+costs about ten times the statements themselves on the requests that matter most
+(create, retrieve). The statements stay SQLAlchemy Core objects, compiled by
+SQLAlchemy for the engine's dialect with its own type conversions; only the per-call
+machinery is skipped. Everything else uses the session.
+"""
+from .models import db
+
+
+class Statement:
+    """A Core statement, compiled once per dialect; `run` executes it on a DB-API cursor."""
+
+    def __init__(self, statement, column_keys=None):
+        self.statement = statement
+        self.column_keys = column_keys
+        self._compiled = {}
+
+    def _compile(self, dialect):
+        compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+        binds = compiled.binds
+        names = compiled.positiontup if dialect.positional else list(binds)
+        # (name, type conversion or None, the literal value when the caller gives none)
+        slots = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+                  None if binds[name].callable else binds[name].value) for name in names]
+        returning = getattr(self.statement, "_returning", ())
+        results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                   for column in (self.statement.exported_columns if returning else ())]
+        entry = self._compiled[dialect.name] = (str(compiled), dialect.positional, slots, results)
+        return entry
+
+    def run(self, cursor, dialect, params) -> list[tuple]:
+        """Execute with one parameter dict (or a list of them); return the converted rows."""
+        sql, positional, slots, results = (self._compiled.get(dialect.name)
+                                           or self._compile(dialect))
+        many = isinstance(params, list)
+        bound = [_bind(slots, positional, p) for p in params] if many else _bind(slots, positional, params)
+        if many:
+            cursor.executemany(sql, bound)
+            return []
+        cursor.execute(sql, bound)
+        if not results:
+            return []
+        return [tuple(value if convert is None else convert(value)
+                      for convert, value in zip(results, row)) for row in cursor.fetchall()]
+
+
+def _bind(slots, positional, params):
+    values = [(name, params.get(name, literal) if convert is None
+               else convert(params.get(name, literal))) for name, convert, literal in slots]
+    return [v for _, v in values] if positional else dict(values)
+
+
+class Transaction:
+    """One short transaction on a pooled connection: `with Transaction() as tx: tx.run(...)`.
+
+    Commits at the end of the block, rolls back on an exception (or `end(commit=False)`).
+    When the request's session already holds a transaction (a token caller was looked
+    up), the statements join it instead: on SQLite a second connection would wait for
+    the first one's write lock.
+    """
+
+    def __init__(self):
+        session = db.session() if db.session.registry.has() else None
+        self.session = session if session is not None and session.in_transaction() else None
+        if self.session is not None:
+            connection = self.session.connection()
+            self.fairy = None
+            self.dbapi = connection.connection.dbapi_connection
+            self.dialect = connection.dialect
+        else:
+            engine = db.engine
+            self.fairy = engine.raw_connection()  # pool checkout: connect events applied
+            self.dbapi = self.fairy.dbapi_connection
+            self.dialect = engine.dialect
+        self.open = True
+        self.cursor = self.dbapi.cursor()
+        if self.fairy is not None and self.dialect.name == "sqlite":
+            # As pwp._sqlite_begin: take the write lock up front.
+            self.cursor.execute("BEGIN IMMEDIATE")
+
+    def run(self, statement: Statement, params) -> list[tuple]:
+        """Run one statement in this transaction."""
+        return statement.run(self.cursor, self.dialect, params)
+
+    def end(self, commit: bool):
+        """Commit or roll back and give the connection back (a joined session commits;
+        its own teardown rolls back)."""
+        if not self.open:
+            return
+        self.open = False
+        try:
+            if self.session is not None:
+                if commit:
+                    self.session.commit()
+            elif commit:
+                self.dbapi.commit()
+            else:
+                self.dbapi.rollback()
+        except self.dialect.loaded_dbapi.Error as error:
+            self._invalidate_if_gone(error)
+            raise
+        finally:
+            self.cursor.close()
+            if self.fairy is not None:
+                self.fairy.close()  # back to the pool (or closed, if invalidated)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, _type, exc, _tb):
+        if exc is not None:
+            self._invalidate_if_gone(exc)
+        self.end(commit=exc is None)
+        return False
+
+    def _invalidate_if_gone(self, error):
+        # What SQLAlchemy does for its own connections: a connection the server dropped
+        # is not given back to the pool.
+        if self.fairy is not None and isinstance(error, self.dialect.loaded_dbapi.Error) \
+                and self.dialect.is_disconnect(error, self.dbapi, self.cursor):
+            self.fairy.invalidate(error)
