@@ -150,15 +150,16 @@ def _register_security_headers(app):
     csp = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
+    fixed = [("Content-Security-Policy", csp), ("X-Content-Type-Options", "nosniff"),
+             ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+             ("X-Robots-Tag", "noindex, nofollow"),
+             ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), clipboard-write=(self)")]
+
     @app.after_request
     def security_headers(response):
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", csp)
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["X-Frame-Options"] = "DENY"
-        headers["Referrer-Policy"] = "no-referrer"
-        headers["X-Robots-Tag"] = "noindex, nofollow"
-        headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), clipboard-write=(self)"
+        # No view sets these: append them without Headers.set's search for an old value.
+        headers.extend(fixed)
         # Secrets must never sit in a browser or proxy cache; static assets may.
         if "Cache-Control" not in headers and not response.direct_passthrough:
             headers["Cache-Control"] = "no-store"

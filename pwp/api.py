@@ -3,10 +3,12 @@
 Each handler parses input, calls one lifecycle function and builds JSON from an
 explicit allow-list of fields.
 """
+from functools import lru_cache
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.routing import BaseConverter
+from werkzeug.sansio.utils import get_current_url
 
 from . import UPSTREAM_VERSION, params, pushes
 from .auth import actor, api_auth
@@ -33,7 +35,13 @@ def iso(moment):
 
 def base_url() -> str:
     """Scheme and host for generated links: PWP__OVERRIDE_BASE_URL or this request's."""
-    return current_app.config["PWP__OVERRIDE_BASE_URL"] or request.host_url.rstrip("/")
+    return current_app.config["PWP__OVERRIDE_BASE_URL"] or _host_url(request.scheme, request.host)
+
+
+@lru_cache(maxsize=64)
+def _host_url(scheme: str, host: str) -> str:
+    # request.host_url, remembered: its IRI decoding costs more than a whole SQL statement.
+    return get_current_url(scheme, host).rstrip("/")
 
 
 def secret_url(push, base=None) -> str:

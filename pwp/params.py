@@ -10,6 +10,7 @@ from werkzeug.datastructures import FileStorage
 from .errors import BadParameter, ValidationFailed
 from .pushes import NewPush, Upload
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE_WORDS = {"on", "yes", "checked", "true", "1"}
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _LEADING_INT = re.compile(r"\s*([+-]?\d+)")
@@ -179,7 +180,7 @@ def passphrase_param() -> str | None:
     if value is None and request.is_json:
         data = request.get_json(silent=True)
         value = data.get("passphrase") if isinstance(data, dict) else None
-    elif value is None:
+    elif value is None and request.mimetype in _FORM_TYPES:
         value = request.form.get("passphrase")
     return value if isinstance(value, str) and value else None
 
