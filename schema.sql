@@ -45,9 +45,9 @@ CREATE TABLE pushes (
 
 CREATE INDEX ix_pushes_expired_expires_at ON pushes (expired, expires_at);
 
-CREATE INDEX ix_pushes_expired_on ON pushes (expired_on);
+CREATE INDEX ix_pushes_expired_on ON pushes (expired_on) WHERE expired_on IS NOT NULL;
 
-CREATE INDEX ix_pushes_user_expired_created ON pushes (user_id, expired, created_at);
+CREATE INDEX ix_pushes_user_expired_created ON pushes (user_id, expired, created_at) WHERE user_id IS NOT NULL;
 
 CREATE TABLE audit_logs (
 	id INTEGER NOT NULL, 

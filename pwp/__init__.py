@@ -37,6 +37,11 @@ def create_app(test_config=None, instance_path=None):
     return app
 
 
+def has_cookies(req) -> bool:
+    """Tell whether the request carries any cookie, without parsing them (API clients send none)."""
+    return bool(req.environ.get("HTTP_COOKIE"))
+
+
 class CookieSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, without building the signer for cookie-less requests.
 
@@ -45,7 +50,7 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app, request):
         """Return an empty session at once when the request carries no session cookie."""
-        if self.get_cookie_name(app) not in request.cookies:
+        if not has_cookies(request) or self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
 
@@ -55,7 +60,7 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         (Flask-Login reads the session after every request, so "accessed" is always set;
         the only output skipped is "Vary: Cookie" on no-store responses to cookie-less requests.)
         """
-        if not session and not session.modified and not request.cookies:
+        if not session and not session.modified and not has_cookies(request):
             return
         super().save_session(app, session, response)
 

@@ -30,7 +30,7 @@ def iso(moment):
     """Format a naive UTC datetime as ISO-8601 with milliseconds and Z."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def base_url() -> str:

@@ -8,6 +8,7 @@ from flask_login import LoginManager, current_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import has_cookies
 from .crypto import digest_token
 from .errors import api_error
 from .models import User, db
@@ -115,7 +116,7 @@ def _header_token():
 def api_caller() -> User | None:
     """Resolve the API caller; abort with an empty 401 when a token header does not resolve."""
     # Browser sessions and remember-me live in cookies: without any, skip Flask-Login.
-    if request.cookies and current_user.is_authenticated:
+    if has_cookies(request) and current_user.is_authenticated:
         return current_user._get_current_object()
     token, sent = _header_token()
     user = user_for_token(token) if token else None

@@ -24,32 +24,43 @@ class Statement:
         # (name, type conversion or None, the literal value when the caller gives none)
         slots = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect),
                   None if binds[name].callable else binds[name].value) for name in names]
-        returning = getattr(self.statement, "_returning", ())
-        results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                   for column in (self.statement.exported_columns if returning else ())]
-        entry = self._compiled[dialect.name] = (str(compiled), dialect.positional, slots, results)
+        # A DML statement's exported columns are its RETURNING columns.
+        converters = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                      for column in self.statement.exported_columns]
+        returning = bool(converters)
+        # (position, conversion) of the returned columns that need one
+        results = [(i, convert) for i, convert in enumerate(converters) if convert is not None]
+        entry = self._compiled[dialect.name] = (str(compiled), dialect.positional, slots,
+                                                returning, results)
         return entry
 
-    def run(self, cursor, dialect, params) -> list[tuple]:
+    def run(self, cursor, dialect, params) -> list:
         """Execute with one parameter dict (or a list of them); return the converted rows."""
-        sql, positional, slots, results = (self._compiled.get(dialect.name)
-                                           or self._compile(dialect))
-        many = isinstance(params, list)
-        bound = [_bind(slots, positional, p) for p in params] if many else _bind(slots, positional, params)
-        if many:
-            cursor.executemany(sql, bound)
+        sql, positional, slots, returning, results = (self._compiled.get(dialect.name)
+                                                      or self._compile(dialect))
+        if isinstance(params, list):
+            cursor.executemany(sql, [_bind(slots, positional, p) for p in params])
             return []
-        cursor.execute(sql, bound)
-        if not results:
+        cursor.execute(sql, _bind(slots, positional, params))
+        if not returning:
             return []
-        return [tuple(value if convert is None else convert(value)
-                      for convert, value in zip(results, row)) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+        return [_convert(row, results) for row in rows] if results else rows
 
 
 def _bind(slots, positional, params):
-    values = [(name, params.get(name, literal) if convert is None
-               else convert(params.get(name, literal))) for name, convert, literal in slots]
-    return [v for _, v in values] if positional else dict(values)
+    if positional:
+        return [params.get(name, literal) if convert is None else convert(params.get(name, literal))
+                for name, convert, literal in slots]
+    return {name: params.get(name, literal) if convert is None else convert(params.get(name, literal))
+            for name, convert, literal in slots}
+
+
+def _convert(row, results) -> list:
+    row = list(row)
+    for i, convert in results:
+        row[i] = convert(row[i])
+    return row
 
 
 class Transaction:

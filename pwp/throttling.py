@@ -5,8 +5,6 @@ Counters live in PWP__THROTTLING__STORAGE_URI: memory:// keeps them per process
 workers and app instances. A limit of 0 turns it off.
 """
 from flask import request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 
 def _exempt():
@@ -21,6 +19,11 @@ def init_app(app):
               if cfg[f"PWP__THROTTLING__{unit.upper()}"]]
     if not limits:
         return None
+    # Imported only when throttling is on: Flask-Limiter and its storage libraries
+    # add several MiB to every worker.
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
     return Limiter(
         get_remote_address, app=app, application_limits=[";".join(limits)],
         application_limits_exempt_when=_exempt, storage_uri=cfg["PWP__THROTTLING__STORAGE_URI"],

@@ -8,8 +8,6 @@ import io
 import json
 from datetime import timezone
 
-import qrcode
-import qrcode.image.svg
 from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template,
                    request, url_for)
 from flask_login import current_user
@@ -58,6 +56,9 @@ def visible_tabs():
 
 def qr_data_uri(text: str) -> str:
     """Render text as a QR code SVG data URI (the CSP allows data: images only)."""
+    # Imported here: only QR pages need it (about 2 MiB per worker otherwise).
+    import qrcode.image.svg
+
     img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage, border=2)
     buf = io.BytesIO()
     img.save(buf)
