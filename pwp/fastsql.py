@@ -88,8 +88,13 @@ class Transaction:
         self.open = True
         self.cursor = self.dbapi.cursor()
         if self.fairy is not None and self.dialect.name == "sqlite":
-            # As pwp._sqlite_begin: take the write lock up front.
-            self.cursor.execute("BEGIN IMMEDIATE")
+            try:
+                # As pwp._sqlite_begin: take the write lock up front.
+                self.cursor.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                # "database is locked" after the busy timeout: give the connection back.
+                self.end(commit=False)
+                raise
 
     def run(self, statement: Statement, params) -> list[tuple]:
         """Run one statement in this transaction."""

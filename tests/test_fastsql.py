@@ -1,0 +1,87 @@
+"""fastsql: compiled hot-path statements on a pooled DB-API connection, on both databases."""
+from datetime import datetime
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+
+from pwp import fastsql, pushes
+from pwp.models import AuditLog, Push, db
+
+from conftest import NOW
+
+_PUSHES = Push.__table__
+
+
+def _row(**overrides):
+    row = dict(kind=0, url_token="tok" + "x" * 21, user_id=None, name="", expire_after_days=1,
+               expires_at=datetime(2026, 1, 2, 12, 0, 0, 123456), expire_after_views=2, view_count=0,
+               expired=False, expired_on=None, deleted=False, deletable_by_viewer=True,
+               retrieval_step=False, payload_ciphertext=b"\x00cipher\xff", note_ciphertext=None,
+               passphrase_salt=None, passphrase_verifier=None, created_at=NOW, updated_at=NOW)
+    row.update(overrides)
+    return row
+
+
+def test_insert_returning_and_update_returning_convert_types_both_ways(app):
+    insert_push = fastsql.Statement(insert(_PUSHES).returning(_PUSHES.c.id),
+                                    [k for k in _PUSHES.c.keys() if k != "id"])
+    claim = fastsql.Statement(
+        update(_PUSHES).where(_PUSHES.c.url_token == bindparam("token"))
+        .values(view_count=_PUSHES.c.view_count + 1, updated_at=bindparam("now"))
+        .returning(*_PUSHES.c))
+    later = datetime(2026, 1, 1, 13, 0, 0, 5)
+    with app.app_context():
+        with fastsql.Transaction() as tx:
+            [(push_id,)] = tx.run(insert_push, _row())
+            [row] = tx.run(claim, {"token": "tok" + "x" * 21, "now": later})
+        values = dict(zip(_PUSHES.c.keys(), row))
+        # Python types come back, as the ORM would load them.
+        assert values["id"] == push_id
+        assert values["view_count"] == 1
+        assert values["expired"] is False and values["deletable_by_viewer"] is True
+        assert values["updated_at"] == later
+        assert values["expires_at"] == datetime(2026, 1, 2, 12, 0, 0, 123456)
+        assert bytes(values["payload_ciphertext"]) == b"\x00cipher\xff"
+        # And the ORM reads what fastsql wrote (the same storage format).
+        stored = db.session.get(Push, push_id)
+        assert stored.updated_at == later and stored.view_count == 1 and stored.expired is False
+        # Stored datetimes compare correctly in SQL with SQLAlchemy's own parameters.
+        assert db.session.scalar(select(Push.id).where(Push.expires_at > NOW)) == push_id
+
+
+def test_an_exception_rolls_back_and_returns_the_connection(app):
+    insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
+    with app.app_context():
+        pool = db.engine.pool
+        with pytest.raises(RuntimeError):
+            with fastsql.Transaction() as tx:
+                tx.run(insert_push, _row())
+                raise RuntimeError("stop")
+        assert pool.checkedout() == 0
+        assert db.session.scalar(select(Push.id)) is None
+        db.session.rollback()  # the session gives its connection back too
+        # The next transaction gets the write lock (SQLite) and commits.
+        with fastsql.Transaction() as tx:
+            tx.run(insert_push, _row())
+        assert db.session.scalar(select(Push.url_token)) == "tok" + "x" * 21
+
+
+def test_joins_the_sessions_open_transaction(app):
+    """A token caller's lookup opens the session first; on SQLite a second connection
+    would wait for that transaction's write lock."""
+    with app.app_context():
+        db.session.scalar(select(Push.id))  # the session now holds a transaction
+        assert db.session().in_transaction()
+        push = pushes.create(pushes.NewPush(payload="joined"), pushes.Actor(), NOW)
+        assert not db.session().in_transaction()  # committed with the session
+        events = db.session.scalars(select(AuditLog.kind).where(AuditLog.push_id == push.id)).all()
+        assert events == [0]  # creation
+
+
+def test_executemany_for_a_list_of_rows(app):
+    insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
+    with app.app_context():
+        with fastsql.Transaction() as tx:
+            assert tx.run(insert_push, [_row(url_token=f"many{i}") for i in range(3)]) == []
+        tokens = db.session.scalars(select(Push.url_token).order_by(Push.url_token)).all()
+        assert tokens == ["many0", "many1", "many2"]
