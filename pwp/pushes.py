@@ -14,10 +14,10 @@ from sqlalchemy import and_, bindparam, delete, false, func, insert, or_, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import crypto
-from .fastsql import Statement, Transaction
 from .config import kind_setting
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
+from .fastsql import Statement, Transaction
 from .models import AuditKind, AuditLog, Kind, Push, PushFile, Throttle, User, db
 
 PER_PAGE = 50
