@@ -53,11 +53,16 @@ def test_an_exception_rolls_back_and_returns_the_connection(app):
     insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
     with app.app_context():
         pool = db.engine.pool
+        lock = fastsql._write_lock(db.engine.url)
+        sqlite = db.engine.dialect.name == "sqlite"
         with pytest.raises(RuntimeError):
             with fastsql.Transaction() as tx:
                 tx.run(insert_push, _row())
+                # SQLite: this process's threads queue on a lock for the write transaction.
+                assert lock.locked() is sqlite
                 raise RuntimeError("stop")
         assert pool.checkedout() == 0
+        assert not lock.locked()
         assert db.session.scalar(select(Push.id)) is None
         db.session.rollback()  # the session gives its connection back too
         # The next transaction gets the write lock (SQLite) and commits.
