@@ -120,7 +120,7 @@ def _sqlite_begin(conn):
 
 
 def _register_database(app):
-    from .models import db
+    from .models import db, use_postgresql
 
     db.init_app(app)
     with app.app_context():
@@ -128,6 +128,8 @@ def _register_database(app):
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
+        elif engine.dialect.name == "postgresql":
+            use_postgresql()
 
 
 def _register_extensions(app):

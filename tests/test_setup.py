@@ -126,3 +126,25 @@ def test_readme_starts_with_the_two_commands():
     block = lines[lines.index("```sh") + 1:lines.index("```sh") + 3]
     assert block[0].startswith("pip install -r requirements.txt && gunicorn pwpush:app")
     assert block[1].startswith("pip install -r requirements-dev.txt && python -m pytest")
+
+
+def test_partial_indexes_exist_on_both_databases(app):
+    """The owner and expired_on indexes leave out anonymous and live pushes."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        rows = sql(app, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'")
+    else:
+        rows = sql(app, "SELECT indexname, indexdef FROM pg_indexes WHERE indexdef LIKE '%WHERE%'")
+    found = {name: definition for name, definition in rows}
+    assert "user_id IS NOT NULL" in found["ix_pushes_user_expired_created"]
+    assert "expired_on IS NOT NULL" in found["ix_pushes_expired_on"]
+
+
+def test_sqlite_workers_do_not_load_the_postgresql_dialect(tmp_path):
+    """~2 MiB per worker: the PostgreSQL index options are added only when it is used."""
+    env = {**os.environ, "PWPUSH_INSTANCE_PATH": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    code = "import sys, pwpush; print('sqlalchemy.dialects.postgresql' in sys.modules, 'qrcode' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]
