@@ -6,13 +6,13 @@
   PORT              PaaS port: bind 0.0.0.0:$PORT; without it bind 127.0.0.1:8000 (behind a proxy)
   BIND              an explicit address, e.g. unix:/run/pwpush.sock (wins over PORT)
 
-Measured on one core of the 2-vCPU VM (bench/RESULTS.md, "gunicorn settings", 2026-11-27
-afternoon): one process with 4 threads creates as fast as one sync worker and 4 % faster
-than two sync workers (3-7 % more flows), at 97 MiB instead of 160 MiB: every extra process
-on a core costs CPU per request. Threads also keep serving while one request or client is
-slow. Trade-off: at full load, threads waiting for the SQLite write lock give a worse p99
-(26 ms vs 15 ms); `gunicorn -k sync -w 2 pwpush:app` keeps p99 lower for 4-7 % fewer
-requests per core and ~65 MiB more.
+Measured on one core of the 2-vCPU VM (bench/RESULTS.md, "gunicorn settings", two runs on
+2026-11-27): one process with 4 threads creates as fast as one sync worker (or faster) and
+4-30 % faster than two sync workers, at 95-97 MiB instead of 156-160 MiB: every extra
+process on a core costs CPU per request. Threads also keep serving while one request or
+client is slow. Trade-off: at full load, p99 is worse (26-28 ms vs 15-22 ms for sync
+workers); `gunicorn -k sync -w 2 pwpush:app` keeps the tail lower for fewer requests per
+core and ~60 MiB more.
 """
 import os
 
