@@ -98,22 +98,23 @@ class Transaction:
             self.dbapi = self.fairy.dbapi_connection
             self.dialect = engine.dialect
         self.open = True
-        self.cursor = self.dbapi.cursor()
-        self.lock = None
-        if self.fairy is not None and self.dialect.name == "sqlite":
-            # Threads of this process queue here rather than in SQLite's busy handler,
-            # which polls with sleeps of 1, 2, 5, 10 ... ms: 3-6 % less CPU per request
-            # with 4 threads (bench/RESULTS.md). Other processes meet the busy handler.
-            lock = _write_lock(engine.url)
-            if lock.acquire(timeout=WRITE_LOCK_WAIT):
-                self.lock = lock
-            try:
+        self.cursor = self.lock = None
+        try:
+            self.cursor = self.dbapi.cursor()
+            if self.fairy is not None and self.dialect.name == "sqlite":
+                # Threads of this process queue here rather than in SQLite's busy handler,
+                # which polls with sleeps of 1, 2, 5, 10 ... ms: 3-6 % less CPU per request
+                # with 4 threads (bench/RESULTS.md). Other processes meet the busy handler.
+                lock = _write_lock(engine.url)
+                if lock.acquire(timeout=WRITE_LOCK_WAIT):
+                    self.lock = lock
                 # As pwp._sqlite_begin: take the write lock up front.
                 self.cursor.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                # "database is locked" after the busy timeout: give the connection back.
-                self.end(commit=False)
-                raise
+        except BaseException:
+            # A dropped connection, or "database is locked" after the busy timeout:
+            # give the connection (and the lock) back.
+            self.end(commit=False)
+            raise
 
     def run(self, statement: Statement, params) -> list[tuple]:
         """Run one statement in this transaction."""
@@ -137,7 +138,8 @@ class Transaction:
             self._invalidate_if_gone(error)
             raise
         finally:
-            self.cursor.close()
+            if self.cursor is not None:
+                self.cursor.close()
             if self.fairy is not None:
                 self.fairy.close()  # back to the pool (or closed, if invalidated)
             if self.lock is not None:

@@ -90,3 +90,31 @@ def test_executemany_for_a_list_of_rows(app):
             assert tx.run(insert_push, [_row(url_token=f"many{i}") for i in range(3)]) == []
         tokens = db.session.scalars(select(Push.url_token).order_by(Push.url_token)).all()
         assert tokens == ["many0", "many1", "many2"]
+
+
+def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
+    """SQLite: another process holds the write lock past the busy timeout."""
+    import sqlite3
+
+    from conftest import make_config
+    from pwp import create_app
+
+    path = tmp_path / "locked.sqlite3"
+    app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"))
+    with app.app_context():
+        engine = db.engine
+        pooled = engine.raw_connection()
+        pooled.dbapi_connection.execute("PRAGMA busy_timeout=20")  # give up after 20 ms
+        pooled.close()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                fastsql.Transaction()
+            assert engine.pool.checkedout() == 0
+            assert not fastsql._write_lock(engine.url).locked()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        with fastsql.Transaction():  # free again
+            pass
