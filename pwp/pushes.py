@@ -60,9 +60,30 @@ _CLAIM_OPEN_SQL = (
            _PUSHES.c.passphrase_verifier.is_(None), _PUSHES.c.kind != int(Kind.file))
     .values(view_count=_PUSHES.c.view_count + 1, updated_at=bindparam("now"))
     .returning(*_PUSHES.c))
-_CLAIM_OPEN = Statement(_CLAIM_OPEN_SQL)
-_CLAIM_OPEN_NOT_OWNED = Statement(_CLAIM_OPEN_SQL.where(
-    or_(_PUSHES.c.user_id.is_(None), _PUSHES.c.user_id != bindparam("caller_id"))))
+_CLAIM_OPEN_NOT_OWNED_SQL = _CLAIM_OPEN_SQL.where(
+    or_(_PUSHES.c.user_id.is_(None), _PUSHES.c.user_id != bindparam("caller_id")))
+
+
+def _with_view_event(claim):
+    """PostgreSQL: the claim and its audit event in one statement (one round trip, not two).
+
+    WITH claimed AS (UPDATE ... RETURNING *), logged AS (INSERT INTO audit_logs SELECT
+    claimed.id, ... FROM claimed) SELECT * FROM claimed: no claim, no event.
+    """
+    claimed = claim.cte("claimed")
+    audit = AuditLog.__table__
+    event = select(claimed.c.id, *(bindparam(key, type_=audit.c[key].type)
+                                   for key in ("user_id", "kind", "ip", "user_agent", "referrer")),
+                   bindparam("now", type_=audit.c.created_at.type))
+    logged = insert(audit).from_select(
+        ["push_id", "user_id", "kind", "ip", "user_agent", "referrer", "created_at"], event).cte("logged")
+    return select(claimed).add_cte(logged)
+
+
+# [caller is anonymous, caller is signed in]
+_CLAIM_OPEN = [Statement(_CLAIM_OPEN_SQL), Statement(_CLAIM_OPEN_NOT_OWNED_SQL)]
+_CLAIM_OPEN_LOGGED = [Statement(_with_view_event(_CLAIM_OPEN_SQL)),
+                      Statement(_with_view_event(_CLAIM_OPEN_NOT_OWNED_SQL))]
 # Expiry deletes the payload and the passphrase (files: see _expire).
 _EXPIRED_VALUES = {"expired": True, "payload_ciphertext": None, "passphrase_salt": None,
                    "passphrase_verifier": None}
@@ -202,10 +223,14 @@ def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True,
         if count >= AUDIT_CAP:
             return
     # A plain INSERT: the event is never read back in this request.
-    _run(_INSERT_AUDIT, {
-        "push_id": push.id, "user_id": actor.user.id if actor.user else None, "kind": int(kind),
-        "ip": (actor.ip or "")[:64], "user_agent": (actor.user_agent or "")[:255],
-        "referrer": (actor.referrer or "")[:255], "created_at": now}, tx)
+    _run(_INSERT_AUDIT, {"push_id": push.id, "created_at": now, **_event(kind, actor)}, tx)
+
+
+def _event(kind: AuditKind, actor: Actor) -> dict:
+    """The columns of an audit event that describe the request."""
+    return {"user_id": actor.user.id if actor.user else None, "kind": int(kind),
+            "ip": (actor.ip or "")[:64], "user_agent": (actor.user_agent or "")[:255],
+            "referrer": (actor.referrer or "")[:255]}
 
 
 def _find(url_token: str) -> Push:
@@ -451,20 +476,25 @@ def _claim(push: Push, now: datetime) -> bool:
     return True
 
 
-def _claim_open(tx: Transaction, url_token: str, user: User | None, now: datetime) -> Push | None:
-    """Count a view of a live push without passphrase or files that is not the caller's own.
+def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) -> Push | None:
+    """Count and log a view of a live push without passphrase or files, not the caller's own.
 
     One conditional write, as _claim; returns the updated push (detached), or None
     when the request needs the general path (which decides without this write).
     """
-    if user is None:
-        stmt, params = _CLAIM_OPEN, {"token": url_token, "now": now}
-    elif user.is_admin:
+    user = actor.user
+    if user is not None and user.is_admin:
         return None
-    else:
-        stmt, params = _CLAIM_OPEN_NOT_OWNED, {"token": url_token, "now": now, "caller_id": user.id}
-    rows = tx.run(stmt, params)
-    return _loaded(dict(zip(_PUSH_KEYS, rows[0]))) if rows else None
+    params = {"token": url_token, "now": now, "caller_id": user.id if user else None}
+    if tx.dialect.name == "postgresql":
+        rows = tx.run(_CLAIM_OPEN_LOGGED[user is not None], {**params, **_event(AuditKind.view, actor)})
+        return _loaded(dict(zip(_PUSH_KEYS, rows[0]))) if rows else None
+    rows = tx.run(_CLAIM_OPEN[user is not None], params)
+    if not rows:
+        return None
+    push = _loaded(dict(zip(_PUSH_KEYS, rows[0])))
+    _log(push, AuditKind.view, actor, now, tx=tx)
+    return push
 
 
 def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
@@ -488,9 +518,8 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     stay until their next access so the files can be downloaded).
     """
     with Transaction() as tx:
-        push = _claim_open(tx, url_token, actor.user, now)
+        push = _claim_open(tx, url_token, actor, now)
         if push is not None:
-            _log(push, AuditKind.view, actor, now, tx=tx)
             return _grant(push, None, now, tx)  # committed as the block ends
         tx.end(commit=False)
     # Everything else: unknown, expired, passphrase, owner or admin, or a lost race.
