@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, delete, false, func, insert, or_, select, true, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import crypto
@@ -204,6 +204,17 @@ def _run(statement: Statement, params, tx: Transaction | None = None) -> list[tu
         cursor.close()
 
 
+def _load_caller(actor: Actor):
+    """Reload the caller's columns now if a commit expired them, before a fast transaction.
+
+    Inside it, an expired User would reload through the session: on SQLite a second
+    connection of this request, waiting for the first one's write lock.
+    """
+    user = actor.user
+    if user is not None and inspect(user).expired_attributes:
+        db.session.refresh(user)
+
+
 def _loaded(values: dict) -> Push:
     """A Push holding these column values, outside any session (as if loaded, then detached).
 
@@ -374,6 +385,7 @@ def create(new: NewPush, actor: Actor, now: datetime) -> Push:
     row, key = new_row(new, actor, now)
     kind = new.kind
     ring = keyring()
+    _load_caller(actor)
     with Transaction() as tx:
         push = _loaded({"id": tx.run(_INSERT_PUSH, row)[0][0], **row})
         if kind == "file":
@@ -517,6 +529,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     gets the payload; the push expires in the same transaction (file pushes
     stay until their next access so the files can be downloaded).
     """
+    _load_caller(actor)
     with Transaction() as tx:
         push = _claim_open(tx, url_token, actor, now)
         if push is not None:

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import bindparam, insert, select, update
 
 from pwp import fastsql, pushes
-from pwp.models import AuditLog, Push, db
+from pwp.models import AuditLog, Push, User, db
 
 from conftest import NOW
 
@@ -118,3 +118,25 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
             other.close()
         with fastsql.Transaction():  # free again
             pass
+
+
+def test_the_fast_retrieval_logs_one_complete_view_event(app, make_user):
+    """PostgreSQL logs the view inside the claim statement, SQLite with a second INSERT:
+    the same row either way, and none when the claim fails."""
+    reader_id, _token = make_user("reader@example.com")
+    with app.app_context():
+        token = pushes.create(pushes.NewPush(payload="p", expire_after_views=1), pushes.Actor(), NOW).url_token
+        reader = db.session.get(User, reader_id)
+        db.session.commit()  # the retrieval starts without an open session transaction
+        actor = pushes.Actor(user=reader, ip="203.0.113.9", user_agent="ua/1", referrer="https://ref.example/")
+        # The commit expired `reader`: reading its id inside the fast transaction would
+        # reload it through the session (on SQLite: a second writer, "database is locked").
+        assert pushes.retrieve(token, actor, NOW).payload == "p"
+        assert pushes.retrieve(token, actor, NOW).payload is None  # expired: a failed view
+        db.session.commit()
+        assert pushes.create(pushes.NewPush(payload="q"), actor, NOW).user_id == reader_id
+        events = db.session.execute(select(AuditLog).order_by(AuditLog.id)).scalars().all()
+        view = events[1]
+        assert [e.kind for e in events] == [0, 1, 2, 0]  # creation, view, failed_view, creation
+        assert (view.user_id, view.ip, view.user_agent, view.referrer, view.created_at) == (
+            reader_id, "203.0.113.9", "ua/1", "https://ref.example/", NOW)
