@@ -101,7 +101,8 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _unix(now: datetime) -> int:
+def unix_seconds(now: datetime) -> int:
+    """Return a naive UTC datetime as Unix seconds (for Fernet token times and counters)."""
     return int(now.replace(tzinfo=timezone.utc).timestamp())
 
 
@@ -416,7 +417,7 @@ def throttle_hit(key: str, period: int, now: datetime) -> int:
     The counter lives in the database, so every worker and app instance shares it.
     Commits are left to the caller.
     """
-    ts = _unix(now)
+    ts = unix_seconds(now)
     window = ts - ts % period  # the window's start, in Unix seconds
     table = Throttle.__table__
     if db.engine.dialect.name == "postgresql":
@@ -498,14 +499,17 @@ def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) ->
     if user is not None and user.is_admin:
         return None
     params = {"token": url_token, "now": now, "caller_id": user.id if user else None}
-    if tx.dialect.name == "postgresql":
+    # PostgreSQL logs the view inside the claim statement; SQLite has no DML in CTEs.
+    logged = tx.dialect.name == "postgresql"
+    if logged:
         rows = tx.run(_CLAIM_OPEN_LOGGED[user is not None], {**params, **_event(AuditKind.view, actor)})
-        return _loaded(dict(zip(_PUSH_KEYS, rows[0]))) if rows else None
-    rows = tx.run(_CLAIM_OPEN[user is not None], params)
+    else:
+        rows = tx.run(_CLAIM_OPEN[user is not None], params)
     if not rows:
         return None
     push = _loaded(dict(zip(_PUSH_KEYS, rows[0])))
-    _log(push, AuditKind.view, actor, now, tx=tx)
+    if not logged:
+        _log(push, AuditKind.view, actor, now, tx=tx)
     return push
 
 
@@ -579,13 +583,13 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
     """Return an opaque download token for one file of a granted view, valid a few minutes."""
     data = {"f": push_file.id, "p": push_file.push_id,
             "k": key.decode("ascii") if key else None}
-    return keyring().encrypt_at(json.dumps(data).encode(), _unix(now)).decode("ascii")
+    return keyring().encrypt_at(json.dumps(data).encode(), unix_seconds(now)).decode("ascii")
 
 
 def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
     """Decrypt one file from a download token; NotFound when stale or the push expired."""
     try:
-        raw = keyring().decrypt_fresh(token.encode("ascii"), FILE_LINK_SECONDS, _unix(now))
+        raw = keyring().decrypt_fresh(token.encode("ascii"), FILE_LINK_SECONDS, unix_seconds(now))
         data = json.loads(raw) if raw else None
     except (ValueError, UnicodeError):
         data = None
@@ -687,7 +691,7 @@ def purge(now: datetime) -> dict:
             Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"])])
     # Counter windows are at most a day long: anything that started a day ago is dead.
     db.session.execute(delete(Throttle).where(
-        Throttle.window < _unix(now) - 86400))
+        Throttle.window < unix_seconds(now) - 86400))
     db.session.commit()
     return {"expired": expired, "files_deleted": files,
             "anonymous_deleted": anonymous, "owned_deleted": owned_rows}

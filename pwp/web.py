@@ -6,7 +6,6 @@ lifecycle function and render. Secrets never appear in a URL, a title or a log.
 import base64
 import io
 import json
-from datetime import timezone
 
 from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template,
                    request, url_for)
@@ -215,21 +214,17 @@ def _unlock_cookie_name(url_token: str) -> str:
     return f"{url_token}-p"
 
 
-def _epoch(moment) -> int:
-    return int(moment.replace(tzinfo=timezone.utc).timestamp())
-
-
 def seal_unlock_key(url_token: str, key: bytes, now) -> str:
     """Encrypt a payload key for the short-lived cookie, bound to its push and time."""
     data = {"t": url_token, "k": key.decode("ascii")}
-    return pushes.keyring().encrypt_at(json.dumps(data).encode(), _epoch(now)).decode("ascii")
+    return pushes.keyring().encrypt_at(json.dumps(data).encode(), pushes.unix_seconds(now)).decode("ascii")
 
 
 def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
     """Return the payload key from a fresh cookie of this push, else None."""
     if not value or not value.isascii():
         return None
-    raw = pushes.keyring().decrypt_fresh(value.encode("ascii"), UNLOCK_SECONDS, _epoch(now))
+    raw = pushes.keyring().decrypt_fresh(value.encode("ascii"), UNLOCK_SECONDS, pushes.unix_seconds(now))
     data = json.loads(raw) if raw else None
     # Only this module writes the cookie, so a decrypted one has its shape.
     return data["k"].encode("ascii") if data and data["t"] == url_token else None
