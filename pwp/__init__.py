@@ -153,24 +153,38 @@ def _register_blueprints(app):
     cli.init_app(app)
 
 
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", _CSP), ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+    ("X-Robots-Tag", "noindex, nofollow"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), clipboard-write=(self)")]
+
+
+class SecurityHeaders:
+    """WSGI middleware: the fixed security headers on every response, error pages included,
+    and "Cache-Control: no-store" unless the view chose a cache policy (static assets do):
+    secrets must never sit in a browser or proxy cache.
+
+    At the WSGI edge it appends to the header list as is, where an after_request hook
+    costs a Headers.extend that re-validates each fixed header on every request.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            if not any(name.lower() == "cache-control" for name, _value in headers):
+                headers.append(("Cache-Control", "no-store"))
+            headers.extend(SECURITY_HEADERS)
+            return start_response(status, headers, exc_info)
+        return self.wsgi_app(environ, start)
+
+
 def _register_security_headers(app):
-    csp = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-    fixed = [("Content-Security-Policy", csp), ("X-Content-Type-Options", "nosniff"),
-             ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
-             ("X-Robots-Tag", "noindex, nofollow"),
-             ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), clipboard-write=(self)")]
-
-    @app.after_request
-    def security_headers(response):
-        headers = response.headers
-        # No view sets these: append them without Headers.set's search for an old value.
-        headers.extend(fixed)
-        # Secrets must never sit in a browser or proxy cache; static assets may.
-        if "Cache-Control" not in headers and not response.direct_passthrough:
-            headers["Cache-Control"] = "no-store"
-        return response
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
 
 
 def _create_tables(app):

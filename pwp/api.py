@@ -6,13 +6,13 @@ explicit allow-list of fields.
 from functools import lru_cache
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
-from werkzeug.sansio.utils import get_current_url
+from werkzeug.sansio.utils import get_current_url, get_host
 
 from . import UPSTREAM_VERSION, params, pushes
 from .auth import actor, api_auth
-from .errors import SignInRequired, ValidationFailed
+from .errors import SignInRequired, ValidationFailed, json_response
 from .models import AuditKind, Kind
 
 bp = Blueprint("api", __name__, url_prefix="/api/v2")
@@ -35,13 +35,22 @@ def iso(moment):
 
 def base_url() -> str:
     """Scheme and host for generated links: PWP__OVERRIDE_BASE_URL or this request's."""
-    return current_app.config["PWP__OVERRIDE_BASE_URL"] or _host_url(request.scheme, request.host)
+    override = current_app.config["PWP__OVERRIDE_BASE_URL"]
+    if override:
+        return override
+    environ = request.environ  # as ProxyFix left it, when proxies are trusted
+    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
+                     environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
 
 
 @lru_cache(maxsize=64)
-def _host_url(scheme: str, host: str) -> str:
-    # request.host_url, remembered: its IRI decoding costs more than a whole SQL statement.
-    return get_current_url(scheme, host).rstrip("/")
+def _host_url(scheme: str, host_header, server_name, server_port) -> str:
+    # request.host_url, remembered: its host parsing and IRI decoding cost more than a
+    # whole SQL statement, and a server sees few distinct Host headers.
+    server = None
+    if server_name is not None:  # as werkzeug's request.server: no port on a Unix socket
+        server = (server_name, int(server_port) if (server_port or "").isdigit() else None)
+    return get_current_url(scheme, get_host(scheme, host_header, server)).rstrip("/")
 
 
 def secret_url(push, base=None) -> str:
@@ -96,13 +105,6 @@ def audit_json(entry) -> dict:
             "updated_at": iso(entry.created_at)}
 
 
-def created(data):
-    """Return a 201 JSON response."""
-    response = jsonify(data)
-    response.status_code = 201
-    return response
-
-
 # ----------------------------------------------------------------------------- handlers (v1 + v2)
 
 def version_json(api_version) -> dict:
@@ -138,40 +140,40 @@ def create_push(root_key, version, kind=None, wrap=False):
                                 "base": ["Notify by email feature is not enabled"]})
     now = pushes.utcnow()
     push = pushes.create(new, actor(g.caller), now)
-    return created(push_json(push, now, version=version, owner_fields=True))
+    return json_response(push_json(push, now, version=version, owner_fields=True), 201)
 
 
 def show_push(url_token, version):
     """Retrieve: count one view and return the payload."""
     now = pushes.utcnow()
     result = pushes.retrieve(url_token, actor(g.caller), now, passphrase=params.passphrase_param())
-    return jsonify(push_json(result.push, now, version=version, retrieval=result))
+    return json_response(push_json(result.push, now, version=version, retrieval=result))
 
 
 def destroy_push(url_token, version):
     """Expire a push now (owner, or anyone when deletable by viewers)."""
     now = pushes.utcnow()
     push = pushes.expire_now(url_token, actor(g.caller), now)
-    return jsonify(push_json(push, now, version=version))
+    return json_response(push_json(push, now, version=version))
 
 
 def preview_push(url_token):
     """Return the secret URL without counting a view."""
-    return jsonify({"url": secret_url(pushes.get(url_token, pushes.utcnow()))})
+    return json_response({"url": secret_url(pushes.get(url_token, pushes.utcnow()))})
 
 
 def audit_page(url_token, root_key):
     """Return one page of the owner's audit log."""
     page = params.page_param()
     push = pushes.owned(url_token, g.caller)
-    return jsonify({root_key: [audit_json(e) for e in pushes.audit_log(push, page)]})
+    return json_response({root_key: [audit_json(e) for e in pushes.audit_log(push, page)]})
 
 
 def list_pushes(expired, version):
     """Return one page of the caller's active or expired pushes."""
     page = params.page_param()
     now = pushes.utcnow()
-    return jsonify([push_json(p, now, version=version, owner_fields=True)
+    return json_response([push_json(p, now, version=version, owner_fields=True)
                     for p in pushes.list_for(g.caller, expired, page)])
 
 
@@ -190,7 +192,7 @@ def download_file(token, _filename):
 @bp.get("/version.json")
 def version():
     """Report versions and enabled features (public, even with a bad token)."""
-    return jsonify(version_json("2.1"))
+    return json_response(version_json("2.1"))
 
 
 @bp.post("/pushes")

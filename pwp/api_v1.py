@@ -3,11 +3,12 @@
 Thin wrappers over the same handlers as API v2; only the root keys, the audit
 key ("views") and the per-prefix authentication rules differ.
 """
-from flask import Blueprint, abort, current_app, jsonify
+from flask import Blueprint, abort, current_app
 
 from .api import (audit_page, create_push, destroy_push, list_pushes, preview_push, show_push,
                   version_json)
 from .auth import api_auth
+from .errors import json_response
 
 bp = Blueprint("api_v1", __name__)
 PREFIX = "<any(p, f, r):prefix>"
@@ -22,7 +23,7 @@ def _require_kind(setting):
 @bp.get("/api/v1/version.json")
 def version():
     """Report versions (public)."""
-    return jsonify(version_json("1.5"))
+    return json_response(version_json("1.5"))
 
 
 @bp.post("/p.json")

@@ -100,6 +100,9 @@ def user_for_token(token: str) -> User | None:
 
 def _header_token():
     """Return (token, a token header was sent) by upstream's rules."""
+    environ = request.environ
+    if "HTTP_AUTHORIZATION" not in environ and "HTTP_X_USER_TOKEN" not in environ:
+        return None, False  # anonymous: no header lookups
     email = request.headers.get("X-User-Email")
     x_token = request.headers.get("X-User-Token")
     authorization = request.headers.get("Authorization")
@@ -140,6 +143,7 @@ def api_auth(required=False):
 
 def actor(user=None) -> Actor:
     """Describe the current request's user, IP, user agent and referrer for the audit log."""
-    return Actor(user=user, ip=request.remote_addr or "",
-                 user_agent=request.headers.get("User-Agent", "")[:255],
-                 referrer=request.headers.get("Referer", "")[:255])
+    environ = request.environ  # one context lookup; header values as the server decoded them
+    return Actor(user=user, ip=environ.get("REMOTE_ADDR") or "",
+                 user_agent=environ.get("HTTP_USER_AGENT", "")[:255],
+                 referrer=environ.get("HTTP_REFERER", "")[:255])

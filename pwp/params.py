@@ -49,8 +49,9 @@ def _assign(tree: dict, key: str, value):
 def body_params() -> dict:
     """Return query, form and JSON parameters merged into one nested dict."""
     tree: dict = {}
-    for key, value in request.args.items(multi=True):
-        _assign(tree, key, value)
+    if request.environ.get("QUERY_STRING"):
+        for key, value in request.args.items(multi=True):
+            _assign(tree, key, value)
     if request.is_json:
         data = request.get_json(silent=True)
         if data is None and request.get_data(cache=True):
@@ -176,6 +177,10 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
 
 def passphrase_param() -> str | None:
     """The passphrase a retrieval carries, from the query or the body."""
+    environ = request.environ
+    if not environ.get("QUERY_STRING") and not environ.get("CONTENT_LENGTH") \
+            and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", ""):
+        return None  # nothing sent (the usual GET): no parsing
     value = request.args.get("passphrase")
     if value is None and request.is_json:
         data = request.get_json(silent=True)
