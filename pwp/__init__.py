@@ -2,7 +2,7 @@
 import logging
 import os
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -138,7 +138,18 @@ def _register_extensions(app):
     throttling.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
+    # Flask-WTF's own hook looks up the view's exemptions on every request; ours asks
+    # first whether the method can carry a form at all.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
+    app.before_request(_csrf_protect)
+
+
+def _csrf_protect():
+    """Check the CSRF token of form submissions (not the token-authenticated JSON APIs)."""
+    config = current_app.config
+    if request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]:
+        csrf.protect(apply_exemptions=True)
 
 
 def _register_blueprints(app):

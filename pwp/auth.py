@@ -3,7 +3,7 @@ import hmac
 import secrets
 from functools import cache, wraps
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, g, request, session
 from flask_login import LoginManager, current_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -14,7 +14,17 @@ from .errors import api_error
 from .models import User, db
 from .pushes import Actor, utcnow
 
-login_manager = LoginManager()
+class _LoginManager(LoginManager):
+    """Flask-Login, minus its after-request session lookups when the session is empty."""
+
+    def _update_remember_cookie(self, response):
+        # Remember-me state lives in the session: an empty one (every API call) has none.
+        if not session:
+            return response
+        return super()._update_remember_cookie(response)
+
+
+login_manager = _LoginManager()
 login_manager.login_view = "web.sign_in"
 login_manager.login_message = "You need to sign in or sign up before continuing."
 login_manager.login_message_category = "warning"

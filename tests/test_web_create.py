@@ -134,6 +134,9 @@ def test_form_post_without_csrf_token_is_refused(settings, database_url, request
     assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
     # The JSON API stays exempt: it authenticates with tokens, not cookies.
     assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+    assert client.post("/p.json", json={"password": {"payload": "x"}}).status_code == 201
+    # Reads never need a token.
+    assert client.get("/").status_code == 200
 
 
 def test_form_post_with_csrf_token_is_accepted(settings, database_url, request):
