@@ -1,4 +1,5 @@
 """The lifecycle module directly: purge, key rotation, claims; time passed as `now`."""
+import collections
 from datetime import timedelta
 
 import pytest
@@ -123,6 +124,20 @@ def test_url_tokens_are_unique_and_url_safe():
     tokens = {pushes.new_url_token() for _ in range(2000)}
     assert len(tokens) == 2000
     assert all(len(t) == 24 and t.isalnum() and t.islower() for t in tokens)
+
+
+def test_url_token_characters_are_uniform():
+    counts = collections.Counter("".join(pushes.new_url_token() for _ in range(20_000)))
+    # 480 000 characters: 13 333 of each expected, sigma ~114; a modulo bias (b % 36
+    # over all 256 byte values) would put a quarter of them ~1 900 off.
+    assert set(counts) == set("abcdefghijklmnopqrstuvwxyz0123456789")
+    assert all(abs(n - 480_000 / 36) < 700 for n in counts.values()), counts
+
+
+def test_url_token_draws_again_when_too_many_bytes_are_rejected(monkeypatch):
+    draws = iter([bytes([252, 253, 254, 255]) * 8, bytes(range(32))])
+    monkeypatch.setattr(pushes.secrets, "token_bytes", lambda n: next(draws))
+    assert pushes.new_url_token() == "abcdefghijklmnopqrstuvwx"
 
 
 def test_passphrase_key_check_is_exact():
