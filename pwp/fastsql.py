@@ -1,4 +1,5 @@
-"""Hot-path SQL: Core statements compiled once per dialect, run on a pooled DB-API connection.
+"""Hot-path SQL: Core statements compiled once per dialect, run on a DB-API connection
+(the thread's own for SQLite, a pooled one for PostgreSQL).
 
 SQLAlchemy's execution layer (Session, Connection.execute, execution context, Result)
 costs about ten times the statements themselves on the requests that matter most
@@ -6,7 +7,9 @@ costs about ten times the statements themselves on the requests that matter most
 SQLAlchemy for the engine's dialect with its own type conversions; only the per-call
 machinery is skipped. Everything else uses the session.
 """
+import os
 import threading
+import weakref
 
 from .models import db
 
@@ -65,6 +68,31 @@ def _convert(row, results) -> list:
     return row
 
 
+_held = threading.local()
+
+
+def _own_sqlite_connection(engine):
+    """This thread's own connection to the SQLite database, as the ceiling app keeps one.
+
+    A pool checkout and checkin cost about a fifth of a retrieval's SQL time; a SQLite
+    connection never drops, so each thread keeps one, made by the pool (the pragmas of
+    the connect event applied) and then detached from it. Keyed by the pool: after
+    engine.dispose() (a new pool) threads connect afresh.
+    """
+    connections = getattr(_held, "connections", None)
+    if connections is None:
+        connections = _held.connections = weakref.WeakKeyDictionary()
+    dbapi = connections.get(engine.pool)
+    if dbapi is None:
+        fairy = engine.raw_connection()
+        fairy.detach()
+        dbapi = connections[engine.pool] = fairy.dbapi_connection
+    return dbapi
+
+
+# A forked child must not share its parent's SQLite connections.
+os.register_at_fork(after_in_child=lambda: setattr(_held, "connections", None))
+
 # Seconds a thread waits for this process's SQLite write lock before it goes on to
 # SQLite's own busy handler anyway (as long as the connections' busy timeout).
 WRITE_LOCK_WAIT = 15
@@ -76,7 +104,7 @@ def _write_lock(url) -> threading.Lock:
 
 
 class Transaction:
-    """One short transaction on a pooled connection: `with Transaction() as tx: tx.run(...)`.
+    """One short transaction: `with Transaction() as tx: tx.run(...)`.
 
     Commits at the end of the block, rolls back on an exception (or `end(commit=False)`).
     When the request's session already holds a transaction (a token caller was looked
@@ -94,14 +122,19 @@ class Transaction:
             self.dialect = connection.dialect
         else:
             engine = db.engine
-            self.fairy = engine.raw_connection()  # pool checkout: connect events applied
-            self.dbapi = self.fairy.dbapi_connection
             self.dialect = engine.dialect
+            if self.dialect.name == "sqlite":
+                self.fairy = None
+                self.dbapi = _own_sqlite_connection(engine)
+                self.own = engine.pool
+            else:
+                self.fairy = engine.raw_connection()  # pool checkout: connect events applied
+                self.dbapi = self.fairy.dbapi_connection
         self.open = True
         self.cursor = self.lock = None
         try:
             self.cursor = self.dbapi.cursor()
-            if self.fairy is not None and self.dialect.name == "sqlite":
+            if self.session is None and self.dialect.name == "sqlite":
                 # Threads of this process queue here rather than in SQLite's busy handler,
                 # which polls with sleeps of 1, 2, 5, 10 ... ms: 3-6 % less CPU per request
                 # with 4 threads (bench/RESULTS.md). Other processes meet the busy handler.
@@ -156,7 +189,11 @@ class Transaction:
 
     def _invalidate_if_gone(self, error):
         # What SQLAlchemy does for its own connections: a connection the server dropped
-        # is not given back to the pool.
-        if self.fairy is not None and isinstance(error, self.dialect.loaded_dbapi.Error) \
+        # is not given back to the pool (nor kept by the thread).
+        if self.session is None and isinstance(error, self.dialect.loaded_dbapi.Error) \
                 and self.dialect.is_disconnect(error, self.dbapi, self.cursor):
-            self.fairy.invalidate(error)
+            if self.fairy is not None:
+                self.fairy.invalidate(error)
+            else:
+                _held.connections.pop(self.own, None)
+                self.dbapi.close()

@@ -1,4 +1,4 @@
-"""fastsql: compiled hot-path statements on a pooled DB-API connection, on both databases."""
+"""fastsql: compiled hot-path statements on a DB-API connection, on both databases."""
 from datetime import datetime
 
 import pytest
@@ -103,9 +103,8 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
     app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"))
     with app.app_context():
         engine = db.engine
-        pooled = engine.raw_connection()
-        pooled.dbapi_connection.execute("PRAGMA busy_timeout=20")  # give up after 20 ms
-        pooled.close()
+        # This thread's fast-path connection gives up after 20 ms.
+        fastsql._own_sqlite_connection(engine).execute("PRAGMA busy_timeout=20")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
@@ -118,6 +117,32 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
             other.close()
         with fastsql.Transaction():  # free again
             pass
+
+
+def test_sqlite_threads_keep_their_own_connection_until_the_pool_is_replaced(tmp_path):
+    import threading
+
+    from conftest import make_config
+    from pwp import create_app
+
+    app = create_app(make_config(f"sqlite:///{tmp_path / 'own.sqlite3'}"),
+                     instance_path=str(tmp_path / "instance"))
+
+    def connection_used():
+        with app.app_context(), fastsql.Transaction() as tx:
+            return tx.dbapi
+
+    first = connection_used()
+    assert connection_used() is first  # no pool checkout per transaction
+    assert first.execute("PRAGMA busy_timeout").fetchone() == (15000,)  # the connect event ran
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(connection_used()))
+    thread.start()
+    thread.join()
+    assert seen[0] is not first  # sqlite3 connections are not shared between threads
+    with app.app_context():
+        db.engine.dispose()  # a new pool: threads connect afresh
+    assert connection_used() is not first
 
 
 def test_the_fast_retrieval_logs_one_complete_view_event(app, make_user):
