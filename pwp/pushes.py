@@ -67,26 +67,34 @@ _CLAIM_OPEN_NOT_OWNED_SQL = _CLAIM_OPEN_SQL.where(
     or_(_PUSHES.c.user_id.is_(None), _PUSHES.c.user_id != bindparam("caller_id")))
 
 
-def _with_view_event(claim):
-    """PostgreSQL: the claim and its audit event in one statement (one round trip, not two).
+_EVENT_KEYS = ("user_id", "kind", "ip", "user_agent", "referrer")
 
-    WITH claimed AS (UPDATE ... RETURNING *), logged AS (INSERT INTO audit_logs SELECT
-    claimed.id, ... FROM claimed) SELECT * FROM claimed: no claim, no event.
+
+def _with_event(statement):
+    """PostgreSQL: a write of one push and its audit event in one statement (one round
+    trip, not two).
+
+    WITH changed AS (INSERT or UPDATE ... RETURNING ...), logged AS (INSERT INTO
+    audit_logs SELECT changed.id, :event_user_id, ... FROM changed) SELECT * FROM changed:
+    no row written, no event.
     """
-    claimed = claim.cte("claimed")
+    changed = statement.cte("changed")
     audit = AuditLog.__table__
-    event = select(claimed.c.id, *(bindparam(key, type_=audit.c[key].type)
-                                   for key in ("user_id", "kind", "ip", "user_agent", "referrer")),
+    event = select(changed.c.id, *(bindparam("event_" + key, type_=audit.c[key].type)
+                                   for key in _EVENT_KEYS),
                    bindparam("now", type_=audit.c.created_at.type))
-    logged = insert(audit).from_select(
-        ["push_id", "user_id", "kind", "ip", "user_agent", "referrer", "created_at"], event).cte("logged")
-    return select(claimed).add_cte(logged)
+    logged = insert(audit).from_select(["push_id", *_EVENT_KEYS, "created_at"], event).cte("logged")
+    return select(changed).add_cte(logged)
 
 
+# The insert as a CTE needs its own bind names (a column's name is reserved in VALUES).
+_INSERT_PUSH_LOGGED = Statement(_with_event(insert(_PUSHES).values(
+    {key: bindparam("p_" + key, type_=_PUSHES.c[key].type) for key in _without_id(_PUSHES)})
+    .returning(_PUSHES.c.id)))
 # [caller is anonymous, caller is signed in]
 _CLAIM_OPEN = [Statement(_CLAIM_OPEN_SQL), Statement(_CLAIM_OPEN_NOT_OWNED_SQL)]
-_CLAIM_OPEN_LOGGED = [Statement(_with_view_event(_CLAIM_OPEN_SQL)),
-                      Statement(_with_view_event(_CLAIM_OPEN_NOT_OWNED_SQL))]
+_CLAIM_OPEN_LOGGED = [Statement(_with_event(_CLAIM_OPEN_SQL)),
+                      Statement(_with_event(_CLAIM_OPEN_NOT_OWNED_SQL))]
 # Expiry deletes the payload and the passphrase (files: see _expire).
 _EXPIRED_VALUES = {"expired": True, "payload_ciphertext": None, "passphrase_salt": None,
                    "passphrase_verifier": None}
@@ -239,11 +247,11 @@ def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True,
     _run(_INSERT_AUDIT, {"push_id": push.id, "created_at": now, **_event(kind, actor)}, tx)
 
 
-def _event(kind: AuditKind, actor: Actor) -> dict:
-    """The columns of an audit event that describe the request."""
-    return {"user_id": actor.user.id if actor.user else None, "kind": int(kind),
-            "ip": (actor.ip or "")[:64], "user_agent": (actor.user_agent or "")[:255],
-            "referrer": (actor.referrer or "")[:255]}
+def _event(kind: AuditKind, actor: Actor, prefix="") -> dict:
+    """The columns of an audit event that describe the request (names prefixed for _with_event)."""
+    return {prefix + "user_id": actor.user.id if actor.user else None, prefix + "kind": int(kind),
+            prefix + "ip": (actor.ip or "")[:64], prefix + "user_agent": (actor.user_agent or "")[:255],
+            prefix + "referrer": (actor.referrer or "")[:255]}
 
 
 def _find(url_token: str) -> Push:
@@ -389,14 +397,23 @@ def create(new: NewPush, actor: Actor, now: datetime) -> Push:
     ring = keyring()
     _load_caller(actor)
     with Transaction() as tx:
-        push = _loaded({"id": tx.run(_INSERT_PUSH, row)[0][0], **row})
+        # PostgreSQL logs the creation inside the insert; SQLite has no DML in CTEs.
+        logged = tx.dialect.name == "postgresql"
+        if logged:
+            params = {"p_" + key: value for key, value in row.items()}
+            push_id = tx.run(_INSERT_PUSH_LOGGED, {
+                **params, "now": now, **_event(AuditKind.creation, actor, "event_")})[0][0]
+        else:
+            push_id = tx.run(_INSERT_PUSH, row)[0][0]
+        push = _loaded({"id": push_id, **row})
         if kind == "file":
             tx.run(_INSERT_FILE, [{
                 "push_id": push.id, "filename": upload.filename[:255] or "file",
                 "content_type": (upload.content_type or "application/octet-stream")[:255],
                 "size": len(upload.data), "ciphertext": ring.seal(upload.data, key)}
                 for upload in new.files])
-        _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
+        if not logged:
+            _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
     current_app.logger.info("push %s created (kind %s)", push.id, kind)
     return push
 
@@ -503,7 +520,8 @@ def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) ->
     # PostgreSQL logs the view inside the claim statement; SQLite has no DML in CTEs.
     logged = tx.dialect.name == "postgresql"
     if logged:
-        rows = tx.run(_CLAIM_OPEN_LOGGED[user is not None], {**params, **_event(AuditKind.view, actor)})
+        rows = tx.run(_CLAIM_OPEN_LOGGED[user is not None],
+                      {**params, **_event(AuditKind.view, actor, "event_")})
     else:
         rows = tx.run(_CLAIM_OPEN[user is not None], params)
     if not rows:

@@ -2,7 +2,7 @@
 from datetime import datetime
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from pwp import fastsql, pushes
 from pwp.models import AuditLog, Push, User, db
@@ -165,3 +165,20 @@ def test_the_fast_retrieval_logs_one_complete_view_event(app, make_user):
         assert [e.kind for e in events] == [0, 1, 2, 0]  # creation, view, failed_view, creation
         assert (view.user_id, view.ip, view.user_agent, view.referrer, view.created_at) == (
             reader_id, "203.0.113.9", "ua/1", "https://ref.example/", NOW)
+        creation = events[3]
+        assert (creation.push_id, creation.user_id, creation.ip, creation.user_agent,
+                creation.referrer, creation.created_at) == (
+            db.session.scalar(select(Push.id).where(Push.user_id == reader_id)), reader_id,
+            "203.0.113.9", "ua/1", "https://ref.example/", NOW)
+
+
+def test_a_failed_create_logs_nothing(app, monkeypatch):
+    """PostgreSQL logs the creation inside the insert: a failed insert leaves no event."""
+    with app.app_context():
+        first = pushes.create(pushes.NewPush(payload="a"), pushes.Actor(), NOW)
+        monkeypatch.setattr(pushes, "new_url_token", lambda: first.url_token)  # a collision
+        with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError):
+            pushes.create(pushes.NewPush(payload="b"), pushes.Actor(), NOW)
+        db.session.rollback()
+        assert db.session.scalar(select(func.count()).select_from(AuditLog)) == 1
+        assert db.session.scalar(select(func.count()).select_from(Push)) == 1
