@@ -131,6 +131,7 @@ class Transaction:
                 self.fairy = engine.raw_connection()  # pool checkout: connect events applied
                 self.dbapi = self.fairy.dbapi_connection
         self.open = True
+        self.autocommitting = False
         self.cursor = self.lock = None
         try:
             self.cursor = self.dbapi.cursor()
@@ -153,6 +154,16 @@ class Transaction:
         """Run one statement in this transaction."""
         return statement.run(self.cursor, self.dialect, params)
 
+    def autocommit_single_statement(self) -> bool:
+        """Declare that the block runs one statement, atomic on its own: on a pooled
+        PostgreSQL connection it then commits itself, without the BEGIN and COMMIT round
+        trips. Call before the statement; returns whether it applies (not on SQLite, whose
+        BEGIN IMMEDIATE orders writers, nor inside a joined session)."""
+        if self.fairy is None or self.dialect.name != "postgresql":
+            return False
+        self.dbapi.autocommit = self.autocommitting = True
+        return True
+
     def end(self, commit: bool):
         """Commit or roll back and give the connection back (a joined session commits;
         its own teardown rolls back)."""
@@ -163,6 +174,8 @@ class Transaction:
             if self.session is not None:
                 if commit:
                     self.session.commit()
+            elif self.autocommitting:
+                self.dbapi.autocommit = False  # committed (or failed) as it ran
             elif commit:
                 self.dbapi.commit()
             else:
@@ -174,6 +187,8 @@ class Transaction:
             if self.cursor is not None:
                 self.cursor.close()
             if self.fairy is not None:
+                if self.autocommitting and self.dbapi.autocommit:
+                    self.fairy.invalidate()  # never give the pool a connection in autocommit
                 self.fairy.close()  # back to the pool (or closed, if invalidated)
             if self.lock is not None:
                 self.lock.release()

@@ -182,3 +182,26 @@ def test_a_failed_create_logs_nothing(app, monkeypatch):
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(AuditLog)) == 1
         assert db.session.scalar(select(func.count()).select_from(Push)) == 1
+
+
+def test_a_single_statement_autocommits_on_postgresql_only(app):
+    insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
+    with app.app_context():
+        postgresql = db.engine.dialect.name == "postgresql"
+        with fastsql.Transaction() as tx:
+            assert tx.autocommit_single_statement() is postgresql
+            tx.run(insert_push, _row())
+            connection = tx.dbapi
+        if postgresql:
+            assert connection.autocommit is False  # restored before the pool gets it back
+        with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError):
+            with fastsql.Transaction() as tx:
+                tx.autocommit_single_statement()
+                connection = tx.dbapi
+                tx.run(insert_push, _row())  # the same url_token again
+        if postgresql:
+            assert connection.autocommit is False
+        assert db.session.scalar(select(func.count()).select_from(Push)) == 1
+        with fastsql.Transaction() as tx:  # and the next transaction is a real one again
+            tx.run(insert_push, _row(url_token="second"))
+            assert not getattr(tx.dbapi, "autocommit", False)
