@@ -1,5 +1,5 @@
-"""Hot-path SQL: Core statements compiled once per dialect, run on a DB-API connection
-(the thread's own for SQLite, a pooled one for PostgreSQL).
+"""Hot-path SQL: Core statements compiled once per dialect, run on the thread's own
+DB-API connection.
 
 SQLAlchemy's execution layer (Session, Connection.execute, execution context, Result)
 costs about ten times the statements themselves on the requests that matter most
@@ -71,13 +71,15 @@ def _convert(row, results) -> list:
 _held = threading.local()
 
 
-def _own_sqlite_connection(engine):
-    """This thread's own connection to the SQLite database, as the ceiling app keeps one.
+def _own_connection(engine):
+    """This thread's own connection to the database, as the ceiling app keeps one.
 
-    A pool checkout and checkin cost about a fifth of a retrieval's SQL time; a SQLite
-    connection never drops, so each thread keeps one, made by the pool (the pragmas of
-    the connect event applied) and then detached from it. Keyed by the pool: after
-    engine.dispose() (a new pool) threads connect afresh.
+    A pool checkout and checkin (with PostgreSQL's pre-ping, a round trip) cost about a
+    fifth of a retrieval's SQL time; each thread keeps one connection instead, made by the
+    pool (the connect event's settings applied) and then detached from it. Keyed by the
+    pool: after engine.dispose() (a new pool) threads connect afresh. A PostgreSQL
+    connection the server closed while it sat idle is replaced on the next transaction's
+    first statement (Transaction.run).
     """
     connections = getattr(_held, "connections", None)
     if connections is None:
@@ -87,10 +89,25 @@ def _own_sqlite_connection(engine):
         fairy = engine.raw_connection()
         fairy.detach()
         dbapi = connections[engine.pool] = fairy.dbapi_connection
+        if engine.dialect.name != "sqlite":  # (sqlite3 connections close when collected)
+            weakref.finalize(engine.pool, _close_quietly, dbapi)
     return dbapi
 
 
-# A forked child must not share its parent's SQLite connections.
+def _drop_own_connection(pool, dbapi):
+    if getattr(_held, "connections", None) is not None:
+        _held.connections.pop(pool, None)
+    _close_quietly(dbapi)
+
+
+def _close_quietly(dbapi):
+    try:
+        dbapi.close()
+    except Exception:  # already broken: nothing left to release
+        pass
+
+
+# A forked child must not share its parent's connections.
 os.register_at_fork(after_in_child=lambda: setattr(_held, "connections", None))
 
 # Seconds a thread waits for this process's SQLite write lock before it goes on to
@@ -115,27 +132,23 @@ class Transaction:
     def __init__(self):
         session = db.session() if db.session.registry.has() else None
         self.session = session if session is not None and session.in_transaction() else None
+        self.own = None  # the pool whose thread-own connection this is
         if self.session is not None:
             connection = self.session.connection()
-            self.fairy = None
             self.dbapi = connection.connection.dbapi_connection
             self.dialect = connection.dialect
         else:
-            engine = db.engine
+            self.engine = engine = db.engine
             self.dialect = engine.dialect
-            if self.dialect.name == "sqlite":
-                self.fairy = None
-                self.dbapi = _own_sqlite_connection(engine)
-                self.own = engine.pool
-            else:
-                self.fairy = engine.raw_connection()  # pool checkout: connect events applied
-                self.dbapi = self.fairy.dbapi_connection
+            self.dbapi = _own_connection(engine)
+            self.own = engine.pool
         self.open = True
+        self.ran = False
         self.autocommitting = False
         self.cursor = self.lock = None
         try:
             self.cursor = self.dbapi.cursor()
-            if self.session is None and self.dialect.name == "sqlite":
+            if self.own is not None and self.dialect.name == "sqlite":
                 # Threads of this process queue here rather than in SQLite's busy handler,
                 # which polls with sleeps of 1, 2, 5, 10 ... ms: 3-6 % less CPU per request
                 # with 4 threads (bench/RESULTS.md). Other processes meet the busy handler.
@@ -145,28 +158,46 @@ class Transaction:
                 # As pwp._sqlite_begin: take the write lock up front.
                 self.cursor.execute("BEGIN IMMEDIATE")
         except BaseException:
-            # A dropped connection, or "database is locked" after the busy timeout:
-            # give the connection (and the lock) back.
+            # "database is locked" after the busy timeout: give the lock back.
             self.end(commit=False)
             raise
 
     def run(self, statement: Statement, params) -> list[tuple]:
         """Run one statement in this transaction."""
-        return statement.run(self.cursor, self.dialect, params)
+        try:
+            rows = statement.run(self.cursor, self.dialect, params)
+        except self.dialect.loaded_dbapi.Error as error:
+            if not self._reconnected_after(error):
+                raise
+            rows = statement.run(self.cursor, self.dialect, params)
+        self.ran = True
+        return rows
+
+    def _reconnected_after(self, error) -> bool:
+        # A kept PostgreSQL connection the server dropped while it sat idle (a restart,
+        # an idle timeout) fails on the transaction's first statement, inside a
+        # transaction that never committed: connect again, once. (What pool_pre_ping
+        # does for pooled connections, without a round trip on every checkout.)
+        if self.ran or self.own is None or self.dialect.name == "sqlite" \
+                or not self.dialect.is_disconnect(error, self.dbapi, self.cursor):
+            return False
+        _drop_own_connection(self.own, self.dbapi)
+        self.dbapi = _own_connection(self.engine)
+        self.dbapi.autocommit = self.autocommitting
+        self.cursor = self.dbapi.cursor()
+        return True
 
     def autocommit_single_statement(self) -> bool:
-        """Declare that the block runs one statement, atomic on its own: on a pooled
-        PostgreSQL connection it then commits itself, without the BEGIN and COMMIT round
-        trips. Call before the statement; returns whether it applies (not on SQLite, whose
+        """Declare that the block runs one statement, atomic on its own: on PostgreSQL
+        it then commits itself, without the BEGIN and COMMIT round trips. Call before the statement; returns whether it applies (not on SQLite, whose
         BEGIN IMMEDIATE orders writers, nor inside a joined session)."""
-        if self.fairy is None or self.dialect.name != "postgresql":
+        if self.own is None or self.dialect.name != "postgresql":
             return False
         self.dbapi.autocommit = self.autocommitting = True
         return True
 
     def end(self, commit: bool):
-        """Commit or roll back and give the connection back (a joined session commits;
-        its own teardown rolls back)."""
+        """Commit or roll back (a joined session commits; its own teardown rolls back)."""
         if not self.open:
             return
         self.open = False
@@ -186,10 +217,8 @@ class Transaction:
         finally:
             if self.cursor is not None:
                 self.cursor.close()
-            if self.fairy is not None:
-                if self.autocommitting and self.dbapi.autocommit:
-                    self.fairy.invalidate()  # never give the pool a connection in autocommit
-                self.fairy.close()  # back to the pool (or closed, if invalidated)
+            if self.own is not None and self.autocommitting and self.dbapi.autocommit:
+                _drop_own_connection(self.own, self.dbapi)  # never keep one in autocommit
             if self.lock is not None:
                 self.lock.release()
 
@@ -203,12 +232,8 @@ class Transaction:
         return False
 
     def _invalidate_if_gone(self, error):
-        # What SQLAlchemy does for its own connections: a connection the server dropped
-        # is not given back to the pool (nor kept by the thread).
-        if self.session is None and isinstance(error, self.dialect.loaded_dbapi.Error) \
+        # What SQLAlchemy does for its pooled connections: one the server dropped is not
+        # used again.
+        if self.own is not None and isinstance(error, self.dialect.loaded_dbapi.Error) \
                 and self.dialect.is_disconnect(error, self.dbapi, self.cursor):
-            if self.fairy is not None:
-                self.fairy.invalidate(error)
-            else:
-                _held.connections.pop(self.own, None)
-                self.dbapi.close()
+            _drop_own_connection(self.own, self.dbapi)

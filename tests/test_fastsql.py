@@ -2,7 +2,7 @@
 from datetime import datetime
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 
 from pwp import fastsql, pushes
 from pwp.models import AuditLog, Push, User, db
@@ -104,7 +104,7 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
     with app.app_context():
         engine = db.engine
         # This thread's fast-path connection gives up after 20 ms.
-        fastsql._own_sqlite_connection(engine).execute("PRAGMA busy_timeout=20")
+        fastsql._own_connection(engine).execute("PRAGMA busy_timeout=20")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
@@ -205,3 +205,34 @@ def test_a_single_statement_autocommits_on_postgresql_only(app):
         with fastsql.Transaction() as tx:  # and the next transaction is a real one again
             tx.run(insert_push, _row(url_token="second"))
             assert not getattr(tx.dbapi, "autocommit", False)
+
+
+def test_a_kept_postgresql_connection_the_server_dropped_is_replaced(app):
+    """Threads keep their fast-path connection (no pool pre-ping); after the server ends
+    it (a restart, an idle timeout), the next transaction connects again and succeeds."""
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite has no server to drop a connection")
+        first = pushes.create(pushes.NewPush(payload="before"), pushes.Actor(), NOW)
+        kept = fastsql._own_connection(db.engine)
+        _terminate(kept)
+        # A create (an autocommitted single statement) and a retrieval (a transaction).
+        second = pushes.create(pushes.NewPush(payload="after"), pushes.Actor(), NOW)
+        assert fastsql._own_connection(db.engine) is not kept and kept.closed
+        _terminate(fastsql._own_connection(db.engine))
+        assert pushes.retrieve(first.url_token, pushes.Actor(), NOW).payload == "before"
+        assert pushes.retrieve(second.url_token, pushes.Actor(), NOW).payload == "after"
+        events = db.session.scalars(select(AuditLog.kind).order_by(AuditLog.id)).all()
+        assert events == [0, 0, 1, 1]  # two creations, two views: nothing twice
+
+
+def _terminate(connection):
+    """End a PostgreSQL connection from the server side, and wait until it is gone."""
+    pid = connection.info.backend_pid
+    db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    db.session.commit()
+    alive = True
+    while alive:
+        alive = db.session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                  {"pid": pid})
+        db.session.commit()  # no open session transaction: the fast path uses its own connection
