@@ -174,7 +174,7 @@ def list_pushes(expired, version):
     page = params.page_param()
     now = pushes.utcnow()
     return json_response([push_json(p, now, version=version, owner_fields=True)
-                    for p in pushes.list_for(g.caller, expired, page)])
+                          for p in pushes.list_for(g.caller, expired, page)])
 
 
 def download_file(token, _filename):

@@ -14,6 +14,7 @@ from .errors import api_error
 from .models import User, db
 from .pushes import Actor, utcnow
 
+
 class _LoginManager(LoginManager):
     """Flask-Login, minus its after-request session lookups when the session is empty."""
 

@@ -90,8 +90,22 @@ def _own_connection(engine):
         fairy.detach()
         dbapi = connections[engine.pool] = fairy.dbapi_connection
         if engine.dialect.name != "sqlite":  # (sqlite3 connections close when collected)
-            weakref.finalize(engine.pool, _close_quietly, dbapi)
+            _finalizers.append(weakref.finalize(engine.pool, _close_quietly, dbapi))
     return dbapi
+
+
+_finalizers: list = []
+_inherited: list = []
+
+
+def _after_fork_in_child():
+    # A forked child must neither use its parent's connections nor close them (closing
+    # would end the parent's session on the shared socket): keep them, unused.
+    _inherited.append(getattr(_held, "connections", None))
+    _held.connections = None
+    for finalizer in _finalizers:
+        finalizer.detach()
+    _finalizers.clear()
 
 
 def _drop_own_connection(pool, dbapi):
@@ -107,8 +121,7 @@ def _close_quietly(dbapi):
         pass
 
 
-# A forked child must not share its parent's connections.
-os.register_at_fork(after_in_child=lambda: setattr(_held, "connections", None))
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Seconds a thread waits for this process's SQLite write lock before it goes on to
 # SQLite's own busy handler anyway (as long as the connections' busy timeout).

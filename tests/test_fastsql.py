@@ -236,3 +236,24 @@ def _terminate(connection):
         alive = db.session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
                                   {"pid": pid})
         db.session.commit()  # no open session transaction: the fast path uses its own connection
+
+
+def test_a_forked_child_neither_uses_nor_closes_the_parents_connection(app):
+    """gunicorn forks workers: a child connects afresh, and the parent's connection (whose
+    socket the child shares) keeps working."""
+    import gc
+    import os
+
+    with app.app_context():
+        token = pushes.create(pushes.NewPush(payload="x", expire_after_views=5), pushes.Actor(), NOW).url_token
+        parent = fastsql._own_connection(db.engine)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            ok = fastsql._own_connection(db.engine) is not parent
+            parent = None
+            gc.collect()  # what the child no longer references may be closed now
+            ok = ok and pushes.retrieve(token, pushes.Actor(), NOW).payload == "x"
+            os._exit(0 if ok else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert pushes.retrieve(token, pushes.Actor(), NOW).payload == "x"
+        assert fastsql._own_connection(db.engine) is parent  # not replaced: never dropped
