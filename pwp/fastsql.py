@@ -90,6 +90,7 @@ def _own_connection(engine):
         fairy.detach()
         dbapi = connections[engine.pool] = fairy.dbapi_connection
         if engine.dialect.name != "sqlite":  # (sqlite3 connections close when collected)
+            _finalizers[:] = [f for f in _finalizers if f.alive]
             _finalizers.append(weakref.finalize(engine.pool, _close_quietly, dbapi))
     return dbapi
 
@@ -202,8 +203,9 @@ class Transaction:
 
     def autocommit_single_statement(self) -> bool:
         """Declare that the block runs one statement, atomic on its own: on PostgreSQL
-        it then commits itself, without the BEGIN and COMMIT round trips. Call before the statement; returns whether it applies (not on SQLite, whose
-        BEGIN IMMEDIATE orders writers, nor inside a joined session)."""
+        it then commits itself, without the BEGIN and COMMIT round trips. Call before the
+        statement; returns whether it applies (not on SQLite, whose BEGIN IMMEDIATE orders
+        writers, nor inside a joined session)."""
         if self.own is None or self.dialect.name != "postgresql":
             return False
         self.dbapi.autocommit = self.autocommitting = True
