@@ -39,17 +39,13 @@ def base_url() -> str:
     if override:
         return override
     environ = request.environ  # as ProxyFix left it, when proxies are trusted
-    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
-                     environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), request.server)
 
 
 @lru_cache(maxsize=64)
-def _host_url(scheme: str, host_header, server_name, server_port) -> str:
+def _host_url(scheme: str, host_header, server) -> str:
     # request.host_url, remembered: its host parsing and IRI decoding cost more than a
     # whole SQL statement, and a server sees few distinct Host headers.
-    server = None
-    if server_name is not None:  # as werkzeug's request.server: no port on a Unix socket
-        server = (server_name, int(server_port) if (server_port or "").isdigit() else None)
     return get_current_url(scheme, get_host(scheme, host_header, server)).rstrip("/")
 
 

@@ -192,10 +192,8 @@ class Transaction:
         # an idle timeout) fails on the transaction's first statement, inside a
         # transaction that never committed: connect again, once. (What pool_pre_ping
         # does for pooled connections, without a round trip on every checkout.)
-        if self.ran or self.own is None or self.dialect.name == "sqlite" \
-                or not self.dialect.is_disconnect(error, self.dbapi, self.cursor):
+        if self.ran or self.dialect.name == "sqlite" or not self._dropped_if_gone(error):
             return False
-        _drop_own_connection(self.own, self.dbapi)
         self.dbapi = _own_connection(self.engine)
         self.dbapi.autocommit = self.autocommitting
         self.cursor = self.dbapi.cursor()
@@ -227,7 +225,7 @@ class Transaction:
             else:
                 self.dbapi.rollback()
         except self.dialect.loaded_dbapi.Error as error:
-            self._invalidate_if_gone(error)
+            self._dropped_if_gone(error)
             raise
         finally:
             if self.cursor is not None:
@@ -242,13 +240,15 @@ class Transaction:
 
     def __exit__(self, _type, exc, _tb):
         if exc is not None:
-            self._invalidate_if_gone(exc)
+            self._dropped_if_gone(exc)
         self.end(commit=exc is None)
         return False
 
-    def _invalidate_if_gone(self, error):
-        # What SQLAlchemy does for its pooled connections: one the server dropped is not
-        # used again.
-        if self.own is not None and isinstance(error, self.dialect.loaded_dbapi.Error) \
-                and self.dialect.is_disconnect(error, self.dbapi, self.cursor):
-            _drop_own_connection(self.own, self.dbapi)
+    def _dropped_if_gone(self, error) -> bool:
+        """What SQLAlchemy does for its pooled connections: a kept connection the server
+        dropped is not used again. Returns whether it was dropped."""
+        if self.own is None or not isinstance(error, self.dialect.loaded_dbapi.Error) \
+                or not self.dialect.is_disconnect(error, self.dbapi, self.cursor):
+            return False
+        _drop_own_connection(self.own, self.dbapi)
+        return True

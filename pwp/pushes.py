@@ -399,9 +399,9 @@ def create(new: NewPush, actor: Actor, now: datetime) -> Push:
     with Transaction() as tx:
         # PostgreSQL logs the creation inside the insert; SQLite has no DML in CTEs.
         logged = tx.dialect.name == "postgresql"
-        if logged and kind != "file":
-            tx.autocommit_single_statement()  # the push and its event: one statement
         if logged:
+            if kind != "file":
+                tx.autocommit_single_statement()  # the push and its event: one statement
             params = {"p_" + key: value for key, value in row.items()}
             push_id = tx.run(_INSERT_PUSH_LOGGED, {
                 **params, "now": now, **_event(AuditKind.creation, actor, "event_")})[0][0]
