@@ -1,4 +1,5 @@
 """pwpush: a self-hosted one-time secret sharing service speaking Password Pusher's API."""
+import functools
 import logging
 import os
 
@@ -7,11 +8,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from flask_wtf.csrf import CSRFProtect
-
 from . import config, crypto
-
-csrf = CSRFProtect()
 
 __version__ = "1.0.0"
 # The upstream version whose behaviour the API reproduces (reported by /api/v*/version).
@@ -138,26 +135,45 @@ def _register_extensions(app):
     throttling.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
-    # Flask-WTF's own hook looks up the view's exemptions on every request; ours asks
-    # first whether the method can carry a form at all.
-    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
-    csrf.init_app(app)
+    for name, value in CSRF_DEFAULTS.items():
+        app.config.setdefault(name, value)
+    app.jinja_env.globals["csrf_token"] = csrf_token
     app.before_request(_csrf_protect)
+
+
+# Flask-WTF's CSRF protection is imported by the first form or page that needs a token:
+# it brings WTForms (1.2 MiB per worker), which workers serving only the JSON API never
+# use. Its settings, with the defaults CSRFProtect.init_app would give them:
+CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": {"POST", "PUT", "PATCH", "DELETE"},
+                 "WTF_CSRF_FIELD_NAME": "csrf_token", "WTF_CSRF_HEADERS": ["X-CSRFToken", "X-CSRF-Token"],
+                 "WTF_CSRF_TIME_LIMIT": 3600, "WTF_CSRF_SSL_STRICT": True}
+# JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
+CSRF_EXEMPT_BLUEPRINTS = frozenset({"api", "api_v1"})
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, for forms (templates call it)."""
+    from flask_wtf.csrf import generate_csrf
+    return generate_csrf()
+
+
+@functools.cache
+def _csrf():
+    from flask_wtf.csrf import CSRFProtect
+    return CSRFProtect()
 
 
 def _csrf_protect():
     """Check the CSRF token of form submissions (not the token-authenticated JSON APIs)."""
     config = current_app.config
-    if request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]:
-        csrf.protect(apply_exemptions=True)
+    if (request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]
+            and request.blueprint not in CSRF_EXEMPT_BLUEPRINTS):
+        _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
 
 
 def _register_blueprints(app):
     from . import api, api_v1, cli, web
 
-    # JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
-    csrf.exempt(api.bp)
-    csrf.exempt(api_v1.bp)
     api.init_app(app)
     app.register_blueprint(api_v1.bp)
     web.init_app(app)
