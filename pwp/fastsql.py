@@ -10,6 +10,7 @@ machinery is skipped. Everything else uses the session.
 import os
 import threading
 import weakref
+from datetime import datetime
 
 from .models import db
 
@@ -27,7 +28,7 @@ class Statement:
         binds = compiled.binds
         names = compiled.positiontup if dialect.positional else list(binds)
         # (name, type conversion or None, the literal value when the caller gives none)
-        slots = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+        slots = [(name, bind_processor(binds[name].type, dialect),
                   None if binds[name].callable else binds[name].value) for name in names]
         # A DML statement's exported columns are its RETURNING columns.
         converters = [column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -51,6 +52,29 @@ class Statement:
             return []
         rows = cursor.fetchall()
         return [_convert(row, results) for row in rows] if results else rows
+
+
+# SQLAlchemy's text form of a DATETIME on SQLite (its default storage format)
+SQLITE_DATETIME_FORMAT = ("%(year)04d-%(month)02d-%(day)02d "
+                          "%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d")
+
+
+def bind_processor(type_, dialect):
+    """SQLAlchemy's conversion of a bound value for the dialect, or None when none is needed.
+
+    On SQLite a naive datetime becomes the same text through one isoformat call instead
+    of SQLAlchemy's seven-field format (2-3 % of a create's or a retrieval's instructions).
+    """
+    impl = type_.dialect_impl(dialect)
+    convert = impl.bind_processor(dialect)
+    if dialect.name != "sqlite" or getattr(impl, "_storage_format", None) != SQLITE_DATETIME_FORMAT:
+        return convert
+
+    def naive_datetime_text(value):
+        if value.__class__ is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return convert(value)  # None, dates, aware datetimes, subclasses: SQLAlchemy's way
+    return naive_datetime_text
 
 
 def _bind(slots, positional, params):

@@ -257,3 +257,26 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_connection(app):
         assert os.waitpid(pid, 0)[1] == 0
         assert pushes.retrieve(token, pushes.Actor(), NOW).payload == "x"
         assert fastsql._own_connection(db.engine) is parent  # not replaced: never dropped
+
+
+def test_sqlite_datetime_binds_match_sqlalchemys_text():
+    """The one-call SQLite datetime conversion writes exactly SQLAlchemy's text, so
+    comparisons with rows the ORM wrote stay right; anything else takes SQLAlchemy's way."""
+    from datetime import date, timezone
+
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect()
+    ours = fastsql.bind_processor(DateTime(), dialect)
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours.__name__ == "naive_datetime_text"
+    for value in [datetime(2026, 11, 27, 17, 10, 13, 123), datetime(2026, 1, 2), datetime(5, 1, 1, 0, 0, 0, 1),
+                  datetime(9999, 12, 31, 23, 59, 59, 999999), datetime(2026, 1, 2, tzinfo=timezone.utc),
+                  date(2026, 3, 4), None]:
+        assert ours(value) == theirs(value), value
+    with pytest.raises(TypeError):
+        ours("2026-01-01")
+    # Other dialects keep SQLAlchemy's own conversion.
+    from sqlalchemy.dialects import postgresql
+    assert fastsql.bind_processor(DateTime(), postgresql.dialect()) is None
