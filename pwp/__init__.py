@@ -1,5 +1,6 @@
 """pwpush: a self-hosted one-time secret sharing service speaking Password Pusher's API."""
 import functools
+import inspect
 import logging
 import os
 
@@ -18,9 +19,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 log = logging.getLogger("pwp")
 
 
+class App(Flask):
+    """Flask, asking once per function (not on every request) whether a hook or view is async."""
+
+    def ensure_sync(self, func):
+        """Return func, or a wrapper running it to completion when it is a coroutine function."""
+        return self.async_to_sync(func) if _is_coroutine_function(func) else func
+
+
+# Hooks and views are the same few functions on every request (bounded: bound methods of
+# short-lived objects would otherwise accumulate).
+_is_coroutine_function = functools.lru_cache(maxsize=512)(inspect.iscoroutinefunction)
+
+
 def create_app(test_config=None, instance_path=None):
     """Build the application: settings, keys, database, blueprints."""
-    app = Flask(
+    app = App(
         "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
         instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
         or os.path.join(ROOT, "instance"))

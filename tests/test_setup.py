@@ -161,3 +161,18 @@ def test_api_workers_do_not_load_what_only_other_paths_use(tmp_path):
     after_api, after_form_page = proc.stdout.splitlines()
     assert after_api.split() == ["False", "False", "False", "False"]
     assert after_form_page.split() == ["False", "False", "True", "True"]
+
+
+def test_async_check_is_remembered_but_still_made(app):
+    """ensure_sync asks once per function; plain functions pass through unchanged and a
+    coroutine function is still handed to Flask's async support (absent here: no asgiref)."""
+    def view():
+        return "x"
+
+    async def async_view():
+        return "x"
+
+    assert app.ensure_sync(view) is view
+    assert app.ensure_sync(view) is view
+    with pytest.raises(RuntimeError, match="async"):
+        app.ensure_sync(async_view)
