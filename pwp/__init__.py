@@ -158,8 +158,8 @@ def _register_extensions(app):
 # Flask-WTF's CSRF protection is imported by the first form or page that needs a token:
 # it brings WTForms (1.2 MiB per worker), which workers serving only the JSON API never
 # use. Its settings, with the defaults CSRFProtect.init_app would give them:
-CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": {"POST", "PUT", "PATCH", "DELETE"},
-                 "WTF_CSRF_FIELD_NAME": "csrf_token", "WTF_CSRF_HEADERS": ["X-CSRFToken", "X-CSRF-Token"],
+CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": frozenset({"POST", "PUT", "PATCH", "DELETE"}),
+                 "WTF_CSRF_FIELD_NAME": "csrf_token", "WTF_CSRF_HEADERS": ("X-CSRFToken", "X-CSRF-Token"),
                  "WTF_CSRF_TIME_LIMIT": 3600, "WTF_CSRF_SSL_STRICT": True}
 # JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
 CSRF_EXEMPT_BLUEPRINTS = frozenset({"api", "api_v1"})
