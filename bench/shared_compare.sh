@@ -2,13 +2,16 @@
 # bench/shared_compare.sh — reproduce bench/RESULTS.md with the shared harness beside the
 # project (../shared/bench: wrk, server on CPU 1, load on CPU 0, quiet gate, medians of REPS).
 #
-#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling gunicorn cold maint (default: all)
+#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling gunicorn recommended cold maint
+#                                         (default: all but recommended)
 #
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
 #          (BEFORE_DIR=path/to/an/older/checkout adds it as a fourth target)
 # pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite
 # scaling  retrieve with 10 000 then 1 000 000 stored pushes (fill: bench/fill_direct.py)
 # gunicorn create + flow with sync x1, sync x2 (the default), sync x4, gthread 1x4
+# recommended  pwpush with gunicorn.conf.py's setting (gthread 1x4) and with 2 sync workers
+#          vs the ceiling (2 sync workers, the harness's setting): create, retrieve, flow
 # cold     cold start (bench/coldstart.py);  maint: purge-expired / rotate-key on 100 000 pushes
 # Env: HARNESS (../shared/bench), OUT (/tmp/pwpush-results), REPS (3), PG_ADMIN_URL
 #      (postgresql://postgres@127.0.0.1:5432/postgres). Run from anywhere; stops what it starts.
@@ -76,6 +79,13 @@ for step in $STEPS; do
       WORKLOADS=${GUNICORN_WORKLOADS:-create flow} OUT=$OUT/compare-gunicorn.jsonl "$H/compare.sh" \
         pwpush-v2 http://127.0.0.1:8010 pwpush-v2 http://127.0.0.1:8011 \
         pwpush-v2 http://127.0.0.1:8012 pwpush-v2 http://127.0.0.1:8013 >"$OUT/compare-gunicorn.md"
+      "$H/servers.sh" stop-all ;;
+    recommended)
+      BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=4 pwpush 8013 pwpush-gthread-1x4
+      pwpush 8000 pwpush-sqlite
+      "$H/servers.sh" ceiling flask-sqlite-fernet 8116
+      OUT=$OUT/compare-recommended.jsonl "$H/compare.sh" pwpush-v2 http://127.0.0.1:8013 \
+        pwpush-v2 http://127.0.0.1:8000 ceiling http://127.0.0.1:8116 >"$OUT/compare-recommended.md"
       "$H/servers.sh" stop-all ;;
     cold) taskset -c 1 python3 "$HERE/coldstart.py" --reps 5 | tee "$OUT/coldstart.txt" ;;
     maint) python3 "$HERE/maintenance.py" all -n 100000 | tee "$OUT/maintenance.txt" ;;
