@@ -61,7 +61,35 @@ _PARTIAL = {"ix_pushes_user_expired_created": "user_id IS NOT NULL",
             "ix_pushes_expired_on": "expired_on IS NOT NULL"}
 
 
-class Push(db.Model):
+class PushRules:
+    """What a push tells from its own columns: shared by the mapped Push and by PushRow."""
+
+    @hybrid_method
+    def past_limits(self, now):
+        """The expiry rule, in Python on a row and in SQL on the class: out of time or views."""
+        return (self.expires_at <= now) | (self.view_count >= self.expire_after_views)
+
+    @property
+    def has_passphrase(self) -> bool:
+        """Tell whether a passphrase guards the payload."""
+        return self.passphrase_verifier is not None
+
+    @property
+    def kind_name(self) -> str:
+        """Return the kind as upstream's word (text, file, url, qr)."""
+        return Kind(self.kind).name
+
+
+class PushRow(PushRules):
+    """A push's columns as the hot paths wrote or claimed them (pwp.fastsql), read like a
+    detached Push: plain attributes, without the ORM's per-object state and instrumented
+    attribute reads (~65k instructions per create or retrieval, bench/PROFILE.md)."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
+class Push(PushRules, db.Model):
     """A secret with its limits; the payload is gone once it expires."""
 
     __tablename__ = "pushes"
@@ -97,21 +125,6 @@ class Push(db.Model):
         Index("ix_pushes_expired_expires_at", "expired", "expires_at"),
         Index("ix_pushes_expired_on", "expired_on", sqlite_where=text(_PARTIAL["ix_pushes_expired_on"])),
     )
-
-    @hybrid_method
-    def past_limits(self, now):
-        """The expiry rule, in Python on a row and in SQL on the class: out of time or views."""
-        return (self.expires_at <= now) | (self.view_count >= self.expire_after_views)
-
-    @property
-    def has_passphrase(self) -> bool:
-        """Tell whether a passphrase guards the payload."""
-        return self.passphrase_verifier is not None
-
-    @property
-    def kind_name(self) -> str:
-        """Return the kind as upstream's word (text, file, url, qr)."""
-        return Kind(self.kind).name
 
 
 class PushFile(db.Model):

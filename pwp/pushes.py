@@ -18,7 +18,7 @@ from .config import kind_setting
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
-from .models import AuditKind, AuditLog, Kind, Push, PushFile, Throttle, User, db
+from .models import AuditKind, AuditLog, Kind, Push, PushFile, PushRow, Throttle, User, db
 
 PER_PAGE = 50
 AUDIT_CAP = 2000
@@ -158,7 +158,7 @@ class NewPush:
 class Retrieval:
     """The result of a retrieval: the push, and its payload when the view was granted."""
 
-    push: Push
+    push: Push | PushRow  # a PushRow from the common path (_claim_open)
     payload: str | None = None
     files: list[PushFile] = field(default_factory=list)
     file_key: bytes | None = None
@@ -225,17 +225,6 @@ def _load_caller(actor: Actor):
         db.session.refresh(user)
 
 
-def _loaded(values: dict) -> Push:
-    """A Push holding these column values, outside any session (as if loaded, then detached).
-
-    The ORM keeps loaded values in the instance's __dict__; filling it directly skips the
-    attribute events that Push(**values) fires for every column.
-    """
-    push = Push._sa_class_manager.new_instance()
-    push.__dict__.update(values)
-    return push
-
-
 def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True,
          tx: Transaction | None = None):
     """Add an audit event; uncounted events stop at the per-push cap (as upstream)."""
@@ -264,9 +253,14 @@ def _find(url_token: str) -> Push:
 def _expire(push: Push, now: datetime, tx: Transaction | None = None):
     """Expire: delete the payload, passphrase and files in this transaction."""
     _run(_EXPIRE, {"push_id": push.id, "now": now}, tx)
-    # The row is written; keep the object (persistent or detached) in step with it.
-    for key, value in {**_EXPIRED_VALUES, "expired_on": now, "updated_at": now}.items():
-        set_committed_value(push, key, value)
+    # The row is written; keep the object in step with it (a mapped one without
+    # marking it changed).
+    written = {**_EXPIRED_VALUES, "expired_on": now, "updated_at": now}
+    if isinstance(push, PushRow):
+        push.__dict__.update(written)
+    else:
+        for key, value in written.items():
+            set_committed_value(push, key, value)
     if push.kind == Kind.file:
         db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
 
@@ -387,10 +381,10 @@ def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | No
     return row, key
 
 
-def create(new: NewPush, actor: Actor, now: datetime) -> Push:
+def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
     """Validate and store a new push; log its creation.
 
-    Returns the stored push as a detached object (not in the session).
+    Returns the stored values as a PushRow (read like a detached Push).
     """
     row, key = new_row(new, actor, now)
     kind = new.kind
@@ -407,7 +401,7 @@ def create(new: NewPush, actor: Actor, now: datetime) -> Push:
                 **params, "now": now, **_event(AuditKind.creation, actor, "event_")})[0][0]
         else:
             push_id = tx.run(_INSERT_PUSH, row)[0][0]
-        push = _loaded({"id": push_id, **row})
+        push = PushRow({"id": push_id, **row})
         if kind == "file":
             tx.run(_INSERT_FILE, [{
                 "push_id": push.id, "filename": upload.filename[:255] or "file",
@@ -509,10 +503,10 @@ def _claim(push: Push, now: datetime) -> bool:
     return True
 
 
-def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) -> Push | None:
+def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) -> PushRow | None:
     """Count and log a view of a live push without passphrase or files, not the caller's own.
 
-    One conditional write, as _claim; returns the updated push (detached), or None
+    One conditional write, as _claim; returns the updated push as a PushRow, or None
     when the request needs the general path (which decides without this write).
     """
     user = actor.user
@@ -528,7 +522,7 @@ def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) ->
         rows = tx.run(_CLAIM_OPEN[user is not None], params)
     if not rows:
         return None
-    push = _loaded(dict(zip(_PUSH_KEYS, rows[0])))
+    push = PushRow(dict(zip(_PUSH_KEYS, rows[0])))
     if not logged:
         _log(push, AuditKind.view, actor, now, tx=tx)
     return push
@@ -583,7 +577,8 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     return _grant(push, key, now)
 
 
-def _grant(push: Push, key: bytes | None, now: datetime, tx: Transaction | None = None) -> Retrieval:
+def _grant(push: Push | PushRow, key: bytes | None, now: datetime,
+           tx: Transaction | None = None) -> Retrieval:
     # Decrypt before expiring: expiry nulls the ciphertext.
     ring = keyring()
     payload = ring.open(push.payload_ciphertext, key).decode("utf-8")

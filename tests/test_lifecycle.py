@@ -148,3 +148,28 @@ def test_passphrase_key_check_is_exact():
     assert crypto.key_matches(key, verifier)
     assert not crypto.key_matches(crypto.derive("other", salt)[1], verifier)
     assert not crypto.key_matches(b"not base64 !!", verifier)
+
+
+def _columns(push) -> dict:
+    return {key: getattr(push, key) for key in Push.__table__.c.keys()}
+
+
+def test_hot_paths_return_plain_rows_equal_to_the_stored_push(app):
+    """create() and the common retrieval return PushRows (no ORM state): every column and
+    rule must read as the stored Push does, after the create, a counted view and the last."""
+    from pwp.models import PushRow
+
+    with app.app_context():
+        created = pushes.create(NewPush(payload="secret", expire_after_views=2, note="n",
+                                        name="a name"), Actor(), NOW)
+        for views in (0, 1, 2):
+            result_push = created if views == 0 else pushes.retrieve(created.url_token, Actor(), NOW).push
+            assert isinstance(result_push, PushRow)
+            db.session.expire_all()
+            stored = db.session.get(Push, created.id)
+            assert stored.view_count == views
+            assert _columns(result_push) == _columns(stored)
+            for rule in ("has_passphrase", "kind_name"):
+                assert getattr(result_push, rule) == getattr(stored, rule)
+            assert result_push.past_limits(NOW) == stored.past_limits(NOW)
+        assert stored.expired and stored.payload_ciphertext is None  # the last view expired it
