@@ -154,8 +154,12 @@ WRITE_LOCK_WAIT = 15
 _write_locks: dict = {}
 
 
-def _write_lock(url) -> threading.Lock:
-    return _write_locks.setdefault(url, threading.Lock())
+def _write_lock(database: str) -> threading.Lock:
+    # Keyed by the file's name: hashing the engine's URL object renders it as a string.
+    lock = _write_locks.get(database)
+    if lock is None:
+        lock = _write_locks.setdefault(database, threading.Lock())
+    return lock
 
 
 class Transaction:
@@ -190,7 +194,7 @@ class Transaction:
                 # Threads of this process queue here rather than in SQLite's busy handler,
                 # which polls with sleeps of 1, 2, 5, 10 ... ms: 3-6 % less CPU per request
                 # with 4 threads (bench/RESULTS.md). Other processes meet the busy handler.
-                lock = _write_lock(engine.url)
+                lock = _write_lock(engine.url.database)
                 if lock.acquire(timeout=WRITE_LOCK_WAIT):
                     self.lock = lock
                 # As pwp._sqlite_begin: take the write lock up front.

@@ -53,7 +53,7 @@ def test_an_exception_rolls_back_and_returns_the_connection(app):
     insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
     with app.app_context():
         pool = db.engine.pool
-        lock = fastsql._write_lock(db.engine.url)
+        lock = fastsql._write_lock(db.engine.url.database)
         sqlite = db.engine.dialect.name == "sqlite"
         with pytest.raises(RuntimeError):
             with fastsql.Transaction() as tx:
