@@ -38,8 +38,9 @@ def base_url() -> str:
     override = current_app.config["PWP__OVERRIDE_BASE_URL"]
     if override:
         return override
-    environ = request.environ  # as ProxyFix left it, when proxies are trusted
-    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), request.server)
+    req = request._get_current_object()  # one context lookup
+    environ = req.environ  # as ProxyFix left it, when proxies are trusted
+    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), req.server)
 
 
 @lru_cache(maxsize=64)

@@ -105,7 +105,7 @@ def wants_json():
 def json_response(data, status=200) -> Response:
     """Return data as JSON, byte for byte as jsonify with the app's settings (compact,
     keys in order), without its per-call settings lookups: API answers are the hot path."""
-    return Response(_dumps(data) + "\n", status=status, mimetype="application/json")
+    return Response(_dumps(data) + "\n", status=status, content_type="application/json")
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
