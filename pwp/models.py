@@ -83,7 +83,7 @@ class PushRules:
 class PushRow(PushRules):
     """A push's columns as the hot paths wrote or claimed them (pwp.fastsql), read like a
     detached Push: plain attributes, without the ORM's per-object state and instrumented
-    attribute reads (~65k instructions per create or retrieval, bench/PROFILE.md)."""
+    attribute reads (~75k instructions per create or retrieval, bench/PROFILE.md)."""
 
     def __init__(self, values: dict):
         self.__dict__.update(values)
