@@ -8,6 +8,7 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Intege
                         LargeBinary, SmallInteger, String, false, text)
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 
 class Base(DeclarativeBase):
@@ -88,6 +89,10 @@ class PushRow(PushRules):
     def __init__(self, values: dict):
         self.__dict__.update(values)
 
+    def keep_written(self, values: dict):
+        """Take in column values just written to its row."""
+        self.__dict__.update(values)
+
 
 class Push(PushRules, db.Model):
     """A secret with its limits; the payload is gone once it expires."""
@@ -125,6 +130,11 @@ class Push(PushRules, db.Model):
         Index("ix_pushes_expired_expires_at", "expired", "expires_at"),
         Index("ix_pushes_expired_on", "expired_on", sqlite_where=text(_PARTIAL["ix_pushes_expired_on"])),
     )
+
+    def keep_written(self, values: dict):
+        """Take in column values just written to its row, as loaded (not pending) values."""
+        for key, value in values.items():
+            set_committed_value(self, key, value)
 
 
 class PushFile(db.Model):

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
-from sqlalchemy.orm.attributes import set_committed_value
 
 from . import crypto
 from .config import kind_setting
@@ -253,14 +252,8 @@ def _find(url_token: str) -> Push:
 def _expire(push: Push, now: datetime, tx: Transaction | None = None):
     """Expire: delete the payload, passphrase and files in this transaction."""
     _run(_EXPIRE, {"push_id": push.id, "now": now}, tx)
-    # The row is written; keep the object in step with it (a mapped one without
-    # marking it changed).
-    written = {**_EXPIRED_VALUES, "expired_on": now, "updated_at": now}
-    if isinstance(push, PushRow):
-        push.__dict__.update(written)
-    else:
-        for key, value in written.items():
-            set_committed_value(push, key, value)
+    # The row is written; keep the object (Push or PushRow) in step with it.
+    push.keep_written({**_EXPIRED_VALUES, "expired_on": now, "updated_at": now})
     if push.kind == Kind.file:
         db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
 
@@ -499,7 +492,7 @@ def _claim(push: Push, now: datetime) -> bool:
     count = db.session.execute(stmt).scalar_one_or_none()
     if count is None:
         return False
-    set_committed_value(push, "view_count", count)
+    push.keep_written({"view_count": count})
     return True
 
 
@@ -533,7 +526,7 @@ def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
     stmt = (update(Push).where(Push.id == push.id)
             .values(view_count=Push.view_count + 1)
             .returning(Push.view_count).execution_options(synchronize_session=False))
-    set_committed_value(push, "view_count", db.session.execute(stmt).scalar_one())
+    push.keep_written({"view_count": db.session.execute(stmt).scalar_one()})
     _log(push, AuditKind.failed_view, actor, now)
     db.session.commit()
     return Retrieval(push=push)
