@@ -111,7 +111,7 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 fastsql.Transaction()
             assert engine.pool.checkedout() == 0
-            assert not fastsql._write_lock(engine.url).locked()
+            assert not fastsql._write_lock(engine.url.database).locked()
         finally:
             other.execute("ROLLBACK")
             other.close()
