@@ -1,5 +1,5 @@
-"""Hot-path SQL: Core statements compiled once per dialect, run on the thread's own
-DB-API connection.
+"""Hot-path SQL: Core statements compiled once per dialect, run on a kept DB-API
+connection (the process's on SQLite, the thread's own on PostgreSQL).
 
 SQLAlchemy's execution layer (Session, Connection.execute, execution context, Result)
 costs about ten times the statements themselves on the requests that matter most
@@ -92,22 +92,43 @@ def _convert(row, results) -> list:
     return row
 
 
-_held = threading.local()
+class _Kept:
+    """The connections the fast path keeps, by pool (made on first use)."""
+
+    connections = None
+
+
+class _KeptPerThread(_Kept, threading.local):
+    pass
+
+
+_held = _KeptPerThread()  # PostgreSQL: each thread's own connection
+_shared = _Kept()  # SQLite: the process's one, used under its write lock
+
+
+def _holder(engine):
+    return _shared if engine.dialect.name == "sqlite" else _held
 
 
 def _own_connection(engine):
-    """This thread's own connection to the database, as the ceiling app keeps one.
+    """The connection the fast path keeps, as the ceiling app keeps one: on SQLite the
+    process's (the caller holds the write lock), on PostgreSQL this thread's own.
 
     A pool checkout and checkin (with PostgreSQL's pre-ping, a round trip) cost about a
-    fifth of a retrieval's SQL time; each thread keeps one connection instead, made by the
-    pool (the connect event's settings applied) and then detached from it. Keyed by the
-    pool: after engine.dispose() (a new pool) threads connect afresh. A PostgreSQL
+    fifth of a retrieval's SQL time; the connection is made by the pool once (the connect
+    event's settings applied) and then detached from it. Keyed by the pool: after
+    engine.dispose() (a new pool) the next transaction connects afresh. A PostgreSQL
     connection the server closed while it sat idle is replaced on the next transaction's
-    first statement (Transaction.run).
+    first statement (Transaction.run). SQLite threads share one connection because every
+    fast-path transaction holds the process's write lock anyway, and SQLite empties a
+    connection's page cache whenever another connection has written: with one per thread,
+    every transaction read its B-tree pages again (19 reads per request with 4 threads
+    under load, 0.7 shared: bench/PROFILE.md).
     """
-    connections = getattr(_held, "connections", None)
+    holder = _holder(engine)
+    connections = holder.connections
     if connections is None:
-        connections = _held.connections = weakref.WeakKeyDictionary()
+        connections = holder.connections = weakref.WeakKeyDictionary()
     dbapi = connections.get(engine.pool)
     if dbapi is None:
         fairy = engine.raw_connection()
@@ -126,16 +147,18 @@ _inherited: list = []
 def _after_fork_in_child():
     # A forked child must neither use its parent's connections nor close them (closing
     # would end the parent's session on the shared socket): keep them, unused.
-    _inherited.append(getattr(_held, "connections", None))
-    _held.connections = None
+    for holder in (_held, _shared):
+        _inherited.append(holder.connections)
+        holder.connections = None
     for finalizer in _finalizers:
         finalizer.detach()
     _finalizers.clear()
 
 
 def _drop_own_connection(pool, dbapi):
-    if getattr(_held, "connections", None) is not None:
-        _held.connections.pop(pool, None)
+    for holder in (_held, _shared):
+        if holder.connections is not None and holder.connections.get(pool) is dbapi:
+            del holder.connections[pool]
     _close_quietly(dbapi)
 
 
@@ -148,10 +171,19 @@ def _close_quietly(dbapi):
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-# Seconds a thread waits for this process's SQLite write lock before it goes on to
-# SQLite's own busy handler anyway (as long as the connections' busy timeout).
+# Seconds a thread waits for this process's SQLite write lock (and connection) before it
+# fails as SQLite would (as long as the connections' busy timeout).
 WRITE_LOCK_WAIT = 15
 _write_locks: dict = {}
+
+
+def _take_write_lock(database: str, dialect) -> threading.Lock:
+    """Take this process's lock for the SQLite file, or fail as SQLite does when its
+    busy timeout runs out."""
+    lock = _write_lock(database)
+    if not lock.acquire(timeout=WRITE_LOCK_WAIT):
+        raise dialect.loaded_dbapi.OperationalError("database is locked")
+    return lock
 
 
 def _write_lock(database: str) -> threading.Lock:
@@ -174,7 +206,11 @@ class Transaction:
     def __init__(self):
         session = db.session() if db.session.registry.has() else None
         self.session = session if session is not None and session.in_transaction() else None
-        self.own = None  # the pool whose thread-own connection this is
+        self.own = None  # the pool whose kept connection this is
+        self.open = True
+        self.ran = False
+        self.autocommitting = False
+        self.cursor = self.lock = None
         if self.session is not None:
             connection = self.session.connection()
             self.dbapi = connection.connection.dbapi_connection
@@ -182,22 +218,23 @@ class Transaction:
         else:
             self.engine = engine = db.engine
             self.dialect = engine.dialect
-            self.dbapi = _own_connection(engine)
+            if self.dialect.name == "sqlite":
+                # The process's connection is this thread's until the transaction ends.
+                # Threads queue here rather than in SQLite's busy handler, which polls
+                # with sleeps of 1, 2, 5, 10 ... ms (3-6 % less CPU per request with 4
+                # threads, bench/RESULTS.md); other processes meet the busy handler.
+                self.lock = _take_write_lock(engine.url.database, self.dialect)
+            try:
+                self.dbapi = _own_connection(engine)
+            except BaseException:
+                if self.lock is not None:
+                    self.lock.release()
+                raise
             self.own = engine.pool
-        self.open = True
-        self.ran = False
-        self.autocommitting = False
-        self.cursor = self.lock = None
         try:
             self.cursor = self.dbapi.cursor()
-            if self.own is not None and self.dialect.name == "sqlite":
-                # Threads of this process queue here rather than in SQLite's busy handler,
-                # which polls with sleeps of 1, 2, 5, 10 ... ms: 3-6 % less CPU per request
-                # with 4 threads (bench/RESULTS.md). Other processes meet the busy handler.
-                lock = _write_lock(engine.url.database)
-                if lock.acquire(timeout=WRITE_LOCK_WAIT):
-                    self.lock = lock
-                # As pwp._sqlite_begin: take the write lock up front.
+            if self.lock is not None:
+                # As pwp._sqlite_begin: take SQLite's write lock up front.
                 self.cursor.execute("BEGIN IMMEDIATE")
         except BaseException:
             # "database is locked" after the busy timeout: give the lock back.

@@ -119,7 +119,7 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
             pass
 
 
-def test_sqlite_threads_keep_their_own_connection_until_the_pool_is_replaced(tmp_path):
+def test_sqlite_threads_share_the_process_connection_until_the_pool_is_replaced(tmp_path):
     import threading
 
     from conftest import make_config
@@ -139,10 +139,49 @@ def test_sqlite_threads_keep_their_own_connection_until_the_pool_is_replaced(tmp
     thread = threading.Thread(target=lambda: seen.append(connection_used()))
     thread.start()
     thread.join()
-    assert seen[0] is not first  # sqlite3 connections are not shared between threads
+    assert seen[0] is first  # one connection per process: its page cache stays warm
     with app.app_context():
-        db.engine.dispose()  # a new pool: threads connect afresh
+        db.engine.dispose()  # a new pool: the next transaction connects afresh
     assert connection_used() is not first
+
+
+def test_sqlite_a_thread_waits_for_the_process_connection_then_gives_up(tmp_path, monkeypatch):
+    """While one thread's transaction holds the process's connection, another one waits
+    for it; past WRITE_LOCK_WAIT it fails as SQLite does when its busy timeout runs out."""
+    import sqlite3
+    import threading
+
+    from conftest import make_config
+    from pwp import create_app
+
+    app = create_app(make_config(f"sqlite:///{tmp_path / 'wait.sqlite3'}"),
+                     instance_path=str(tmp_path / "instance"))
+    insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
+    monkeypatch.setattr(fastsql, "WRITE_LOCK_WAIT", 0.05)
+    outcome = []
+
+    def other_thread():
+        with app.app_context():
+            try:
+                with fastsql.Transaction() as tx:
+                    tx.run(insert_push, _row(url_token="other" + "x" * 19))
+                outcome.append("committed")
+            except sqlite3.OperationalError as error:
+                outcome.append(str(error))
+
+    with app.app_context():
+        with fastsql.Transaction() as tx:
+            tx.run(insert_push, _row())
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+        assert outcome == ["database is locked"]
+        assert not fastsql._write_lock(db.engine.url.database).locked()
+        thread = threading.Thread(target=other_thread)  # free again
+        thread.start()
+        thread.join()
+        assert outcome[1:] == ["committed"]
+        assert db.session.scalar(select(func.count()).select_from(_PUSHES)) == 2
 
 
 def test_the_fast_retrieval_logs_one_complete_view_event(app, make_user):
