@@ -8,7 +8,8 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
-from werkzeug.sansio.utils import get_current_url, get_host
+from werkzeug.sansio.utils import get_current_url
+from werkzeug.wsgi import get_host
 
 from . import UPSTREAM_VERSION, params, pushes
 from .auth import actor, api_auth
@@ -35,19 +36,26 @@ def iso(moment):
 
 def base_url() -> str:
     """Scheme and host for generated links: PWP__OVERRIDE_BASE_URL or this request's."""
+    return base_url_for(request.environ)  # as ProxyFix left it, when proxies are trusted
+
+
+def base_url_for(environ) -> str:
+    """base_url() from a WSGI environ."""
     override = current_app.config["PWP__OVERRIDE_BASE_URL"]
     if override:
         return override
-    req = request._get_current_object()  # one context lookup
-    environ = req.environ  # as ProxyFix left it, when proxies are trusted
-    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), req.server)
+    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
+                     environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
 
 
 @lru_cache(maxsize=64)
-def _host_url(scheme: str, host_header, server) -> str:
+def _host_url(scheme: str, host_header, server_name, server_port) -> str:
     # request.host_url, remembered: its host parsing and IRI decoding cost more than a
     # whole SQL statement, and a server sees few distinct Host headers.
-    return get_current_url(scheme, get_host(scheme, host_header, server)).rstrip("/")
+    environ = {"wsgi.url_scheme": scheme, "SERVER_NAME": server_name, "SERVER_PORT": server_port}
+    if host_header is not None:
+        environ["HTTP_HOST"] = host_header
+    return get_current_url(scheme, get_host(environ)).rstrip("/")
 
 
 def secret_url(push, base=None) -> str:
@@ -55,11 +63,11 @@ def secret_url(push, base=None) -> str:
     return f"{base or base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "")
 
 
-def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None) -> dict:
+def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, base=None) -> dict:
     """The push object, as upstream's jbuilder view, with the deviations in DESIGN.md."""
     shown_live = retrieval is not None and retrieval.last_view and push.kind != Kind.file
     json_path = f"/api/v2/pushes/{push.url_token}" if version == "v2" else f"/p/{push.url_token}.json"
-    base = base_url()
+    base = base or base_url()
     data = {
         "expire_after_views": push.expire_after_views,
         "expired": False if shown_live else push.expired,
@@ -128,16 +136,23 @@ def version_json(api_version) -> dict:
 
 def create_push(root_key, version, kind=None, wrap=False):
     """Create a push from the body's root parameter; 201 with the push."""
-    fields = params.root(params.body_params(), root_key, wrap=wrap)
+    fields = params.root(params.body_params(), root_key, wrap=wrap and request.is_json)
+    push, now = store_push(fields, g.caller, actor(g.caller), kind)
+    return json_response(push_json(push, now, version=version, owner_fields=True), 201)
+
+
+def store_push(fields: dict, caller, who, kind=None):
+    """Validate and store a push from its parameters; return it and the time of creation.
+
+    PushError (nothing written) for input the API refuses."""
     new = params.new_push(fields, kind=kind)
-    if (new.files_given or new.kind == "file") and g.caller is None:
+    if (new.files_given or new.kind == "file") and caller is None:
         raise SignInRequired()
     if fields.get("notify_emails_to"):
         raise ValidationFailed({"notify_emails_to": ["are not available"],
                                 "base": ["Notify by email feature is not enabled"]})
     now = pushes.utcnow()
-    push = pushes.create(new, actor(g.caller), now)
-    return json_response(push_json(push, now, version=version, owner_fields=True), 201)
+    return pushes.create(new, who, now), now
 
 
 def show_push(url_token, version):

@@ -154,7 +154,11 @@ def api_auth(required=False):
 
 def actor(user=None) -> Actor:
     """Describe the current request's user, IP, user agent and referrer for the audit log."""
-    environ = request.environ  # one context lookup; header values as the server decoded them
+    return actor_from(request.environ, user)
+
+
+def actor_from(environ, user=None) -> Actor:
+    """The audit log's Actor from a WSGI environ (header values as the server decoded them)."""
     return Actor(user=user, ip=environ.get("REMOTE_ADDR") or "",
                  user_agent=environ.get("HTTP_USER_AGENT", "")[:255],
                  referrer=environ.get("HTTP_REFERER", "")[:255])

@@ -105,10 +105,16 @@ def wants_json():
 def json_response(data, status=200) -> Response:
     """Return data as JSON, byte for byte as jsonify with the app's settings (compact,
     keys in order), without its per-call settings lookups: API answers are the hot path."""
-    return Response(_dumps(data) + "\n", status=status, content_type="application/json")
+    return Response(json_body(data), status=status, content_type="application/json")
+
+
+def json_body(data) -> bytes:
+    """The body of a JSON answer (jsonify's bytes)."""
+    return (_dumps(data) + "\n").encode()
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+INTERNAL_ERROR = {"status": 500, "error": "Internal Server Error"}
 
 
 def api_error(status, body=None):
@@ -137,12 +143,17 @@ def _push_error(exc: PushError):
     return render_template("errors/http.html", error=exc), exc.status
 
 
+def log_unexpected(logger, path: str, method: str, exc: Exception):
+    """Log an unexpected exception, the path redacted (it may carry a url_token)."""
+    logger.error("Exception on %s [%s]", redact(path), method, exc_info=exc)
+
+
 def _unexpected(exc: Exception):
-    # Flask logs nothing for an exception that a handler answers: log it here, with the
-    # path redacted (it may carry a url_token). The client learns nothing about it.
-    current_app.logger.error("Exception on %s [%s]", redact(request.path), request.method, exc_info=exc)
+    # Flask logs nothing for an exception that a handler answers: log it here. The
+    # client learns nothing about it.
+    log_unexpected(current_app.logger, request.path, request.method, exc)
     if wants_json():
-        return api_error(500, {"status": 500, "error": "Internal Server Error"})
+        return api_error(500, INTERNAL_ERROR)
     return render_template("errors/http.html", error=None), 500
 
 

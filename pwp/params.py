@@ -68,9 +68,12 @@ def body_params() -> dict:
 
 
 def root(params: dict, key: str, wrap=False) -> dict:
-    """Return the nested parameters under key (push, password, ...); 400 when missing."""
+    """Return the nested parameters under key (push, password, ...); 400 when missing.
+
+    wrap: a JSON body's top-level push attributes stand in for a missing root key.
+    """
     value = params.get(key)
-    if value is None and wrap and request.is_json:
+    if value is None and wrap:
         wrapped = {k: params[k] for k in PUSH_ATTRIBUTES if k in params}
         value = wrapped or None
     if not isinstance(value, dict) or not value:

@@ -532,6 +532,19 @@ def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
     return Retrieval(push=push)
 
 
+def retrieve_open(url_token: str, actor: Actor, now: datetime) -> Retrieval | None:
+    """The common retrieval in one short transaction: a live push without passphrase or
+    files, not the caller's own, counted and logged. None when the request needs the
+    general path of `retrieve` (nothing was written then)."""
+    _load_caller(actor)
+    with Transaction() as tx:
+        push = _claim_open(tx, url_token, actor, now)
+        if push is not None:
+            return _grant(push, None, now, tx)  # committed as the block ends
+        tx.end(commit=False)
+    return None
+
+
 def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None = None,
              unlock_key: bytes | None = None) -> Retrieval:
     """Count one view (owners and admins are logged, not counted) and decrypt the payload.
@@ -541,12 +554,9 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     gets the payload; the push expires in the same transaction (file pushes
     stay until their next access so the files can be downloaded).
     """
-    _load_caller(actor)
-    with Transaction() as tx:
-        push = _claim_open(tx, url_token, actor, now)
-        if push is not None:
-            return _grant(push, None, now, tx)  # committed as the block ends
-        tx.end(commit=False)
+    granted = retrieve_open(url_token, actor, now)
+    if granted is not None:
+        return granted
     # Everything else: unknown, expired, passphrase, owner or admin, or a lost race.
     push = _find(url_token)
     _expire_if_past_limits(push, now)
