@@ -43,7 +43,7 @@ def create_app(test_config=None, instance_path=None):
     _register_database(app)
     _register_extensions(app)
     _register_blueprints(app)
-    _register_security_headers(app)
+    _register_middleware(app)
     _create_tables(app)
     return app
 
@@ -107,10 +107,6 @@ def _configure(app, test_config):
         JSON_SORT_KEYS=False)
     app.json.sort_keys = False
     app.json.compact = True
-    if settings["PWP__TRUSTED_PROXIES"]:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-        n = settings["PWP__TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -224,7 +220,16 @@ class SecurityHeaders:
         return self.wsgi_app(environ, start)
 
 
-def _register_security_headers(app):
+def _register_middleware(app):
+    """WSGI layers around Flask, innermost first: the API's hot path, the trusted
+    proxies' headers, the security headers on every response."""
+    from . import hotpath
+
+    hotpath.init_app(app)
+    n = app.config["PWP__TRUSTED_PROXIES"]
+    if n:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     app.wsgi_app = SecurityHeaders(app.wsgi_app)
 
 

@@ -1,0 +1,118 @@
+"""The API's two commonest requests, answered before Flask's per-request machinery.
+
+A secret-sharing server mostly creates pushes and reads them once. For an anonymous
+`POST /api/v2/pushes` with a JSON body, and an anonymous `GET /api/v2/pushes/<url_token>`
+of a live push without passphrase or files, Flask's request and response objects, URL
+adapter, sessions, hooks and signals cost about a hundred microseconds of the request's
+four hundred (bench/PROFILE.md). This WSGI layer answers exactly those requests in an
+app context, with the same handlers as the Flask views (api.store_push,
+pushes.retrieve_open, api.push_json): byte-for-byte the same answer.
+
+Everything else goes to Flask untouched, and so does any of these requests that is not
+plainly valid: a token header, a cookie, a query string, a body to a read, input the API
+refuses, a push that needs the general retrieval. The fall-through happens before
+anything is written, so Flask's views and error handlers answer it as if this layer did
+not exist. Not installed when per-IP throttling is on: Flask-Limiter counts in Flask.
+"""
+import io
+import json
+import re
+
+from flask import Flask
+
+from . import api, params, pushes
+from .auth import actor_from
+from .errors import INTERNAL_ERROR, PushError, json_body, log_unexpected
+
+PREFIX = "/api/v2/pushes"
+_TOKEN = re.compile(api.TokenConverter.regex)
+# /api/v2/pushes/<name>: static routes that the token rule does not serve
+_OTHER_ROUTES = frozenset({"active", "expired"})
+_CREDENTIALS = ("HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_X_USER_TOKEN")
+_STATUS = {200: "200 OK", 201: "201 CREATED", 500: "500 INTERNAL SERVER ERROR"}
+
+
+class HotPath:
+    """WSGI layer in front of Flask's own wsgi_app (inside ProxyFix and SecurityHeaders)."""
+
+    def __init__(self, app: Flask, wsgi_app):
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        handler = self._handler(environ)
+        if handler is None:
+            return self.wsgi_app(environ, start_response)
+        try:
+            with self.app.app_context():
+                answer = handler(environ)
+        except Exception as exc:  # as errors._unexpected answers in Flask
+            log_unexpected(self.app.logger, environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"], exc)
+            answer = 500, INTERNAL_ERROR
+        if answer is None:
+            return self.wsgi_app(environ, start_response)
+        status, data = answer
+        body = json_body(data)
+        start_response(_STATUS[status], [("Content-Type", "application/json"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _handler(self, environ):
+        """The handler for a request this layer answers, else None (before any reading)."""
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "POST") or environ.get("QUERY_STRING") \
+                or "HTTP_TRANSFER_ENCODING" in environ \
+                or any(name in environ for name in _CREDENTIALS) \
+                or not self.app.config["PWP__ALLOW_ANONYMOUS"]:
+            return None
+        path = environ.get("PATH_INFO", "")
+        if method == "POST":
+            if path not in (PREFIX, PREFIX + ".json") \
+                    or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+                return None
+            length = environ.get("CONTENT_LENGTH", "")
+            if not length.isdigit() or not 0 < int(length) <= self.app.config["MAX_CONTENT_LENGTH"]:
+                return None
+            return self._create
+        if not path.startswith(PREFIX + "/") or environ.get("CONTENT_LENGTH", "0") != "0":
+            return None
+        return self._retrieve
+
+    def _create(self, environ):
+        stream = environ["wsgi.input"]
+        length = int(environ["CONTENT_LENGTH"])
+        body = stream.read(length)
+        environ["wsgi.input"] = io.BytesIO(body)  # for Flask, if it answers after all
+        if len(body) != length:
+            return None  # the client went away: Flask's 400
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        try:
+            fields = params.root(data, "push", wrap=True)
+            push, now = api.store_push(fields, None, actor_from(environ))
+        except PushError:
+            return None  # refused input: Flask's view answers it the same way
+        return 201, api.push_json(push, now, owner_fields=True, base=api.base_url_for(environ))
+
+    def _retrieve(self, environ):
+        token = environ["PATH_INFO"][len(PREFIX) + 1:]
+        if token.endswith(".json"):
+            token = token[:-5]
+        if token in _OTHER_ROUTES or not _TOKEN.fullmatch(token):
+            return None
+        now = pushes.utcnow()
+        result = pushes.retrieve_open(token, actor_from(environ), now)
+        if result is None:
+            return None
+        return 200, api.push_json(result.push, now, retrieval=result, base=api.base_url_for(environ))
+
+
+def init_app(app: Flask):
+    """Put the hot path in front of Flask's wsgi_app, unless throttling is on."""
+    cfg = app.config
+    if not cfg["PWP__THROTTLING__SECOND"] and not cfg["PWP__THROTTLING__MINUTE"]:
+        app.wsgi_app = HotPath(app, app.wsgi_app)

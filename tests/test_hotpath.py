@@ -1,0 +1,181 @@
+"""The API's hot path (pwp/hotpath.py): which requests it answers, that its answers are
+Flask's byte for byte, and that everything else reaches Flask untouched."""
+import io
+import json
+import logging
+
+import pytest
+from flask import request_started
+
+from conftest import bearer, make_config, sql
+from pwp import create_app
+from pwp.hotpath import HotPath
+from pwp.models import db
+
+BODY = {"push": {"payload": "s3cret-payload", "expire_after_days": 2, "expire_after_views": 3}}
+
+
+@pytest.fixture
+def flask_hits(app):
+    """How many requests reached Flask (its request_started signal)."""
+    hits = []
+
+    def count(sender, **_extra):
+        hits.append(1)
+    request_started.connect(count, app)
+    yield hits
+    request_started.disconnect(count, app)
+
+
+def without_hot_path(app):
+    """Take the hot path out of the app's WSGI layers (every request goes to Flask)."""
+    outer = app.wsgi_app  # SecurityHeaders
+    assert isinstance(outer.wsgi_app, HotPath)
+    outer.wsgi_app = outer.wsgi_app.wsgi_app
+    return app
+
+
+def create(client, body=BODY, path="/api/v2/pushes", **kwargs):
+    return client.post(path, data=json.dumps(body), content_type="application/json", **kwargs)
+
+
+def test_anonymous_create_and_retrieve_skip_flask(client, flask_hits):
+    created = create(client)
+    assert created.status_code == 201
+    token = created.get_json()["url_token"]
+    shown = client.get(f"/api/v2/pushes/{token}")
+    assert shown.status_code == 200 and shown.get_json()["payload"] == "s3cret-payload"
+    shown = client.get(f"/api/v2/pushes/{token}.json")
+    assert shown.get_json()["views_remaining"] == 1
+    created = create(client, path="/api/v2/pushes.json")
+    assert created.status_code == 201
+    assert flask_hits == []
+
+
+def _answers(app):
+    """Create, read twice (the last view expires it), read again: what a client sees."""
+    client = app.test_client()
+    seen = []
+    created = create(client, {"push": {"payload": "p", "expire_after_views": 2, "note": "n",
+                                       "name": "x", "retrieval_step": "true"}})
+    token = created.get_json()["url_token"]
+    for response in (created, client.get(f"/api/v2/pushes/{token}"),
+                     client.get(f"/api/v2/pushes/{token}.json"), client.get(f"/api/v2/pushes/{token}")):
+        seen.append((response.status, response.headers.to_wsgi_list(),
+                     response.get_data().replace(token.encode(), b"TOKEN")))
+    return seen
+
+
+def test_answers_are_flasks_byte_for_byte(database_url, tmp_path, clock):
+    fast = create_app(make_config(database_url), instance_path=str(tmp_path / "a"))
+    fast_answers = _answers(fast)
+    with fast.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    slow = without_hot_path(create_app(make_config(database_url), instance_path=str(tmp_path / "b")))
+    assert _answers(slow) == fast_answers
+    # the last view got the payload, the read after it an expired push without one
+    assert json.loads(fast_answers[2][2])["payload"] == "p"
+    after = json.loads(fast_answers[3][2])
+    assert after["expired"] is True and after["payload"] is None
+    with slow.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_hot_path_logs_views_and_creations(app, client):
+    token = create(client, headers={"User-Agent": "agent/1", "Referer": "https://ref.example/"}).get_json()["url_token"]
+    client.get(f"/api/v2/pushes/{token}", headers={"User-Agent": "agent/2"})
+    rows = sql(app, "SELECT kind, ip, user_agent, referrer FROM audit_logs ORDER BY id")
+    assert [tuple(r) for r in rows] == [(0, "127.0.0.1", "agent/1", "https://ref.example/"),
+                                        (1, "127.0.0.1", "agent/2", "")]
+
+
+@pytest.mark.parametrize("name, call, status", [
+    ("token header", lambda c, t: c.get(f"/api/v2/pushes/{t}", headers=bearer("nope")), 401),
+    ("cookie", lambda c, t: c.set_cookie("a", "b") or c.get(f"/api/v2/pushes/{t}"), 200),
+    ("query string", lambda c, t: c.get(f"/api/v2/pushes/{t}?x=1"), 200),
+    ("body on a read", lambda c, t: c.get(f"/api/v2/pushes/{t}", json={"passphrase": "x"}), 200),
+    ("HEAD", lambda c, t: c.head(f"/api/v2/pushes/{t}"), 200),
+    ("unknown token", lambda c, t: c.get("/api/v2/pushes/nosuchtoken"), 404),
+    ("not a token", lambda c, t: c.get("/api/v2/pushes/a.b"), 404),
+    ("active list", lambda c, t: c.get("/api/v2/pushes/active"), 401),
+    ("preview", lambda c, t: c.get(f"/api/v2/pushes/{t}/preview"), 200),
+    ("form body", lambda c, t: c.post("/api/v2/pushes", data={"push[payload]": "x"}), 201),
+    ("JSON suffix type", lambda c, t: c.post("/api/v2/pushes", data=json.dumps(BODY),
+                                             content_type="application/vnd.api+json"), 201),
+    ("invalid JSON", lambda c, t: c.post("/api/v2/pushes", data="{nope", content_type="application/json"), 400),
+    ("JSON array", lambda c, t: c.post("/api/v2/pushes", data="[1]", content_type="application/json"), 400),
+    ("no push key", lambda c, t: create(c, {"other": 1}), 400),
+    ("refused input", lambda c, t: create(c, {"push": {"payload": ""}}), 422),
+    ("wrong type", lambda c, t: create(c, {"push": {"payload": ["x"]}}), 422),
+    ("files", lambda c, t: create(c, {"push": {"payload": "x", "files": []}}), 401),
+    ("e-mail", lambda c, t: create(c, {"push": {"payload": "x", "notify_emails_to": "a@b.c"}}), 422),
+    ("v1 create", lambda c, t: c.post("/p.json", json={"password": {"payload": "x"}}), 201),
+])
+def test_everything_else_reaches_flask(client, flask_hits, name, call, status):
+    token = create(client).get_json()["url_token"]
+    assert flask_hits == []
+    response = call(client, token)
+    assert response.status_code == status, (name, response.get_data())
+    assert flask_hits == [1], name
+
+
+def test_pushes_that_need_the_general_path_reach_flask(client, flask_hits, clock):
+    secret = create(client, {"push": {"payload": "x", "passphrase": "pw"}}).get_json()["url_token"]
+    short = create(client, {"push": {"payload": "x", "expire_after_days": 1}}).get_json()["url_token"]
+    clock.advance(days=2)
+    assert flask_hits == []
+    assert client.get(f"/api/v2/pushes/{secret}").status_code == 401
+    assert client.get(f"/api/v2/pushes/{secret}?passphrase=pw").get_json()["payload"] == "x"
+    answer = client.get(f"/api/v2/pushes/{short}").get_json()
+    assert answer["expired"] is True and answer["payload"] is None
+    assert len(flask_hits) == 3
+
+
+def test_an_owners_read_reaches_flask(client, make_user, flask_hits):
+    _user_id, api_token = make_user()
+    token = create(client, headers=bearer(api_token)).get_json()["url_token"]
+    assert client.get(f"/api/v2/pushes/{token}", headers=bearer(api_token)).status_code == 200
+    assert len(flask_hits) == 2
+
+
+@pytest.mark.parametrize("settings", [{"PWP__ALLOW_ANONYMOUS": False}])
+def test_anonymous_access_off_reaches_flask(client, flask_hits, settings):
+    assert create(client).status_code == 401
+    assert client.get("/api/v2/pushes/whatever").status_code == 401
+    assert len(flask_hits) == 2
+
+
+@pytest.mark.parametrize("settings", [{"PWP__THROTTLING__MINUTE": 1000}])
+def test_not_installed_when_throttling_is_on(app, settings):
+    assert not isinstance(app.wsgi_app.wsgi_app, HotPath)
+
+
+def test_an_unexpected_error_is_a_logged_json_500(app, client, monkeypatch, caplog):
+    token = create(client).get_json()["url_token"]
+
+    def broken(*_args):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr("pwp.pushes.retrieve_open", broken)
+    with caplog.at_level(logging.ERROR):
+        response = client.get(f"/api/v2/pushes/{token}")
+    assert response.status_code == 500
+    assert response.get_json() == {"status": 500, "error": "Internal Server Error"}
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "disk on fire" in caplog.text and token not in caplog.text
+
+
+def test_a_short_body_gets_flasks_400(client, flask_hits):
+    body = json.dumps(BODY).encode()
+    response = client.post("/api/v2/pushes", input_stream=io.BytesIO(body[:10]),
+                           content_type="application/json", headers={"Content-Length": str(len(body))})
+    assert response.status_code == 400
+    assert flask_hits == [1]
+
+
+def test_views_are_counted_once_per_read(app, client):
+    token = create(client).get_json()["url_token"]
+    for left in (2, 1, 0):
+        assert client.get(f"/api/v2/pushes/{token}").get_json()["views_remaining"] == left
+    assert tuple(sql(app, "SELECT view_count, expired, payload_ciphertext FROM pushes")[0]) == (3, True, None)
