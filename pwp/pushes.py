@@ -539,10 +539,24 @@ def retrieve_open(url_token: str, actor: Actor, now: datetime) -> Retrieval | No
     _load_caller(actor)
     with Transaction() as tx:
         push = _claim_open(tx, url_token, actor, now)
-        if push is not None:
-            return _grant(push, None, now, tx)  # committed as the block ends
-        tx.end(commit=False)
-    return None
+        if push is None:
+            tx.end(commit=False)
+            return None
+        ciphertext = push.payload_ciphertext
+        last = push.view_count >= push.expire_after_views
+        if last:  # decrypt before the expiry deletes the ciphertext (a failure rolls back)
+            payload = _open_payload(ciphertext, None)
+            _expire(push, now, tx)
+    if not last:
+        # After the commit, so the write lock is not held through the decryption (a
+        # third of a retrieval's transaction; other writers sleep in SQLite's busy
+        # handler meanwhile): a failure costs a counted view, never the payload.
+        payload = _open_payload(ciphertext, None)
+    return Retrieval(push=push, payload=payload, last_view=last, granted=True)
+
+
+def _open_payload(ciphertext: bytes, key: bytes | None) -> str:
+    return keyring().open(ciphertext, key).decode("utf-8")
 
 
 def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None = None,
@@ -580,20 +594,17 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     return _grant(push, key, now)
 
 
-def _grant(push: Push | PushRow, key: bytes | None, now: datetime,
-           tx: Transaction | None = None) -> Retrieval:
+def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
     # Decrypt before expiring: expiry nulls the ciphertext.
-    ring = keyring()
-    payload = ring.open(push.payload_ciphertext, key).decode("utf-8")
+    payload = _open_payload(push.payload_ciphertext, key)
     files = []
     if push.kind == Kind.file:
         files = list(db.session.scalars(
             select(PushFile).where(PushFile.push_id == push.id).order_by(PushFile.id)))
     last = push.view_count >= push.expire_after_views
     if last and push.kind != Kind.file:
-        _expire(push, now, tx)
-    if tx is None:
-        db.session.commit()
+        _expire(push, now)
+    db.session.commit()
     return Retrieval(push=push, payload=payload, files=files, file_key=key,
                      last_view=last, granted=True)
 

@@ -179,3 +179,21 @@ def test_views_are_counted_once_per_read(app, client):
     for left in (2, 1, 0):
         assert client.get(f"/api/v2/pushes/{token}").get_json()["views_remaining"] == left
     assert tuple(sql(app, "SELECT view_count, expired, payload_ciphertext FROM pushes")[0]) == (3, True, None)
+
+
+def test_a_wrong_master_key_never_costs_the_payload(app, client, database_url, tmp_path):
+    """An admin who starts the app with the wrong PWPUSH_MASTER_KEY: reads fail with a
+    500; the last view is rolled back (its expiry would delete the ciphertext), any other
+    view is counted (decrypted after its commit) and the payload stays."""
+    one = create(client, {"push": {"payload": "only-once", "expire_after_views": 1}}).get_json()["url_token"]
+    three = create(client, {"push": {"payload": "three-times", "expire_after_views": 3}}).get_json()["url_token"]
+    wrong = create_app(make_config(database_url, PWPUSH_MASTER_KEY="Wm9RcFhqM3R2a0N4bGZrWW5Rc2p2Q2J0a0JwWmhXb1E="),
+                       instance_path=str(tmp_path / "wrong")).test_client()
+    assert wrong.get(f"/api/v2/pushes/{one}").status_code == 500
+    assert wrong.get(f"/api/v2/pushes/{three}").status_code == 500
+    rows = dict((r[0], tuple(r[1:])) for r in sql(
+        app, "SELECT url_token, view_count, expired, payload_ciphertext IS NOT NULL FROM pushes"))
+    assert rows == {one: (0, False, True), three: (1, False, True)}
+    assert client.get(f"/api/v2/pushes/{one}").get_json()["payload"] == "only-once"
+    answer = client.get(f"/api/v2/pushes/{three}").get_json()
+    assert answer["payload"] == "three-times" and answer["views_remaining"] == 1
