@@ -1,14 +1,20 @@
 """Profile pwpush in-process: a WSGI loop of create / retrieve / flow requests, no network.
 
     python bench/profile_requests.py [create|retrieve|flow|all] [-n 3000] [--profile] [--top 30]
+                                     [--clients N]
 
 Uses a throwaway instance folder (SQLite) unless DATABASE_URL is set. Prints the CPU
 microseconds per request, and with --profile the cProfile functions by own and cumulative time.
 Deterministic enough to compare two commits on a noisy machine (run it 3 times).
+
+Per-IP throttling is off unless PWP__THROTTLING__MINUTE / __SECOND are set; --clients N
+sends the requests from N client addresses in turn (enough that none reaches the limits),
+to measure the default throttling with as many clients as a public server sees.
 """
 import argparse
 import cProfile
 import io
+import itertools
 import json
 import os
 import pstats
@@ -23,12 +29,23 @@ BODY = json.dumps({"push": {"payload": "bench-payload-0123456789-abcdefghijklmno
                             "expire_after_days": 1, "expire_after_views": 5}}).encode()
 
 
+CLIENTS = ["127.0.0.1"]
+_next_client = itertools.cycle(range(1))
+
+
+def set_clients(n: int):
+    """Send the following requests from n addresses in turn (10.0.0.0/8)."""
+    global _next_client
+    CLIENTS[:] = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(n)]
+    _next_client = itertools.cycle(range(n))
+
+
 def environ(method, path, body=b""):
-    """A WSGI environ like gunicorn builds for one request from 127.0.0.1."""
+    """A WSGI environ like gunicorn builds for one request from 127.0.0.1 (or the next client)."""
     env = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SCRIPT_NAME": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
+        "REMOTE_ADDR": CLIENTS[next(_next_client)], "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8000",
         "HTTP_ACCEPT": "application/json", "HTTP_USER_AGENT": "wrk",
         "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
         "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
@@ -84,7 +101,9 @@ def main():
     ap.add_argument("-n", type=int, default=3000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--clients", type=int, default=1, help="client addresses used in turn")
     args = ap.parse_args()
+    set_clients(args.clients)
     os.environ.setdefault("PWPUSH_INSTANCE_PATH", tempfile.mkdtemp(prefix="pwpush-prof-"))
     os.environ.setdefault("PWP__THROTTLING__MINUTE", "0")
     os.environ.setdefault("PWP__THROTTLING__SECOND", "0")
