@@ -140,9 +140,8 @@ def _register_database(app):
 
 
 def _register_extensions(app):
-    from . import auth, errors, throttling
+    from . import auth, errors
 
-    throttling.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
     for name, value in CSRF_DEFAULTS.items():
@@ -221,11 +220,13 @@ class SecurityHeaders:
 
 
 def _register_middleware(app):
-    """WSGI layers around Flask, innermost first: the API's hot path, the trusted
-    proxies' headers, the security headers on every response."""
-    from . import hotpath
+    """WSGI layers around Flask, innermost first: the API's hot path, per-IP throttling,
+    the trusted proxies' headers, the security headers on every response."""
+    from . import hotpath, throttling
 
+    flask_wsgi_app = app.wsgi_app
     hotpath.init_app(app)
+    throttling.init_app(app, flask_wsgi_app)
     n = app.config["PWP__TRUSTED_PROXIES"]
     if n:
         from werkzeug.middleware.proxy_fix import ProxyFix

@@ -125,14 +125,15 @@ def api_error(status, body=None):
 
 
 def _http_error(exc: HTTPException):
+    # Allow (405) and Retry-After (429, 503) as werkzeug gives them.
+    headers = [(name, value) for name, value in exc.get_headers() if name in ("Allow", "Retry-After")]
     if wants_json():
         if exc.code == 404:
             return api_error(404, {"status": 404, "error": "Not Found"})
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
-        if exc.code == 405 and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        response.headers.extend(headers)
         return response
-    return render_template("errors/http.html", error=exc), exc.code
+    return render_template("errors/http.html", error=exc), exc.code, headers
 
 
 def _push_error(exc: PushError):

@@ -12,7 +12,7 @@ Everything else goes to Flask untouched, and so does any of these requests that 
 plainly valid: a token header, a cookie, a query string, a body to a read, input the API
 refuses, a push that needs the general retrieval. The fall-through happens before
 anything is written, so Flask's views and error handlers answer it as if this layer did
-not exist. Not installed when per-IP throttling is on: Flask-Limiter counts in Flask.
+not exist. Per-IP throttling counts in front of it (pwp/throttling.py).
 """
 import io
 import json
@@ -112,7 +112,5 @@ class HotPath:
 
 
 def init_app(app: Flask):
-    """Put the hot path in front of Flask's wsgi_app, unless throttling is on."""
-    cfg = app.config
-    if not cfg["PWP__THROTTLING__SECOND"] and not cfg["PWP__THROTTLING__MINUTE"]:
-        app.wsgi_app = HotPath(app, app.wsgi_app)
+    """Put the hot path in front of Flask's wsgi_app."""
+    app.wsgi_app = HotPath(app, app.wsgi_app)

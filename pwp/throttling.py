@@ -1,34 +1,81 @@
 """Per-IP request throttling, as upstream's Rack::Attack: PWP__THROTTLING__SECOND / __MINUTE.
 
-Counters live in PWP__THROTTLING__STORAGE_URI: memory:// keeps them per process
-(each gunicorn worker counts on its own), redis://host:port/db shares them between
-workers and app instances. A limit of 0 turns it off.
+A WSGI layer in front of the API's hot path and Flask (inside ProxyFix, so the address is
+the client's when proxies are trusted) counts every request but static assets and the
+health check, in fixed windows as Rack::Attack does, with the `limits` library. Counters
+live in PWP__THROTTLING__STORAGE_URI: memory:// keeps them per process (each gunicorn
+worker counts on its own), redis://host:port/db shares them between workers and app
+instances. A limit of 0 turns it off. A request over a limit goes to Flask, whose error
+handlers answer 429 (JSON for the API, the error page in a browser) with Retry-After. If
+the storage cannot be reached, requests are served rather than all refused.
+
+At the WSGI edge rather than in Flask (Flask-Limiter): the API's hot path then serves the
+default configuration too, and a request costs a fraction (bench/PROFILE.md).
 """
+import logging
+import math
+import time
+
 from flask import request
+from werkzeug.exceptions import TooManyRequests
+
+log = logging.getLogger(__name__)
+THROTTLED = "pwp.throttled"  # environ key: seconds until the client may try again
+KEY = "pwpush"  # the counters' namespace (Redis keys contain it)
 
 
-def _exempt():
-    # Static assets and the health check never count.
-    return request.endpoint in ("static", "web.up")
+class Throttle:
+    """WSGI layer: count the request; a client over a limit is answered by `refuse`."""
+
+    def __init__(self, wsgi_app, refuse, limits, storage_uri, exempt_prefix):
+        # Imported only when throttling is on (and the Redis client only for redis://).
+        from limits.storage import storage_from_string
+        from limits.strategies import FixedWindowRateLimiter
+
+        self.wsgi_app = wsgi_app
+        self.refuse = refuse
+        self.limits = limits
+        self.strategy = FixedWindowRateLimiter(storage_from_string(storage_uri))
+        self.exempt_prefix = exempt_prefix
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path != "/up" and not path.startswith(self.exempt_prefix):
+            wait = self._over_limit(environ.get("REMOTE_ADDR") or "")
+            if wait:
+                environ[THROTTLED] = wait
+                return self.refuse(environ, start_response)
+        return self.wsgi_app(environ, start_response)
+
+    def _over_limit(self, client: str) -> int:
+        """Count one request of the client; seconds to wait if a limit is exceeded, else 0."""
+        try:
+            for item in self.limits:
+                if not self.strategy.hit(item, KEY, client):
+                    reset_at = self.strategy.get_window_stats(item, KEY, client).reset_time
+                    return max(1, math.ceil(reset_at - time.time()))
+        except Exception as exc:  # storage down: serve (the address is not logged)
+            log.warning("throttling storage unavailable (%s); request not counted", type(exc).__name__)
+        return 0
 
 
-def init_app(app):
-    """Install the limiter when at least one limit is set."""
+def _refuse_throttled():
+    wait = request.environ.get(THROTTLED)
+    if wait:
+        raise TooManyRequests(retry_after=wait)
+
+
+def init_app(app, flask_wsgi_app):
+    """Put the throttle in front of app.wsgi_app when at least one limit is set;
+    throttled requests go straight to flask_wsgi_app, whose first hook refuses them."""
     cfg = app.config
-    limits = [f"{cfg[f'PWP__THROTTLING__{unit.upper()}']} per {unit}" for unit in ("second", "minute")
-              if cfg[f"PWP__THROTTLING__{unit.upper()}"]]
-    if not limits:
-        return None
-    # Imported only when throttling is on: Flask-Limiter and its storage libraries
-    # add several MiB to every worker.
-    from flask_limiter import Limiter
-    from flask_limiter.util import get_remote_address
+    if not cfg["PWP__THROTTLING__SECOND"] and not cfg["PWP__THROTTLING__MINUTE"]:
+        return
+    from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 
-    return Limiter(
-        get_remote_address, app=app, application_limits=[";".join(limits)],
-        application_limits_exempt_when=_exempt, storage_uri=cfg["PWP__THROTTLING__STORAGE_URI"],
-        # Fixed windows, as Rack::Attack counts: the moving window's in-memory store walks
-        # every client's entries every 10 ms (bench/PROFILE.md, "The default configuration").
-        strategy="fixed-window", headers_enabled=True, retry_after="delta-seconds",
-        # If Redis is down, serve rather than fail every request.
-        swallow_errors=True, key_prefix="pwpush")
+    limits = [item(cfg[name]) for item, name in (
+        (RateLimitItemPerSecond, "PWP__THROTTLING__SECOND"),
+        (RateLimitItemPerMinute, "PWP__THROTTLING__MINUTE")) if cfg[name]]
+    app.before_request_funcs.setdefault(None, []).insert(0, _refuse_throttled)
+    app.wsgi_app = Throttle(app.wsgi_app, flask_wsgi_app, limits, cfg["PWP__THROTTLING__STORAGE_URI"],
+                            (app.static_url_path or "/static") + "/")

@@ -148,8 +148,10 @@ def test_anonymous_access_off_reaches_flask(client, flask_hits, settings):
 
 
 @pytest.mark.parametrize("settings", [{"PWP__THROTTLING__MINUTE": 1000}])
-def test_not_installed_when_throttling_is_on(app, settings):
-    assert not isinstance(app.wsgi_app.wsgi_app, HotPath)
+def test_throttling_counts_in_front_of_it(client, flask_hits, settings):
+    token = create(client).get_json()["url_token"]
+    assert client.get(f"/api/v2/pushes/{token}").status_code == 200
+    assert flask_hits == []
 
 
 def test_an_unexpected_error_is_a_logged_json_500(app, client, monkeypatch, caplog):

@@ -58,3 +58,41 @@ def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(tmp_path, trust
     client.get("/api/v2/version", headers={"X-Forwarded-For": "203.0.113.1"})
     r = client.get("/api/v2/version", headers={"X-Forwarded-For": "203.0.113.2"})
     assert r.status_code == expected
+
+
+def test_the_api_hot_path_is_counted_and_refused_with_flasks_429(tmp_path):
+    client = make_app(tmp_path, PWP__THROTTLING__MINUTE=2).test_client()
+    body = {"push": {"payload": "x"}}
+    assert [client.post("/api/v2/pushes", json=body).status_code for _ in range(2)] == [201, 201]
+    refused = client.post("/api/v2/pushes", json=body)
+    assert refused.status_code == 429
+    assert refused.get_json() == {"status": 429, "error": "Too Many Requests"}
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["Cache-Control"] == "no-store"
+
+
+def test_a_browser_gets_the_error_page_with_retry_after(tmp_path):
+    client = make_app(tmp_path, PWP__THROTTLING__SECOND=1).test_client()
+    assert client.get("/").status_code == 200
+    refused = client.get("/")
+    assert refused.status_code == 429 and refused.mimetype == "text/html"
+    assert b"Too Many Requests" in refused.data
+    assert 0 < int(refused.headers["Retry-After"]) <= 1
+
+
+def test_static_assets_and_the_health_check_are_not_counted(tmp_path):
+    client = make_app(tmp_path, PWP__THROTTLING__MINUTE=1).test_client()
+    for _ in range(3):
+        assert client.get("/up").status_code == 200
+        response = client.get("/static/app.css")
+        assert response.status_code == 200
+        response.close()
+    assert client.get("/api/v2/version").status_code == 200
+    assert client.get("/api/v2/version").status_code == 429
+
+
+def test_requests_are_served_when_the_storage_is_unreachable(tmp_path, caplog):
+    client = make_app(tmp_path, PWP__THROTTLING__MINUTE=1,
+                      PWP__THROTTLING__STORAGE_URI="redis://127.0.0.1:1/0").test_client()
+    assert [client.get("/api/v2/version").status_code for _ in range(3)] == [200] * 3
+    assert "throttling storage unavailable" in caplog.text
