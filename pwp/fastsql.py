@@ -9,6 +9,7 @@ machinery is skipped. Everything else uses the session.
 """
 import os
 import threading
+import time
 import weakref
 from datetime import datetime
 
@@ -134,6 +135,8 @@ def _own_connection(engine):
         fairy = engine.raw_connection()
         fairy.detach()
         dbapi = connections[engine.pool] = fairy.dbapi_connection
+        if engine.dialect.name == "sqlite":
+            dbapi.execute("PRAGMA busy_timeout=0")  # _begin_immediate waits instead
         if engine.dialect.name != "sqlite":  # (sqlite3 connections close when collected)
             _finalizers[:] = [f for f in _finalizers if f.alive]
             _finalizers.append(weakref.finalize(engine.pool, _close_quietly, dbapi))
@@ -171,8 +174,9 @@ def _close_quietly(dbapi):
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-# Seconds a thread waits for this process's SQLite write lock (and connection) before it
-# fails as SQLite would (as long as the connections' busy timeout).
+# Seconds a thread waits for this process's SQLite write lock (and connection), and then
+# for another process's, before it fails as SQLite would (as long as the connections'
+# busy timeout).
 WRITE_LOCK_WAIT = 15
 _write_locks: dict = {}
 
@@ -184,6 +188,41 @@ def _take_write_lock(database: str, dialect) -> threading.Lock:
     if not lock.acquire(timeout=WRITE_LOCK_WAIT):
         raise dialect.loaded_dbapi.OperationalError("database is locked")
     return lock
+
+
+# Another process's SQLite transaction: SQLite's busy handler would sleep 1, 2, 5, 10 ms …
+# between attempts, while a fast-path transaction holds the write lock for about a tenth
+# of a millisecond; those sleeps made most of the retrieval's p99 with two worker
+# processes (bench/PROFILE.md). The fast path's connection (busy_timeout 0) yields the CPU
+# between its first attempts instead, so that the process holding the lock finishes,
+# then sleeps briefly between attempts, for up to WRITE_LOCK_WAIT seconds.
+_YIELDS = 10
+_RETRY_SLEEP = 0.0005
+_SQLITE_BUSY = 5
+_yield_cpu = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
+def _begin_immediate(cursor, dialect):
+    """BEGIN IMMEDIATE on the fast path's SQLite connection, waiting for another
+    process's write lock; past WRITE_LOCK_WAIT, SQLite's "database is locked"."""
+    attempt = 0
+    deadline = None
+    while True:
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            return
+        except dialect.loaded_dbapi.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", _SQLITE_BUSY) != _SQLITE_BUSY:
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + WRITE_LOCK_WAIT
+            if now >= deadline:
+                raise
+        attempt += 1
+        if attempt <= _YIELDS:
+            _yield_cpu()
+        else:
+            time.sleep(_RETRY_SLEEP)
 
 
 def _write_lock(database: str) -> threading.Lock:
@@ -235,7 +274,7 @@ class Transaction:
             self.cursor = self.dbapi.cursor()
             if self.lock is not None:
                 # As pwp._sqlite_begin: take SQLite's write lock up front.
-                self.cursor.execute("BEGIN IMMEDIATE")
+                _begin_immediate(self.cursor, self.dialect)
         except BaseException:
             # "database is locked" after the busy timeout: give the lock back.
             self.end(commit=False)

@@ -92,8 +92,8 @@ def test_executemany_for_a_list_of_rows(app):
         assert tokens == ["many0", "many1", "many2"]
 
 
-def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
-    """SQLite: another process holds the write lock past the busy timeout."""
+def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path, monkeypatch):
+    """SQLite: another process holds the write lock past WRITE_LOCK_WAIT."""
     import sqlite3
 
     from conftest import make_config
@@ -101,10 +101,9 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
 
     path = tmp_path / "locked.sqlite3"
     app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"))
+    monkeypatch.setattr(fastsql, "WRITE_LOCK_WAIT", 0.02)  # give up after 20 ms
     with app.app_context():
         engine = db.engine
-        # This thread's fast-path connection gives up after 20 ms.
-        fastsql._own_connection(engine).execute("PRAGMA busy_timeout=20")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
@@ -117,6 +116,45 @@ def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path):
             other.close()
         with fastsql.Transaction():  # free again
             pass
+
+
+def test_sqlite_waits_for_another_process_then_commits(tmp_path, monkeypatch):
+    """Another process's transaction holds SQLite's write lock: the fast path yields and
+    retries (no busy-handler sleeps) and goes ahead once it is released."""
+    import sqlite3
+    import threading
+
+    from conftest import make_config
+    from pwp import create_app
+
+    path = tmp_path / "wait-other.sqlite3"
+    app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"))
+    insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
+    retried = threading.Event()
+
+    def yield_cpu():
+        retried.set()
+    monkeypatch.setattr(fastsql, "_yield_cpu", yield_cpu)
+    outcome = []
+
+    def write():
+        with app.app_context():
+            with fastsql.Transaction() as tx:
+                tx.run(insert_push, _row())
+            outcome.append("committed")
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert retried.wait(10)  # it found the lock taken and is retrying
+    assert outcome == []
+    other.execute("COMMIT")
+    other.close()
+    thread.join()
+    assert outcome == ["committed"]
+    with app.app_context():
+        assert db.session.scalar(select(Push.url_token)) == _row()["url_token"]
 
 
 def test_sqlite_threads_share_the_process_connection_until_the_pool_is_replaced(tmp_path):
@@ -134,7 +172,8 @@ def test_sqlite_threads_share_the_process_connection_until_the_pool_is_replaced(
 
     first = connection_used()
     assert connection_used() is first  # no pool checkout per transaction
-    assert first.execute("PRAGMA busy_timeout").fetchone() == (15000,)  # the connect event ran
+    assert first.execute("PRAGMA foreign_keys").fetchone() == (1,)  # the connect event ran
+    assert first.execute("PRAGMA busy_timeout").fetchone() == (0,)  # _begin_immediate waits
     seen = []
     thread = threading.Thread(target=lambda: seen.append(connection_used()))
     thread.start()
