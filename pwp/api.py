@@ -155,10 +155,15 @@ def store_push(fields: dict, caller, who, kind=None):
     return pushes.create(new, who, now), now
 
 
+# Set by the hot path when its retrieve_open found nothing: Flask's view skips it.
+OPEN_TRIED = "pwp.open_tried"
+
+
 def show_push(url_token, version):
     """Retrieve: count one view and return the payload."""
     now = pushes.utcnow()
-    result = pushes.retrieve(url_token, actor(g.caller), now, passphrase=params.passphrase_param())
+    result = pushes.retrieve(url_token, actor(g.caller), now, passphrase=params.passphrase_param(),
+                             open_tried=OPEN_TRIED in request.environ)
     return json_response(push_json(result.push, now, version=version, retrieval=result))
 
 

@@ -107,6 +107,7 @@ class HotPath:
         now = pushes.utcnow()
         result = pushes.retrieve_open(token, actor_from(environ), now)
         if result is None:
+            environ[api.OPEN_TRIED] = True  # the view's general path need not try again
             return None
         return 200, api.push_json(result.push, now, retrieval=result, base=api.base_url_for(environ))
 

@@ -560,15 +560,16 @@ def _open_payload(ciphertext: bytes, key: bytes | None) -> str:
 
 
 def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None = None,
-             unlock_key: bytes | None = None) -> Retrieval:
+             unlock_key: bytes | None = None, open_tried: bool = False) -> Retrieval:
     """Count one view (owners and admins are logged, not counted) and decrypt the payload.
 
     Raises NotFound, PassphraseIncorrect, TooManyAttempts. An expired push
     answers with no payload. The view that uses the last allowed view still
     gets the payload; the push expires in the same transaction (file pushes
     stay until their next access so the files can be downloaded).
+    open_tried: retrieve_open already found nothing for this request (the API's hot path).
     """
-    granted = retrieve_open(url_token, actor, now)
+    granted = None if open_tried else retrieve_open(url_token, actor, now)
     if granted is not None:
         return granted
     # Everything else: unknown, expired, passphrase, owner or admin, or a lost race.

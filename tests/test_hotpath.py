@@ -10,6 +10,7 @@ from flask import request_started
 from conftest import bearer, make_config, sql
 from pwp import create_app
 from pwp.hotpath import HotPath
+from pwp import pushes
 from pwp.models import db
 
 BODY = {"push": {"payload": "s3cret-payload", "expire_after_days": 2, "expire_after_views": 3}}
@@ -121,16 +122,22 @@ def test_everything_else_reaches_flask(client, flask_hits, name, call, status):
     assert flask_hits == [1], name
 
 
-def test_pushes_that_need_the_general_path_reach_flask(client, flask_hits, clock):
+def test_pushes_that_need_the_general_path_reach_flask(client, flask_hits, clock, monkeypatch):
     secret = create(client, {"push": {"payload": "x", "passphrase": "pw"}}).get_json()["url_token"]
     short = create(client, {"push": {"payload": "x", "expire_after_days": 1}}).get_json()["url_token"]
     clock.advance(days=2)
+    tries = []
+    retrieve_open = pushes.retrieve_open
+    monkeypatch.setattr(pushes, "retrieve_open", lambda *a: tries.append(1) or retrieve_open(*a))
     assert flask_hits == []
     assert client.get(f"/api/v2/pushes/{secret}").status_code == 401
     assert client.get(f"/api/v2/pushes/{secret}?passphrase=pw").get_json()["payload"] == "x"
     answer = client.get(f"/api/v2/pushes/{short}").get_json()
     assert answer["expired"] is True and answer["payload"] is None
-    assert len(flask_hits) == 3
+    assert client.get("/api/v2/pushes/nosuchtoken").status_code == 404
+    assert len(flask_hits) == 4
+    # one claim attempt per read: the hot path's (three) and Flask's for the query string
+    assert len(tries) == 4
 
 
 def test_an_owners_read_reaches_flask(client, make_user, flask_hits):
