@@ -135,9 +135,9 @@ def _own_connection(engine):
         fairy = engine.raw_connection()
         fairy.detach()
         dbapi = connections[engine.pool] = fairy.dbapi_connection
-        if engine.dialect.name == "sqlite":
+        if engine.dialect.name == "sqlite":  # (sqlite3 connections close when collected)
             dbapi.execute("PRAGMA busy_timeout=0")  # _begin_immediate waits instead
-        if engine.dialect.name != "sqlite":  # (sqlite3 connections close when collected)
+        else:
             _finalizers[:] = [f for f in _finalizers if f.alive]
             _finalizers.append(weakref.finalize(engine.pool, _close_quietly, dbapi))
     return dbapi
@@ -261,7 +261,7 @@ class Transaction:
                 # The process's connection is this thread's until the transaction ends.
                 # Threads queue here rather than in SQLite's busy handler, which polls
                 # with sleeps of 1, 2, 5, 10 ... ms (3-6 % less CPU per request with 4
-                # threads, bench/RESULTS.md); other processes meet the busy handler.
+                # threads, bench/RESULTS.md); other processes, in _begin_immediate.
                 self.lock = _take_write_lock(engine.url.database, self.dialect)
             try:
                 self.dbapi = _own_connection(engine)
