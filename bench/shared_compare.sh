@@ -3,12 +3,15 @@
 # project (../shared/bench: wrk, server on CPU 1, load on CPU 0, quiet gate, medians of REPS).
 #
 #   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling gunicorn recommended cold maint
-#                                         (default: all but recommended)
+#                                         (default: all but recommended and scaling-ab)
 #
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
 #          (BEFORE_DIR=path/to/an/older/checkout adds it as a fourth target)
 # pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite
 # scaling  retrieve with 10 000 then 1 000 000 stored pushes (fill: bench/fill_direct.py)
+# scaling-ab  the same question without the drift of a sequential run: pwpush and the ceiling,
+#          each with a 10 000 and a 1 000 000 push store filled first, retrieve interleaved by
+#          compare.sh (tokens sampled uniformly from each store: bench/sample_tokens.sh)
 # gunicorn create + flow with sync x1, sync x2 (the default), sync x4, gthread 1x4
 # recommended  pwpush with gunicorn.conf.py's setting (gthread 1x4) and with 2 sync workers
 #          vs the ceiling (2 sync workers, the harness's setting): create, retrieve, flow
@@ -21,6 +24,7 @@ ROOT=$(dirname "$HERE")
 H=${HARNESS:-$(cd "$ROOT/../shared/bench" && pwd)}
 OUT=${OUT:-/tmp/pwpush-results}
 export REPS=${REPS:-3}
+BENCH_TMP=${BENCH_TMP:-/tmp/bench} BENCH_VENV=${BENCH_VENV:-/tmp/bench-venv}  # as the harness's
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 PREFIX=$(python3 -c 'import sys; print(sys.prefix)')   # the Python that has requirements.txt
 export PWP__THROTTLING__MINUTE=0 PWP__THROTTLING__SECOND=0
@@ -70,6 +74,24 @@ for step in $STEPS; do
       FILL_CMD="env PWPUSH_INSTANCE_PATH=$inst python3 $HERE/fill_direct.py" RESULTS=$OUT/scaling.jsonl \
         "$H/run.sh" pwpush-v2 http://127.0.0.1:8002 scaling >"$OUT/scaling.txt"
       ls -l "$inst" >>"$OUT/scaling.txt"
+      "$H/servers.sh" stop-all ;;
+    scaling-ab)
+      tok=$(mktemp -d /tmp/pwpush-bench-tokens-XXXX)
+      for port_n in 8020:10000 8021:1000000; do  # pwpush on 8020 / 8021, the ceiling on 8120 / 8121
+        port=${port_n%:*} n=${port_n#*:} inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
+        PWPUSH_INSTANCE_PATH=$inst SERVER_LABEL=pwpush-$n "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX"
+        PWPUSH_INSTANCE_PATH=$inst python3 "$HERE/fill_direct.py" "$n" "$tok/$port"
+        "$H/servers.sh" ceiling flask-sqlite-fernet $((port + 100))
+        (set -a; source "$BENCH_TMP/servers/$((port + 100)).env"
+         "$BENCH_VENV/bin/python" "$H/fill/ceiling_sqlite.py" "$n" "$tok/$((port + 100))")
+        for p in "$port" $((port + 100)); do  # run.sh reads these with the server's label
+          printf 'TOKEN_SOURCE=%s\nFILL_CMD=%s\n' "$tok/$p" "$HERE/sample_tokens.sh" >>"$BENCH_TMP/servers/$p.env"
+        done
+      done
+      WORKLOADS=retrieve OUT=$OUT/compare-scaling-ab.jsonl "$H/compare.sh" \
+        pwpush-v2 http://127.0.0.1:8020 pwpush-v2 http://127.0.0.1:8021 \
+        ceiling http://127.0.0.1:8120 ceiling http://127.0.0.1:8121 >"$OUT/compare-scaling-ab.md"
+      rm -rf "$tok"
       "$H/servers.sh" stop-all ;;
     gunicorn)
       BENCH_WORKERS=1 pwpush 8010 sync-x1
