@@ -2,7 +2,7 @@
 # bench/shared_compare.sh — reproduce bench/RESULTS.md with the shared harness beside the
 # project (../shared/bench: wrk, server on CPU 1, load on CPU 0, quiet gate, medians of REPS).
 #
-#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling gunicorn recommended cold maint
+#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling scaling-ab gunicorn recommended cold maint
 #                                         (default: all but recommended and scaling-ab)
 #
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
@@ -76,9 +76,10 @@ for step in $STEPS; do
       ls -l "$inst" >>"$OUT/scaling.txt"
       "$H/servers.sh" stop-all ;;
     scaling-ab)
-      tok=$(mktemp -d /tmp/pwpush-bench-tokens-XXXX)
+      tok=$(mktemp -d /tmp/pwpush-bench-tokens-XXXX) stores=()
       for port_n in 8020:10000 8021:1000000; do  # pwpush on 8020 / 8021, the ceiling on 8120 / 8121
         port=${port_n%:*} n=${port_n#*:} inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
+        stores+=("$inst")
         PWPUSH_INSTANCE_PATH=$inst SERVER_LABEL=pwpush-$n "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX"
         PWPUSH_INSTANCE_PATH=$inst python3 "$HERE/fill_direct.py" "$n" "$tok/$port"
         "$H/servers.sh" ceiling flask-sqlite-fernet $((port + 100))
@@ -87,12 +88,13 @@ for step in $STEPS; do
         for p in "$port" $((port + 100)); do  # run.sh reads these with the server's label
           printf 'TOKEN_SOURCE=%s\nFILL_CMD=%s\n' "$tok/$p" "$HERE/sample_tokens.sh" >>"$BENCH_TMP/servers/$p.env"
         done
+        echo "SERVER_LABEL=ceiling-$n" >>"$BENCH_TMP/servers/$((port + 100)).env"
       done
       WORKLOADS=retrieve OUT=$OUT/compare-scaling-ab.jsonl "$H/compare.sh" \
         pwpush-v2 http://127.0.0.1:8020 pwpush-v2 http://127.0.0.1:8021 \
         ceiling http://127.0.0.1:8120 ceiling http://127.0.0.1:8121 >"$OUT/compare-scaling-ab.md"
-      rm -rf "$tok"
-      "$H/servers.sh" stop-all ;;
+      "$H/servers.sh" stop-all
+      rm -rf "$tok" "${stores[@]}" ;;  # 440 MB for the large one
     gunicorn)
       BENCH_WORKERS=1 pwpush 8010 sync-x1
       pwpush 8011 sync-x2
