@@ -71,6 +71,11 @@ class PushRules:
         return (self.expires_at <= now) | (self.view_count >= self.expire_after_views)
 
     @property
+    def views_used_up(self) -> bool:
+        """Tell whether the view just counted was the last one allowed."""
+        return self.view_count >= self.expire_after_views
+
+    @property
     def has_passphrase(self) -> bool:
         """Tell whether a passphrase guards the payload."""
         return self.passphrase_verifier is not None

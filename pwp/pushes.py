@@ -543,14 +543,14 @@ def retrieve_open(url_token: str, actor: Actor, now: datetime) -> Retrieval | No
             tx.end(commit=False)
             return None
         ciphertext = push.payload_ciphertext
-        last = push.view_count >= push.expire_after_views
+        last = push.views_used_up
         if last:  # decrypt before the expiry deletes the ciphertext (a failure rolls back)
             payload = _open_payload(ciphertext, None)
             _expire(push, now, tx)
     if not last:
         # After the commit, so the write lock is not held through the decryption (a
-        # third of a retrieval's transaction; other writers sleep in SQLite's busy
-        # handler meanwhile): a failure costs a counted view, never the payload.
+        # third of a retrieval's transaction, while other writers wait for the lock):
+        # a failure costs a counted view, never the payload.
         payload = _open_payload(ciphertext, None)
     return Retrieval(push=push, payload=payload, last_view=last, granted=True)
 
@@ -602,7 +602,7 @@ def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
     if push.kind == Kind.file:
         files = list(db.session.scalars(
             select(PushFile).where(PushFile.push_id == push.id).order_by(PushFile.id)))
-    last = push.view_count >= push.expire_after_views
+    last = push.views_used_up
     if last and push.kind != Kind.file:
         _expire(push, now)
     db.session.commit()
