@@ -2,8 +2,8 @@
 # bench/shared_compare.sh — reproduce bench/RESULTS.md with the shared harness beside the
 # project (../shared/bench: wrk, server on CPU 1, load on CPU 0, quiet gate, medians of REPS).
 #
-#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling scaling-ab gunicorn recommended cold maint
-#                                         (default: all but recommended and scaling-ab)
+#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling scaling-ab gunicorn recommended threads cold maint
+#                                         (default: all but recommended, threads and scaling-ab)
 #
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
 #          (BEFORE_DIR=path/to/an/older/checkout adds it as a fourth target)
@@ -13,8 +13,11 @@
 #          each with a 10 000 and a 1 000 000 push store filled first, retrieve interleaved by
 #          compare.sh (tokens sampled uniformly from each store: bench/sample_tokens.sh)
 # gunicorn create + flow with sync x1, sync x2 (the default), sync x4, gthread 1x4
-# recommended  pwpush with gunicorn.conf.py's setting (gthread 1x4) and with 2 sync workers
-#          vs the ceiling (2 sync workers, the harness's setting): create, retrieve, flow
+# threads  one gthread worker with THREADS (default "2 3 4") threads each and 2 sync workers,
+#          on SQLite with the ceiling beside them, or with THREADS_DB=pg on a throwaway
+#          PostgreSQL database: create, retrieve, flow (gunicorn.conf.py's thread count)
+# recommended  `threads` with gunicorn.conf.py's setting on SQLite (gthread 1x2): it against 2
+#          sync workers and the ceiling (2 sync workers, the harness's setting)
 # cold     cold start (bench/coldstart.py);  maint: purge-expired / rotate-key on 100 000 pushes
 # Env: HARNESS (../shared/bench), OUT (/tmp/pwpush-results), REPS (3), PG_ADMIN_URL
 #      (postgresql://postgres@127.0.0.1:5432/postgres). Run from anywhere; stops what it starts.
@@ -46,6 +49,10 @@ pg_db() {  # create a throwaway database; print its URL
   echo "${PG_ADMIN_URL%/*}/$name"
 }
 
+pg_drop() {  # URL: drop a database made by pg_db
+  python3 -c "import psycopg,sys; psycopg.connect(sys.argv[1], autocommit=True).execute('DROP DATABASE ${1##*/} WITH (FORCE)')" "$PG_ADMIN_URL"
+}
+
 for step in $STEPS; do
   log "step $step"
   case $step in
@@ -67,7 +74,7 @@ for step in $STEPS; do
       pwpush 8000 pwpush-sqlite
       OUT=$OUT/compare-pg.jsonl "$H/compare.sh" pwpush-v2 http://127.0.0.1:8000 pwpush-v2 http://127.0.0.1:8001 >"$OUT/compare-pg.md"
       "$H/servers.sh" stop-all
-      python3 -c "import psycopg,sys; psycopg.connect(sys.argv[1], autocommit=True).execute('DROP DATABASE ${url##*/} WITH (FORCE)')" "$PG_ADMIN_URL" ;;
+      pg_drop "$url" ;;
     scaling)
       inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
       PWPUSH_INSTANCE_PATH=$inst SERVER_LABEL=pwpush-sqlite "$H/servers.sh" gunicorn 8002 pwpush:app "$PREFIX"
@@ -104,13 +111,24 @@ for step in $STEPS; do
         pwpush-v2 http://127.0.0.1:8010 pwpush-v2 http://127.0.0.1:8011 \
         pwpush-v2 http://127.0.0.1:8012 pwpush-v2 http://127.0.0.1:8013 >"$OUT/compare-gunicorn.md"
       "$H/servers.sh" stop-all ;;
-    recommended)
-      BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=4 pwpush 8013 pwpush-gthread-1x4
-      pwpush 8000 pwpush-sqlite
-      "$H/servers.sh" ceiling flask-sqlite-fernet 8116
-      OUT=$OUT/compare-recommended.jsonl "$H/compare.sh" pwpush-v2 http://127.0.0.1:8013 \
-        pwpush-v2 http://127.0.0.1:8000 ceiling http://127.0.0.1:8116 >"$OUT/compare-recommended.md"
-      "$H/servers.sh" stop-all ;;
+    threads|recommended)
+      db=${THREADS_DB:-sqlite} threads=${THREADS:-2 3 4} targets=() on_db=()
+      [[ $step == recommended ]] && db=sqlite threads=2  # gunicorn.conf.py's setting on SQLite
+      [[ $db == pg ]] && url=$(pg_db) && on_db=(DATABASE_URL="$url" AUX_PORTS=5432)
+      for n in $threads; do
+        BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=$n \
+          pwpush $((8030 + n)) pwpush-$db-gthread-1x$n "${on_db[@]}"
+        targets+=(pwpush-v2 "http://127.0.0.1:$((8030 + n))")
+      done
+      pwpush 8000 pwpush-$db-sync-x2 "${on_db[@]}"
+      targets+=(pwpush-v2 http://127.0.0.1:8000)
+      if [[ $db == sqlite ]]; then
+        "$H/servers.sh" ceiling flask-sqlite-fernet 8116
+        targets+=(ceiling http://127.0.0.1:8116)
+      fi
+      OUT=$OUT/compare-$step-$db.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-$step-$db.md"
+      "$H/servers.sh" stop-all
+      if [[ $db == pg ]]; then pg_drop "$url"; fi ;;
     cold) taskset -c 1 python3 "$HERE/coldstart.py" --reps 5 | tee "$OUT/coldstart.txt" ;;
     maint) python3 "$HERE/maintenance.py" all -n 100000 | tee "$OUT/maintenance.txt" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
