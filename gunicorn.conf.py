@@ -2,17 +2,19 @@
 
 `gunicorn pwpush:app` (the Procfile's web process) picks this file up. Environment:
   WEB_CONCURRENCY   worker processes (default 1; one per core to use more cores)
-  GUNICORN_THREADS  threads per worker (default 4)
+  GUNICORN_THREADS  threads per worker (default 2 on SQLite, 4 on PostgreSQL)
   PORT              PaaS port: bind 0.0.0.0:$PORT; without it bind 127.0.0.1:8000 (behind a proxy)
   BIND              an explicit address, e.g. unix:/run/pwpush.sock (wins over PORT)
 
-Measured on one core of the 2-vCPU VM (bench/RESULTS.md, "gunicorn settings", two runs on
-2026-11-27): one process with 4 threads creates as fast as one sync worker (or faster) and
-4-30 % faster than two sync workers, at 95-97 MiB instead of 156-160 MiB: every extra
-process on a core costs CPU per request. Threads also keep serving while one request or
-client is slow. Trade-off: at full load, p99 is worse (26-28 ms vs 15-22 ms for sync
-workers); `gunicorn -k sync -w 2 pwpush:app` keeps the tail lower for fewer requests per
-core and ~60 MiB more.
+Measured on one core of the 2-vCPU VM with the shared harness (bench/RESULTS.md, "Morning:
+threads", 2026-11-28): one process with 2 threads serves as many requests per second as two
+sync workers with about the same p99, at 95 MiB instead of 154 MiB: every extra process on
+a core costs memory and CPU per request. More threads on
+SQLite raise throughput a little (4 threads: +5-12 %) but the p99 at full load 1.5-1.8x
+(presumably as more requests at once share one core's GIL and SQLite's write lock). On
+PostgreSQL a request waits for the database's round trips with the GIL released: there
+4 threads are 1.2-1.3x as fast as 2, with a p99 no higher. Threads also keep serving while one request or client is slow; put a reverse
+proxy in front (it buffers slow clients), as the README's deployment table says.
 """
 import os
 
@@ -20,7 +22,8 @@ _port = os.environ.get("PORT")
 bind = os.environ.get("BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+_postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
+threads = int(os.environ.get("GUNICORN_THREADS") or (4 if _postgresql else 2))
 timeout = 30
 graceful_timeout = 10
 # No access log by default. Request paths carry url_tokens and may carry ?passphrase=...:

@@ -1,0 +1,48 @@
+"""gunicorn.conf.py: the settings `gunicorn pwpush:app` runs with, from the environment.
+
+(tests/servers.py starts real gunicorn processes with this file; here each setting's rule.)
+"""
+import os
+import runpy
+
+import pytest
+
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
+NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL")
+
+
+def settings(monkeypatch, **env):
+    for name in NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(CONF)
+
+
+def test_zero_configuration_is_one_process_with_two_threads_on_localhost(monkeypatch):
+    conf = settings(monkeypatch)
+    assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("gthread", 1, 2)
+    assert conf["bind"] == "127.0.0.1:8000"
+    assert conf["accesslog"] is None
+
+
+@pytest.mark.parametrize("url, threads", [
+    ("postgres://u:p@db:5432/pwpush", 4),  # Heroku's spelling
+    ("postgresql://u@db/pwpush", 4),
+    ("postgresql+psycopg://u@db/pwpush", 4),
+    ("sqlite:////var/lib/pwpush/pwpush.db", 2),
+    ("", 2),
+])
+def test_thread_count_follows_the_database(monkeypatch, url, threads):
+    assert settings(monkeypatch, DATABASE_URL=url)["threads"] == threads
+
+
+def test_explicit_threads_and_workers_win(monkeypatch):
+    conf = settings(monkeypatch, DATABASE_URL="postgresql://u@db/pwpush", GUNICORN_THREADS="8",
+                    WEB_CONCURRENCY="3")
+    assert (conf["workers"], conf["threads"]) == (3, 8)
+
+
+def test_paas_port_binds_all_interfaces_and_bind_wins(monkeypatch):
+    assert settings(monkeypatch, PORT="5000")["bind"] == "0.0.0.0:5000"
+    assert settings(monkeypatch, PORT="5000", BIND="unix:/run/pwpush.sock")["bind"] == "unix:/run/pwpush.sock"
