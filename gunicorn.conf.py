@@ -12,7 +12,7 @@ sync workers with about the same p99, at 95 MiB instead of 154 MiB: every extra 
 a core costs memory and CPU per request. More threads on SQLite raise throughput a little
 (4 threads: +5-12 %) but the p99 at full load 1.5-1.8x (presumably as more requests at once
 share one core's GIL and SQLite's write lock). On PostgreSQL a request waits for the
-database's round trips with the GIL released: there 4 threads are 1.2-1.3x as fast as 2,
+database's round trips with the GIL released: there 4 threads are 1.2-1.4x as fast as 2,
 with a p99 no higher. Threads also keep serving while one request or client is slow; put a
 reverse proxy in front (it buffers slow clients), as the README's deployment table says.
 With a very large SQLite store (1 000 000 pushes) the p99 of one process rises more than
