@@ -24,6 +24,8 @@ _port = os.environ.get("PORT")
 bind = os.environ.get("BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
+# The URL forms pwp.config.database_uri accepts for PostgreSQL, checked here without importing
+# pwp (its package would load Flask and SQLAlchemy into gunicorn's master process).
 _postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
 threads = int(os.environ.get("GUNICORN_THREADS") or (4 if _postgresql else 2))
 timeout = 30
