@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # A/B: main (wal_autocheckpoint default 1000) vs /tmp/wt-ckpt (250), gthread 1x2, 10k and 1M stores,
 # retrieve interleaved by the harness's compare.sh.
+# The exact script of this run, kept as a record (paths of that machine and a throwaway worktree);
+# it repeats bench/shared_compare.sh's scaling-ab step with a second code tree, which is the
+# maintained way to ask this question: if the experiment is repeated, give scaling-ab a
+# BEFORE_DIR target there rather than reviving this copy.
 set -euo pipefail
 H=/work/shared/bench OUT=${OUT:-/work/exp/ab-ckpt}
 export REPS=${REPS:-3} BENCH_TMP=/tmp/bench BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=2
