@@ -16,7 +16,8 @@ database's round trips with the GIL released: there 4 threads are 1.2-1.4x as fa
 with a p99 no higher. Threads also keep serving while one request or client is slow; put a
 reverse proxy in front (it buffers slow clients), as the README's deployment table says.
 With a very large SQLite store (1 000 000 pushes) the p99 of one process rises more than
-that of two sync workers (SQLite's checkpoints run under the process's write lock).
+that of two sync workers (SQLite's checkpoints run under the process's write lock; smaller
+checkpoints, set below, halve that rise).
 """
 import os
 
@@ -28,6 +29,13 @@ worker_class = "gthread"
 # pwp (its package would load Flask and SQLAlchemy into gunicorn's master process).
 _postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
 threads = int(os.environ.get("GUNICORN_THREADS") or (4 if _postgresql else 2))
+# One process on SQLite: a commit's automatic checkpoint runs under the process's write lock
+# while the other threads wait, so smaller checkpoints (every 250 WAL pages, not SQLite's 1000)
+# cut the p99 by 15-32 % at the same throughput, and by a third with 1 000 000 pushes stored.
+# With several processes they cost up to 13 % of the throughput, so those keep SQLite's default
+# (bench/RESULTS.md, 2026-12-04). The workers inherit this environment.
+if workers == 1 and not _postgresql:
+    os.environ.setdefault("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "250")
 timeout = 30
 graceful_timeout = 10
 # No access log by default. Request paths carry url_tokens and may carry ?passphrase=...:

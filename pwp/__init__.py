@@ -109,14 +109,20 @@ def _configure(app, test_config):
     app.json.compact = True
 
 
-def _sqlite_pragmas(dbapi_connection, _record):
-    # Autocommit at the driver level so "begin" below decides how a transaction starts.
-    dbapi_connection.isolation_level = None
-    cur = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON",
-                   "foreign_keys=ON", "busy_timeout=15000"):
-        cur.execute("PRAGMA " + pragma)
-    cur.close()
+def _sqlite_pragmas(wal_autocheckpoint):
+    pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON",
+               "foreign_keys=ON", "busy_timeout=15000")
+    if wal_autocheckpoint:
+        pragmas += (f"wal_autocheckpoint={int(wal_autocheckpoint)}",)
+
+    def on_connect(dbapi_connection, _record):
+        # Autocommit at the driver level so "begin" below decides how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cur.execute("PRAGMA " + pragma)
+        cur.close()
+    return on_connect
 
 
 def _sqlite_begin(conn):
@@ -133,7 +139,8 @@ def _register_database(app):
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            wal_autocheckpoint = app.config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
+            event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))
             event.listen(engine, "begin", _sqlite_begin)
         elif engine.dialect.name == "postgresql":
             use_postgresql()

@@ -146,6 +146,9 @@ SETTINGS = [
     ("DATABASE_URL", parse_str, None),  # default: SQLite in the instance folder
     ("SECRET_KEY", parse_str, None),  # default: generated into the instance folder
     ("PWPUSH_MASTER_KEY", parse_str, None),  # default: generated into the instance folder
+    # WAL pages after which a commit checkpoints (default: SQLite's 1000); gunicorn.conf.py
+    # sets 250 when one process serves (bench/RESULTS.md, 2026-12-04).
+    ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", parse_int, None),
 ]
 
 
@@ -174,6 +177,8 @@ def validate(config):
         raise ConfigError("PWP__GEN__MIN_SYLLABLE_LENGTH: must be at least 1 and at most the max")
     if config["PWP__FILES__MAX_FILE_UPLOADS"] < 1:
         raise ConfigError("PWP__FILES__MAX_FILE_UPLOADS: must be at least 1")
+    if config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT") == 0:  # 0 would let the WAL grow forever
+        raise ConfigError("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT: must be at least 1")
 
 
 def kind_setting(config, kind, key):

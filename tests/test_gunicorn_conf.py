@@ -8,15 +8,17 @@ import runpy
 import pytest
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
-NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL")
+NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL",
+         "PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
 
 
 def settings(monkeypatch, **env):
-    for name in NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return runpy.run_path(CONF)
+    """The file's settings; "environ" is the environment it leaves for the workers."""
+    environ = {k: v for k, v in os.environ.items() if k not in NAMES} | env
+    monkeypatch.setattr(os, "environ", environ)  # the file may set variables: not in this process
+    conf = runpy.run_path(CONF)
+    conf["environ"] = environ
+    return conf
 
 
 def test_zero_configuration_is_one_process_with_two_threads_on_localhost(monkeypatch):
@@ -46,3 +48,14 @@ def test_explicit_threads_and_workers_win(monkeypatch):
 def test_paas_port_binds_all_interfaces_and_bind_wins(monkeypatch):
     assert settings(monkeypatch, PORT="5000")["bind"] == "0.0.0.0:5000"
     assert settings(monkeypatch, PORT="5000", BIND="unix:/run/pwpush.sock")["bind"] == "unix:/run/pwpush.sock"
+
+
+@pytest.mark.parametrize("env, checkpoint", [
+    ({}, "250"),  # one process on SQLite: smaller checkpoints under its write lock
+    ({"DATABASE_URL": "sqlite:////var/lib/pwpush/pwpush.db"}, "250"),
+    ({"WEB_CONCURRENCY": "2"}, None),  # several processes: SQLite's default
+    ({"DATABASE_URL": "postgres://u:p@db:5432/pwpush"}, None),
+    ({"PWPUSH_SQLITE_WAL_AUTOCHECKPOINT": "1000"}, "1000"),  # the admin's value wins
+])
+def test_one_sqlite_process_checkpoints_in_smaller_steps(monkeypatch, env, checkpoint):
+    assert settings(monkeypatch, **env)["environ"].get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT") == checkpoint

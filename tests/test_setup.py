@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_config, sql
-from pwp import ROOT, config, create_app
-from pwp.models import schema_sql
+from pwp import ROOT, config, create_app, fastsql
+from pwp.models import db, schema_sql
 
 
 def test_schema_sql_matches_the_models():
@@ -21,7 +21,8 @@ def test_schema_sql_matches_the_models():
     ("PWP__ALLOW_ANONYMOUS", "maybe"), ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "seven"),
     ("PWP__PURGE_AFTER", "3 fortnights"), ("PWP__OVERRIDE_BASE_URL", "pwpush.example.com"),
     ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "500"), ("PWP__FILES__MAX_FILE_UPLOADS", "-1"),
-    ("PWPUSH_MASTER_KEY", "not-a-fernet-key"),
+    ("PWPUSH_MASTER_KEY", "not-a-fernet-key"), ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "0"),
+    ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "many"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path)}
@@ -72,6 +73,16 @@ def test_sqlite_runs_with_wal_and_secure_delete(tmp_path):
     app = create_app(make_config(f"sqlite:///{tmp_path / 'db.sqlite3'}"), instance_path=str(tmp_path / "i"))
     assert sql(app, "PRAGMA journal_mode")[0][0] == "wal"
     assert sql(app, "PRAGMA secure_delete")[0][0] == 1
+    assert sql(app, "PRAGMA wal_autocheckpoint")[0][0] == 1000  # SQLite's default unless set
+
+
+def test_sqlite_checkpoint_size_is_a_setting(tmp_path):
+    cfg = make_config(f"sqlite:///{tmp_path / 'db.sqlite3'}", PWPUSH_SQLITE_WAL_AUTOCHECKPOINT=250)
+    app = create_app(cfg, instance_path=str(tmp_path / "i"))
+    assert sql(app, "PRAGMA wal_autocheckpoint")[0][0] == 250
+    with app.app_context():  # and on the fast path's own connection (creates, retrievals)
+        fast = fastsql._own_connection(db.engine)
+    assert fast.execute("PRAGMA wal_autocheckpoint").fetchone() == (250,)
 
 
 def run_flask(database_url, instance, *args, input_env=None):
