@@ -6,7 +6,8 @@
 #                                         (default: all but recommended, threads and scaling-ab)
 #
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
-#          (BEFORE_DIR=path/to/an/older/checkout adds it as a fourth target)
+# BEFORE_DIR=path/to/another/checkout (sqlite, scaling-ab, threads, recommended) runs that
+#          checkout's code beside this one's in the same interleaved run, for an A/B of a change
 # pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite
 # scaling  retrieve with 10 000 then 1 000 000 stored pushes (fill: bench/fill_direct.py)
 # scaling-ab  the same question without the drift of a sequential run: pwpush and the ceiling,
@@ -37,10 +38,21 @@ STEPS=${*:-sqlite scaling pg cold maint gunicorn}
 log() { echo "[shared_compare $(date +%T)] $*" | tee -a "$OUT/log.txt" >&2; }
 trap '"$H/servers.sh" stop-all >/dev/null 2>&1 || true' EXIT
 
-pwpush() {  # PORT LABEL [VAR=value...]: start pwpush on a fresh SQLite instance (or DATABASE_URL)
-  local port=$1 label=$2; shift 2
-  env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" SERVER_LABEL="$label" "$@" \
-    "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX"
+pwpush() {  # PORT LABEL [VAR=value...]: start pwpush on a fresh SQLite instance (or DATABASE_URL);
+  local port=$1 label=$2; shift 2  # CODE=dir runs another checkout's code
+  (cd "${CODE:-$ROOT}"
+   # The harness runs gunicorn with its own settings file; take the environment that the
+   # checkout's gunicorn.conf.py gives its workers for this process count and database.
+   conf_env=$(env "$@" WEB_CONCURRENCY="${BENCH_WORKERS:-2}" python3 -c '
+import os, runpy; before = dict(os.environ); runpy.run_path("gunicorn.conf.py")
+print(" ".join(f"{k}={v}" for k, v in os.environ.items() if before.get(k) != v))')
+   env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" SERVER_LABEL="$label" \
+     $conf_env "$@" "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX")
+}
+
+codes() {  # this checkout, then BEFORE_DIR if set: "offset:dir:label-prefix" (port offset 0 / 200)
+  echo "0:$ROOT:"
+  if [[ -n ${BEFORE_DIR:-} ]]; then echo "200:$(cd "$BEFORE_DIR" && pwd):before-"; fi
 }
 
 pg_db() {  # create a throwaway database; print its URL
@@ -62,8 +74,7 @@ for step in $STEPS; do
       "$H/servers.sh" ceiling flask-sqlite-fernet 8116
       targets=(pwpush-v2 http://127.0.0.1:8000 snappass http://127.0.0.1:8101 ceiling http://127.0.0.1:8116)
       if [[ -n ${BEFORE_DIR:-} ]]; then
-        (cd "$BEFORE_DIR" && env PWPUSH_INSTANCE_PATH="$(mktemp -d)" SERVER_LABEL=pwpush-before \
-          "$H/servers.sh" gunicorn 8200 pwpush:app "$PREFIX")
+        CODE=$BEFORE_DIR pwpush 8200 pwpush-before
         targets+=(pwpush-v2 http://127.0.0.1:8200)
       fi
       OUT=$OUT/compare-sqlite.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-sqlite.md"
@@ -83,25 +94,31 @@ for step in $STEPS; do
       ls -l "$inst" >>"$OUT/scaling.txt"
       "$H/servers.sh" stop-all ;;
     scaling-ab)
-      tok=$(mktemp -d /tmp/pwpush-bench-tokens-XXXX) stores=()
-      for port_n in 8020:10000 8021:1000000; do  # pwpush on 8020 / 8021, the ceiling on 8120 / 8121
-        port=${port_n%:*} n=${port_n#*:} inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
-        stores+=("$inst")
-        PWPUSH_INSTANCE_PATH=$inst SERVER_LABEL=pwpush-$n "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX"
-        PWPUSH_INSTANCE_PATH=$inst python3 "$HERE/fill_direct.py" "$n" "$tok/$port"
-        "$H/servers.sh" ceiling flask-sqlite-fernet $((port + 100))
-        (set -a; source "$BENCH_TMP/servers/$((port + 100)).env"
-         "$BENCH_VENV/bin/python" "$H/fill/ceiling_sqlite.py" "$n" "$tok/$((port + 100))")
-        for p in "$port" $((port + 100)); do  # run.sh reads these with the server's label
-          printf 'TOKEN_SOURCE=%s\nFILL_CMD=%s\n' "$tok/$p" "$HERE/sample_tokens.sh" >>"$BENCH_TMP/servers/$p.env"
+      tok=$(mktemp -d /tmp/pwpush-bench-tokens-XXXX) stores=() targets=()
+      for port_n in 8020:10000 8021:1000000; do  # pwpush on 8020 / 8021 (BEFORE_DIR 8220 / 8221),
+        base=${port_n%:*} n=${port_n#*:}         # the ceiling on 8120 / 8121
+        for c in $(codes); do
+          IFS=: read -r off code pre <<<"$c"
+          port=$((base + off)) inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
+          stores+=("$inst")
+          CODE=$code pwpush "$port" "${pre}pwpush-$n" PWPUSH_INSTANCE_PATH="$inst"
+          (cd "$code" && PWPUSH_INSTANCE_PATH=$inst python3 bench/fill_direct.py "$n" "$tok/$port")
+          targets+=(pwpush-v2 "http://127.0.0.1:$port")
         done
-        echo "SERVER_LABEL=ceiling-$n" >>"$BENCH_TMP/servers/$((port + 100)).env"
+        "$H/servers.sh" ceiling flask-sqlite-fernet $((base + 100))
+        (set -a; source "$BENCH_TMP/servers/$((base + 100)).env"
+         "$BENCH_VENV/bin/python" "$H/fill/ceiling_sqlite.py" "$n" "$tok/$((base + 100))")
+        echo "SERVER_LABEL=ceiling-$n" >>"$BENCH_TMP/servers/$((base + 100)).env"
+        targets+=(ceiling "http://127.0.0.1:$((base + 100))")
       done
-      WORKLOADS=retrieve OUT=$OUT/compare-scaling-ab.jsonl "$H/compare.sh" \
-        pwpush-v2 http://127.0.0.1:8020 pwpush-v2 http://127.0.0.1:8021 \
-        ceiling http://127.0.0.1:8120 ceiling http://127.0.0.1:8121 >"$OUT/compare-scaling-ab.md"
+      for t in "${targets[@]}"; do  # run.sh reads these with the server's label
+        [[ $t == http* ]] || continue
+        p=${t##*:}; printf 'TOKEN_SOURCE=%s\nFILL_CMD=%s\n' "$tok/$p" "$HERE/sample_tokens.sh" >>"$BENCH_TMP/servers/$p.env"
+      done
+      WORKLOADS=retrieve OUT=$OUT/compare-scaling-ab.jsonl "$H/compare.sh" "${targets[@]}" \
+        >"$OUT/compare-scaling-ab.md"
       "$H/servers.sh" stop-all
-      rm -rf "$tok" "${stores[@]}" ;;  # 440 MB for the large one
+      rm -rf "$tok" "${stores[@]}" ;;  # 440 MB for each large one
     gunicorn)
       BENCH_WORKERS=1 pwpush 8010 sync-x1
       pwpush 8011 sync-x2
@@ -112,23 +129,27 @@ for step in $STEPS; do
         pwpush-v2 http://127.0.0.1:8012 pwpush-v2 http://127.0.0.1:8013 >"$OUT/compare-gunicorn.md"
       "$H/servers.sh" stop-all ;;
     threads|recommended)
-      db=${THREADS_DB:-sqlite} threads=${THREADS:-2 3 4} targets=() on_db=()
+      db=${THREADS_DB:-sqlite} threads=${THREADS:-2 3 4} targets=() on_db=() urls=()
       [[ $step == recommended ]] && db=sqlite threads=2  # gunicorn.conf.py's setting on SQLite
       [[ $db == pg ]] && url=$(pg_db) && on_db=(DATABASE_URL="$url" AUX_PORTS=5432)
-      for n in $threads; do
-        BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=$n \
-          pwpush $((8030 + n)) pwpush-$db-gthread-1x$n "${on_db[@]}"
-        targets+=(pwpush-v2 "http://127.0.0.1:$((8030 + n))")
+      for c in $(codes); do  # each code tree its own database (BEFORE_DIR: ports +200)
+        IFS=: read -r off code pre <<<"$c"
+        if [[ $db == pg && $off != 0 ]]; then urls+=("$(pg_db)") && on_db=(DATABASE_URL="${urls[-1]}" AUX_PORTS=5432); fi
+        for n in $threads; do
+          CODE=$code BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=$n \
+            pwpush $((8030 + n + off)) "${pre}pwpush-$db-gthread-1x$n" "${on_db[@]}"
+          targets+=(pwpush-v2 "http://127.0.0.1:$((8030 + n + off))")
+        done
+        CODE=$code pwpush $((8000 + off)) "${pre}pwpush-$db-sync-x2" "${on_db[@]}"
+        targets+=(pwpush-v2 "http://127.0.0.1:$((8000 + off))")
       done
-      pwpush 8000 pwpush-$db-sync-x2 "${on_db[@]}"
-      targets+=(pwpush-v2 http://127.0.0.1:8000)
       if [[ $db == sqlite ]]; then
         "$H/servers.sh" ceiling flask-sqlite-fernet 8116
         targets+=(ceiling http://127.0.0.1:8116)
       fi
       OUT=$OUT/compare-$step-$db.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-$step-$db.md"
       "$H/servers.sh" stop-all
-      if [[ $db == pg ]]; then pg_drop "$url"; fi ;;
+      if [[ $db == pg ]]; then for u in "$url" "${urls[@]}"; do pg_drop "$u"; done; fi ;;
     cold) taskset -c 1 python3 "$HERE/coldstart.py" --reps 5 | tee "$OUT/coldstart.txt" ;;
     maint) python3 "$HERE/maintenance.py" all -n 100000 | tee "$OUT/maintenance.txt" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
