@@ -33,9 +33,16 @@ threads = int(os.environ.get("GUNICORN_THREADS") or (4 if _postgresql else 2))
 # while the other threads wait, so smaller checkpoints (every 250 WAL pages, not SQLite's 1000)
 # cut the p99 by 15-32 % at the same throughput, and by a third with 1 000 000 pushes stored.
 # With several processes they cost up to 13 % of the throughput, so those keep SQLite's default
-# (bench/RESULTS.md, 2026-12-04). The workers inherit this environment.
-if workers == 1 and not _postgresql:
-    os.environ.setdefault("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "250")
+# (bench/RESULTS.md, 2026-12-04). Decided when the master starts, with the final worker count
+# (`-w` on the command line wins over this file); the workers inherit the environment and read
+# it when they load the app (with --preload the app is loaded earlier and keeps the default).
+
+
+def on_starting(server):
+    if server.cfg.workers == 1 and not _postgresql:
+        os.environ.setdefault("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "250")
+
+
 timeout = 30
 graceful_timeout = 10
 # No access log by default. Request paths carry url_tokens and may carry ?passphrase=...:

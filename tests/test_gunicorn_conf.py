@@ -4,6 +4,7 @@
 """
 import os
 import runpy
+import types
 
 import pytest
 
@@ -58,4 +59,18 @@ def test_paas_port_binds_all_interfaces_and_bind_wins(monkeypatch):
     ({"PWPUSH_SQLITE_WAL_AUTOCHECKPOINT": "1000"}, "1000"),  # the admin's value wins
 ])
 def test_one_sqlite_process_checkpoints_in_smaller_steps(monkeypatch, env, checkpoint):
-    assert settings(monkeypatch, **env)["environ"].get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT") == checkpoint
+    conf = settings(monkeypatch, **env)
+    assert "PWPUSH_SQLITE_WAL_AUTOCHECKPOINT" not in conf["environ"] or checkpoint == "1000"
+    conf["on_starting"](arbiter(conf["workers"]))  # gunicorn's master, before it forks workers
+    assert conf["environ"].get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT") == checkpoint
+
+
+def test_command_line_worker_count_decides_the_checkpoint_size(monkeypatch):
+    conf = settings(monkeypatch)  # `gunicorn -w 3 pwpush:app`: -w wins over the file's 1
+    conf["on_starting"](arbiter(3))
+    assert "PWPUSH_SQLITE_WAL_AUTOCHECKPOINT" not in conf["environ"]
+
+
+def arbiter(workers):
+    """What on_starting reads of gunicorn's arbiter: its final settings."""
+    return types.SimpleNamespace(cfg=types.SimpleNamespace(workers=workers))
