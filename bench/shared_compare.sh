@@ -131,12 +131,12 @@ for step in $STEPS; do
         pwpush-v2 http://127.0.0.1:8012 pwpush-v2 http://127.0.0.1:8013 >"$OUT/compare-gunicorn.md"
       "$H/servers.sh" stop-all ;;
     threads|recommended)
-      db=${THREADS_DB:-sqlite} threads=${THREADS:-2 3 4} targets=() on_db=() urls=()
+      db=${THREADS_DB:-sqlite} threads=${THREADS:-2 3 4} targets=() urls=()
       [[ $step == recommended ]] && db=sqlite threads=2  # gunicorn.conf.py's setting on SQLite
-      [[ $db == pg ]] && url=$(pg_db) && on_db=(DATABASE_URL="$url" AUX_PORTS=5432)
       for c in $(codes); do  # each code tree its own database (BEFORE_DIR: ports +200)
         IFS=: read -r off code pre <<<"$c"
-        if [[ $db == pg && $off != 0 ]]; then urls+=("$(pg_db)") && on_db=(DATABASE_URL="${urls[-1]}" AUX_PORTS=5432); fi
+        on_db=()
+        if [[ $db == pg ]]; then urls+=("$(pg_db)"); on_db=(DATABASE_URL="${urls[-1]}" AUX_PORTS=5432); fi
         for n in $threads; do
           CODE=$code BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=$n \
             pwpush $((8030 + n + off)) "${pre}pwpush-$db-gthread-1x$n" "${on_db[@]}"
@@ -151,7 +151,7 @@ for step in $STEPS; do
       fi
       OUT=$OUT/compare-$step-$db.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-$step-$db.md"
       "$H/servers.sh" stop-all
-      if [[ $db == pg ]]; then for u in "$url" "${urls[@]}"; do pg_drop "$u"; done; fi ;;
+      for u in "${urls[@]}"; do pg_drop "$u"; done ;;
     cold) taskset -c 1 python3 "$HERE/coldstart.py" --reps 5 | tee "$OUT/coldstart.txt" ;;
     maint) python3 "$HERE/maintenance.py" all -n 100000 | tee "$OUT/maintenance.txt" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;

@@ -113,7 +113,7 @@ def _sqlite_pragmas(wal_autocheckpoint):
     pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON",
                "foreign_keys=ON", "busy_timeout=15000")
     if wal_autocheckpoint:
-        pragmas += (f"wal_autocheckpoint={int(wal_autocheckpoint)}",)
+        pragmas += (f"wal_autocheckpoint={wal_autocheckpoint}",)
 
     def on_connect(dbapi_connection, _record):
         # Autocommit at the driver level so "begin" below decides how a transaction starts.
