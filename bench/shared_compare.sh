@@ -8,7 +8,8 @@
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
 # BEFORE_DIR=path/to/another/checkout (sqlite, scaling-ab, threads, recommended) runs that
 #          checkout's code beside this one's in the same interleaved run, for an A/B of a change
-# pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite
+# pg       pwpush on PostgreSQL (a fresh throwaway database) vs pwpush on SQLite, with 2 sync
+#          workers each and with gunicorn.conf.py's setting for each (gthread 1x2 / 1x4)
 # scaling  retrieve with 10 000 then 1 000 000 stored pushes (fill: bench/fill_direct.py)
 # scaling-ab  the same question without the drift of a sequential run: pwpush and the ceiling,
 #          each with a 10 000 and a 1 000 000 push store filled first, retrieve interleaved by
@@ -81,13 +82,17 @@ for step in $STEPS; do
       fi
       OUT=$OUT/compare-sqlite.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-sqlite.md"
       "$H/servers.sh" stop-all ;;
-    pg)
-      url=$(pg_db)
+    pg)  # 2 sync workers on each database, then gunicorn.conf.py's setting for each
+      url=$(pg_db) url2=$(pg_db)
       pwpush 8001 pwpush-postgresql DATABASE_URL="$url" AUX_PORTS=5432
       pwpush 8000 pwpush-sqlite
-      OUT=$OUT/compare-pg.jsonl "$H/compare.sh" pwpush-v2 http://127.0.0.1:8000 pwpush-v2 http://127.0.0.1:8001 >"$OUT/compare-pg.md"
+      BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=2 pwpush 8052 pwpush-sqlite-gthread-1x2
+      BENCH_WORKERS=1 BENCH_WORKER_CLASS=gthread BENCH_THREADS=4 \
+        pwpush 8054 pwpush-postgresql-gthread-1x4 DATABASE_URL="$url2" AUX_PORTS=5432
+      OUT=$OUT/compare-pg.jsonl "$H/compare.sh" pwpush-v2 http://127.0.0.1:8000 pwpush-v2 http://127.0.0.1:8001 \
+        pwpush-v2 http://127.0.0.1:8052 pwpush-v2 http://127.0.0.1:8054 >"$OUT/compare-pg.md"
       "$H/servers.sh" stop-all
-      pg_drop "$url" ;;
+      pg_drop "$url"; pg_drop "$url2" ;;
     scaling)
       inst=$(mktemp -d /tmp/pwpush-bench-inst-XXXX)
       PWPUSH_INSTANCE_PATH=$inst SERVER_LABEL=pwpush-sqlite "$H/servers.sh" gunicorn 8002 pwpush:app "$PREFIX"
