@@ -34,9 +34,10 @@ threads = int(os.environ.get("GUNICORN_THREADS") or (4 if _postgresql else 2))
 # cut the p99 by 8-32 % at 0.92-1.10x the throughput, and by a third with 1 000 000 pushes stored.
 # With several processes they made no difference beyond the noise at small stores, and with
 # 1 000 000 pushes stored they traded the median for the tail (p50 +13-15 %, p99 -14 %, 0.93x
-# the throughput), so those keep SQLite's default (bench/RESULTS.md, 2026-12-04). Decided when the master starts, with the final worker count
-# (`-w` on the command line wins over this file); the workers inherit the environment and read
-# it when they load the app (with --preload the app is loaded earlier and keeps the default).
+# the throughput), so those keep SQLite's default (bench/RESULTS.md, 2026-12-04). Decided
+# when the master starts, with the final worker count (`-w` on the command line wins over this
+# file); the workers inherit the environment and read it when they load the app (with
+# --preload the app is loaded earlier and keeps the default).
 
 
 def on_starting(server):
