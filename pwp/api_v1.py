@@ -3,7 +3,7 @@
 Thin wrappers over the same handlers as API v2; only the root keys, the audit
 key ("views") and the per-prefix authentication rules differ.
 """
-from flask import Blueprint, abort, current_app
+from flask import Blueprint, abort, current_app, request
 
 from .api import (audit_page, create_push, destroy_push, list_pushes, preview_push, show_push,
                   version_json)
@@ -26,7 +26,8 @@ def version():
     return json_response(version_json("1.5"))
 
 
-@bp.post("/p.json")
+# No automatic OPTIONS for this rule: the preflight view below answers it with CORS headers.
+@bp.route("/p.json", methods=["POST"], provide_automatic_options=False)
 @api_auth()
 def create_password():
     """Create a push from password[...] (any kind; files make it a file push)."""
@@ -42,7 +43,9 @@ def create_password_preflight():
 def _cors(response):
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-    response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
+    # Any request headers (rack-cors' "headers: :any" echoes what the preflight asks for).
+    response.headers["Access-Control-Allow-Headers"] = \
+        request.headers.get("Access-Control-Request-Headers") or "Content-Type, Authorization"
     return response
 
 

@@ -264,3 +264,20 @@ def test_file_upload_limits_are_validated(client, token):
                     data={"push[kind]": "file", "push[files][]": files})
     assert r.status_code == 422
     assert r.json == {"files": ["You can only attach up to 10 files per push."]}
+
+
+def test_v1_create_answers_the_cors_preflight_with_any_origin_and_the_asked_headers(client):
+    # A browser on another origin asks first; without these headers it never sends the POST.
+    r = client.options("/p.json", headers={
+        "Origin": "https://intranet.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-user-email, x-user-token"})
+    assert r.status_code == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert r.headers["Access-Control-Allow-Headers"] == "content-type, x-user-email, x-user-token"
+    r = client.post("/p.json", json={"password": {"payload": "x"}}, headers={"Origin": "https://intranet.example"})
+    assert r.status_code == 201 and r.headers["Access-Control-Allow-Origin"] == "*"
+    # Only that route is cross-origin.
+    r = client.options("/api/v2/pushes", headers={"Origin": "https://intranet.example",
+                                                  "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in r.headers
