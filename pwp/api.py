@@ -137,6 +137,8 @@ def version_json(api_version) -> dict:
 def create_push(root_key, version, kind=None, wrap=False):
     """Create a push from the body's root parameter; 201 with the push."""
     fields = params.root(params.body_params(), root_key, wrap=wrap and request.is_json)
+    if version == "v1":  # v1 never takes notify_emails_*: dropped like any unknown key
+        fields.pop("notify_emails_to", None)
     push, now = store_push(fields, g.caller, actor(g.caller), kind)
     return json_response(push_json(push, now, version=version, owner_fields=True), 201)
 
@@ -149,8 +151,10 @@ def store_push(fields: dict, caller, who, kind=None):
     if (new.files_given or new.kind == "file") and caller is None:
         raise SignInRequired()
     if fields.get("notify_emails_to"):
-        raise ValidationFailed({"notify_emails_to": ["are not available"],
-                                "base": ["Notify by email feature is not enabled"]})
+        errors = {"notify_emails_to": ["are not available"]}
+        if fields.get("notify_emails_to_locale"):
+            errors["notify_emails_to_locale"] = ["is not available"]
+        raise ValidationFailed({**errors, "base": ["Notify by email feature is not enabled"]})
     now = pushes.utcnow()
     return pushes.create(new, who, now), now
 

@@ -251,6 +251,17 @@ def test_notify_emails_are_not_available(client, token):
     r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "notify_emails_to": "a@b.c"}},
                     headers=bearer(token))
     assert r.status_code == 422 and "notify_emails_to" in r.json
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "notify_emails_to": "a@b.c",
+                                                      "notify_emails_to_locale": "fr"}}, headers=bearer(token))
+    assert r.status_code == 422 and r.json == {
+        "notify_emails_to": ["are not available"], "notify_emails_to_locale": ["is not available"],
+        "base": ["Notify by email feature is not enabled"]}
+
+
+def test_v1_drops_notify_emails_like_any_unknown_key(client, token):
+    r = client.post("/p.json", data={"password[payload]": "x", "password[notify_emails_to]": "a@b.c"},
+                    headers=bearer(token))
+    assert r.status_code == 201 and "notify_emails_to" not in r.json
 
 
 def test_account_id_at_top_level_is_ignored(client):
