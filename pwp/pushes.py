@@ -32,7 +32,6 @@ _TOKEN_LENGTH = 24
 _TOKEN_KEPT = 256 - 256 % len(_TOKEN_ALPHABET)
 _TOKEN_TABLE = bytes(ord(_TOKEN_ALPHABET[b % len(_TOKEN_ALPHABET)]) for b in range(256))
 _TOKEN_REJECTED = bytes(range(_TOKEN_KEPT, 256))
-_COUNTED = (AuditKind.view, AuditKind.failed_view)
 
 
 def _claimable(now):
@@ -226,8 +225,13 @@ def _load_caller(actor: Actor):
 
 def _log(push: Push, kind: AuditKind, actor: Actor, now: datetime, capped=True,
          tx: Transaction | None = None):
-    """Add an audit event; uncounted events stop at the per-push cap (as upstream)."""
-    if capped and kind not in _COUNTED:
+    """Add an audit event; events stop at the per-push cap (as upstream), except views.
+
+    Views are bounded by the push's view limit and always logged (upstream cannot log one
+    past the cap and expires the push instead); failed views of an expired push are not,
+    so they stop at the cap like the rest.
+    """
+    if capped and kind != AuditKind.view:
         count = db.session.scalar(select(func.count()).where(AuditLog.push_id == push.id))
         if count >= AUDIT_CAP:
             return
@@ -415,6 +419,15 @@ def get(url_token: str, now: datetime) -> Push:
     if not push.expired and push.past_limits(now):
         _expire(push, now)
         db.session.commit()
+    return push
+
+
+def get_for_retrieval_step(url_token: str, actor: Actor, now: datetime) -> Push:
+    """The retrieval-step page's lookup: never counts a view of a live push, but a visit
+    to an expired one is a failed view, as every read of an expired push (upstream)."""
+    push = get(url_token, now)
+    if push.expired:
+        _failed_view(push, actor, now)
     return push
 
 

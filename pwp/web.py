@@ -202,7 +202,7 @@ def preview(url_token):
 @bp.get("/p/<token:url_token>/r")
 def preliminary(url_token):
     """Show the one-click retrieval step; a GET here never counts a view."""
-    push = pushes.get(url_token, pushes.utcnow())
+    push = pushes.get_for_retrieval_step(url_token, actor(signed_in_user()), pushes.utcnow())
     if push.expired:
         return render_template("web/expired.html")
     return render_template("web/preliminary.html", push=push)

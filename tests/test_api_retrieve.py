@@ -134,6 +134,36 @@ def test_owner_views_are_logged_but_not_counted(client, make_user):
     assert kinds == ["creation", "owner_view", "owner_view", "admin_view", "view", "failed_view"]
 
 
+def _fill_audit_log(app, url_token, events, kind=6):
+    """Add `events` audit rows (owner views by default) to a push, straight in the database."""
+    sql(app, "INSERT INTO audit_logs (push_id, kind, ip, user_agent, referrer, created_at) "
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :events) "
+             "SELECT p.id, :kind, '', '', '', p.created_at FROM n, pushes p WHERE p.url_token = :t",
+        events=events, kind=kind, t=url_token)
+
+
+def _audit_count(app, url_token):
+    return sql(app, "SELECT count(*) FROM audit_logs a JOIN pushes p ON p.id = a.push_id "
+                    "WHERE p.url_token = :t", t=url_token)[0][0]
+
+
+def test_audit_log_stops_at_2000_events_but_views_are_always_logged(app, client, token):
+    t = push(client, bearer(token), expire_after_views=2)
+    _fill_audit_log(app, t, 1999)  # with the creation event: 2000, the cap
+    assert _audit_count(app, t) == 2000
+    client.get(f"/api/v2/pushes/{t}", headers=bearer(token))  # owner view: past the cap, not logged
+    assert _audit_count(app, t) == 2000
+    for views_left in (1, 0):  # counted views are bounded by the limit, and logged
+        body = client.get(f"/api/v2/pushes/{t}").json
+        assert body["payload"] == "s3cret" and body["views_remaining"] == views_left
+    assert _audit_count(app, t) == 2002
+    # Reads of the expired push could grow the log without bound: they stop at the cap.
+    for _ in range(3):
+        assert client.get(f"/api/v2/pushes/{t}").json["payload"] is None
+        assert client.get(f"/p/{t}/r").status_code == 200
+    assert _audit_count(app, t) == 2002
+
+
 def test_another_users_view_is_counted(client, make_user):
     _, owner = make_user("owner@example.com")
     _, other = make_user("other@example.com")

@@ -47,6 +47,16 @@ def test_retrieval_step_get_never_counts_a_view(client, app):
     assert audit_kinds(app, token) == [AuditKind.creation]
 
 
+def test_retrieval_step_of_an_expired_push_is_a_failed_view(client, app):
+    token = create(client, payload="s3cret", expire_after_views="1", retrieval_step=True)
+    assert "s3cret" in client.get(f"/p/{token}").get_data(as_text=True)
+    r = client.get(f"/p/{token}/r")
+    assert r.status_code == 200 and EXPIRED in r.get_data(as_text=True)
+    # As every read of an expired push (upstream's preliminary page logs it too).
+    assert audit_kinds(app, token) == [AuditKind.creation, AuditKind.view, AuditKind.failed_view]
+    assert view_count(app, token) == 2
+
+
 def test_payload_page_counts_a_view_and_shows_remaining(client, app):
     token = create(client, payload="pa$$ <word>", expire_after_days="2", expire_after_views="3")
     r = client.get(f"/p/{token}")
