@@ -1,5 +1,5 @@
 """Plain pages: the API documentation (built from the app's own routes), health, robots.txt."""
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Response, current_app, redirect, render_template, url_for
 
 from .api import base_url
 from .params import PUSH_ATTRIBUTES
@@ -48,6 +48,12 @@ def api_routes(app) -> list[dict]:
             "methods": set(), "doc": (view.__doc__ or "").strip().splitlines()[0]})
         entry["methods"] |= rule.methods - {"HEAD", "OPTIONS"}
     return sorted(routes.values(), key=lambda r: (r["path"], sorted(r["methods"])))
+
+
+@bp.get("/api")
+def api_root():
+    """Send /api to the API documentation, as upstream (here the instance's own page)."""
+    return redirect(url_for("pages.api_docs"))
 
 
 @bp.get("/help/api")

@@ -14,6 +14,11 @@ def test_api_docs_cover_every_v2_route_with_curl(client, app):
     assert "expire_after_duration" in html
 
 
+def test_api_redirects_to_the_api_docs(client):
+    r = client.get("/api")
+    assert r.status_code == 302 and r.headers["Location"] == "/help/api"
+
+
 def test_api_docs_use_override_base_url(settings, database_url, request):
     settings["PWP__OVERRIDE_BASE_URL"] = "https://secrets.example.org"
     client = request.getfixturevalue("client")
