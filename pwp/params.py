@@ -13,7 +13,10 @@ from .pushes import NewPush, Upload
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE_WORDS = {"on", "yes", "checked", "true", "1"}
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
-_LEADING_INT = re.compile(r"\s*([+-]?\d+)")
+_LEADING_INT = re.compile(r"\s*([+-]?\d+)", re.ASCII)  # Ruby's to_i reads ASCII digits only
+_DURATION = re.compile(r"\d{1,5}", re.ASCII)
+_MIME_TYPE = re.compile(r"[\w.+-]{1,100}/[\w.+-]{1,100}", re.ASCII)
+NAME_MAX = 255
 # Attributes that JSON bodies may send at the top level (upstream's wrap_parameters).
 PUSH_ATTRIBUTES = ("payload", "kind", "expire_after_days", "expire_after_duration",
                    "expire_after_views", "deletable_by_viewer", "retrieval_step",
@@ -53,7 +56,7 @@ def body_params() -> dict:
         for key, value in request.args.items(multi=True):
             _assign(tree, key, value)
     if request.is_json:
-        data = request.get_json(silent=True)
+        data = json_data()
         if data is None and request.get_data(cache=True):
             raise BadParameter("The request body is not valid JSON.")
         if data is not None and not isinstance(data, dict):
@@ -65,6 +68,15 @@ def body_params() -> dict:
     for key, upload in request.files.items(multi=True):
         _assign(tree, key, upload)
     return tree
+
+
+def json_data():
+    """The request's JSON body; None when it is absent or not JSON (nested too deeply to
+    parse included: Python's parser raises RecursionError, which get_json lets through)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
 
 
 def root(params: dict, key: str, wrap=False) -> dict:
@@ -129,7 +141,7 @@ def _duration(errors, value):
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 6:
+    if isinstance(value, str) and _DURATION.fullmatch(value.strip()):
         return int(value.strip())
     errors["expire_after_duration"] = ["is not included in the list"]
     return None
@@ -142,8 +154,10 @@ def _uploads(errors, value) -> list[Upload]:
         if isinstance(item, FileStorage):
             if not item.filename:
                 continue  # an empty file input
+            # The type is the client's word, kept for the file list: a plain type/subtype or none.
+            content_type = item.mimetype if _MIME_TYPE.fullmatch(item.mimetype or "") else ""
             uploads.append(Upload(filename=item.filename.replace("\x00", ""),
-                                  content_type=item.mimetype or "application/octet-stream",
+                                  content_type=content_type or "application/octet-stream",
                                   data=item.read()))
         elif item not in ("", None):
             errors["files"] = ["must be file uploads (multipart/form-data)"]
@@ -162,6 +176,9 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     if kind is None:
         kind = (requested or "").strip().lower() or ("file" if files else "text")
     absent = False if form else None
+    name = (_string(errors, "name", fields.get("name")) or "").replace("\x00", "")
+    if len(name) > NAME_MAX:
+        errors["name"] = [f"is too long (maximum is {NAME_MAX} characters)"]
     new = NewPush(
         kind=kind, payload=_string(errors, "payload", fields.get("payload")),
         files=files, files_given=files_given,
@@ -171,7 +188,7 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
         deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), absent),
         retrieval_step=cast_bool(fields.get("retrieval_step"), absent),
         passphrase=_string(errors, "passphrase", fields.get("passphrase")),
-        name=(_string(errors, "name", fields.get("name")) or "").replace("\x00", ""),
+        name=name,
         note=_string(errors, "note", fields.get("note")))
     if errors:
         raise ValidationFailed(errors)
@@ -186,11 +203,17 @@ def passphrase_param() -> str | None:
         return None  # nothing sent (the usual GET): no parsing
     value = request.args.get("passphrase")
     if value is None and request.is_json:
-        data = request.get_json(silent=True)
+        data = json_data()
         value = data.get("passphrase") if isinstance(data, dict) else None
     elif value is None and request.mimetype in _FORM_TYPES:
         value = request.form.get("passphrase")
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        value.encode("utf-8")  # JSON can spell lone surrogates, which no passphrase has
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 _RUBY_OCTAL = re.compile(r"[+-]?0[0-7]+(?:_[0-7]+)*")

@@ -104,3 +104,17 @@ def test_p_json_with_files_makes_a_file_push(client, token):
                     data={"password[payload]": "m", "password[files][]": [(io.BytesIO(b"p"), "p.txt")]})
     assert r.status_code == 201
     assert client.get(f"/p/{r.json['url_token']}.json").json["files"][0]["filename"] == "p.txt"
+
+
+@pytest.mark.parametrize("part_type,stored", [(b"text/plain\x00x", "application/octet-stream"),
+                                              (b"text/csv", "text/csv"),
+                                              (b"not a type", "application/octet-stream")])
+def test_a_files_content_type_is_kept_only_when_plain(client, token, part_type, stored):
+    # A NUL in the part's type once reached PostgreSQL, which refuses NUL in text: a 500.
+    body = (b'--XX\r\nContent-Disposition: form-data; name="push[files][]"; filename="a.txt"\r\n'
+            b"Content-Type: " + part_type + b"\r\n\r\nhello\r\n--XX--\r\n")
+    r = client.post("/api/v2/pushes", data=body, headers=bearer(token),
+                    content_type="multipart/form-data; boundary=XX")
+    assert r.status_code == 201, r.data
+    files = client.get(f"/api/v2/pushes/{r.json['url_token']}").json["files"]
+    assert [f["content_type"] for f in files] == [stored]

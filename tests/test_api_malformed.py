@@ -19,6 +19,11 @@ BODIES = [
     ("application/json", b'{"push": {"payload": "x", "expire_after_views": ' + b"9" * 5000 + b"}}"),
     ("application/json", b'{"push": {"payload": "x", "files": "notafile"}}'),
     ("application/json", b'{"push": {"payload": "x", "files": [1, 2]}}'),
+    ("application/json", b"[" * 100_000),  # deeper than Python's parser recurses
+    ("application/json", b'{"push": {"payload": "x", "name": ' + b"[" * 5000 + b"]" * 5000 + b"}}"),
+    ("application/json", '{"push": {"payload": "x", "expire_after_duration": "\u00b2"}}'.encode()),
+    ("application/x-www-form-urlencoded", "password[payload]=x&password[expire_after_duration]=\u2460".encode()),
+    ("application/json", b'{"push": {"payload": "x", "name": "' + b"n" * 256 + b'"}}'),
     ("text/plain", b'{"push": {"payload": "x"}}'),
     ("application/xml", b"<push><payload>x</payload></push>"),
     ("application/x-www-form-urlencoded", b"push=flat"),
@@ -45,6 +50,37 @@ def test_odd_passphrase_queries_are_handled(client, query):
     t = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": "p"}}).json["url_token"]
     r = client.get(f"/api/v2/pushes/{t}?{query}")
     assert r.status_code == 401 and r.is_json
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
+def test_json_nested_too_deeply_is_400_on_create_and_read(client, path):
+    r = client.post(path, data=b"[" * 100_000, content_type="application/json")
+    assert r.status_code == 400 and r.json == {"error": "The request body is not valid JSON."}
+    t = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": "p"}}).json["url_token"]
+    r = client.get(f"/api/v2/pushes/{t}", data=b"[" * 100_000, content_type="application/json")
+    assert r.status_code == 401 and r.is_json  # no passphrase could be read from it
+
+
+def test_passphrase_with_a_lone_surrogate_is_a_wrong_passphrase(client):
+    t = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": "p"}}).json["url_token"]
+    r = client.get(f"/api/v2/pushes/{t}", data=b'{"passphrase": "\\ud800"}', content_type="application/json")
+    assert r.status_code == 401 and r.json["error"] == "That passphrase is incorrect."
+    assert client.get(f"/api/v2/pushes/{t}?passphrase=p").json["payload"] == "x"
+
+
+def test_unicode_digits_are_not_numbers(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": "\u00b2"}})
+    assert r.status_code == 422 and r.json == {"expire_after_duration": ["is not included in the list"]}
+    # Ruby's to_i reads no Arabic-Indic digit: the default, as for any junk.
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_views": "\u0663"}})
+    assert r.status_code == 201 and r.json["expire_after_views"] == 5
+
+
+def test_name_longer_than_its_column_is_422(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "name": "n" * 256}})
+    assert r.status_code == 422 and r.json == {"name": ["is too long (maximum is 255 characters)"]}
+    r = client.post("/p.json", data={"password[payload]": "x", "password[name]": "\u00e9" * 255})
+    assert r.status_code == 201 and r.json["name"] == "\u00e9" * 255
 
 
 def test_nul_in_name_does_not_break_storage(client):
