@@ -58,6 +58,28 @@ def _host_url(scheme: str, host_header, server_name, server_port) -> str:
     return get_current_url(scheme, get_host(environ)).rstrip("/")
 
 
+def host_is_valid(environ) -> bool:
+    """Tell whether the request's host (after the trusted proxies' headers) can be bound
+    and linked to: a host that cannot be must be refused before anything is written, or
+    a create or a counted view would fail after its commit, for want of a link."""
+    return _host_ok(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
+                    environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+
+
+@lru_cache(maxsize=64)
+def _host_ok(scheme: str, host_header, server_name, server_port) -> bool:
+    environ = {"wsgi.url_scheme": scheme, "SERVER_NAME": server_name, "SERVER_PORT": server_port}
+    if host_header is not None:
+        environ["HTTP_HOST"] = host_header
+    try:
+        # (werkzeug gives "" for a host of invalid characters: no link can name it then)
+        get_host(environ).lower().encode("idna")  # as Flask's URL map binds to it
+        _host_url(scheme, host_header, server_name, server_port)  # as links decode it
+    except (UnicodeError, ValueError):
+        return False
+    return True
+
+
 def secret_url(push, base=None) -> str:
     """The link a sender shares: /p/<token>/r with the retrieval step, else /p/<token>."""
     return f"{base or base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "")

@@ -13,6 +13,9 @@ plainly valid: a token header, a cookie, a query string, a body to a read, input
 refuses, a push that needs the general retrieval. The fall-through happens before
 anything is written, so Flask's views and error handlers answer it as if this layer did
 not exist. Per-IP throttling counts in front of it (pwp/throttling.py).
+
+First of all, for every request, this layer refuses a Host header that links cannot be
+built from (400): the answers to creates and views carry links, built after the write.
 """
 import io
 import json
@@ -40,6 +43,8 @@ class HotPath:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ, start_response):
+        if not api.host_is_valid(environ):
+            return _bad_host(environ, start_response)
         handler = self._handler(environ)
         if handler is None:
             return self.wsgi_app(environ, start_response)
@@ -110,6 +115,18 @@ class HotPath:
             environ[api.OPEN_TRIED] = True  # the view's general path need not try again
             return None
         return 200, api.push_json(result.push, now, retrieval=result, base=api.base_url_for(environ))
+
+
+def _bad_host(environ, start_response):
+    """400 for a Host header that cannot be bound or linked to (checked before anything
+    else: Flask cannot route it, and links to new or viewed pushes could not be built)."""
+    path = environ.get("PATH_INFO", "")
+    if path.startswith("/api/") or path.endswith(".json"):
+        content_type, body = "application/json", json_body({"status": 400, "error": "Bad Request"})
+    else:
+        content_type, body = "text/plain; charset=utf-8", b"Bad Request: the Host header is not a valid host name.\n"
+    start_response("400 BAD REQUEST", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def init_app(app: Flask):

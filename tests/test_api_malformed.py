@@ -1,7 +1,9 @@
 """Malformed input: always a 4xx with a JSON body, never a 5xx."""
+import json
+
 import pytest
 
-from conftest import bearer
+from conftest import bearer, sql
 
 BODIES = [
     ("application/json", b"{not json"),
@@ -103,3 +105,37 @@ def test_oversized_body_is_413_json(client):
     big = b'{"push": {"payload": "' + b"a" * (27 * 1024 * 1024) + b'"}}'
     r = client.post("/api/v2/pushes", data=big, content_type="application/json")
     assert r.status_code == 413 and r.is_json
+
+
+def _call(app, path, method="GET", host="localhost", **kwargs):
+    """Call the WSGI app with any Host header (the test client cannot build some of them)."""
+    from werkzeug.test import EnvironBuilder
+    environ = EnvironBuilder(path=path, method=method, **kwargs).get_environ()
+    environ["HTTP_HOST"] = host
+    answer = {}
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+    return int(answer["status"].split()[0]), body
+
+
+@pytest.mark.parametrize("host", ["xn--abc", "XN--ABC:80", "a" * 64 + ".example", "a..b", "b.xn--"])
+def test_a_host_that_cannot_be_linked_to_is_400_before_anything_is_written(app, client, host):
+    # Links are built from the Host header after the write: a host that could not be
+    # decoded once cost a 1-view push its only view (and left a create unanswered).
+    t = client.post("/api/v2/pushes", json={"push": {"payload": "once", "expire_after_views": 1}}).json["url_token"]
+    for path in (f"/api/v2/pushes/{t}", f"/p/{t}.json", f"/api/v2/pushes/{t}/preview"):
+        status, body = _call(app, path, host=host)
+        assert status == 400 and json.loads(body) == {"status": 400, "error": "Bad Request"}
+    status, body = _call(app, "/api/v2/pushes", "POST", host=host, json={"push": {"payload": "x"}})
+    assert status == 400
+    status, body = _call(app, "/", host=host)  # a page: no template can be routed either
+    assert status == 400 and b"Host" in body
+    assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 1
+    assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "once"
+
+
+def test_ordinary_hosts_are_served(app):
+    for host, link in (("localhost:8000", "localhost:8000"), ("[::1]:8000", "[::1]:8000"),
+                       ("127.0.0.1", "127.0.0.1"),
+                       ("xn--bcher-kva.example", "b\u00fccher.example")):  # links as werkzeug spells them
+        status, body = _call(app, "/api/v2/pushes", "POST", host=host, json={"push": {"payload": "x"}})
+        assert status == 201 and json.loads(body)["html_url"].startswith(f"http://{link}/p/"), host
