@@ -120,9 +120,18 @@ def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, ba
 
 def file_json(push_file, key, now) -> dict:
     """One attached file: name, type and a short-lived download link."""
-    token = pushes.file_link_token(push_file, key, now)
     return {"filename": push_file.filename, "content_type": push_file.content_type,
-            "url": f"{base_url()}/pfb/{token}/{quote(push_file.filename, safe='')}"}
+            "url": base_url() + file_link_path(push_file, key, now)}
+
+
+def file_link_path(push_file, key, now) -> str:
+    """The path of a file's short-lived download link. The name at its end is for the
+    browser's "save as" only: one path segment, never a dot segment (".." would be
+    resolved away by the browser, and the link with it)."""
+    name = quote(push_file.filename, safe="")
+    if not name.strip("."):
+        name = "file"
+    return f"/pfb/{pushes.file_link_token(push_file, key, now)}/{name}"
 
 
 def audit_json(entry) -> dict:

@@ -5,11 +5,14 @@ touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
 import json
 import math
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 from flask import current_app
+from werkzeug.urls import iri_to_uri
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
 
 from . import crypto
@@ -304,7 +307,7 @@ def _validate(new: NewPush, cfg) -> dict:
         errors["payload"] = ["Payload is required."]
     elif kind == "text" and len(payload) > TEXT_MAX:
         errors["payload"] = [f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."]
-    elif kind == "qr" and len(payload) > QR_MAX:
+    elif kind == "qr" and len(payload.encode("utf-8")) > QR_MAX:  # bytes: what the code holds
         errors["payload"] = [f"The QR code payload is too large.  You can only push up to {QR_MAX} bytes."]
     elif kind == "url" and not _is_http_url(payload):
         errors["payload"] = ["must be a valid HTTP or HTTPS URL."]
@@ -328,8 +331,29 @@ def _validate_files(files, cfg) -> dict:
 
 
 def _is_http_url(value: str) -> bool:
-    scheme, sep, _rest = value.strip().partition(":")
-    return bool(sep) and scheme.lower() in ("http", "https")
+    return url_location(value) is not None
+
+
+# Control characters and line breaks: no header can carry them.
+_NOT_IN_A_LOCATION = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def url_location(value: str) -> str | None:
+    """The Location a URL push sends its viewer to (host IDNA-encoded, the rest
+    percent-encoded), or None when the value is no http(s) URL a browser can be sent to:
+    checked when the push is made, so its view never fails after being counted."""
+    text = value.strip()
+    if _NOT_IN_A_LOCATION.search(text):
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not one
+        location = iri_to_uri(text)
+    except (ValueError, UnicodeError):
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return location
 
 
 def _expiry(new: NewPush, cfg, now):

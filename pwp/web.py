@@ -12,7 +12,7 @@ from flask import (Blueprint, abort, current_app, flash, make_response, redirect
 from flask_login import current_user
 
 from . import params, pushes
-from .api import secret_url
+from .api import file_link_path, secret_url
 from .auth import actor
 from .config import kind_setting
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
@@ -53,12 +53,18 @@ def visible_tabs():
     return [t for t in TABS if kind_enabled(t[1])]
 
 
-def qr_data_uri(text: str) -> str:
-    """Render text as a QR code SVG data URI (the CSP allows data: images only)."""
+def qr_data_uri(text: str) -> str | None:
+    """Render text as a QR code SVG data URI (the CSP allows data: images only); None when
+    the text is more than a QR code holds (a push stored before its size was counted in
+    bytes: its page shows the text instead)."""
     # Imported here: only QR pages need it (about 2 MiB per worker otherwise).
+    import qrcode.exceptions
     import qrcode.image.svg
 
-    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage, border=2)
+    try:
+        img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage, border=2)
+    except (qrcode.exceptions.DataOverflowError, ValueError):  # ValueError: "Invalid version 41"
+        return None
     buf = io.BytesIO()
     img.save(buf)
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -288,9 +294,10 @@ def show(url_token):
         return redirect(url_for("web.passphrase", url_token=url_token))
     if not result.granted:
         return render_template("web/expired.html")
-    if push.kind == Kind.url:
-        response = redirect(result.payload, 303)
-    else:
+    location = pushes.url_location(result.payload) if push.kind == Kind.url else None
+    if location is not None:
+        response = redirect(location, 303)
+    else:  # (a URL push stored before its URL was checked, that no browser can follow: as text)
         response = make_response(_render_payload(result, now))
     response.delete_cookie(cookie, path=f"/p/{url_token}")
     return response
@@ -299,9 +306,8 @@ def show(url_token):
 def _render_payload(result, now):
     push = result.push
     views = 0 if result.last_view else pushes.views_remaining(push)
-    files = [{"name": f.filename, "size": f.size,
-              "url": url_for("download_file", token=pushes.file_link_token(f, result.file_key, now),
-                             _filename=f.filename)} for f in result.files]
+    files = [{"name": f.filename, "size": f.size, "url": file_link_path(f, result.file_key, now)}
+             for f in result.files]
     return render_template(
         "web/show.html", push=push, payload=result.payload, files=files,
         qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,

@@ -105,11 +105,73 @@ def test_url_push_redirects_303(client, app):
     assert view_count(app, token) == 1
 
 
+@pytest.mark.parametrize("url", ["https://example.com:99999/", "https://intranet.example:Secret/",
+                                 "https://" + "a" * 64 + ".com/", "https://[::1/", "https://a..b/",
+                                 "https://\u00ad.com/", "https://ex\x00ample.com/", "https://example.com/\u2028x",
+                                 "http://example.com/a\nb", "https:///no-host", "ftp://example.com/"])
+def test_a_url_no_browser_can_be_sent_to_is_refused_when_pushed(client, url):
+    # Each of these once made a push whose every view failed (500) after being counted.
+    r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": url}})
+    assert r.status_code == 422 and r.json == {"payload": ["must be a valid HTTP or HTTPS URL."]}
+    r = client.post("/p", data=form(kind="url", payload=url))
+    assert r.status_code == 422 and "must be a valid HTTP or HTTPS URL." in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("url,location", [
+    ("https://user:pw@example.com:8443/a b?q=\u00e9#f", "https://user:pw@example.com:8443/a%20b?q=%C3%A9#f"),
+    ("http://b\u00fccher.example/", "http://xn--bcher-kva.example/"),
+    (" https://[::1]:8080/x ", "https://[::1]:8080/x")])
+def test_url_push_location_is_encoded_for_the_header(client, url, location):
+    token = create(client, kind="url", payload=url)
+    r = client.get(f"/p/{token}")
+    assert r.status_code == 303 and r.headers["Location"] == location
+
+
+def test_a_stored_url_push_no_browser_can_follow_is_shown_as_text(client, app, monkeypatch):
+    import pwp.pushes
+    monkeypatch.setattr(pwp.pushes, "_is_http_url", lambda value: True)  # as before URLs were checked
+    token = create(client, kind="url", payload="https://example.com:99999/")
+    monkeypatch.undo()
+    r = client.get(f"/p/{token}")
+    assert r.status_code == 200 and "https://example.com:99999/" in r.get_data(as_text=True)
+    assert view_count(app, token) == 1
+
+
+def test_qr_payload_limit_counts_bytes(client):
+    r = client.post("/p", data=form(kind="qr", payload="\u6f22" * 342))  # 1026 bytes in UTF-8
+    assert r.status_code == 422 and "You can only push up to 1024 bytes" in r.get_data(as_text=True)
+    token = create(client, kind="qr", payload="\u6f22" * 341)
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert 'src="data:image/svg+xml;base64,' in html
+
+
+def test_a_stored_qr_push_too_large_for_a_code_is_shown_as_text(client, monkeypatch):
+    import pwp.pushes
+    monkeypatch.setattr(pwp.pushes, "QR_MAX", 10_000)  # as before the limit counted bytes
+    token = create(client, kind="qr", payload="\u6f22" * 1000)
+    monkeypatch.undo()
+    r = client.get(f"/p/{token}")
+    assert r.status_code == 200 and "\u6f22" * 1000 in r.get_data(as_text=True)
+
+
 def test_qr_push_shows_qr_image_not_text(client):
     token = create(client, kind="qr", payload="WIFI:S:home;P:hunter22;;")
     html = client.get(f"/p/{token}").get_data(as_text=True)
     assert 'src="data:image/svg+xml;base64,' in html
     assert "hunter22" not in html
+
+
+@pytest.mark.parametrize("name", ["..", ".", "x/../../y", "a b%2F.txt"])
+def test_file_links_on_the_page_survive_odd_names(client, make_user, name):
+    sign_in(client, make_user)
+    data = form(kind="file")
+    data["push[files][]"] = [(io.BytesIO(b"contents"), name)]
+    token = re.search(r"/p/(\w+)/preview", client.post(
+        "/p", data=data, content_type="multipart/form-data").headers["Location"]).group(1)
+    link = re.search(r'href="(/pfb/[^"]+)"', client.get(f"/p/{token}").get_data(as_text=True)).group(1)
+    segments = link.split("/")
+    assert len(segments) == 4 and segments[3].strip(".") != ""  # "/pfb/<token>/<one segment>"
+    assert client.get(link).data == b"contents"
 
 
 def test_file_push_download_list_and_download(client, make_user, app):
