@@ -7,18 +7,30 @@ gunicorn.conf.py installs `GunicornLogger`.
 """
 import logging
 import re
+from urllib.parse import quote, unquote
 
 from gunicorn.glogging import Logger
 
 FILTERED = "[FILTERED]"
-# /p/<t>, /f/<t>, /r/<t> (v1 and web, also under a locale prefix) and /api/v2/pushes/<t>.
-_TOKEN_SEGMENT = re.compile(r"(/(?:p|f|r|pushes|requests)/)([^/?#\s\"']+?)(\.json)?(?=[/?#\s\"']|$)")
-# Not secrets: collection routes that share those prefixes.
-_ROUTE_WORDS = {"active", "expired", "new"}
+# A path, or the path of a URL: from a slash (or an encoded one) up to the query or fragment.
+# Matching runs on each segment percent-decoded, not on the raw spelling: gunicorn decodes
+# PATH_INFO (%70 is "p", %2F a slash) and Werkzeug merges doubled slashes (a 308 to the
+# canonical path), so "/%70/<t>/r", "/p//<t>", "/p%2F<t>" and "/api/v2/%70ushes/<t>" all
+# reach a push.
+_PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*")
+# /p/<t>, /f/<t>, /r/<t> (v1 and web, also under a locale prefix) and /api/v2/pushes/<t>:
+# the segment after one of these names (compared in lower case) is a url_token.
+_TOKEN_PARENTS = frozenset({"p", "f", "r", "pushes", "requests"})
 # /pfb/<encrypted file link>/<file name>: all of it.
-_FILE_LINK = re.compile(r"/pfb/[^?#\s\"']*")
-# Query values (passphrase=...), except harmless paging and tab parameters.
-_QUERY_VALUE = re.compile(r"([?&](?!(?:page|tab|locale)=)[^=&#\s\"']*=)[^&#\s\"']*")
+_FILE_LINK = "pfb"
+# Not secrets: collection routes that share those prefixes (with or without ".json").
+_ROUTE_WORDS = frozenset({"active", "expired", "new"})
+# Characters a decoded segment may keep when it is written back (RFC 3986 pchar, no quote).
+_SEGMENT_SAFE = "!$&()*+,;=:@-._~"
+# A query item: "name=value" (the value is redacted, except simple paging, tab and locale
+# values) or a bare item (all of it). A fragment is not a boundary: it may hold the rest of
+# a value a client forgot to encode.
+_QUERY_ITEM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s\"']|$))([^=&\s\"']*=)?[^&\s\"']*")
 # gunicorn quotes the offending client input of a malformed request (a header line
 # "Authorization Bearer <token>", the rest of a request line): drop the quoted part.
 _INVALID_REQUEST = re.compile(r"^(Invalid request from ip=[^:]*: [^']*)'.*'", re.DOTALL)
@@ -27,18 +39,83 @@ _CREDENTIALS = re.compile(r"\{(?:authorization|x-user-token|cookie|set-cookie|ht
                           r"http_x_user_token|http_cookie)\}[ieo]")
 
 
-def _segment(match):
-    if match.group(2) in _ROUTE_WORDS:
-        return match.group(0)
-    return match.group(1) + FILTERED + (match.group(3) or "")
+def _decode(segment: str) -> str:
+    """Percent-decode a path segment (twice more for double encoding); never raises."""
+    for _ in range(3):
+        if "%" not in segment:
+            break
+        decoded = unquote(segment, errors="replace")
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment
+
+
+def _hidden(segments):
+    """Indexes of the url_token segments, and the index where a file link starts (or None)."""
+    hidden, parent = set(), False
+    for i, segment in enumerate(segments):
+        if segment in ("", "."):
+            continue  # "//" is merged by Werkzeug; "." hides nothing
+        if parent and (segment[:-5] if segment.endswith(".json") else segment) not in _ROUTE_WORDS:
+            hidden.add(i)
+        lower = segment.lower()
+        if lower == _FILE_LINK:
+            if any(segments[i + 1:]):
+                return hidden, i + 1
+            return hidden, None
+        parent = lower in _TOKEN_PARENTS
+    return hidden, None
+
+
+def _redact_path(match) -> str:
+    raw = match.group(0)
+    try:
+        if "%" in raw:
+            # Keep each raw segment's spelling; one holding an encoded slash becomes several.
+            segments, spellings = [], []
+            for piece in raw.split("/"):
+                decoded = _decode(piece).split("/")
+                segments += decoded
+                spellings += [piece] if len(decoded) == 1 else [None] * len(decoded)
+        else:
+            segments = spellings = raw.split("/")
+        hidden, file_link = _hidden(segments)
+        if not hidden and file_link is None:
+            return raw
+        out = []
+        for i, (segment, spelling) in enumerate(zip(segments, spellings)):
+            if i == file_link:
+                out.append(FILTERED)
+                break
+            if i in hidden:
+                out.append(FILTERED + (".json" if segment.endswith(".json") else ""))
+            elif spelling is not None:
+                out.append(spelling)
+            else:
+                out.append(quote(segment, safe=_SEGMENT_SAFE, errors="backslashreplace"))
+        return "/".join(out)
+    except Exception:  # never let odd input stop a log line, nor pass it through
+        return "/" + FILTERED
+
+
+def _redact_query_item(match) -> str:
+    separator, name = match.group(1), match.group(2)
+    if name is not None:
+        return separator + name + FILTERED
+    return separator + FILTERED if len(match.group(0)) > 1 else separator
 
 
 def redact(text: str) -> str:
     """Replace url_tokens in paths, file links, query values and quoted bad input with [FILTERED]."""
-    text = _INVALID_REQUEST.sub(r"\1'" + FILTERED + "'", text)
-    text = _FILE_LINK.sub("/pfb/" + FILTERED, text)
-    text = _TOKEN_SEGMENT.sub(_segment, text)
-    return _QUERY_VALUE.sub(r"\1" + FILTERED, text)
+    # (It runs on every access-log atom: skip the patterns that cannot match.)
+    if text.startswith("Invalid request from ip="):
+        text = _INVALID_REQUEST.sub(r"\1'" + FILTERED + "'", text)
+    if "/" in text or "%" in text:
+        text = _PATH.sub(_redact_path, text)
+    if "?" in text or "&" in text:
+        text = _QUERY_ITEM.sub(_redact_query_item, text)
+    return text
 
 
 def redact_query(query: str) -> str:

@@ -78,6 +78,17 @@ def session(server, api_token, email):
     assert server.json("GET", f"/api/v2/pushes/{t}/preview")[0] == 200
     assert server.json("GET", f"/api/v2/pushes/{t}/audit", headers=bearer(api_token))[0] == 200
 
+    # Other spellings of the secret URL that gunicorn decodes and Werkzeug routes (or redirects).
+    odd_payload = seen["odd_payload"] = marker("ODDPAYLOAD")
+    status, odd = server.json("POST", "/api/v2/pushes", headers=bearer(api_token), body={
+        "push": {"payload": odd_payload, "expire_after_views": 10}})
+    assert status == 201
+    o = seen["odd_url_token"] = odd["url_token"]
+    encoded = "".join(f"%{ord(c):02X}" for c in o)
+    for path, expected_status in [(f"/%70/{o}/r", 200), (f"/p//{o}", 308), (f"/p%2F{o}", 200),
+                                  (f"/api/v2/%70ushes/{encoded}", 200), (f"/p/{o}%2Ejson", 200)]:
+        assert server.request("GET", path)[0] == expected_status, path
+
     # Legacy headers, the bare token, and a bad token.
     legacy = {"X-User-Email": email, "X-User-Token": api_token}
     assert server.json("GET", "/api/v2/pushes/active", headers=legacy)[0] == 200
@@ -146,6 +157,9 @@ def test_server_logs_contain_no_secrets(database_url, tmp_path):
                 '"GET /p/[FILTERED].json HTTP/1.1" 200', "Invalid request from ip=127.0.0.1"]
     assert [needle for needle in expected if needle not in logs] == []
     assert logs.count('"GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1" 200') >= 2
+    odd_spellings = ['"GET /%70/[FILTERED]/r HTTP/1.1" 200', '"GET /p//[FILTERED] HTTP/1.1" 308',
+                     '"GET /p/[FILTERED] HTTP/1.1" 200', '"GET /api/v2/%70ushes/[FILTERED] HTTP/1.1" 200']
+    assert [needle for needle in odd_spellings if needle not in logs] == []
 
     leaked = [name for name, value in seen.items()
               if value in logs or quote(value, safe="") in logs]
@@ -173,6 +187,72 @@ def test_server_logs_contain_no_secrets(database_url, tmp_path):
 ])
 def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     assert redact(line) == expected
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    # Percent-encoded route names and tokens (gunicorn decodes PATH_INFO before routing).
+    ("GET /%70/abc123/r HTTP/1.1", "GET /%70/[FILTERED]/r HTTP/1.1"),
+    ("GET /%66/abc123 HTTP/1.1", "GET /%66/[FILTERED] HTTP/1.1"),
+    ("GET /%72/abc123.json HTTP/1.1", "GET /%72/[FILTERED].json HTTP/1.1"),
+    ("GET /p/%61%62%63123 HTTP/1.1", "GET /p/[FILTERED] HTTP/1.1"),
+    ("GET /p/abc123%2Ejson HTTP/1.1", "GET /p/[FILTERED].json HTTP/1.1"),
+    ("GET /api/v2/%70ushes/abc123?passphrase=s3cret HTTP/1.1",
+     "GET /api/v2/%70ushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"),
+    ("GET /api/v2/pushes/%2561bc123 HTTP/1.1", "GET /api/v2/pushes/[FILTERED] HTTP/1.1"),
+    # An encoded slash is a slash to the router.
+    ("GET /p%2Fabc123 HTTP/1.1", "GET /p/[FILTERED] HTTP/1.1"),
+    ("GET /api/v2/pushes%2fabc123/audit HTTP/1.1", "GET /api/v2/pushes/[FILTERED]/audit HTTP/1.1"),
+    # Doubled slashes (Werkzeug merges them with a redirect), dot segments, other cases.
+    ("GET /p//abc123 HTTP/1.1", "GET /p//[FILTERED] HTTP/1.1"),
+    ("GET //p/abc123 HTTP/1.1", "GET //p/[FILTERED] HTTP/1.1"),
+    ("GET /api//v2/pushes//abc123.json HTTP/1.1", "GET /api//v2/pushes//[FILTERED].json HTTP/1.1"),
+    ("GET /p/./abc123 HTTP/1.1", "GET /p/./[FILTERED] HTTP/1.1"),
+    ("GET /P/abc123 HTTP/1.1", "GET /P/[FILTERED] HTTP/1.1"),
+    ("GET /API/V2/PUSHES/abc123 HTTP/1.1", "GET /API/V2/PUSHES/[FILTERED] HTTP/1.1"),
+    # File links however spelled, the decoded path (%(U)s) and URLs (a Referer).
+    ("GET /%70fb/gAAAAB-x/report.pdf HTTP/1.1", "GET /%70fb/[FILTERED] HTTP/1.1"),
+    ("GET /pfb//gAAAAB-x/report.pdf HTTP/1.1", "GET /pfb/[FILTERED] HTTP/1.1"),
+    ("/p/abc123/r", "/p/[FILTERED]/r"),
+    ('"http://host//%70//abc123/r"', '"http://host//%70//[FILTERED]/r"'),
+    ("GET http://host/api/v2/pushes/abc123 HTTP/1.1", "GET http://host/api/v2/pushes/[FILTERED] HTTP/1.1"),
+    # Collection routes stay readable, however spelled.
+    ("GET /api/v2/pushes//active HTTP/1.1", "GET /api/v2/pushes//active HTTP/1.1"),
+    ("GET /%70/new HTTP/1.1", "GET /%70/new HTTP/1.1"),
+    # Query values up to the next item, a fragment included; bare items; spare paging values.
+    ("GET /p/abc123?passphrase=s3#cret HTTP/1.1", "GET /p/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"),
+    ("GET /api/v2/pushes?abc123 HTTP/1.1", "GET /api/v2/pushes?[FILTERED] HTTP/1.1"),
+    ("GET /api/v2/pushes?passphrase%3Ds3cret HTTP/1.1", "GET /api/v2/pushes?[FILTERED] HTTP/1.1"),
+    ("GET /p/active?page=2;passphrase=s3cret HTTP/1.1", "GET /p/active?page=[FILTERED] HTTP/1.1"),
+    ("GET /api/v2/pushes/active?page=2&tab=text HTTP/1.1", "GET /api/v2/pushes/active?page=2&tab=text HTTP/1.1"),
+])
+def test_redact_hides_url_tokens_however_the_path_is_spelled(line, expected):
+    assert redact(line) == expected
+
+
+@pytest.mark.parametrize("line", [
+    "GET /p/abc123%zz%/%%%2 HTTP/1.1",  # invalid escapes
+    "GET /p/abc123%FF%C3%28 HTTP/1.1",  # bytes that are not UTF-8
+    "GET /p/abc123\udcff HTTP/1.1",  # a lone surrogate (surrogateescape)
+    "GET /p%2Fabc123%2F\udcff%0A HTTP/1.1",  # ... in a segment that is written back decoded
+    "GET /p/%E2%80%AEabc123 HTTP/1.1",
+    "GET /p/abc123%0A%22injected%22 HTTP/1.1",
+    "GET /pfb/\x00abc123 HTTP/1.1",
+])
+def test_redact_never_raises_and_never_passes_odd_spellings_through(line):
+    cleaned = redact(line)
+    assert "abc123" not in cleaned
+    assert "\n" not in cleaned and '"' not in cleaned
+
+
+def test_gunicorn_access_log_atoms_hold_no_secrets_of_encoded_paths():
+    logger = GunicornLogger(Config())
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": "/%70/%74ok123/r",
+               "PATH_INFO": "/p/tok123/r", "QUERY_STRING": "", "HTTP_REFERER": "http://h/p//tok123"}
+    resp = SimpleNamespace(status="200 OK", headers=[], sent=10)
+    atoms = logger.atoms(resp, SimpleNamespace(headers=[]), environ, timedelta(seconds=1))
+    assert [key for key, value in atoms.items() if "tok123" in str(value)] == []
+    assert (atoms["r"], atoms["U"], atoms["f"]) == (
+        "GET /%70/[FILTERED]/r HTTP/1.1", "/p/[FILTERED]/r", "http://h/p//[FILTERED]")
 
 
 def test_gunicorn_access_log_atoms_hold_no_secrets():
