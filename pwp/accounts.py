@@ -1,5 +1,6 @@
 """Accounts in the browser: sign up, sign in (throttled), sign out, and the API token page."""
 import hashlib
+import unicodedata
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
@@ -22,9 +23,16 @@ def _logins_enabled():
 
 
 def safe_next(default: str) -> str:
-    """Return the ?next= path when it stays on this site, else default."""
+    """Return the ?next= path when it stays on this site, else default.
+
+    A same-site path starts with one "/" (not "//") and has no backslash, whitespace or
+    control character: browsers read a backslash as "/", Werkzeug drops a tab from the
+    Location header ("/<tab>/x" becomes "//x") and refuses a newline (a 500).
+    """
     target = request.values.get("next") or ""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if (target.startswith("/") and not target.startswith("//")
+            and not any(c == "\\" or c.isspace() or unicodedata.category(c) == "Cc"
+                        for c in target)):
         return target
     return default
 
@@ -43,7 +51,8 @@ def _throttled(email: str, now) -> bool:
 def sign_in():
     """Show the sign-in form; sign in."""
     _logins_enabled()
-    if request.method == "GET":
+    # Only a POST signs in: Flask also routes HEAD here, and the CSRF check skips HEAD.
+    if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")
     email = request.form.get("email", "")
     if _throttled(email, pushes.utcnow()):
@@ -63,7 +72,8 @@ def sign_up():
     cfg = current_app.config
     if cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"]:
         abort(404)
-    if request.method == "GET":
+    # Only a POST creates an account: Flask also routes HEAD here, and the CSRF check skips HEAD.
+    if request.method != "POST":
         return render_template("accounts/sign_up.html", email="", errors={})
     email = request.form.get("email", "")
     password = request.form.get("password", "")

@@ -1,6 +1,7 @@
 """Authentication: browser sessions (Flask-Login) and API tokens, stored as digests."""
 import hmac
 import secrets
+import unicodedata
 from functools import cache, wraps
 
 from flask import abort, current_app, g, request, session
@@ -48,10 +49,24 @@ def init_app(app):
 
 # ----------------------------------------------------------------------------- users
 
+def normalize_email(email: str | None) -> str | None:
+    """The e-mail address as stored (trimmed, lower case), or None when it is not valid.
+
+    Valid: at most 255 characters, no whitespace or control characters (NUL included),
+    and a non-empty name on each side of a single "@".
+    """
+    email = (email or "").strip().lower()
+    local, _, domain = email.partition("@")
+    if (not local or not domain or "@" in domain or len(email) > 255
+            or any(c.isspace() or unicodedata.category(c) == "Cc" for c in email)):
+        return None
+    return email
+
+
 def create_user(email: str, password: str | None = None, admin: bool = False) -> User:
     """Create a user (e-mail unique, case-insensitive); ValueError if taken or invalid."""
-    email = (email or "").strip().lower()
-    if "@" not in email or len(email) > 255 or any(c.isspace() for c in email):
+    email = normalize_email(email)
+    if email is None:
         raise ValueError("That e-mail address is not valid.")
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise ValueError("That e-mail address is already registered.")
@@ -63,8 +78,13 @@ def create_user(email: str, password: str | None = None, admin: bool = False) ->
 
 
 def find_user(email: str) -> User | None:
-    """Return the user with this e-mail address."""
-    return db.session.scalar(select(User).where(User.email == (email or "").strip().lower()))
+    """Return the user with this e-mail address (None, without a query, for one that no
+    column holds: control characters, such as the NUL PostgreSQL refuses, or too long).
+    Not normalize_email: an account made before its rules were stricter still signs in."""
+    email = (email or "").strip().lower()
+    if len(email) > 255 or any(unicodedata.category(c) == "Cc" for c in email):
+        return None
+    return db.session.scalar(select(User).where(User.email == email))
 
 
 def check_password(user: User | None, password: str) -> bool:

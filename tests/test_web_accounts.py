@@ -1,7 +1,10 @@
 """Accounts: sign up, sign in (throttled), sign out, API token page."""
 import pytest
 from conftest import bearer
+from sqlalchemy import event
 from webutil import sign_in, sql
+
+from pwp.models import db
 
 
 def test_sign_up_creates_account_and_signs_in(client, app):
@@ -16,6 +19,13 @@ def test_sign_up_creates_account_and_signs_in(client, app):
     ("a@example.com", "short", "short", "Use at least 8 characters."),
     ("a@example.com", "long enough", "different", "The two passwords do not match."),
     ("not-an-address", "long enough", "long enough", "That e-mail address is not valid."),
+    ("@", "long enough", "long enough", "That e-mail address is not valid."),
+    ("a@", "long enough", "long enough", "That e-mail address is not valid."),
+    ("@example.com", "long enough", "long enough", "That e-mail address is not valid."),
+    ("a@b@example.com", "long enough", "long enough", "That e-mail address is not valid."),
+    ("a\x00@example.com", "long enough", "long enough", "That e-mail address is not valid."),
+    ("a@exam\x01ple.com", "long enough", "long enough", "That e-mail address is not valid."),
+    ("a" * 250 + "@b.com", "long enough", "long enough", "That e-mail address is not valid."),
 ])
 def test_sign_up_errors_rerender_422(client, email, password, confirmation, message):
     r = client.post("/users/sign_up", data={"email": email, "password": password,
@@ -23,6 +33,12 @@ def test_sign_up_errors_rerender_422(client, email, password, confirmation, mess
     assert r.status_code == 422
     html = r.get_data(as_text=True)
     assert message in html and f'value="{email}"' in html
+
+
+def test_users_create_cli_refuses_an_invalid_email(app):
+    result = app.test_cli_runner().invoke(args=["users", "create", "@"])
+    assert result.exit_code != 0 and "That e-mail address is not valid." in result.output
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 0
 
 
 def test_sign_up_with_taken_email_is_422(client, make_user):
@@ -66,6 +82,43 @@ def test_sign_in_follows_local_next_only(client, make_user):
     assert r.headers["Location"] == "/p?filter=expired"
 
 
+@pytest.mark.parametrize("email", ["u@example.com\x00", "\x00", "u@exam\x00ple.com", "u@example.com\x01"])
+def test_sign_in_with_an_invalid_email_is_wrong_credentials_without_a_query(
+        client, app, make_user, clock, email):
+    make_user(email="u@example.com", password="correct horse")
+    with app.app_context():
+        engine = db.engine
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(repr(parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(5):
+            r = client.post("/users/sign_in", data={"email": email, "password": "correct horse"})
+            assert r.status_code == 401
+            assert "Invalid e-mail address or password." in r.get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert not any(repr(email)[1:-1] in parameters for parameters in sent)
+    # The attempts still count towards the sign-in throttle.
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
+    assert r.status_code == 429
+
+
+@pytest.mark.parametrize("target", [
+    "//evil.example/x", "/\\evil.example", "/\\/evil.example", "https://evil.example/",
+    "/\t/evil.example", "/\n/x", "/\r/x", "/\r\nSet-Cookie: x=y", "/ /evil.example",
+    "/\x00/x", "/\x0b/evil.example", "/\x7f/x", "/\x85/x", "evil.example",
+])
+def test_sign_in_refuses_a_next_that_leaves_the_site(client, make_user, target):
+    make_user(email="u@example.com", password="correct horse")
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse",
+                                            "next": target})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
 def test_sign_in_is_throttled_per_ip(client, make_user, clock):
     make_user(email="u@example.com", password="correct horse")
     for _ in range(5):
@@ -76,6 +129,21 @@ def test_sign_in_is_throttled_per_ip(client, make_user, clock):
     clock.advance(seconds=20)
     r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
     assert r.status_code == 302
+
+
+def test_head_requests_do_not_sign_up_or_sign_in(settings, database_url, request):
+    # CSRF on, as in production: it checks POSTs only, so a HEAD must not act like one.
+    settings["WTF_CSRF_ENABLED"] = True
+    client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+    request.getfixturevalue("make_user")(email="u@example.com", password="correct horse")
+    data = {"email": "new@example.com", "password": "long enough",
+            "password_confirmation": "long enough"}
+    assert client.post("/users/sign_up", data=data).status_code == 400  # no CSRF token
+    assert client.head("/users/sign_up", data=data).status_code == 200
+    assert sql(app, "SELECT email FROM users") == [("u@example.com",)]
+    r = client.head("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
+    assert r.status_code == 200
+    assert "Sign out" not in client.get("/").get_data(as_text=True)
 
 
 def test_sign_out_is_a_post(client, make_user):
