@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from flask import current_app
-from werkzeug.urls import iri_to_uri
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
+from werkzeug.urls import iri_to_uri
 
 from . import crypto
 from .config import kind_setting
