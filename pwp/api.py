@@ -44,37 +44,42 @@ def base_url_for(environ) -> str:
     override = current_app.config["PWP__OVERRIDE_BASE_URL"]
     if override:
         return override
-    return _host_url(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
-                     environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+    return _host_url(*_host_key(environ))
 
 
-@lru_cache(maxsize=64)
-def _host_url(scheme: str, host_header, server_name, server_port) -> str:
-    # request.host_url, remembered: its host parsing and IRI decoding cost more than a
-    # whole SQL statement, and a server sees few distinct Host headers.
+def _host_key(environ) -> tuple:
+    """What a request's host depends on (after the trusted proxies' headers): a cache key."""
+    return (environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"))
+
+
+def _host(scheme: str, host_header, server_name, server_port) -> str:
     environ = {"wsgi.url_scheme": scheme, "SERVER_NAME": server_name, "SERVER_PORT": server_port}
     if host_header is not None:
         environ["HTTP_HOST"] = host_header
-    return get_current_url(scheme, get_host(environ)).rstrip("/")
+    return get_host(environ)
+
+
+@lru_cache(maxsize=64)
+def _host_url(*key) -> str:
+    # request.host_url, remembered: its host parsing and IRI decoding cost more than a
+    # whole SQL statement, and a server sees few distinct Host headers.
+    return get_current_url(key[0], _host(*key)).rstrip("/")
 
 
 def host_is_valid(environ) -> bool:
-    """Tell whether the request's host (after the trusted proxies' headers) can be bound
-    and linked to: a host that cannot be must be refused before anything is written, or
-    a create or a counted view would fail after its commit, for want of a link."""
-    return _host_ok(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
-                    environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+    """Tell whether the request's host can be bound and linked to: a host that cannot be
+    must be refused before anything is written, or a create or a counted view would fail
+    after its commit, for want of a link."""
+    return _host_ok(*_host_key(environ))
 
 
 @lru_cache(maxsize=64)
-def _host_ok(scheme: str, host_header, server_name, server_port) -> bool:
-    environ = {"wsgi.url_scheme": scheme, "SERVER_NAME": server_name, "SERVER_PORT": server_port}
-    if host_header is not None:
-        environ["HTTP_HOST"] = host_header
+def _host_ok(*key) -> bool:
     try:
         # (werkzeug gives "" for a host of invalid characters: no link can name it then)
-        get_host(environ).lower().encode("idna")  # as Flask's URL map binds to it
-        _host_url(scheme, host_header, server_name, server_port)  # as links decode it
+        _host(*key).lower().encode("idna")  # as Flask's URL map binds to it
+        _host_url(*key)  # as links decode it
     except (UnicodeError, ValueError):
         return False
     return True
