@@ -5,6 +5,7 @@
   GUNICORN_THREADS  threads per worker (default 2 on SQLite, 4 on PostgreSQL)
   PORT              PaaS port: bind 0.0.0.0:$PORT; without it bind 127.0.0.1:8000 (behind a proxy)
   BIND              an explicit address, e.g. unix:/run/pwpush.sock (wins over PORT)
+  GUNICORN_CONTROL_SOCKET  a path for gunicorn's control socket (`gunicornc`); none without it
 
 Measured on one core of the 2-vCPU VM with the shared harness (bench/RESULTS.md, "Morning:
 threads", 2026-11-28): one process with 2 threads serves as many requests per second as two
@@ -44,6 +45,13 @@ def on_starting(server):
     if server.cfg.workers == 1 and not _postgresql:
         os.environ.setdefault("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "250")
 
+
+# gunicorn (25.1 and later) opens a control socket that can change the worker count, reload
+# or stop the server (`gunicornc`), at one path for every instance the same user runs
+# ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl): off unless the admin names a path for it.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 
 timeout = 30
 graceful_timeout = 10

@@ -10,7 +10,7 @@ import pytest
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
 NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL",
-         "PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
+         "PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "GUNICORN_CONTROL_SOCKET")
 
 
 def settings(monkeypatch, **env):
@@ -27,6 +27,13 @@ def test_zero_configuration_is_one_process_with_two_threads_on_localhost(monkeyp
     assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("gthread", 1, 2)
     assert conf["bind"] == "127.0.0.1:8000"
     assert conf["accesslog"] is None
+
+
+def test_no_control_socket_unless_the_admin_names_one(monkeypatch):
+    conf = settings(monkeypatch)
+    assert conf["control_socket_disable"] is True and "control_socket" not in conf
+    conf = settings(monkeypatch, GUNICORN_CONTROL_SOCKET="/run/pwpush/gunicorn.ctl")
+    assert conf["control_socket_disable"] is False and conf["control_socket"] == "/run/pwpush/gunicorn.ctl"
 
 
 @pytest.mark.parametrize("url, threads", [
