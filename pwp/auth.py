@@ -49,16 +49,21 @@ def init_app(app):
 
 # ----------------------------------------------------------------------------- users
 
-def normalize_email(email: str | None) -> str | None:
-    """The e-mail address as stored (trimmed, lower case), or None when it is not valid.
-
-    Valid: at most 255 characters, no whitespace or control characters (NUL included),
-    and a non-empty name on each side of a single "@".
-    """
+def _storable_email(email: str | None) -> str | None:
+    """The e-mail address trimmed and in lower case, or None when no column holds it:
+    over 255 characters, or control characters (such as the NUL PostgreSQL refuses)."""
     email = (email or "").strip().lower()
-    local, _, domain = email.partition("@")
-    if (not local or not domain or "@" in domain or len(email) > 255
-            or any(c.isspace() or unicodedata.category(c) == "Cc" for c in email)):
+    if len(email) > 255 or any(unicodedata.category(c) == "Cc" for c in email):
+        return None
+    return email
+
+
+def normalize_email(email: str | None) -> str | None:
+    """The e-mail address as stored, or None when it is not valid: storable, no whitespace,
+    and a non-empty name on each side of a single "@"."""
+    email = _storable_email(email)
+    local, _, domain = (email or "").partition("@")
+    if not local or not domain or "@" in domain or any(c.isspace() for c in email):
         return None
     return email
 
@@ -79,10 +84,10 @@ def create_user(email: str, password: str | None = None, admin: bool = False) ->
 
 def find_user(email: str) -> User | None:
     """Return the user with this e-mail address (None, without a query, for one that no
-    column holds: control characters, such as the NUL PostgreSQL refuses, or too long).
-    Not normalize_email: an account made before its rules were stricter still signs in."""
-    email = (email or "").strip().lower()
-    if len(email) > 255 or any(unicodedata.category(c) == "Cc" for c in email):
+    column holds). Not normalize_email: an account made before its rules were stricter
+    still signs in."""
+    email = _storable_email(email)
+    if email is None:
         return None
     return db.session.scalar(select(User).where(User.email == email))
 

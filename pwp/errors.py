@@ -97,9 +97,12 @@ class ValidationFailed(PushError):
 
 def wants_json():
     """Tell whether this request is an API request (JSON answers)."""
-    path = request.path
-    return (path.startswith("/api/") or path.endswith(".json") or path.startswith("/pfb/")
-            or request.accept_mimetypes.best == "application/json")
+    return is_api_path(request.path) or request.accept_mimetypes.best == "application/json"
+
+
+def is_api_path(path: str) -> bool:
+    """Tell whether a path is the API's (or a file link's): its errors are JSON."""
+    return path.startswith("/api/") or path.endswith(".json") or path.startswith("/pfb/")
 
 
 def json_response(data, status=200) -> Response:

@@ -128,12 +128,19 @@ def _string(errors, field, value):
         errors[field] = ["must be a string"]
         return None
     text = str(value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _utf8(text):
         errors[field] = ["must be valid UTF-8 text"]
         return None
     return text
+
+
+def _utf8(text: str) -> bool:
+    """Tell whether text is UTF-8 text: JSON can spell lone surrogates, which it is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _duration(errors, value):
@@ -207,13 +214,7 @@ def passphrase_param() -> str | None:
         value = data.get("passphrase") if isinstance(data, dict) else None
     elif value is None and request.mimetype in _FORM_TYPES:
         value = request.form.get("passphrase")
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        value.encode("utf-8")  # JSON can spell lone surrogates, which no passphrase has
-    except UnicodeEncodeError:
-        return None
-    return value
+    return value if isinstance(value, str) and value and _utf8(value) else None
 
 
 _RUBY_OCTAL = re.compile(r"[+-]?0[0-7]+(?:_[0-7]+)*")
