@@ -108,7 +108,7 @@ def is_api_path(path: str) -> bool:
 def json_response(data, status=200) -> Response:
     """Return data as JSON, byte for byte as jsonify with the app's settings (compact,
     keys in order), without its per-call settings lookups: API answers are the hot path."""
-    return Response(json_body(data), status=status, content_type="application/json")
+    return Response(json_body(data), status=status, content_type=JSON_TYPE)
 
 
 def json_body(data) -> bytes:
@@ -117,6 +117,7 @@ def json_body(data) -> bytes:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+JSON_TYPE = "application/json; charset=utf-8"  # as upstream (Rails) labels every JSON answer
 INTERNAL_ERROR = {"status": 500, "error": "Internal Server Error"}
 
 

@@ -25,7 +25,7 @@ from flask import Flask
 
 from . import api, params, pushes
 from .auth import actor_from
-from .errors import INTERNAL_ERROR, PushError, is_api_path, json_body, log_unexpected
+from .errors import INTERNAL_ERROR, JSON_TYPE, PushError, is_api_path, json_body, log_unexpected
 
 PREFIX = "/api/v2/pushes"
 _TOKEN = re.compile(api.TokenConverter.regex)
@@ -58,7 +58,7 @@ class HotPath:
             return self.wsgi_app(environ, start_response)
         status, data = answer
         body = json_body(data)
-        start_response(_STATUS[status], [("Content-Type", "application/json"),
+        start_response(_STATUS[status], [("Content-Type", JSON_TYPE),
                                          ("Content-Length", str(len(body)))])
         return [body]
 
@@ -121,7 +121,7 @@ def _bad_host(environ, start_response):
     """400 for a Host header that cannot be bound or linked to (checked before anything
     else: Flask cannot route it, and links to new or viewed pushes could not be built)."""
     if is_api_path(environ.get("PATH_INFO", "")):
-        content_type, body = "application/json", json_body({"status": 400, "error": "Bad Request"})
+        content_type, body = JSON_TYPE, json_body({"status": 400, "error": "Bad Request"})
     else:
         content_type, body = "text/plain; charset=utf-8", b"Bad Request: the Host header is not a valid host name.\n"
     start_response("400 BAD REQUEST", [("Content-Type", content_type), ("Content-Length", str(len(body)))])

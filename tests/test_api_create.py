@@ -31,7 +31,19 @@ def test_v2_create_returns_201_with_create_keys(client):
     assert r.status_code == 201
     assert set(r.json) == CREATE_KEYS
     assert r.json["expire_after_days"] == 1
-    assert r.headers["Content-Type"] == "application/json"  # as jsonify sends it
+    assert r.headers["Content-Type"] == "application/json; charset=utf-8"  # as upstream
+
+
+def test_every_json_answer_is_labelled_utf8(client):
+    """Upstream labels every JSON answer `application/json; charset=utf-8`: the fast path's,
+    Flask's views', and the error handlers'."""
+    token = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json["url_token"]
+    answers = [client.get(f"/api/v2/pushes/{token}"),  # the fast path
+               client.get(f"/api/v2/pushes/{token}?x=1"),  # Flask's view
+               client.get("/p/nosuchtoken.json"),  # a push error
+               client.get("/api/v2/nowhere"),  # Flask's 404
+               client.get("/api/v2/version")]
+    assert [r.headers["Content-Type"] for r in answers] == ["application/json; charset=utf-8"] * 5
 
 
 def test_timestamps_are_iso_utc_with_milliseconds(client):
