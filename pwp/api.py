@@ -210,7 +210,7 @@ def show_push(url_token, version):
 def destroy_push(url_token, version):
     """Expire a push now (owner, or anyone when deletable by viewers)."""
     now = pushes.utcnow()
-    push = pushes.expire_now(url_token, actor(g.caller), now)
+    push, _deleted = pushes.expire_now(url_token, actor(g.caller), now)
     return json_response(push_json(push, now, version=version))
 
 

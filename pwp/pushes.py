@@ -101,6 +101,10 @@ _EXPIRED_VALUES = {"expired": True, "payload_ciphertext": None, "passphrase_salt
                    "passphrase_verifier": None}
 _EXPIRE = Statement(update(_PUSHES).where(_PUSHES.c.id == bindparam("push_id")).values(
     expired_on=bindparam("now"), updated_at=bindparam("now"), **_EXPIRED_VALUES))
+# A deletion: only a live push, so of concurrent deletions one alone logs its event.
+_DELETE = Statement(update(_PUSHES).where(_PUSHES.c.id == bindparam("push_id"), _PUSHES.c.expired == false())
+                    .values(expired_on=bindparam("now"), updated_at=bindparam("now"), deleted=True,
+                            **_EXPIRED_VALUES).returning(_PUSHES.c.id))
 
 # expire_after_duration (what the pwpush CLI sends): index -> length.
 DURATIONS = [timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
@@ -256,13 +260,21 @@ def _find(url_token: str) -> Push:
     return push
 
 
-def _expire(push: Push, now: datetime, tx: Transaction | None = None):
-    """Expire: delete the payload, passphrase and files in this transaction."""
-    _run(_EXPIRE, {"push_id": push.id, "now": now}, tx)
+def _expire(push: Push, now: datetime, tx: Transaction | None = None, deletion=False) -> bool:
+    """Expire: delete the payload, passphrase and files in this transaction. A deletion
+    writes only a live push and tells whether it did (False: another request was first)."""
+    params = {"push_id": push.id, "now": now}
+    if deletion:
+        if not _run(_DELETE, params, tx):
+            return False
+    else:
+        _run(_EXPIRE, params, tx)
     # The row is written; keep the object (Push or PushRow) in step with it.
-    push.keep_written({**_EXPIRED_VALUES, "expired_on": now, "updated_at": now})
+    push.keep_written({**_EXPIRED_VALUES, "expired_on": now, "updated_at": now,
+                       **({"deleted": True} if deletion else {})})
     if push.kind == Kind.file:
         db.session.execute(delete(PushFile).where(PushFile.push_id == push.id))
+    return True
 
 
 def _expire_if_past_limits(push: Push, now: datetime):
@@ -674,18 +686,20 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
 
 # ----------------------------------------------------------------------------- manage
 
-def expire_now(url_token: str, actor: Actor, now: datetime) -> Push:
-    """Delete a push's content at once: its owner, or anyone if deletable_by_viewer."""
+def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]:
+    """Delete a push's content at once: its owner, or anyone if deletable_by_viewer.
+    Return the push and whether this call deleted it (False: it had already expired)."""
     push = _find(url_token)
     if not (is_owner(push, actor.user) or push.deletable_by_viewer is True):
         raise NotDeletable()
-    if not push.expired:
-        _expire(push, now)
-        push.deleted = True
+    deleted = not push.expired and _expire(push, now, deletion=True)
+    if deleted:
         _log(push, AuditKind.expire, actor, now)
         current_app.logger.info("push %s deleted", push.id)
+    elif not push.expired:  # a concurrent request expired it first: answer as it left the row
+        db.session.refresh(push)
     db.session.commit()
-    return push
+    return push, deleted
 
 
 def owned(url_token: str, user: User | None) -> Push:

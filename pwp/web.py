@@ -323,16 +323,19 @@ def expire(url_token):
         abort(405)
     user = signed_in_user()
     try:
-        push = pushes.expire_now(url_token, actor(user), pushes.utcnow())
+        push, deleted = pushes.expire_now(url_token, actor(user), pushes.utcnow())
     except NotDeletable:
         flash("That push is not deletable by viewers and does not belong to you.", "warning")
         return redirect(url_for("web.home"))
     if pushes.is_owner(push, user):
-        flash("The push content has been deleted and the secret URL expired.", "success")
+        if deleted:
+            flash("The push content has been deleted and the secret URL expired.", "success")
+        else:
+            flash("That push has already expired.", "warning")
         if request.form.get("back") == "dashboard":
             return redirect(url_for("owner.dashboard"))
         return redirect(url_for("owner.audit", url_token=url_token))
-    return render_template("web/expired.html", deleted=True)
+    return render_template("web/expired.html", deleted=deleted)
 
 
 # ----------------------------------------------------------------------------- legacy paths

@@ -21,8 +21,9 @@ CASES = [(1, 20), (3, 30)]  # (expire_after_views, simultaneous readers)
 ROUNDS = 3  # pushes per case: more chances for a race to show
 
 
-def simultaneous_gets(ports, path, readers):
-    """GET path from `readers` threads at once (round-robin over ports); return the results.
+def simultaneous_gets(ports, path, readers, method="GET", headers=None):
+    """GET (or another method) path from `readers` threads at once (round-robin over
+    ports); return the results.
 
     Each thread connects first and waits at a barrier, so the requests leave together.
     A result is (status, decoded JSON) or the exception a thread met.
@@ -35,7 +36,7 @@ def simultaneous_gets(ports, path, readers):
         try:
             conn.connect()
             barrier.wait()
-            conn.request("GET", path)
+            conn.request(method, path, headers=headers or {})
             response = conn.getresponse()
             results[i] = (response.status, json.loads(response.read()))
         except Exception as exc:  # reported by the caller's assertions
@@ -111,3 +112,21 @@ def test_two_app_processes_sharing_one_database_give_exactly_the_allowed_views(
         assert a.port != b.port
         for round_no in range(ROUNDS):
             run_case([a, b], token, views, readers, round_no)
+
+
+def test_concurrent_deletions_log_one_expire_event(database_url, tmp_path):
+    """Upstream: deleting an expired push answers 200 and logs nothing. Owners' deletions
+    arriving together must leave one `expire` event, not one per request."""
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode())
+    token = create_user(env, "owner@example.com")
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=4) as server:
+        for _round in range(ROUNDS):
+            status, created = server.json("POST", "/api/v2/pushes", headers=bearer(token),
+                                          body={"push": {"payload": "to be deleted"}})
+            assert status == 201
+            path = f"/api/v2/pushes/{created['url_token']}"
+            results = simultaneous_gets([server.port], path, 8, method="DELETE", headers=bearer(token))
+            assert [(status, body["expired"], body["deleted"], body["payload"] if "payload" in body else None)
+                    for status, body in results] == [(200, True, True, None)] * 8
+            status, audit = server.json("GET", path + "/audit", headers=bearer(token))
+            assert [entry["kind"] for entry in audit["logs"]] == ["creation", "expire"]

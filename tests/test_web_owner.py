@@ -48,6 +48,17 @@ def test_expire_now_from_dashboard(client, make_user, app):
     assert sql(app, "SELECT expired FROM pushes")[0][0]
 
 
+def test_expiring_an_expired_push_says_so_and_logs_nothing(client, make_user, app):
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    first = client.post(f"/p/{token}/expire", data={"_method": "delete"}, follow_redirects=True)
+    assert "The push content has been deleted" in first.get_data(as_text=True)
+    again = client.post(f"/p/{token}/expire", data={"_method": "delete"}, follow_redirects=True)
+    html = again.get_data(as_text=True)
+    assert "That push has already expired." in html and "has been deleted" not in html
+    assert audit_kinds(app, token) == [AuditKind.creation, AuditKind.expire]
+
+
 def test_audit_page_for_owner(client, make_user):
     sign_in(client, make_user)
     token = create(client, payload="x", note="secret note")
