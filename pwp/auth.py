@@ -7,6 +7,7 @@ from functools import cache, wraps
 from flask import abort, current_app, g, request, session
 from flask_login import LoginManager, current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import has_cookies
@@ -73,12 +74,15 @@ def create_user(email: str, password: str | None = None, admin: bool = False) ->
     email = normalize_email(email)
     if email is None:
         raise ValueError("That e-mail address is not valid.")
-    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
-        raise ValueError("That e-mail address is already registered.")
     user = User(email=email, is_admin=admin, created_at=utcnow(),
                 password_hash=generate_password_hash(password) if password else None)
     db.session.add(user)
-    db.session.commit()
+    # The unique index decides (no look first): of two sign-ups at once, one wins.
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ValueError("That e-mail address is already registered.") from None
     return user
 
 

@@ -6,7 +6,9 @@ database. Runs on SQLite and on PostgreSQL (the `database_url` fixture).
 """
 import http.client
 import json
+import re
 import threading
+from urllib.parse import urlencode
 
 import pytest
 from cryptography.fernet import Fernet
@@ -21,36 +23,43 @@ CASES = [(1, 20), (3, 30)]  # (expire_after_views, simultaneous readers)
 ROUNDS = 3  # pushes per case: more chances for a race to show
 
 
-def simultaneous_gets(ports, path, readers, method="GET", headers=None):
-    """GET (or another method) path from `readers` threads at once (round-robin over
-    ports); return the results.
+def simultaneous_requests(ports, method, path, count, headers=None, bodies=None):
+    """Send `count` requests from as many threads at once (round-robin over ports); return
+    the results. headers and bodies, if given, hold one entry per request.
 
     Each thread connects first and waits at a barrier, so the requests leave together.
-    A result is (status, decoded JSON) or the exception a thread met.
+    A result is (status, body bytes) or the exception a thread met.
     """
-    barrier = threading.Barrier(readers, timeout=60)
-    results = [None] * readers
+    barrier = threading.Barrier(count, timeout=60)
+    results = [None] * count
 
-    def read(i):
+    def send(i):
         conn = http.client.HTTPConnection("127.0.0.1", ports[i % len(ports)], timeout=60)
         try:
             conn.connect()
             barrier.wait()
-            conn.request(method, path, headers=headers or {})
+            conn.request(method, path, body=bodies[i] if bodies else None,
+                         headers=headers[i] if headers else {})
             response = conn.getresponse()
-            results[i] = (response.status, json.loads(response.read()))
+            results[i] = (response.status, response.read())
         except Exception as exc:  # reported by the caller's assertions
             results[i] = exc
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a reader hung"
+    assert not any(t.is_alive() for t in threads), "a request hung"
     return results
+
+
+def simultaneous_gets(ports, path, readers, method="GET", headers=None):
+    """simultaneous_requests with the same headers for each, JSON answers decoded."""
+    results = simultaneous_requests(ports, method, path, readers, headers=[headers or {}] * readers)
+    return [(r[0], json.loads(r[1])) if isinstance(r, tuple) else r for r in results]
 
 
 def assert_exactly(views, results, payload):
@@ -130,3 +139,23 @@ def test_concurrent_deletions_log_one_expire_event(database_url, tmp_path):
                     for status, body in results] == [(200, True, True, None)] * 8
             status, audit = server.json("GET", path + "/audit", headers=bearer(token))
             assert [entry["kind"] for entry in audit["logs"]] == ["creation", "expire"]
+
+
+def test_simultaneous_sign_ups_of_one_address_make_one_account(database_url, tmp_path):
+    """The second of two sign-ups at once is told the address is taken (422), never a 500."""
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode())
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=4) as server:
+        headers, bodies = [], []
+        for _ in range(8):  # each with its own session and CSRF token
+            status, got, page = server.request("GET", "/users/sign_up")
+            assert status == 200
+            csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()
+            headers.append({"Cookie": got["Set-Cookie"].split(";")[0],
+                            "Content-Type": "application/x-www-form-urlencoded"})
+            bodies.append(urlencode({"csrf_token": csrf, "email": "race@example.com",
+                                     "password": "racepass12", "password_confirmation": "racepass12"}))
+        results = simultaneous_requests([server.port], "POST", "/users/sign_up", 8, headers, bodies)
+        statuses = sorted(r[0] if isinstance(r, tuple) else repr(r) for r in results)
+        assert statuses == [302] + [422] * 7
+        assert all(b"already registered" in body for status, body in results if status == 422)
+        assert "Traceback" not in server.logs()
