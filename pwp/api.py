@@ -13,7 +13,7 @@ from werkzeug.wsgi import get_host
 
 from . import UPSTREAM_VERSION, params, pushes
 from .auth import actor, api_auth
-from .errors import SignInRequired, ValidationFailed, json_response
+from .errors import JSON_TYPE, SignInRequired, ValidationFailed, json_response
 from .models import AuditKind, Kind
 
 bp = Blueprint("api", __name__, url_prefix="/api/v2")
@@ -202,6 +202,9 @@ OPEN_TRIED = "pwp.open_tried"
 def show_push(url_token, version):
     """Retrieve: count one view and return the payload."""
     now = pushes.utcnow()
+    if request.method == "HEAD":  # no body to carry the payload: count nothing
+        pushes.get(url_token, now)  # (404 for an unknown push)
+        return Response(status=200, content_type=JSON_TYPE)
     result = pushes.retrieve(url_token, actor(g.caller), now, passphrase=params.passphrase_param(),
                              open_tried=OPEN_TRIED in request.environ)
     return json_response(push_json(result.push, now, version=version, retrieval=result))

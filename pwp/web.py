@@ -278,6 +278,8 @@ def show(url_token):
     """Count one view and show the payload (URL pushes: 303 to the URL)."""
     now = pushes.utcnow()
     push = pushes.get(url_token, now)
+    if request.method == "HEAD":  # a link checker's: no body to carry the payload, count nothing
+        return "", 200
     if push.kind_name in _ENABLE and not current_app.config[_ENABLE[push.kind_name]]:
         flash(_DISABLED_MESSAGE[push.kind_name], "warning")
         return redirect(url_for("web.home"))

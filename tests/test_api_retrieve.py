@@ -35,6 +35,20 @@ def test_two_view_push_serves_two_views_then_expired(app, client, path):
     assert body["views_remaining"] == 0 and body["passphrase"] is None
 
 
+@pytest.mark.parametrize("path", ["/api/v2/pushes/{}", "/api/v2/pushes/{}.json", "/p/{}.json", "/p/{}"])
+def test_head_of_a_payload_url_counts_no_view(app, client, path):
+    """A HEAD (link checkers, previews) has no body to carry the payload: it must not
+    spend a view, or a 1-view push would be gone before its reader came."""
+    token = push(client, expire_after_views=1, retrieval_step=False)
+    head = client.head(path.format(token))
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Cache-Control"] == "no-store"
+    assert sql(app, "SELECT view_count FROM pushes") == [(0,)]
+    assert sql(app, "SELECT count(*) FROM audit_logs WHERE kind <> 0") == [(0,)]
+    assert client.get(f"/api/v2/pushes/{token}").json["payload"] == "s3cret"
+    assert client.head(path.format("nosuchpush")).status_code == (200 if path == "/p/{}" else 404)
+
+
 def test_unknown_token_is_404_not_found(client):
     for path in ("/api/v2/pushes/nope", "/p/nope.json", "/api/v2/pushes/nope/preview",
                  "/p/nope/preview.json"):
