@@ -18,7 +18,6 @@ First of all, for every request, this layer refuses a Host header that links can
 built from (400): the answers to creates and views carry links, built after the write.
 """
 import io
-import json
 import re
 
 from flask import Flask
@@ -91,7 +90,7 @@ class HotPath:
         if len(body) != length:
             return None  # the client went away: Flask's 400
         try:
-            data = json.loads(body)
+            data = params.loads(body)
         except (ValueError, RecursionError):
             return None
         if not isinstance(data, dict):

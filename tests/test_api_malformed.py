@@ -26,6 +26,10 @@ BODIES = [
     ("application/json", '{"push": {"payload": "x", "expire_after_duration": "\u00b2"}}'.encode()),
     ("application/x-www-form-urlencoded", "password[payload]=x&password[expire_after_duration]=\u2460".encode()),
     ("application/json", b'{"push": {"payload": "x", "name": "' + b"n" * 256 + b'"}}'),
+    # Python's parser takes these; JSON has no such values
+    ("application/json", b'{"push": {"payload": "x", "expire_after_days": NaN}}'),
+    ("application/json", b'{"push": {"payload": "x", "expire_after_views": Infinity}}'),
+    ("application/json", b'{"push": {"payload": "x", "expire_after_views": -Infinity}}'),
     ("text/plain", b'{"push": {"payload": "x"}}'),
     ("application/xml", b"<push><payload>x</payload></push>"),
     ("application/x-www-form-urlencoded", b"push=flat"),
