@@ -81,6 +81,8 @@ def _configure(app, test_config):
     settings.update(test_config or {})
     config.validate(settings)
     app.config.update(settings)
+    url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
+    app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
     # The instance folder holds the keys and the SQLite database: owner-only.
     os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or crypto.load_or_create(
@@ -91,8 +93,6 @@ def _configure(app, test_config):
         app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
-    url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
-    app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
     # hide_parameters: a logged SQL error must not echo bound values (url_tokens, ciphertext).
     if url.startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}

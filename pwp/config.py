@@ -187,9 +187,24 @@ def kind_setting(config, kind, key):
 
 
 def database_uri(url):
-    """Normalise DATABASE_URL for SQLAlchemy (postgres:// → postgresql+psycopg://)."""
+    """Normalise DATABASE_URL for SQLAlchemy (postgres:// → postgresql+psycopg://); a
+    ConfigError unless it names SQLite or PostgreSQL with a driver that is installed."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if not url.startswith(("sqlite:///", "sqlite+pysqlite:///", "postgresql+psycopg://")):
+        raise ConfigError("DATABASE_URL: expected postgresql://user:password@host:port/database "
+                          f"(or sqlite:////path/to/file), got {_scheme(url)!r}")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):  # (a port that is not a number: ValueError)
+        raise ConfigError(f"DATABASE_URL: not a database URL of the form {_scheme(url)}://...") from None
     return url
+
+
+def _scheme(url):
+    # Only the scheme in messages: the rest may hold a password.
+    return url.partition(":")[0]

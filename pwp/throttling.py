@@ -19,6 +19,8 @@ import time
 from flask import request
 from werkzeug.exceptions import TooManyRequests
 
+from .config import ConfigError
+
 log = logging.getLogger(__name__)
 THROTTLED = "pwp.throttled"  # environ key: seconds until the client may try again
 KEY = "pwpush"  # the counters' namespace (Redis keys contain it)
@@ -29,13 +31,18 @@ class Throttle:
 
     def __init__(self, wsgi_app, refuse, limits, storage_uri, exempt_prefix):
         # Imported only when throttling is on (and the Redis client only for redis://).
+        from limits.errors import ConfigurationError
         from limits.storage import storage_from_string
         from limits.strategies import FixedWindowRateLimiter
 
         self.wsgi_app = wsgi_app
         self.refuse = refuse
         self.limits = limits
-        self.strategy = FixedWindowRateLimiter(storage_from_string(storage_uri))
+        try:
+            storage = storage_from_string(storage_uri)
+        except ConfigurationError as exc:  # an unknown scheme, or its client not installed
+            raise ConfigError(f"PWP__THROTTLING__STORAGE_URI: {exc}") from None
+        self.strategy = FixedWindowRateLimiter(storage)
         self.exempt_prefix = exempt_prefix
 
     def __call__(self, environ, start_response):

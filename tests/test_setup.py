@@ -22,14 +22,21 @@ def test_schema_sql_matches_the_models():
     ("PWP__PURGE_AFTER", "3 fortnights"), ("PWP__OVERRIDE_BASE_URL", "pwpush.example.com"),
     ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "500"), ("PWP__FILES__MAX_FILE_UPLOADS", "-1"),
     ("PWPUSH_MASTER_KEY", "not-a-fernet-key"), ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "0"),
-    ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "many"),
+    ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "many"), ("PWP__THROTTLING__STORAGE_URI", "bogus://x"),
+    ("DATABASE_URL", "mysql://u:hunter2@h/d"), ("DATABASE_URL", "nonsense"),
+    ("DATABASE_URL", "postgresql://u:hunter2@h:99x/d"), ("DATABASE_URL", "postgresql+psycopg2://u@h/d"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
-    env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path)}
+    env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
+           "PWP__THROTTLING__MINUTE": "60"}  # (so the throttle's storage is set up)
     proc = subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert name in proc.stderr
+    # One line for the admin, not a traceback; never the password of a URL.
+    assert proc.stderr.splitlines()[-1].startswith("pwpush: configuration error: ")
+    assert "Traceback" not in proc.stderr
+    assert "hunter2" not in proc.stderr
 
 
 @pytest.mark.parametrize("raw,seconds", [("disabled", None), ("3 months", 3 * 2629746), ("1 year", 31556952),
