@@ -45,6 +45,7 @@ def create_app(test_config=None, instance_path=None):
     _register_blueprints(app)
     _register_middleware(app)
     _create_tables(app)
+    _check_master_key(app)
     return app
 
 
@@ -239,6 +240,19 @@ def _register_middleware(app):
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     app.wsgi_app = SecurityHeaders(app.wsgi_app)
+
+
+def _check_master_key(app):
+    """Refuse to start with master keys that do not open the stored pushes (a key file
+    regenerated, another instance's key): every view would fail after counting."""
+    from . import pushes
+
+    with app.app_context():
+        if not pushes.keys_open_stored_payloads():
+            raise config.ConfigError(
+                "PWPUSH_MASTER_KEY: none of its keys decrypts the stored pushes; start with the "
+                "key they were encrypted with (the instance folder's master.key or the "
+                "PWPUSH_MASTER_KEY of the other instances)")
 
 
 def _create_tables(app):

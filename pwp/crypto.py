@@ -43,6 +43,14 @@ class Keyring:
         """Decrypt with any master key."""
         return self._multi.decrypt(token)
 
+    def opens(self, token: bytes) -> bool:
+        """Tell whether any master key decrypts the token."""
+        try:
+            self._multi.decrypt(token)
+        except InvalidToken:
+            return False
+        return True
+
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt a token under the first master key."""
         return self._multi.rotate(token)

@@ -702,6 +702,15 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
     return push, deleted
 
 
+def keys_open_stored_payloads() -> bool:
+    """Tell whether the master keys open the stored payloads (tried on one live push, found
+    through the expiry index; True when there is none)."""
+    token = db.session.scalar(
+        select(Push.payload_ciphertext).where(Push.expired == false(), Push.payload_ciphertext.is_not(None))
+        .order_by(Push.expires_at.desc()).limit(1))
+    return token is None or keyring().opens(token)
+
+
 def owned(url_token: str, user: User | None) -> Push:
     """Return a push its owner asks about; Forbidden for anyone else (as upstream)."""
     push = _find(url_token)

@@ -7,8 +7,9 @@ import logging
 import pytest
 from flask import request_started
 
-from conftest import bearer, make_config, sql
+from conftest import TEST_MASTER_KEY, bearer, make_config, sql
 from pwp import create_app
+from pwp.config import ConfigError
 from pwp.hotpath import HotPath
 from pwp import pushes
 from pwp.models import db
@@ -190,14 +191,29 @@ def test_views_are_counted_once_per_read(app, client):
     assert tuple(sql(app, "SELECT view_count, expired, payload_ciphertext FROM pushes")[0]) == (3, True, None)
 
 
+WRONG_KEY = "Wm9RcFhqM3R2a0N4bGZrWW5Rc2p2Q2J0a0JwWmhXb1E="
+
+
+def test_a_wrong_master_key_stops_start_up(app, client, database_url, tmp_path):
+    """An admin who starts the app with the wrong PWPUSH_MASTER_KEY (a regenerated key
+    file, a forgotten variable) is told so at start, before any view is counted."""
+    create(client, {"push": {"payload": "kept", "expire_after_views": 1}})
+    with pytest.raises(ConfigError, match="PWPUSH_MASTER_KEY: none of its keys decrypts the stored pushes"):
+        create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY), instance_path=str(tmp_path / "wrong"))
+    # During a key rotation the old key still opens them.
+    create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{WRONG_KEY},{TEST_MASTER_KEY}"),
+               instance_path=str(tmp_path / "rotating"))
+
+
 def test_a_wrong_master_key_never_costs_the_payload(app, client, database_url, tmp_path):
-    """An admin who starts the app with the wrong PWPUSH_MASTER_KEY: reads fail with a
-    500; the last view is rolled back (its expiry would delete the ciphertext), any other
-    view is counted (decrypted after its commit) and the payload stays."""
+    """An instance started with the wrong PWPUSH_MASTER_KEY before any push was stored
+    (so start-up could not tell): reads fail with a 500; the last view is rolled back (its
+    expiry would delete the ciphertext), any other view is counted (decrypted after its
+    commit) and the payload stays."""
+    wrong = create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY),
+                       instance_path=str(tmp_path / "wrong")).test_client()
     one = create(client, {"push": {"payload": "only-once", "expire_after_views": 1}}).get_json()["url_token"]
     three = create(client, {"push": {"payload": "three-times", "expire_after_views": 3}}).get_json()["url_token"]
-    wrong = create_app(make_config(database_url, PWPUSH_MASTER_KEY="Wm9RcFhqM3R2a0N4bGZrWW5Rc2p2Q2J0a0JwWmhXb1E="),
-                       instance_path=str(tmp_path / "wrong")).test_client()
     assert wrong.get(f"/api/v2/pushes/{one}").status_code == 500
     assert wrong.get(f"/api/v2/pushes/{three}").status_code == 500
     rows = dict((r[0], tuple(r[1:])) for r in sql(
