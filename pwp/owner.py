@@ -32,22 +32,27 @@ def _page_count(total: int, per_page: int) -> int:
     return max(1, -(-total // per_page))
 
 
+def _page(pages: int) -> int:
+    """The ?page= asked for, past the last page meaning the last (pages have no cap here,
+    unlike the API's 200)."""
+    return min(params.page_param(limit=None), pages)
+
+
 @bp.get("/p")
 @signed_in
 def dashboard():
     """List the signed-in user's active or expired pushes, 25 a page."""
     expired = request.args.get("filter") == "expired"
-    page = params.page_param()
     user = current_user._get_current_object()
+    counts = {"active": pushes.count_for(user, False), "expired": pushes.count_for(user, True)}
+    pages = _page_count(counts["expired" if expired else "active"], PER_PAGE)
+    page = _page(pages)
     now = pushes.utcnow()
     rows = [{"push": p, "note": pushes.note_of(p), "days": pushes.days_remaining(p, now),
              "views": pushes.views_remaining(p)}
             for p in pushes.list_for(user, expired, page, PER_PAGE)]
-    counts = {"active": pushes.count_for(user, False), "expired": pushes.count_for(user, True)}
-    total = counts["expired" if expired else "active"]
     return render_template("owner/dashboard.html", rows=rows, counts=counts,
-                           filter="expired" if expired else "active", page=page,
-                           pages=_page_count(total, PER_PAGE))
+                           filter="expired" if expired else "active", page=page, pages=pages)
 
 
 @bp.get("/p/<token:url_token>/audit")
@@ -59,13 +64,13 @@ def audit(url_token):
     except Forbidden as exc:
         flash(exc.message, "warning")
         return redirect(url_for("web.home"))
-    page = params.page_param()
     now = pushes.utcnow()
     counts = pushes.view_counts(push)
+    pages = _page_count(sum(counts.values()), pushes.PER_PAGE)
+    page = _page(pages)
     return render_template(
         "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
-        events=pushes.audit_log(push, page), page=page,
-        pages=_page_count(sum(counts.values()), pushes.PER_PAGE),
+        events=pushes.audit_log(push, page), page=page, pages=pages,
         views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
         days=pushes.days_remaining(push, now), views=pushes.views_remaining(push),
         counted=_COUNTED, kind_names={int(k): k.name for k in AuditKind})

@@ -233,8 +233,9 @@ def passphrase_param() -> str | None:
 _RUBY_OCTAL = re.compile(r"[+-]?0[0-7]+(?:_[0-7]+)*")
 
 
-def page_param() -> int:
-    """Parse ?page= as Ruby's Integer() would; below 1 means 1; above 200 or junk is a 400."""
+def page_param(limit: int | None = 200) -> int:
+    """Parse ?page= as Ruby's Integer() would; below 1 means 1; above the limit (the API's
+    200) or junk is a 400."""
     raw = request.args.get("page")
     if raw is None:
         return 1
@@ -248,6 +249,6 @@ def page_param() -> int:
             raise ValueError(text)
     except ValueError:
         raise BadParameter("Invalid page parameter") from None
-    if page > 200:
+    if limit is not None and page > limit:
         raise BadParameter("Invalid page parameter")
     return max(page, 1)

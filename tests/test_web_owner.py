@@ -1,7 +1,10 @@
 """Owner pages: dashboard and audit log."""
+from datetime import timedelta
+
+from sqlalchemy import insert, select
 from webutil import audit_kinds, create, sign_in, sql
 
-from pwp.models import AuditKind
+from pwp.models import AuditKind, Push, db
 
 
 def test_dashboard_requires_sign_in(client):
@@ -38,6 +41,27 @@ def test_dashboard_paginates_25(client, make_user):
     assert first.count("<tr>") == 25 + 1 and "Page 1 of 2" in first
     assert "push-00" in second and "push-00" not in first
     assert client.get("/p?page=abc").status_code == 400
+    # Past the end: the last page (not an empty list beside "Page 9 of 2").
+    assert "push-00" in client.get("/p?page=9").get_data(as_text=True)
+
+
+def test_dashboard_pages_have_no_api_cap(client, make_user, app):
+    """The API stops at page 200 (upstream's rule); the dashboard shows every push."""
+    sign_in(client, make_user)
+    token = create(client, payload="x", name="the-oldest")
+    # 200 pages of 25 newer pushes, copies of it written directly (a form post each would take minutes).
+    with app.app_context():
+        table = Push.__table__
+        row = dict(db.session.execute(select(table).where(table.c.url_token == token)).mappings().one())
+        del row["id"]
+        db.session.execute(insert(table), [
+            {**row, "url_token": f"{token}{i}", "name": "newer",
+             "created_at": row["created_at"] + timedelta(seconds=i)} for i in range(1, 5001)])
+        db.session.commit()
+    last = client.get("/p?page=201")
+    html = last.get_data(as_text=True)
+    assert last.status_code == 200 and "Page 201 of 201" in html and "the-oldest" in html
+    assert f"/p/{token}/audit" in html
 
 
 def test_expire_now_from_dashboard(client, make_user, app):
