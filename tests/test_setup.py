@@ -194,3 +194,14 @@ def test_async_check_is_remembered_but_still_made(app):
     assert app.ensure_sync(view) is view
     with pytest.raises(RuntimeError, match="async"):
         app.ensure_sync(async_view)
+
+
+def test_gunicorn_stops_on_a_bad_setting(tmp_path):
+    """Under gunicorn a bad setting stops the server with its one line (a worker that
+    exits with 1 is replaced, forever, while the port accepts and never answers)."""
+    env = {**os.environ, "PWP__PURGE_AFTER": "3 mnths", "PWPUSH_INSTANCE_PATH": str(tmp_path),
+           "BIND": "127.0.0.1:0"}
+    proc = subprocess.run([sys.executable, "-m", "gunicorn", "pwpush:app"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.count("pwpush: configuration error: PWP__PURGE_AFTER") == 1
