@@ -23,14 +23,22 @@ def purge_expired():
 
 
 @click.command("rotate-key")
-@click.option("--batch-size", default=1000, show_default=True, help="Pushes per transaction.")
-@click.option("--after-id", default=0, help="Resume after this push id (printed as progress).")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Pushes per transaction.")
+@click.option("--after-id", default=0, type=click.IntRange(min=0),
+              help="Resume after this push id (printed as progress).")
 def rotate_key(batch_size, after_id):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY."""
     def progress(last_id, done):
         click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")
 
-    total = pushes.rotate_keys(batch_size=batch_size, after_id=after_id, progress=progress)
+    try:
+        total = pushes.rotate_keys(batch_size=batch_size, after_id=after_id, progress=progress)
+    except crypto.KeyMismatch as exc:
+        raise click.ClickException(
+            f"{exc}: no key in PWPUSH_MASTER_KEY decrypts it (this batch is unchanged). Keep the old "
+            "key after the new one (NEW,OLD) until rotate-key is done, then resume with --after-id "
+            "as printed.") from None
     click.echo(f"rotate-key: done, {total} pushes re-encrypted")
 
 

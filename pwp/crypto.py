@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}
 
 
+class KeyMismatch(ValueError):
+    """None of the master keys decrypts a stored secret."""
+
+
 class Keyring:
     """The master key set, built once per process."""
 
@@ -52,8 +56,11 @@ class Keyring:
         return True
 
     def rotate(self, token: bytes) -> bytes:
-        """Re-encrypt a token under the first master key."""
-        return self._multi.rotate(token)
+        """Re-encrypt a token under the first master key; KeyMismatch if no key opens it."""
+        try:
+            return self._multi.rotate(token)
+        except InvalidToken:
+            raise KeyMismatch() from None
 
     def encrypt_at(self, data: bytes, now_ts: int) -> bytes:
         """Encrypt under the first key, stamped with the given time (for short-lived tokens)."""

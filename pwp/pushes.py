@@ -788,6 +788,23 @@ def purge(now: datetime) -> dict:
             "anonymous_deleted": anonymous, "owned_deleted": owned_rows}
 
 
+def _rotated(ring: crypto.Keyring, token: bytes | None, push_id: int) -> bytes | None:
+    if token is None:
+        return None
+    try:
+        return ring.rotate(token)
+    except crypto.KeyMismatch:
+        raise crypto.KeyMismatch(f"push {push_id}") from None
+
+
+def rotation_batch(after_id: int, batch_size: int) -> list[Push]:
+    """The next pushes to re-encrypt, locked until the batch commits: a view or a purge
+    meanwhile would otherwise be undone by the batch's write (the ciphertext of an expired
+    push back in its row). SQLite's transactions hold the write lock from their start."""
+    return list(db.session.scalars(
+        select(Push).where(Push.id > after_id).order_by(Push.id).limit(batch_size).with_for_update()))
+
+
 def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int:
     """Re-encrypt every stored secret under the first master key, batch by batch.
 
@@ -796,18 +813,19 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
     ring = keyring()
     done = 0
     while True:
-        pushes = list(db.session.scalars(
-            select(Push).where(Push.id > after_id).order_by(Push.id).limit(batch_size)))
+        pushes = rotation_batch(after_id, batch_size)
         if not pushes:
             return done
         ids = [p.id for p in pushes]
-        for push in pushes:
-            if push.payload_ciphertext is not None:
-                push.payload_ciphertext = ring.rotate(push.payload_ciphertext)
-            if push.note_ciphertext is not None:
-                push.note_ciphertext = ring.rotate(push.note_ciphertext)
-        for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))):
-            push_file.ciphertext = ring.rotate(push_file.ciphertext)
+        try:
+            for push in pushes:
+                push.payload_ciphertext = _rotated(ring, push.payload_ciphertext, push.id)
+                push.note_ciphertext = _rotated(ring, push.note_ciphertext, push.id)
+            for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))):
+                push_file.ciphertext = _rotated(ring, push_file.ciphertext, push_file.push_id)
+        except crypto.KeyMismatch:
+            db.session.rollback()
+            raise
         db.session.commit()
         db.session.expunge_all()
         done += len(pushes)

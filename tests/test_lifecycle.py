@@ -120,6 +120,46 @@ def test_expired_pushes_cannot_be_claimed_even_if_counts_allow(app):
     assert retrieve(app, token) == (None, True)
 
 
+def test_a_rotation_batch_holds_its_pushes_until_it_commits(app):
+    """A view or a purge during a rotation batch must wait for it: otherwise the batch's
+    write would put an expired push's ciphertext back (PostgreSQL; SQLite's transactions
+    take the write lock at their start)."""
+    token = create(app, expire_after_views=1)
+    with app.app_context():
+        assert [p.url_token for p in pushes.rotation_batch(0, 10)] == [token]
+        other = db.engine.raw_connection()  # another connection, straight to the driver
+        try:
+            cursor = other.cursor()
+            cursor.execute("SET lock_timeout = '200ms'" if db.engine.dialect.name == "postgresql"
+                           else "PRAGMA busy_timeout = 200")
+            with pytest.raises(db.engine.dialect.dbapi.OperationalError):
+                cursor.execute("UPDATE pushes SET view_count = view_count + 1")
+        finally:
+            other.rollback()
+            other.close()
+        db.session.rollback()
+
+
+def test_rotate_key_without_the_old_key_names_the_push_and_changes_nothing(database_url, tmp_path):
+    old_app = create_app(make_config(database_url), instance_path=str(tmp_path / "i"))
+    create(old_app, expire_after_views=1)
+    token = create(old_app, expire_after_views=1)
+    retrieve(old_app, token)  # expired: start-up's check reads only live pushes
+    second = sql(old_app, "SELECT id FROM pushes WHERE url_token = :t", t=token)[0][0]
+    sql(old_app, "UPDATE pushes SET payload_ciphertext = NULL WHERE id <> :i", i=second)  # (as if expired too)
+    sql(old_app, "UPDATE pushes SET note_ciphertext = :c WHERE id = :i",
+        c=crypto.Keyring([TEST_MASTER_KEY]).encrypt(b"note"), i=second)
+    before = sql(old_app, "SELECT id, payload_ciphertext, note_ciphertext FROM pushes ORDER BY id")
+    app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=crypto.generate_key()),
+                     instance_path=str(tmp_path / "i"))
+    with app.app_context(), pytest.raises(crypto.KeyMismatch, match=f"^push {second}$"):
+        pushes.rotate_keys(batch_size=10)
+    assert sql(old_app, "SELECT id, payload_ciphertext, note_ciphertext FROM pushes ORDER BY id") == before
+    for a in (old_app, app):
+        with a.app_context():
+            db.engine.dispose()
+
+
 def test_url_tokens_are_unique_and_url_safe():
     tokens = {pushes.new_url_token() for _ in range(2000)}
     assert len(tokens) == 2000

@@ -125,6 +125,9 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("purge-expired: expired 0")
     rotate = run_flask(database_url, instance, "rotate-key")
     assert rotate.returncode == 0 and "done, 1 pushes" in rotate.stdout
+    for bad in (["--batch-size", "0"], ["--batch-size", "-1"], ["--after-id", "-5"]):
+        refused = run_flask(database_url, instance, "rotate-key", *bad)
+        assert refused.returncode == 2 and "Invalid value" in refused.stderr and "done" not in refused.stdout
 
 
 def test_readme_documents_every_setting():
