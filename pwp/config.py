@@ -50,6 +50,10 @@ def parse_str(name, raw):
     return value or None
 
 
+MAX_DURATION = 100 * 365 * 86400  # expiry and purge periods: 100 years at most
+MAX_VIEWS = 1_000_000
+
+
 def parse_duration(name, raw):
     """Parse 'disabled' or '<int> <unit>' ('3 months', '1 year') into seconds or None."""
     value = str(raw).strip().lower()
@@ -60,7 +64,10 @@ def parse_duration(name, raw):
         raise ConfigError(
             f"{name}: expected 'disabled' or '<number> <unit>' "
             f"(seconds, minutes, hours, days, weeks, months, years), got {raw!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION:  # (dates past year 9999 overflow)
+        raise ConfigError(f"{name}: must be at most 100 years, got {raw!r}")
+    return seconds
 
 
 def parse_url(name, raw):
@@ -165,13 +172,15 @@ def from_environ(environ=None):
 def validate(config):
     """Check cross-setting rules (min <= default <= max) and raise ConfigError."""
     for sec in SECTION.values():
-        for what in ("DAYS", "VIEWS"):
+        for what, ceiling in (("DAYS", MAX_DURATION // 86400), ("VIEWS", MAX_VIEWS)):
             lo = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MIN"]
             hi = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MAX"]
             default_name = f"PWP__{sec}__EXPIRE_AFTER_{what}_DEFAULT"
             if not (1 <= lo <= config[default_name] <= hi):
                 raise ConfigError(
                     f"{default_name}: must lie between _MIN ({lo}) and _MAX ({hi}), and _MIN must be at least 1")
+            if hi > ceiling:
+                raise ConfigError(f"PWP__{sec}__EXPIRE_AFTER_{what}_MAX: must be at most {ceiling}, got {hi}")
     gen_lo, gen_hi = config["PWP__GEN__MIN_SYLLABLE_LENGTH"], config["PWP__GEN__MAX_SYLLABLE_LENGTH"]
     if not 1 <= gen_lo <= gen_hi:
         raise ConfigError("PWP__GEN__MIN_SYLLABLE_LENGTH: must be at least 1 and at most the max")

@@ -23,6 +23,8 @@ def test_schema_sql_matches_the_models():
     ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "500"), ("PWP__FILES__MAX_FILE_UPLOADS", "-1"),
     ("PWPUSH_MASTER_KEY", "not-a-fernet-key"), ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "0"),
     ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "many"), ("PWP__THROTTLING__STORAGE_URI", "bogus://x"),
+    ("PWP__PURGE_AFTER", "20000 years"), ("PWP__PURGE_ANONYMOUS_AFTER", "99999999999999999999 days"),
+    ("PWP__PW__EXPIRE_AFTER_DAYS_MAX", "4000000"), ("PWP__URL__EXPIRE_AFTER_VIEWS_MAX", "99999999999"),
     ("DATABASE_URL", "mysql://u:hunter2@h/d"), ("DATABASE_URL", "nonsense"),
     ("DATABASE_URL", "postgresql://u:hunter2@h:99x/d"), ("DATABASE_URL", "postgresql+psycopg2://u@h/d"),
 ])
