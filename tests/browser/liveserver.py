@@ -1,6 +1,8 @@
 """For the browser tests and the screenshot script: a live server on a free port,
 headless Debian Chromium, and page helpers shared by both."""
 import os
+import shutil
+import subprocess
 import threading
 
 from playwright.sync_api import expect
@@ -53,7 +55,21 @@ def require_chromium():
             f"Chromium not found at {CHROMIUM}. Install Debian's browser: "
             "apt-get update && apt-get install -y chromium chromium-driver")
     if not os.path.exists(AXE_JS):
-        raise RuntimeError("axe-core is missing: run `npm ci --prefix tests/browser`")
+        _install_axe()
+
+
+def _install_axe():
+    """Install axe-core at the version package-lock.json pins (as the CLI tests make the
+    pwpush CLI's virtualenv on first use)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("axe-core is missing and npm is not installed: apt-get install -y npm, "
+                           "then npm ci --prefix tests/browser")
+    here = os.path.dirname(AXE_JS).rsplit(os.sep + "node_modules", 1)[0]
+    result = subprocess.run([npm, "ci", "--prefix", here, "--no-audit", "--no-fund", "--loglevel=error"],
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 or not os.path.exists(AXE_JS):
+        raise RuntimeError(f"npm ci --prefix tests/browser failed:\n{result.stderr[-3000:]}")
 
 
 def launch(playwright):
