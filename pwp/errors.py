@@ -4,6 +4,7 @@ API requests get upstream's JSON bodies; web requests get a friendly page.
 A missing push and an expired push look the same to a visitor.
 """
 import json
+import logging
 
 from flask import Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -167,5 +168,7 @@ def init_app(app):
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PushError, _push_error)
     app.register_error_handler(Exception, _unexpected)
-    if not any(isinstance(f, RedactFilter) for f in app.logger.filters):
-        app.logger.addFilter(RedactFilter())
+    # The app's own log, and the request lines of `flask run`'s development server.
+    for logger in (app.logger, logging.getLogger("werkzeug")):
+        if not any(isinstance(f, RedactFilter) for f in logger.filters):
+            logger.addFilter(RedactFilter())

@@ -136,6 +136,20 @@ class RedactFilter(logging.Filter):
         return True
 
 
+_RAW_ENV = re.compile(r"^(\s*raw_env: ).*$", re.MULTILINE)
+
+
+class ConfigDumpFilter(logging.Filter):
+    """Hide the values of `gunicorn -e NAME=VALUE` (SECRET_KEY, PWPUSH_MASTER_KEY...) in the
+    configuration gunicorn logs at debug level."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        if message.startswith("Current configuration:"):
+            record.msg, record.args = _RAW_ENV.sub(r"\1" + FILTERED, message), None
+        return True
+
+
 class GunicornLogger(Logger):
     """gunicorn's logger with redacted request lines, paths, referrers and credentials."""
 
@@ -145,6 +159,8 @@ class GunicornLogger(Logger):
         for log in (self.error_log, self.access_log):
             if not any(isinstance(f, RedactFilter) for f in log.filters):
                 log.addFilter(RedactFilter())
+        if not any(isinstance(f, ConfigDumpFilter) for f in self.error_log.filters):
+            self.error_log.addFilter(ConfigDumpFilter())
 
     def atoms(self, resp, req, environ, request_time):
         """Access-log atoms (%(r)s, %(U)s, %(q)s, %(f)s, headers...) without secrets."""

@@ -139,7 +139,8 @@ def session(server, api_token, email):
 
 @pytest.mark.slow
 def test_server_logs_contain_no_secrets(database_url, tmp_path):
-    keys = {"master_key": Fernet.generate_key().decode(), "secret_key": marker("SECRETKEY")}
+    keys = {"master_key": Fernet.generate_key().decode(), "secret_key": marker("SECRETKEY"),
+            "raw_env": marker("RAWENV")}
     env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=keys["master_key"],
                      SECRET_KEY=keys["secret_key"])
     log_path = tmp_path / "server.log"
@@ -147,13 +148,13 @@ def test_server_logs_contain_no_secrets(database_url, tmp_path):
     api_token = create_user(env, email, log_path=log_path)
     with gunicorn(env, log_path, workers=2, args=(
             "--log-level", "debug", "--access-logfile", "-", "--error-logfile", "-",
-            "--capture-output")) as server:
+            "--capture-output", "-e", f"PWPUSH_TEST_RAW_ENV={keys['raw_env']}")) as server:
         seen = session(server, api_token, email) | keys
     logs = log_path.read_text(encoding="utf-8", errors="replace")
 
     # The check is not vacuous: debug logging and the access log were on and saw the session.
     # (Counted, not `in logs`: a failing assertion must not print the log.)
-    expected = ["[DEBUG]", '"GET /api/v2/pushes/active HTTP/1.1" 200', '"GET /pfb/[FILTERED] HTTP/1.1" 200',
+    expected = ["[DEBUG]", "  raw_env: [FILTERED]", '"GET /api/v2/pushes/active HTTP/1.1" 200', '"GET /pfb/[FILTERED] HTTP/1.1" 200',
                 '"GET /p/[FILTERED].json HTTP/1.1" 200', "Invalid request from ip=127.0.0.1"]
     assert [needle for needle in expected if needle not in logs] == []
     assert logs.count('"GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1" 200') >= 2
@@ -310,3 +311,11 @@ def test_database_errors_do_not_echo_bound_values(app):
                            {"t": "tok123secret"})
     assert "no_such_table" in str(failure.value)
     assert "tok123secret" not in str(failure.value)
+
+
+def test_the_development_servers_request_lines_are_redacted(app, caplog):
+    """`flask run` logs request lines through the "werkzeug" logger: no url_tokens there."""
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    logging.getLogger("werkzeug").info('%s - - [%s] "%s" %s -', "127.0.0.1", "now",
+                                       "GET /api/v2/pushes/abc123def HTTP/1.1", "200")
+    assert caplog.messages == ['127.0.0.1 - - [now] "GET /api/v2/pushes/[FILTERED] HTTP/1.1" 200 -']
