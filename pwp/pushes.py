@@ -764,8 +764,11 @@ def purge(now: datetime) -> dict:
     Idempotent; returns counts for the summary line.
     """
     cfg = current_app.config
+    # A file push whose last view was just now keeps its files for that viewer's links.
+    last_viewer_downloading = and_(Push.kind == int(Kind.file), Push.expires_at > now,
+                                   Push.updated_at > now - timedelta(seconds=FILE_LINK_SECONDS))
     expired = db.session.execute(
-        update(Push).where(Push.expired == false(), Push.past_limits(now))
+        update(Push).where(Push.expired == false(), Push.past_limits(now), ~last_viewer_downloading)
         .values(expired=True, expired_on=now, updated_at=now, payload_ciphertext=None,
                 passphrase_salt=None, passphrase_verifier=None)
         .execution_options(synchronize_session=False)).rowcount

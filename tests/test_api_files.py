@@ -56,6 +56,24 @@ def test_last_viewer_can_still_download_then_nobody(client, token, clock):
     assert download(client, url).status_code == 404
 
 
+def test_purge_leaves_the_last_viewer_their_five_minutes(app, client, token, clock):
+    """purge-expired (cron) must not take the files from under the last viewer's links;
+    it takes them once those links have gone stale."""
+    from pwp import pushes
+
+    t = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_views=1).json["url_token"]
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    clock.advance(seconds=120)
+    with app.app_context():
+        assert pushes.purge(clock.now)["expired"] == 0
+    assert download(client, url).data == b"payload-bytes"
+    clock.advance(seconds=181)
+    with app.app_context():
+        assert pushes.purge(clock.now) == {"expired": 1, "files_deleted": 1, "anonymous_deleted": 0,
+                                           "owned_deleted": 0}
+    assert sql(app, "SELECT count(*) FROM push_files") == [(0,)]
+
+
 def test_download_links_go_stale(client, token, clock):
     t = upload(client, token, [("a.txt", b"x")], expire_after_views=5).json["url_token"]
     url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
