@@ -53,6 +53,14 @@ def test_explicit_threads_and_workers_win(monkeypatch):
     assert (conf["workers"], conf["threads"]) == (3, 8)
 
 
+@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_THREADS"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "\u0663"])
+def test_a_bad_worker_or_thread_count_stops_gunicorn_naming_it(monkeypatch, name, value):
+    """WEB_CONCURRENCY=0 started a server without workers that accepted and never answered."""
+    with pytest.raises(SystemExit, match=f"^pwpush: configuration error: {name}: "):
+        settings(monkeypatch, **{name: value})
+
+
 def test_paas_port_binds_all_interfaces_and_bind_wins(monkeypatch):
     assert settings(monkeypatch, PORT="5000")["bind"] == "0.0.0.0:5000"
     assert settings(monkeypatch, PORT="5000", BIND="unix:/run/pwpush.sock")["bind"] == "unix:/run/pwpush.sock"
