@@ -1,6 +1,7 @@
 """Accounts in the browser: sign up, sign in (throttled), sign out, and the API token page."""
 import hashlib
 import unicodedata
+from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
@@ -102,7 +103,17 @@ def sign_out():
     return redirect(url_for("web.home"))
 
 
+def _with_logins(view):
+    """404 before anything else when logins are disabled (no sign-in page to send anyone to)."""
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        _logins_enabled()
+        return view(*args, **kwargs)
+    return wrapped
+
+
 @bp.get("/token")
+@_with_logins
 @login_required
 def token():
     """Explain API tokens and offer to make a new one."""
@@ -111,6 +122,7 @@ def token():
 
 
 @bp.post("/token")
+@_with_logins
 @login_required
 def regenerate_token():
     """Make a new API token (the old one stops working) and show it once."""

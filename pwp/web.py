@@ -70,7 +70,14 @@ def qr_data_uri(text: str) -> str | None:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _sign_in_redirect():
+def _sign_in_redirect(kind=None):
+    """Send a visitor who must sign in to the sign-in page; with logins disabled there is
+    none: file pushes send to the text form (as upstream), anything else is refused."""
+    if current_app.config["PWP__DISABLE_LOGINS"]:
+        if kind == "file":
+            flash("File pushes are unavailable while logins are disabled.", "warning")
+            return redirect(url_for("web.new", tab="text"))
+        abort(403, description="This needs a signed-in user, and sign-in is disabled here.")
     flash("You need to sign in or sign up before continuing.", "warning")
     return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
 
@@ -131,12 +138,14 @@ def render_form(kind: str, fields=None, errors=None, status=200):
 
 def _creation_refused(kind: str):
     """Return a redirect when this visitor may not create this kind, else None."""
+    if kind == "file" and current_app.config["PWP__DISABLE_LOGINS"]:
+        return _sign_in_redirect(kind)
     if not kind_enabled(kind):
         flash(_DISABLED_MESSAGE.get(kind, "That kind of push is unavailable."), "warning")
         return redirect(url_for("web.home"))
     anonymous_ok = current_app.config["PWP__ALLOW_ANONYMOUS"] and kind != "file"
     if not anonymous_ok and not current_user.is_authenticated:
-        return _sign_in_redirect()
+        return _sign_in_redirect(kind)
     return None
 
 
@@ -194,7 +203,7 @@ def preview(url_token):
     now = pushes.utcnow()
     push = pushes.get(url_token, now)
     if push.kind == Kind.file and not current_user.is_authenticated:
-        return _sign_in_redirect()
+        return _sign_in_redirect("file")
     if push.expired:
         return render_template("web/expired.html")
     url = secret_url(push)

@@ -1,4 +1,6 @@
 """Accounts: sign up, sign in (throttled), sign out, API token page."""
+import io
+
 import pytest
 from conftest import bearer
 from sqlalchemy import event
@@ -64,6 +66,31 @@ def test_logins_disabled(settings, database_url, request):
     assert "Sign in" not in html and "tab=files" not in html
     r = client.get("/p")
     assert r.status_code == 302 and r.headers["Location"] == "/"
+    # No page sends anyone to the sign-in page that does not exist.
+    assert client.get("/users/token").status_code == 404
+    assert client.post("/users/token").status_code == 404
+    r = client.get("/p/new?tab=files")
+    assert r.status_code == 302 and r.headers["Location"] == "/p/new?tab=text"
+
+
+def test_logins_disabled_file_push_pages_send_to_the_text_form(settings, database_url, request):
+    """A file push made through the API (tokens still work) is previewed on the web."""
+    settings["PWP__DISABLE_LOGINS"] = True
+    client = request.getfixturevalue("client")
+    _uid, token = request.getfixturevalue("make_user")()
+    r = client.post("/api/v2/pushes", headers=bearer(token), data={"push[files][]": [(io.BytesIO(b"x"), "a.txt")]},
+                    content_type="multipart/form-data")
+    assert r.status_code == 201
+    preview = client.get(f"/p/{r.json['url_token']}/preview", follow_redirects=True)
+    assert preview.request.path == "/p/new" and preview.request.args["tab"] == "text"
+    assert "File pushes are unavailable while logins are disabled." in preview.get_data(as_text=True)
+
+
+def test_logins_and_anonymous_disabled_refuse_the_form_with_a_page(settings, database_url, request):
+    settings.update({"PWP__DISABLE_LOGINS": True, "PWP__ALLOW_ANONYMOUS": False})
+    client = request.getfixturevalue("client")
+    r = client.get("/")
+    assert r.status_code == 403 and "sign-in is disabled here" in r.get_data(as_text=True)
 
 
 def test_sign_in_wrong_password_is_401(client, make_user):
