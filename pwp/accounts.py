@@ -11,7 +11,6 @@ from .api import base_url
 
 bp = Blueprint("accounts", __name__, url_prefix="/users")
 
-MIN_PASSWORD = 8
 # Upstream's Rack::Attack rule: 5 sign-in attempts per 20 seconds per IP;
 # plus a per-account limit so many addresses cannot guess one password.
 LOGIN_LIMITS = (("ip", 20, 5), ("email", 300, 10))
@@ -21,6 +20,15 @@ TOO_MANY = "Too many sign-in attempts. Please wait a minute and try again."
 def _logins_enabled():
     if current_app.config["PWP__DISABLE_LOGINS"]:
         abort(404)
+
+
+def _with_logins(view):
+    """404 before anything else when logins are disabled (no sign-in page to send anyone to)."""
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        _logins_enabled()
+        return view(*args, **kwargs)
+    return wrapped
 
 
 def safe_next(default: str) -> str:
@@ -78,11 +86,7 @@ def sign_up():
         return render_template("accounts/sign_up.html", email="", errors={})
     email = request.form.get("email", "")
     password = request.form.get("password", "")
-    errors = {}
-    if len(password) < MIN_PASSWORD:
-        errors["password"] = f"Use at least {MIN_PASSWORD} characters."
-    elif password != request.form.get("password_confirmation", ""):
-        errors["password_confirmation"] = "The two passwords do not match."
+    errors = _new_password_errors()
     if not errors:
         try:
             user = auth.create_user(email, password)
@@ -95,21 +99,44 @@ def sign_up():
     return redirect(url_for("web.home"))
 
 
+def _new_password_errors() -> dict:
+    """The form's password and password_confirmation, checked by auth's rule."""
+    problem = auth.password_problem(request.form.get("password", ""),
+                                    request.form.get("password_confirmation", ""))
+    return dict([problem]) if problem else {}
+
+
+@bp.route("/edit", methods=["GET", "POST"])
+@_with_logins
+@login_required
+def edit():
+    """Change one's password (the current one is asked for, and sign-in's throttle counts
+    the guesses); every other session of the account is signed out."""
+    if request.method != "POST":
+        return render_template("accounts/edit.html", errors={})
+    user = current_user._get_current_object()
+    errors = {}
+    if _throttled(user.email, pushes.utcnow()):
+        errors["current_password"] = TOO_MANY
+    elif not auth.check_password(user, request.form.get("current_password", "")):
+        errors["current_password"] = "That is not your current password."
+    else:
+        errors = _new_password_errors()
+    if errors:
+        return render_template("accounts/edit.html", errors=errors), 422
+    auth.set_password(user, request.form["password"])
+    login_user(user)  # this session, with the new password's mark
+    current_app.logger.info("user %s: password changed", user.id)
+    flash("Your password has been changed. Your other sessions are signed out.", "success")
+    return redirect(url_for("accounts.edit"))
+
+
 @bp.post("/sign_out")
 def sign_out():
     """Sign out."""
     logout_user()
     flash("Signed out.", "success")
     return redirect(url_for("web.home"))
-
-
-def _with_logins(view):
-    """404 before anything else when logins are disabled (no sign-in page to send anyone to)."""
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        _logins_enabled()
-        return view(*args, **kwargs)
-    return wrapped
 
 
 @bp.get("/token")

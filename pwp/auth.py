@@ -37,10 +37,22 @@ _MAX_TOKEN_LENGTH = 256
 
 @login_manager.user_loader
 def _load_user(user_id):
+    """The session's user, unless its password changed since the session was made."""
+    uid, _, mark = str(user_id).partition(":")
     try:
-        return db.session.get(User, int(user_id))
+        user = db.session.get(User, int(uid))
     except (TypeError, ValueError):
         return None
+    if user is None or not hmac.compare_digest(mark.encode(), session_mark(user).encode()):
+        return None
+    return user
+
+
+def session_mark(user: User) -> str:
+    """A keyed digest of the user's password hash (session cookies are signed, not
+    encrypted: the hash itself must not be in them)."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, (user.password_hash or "").encode(), "sha256").hexdigest()[:32]
 
 
 def init_app(app):
@@ -110,8 +122,21 @@ def _dummy_hash() -> str:
     return generate_password_hash(secrets.token_hex(8))
 
 
+MIN_PASSWORD = 8
+
+
+def password_problem(password: str, confirmation: str | None = None) -> tuple[str, str] | None:
+    """(field, message) for a password that may not be set (too short; or, when a
+    confirmation is given, different from it), else None."""
+    if len(password) < MIN_PASSWORD:
+        return "password", f"Use at least {MIN_PASSWORD} characters."
+    if confirmation is not None and password != confirmation:
+        return "password_confirmation", "The two passwords do not match."
+    return None
+
+
 def set_password(user: User, password: str):
-    """Store a new password hash."""
+    """Store a new password hash: the user's sessions made before it are signed out."""
     user.password_hash = generate_password_hash(password)
     db.session.commit()
 

@@ -70,13 +70,32 @@ def users_create(email, admin, password):
     click.echo(auth.issue_token(user))
 
 
+def _user(email):
+    user = auth.find_user(email)
+    if user is None:
+        raise click.ClickException(f"No user with the e-mail address {email}.")
+    return user
+
+
+@users.command("password")
+@click.argument("email")
+@click.option("--password", envvar="PWPUSH_USER_PASSWORD", prompt=True, hide_input=True,
+              confirmation_prompt=True, help="The new password (or PWPUSH_USER_PASSWORD; asked if not given).")
+def users_password(email, password):
+    """Set a user's web sign-in password; the user's web sessions are signed out."""
+    user = _user(email)
+    problem = auth.password_problem(password)
+    if problem:
+        raise click.ClickException(problem[1])
+    auth.set_password(user, password)
+    click.echo(f"Password set for {user.email}; their web sessions are signed out.")
+
+
 @users.command("token")
 @click.argument("email")
 def users_token(email):
     """Issue a new API token (the old one stops working), printed on the last line."""
-    user = auth.find_user(email)
-    if user is None:
-        raise click.ClickException(f"No user with the e-mail address {email}.")
+    user = _user(email)
     click.echo(f"New API token for {user.email} (the previous one no longer works):")
     click.echo(auth.issue_token(user))
 

@@ -53,6 +53,13 @@ class User(UserMixin, db.Model):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
+    def get_id(self) -> str:
+        """What a session keeps of its user: the id and a mark of the password, so a new
+        password signs out every other session (as Devise's salt does)."""
+        from .auth import session_mark
+
+        return f"{self.id}:{session_mark(self)}"
+
 
 # Partial indexes: a create of an anonymous push (most of them) writes two index entries
 # fewer. The queries' `user_id = ?` and `expired_on <= ?` imply the conditions. The

@@ -116,6 +116,19 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     assert client.get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert client.get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {new_token}"}).status_code == 200
     assert run_flask(database_url, instance, "users", "token", "nobody@example.com").returncode != 0
+    # A password for the web, for an account made without one (API only until then).
+    assert client.post("/users/sign_in", data={"email": "cli@example.com", "password": "battery staple"}
+                       ).status_code == 401
+    short = run_flask(database_url, instance, "users", "password", "cli@example.com",
+                      input_env={"PWPUSH_USER_PASSWORD": "short"})
+    assert short.returncode == 1 and "Use at least 8 characters." in short.stderr
+    assert run_flask(database_url, instance, "users", "password", "nobody@example.com",
+                     input_env={"PWPUSH_USER_PASSWORD": "battery staple"}).returncode == 1
+    done = run_flask(database_url, instance, "users", "password", "cli@example.com",
+                     input_env={"PWPUSH_USER_PASSWORD": "battery staple"})
+    assert done.returncode == 0 and "Password set for cli@example.com" in done.stdout
+    assert client.post("/users/sign_in", data={"email": "cli@example.com", "password": "battery staple"}
+                       ).status_code == 302
     # init-db twice never drops data.
     client.post("/api/v2/pushes", json={"push": {"payload": "keep"}})
     for _ in range(2):

@@ -202,3 +202,55 @@ def test_token_page_shows_a_new_token_once_and_it_works(client, make_user):
 def test_api_tokens_path_redirects(client):
     r = client.get("/api_tokens")
     assert r.status_code == 301 and r.headers["Location"] == "/users/token"
+
+
+def test_changing_the_password_signs_out_every_other_session(app, client, make_user):
+    sign_in(client, make_user, email="me@example.com", password="correct horse")
+    other = app.test_client()  # another browser, signed in before the change
+    assert other.post("/users/sign_in", data={"email": "me@example.com",
+                                              "password": "correct horse"}).status_code == 302
+    copied = client.get_cookie("session").value  # a copy of this session's cookie
+    assert other.get("/p").status_code == 200
+    r = client.post("/users/edit", data={"current_password": "correct horse", "password": "battery staple",
+                                         "password_confirmation": "battery staple"})
+    assert r.status_code == 302 and r.headers["Location"] == "/users/edit"
+    assert client.get("/p").status_code == 200  # this session goes on
+    assert other.get("/p").status_code == 302  # the other one is signed out
+    replay = app.test_client()
+    replay.set_cookie("session", copied)
+    assert replay.get("/p").status_code == 302  # so is a copy of the old cookie
+    client.post("/users/sign_out")
+    assert client.post("/users/sign_in", data={"email": "me@example.com",
+                                               "password": "correct horse"}).status_code == 401
+    assert client.post("/users/sign_in", data={"email": "me@example.com",
+                                               "password": "battery staple"}).status_code == 302
+
+
+@pytest.mark.parametrize(("form", "field", "message"), [
+    ({"current_password": "wrong", "password": "battery staple", "password_confirmation": "battery staple"},
+     "current_password", "That is not your current password."),
+    ({"current_password": "correct horse", "password": "short", "password_confirmation": "short"},
+     "password", "Use at least 8 characters."),
+    ({"current_password": "correct horse", "password": "battery staple", "password_confirmation": "other one"},
+     "password_confirmation", "The two passwords do not match."),
+])
+def test_password_change_refusals(client, make_user, form, field, message):
+    sign_in(client, make_user)
+    r = client.post("/users/edit", data=form)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and message in html and f'id="{field}-error"' in html
+    assert client.post("/users/sign_out").status_code == 302
+    assert client.post("/users/sign_in", data={"email": "owner@example.com",
+                                               "password": "correct horse"}).status_code == 302
+
+
+def test_password_change_needs_a_session_and_guesses_are_throttled(client, make_user):
+    assert client.get("/users/edit").headers["Location"].startswith("/users/sign_in")
+    sign_in(client, make_user)
+    assert client.get("/users/edit").status_code == 200
+    wrong = {"current_password": "guess", "password": "battery staple", "password_confirmation": "battery staple"}
+    answers = [client.post("/users/edit", data=wrong).get_data(as_text=True) for _ in range(11)]
+    assert "Too many sign-in attempts" in answers[-1]
+    # Once throttled even the right password waits: a stolen session cannot keep guessing.
+    right = {**wrong, "current_password": "correct horse"}
+    assert "Too many sign-in attempts" in client.post("/users/edit", data=right).get_data(as_text=True)
