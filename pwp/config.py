@@ -12,7 +12,7 @@ KINDS = ("text", "file", "url", "qr")
 SECTION = {"text": "PW", "file": "FILES", "url": "URL", "qr": "QR"}
 
 _TRUE = {"true", "1", "yes", "on", "t", "y"}
-_FALSE = {"false", "0", "no", "off", "f", "n", ""}
+_FALSE = {"false", "0", "no", "off", "f", "n"}
 _UNITS = {
     "second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800,
     "month": 2629746, "year": 31556952,
@@ -165,7 +165,9 @@ def from_environ(environ=None):
     values = {}
     for name, parser, default in SETTINGS:
         raw = environ.get(name)
-        values[name] = default if raw is None else parser(name, raw)
+        # An empty value is the same as none (`PWP__ALLOW_ANONYMOUS=` turned anonymous
+        # pushes off; an empty PWP__THROTTLING__STORAGE_URI stopped start-up).
+        values[name] = default if raw is None or not raw.strip() else parser(name, raw)
     return values
 
 

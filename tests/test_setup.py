@@ -56,6 +56,12 @@ def test_environment_values_are_typed():
     assert values["PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT"] == 7
 
 
+def test_an_empty_value_is_the_default():
+    empty = config.from_environ({name: " " for name, _parser, _default in config.SETTINGS})
+    assert empty == config.from_environ({})
+    assert empty["PWP__ALLOW_ANONYMOUS"] is True and empty["PWP__THROTTLING__STORAGE_URI"] == "memory://"
+
+
 def test_postgres_urls_are_normalised():
     assert config.database_uri("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
     assert config.database_uri("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
