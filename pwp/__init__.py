@@ -85,15 +85,21 @@ def _configure(app, test_config):
     url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
     # The instance folder holds the keys and the SQLite database: owner-only.
-    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
-    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or crypto.load_or_create(
-        os.path.join(app.instance_path, "secret_key"), lambda: os.urandom(32).hex())
-    master = settings["PWPUSH_MASTER_KEY"] or crypto.load_or_create(
-        os.path.join(app.instance_path, "master.key"), crypto.generate_key)
+    key_file = os.path.join(app.instance_path, "master.key")
+    try:
+        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+        app.config["SECRET_KEY"] = settings["SECRET_KEY"] or crypto.load_or_create(
+            os.path.join(app.instance_path, "secret_key"), lambda: os.urandom(32).hex())
+        master = settings["PWPUSH_MASTER_KEY"] or crypto.load_or_create(key_file, crypto.generate_key)
+    except (OSError, UnicodeError) as exc:
+        where = getattr(exc, "filename", None) or app.instance_path
+        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {where}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
         app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
     except ValueError as exc:
-        raise config.ConfigError(str(exc)) from None
+        source = "PWPUSH_MASTER_KEY" if settings["PWPUSH_MASTER_KEY"] else f"the key file {key_file}"
+        raise config.ConfigError(f"{source}: {exc}") from None
     # hide_parameters: a logged SQL error must not echo bound values (url_tokens, ciphertext).
     if url.startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}

@@ -29,14 +29,14 @@ class Keyring:
 
     def __init__(self, keys):
         if not keys:
-            raise ValueError("PWPUSH_MASTER_KEY: no key given")
+            raise ValueError("no key given")
         try:
             fernets = [Fernet(k.strip().encode()) for k in keys]
         except (ValueError, TypeError):
             raise ValueError(
-                "PWPUSH_MASTER_KEY: each comma-separated key must be a Fernet key "
-                "(32 url-safe base64-encoded bytes; make one with "
-                "`flask --app pwpush generate-key`)") from None
+                "each comma-separated key must be a Fernet key (32 url-safe base64-encoded "
+                "bytes; make one with `python -c \"from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())\"`)") from None
         self._multi = MultiFernet(fernets)
 
     def encrypt(self, data: bytes) -> bytes:

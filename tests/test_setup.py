@@ -41,6 +41,26 @@ def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     assert "hunter2" not in proc.stderr
 
 
+def _start(env):
+    return subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_an_unusable_instance_folder_or_key_file_stops_start_up_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = {"PWPUSH_INSTANCE_PATH": str(blocker / "instance"), "PWPUSH_MASTER_KEY": "", "SECRET_KEY": ""}
+    proc = _start(env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("pwpush: configuration error: PWPUSH_INSTANCE_PATH: cannot use ")
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "master.key").write_text("damaged\n")
+    proc = _start({**env, "PWPUSH_INSTANCE_PATH": str(instance)})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"configuration error: the key file {instance / 'master.key'}: each comma-separated key" in proc.stderr
+
+
 @pytest.mark.parametrize("raw,seconds", [("disabled", None), ("3 months", 3 * 2629746), ("1 year", 31556952),
                                          ("2 days", 172800), ("12 hours", 43200)])
 def test_purge_after_durations(raw, seconds):
