@@ -86,10 +86,15 @@ def _not_json(constant):
     raise ValueError(f"{constant} is not JSON")
 
 
+# One decoder, made once (json.loads with an option makes one per call).
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
+
+
 def loads(body: bytes):
-    """Parse a JSON body: ValueError (or RecursionError, nested deeper than Python's parser
-    recurses) unless it is JSON. Python's parser alone also takes NaN and Infinity."""
-    return json.loads(body, parse_constant=_not_json)
+    """Parse a JSON body as json.loads does (UTF-8, -16 or -32): ValueError (or RecursionError,
+    nested deeper than Python's parser recurses) unless it is JSON. Python's parser alone
+    also takes NaN and Infinity."""
+    return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
 
 
 def root(params: dict, key: str, wrap=False) -> dict:
