@@ -148,11 +148,12 @@ def token():
                            has_token=current_user.api_token_digest is not None)
 
 
-@bp.post("/token")
+@bp.route("/token", methods=["POST", "DELETE"])
 @_with_logins
 @login_required
 def regenerate_token():
-    """Make a new API token (the old one stops working) and show it once."""
+    """Make a new API token (the old one stops working) and show it once (upstream
+    regenerates with DELETE; the page's form POSTs)."""
     new_token = auth.issue_token(current_user._get_current_object())
     return render_template("accounts/token.html", new_token=new_token, base=base_url(),
                            has_token=True)

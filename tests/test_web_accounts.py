@@ -199,6 +199,22 @@ def test_token_page_shows_a_new_token_once_and_it_works(client, make_user):
     assert client.get("/api/v2/pushes/active", headers=bearer(old_token)).status_code == 401
 
 
+def test_delete_regenerates_the_token_as_upstream_and_needs_csrf(settings, database_url, request):
+    settings["WTF_CSRF_ENABLED"] = True
+    client = request.getfixturevalue("client")
+    old_token = request.getfixturevalue("make_user")(email="u@example.com", password="correct horse")[1]
+    page = client.get("/users/sign_in").get_data(as_text=True)
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse",
+                                               "csrf_token": csrf}).status_code == 302
+    api = client.application.test_client()  # no session cookie: the token alone
+    assert client.delete("/users/token").status_code == 400  # no CSRF token
+    assert api.get("/api/v2/pushes/active", headers=bearer(old_token)).status_code == 200
+    r = client.delete("/users/token", headers={"X-CSRFToken": csrf})
+    assert r.status_code == 200 and 'id="api_token" value="' in r.get_data(as_text=True)
+    assert api.get("/api/v2/pushes/active", headers=bearer(old_token)).status_code == 401
+
+
 def test_api_tokens_path_redirects(client):
     r = client.get("/api_tokens")
     assert r.status_code == 301 and r.headers["Location"] == "/users/token"
