@@ -50,7 +50,8 @@ def parse_str(name, raw):
     return value or None
 
 
-MAX_DURATION = 100 * 365 * 86400  # expiry and purge periods: 100 years at most
+MAX_DURATION = 100 * 31556952  # purge periods: 100 years at most (dates past 9999 overflow)
+MAX_DAYS = 36500  # expiry: 100 years at most
 MAX_VIEWS = 1_000_000
 
 
@@ -65,7 +66,7 @@ def parse_duration(name, raw):
             f"{name}: expected 'disabled' or '<number> <unit>' "
             f"(seconds, minutes, hours, days, weeks, months, years), got {raw!r}")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds > MAX_DURATION:  # (dates past year 9999 overflow)
+    if seconds > MAX_DURATION:
         raise ConfigError(f"{name}: must be at most 100 years, got {raw!r}")
     return seconds
 
@@ -174,7 +175,7 @@ def from_environ(environ=None):
 def validate(config):
     """Check cross-setting rules (min <= default <= max) and raise ConfigError."""
     for sec in SECTION.values():
-        for what, ceiling in (("DAYS", MAX_DURATION // 86400), ("VIEWS", MAX_VIEWS)):
+        for what, ceiling in (("DAYS", MAX_DAYS), ("VIEWS", MAX_VIEWS)):
             lo = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MIN"]
             hi = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MAX"]
             default_name = f"PWP__{sec}__EXPIRE_AFTER_{what}_DEFAULT"

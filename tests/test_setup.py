@@ -62,6 +62,7 @@ def test_an_unusable_instance_folder_or_key_file_stops_start_up_in_one_line(tmp_
 
 
 @pytest.mark.parametrize("raw,seconds", [("disabled", None), ("3 months", 3 * 2629746), ("1 year", 31556952),
+                                         ("100 years", 100 * 31556952),
                                          ("2 days", 172800), ("12 hours", 43200)])
 def test_purge_after_durations(raw, seconds):
     assert config.parse_duration("PWP__PURGE_AFTER", raw) == seconds
