@@ -169,7 +169,12 @@ def _register_extensions(app):
 # use. Its settings, with the defaults CSRFProtect.init_app would give them:
 CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": frozenset({"POST", "PUT", "PATCH", "DELETE"}),
                  "WTF_CSRF_FIELD_NAME": "csrf_token", "WTF_CSRF_HEADERS": ("X-CSRFToken", "X-CSRF-Token"),
-                 "WTF_CSRF_TIME_LIMIT": 3600, "WTF_CSRF_SSL_STRICT": True}
+                 "WTF_CSRF_TIME_LIMIT": 3600,
+                 # Not Flask-WTF's check that an HTTPS form post's Referer is this site: the
+                 # pages send Referrer-Policy: no-referrer (secret links must not leak in
+                 # Referer headers), so browsers send none and every form failed over HTTPS.
+                 # _csrf_protect checks the Origin header instead.
+                 "WTF_CSRF_SSL_STRICT": False}
 # JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
 CSRF_EXEMPT_BLUEPRINTS = frozenset({"api", "api_v1"})
 
@@ -187,11 +192,17 @@ def _csrf():
 
 
 def _csrf_protect():
-    """Check the CSRF token of form submissions (not the token-authenticated JSON APIs)."""
+    """Check the CSRF token of form submissions (not the token-authenticated JSON APIs), and
+    that a browser naming the page's origin names this site's."""
     config = current_app.config
     if (request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]
             and request.blueprint not in CSRF_EXEMPT_BLUEPRINTS):
         _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
+        # Browsers send "Origin: null" for pages under Referrer-Policy: no-referrer (ours).
+        origin = request.headers.get("Origin")
+        if origin and origin != "null" and origin != request.host_url.rstrip("/"):
+            from flask_wtf.csrf import CSRFError
+            raise CSRFError("The request came from another site.")
 
 
 def _register_blueprints(app):

@@ -149,6 +149,24 @@ def test_form_post_with_csrf_token_is_accepted(settings, database_url, request):
     assert client.post("/p", data=data).status_code == 302
 
 
+def test_forms_work_over_https_behind_a_proxy(settings, database_url, request):
+    """Behind a TLS proxy (PWP__TRUSTED_PROXIES, X-Forwarded-Proto: https) browsers send no
+    Referer (the pages ask for none); a form post with its token works, one naming another
+    site's origin does not."""
+    settings.update({"WTF_CSRF_ENABLED": True, "PWP__TRUSTED_PROXIES": 1})
+    client = request.getfixturevalue("client")
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    html = client.get("/", headers=https).get_data(as_text=True)
+    data = {**form(kind="text", payload="x"),
+            "csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]}
+    assert client.post("/p", data=data, headers=https).status_code == 302
+    assert client.post("/p", data=data, headers={**https, "Origin": "null"}).status_code == 302
+    assert client.post("/p", data=data, headers={**https, "Origin": "https://localhost"}).status_code == 302
+    refused = client.post("/p", data=data, headers={**https, "Origin": "https://evil.example"})
+    assert refused.status_code == 400 and "another site" in refused.get_data(as_text=True)
+    assert client.post("/p", data=data, headers={**https, "Origin": "http://localhost"}).status_code == 400
+
+
 @pytest.mark.parametrize("data", [
     {"push[kind][x]": "1", "push[payload]": "x"},
     {"push[payload][x]": "1"},
