@@ -75,7 +75,7 @@ class HotPath:
                     or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
                 return None
             length = environ.get("CONTENT_LENGTH", "")
-            if not length.isdigit() or not 0 < int(length) <= self.app.config["MAX_CONTENT_LENGTH"]:
+            if not length.isdigit() or not 0 < int(length) <= params.JSON_MAX:
                 return None
             return self._create
         if not path.startswith(PREFIX + "/") or environ.get("CONTENT_LENGTH", "0") != "0":
@@ -92,7 +92,8 @@ class HotPath:
         try:
             data = params.loads(body)
         except (ValueError, RecursionError):
-            return None
+            data = None
+        environ[params.PARSED] = data  # Flask's view, if it answers after all, need not parse again
         if not isinstance(data, dict):
             return None
         try:

@@ -3,6 +3,7 @@
 Malformed input becomes BadParameter (400) or ValidationFailed (422), never a 500.
 """
 import json
+import math
 import re
 
 from flask import request
@@ -71,29 +72,52 @@ def body_params() -> dict:
     return tree
 
 
+# A JSON body holds at most 8 MiB (a 1 MiB payload escaped as the pwpush CLI sends it fits)
+# and 100 000 objects and arrays: parsed, a JSON body takes up to ~25 times its size, all
+# of it in small containers ("[{},{},...]").
+JSON_MAX = 8 * 1024 * 1024
+JSON_CONTAINERS_MAX = 100_000
+PARSED = "pwp.json"  # environ key: the body as the hot path parsed it
+
+
 def json_data():
     """The request's JSON body; None when it is absent or not JSON (as get_json(silent=True),
-    but by loads' rules)."""
+    but by loads' rules); 413 over JSON_MAX."""
     if not request.is_json:
         return None
+    if PARSED in request.environ:
+        return request.environ[PARSED]
+    request.max_content_length = min(JSON_MAX, request.max_content_length or JSON_MAX)
     try:
-        return loads(request.get_data(cache=True))
+        data = loads(request.get_data(cache=True))
     except (ValueError, RecursionError):
-        return None
+        data = None
+    request.environ[PARSED] = data
+    return data
 
 
 def _not_json(constant):
     raise ValueError(f"{constant} is not JSON")
 
 
+def _finite(text):
+    value = float(text)
+    if math.isinf(value):  # 1e400: no JSON value either
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 # One decoder, made once (json.loads with an option makes one per call).
-_DECODER = json.JSONDecoder(parse_constant=_not_json)
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 def loads(body: bytes):
     """Parse a JSON body as json.loads does (UTF-8, -16 or -32): ValueError (or RecursionError,
     nested deeper than Python's parser recurses) unless it is JSON. Python's parser alone
-    also takes NaN and Infinity."""
+    also takes NaN and Infinity. ValueError too for more than JSON_CONTAINERS_MAX objects
+    and arrays (counted before parsing, brackets inside strings included)."""
+    if body.count(b"{") + body.count(b"[") > JSON_CONTAINERS_MAX:
+        raise ValueError("too many JSON objects and arrays")
     return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
 
 

@@ -30,6 +30,8 @@ BODIES = [
     ("application/json", b'{"push": {"payload": "x", "expire_after_days": NaN}}'),
     ("application/json", b'{"push": {"payload": "x", "expire_after_views": Infinity}}'),
     ("application/json", b'{"push": {"payload": "x", "expire_after_views": -Infinity}}'),
+    ("application/json", b'{"push": {"payload": "x", "expire_after_days": 1e400}}'),
+    ("application/json", b'{"push": {"payload": "x", "note": ' + b"[{}," * 100_000 + b"{}]}}"),
     ("text/plain", b'{"push": {"payload": "x"}}'),
     ("application/xml", b"<push><payload>x</payload></push>"),
     ("application/x-www-form-urlencoded", b"push=flat"),
@@ -65,6 +67,22 @@ def test_json_nested_too_deeply_is_400_on_create_and_read(client, path):
     t = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": "p"}}).json["url_token"]
     r = client.get(f"/api/v2/pushes/{t}", data=b"[" * 100_000, content_type="application/json")
     assert r.status_code == 401 and r.is_json  # no passphrase could be read from it
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
+def test_json_bodies_over_8_mib_are_413_unread(client, path):
+    body = b'{"push": {"payload": "' + b"x" * (8 * 1024 * 1024) + b'"}}'
+    r = client.post(path, data=body, content_type="application/json")
+    assert r.status_code == 413 and r.is_json
+
+
+def test_a_one_mib_payload_escaped_as_the_cli_sends_it_fits(client):
+    payload = "\u00e9\u4e2d" * (1_048_576 // 2)  # json.dumps escapes each as \uXXXX: 6 MiB of JSON
+    body = json.dumps({"push": {"payload": payload}}).encode()
+    assert 6 * 1024 * 1024 < len(body) < 8 * 1024 * 1024
+    r = client.post("/api/v2/pushes", data=body, content_type="application/json")
+    assert r.status_code == 201
+    assert client.get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == payload
 
 
 def test_passphrase_with_a_lone_surrogate_is_a_wrong_passphrase(client):
