@@ -1,6 +1,6 @@
 """Database models: users, pushes, their files, the audit log and throttle counters."""
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
@@ -76,6 +76,13 @@ class PushRules:
     def past_limits(self, now):
         """The expiry rule, in Python on a row and in SQL on the class: out of time or views."""
         return (self.expires_at <= now) | (self.view_count >= self.expire_after_views)
+
+    @hybrid_method
+    def in_download_window(self, now, seconds):
+        """A file push viewed under `seconds` ago and not out of time: its viewer's download
+        links still work (in Python on a row, in SQL on the class)."""
+        return ((self.kind == int(Kind.file)) & (self.expires_at > now)
+                & (self.updated_at > now - timedelta(seconds=seconds)))
 
     @property
     def views_used_up(self) -> bool:

@@ -450,9 +450,11 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
 # ----------------------------------------------------------------------------- read
 
 def get(url_token: str, now: datetime) -> Push:
-    """Return a push without counting a view (preview pages, owner pages)."""
+    """Return a push without counting a view (preview pages, owner pages, HEAD). A file
+    push's last view keeps its files for the viewer's links: a look that counts nothing
+    does not expire it then (the next retrieval does, as upstream)."""
     push = _find(url_token)
-    if not push.expired and push.past_limits(now):
+    if not push.expired and push.past_limits(now) and not push.in_download_window(now, FILE_LINK_SECONDS):
         _expire(push, now)
         db.session.commit()
     return push
@@ -765,10 +767,9 @@ def purge(now: datetime) -> dict:
     """
     cfg = current_app.config
     # A file push whose last view was just now keeps its files for that viewer's links.
-    last_viewer_downloading = and_(Push.kind == int(Kind.file), Push.expires_at > now,
-                                   Push.updated_at > now - timedelta(seconds=FILE_LINK_SECONDS))
     expired = db.session.execute(
-        update(Push).where(Push.expired == false(), Push.past_limits(now), ~last_viewer_downloading)
+        update(Push).where(Push.expired == false(), Push.past_limits(now),
+                           ~Push.in_download_window(now, FILE_LINK_SECONDS))
         .values(expired=True, expired_on=now, updated_at=now, payload_ciphertext=None,
                 passphrase_salt=None, passphrase_verifier=None)
         .execution_options(synchronize_session=False)).rowcount

@@ -217,6 +217,9 @@ def preview(url_token):
 @bp.get("/p/<token:url_token>/r")
 def preliminary(url_token):
     """Show the one-click retrieval step; a GET here never counts a view."""
+    if request.method == "HEAD":  # a link checker's: not even a failed view of an expired push
+        pushes.get(url_token, pushes.utcnow())
+        return "", 200
     push = pushes.get_for_retrieval_step(url_token, actor(signed_in_user()), pushes.utcnow())
     if push.expired:
         return render_template("web/expired.html")

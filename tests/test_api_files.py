@@ -74,6 +74,21 @@ def test_purge_leaves_the_last_viewer_their_five_minutes(app, client, token, clo
     assert sql(app, "SELECT count(*) FROM push_files") == [(0,)]
 
 
+@pytest.mark.parametrize("look", ["HEAD /api/v2/pushes/{}", "HEAD /p/{}", "HEAD /p/{}.json", "GET /p/{}/r",
+                                  "GET /api/v2/pushes/{}/preview", "HEAD /p/{}/r"])
+def test_a_look_that_counts_nothing_leaves_the_last_viewer_the_files(client, token, clock, look):
+    """A link checker's HEAD, the sender's preview or the viewer going back to the retrieval
+    step must not take the files from under the last viewer's links."""
+    t = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_views=1).json["url_token"]
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    method, path = look.split(" ")
+    assert client.open(path.format(t), method=method).status_code == 200
+    assert download(client, url).data == b"payload-bytes"
+    clock.advance(seconds=301)  # the links are stale now: such a look expires the push
+    client.open(path.format(t), method=method)
+    assert client.get(f"/api/v2/pushes/{t}").json["files"] == []
+
+
 def test_download_links_go_stale(client, token, clock):
     t = upload(client, token, [("a.txt", b"x")], expire_after_views=5).json["url_token"]
     url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]

@@ -35,7 +35,8 @@ def test_two_view_push_serves_two_views_then_expired(app, client, path):
     assert body["views_remaining"] == 0 and body["passphrase"] is None
 
 
-@pytest.mark.parametrize("path", ["/api/v2/pushes/{}", "/api/v2/pushes/{}.json", "/p/{}.json", "/p/{}"])
+@pytest.mark.parametrize("path", ["/api/v2/pushes/{}", "/api/v2/pushes/{}.json", "/p/{}.json", "/p/{}",
+                                  "/p/{}/r"])
 def test_head_of_a_payload_url_counts_no_view(app, client, path):
     """A HEAD (link checkers, previews) has no body to carry the payload: it must not
     spend a view, or a 1-view push would be gone before its reader came."""
@@ -46,7 +47,12 @@ def test_head_of_a_payload_url_counts_no_view(app, client, path):
     assert sql(app, "SELECT view_count FROM pushes") == [(0,)]
     assert sql(app, "SELECT count(*) FROM audit_logs WHERE kind <> 0") == [(0,)]
     assert client.get(f"/api/v2/pushes/{token}").json["payload"] == "s3cret"
-    assert client.head(path.format("nosuchpush")).status_code == (200 if path == "/p/{}" else 404)
+    # Web pages answer an unknown push with the expired page; the API with 404.
+    assert client.head(path.format("nosuchpush")).status_code == (200 if "json" not in path and "api" not in path
+                                                                  else 404)
+    # Nor is a HEAD of an expired push a failed view.
+    assert client.head(path.format(token)).status_code == 200
+    assert sql(app, "SELECT view_count FROM pushes") == [(1,)]
 
 
 def test_unknown_token_is_404_not_found(client):
