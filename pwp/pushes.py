@@ -663,7 +663,8 @@ def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
 
 def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> str:
     """Return an opaque download token for one file of a granted view, valid a few minutes."""
-    data = {"f": push_file.id, "p": push_file.push_id,
+    # "u": what the token is for (the unlock cookie is sealed with the same keys).
+    data = {"u": "file", "f": push_file.id, "p": push_file.push_id,
             "k": key.decode("ascii") if key else None}
     return keyring().encrypt_at(json.dumps(data).encode(), unix_seconds(now)).decode("ascii")
 
@@ -675,7 +676,8 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
         data = json.loads(raw) if raw else None
     except (ValueError, UnicodeError):
         data = None
-    if not isinstance(data, dict):
+    if not (isinstance(data, dict) and data.get("u") == "file" and isinstance(data.get("f"), int)
+            and isinstance(data.get("p"), int) and isinstance(data.get("k"), (str, type(None)))):
         raise NotFound()
     row = db.session.execute(
         select(PushFile, Push.expired).join(Push, Push.id == PushFile.push_id)

@@ -234,7 +234,7 @@ def _unlock_cookie_name(url_token: str) -> str:
 
 def seal_unlock_key(url_token: str, key: bytes, now) -> str:
     """Encrypt a payload key for the short-lived cookie, bound to its push and time."""
-    data = {"t": url_token, "k": key.decode("ascii")}
+    data = {"u": "unlock", "t": url_token, "k": key.decode("ascii")}  # "u": see file_link_token
     return pushes.keyring().encrypt_at(json.dumps(data).encode(), pushes.unix_seconds(now)).decode("ascii")
 
 
@@ -244,8 +244,10 @@ def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
         return None
     raw = pushes.keyring().decrypt_fresh(value.encode("ascii"), UNLOCK_SECONDS, pushes.unix_seconds(now))
     data = json.loads(raw) if raw else None
-    # Only this module writes the cookie, so a decrypted one has its shape.
-    return data["k"].encode("ascii") if data and data["t"] == url_token else None
+    if not (isinstance(data, dict) and data.get("u") == "unlock" and data.get("t") == url_token
+            and isinstance(data.get("k"), str) and data["k"].isascii()):
+        return None  # (a file link's token, say: sealed with the same keys)
+    return data["k"].encode("ascii")
 
 
 @bp.get("/p/<token:url_token>/passphrase")

@@ -115,6 +115,22 @@ def test_passphrase_file_push_downloads_with_the_key(client, token):
     assert download(client, url).data == b"guarded-file"
 
 
+def test_a_file_link_and_an_unlock_cookie_are_not_each_other(app, client, token):
+    """Both are sealed with the master keys: each must be refused where the other is
+    expected (a 404 and the passphrase page, not a 500)."""
+    t = upload(client, token, [("a.txt", b"guarded-file")], passphrase="pp",
+               expire_after_views=5).json["url_token"]
+    link = client.get(f"/api/v2/pushes/{t}?passphrase=pp").json["files"][0]["url"]
+    file_token = link.split("/pfb/", 1)[1].split("/", 1)[0]
+    viewer = app.test_client()  # not the owner: the passphrase applies
+    assert viewer.post(f"/p/{t}/access", data={"passphrase": "pp"}).status_code == 302
+    unlock = viewer.get_cookie(f"{t}-p", path=f"/p/{t}").value
+    assert viewer.get(f"/pfb/{unlock}/a.txt").status_code == 404
+    viewer.set_cookie(f"{t}-p", file_token, path=f"/p/{t}")
+    r = viewer.get(f"/p/{t}")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{t}/passphrase"
+
+
 @pytest.mark.parametrize("settings", [{"PWP__FILES__MAX_TOTAL_BYTES": 1000}])
 def test_total_size_cap(client, token, settings):
     r = upload(client, token, [("a.bin", b"x" * 600), ("b.bin", b"y" * 600)])
