@@ -66,6 +66,10 @@ class CookieSessionInterface(SecureCookieSessionInterface):
             return self.session_class()
         return super().open_session(app, request)
 
+    def get_cookie_secure(self, app):
+        """Secure when PWP__SECURE_COOKIES says so, and whenever the request came over HTTPS."""
+        return app.config["SESSION_COOKIE_SECURE"] or request.is_secure
+
     def save_session(self, app, session, response):
         """Skip the work for an empty, unchanged session of a request without cookies.
 

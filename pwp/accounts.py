@@ -3,7 +3,7 @@ import hashlib
 import unicodedata
 from functools import wraps
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from . import auth, pushes
@@ -70,7 +70,7 @@ def sign_in():
     if not auth.check_password(user, request.form.get("password", "")):
         return render_template("accounts/sign_in.html", email=email,
                                error="Invalid e-mail address or password."), 401
-    login_user(user)
+    _sign_in(user)
     flash("Signed in successfully.", "success")
     return redirect(safe_next(url_for("web.home")))
 
@@ -94,9 +94,16 @@ def sign_up():
             errors["email"] = str(exc)
     if errors:
         return render_template("accounts/sign_up.html", email=email, errors=errors), 422
-    login_user(user)
+    _sign_in(user)
     flash("Welcome! Your account is ready.", "success")
     return redirect(url_for("web.home"))
+
+
+def _sign_in(user):
+    """Start a new session for the user: nothing of the one before (its CSRF token, which
+    someone may have planted or read) carries over."""
+    session.clear()
+    login_user(user)
 
 
 def _new_password_errors() -> dict:
@@ -125,7 +132,7 @@ def edit():
     if errors:
         return render_template("accounts/edit.html", errors=errors), 422
     auth.set_password(user, request.form["password"])
-    login_user(user)  # this session, with the new password's mark
+    _sign_in(user)  # this session, with the new password's mark
     current_app.logger.info("user %s: password changed", user.id)
     flash("Your password has been changed. Your other sessions are signed out.", "success")
     return redirect(url_for("accounts.edit"))

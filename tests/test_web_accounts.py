@@ -270,3 +270,18 @@ def test_password_change_needs_a_session_and_guesses_are_throttled(client, make_
     # Once throttled even the right password waits: a stolen session cannot keep guessing.
     right = {**wrong, "current_password": "correct horse"}
     assert "Too many sign-in attempts" in client.post("/users/edit", data=right).get_data(as_text=True)
+
+
+def test_signing_in_starts_a_new_session(settings, database_url, request):
+    """A CSRF token from before sign-in (planted, or read off the sign-in page) is no good after."""
+    settings["WTF_CSRF_ENABLED"] = True
+    client = request.getfixturevalue("client")
+    request.getfixturevalue("make_user")(email="u@example.com", password="correct horse")
+    page = client.get("/users/sign_in").get_data(as_text=True)
+    before = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse",
+                                               "csrf_token": before}).status_code == 302
+    assert client.post("/users/token", data={"csrf_token": before}).status_code == 400
+    page = client.get("/users/token").get_data(as_text=True)
+    after = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert client.post("/users/token", data={"csrf_token": after}).status_code == 200

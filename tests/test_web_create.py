@@ -156,7 +156,11 @@ def test_forms_work_over_https_behind_a_proxy(settings, database_url, request):
     settings.update({"WTF_CSRF_ENABLED": True, "PWP__TRUSTED_PROXIES": 1})
     client = request.getfixturevalue("client")
     https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
-    html = client.get("/", headers=https).get_data(as_text=True)
+    page = client.get("/", headers=https)
+    html = page.get_data(as_text=True)
+    # Over HTTPS the session cookie is Secure, PWP__SECURE_COOKIES or not.
+    assert "; Secure" in page.headers["Set-Cookie"]
+    assert "; Secure" not in client.application.test_client().get("/").headers["Set-Cookie"]
     data = {**form(kind="text", payload="x"),
             "csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]}
     assert client.post("/p", data=data, headers=https).status_code == 302
