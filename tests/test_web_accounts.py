@@ -207,6 +207,8 @@ def test_delete_regenerates_the_token_as_upstream_and_needs_csrf(settings, datab
     csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     assert client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse",
                                                "csrf_token": csrf}).status_code == 302
+    page = client.get("/users/token").get_data(as_text=True)  # the signed-in session's token
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     api = client.application.test_client()  # no session cookie: the token alone
     assert client.delete("/users/token").status_code == 400  # no CSRF token
     assert api.get("/api/v2/pushes/active", headers=bearer(old_token)).status_code == 200
