@@ -184,13 +184,24 @@ def _header_token():
 def api_caller() -> User | None:
     """Resolve the API caller; abort with an empty 401 when a token header does not resolve."""
     # Browser sessions and remember-me live in cookies: without any, skip Flask-Login.
-    if has_cookies(request) and current_user.is_authenticated:
+    if has_cookies(request) and _session_may_act() and current_user.is_authenticated:
         return current_user._get_current_object()
     token, sent = _header_token()
     user = user_for_token(token) if token else None
     if user is None and sent:
         abort(api_error(401))
     return user
+
+
+def _session_may_act() -> bool:
+    """Whether a browser session may stand for the API caller: on reads; on writes only from
+    a page of this site or a client that names no origin. (The API takes no CSRF token, as
+    upstream; SameSite=Lax keeps other sites' forms from sending the cookie, but not a
+    sibling subdomain's, whose posts would then act as the signed-in user.)"""
+    if request.method in ("GET", "HEAD"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url.rstrip("/")
 
 
 def api_auth(required=False):
