@@ -89,21 +89,18 @@ def _configure(app, test_config):
     url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
     # The instance folder holds the keys and the SQLite database: owner-only.
-    key_file = os.path.join(app.instance_path, "master.key")
     try:
         os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
-        app.config["SECRET_KEY"] = settings["SECRET_KEY"] or crypto.load_or_create(
-            os.path.join(app.instance_path, "secret_key"), lambda: os.urandom(32).hex())
-        master = settings["PWPUSH_MASTER_KEY"] or crypto.load_or_create(key_file, crypto.generate_key)
-    except (OSError, UnicodeError) as exc:
-        where = getattr(exc, "filename", None) or app.instance_path
-        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {where}: "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+    except OSError as exc:
+        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {exc.filename or app.instance_path}: "
+                                 f"{exc.strerror or exc}") from None
+    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
+        app, "secret_key", lambda: os.urandom(32).hex())
+    master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key)
     try:
         app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
     except ValueError as exc:
-        source = "PWPUSH_MASTER_KEY" if settings["PWPUSH_MASTER_KEY"] else f"the key file {key_file}"
-        raise config.ConfigError(f"{source}: {exc}") from None
+        raise config.ConfigError(f"{_master_key_source(app)}: {exc}") from None
     # hide_parameters: a logged SQL error must not echo bound values (url_tokens, ciphertext).
     if url.startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}
@@ -118,6 +115,28 @@ def _configure(app, test_config):
         JSON_SORT_KEYS=False)
     app.json.sort_keys = False
     app.json.compact = True
+
+
+def _key_file(app, name, make) -> str:
+    """A key kept in the instance folder (made on first start); ConfigError naming the file
+    when it cannot be read or holds nothing."""
+    path = os.path.join(app.instance_path, name)
+    try:
+        value = crypto.load_or_create(path, make)
+    except (OSError, UnicodeError) as exc:
+        raise config.ConfigError(f"the key file {path}: cannot be used: "
+                                 f"{getattr(exc, 'strerror', None) or 'not a key (not ASCII)'}") from None
+    if not value:
+        raise config.ConfigError(f"the key file {path}: is empty (delete it to have a new one made, "
+                                 "if nothing was ever stored with it)")
+    return value
+
+
+def _master_key_source(app) -> str:
+    """Where the master keys came from, for messages."""
+    if app.config["PWPUSH_MASTER_KEY"]:
+        return "PWPUSH_MASTER_KEY"
+    return f"the key file {os.path.join(app.instance_path, 'master.key')}"
 
 
 def _sqlite_pragmas(wal_autocheckpoint):
@@ -269,10 +288,10 @@ def _check_master_key(app):
     from . import pushes
 
     with app.app_context():
-        if not pushes.keys_open_stored_payloads():
+        if not pushes.keys_open_stored_secrets():
             raise config.ConfigError(
-                "PWPUSH_MASTER_KEY: none of its keys decrypts the stored pushes; start with the "
-                "key they were encrypted with (the instance folder's master.key or the "
+                f"{_master_key_source(app)}: none of its keys decrypts the stored pushes; start "
+                "with the key they were encrypted with (the instance folder's master.key or the "
                 "PWPUSH_MASTER_KEY of the other instances)")
 
 

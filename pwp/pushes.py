@@ -706,12 +706,16 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
     return push, deleted
 
 
-def keys_open_stored_payloads() -> bool:
-    """Tell whether the master keys open the stored payloads (tried on one live push, found
-    through the expiry index; True when there is none)."""
+def keys_open_stored_secrets() -> bool:
+    """Tell whether the master keys open the stored secrets, tried on one: a live push's
+    payload (found through the expiry index), else an owned push's note (kept after expiry;
+    through the owner index). True when there is neither."""
     token = db.session.scalar(
         select(Push.payload_ciphertext).where(Push.expired == false(), Push.payload_ciphertext.is_not(None))
         .order_by(Push.expires_at.desc()).limit(1))
+    if token is None:
+        token = db.session.scalar(select(Push.note_ciphertext).where(
+            Push.user_id.is_not(None), Push.note_ciphertext.is_not(None)).limit(1))
     return token is None or keyring().opens(token)
 
 

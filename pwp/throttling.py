@@ -40,8 +40,10 @@ class Throttle:
         self.limits = limits
         try:
             storage = storage_from_string(storage_uri)
-        except ConfigurationError as exc:  # an unknown scheme, or its client not installed
-            raise ConfigError(f"PWP__THROTTLING__STORAGE_URI: {exc}") from None
+        except (ConfigurationError, ValueError):  # an unknown scheme, its client missing, a bad port
+            scheme = storage_uri.partition(":")[0]  # (the rest may hold a password)
+            raise ConfigError(f"PWP__THROTTLING__STORAGE_URI: cannot use this {scheme}: URI; expected "
+                              "memory:// or redis://[:password@]host:port/db") from None
         self.strategy = FixedWindowRateLimiter(storage)
         self.exempt_prefix = exempt_prefix
 

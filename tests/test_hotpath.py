@@ -194,12 +194,20 @@ def test_views_are_counted_once_per_read(app, client):
 WRONG_KEY = "Wm9RcFhqM3R2a0N4bGZrWW5Rc2p2Q2J0a0JwWmhXb1E="
 
 
-def test_a_wrong_master_key_stops_start_up(app, client, database_url, tmp_path):
+def test_a_wrong_master_key_stops_start_up(app, client, database_url, tmp_path, make_user):
     """An admin who starts the app with the wrong PWPUSH_MASTER_KEY (a regenerated key
     file, a forgotten variable) is told so at start, before any view is counted."""
     create(client, {"push": {"payload": "kept", "expire_after_views": 1}})
     with pytest.raises(ConfigError, match="PWPUSH_MASTER_KEY: none of its keys decrypts the stored pushes"):
         create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY), instance_path=str(tmp_path / "wrong"))
+    # Only expired pushes left, one with its owner's note (kept after expiry): still refused.
+    sql(app, "UPDATE pushes SET expired = :t, payload_ciphertext = NULL", t=True)
+    owner = bearer(make_user()[1])
+    noted = create(client, {"push": {"payload": "x", "note": "kept"}}, headers=owner).get_json()["url_token"]
+    assert client.delete(f"/api/v2/pushes/{noted}", headers=owner).get_json()["expired"] is True
+    assert sql(app, "SELECT count(*) FROM pushes WHERE expired = :f", f=False) == [(0,)]
+    with pytest.raises(ConfigError, match="PWPUSH_MASTER_KEY: none of its keys decrypts"):
+        create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY), instance_path=str(tmp_path / "w2"))
     # During a key rotation the old key still opens them.
     create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{WRONG_KEY},{TEST_MASTER_KEY}"),
                instance_path=str(tmp_path / "rotating"))

@@ -59,6 +59,23 @@ def test_an_unusable_instance_folder_or_key_file_stops_start_up_in_one_line(tmp_
     proc = _start({**env, "PWPUSH_INSTANCE_PATH": str(instance)})
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"configuration error: the key file {instance / 'master.key'}: each comma-separated key" in proc.stderr
+    (instance / "master.key").write_bytes("d\u00e9j\u00e0\n".encode())
+    proc = _start({**env, "PWPUSH_INSTANCE_PATH": str(instance)})
+    assert f"configuration error: the key file {instance / 'master.key'}: cannot be used: not a key" in proc.stderr
+    (instance / "master.key").unlink()
+    (instance / "secret_key").write_text("")  # (an empty one made every page a 500)
+    proc = _start({**env, "PWPUSH_INSTANCE_PATH": str(instance)})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"configuration error: the key file {instance / 'secret_key'}: is empty" in proc.stderr
+
+
+@pytest.mark.parametrize("uri", ["reddis://:hunter2@127.0.0.1:6379/14", "redis://:hunter2@127.0.0.1:notaport/14"])
+def test_a_bad_throttling_storage_uri_is_named_without_its_password(tmp_path, uri):
+    proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path), "PWP__THROTTLING__STORAGE_URI": uri,
+                   "PWP__THROTTLING__MINUTE": "60"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "configuration error: PWP__THROTTLING__STORAGE_URI: cannot use" in proc.stderr
+    assert "hunter2" not in proc.stderr
 
 
 @pytest.mark.parametrize("raw,seconds", [("disabled", None), ("3 months", 3 * 2629746), ("1 year", 31556952),
