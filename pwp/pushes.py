@@ -29,6 +29,10 @@ PASSPHRASE_ATTEMPTS_PER_MINUTE = 5
 FILE_LINK_SECONDS = 300
 TEXT_MAX = 1_048_576
 QR_MAX = 1024
+# Upstream has no limits on these; ours keep a URL within what a proxy passes in a Location
+# header (nginx's 4 KiB buffer) and an anonymous create from storing megabytes of note.
+URL_MAX = 2048
+NOTE_MAX = 10_000
 _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _TOKEN_LENGTH = 24
 # Bytes below 252 (7 x 36) map uniformly onto the alphabet; new_url_token drops the rest.
@@ -321,8 +325,12 @@ def _validate(new: NewPush, cfg) -> dict:
         errors["payload"] = [f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."]
     elif kind == "qr" and len(payload.encode("utf-8")) > QR_MAX:  # bytes: what the code holds
         errors["payload"] = [f"The QR code payload is too large.  You can only push up to {QR_MAX} bytes."]
+    elif kind == "url" and len(payload) > URL_MAX:
+        errors["payload"] = [f"is too long (maximum is {URL_MAX} characters)"]
     elif kind == "url" and not _is_http_url(payload):
         errors["payload"] = ["must be a valid HTTP or HTTPS URL."]
+    if new.note and len(new.note) > NOTE_MAX:
+        errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
     if kind == "file":
         errors.update(_validate_files(new.files, cfg))
     if new.expire_after_duration is not None and not 0 <= new.expire_after_duration < len(DURATIONS):

@@ -304,3 +304,15 @@ def test_v1_create_answers_the_cors_preflight_with_any_origin_and_the_asked_head
     r = client.options("/api/v2/pushes", headers={"Origin": "https://intranet.example",
                                                   "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.mark.parametrize(("push", "errors"), [
+    ({"kind": "url", "payload": "https://example.com/" + "a" * 2029},
+     {"payload": ["is too long (maximum is 2048 characters)"]}),
+    ({"payload": "x", "note": "n" * 10_001}, {"note": ["is too long (maximum is 10000 characters)"]}),
+])
+def test_url_and_note_lengths_are_bounded(client, push, errors):
+    r = client.post("/api/v2/pushes", json={"push": push})
+    assert r.status_code == 422 and r.json == errors
+    shorter = {**push, **{key: value[:-1] for key, value in push.items() if key in errors}}
+    assert client.post("/api/v2/pushes", json={"push": shorter}).status_code == 201
