@@ -11,10 +11,15 @@ from .api import base_url
 
 bp = Blueprint("accounts", __name__, url_prefix="/users")
 
-# Upstream's Rack::Attack rule: 5 sign-in attempts per 20 seconds per IP;
-# plus a per-account limit so many addresses cannot guess one password.
-LOGIN_LIMITS = (("ip", 20, 5), ("email", 300, 10))
+# (counter, period in seconds, attempts allowed) per action. Sign-in: upstream's Rack::Attack
+# rule, 5 per 20 seconds per IP, plus a per-account limit so many addresses cannot guess one
+# password. Sign-up: each costs a password hash (~85 ms). A password change has its own
+# per-account counter: sign-in failures by others must not keep the owner from changing it.
+LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
+          "signup": (("ip", 60, 5),),
+          "password": (("ip", 20, 5), ("user", 300, 10))}
 TOO_MANY = "Too many sign-in attempts. Please wait a minute and try again."
+TOO_MANY_ATTEMPTS = "Too many attempts. Please wait a minute and try again."
 
 
 def _logins_enabled():
@@ -46,13 +51,13 @@ def safe_next(default: str) -> str:
     return default
 
 
-def _throttled(email: str, now) -> bool:
-    """Count a sign-in attempt per IP and per e-mail; True when over a limit."""
+def _throttled(action: str, now, email: str = "", user_id: int | None = None) -> bool:
+    """Count an attempt at an action (LIMITS) per IP and per account; True when over a limit."""
     who = {"ip": request.remote_addr or "",
-           "email": hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]}
+           "email": hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32], "user": user_id}
     over = False
-    for what, period, limit in LOGIN_LIMITS:
-        over |= pushes.count_attempt(f"login:{what}:{who[what]}", period, now) > limit
+    for what, period, limit in LIMITS[action]:
+        over |= pushes.count_attempt(f"{action}:{what}:{who[what]}", period, now) > limit
     return over
 
 
@@ -64,7 +69,7 @@ def sign_in():
     if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")
     email = request.form.get("email", "")
-    if _throttled(email, pushes.utcnow()):
+    if _throttled("login", pushes.utcnow(), email=email):
         return render_template("accounts/sign_in.html", email=email, error=TOO_MANY), 429
     user = auth.find_user(email)
     if not auth.check_password(user, request.form.get("password", "")):
@@ -86,6 +91,9 @@ def sign_up():
         return render_template("accounts/sign_up.html", email="", errors={})
     email = request.form.get("email", "")
     password = request.form.get("password", "")
+    if _throttled("signup", pushes.utcnow()):
+        return render_template("accounts/sign_up.html", email=email,
+                               errors={"email": TOO_MANY_ATTEMPTS}), 429
     errors = _new_password_errors()
     if not errors:
         try:
@@ -122,11 +130,10 @@ def edit():
     if request.method != "POST":
         return render_template("accounts/edit.html", errors={})
     user = current_user._get_current_object()
-    errors = {}
-    if _throttled(user.email, pushes.utcnow()):
-        errors["current_password"] = TOO_MANY
-    elif not auth.check_password(user, request.form.get("current_password", "")):
-        errors["current_password"] = "That is not your current password."
+    if _throttled("password", pushes.utcnow(), user_id=user.id):
+        return render_template("accounts/edit.html", errors={"current_password": TOO_MANY_ATTEMPTS}), 429
+    if not auth.check_password(user, request.form.get("current_password", "")):
+        errors = {"current_password": "That is not your current password."}
     else:
         errors = _new_password_errors()
     if errors:
@@ -170,5 +177,5 @@ def init_app(app):
     """Register the account pages; Flask-Login sends anonymous visitors to sign-in."""
     app.register_blueprint(bp)
     app.add_url_rule("/api_tokens", "api_tokens",
-                     lambda: redirect(url_for("accounts.token"), 301))
+                     _with_logins(lambda: redirect(url_for("accounts.token"), 301)))
     auth.login_manager.login_view = "accounts.sign_in"

@@ -130,6 +130,10 @@ def password_problem(password: str, confirmation: str | None = None) -> tuple[st
     confirmation is given, different from it), else None."""
     if len(password) < MIN_PASSWORD:
         return "password", f"Use at least {MIN_PASSWORD} characters."
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # (an environment variable's undecodable bytes)
+        return "password", "The password is not valid UTF-8 text."
     if confirmation is not None and password != confirmation:
         return "password_confirmation", "The two passwords do not match."
     return None

@@ -62,6 +62,7 @@ def schema(dialect):
               help="Web sign-in password (or PWPUSH_USER_PASSWORD); without it, API only.")
 def users_create(email, admin, password):
     """Create a user; the API token is printed alone on the last line."""
+    _check_password(password)
     try:
         user = auth.create_user(email, password=password, admin=admin)
     except ValueError as exc:
@@ -77,16 +78,22 @@ def _user(email):
     return user
 
 
-@users.command("password")
-@click.argument("email")
-@click.option("--password", envvar="PWPUSH_USER_PASSWORD", prompt=True, hide_input=True,
-              confirmation_prompt=True, help="The new password (or PWPUSH_USER_PASSWORD; asked if not given).")
-def users_password(email, password):
-    """Set a user's web sign-in password; the user's web sessions are signed out."""
-    user = _user(email)
-    problem = auth.password_problem(password)
+def _check_password(password):
+    problem = password is not None and auth.password_problem(password)
     if problem:
         raise click.ClickException(problem[1])
+
+
+@users.command("password")
+@click.argument("email")
+@click.option("--password", envvar="PWPUSH_USER_PASSWORD", default=None,
+              help="The new password (or PWPUSH_USER_PASSWORD; asked if not given).")
+def users_password(email, password):
+    """Set a user's web sign-in password; the user's web sessions are signed out."""
+    user = _user(email)  # before asking for a password
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _check_password(password)
     auth.set_password(user, password)
     click.echo(f"Password set for {user.email}; their web sessions are signed out.")
 

@@ -143,14 +143,16 @@ def test_concurrent_deletions_log_one_expire_event(database_url, tmp_path):
 
 def test_simultaneous_sign_ups_of_one_address_make_one_account(database_url, tmp_path):
     """The second of two sign-ups at once is told the address is taken (422), never a 500."""
-    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode())
+    # Eight clients (sign-ups are throttled per IP): behind a proxy that names them.
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode(),
+                     PWP__TRUSTED_PROXIES="1")
     with gunicorn(env, tmp_path / "gunicorn.log", workers=4) as server:
         headers, bodies = [], []
-        for _ in range(8):  # each with its own session and CSRF token
+        for i in range(8):  # each with its own session and CSRF token
             status, got, page = server.request("GET", "/users/sign_up")
             assert status == 200
             csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()
-            headers.append({"Cookie": got["Set-Cookie"].split(";")[0],
+            headers.append({"Cookie": got["Set-Cookie"].split(";")[0], "X-Forwarded-For": f"203.0.113.{i + 1}",
                             "Content-Type": "application/x-www-form-urlencoded"})
             bodies.append(urlencode({"csrf_token": csrf, "email": "race@example.com",
                                      "password": "racepass12", "password_confirmation": "racepass12"}))

@@ -168,6 +168,10 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     assert short.returncode == 1 and "Use at least 8 characters." in short.stderr
     assert run_flask(database_url, instance, "users", "password", "nobody@example.com",
                      input_env={"PWPUSH_USER_PASSWORD": "battery staple"}).returncode == 1
+    unknown = run_flask(database_url, instance, "users", "password", "nobody@example.com")
+    assert unknown.returncode == 1 and "No user" in unknown.stderr and "Password" not in unknown.stdout
+    weak = run_flask(database_url, instance, "users", "create", "weak@example.com", "--password", "abc")
+    assert weak.returncode == 1 and "Use at least 8 characters." in weak.stderr
     done = run_flask(database_url, instance, "users", "password", "cli@example.com",
                      input_env={"PWPUSH_USER_PASSWORD": "battery staple"})
     assert done.returncode == 0 and "Password set for cli@example.com" in done.stdout

@@ -69,6 +69,7 @@ def test_logins_disabled(settings, database_url, request):
     # No page sends anyone to the sign-in page that does not exist.
     assert client.get("/users/token").status_code == 404
     assert client.post("/users/token").status_code == 404
+    assert client.get("/api_tokens").status_code == 404
     r = client.get("/p/new?tab=files")
     assert r.status_code == 302 and r.headers["Location"] == "/p/new?tab=text"
 
@@ -267,11 +268,30 @@ def test_password_change_needs_a_session_and_guesses_are_throttled(client, make_
     sign_in(client, make_user)
     assert client.get("/users/edit").status_code == 200
     wrong = {"current_password": "guess", "password": "battery staple", "password_confirmation": "battery staple"}
-    answers = [client.post("/users/edit", data=wrong).get_data(as_text=True) for _ in range(11)]
-    assert "Too many sign-in attempts" in answers[-1]
+    answers = [client.post("/users/edit", data=wrong) for _ in range(6)]
+    assert [r.status_code for r in answers] == [422] * 5 + [429]
+    assert "Too many attempts" in answers[-1].get_data(as_text=True)
     # Once throttled even the right password waits: a stolen session cannot keep guessing.
     right = {**wrong, "current_password": "correct horse"}
-    assert "Too many sign-in attempts" in client.post("/users/edit", data=right).get_data(as_text=True)
+    assert client.post("/users/edit", data=right).status_code == 429
+
+
+def test_failed_sign_ins_by_others_do_not_keep_the_owner_from_changing_the_password(app, client, make_user):
+    sign_in(client, make_user, email="me@example.com")
+    attacker = app.test_client()
+    for _ in range(11):
+        attacker.post("/users/sign_in", data={"email": "me@example.com", "password": "guess"})
+    form = {"current_password": "correct horse", "password": "battery staple",
+            "password_confirmation": "battery staple"}
+    assert client.post("/users/edit", data=form).status_code == 302
+
+
+def test_sign_ups_are_throttled_per_ip(client):
+    answers = [client.post("/users/sign_up", data={"email": f"u{i}@example.com", "password": "correct horse",
+                                                   "password_confirmation": "correct horse"})
+               for i in range(6)]
+    assert [r.status_code for r in answers] == [302] * 5 + [429]
+    assert "Too many attempts" in answers[-1].get_data(as_text=True)
 
 
 def test_signing_in_starts_a_new_session(settings, database_url, request):
