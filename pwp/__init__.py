@@ -44,9 +44,21 @@ def create_app(test_config=None, instance_path=None):
     _register_extensions(app)
     _register_blueprints(app)
     _register_middleware(app)
-    _create_tables(app)
-    _check_master_key(app)
+    try:
+        _create_tables(app)
+        _check_master_key(app)
+    except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
+        raise config.ConfigError(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
     return app
+
+
+def _database_error(app, exc) -> str:
+    """The driver's message on one line, without the URL's password should it appear."""
+    from sqlalchemy.engine import make_url
+
+    message = " ".join(str(exc.orig).split())
+    password = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).password
+    return message.replace(password, "***") if password else message
 
 
 def has_cookies(req) -> bool:

@@ -27,6 +27,10 @@ def test_schema_sql_matches_the_models():
     ("PWP__PW__EXPIRE_AFTER_DAYS_MAX", "4000000"), ("PWP__URL__EXPIRE_AFTER_VIEWS_MAX", "99999999999"),
     ("DATABASE_URL", "mysql://u:hunter2@h/d"), ("DATABASE_URL", "nonsense"),
     ("DATABASE_URL", "postgresql://u:hunter2@h:99x/d"), ("DATABASE_URL", "postgresql+psycopg2://u@h/d"),
+    # A database that cannot be reached or used: the driver's reason, not a traceback.
+    ("DATABASE_URL", "postgresql://postgres:hunter2@127.0.0.1:1/pwpush"),
+    ("DATABASE_URL", "postgresql://no_such_role:hunter2@127.0.0.1:5432/postgres"),
+    ("DATABASE_URL", "sqlite:////no-such-folder/pwpush.sqlite3"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
