@@ -325,10 +325,8 @@ def _validate(new: NewPush, cfg) -> dict:
         errors["payload"] = [f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."]
     elif kind == "qr" and len(payload.encode("utf-8")) > QR_MAX:  # bytes: what the code holds
         errors["payload"] = [f"The QR code payload is too large.  You can only push up to {QR_MAX} bytes."]
-    elif kind == "url" and len(payload) > URL_MAX:
-        errors["payload"] = [f"is too long (maximum is {URL_MAX} characters)"]
-    elif kind == "url" and not _is_http_url(payload):
-        errors["payload"] = ["must be a valid HTTP or HTTPS URL."]
+    elif kind == "url":
+        errors.update(_url_errors(payload))
     if new.note and len(new.note) > NOTE_MAX:
         errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
     if kind == "file":
@@ -350,8 +348,17 @@ def _validate_files(files, cfg) -> dict:
     return {}
 
 
-def _is_http_url(value: str) -> bool:
-    return url_location(value) is not None
+def _url_errors(value: str) -> dict:
+    # The limit counts the Location header as sent (a character outside ASCII is sent as up
+    # to 9); the encoded form is never shorter than the text, so a long text is not encoded.
+    too_long = {"payload": [f"is too long (maximum is {URL_MAX} characters, each one outside "
+                            "ASCII counted as its percent-encoding)"]}
+    if len(value.strip()) > URL_MAX:
+        return too_long
+    location = url_location(value)
+    if location is None:
+        return {"payload": ["must be a valid HTTP or HTTPS URL."]}
+    return too_long if len(location) > URL_MAX else {}
 
 
 # Control characters and line breaks: no header can carry them.
