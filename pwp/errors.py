@@ -82,6 +82,12 @@ class BadParameter(PushError):
         self.message = message
 
 
+class BodyTooLarge(BadParameter):
+    """A request body too large to take (413 with a message)."""
+
+    status = 413
+
+
 class ValidationFailed(PushError):
     """The push does not pass validation: a field -> messages hash (422)."""
 

@@ -91,6 +91,8 @@ class HotPath:
             return None  # the client went away: Flask's 400
         try:
             data = params.loads(body)
+        except params.TooManyValues:
+            return None  # Flask's 413
         except (ValueError, RecursionError):
             data = None
         environ[params.PARSED] = data  # Flask's view, if it answers after all, need not parse again

@@ -9,7 +9,7 @@ import re
 from flask import request
 from werkzeug.datastructures import FileStorage
 
-from .errors import BadParameter, ValidationFailed
+from .errors import BadParameter, BodyTooLarge, ValidationFailed
 from .pushes import NewPush, Upload
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -82,7 +82,7 @@ PARSED = "pwp.json"  # environ key: the body as the hot path parsed it
 
 def json_data():
     """The request's JSON body; None when it is absent or not JSON (as get_json(silent=True),
-    but by loads' rules); 413 over JSON_MAX."""
+    but by loads' rules); 413 over JSON_MAX or JSON_CONTAINERS_MAX."""
     if not request.is_json:
         return None
     if PARSED in request.environ:
@@ -90,6 +90,8 @@ def json_data():
     request.max_content_length = min(JSON_MAX, request.max_content_length or JSON_MAX)
     try:
         data = loads(request.get_data(cache=True))
+    except TooManyValues as exc:
+        raise BodyTooLarge(str(exc)) from None
     except (ValueError, RecursionError):
         data = None
     request.environ[PARSED] = data
@@ -111,14 +113,25 @@ def _finite(text):
 _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
+class TooManyValues(ValueError):
+    """More than JSON_CONTAINERS_MAX objects and arrays in a JSON body."""
+
+
+# A JSON string literal (possessive: linear time on any input).
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.S)
+
+
 def loads(body: bytes):
     """Parse a JSON body as json.loads does (UTF-8, -16 or -32): ValueError (or RecursionError,
     nested deeper than Python's parser recurses) unless it is JSON. Python's parser alone
-    also takes NaN and Infinity. ValueError too for more than JSON_CONTAINERS_MAX objects
-    and arrays (counted before parsing, brackets inside strings included)."""
-    if body.count(b"{") + body.count(b"[") > JSON_CONTAINERS_MAX:
-        raise ValueError("too many JSON objects and arrays")
-    return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    also takes NaN and Infinity. TooManyValues for more than JSON_CONTAINERS_MAX objects and
+    arrays, counted before parsing (brackets inside strings are text: a secret may hold any)."""
+    text = body.decode(json.detect_encoding(body), "surrogatepass")
+    if body.count(b"{") + body.count(b"[") > JSON_CONTAINERS_MAX:  # seldom: look closer
+        bare = _STRING.sub("", text)
+        if bare.count("{") + bare.count("[") > JSON_CONTAINERS_MAX:
+            raise TooManyValues(f"The request body holds more than {JSON_CONTAINERS_MAX} JSON objects and arrays.")
+    return _DECODER.decode(text)
 
 
 def root(params: dict, key: str, wrap=False) -> dict:

@@ -76,6 +76,22 @@ def test_json_bodies_over_8_mib_are_413_unread(client, path):
     assert r.status_code == 413 and r.is_json
 
 
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1"])  # hot path, Flask
+def test_brackets_inside_strings_are_text_not_json_values(client, path):
+    payload = "{[" * 60_000  # a secret may hold any text: 120 000 brackets, no JSON values
+    r = client.post(path, json={"push": {"payload": payload}})
+    assert r.status_code == 201
+    assert client.get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == payload
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
+def test_more_than_100_000_json_values_is_413(client, path):
+    body = b'{"push": {"payload": "x", "note": [' + b"{}," * 100_000 + b'{}]}}'
+    r = client.post(path, data=body, content_type="application/json")
+    assert r.status_code == 413
+    assert r.json == {"error": "The request body holds more than 100000 JSON objects and arrays."}
+
+
 def test_a_one_mib_payload_escaped_as_the_cli_sends_it_fits(client):
     payload = "\u00e9\u4e2d" * (1_048_576 // 2)  # json.dumps escapes each as \uXXXX: 6 MiB of JSON
     body = json.dumps({"push": {"payload": payload}}).encode()
