@@ -48,6 +48,8 @@ def create_app(test_config=None, instance_path=None):
         _create_tables(app)
         _check_master_key(app)
     except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
+        raise config.DatabaseUnavailable(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
+    except ProgrammingError as exc:  # (no right to create the tables: waiting will not help)
         raise config.ConfigError(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
     return app
 

@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
 
 
+class DatabaseUnavailable(ConfigError):
+    """The database cannot be reached or used at start; waiting may mend it (a server
+    restarting, a failover, a volume not yet mounted)."""
+
+
 def parse_bool(name, raw):
     """Parse a boolean setting."""
     value = str(raw).strip().lower()

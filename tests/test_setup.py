@@ -1,13 +1,17 @@
 """Start-up: settings, zero-configuration keys, schema.sql, command-line commands."""
 import os
+import secrets
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from conftest import make_config, sql
+import servers
+from conftest import PG_ADMIN_URL, make_config, sql
 from pwp import ROOT, config, create_app, fastsql
 from pwp.models import db, schema_sql
 
@@ -27,10 +31,6 @@ def test_schema_sql_matches_the_models():
     ("PWP__PW__EXPIRE_AFTER_DAYS_MAX", "4000000"), ("PWP__URL__EXPIRE_AFTER_VIEWS_MAX", "99999999999"),
     ("DATABASE_URL", "mysql://u:hunter2@h/d"), ("DATABASE_URL", "nonsense"),
     ("DATABASE_URL", "postgresql://u:hunter2@h:99x/d"), ("DATABASE_URL", "postgresql+psycopg2://u@h/d"),
-    # A database that cannot be reached or used: the driver's reason, not a traceback.
-    ("DATABASE_URL", "postgresql://postgres:hunter2@127.0.0.1:1/pwpush"),
-    ("DATABASE_URL", "postgresql://no_such_role:hunter2@127.0.0.1:5432/postgres"),
-    ("DATABASE_URL", "sqlite:////no-such-folder/pwpush.sqlite3"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
@@ -43,6 +43,70 @@ def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     assert proc.stderr.splitlines()[-1].startswith("pwpush: configuration error: ")
     assert "Traceback" not in proc.stderr
     assert "hunter2" not in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres:hunter2@127.0.0.1:1/pwpush",
+                                 "postgresql://no_such_role:hunter2@127.0.0.1:5432/postgres",
+                                 "sqlite:////no-such-folder/pwpush.sqlite3"])
+def test_a_database_that_cannot_be_used_yet_is_one_line_and_exit_1(tmp_path, url):
+    # Not a configuration error (exit 3 would stop gunicorn's master for good): a server
+    # restarting or a volume not yet mounted may mend it.
+    proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path), "DATABASE_URL": url})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("pwpush: DATABASE_URL: cannot use the database: ")
+
+
+@pytest.fixture
+def pg_without_create_right():
+    """A PostgreSQL database and a role that may connect but not create tables in it."""
+    name = f"pwpush_noperm_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{name}" LOGIN')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    try:
+        yield f"postgresql://{name}:hunter2@{base.split('@', 1)[1]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_a_database_the_role_may_not_create_tables_in_is_a_configuration_error(tmp_path, pg_without_create_right):
+    proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path), "DATABASE_URL": pg_without_create_right})
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(
+        "pwpush: configuration error: DATABASE_URL: cannot use the database: permission denied")
+
+
+def test_gunicorn_keeps_trying_a_database_that_cannot_be_used_yet(tmp_path):
+    # The SQLite file's folder appears after gunicorn started (a volume mounted late): the
+    # worker that failed exits 1, gunicorn starts another, and that one serves.
+    later = tmp_path / "later"
+    log_path = tmp_path / "gunicorn.log"
+    env = servers.server_env(tmp_path / "instance", f"sqlite:///{later / 'pwpush.sqlite3'}")
+
+    def mount_once_refused(poll=threading.Event()):
+        for _ in range(servers.START_ATTEMPTS):
+            if log_path.exists() and "cannot use the database" in log_path.read_text():
+                later.mkdir()
+                return
+            poll.wait(0.1)
+
+    mounter = threading.Thread(target=mount_once_refused)
+    mounter.start()
+    try:
+        with servers.gunicorn(env, log_path) as server:
+            status, created = server.json("POST", "/api/v2/pushes", {"push": {"payload": "x"}})
+            assert status == 201
+            assert server.json("GET", f"/api/v2/pushes/{created['url_token']}")[1]["payload"] == "x"
+    finally:
+        mounter.join()
+    logs = log_path.read_text()
+    assert "pwpush: DATABASE_URL: cannot use the database: unable to open database file" in logs
+    assert "exited with code 1" in logs and "Worker failed to boot" not in logs
 
 
 def _start(env):
