@@ -210,7 +210,7 @@ CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": frozenset({"POST"
                  # Not Flask-WTF's check that an HTTPS form post's Referer is this site: the
                  # pages send Referrer-Policy: no-referrer (secret links must not leak in
                  # Referer headers), so browsers send none and every form failed over HTTPS.
-                 # _csrf_protect checks the Origin header instead.
+                 # _csrf_protect checks Sec-Fetch-Site and Origin instead.
                  "WTF_CSRF_SSL_STRICT": False}
 # JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
 CSRF_EXEMPT_BLUEPRINTS = frozenset({"api", "api_v1"})
@@ -230,14 +230,15 @@ def _csrf():
 
 def _csrf_protect():
     """Check the CSRF token of form submissions (not the token-authenticated JSON APIs), and
-    that a browser naming the page's origin names this site's."""
+    that the browser does not say the form is another site's (auth.from_other_site)."""
     config = current_app.config
     if (request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]
             and request.blueprint not in CSRF_EXEMPT_BLUEPRINTS):
         _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
-        # Browsers send "Origin: null" for pages under Referrer-Policy: no-referrer (ours).
-        origin = request.headers.get("Origin")
-        if origin and origin != "null" and origin != request.host_url.rstrip("/"):
+        from .auth import from_other_site
+        # (A browser without Sec-Fetch-Site posts our forms with "Origin: null": let it, on
+        # the token's word.)
+        if from_other_site(request, null_origin_is_other=False):
             from flask_wtf.csrf import CSRFError
             raise CSRFError("The request came from another site.")
 

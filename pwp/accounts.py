@@ -125,8 +125,8 @@ def _new_password_errors() -> dict:
 @_with_logins
 @login_required
 def edit():
-    """Change one's password (the current one is asked for, and sign-in's throttle counts
-    the guesses); every other session of the account is signed out."""
+    """Change one's password (the current one is asked for; LIMITS["password"] counts the
+    guesses); every other session of the account is signed out."""
     if request.method != "POST":
         return render_template("accounts/edit.html", errors={})
     user = current_user._get_current_object()

@@ -202,10 +202,26 @@ def _session_may_act() -> bool:
     a page of this site or a client that names no origin. (The API takes no CSRF token, as
     upstream; SameSite=Lax keeps other sites' forms from sending the cookie, but not a
     sibling subdomain's, whose posts would then act as the signed-in user.)"""
-    if request.method in ("GET", "HEAD"):
-        return True
-    origin = request.headers.get("Origin")
-    return origin is None or origin == request.host_url.rstrip("/")
+    return request.method in ("GET", "HEAD") or not from_other_site(request, null_origin_is_other=True)
+
+
+def from_other_site(req, null_origin_is_other: bool) -> bool:
+    """Whether the browser says the request comes from another site's page.
+
+    Sec-Fetch-Site, which current browsers send whatever the page's referrer policy,
+    decides when present: anything but "same-origin" (or "none", the user's own
+    navigation). Else the Origin header, if any, must be this site's. Browsers send
+    "Origin: null" for a form posted from a page under Referrer-Policy: no-referrer (ours),
+    but also for sandboxed frames and other sites' no-referrer pages."""
+    fetch_site = req.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = req.headers.get("Origin")
+    if origin is None:
+        return False
+    if origin == "null":
+        return null_origin_is_other
+    return origin != req.host_url.rstrip("/")
 
 
 def api_auth(required=False):

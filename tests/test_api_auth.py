@@ -239,20 +239,22 @@ def test_tokens_are_stored_as_digests(app, token):
     assert token not in digest and len(digest) == 64
 
 
-@pytest.mark.parametrize("origin", ["https://sibling.localhost", "null"])
-def test_a_browser_session_acts_on_api_writes_only_from_this_site(app, client, make_user, origin):
+@pytest.mark.parametrize("other", [{"Origin": "https://sibling.localhost"}, {"Origin": "null"},
+                                   {"Sec-Fetch-Site": "same-site"},
+                                   {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"}])
+def test_a_browser_session_acts_on_api_writes_only_from_this_site(app, client, make_user, other):
     """The API takes no CSRF token (as upstream): a form on another origin of the same site
     (SameSite=Lax lets its posts carry the cookie) must not create or delete as the user."""
     make_user(email="u@example.com", password="correct horse")
     assert client.post("/users/sign_in", data={"email": "u@example.com",
                                                "password": "correct horse"}).status_code == 302
     form = {"password[payload]": "planted"}
-    planted = client.post("/p.json", data=form, headers={"Origin": origin})
+    planted = client.post("/p.json", data=form, headers=other)
     assert planted.status_code == 201
-    own = client.post("/p.json", data=form, headers={"Origin": "http://localhost"})
+    own = client.post("/p.json", data=form, headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
     curl = client.post("/p.json", data=form)  # a client that names no origin
     listed = {p["url_token"] for p in client.get("/api/v2/pushes/active").json}
     assert listed == {own.json["url_token"], curl.json["url_token"]}  # the planted one is anonymous
     # Reads act as the user wherever they come from (the owner's view is not counted).
-    assert client.get(f"/api/v2/pushes/{own.json['url_token']}", headers={"Origin": origin}).json[
+    assert client.get(f"/api/v2/pushes/{own.json['url_token']}", headers=other).json[
         "views_remaining"] == 5

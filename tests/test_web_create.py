@@ -169,6 +169,13 @@ def test_forms_work_over_https_behind_a_proxy(settings, database_url, request):
     refused = client.post("/p", data=data, headers={**https, "Origin": "https://evil.example"})
     assert refused.status_code == 400 and "another site" in refused.get_data(as_text=True)
     assert client.post("/p", data=data, headers={**https, "Origin": "http://localhost"}).status_code == 400
+    # Sec-Fetch-Site, when the browser sends it, decides: "Origin: null" is also what a
+    # sandboxed frame or another site's no-referrer page sends.
+    for site in ("cross-site", "same-site"):
+        refused = client.post("/p", data=data, headers={**https, "Origin": "null", "Sec-Fetch-Site": site})
+        assert refused.status_code == 400 and "another site" in refused.get_data(as_text=True)
+    same = {**https, "Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/p", data=data, headers=same).status_code == 302
 
 
 @pytest.mark.parametrize("data", [
