@@ -85,6 +85,9 @@ def test_logins_disabled_file_push_pages_send_to_the_text_form(settings, databas
     preview = client.get(f"/p/{r.json['url_token']}/preview", follow_redirects=True)
     assert preview.request.path == "/p/new" and preview.request.args["tab"] == "text"
     assert "File pushes are unavailable while logins are disabled." in preview.get_data(as_text=True)
+    # The recipient's link still works (upstream redirects it too: it could never be received).
+    shown = client.get(f"/p/{r.json['url_token']}")
+    assert shown.status_code == 200 and "a.txt" in shown.get_data(as_text=True)
 
 
 def test_logins_and_anonymous_disabled_refuse_the_form_with_a_page(settings, database_url, request):
