@@ -129,7 +129,7 @@ def test_url_push_location_is_encoded_for_the_header(client, url, location):
 
 def test_a_stored_url_push_no_browser_can_follow_is_shown_as_text(client, app, monkeypatch):
     import pwp.pushes
-    monkeypatch.setattr(pwp.pushes, "_is_http_url", lambda value: True)  # as before URLs were checked
+    monkeypatch.setattr(pwp.pushes, "_url_errors", lambda value: {})  # as before URLs were checked
     token = create(client, kind="url", payload="https://example.com:99999/")
     monkeypatch.undo()
     r = client.get(f"/p/{token}")
