@@ -8,6 +8,7 @@ from . import params, pushes
 from .api import secret_url
 from .errors import Forbidden
 from .models import AuditKind
+from .web import time_left
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -48,7 +49,7 @@ def dashboard():
     pages = _page_count(counts["expired" if expired else "active"], PER_PAGE)
     page = _page(pages)
     now = pushes.utcnow()
-    rows = [{"push": p, "note": pushes.note_of(p), "days": pushes.days_remaining(p, now),
+    rows = [{"push": p, "note": pushes.note_of(p), "left": time_left(p, now),
              "views": pushes.views_remaining(p)}
             for p in pushes.list_for(user, expired, page, PER_PAGE)]
     return render_template("owner/dashboard.html", rows=rows, counts=counts,
@@ -72,7 +73,8 @@ def audit(url_token):
         "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
         events=pushes.audit_log(push, page), page=page, pages=pages,
         views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
-        days=pushes.days_remaining(push, now), views=pushes.views_remaining(push),
+        left=time_left(push, now), lifetime=time_left(push, push.created_at),
+        views=pushes.views_remaining(push),
         counted=_COUNTED, kind_names={int(k): k.name for k in AuditKind})
 
 

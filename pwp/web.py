@@ -6,6 +6,8 @@ lifecycle function and render. Secrets never appear in a URL, a title or a log.
 import base64
 import io
 import json
+import math
+from datetime import timedelta
 
 from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template,
                    request, url_for)
@@ -183,9 +185,9 @@ def create():
 
 def share_message(push, url: str, now) -> str:
     """The ready-to-paste message that goes with a secret link."""
-    days, views = pushes.days_remaining(push, now), pushes.views_remaining(push)
+    views = pushes.views_remaining(push)
     lines = ["A secure link has been shared with you.", "", url, "",
-             f"This link is valid for {plural(days, 'day')} or {plural(views, 'view')}, "
+             f"This link is valid for {time_left(push, now)} or {plural(views, 'view')}, "
              "whichever comes first."]
     if push.has_passphrase:
         lines.append("You need a passphrase to open it; it will reach you separately.")
@@ -195,6 +197,20 @@ def share_message(push, url: str, now) -> str:
 def plural(count: int, word: str) -> str:
     """'1 day', '3 days'."""
     return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def time_left(push, now) -> str:
+    """How long the link still works, as the pages say it: whole days (upstream's
+    arithmetic), or hours and minutes for a push made to last under a day (the API's
+    expire_after_duration 0-5, whose JSON says 1 day: the pages must not promise that)."""
+    if push.expires_at - push.created_at >= timedelta(days=1):
+        return plural(pushes.days_remaining(push, now), "day")
+    minutes = max(0, math.ceil((push.expires_at - now).total_seconds() / 60))
+    hours, minutes = divmod(minutes, 60)
+    parts = [plural(hours, "hour")] if hours else []
+    if minutes or not hours:
+        parts.append(plural(minutes, "minute"))
+    return " ".join(parts)
 
 
 @bp.get("/p/<token:url_token>/preview")
@@ -209,7 +225,7 @@ def preview(url_token):
     url = secret_url(push)
     return render_template(
         "web/preview.html", push=push, url=url, qr=qr_data_uri(url),
-        message=share_message(push, url, now), days=pushes.days_remaining(push, now),
+        message=share_message(push, url, now), left=time_left(push, now),
         views=pushes.views_remaining(push),
         is_owner=pushes.is_owner(push, signed_in_user()))
 
@@ -327,7 +343,7 @@ def _render_payload(result, now):
     return render_template(
         "web/show.html", push=push, payload=result.payload, files=files,
         qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,
-        days=pushes.days_remaining(push, now), views=views, last_view=result.last_view,
+        left=time_left(push, now), views=views, last_view=result.last_view,
         blur=bool(kind_setting(current_app.config, push.kind_name, "ENABLE_BLUR")),
         deletable=push.deletable_by_viewer is True and views > 0)
 
