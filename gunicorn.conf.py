@@ -22,6 +22,10 @@ checkpoints, set below, halve that rise).
 """
 import os
 
+# For pwpush.py: this file was read (gunicorn reads ./gunicorn.conf.py of the directory it is
+# started in, or -c PATH; --chdir does not make it read this one).
+os.environ["PWPUSH_GUNICORN_CONF"] = os.path.abspath(__file__)
+
 
 def _count(name, default):
     """A positive whole number from the environment (0 workers would start a server that

@@ -1,9 +1,17 @@
 """WSGI and command-line entry: gunicorn pwpush:app ; flask --app pwpush <command>."""
+import os
 import sys
 import time
 
 from pwp import create_app
 from pwp.config import ConfigError, DatabaseUnavailable
+
+if "gunicorn" in sys.modules and not os.environ.get("PWPUSH_GUNICORN_CONF"):
+    print("pwpush: warning: gunicorn did not read pwpush's gunicorn.conf.py (it reads the one in "
+          "the folder it starts in, or -c PATH; --chdir is not enough): its settings are off, "
+          "among them the access log filter that hides url_tokens and passphrases and the "
+          "control socket left closed. Start gunicorn in the project folder or pass "
+          "-c /path/to/gunicorn.conf.py.", file=sys.stderr)
 
 try:
     app = create_app()

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Variables of the developer's shell that would change what a test server does.
 _INHERITED_SETTINGS = ("DATABASE_URL", "SECRET_KEY", "PWPUSH_MASTER_KEY", "PWPUSH_INSTANCE_PATH",
-                       "GUNICORN_CMD_ARGS", "FLASK_APP", "WEB_CONCURRENCY")
+                       "GUNICORN_CMD_ARGS", "FLASK_APP", "WEB_CONCURRENCY", "PWPUSH_GUNICORN_CONF")
 START_ATTEMPTS = 300  # x 0.1 s: a server that is not up after 30 s has failed
 
 

@@ -4,6 +4,8 @@
 """
 import os
 import runpy
+import subprocess
+import sys
 import types
 
 import pytest
@@ -90,3 +92,24 @@ def test_command_line_worker_count_decides_the_checkpoint_size(monkeypatch):
 def arbiter(workers):
     """What on_starting reads of gunicorn's arbiter: its final settings."""
     return types.SimpleNamespace(cfg=types.SimpleNamespace(workers=workers))
+
+
+def test_the_workers_learn_that_this_file_was_read(monkeypatch):
+    assert settings(monkeypatch)["environ"]["PWPUSH_GUNICORN_CONF"] == CONF
+
+
+def test_gunicorn_started_in_another_folder_warns_that_this_file_was_not_read(tmp_path):
+    """gunicorn reads ./gunicorn.conf.py of the folder it starts in; with --chdir alone it
+    reads none, and the access log filter and the closed control socket are gone."""
+    root = os.path.dirname(CONF)
+    env = {k: v for k, v in os.environ.items() if k != "PWPUSH_GUNICORN_CONF"}
+    env["PWPUSH_INSTANCE_PATH"] = str(tmp_path / "instance")
+
+    def check(*args):
+        return subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", *args, "pwpush:app"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    elsewhere = check("--chdir", root)
+    assert elsewhere.returncode == 0 and "did not read pwpush's gunicorn.conf.py" in elsewhere.stderr
+    named = check("-c", CONF, "--chdir", root)
+    assert named.returncode == 0 and "did not read" not in named.stderr
