@@ -6,6 +6,7 @@ stops start-up with the variable's name in the message.
 """
 import os
 import re
+from urllib.parse import urlsplit
 
 KINDS = ("text", "file", "url", "qr")
 # Upstream's settings section for each kind.
@@ -77,12 +78,21 @@ def parse_duration(name, raw):
 
 
 def parse_url(name, raw):
-    """Parse a base URL (scheme and host, no trailing slash)."""
+    """Parse a base URL: scheme, host and port only (the app is served from its host's
+    root), returned without a trailing slash."""
     value = parse_str(name, raw)
     if value is None:
         return None
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ConfigError(f"{name}: expected a URL like https://pwpush.example.com, got {raw!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not one
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or re.search(r"[\s\x00-\x1f\x7f]", value) or parts.username is not None
+            or parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#"))):
+        raise ConfigError(f"{name}: expected scheme and host (and port), like "
+                          f"https://pwpush.example.com, with no path, query or fragment; got {raw!r}")
     return value.rstrip("/")
 
 

@@ -24,6 +24,11 @@ def test_schema_sql_matches_the_models():
 @pytest.mark.parametrize("name,value", [
     ("PWP__ALLOW_ANONYMOUS", "maybe"), ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "seven"),
     ("PWP__PURGE_AFTER", "3 fortnights"), ("PWP__OVERRIDE_BASE_URL", "pwpush.example.com"),
+    # Links are base + "/p/TOKEN": after a query or fragment the token would be lost, and the
+    # pages are served from the host's root (no path).
+    ("PWP__OVERRIDE_BASE_URL", "https://pw.example.com/?a=1"), ("PWP__OVERRIDE_BASE_URL", "https://pw.example.com#x"),
+    ("PWP__OVERRIDE_BASE_URL", "https://pw.example.com:99999"), ("PWP__OVERRIDE_BASE_URL", "http://a b.example.com"),
+    ("PWP__OVERRIDE_BASE_URL", "https://pw.example.com/secrets"),
     ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "500"), ("PWP__FILES__MAX_FILE_UPLOADS", "-1"),
     ("PWPUSH_MASTER_KEY", "not-a-fernet-key"), ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "0"),
     ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "many"), ("PWP__THROTTLING__STORAGE_URI", "bogus://x"),
