@@ -76,4 +76,7 @@ graceful_timeout = 10
 accesslog = None
 logger_class = "pwp.logfilter.GunicornLogger"
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = (os.environ.get("LOG_LEVEL") or "info").strip().lower()
+if loglevel not in ("debug", "info", "warning", "error", "critical"):  # (gunicorn would take it as info)
+    raise SystemExit(f"pwpush: configuration error: LOG_LEVEL: expected debug, info, warning, error "
+                     f"or critical, got {os.environ['LOG_LEVEL']!r}")

@@ -202,8 +202,10 @@ def validate(config):
     gen_lo, gen_hi = config["PWP__GEN__MIN_SYLLABLE_LENGTH"], config["PWP__GEN__MAX_SYLLABLE_LENGTH"]
     if not 1 <= gen_lo <= gen_hi:
         raise ConfigError("PWP__GEN__MIN_SYLLABLE_LENGTH: must be at least 1 and at most the max")
-    if config["PWP__FILES__MAX_FILE_UPLOADS"] < 1:
-        raise ConfigError("PWP__FILES__MAX_FILE_UPLOADS: must be at least 1")
+    # 0 would leave a feature on that can never work (every file push a 422, empty passwords).
+    for name in ("PWP__FILES__MAX_FILE_UPLOADS", "PWP__FILES__MAX_TOTAL_BYTES", "PWP__GEN__SYLLABLES_COUNT"):
+        if config[name] < 1:
+            raise ConfigError(f"{name}: must be at least 1")
     if config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT") == 0:  # 0 would let the WAL grow forever
         raise ConfigError("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT: must be at least 1")
 

@@ -63,6 +63,13 @@ def test_a_bad_worker_or_thread_count_stops_gunicorn_naming_it(monkeypatch, name
         settings(monkeypatch, **{name: value})
 
 
+def test_log_level_is_one_of_gunicorns(monkeypatch):
+    assert settings(monkeypatch)["loglevel"] == "info"
+    assert settings(monkeypatch, LOG_LEVEL="WARNING")["loglevel"] == "warning"
+    with pytest.raises(SystemExit, match="^pwpush: configuration error: LOG_LEVEL: "):
+        settings(monkeypatch, LOG_LEVEL="verbose")  # (gunicorn would quietly log at info)
+
+
 def test_paas_port_binds_all_interfaces_and_bind_wins(monkeypatch):
     assert settings(monkeypatch, PORT="5000")["bind"] == "0.0.0.0:5000"
     assert settings(monkeypatch, PORT="5000", BIND="unix:/run/pwpush.sock")["bind"] == "unix:/run/pwpush.sock"

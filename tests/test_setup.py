@@ -30,6 +30,7 @@ def test_schema_sql_matches_the_models():
     ("PWP__OVERRIDE_BASE_URL", "https://pw.example.com:99999"), ("PWP__OVERRIDE_BASE_URL", "http://a b.example.com"),
     ("PWP__OVERRIDE_BASE_URL", "https://pw.example.com/secrets"),
     ("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "500"), ("PWP__FILES__MAX_FILE_UPLOADS", "-1"),
+    ("PWP__FILES__MAX_TOTAL_BYTES", "0"), ("PWP__GEN__SYLLABLES_COUNT", "0"),
     ("PWPUSH_MASTER_KEY", "not-a-fernet-key"), ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "0"),
     ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "many"), ("PWP__THROTTLING__STORAGE_URI", "bogus://x"),
     ("PWP__PURGE_AFTER", "20000 years"), ("PWP__PURGE_ANONYMOUS_AFTER", "99999999999999999999 days"),
