@@ -108,6 +108,7 @@ def _configure(app, test_config):
     except OSError as exc:
         raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {exc.filename or app.instance_path}: "
                                  f"{exc.strerror or exc}") from None
+    _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
         app, "secret_key", lambda: os.urandom(32).hex())
     master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key)
@@ -131,6 +132,16 @@ def _configure(app, test_config):
     app.json.compact = True
 
 
+def _warn_if_open_to_others(path, what, why):
+    """Log a warning when other users of the machine may read or enter path (an instance
+    folder an admin made with mkdir, a key file copied in with 0644): made here, they are
+    owner-only, but one that exists is used as it is."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warning("The instance %s %s is open to other users (mode %o), and %s: chmod %s it.",
+                    what, path, mode, why, "700" if what == "folder" else "600")
+
+
 def _key_file(app, name, make) -> str:
     """A key kept in the instance folder (made on first start); ConfigError naming the file
     when it cannot be read or holds nothing."""
@@ -143,6 +154,7 @@ def _key_file(app, name, make) -> str:
     if not value:
         raise config.ConfigError(f"the key file {path}: is empty (delete it to have a new one made, "
                                  "if nothing was ever stored with it)")
+    _warn_if_open_to_others(path, "key file", "it is a secret")
     return value
 
 

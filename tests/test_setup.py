@@ -115,6 +115,20 @@ def test_gunicorn_keeps_trying_a_database_that_cannot_be_used_yet(tmp_path):
     assert "exited with code 1" in logs and "Worker failed to boot" not in logs
 
 
+def test_an_instance_folder_or_key_file_open_to_others_is_warned_about(tmp_path):
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o700)
+    quiet = _start({"PWPUSH_INSTANCE_PATH": str(instance), "PWPUSH_MASTER_KEY": "", "SECRET_KEY": ""})
+    assert quiet.returncode == 0 and "open to other users" not in quiet.stderr
+    instance.chmod(0o755)  # (made by an admin's mkdir)
+    (instance / "master.key").chmod(0o644)
+    proc = _start({"PWPUSH_INSTANCE_PATH": str(instance), "PWPUSH_MASTER_KEY": "", "SECRET_KEY": ""})
+    assert proc.returncode == 0
+    assert f"The instance folder {instance} is open to other users (mode 755)" in proc.stderr
+    assert f"The instance key file {instance / 'master.key'} is open to other users (mode 644)" in proc.stderr
+    assert "secret_key is open" not in proc.stderr
+
+
 def _start(env):
     return subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
