@@ -3,6 +3,7 @@ import collections
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import delete
 
 from conftest import NOW, TEST_MASTER_KEY, make_config, sql
 from pwp import create_app, crypto, pushes
@@ -213,3 +214,22 @@ def test_hot_paths_return_plain_rows_equal_to_the_stored_push(app):
                 assert getattr(result_push, rule) == getattr(stored, rule)
             assert result_push.past_limits(NOW) == stored.past_limits(NOW)
         assert stored.expired and stored.payload_ciphertext is None  # the last view expired it
+
+
+def test_an_expired_push_purged_while_it_is_being_read_is_not_found(app, monkeypatch):
+    """purge-expired deletes the row between a reader's lookup and its failed-view count:
+    a 404, as for any push that is gone (was a 500 from the UPDATE that found no row)."""
+    token = create(app, expire_after_views=1)
+    retrieve(app, token)
+    found = pushes._find
+
+    def find_then_purge(url_token):
+        push = found(url_token)
+        # The row gone before the count, as after purge-expired's commit on PostgreSQL (on
+        # SQLite the reader's write lock keeps the purge out; the statement is the same).
+        db.session.execute(delete(Push).where(Push.url_token == url_token))
+        return push
+
+    monkeypatch.setattr(pushes, "_find", find_then_purge)
+    with pytest.raises(pushes.NotFound):
+        retrieve(app, token)
