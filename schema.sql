@@ -1,3 +1,9 @@
+CREATE TABLE key_check (
+	id INTEGER NOT NULL, 
+	token BLOB NOT NULL, 
+	PRIMARY KEY (id)
+);
+
 CREATE TABLE throttles (
 	"key" VARCHAR(64) NOT NULL, 
 	window BIGINT NOT NULL, 

@@ -315,7 +315,7 @@ def _check_master_key(app):
     from . import pushes
 
     with app.app_context():
-        if not pushes.keys_open_stored_secrets():
+        if not pushes.keys_are_the_databases():
             raise config.ConfigError(
                 f"{_master_key_source(app)}: none of its keys decrypts the stored pushes; start "
                 "with the key they were encrypted with (the instance folder's master.key or the "

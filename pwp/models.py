@@ -1,4 +1,4 @@
-"""Database models: users, pushes, their files, the audit log and throttle counters."""
+"""Database models: users, pushes, their files, the audit log, throttle counters and the key check."""
 import enum
 from datetime import datetime, timedelta
 
@@ -191,6 +191,17 @@ class Throttle(db.Model):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class KeyCheck(db.Model):
+    """A known value encrypted under the master keys of the database's secrets (one row,
+    written at the first start, re-encrypted by rotate-key): start-up refuses keys that do
+    not open it, even with no push stored, where an instance that made its own key would
+    otherwise write pushes that the others cannot read."""
+
+    __tablename__ = "key_check"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # Now rather than on first use: pushes._loaded builds instances without the constructor.

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
 
 from . import crypto
@@ -20,7 +21,7 @@ from .config import kind_setting
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
-from .models import AuditKind, AuditLog, Kind, Push, PushFile, PushRow, Throttle, User, db
+from .models import AuditKind, AuditLog, KeyCheck, Kind, Push, PushFile, PushRow, Throttle, User, db
 
 PER_PAGE = 50
 AUDIT_CAP = 2000
@@ -725,6 +726,28 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
     return push, deleted
 
 
+KEY_CHECK_ID = 1
+KEY_CHECK_VALUE = b"pwpush master key check"
+
+
+def keys_are_the_databases() -> bool:
+    """Tell whether the master keys open the database's key check. A database without one
+    (new, or from before the check) gets it, under the first key, if the keys open a stored
+    secret; when several instances start at once, the first to write it wins."""
+    token = db.session.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
+    if token is None:
+        if not keys_open_stored_secrets():
+            return False
+        db.session.add(KeyCheck(id=KEY_CHECK_ID, token=keyring().encrypt(KEY_CHECK_VALUE)))
+        try:
+            db.session.commit()
+        except IntegrityError:  # another instance wrote it first
+            db.session.rollback()
+        token = db.session.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
+    db.session.commit()
+    return keyring().opens(token)
+
+
 def keys_open_stored_secrets() -> bool:
     """Tell whether the master keys open the stored secrets, tried on one: a live push's
     payload (found through the expiry index), else an owned push's note (kept after expiry;
@@ -826,6 +849,19 @@ def _rotated(ring: crypto.Keyring, token: bytes | None, push_id: int) -> bytes |
         raise crypto.KeyMismatch(f"push {push_id}") from None
 
 
+def _rotate_key_check(ring):
+    """Re-encrypt the key check under the first key, once every push is (an interrupted
+    rotation leaves it under the old key: the new key alone cannot start yet)."""
+    check = db.session.scalar(select(KeyCheck).where(KeyCheck.id == KEY_CHECK_ID).with_for_update())
+    if check is not None:
+        try:
+            check.token = ring.rotate(check.token)
+        except crypto.KeyMismatch:
+            db.session.rollback()
+            raise crypto.KeyMismatch("the database's key check") from None
+    db.session.commit()
+
+
 def rotation_batch(after_id: int, batch_size: int) -> list[Push]:
     """The next pushes to re-encrypt, locked until the batch commits: a view or a purge
     meanwhile would otherwise be undone by the batch's write (the ciphertext of an expired
@@ -844,6 +880,7 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
     while True:
         pushes = rotation_batch(after_id, batch_size)
         if not pushes:
+            _rotate_key_check(ring)
             return done
         ids = [p.id for p in pushes]
         try:

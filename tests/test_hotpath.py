@@ -213,20 +213,32 @@ def test_a_wrong_master_key_stops_start_up(app, client, database_url, tmp_path, 
                instance_path=str(tmp_path / "rotating"))
 
 
-def test_a_wrong_master_key_never_costs_the_payload(app, client, database_url, tmp_path):
-    """An instance started with the wrong PWPUSH_MASTER_KEY before any push was stored
-    (so start-up could not tell): reads fail with a 500; the last view is rolled back (its
-    expiry would delete the ciphertext), any other view is counted (decrypted after its
-    commit) and the payload stays."""
-    wrong = create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY),
-                       instance_path=str(tmp_path / "wrong")).test_client()
-    one = create(client, {"push": {"payload": "only-once", "expire_after_views": 1}}).get_json()["url_token"]
-    three = create(client, {"push": {"payload": "three-times", "expire_after_views": 3}}).get_json()["url_token"]
-    assert wrong.get(f"/api/v2/pushes/{one}").status_code == 500
-    assert wrong.get(f"/api/v2/pushes/{three}").status_code == 500
+def test_a_wrong_master_key_stops_start_up_with_no_push_stored(app, database_url, tmp_path):
+    """The database's key check (written by the first start) tells, even before any push
+    is stored or after all are purged: an instance that made its own key would otherwise
+    write pushes the others cannot read, and make their next start fail."""
+    assert sql(app, "SELECT count(*) FROM pushes") == [(0,)]
+    with pytest.raises(ConfigError, match="PWPUSH_MASTER_KEY: none of its keys decrypts"):
+        create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY), instance_path=str(tmp_path / "wrong"))
+    with pytest.raises(ConfigError, match=r"the key file .*master.key: none of its keys decrypts"):
+        create_app(make_config(database_url, PWPUSH_MASTER_KEY=None), instance_path=str(tmp_path / "own"))
+    create_app(make_config(database_url), instance_path=str(tmp_path / "right"))
+
+
+def test_a_push_its_instance_cannot_decrypt_never_costs_the_payload(app, client, database_url, tmp_path):
+    """A rolling key rotation done out of order: an instance with the new key first
+    (NEW,OLD) writes pushes that one with the old key alone cannot read: there reads fail
+    with a 500; the last view is rolled back (its expiry would delete the ciphertext), any
+    other view is counted (decrypted after its commit) and the payload stays."""
+    newer = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{WRONG_KEY},{TEST_MASTER_KEY}"),
+                       instance_path=str(tmp_path / "newer")).test_client()
+    one = create(newer, {"push": {"payload": "only-once", "expire_after_views": 1}}).get_json()["url_token"]
+    three = create(newer, {"push": {"payload": "three-times", "expire_after_views": 3}}).get_json()["url_token"]
+    assert client.get(f"/api/v2/pushes/{one}").status_code == 500
+    assert client.get(f"/api/v2/pushes/{three}").status_code == 500
     rows = dict((r[0], tuple(r[1:])) for r in sql(
         app, "SELECT url_token, view_count, expired, payload_ciphertext IS NOT NULL FROM pushes"))
     assert rows == {one: (0, False, True), three: (1, False, True)}
-    assert client.get(f"/api/v2/pushes/{one}").get_json()["payload"] == "only-once"
-    answer = client.get(f"/api/v2/pushes/{three}").get_json()
+    assert newer.get(f"/api/v2/pushes/{one}").get_json()["payload"] == "only-once"
+    answer = newer.get(f"/api/v2/pushes/{three}").get_json()
     assert answer["payload"] == "three-times" and answer["views_remaining"] == 1

@@ -7,6 +7,7 @@ from sqlalchemy import delete
 
 from conftest import NOW, TEST_MASTER_KEY, make_config, sql
 from pwp import create_app, crypto, pushes
+from pwp.config import ConfigError
 from pwp.models import Push, db
 from pwp.pushes import Actor, NewPush
 
@@ -99,6 +100,9 @@ def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
     new_key = crypto.generate_key()
     app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{new_key},{TEST_MASTER_KEY}"),
                      instance_path=str(tmp_path / "i"))
+    # Before the rotation the new key alone cannot start: the database's key check says so.
+    with pytest.raises(ConfigError, match="none of its keys decrypts"):
+        create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
     with app.app_context():
         assert pushes.rotate_keys(batch_size=1) == 2
     only_new = create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
@@ -151,6 +155,7 @@ def test_rotate_key_without_the_old_key_names_the_push_and_changes_nothing(datab
     sql(old_app, "UPDATE pushes SET note_ciphertext = :c WHERE id = :i",
         c=crypto.Keyring([TEST_MASTER_KEY]).encrypt(b"note"), i=second)
     before = sql(old_app, "SELECT id, payload_ciphertext, note_ciphertext FROM pushes ORDER BY id")
+    sql(old_app, "DELETE FROM key_check")  # (a database from before the key check: start-up cannot tell)
     app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=crypto.generate_key()),
                      instance_path=str(tmp_path / "i"))
     with app.app_context(), pytest.raises(crypto.KeyMismatch, match=f"^push {second}$"):
