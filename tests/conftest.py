@@ -5,6 +5,7 @@ PWPUSH_TEST_DATABASES (default "sqlite,postgresql"). PostgreSQL gets one
 throwaway database per run, emptied between tests and dropped at the end.
 """
 import os
+from contextlib import contextmanager
 import secrets
 from datetime import datetime, timedelta
 
@@ -23,18 +24,30 @@ TEST_MASTER_KEY = "x3Qn7oN1dJ6cXyK8eVJ2m0fX9cS5uZbq3Wm1nQ4rT7s="
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 
 
+PG_BASE = PG_ADMIN_URL.rsplit("/", 1)[0]  # the server's URL, without a database
+
+
+@contextmanager
+def throwaway_pg_database(prefix):
+    """Create a PostgreSQL database named prefix_PID_RANDOM; yield its name; drop it."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """Create a throwaway PostgreSQL database for this run; drop it afterwards."""
-    name = f"pwpush_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        # A throwaway database need not wait for the disk on every commit.
-        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_pg_database("pwpush_test") as name:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            # A throwaway database need not wait for the disk on every commit.
+            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+        yield f"{PG_BASE}/{name}"
 
 
 def make_config(database_url, **overrides):

@@ -1,6 +1,5 @@
 """Start-up: settings, zero-configuration keys, schema.sql, command-line commands."""
 import os
-import secrets
 import stat
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import psycopg
 import pytest
 
 import servers
-from conftest import PG_ADMIN_URL, make_config, sql
+from conftest import PG_ADMIN_URL, PG_BASE, make_config, sql, throwaway_pg_database
 from pwp import ROOT, config, create_app, fastsql
 from pwp.models import db, schema_sql
 
@@ -65,19 +64,17 @@ def test_a_database_that_cannot_be_used_yet_is_one_line_and_exit_1(tmp_path, url
 @pytest.fixture
 def pg_without_create_right():
     """A PostgreSQL database and a role that may connect but not create tables in it."""
-    name = f"pwpush_noperm_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE ROLE "{name}" LOGIN')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
-        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    try:
-        yield f"postgresql://{name}:hunter2@{base.split('@', 1)[1]}/{name}"
-    finally:
+    with throwaway_pg_database("pwpush_noperm") as name:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+            conn.execute(f'CREATE ROLE "{name}" LOGIN')
+        try:
+            with psycopg.connect(f"{PG_BASE}/{name}", autocommit=True) as conn:
+                conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            yield f"postgresql://{name}:hunter2@{PG_BASE.split('@', 1)[1]}/{name}"
+        finally:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP OWNED BY "{name}"')
+                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def test_a_database_the_role_may_not_create_tables_in_is_a_configuration_error(tmp_path, pg_without_create_right):
