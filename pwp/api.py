@@ -41,10 +41,11 @@ def base_url() -> str:
 
 def base_url_for(environ) -> str:
     """base_url() from a WSGI environ."""
-    override = current_app.config["PWP__OVERRIDE_BASE_URL"]
-    if override:
-        return override
-    return _host_url(*_host_key(environ))
+    config = current_app.config
+    url = config["PWP__OVERRIDE_BASE_URL"] or _host_url(*_host_key(environ))
+    if config["FORCE_SSL"] and url.startswith("http://"):  # (upstream's variable)
+        url = "https://" + url[len("http://"):]
+    return url
 
 
 def _host_key(environ) -> tuple:
@@ -85,12 +86,27 @@ def _host_ok(*key) -> bool:
     return True
 
 
-def secret_url(push, base=None) -> str:
-    """The link a sender shares: /p/<token>/r with the retrieval step, else /p/<token>."""
-    return f"{base or base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "")
+# Upstream's enabled_language_codes: a request's push_locale naming one of them adds
+# ?locale=<it> to the secret links it gets (the recipient's pages are in English here).
+LOCALES = frozenset("ca cs cy da de en en-GB es eu fi fr ga hi hu id is it ja ko lv nl no pl "
+                    "pt-BR pt-PT ro ru sr sk sv th uk ur zh-CN".split())
 
 
-def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, base=None) -> dict:
+def link_locale(value) -> str:
+    """'?locale=<value>' for a push_locale upstream enables, else ''."""
+    return f"?locale={value}" if isinstance(value, str) and value in LOCALES else ""
+
+
+def secret_url(push, base=None, locale=None) -> str:
+    """The link a sender shares: /p/<token>/r with the retrieval step, else /p/<token>; with
+    the request's push_locale unless a locale suffix is given."""
+    if locale is None:
+        locale = link_locale(params.sent_value("push_locale"))
+    return f"{base or base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "") + locale
+
+
+def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, base=None,
+              locale=None) -> dict:
     """The push object, as upstream's jbuilder view, with the deviations in DESIGN.md."""
     shown_live = retrieval is not None and retrieval.last_view and push.kind != Kind.file
     json_path = f"/api/v2/pushes/{push.url_token}" if version == "v2" else f"/p/{push.url_token}.json"
@@ -112,7 +128,7 @@ def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, ba
         "deleted": push.deleted,
         # Deviation 2: json_url is a URL that works.
         "json_url": base + json_path,
-        "html_url": secret_url(push, base),
+        "html_url": secret_url(push, base, locale),
     }
     if owner_fields:
         data["note"] = pushes.note_of(push)

@@ -133,6 +133,8 @@ SETTINGS = [
     # Links and cookies.
     ("PWP__OVERRIDE_BASE_URL", parse_url, None),
     ("PWP__SECURE_COOKIES", parse_bool, False),
+    # Upstream's: links always https://, cookies Secure (redirecting http is the proxy's job).
+    ("FORCE_SSL", parse_bool, False),
     # Number of reverse proxies in front whose X-Forwarded-* headers are trusted.
     ("PWP__TRUSTED_PROXIES", parse_int, 0),
     # Data lifecycle.

@@ -139,7 +139,7 @@ def _http_error(exc: HTTPException):
     # Allow (405) and Retry-After (429, 503) as werkzeug gives them.
     headers = [(name, value) for name, value in exc.get_headers() if name in ("Allow", "Retry-After")]
     if wants_json():
-        if exc.code == 404:
+        if exc.code in (404, 405):  # (upstream's router: a method a path lacks is no route, 404)
             return api_error(404, {"status": 404, "error": "Not Found"})
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
         response.headers.extend(headers)

@@ -103,7 +103,8 @@ class HotPath:
             push, now = api.store_push(fields, None, actor_from(environ))
         except PushError:
             return None  # refused input: Flask's view answers it the same way
-        return 201, api.push_json(push, now, owner_fields=True, base=api.base_url_for(environ))
+        return 201, api.push_json(push, now, owner_fields=True, base=api.base_url_for(environ),
+                                  locale=api.link_locale(data.get("push_locale")))
 
     def _retrieve(self, environ):
         token = environ["PATH_INFO"][len(PREFIX) + 1:]
@@ -116,7 +117,8 @@ class HotPath:
         if result is None:
             environ[api.OPEN_TRIED] = True  # the view's general path need not try again
             return None
-        return 200, api.push_json(result.push, now, retrieval=result, base=api.base_url_for(environ))
+        return 200, api.push_json(result.push, now, retrieval=result, base=api.base_url_for(environ),
+                                  locale="")  # (no query, no body: no push_locale)
 
 
 def _bad_host(environ, start_response):

@@ -257,18 +257,24 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     return new
 
 
-def passphrase_param() -> str | None:
-    """The passphrase a retrieval carries, from the query or the body."""
+def sent_value(name: str):
+    """A top-level parameter from the query, else the JSON body or the form; None when absent."""
     environ = request.environ
     if not environ.get("QUERY_STRING") and not environ.get("CONTENT_LENGTH") \
             and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", ""):
         return None  # nothing sent (the usual GET): no parsing
-    value = request.args.get("passphrase")
+    value = request.args.get(name)
     if value is None and request.is_json:
         data = json_data()
-        value = data.get("passphrase") if isinstance(data, dict) else None
+        value = data.get(name) if isinstance(data, dict) else None
     elif value is None and request.mimetype in _FORM_TYPES:
-        value = request.form.get("passphrase")
+        value = request.form.get(name)
+    return value
+
+
+def passphrase_param() -> str | None:
+    """The passphrase a retrieval carries, from the query or the body."""
+    value = sent_value("passphrase")
     return value if isinstance(value, str) and value and _utf8(value) else None
 
 

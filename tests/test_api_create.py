@@ -77,6 +77,16 @@ def test_override_base_url_is_used_for_links(client, settings):
     assert r.json["url"].startswith("https://pwpush.example.com/p/")
 
 
+@pytest.mark.parametrize("settings", [{"FORCE_SSL": True}])
+def test_force_ssl_makes_links_https_and_cookies_secure(client, settings):
+    """Upstream's FORCE_SSL: a request that reached the app over http gets https links."""
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json  # (hot path)
+    assert body["html_url"].startswith("https://localhost/p/") and body["json_url"].startswith("https://")
+    body = client.post("/p.json", data={"password[payload]": "x"}).json
+    assert body["html_url"].startswith("https://localhost/p/")
+    assert "; Secure" in client.get("/").headers["Set-Cookie"]
+
+
 @pytest.mark.parametrize("path,key", [("/p.json", "password"), ("/api/v2/pushes", "push")])
 @pytest.mark.parametrize("body", [{}, {"other": 1}, {"KEY": {}}, {"KEY": "text"}, {"KEY": []}])
 def test_create_without_root_key_is_400(client, token, path, key, body):
@@ -322,3 +332,20 @@ def test_url_and_note_lengths_are_bounded(client, push, errors):
     assert r.status_code == 422 and r.json == errors
     shorter = {**push, **{key: value[:-1] for key, value in push.items() if key in errors}}
     assert client.post("/api/v2/pushes", json={"push": shorter}).status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1"])  # hot path, Flask
+def test_push_locale_adds_the_locale_to_the_secret_links(client, path):
+    """As upstream: push_locale naming an enabled language code gives ?locale=<code>."""
+    r = client.post(path, json={"push": {"payload": "x"}, "push_locale": "fr"})
+    assert r.status_code == 201 and r.json["html_url"].endswith(f"/p/{r.json['url_token']}/r?locale=fr")
+    t = r.json["url_token"]
+    assert client.get(f"/api/v2/pushes/{t}/preview?push_locale=pt-BR").json["url"].endswith("/r?locale=pt-BR")
+    assert client.get(f"/p/{t}/preview.json?push_locale=pt-BR").json["url"].endswith("/r?locale=pt-BR")
+    assert client.get(f"/api/v2/pushes/{t}?push_locale=de").json["html_url"].endswith("/r?locale=de")
+    # Not an enabled code (or not a string): no suffix.
+    for locale in ("xx", "fr&x=1", ["fr"]):
+        r = client.post(path, json={"push": {"payload": "x"}, "push_locale": locale})
+        assert r.json["html_url"].endswith("/r"), locale
+    form = client.post("/p.json?push_locale=ja", data={"password[payload]": "x"})
+    assert form.json["html_url"].endswith("/r?locale=ja")
