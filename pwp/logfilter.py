@@ -59,7 +59,7 @@ def _hidden(segments):
             continue  # "//" is merged by Werkzeug; "." hides nothing
         if parent and (segment[:-5] if segment.endswith(".json") else segment) not in _ROUTE_WORDS:
             hidden.add(i)
-        lower = segment.lower()
+        lower = segment.lower().partition(";")[0]  # ("p;x": a path parameter, to some parsers)
         if lower == _FILE_LINK:
             if any(segments[i + 1:]):
                 return hidden, i + 1

@@ -209,6 +209,8 @@ def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     ("GET /api//v2/pushes//abc123.json HTTP/1.1", "GET /api//v2/pushes//[FILTERED].json HTTP/1.1"),
     ("GET /p/./abc123 HTTP/1.1", "GET /p/./[FILTERED] HTTP/1.1"),
     ("GET /P/abc123 HTTP/1.1", "GET /P/[FILTERED] HTTP/1.1"),
+    ("GET /p;/abc123 HTTP/1.1", "GET /p;/[FILTERED] HTTP/1.1"),
+    ("GET /pfb;x/gAAAAB-x/a.pdf HTTP/1.1", "GET /pfb;x/[FILTERED] HTTP/1.1"),
     ("GET /API/V2/PUSHES/abc123 HTTP/1.1", "GET /API/V2/PUSHES/[FILTERED] HTTP/1.1"),
     # File links however spelled, the decoded path (%(U)s) and URLs (a Referer).
     ("GET /%70fb/gAAAAB-x/report.pdf HTTP/1.1", "GET /%70fb/[FILTERED] HTTP/1.1"),
