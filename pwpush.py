@@ -6,7 +6,9 @@ import time
 from pwp import create_app
 from pwp.config import ConfigError, DatabaseUnavailable
 
-if "gunicorn" in sys.modules and not os.environ.get("PWPUSH_GUNICORN_CONF"):
+UNDER_GUNICORN = "gunicorn" in sys.modules
+
+if UNDER_GUNICORN and not os.environ.get("PWPUSH_GUNICORN_CONF"):
     print("pwpush: warning: gunicorn did not read pwpush's gunicorn.conf.py (it reads the one in "
           "the folder it starts in, or -c PATH; --chdir is not enough): its settings are off, "
           "among them the access log filter that hides url_tokens and passphrases and the "
@@ -17,7 +19,7 @@ try:
     app = create_app()
 except DatabaseUnavailable as exc:
     print(f"pwpush: {exc}", file=sys.stderr)
-    if "gunicorn" in sys.modules:
+    if UNDER_GUNICORN:
         # A gunicorn worker: exit 1 and gunicorn starts another, a try every few seconds
         # until the database answers (a restart, a failover), rather than stop the server.
         time.sleep(5)

@@ -97,11 +97,16 @@ def link_locale(value) -> str:
     return f"?locale={value}" if isinstance(value, str) and value in LOCALES else ""
 
 
+def request_locale() -> str:
+    """link_locale of this request's push_locale."""
+    return link_locale(params.sent_value("push_locale"))
+
+
 def secret_url(push, base=None, locale=None) -> str:
     """The link a sender shares: /p/<token>/r with the retrieval step, else /p/<token>; with
     the request's push_locale unless a locale suffix is given."""
     if locale is None:
-        locale = link_locale(params.sent_value("push_locale"))
+        locale = request_locale()
     return f"{base or base_url()}/p/{push.url_token}" + ("/r" if push.retrieval_step else "") + locale
 
 
@@ -248,8 +253,8 @@ def audit_page(url_token, root_key):
 def list_pushes(expired, version):
     """Return one page of the caller's active or expired pushes."""
     page = params.page_param()
-    now = pushes.utcnow()
-    return json_response([push_json(p, now, version=version, owner_fields=True)
+    now, base, locale = pushes.utcnow(), base_url(), request_locale()  # (once for the page)
+    return json_response([push_json(p, now, version=version, owner_fields=True, base=base, locale=locale)
                           for p in pushes.list_for(g.caller, expired, page)])
 
 
