@@ -266,7 +266,7 @@ def test_password_change_refusals(client, make_user, form, field, message):
                                                "password": "correct horse"}).status_code == 302
 
 
-def test_password_change_needs_a_session_and_guesses_are_throttled(client, make_user):
+def test_password_change_needs_a_session_and_guesses_are_throttled(client, make_user, clock):
     assert client.get("/users/edit").headers["Location"].startswith("/users/sign_in")
     sign_in(client, make_user)
     assert client.get("/users/edit").status_code == 200
@@ -289,7 +289,7 @@ def test_failed_sign_ins_by_others_do_not_keep_the_owner_from_changing_the_passw
     assert client.post("/users/edit", data=form).status_code == 302
 
 
-def test_sign_ups_are_throttled_per_ip(client):
+def test_sign_ups_are_throttled_per_ip(client, clock):
     answers = [client.post("/users/sign_up", data={"email": f"u{i}@example.com", "password": "correct horse",
                                                    "password_confirmation": "correct horse"})
                for i in range(6)]
