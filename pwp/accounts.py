@@ -95,6 +95,8 @@ def sign_up():
         return render_template("accounts/sign_up.html", email=email,
                                errors={"email": TOO_MANY_ATTEMPTS}), 429
     errors = _new_password_errors()
+    if auth.normalize_email(email) is None:  # said with the password's problems, not after them
+        errors["email"] = auth.INVALID_EMAIL
     if not errors:
         try:
             user = auth.create_user(email, password)

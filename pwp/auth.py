@@ -71,6 +71,9 @@ def _storable_email(email: str | None) -> str | None:
     return email
 
 
+INVALID_EMAIL = "That e-mail address is not valid."
+
+
 def normalize_email(email: str | None) -> str | None:
     """The e-mail address as stored, or None when it is not valid: storable, no whitespace,
     and a non-empty name on each side of a single "@"."""
@@ -85,7 +88,7 @@ def create_user(email: str, password: str | None = None, admin: bool = False) ->
     """Create a user (e-mail unique, case-insensitive); ValueError if taken or invalid."""
     email = normalize_email(email)
     if email is None:
-        raise ValueError("That e-mail address is not valid.")
+        raise ValueError(INVALID_EMAIL)
     user = User(email=email, is_admin=admin, created_at=utcnow(),
                 password_hash=generate_password_hash(password) if password else None)
     db.session.add(user)

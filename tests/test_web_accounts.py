@@ -37,6 +37,15 @@ def test_sign_up_errors_rerender_422(client, email, password, confirmation, mess
     assert message in html and f'value="{email}"' in html
 
 
+def test_sign_up_says_every_problem_at_once(client, app):
+    r = client.post("/users/sign_up", data={"email": "bad", "password": "short",
+                                            "password_confirmation": "short"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert "Use at least 8 characters." in html and "That e-mail address is not valid." in html
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 0
+
+
 def test_users_create_cli_refuses_an_invalid_email(app):
     result = app.test_cli_runner().invoke(args=["users", "create", "@"])
     assert result.exit_code != 0 and "That e-mail address is not valid." in result.output
