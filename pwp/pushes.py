@@ -22,6 +22,7 @@ from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, Too
                      ValidationFailed)
 from .fastsql import Statement, Transaction
 from .models import AuditKind, AuditLog, KeyCheck, Kind, Push, PushFile, PushRow, Throttle, User, db
+from .words import human_size
 
 PER_PAGE = 50
 AUDIT_CAP = 2000
@@ -345,7 +346,7 @@ def _validate_files(files, cfg) -> dict:
         return {"files": [f"You can only attach up to {max_files} files per push."]}
     max_bytes = cfg["PWP__FILES__MAX_TOTAL_BYTES"]
     if sum(len(f.data) for f in files) > max_bytes:
-        return {"files": [f"The files are too large.  You can only push up to {max_bytes} bytes in total."]}
+        return {"files": [f"The files are too large.  You can only push up to {human_size(max_bytes)} in total."]}
     return {}
 
 

@@ -19,6 +19,7 @@ from .auth import actor
 from .config import kind_setting
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
 from .models import Kind
+from .words import human_size, plural
 
 bp = Blueprint("web", __name__)
 
@@ -99,6 +100,7 @@ def form_options(kind: str) -> dict:
         "retrieval_step": bool(get("ENABLE_RETRIEVAL_STEP")),
         "deletable": kind != "url" and bool(get("ENABLE_DELETABLE_PUSHES")),
         "max_files": cfg["PWP__FILES__MAX_FILE_UPLOADS"],
+        "max_total": cfg["PWP__FILES__MAX_TOTAL_BYTES"],
     }
 
 
@@ -130,11 +132,22 @@ def gen_options() -> dict:
         "MAX_SYLLABLE_LENGTH", "MIN_SYLLABLE_LENGTH", "SYLLABLES_COUNT")}
 
 
+# The API's messages (upstream's words) that name no field of the form, in its fields' words.
+_FORM_MESSAGES = {
+    ("text", "Payload is required."): "Enter the secret text or password.",
+    ("url", "Payload is required."): "Enter the URL to share.",
+    ("qr", "Payload is required."): "Enter the content of the QR code.",
+    ("url", "must be a valid HTTP or HTTPS URL."): "Enter a whole address, starting with https:// or http://.",
+}
+
+
 def render_form(kind: str, fields=None, errors=None, status=200):
     """Render the creation form of one kind."""
+    errors = {field: [_FORM_MESSAGES.get((kind, message), message) for message in messages]
+              for field, messages in (errors or {}).items()}
     return render_template(
         "web/new.html", kind=kind, tab=TAB_OF[kind], tabs=visible_tabs(),
-        values=form_values(kind, fields), options=form_options(kind), errors=errors or {},
+        values=form_values(kind, fields), options=form_options(kind), errors=errors,
         gen=json.dumps(gen_options())), status
 
 
@@ -194,16 +207,13 @@ def share_message(push, url: str, now) -> str:
     return "\n".join(lines)
 
 
-def plural(count: int, word: str) -> str:
-    """'1 day', '3 days'."""
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
 def time_left(push, now) -> str:
     """How long the link still works, as the pages say it: whole days (upstream's
-    arithmetic), or hours and minutes for a push made to last under a day (the API's
-    expire_after_duration 0-5, whose JSON says 1 day: the pages must not promise that)."""
-    if push.expires_at - push.created_at >= timedelta(days=1):
+    arithmetic) while 23 hours or more are left, else hours and minutes. (The JSON's
+    days_remaining says 1 for a push with minutes left, and for one made to last an hour
+    by the API's expire_after_duration: a page promising "1 day" would have the sender
+    tell the recipient a day.)"""
+    if push.expires_at - now >= timedelta(hours=23):
         return plural(pushes.days_remaining(push, now), "day")
     minutes = max(0, math.ceil((push.expires_at - now).total_seconds() / 60))
     hours, minutes = divmod(minutes, 60)
@@ -380,17 +390,6 @@ def legacy(prefix, url_token, step=None):
     if request.query_string:
         target += "?" + request.query_string.decode("latin-1")
     return redirect(target, 301)
-
-
-def human_size(size: int) -> str:
-    """'812 bytes', '1.4 KB', '3.0 MB'."""
-    if size < 1024:
-        return plural(size, "byte")
-    for unit in ("KB", "MB", "GB"):
-        size /= 1024
-        if size < 1024 or unit == "GB":
-            return f"{size:.1f} {unit}"
-    return ""
 
 
 def _layout_context():

@@ -1,4 +1,5 @@
-/* pwpush: copy buttons, reveal/blur, password generator, expiry in words, theme toggle.
+/* pwpush: copy buttons, reveal/blur, password generator, expiry in words, counters,
+   show/hide for passphrases, confirmation of irreversible actions, theme toggle.
    Plain JavaScript loaded from this origin (the Content-Security-Policy forbids inline script). */
 (function () {
   "use strict";
@@ -116,7 +117,20 @@
   }
   function setupCounter(field) {
     var counter = document.querySelector("#" + field.getAttribute("data-count") + " [data-count-value]");
-    field.addEventListener("input", function () { counter.textContent = field.value.length; });
+    var bytes = field.hasAttribute("data-count-bytes");  /* what the server counts: UTF-8 bytes */
+    field.addEventListener("input", function () {
+      counter.textContent = bytes ? new TextEncoder().encode(field.value).length : field.value.length;
+    });
+  }
+
+  /* ---- show / hide a passphrase field ---- */
+  function togglePassword(button) {
+    var input = document.getElementById(button.getAttribute("data-toggle-password"));
+    var show = input.type === "password";
+    input.type = show ? "text" : "password";
+    button.setAttribute("aria-pressed", show ? "true" : "false");
+    button.textContent = show ? "Hide" : "Show";
+    input.focus();
   }
 
   /* ---- theme toggle ---- */
@@ -144,8 +158,16 @@
     var button = event.target.closest("[data-copy-target]");
     if (button) { copy(button); return; }
     button = event.target.closest("[data-reveal-target]");
-    if (button) toggleReveal(button);
+    if (button) { toggleReveal(button); return; }
+    button = event.target.closest("[data-toggle-password]");
+    if (button) togglePassword(button);
   });
+  /* Irreversible actions (expire a push, replace the API token) ask first. */
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+  document.querySelectorAll("[data-toggle-password]").forEach(function (button) { button.hidden = false; });
   document.querySelectorAll("[data-select-on-focus]").forEach(function (input) {
     input.addEventListener("focus", function () { input.select(); });
   });

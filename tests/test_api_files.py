@@ -134,7 +134,8 @@ def test_a_file_link_and_an_unlock_cookie_are_not_each_other(app, client, token)
 @pytest.mark.parametrize("settings", [{"PWP__FILES__MAX_TOTAL_BYTES": 1000}])
 def test_total_size_cap(client, token, settings):
     r = upload(client, token, [("a.bin", b"x" * 600), ("b.bin", b"y" * 600)])
-    assert r.status_code == 422 and "files" in r.json
+    assert r.status_code == 422
+    assert r.json == {"files": ["The files are too large.  You can only push up to 1000 bytes in total."]}
     # A body far above the cap is refused before it is read.
     r = upload(client, token, [("big.bin", b"z" * (2 * 1024 * 1024))])
     assert r.status_code == 413 and r.is_json

@@ -89,8 +89,10 @@ def test_missing_push_params_is_400(client):
 
 
 @pytest.mark.parametrize("kind,payload,message", [
-    ("text", "   ", "Payload is required."),
-    ("url", "ftp://example.com", "Payload must be a valid HTTP or HTTPS URL."),
+    ("text", "   ", "Enter the secret text or password."),
+    ("url", "", "Enter the URL to share."),
+    ("url", "ftp://example.com", "Enter a whole address, starting with https:// or http://."),
+    ("qr", "\n", "Enter the content of the QR code."),
     ("qr", "q" * 1025, "The QR code payload is too large."),
 ])
 def test_validation_rerenders_422_with_messages_and_values(client, kind, payload, message):
@@ -186,3 +188,24 @@ def test_forms_work_over_https_behind_a_proxy(settings, database_url, request):
 ])
 def test_malformed_form_input_never_500s(client, data):
     assert client.post("/p", data=data).status_code in (302, 400, 422)
+
+
+def test_the_files_tab_states_the_size_limit_and_messages_use_it(client, make_user, app):
+    sign_in(client, make_user)
+    assert "Files (up to 10, 25.0 MB in all)" in client.get("/p/new?tab=files").get_data(as_text=True)
+    app.config["PWP__FILES__MAX_TOTAL_BYTES"] = 3 * 1024 * 1024
+    data = form(kind="file", payload="big")
+    data["push[files][]"] = [(io.BytesIO(b"x" * (3 * 1024 * 1024 + 1)), "big.bin")]
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "You can only push up to 3.0 MB in total." in html
+    assert "3.0 MB in all" in html
+
+
+def test_the_qr_counter_counts_bytes_as_the_limit_does(client):
+    """1024 is a limit in UTF-8 bytes: a counter of characters said 600 'é' fit."""
+    r = client.post("/p", data=form(kind="qr", payload="\u00e9" * 600))
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "You can only push up to 1024 bytes." in html
+    assert "<span data-count-value>1200</span> / 1024 bytes" in html
+    assert 'data-count="push_payload_count" data-count-bytes' in html

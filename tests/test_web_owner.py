@@ -125,8 +125,30 @@ def test_pages_say_hours_and_minutes_for_a_push_made_to_last_under_a_day(client,
     clock.advance(minutes=1, seconds=30)
     shown = client.get(f"/p/{t}").get_data(as_text=True)
     assert "deleted in 39 minutes or" in shown and "1 day" not in shown
-    # A push of whole days reads as before (upstream's arithmetic).
+    # A push of whole days reads in days (upstream's arithmetic) while 23 hours or more are
+    # left, then in hours and minutes: "1 day" for a link that dies tonight would mislead.
+    made = clock.now
     r = client.post("/api/v2/pushes", json={"push": {"payload": "s", "expire_after_days": 2}},
                     headers={"Authorization": f"Bearer {token}"})
-    clock.advance(hours=30)
-    assert "<strong>1 day</strong>" in client.get(f"/p/{r.json['url_token']}/preview").get_data(as_text=True)
+    t = r.json["url_token"]
+    assert "<strong>2 days</strong>" in client.get(f"/p/{t}/preview").get_data(as_text=True)
+    clock.advance(hours=24)
+    assert "<strong>1 day</strong>" in client.get(f"/p/{t}/preview").get_data(as_text=True)
+    clock.advance(hours=1, seconds=1)
+    preview = client.get(f"/p/{t}/preview").get_data(as_text=True)
+    assert "<strong>23 hours</strong>" in preview and "1 day" not in preview
+    clock.advance(hours=22, minutes=50)
+    assert "<strong>10 minutes</strong>" in client.get(f"/p/{t}/preview").get_data(as_text=True)
+    audit = client.get(f"/p/{t}/audit").get_data(as_text=True)
+    assert "2 days or 5 views" in audit and "10 minutes / 5 views" in audit
+    assert f"{made + timedelta(days=2):%Y-%m-%d %H:%M} UTC" in audit
+
+
+def test_irreversible_owner_actions_ask_first(client, make_user):
+    """static/app.js asks before a form with data-confirm is sent (browser test: dashboard)."""
+    sign_in(client, make_user)
+    token = create(client, payload="x", name="Wi-Fi")
+    dashboard = client.get("/p").get_data(as_text=True)
+    assert 'data-confirm="Expire Wi-Fi now? Its content is deleted' in dashboard
+    assert 'data-confirm="Expire this push now?' in client.get(f"/p/{token}/audit").get_data(as_text=True)
+    assert 'data-confirm="Make a new token? The old one stops working' in client.get("/users/token").get_data(as_text=True)

@@ -64,6 +64,7 @@ def test_payload_page_counts_a_view_and_shows_remaining(client, app):
     assert r.status_code == 200
     assert "pa$$ &lt;word&gt;" in html
     assert "deleted in 2 days or 2 more views" in html
+    assert "reloading this page or opening the link again counts as another view" in html
     assert view_count(app, token) == 1
     title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
     assert "pa$$" not in title
@@ -72,7 +73,7 @@ def test_payload_page_counts_a_view_and_shows_remaining(client, app):
 def test_last_view_then_expired(client, app):
     token = create(client, payload="once", expire_after_views="1")
     html = client.get(f"/p/{token}").get_data(as_text=True)
-    assert "once" in html and "This was the last view" in html
+    assert "once" in html and "This was the last view" in html and "reloading" not in html
     assert EXPIRED in client.get(f"/p/{token}").get_data(as_text=True)
     assert sql(app, "SELECT payload_ciphertext IS NULL FROM pushes")[0][0]
 
@@ -114,7 +115,7 @@ def test_a_url_no_browser_can_be_sent_to_is_refused_when_pushed(client, url):
     r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": url}})
     assert r.status_code == 422 and r.json == {"payload": ["must be a valid HTTP or HTTPS URL."]}
     r = client.post("/p", data=form(kind="url", payload=url))
-    assert r.status_code == 422 and "must be a valid HTTP or HTTPS URL." in r.get_data(as_text=True)
+    assert r.status_code == 422 and "Enter a whole address, starting with https://" in r.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("url,location", [
@@ -205,7 +206,10 @@ def test_viewer_deletes_a_deletable_push(client, app, how):
     else:
         r = client.post(f"/p/{token}/expire", data={"_method": "delete"} if how == "override" else {})
     assert r.status_code == 200
-    assert "The push content has been deleted" in r.get_data(as_text=True)
+    html = r.get_data(as_text=True)
+    # The viewer chose this: no apology, no "contact the sender".
+    assert "<h1>Secret deleted</h1>" in html and "The push content has been deleted" in html
+    assert "We apologize" not in html and "contact the person" not in html
     assert audit_kinds(app, token)[-1] == AuditKind.expire
     assert sql(app, "SELECT expired, deleted FROM pushes")[0] == (True, True)
 

@@ -58,6 +58,12 @@ def test_passphrase_flow(server, new_page):
     page.get_by_role("link", name="Click here to proceed").click()
     expect(page.locator("h1")).to_have_text("Passphrase required")
     page.fill("#passphrase", "enemy")
+    show = page.get_by_role("button", name="Show")  # (hidden without JavaScript)
+    show.click()
+    expect(page.locator("#passphrase")).to_have_attribute("type", "text")
+    expect(page.get_by_role("button", name="Hide")).to_have_attribute("aria-pressed", "true")
+    page.get_by_role("button", name="Hide").click()
+    expect(page.locator("#passphrase")).to_have_attribute("type", "password")
     page.get_by_role("button", name="Go").click()
     expect(page.locator("[role=alert]")).to_contain_text("That passphrase is incorrect.")
     page.fill("#passphrase", "friend")
@@ -83,10 +89,37 @@ def test_validation_error_keeps_input(server, new_page):
     page.fill("#push_payload", "ftp://files.example.com")
     page.fill("#push_passphrase", "kept")
     page.click("main button[type=submit]")
-    expect(page.locator(".error-summary")).to_contain_text("Payload must be a valid HTTP or HTTPS URL.")
+    expect(page.locator(".error-summary")).to_contain_text("Enter a whole address, starting with https://")
     expect(page.locator(".error-summary")).to_be_focused()
     expect(page.locator("#push_payload")).to_have_value("ftp://files.example.com")
     expect(page.locator("#push_passphrase")).to_have_value("kept")
+
+
+def test_owner_expire_asks_first(server, new_page):
+    page = new_page()
+    sign_up(page, server.url, "careful@example.com")
+    create_text(page, server.url, payload="keep me")
+    page.goto(server.url + "/p")
+    questions = []
+
+    def answer(dialog, accept):
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+    page.once("dialog", lambda dialog: answer(dialog, False))
+    page.get_by_role("button", name="Expire now").click()
+    expect(page.locator("table.data tbody tr")).to_have_count(1)  # still there, still live
+    assert questions and "cannot be undone" in questions[0]
+    page.once("dialog", lambda dialog: answer(dialog, True))
+    page.get_by_role("button", name="Expire now").click()
+    expect(page.locator("[role=status], .flash").first).to_contain_text("has been deleted")
+    assert len(questions) == 2
+
+
+def test_qr_counter_counts_bytes(server, new_page):
+    page = new_page()
+    page.goto(server.url + "/p/new?tab=qr")
+    page.fill("#push_payload", "caf\u00e9")
+    expect(page.locator("#push_payload_count")).to_contain_text("5 / 1024 bytes")
 
 
 def test_url_push_redirects(server, new_page):
