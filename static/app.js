@@ -111,7 +111,20 @@
       if (words) words.textContent = plural(+input.value, kind === "days" ? "day" : "view");
     }
     form.querySelectorAll("[data-expiry]").forEach(function (input) {
-      input.addEventListener("input", function () { update(input); });
+      /* A number box beside the slider: a phone's slider has a few pixels per step. The
+         slider keeps the name, so the form works the same without JavaScript. */
+      var number = form.querySelector('[data-number-for="' + input.id + '"]');
+      input.addEventListener("input", function () { update(input); if (number) number.value = input.value; });
+      if (number) {
+        number.hidden = false;
+        number.addEventListener("input", function () {
+          var value = parseInt(number.value, 10);
+          if (isNaN(value)) return;
+          input.value = Math.min(+input.max, Math.max(+input.min, value));
+          update(input);
+        });
+        number.addEventListener("change", function () { number.value = input.value; });
+      }
       update(input);
     });
   }

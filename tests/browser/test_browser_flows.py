@@ -115,6 +115,27 @@ def test_owner_expire_asks_first(server, new_page):
     assert len(questions) == 2
 
 
+def test_number_boxes_set_the_sliders(server, new_page):
+    """A phone's 90-step slider has a few pixels a step: the box beside it takes a number."""
+    page = new_page(viewport={"width": 390, "height": 844})
+    page.goto(server.url + "/")
+    days = page.get_by_label("Days, as a number")
+    expect(days).to_be_visible()
+    days.fill("14")
+    expect(page.locator("#push_expire_after_days")).to_have_value("14")
+    expect(page.locator("#expiry_words")).to_contain_text("14 days or 5 views")
+    views = page.get_by_label("Views, as a number")
+    views.fill("1000")
+    views.blur()
+    expect(views).to_have_value("100")  # the slider's maximum
+    expect(page.locator("#expiry_words")).to_contain_text("14 days or 100 views")
+    page.locator("#push_expire_after_views").fill("3")  # the slider moves the box too
+    expect(views).to_have_value("3")
+    page.fill("#push_payload", "fourteen days")
+    page.click("main button[type=submit]")
+    expect(page.locator("#share_message")).to_have_value(re.compile("valid for 14 days or 3 views"))
+
+
 def test_qr_counter_counts_bytes(server, new_page):
     page = new_page()
     page.goto(server.url + "/p/new?tab=qr")
