@@ -190,11 +190,13 @@ def _sqlite_begin(conn):
 
 
 def _register_database(app):
+    from . import fastsql
     from .models import db, use_postgresql
 
     db.init_app(app)
     with app.app_context():
         engine = db.engine
+        fastsql.new_connections_after_fork(engine)
         if engine.dialect.name == "sqlite":
             wal_autocheckpoint = app.config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
             event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))

@@ -145,6 +145,14 @@ def _own_connection(engine):
 
 _finalizers: list = []
 _inherited: list = []
+_engines = weakref.WeakSet()
+
+
+def new_connections_after_fork(engine):
+    """Have a forked child open its own connections for this engine: a pool holds the one
+    that start-up used (tables, key check), and under gunicorn --preload every worker
+    would otherwise share it, two processes on one socket (garbled replies, 500s)."""
+    _engines.add(engine)
 
 
 def _after_fork_in_child():
@@ -156,6 +164,8 @@ def _after_fork_in_child():
     for finalizer in _finalizers:
         finalizer.detach()
     _finalizers.clear()
+    for engine in list(_engines):
+        engine.dispose(close=False)  # a new, empty pool; the parent's connections left alone
 
 
 def _drop_own_connection(pool, dbapi):

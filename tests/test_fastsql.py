@@ -337,6 +337,32 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_connection(app):
         assert fastsql._own_connection(db.engine) is parent  # not replaced: never dropped
 
 
+def test_a_forked_child_opens_its_own_pooled_connections(app):
+    """create_app leaves the connection start-up used in the pool; under gunicorn --preload
+    every worker took that one connection (two processes on one socket: psycopg's "server
+    sent data without prior row description", 500s under load)."""
+    import os
+
+    with app.app_context():
+        pooled = db.engine.raw_connection()
+        parent = pooled.dbapi_connection
+        pooled.close()  # back to the pool, as after create_app
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            try:
+                mine = db.engine.raw_connection()
+                ok = mine.dbapi_connection is not parent
+                ok = ok and db.session.execute(text("SELECT 1")).scalar() == 1
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        again = db.engine.raw_connection()
+        assert again.dbapi_connection is parent  # the parent's own is untouched, still pooled
+        again.close()
+        assert db.session.execute(text("SELECT 1")).scalar() == 1
+
+
 def test_sqlite_datetime_binds_match_sqlalchemys_text():
     """The one-call SQLite datetime conversion writes exactly SQLAlchemy's text, so
     comparisons with rows the ORM wrote stay right; anything else takes SQLAlchemy's way."""
