@@ -257,6 +257,7 @@ class Transaction:
         self.session = session if session is not None and session.in_transaction() else None
         self.own = None  # the pool whose kept connection this is
         self.open = True
+        self.gone = False  # the kept connection was lost and closed: nothing left to end
         self.ran = False
         self.autocommitting = False
         self.cursor = self.lock = None
@@ -311,6 +312,7 @@ class Transaction:
         self.dbapi = _own_connection(self.engine)
         self.dbapi.autocommit = self.autocommitting
         self.cursor = self.dbapi.cursor()
+        self.gone = False
         return True
 
     def autocommit_single_statement(self) -> bool:
@@ -329,7 +331,9 @@ class Transaction:
             return
         self.open = False
         try:
-            if self.session is not None:
+            if self.gone:
+                pass  # (a rollback would raise "the connection is closed" over the real error)
+            elif self.session is not None:
                 if commit:
                     self.session.commit()
             elif self.autocommitting:
@@ -342,9 +346,9 @@ class Transaction:
             self._dropped_if_gone(error)
             raise
         finally:
-            if self.cursor is not None:
+            if self.cursor is not None and not self.gone:
                 self.cursor.close()
-            if self.own is not None and self.autocommitting and self.dbapi.autocommit:
+            if self.own is not None and self.autocommitting and not self.gone and self.dbapi.autocommit:
                 _drop_own_connection(self.own, self.dbapi)  # never keep one in autocommit
             if self.lock is not None:
                 self.lock.release()
@@ -365,4 +369,5 @@ class Transaction:
                 or not self.dialect.is_disconnect(error, self.dbapi, self.cursor):
             return False
         _drop_own_connection(self.own, self.dbapi)
+        self.gone = True
         return True

@@ -304,6 +304,24 @@ def test_a_kept_postgresql_connection_the_server_dropped_is_replaced(app):
         assert events == [0, 0, 1, 1]  # two creations, two views: nothing twice
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite has no server)
+def test_a_connection_lost_mid_transaction_raises_its_own_error(app):
+    """Not "the connection is closed" from the rollback of a connection already dropped:
+    the log must say what happened."""
+    import psycopg
+
+    with app.app_context():
+        push = pushes.create(pushes.NewPush(payload="x"), pushes.Actor(), NOW)
+        select_push = fastsql.Statement(select(Push.id).where(Push.url_token == bindparam("t")))
+        with pytest.raises(psycopg.OperationalError) as raised:
+            with fastsql.Transaction() as tx:
+                tx.run(select_push, {"t": push.url_token})
+                _terminate(tx.dbapi)
+                tx.run(select_push, {"t": push.url_token})
+        assert "terminat" in str(raised.value) and "connection is closed" not in str(raised.value)
+        assert pushes.retrieve(push.url_token, pushes.Actor(), NOW).payload == "x"  # a new one
+
+
 def _terminate(connection):
     """End a PostgreSQL connection from the server side, and wait until it is gone."""
     pid = connection.info.backend_pid
