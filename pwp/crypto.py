@@ -143,9 +143,9 @@ def load_or_create(path: str, make) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(make() + "\n")
-    try:
+    try:  # (a full disk fails the write: no half-written file is left behind)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(make() + "\n")
         # link() fails if another worker won the race: then its file is the one.
         os.link(tmp, path)
         log.warning("Generated a new secret at %s (mode 0600); keep it and back it up.", path)

@@ -190,6 +190,18 @@ def test_postgres_urls_are_normalised():
     assert config.database_uri("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
 
 
+def test_a_key_file_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    from pwp import crypto
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        crypto.load_or_create(str(tmp_path / "master.key"), full_disk)
+    assert os.listdir(tmp_path) == []  # no master.key.<pid>.<hex> left in the instance folder
+    assert crypto.load_or_create(str(tmp_path / "master.key"), lambda: "k") == "k"
+    assert os.listdir(tmp_path) == ["master.key"]
+
+
 def test_zero_configuration_generates_keys_and_database(tmp_path):
     instance = tmp_path / "instance"
     cfg = {"TESTING": True, "DATABASE_URL": None, "SECRET_KEY": None, "PWPUSH_MASTER_KEY": None}
