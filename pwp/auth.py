@@ -28,7 +28,6 @@ class _LoginManager(LoginManager):
 
 
 login_manager = _LoginManager()
-login_manager.login_view = "web.sign_in"
 login_manager.login_message = "You need to sign in or sign up before continuing."
 login_manager.login_message_category = "warning"
 # Longer tokens than this are refused without hashing them.

@@ -8,7 +8,10 @@ import os
 import re
 from urllib.parse import urlsplit
 
-KINDS = ("text", "file", "url", "qr")
+# The switch of each kind that can be turned off, and what a refused push is told.
+KIND_SWITCH = {"file": ("PWP__ENABLE_FILE_PUSHES", "File pushes are disabled."),
+               "url": ("PWP__ENABLE_URL_PUSHES", "URL pushes are disabled."),
+               "qr": ("PWP__ENABLE_QR_PUSHES", "QR code pushes are disabled.")}
 # Upstream's settings section for each kind.
 SECTION = {"text": "PW", "file": "FILES", "url": "URL", "qr": "QR"}
 

@@ -185,7 +185,8 @@ class AuditLog(db.Model):
 
 
 class Throttle(db.Model):
-    """A fixed-window counter shared by every worker and instance (passphrase attempts)."""
+    """A fixed-window counter shared by every worker and instance (passphrase, sign-in,
+    sign-up and password-change attempts)."""
 
     __tablename__ = "throttles"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -204,7 +205,7 @@ class KeyCheck(db.Model):
     token: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-# Now rather than on first use: pushes._loaded builds instances without the constructor.
+# At import (a worker's start) rather than inside its first request.
 configure_mappers()
 
 

@@ -12,7 +12,6 @@ from .web import time_left
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
-_COUNTED = {AuditKind.view.name, AuditKind.failed_view.name}
 
 
 def signed_in(view):
@@ -75,7 +74,7 @@ def audit(url_token):
         views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
         left=time_left(push, now), lifetime=time_left(push, push.created_at),
         views=pushes.views_remaining(push),
-        counted=_COUNTED, kind_names={int(k): k.name for k in AuditKind})
+        kind_names={int(k): k.name for k in AuditKind})
 
 
 def init_app(app):

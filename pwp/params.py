@@ -33,8 +33,7 @@ def _assign(tree: dict, key: str, value):
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         nxt = None if last else parts[i + 1]
-        if part == "":
-            # "a[]": append to the list at this node's parent slot (handled by caller).
+        if part == "":  # an empty name ("[x]", ""): nothing to assign ("a[]" is nxt == "" below)
             return
         if last:
             node[part] = value

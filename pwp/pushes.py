@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
 
 from . import crypto
-from .config import kind_setting
+from .config import KIND_SWITCH, kind_setting
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
@@ -315,11 +315,8 @@ def _validate(new: NewPush, cfg) -> dict:
     kind = new.kind
     if kind not in Kind.__members__:
         return {"kind": ["is not included in the list"]}
-    disabled = {"file": ("PWP__ENABLE_FILE_PUSHES", "File pushes are disabled."),
-                "url": ("PWP__ENABLE_URL_PUSHES", "URL pushes are disabled."),
-                "qr": ("PWP__ENABLE_QR_PUSHES", "QR code pushes are disabled.")}
-    if kind in disabled and not cfg[disabled[kind][0]]:
-        return {"kind": [disabled[kind][1]]}
+    if kind in KIND_SWITCH and not cfg[KIND_SWITCH[kind][0]]:
+        return {"kind": [KIND_SWITCH[kind][1]]}
     payload = new.payload or ""
     if kind != "file" and not payload.strip():
         errors["payload"] = ["Payload is required."]
@@ -552,12 +549,15 @@ def needs_passphrase(push: Push) -> bool:
 def _claim(push: Push, now: datetime) -> bool:
     """Count one view with a single conditional write; True if this request won it."""
     # The WHERE clause decides: N concurrent readers of V remaining views get V wins.
-    stmt = (update(Push)
-            .where(Push.id == push.id, _claimable(now))
-            .values(view_count=Push.view_count + 1, updated_at=now)
-            .returning(Push.view_count)
-            .execution_options(synchronize_session=False))
-    count = db.session.execute(stmt).scalar_one_or_none()
+    return _count_view(push, [_claimable(now)], updated_at=now)
+
+
+def _count_view(push: Push, where, **values) -> bool:
+    """Add one to the push's view_count where the conditions hold; False when no row did."""
+    count = db.session.execute(
+        update(Push).where(Push.id == push.id, *where)
+        .values(view_count=Push.view_count + 1, **values)
+        .returning(Push.view_count).execution_options(synchronize_session=False)).scalar_one_or_none()
     if count is None:
         return False
     push.keep_written({"view_count": count})
@@ -591,14 +591,9 @@ def _claim_open(tx: Transaction, url_token: str, actor: Actor, now: datetime) ->
 
 def _failed_view(push: Push, actor: Actor, now: datetime) -> Retrieval:
     """Answer a read of an expired push; upstream counts it as a view."""
-    stmt = (update(Push).where(Push.id == push.id)
-            .values(view_count=Push.view_count + 1)
-            .returning(Push.view_count).execution_options(synchronize_session=False))
-    count = db.session.execute(stmt).scalar_one_or_none()
-    if count is None:  # purged since it was looked up (purge-expired running meanwhile)
+    if not _count_view(push, []):  # purged since it was looked up (purge-expired running meanwhile)
         db.session.rollback()
         raise NotFound()
-    push.keep_written({"view_count": count})
     _log(push, AuditKind.failed_view, actor, now)
     db.session.commit()
     return Retrieval(push=push)
@@ -819,8 +814,7 @@ def purge(now: datetime) -> dict:
     expired = db.session.execute(
         update(Push).where(Push.expired == false(), Push.past_limits(now),
                            ~Push.in_download_window(now, FILE_LINK_SECONDS))
-        .values(expired=True, expired_on=now, updated_at=now, payload_ciphertext=None,
-                passphrase_salt=None, passphrase_verifier=None)
+        .values(expired_on=now, updated_at=now, **_EXPIRED_VALUES)
         .execution_options(synchronize_session=False)).rowcount
     files = db.session.execute(delete(PushFile).where(
         PushFile.push_id.in_(select(Push.id).where(Push.expired == true())))).rowcount

@@ -16,7 +16,7 @@ from flask_login import current_user
 from . import params, pushes
 from .api import file_link_path, secret_url
 from .auth import actor
-from .config import kind_setting
+from .config import KIND_SWITCH, kind_setting
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
 from .models import Kind
 from .words import human_size, plural
@@ -28,10 +28,6 @@ TABS = (("text", "text", "Text"), ("files", "file", "Files"), ("url", "url", "UR
         ("qr", "qr", "QR code"))
 TAB_OF = {kind: tab for tab, kind, _label in TABS}
 KIND_OF = {tab: kind for tab, kind, _label in TABS}
-_ENABLE = {"file": "PWP__ENABLE_FILE_PUSHES", "url": "PWP__ENABLE_URL_PUSHES",
-           "qr": "PWP__ENABLE_QR_PUSHES"}
-_DISABLED_MESSAGE = {"file": "File pushes are disabled.", "url": "URL pushes are disabled.",
-                     "qr": "QR code pushes are disabled."}
 # How long the browser may hold a passphrase-unlocked payload key (as upstream's cookie).
 UNLOCK_SECONDS = 180
 BAD_PASSPHRASE = ("That passphrase is incorrect.  Please try again or contact the person or "
@@ -48,7 +44,7 @@ def kind_enabled(kind: str) -> bool:
     cfg = current_app.config
     if kind == "file" and cfg["PWP__DISABLE_LOGINS"]:
         return False
-    return kind not in _ENABLE or cfg[_ENABLE[kind]]
+    return kind not in KIND_SWITCH or cfg[KIND_SWITCH[kind][0]]
 
 
 def visible_tabs():
@@ -156,7 +152,7 @@ def _creation_refused(kind: str):
     if kind == "file" and current_app.config["PWP__DISABLE_LOGINS"]:
         return _sign_in_redirect(kind)
     if not kind_enabled(kind):
-        flash(_DISABLED_MESSAGE.get(kind, "That kind of push is unavailable."), "warning")
+        flash(KIND_SWITCH[kind][1], "warning")
         return redirect(url_for("web.home"))
     anonymous_ok = current_app.config["PWP__ALLOW_ANONYMOUS"] and kind != "file"
     if not anonymous_ok and not current_user.is_authenticated:
@@ -320,8 +316,8 @@ def show(url_token):
     push = pushes.get(url_token, now)
     if request.method == "HEAD":  # a link checker's: no body to carry the payload, count nothing
         return "", 200
-    if push.kind_name in _ENABLE and not current_app.config[_ENABLE[push.kind_name]]:
-        flash(_DISABLED_MESSAGE[push.kind_name], "warning")
+    if push.kind_name in KIND_SWITCH and not current_app.config[KIND_SWITCH[push.kind_name][0]]:
+        flash(KIND_SWITCH[push.kind_name][1], "warning")
         return redirect(url_for("web.home"))
     cookie = _unlock_cookie_name(url_token)
     unlock_key = open_unlock_key(url_token, request.cookies.get(cookie), now)

@@ -10,8 +10,8 @@ def human_size(size: int) -> str:
     """'812 bytes', '1.4 KB', '3.0 MB'."""
     if size < 1024:
         return plural(size, "byte")
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("KB", "MB"):
         size /= 1024
-        if size < 1024 or unit == "GB":
+        if size < 1024:
             return f"{size:.1f} {unit}"
-    return ""
+    return f"{size / 1024:.1f} GB"
