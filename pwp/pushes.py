@@ -677,23 +677,36 @@ def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
                      last_view=last, granted=True)
 
 
+def seal_token(purpose: str, data: dict, now: datetime) -> str:
+    """An opaque token of data, readable for a few minutes. File links and the unlock
+    cookie are sealed with the same keys: each token says what it is for."""
+    return keyring().encrypt_at(json.dumps({"u": purpose, **data}).encode(),
+                                unix_seconds(now)).decode("ascii")
+
+
+def open_token(purpose: str, token: str | None, seconds: int, now: datetime) -> dict | None:
+    """The data of a token sealed for this purpose under `seconds` ago, else None."""
+    if not token or not token.isascii():
+        return None
+    try:
+        raw = keyring().decrypt_fresh(token.encode("ascii"), seconds, unix_seconds(now))
+        data = json.loads(raw) if raw else None
+    except (ValueError, UnicodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("u") == purpose else None
+
+
 def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> str:
     """Return an opaque download token for one file of a granted view, valid a few minutes."""
-    # "u": what the token is for (the unlock cookie is sealed with the same keys).
-    data = {"u": "file", "f": push_file.id, "p": push_file.push_id,
-            "k": key.decode("ascii") if key else None}
-    return keyring().encrypt_at(json.dumps(data).encode(), unix_seconds(now)).decode("ascii")
+    return seal_token("file", {"f": push_file.id, "p": push_file.push_id,
+                         "k": key.decode("ascii") if key else None}, now)
 
 
 def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
     """Decrypt one file from a download token; NotFound when stale or the push expired."""
-    try:
-        raw = keyring().decrypt_fresh(token.encode("ascii"), FILE_LINK_SECONDS, unix_seconds(now))
-        data = json.loads(raw) if raw else None
-    except (ValueError, UnicodeError):
-        data = None
-    if not (isinstance(data, dict) and data.get("u") == "file" and isinstance(data.get("f"), int)
-            and isinstance(data.get("p"), int) and isinstance(data.get("k"), (str, type(None)))):
+    data = open_token("file", token, FILE_LINK_SECONDS, now)
+    if not (data and isinstance(data.get("f"), int) and isinstance(data.get("p"), int)
+            and isinstance(data.get("k"), (str, type(None)))):
         raise NotFound()
     row = db.session.execute(
         select(PushFile, Push.expired).join(Push, Push.id == PushFile.push_id)

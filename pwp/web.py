@@ -256,19 +256,14 @@ def _unlock_cookie_name(url_token: str) -> str:
 
 def seal_unlock_key(url_token: str, key: bytes, now) -> str:
     """Encrypt a payload key for the short-lived cookie, bound to its push and time."""
-    data = {"u": "unlock", "t": url_token, "k": key.decode("ascii")}  # "u": see file_link_token
-    return pushes.keyring().encrypt_at(json.dumps(data).encode(), pushes.unix_seconds(now)).decode("ascii")
+    return pushes.seal_token("unlock", {"t": url_token, "k": key.decode("ascii")}, now)
 
 
 def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
     """Return the payload key from a fresh cookie of this push, else None."""
-    if not value or not value.isascii():
+    data = pushes.open_token("unlock", value, UNLOCK_SECONDS, now)
+    if not (data and data.get("t") == url_token and isinstance(data.get("k"), str) and data["k"].isascii()):
         return None
-    raw = pushes.keyring().decrypt_fresh(value.encode("ascii"), UNLOCK_SECONDS, pushes.unix_seconds(now))
-    data = json.loads(raw) if raw else None
-    if not (isinstance(data, dict) and data.get("u") == "unlock" and data.get("t") == url_token
-            and isinstance(data.get("k"), str) and data["k"].isascii()):
-        return None  # (a file link's token, say: sealed with the same keys)
     return data["k"].encode("ascii")
 
 
