@@ -298,7 +298,7 @@ def access(url_token):
         response.set_cookie(
             _unlock_cookie_name(url_token), seal_unlock_key(url_token, key, now),
             max_age=UNLOCK_SECONDS, httponly=True, samesite="Lax",
-            secure=current_app.config["SESSION_COOKIE_SECURE"] or request.is_secure, path=f"/p/{url_token}")
+            secure=current_app.session_interface.get_cookie_secure(current_app), path=f"/p/{url_token}")
     return response
 
 
