@@ -337,3 +337,21 @@ def _create_tables(app):
             # reports that race as a unique violation in pg_type).
             db.session.rollback()
             db.create_all()
+        _check_columns(db)
+
+
+def _check_columns(db):
+    """Stop start-up when a table lacks a column the models use: a database made by an
+    older pwpush (create_all adds missing tables, never columns), on which every request
+    touching that table would fail with a 500."""
+    from sqlalchemy import inspect as inspect_database
+
+    inspector = inspect_database(db.engine)
+    for table in db.metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column.name for column in table.columns if column.name not in have]
+        if missing:
+            raise config.ConfigError(
+                f"DATABASE_URL: the table {table.name} lacks the column(s) {', '.join(missing)}: the "
+                "database was made by an older pwpush; back it up and add them as `flask --app pwpush "
+                "schema` prints them, or start on a new database")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import text
 
 import servers
 from conftest import PG_ADMIN_URL, PG_BASE, make_config, sql, throwaway_pg_database
@@ -82,6 +83,18 @@ def test_a_database_the_role_may_not_create_tables_in_is_a_configuration_error(t
     assert proc.returncode == 3 and "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(
         "pwpush: configuration error: DATABASE_URL: cannot use the database: permission denied")
+
+
+def test_a_table_made_by_an_older_version_stops_start_up_naming_its_missing_columns(app, database_url, tmp_path):
+    # create_all adds missing tables, never columns: every request touching the table failed.
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE pushes DROP COLUMN note_ciphertext"))
+        db.session.commit()
+        db.engine.dispose()
+    proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": database_url})
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(
+        "pwpush: configuration error: DATABASE_URL: the table pushes lacks the column(s) note_ciphertext: ")
 
 
 def test_gunicorn_keeps_trying_a_database_that_cannot_be_used_yet(tmp_path):
