@@ -91,7 +91,13 @@ def test_a_table_made_by_an_older_version_stops_start_up_naming_its_missing_colu
         db.session.execute(text("ALTER TABLE pushes DROP COLUMN note_ciphertext"))
         db.session.commit()
         db.engine.dispose()
-    proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": database_url})
+    try:
+        proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": database_url})
+    finally:  # (the run's PostgreSQL database serves the tests after this one)
+        with app.app_context():
+            binary = "BYTEA" if db.engine.dialect.name == "postgresql" else "BLOB"
+            db.session.execute(text(f"ALTER TABLE pushes ADD COLUMN note_ciphertext {binary}"))
+            db.session.commit()
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(
         "pwpush: configuration error: DATABASE_URL: the table pushes lacks the column(s) note_ciphertext: ")
