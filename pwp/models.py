@@ -15,7 +15,11 @@ class Base(DeclarativeBase):
     """Declarative base for every model."""
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects keep what they hold across a commit (the code keeps them in step with what it
+# writes: keep_written). Expired on commit, an answer built after the commit reloaded its
+# push, and a purge-expired deleting the row in between made that a 500 after the view
+# was counted: the payload lost.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
 class Kind(enum.IntEnum):

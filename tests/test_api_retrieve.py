@@ -215,3 +215,47 @@ def test_responses_are_not_cached(client):
 def test_retrieval_step_does_not_affect_the_json_api(client):
     t = push(client, retrieval_step=True)
     assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "s3cret"
+
+
+
+@pytest.fixture
+def purge_after_next_commit(app):
+    """arm(): delete every push right after the session's next commit, as a purge-expired
+    with no grace (PWP__PURGE_ANONYMOUS_AFTER=0) running in another process at that moment."""
+    from sqlalchemy import event, text
+    from sqlalchemy.orm import Session
+
+    from pwp.models import db
+
+    armed = []
+
+    def purge(session):
+        if armed and not armed[0]:
+            armed[0] = True
+            with db.engine.connect() as other:
+                for table in ("audit_logs", "push_files", "pushes"):
+                    other.execute(text(f"DELETE FROM {table}"))
+                other.commit()
+    event.listen(Session, "after_commit", purge)
+    yield lambda: armed.append(False)
+    event.remove(Session, "after_commit", purge)
+    assert armed == [True], "the purge never ran: the test proved nothing"
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes/{}?passphrase=pp", "/p/{}.json?passphrase=pp"])
+def test_a_purge_right_after_the_last_view_commits_loses_no_secret(client, purge_after_next_commit, path):
+    """The answer is built from the push as the request left it: reloading it after the
+    commit found no row (ObjectDeletedError, a 500 after the last view was counted)."""
+    url_token = client.post("/api/v2/pushes", json={"push": {"payload": "last one", "passphrase": "pp",
+                                                             "expire_after_views": 1}}).json["url_token"]
+    purge_after_next_commit()
+    r = client.get(path.format(url_token))
+    assert r.status_code == 200 and r.json["payload"] == "last one" and r.json["views_remaining"] == 0
+
+
+def test_a_purge_right_after_a_failed_view_commits_is_no_500(client, purge_after_next_commit):
+    url_token = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_views": 1}}).json["url_token"]
+    assert client.get(f"/api/v2/pushes/{url_token}").json["payload"] == "x"
+    purge_after_next_commit()
+    r = client.get(f"/api/v2/pushes/{url_token}")
+    assert r.status_code == 200 and r.json["expired"] is True and r.json["payload"] is None
