@@ -402,3 +402,34 @@ def test_sqlite_datetime_binds_match_sqlalchemys_text():
     # Other dialects keep SQLAlchemy's own conversion.
     from sqlalchemy.dialects import postgresql
     assert fastsql.bind_processor(DateTime(), postgresql.dialect()) is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite has no server)
+def test_a_connection_the_server_ends_mid_request_is_a_json_500_then_service_resumes(app, client, token):
+    """The request's rollback at teardown, on the connection the server ended, raised out of
+    the app: gunicorn answered its own HTML 500 to a JSON client."""
+    import psycopg
+    from sqlalchemy import event
+
+    from conftest import PG_ADMIN_URL, bearer
+
+    with app.app_context():
+        engine = db.engine
+    ended = []
+
+    def end_the_connection(conn, cursor, statement, *_args):
+        if not ended and "FROM users" in statement:  # the token's lookup: a session transaction
+            ended.append(conn.connection.dbapi_connection.info.backend_pid)
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", ended)
+                while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", ended).fetchone()[0]:
+                    pass
+    event.listen(engine, "after_cursor_execute", end_the_connection)
+    try:
+        r = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token))
+    finally:
+        event.remove(engine, "after_cursor_execute", end_the_connection)
+    assert ended and r.status_code == 500 and r.json == {"status": 500, "error": "Internal Server Error"}
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "y"}}, headers=bearer(token))
+    assert r.status_code == 201
+    assert client.get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == "y"
