@@ -2,7 +2,8 @@
 
 `gunicorn pwpush:app` (the Procfile's web process) picks this file up. Environment:
   WEB_CONCURRENCY   worker processes (default 1; one per core to use more cores)
-  GUNICORN_THREADS  threads per worker (default 2 on SQLite, 4 on PostgreSQL)
+  GUNICORN_THREADS  threads per worker (default 2 on SQLite, 4 on PostgreSQL); for sync workers
+                    (`-k sync`) set it to 1: with more, gunicorn runs gthread whatever -k says
   PORT              PaaS port: bind 0.0.0.0:$PORT; without it bind 127.0.0.1:8000 (behind a proxy)
   BIND              an explicit address, e.g. unix:/run/pwpush.sock (wins over PORT)
   GUNICORN_CONTROL_SOCKET  a path for gunicorn's control socket (`gunicornc`); none without it
