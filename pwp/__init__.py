@@ -51,6 +51,13 @@ def create_app(test_config=None, instance_path=None):
         raise config.DatabaseUnavailable(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
     except ProgrammingError as exc:  # (no right to create the tables: waiting will not help)
         raise config.ConfigError(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
+    # Close what start-up opened: under gunicorn --preload this process forks the workers,
+    # and an SQLite connection open across a fork leaves the children's lock bookkeeping
+    # believing in locks only the parent holds (SQLite: "do not open a database before
+    # fork"); pwp.fastsql gives the children new pools for the rest.
+    with app.app_context():
+        from .models import db
+        db.engine.dispose()
     return app
 
 

@@ -355,6 +355,16 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_connection(app):
         assert fastsql._own_connection(db.engine) is parent  # not replaced: never dropped
 
 
+def test_start_up_leaves_no_connection_open(database_url, tmp_path):
+    """Under gunicorn --preload the master forks the workers after create_app."""
+    from conftest import make_config
+    from pwp import create_app
+
+    app = create_app(make_config(database_url), instance_path=str(tmp_path / "instance"))
+    with app.app_context():
+        assert db.engine.pool.checkedin() == 0 and db.engine.pool.checkedout() == 0
+
+
 def test_a_forked_child_opens_its_own_pooled_connections(app):
     """create_app leaves the connection start-up used in the pool; under gunicorn --preload
     every worker took that one connection (two processes on one socket: psycopg's "server
