@@ -203,7 +203,7 @@ def _register_database(app):
     db.init_app(app)
     # Runs before Flask-SQLAlchemy's own teardown (they run in reverse order), which then
     # has nothing left to do.
-    app.teardown_appcontext(_end_session)
+    app.teardown_appcontext(_session_ender(db))
     with app.app_context():
         engine = db.engine
         fastsql.new_connections_after_fork(engine)
@@ -215,22 +215,26 @@ def _register_database(app):
             use_postgresql()
 
 
-def _end_session(_exc):
-    """End the request's session. Its rollback fails on a connection the database server
-    ended during the request (a restart, pg_terminate_backend): the request has its answer
-    already, the 500 that said so; raised from here, the exception would replace it with
-    gunicorn's HTML page. SQLAlchemy drops such a connection; the pool's pre-ping checks
-    the others."""
+def _session_ender(db):
+    """The teardown that ends a request's session. Its rollback fails on a connection the
+    database server ended during the request (a restart, pg_terminate_backend): the request
+    has its answer already, the 500 that said so; raised from here, the exception would
+    replace it with gunicorn's HTML page. SQLAlchemy drops such a connection; the pool's
+    pre-ping checks the others."""
     from sqlalchemy.exc import DBAPIError
 
-    from .models import db
+    registry = db.session.registry
 
-    try:
-        db.session.remove()
-    except DBAPIError as error:
-        db.session.registry.clear()
-        current_app.logger.warning("database connection lost during a request (%s)",
-                                   type(error.orig).__name__)
+    def end_session(_exc):
+        if not registry.has():  # (most API requests never open one)
+            return
+        try:
+            db.session.remove()
+        except DBAPIError as error:
+            registry.clear()
+            current_app.logger.warning("database connection lost during a request (%s)",
+                                       type(error.orig).__name__)
+    return end_session
 
 
 def _register_extensions(app):
