@@ -4,6 +4,7 @@ Every read and write goes through `pushes`; these views parse input, call one
 lifecycle function and render. Secrets never appear in a URL, a title or a log.
 """
 import base64
+import dataclasses
 import io
 import json
 import math
@@ -173,6 +174,18 @@ def new():
     return _creation_refused(kind) or render_form(kind)
 
 
+def _within_the_form_bounds(new_push, kind: str):
+    """A number typed past the form's bounds (a browser without JavaScript does not stop
+    it) is taken as the nearest bound, not as the API's default (upstream's rule)."""
+    options = form_options(kind)
+    for what in ("days", "views"):
+        value = getattr(new_push, f"expire_after_{what}")
+        if value is not None:
+            value = min(max(value, options[f"{what}_min"]), options[f"{what}_max"])
+            new_push = dataclasses.replace(new_push, **{f"expire_after_{what}": value})
+    return new_push
+
+
 @bp.post("/p")
 def create():
     """Create a push from the push[...] form; 302 to its preview, or 422 with the form."""
@@ -183,7 +196,7 @@ def create():
     if refused:
         return refused
     try:
-        new_push = params.new_push(fields, kind=kind, form=True)
+        new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
         push = pushes.create(new_push, actor(signed_in_user()), pushes.utcnow())
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)

@@ -103,29 +103,30 @@
   }
 
   /* ---- expiry in words, character counters ---- */
+  /* The days and views number boxes carry the values; a slider beside each moves them. */
   function setupExpiry(form) {
-    function update(input) {
-      var out = form.querySelector('[data-output="' + input.id + '"]');
-      if (out) out.textContent = input.value;
-      var kind = input.getAttribute("data-expiry"), words = form.querySelector('[data-words="' + kind + '"]');
-      if (words) words.textContent = plural(+input.value, kind === "days" ? "day" : "view");
+    function clamped(number) {
+      var value = Math.round(number.valueAsNumber);  /* (NaN when empty or not a number) */
+      return isNaN(value) ? null : Math.min(+number.max, Math.max(+number.min, value));
     }
-    form.querySelectorAll("[data-expiry]").forEach(function (input) {
-      /* A number box beside the slider: a phone's slider has a few pixels per step. The
-         slider keeps the name, so the form works the same without JavaScript. */
-      var number = form.querySelector('[data-number-for="' + input.id + '"]');
-      input.addEventListener("input", function () { update(input); if (number) number.value = input.value; });
-      if (number) {
-        number.hidden = false;
-        number.addEventListener("input", function () {
-          var value = parseInt(number.value, 10);
-          if (isNaN(value)) return;
-          input.value = Math.min(+input.max, Math.max(+input.min, value));
-          update(input);
-        });
-        number.addEventListener("change", function () { number.value = input.value; });
-      }
-      update(input);
+    function update(number, slider) {
+      var value = clamped(number);
+      if (value === null) return;
+      slider.value = value;
+      var kind = number.getAttribute("data-expiry"), words = form.querySelector('[data-words="' + kind + '"]');
+      if (words) words.textContent = plural(value, kind === "days" ? "day" : "view");
+    }
+    form.querySelectorAll("[data-expiry]").forEach(function (number) {
+      var slider = form.querySelector('[data-range-for="' + number.id + '"]');
+      slider.addEventListener("input", function () { number.value = slider.value; update(number, slider); });
+      number.addEventListener("input", function () { update(number, slider); });
+      number.addEventListener("change", function () { number.value = slider.value; });  /* 500 -> 90, "" -> kept */
+      update(number, slider);
+    });
+    form.addEventListener("submit", function () {  /* Enter in a box sends what the slider shows */
+      form.querySelectorAll("[data-expiry]").forEach(function (number) {
+        number.value = form.querySelector('[data-range-for="' + number.id + '"]').value;
+      });
     });
   }
   function setupCounter(field) {
@@ -141,8 +142,7 @@
     var input = document.getElementById(button.getAttribute("data-toggle-password"));
     var show = input.type === "password";
     input.type = show ? "text" : "password";
-    button.setAttribute("aria-pressed", show ? "true" : "false");
-    button.textContent = show ? "Hide" : "Show";
+    button.querySelector("[data-label]").textContent = show ? "Hide" : "Show";
     input.focus();
   }
 
@@ -180,7 +180,6 @@
     var question = event.target.getAttribute("data-confirm");
     if (question && !window.confirm(question)) event.preventDefault();
   });
-  document.querySelectorAll("[data-toggle-password]").forEach(function (button) { button.hidden = false; });
   document.querySelectorAll("[data-select-on-focus]").forEach(function (input) {
     input.addEventListener("focus", function () { input.select(); });
   });

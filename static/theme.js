@@ -1,5 +1,7 @@
-/* Apply the visitor's chosen theme before the first paint ("auto" follows the system). */
+/* Before the first paint: mark that JavaScript runs (app.css shows the controls that need it,
+   and blurs a payload only then), and apply the visitor's chosen theme ("auto" follows the system). */
 (function () {
+  document.documentElement.classList.add("js");
   try {
     var theme = localStorage.getItem("pwpush-theme");
     if (theme === "light" || theme === "dark") document.documentElement.setAttribute("data-theme", theme);

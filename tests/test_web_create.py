@@ -209,3 +209,10 @@ def test_the_qr_counter_counts_bytes_as_the_limit_does(client):
     assert r.status_code == 422 and "You can only push up to 1024 bytes." in html
     assert "<span data-count-value>1200</span> / 1024 bytes" in html
     assert 'data-count="push_payload_count" data-count-bytes' in html
+
+
+def test_a_typed_number_past_the_forms_bounds_is_the_bound(client, app):
+    """The number boxes work without JavaScript, which does not stop 500: the form takes the
+    nearest bound (the API keeps upstream's rule: the default)."""
+    client.post("/p", data=form(kind="text", payload="x", expire_after_days="500", expire_after_views="-3"))
+    assert sql(app, "SELECT expire_after_days, expire_after_views FROM pushes") == [(90, 1)]

@@ -58,11 +58,9 @@ def test_passphrase_flow(server, new_page):
     page.get_by_role("link", name="Click here to proceed").click()
     expect(page.locator("h1")).to_have_text("Passphrase required")
     page.fill("#passphrase", "enemy")
-    show = page.get_by_role("button", name="Show")  # (hidden without JavaScript)
-    show.click()
+    page.get_by_role("button", name="Show passphrase").click()  # (hidden without JavaScript)
     expect(page.locator("#passphrase")).to_have_attribute("type", "text")
-    expect(page.get_by_role("button", name="Hide")).to_have_attribute("aria-pressed", "true")
-    page.get_by_role("button", name="Hide").click()
+    page.get_by_role("button", name="Hide passphrase").click()
     expect(page.locator("#passphrase")).to_have_attribute("type", "password")
     page.get_by_role("button", name="Go").click()
     expect(page.locator("[role=alert]")).to_contain_text("That passphrase is incorrect.")
@@ -115,25 +113,47 @@ def test_owner_expire_asks_first(server, new_page):
     assert len(questions) == 2
 
 
-def test_number_boxes_set_the_sliders(server, new_page):
-    """A phone's 90-step slider has a few pixels a step: the box beside it takes a number."""
+def test_number_boxes_and_sliders_move_together(server, new_page):
+    """A phone's 90-step slider has a few pixels a step: the number box carries the value."""
     page = new_page(viewport={"width": 390, "height": 844})
     page.goto(server.url + "/")
-    days = page.get_by_label("Days, as a number")
-    expect(days).to_be_visible()
+    days, days_slider = page.get_by_label("Days (1 to 90)"), page.locator("[data-range-for=push_expire_after_days]")
     days.fill("14")
-    expect(page.locator("#push_expire_after_days")).to_have_value("14")
+    expect(days_slider).to_have_value("14")
     expect(page.locator("#expiry_words")).to_contain_text("14 days or 5 views")
-    views = page.get_by_label("Views, as a number")
+    views = page.get_by_label("Views (1 to 100)")
     views.fill("1000")
     views.blur()
-    expect(views).to_have_value("100")  # the slider's maximum
-    expect(page.locator("#expiry_words")).to_contain_text("14 days or 100 views")
-    page.locator("#push_expire_after_views").fill("3")  # the slider moves the box too
+    expect(views).to_have_value("100")  # the bound, not the API's default
+    views.fill("1e1")
+    expect(page.locator("#expiry_words")).to_contain_text("14 days or 10 views")
+    page.locator("[data-range-for=push_expire_after_views]").fill("3")  # the slider moves the box
     expect(views).to_have_value("3")
     page.fill("#push_payload", "fourteen days")
-    page.click("main button[type=submit]")
-    expect(page.locator("#share_message")).to_have_value(re.compile("valid for 14 days or 3 views"))
+    days.fill("500")
+    days.press("Enter")  # sent as the slider shows it
+    expect(page.locator("#share_message")).to_have_value(re.compile("valid for 90 days or 3 views"))
+
+
+def test_without_javascript_every_form_works_and_no_dead_control_shows(server, new_page):
+    sender = new_page(java_script_enabled=False)
+    sender.goto(server.url + "/")
+    for dead in ("[data-generate]", "[data-copy-target]", "[data-theme-toggle]", "[data-range-for]", "#expiry_words"):
+        expect(sender.locator(dead).first).to_be_hidden()
+    sender.fill("#push_payload", "no script")
+    sender.get_by_label("Days (1 to 90)").fill("3")
+    sender.get_by_label("Views (1 to 100)").fill("2")
+    sender.click("main button[type=submit]")
+    expect(sender.locator("#share_message")).to_have_value(re.compile("valid for 3 days or 2 views"))
+    link = sender.input_value("#secret_url")
+    recipient = new_page(java_script_enabled=False)
+    recipient.goto(link)
+    recipient.get_by_role("link", name="Click here to proceed").click()
+    payload = recipient.locator("#payload")
+    expect(payload).to_have_text("no script")
+    # Blurred, nothing could reveal it: a counted view with an unreadable secret.
+    assert payload.evaluate("e => getComputedStyle(e).filter") == "none"
+    expect(recipient.get_by_role("button", name="Reveal")).to_be_hidden()
 
 
 def test_qr_counter_counts_bytes(server, new_page):
