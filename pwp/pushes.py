@@ -226,7 +226,7 @@ def _run(statement: Statement, params, tx: Transaction | None = None) -> list[tu
 
 
 def _load_caller(actor: Actor):
-    """Reload the caller's columns now if a commit expired them, before a fast transaction.
+    """Reload the caller's columns now if a rollback expired them, before a fast transaction.
 
     Inside it, an expired User would reload through the session: on SQLite a second
     connection of this request, waiting for the first one's write lock.
@@ -560,7 +560,7 @@ def _count_view(push: Push, where, **values) -> bool:
         .returning(Push.view_count).execution_options(synchronize_session=False)).scalar_one_or_none()
     if count is None:
         return False
-    push.keep_written({"view_count": count})
+    push.keep_written({"view_count": count, **values})
     return True
 
 
@@ -656,7 +656,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
         _log(push, AuditKind.view, actor, now)
     else:
         # Another reader took the last view between our read and our write.
-        db.session.refresh(push)
+        _reread(push)
         _expire_if_past_limits(push, now)
         return _failed_view(push, actor, now)
     return _grant(push, key, now)
@@ -719,6 +719,15 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
 
 # ----------------------------------------------------------------------------- manage
 
+def _reread(push: Push):
+    """Load the push's row again, which another request has just written; NotFound when a
+    purge-expired has deleted it meanwhile (a refresh would raise: a 500)."""
+    if db.session.scalar(select(Push).where(Push.id == push.id)
+                         .execution_options(populate_existing=True)) is None:
+        db.session.rollback()
+        raise NotFound()
+
+
 def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]:
     """Delete a push's content at once: its owner, or anyone if deletable_by_viewer.
     Return the push and whether this call deleted it (False: it had already expired)."""
@@ -730,7 +739,7 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
         _log(push, AuditKind.expire, actor, now)
         current_app.logger.info("push %s deleted", push.id)
     elif not push.expired:  # a concurrent request expired it first: answer as it left the row
-        db.session.refresh(push)
+        _reread(push)
     db.session.commit()
     return push, deleted
 

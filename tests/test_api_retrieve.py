@@ -259,3 +259,53 @@ def test_a_purge_right_after_a_failed_view_commits_is_no_500(client, purge_after
     purge_after_next_commit()
     r = client.get(f"/api/v2/pushes/{url_token}")
     assert r.status_code == 200 and r.json["expired"] is True and r.json["payload"] is None
+
+
+def test_a_counted_view_answers_the_updated_at_it_wrote(client, clock):
+    """The general path (a passphrase push here) agrees with the fast path and the row."""
+    url_token = client.post("/api/v2/pushes", json={"push": {"payload": "p", "passphrase": "pp"}}).json["url_token"]
+    clock.advance(hours=1)
+    body = client.get(f"/api/v2/pushes/{url_token}?passphrase=pp").json
+    assert body["updated_at"] == clock.now.isoformat(timespec="milliseconds") + "Z"
+
+
+def _delete_every_push(app):
+    from sqlalchemy import text
+
+    from pwp.models import db
+    with db.engine.connect() as other:
+        for table in ("audit_logs", "push_files", "pushes"):
+            other.execute(text(f"DELETE FROM {table}"))
+        other.commit()
+
+
+# PostgreSQL only: on SQLite the request holds the write lock from its first statement, so
+# no purge can delete the row in between.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_lost_race_whose_push_was_purged_meanwhile_is_404(client, app, monkeypatch):
+    """Another reader took the last view and a purge deleted the row before this reader
+    looked again: a refresh raised (500)."""
+    from pwp import pushes
+
+    url_token = client.post("/api/v2/pushes", json={"push": {"payload": "p", "passphrase": "pp"}}).json["url_token"]
+
+    def lost_and_purged(push, now):
+        _delete_every_push(app)
+        return False
+    monkeypatch.setattr(pushes, "_claim", lost_and_purged)
+    r = client.get(f"/api/v2/pushes/{url_token}?passphrase=pp")
+    assert r.status_code == 404 and r.json == {"error": "not-found"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_deletion_beaten_by_another_then_purged_is_404(client, app, monkeypatch):
+    from pwp import pushes
+
+    url_token = client.post("/api/v2/pushes", json={"push": {"payload": "p"}}).json["url_token"]
+
+    def beaten_and_purged(push, now, tx=None, deletion=False):
+        _delete_every_push(app)
+        return False
+    monkeypatch.setattr(pushes, "_expire", beaten_and_purged)
+    r = client.delete(f"/api/v2/pushes/{url_token}")
+    assert r.status_code == 404 and r.json == {"error": "not-found"}
