@@ -381,9 +381,11 @@ def _check_columns(db):
     inspector = inspect_database(db.engine)
     for table in db.metadata.sorted_tables:
         have = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column.name for column in table.columns if column.name not in have]
+        missing = [column for column in table.columns if column.name not in have]
         if missing:
+            adds = "; ".join(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                             f"{column.type.compile(dialect=db.engine.dialect)}" for column in missing)
             raise config.ConfigError(
-                f"DATABASE_URL: the table {table.name} lacks the column(s) {', '.join(missing)}: the "
-                "database was made by an older pwpush; back it up and add them as `flask --app pwpush "
-                "schema` prints them, or start on a new database")
+                f"DATABASE_URL: the table {table.name} lacks the column(s) "
+                f"{', '.join(column.name for column in missing)}: the database was made by an older "
+                f"pwpush; back it up, then add them ({adds}) or start on a new database")

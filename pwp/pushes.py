@@ -35,6 +35,9 @@ QR_MAX = 1024
 # header (nginx's 4 KiB buffer) and an anonymous create from storing megabytes of note.
 URL_MAX = 2048
 NOTE_MAX = 10_000
+TEXT_TOO_LARGE = f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."  # (upstream's)
+URL_TOO_LONG = (f"is too long (maximum is {URL_MAX} characters, each one outside ASCII counted as its "
+                "percent-encoding)")
 _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _TOKEN_LENGTH = 24
 # Bytes below 252 (7 x 36) map uniformly onto the alphabet; new_url_token drops the rest.
@@ -288,6 +291,12 @@ def _expire_if_past_limits(push: Push, now: datetime):
         _expire(push, now)
 
 
+def views_count(push: Push, user: User | None) -> bool:
+    """Tell whether this user's views count against the push's limit (its owner's and
+    admins' are logged, not counted)."""
+    return user is None or not (user.is_admin or is_owner(push, user))
+
+
 def is_owner(push: Push, user: User | None) -> bool:
     """Tell whether the user owns the push (anonymous pushes are owned by nobody)."""
     return user is not None and push.user_id is not None and push.user_id == user.id
@@ -321,7 +330,7 @@ def _validate(new: NewPush, cfg) -> dict:
     if kind != "file" and not payload.strip():
         errors["payload"] = ["Payload is required."]
     elif kind == "text" and len(payload) > TEXT_MAX:
-        errors["payload"] = [f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."]
+        errors["payload"] = [TEXT_TOO_LARGE]
     elif kind == "qr" and len(payload.encode("utf-8")) > QR_MAX:  # bytes: what the code holds
         errors["payload"] = [f"The QR code payload is too large.  You can only push up to {QR_MAX} bytes."]
     elif kind == "url":
@@ -350,8 +359,7 @@ def _validate_files(files, cfg) -> dict:
 def _url_errors(value: str) -> dict:
     # The limit counts the Location header as sent (a character outside ASCII is sent as up
     # to 9); the encoded form is never shorter than the text, so a long text is not encoded.
-    too_long = {"payload": [f"is too long (maximum is {URL_MAX} characters, each one outside "
-                            "ASCII counted as its percent-encoding)"]}
+    too_long = {"payload": [URL_TOO_LONG]}
     if len(value.strip()) > URL_MAX:
         return too_long
     location = url_location(value)
@@ -650,7 +658,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     if push.expired:
         return _failed_view(push, actor, now)
     user = actor.user
-    if user is not None and (user.is_admin or is_owner(push, user)):
+    if not views_count(push, user):
         _log(push, AuditKind.admin_view if user.is_admin else AuditKind.owner_view, actor, now)
     elif _claim(push, now):
         _log(push, AuditKind.view, actor, now)

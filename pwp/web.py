@@ -135,6 +135,9 @@ _FORM_MESSAGES = {
     ("url", "Payload is required."): "Enter the URL to share.",
     ("qr", "Payload is required."): "Enter the content of the QR code.",
     ("url", "must be a valid HTTP or HTTPS URL."): "Enter a whole address, starting with https:// or http://.",
+    ("url", pushes.URL_TOO_LONG): f"The URL is too long: at most {pushes.URL_MAX} characters, each one "
+                                  "outside ASCII counted as its percent-encoding (up to 9).",
+    ("text", pushes.TEXT_TOO_LARGE): f"The secret is too long: at most {pushes.TEXT_MAX} characters.",
 }
 
 
@@ -333,8 +336,8 @@ def show(url_token):
     if pushes.needs_passphrase(push) and unlock_key is None and given is None:
         return redirect(url_for("web.passphrase", url_token=url_token))
     try:
-        result = pushes.retrieve(url_token, actor(signed_in_user()), now,
-                                 passphrase=given, unlock_key=unlock_key)
+        user = signed_in_user()
+        result = pushes.retrieve(url_token, actor(user), now, passphrase=given, unlock_key=unlock_key)
     except (PassphraseIncorrect, TooManyAttempts) as exc:
         flash(BAD_PASSPHRASE if isinstance(exc, PassphraseIncorrect) else exc.message, "warning")
         return redirect(url_for("web.passphrase", url_token=url_token))
@@ -344,12 +347,12 @@ def show(url_token):
     if location is not None:
         response = redirect(location, 303)
     else:  # (a URL push stored before its URL was checked, that no browser can follow: as text)
-        response = make_response(_render_payload(result, now))
+        response = make_response(_render_payload(result, now, counted=pushes.views_count(push, user)))
     response.delete_cookie(cookie, path=f"/p/{url_token}")
     return response
 
 
-def _render_payload(result, now):
+def _render_payload(result, now, counted):
     push = result.push
     views = 0 if result.last_view else pushes.views_remaining(push)
     files = [{"name": f.filename, "size": f.size, "url": file_link_path(f, result.file_key, now)}
@@ -357,7 +360,7 @@ def _render_payload(result, now):
     return render_template(
         "web/show.html", push=push, payload=result.payload, files=files,
         qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,
-        left=time_left(push, now), views=views, last_view=result.last_view,
+        left=time_left(push, now), views=views, last_view=result.last_view, counted=counted,
         blur=bool(kind_setting(current_app.config, push.kind_name, "ENABLE_BLUR")),
         deletable=push.deletable_by_viewer is True and views > 0)
 

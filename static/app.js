@@ -133,7 +133,8 @@
     var counter = document.querySelector("#" + field.getAttribute("data-count") + " [data-count-value]");
     var bytes = field.hasAttribute("data-count-bytes");  /* what the server counts: UTF-8 bytes */
     field.addEventListener("input", function () {
-      counter.textContent = bytes ? new TextEncoder().encode(field.value).length : field.value.length;
+      var sent = field.value.replace(/\n/g, "\r\n");  /* a form sends a line break as CR LF */
+      counter.textContent = bytes ? new TextEncoder().encode(sent).length : sent.length;
     });
   }
 

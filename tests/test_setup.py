@@ -99,8 +99,10 @@ def test_a_table_made_by_an_older_version_stops_start_up_naming_its_missing_colu
             db.session.execute(text(f"ALTER TABLE pushes ADD COLUMN note_ciphertext {binary}"))
             db.session.commit()
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines()[-1].startswith(
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith(
         "pwpush: configuration error: DATABASE_URL: the table pushes lacks the column(s) note_ciphertext: ")
+    assert f"(ALTER TABLE pushes ADD COLUMN note_ciphertext {binary})" in line  # what the finally ran
 
 
 def test_gunicorn_keeps_trying_a_database_that_cannot_be_used_yet(tmp_path):

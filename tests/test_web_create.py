@@ -216,3 +216,12 @@ def test_a_typed_number_past_the_forms_bounds_is_the_bound(client, app):
     nearest bound (the API keeps upstream's rule: the default)."""
     client.post("/p", data=form(kind="text", payload="x", expire_after_days="500", expire_after_views="-3"))
     assert sql(app, "SELECT expire_after_days, expire_after_views FROM pushes") == [(90, 1)]
+
+
+@pytest.mark.parametrize("kind,payload,message", [
+    ("url", "https://example.com/" + "a" * 2048, "The URL is too long: at most 2048 characters"),
+    ("text", "x" * 1_048_577, "The secret is too long: at most 1048576 characters."),
+])
+def test_length_messages_name_the_field_too(client, kind, payload, message):
+    r = client.post("/p", data=form(kind=kind, payload=payload))
+    assert r.status_code == 422 and message in r.get_data(as_text=True)

@@ -264,3 +264,11 @@ def test_expire_with_another_method_override_is_405(client, app):
     token = create(client, payload="x", deletable_by_viewer=True)
     assert client.post(f"/p/{token}/expire", data={"_method": "put"}).status_code == 405
     assert not sql(app, "SELECT expired FROM pushes")[0][0]
+
+
+def test_an_owners_payload_page_does_not_say_a_reload_counts(client, make_user, app):
+    """Owners' views are logged, not counted."""
+    sign_in(client, make_user)
+    token = create(client, payload="mine", expire_after_views="2")
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert "mine" in html and "counts as another view" not in html and view_count(app, token) == 0

@@ -159,8 +159,8 @@ def test_without_javascript_every_form_works_and_no_dead_control_shows(server, n
 def test_qr_counter_counts_bytes(server, new_page):
     page = new_page()
     page.goto(server.url + "/p/new?tab=qr")
-    page.fill("#push_payload", "caf\u00e9")
-    expect(page.locator("#push_payload_count")).to_contain_text("5 / 1024 bytes")
+    page.fill("#push_payload", "caf\u00e9\nx")
+    expect(page.locator("#push_payload_count")).to_contain_text("8 / 1024 bytes")  # (CR LF as sent)
 
 
 def test_url_push_redirects(server, new_page):
