@@ -352,7 +352,7 @@ def _validate_files(files, cfg) -> dict:
         return {"files": [f"You can only attach up to {max_files} files per push."]}
     max_bytes = cfg["PWP__FILES__MAX_TOTAL_BYTES"]
     if sum(len(f.data) for f in files) > max_bytes:
-        return {"files": [f"The files are too large.  You can only push up to {human_size(max_bytes)} in total."]}
+        return {"files": [f"The files are too large.  You can only push up to {human_size(max_bytes, limit=True)} in total."]}
     return {}
 
 

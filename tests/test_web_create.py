@@ -225,3 +225,14 @@ def test_a_typed_number_past_the_forms_bounds_is_the_bound(client, app):
 def test_length_messages_name_the_field_too(client, kind, payload, message):
     r = client.post("/p", data=form(kind=kind, payload=payload))
     assert r.status_code == 422 and message in r.get_data(as_text=True)
+
+
+def test_a_size_limit_is_rounded_down_where_it_is_stated(client, make_user, app):
+    """1 150 000 bytes is 1.097 MiB: "1.1 MB" would promise what the check then refuses."""
+    sign_in(client, make_user)
+    app.config["PWP__FILES__MAX_TOTAL_BYTES"] = 1_150_000
+    assert "Files (up to 10, 1.0 MB in all)" in client.get("/p/new?tab=files").get_data(as_text=True)
+    data = form(kind="file", payload="big")
+    data["push[files][]"] = [(io.BytesIO(b"x" * 1_150_001), "big.bin")]
+    html = client.post("/p", data=data, content_type="multipart/form-data").get_data(as_text=True)
+    assert "You can only push up to 1.0 MB in total." in html

@@ -152,3 +152,13 @@ def test_irreversible_owner_actions_ask_first(client, make_user):
     assert 'data-confirm="Expire Wi-Fi now? Its content is deleted' in dashboard
     assert 'data-confirm="Expire this push now?' in client.get(f"/p/{token}/audit").get_data(as_text=True)
     assert 'data-confirm="Make a new token? The old one stops working' in client.get("/users/token").get_data(as_text=True)
+
+
+def test_the_audit_page_does_not_say_an_expired_push_had_no_passphrase(client, make_user):
+    """Expiry deletes the passphrase's verifier with the content: "no" would be wrong."""
+    sign_in(client, make_user)
+    token = create(client, payload="x", passphrase="pp")
+    assert "<dt>Passphrase</dt><dd>yes</dd>" in client.get(f"/p/{token}/audit").get_data(as_text=True)
+    client.post(f"/p/{token}/expire", data={"_method": "delete"})
+    html = client.get(f"/p/{token}/audit").get_data(as_text=True)
+    assert "<dt>Passphrase</dt><dd>not kept after expiry</dd>" in html
