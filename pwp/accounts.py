@@ -118,9 +118,13 @@ def _sign_in(user):
 
 def _new_password_errors() -> dict:
     """The form's password and password_confirmation, checked by auth's rule."""
-    problem = auth.password_problem(request.form.get("password", ""),
-                                    request.form.get("password_confirmation", ""))
-    return dict([problem]) if problem else {}
+    password = request.form.get("password", "")
+    confirmation = request.form.get("password_confirmation", "")
+    # Each problem at once: a short password that the confirmation does not match is both.
+    errors = dict(filter(None, [auth.password_problem(password)]))
+    if password != confirmation:
+        errors["password_confirmation"] = auth.PASSWORDS_DIFFER
+    return errors
 
 
 @bp.route("/edit", methods=["GET", "POST"])

@@ -125,19 +125,17 @@ def _dummy_hash() -> str:
 
 
 MIN_PASSWORD = 8
+PASSWORDS_DIFFER = "The two passwords do not match."
 
 
-def password_problem(password: str, confirmation: str | None = None) -> tuple[str, str] | None:
-    """(field, message) for a password that may not be set (too short; or, when a
-    confirmation is given, different from it), else None."""
+def password_problem(password: str) -> tuple[str, str] | None:
+    """("password", message) for a password that may not be set (too short, not text), else None."""
     if len(password) < MIN_PASSWORD:
         return "password", f"Use at least {MIN_PASSWORD} characters."
     try:
         password.encode("utf-8")
     except UnicodeEncodeError:  # (an environment variable's undecodable bytes)
         return "password", "The password is not valid UTF-8 text."
-    if confirmation is not None and password != confirmation:
-        return "password_confirmation", "The two passwords do not match."
     return None
 
 

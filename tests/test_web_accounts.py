@@ -37,6 +37,14 @@ def test_sign_up_errors_rerender_422(client, email, password, confirmation, mess
     assert message in html and f'value="{email}"' in html
 
 
+def test_a_short_password_the_confirmation_does_not_match_is_told_both(client):
+    r = client.post("/users/sign_up", data={"email": "a@example.com", "password": "short",
+                                            "password_confirmation": "shirt"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert "Use at least 8 characters." in html and "The two passwords do not match." in html
+
+
 def test_sign_up_says_every_problem_at_once(client, app):
     r = client.post("/users/sign_up", data={"email": "bad", "password": "short",
                                             "password_confirmation": "short"})
