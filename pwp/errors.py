@@ -5,6 +5,7 @@ A missing push and an expired push look the same to a visitor.
 """
 import json
 import logging
+import re
 
 from flask import Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -135,10 +136,19 @@ def api_error(status, body=None):
     return json_response(body, status)
 
 
+# A push's API paths that anyone may call, as upstream's router matches them (a token is any
+# segment without "." or "/"; audit paths ask for a token first).
+_PUSH_PATH = re.compile(r"/api/v2/pushes/[^/.]+(?:/preview)?|/[pfr]/[^/.]+(?:/preview)?\.json")
+
+
 def _http_error(exc: HTTPException):
     # Allow (405) and Retry-After (429, 503) as werkzeug gives them.
     headers = [(name, value) for name, value in exc.get_headers() if name in ("Allow", "Retry-After")]
     if wants_json():
+        if exc.code == 404 and request.method in ("GET", "HEAD", "DELETE") and _PUSH_PATH.fullmatch(request.path):
+            # A token our converter refuses (too long, odd characters) that upstream's router
+            # takes as a token: its controller finds no push.
+            return api_error(404, NotFound().body())
         if exc.code in (404, 405):  # (upstream's router: a method a path lacks is no route, 404)
             return api_error(404, {"status": 404, "error": "Not Found"})
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})

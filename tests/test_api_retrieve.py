@@ -69,6 +69,19 @@ def test_odd_tokens_are_404_json(client, token):
     assert r.is_json
 
 
+@pytest.mark.parametrize("path", ["/api/v2/pushes/{}", "/api/v2/pushes/{}/preview",
+                                  "/p/{}.json", "/p/{}/preview.json", "/f/{}.json"])
+@pytest.mark.parametrize("token", ["a" * 65, "bad%20token", "%F0%9F%98%80", "a'b"])
+def test_a_token_upstreams_router_takes_gets_its_not_found(client, path, token):
+    """Upstream routes any segment without '.' or '/' to the push's controller."""
+    r = client.get(path.format(token))
+    assert r.status_code == 404 and r.json == {"error": "not-found"}
+    if path == "/api/v2/pushes/{}":
+        r = client.delete(path.format(token))
+        assert r.status_code == 404 and r.json == {"error": "not-found"}
+    assert client.put(path.format(token)).json == {"status": 404, "error": "Not Found"}  # no route
+
+
 def test_passphrase_gate(app, client, token):
     t = push(client, bearer(token), passphrase="asdf")
     for query in ("", "?passphrase=wrong", "?passphrase=ASDF"):
