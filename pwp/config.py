@@ -12,6 +12,12 @@ from urllib.parse import urlsplit
 KIND_SWITCH = {"file": ("PWP__ENABLE_FILE_PUSHES", "File pushes are disabled."),
                "url": ("PWP__ENABLE_URL_PUSHES", "URL pushes are disabled."),
                "qr": ("PWP__ENABLE_QR_PUSHES", "QR code pushes are disabled.")}
+
+
+def kind_switched_off(config, kind: str) -> str | None:
+    """What a push of this kind is told when its PWP__ENABLE_*_PUSHES setting is off, else None."""
+    setting, message = KIND_SWITCH.get(kind, (None, None))
+    return message if setting is not None and not config[setting] else None
 # Upstream's settings section for each kind.
 SECTION = {"text": "PW", "file": "FILES", "url": "URL", "qr": "QR"}
 

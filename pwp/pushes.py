@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
 
 from . import crypto
-from .config import KIND_SWITCH, kind_setting
+from .config import kind_setting, kind_switched_off
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
@@ -324,8 +324,9 @@ def _validate(new: NewPush, cfg) -> dict:
     kind = new.kind
     if kind not in Kind.__members__:
         return {"kind": ["is not included in the list"]}
-    if kind in KIND_SWITCH and not cfg[KIND_SWITCH[kind][0]]:
-        return {"kind": [KIND_SWITCH[kind][1]]}
+    switched_off = kind_switched_off(cfg, kind)
+    if switched_off:
+        return {"kind": [switched_off]}
     payload = new.payload or ""
     if kind != "file" and not payload.strip():
         errors["payload"] = ["Payload is required."]

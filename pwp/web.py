@@ -17,7 +17,7 @@ from flask_login import current_user
 from . import params, pushes
 from .api import file_link_path, secret_url
 from .auth import actor
-from .config import KIND_SWITCH, kind_setting
+from .config import kind_setting, kind_switched_off
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
 from .models import Kind
 from .words import human_size, plural
@@ -45,7 +45,7 @@ def kind_enabled(kind: str) -> bool:
     cfg = current_app.config
     if kind == "file" and cfg["PWP__DISABLE_LOGINS"]:
         return False
-    return kind not in KIND_SWITCH or cfg[KIND_SWITCH[kind][0]]
+    return kind_switched_off(cfg, kind) is None
 
 
 def visible_tabs():
@@ -156,7 +156,7 @@ def _creation_refused(kind: str):
     if kind == "file" and current_app.config["PWP__DISABLE_LOGINS"]:
         return _sign_in_redirect(kind)
     if not kind_enabled(kind):
-        flash(KIND_SWITCH[kind][1], "warning")
+        flash(kind_switched_off(current_app.config, kind), "warning")
         return redirect(url_for("web.home"))
     anonymous_ok = current_app.config["PWP__ALLOW_ANONYMOUS"] and kind != "file"
     if not anonymous_ok and not current_user.is_authenticated:
@@ -327,8 +327,9 @@ def show(url_token):
     push = pushes.get(url_token, now)
     if request.method == "HEAD":  # a link checker's: no body to carry the payload, count nothing
         return "", 200
-    if push.kind_name in KIND_SWITCH and not current_app.config[KIND_SWITCH[push.kind_name][0]]:
-        flash(KIND_SWITCH[push.kind_name][1], "warning")
+    switched_off = kind_switched_off(current_app.config, push.kind_name)
+    if switched_off:
+        flash(switched_off, "warning")
         return redirect(url_for("web.home"))
     cookie = _unlock_cookie_name(url_token)
     unlock_key = open_unlock_key(url_token, request.cookies.get(cookie), now)
