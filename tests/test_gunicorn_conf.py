@@ -120,3 +120,20 @@ def test_gunicorn_started_in_another_folder_warns_that_this_file_was_not_read(tm
     assert elsewhere.returncode == 0 and "did not read pwpush's gunicorn.conf.py" in elsewhere.stderr
     named = check("-c", CONF, "--chdir", root)
     assert named.returncode == 0 and "did not read" not in named.stderr
+
+
+def test_the_master_process_loads_neither_flask_nor_sqlalchemy():
+    """gunicorn's master (without --preload) reads this file and loads its logger class; it
+    forks the workers and serves no request, so the app's libraries stay out of it (they cost
+    the master ~28 MiB of RSS, more than the workers' own share of them)."""
+    probe = ("import runpy, sys\n"
+             "from gunicorn.config import Config\n"
+             "cfg = Config()\n"
+             "for name, value in runpy.run_path(sys.argv[1]).items():\n"
+             "    if name in cfg.settings: cfg.set(name, value)\n"
+             "cfg.logger_class(cfg)\n"  # as the arbiter builds its logger
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'sqlalchemy', 'werkzeug', 'jinja2', 'cryptography'}))\n")
+    done = subprocess.run([sys.executable, "-c", probe, CONF], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(CONF))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

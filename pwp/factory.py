@@ -1,0 +1,381 @@
+"""The application factory: settings, keys, database, blueprints (`pwp.create_app`)."""
+import functools
+import inspect
+import logging
+import os
+
+from flask import Flask, current_app, request
+from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from . import ROOT, config, crypto, has_cookies
+
+log = logging.getLogger("pwp")
+
+
+class App(Flask):
+    """Flask, asking once per function (not on every request) whether a hook or view is async."""
+
+    def ensure_sync(self, func):
+        """Return func, or a wrapper running it to completion when it is a coroutine function."""
+        return self.async_to_sync(func) if _is_coroutine_function(func) else func
+
+
+# Hooks and views are the same few functions on every request (bounded: bound methods of
+# short-lived objects would otherwise accumulate).
+_is_coroutine_function = functools.lru_cache(maxsize=512)(inspect.iscoroutinefunction)
+
+
+def create_app(test_config=None, instance_path=None):
+    """Build the application: settings, keys, database, blueprints."""
+    app = App(
+        "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
+        instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
+        or os.path.join(ROOT, "instance"))
+    app.session_interface = CookieSessionInterface()
+    _configure(app, test_config)
+    _register_database(app)
+    _register_extensions(app)
+    _register_blueprints(app)
+    _register_middleware(app)
+    try:
+        _create_tables(app)
+        _check_master_key(app)
+    except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
+        raise config.DatabaseUnavailable(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
+    except ProgrammingError as exc:  # (no right to create the tables: waiting will not help)
+        raise config.ConfigError(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
+    # Close what start-up opened: under gunicorn --preload this process forks the workers,
+    # and an SQLite connection open across a fork leaves the children's lock bookkeeping
+    # believing in locks only the parent holds (SQLite: "do not open a database before
+    # fork"); pwp.fastsql gives the children new pools for the rest.
+    with app.app_context():
+        from .models import db
+        db.engine.dispose()
+    return app
+
+
+def _database_error(app, exc) -> str:
+    """The driver's message on one line, without the URL's password should it appear."""
+    from sqlalchemy.engine import make_url
+
+    message = " ".join(str(exc.orig).split())
+    password = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).password
+    return message.replace(password, "***") if password else message
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, without building the signer for cookie-less requests.
+
+    API clients send no cookie; an empty session then costs nothing to open or save.
+    """
+
+    def open_session(self, app, request):
+        """Return an empty session at once when the request carries no session cookie."""
+        if not has_cookies(request) or self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def get_cookie_secure(self, app):
+        """Secure when PWP__SECURE_COOKIES says so, and whenever the request came over HTTPS."""
+        return app.config["SESSION_COOKIE_SECURE"] or request.is_secure
+
+    def save_session(self, app, session, response):
+        """Skip the work for an empty, unchanged session of a request without cookies.
+
+        (Flask-Login reads the session after every request, so "accessed" is always set;
+        the only output skipped is "Vary: Cookie" on no-store responses to cookie-less requests.)
+        """
+        if not session and not session.modified and not has_cookies(request):
+            return
+        super().save_session(app, session, response)
+
+
+def _configure(app, test_config):
+    settings = config.from_environ()
+    settings.update(test_config or {})
+    config.validate(settings)
+    app.config.update(settings)
+    url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
+    app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
+    # The instance folder holds the keys and the SQLite database: owner-only.
+    try:
+        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {exc.filename or app.instance_path}: "
+                                 f"{exc.strerror or exc}") from None
+    _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
+    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
+        app, "secret_key", lambda: os.urandom(32).hex())
+    master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key)
+    try:
+        app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
+    except ValueError as exc:
+        raise config.ConfigError(f"{_master_key_source(app)}: {exc}") from None
+    # hide_parameters: a logged SQL error must not echo bound values (url_tokens, ciphertext).
+    if url.startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}
+    else:
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
+    # Files plus form overhead; a larger body is refused with 413 before it is read.
+    app.config["MAX_CONTENT_LENGTH"] = settings["PWP__FILES__MAX_TOTAL_BYTES"] + 1024 * 1024
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
+        JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    app.json.compact = True
+
+
+def _warn_if_open_to_others(path, what, why):
+    """Log a warning when other users of the machine may read or enter path (an instance
+    folder an admin made with mkdir, a key file copied in with 0644): made here, they are
+    owner-only, but one that exists is used as it is."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warning("The instance %s %s is open to other users (mode %o), and %s: chmod %s it.",
+                    what, path, mode, why, "700" if what == "folder" else "600")
+
+
+def _key_file(app, name, make) -> str:
+    """A key kept in the instance folder (made on first start); ConfigError naming the file
+    when it cannot be read or holds nothing."""
+    path = os.path.join(app.instance_path, name)
+    try:
+        value = crypto.load_or_create(path, make)
+    except (OSError, UnicodeError) as exc:
+        raise config.ConfigError(f"the key file {path}: cannot be used: "
+                                 f"{getattr(exc, 'strerror', None) or 'not a key (not ASCII)'}") from None
+    if not value:
+        raise config.ConfigError(f"the key file {path}: is empty (delete it to have a new one made, "
+                                 "if nothing was ever stored with it)")
+    _warn_if_open_to_others(path, "key file", "it is a secret")
+    return value
+
+
+def _master_key_source(app) -> str:
+    """Where the master keys came from, for messages."""
+    if app.config["PWPUSH_MASTER_KEY"]:
+        return "PWPUSH_MASTER_KEY"
+    return f"the key file {os.path.join(app.instance_path, 'master.key')}"
+
+
+def _sqlite_pragmas(wal_autocheckpoint):
+    pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON",
+               "foreign_keys=ON", "busy_timeout=15000")
+    if wal_autocheckpoint:
+        pragmas += (f"wal_autocheckpoint={wal_autocheckpoint}",)
+
+    def on_connect(dbapi_connection, _record):
+        # Autocommit at the driver level so "begin" below decides how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cur.execute("PRAGMA " + pragma)
+        cur.close()
+    return on_connect
+
+
+def _sqlite_begin(conn):
+    # Take the write lock up front: a WAL reader that later writes could otherwise
+    # fail at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
+    # Straight to the driver: this runs once per transaction, i.e. once per request.
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
+def _register_database(app):
+    from . import fastsql
+    from .models import db, use_postgresql
+
+    db.init_app(app)
+    # Runs before Flask-SQLAlchemy's own teardown (they run in reverse order), which then
+    # has nothing left to do.
+    app.teardown_appcontext(_session_ender(db))
+    with app.app_context():
+        engine = db.engine
+        fastsql.new_connections_after_fork(engine)
+        if engine.dialect.name == "sqlite":
+            wal_autocheckpoint = app.config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
+            event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))
+            event.listen(engine, "begin", _sqlite_begin)
+        elif engine.dialect.name == "postgresql":
+            use_postgresql()
+
+
+def _session_ender(db):
+    """The teardown that ends a request's session. Its rollback fails on a connection the
+    database server ended during the request (a restart, pg_terminate_backend): the request
+    has its answer already, the 500 that said so; raised from here, the exception would
+    replace it with gunicorn's HTML page. SQLAlchemy drops such a connection; the pool's
+    pre-ping checks the others."""
+    from sqlalchemy.exc import DBAPIError
+
+    registry = db.session.registry
+
+    def end_session(_exc):
+        if not registry.has():  # (most API requests never open one)
+            return
+        try:
+            db.session.remove()
+        except DBAPIError as error:
+            registry.clear()
+            current_app.logger.warning("database connection lost during a request (%s)",
+                                       type(error.orig).__name__)
+    return end_session
+
+
+def _register_extensions(app):
+    from . import auth, errors
+
+    auth.init_app(app)
+    errors.init_app(app)
+    for name, value in CSRF_DEFAULTS.items():
+        app.config.setdefault(name, value)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.before_request(_csrf_protect)
+
+
+# Flask-WTF's CSRF protection is imported by the first form or page that needs a token:
+# it brings WTForms (1.2 MiB per worker), which workers serving only the JSON API never
+# use. Its settings, with the defaults CSRFProtect.init_app would give them:
+CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": frozenset({"POST", "PUT", "PATCH", "DELETE"}),
+                 "WTF_CSRF_FIELD_NAME": "csrf_token", "WTF_CSRF_HEADERS": ("X-CSRFToken", "X-CSRF-Token"),
+                 "WTF_CSRF_TIME_LIMIT": 3600,
+                 # Not Flask-WTF's check that an HTTPS form post's Referer is this site: the
+                 # pages send Referrer-Policy: no-referrer (secret links must not leak in
+                 # Referer headers), so browsers send none and every form failed over HTTPS.
+                 # _csrf_protect checks Sec-Fetch-Site and Origin instead.
+                 "WTF_CSRF_SSL_STRICT": False}
+# JSON clients authenticate with tokens; browser sessions are SameSite=Lax.
+CSRF_EXEMPT_BLUEPRINTS = frozenset({"api", "api_v1"})
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, for forms (templates call it)."""
+    from flask_wtf.csrf import generate_csrf
+    return generate_csrf()
+
+
+@functools.cache
+def _csrf():
+    from flask_wtf.csrf import CSRFProtect
+    return CSRFProtect()
+
+
+def _csrf_protect():
+    """Check the CSRF token of form submissions (not the token-authenticated JSON APIs), and
+    that the browser does not say the form is another site's (auth.from_other_site)."""
+    config = current_app.config
+    if (request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]
+            and request.blueprint not in CSRF_EXEMPT_BLUEPRINTS):
+        _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
+        from .auth import from_other_site
+        # (A browser without Sec-Fetch-Site posts our forms with "Origin: null": let it, on
+        # the token's word.)
+        if from_other_site(request, null_origin_is_other=False):
+            from flask_wtf.csrf import CSRFError
+            raise CSRFError("The request came from another site.")
+
+
+def _register_blueprints(app):
+    from . import api, api_v1, cli, web
+
+    api.init_app(app)
+    app.register_blueprint(api_v1.bp)
+    web.init_app(app)
+    cli.init_app(app)
+
+
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", _CSP), ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+    ("X-Robots-Tag", "noindex, nofollow"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), clipboard-write=(self)")]
+
+
+class SecurityHeaders:
+    """WSGI middleware: the fixed security headers on every response, error pages included,
+    and "Cache-Control: no-store" unless the view chose a cache policy (static assets do):
+    secrets must never sit in a browser or proxy cache.
+
+    At the WSGI edge it appends to the header list as is, where an after_request hook
+    costs a Headers.extend that re-validates each fixed header on every request.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            if not any(name.lower() == "cache-control" for name, _value in headers):
+                headers.append(("Cache-Control", "no-store"))
+            headers.extend(SECURITY_HEADERS)
+            return start_response(status, headers, exc_info)
+        return self.wsgi_app(environ, start)
+
+
+def _register_middleware(app):
+    """WSGI layers around Flask, innermost first: the API's hot path, per-IP throttling,
+    the trusted proxies' headers, the security headers on every response."""
+    from . import hotpath, throttling
+
+    flask_wsgi_app = app.wsgi_app
+    hotpath.init_app(app)
+    throttling.init_app(app, flask_wsgi_app)
+    n = app.config["PWP__TRUSTED_PROXIES"]
+    if n:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+
+
+def _check_master_key(app):
+    """Refuse to start with master keys that do not open the stored pushes (a key file
+    regenerated, another instance's key): every view would fail after counting."""
+    from . import pushes
+
+    with app.app_context():
+        if not pushes.keys_are_the_databases():
+            raise config.ConfigError(
+                f"{_master_key_source(app)}: none of its keys decrypts the stored pushes; start "
+                "with the key they were encrypted with (the instance folder's master.key or the "
+                "PWPUSH_MASTER_KEY of the other instances)")
+
+
+def _create_tables(app):
+    """Create missing tables (never drops): zero-configuration first start."""
+    from .models import db
+
+    with app.app_context():
+        try:
+            db.create_all()
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another worker created them between our check and our CREATE (PostgreSQL
+            # reports that race as a unique violation in pg_type).
+            db.session.rollback()
+            db.create_all()
+        _check_columns(db)
+
+
+def _check_columns(db):
+    """Stop start-up when a table lacks a column the models use: a database made by an
+    older pwpush (create_all adds missing tables, never columns), on which every request
+    touching that table would fail with a 500."""
+    from sqlalchemy import inspect as inspect_database
+
+    inspector = inspect_database(db.engine)
+    for table in db.metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in have]
+        if missing:
+            adds = "; ".join(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                             f"{column.type.compile(dialect=db.engine.dialect)}" for column in missing)
+            raise config.ConfigError(
+                f"DATABASE_URL: the table {table.name} lacks the column(s) "
+                f"{', '.join(column.name for column in missing)}: the database was made by an older "
+                f"pwpush; back it up, then add them ({adds}) or start on a new database")
