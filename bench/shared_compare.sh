@@ -2,8 +2,9 @@
 # bench/shared_compare.sh — reproduce bench/RESULTS.md with the shared harness beside the
 # project (../shared/bench: wrk, server on CPU 1, load on CPU 0, quiet gate, medians of REPS).
 #
-#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling scaling-ab gunicorn recommended threads cold maint
-#                                         (default: all but recommended, threads and scaling-ab)
+#   bench/shared_compare.sh [STEP...]     steps: sqlite pg scaling scaling-ab gunicorn recommended threads
+#                                         procfile cold maint
+#                                         (default: all but recommended, threads, procfile and scaling-ab)
 #
 # sqlite   pwpush (SQLite) vs snappass vs the ceiling flask-sqlite-fernet: create, retrieve, flow
 # BEFORE_DIR=path/to/another/checkout (sqlite, scaling-ab, threads, recommended) runs that
@@ -20,6 +21,10 @@
 #          PostgreSQL database: create, retrieve, flow (gunicorn.conf.py's thread count)
 # recommended  `threads` with gunicorn.conf.py's setting on SQLite (gthread 1x2): it against 2
 #          sync workers and the ceiling (2 sync workers, the harness's setting)
+# procfile pwpush as the Procfile's web process runs it, with this checkout's gunicorn.conf.py
+#          (its logger, its defaults) instead of the harness's settings file: the default 1 x 2
+#          gthread and WEB_CONCURRENCY=2 sync workers, beside the ceiling (harness settings);
+#          BEFORE_DIR works here too. What an admin's server costs, master process included.
 # cold     cold start (bench/coldstart.py);  maint: purge-expired / rotate-key on 100 000 pushes
 # Env: HARNESS (../shared/bench), OUT (/tmp/pwpush-results), REPS (3), PG_ADMIN_URL
 #      (postgresql://postgres@127.0.0.1:5432/postgres). Run from anywhere; stops what it starts.
@@ -51,6 +56,18 @@ if "on_starting" in conf:  # as gunicorn calls it, with the final worker count
 print(" ".join(f"{k}={v}" for k, v in os.environ.items() if before.get(k) != v))' "${BENCH_WORKERS:-2}")
    env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" SERVER_LABEL="$label" \
      $conf_env "$@" "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX")
+}
+
+procfile() {  # PORT LABEL [VAR=value...]: pwpush started as the Procfile's `gunicorn pwpush:app`
+  local port=$1 label=$2 sd=$BENCH_TMP/servers; shift 2  # (CODE=dir: another checkout), pinned
+  mkdir -p "$sd"                                         # as the harness pins its targets
+  printf 'SERVER_LABEL=%s\n' "$label" >"$sd/$port.env"   # (run.sh reads it; stop-all stops the pid)
+  (cd "${CODE:-$ROOT}"
+   env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" BIND="127.0.0.1:$port" "$@" \
+     nohup taskset -c "${SERVER_CPUS:-1}" "$PREFIX/bin/gunicorn" --pid "$sd/$port.pid" pwpush:app \
+     >"$sd/$port.log" 2>&1 &)
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/api/v2/version" && [[ -s $sd/$port.pid ]] && return 0; sleep 0.2; done
+  echo "pwpush did not start on $port (see $sd/$port.log)" >&2; return 1
 }
 
 codes() {  # this checkout, then BEFORE_DIR if set: "offset:dir:label-prefix" (port offset 0 / 200)
@@ -157,6 +174,19 @@ for step in $STEPS; do
       OUT=$OUT/compare-$step-$db.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-$step-$db.md"
       "$H/servers.sh" stop-all
       for u in "${urls[@]}"; do pg_drop "$u"; done ;;
+    procfile)
+      targets=()
+      for c in $(codes); do
+        IFS=: read -r off code pre <<<"$c"
+        CODE=$code procfile $((8060 + off)) "${pre}pwpush-procfile-gthread-1x2"
+        CODE=$code procfile $((8061 + off)) "${pre}pwpush-procfile-sync-x2" WEB_CONCURRENCY=2 GUNICORN_THREADS=1 \
+          GUNICORN_CMD_ARGS="-k sync"
+        targets+=(pwpush-v2 "http://127.0.0.1:$((8060 + off))" pwpush-v2 "http://127.0.0.1:$((8061 + off))")
+      done
+      "$H/servers.sh" ceiling flask-sqlite-fernet 8116
+      targets+=(ceiling http://127.0.0.1:8116)
+      OUT=$OUT/compare-procfile.jsonl "$H/compare.sh" "${targets[@]}" >"$OUT/compare-procfile.md"
+      "$H/servers.sh" stop-all ;;
     cold) taskset -c 1 python3 "$HERE/coldstart.py" --reps 5 | tee "$OUT/coldstart.txt" ;;
     maint) python3 "$HERE/maintenance.py" all -n 100000 | tee "$OUT/maintenance.txt" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
