@@ -169,7 +169,8 @@ class PushFile(db.Model):
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(Integer)
-    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # Up to 33 MB: loaded only where a file is opened or re-encrypted (undefer), not to list it.
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
 
 class AuditLog(db.Model):

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import undefer
 from werkzeug.urls import iri_to_uri
 
 from . import crypto
@@ -719,7 +720,8 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
         raise NotFound()
     row = db.session.execute(
         select(PushFile, Push.expired).join(Push, Push.id == PushFile.push_id)
-        .where(PushFile.id == data["f"], PushFile.push_id == data["p"])).first()
+        .where(PushFile.id == data["f"], PushFile.push_id == data["p"])
+        .options(undefer(PushFile.ciphertext))).first()
     if row is None or row.expired:
         raise NotFound()
     key = data["k"].encode("ascii") if data.get("k") else None
@@ -913,7 +915,8 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
             for push in pushes:
                 push.payload_ciphertext = _rotated(ring, push.payload_ciphertext, push.id)
                 push.note_ciphertext = _rotated(ring, push.note_ciphertext, push.id)
-            for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))):
+            for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))
+                                                .options(undefer(PushFile.ciphertext))):
                 push_file.ciphertext = _rotated(ring, push_file.ciphertext, push_file.push_id)
         except crypto.KeyMismatch:
             db.session.rollback()

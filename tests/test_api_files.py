@@ -168,3 +168,29 @@ def test_a_files_content_type_is_kept_only_when_plain(client, token, part_type, 
     assert r.status_code == 201, r.data
     files = client.get(f"/api/v2/pushes/{r.json['url_token']}").json["files"]
     assert [f["content_type"] for f in files] == [stored]
+
+
+def _statements(app):
+    """Record the SQL the app sends (a list filled as requests run)."""
+    from sqlalchemy import event
+
+    from pwp.models import db
+
+    sent = []
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *rest: sent.append(statement))
+    return sent
+
+
+def test_a_view_lists_files_without_reading_their_ciphertext(app, client, token):
+    """The page or JSON of a file push names its files; only a download reads one's bytes
+    (up to 33 MB of ciphertext, which every view loaded into the worker's memory)."""
+    t = upload(client, token, [("a.txt", b"x" * 1000), ("b.txt", b"y")], expire_after_views=3).json["url_token"]
+    sent = _statements(app)
+    body = client.get(f"/api/v2/pushes/{t}").json
+    assert [f["filename"] for f in body["files"]] == ["a.txt", "b.txt"]
+    assert any("push_files" in s for s in sent)
+    assert not any("ciphertext" in s and "push_files" in s for s in sent)
+    assert download(client, body["files"][0]["url"]).data == b"x" * 1000
+    assert any("push_files.ciphertext" in s for s in sent)

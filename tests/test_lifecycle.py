@@ -7,6 +7,7 @@ from sqlalchemy import delete
 
 from conftest import NOW, TEST_MASTER_KEY, make_config, sql
 from pwp import create_app, crypto, pushes
+from pwp.auth import create_user
 from pwp.config import ConfigError
 from pwp.models import Push, db
 from pwp.pushes import Actor, NewPush
@@ -97,6 +98,11 @@ def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
     old_app = create_app(make_config(database_url), instance_path=str(tmp_path / "i"))
     token = create(old_app, note="n")
     pp_token = create(old_app, passphrase="pp", payload="guarded")
+    with old_app.app_context():
+        owner = create_user("files@example.com")
+        file_tokens = [pushes.create(NewPush(kind="file", passphrase=pp, files=[
+            pushes.Upload("a.bin", "application/octet-stream", content)]), Actor(user=owner), NOW).url_token
+            for pp, content in ((None, b"plain file"), ("pp", b"guarded file"))]
     new_key = crypto.generate_key()
     app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{new_key},{TEST_MASTER_KEY}"),
                      instance_path=str(tmp_path / "i"))
@@ -104,10 +110,15 @@ def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
     with pytest.raises(ConfigError, match="none of its keys decrypts"):
         create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
     with app.app_context():
-        assert pushes.rotate_keys(batch_size=1) == 2
+        assert pushes.rotate_keys(batch_size=1) == 4
     only_new = create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
     assert retrieve(only_new, token)[0] == "secret"
     assert retrieve(only_new, pp_token, passphrase="pp")[0] == "guarded"
+    with only_new.app_context():
+        for file_token, pp, content in zip(file_tokens, (None, "pp"), (b"plain file", b"guarded file")):
+            got = pushes.retrieve(file_token, Actor(), NOW, passphrase=pp)
+            link = pushes.file_link_token(got.files[0], got.file_key, NOW)
+            assert pushes.open_file(link, NOW)[1] == content
     with only_new.app_context():
         assert pushes.note_of(db.session.scalar(db.select(Push).filter_by(url_token=token))) == "n"
     for a in (old_app, app, only_new):
