@@ -260,8 +260,9 @@ def list_pushes(expired, version):
 
 def download_file(token, _filename):
     """Download one decrypted file of a granted view, within the link's short window."""
-    push_file, data = pushes.open_file(token, pushes.utcnow())
-    response = Response(data, mimetype="application/octet-stream")
+    push_file, parts = pushes.open_file(token, pushes.utcnow())
+    response = Response(parts, mimetype="application/octet-stream")  # (sent as decrypted)
+    response.content_length = push_file.size
     response.headers["Content-Disposition"] = (
         "attachment; filename*=UTF-8''" + quote(push_file.filename, safe=""))
     return response

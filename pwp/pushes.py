@@ -3,10 +3,12 @@
 Web, API v2, API v1 and the command line call these functions; they never
 touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
+import itertools
 import json
 import math
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -463,7 +465,7 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
             tx.run(_INSERT_FILE, [{
                 "push_id": push.id, "filename": upload.filename[:255] or "file",
                 "content_type": (upload.content_type or "application/octet-stream")[:255],
-                "size": len(upload.data), "ciphertext": ring.seal(upload.data, key)}
+                "size": len(upload.data), "ciphertext": ring.seal_file(upload.data, key)}
                 for upload in new.files])
         if not logged:
             _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
@@ -712,8 +714,10 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
                          "k": key.decode("ascii") if key else None}, now)
 
 
-def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
-    """Decrypt one file from a download token; NotFound when stale or the push expired."""
+def open_file(token: str, now: datetime) -> tuple[PushFile, Iterator[bytes]]:
+    """One file of a download token and its bytes, decrypted as they are read (the first
+    part at once, so that a key that does not open it fails here); NotFound when stale or
+    the push expired."""
     data = open_token("file", token, FILE_LINK_SECONDS, now)
     if not (data and isinstance(data.get("f"), int) and isinstance(data.get("p"), int)
             and isinstance(data.get("k"), (str, type(None)))):
@@ -725,7 +729,8 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, bytes]:
     if row is None or row.expired:
         raise NotFound()
     key = data["k"].encode("ascii") if data.get("k") else None
-    return row.PushFile, keyring().open(row.PushFile.ciphertext, key)
+    parts = keyring().open_file(row.PushFile.ciphertext, key)
+    return row.PushFile, itertools.chain([next(parts)], parts)
 
 
 # ----------------------------------------------------------------------------- manage

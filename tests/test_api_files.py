@@ -194,3 +194,69 @@ def test_a_view_lists_files_without_reading_their_ciphertext(app, client, token)
     assert not any("ciphertext" in s and "push_files" in s for s in sent)
     assert download(client, body["files"][0]["url"]).data == b"x" * 1000
     assert any("push_files.ciphertext" in s for s in sent)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Files split into tokens of 1000 bytes, so that small test files have several."""
+    from pwp import crypto
+
+    monkeypatch.setattr(crypto, "FILE_CHUNK", 1000)
+    return 1000
+
+
+@pytest.mark.parametrize("passphrase", [None, "pp"])
+def test_a_file_is_stored_a_chunk_to_a_token_and_streamed_back(app, client, token, small_chunks, passphrase):
+    content = bytes(range(256)) * 14  # 3 584 bytes: four tokens, the last one short
+    fields = {"passphrase": passphrase} if passphrase else {}
+    t = upload(client, token, [("a.bin", content), ("empty.txt", b"")], **fields).json["url_token"]
+    stored = [bytes(c) for c, in sql(app, "SELECT ciphertext FROM push_files ORDER BY id")]
+    assert [c.count(b".") for c in stored] == [4, 1] and all(c.endswith(b".") for c in stored)
+    query = "?passphrase=pp" if passphrase else ""
+    links = [f["url"] for f in client.get(f"/api/v2/pushes/{t}{query}").json["files"]]
+    got = download(client, links[0])
+    assert got.status_code == 200 and got.data == content
+    assert got.headers["Content-Length"] == str(len(content))
+    empty = download(client, links[1])
+    assert empty.status_code == 200 and empty.data == b"" and empty.headers["Content-Length"] == "0"
+
+
+def test_chunks_cannot_be_reordered_dropped_or_added(app, small_chunks):
+    from cryptography.fernet import InvalidToken
+
+    from pwp import crypto
+
+    ring = crypto.Keyring([crypto.generate_key()])
+    content = bytes(range(256)) * 10
+    blob = ring.seal_file(content)
+    assert b"".join(ring.open_file(blob)) == content
+    tokens = [t + b"." for t in blob.split(b".")[:-1]]
+    other = [t + b"." for t in ring.seal_file(b"z" * 4000).split(b".")[:-1]]
+    assert len(tokens) == 3
+    for forged in (tokens[1] + tokens[0] + tokens[2],  # reordered
+                   tokens[0] + tokens[1],  # the last chunk dropped
+                   b"".join(tokens) + other[3],  # another file's chunk added
+                   tokens[0] + other[1] + tokens[2],  # one swapped for another file's
+                   b"".join(tokens) + ring.seal(b"x") + b"."):  # a token without a header
+        with pytest.raises(InvalidToken):
+            b"".join(ring.open_file(forged))
+
+
+def test_a_file_stored_before_chunking_still_opens_and_rotates(app):
+    """A file from before chunked storage is one token (no "."): it opens as it is, and
+    key rotation keeps each format."""
+    from pwp import crypto
+
+    old, new = crypto.generate_key(), crypto.generate_key()
+    before = crypto.Keyring([old])
+    whole, chunked = before.seal(b"old file"), before.seal_file(b"new file")
+    assert b"." not in whole
+    ring = crypto.Keyring([new, old])
+    assert b"".join(ring.open_file(whole)) == b"old file"
+    rotated_whole, rotated_chunked = ring.rotate(whole), ring.rotate(chunked)
+    assert rotated_chunked.endswith(b".") and b"." not in rotated_whole
+    only_new = crypto.Keyring([new])
+    assert b"".join(only_new.open_file(rotated_whole)) == b"old file"
+    assert b"".join(only_new.open_file(rotated_chunked)) == b"new file"
+    with pytest.raises(crypto.KeyMismatch):
+        crypto.Keyring([crypto.generate_key()]).rotate(chunked)
