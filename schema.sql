@@ -83,3 +83,13 @@ CREATE TABLE push_files (
 );
 
 CREATE INDEX ix_push_files_push_id ON push_files (push_id);
+
+CREATE TABLE push_file_parts (
+	id INTEGER NOT NULL, 
+	file_id INTEGER NOT NULL, 
+	ciphertext BLOB NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(file_id) REFERENCES push_files (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_push_file_parts_file_id ON push_file_parts (file_id);

@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -22,14 +22,12 @@ log = logging.getLogger(__name__)
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}
 
 
-# A file is stored as Fernet tokens of FILE_CHUNK plaintext bytes each, each token followed by
-# "." (a character base64url has not): Fernet holds a whole message in memory several times
-# over (encrypting 25 MB peaked at 167 MB, decrypting at 108), a chunk at a time it is ~7 MB.
-# Each chunk's plaintext starts with its index and the chunk count, so chunks cannot be
-# reordered or dropped unnoticed. Files stored before chunking are one token without a ".".
+# A file is stored as Fernet tokens of FILE_CHUNK plaintext bytes each (PushFilePart rows):
+# Fernet holds a whole message in memory several times over (encrypting 25 MB peaked at
+# 167 MB, decrypting at 108), a part at a time it is ~7 MB. Each part's plaintext starts with
+# its index and the part count, so parts cannot be reordered or dropped unnoticed.
 FILE_CHUNK = 1024 * 1024
-_CHUNK_HEADER = struct.Struct(">II")
-_CHUNK_END = b"."
+_PART_HEADER = struct.Struct(">II")
 
 
 class KeyMismatch(ValueError):
@@ -68,11 +66,8 @@ class Keyring:
         return True
 
     def rotate(self, token: bytes) -> bytes:
-        """Re-encrypt a token (or each of a file's) under the first master key; KeyMismatch
-        if no key opens it."""
+        """Re-encrypt a token under the first master key; KeyMismatch if no key opens it."""
         try:
-            if token.endswith(_CHUNK_END):
-                return b"".join(self._multi.rotate(t) + _CHUNK_END for t in _file_tokens(token))
             return self._multi.rotate(token)
         except InvalidToken:
             raise KeyMismatch() from None
@@ -101,44 +96,29 @@ class Keyring:
             data = Fernet(passphrase_key).decrypt(data)
         return data
 
-    def seal_file(self, data: bytes, passphrase_key: bytes | None = None) -> bytearray:
-        """Encrypt a file as seal() does, FILE_CHUNK bytes to a token (built in place: a
-        join of the tokens would hold the ciphertext twice; the drivers store a bytearray)."""
+    def seal_parts(self, data: bytes, passphrase_key: bytes | None = None) -> Iterator[bytes]:
+        """Encrypt a file as seal() does, FILE_CHUNK bytes to a token, one token at a time."""
         count = max(1, -(-len(data) // FILE_CHUNK))
-        view, sealed = memoryview(data), bytearray()
+        view = memoryview(data)
         for i in range(count):
-            sealed += self.seal(_CHUNK_HEADER.pack(i, count) + view[i * FILE_CHUNK:(i + 1) * FILE_CHUNK],
-                                passphrase_key)
-            sealed += _CHUNK_END
-        return sealed
+            yield self.seal(_PART_HEADER.pack(i, count) + view[i * FILE_CHUNK:(i + 1) * FILE_CHUNK],
+                            passphrase_key)
 
-    def open_file(self, blob: bytes, passphrase_key: bytes | None = None) -> Iterator[bytes]:
-        """Decrypt what seal_file() made, a chunk at a time (a file stored before chunking:
-        whole). InvalidToken if a token does not open, or chunks are missing or out of order."""
-        if not blob.endswith(_CHUNK_END):
-            yield self.open(blob, passphrase_key)
-            return
+    def open_parts(self, tokens: Iterable[bytes], passphrase_key: bytes | None = None) -> Iterator[bytes]:
+        """Decrypt what seal_parts() made, a part at a time; InvalidToken if a token does not
+        open, or parts are missing, out of order or another file's."""
         count = None
-        for i, token in enumerate(_file_tokens(blob)):
+        for i, token in enumerate(tokens):
             data = self.open(token, passphrase_key)
-            if len(data) < _CHUNK_HEADER.size:
+            if len(data) < _PART_HEADER.size:
                 raise InvalidToken()
-            index, total = _CHUNK_HEADER.unpack_from(data)
+            index, total = _PART_HEADER.unpack_from(data)
             if index != i or index >= total or total != (count or total):
                 raise InvalidToken()
             count = total
-            yield data[_CHUNK_HEADER.size:]
-        if count != i + 1:
+            yield data[_PART_HEADER.size:]
+        if count is None or count != i + 1:
             raise InvalidToken()
-
-
-def _file_tokens(blob: bytes) -> Iterator[bytes]:
-    """The tokens of a chunked file, one at a time (split() would copy the whole file)."""
-    start = 0
-    while start < len(blob):
-        end = blob.index(_CHUNK_END, start)
-        yield bytes(blob[start:end])  # (no copy when blob is bytes, as the drivers return)
-        start = end + 1
 
 
 def generate_key() -> str:

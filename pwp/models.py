@@ -1,4 +1,4 @@
-"""Database models: users, pushes, their files, the audit log, throttle counters and the key check."""
+"""Database models: users, pushes, their files and files' parts, the audit log, throttle counters and the key check."""
 import enum
 from datetime import datetime, timedelta
 
@@ -169,8 +169,20 @@ class PushFile(db.Model):
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(Integer)
-    # Up to 33 MB: loaded only where a file is opened or re-encrypted (undefer), not to list it.
+    # A file stored before PushFilePart (the whole file, one token; loaded only where it is
+    # opened or re-encrypted); empty since: the file is in its parts.
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+
+class PushFilePart(db.Model):
+    """One encrypted part of a file (crypto.FILE_CHUNK bytes of it): a file is written, read
+    and re-encrypted a part at a time, never held whole in the database driver; deleted
+    with its file (ON DELETE CASCADE)."""
+
+    __tablename__ = "push_file_parts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("push_files.id", ondelete="CASCADE"), index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditLog(db.Model):

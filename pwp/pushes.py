@@ -24,7 +24,7 @@ from .config import kind_setting, kind_switched_off
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
-from .models import AuditKind, AuditLog, KeyCheck, Kind, Push, PushFile, PushRow, Throttle, User, db
+from .models import AuditKind, AuditLog, KeyCheck, Kind, Push, PushFile, PushFilePart, PushRow, Throttle, User, db
 from .words import human_size
 
 PER_PAGE = 50
@@ -66,7 +66,9 @@ def _without_id(table):
 
 _INSERT_PUSH = Statement(insert(_PUSHES).returning(_PUSHES.c.id), _without_id(_PUSHES))
 _INSERT_AUDIT = Statement(insert(AuditLog.__table__), _without_id(AuditLog.__table__))
-_INSERT_FILE = Statement(insert(PushFile.__table__), _without_id(PushFile.__table__))
+_INSERT_FILE = Statement(insert(PushFile.__table__).returning(PushFile.__table__.c.id),
+                         _without_id(PushFile.__table__))
+_INSERT_FILE_PART = Statement(insert(PushFilePart.__table__), _without_id(PushFilePart.__table__))
 # The common retrieval as one conditional write (see _claim_open): a live push that asks
 # for no passphrase and has no files; the second form also skips the caller's own pushes
 # (owner views are logged, not counted).
@@ -461,12 +463,13 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
         else:
             push_id = tx.run(_INSERT_PUSH, row)[0][0]
         push = PushRow({"id": push_id, **row})
-        if kind == "file":
-            tx.run(_INSERT_FILE, [{
+        for upload in new.files if kind == "file" else ():
+            file_id = tx.run(_INSERT_FILE, {
                 "push_id": push.id, "filename": upload.filename[:255] or "file",
                 "content_type": (upload.content_type or "application/octet-stream")[:255],
-                "size": len(upload.data), "ciphertext": ring.seal_file(upload.data, key)}
-                for upload in new.files])
+                "size": len(upload.data), "ciphertext": b""})[0][0]
+            for part in ring.seal_parts(upload.data, key):  # (one part in memory at a time)
+                tx.run(_INSERT_FILE_PART, {"file_id": file_id, "ciphertext": part})
         if not logged:
             _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
     current_app.logger.info("push %s created (kind %s)", push.id, kind)
@@ -728,9 +731,16 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, Iterator[bytes]]:
         .options(undefer(PushFile.ciphertext))).first()
     if row is None or row.expired:
         raise NotFound()
-    key = data["k"].encode("ascii") if data.get("k") else None
-    parts = keyring().open_file(row.PushFile.ciphertext, key)
-    return row.PushFile, itertools.chain([next(parts)], parts)
+    push_file, key = row.PushFile, (data["k"].encode("ascii") if data.get("k") else None)
+    if push_file.ciphertext:  # stored before files had parts: one token
+        parts = iter([keyring().open(push_file.ciphertext, key)])
+    else:
+        # Fetched a row at a time (PostgreSQL sends bytea as hex: a whole result of them
+        # doubled the file's size in the driver), decrypted as the response is sent.
+        parts = keyring().open_parts(list(db.session.scalars(
+            select(PushFilePart.ciphertext).where(PushFilePart.file_id == push_file.id)
+            .order_by(PushFilePart.id).execution_options(yield_per=1))), key)
+    return push_file, itertools.chain([next(parts)], parts)
 
 
 # ----------------------------------------------------------------------------- manage
@@ -922,7 +932,12 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
                 push.note_ciphertext = _rotated(ring, push.note_ciphertext, push.id)
             for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))
                                                 .options(undefer(PushFile.ciphertext))):
-                push_file.ciphertext = _rotated(ring, push_file.ciphertext, push_file.push_id)
+                if push_file.ciphertext:  # (stored before files had parts)
+                    push_file.ciphertext = _rotated(ring, push_file.ciphertext, push_file.push_id)
+            for part, push_id in db.session.execute(
+                    select(PushFilePart, PushFile.push_id).join(PushFile, PushFile.id == PushFilePart.file_id)
+                    .where(PushFile.push_id.in_(ids))).tuples():
+                part.ciphertext = _rotated(ring, part.ciphertext, push_id)
         except crypto.KeyMismatch:
             db.session.rollback()
             raise

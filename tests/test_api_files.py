@@ -4,6 +4,7 @@ import io
 import pytest
 
 from conftest import bearer, sql
+from pwp import pushes
 
 
 def upload(client, token, files, **fields):
@@ -59,8 +60,6 @@ def test_last_viewer_can_still_download_then_nobody(client, token, clock):
 def test_purge_leaves_the_last_viewer_their_five_minutes(app, client, token, clock):
     """purge-expired (cron) must not take the files from under the last viewer's links;
     it takes them once those links have gone stale."""
-    from pwp import pushes
-
     t = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_views=1).json["url_token"]
     url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
     clock.advance(seconds=120)
@@ -198,7 +197,7 @@ def test_a_view_lists_files_without_reading_their_ciphertext(app, client, token)
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Files split into tokens of 1000 bytes, so that small test files have several."""
+    """Files split into parts of 1000 bytes, so that small test files have several."""
     from pwp import crypto
 
     monkeypatch.setattr(crypto, "FILE_CHUNK", 1000)
@@ -206,12 +205,14 @@ def small_chunks(monkeypatch):
 
 
 @pytest.mark.parametrize("passphrase", [None, "pp"])
-def test_a_file_is_stored_a_chunk_to_a_token_and_streamed_back(app, client, token, small_chunks, passphrase):
-    content = bytes(range(256)) * 14  # 3 584 bytes: four tokens, the last one short
+def test_a_file_is_stored_a_part_to_a_token_and_streamed_back(app, client, token, small_chunks, passphrase):
+    content = bytes(range(256)) * 14  # 3 584 bytes: four parts, the last one short
     fields = {"passphrase": passphrase} if passphrase else {}
     t = upload(client, token, [("a.bin", content), ("empty.txt", b"")], **fields).json["url_token"]
-    stored = [bytes(c) for c, in sql(app, "SELECT ciphertext FROM push_files ORDER BY id")]
-    assert [c.count(b".") for c in stored] == [4, 1] and all(c.endswith(b".") for c in stored)
+    assert sql(app, "SELECT f.filename, count(p.id) FROM push_files f JOIN push_file_parts p ON p.file_id = f.id "
+                    "GROUP BY f.id, f.filename ORDER BY f.id") == [("a.bin", 4), ("empty.txt", 1)]
+    assert [bytes(c) for c, in sql(app, "SELECT ciphertext FROM push_files")] == [b"", b""]
+    assert all(content[:1000] not in bytes(c) for c, in sql(app, "SELECT ciphertext FROM push_file_parts"))
     query = "?passphrase=pp" if passphrase else ""
     links = [f["url"] for f in client.get(f"/api/v2/pushes/{t}{query}").json["files"]]
     got = download(client, links[0])
@@ -221,42 +222,39 @@ def test_a_file_is_stored_a_chunk_to_a_token_and_streamed_back(app, client, toke
     assert empty.status_code == 200 and empty.data == b"" and empty.headers["Content-Length"] == "0"
 
 
-def test_chunks_cannot_be_reordered_dropped_or_added(app, small_chunks):
+def test_parts_go_with_their_file(app, client, token, small_chunks):
+    t = upload(client, token, [("a.bin", b"x" * 2500)]).json["url_token"]
+    assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 3
+    assert client.delete(f"/api/v2/pushes/{t}", headers=bearer(token)).status_code == 200
+    assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 0
+
+
+def test_parts_cannot_be_reordered_dropped_or_swapped(app, small_chunks):
     from cryptography.fernet import InvalidToken
 
     from pwp import crypto
 
     ring = crypto.Keyring([crypto.generate_key()])
     content = bytes(range(256)) * 10
-    blob = ring.seal_file(content)
-    assert b"".join(ring.open_file(blob)) == content
-    tokens = [t + b"." for t in blob.split(b".")[:-1]]
-    other = [t + b"." for t in ring.seal_file(b"z" * 4000).split(b".")[:-1]]
-    assert len(tokens) == 3
-    for forged in (tokens[1] + tokens[0] + tokens[2],  # reordered
-                   tokens[0] + tokens[1],  # the last chunk dropped
-                   b"".join(tokens) + other[3],  # another file's chunk added
-                   tokens[0] + other[1] + tokens[2],  # one swapped for another file's
-                   b"".join(tokens) + ring.seal(b"x") + b"."):  # a token without a header
+    parts = list(ring.seal_parts(content))
+    other = list(ring.seal_parts(b"z" * 4000))
+    assert len(parts) == 3 and b"".join(ring.open_parts(parts)) == content
+    for forged in ([parts[1], parts[0], parts[2]],  # reordered
+                   parts[:2],  # the last part dropped
+                   [],  # none
+                   parts + [other[3]],  # another file's part added
+                   [parts[0], other[1], parts[2]],  # one swapped for another file's
+                   parts + [ring.seal(b"x")]):  # a token without a header
         with pytest.raises(InvalidToken):
-            b"".join(ring.open_file(forged))
+            b"".join(ring.open_parts(forged))
 
 
-def test_a_file_stored_before_chunking_still_opens_and_rotates(app):
-    """A file from before chunked storage is one token (no "."): it opens as it is, and
-    key rotation keeps each format."""
-    from pwp import crypto
-
-    old, new = crypto.generate_key(), crypto.generate_key()
-    before = crypto.Keyring([old])
-    whole, chunked = before.seal(b"old file"), before.seal_file(b"new file")
-    assert b"." not in whole
-    ring = crypto.Keyring([new, old])
-    assert b"".join(ring.open_file(whole)) == b"old file"
-    rotated_whole, rotated_chunked = ring.rotate(whole), ring.rotate(chunked)
-    assert rotated_chunked.endswith(b".") and b"." not in rotated_whole
-    only_new = crypto.Keyring([new])
-    assert b"".join(only_new.open_file(rotated_whole)) == b"old file"
-    assert b"".join(only_new.open_file(rotated_chunked)) == b"new file"
-    with pytest.raises(crypto.KeyMismatch):
-        crypto.Keyring([crypto.generate_key()]).rotate(chunked)
+def test_a_file_stored_before_parts_still_downloads(app, client, token):
+    """Files stored before parts are one token in push_files.ciphertext, without parts."""
+    t = upload(client, token, [("a.txt", b"old file")], expire_after_views=2).json["url_token"]
+    with app.app_context():
+        whole = pushes.keyring().seal(b"old file")
+    sql(app, "DELETE FROM push_file_parts")
+    sql(app, "UPDATE push_files SET ciphertext = :c", c=whole)
+    got = download(client, client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"])
+    assert got.status_code == 200 and got.data == b"old file" and got.headers["Content-Length"] == "8"

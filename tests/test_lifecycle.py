@@ -90,8 +90,10 @@ def test_purge_removes_files_of_expired_pushes(app, make_user):
         user = db.session.get(pushes.User, uid)
         pushes.create(NewPush(kind="file", files=[pushes.Upload("a", "text/plain", b"x")],
                               expire_after_days=1), Actor(user=user), NOW)
+        assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 1
         assert pushes.purge(NOW + timedelta(days=3))["files_deleted"] == 1
     assert sql(app, "SELECT count(*) FROM push_files")[0][0] == 0
+    assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 0
 
 
 def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
@@ -102,7 +104,12 @@ def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
         owner = create_user("files@example.com")
         file_tokens = [pushes.create(NewPush(kind="file", passphrase=pp, files=[
             pushes.Upload("a.bin", "application/octet-stream", content)]), Actor(user=owner), NOW).url_token
-            for pp, content in ((None, b"plain file"), ("pp", b"guarded file"))]
+            for pp, content in ((None, b"plain file"), ("pp", b"guarded file"), (None, b"old file"))]
+        # The third as stored before files had parts: one token in push_files.ciphertext.
+        old_file = db.session.scalar(db.select(pushes.PushFile).join(Push).filter(Push.url_token == file_tokens[2]))
+        db.session.execute(db.delete(pushes.PushFilePart).filter_by(file_id=old_file.id))
+        old_file.ciphertext = pushes.keyring().seal(b"old file")
+        db.session.commit()
     new_key = crypto.generate_key()
     app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{new_key},{TEST_MASTER_KEY}"),
                      instance_path=str(tmp_path / "i"))
@@ -110,12 +117,13 @@ def test_rotate_key_reencrypts_under_the_new_first_key(database_url, tmp_path):
     with pytest.raises(ConfigError, match="none of its keys decrypts"):
         create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
     with app.app_context():
-        assert pushes.rotate_keys(batch_size=1) == 4
+        assert pushes.rotate_keys(batch_size=1) == 5
     only_new = create_app(make_config(database_url, PWPUSH_MASTER_KEY=new_key), instance_path=str(tmp_path / "i"))
     assert retrieve(only_new, token)[0] == "secret"
     assert retrieve(only_new, pp_token, passphrase="pp")[0] == "guarded"
     with only_new.app_context():
-        for file_token, pp, content in zip(file_tokens, (None, "pp"), (b"plain file", b"guarded file")):
+        for file_token, pp, content in zip(file_tokens, (None, "pp", None),
+                                           (b"plain file", b"guarded file", b"old file")):
             got = pushes.retrieve(file_token, Actor(), NOW, passphrase=pp)
             link = pushes.file_link_token(got.files[0], got.file_key, NOW)
             assert b"".join(pushes.open_file(link, NOW)[1]) == content
