@@ -258,3 +258,15 @@ def test_a_file_stored_before_parts_still_downloads(app, client, token):
     sql(app, "UPDATE push_files SET ciphertext = :c", c=whole)
     got = download(client, client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"])
     assert got.status_code == 200 and got.data == b"old file" and got.headers["Content-Length"] == "8"
+
+
+def test_a_file_pushs_message_is_bounded_by_the_form_field_cap(client, token):
+    """Upstream checks no payload on file pushes, and a file push needs files, so a form: its
+    fields are capped at 500 000 bytes (Flask's MAX_FORM_MEMORY_SIZE), 413 over it. Without
+    that cap a message beside a small file could be the whole body, one Fernet token (25 MB:
+    167 MB to encrypt) that every view decrypts whole."""
+    over = upload(client, token, [("a.txt", b"a")], payload="m" * 500_001)
+    assert over.status_code == 413 and over.is_json
+    ok = upload(client, token, [("a.txt", b"a")], payload="m" * 500_000)
+    assert ok.status_code == 201
+    assert client.get(f"/api/v2/pushes/{ok.json['url_token']}").json["payload"] == "m" * 500_000
