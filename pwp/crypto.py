@@ -25,9 +25,10 @@ _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}
 # A file is stored as Fernet tokens of FILE_CHUNK plaintext bytes each (PushFilePart rows):
 # Fernet holds a whole message in memory several times over (encrypting 25 MB peaked at
 # 167 MB, decrypting at 108), a part at a time it is ~7 MB. Each part's plaintext starts with
-# its index and the part count, so parts cannot be reordered or dropped unnoticed.
+# a random mark of its file, its index and the part count, so parts cannot be reordered,
+# dropped or taken from another file unnoticed.
 FILE_CHUNK = 1024 * 1024
-_PART_HEADER = struct.Struct(">II")
+_PART_HEADER = struct.Struct(">16sII")
 
 
 class KeyMismatch(ValueError):
@@ -98,26 +99,26 @@ class Keyring:
 
     def seal_parts(self, data: bytes, passphrase_key: bytes | None = None) -> Iterator[bytes]:
         """Encrypt a file as seal() does, FILE_CHUNK bytes to a token, one token at a time."""
-        count = max(1, -(-len(data) // FILE_CHUNK))
+        count, mark = max(1, -(-len(data) // FILE_CHUNK)), secrets.token_bytes(16)
         view = memoryview(data)
         for i in range(count):
-            yield self.seal(_PART_HEADER.pack(i, count) + view[i * FILE_CHUNK:(i + 1) * FILE_CHUNK],
+            yield self.seal(_PART_HEADER.pack(mark, i, count) + view[i * FILE_CHUNK:(i + 1) * FILE_CHUNK],
                             passphrase_key)
 
     def open_parts(self, tokens: Iterable[bytes], passphrase_key: bytes | None = None) -> Iterator[bytes]:
         """Decrypt what seal_parts() made, a part at a time; InvalidToken if a token does not
         open, or parts are missing, out of order or another file's."""
-        count = None
+        first = None
         for i, token in enumerate(tokens):
             data = self.open(token, passphrase_key)
             if len(data) < _PART_HEADER.size:
                 raise InvalidToken()
-            index, total = _PART_HEADER.unpack_from(data)
-            if index != i or index >= total or total != (count or total):
+            mark, index, count = _PART_HEADER.unpack_from(data)
+            if index != i or index >= count or (mark, count) != (first or (mark, count)):
                 raise InvalidToken()
-            count = total
+            first = mark, count
             yield data[_PART_HEADER.size:]
-        if count is None or count != i + 1:
+        if first is None or first[1] != i + 1:
             raise InvalidToken()
 
 

@@ -175,9 +175,9 @@ class PushFile(db.Model):
 
 
 class PushFilePart(db.Model):
-    """One encrypted part of a file (crypto.FILE_CHUNK bytes of it): a file is written, read
-    and re-encrypted a part at a time, never held whole in the database driver; deleted
-    with its file (ON DELETE CASCADE)."""
+    """One encrypted part of a file (crypto.FILE_CHUNK bytes of it): a file goes to and from
+    the database driver a part at a time, never whole; deleted with its file (ON DELETE
+    CASCADE)."""
 
     __tablename__ = "push_file_parts"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -737,9 +737,12 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, Iterator[bytes]]:
     else:
         # Fetched a row at a time (PostgreSQL sends bytea as hex: a whole result of them
         # doubled the file's size in the driver), decrypted as the response is sent.
-        parts = keyring().open_parts(list(db.session.scalars(
+        tokens = list(db.session.scalars(
             select(PushFilePart.ciphertext).where(PushFilePart.file_id == push_file.id)
-            .order_by(PushFilePart.id).execution_options(yield_per=1))), key)
+            .order_by(PushFilePart.id).execution_options(yield_per=1)))
+        if not tokens:  # deleted since the row above was read (PostgreSQL: each statement its own snapshot)
+            raise NotFound()
+        parts = keyring().open_parts(tokens, key)
     return push_file, itertools.chain([next(parts)], parts)
 
 

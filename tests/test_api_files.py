@@ -229,7 +229,7 @@ def test_parts_go_with_their_file(app, client, token, small_chunks):
     assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 0
 
 
-def test_parts_cannot_be_reordered_dropped_or_swapped(app, small_chunks):
+def test_parts_cannot_be_reordered_dropped_or_swapped(small_chunks):
     from cryptography.fernet import InvalidToken
 
     from pwp import crypto
@@ -238,12 +238,14 @@ def test_parts_cannot_be_reordered_dropped_or_swapped(app, small_chunks):
     content = bytes(range(256)) * 10
     parts = list(ring.seal_parts(content))
     other = list(ring.seal_parts(b"z" * 4000))
-    assert len(parts) == 3 and b"".join(ring.open_parts(parts)) == content
+    same_count = list(ring.seal_parts(b"q" * len(content)))
+    assert len(parts) == len(same_count) == 3 and b"".join(ring.open_parts(parts)) == content
     for forged in ([parts[1], parts[0], parts[2]],  # reordered
                    parts[:2],  # the last part dropped
                    [],  # none
                    parts + [other[3]],  # another file's part added
                    [parts[0], other[1], parts[2]],  # one swapped for another file's
+                   [parts[0], same_count[1], parts[2]],  # ... of as many parts
                    parts + [ring.seal(b"x")]):  # a token without a header
         with pytest.raises(InvalidToken):
             b"".join(ring.open_parts(forged))
@@ -270,3 +272,28 @@ def test_a_file_pushs_message_is_bounded_by_the_form_field_cap(client, token):
     ok = upload(client, token, [("a.txt", b"a")], payload="m" * 500_000)
     assert ok.status_code == 201
     assert client.get(f"/api/v2/pushes/{ok.json['url_token']}").json["payload"] == "m" * 500_000
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite: the request holds the lock)
+def test_a_download_whose_file_goes_meanwhile_is_a_404(app, client, token, database_url):
+    """A file deleted (expiry, purge-expired) between the download's read of its row and of
+    its parts: PostgreSQL gives each statement its own snapshot, so the parts are gone."""
+    import psycopg
+    from sqlalchemy import event
+
+    from pwp.models import db
+
+    t = upload(client, token, [("a.bin", b"x" * 5000)], expire_after_views=5).json["url_token"]
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    deleted = []
+
+    def delete_between(conn, cursor, statement, *rest):
+        if "FROM push_files JOIN pushes" in statement and not deleted:
+            with psycopg.connect(database_url, autocommit=True) as other:
+                deleted.append(other.execute("DELETE FROM push_files").rowcount)
+
+    with app.app_context():
+        event.listen(db.engine, "after_cursor_execute", delete_between)
+    r = download(client, url)
+    assert deleted == [1]
+    assert r.status_code == 404 and r.is_json
