@@ -916,6 +916,22 @@ def rotation_batch(after_id: int, batch_size: int) -> list[Push]:
         select(Push).where(Push.id > after_id).order_by(Push.id).limit(batch_size).with_for_update()))
 
 
+def _rotate_files(ring, push_ids: list[int]):
+    """Re-encrypt the files of these pushes one stored value at a time: a batch's files can
+    be far larger than the memory (a thousand pushes of 25 MB each)."""
+    whole_files = (select(PushFile.id, PushFile.push_id)  # (stored before files had parts)
+                   .where(PushFile.push_id.in_(push_ids), func.length(PushFile.ciphertext) > 0))
+    parts = (select(PushFilePart.id, PushFile.push_id).join(PushFile, PushFile.id == PushFilePart.file_id)
+             .where(PushFile.push_id.in_(push_ids)).order_by(PushFilePart.id))
+    for table, rows in ((PushFile, db.session.execute(whole_files).all()),
+                        (PushFilePart, db.session.execute(parts).all())):
+        for row_id, push_id in rows:
+            token = db.session.scalar(select(table.ciphertext).where(table.id == row_id))
+            db.session.execute(update(table).where(table.id == row_id)
+                               .values(ciphertext=_rotated(ring, token, push_id))
+                               .execution_options(synchronize_session=False))
+
+
 def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int:
     """Re-encrypt every stored secret under the first master key, batch by batch.
 
@@ -933,14 +949,7 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
             for push in pushes:
                 push.payload_ciphertext = _rotated(ring, push.payload_ciphertext, push.id)
                 push.note_ciphertext = _rotated(ring, push.note_ciphertext, push.id)
-            for push_file in db.session.scalars(select(PushFile).where(PushFile.push_id.in_(ids))
-                                                .options(undefer(PushFile.ciphertext))):
-                if push_file.ciphertext:  # (stored before files had parts)
-                    push_file.ciphertext = _rotated(ring, push_file.ciphertext, push_file.push_id)
-            for part, push_id in db.session.execute(
-                    select(PushFilePart, PushFile.push_id).join(PushFile, PushFile.id == PushFilePart.file_id)
-                    .where(PushFile.push_id.in_(ids))).tuples():
-                part.ciphertext = _rotated(ring, part.ciphertext, push_id)
+            _rotate_files(ring, ids)
         except crypto.KeyMismatch:
             db.session.rollback()
             raise
