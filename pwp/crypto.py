@@ -13,6 +13,7 @@ import os
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -97,13 +98,15 @@ class Keyring:
             data = Fernet(passphrase_key).decrypt(data)
         return data
 
-    def seal_parts(self, data: bytes, passphrase_key: bytes | None = None) -> Iterator[bytes]:
-        """Encrypt a file as seal() does, FILE_CHUNK bytes to a token, one token at a time."""
-        count, mark = max(1, -(-len(data) // FILE_CHUNK)), secrets.token_bytes(16)
-        view = memoryview(data)
+    def seal_parts(self, file: BinaryIO, size: int, passphrase_key: bytes | None = None) -> Iterator[bytes]:
+        """Encrypt a file of size bytes as seal() does, FILE_CHUNK bytes to a token, reading
+        and sealing one part at a time."""
+        count, mark = max(1, -(-size // FILE_CHUNK)), secrets.token_bytes(16)
         for i in range(count):
-            yield self.seal(_PART_HEADER.pack(mark, i, count) + view[i * FILE_CHUNK:(i + 1) * FILE_CHUNK],
-                            passphrase_key)
+            data = file.read(FILE_CHUNK)
+            if len(data) != min(FILE_CHUNK, size - i * FILE_CHUNK):
+                raise ValueError("the file is not the size given")
+            yield self.seal(_PART_HEADER.pack(mark, i, count) + data, passphrase_key)
 
     def open_parts(self, tokens: Iterable[bytes], passphrase_key: bytes | None = None) -> Iterator[bytes]:
         """Decrypt what seal_parts() made, a part at a time; InvalidToken if a token does not

@@ -3,6 +3,7 @@
 Web, API v2, API v1 and the command line call these functions; they never
 touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
+import io
 import itertools
 import json
 import math
@@ -11,6 +12,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -148,11 +150,19 @@ class Actor:
 
 @dataclass
 class Upload:
-    """A file to attach: name, type and contents."""
+    """A file to attach: name, type and contents, as bytes or a binary file (a form's upload,
+    which is read a part at a time and never held whole)."""
 
     filename: str
     content_type: str
-    data: bytes
+    data: bytes | BinaryIO
+    size: int = field(init=False)
+
+    def __post_init__(self):
+        if isinstance(self.data, bytes):
+            self.data = io.BytesIO(self.data)  # (shares the bytes' buffer)
+        self.size = self.data.seek(0, io.SEEK_END)
+        self.data.seek(0)
 
 
 @dataclass
@@ -357,7 +367,7 @@ def _validate_files(files, cfg) -> dict:
     if len(files) > max_files:
         return {"files": [f"You can only attach up to {max_files} files per push."]}
     max_bytes = cfg["PWP__FILES__MAX_TOTAL_BYTES"]
-    if sum(len(f.data) for f in files) > max_bytes:
+    if sum(f.size for f in files) > max_bytes:
         return {"files": [f"The files are too large.  You can only push up to {human_size(max_bytes, limit=True)} in total."]}
     return {}
 
@@ -467,8 +477,8 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
             file_id = tx.run(_INSERT_FILE, {
                 "push_id": push.id, "filename": upload.filename[:255] or "file",
                 "content_type": (upload.content_type or "application/octet-stream")[:255],
-                "size": len(upload.data), "ciphertext": b""})[0][0]
-            for part in ring.seal_parts(upload.data, key):  # (one part in memory at a time)
+                "size": upload.size, "ciphertext": b""})[0][0]
+            for part in ring.seal_parts(upload.data, upload.size, key):  # (a part at a time)
                 tx.run(_INSERT_FILE_PART, {"file_id": file_id, "ciphertext": part})
         if not logged:
             _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)

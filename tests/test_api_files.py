@@ -236,9 +236,10 @@ def test_parts_cannot_be_reordered_dropped_or_swapped(small_chunks):
 
     ring = crypto.Keyring([crypto.generate_key()])
     content = bytes(range(256)) * 10
-    parts = list(ring.seal_parts(content))
-    other = list(ring.seal_parts(b"z" * 4000))
-    same_count = list(ring.seal_parts(b"q" * len(content)))
+    def seal(data):
+        return list(ring.seal_parts(io.BytesIO(data), len(data)))
+
+    parts, other, same_count = seal(content), seal(b"z" * 4000), seal(b"q" * len(content))
     assert len(parts) == len(same_count) == 3 and b"".join(ring.open_parts(parts)) == content
     for forged in ([parts[1], parts[0], parts[2]],  # reordered
                    parts[:2],  # the last part dropped
@@ -297,3 +298,14 @@ def test_a_download_whose_file_goes_meanwhile_is_a_404(app, client, token, datab
     r = download(client, url)
     assert deleted == [1]
     assert r.status_code == 404 and r.is_json
+
+
+def test_a_file_spooled_to_disk_is_read_in_parts(app, client, token, small_chunks):
+    """Werkzeug keeps an upload over 500 KB in a temporary file: it is sealed from there a part
+    at a time (never read whole into the worker's memory)."""
+    content = bytes(range(256)) * 2500  # 640 000 bytes
+    t = upload(client, token, [("big.bin", content)]).json["url_token"]
+    assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 640
+    assert sql(app, "SELECT size FROM push_files")[0][0] == 640_000
+    got = download(client, client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"])
+    assert got.data == content
