@@ -728,9 +728,10 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
 
 
 def open_file(token: str, now: datetime) -> tuple[PushFile, Iterator[bytes]]:
-    """One file of a download token and its bytes, decrypted as they are read (the first
-    part at once, so that a key that does not open it fails here); NotFound when stale or
-    the push expired."""
+    """One file of a download token and its bytes, read from the database and decrypted a
+    part at a time as the response is sent (run it in stream_with_context): the first part
+    at once, so that a file deleted meanwhile or a key that does not open it fails here.
+    NotFound when stale or the push expired."""
     data = open_token("file", token, FILE_LINK_SECONDS, now)
     if not (data and isinstance(data.get("f"), int) and isinstance(data.get("p"), int)
             and isinstance(data.get("k"), (str, type(None)))):
@@ -743,17 +744,43 @@ def open_file(token: str, now: datetime) -> tuple[PushFile, Iterator[bytes]]:
         raise NotFound()
     push_file, key = row.PushFile, (data["k"].encode("ascii") if data.get("k") else None)
     if push_file.ciphertext:  # stored before files had parts: one token
-        parts = iter([keyring().open(push_file.ciphertext, key)])
-    else:
-        # Fetched a row at a time (PostgreSQL sends bytea as hex: a whole result of them
-        # doubled the file's size in the driver), decrypted as the response is sent.
-        tokens = list(db.session.scalars(
-            select(PushFilePart.ciphertext).where(PushFilePart.file_id == push_file.id)
-            .order_by(PushFilePart.id).execution_options(yield_per=1)))
-        if not tokens:  # deleted since the row above was read (PostgreSQL: each statement its own snapshot)
-            raise NotFound()
-        parts = keyring().open_parts(tokens, key)
-    return push_file, itertools.chain([next(parts)], parts)
+        db.session.commit()  # (ends the read: on SQLite a transaction holds the write lock)
+        return push_file, iter([keyring().open(push_file.ciphertext, key)])
+    part_ids = db.session.scalars(select(PushFilePart.id).where(PushFilePart.file_id == push_file.id)
+                                  .order_by(PushFilePart.id)).all()
+    db.session.commit()
+    tokens = _part_tokens(part_ids)
+    first = next(tokens, None)
+    if first is None:  # the file was deleted since its row was read (PostgreSQL)
+        raise NotFound()
+    parts = keyring().open_parts(itertools.chain([first], tokens), key)
+    return push_file, _until_deleted(itertools.chain([next(parts)], parts), push_file.push_id)
+
+
+class _Deleted(Exception):
+    """A file's part was deleted during its download."""
+
+
+def _part_tokens(part_ids: list[int]) -> Iterator[bytes]:
+    """The file's parts one at a time, each read in a transaction of its own (a download can
+    last minutes; SQLite's transactions hold the write lock)."""
+    for i, part_id in enumerate(part_ids):
+        token = db.session.scalar(select(PushFilePart.ciphertext).where(PushFilePart.id == part_id))
+        db.session.commit()
+        if token is None:
+            if i:
+                raise _Deleted()
+            return
+        yield token
+
+
+def _until_deleted(parts: Iterator[bytes], push_id: int) -> Iterator[bytes]:
+    """The parts, ending early if the file is deleted meanwhile (its push expired or was
+    purged): the client gets fewer bytes than the Content-Length, and no error page."""
+    try:
+        yield from parts
+    except _Deleted:
+        current_app.logger.warning("push %s: a file was deleted during its download", push_id)
 
 
 # ----------------------------------------------------------------------------- manage

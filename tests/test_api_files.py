@@ -309,3 +309,33 @@ def test_a_file_spooled_to_disk_is_read_in_parts(app, client, token, small_chunk
     assert sql(app, "SELECT size FROM push_files")[0][0] == 640_000
     got = download(client, client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"])
     assert got.data == content
+
+
+def test_a_download_holds_no_lock_and_ends_short_if_its_file_goes(app, client, token, small_chunks, database_url):
+    """Parts are read as the response is sent, each in a transaction of its own: between two
+    of them another connection writes at once (on SQLite a transaction holds the write lock
+    for its whole length), and a file deleted meanwhile ends the download short (fewer bytes
+    than the Content-Length), without an error page in the middle of the file."""
+    import sqlite3
+
+    import psycopg
+
+    content = bytes(range(256)) * 12  # 3 072 bytes: four parts
+    t = upload(client, token, [("a.bin", content)], expire_after_views=5).json["url_token"]
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    r = client.get(url.replace("http://localhost", ""), buffered=False)
+    assert r.status_code == 200 and r.headers["Content-Length"] == "3072"
+    chunks = iter(r.response)
+    assert next(chunks) == content[:1000]
+    if database_url.startswith("sqlite"):
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        other.execute("PRAGMA foreign_keys=ON")
+        other.execute("DELETE FROM push_files")  # "database is locked" if the download held it
+        other.close()
+    else:
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute("SET lock_timeout = '1s'")
+            other.execute("DELETE FROM push_files")
+    assert b"".join(chunks) in (b"", content[1000:2000])  # (a part may already be on its way)
+    r.close()
+    assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 0
