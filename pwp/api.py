@@ -6,7 +6,7 @@ explicit allow-list of fields.
 from functools import lru_cache
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
 from werkzeug.sansio.utils import get_current_url
 from werkzeug.wsgi import get_host
@@ -261,7 +261,7 @@ def list_pushes(expired, version):
 def download_file(token, _filename):
     """Download one decrypted file of a granted view, within the link's short window."""
     push_file, parts = pushes.open_file(token, pushes.utcnow())
-    response = Response(stream_with_context(parts), mimetype="application/octet-stream")  # (read as sent)
+    response = Response(parts, mimetype="application/octet-stream")  # (read as it is sent)
     response.content_length = push_file.size
     response.headers["Content-Disposition"] = (
         "attachment; filename*=UTF-8''" + quote(push_file.filename, safe=""))

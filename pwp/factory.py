@@ -183,7 +183,10 @@ def _sqlite_begin(conn):
     # Take the write lock up front: a WAL reader that later writes could otherwise
     # fail at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
     # Straight to the driver: this runs once per transaction, i.e. once per request.
-    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+    # A connection marked read_snapshot (a file download, pwp.pushes.open_file) only reads,
+    # for as long as its download lasts: a plain BEGIN, which takes no write lock.
+    read_only = conn.get_execution_options().get("read_snapshot")
+    conn.connection.dbapi_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _register_database(app):

@@ -4,7 +4,6 @@ Web, API v2, API v1 and the command line call these functions; they never
 touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
 import io
-import itertools
 import json
 import math
 import re
@@ -18,7 +17,6 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import undefer
 from werkzeug.urls import iri_to_uri
 
 from . import crypto
@@ -727,60 +725,59 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
                          "k": key.decode("ascii") if key else None}, now)
 
 
-def open_file(token: str, now: datetime) -> tuple[PushFile, Iterator[bytes]]:
+@dataclass(frozen=True)
+class FileToSend:
+    """What a download sends: the file's name and size (its bytes come separately)."""
+
+    filename: str
+    size: int
+
+
+def open_file(token: str, now: datetime) -> tuple[FileToSend, Iterator[bytes]]:
     """One file of a download token and its bytes, read from the database and decrypted a
-    part at a time as the response is sent (run it in stream_with_context): the first part
-    at once, so that a file deleted meanwhile or a key that does not open it fails here.
-    NotFound when stale or the push expired."""
+    part at a time as the response is sent; NotFound when stale or the push expired.
+
+    The file is read in one snapshot, on a connection of its own for as long as the download
+    lasts (no write lock: PostgreSQL REPEATABLE READ, SQLite a plain BEGIN in WAL mode): a
+    download under way ends whole even if the push expires meanwhile (the last viewer's
+    window), and never mixes parts of two files. The first part is decrypted here, so that
+    a key that does not open it fails before the response starts."""
     data = open_token("file", token, FILE_LINK_SECONDS, now)
     if not (data and isinstance(data.get("f"), int) and isinstance(data.get("p"), int)
             and isinstance(data.get("k"), (str, type(None)))):
         raise NotFound()
-    row = db.session.execute(
-        select(PushFile, Push.expired).join(Push, Push.id == PushFile.push_id)
-        .where(PushFile.id == data["f"], PushFile.push_id == data["p"])
-        .options(undefer(PushFile.ciphertext))).first()
-    if row is None or row.expired:
-        raise NotFound()
-    push_file, key = row.PushFile, (data["k"].encode("ascii") if data.get("k") else None)
-    if push_file.ciphertext:  # stored before files had parts: one token
-        db.session.commit()  # (ends the read: on SQLite a transaction holds the write lock)
-        return push_file, iter([keyring().open(push_file.ciphertext, key)])
-    part_ids = db.session.scalars(select(PushFilePart.id).where(PushFilePart.file_id == push_file.id)
-                                  .order_by(PushFilePart.id)).all()
-    db.session.commit()
-    tokens = _part_tokens(part_ids)
-    first = next(tokens, None)
-    if first is None:  # the file was deleted since its row was read (PostgreSQL)
-        raise NotFound()
-    parts = keyring().open_parts(itertools.chain([first], tokens), key)
-    return push_file, _until_deleted(itertools.chain([next(parts)], parts), push_file.push_id)
-
-
-class _Deleted(Exception):
-    """A file's part was deleted during its download."""
-
-
-def _part_tokens(part_ids: list[int]) -> Iterator[bytes]:
-    """The file's parts one at a time, each read in a transaction of its own (a download can
-    last minutes; SQLite's transactions hold the write lock)."""
-    for i, part_id in enumerate(part_ids):
-        token = db.session.scalar(select(PushFilePart.ciphertext).where(PushFilePart.id == part_id))
-        db.session.commit()
-        if token is None:
-            if i:
-                raise _Deleted()
-            return
-        yield token
-
-
-def _until_deleted(parts: Iterator[bytes], push_id: int) -> Iterator[bytes]:
-    """The parts, ending early if the file is deleted meanwhile (its push expired or was
-    purged): the client gets fewer bytes than the Content-Length, and no error page."""
+    key = data["k"].encode("ascii") if data.get("k") else None
+    conn = db.engine.connect()
     try:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        conn.execution_options(read_snapshot=True)
+        row = conn.execute(
+            select(PushFile.id, PushFile.filename, PushFile.size, PushFile.ciphertext, Push.expired)
+            .join(Push, Push.id == PushFile.push_id)
+            .where(PushFile.id == data["f"], PushFile.push_id == data["p"])).first()
+        if row is None or row.expired:
+            raise NotFound()
+        if row.ciphertext:  # stored before files had parts: one token
+            parts = iter([keyring().open(row.ciphertext, key)])
+        else:
+            tokens = conn.execute(select(PushFilePart.ciphertext).where(PushFilePart.file_id == row.id)
+                                  .order_by(PushFilePart.id).execution_options(yield_per=1)).scalars()
+            parts = keyring().open_parts(tokens, key)
+        first = next(parts)
+    except BaseException:
+        conn.close()
+        raise
+    return FileToSend(row.filename, row.size), _then_close(first, parts, conn)
+
+
+def _then_close(first: bytes, parts: Iterator[bytes], conn) -> Iterator[bytes]:
+    """The parts, then the snapshot's connection closed (also when the client goes away)."""
+    try:
+        yield first
         yield from parts
-    except _Deleted:
-        current_app.logger.warning("push %s: a file was deleted during its download", push_id)
+    finally:
+        conn.close()
 
 
 # ----------------------------------------------------------------------------- manage
