@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
 
@@ -725,17 +726,10 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
                          "k": key.decode("ascii") if key else None}, now)
 
 
-@dataclass(frozen=True)
-class FileToSend:
-    """What a download sends: the file's name and size (its bytes come separately)."""
-
-    filename: str
-    size: int
-
-
-def open_file(token: str, now: datetime) -> tuple[FileToSend, Iterator[bytes]]:
-    """One file of a download token and its bytes, read from the database and decrypted a
-    part at a time as the response is sent; NotFound when stale or the push expired.
+def open_file(token: str, now: datetime) -> tuple[Row, Iterator[bytes]]:
+    """One file of a download token (its row: filename, size) and its bytes, read from the
+    database and decrypted a part at a time as the response is sent; NotFound when stale or
+    the push expired.
 
     The file is read in one snapshot, on a connection of its own for as long as the download
     lasts (no write lock: PostgreSQL REPEATABLE READ, SQLite a plain BEGIN in WAL mode): a
@@ -768,7 +762,7 @@ def open_file(token: str, now: datetime) -> tuple[FileToSend, Iterator[bytes]]:
     except BaseException:
         conn.close()
         raise
-    return FileToSend(row.filename, row.size), _then_close(first, parts, conn)
+    return row, _then_close(first, parts, conn)
 
 
 def _then_close(first: bytes, parts: Iterator[bytes], conn) -> Iterator[bytes]:
