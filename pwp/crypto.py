@@ -8,14 +8,17 @@ not reveal it; the passphrase itself is kept only as a verifier digest.
 import base64
 import hashlib
 import hmac
+import io
 import logging
 import os
 import secrets
 import struct
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,66 @@ class Keyring:
             yield data[_PART_HEADER.size:]
         if first is None or first[1] != i + 1:
             raise InvalidToken()
+
+
+class UploadSpool(io.RawIOBase):
+    """Where a form's file waits while the request is parsed and the push is created.
+
+    Werkzeug keeps each uploaded file in a spooled temporary file, in memory up to 500 KB and
+    on disk past that (unlinked, but its blocks stay on the disk after use). Here what the
+    spool holds is AES-CTR ciphertext under a random key that lives only in this object, so a
+    secret file's plaintext never reaches the disk before it is sealed into the database.
+    Reads and writes at any position (CTR's keystream is a function of the offset)."""
+
+    def __init__(self, max_size: int = 500 * 1024):
+        super().__init__()
+        self._key = os.urandom(32)
+        self._file = tempfile.SpooledTemporaryFile(max_size=max_size, mode="w+b")
+        self._pos = 0
+        self._keystream = None  # the CTR context at self._pos, while access is sequential
+
+    def _xor(self, data: bytes) -> bytes:
+        if self._keystream is None:
+            block, skip = divmod(self._pos, 16)
+            self._keystream = Cipher(algorithms.AES(self._key), modes.CTR(block.to_bytes(16, "big"))).encryptor()
+            self._keystream.update(bytes(skip))
+        self._pos += len(data)
+        return self._keystream.update(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._file.seek(self._pos)
+        self._file.write(self._xor(bytes(data)))
+        return len(data)
+
+    def readinto(self, buffer) -> int:
+        self._file.seek(self._pos)
+        data = self._xor(self._file.read(len(buffer)))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset, whence = self._pos + offset, io.SEEK_SET
+        pos = self._file.seek(offset, whence)
+        if pos != self._pos:
+            self._pos, self._keystream = pos, None
+        return pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def generate_key() -> str:

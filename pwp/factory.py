@@ -14,8 +14,18 @@ from . import ROOT, config, crypto, has_cookies
 log = logging.getLogger("pwp")
 
 
+class Request(Flask.request_class):
+    """Werkzeug's request, keeping uploaded files encrypted while they wait (crypto.UploadSpool)."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return crypto.UploadSpool()
+
+
 class App(Flask):
-    """Flask, asking once per function (not on every request) whether a hook or view is async."""
+    """Flask, asking once per function (not on every request) whether a hook or view is async;
+    its requests keep uploaded files encrypted while they wait."""
+
+    request_class = Request
 
     def ensure_sync(self, func):
         """Return func, or a wrapper running it to completion when it is a coroutine function."""

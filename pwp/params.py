@@ -219,7 +219,7 @@ def _uploads(errors, value) -> list[Upload]:
             content_type = item.mimetype if _MIME_TYPE.fullmatch(item.mimetype or "") else ""
             uploads.append(Upload(filename=item.filename.replace("\x00", ""),
                                   content_type=content_type or "application/octet-stream",
-                                  data=item.stream))  # (on disk past 500 KB: read in parts)
+                                  data=item.stream))  # (an UploadSpool: read in parts)
         elif item not in ("", None):
             errors["files"] = ["must be file uploads (multipart/form-data)"]
     return uploads

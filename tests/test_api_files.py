@@ -252,6 +252,51 @@ def test_parts_cannot_be_reordered_dropped_or_swapped(small_chunks):
             b"".join(ring.open_parts(forged))
 
 
+def test_an_upload_waits_encrypted_in_memory_and_on_disk():
+    """crypto.UploadSpool: what it keeps (in memory, then in its temporary file past 500 KB)
+    is ciphertext; reads give the plaintext back from any position, as a file would."""
+    from pwp import crypto
+
+    content = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: on disk
+    spool = crypto.UploadSpool()
+    for i in range(0, len(content), 65_537):  # in pieces, as the form parser writes
+        assert spool.write(content[i:i + 65_537]) == len(content[i:i + 65_537])
+    raw = spool._file._file  # (the spool's own temporary file)
+    assert not isinstance(raw, io.BytesIO)  # rolled over to the disk
+    raw.seek(0)
+    on_disk = raw.read()
+    assert len(on_disk) == len(content) and content[:4096] not in on_disk and on_disk != content
+    assert spool.seek(0, io.SEEK_END) == len(content) and spool.tell() == len(content)
+    assert spool.seek(0) == 0 and spool.read() == content
+    spool.seek(1_000_003)
+    assert spool.read(100) == content[1_000_003:1_000_103] and spool.read(5) == content[1_000_103:1_000_108]
+    assert spool.seek(-4, io.SEEK_END) == len(content) - 4 and spool.read() == b"tail"
+    small = crypto.UploadSpool()
+    small.write(b"in memory")
+    assert b"in memory" not in small._file._file.getvalue()
+    small.seek(3)
+    assert small.read() == b"memory"
+
+
+def test_a_form_upload_is_held_in_an_upload_spool(app):
+    """The app's requests give form files an UploadSpool: a big upload's plaintext never
+    waits on the disk (werkzeug's own spool writes it there as it came, past 500 KB)."""
+    from flask import request
+
+    from pwp import crypto
+
+    content = b"secret file " * 100_000  # 1.2 MB
+    with app.test_request_context("/api/v2/pushes", method="POST", content_type="multipart/form-data",
+                                  data={"push[files][]": (io.BytesIO(content), "big.txt")}):
+        stream = request.files["push[files][]"].stream
+        assert isinstance(stream, crypto.UploadSpool)
+        raw = stream._file._file
+        raw.seek(0)
+        assert b"secret file" not in raw.read()
+        stream.seek(0)
+        assert stream.read() == content
+
+
 def test_a_file_stored_before_parts_still_downloads(app, client, token):
     """Files stored before parts are one token in push_files.ciphertext, without parts."""
     t = upload(client, token, [("a.txt", b"old file")], expire_after_views=2).json["url_token"]
