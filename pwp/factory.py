@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from . import ROOT, config, crypto, has_cookies
+from .pushes import TEXT_MAX
 
 log = logging.getLogger("pwp")
 
@@ -130,6 +131,9 @@ def _configure(app, test_config):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
     # Files plus form overhead; a larger body is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = settings["PWP__FILES__MAX_TOTAL_BYTES"] + 1024 * 1024
+    # A multipart form's text field holds the longest payload (TEXT_MAX characters of up to 4
+    # UTF-8 bytes; Flask's default 500 000 bytes refused a quarter of it, `curl -F` included).
+    app.config["MAX_FORM_MEMORY_SIZE"] = 4 * TEXT_MAX + 1024
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],

@@ -138,6 +138,7 @@ _FORM_MESSAGES = {
     ("url", pushes.URL_TOO_LONG): f"The URL is too long: at most {pushes.URL_MAX} characters, each one "
                                   "outside ASCII counted as its percent-encoding (up to 9).",
     ("text", pushes.TEXT_TOO_LARGE): f"The secret is too long: at most {pushes.TEXT_MAX} characters.",
+    ("file", pushes.TEXT_TOO_LARGE): f"The message is too long: at most {pushes.TEXT_MAX} characters.",
 }
 
 

@@ -193,6 +193,20 @@ def test_text_payload_size_limit(client):
     assert r.json["payload"] == ["The payload is too large.  You can only push up to 1048576 bytes."]
 
 
+@pytest.mark.parametrize("path,field", [("/p.json", "password[payload]"), ("/api/v2/pushes", "push[payload]")])
+def test_the_longest_payload_fits_a_multipart_form(client, path, field):
+    """`curl -F` sends a multipart form: its field holds the longest payload, in characters of
+    up to four UTF-8 bytes (Flask's default cap, 500 000 bytes, refused it with a 413)."""
+    longest = "\N{GRINNING FACE}" * 1_048_576  # 4 MiB
+    r = client.post(path, data={field: longest}, content_type="multipart/form-data")
+    assert r.status_code == 201
+    url = "/p/{}.json" if path == "/p.json" else "/api/v2/pushes/{}"
+    assert client.get(url.format(r.json["url_token"])).json["payload"] == longest
+    over = client.post(path, data={field: longest + "a"}, content_type="multipart/form-data")
+    assert over.status_code == 422
+    assert over.json["payload"] == ["The payload is too large.  You can only push up to 1048576 bytes."]
+
+
 def test_qr_payload_size_limit(client):
     assert client.post("/api/v2/pushes", json={"push": {"payload": "q" * 1024, "kind": "qr"}}).status_code == 201
     r = client.post("/api/v2/pushes", json={"push": {"payload": "q" * 1025, "kind": "qr"}})

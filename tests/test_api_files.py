@@ -308,16 +308,18 @@ def test_a_file_stored_before_parts_still_downloads(app, client, token):
     assert got.status_code == 200 and got.data == b"old file" and got.headers["Content-Length"] == "8"
 
 
-def test_a_file_pushs_message_is_bounded_by_the_form_field_cap(client, token):
-    """Upstream checks no payload on file pushes, and a file push needs files, so a form: its
-    fields are capped at 500 000 bytes (Flask's MAX_FORM_MEMORY_SIZE), 413 over it. Without
-    that cap a message beside a small file could be the whole body, one Fernet token (25 MB:
-    167 MB to encrypt) that every view decrypts whole."""
-    over = upload(client, token, [("a.txt", b"a")], payload="m" * 500_001)
-    assert over.status_code == 413 and over.is_json
-    ok = upload(client, token, [("a.txt", b"a")], payload="m" * 500_000)
+def test_a_file_pushs_message_is_bounded_as_a_texts(client, token):
+    """Upstream checks no payload on file pushes; here its message is held to a text
+    payload's 1 048 576 characters (without a cap it could be the whole body, one Fernet token
+    that every view decrypts whole). A form field past the longest payload is a 413."""
+    over = upload(client, token, [("a.txt", b"a")], payload="m" * 1_048_577)
+    assert over.status_code == 422
+    assert over.json["payload"] == ["The payload is too large.  You can only push up to 1048576 bytes."]
+    ok = upload(client, token, [("a.txt", b"a")], payload="m" * 1_048_576)
     assert ok.status_code == 201
-    assert client.get(f"/api/v2/pushes/{ok.json['url_token']}").json["payload"] == "m" * 500_000
+    assert client.get(f"/api/v2/pushes/{ok.json['url_token']}").json["payload"] == "m" * 1_048_576
+    huge = upload(client, token, [("a.txt", b"a")], payload="m" * (4 * 1_048_576 + 1025))
+    assert huge.status_code == 413 and huge.is_json
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite: see the next test)

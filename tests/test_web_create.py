@@ -227,6 +227,15 @@ def test_length_messages_name_the_field_too(client, kind, payload, message):
     assert r.status_code == 422 and message in r.get_data(as_text=True)
 
 
+def test_a_file_pushs_message_too_long_is_named_in_the_form(client, make_user):
+    sign_in(client, make_user)
+    data = form(kind="file", payload="m" * 1_048_577)
+    data["push[files][]"] = [(io.BytesIO(b"x"), "a.bin")]
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    assert r.status_code == 422
+    assert "The message is too long: at most 1048576 characters." in r.get_data(as_text=True)
+
+
 def test_a_size_limit_is_rounded_down_where_it_is_stated(client, make_user, app):
     """1 150 000 bytes is 1.097 MiB: "1.1 MB" would promise what the check then refuses."""
     sign_in(client, make_user)
