@@ -14,8 +14,16 @@ bp = Blueprint("api_v1", __name__)
 PREFIX = "<any(p, f, r):prefix>"
 
 
-def _require_kind(setting):
-    if not current_app.config[setting]:
+# Upstream registers the /f and /r routes only while their kind is on: off, each is a 404,
+# before authentication.
+_KIND_OF_PREFIX = {"f": "PWP__ENABLE_FILE_PUSHES", "r": "PWP__ENABLE_URL_PUSHES"}
+_CREATE_PREFIX = {"api_v1.create_file_push": "f", "api_v1.create_url_push": "r"}
+
+
+@bp.url_value_preprocessor
+def _kind_routes(endpoint, values):
+    setting = _KIND_OF_PREFIX.get((values or {}).get("prefix") or _CREATE_PREFIX.get(endpoint))
+    if setting and not current_app.config[setting]:
         abort(404)
 
 
@@ -53,7 +61,6 @@ def _cors(response):
 @api_auth(required=True)
 def create_file_push():
     """Create a file push from file_push[...] (token required)."""
-    _require_kind("PWP__ENABLE_FILE_PUSHES")
     return create_push("file_push", "v1", kind="file")
 
 
@@ -61,7 +68,6 @@ def create_file_push():
 @api_auth(required=True)
 def create_url_push():
     """Create a URL push from url[...] (token required)."""
-    _require_kind("PWP__ENABLE_URL_PUSHES")
     return create_push("url", "v1", kind="url")
 
 

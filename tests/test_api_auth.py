@@ -224,6 +224,22 @@ def test_version_features_when_kinds_disabled(client, token, settings):
     assert client.post("/f.json", json={"file_push": {"payload": "x"}}, headers=bearer(token)).status_code == 404
 
 
+@pytest.mark.parametrize("settings", [{"PWP__ENABLE_FILE_PUSHES": False, "PWP__ENABLE_URL_PUSHES": False}])
+def test_the_f_and_r_routes_are_gone_while_their_kind_is_off(client, token, settings):
+    """As upstream, which registers them only while the kind is on: a 404 for everyone."""
+    t = client.post("/p.json", json={"password": {"payload": "x"}}).json["url_token"]
+    for prefix in ("f", "r"):
+        for method, path in [("post", f"/{prefix}.json"), ("get", f"/{prefix}/active.json"),
+                             ("get", f"/{prefix}/expired.json"), ("get", f"/{prefix}/{t}.json"),
+                             ("delete", f"/{prefix}/{t}.json"), ("get", f"/{prefix}/{t}/preview.json"),
+                             ("get", f"/{prefix}/{t}/audit.json")]:
+            for headers in ({}, bearer(token)):
+                r = getattr(client, method)(path, headers=headers)
+                assert r.status_code == 404 and r.is_json, (method, path, headers)
+    assert client.get(f"/p/{t}.json").json["payload"] == "x"  # /p still answers
+    assert client.get("/p/active.json", headers=bearer(token)).status_code == 200
+
+
 def test_new_token_replaces_the_old_one(app, client, make_user):
     from pwp.auth import find_user, issue_token
     _, old = make_user("t@example.com")
