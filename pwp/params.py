@@ -4,6 +4,7 @@ Malformed input becomes BadParameter (400) or ValidationFailed (422), never a 50
 """
 import json
 import math
+import mimetypes
 import re
 
 from flask import request
@@ -215,14 +216,21 @@ def _uploads(errors, value) -> list[Upload]:
         if isinstance(item, FileStorage):
             if not item.filename:
                 continue  # an empty file input
-            # The type is the client's word, kept for the file list: a plain type/subtype or none.
+            # The type is the client's word, kept for the file list: a plain type/subtype, else
+            # the name's (the pwpush CLI sends none; upstream's storage detects one).
+            filename = item.filename.replace("\x00", "")
             content_type = item.mimetype if _MIME_TYPE.fullmatch(item.mimetype or "") else ""
-            uploads.append(Upload(filename=item.filename.replace("\x00", ""),
-                                  content_type=content_type or "application/octet-stream",
+            uploads.append(Upload(filename=filename,
+                                  content_type=content_type or _type_of_name(filename),
                                   data=item.stream))  # (an UploadSpool: read in parts)
         elif item not in ("", None):
             errors["files"] = ["must be file uploads (multipart/form-data)"]
     return uploads
+
+
+def _type_of_name(filename: str) -> str:
+    guessed, _encoding = mimetypes.guess_type(filename, strict=False)
+    return guessed if guessed and _MIME_TYPE.fullmatch(guessed) else "application/octet-stream"
 
 
 def new_push(fields: dict, kind=None, form=False) -> NewPush:

@@ -155,13 +155,20 @@ def test_p_json_with_files_makes_a_file_push(client, token):
     assert client.get(f"/p/{r.json['url_token']}.json").json["files"][0]["filename"] == "p.txt"
 
 
-@pytest.mark.parametrize("part_type,stored", [(b"text/plain\x00x", "application/octet-stream"),
-                                              (b"text/csv", "text/csv"),
-                                              (b"not a type", "application/octet-stream")])
-def test_a_files_content_type_is_kept_only_when_plain(client, token, part_type, stored):
-    # A NUL in the part's type once reached PostgreSQL, which refuses NUL in text: a 500.
-    body = (b'--XX\r\nContent-Disposition: form-data; name="push[files][]"; filename="a.txt"\r\n'
-            b"Content-Type: " + part_type + b"\r\n\r\nhello\r\n--XX--\r\n")
+@pytest.mark.parametrize("name,part_type,stored", [(b"a.bin", b"text/plain\x00x", "application/octet-stream"),
+                                                   (b"a.txt", b"text/csv", "text/csv"),
+                                                   (b"a.bin", b"not a type", "application/octet-stream"),
+                                                   (b"a.pdf", b"not a type", "application/pdf"),
+                                                   (b"a.txt", None, "text/plain"),  # as the pwpush CLI sends
+                                                   (b"a.PNG", None, "image/png"),
+                                                   (b"README", None, "application/octet-stream")])
+def test_a_files_content_type_is_kept_only_when_plain(client, token, name, part_type, stored):
+    """The part's type when it is a plain type/subtype, else the file name's, else
+    application/octet-stream. (A NUL in the part's type once reached PostgreSQL, which refuses
+    NUL in text: a 500.)"""
+    type_line = b"Content-Type: " + part_type + b"\r\n" if part_type is not None else b""
+    body = (b'--XX\r\nContent-Disposition: form-data; name="push[files][]"; filename="' + name + b'"\r\n'
+            + type_line + b"\r\nhello\r\n--XX--\r\n")
     r = client.post("/api/v2/pushes", data=body, headers=bearer(token),
                     content_type="multipart/form-data; boundary=XX")
     assert r.status_code == 201, r.data
