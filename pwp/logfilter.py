@@ -14,9 +14,9 @@ from gunicorn.glogging import Logger
 FILTERED = "[FILTERED]"
 # A path, or the path of a URL: from a slash (or an encoded one) up to the query or fragment.
 # Matching runs on each segment percent-decoded, not on the raw spelling: gunicorn decodes
-# PATH_INFO (%70 is "p", %2F a slash) and Werkzeug merges doubled slashes (a 308 to the
-# canonical path), so "/%70/<t>/r", "/p//<t>", "/p%2F<t>" and "/api/v2/%70ushes/<t>" all
-# reach a push.
+# PATH_INFO (%70 is "p", %2F a slash) and the app routes a path with doubled or trailing
+# slashes as the path without them (factory.RoutePath), so "/%70/<t>/r", "/p//<t>",
+# "/p%2F<t>" and "/api/v2/%70ushes/<t>" all reach a push.
 _PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*")
 # /p/<t>, /f/<t>, /r/<t> (v1 and web, also under a locale prefix) and /api/v2/pushes/<t>:
 # the segment after one of these names (compared in lower case) is a url_token.
@@ -56,7 +56,7 @@ def _hidden(segments):
     hidden, parent = set(), False
     for i, segment in enumerate(segments):
         if segment in ("", "."):
-            continue  # "//" is merged by Werkzeug; "." hides nothing
+            continue  # "//" is merged (factory.RoutePath); "." hides nothing
         if parent and (segment[:-5] if segment.endswith(".json") else segment) not in _ROUTE_WORDS:
             hidden.add(i)
         lower = segment.lower().partition(";")[0]  # ("p;x": a path parameter, to some parsers)

@@ -139,6 +139,20 @@ def test_unknown_routes_and_methods_are_json(client):
         assert r.status_code == 404 and r.json == {"status": 404, "error": "Not Found"}, (method, path)
 
 
+def test_trailing_and_doubled_slashes_route_as_upstreams_router_does(client, token):
+    """Rails routes `/api/v2/pushes/` and `/api/v2//pushes` as `/api/v2/pushes`."""
+    r = client.post("/api/v2/pushes/", json={"push": {"payload": "s"}})
+    assert r.status_code == 201
+    t = r.json["url_token"]
+    assert client.get("/api/v2//version/").json["api_version"]
+    assert client.get(f"/api/v2/pushes/{t}/").json["payload"] == "s"
+    assert client.get(f"/p//{t}.json", headers=bearer(token)).json["payload"] == "s"
+    assert client.get("/api/v2/pushes/active/", headers=bearer(token)).status_code == 200
+    assert client.post("/p.json/", json={"password": {"payload": "v1"}}).status_code == 201
+    assert client.get("/", follow_redirects=False).status_code == 200
+    assert client.get("/api/v2/nothing/").status_code == 404
+
+
 def test_oversized_body_is_413_json(client):
     big = b'{"push": {"payload": "' + b"a" * (27 * 1024 * 1024) + b'"}}'
     r = client.post("/api/v2/pushes", data=big, content_type="application/json")
