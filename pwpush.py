@@ -3,10 +3,11 @@ import os
 import sys
 import time
 
-from pwp import create_app
-from pwp.config import ConfigError, DatabaseUnavailable
-
+# Before the app's imports: its log filter imports gunicorn's logger class.
 UNDER_GUNICORN = "gunicorn" in sys.modules
+
+from pwp import create_app  # noqa: E402
+from pwp.config import ConfigError, DatabaseUnavailable  # noqa: E402
 
 if UNDER_GUNICORN and not os.environ.get("PWPUSH_GUNICORN_CONF"):
     print("pwpush: warning: gunicorn did not read pwpush's gunicorn.conf.py (it reads the one in "
