@@ -113,6 +113,34 @@ def test_owner_expire_asks_first(server, new_page):
     assert len(questions) == 2
 
 
+def test_without_javascript_owner_actions_ask_with_a_box_to_tick(server, new_page):
+    """JavaScript's confirm() cannot ask: "Expire now" and "Make a new token" then need a
+    ticked box (the browser refuses to send the form without it)."""
+    page = new_page(java_script_enabled=False)
+    sign_up(page, server.url, "noscript-owner@example.com")
+    create_text(page, server.url, payload="keep me too")
+    page.goto(server.url + "/p")
+    page.get_by_role("button", name="Expire now").click()
+    expect(page.locator("table.data tbody tr")).to_contain_text("7 days / 5 views")  # not sent
+    expect(page.locator("table.data tbody tr")).not_to_contain_text("Expired")
+    page.get_by_label("Sure").check()
+    page.get_by_role("button", name="Expire now").click()
+    expect(page.locator("[role=status], .flash").first).to_contain_text("has been deleted")
+    page.goto(server.url + "/users/token")
+    page.get_by_role("button", name="Make a token").click()  # no token yet: nothing to lose
+    token = page.locator("#api_token").input_value()
+    page.get_by_role("button", name="Make a new token").click()
+    expect(page.locator("#api_token")).to_have_value(token)  # not sent
+    page.get_by_label("Yes, the old token may stop working").check()
+    page.get_by_role("button", name="Make a new token").click()
+    expect(page.locator("#api_token")).not_to_have_value(token)
+    with_js = new_page()  # the question, not the box, where JavaScript runs
+    sign_up(with_js, server.url, "script-owner@example.com")
+    with_js.goto(server.url + "/users/token")
+    with_js.get_by_role("button", name="Make a token").click()
+    expect(with_js.locator(".confirm-box")).to_have_count(0)
+
+
 def test_number_boxes_and_sliders_move_together(server, new_page):
     """A phone's 90-step slider has a few pixels a step: the number box carries the value."""
     page = new_page(viewport={"width": 390, "height": 844})
