@@ -336,25 +336,9 @@ class SecurityHeaders:
         return self.wsgi_app(environ, start)
 
 
-class RoutePath:
-    """WSGI middleware: a path with a trailing or doubled slash is routed as the path
-    without them (`/api/v2/pushes/`, `/api/v2//version`), as upstream's router does: curl
-    scripts written against it work unchanged."""
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO", "")
-        if (path.endswith("/") and path != "/") or "//" in path:
-            environ["PATH_INFO"] = "/" + "/".join(segment for segment in path.split("/") if segment)
-        return self.wsgi_app(environ, start_response)
-
-
 def _register_middleware(app):
     """WSGI layers around Flask, innermost first: the API's hot path, per-IP throttling,
-    the trusted proxies' headers, the security headers on every response, the path's
-    slashes."""
+    the trusted proxies' headers, the security headers on every response."""
     from . import hotpath, throttling
 
     flask_wsgi_app = app.wsgi_app
@@ -364,7 +348,7 @@ def _register_middleware(app):
     if n:
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
-    app.wsgi_app = RoutePath(SecurityHeaders(app.wsgi_app))
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
 
 
 def _check_master_key(app):

@@ -15,7 +15,10 @@ anything is written, so Flask's views and error handlers answer it as if this la
 not exist. Per-IP throttling counts in front of it (pwp/throttling.py).
 
 First of all, for every request, this layer refuses a Host header that links cannot be
-built from (400): the answers to creates and views carry links, built after the write.
+built from (400): the answers to creates and views carry links, built after the write. And
+it routes a path with a trailing or doubled slash as the path without them
+(`/api/v2/pushes/`, `//api/v2/pushes` from a base URL ending in a slash), as upstream's
+router does: scripts written against it work unchanged.
 """
 import io
 import re
@@ -44,6 +47,9 @@ class HotPath:
     def __call__(self, environ, start_response):
         if not api.host_is_valid(environ):
             return _bad_host(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        if (path[-1:] == "/" and path != "/") or "//" in path:
+            environ["PATH_INFO"] = "/" + "/".join(segment for segment in path.split("/") if segment)
         handler = self._handler(environ)
         if handler is None:
             return self.wsgi_app(environ, start_response)

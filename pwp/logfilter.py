@@ -15,7 +15,7 @@ FILTERED = "[FILTERED]"
 # A path, or the path of a URL: from a slash (or an encoded one) up to the query or fragment.
 # Matching runs on each segment percent-decoded, not on the raw spelling: gunicorn decodes
 # PATH_INFO (%70 is "p", %2F a slash) and the app routes a path with doubled or trailing
-# slashes as the path without them (factory.RoutePath), so "/%70/<t>/r", "/p//<t>",
+# slashes as the path without them (hotpath.HotPath), so "/%70/<t>/r", "/p//<t>",
 # "/p%2F<t>" and "/api/v2/%70ushes/<t>" all reach a push.
 _PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*")
 # /p/<t>, /f/<t>, /r/<t> (v1 and web, also under a locale prefix) and /api/v2/pushes/<t>:
@@ -56,7 +56,7 @@ def _hidden(segments):
     hidden, parent = set(), False
     for i, segment in enumerate(segments):
         if segment in ("", "."):
-            continue  # "//" is merged (factory.RoutePath); "." hides nothing
+            continue  # "//" is merged (hotpath.HotPath); "." hides nothing
         if parent and (segment[:-5] if segment.endswith(".json") else segment) not in _ROUTE_WORDS:
             hidden.add(i)
         lower = segment.lower().partition(";")[0]  # ("p;x": a path parameter, to some parsers)

@@ -31,7 +31,7 @@ def flask_hits(app):
 
 def without_hot_path(app):
     """Take the hot path out of the app's WSGI layers (every request goes to Flask)."""
-    outer = app.wsgi_app.wsgi_app  # (RoutePath ->) SecurityHeaders
+    outer = app.wsgi_app  # SecurityHeaders
     assert isinstance(outer.wsgi_app, HotPath)
     outer.wsgi_app = outer.wsgi_app.wsgi_app
     return app
