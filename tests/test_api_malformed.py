@@ -153,6 +153,27 @@ def test_trailing_and_doubled_slashes_route_as_upstreams_router_does(client, tok
     assert client.get("/api/v2/nothing/").status_code == 404
 
 
+@pytest.mark.parametrize("path,field", [("/p.json", "password[payload]"), ("/api/v2/pushes", "push[payload]")])
+def test_url_encoded_forms_have_limits_too(client, path, field):
+    """werkzeug caps multipart fields and parts only: 25 MiB of empty URL-encoded fields
+    took 1 GiB to parse. Past the longest payload percent-encoded, or 1000 fields, a 413."""
+    from urllib.parse import quote
+
+    many = b"&".join(b"a%d=" % i for i in range(1000)) + b"&" + field.encode() + b"=x"
+    r = client.post(path, data=many, content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 413 and r.is_json
+    fewer = b"&".join(b"a%d=" % i for i in range(998)) + b"&" + field.encode() + b"=x"
+    assert client.post(path, data=fewer, content_type="application/x-www-form-urlencoded").status_code == 201
+    longest = "\N{GRINNING FACE}" * 1_048_576  # 12 MiB percent-encoded
+    r = client.post(path, data=f"{field}={quote(longest)}", content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 201
+    url = "/p/{}.json" if path == "/p.json" else "/api/v2/pushes/{}"
+    assert client.get(url.format(r.json["url_token"])).json["payload"] == longest
+    over = f"{field}=x&note={'n' * (3 * (4 * 1_048_576 + 1024) + 64 * 1024)}"
+    r = client.post(path, data=over, content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 413 and r.is_json
+
+
 def test_oversized_body_is_413_json(client):
     big = b'{"push": {"payload": "' + b"a" * (27 * 1024 * 1024) + b'"}}'
     r = client.post("/api/v2/pushes", data=big, content_type="application/json")
