@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, request
 from .api import (audit_page, create_push, destroy_push, list_pushes, preview_push, show_push,
                   version_json)
 from .auth import api_auth
-from .errors import json_response
+from .errors import api_error, json_response
 
 bp = Blueprint("api_v1", __name__)
 PREFIX = "<any(p, f, r):prefix>"
@@ -24,7 +24,7 @@ _CREATE_PREFIX = {"api_v1.create_file_push": "f", "api_v1.create_url_push": "r"}
 def _kind_routes(endpoint, values):
     setting = _KIND_OF_PREFIX.get((values or {}).get("prefix") or _CREATE_PREFIX.get(endpoint))
     if setting and not current_app.config[setting]:
-        abort(404)
+        abort(api_error(404, {"status": 404, "error": "Not Found"}))  # (no route: not a push's 404)
 
 
 @bp.get("/api/v1/version")
