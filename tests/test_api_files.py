@@ -161,7 +161,10 @@ def test_p_json_with_files_makes_a_file_push(client, token):
                                                    (b"a.pdf", b"not a type", "application/pdf"),
                                                    (b"a.txt", None, "text/plain"),  # as the pwpush CLI sends
                                                    (b"a.PNG", None, "image/png"),
-                                                   (b"README", None, "application/octet-stream")])
+                                                   (b"README", None, "application/octet-stream"),
+                                                   (b"backup.tar.gz", None, "application/gzip"),
+                                                   (b"dump.sql.bz2", None, "application/x-bzip2"),
+                                                   (b"data:text/html,x", None, "application/octet-stream")])
 def test_a_files_content_type_is_kept_only_when_plain(client, token, name, part_type, stored):
     """The part's type when it is a plain type/subtype, else the file name's, else
     application/octet-stream. (A NUL in the part's type once reached PostgreSQL, which refuses
@@ -278,6 +281,10 @@ def test_an_upload_waits_encrypted_in_memory_and_on_disk():
     spool.seek(1_000_003)
     assert spool.read(100) == content[1_000_003:1_000_103] and spool.read(5) == content[1_000_103:1_000_108]
     assert spool.seek(-4, io.SEEK_END) == len(content) - 4 and spool.read() == b"tail"
+    spool.seek(len(content) + 10)  # past the end: the gap reads as zeros
+    spool.write(b"after")
+    spool.seek(len(content))
+    assert spool.read() == bytes(10) + b"after"
     small = crypto.UploadSpool()
     small.write(b"in memory")
     assert b"in memory" not in small._file._file.getvalue()
