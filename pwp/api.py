@@ -153,9 +153,10 @@ def file_json(push_file, key, now) -> dict:
 def file_link_path(push_file, key, now) -> str:
     """The path of a file's short-lived download link. The name at its end is for the
     browser's "save as" only: one path segment, never a dot segment (".." would be
-    resolved away by the browser, and the link with it)."""
+    resolved away by the browser, and the link with it; nor slashes alone, which routing
+    drops)."""
     name = quote(push_file.filename, safe="")
-    if not name.strip("."):
+    if not push_file.filename.strip("./"):
         name = "file"
     return f"/pfb/{pushes.file_link_token(push_file, key, now)}/{name}"
 

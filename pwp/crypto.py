@@ -135,7 +135,8 @@ class UploadSpool(io.RawIOBase):
     on disk past that (unlinked, but its blocks stay on the disk after use). Here what the
     spool holds is AES-CTR ciphertext under a random key that lives only in this object, so a
     secret file's plaintext never reaches the disk before it is sealed into the database.
-    Reads and writes at any position (CTR's keystream is a function of the offset)."""
+    Reads and writes at any position (CTR's keystream is a function of the offset); lines are
+    read a byte at a time (nothing here reads an upload by lines)."""
 
     def __init__(self, max_size: int = 500 * 1024):
         super().__init__()
@@ -162,6 +163,10 @@ class UploadSpool(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
+        end = self._file.seek(0, io.SEEK_END)
+        if self._pos > end:  # past the end: the gap reads as zeros, as in a file
+            pos, self._pos, self._keystream = self._pos, end, None
+            self._file.write(self._xor(bytes(pos - end)))
         self._file.seek(self._pos)
         self._file.write(self._xor(bytes(data)))
         return len(data)

@@ -203,7 +203,7 @@ def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     # An encoded slash is a slash to the router.
     ("GET /p%2Fabc123 HTTP/1.1", "GET /p/[FILTERED] HTTP/1.1"),
     ("GET /api/v2/pushes%2fabc123/audit HTTP/1.1", "GET /api/v2/pushes/[FILTERED]/audit HTTP/1.1"),
-    # Doubled slashes (Werkzeug merges them with a redirect), dot segments, other cases.
+    # Doubled slashes (routed as single ones), dot segments, other cases.
     ("GET /p//abc123 HTTP/1.1", "GET /p//[FILTERED] HTTP/1.1"),
     ("GET //p/abc123 HTTP/1.1", "GET //p/[FILTERED] HTTP/1.1"),
     ("GET /api//v2/pushes//abc123.json HTTP/1.1", "GET /api//v2/pushes//[FILTERED].json HTTP/1.1"),
