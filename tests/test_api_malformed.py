@@ -174,6 +174,43 @@ def test_url_encoded_forms_have_limits_too(client, path, field):
     assert r.status_code == 413 and r.is_json
 
 
+def _multipart_field(name: bytes, value: bytes, content_type: bytes = b"") -> bytes:
+    type_line = b"Content-Type: " + content_type + b"\r\n" if content_type else b""
+    return (b'--XX\r\nContent-Disposition: form-data; name="' + name + b'"\r\n' + type_line
+            + b"\r\n" + value + b"\r\n--XX--\r\n")
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("application/x-www-form-urlencoded", b"password[payload]=caf%E9"),  # Latin-1, percent-encoded
+    ("application/x-www-form-urlencoded", b"password[payload]=caf\xe9"),
+    ("multipart/form-data; boundary=XX", _multipart_field(b"password[payload]", b"caf\xe9")),
+])
+def test_a_form_that_is_not_utf8_is_a_400_not_a_changed_secret(app, client, content_type, body):
+    """werkzeug kept "%E9" as three characters and replaced a multipart field's bytes with
+    U+FFFD: the secret stored was not the one sent. Upstream answers 400 too."""
+    r = client.post("/p.json", data=body, content_type=content_type)
+    assert r.status_code == 400 and r.json == {"error": "The form is not valid UTF-8."}
+    assert sql(app, "SELECT count(*) FROM pushes") == [(0,)]
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("application/x-www-form-urlencoded", b"password[payload]=caf%C3%A9"),
+    ("multipart/form-data; boundary=XX", _multipart_field(b"password[payload]", "café".encode())),
+    ("multipart/form-data; boundary=XX",  # a charset the client declares
+     _multipart_field(b"password[payload]", b"caf\xe9", b"text/plain; charset=iso-8859-1")),
+])
+def test_utf8_and_declared_charsets_still_read(client, content_type, body):
+    r = client.post("/p.json", data=body, content_type=content_type)
+    assert r.status_code == 201
+    assert client.get(f"/p/{r.json['url_token']}.json").json["payload"] == "café"
+
+
+def test_a_replacement_character_sent_as_utf8_is_kept(client):
+    body = _multipart_field(b"password[payload]", "a\ufffdb".encode())
+    r = client.post("/p.json", data=body, content_type="multipart/form-data; boundary=XX")
+    assert client.get(f"/p/{r.json['url_token']}.json").json["payload"] == "a\ufffdb"
+
+
 def test_oversized_body_is_413_json(client):
     big = b'{"push": {"payload": "' + b"a" * (27 * 1024 * 1024) + b'"}}'
     r = client.post("/api/v2/pushes", data=big, content_type="application/json")

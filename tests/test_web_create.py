@@ -236,6 +236,12 @@ def test_a_file_pushs_message_too_long_is_named_in_the_form(client, make_user):
     assert "The message is too long: at most 1048576 characters." in r.get_data(as_text=True)
 
 
+def test_a_form_that_is_not_utf8_gets_a_page_that_says_so(app, client):
+    r = client.post("/p", data=b"push[kind]=text&push[payload]=caf%E9", content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 400 and "The form is not valid UTF-8." in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM pushes") == [(0,)]
+
+
 def test_a_size_limit_is_rounded_down_where_it_is_stated(client, make_user, app):
     """1 150 000 bytes is 1.097 MiB: "1.1 MB" would promise what the check then refuses."""
     sign_in(client, make_user)
