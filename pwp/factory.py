@@ -1,106 +1,19 @@
 """The application factory: settings, keys, database, blueprints (`pwp.create_app`)."""
-import codecs
 import functools
 import inspect
 import logging
 import os
-from urllib.parse import unquote_to_bytes
 
 from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from werkzeug import formparser
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import ROOT, config, crypto, has_cookies
-from .errors import BadParameter
+from .params import Request
 from .pushes import TEXT_MAX
 
 log = logging.getLogger("pwp")
-
-
-# A codec that decodes UTF-8 strictly whatever errors= it is given (see _MultiPartParser).
-_STRICT_UTF8 = "pwpush_strict_utf_8"
-codecs.register(lambda name: codecs.CodecInfo(
-    codecs.utf_8_encode, lambda data, errors="strict": codecs.utf_8_decode(data, "strict", True),
-    name=_STRICT_UTF8) if name == _STRICT_UTF8 else None)
-_NOT_UTF8 = "The form is not valid UTF-8."
-
-
-class _MultiPartParser(formparser.MultiPartParser):
-    """Werkzeug decodes a multipart text field with errors="replace", so a secret that is not
-    UTF-8 (a Latin-1 file sent with `curl -F 'password[payload]=<file'`) was stored with
-    U+FFFD in place of its bytes, unannounced; it asks this method which codec to use."""
-
-    def get_part_charset(self, headers):
-        charset = super().get_part_charset(headers)  # utf-8, ascii, us-ascii or iso-8859-1
-        return charset if charset == "iso-8859-1" else _STRICT_UTF8  # (ASCII is UTF-8)
-
-
-class FormDataParser(formparser.FormDataParser):
-    """Werkzeug's form parser, with two changes. Text that is not UTF-8 is a 400 (upstream's
-    answer too), not a secret silently changed: werkzeug keeps a URL-encoded field's invalid
-    "%E9" as those three characters and replaces a multipart field's invalid bytes. And
-    URL-encoded bodies have limits: werkzeug caps multipart forms only, and a 25 MiB body of
-    empty fields (`a0=&a1=&...`, three million of them) took a worker 1 GiB to parse; one
-    holds at most the longest payload percent-encoded (three bytes a byte) and as many fields
-    as a multipart form may have parts, past either a 413 before it is parsed."""
-
-    def _parse_urlencoded(self, stream, mimetype, content_length, options):
-        limit = 3 * self.max_form_memory_size + 64 * 1024
-        body = stream.read(limit + 1)
-        if len(body) > limit or body.count(b"&") >= self.max_form_parts:
-            raise RequestEntityTooLarge()
-        try:
-            items = form_items(body)
-        except UnicodeDecodeError:
-            raise BadParameter(_NOT_UTF8) from None
-        return stream, self.cls(items), self.cls()
-
-    def _parse_multipart(self, stream, mimetype, content_length, options):
-        boundary = options.get("boundary", "").encode("ascii")
-        if not boundary:
-            raise ValueError("Missing boundary")  # (as werkzeug's: an empty form)
-        parser = _MultiPartParser(stream_factory=self.stream_factory, cls=self.cls,
-                                  max_form_memory_size=self.max_form_memory_size,
-                                  max_form_parts=self.max_form_parts)
-        try:
-            form, files = parser.parse(stream, boundary, content_length)
-        except UnicodeDecodeError:
-            raise BadParameter(_NOT_UTF8) from None
-        return stream, form, files
-
-
-def form_items(body: bytes) -> list[tuple[str, str]]:
-    """What `parse_qsl(body.decode(), keep_blank_values=True, errors="strict")` returns, each
-    value percent-decoded 64 KiB at a time: urllib's unquote splits a value at every "%", and
-    a 12 MB field took 1-2 GiB that way. UnicodeDecodeError for text that is not UTF-8."""
-    return [(_unquote(name), _unquote(value))
-            for name, _, value in (field.partition(b"=") for field in body.split(b"&") if field)]
-
-
-def _unquote(data: bytes) -> str:
-    data = data.replace(b"+", b" ")
-    pieces, start = [], 0
-    while start < len(data):
-        end = min(start + 65536, len(data))
-        cut = data.rfind(b"%", end - 2, end)  # a piece never ends inside a "%XX"
-        if cut > start and end < len(data):
-            end = cut
-        pieces.append(unquote_to_bytes(data[start:end]))
-        start = end
-    return b"".join(pieces).decode()
-
-
-class Request(Flask.request_class):
-    """Werkzeug's request, keeping uploaded files encrypted while they wait (crypto.UploadSpool),
-    its forms parsed within limits (FormDataParser)."""
-
-    form_data_parser_class = FormDataParser
-
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        return crypto.UploadSpool()
 
 
 class App(Flask):

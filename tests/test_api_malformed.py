@@ -209,13 +209,13 @@ def test_utf8_and_declared_charsets_still_read(client, content_type, body):
 
 
 def test_url_encoded_forms_are_read_as_parse_qsl_reads_them():
-    """factory.form_items percent-decodes a value 64 KiB at a time (urllib's unquote splits a
+    """params.form_items percent-decodes a value 64 KiB at a time (urllib's unquote splits a
     value at every "%": a 12 MB field took 1-2 GiB); what it reads must not change, across
     those 64 KiB boundaries too."""
     import random
     from urllib.parse import parse_qsl
 
-    from pwp.factory import form_items
+    from pwp.params import form_items
 
     cases = [b"a=b&c=%zz%4&d=%41%2b+x%41&e&=f&%E2%82%AC=%c3%a9;g", b"a=%", b"x=%%41", b"&&a=1&&", b"=",
              b"a=b=c", "k=\u00e9&\u00fc=%C3%BC".encode(), b"p=" + b"%" * 70_000,
