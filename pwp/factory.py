@@ -18,7 +18,7 @@ log = logging.getLogger("pwp")
 
 class App(Flask):
     """Flask, asking once per function (not on every request) whether a hook or view is async;
-    its requests keep uploaded files encrypted while they wait."""
+    its requests are params.Request (forms read within limits, uploads held encrypted)."""
 
     request_class = Request
 
