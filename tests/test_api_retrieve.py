@@ -230,7 +230,6 @@ def test_retrieval_step_does_not_affect_the_json_api(client):
     assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "s3cret"
 
 
-
 @pytest.fixture
 def purge_after_next_commit(app):
     """arm(): delete every push right after the session's next commit, as a purge-expired
