@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import crypto
 from .errors import BadParameter, BodyTooLarge, ValidationFailed
-from .pushes import NewPush, Upload
+from .pushes import TEXT_MAX, NewPush, Upload
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE_WORDS = {"on", "yes", "checked", "true", "1"}
@@ -81,17 +81,21 @@ def body_params() -> dict:
     return tree
 
 
-# A JSON body holds at most 8 MiB (a 1 MiB payload escaped as the pwpush CLI sends it fits)
-# and 100 000 objects and arrays: parsed, a JSON body takes up to ~25 times its size, all
-# of it in small containers ("[{},{},...]").
-JSON_MAX = 8 * 1024 * 1024
+# A JSON body holds at most JSON_MAX: a 1 048 576-character payload escaped as the pwpush CLI
+# (Python's json.dumps) sends it, an emoji as "\ud83d\ude00", is 12 MiB. Parsed, JSON takes up
+# to ~25 times its size in small values ("[{},{},...]", '["ab","ab",...]'), so a body holds
+# at most JSON_CONTAINERS_MAX objects and arrays, and one over JSON_SHORT, which only a long
+# payload makes, at most JSON_LONG_VALUES values besides its strings' text: ~1-2 times its size.
+JSON_MAX = 12 * TEXT_MAX + 64 * 1024
+JSON_SHORT = 1024 * 1024
+JSON_LONG_VALUES = 1000
 JSON_CONTAINERS_MAX = 100_000
 PARSED = "pwp.json"  # environ key: the body as the hot path parsed it
 
 
 def json_data():
     """The request's JSON body; None when it is absent or not JSON (as get_json(silent=True),
-    but by loads' rules); 413 over JSON_MAX or JSON_CONTAINERS_MAX."""
+    but by loads' rules); 413 over JSON_MAX or loads' value limits."""
     if not request.is_json:
         return None
     if PARSED in request.environ:
@@ -123,23 +127,32 @@ _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 class TooManyValues(ValueError):
-    """More than JSON_CONTAINERS_MAX objects and arrays in a JSON body."""
+    """Too many JSON values in a body (see loads)."""
 
 
 # A JSON string literal (possessive: linear time on any input).
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.S)
 
 
+def _bare_count(text: str, marks: str) -> int:
+    """How many of marks' characters text holds outside its JSON strings (seldom asked)."""
+    bare = _STRING.sub("", text)
+    return sum(map(bare.count, marks))
+
+
 def loads(body: bytes):
     """Parse a JSON body as json.loads does (UTF-8, -16 or -32): ValueError (or RecursionError,
     nested deeper than Python's parser recurses) unless it is JSON. Python's parser alone
     also takes NaN and Infinity. TooManyValues for more than JSON_CONTAINERS_MAX objects and
-    arrays, counted before parsing (brackets inside strings are text: a secret may hold any)."""
+    arrays, or over JSON_SHORT with more than JSON_LONG_VALUES values, counted before parsing
+    (brackets and commas inside strings are text: a secret may hold any)."""
     text = body.decode(json.detect_encoding(body), "surrogatepass")
-    if body.count(b"{") + body.count(b"[") > JSON_CONTAINERS_MAX:  # seldom: look closer
-        bare = _STRING.sub("", text)
-        if bare.count("{") + bare.count("[") > JSON_CONTAINERS_MAX:
-            raise TooManyValues(f"The request body holds more than {JSON_CONTAINERS_MAX} JSON objects and arrays.")
+    if len(body) > JSON_SHORT:  # a long payload: few values (a comma or colon each)
+        if sum(map(body.count, b",:[{")) > JSON_LONG_VALUES and _bare_count(text, ",:[{") > JSON_LONG_VALUES:
+            raise TooManyValues(f"A request body over {JSON_SHORT >> 20} MiB holds a long payload"
+                                f" and at most {JSON_LONG_VALUES} other JSON values.")
+    elif body.count(b"{") + body.count(b"[") > JSON_CONTAINERS_MAX and _bare_count(text, "[{") > JSON_CONTAINERS_MAX:
+        raise TooManyValues(f"The request body holds more than {JSON_CONTAINERS_MAX} JSON objects and arrays.")
     return _DECODER.decode(text)
 
 

@@ -70,10 +70,23 @@ def test_json_nested_too_deeply_is_400_on_create_and_read(client, path):
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
-def test_json_bodies_over_8_mib_are_413_unread(client, path):
-    body = b'{"push": {"payload": "' + b"x" * (8 * 1024 * 1024) + b'"}}'
+def test_json_bodies_over_12_mib_are_413_unread(client, path):
+    body = b'{"push": {"payload": "' + b"x" * (12 * 1024 * 1024 + 64 * 1024) + b'"}}'
     r = client.post(path, data=body, content_type="application/json")
     assert r.status_code == 413 and r.is_json
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
+def test_json_bodies_over_1_mib_with_more_than_1000_values_are_413(client, path):
+    body = b'{"push": {"payload": "x", "note": [' + b"1," * 1000 + b'1]}, "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    r = client.post(path, data=body, content_type="application/json")
+    assert r.status_code == 413
+    assert r.json == {"error": "A request body over 1 MiB holds a long payload and at most 1000 other JSON values."}
+    many_strings = b'{"push": {"payload": "x"}, "pad": [' + b'"ab",' * 220_000 + b'""]}'  # 1.05 MiB
+    r = client.post(path, data=many_strings, content_type="application/json")
+    assert r.status_code == 413
+    few = b'{"push": {"payload": "x", "note": [' + b"1," * 990 + b'1]}, "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    assert client.post(path, data=few, content_type="application/json").status_code != 413
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1"])  # hot path, Flask
@@ -99,6 +112,17 @@ def test_a_one_mib_payload_escaped_as_the_cli_sends_it_fits(client):
     r = client.post("/api/v2/pushes", data=body, content_type="application/json")
     assert r.status_code == 201
     assert client.get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == payload
+
+
+@pytest.mark.parametrize("path, root", [("/api/v2/pushes", "push"), ("/p.json", "password")])
+def test_a_one_mib_payload_of_emoji_escaped_as_the_cli_sends_it_fits(client, path, root):
+    payload = "\U0001F600" * 1_048_576  # json.dumps sends each as "\ud83d\ude00": 12 MiB of JSON
+    body = json.dumps({root: {"payload": payload, "note": "n" * 1000, "passphrase": "p"}}).encode()
+    assert len(body) > 12 * 1024 * 1024
+    r = client.post(path, data=body, content_type="application/json")
+    assert r.status_code == 201
+    token = r.json["url_token"]
+    assert client.get(f"/api/v2/pushes/{token}?passphrase=p").json["payload"] == payload
 
 
 def test_passphrase_with_a_lone_surrogate_is_a_wrong_passphrase(client):
