@@ -77,9 +77,11 @@ def host_is_valid(environ) -> bool:
 
 @lru_cache(maxsize=64)
 def _host_ok(*key) -> bool:
+    host = _host(*key)
+    if not host:  # werkzeug's answer for a host of invalid characters: no link can name it
+        return False
     try:
-        # (werkzeug gives "" for a host of invalid characters: no link can name it then)
-        _host(*key).lower().encode("idna")  # as Flask's URL map binds to it
+        host.lower().encode("idna")  # as Flask's URL map binds to it
         _host_url(*key)  # as links decode it
     except (UnicodeError, ValueError):
         return False
