@@ -34,26 +34,28 @@ def version():
     return json_response(version_json("1.5"))
 
 
-# No automatic OPTIONS for this rule: the preflight view below answers it with CORS headers.
-@bp.route("/p.json", methods=["POST"], provide_automatic_options=False)
+@bp.post("/p.json")
 @api_auth()
 def create_password():
     """Create a push from password[...] (any kind; files make it a file push)."""
-    return _cors(create_push("password", "v1"))
+    return create_push("password", "v1")
 
 
 @bp.route("/p.json", methods=["OPTIONS"])
 def create_password_preflight():
     """Answer the CORS preflight for POST /p.json (the one cross-origin route, as upstream)."""
-    return _cors(current_app.response_class(status=204))
+    return current_app.response_class(status=204)
 
 
+@bp.after_request
 def _cors(response):
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-    # Any request headers (rack-cors' "headers: :any" echoes what the preflight asks for).
-    response.headers["Access-Control-Allow-Headers"] = \
-        request.headers.get("Access-Control-Request-Headers") or "Content-Type, Authorization"
+    """CORS headers on whatever /p.json answers, errors included (as rack-cors adds them)."""
+    if request.endpoint in ("api_v1.create_password", "api_v1.create_password_preflight"):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        # Any request headers (rack-cors' "headers: :any" echoes what the preflight asks for).
+        response.headers["Access-Control-Allow-Headers"] = \
+            request.headers.get("Access-Control-Request-Headers") or "Content-Type, Authorization"
     return response
 
 

@@ -133,7 +133,9 @@ def _configure(app, test_config):
         SESSION_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
-        JSON_SORT_KEYS=False)
+        JSON_SORT_KEYS=False,
+        # No route answers OPTIONS unless it says so (upstream: 404s; only /p.json has CORS).
+        PROVIDE_AUTOMATIC_OPTIONS=False)
     app.json.sort_keys = False
     app.json.compact = True
 

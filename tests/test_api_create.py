@@ -324,10 +324,28 @@ def test_v1_create_answers_the_cors_preflight_with_any_origin_and_the_asked_head
     assert r.headers["Access-Control-Allow-Headers"] == "content-type, x-user-email, x-user-token"
     r = client.post("/p.json", json={"password": {"payload": "x"}}, headers={"Origin": "https://intranet.example"})
     assert r.status_code == 201 and r.headers["Access-Control-Allow-Origin"] == "*"
-    # Only that route is cross-origin.
+    # Only that route is cross-origin; other routes have no OPTIONS (upstream: 404).
     r = client.options("/api/v2/pushes", headers={"Origin": "https://intranet.example",
                                                   "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in r.headers
+    assert r.status_code == 404 and r.json == {"status": 404, "error": "Not Found"}
+    t = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json["url_token"]
+    for path in (f"/api/v2/pushes/{t}", f"/p/{t}.json", "/api/v2/version"):
+        r = client.open(path, method="OPTIONS")
+        assert r.status_code == 404 and "Allow" not in r.headers, path
+    assert client.open(f"/p/{t}", method="OPTIONS").status_code == 405  # a page, as for any other method
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), [
+    ({"password": {"payload": ""}}, {}, 422),
+    ({}, {}, 400),
+    ({"password": {"payload": "x"}}, {"Authorization": "Bearer wrong"}, 401),
+])
+def test_v1_create_errors_carry_cors_headers_so_a_browser_can_read_them(client, body, headers, status):
+    # rack-cors adds its headers to whatever the route answers.
+    r = client.post("/p.json", json=body, headers={"Origin": "https://intranet.example", **headers})
+    assert r.status_code == status
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
 
 
 URL_TOO_LONG = {"payload": ["is too long (maximum is 2048 characters, each one outside ASCII "
