@@ -498,12 +498,14 @@ def get(url_token: str, now: datetime) -> Push:
     return push
 
 
-def get_for_retrieval_step(url_token: str, actor: Actor, now: datetime) -> Push:
-    """The retrieval-step page's lookup: never counts a view of a live push, but a visit
-    to an expired one is a failed view, as every read of an expired push (upstream)."""
+def get_for_retrieval_step(url_token: str, actor: Actor, now: datetime) -> Push | None:
+    """The retrieval-step page's lookup: the push, without counting a view, if it can be
+    viewed; else None and a failed view, as every read of an expired push (upstream). A file
+    push used up by its last view is not live, though its files wait for that viewer's links."""
     push = get(url_token, now)
-    if push.expired:
+    if push.expired or push.past_limits(now):
         _failed_view(push, actor, now)
+        return None
     return push
 
 

@@ -260,7 +260,7 @@ def preliminary(url_token):
         pushes.get(url_token, pushes.utcnow())
         return "", 200
     push = pushes.get_for_retrieval_step(url_token, actor(signed_in_user()), pushes.utcnow())
-    if push.expired:
+    if push is None:
         return render_template("web/expired.html")
     return render_template("web/preliminary.html", push=push)
 

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import bearer, sql
 from pwp import pushes
+from pwp.models import AuditKind
 
 
 def upload(client, token, files, **fields):
@@ -86,6 +87,18 @@ def test_a_look_that_counts_nothing_leaves_the_last_viewer_the_files(client, tok
     clock.advance(seconds=301)  # the links are stale now: such a look expires the push
     client.open(path.format(t), method=method)
     assert client.get(f"/api/v2/pushes/{t}").json["files"] == []
+
+
+def test_the_retrieval_step_of_a_used_up_file_push_is_the_expired_page(app, client, token):
+    """Its last view leaves the files to the viewer's links, not the push live: the
+    retrieval step says it has expired (a failed view, as upstream), not "Click here"."""
+    t = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_views=1,
+               retrieval_step=True).json["url_token"]
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    html = client.get(f"/p/{t}/r").get_data(as_text=True)
+    assert "Your Secret Link Has Expired" in html and f"/p/{t}" not in html
+    assert sql(app, "SELECT kind FROM audit_logs ORDER BY id")[-1] == (AuditKind.failed_view,)
+    assert download(client, url).data == b"payload-bytes"  # the viewer's link still works
 
 
 def test_download_links_go_stale(client, token, clock):
