@@ -1,5 +1,6 @@
 """Per-IP throttling: memory storage per process, Redis shared between instances."""
 import secrets
+import time
 
 import pytest
 import redis
@@ -96,3 +97,47 @@ def test_requests_are_served_when_the_storage_is_unreachable(tmp_path, caplog):
                       PWP__THROTTLING__STORAGE_URI="redis://127.0.0.1:1/0").test_client()
     assert [client.get("/api/v2/version").status_code for _ in range(3)] == [200] * 3
     assert "throttling storage unavailable" in caplog.text
+
+
+def _throttle(app):
+    """The app's Throttle layer (inside ProxyFix and the other WSGI layers)."""
+    from pwp.throttling import Throttle
+    layer = app.wsgi_app
+    while not isinstance(layer, Throttle):
+        layer = getattr(layer, "app", None) or getattr(layer, "wsgi_app")  # (no layer: AttributeError)
+    return layer
+
+
+def test_a_redis_that_never_answers_holds_no_request_and_is_left_alone_a_while(tmp_path, caplog):
+    import socket
+    from pwp.throttling import BACKOFF_SECONDS, REDIS_TIMEOUT
+    with socket.socket() as silent:  # takes connections (its backlog) and answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.setblocking(False)
+        port = silent.getsockname()[1]
+        app = make_app(tmp_path, PWP__THROTTLING__MINUTE=1,
+                       PWP__THROTTLING__STORAGE_URI=f"redis://127.0.0.1:{port}/0")
+        throttle = _throttle(app)
+        now = [1000.0]
+        throttle.clock = lambda: now[0]
+        client = app.test_client()
+        started = time.monotonic()
+        assert client.get("/api/v2/version").status_code == 200  # after REDIS_TIMEOUT, uncounted
+        assert time.monotonic() - started < REDIS_TIMEOUT + 2  # (it waited for ever before)
+        assert "throttling storage unavailable" in caplog.text
+        silent.accept()[0].close()
+        for _ in range(3):  # meanwhile: no connection tried, no wait
+            assert client.get("/api/v2/version").status_code == 200
+        with pytest.raises(BlockingIOError):
+            silent.accept()
+        now[0] += BACKOFF_SECONDS + 1
+        assert client.get("/api/v2/version").status_code == 200
+        silent.accept()[0].close()  # tried again
+
+
+def test_the_uris_own_redis_timeouts_win(tmp_path):
+    app = make_app(tmp_path, PWP__THROTTLING__MINUTE=1, PWP__THROTTLING__STORAGE_URI=REDIS_URL + "?socket_timeout=2")
+    pool = _throttle(app).strategy.storage.storage.connection_pool
+    assert pool.connection_kwargs["socket_timeout"] == 2
+    assert pool.connection_kwargs["socket_connect_timeout"] == 0.5
