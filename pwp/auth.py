@@ -36,13 +36,16 @@ _MAX_TOKEN_LENGTH = 256
 
 @login_manager.user_loader
 def _load_user(user_id):
-    """The session's user, unless its password changed since the session was made."""
+    """The session's user, unless its password changed since the session was made. An
+    account without a password (API-only) signs in nowhere, so it has no session: its mark
+    would be a digest of nothing, which SECRET_KEY alone can make."""
     uid, _, mark = str(user_id).partition(":")
     try:
         user = db.session.get(User, int(uid))
     except (TypeError, ValueError):
         return None
-    if user is None or not hmac.compare_digest(mark.encode(), session_mark(user).encode()):
+    if user is None or not user.password_hash \
+            or not hmac.compare_digest(mark.encode(), session_mark(user).encode()):
         return None
     return user
 

@@ -265,6 +265,22 @@ def test_changing_the_password_signs_out_every_other_session(app, client, make_u
                                                "password": "battery staple"}).status_code == 302
 
 
+def test_an_account_without_a_password_has_no_web_session_even_with_the_secret_key(app, client, make_user):
+    # `users create` without --password makes an API-only account: its session mark was a
+    # digest of "" under SECRET_KEY alone, so a leaked key opened its dashboard and token page.
+    from flask.sessions import SecureCookieSessionInterface
+    from pwp.auth import session_mark
+    from pwp.models import User
+    user_id, _ = make_user(email="api@example.com", admin=True)
+    with app.app_context():
+        mark = session_mark(db.session.get(User, user_id))
+    forged = SecureCookieSessionInterface().get_signing_serializer(app).dumps(
+        {"_user_id": f"{user_id}:{mark}", "_fresh": True})
+    client.set_cookie("session", forged)
+    assert client.get("/p").status_code == 302
+    assert client.get("/users/token").status_code == 302
+
+
 @pytest.mark.parametrize(("form", "field", "message"), [
     ({"current_password": "wrong", "password": "battery staple", "password_confirmation": "battery staple"},
      "current_password", "That is not your current password."),
