@@ -113,6 +113,10 @@ def _configure(app, test_config):
     _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
         app, "secret_key", lambda: os.urandom(32).hex())
+    if len(app.config["SECRET_KEY"]) < 32:  # (one an admin set: the generated one has 64)
+        log.warning("SECRET_KEY has %d characters: whoever guesses it can sign in as anyone; set 32 or "
+                    "more random ones (python -c 'import secrets; print(secrets.token_hex(32))').",
+                    len(app.config["SECRET_KEY"]))
     master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key)
     try:
         app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))

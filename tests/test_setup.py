@@ -147,6 +147,16 @@ def test_an_instance_folder_or_key_file_open_to_others_is_warned_about(tmp_path)
     assert "secret_key is open" not in proc.stderr
 
 
+def test_a_short_secret_key_is_warned_about(tmp_path):
+    env = {"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "PWPUSH_MASTER_KEY": ""}
+    proc = _start({**env, "SECRET_KEY": "changeme"})
+    assert proc.returncode == 0
+    assert "SECRET_KEY has 8 characters: whoever guesses it can sign in as anyone" in proc.stderr
+    assert "changeme" not in proc.stderr
+    proc = _start({**env, "SECRET_KEY": "k" * 32})
+    assert proc.returncode == 0 and "SECRET_KEY has" not in proc.stderr
+
+
 def _start(env):
     return subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
