@@ -946,24 +946,31 @@ def rotation_batch(after_id: int, batch_size: int) -> list[Push]:
         select(Push).where(Push.id > after_id).order_by(Push.id).limit(batch_size).with_for_update()))
 
 
-def _rotate_files(ring, push_ids: list[int]):
-    """Re-encrypt the files of these pushes one stored value at a time: a batch's files can
-    be far larger than the memory (a thousand pushes of 25 MB each)."""
+def _stored_files(push_ids: list[int]) -> list[tuple]:
+    """(table, row id, push id) of every stored file value of these pushes, in order."""
     whole_files = (select(PushFile.id, PushFile.push_id)  # (stored before files had parts)
                    .where(PushFile.push_id.in_(push_ids), func.length(PushFile.ciphertext) > 0))
     parts = (select(PushFilePart.id, PushFile.push_id).join(PushFile, PushFile.id == PushFilePart.file_id)
              .where(PushFile.push_id.in_(push_ids)).order_by(PushFilePart.id))
-    for table, rows in ((PushFile, db.session.execute(whole_files).all()),
-                        (PushFilePart, db.session.execute(parts).all())):
-        for row_id, push_id in rows:
-            token = db.session.scalar(select(table.ciphertext).where(table.id == row_id))
-            db.session.execute(update(table).where(table.id == row_id)
-                               .values(ciphertext=_rotated(ring, token, push_id))
-                               .execution_options(synchronize_session=False))
+    return [(table, *row) for table, query in ((PushFile, whole_files), (PushFilePart, parts))
+            for row in db.session.execute(query).all()]
+
+
+def _rotate_stored(ring, table, row_id: int, push_id: int):
+    """Re-encrypt one stored file value (a MiB at most) in a transaction of its own: a
+    batch's files can be far larger than the memory, and take minutes to re-encrypt, with
+    no push's row locked meanwhile. A value gone since (its push expired) stays gone."""
+    token = db.session.scalar(select(table.ciphertext).where(table.id == row_id))
+    if token:
+        db.session.execute(update(table).where(table.id == row_id)
+                           .values(ciphertext=_rotated(ring, token, push_id))
+                           .execution_options(synchronize_session=False))
+    db.session.commit()
 
 
 def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int:
-    """Re-encrypt every stored secret under the first master key, batch by batch.
+    """Re-encrypt every stored secret under the first master key, batch by batch: a batch's
+    payloads and notes in one transaction, then their files a value at a time.
 
     Each batch commits, so an interrupted run resumes with after_id = the last id printed.
     """
@@ -979,12 +986,14 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
             for push in pushes:
                 push.payload_ciphertext = _rotated(ring, push.payload_ciphertext, push.id)
                 push.note_ciphertext = _rotated(ring, push.note_ciphertext, push.id)
-            _rotate_files(ring, ids)
+            files = _stored_files(ids)
+            db.session.commit()
+            db.session.expunge_all()
+            for table, row_id, push_id in files:
+                _rotate_stored(ring, table, row_id, push_id)
         except crypto.KeyMismatch:
             db.session.rollback()
             raise
-        db.session.commit()
-        db.session.expunge_all()
         done += len(pushes)
         after_id = ids[-1]
         if progress:

@@ -164,6 +164,37 @@ def test_a_rotation_batch_holds_its_pushes_until_it_commits(app):
         db.session.rollback()
 
 
+def test_a_rotation_batch_locks_no_push_while_its_files_are_re_encrypted(app, monkeypatch):
+    """A batch's files can take minutes (1000 pushes of 25 MB): views, creates and purges
+    of the batch's pushes, and on SQLite every write, must not wait for them."""
+    with app.app_context():
+        owner = create_user("files@example.com")
+        token = pushes.create(NewPush(kind="file", files=[pushes.Upload("a.bin", "application/octet-stream",
+                                                                        b"f" * 3_000_000)]),
+                              Actor(user=owner), NOW).url_token
+    writes = []
+
+    def write_meanwhile(ring, table, row_id, push_id):
+        other = db.engine.raw_connection()  # another connection, straight to the driver
+        try:
+            cursor = other.cursor()
+            cursor.execute("SET lock_timeout = '200ms'" if db.engine.dialect.name == "postgresql"
+                           else "PRAGMA busy_timeout = 200")
+            cursor.execute("UPDATE pushes SET view_count = view_count + 1")
+            other.commit()
+            writes.append(row_id)
+        finally:
+            other.close()
+        rotate_stored(ring, table, row_id, push_id)
+
+    rotate_stored = pushes._rotate_stored
+    monkeypatch.setattr(pushes, "_rotate_stored", write_meanwhile)
+    with app.app_context():
+        assert pushes.rotate_keys() == 1
+    assert len(writes) == 3  # a part per MiB, each rotated with the push free
+    assert sql(app, "SELECT view_count FROM pushes WHERE url_token = :t", t=token) == [(3,)]
+
+
 def test_rotate_key_without_the_old_key_names_the_push_and_changes_nothing(database_url, tmp_path):
     old_app = create_app(make_config(database_url), instance_path=str(tmp_path / "i"))
     create(old_app, expire_after_views=1)
