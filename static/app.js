@@ -1,5 +1,6 @@
 /* pwpush: copy buttons, reveal/blur, password generator, expiry in words, counters,
-   show/hide for passphrases, confirmation of irreversible actions, theme toggle.
+   show/hide for passphrases, confirmation of irreversible actions, theme toggle, secret pages
+   emptied as they are left (the back/forward cache).
    Plain JavaScript loaded from this origin (the Content-Security-Policy forbids inline script). */
 (function () {
   "use strict";
@@ -167,6 +168,19 @@
     });
     showTheme(button);
   }
+
+  /* ---- a secret leaves the page with its reader ---- */
+  /* Browsers keep even no-store pages in their back/forward cache: Back would show a secret
+     the server may have deleted. The page is emptied as it is left, and says so if restored. */
+  var secret = document.querySelector("[data-secret]");
+  if (secret) window.addEventListener("pagehide", function () {
+    var note = document.createElement("p");
+    note.className = "card";
+    note.setAttribute("role", "status");
+    note.textContent = "The secret is no longer shown here. If it has views left, its link shows it " +
+      "again (and counts another view).";
+    secret.replaceChildren(note);
+  });
 
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy-target]");

@@ -268,3 +268,35 @@ def test_theme_toggle_and_keyboard(server, new_page):
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
     expect(page.locator("[data-theme-toggle]")).to_have_attribute("aria-pressed", "true")
+
+
+def test_back_after_a_view_never_shows_the_secret_from_the_back_forward_cache(server, browser):
+    """Chromium keeps even no-store pages in its back/forward cache (Playwright turns it off:
+    this browser has it on, as people's): Back after the last view showed the deleted secret
+    beside "This was the last view", and with the delete form it counted another view."""
+    from .liveserver import CHROMIUM, CHROMIUM_ARGS
+    chromium = browser.browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                           ignore_default_args=["--disable-back-forward-cache"])
+    try:
+        sender = chromium.new_page()
+        for deletable, passphrase in ((False, None), (True, None), (False, "pw")):
+            link = create_text(sender, server.url, payload=f"bf-cached-{deletable}", views=1, deletable=deletable,
+                               passphrase=passphrase)
+            recipient = chromium.new_page()
+            recipient.goto(link.removesuffix("/r"))
+            if passphrase:
+                recipient.fill("#passphrase", passphrase)
+                recipient.keyboard.press("Enter")
+            expect(recipient.locator("#payload")).to_have_text(f"bf-cached-{deletable}")
+            recipient.evaluate("window.stayedInMemory = true")
+            recipient.goto(server.url + "/up")
+            recipient.go_back(wait_until="commit")  # (a page from the cache fires no load event)
+            expect(recipient.locator("main")).not_to_contain_text(f"bf-cached-{deletable}")
+            assert f"bf-cached-{deletable}" not in recipient.content()
+            if recipient.evaluate("window.stayedInMemory === true"):  # restored from the cache
+                expect(recipient.locator("main")).to_contain_text("no longer shown")
+            else:  # fetched again: the push is gone
+                expect(recipient.locator("main")).to_contain_text(EXPIRED)
+            recipient.close()
+    finally:
+        chromium.close()
