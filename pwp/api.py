@@ -6,7 +6,7 @@ explicit allow-list of fields.
 from functools import lru_cache
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g, render_template, request
 from werkzeug.routing import BaseConverter
 from werkzeug.sansio.utils import get_current_url
 from werkzeug.wsgi import get_host
@@ -263,7 +263,13 @@ def list_pushes(expired, version):
 
 def download_file(token, _filename):
     """Download one decrypted file of a granted view, within the link's short window."""
-    push_file, parts = pushes.open_file(token, pushes.utcnow())
+    try:
+        push_file, parts = pushes.open_file(token, pushes.utcnow())
+    except pushes.NotFound:
+        if request.accept_mimetypes.accept_html:  # a browser: a page that says what happened
+            return render_template("web/file_link_expired.html",
+                                   minutes=pushes.FILE_LINK_SECONDS // 60), 404
+        raise
     response = Response(parts, mimetype="application/octet-stream")  # (read as it is sent)
     response.content_length = push_file.size
     response.headers["Content-Disposition"] = (

@@ -361,6 +361,7 @@ def _render_payload(result, now, counted):
              for f in result.files]
     return render_template(
         "web/show.html", push=push, payload=result.payload, files=files,
+        link_minutes=pushes.FILE_LINK_SECONDS // 60,
         qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,
         left=time_left(push, now), views=views, last_view=result.last_view, counted=counted,
         blur=bool(kind_setting(current_app.config, push.kind_name, "ENABLE_BLUR")),

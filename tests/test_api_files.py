@@ -106,6 +106,11 @@ def test_download_links_go_stale(client, token, clock):
     url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
     clock.advance(seconds=301)
     assert download(client, url).status_code == 404
+    r = client.get(url.replace("http://localhost", ""),
+                   headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})  # a browser
+    assert r.status_code == 404 and r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert "This download link has expired" in page and "5 minutes" in page
 
 
 def test_forged_download_tokens_are_404(client):

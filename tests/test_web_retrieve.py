@@ -184,6 +184,7 @@ def test_file_push_download_list_and_download(client, make_user, app):
     client.post("/users/sign_out")
     html = client.get(f"/p/{token}").get_data(as_text=True)
     assert "report.pdf" in html and "2.0 KB" in html
+    assert "these links work for 5 minutes" in html  # (and then say so: test_download_links_go_stale)
     link = re.search(r'href="(/pfb/[^"]+)"', html).group(1)
     r = client.get(link.replace("&amp;", "&"))
     assert r.status_code == 200 and r.data == b"x" * 2048
