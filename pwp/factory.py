@@ -8,6 +8,7 @@ from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from werkzeug.exceptions import BadRequest
 
 from . import ROOT, config, crypto, has_cookies
 from .params import Request
@@ -260,7 +261,9 @@ def _register_extensions(app):
 # use. Its settings, with the defaults CSRFProtect.init_app would give them:
 CSRF_DEFAULTS = {"WTF_CSRF_ENABLED": True, "WTF_CSRF_METHODS": frozenset({"POST", "PUT", "PATCH", "DELETE"}),
                  "WTF_CSRF_FIELD_NAME": "csrf_token", "WTF_CSRF_HEADERS": ("X-CSRFToken", "X-CSRF-Token"),
-                 "WTF_CSRF_TIME_LIMIT": 3600,
+                 # As long as the session (as upstream's Rails): an hour's limit refused a
+                 # recipient who waited longer for a passphrase, and lost what a sender typed.
+                 "WTF_CSRF_TIME_LIMIT": None,
                  # Not Flask-WTF's check that an HTTPS form post's Referer is this site: the
                  # pages send Referrer-Policy: no-referrer (secret links must not leak in
                  # Referer headers), so browsers send none and every form failed over HTTPS.
@@ -288,13 +291,24 @@ def _csrf_protect():
     config = current_app.config
     if (request.method in config["WTF_CSRF_METHODS"] and config["WTF_CSRF_ENABLED"]
             and request.blueprint not in CSRF_EXEMPT_BLUEPRINTS):
-        _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
+        from flask_wtf.csrf import CSRFError
+        try:
+            _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
+        except CSRFError:  # (its words: "The CSRF token is missing.")
+            raise FormNotSent() from None
         from .auth import from_other_site
         # (A browser without Sec-Fetch-Site posts our forms with "Origin: null": let it, on
         # the token's word.)
         if from_other_site(request, null_origin_is_other=False):
-            from flask_wtf.csrf import CSRFError
             raise CSRFError("The request came from another site.")
+
+
+class FormNotSent(BadRequest):
+    """A form whose CSRF token is missing or not this session's, said as a person can act on it."""
+    name = "This form could not be sent"
+    description = ("This browser's session with the site has ended (it was closed, or you signed in or out "
+                   "in another tab), or it does not keep the site's cookies. Go back, reload the page and "
+                   "send it again.")
 
 
 def _register_blueprints(app):

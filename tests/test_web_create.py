@@ -132,7 +132,8 @@ def test_form_post_without_csrf_token_is_refused(settings, database_url, request
     app = client.application
     r = client.post("/p", data=form(kind="text", payload="x"))
     assert r.status_code == 400
-    assert "CSRF" in r.get_data(as_text=True)
+    page = r.get_data(as_text=True)  # said in words a person can act on, not "CSRF"
+    assert "This form could not be sent" in page and "reload the page and send it again" in page
     assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
     # The JSON API stays exempt: it authenticates with tokens, not cookies.
     assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
@@ -148,6 +149,20 @@ def test_form_post_with_csrf_token_is_accepted(settings, database_url, request):
     csrf = html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     data = form(kind="text", payload="x")
     data["csrf_token"] = csrf
+    assert client.post("/p", data=data).status_code == 302
+
+
+def test_a_form_token_lasts_as_long_as_its_session(settings, database_url, request, monkeypatch):
+    # (Flask-WTF's default was an hour: a recipient who waited longer for a passphrase sent
+    # separately, or a sender who left the form open, got a 400 and lost what they typed.)
+    import time
+    settings["WTF_CSRF_ENABLED"] = True
+    client = request.getfixturevalue("client")
+    html = client.get("/").get_data(as_text=True)
+    data = {**form(kind="text", payload="x"),
+            "csrf_token": html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]}
+    later = time.time() + 3 * 86400
+    monkeypatch.setattr(time, "time", lambda: later)
     assert client.post("/p", data=data).status_code == 302
 
 
