@@ -11,6 +11,7 @@ from flask import Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .logfilter import RedactFilter, redact
+from .words import human_size
 
 
 class PushError(Exception):
@@ -154,7 +155,20 @@ def _http_error(exc: HTTPException):
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
         response.headers.extend(headers)
         return response
+    if exc.code == 413:  # (a body over MAX_CONTENT_LENGTH, unread: the form cannot be shown again)
+        exc = _TooLargePage(current_app.config["PWP__FILES__MAX_TOTAL_BYTES"])
     return render_template("errors/http.html", error=exc), exc.code, headers
+
+
+class _TooLargePage:
+    """A 413 said in a page (werkzeug's words: "The data value transmitted exceeds the capacity limit.")."""
+    code, name = 413, "Too large to send"
+
+    def __init__(self, max_files: int):
+        from .pushes import TEXT_MAX  # (pushes imports this module)
+        chars = f"{TEXT_MAX:,}".replace(",", " ")
+        self.description = (f"Files can be up to {human_size(max_files, limit=True)} in total, and a secret "
+                            f"up to {chars} characters. Go back and send less.")
 
 
 def _push_error(exc: PushError):

@@ -266,3 +266,14 @@ def test_a_size_limit_is_rounded_down_where_it_is_stated(client, make_user, app)
     data["push[files][]"] = [(io.BytesIO(b"x" * 1_150_001), "big.bin")]
     html = client.post("/p", data=data, content_type="multipart/form-data").get_data(as_text=True)
     assert "You can only push up to 1.0 MB in total." in html
+
+
+def test_a_body_over_the_upload_limit_is_a_page_that_says_the_limits(client, make_user):
+    sign_in(client, make_user)
+    data = form(kind="file")
+    data["push[files][]"] = [(io.BytesIO(b"x" * (27 * 1024 * 1024)), "huge.bin")]
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    assert r.status_code == 413 and r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert "Too large to send" in page and "Go back" in page
+    assert "up to 25.0 MB in total, and a secret up to 1 048 576 characters." in page
