@@ -300,3 +300,34 @@ def test_back_after_a_view_never_shows_the_secret_from_the_back_forward_cache(se
             recipient.close()
     finally:
         chromium.close()
+
+
+def test_long_unbroken_names_notes_and_file_names_fit_a_phone(server, new_page):
+    long_name = "prod_db_password_for_customer_portal_eu_west_1_primary_cluster"
+    long_note = "https://wiki.example.com/" + "runbooks/" * 8 + "database-rotation-procedure"
+    long_file = "quarterly_financial_report_for_the_board_of_directors_final_v3.pdf"
+    page = new_page(viewport={"width": 390, "height": 844})
+    sign_up(page, server.url, "phone@example.com")
+    page.goto(server.url + "/p/new?tab=files")
+    page.set_input_files("#push_files", [{"name": long_file, "mimeType": "application/pdf", "buffer": b"%PDF"}])
+    page.fill("#push_name", long_name)
+    page.fill("#push_note", long_note)
+    page.click("main button[type=submit]")
+    link = page.input_value("#secret_url")
+    token = link.split("/p/", 1)[1].split("/", 1)[0]
+
+    def fits(where):
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{where}: the page is {width} px wide"
+
+    fits("preview")
+    page.goto(server.url + "/p")
+    fits("dashboard")
+    expect(page.locator("main")).to_contain_text(long_name)
+    page.goto(server.url + f"/p/{token}/audit")
+    fits("audit")
+    viewer = new_page(viewport={"width": 390, "height": 844})
+    viewer.goto(link.removesuffix("/r"))
+    expect(viewer.locator(".files")).to_contain_text(long_file)
+    width = viewer.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the recipient's page is {width} px wide"
