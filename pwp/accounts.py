@@ -1,5 +1,6 @@
 """Accounts in the browser: sign up, sign in (throttled), sign out, and the API token page."""
 import hashlib
+import math
 import unicodedata
 from functools import wraps
 
@@ -8,6 +9,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from . import auth, pushes
 from .api import base_url
+from .words import plural
 
 bp = Blueprint("accounts", __name__, url_prefix="/users")
 
@@ -18,8 +20,6 @@ bp = Blueprint("accounts", __name__, url_prefix="/users")
 LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "signup": (("ip", 60, 5),),
           "password": (("ip", 20, 5), ("user", 300, 10))}
-TOO_MANY = "Too many sign-in attempts. Please wait a minute and try again."
-TOO_MANY_ATTEMPTS = "Too many attempts. Please wait a minute and try again."
 
 
 def _logins_enabled():
@@ -51,14 +51,19 @@ def safe_next(default: str) -> str:
     return default
 
 
-def _throttled(action: str, now, email: str = "", user_id: int | None = None) -> bool:
-    """Count an attempt at an action (LIMITS) per IP and per account; True when over a limit."""
+def _throttled(action: str, now, email: str = "", user_id: int | None = None) -> str | None:
+    """Count an attempt at an action (LIMITS) per IP and per account. Over a limit, the
+    message that says how long to wait (the rest of the limit's window), else None."""
     who = {"ip": request.remote_addr or "",
            "email": hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32], "user": user_id}
-    over = False
+    wait = 0
     for what, period, limit in LIMITS[action]:
-        over |= pushes.count_attempt(f"{action}:{what}:{who[what]}", period, now) > limit
-    return over
+        if pushes.count_attempt(f"{action}:{what}:{who[what]}", period, now) > limit:
+            wait = max(wait, period - pushes.unix_seconds(now) % period)
+    if not wait:
+        return None
+    words = plural(wait, "second") if wait < 60 else plural(math.ceil(wait / 60), "minute")
+    return f"Too many {'sign-in attempts' if action == 'login' else 'attempts'}. Please wait {words} and try again."
 
 
 @bp.route("/sign_in", methods=["GET", "POST"])
@@ -69,8 +74,9 @@ def sign_in():
     if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")
     email = request.form.get("email", "")
-    if _throttled("login", pushes.utcnow(), email=email):
-        return render_template("accounts/sign_in.html", email=email, error=TOO_MANY), 429
+    too_many = _throttled("login", pushes.utcnow(), email=email)
+    if too_many:
+        return render_template("accounts/sign_in.html", email=email, error=too_many), 429
     user = auth.find_user(email)
     if not auth.check_password(user, request.form.get("password", "")):
         return render_template("accounts/sign_in.html", email=email,
@@ -91,9 +97,9 @@ def sign_up():
         return render_template("accounts/sign_up.html", email="", errors={})
     email = request.form.get("email", "")
     password = request.form.get("password", "")
-    if _throttled("signup", pushes.utcnow()):
-        return render_template("accounts/sign_up.html", email=email,
-                               errors={"email": TOO_MANY_ATTEMPTS}), 429
+    too_many = _throttled("signup", pushes.utcnow())
+    if too_many:
+        return render_template("accounts/sign_up.html", email=email, errors={"email": too_many}), 429
     errors = _new_password_errors()
     if auth.normalize_email(email) is None:  # said with the password's problems, not after them
         errors["email"] = auth.INVALID_EMAIL
@@ -136,8 +142,9 @@ def edit():
     if request.method != "POST":
         return render_template("accounts/edit.html", errors={})
     user = current_user._get_current_object()
-    if _throttled("password", pushes.utcnow(), user_id=user.id):
-        return render_template("accounts/edit.html", errors={"current_password": TOO_MANY_ATTEMPTS}), 429
+    too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
+    if too_many:
+        return render_template("accounts/edit.html", errors={"current_password": too_many}), 429
     if not auth.check_password(user, request.form.get("current_password", "")):
         errors = {"current_password": "That is not your current password."}
     else:

@@ -6,6 +6,7 @@ from conftest import bearer
 from sqlalchemy import event
 from webutil import sign_in, sql
 
+from pwp import pushes
 from pwp.models import db
 
 
@@ -173,10 +174,23 @@ def test_sign_in_is_throttled_per_ip(client, make_user, clock):
         client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong"})
     r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
     assert r.status_code == 429
-    assert "Too many sign-in attempts" in r.get_data(as_text=True)
+    wait = 20 - pushes.unix_seconds(clock.now) % 20  # the rest of the 20 s window
+    assert f"Too many sign-in attempts. Please wait {wait} second" in r.get_data(as_text=True)
     clock.advance(seconds=20)
     r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
     assert r.status_code == 302
+
+
+def test_an_account_locked_by_sign_ins_says_for_how_many_minutes(client, make_user, clock):
+    make_user(email="u@example.com", password="correct horse")
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)  # a 5-minute window starts
+    for _ in range(2):
+        for _ in range(5):  # (the IP's limit: 5 per 20 s)
+            client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong"})
+        clock.advance(seconds=20)
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
+    assert r.status_code == 429  # the account's limit: 10 per 5 minutes, 260 s of it left
+    assert "Too many sign-in attempts. Please wait 5 minutes and try again." in r.get_data(as_text=True)
 
 
 def test_head_requests_do_not_sign_up_or_sign_in(settings, database_url, request):
