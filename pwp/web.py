@@ -390,6 +390,13 @@ def expire(url_token):
     return render_template("web/expired.html", deleted=deleted)
 
 
+@bp.get("/p/<token:url_token>/expire")
+def expire_page(url_token):
+    """The address a viewer's deletion leaves in the tab, opened again (a restored tab, a
+    bookmark): the retrieval step, which shows the link's state and counts no view."""
+    return redirect(url_for("web.preliminary", url_token=url_token))
+
+
 # ----------------------------------------------------------------------------- legacy paths
 
 @bp.get("/<any(f, r):prefix>/<token:url_token>")

@@ -273,3 +273,12 @@ def test_an_owners_payload_page_does_not_say_a_reload_counts(client, make_user, 
     token = create(client, payload="mine", expire_after_views="2")
     html = client.get(f"/p/{token}").get_data(as_text=True)
     assert "mine" in html and "counts as another view" not in html and view_count(app, token) == 0
+
+
+def test_the_deletion_address_opened_again_goes_to_the_retrieval_step(client):
+    token = create(client, payload="x", deletable_by_viewer=True, expire_after_views="2")
+    page = client.post(f"/p/{token}/expire", data={"_method": "delete"}).get_data(as_text=True)
+    assert "Secret deleted" in page
+    r = client.get(f"/p/{token}/expire")  # (a restored tab: it was a bare 405)
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/r"
+    assert "Your Secret Link Has Expired" in client.get(r.headers["Location"]).get_data(as_text=True)
