@@ -22,16 +22,12 @@ LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "password": (("ip", 20, 5), ("user", 300, 10))}
 
 
-def _logins_enabled():
-    if current_app.config["PWP__DISABLE_LOGINS"]:
-        abort(404)
-
-
 def _with_logins(view):
     """404 before anything else when logins are disabled (no sign-in page to send anyone to)."""
     @wraps(view)
     def wrapped(*args, **kwargs):
-        _logins_enabled()
+        if current_app.config["PWP__DISABLE_LOGINS"]:
+            abort(404)
         return view(*args, **kwargs)
     return wrapped
 
@@ -67,9 +63,9 @@ def _throttled(action: str, now, email: str = "", user_id: int | None = None) ->
 
 
 @bp.route("/sign_in", methods=["GET", "POST"])
+@_with_logins
 def sign_in():
     """Show the sign-in form; sign in."""
-    _logins_enabled()
     # Only a POST signs in: Flask also routes HEAD here, and the CSRF check skips HEAD.
     if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")

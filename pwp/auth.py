@@ -4,7 +4,7 @@ import secrets
 import unicodedata
 from functools import cache, wraps
 
-from flask import abort, current_app, g, request, session
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import LoginManager, current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -12,7 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import has_cookies
 from .crypto import digest_token
-from .errors import api_error
+from .errors import SignInRequired, api_error
 from .models import User, db
 from .pushes import Actor, utcnow
 
@@ -28,7 +28,7 @@ class _LoginManager(LoginManager):
 
 
 login_manager = _LoginManager()
-login_manager.login_message = "You need to sign in or sign up before continuing."
+login_manager.login_message = SignInRequired.message
 login_manager.login_message_category = "warning"
 # Longer tokens than this are refused without hashing them.
 _MAX_TOKEN_LENGTH = 256
@@ -48,6 +48,12 @@ def _load_user(user_id):
             or not hmac.compare_digest(mark.encode(), session_mark(user).encode()):
         return None
     return user
+
+
+def sign_in_first():
+    """Send a visitor who must sign in to the sign-in page, and back here afterwards."""
+    flash(SignInRequired.message, "warning")
+    return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
 
 
 def session_mark(user: User) -> str:

@@ -42,12 +42,9 @@ class Statement:
         return entry
 
     def run(self, cursor, dialect, params) -> list:
-        """Execute with one parameter dict (or a list of them); return the converted rows."""
+        """Execute with one parameter dict; return the converted rows."""
         sql, positional, slots, returning, results = (self._compiled.get(dialect.name)
                                                       or self._compile(dialect))
-        if isinstance(params, list):
-            cursor.executemany(sql, [_bind(slots, positional, p) for p in params])
-            return []
         cursor.execute(sql, _bind(slots, positional, params))
         if not returning:
             return []

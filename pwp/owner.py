@@ -6,6 +6,7 @@ from flask_login import current_user
 
 from . import params, pushes
 from .api import secret_url
+from .auth import sign_in_first
 from .errors import Forbidden
 from .models import AuditKind
 from .web import time_left
@@ -22,8 +23,7 @@ def signed_in(view):
             flash("This page is only available when signed in.", "warning")
             return redirect(url_for("web.home"))
         if not current_user.is_authenticated:
-            flash("You need to sign in or sign up before continuing.", "warning")
-            return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
+            return sign_in_first()
         return view(*args, **kwargs)
     return wrapped
 

@@ -300,9 +300,14 @@ def _expire(push: Push, now: datetime, tx: Transaction | None = None, deletion=F
     return True
 
 
-def _expire_if_past_limits(push: Push, now: datetime):
-    if not push.expired and push.past_limits(now):
-        _expire(push, now)
+def _expire_if_past_limits(push: Push, now: datetime, keep_files=False) -> bool:
+    """Expire a push past its limits (the lazy expiry of every read); keep_files: not while
+    its last view's file links are fresh. Tell whether it expired it (uncommitted)."""
+    if push.expired or not push.past_limits(now) \
+            or (keep_files and push.in_download_window(now, FILE_LINK_SECONDS)):
+        return False
+    _expire(push, now)
+    return True
 
 
 def views_count(push: Push, user: User | None) -> bool:
@@ -492,8 +497,7 @@ def get(url_token: str, now: datetime) -> Push:
     push's last view keeps its files for the viewer's links: a look that counts nothing
     does not expire it then (the next retrieval does, as upstream)."""
     push = _find(url_token)
-    if not push.expired and push.past_limits(now) and not push.in_download_window(now, FILE_LINK_SECONDS):
-        _expire(push, now)
+    if _expire_if_past_limits(push, now, keep_files=True):
         db.session.commit()
     return push
 
@@ -868,12 +872,12 @@ def count_for(user: User, expired: bool) -> int:
 
 
 def view_counts(push: Push) -> dict:
-    """Successful and failed view counts, from the audit log (owner pages)."""
+    """How many events of each kind (by name) the push's audit log holds: the owner's pages
+    show its views and failed views."""
     rows = db.session.execute(
         select(AuditLog.kind, func.count()).where(AuditLog.push_id == push.id)
         .group_by(AuditLog.kind)).all()
-    counts = {AuditKind(k).name: n for k, n in rows}
-    return counts
+    return {AuditKind(k).name: n for k, n in rows}
 
 
 # ----------------------------------------------------------------------------- maintenance

@@ -16,7 +16,7 @@ from flask_login import current_user
 
 from . import params, pushes
 from .api import file_link_path, secret_url
-from .auth import actor
+from .auth import actor, sign_in_first
 from .config import kind_setting, kind_switched_off
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
 from .models import Kind
@@ -78,8 +78,7 @@ def _sign_in_redirect(kind=None):
             flash("File pushes are unavailable while logins are disabled.", "warning")
             return redirect(url_for("web.new", tab="text"))
         abort(403, description="This needs a signed-in user, and sign-in is disabled here.")
-    flash("You need to sign in or sign up before continuing.", "warning")
-    return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
+    return sign_in_first()
 
 
 # ----------------------------------------------------------------------------- create

@@ -83,15 +83,6 @@ def test_joins_the_sessions_open_transaction(app):
         assert events == [0]  # creation
 
 
-def test_executemany_for_a_list_of_rows(app):
-    insert_push = fastsql.Statement(insert(_PUSHES), [k for k in _PUSHES.c.keys() if k != "id"])
-    with app.app_context():
-        with fastsql.Transaction() as tx:
-            assert tx.run(insert_push, [_row(url_token=f"many{i}") for i in range(3)]) == []
-        tokens = db.session.scalars(select(Push.url_token).order_by(Push.url_token)).all()
-        assert tokens == ["many0", "many1", "many2"]
-
-
 def test_a_failed_begin_gives_the_connection_and_the_lock_back(tmp_path, monkeypatch):
     """SQLite: another process holds the write lock past WRITE_LOCK_WAIT."""
     import sqlite3
