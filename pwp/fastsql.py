@@ -219,7 +219,8 @@ def _begin_immediate(cursor, dialect):
             cursor.execute("BEGIN IMMEDIATE")
             return
         except dialect.loaded_dbapi.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", _SQLITE_BUSY) != _SQLITE_BUSY:
+            # (the extended code: SQLITE_BUSY_RECOVERY is 261, its low byte SQLITE_BUSY)
+            if getattr(error, "sqlite_errorcode", _SQLITE_BUSY) & 0xFF != _SQLITE_BUSY:
                 raise
             now = time.monotonic()
             deadline = deadline or now + WRITE_LOCK_WAIT

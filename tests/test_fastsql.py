@@ -434,3 +434,29 @@ def test_a_connection_the_server_ends_mid_request_is_a_json_500_then_service_res
     r = client.post("/api/v2/pushes", json={"push": {"payload": "y"}}, headers=bearer(token))
     assert r.status_code == 201
     assert client.get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == "y"
+
+
+def test_begin_immediate_waits_on_every_kind_of_busy(tmp_path):
+    """CPython gives SQLite's extended code: SQLITE_BUSY_RECOVERY (261, another process
+    recovering the WAL) is a busy database too, to wait for, not an error to raise."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+    real = sqlite3.connect(tmp_path / "busy.sqlite3", isolation_level=None).cursor()
+
+    class Recovering:  # busy once, as while another process recovers the WAL
+        busy = True
+
+        def execute(self, sql):
+            if self.busy:
+                self.busy = False
+                error = sqlite3.OperationalError("database is locked")
+                error.sqlite_errorcode = 261
+                raise error
+            return real.execute(sql)
+
+    dialect = sqlite_dialect.dialect()
+    dialect.loaded_dbapi = sqlite3
+    fastsql._begin_immediate(Recovering(), dialect)
+    assert real.connection.in_transaction
+    real.connection.rollback()
