@@ -502,15 +502,14 @@ def get(url_token: str, now: datetime) -> Push:
     return push
 
 
-def get_for_retrieval_step(url_token: str, actor: Actor, now: datetime) -> Push | None:
-    """The retrieval-step page's lookup: the push, without counting a view, if it can be
-    viewed; else None and a failed view, as every read of an expired push (upstream). A file
-    push used up by its last view is not live, though its files wait for that viewer's links."""
-    push = get(url_token, now)
+def retrieval_step_live(push: Push, actor: Actor, now: datetime) -> bool:
+    """For the retrieval-step page of a push (from get): tell whether it can be viewed,
+    counting no view; if not, a failed view, as every read of an expired push (upstream). A
+    file push used up by its last view is not live, though its files wait for that viewer."""
     if push.expired or push.past_limits(now):
         _failed_view(push, actor, now)
-        return None
-    return push
+        return False
+    return True
 
 
 def throttle_hit(key: str, period: int, now: datetime) -> int:

@@ -235,11 +235,23 @@ def time_left(push, now) -> str:
     return " ".join(parts)
 
 
+def _switched_off(push):
+    """Upstream's answer to every page of a push whose kind is switched off (the start page,
+    saying so), else None."""
+    message = kind_switched_off(current_app.config, push.kind_name)
+    if message:
+        flash(message, "warning")
+        return redirect(url_for("web.home"))
+    return None
+
+
 @bp.get("/p/<token:url_token>/preview")
 def preview(url_token):
     """Show the secret link, its QR code and a share message (counts no view)."""
     now = pushes.utcnow()
     push = pushes.get(url_token, now)
+    if off := _switched_off(push):
+        return off
     if push.kind == Kind.file and not current_user.is_authenticated:
         return _sign_in_redirect("file")
     if push.expired:
@@ -258,8 +270,11 @@ def preliminary(url_token):
     if request.method == "HEAD":  # a link checker's: not even a failed view of an expired push
         pushes.get(url_token, pushes.utcnow())
         return "", 200
-    push = pushes.get_for_retrieval_step(url_token, actor(signed_in_user()), pushes.utcnow())
-    if push is None:
+    now = pushes.utcnow()
+    push = pushes.get(url_token, now)
+    if off := _switched_off(push):
+        return off
+    if not pushes.retrieval_step_live(push, actor(signed_in_user()), now):
         return render_template("web/expired.html")
     return render_template("web/preliminary.html", push=push)
 
@@ -287,6 +302,8 @@ def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
 def passphrase(url_token):
     """Ask for the passphrase."""
     push = pushes.get(url_token, pushes.utcnow())
+    if off := _switched_off(push):
+        return off
     if push.expired:
         return render_template("web/expired.html")
     if not pushes.needs_passphrase(push):
@@ -298,6 +315,8 @@ def passphrase(url_token):
 def access(url_token):
     """Check the passphrase; on success hold the payload key in an encrypted 3-minute cookie."""
     now = pushes.utcnow()
+    if off := _switched_off(pushes.get(url_token, now)):
+        return off
     back = redirect(url_for("web.passphrase", url_token=url_token))
     try:
         key = pushes.unlock(url_token, request.form.get("passphrase", ""),
@@ -327,10 +346,8 @@ def show(url_token):
     push = pushes.get(url_token, now)
     if request.method == "HEAD":  # a link checker's: no body to carry the payload, count nothing
         return "", 200
-    switched_off = kind_switched_off(current_app.config, push.kind_name)
-    if switched_off:
-        flash(switched_off, "warning")
-        return redirect(url_for("web.home"))
+    if off := _switched_off(push):
+        return off
     cookie = _unlock_cookie_name(url_token)
     unlock_key = open_unlock_key(url_token, request.cookies.get(cookie), now)
     given = request.args.get("passphrase") or None
@@ -372,6 +389,8 @@ def expire(url_token):
     """Delete a push's content now (viewer when deletable, or its owner)."""
     if request.method == "POST" and request.form.get("_method", "delete").lower() != "delete":
         abort(405)
+    if off := _switched_off(pushes.get(url_token, pushes.utcnow())):
+        return off
     user = signed_in_user()
     try:
         push, deleted = pushes.expire_now(url_token, actor(user), pushes.utcnow())

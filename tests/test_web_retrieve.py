@@ -282,3 +282,20 @@ def test_the_deletion_address_opened_again_goes_to_the_retrieval_step(client):
     r = client.get(f"/p/{token}/expire")  # (a restored tab: it was a bare 405)
     assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/r"
     assert "Your Secret Link Has Expired" in client.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_every_page_of_a_push_whose_kind_is_switched_off_says_so_first(app, client):
+    # Upstream's check_allowed: the start page and "URL pushes are disabled.", for every
+    # action (the retrieval step offered "Click here" to a redirect home).
+    plain = create(client, kind="url", payload="https://example.com", deletable_by_viewer=True)
+    guarded = create(client, kind="url", payload="https://example.com", passphrase="pp")
+    app.config["PWP__ENABLE_URL_PUSHES"] = False
+    events = audit_kinds(app, plain) + audit_kinds(app, guarded)
+    for method, path in (("GET", f"/p/{plain}/preview"), ("GET", f"/p/{plain}/r"), ("GET", f"/p/{plain}"),
+                         ("GET", f"/p/{guarded}/passphrase"), ("POST", f"/p/{guarded}/access"),
+                         ("POST", f"/p/{plain}/expire")):
+        r = client.open(path, method=method, data={"passphrase": "pp"} if method == "POST" else None)
+        assert r.status_code == 302 and r.headers["Location"] == "/", path
+    assert "URL pushes are disabled." in client.get("/").get_data(as_text=True)
+    assert audit_kinds(app, plain) + audit_kinds(app, guarded) == events  # nothing counted or done
+    assert view_count(app, plain) == 0
