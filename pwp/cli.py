@@ -1,9 +1,10 @@
 """Command line: flask --app pwpush init-db | purge-expired | rotate-key | users ... | schema."""
 import click
 from flask.cli import AppGroup
+from sqlalchemy import false, func, select
 
 from . import auth, crypto, pushes
-from .models import db, schema_sql
+from .models import Push, User, db, schema_sql
 
 users = AppGroup("users", help="Manage users and their API tokens.")
 
@@ -69,6 +70,21 @@ def users_create(email, admin, password):
         raise click.ClickException(str(exc)) from None
     click.echo(f"Created {'admin ' if admin else ''}user {user.email}. API token:")
     click.echo(auth.issue_token(user))
+
+
+@users.command("list")
+def users_list():
+    """List the accounts: e-mail, admin, web sign-in (a password), live pushes, created."""
+    live = (select(Push.user_id, func.count()).where(Push.expired == false(), Push.user_id.is_not(None))
+            .group_by(Push.user_id))
+    counts = dict(db.session.execute(live).all())
+    rows = [("e-mail", "admin", "web sign-in", "live pushes", "created (UTC)")] + [
+        (user.email, "yes" if user.is_admin else "no", "yes" if user.password_hash else "no",
+         str(counts.get(user.id, 0)), user.created_at.strftime("%Y-%m-%d %H:%M"))
+        for user in db.session.scalars(select(User).order_by(User.id))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
 
 
 def _user(email):

@@ -305,6 +305,14 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     assert done.returncode == 0 and "Password set for cli@example.com" in done.stdout
     assert client.post("/users/sign_in", data={"email": "cli@example.com", "password": "battery staple"}
                        ).status_code == 302
+    run_flask(database_url, instance, "users", "create", "api@example.com")
+    listed = run_flask(database_url, instance, "users", "list")
+    assert listed.returncode == 0
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["e-mail", "admin", "web", "sign-in", "live", "pushes", "created", "(UTC)"]
+    assert lines[1].split()[:4] == ["cli@example.com", "yes", "yes", "0"]
+    assert lines[2].split()[:4] == ["api@example.com", "no", "no", "0"]  # (API only)
+    assert token not in listed.stdout and new_token not in listed.stdout
     # init-db twice never drops data.
     client.post("/api/v2/pushes", json={"push": {"payload": "keep"}})
     for _ in range(2):
