@@ -177,13 +177,14 @@ def test_file_links_on_the_page_survive_odd_names(client, make_user, name):
 
 def test_file_push_download_list_and_download(client, make_user, app):
     sign_in(client, make_user)
-    data = form(kind="file")
+    data = form(kind="file", payload="the message")
     data["push[files][]"] = [(io.BytesIO(b"x" * 2048), "report.pdf")]
     token = re.search(r"/p/(\w+)/preview", client.post(
         "/p", data=data, content_type="multipart/form-data").headers["Location"]).group(1)
     client.post("/users/sign_out")
     html = client.get(f"/p/{token}").get_data(as_text=True)
     assert "report.pdf" in html and "2.0 KB" in html
+    assert 'class="payload mono blurred" id="payload"' in html  # the message, as upstream: PWP__FILES__ENABLE_BLUR
     assert "these links work for 5 minutes" in html  # (and then say so: test_download_links_go_stale)
     link = re.search(r'href="(/pfb/[^"]+)"', html).group(1)
     r = client.get(link.replace("&amp;", "&"))
