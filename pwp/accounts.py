@@ -141,10 +141,9 @@ def edit():
     too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
     if too_many:
         return render_template("accounts/edit.html", errors={"current_password": too_many}), 429
+    errors = _new_password_errors()  # said with a wrong current password, not after it
     if not auth.check_password(user, request.form.get("current_password", "")):
-        errors = {"current_password": "That is not your current password."}
-    else:
-        errors = _new_password_errors()
+        errors["current_password"] = "That is not your current password."
     if errors:
         return render_template("accounts/edit.html", errors=errors), 422
     auth.set_password(user, request.form["password"])

@@ -314,6 +314,15 @@ def test_password_change_refusals(client, make_user, form, field, message):
                                                "password": "correct horse"}).status_code == 302
 
 
+def test_a_wrong_current_password_is_told_with_the_new_ones_problems(client, make_user):
+    sign_in(client, make_user)
+    r = client.post("/users/edit", data={"current_password": "guess", "password": "short",
+                                         "password_confirmation": "other"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert "That is not your current password." in page and "Use at least 8 characters." in page
+
+
 def test_password_change_needs_a_session_and_guesses_are_throttled(client, make_user, clock):
     assert client.get("/users/edit").headers["Location"].startswith("/users/sign_in")
     sign_in(client, make_user)
