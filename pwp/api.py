@@ -266,7 +266,7 @@ def download_file(token, _filename):
     try:
         push_file, parts = pushes.open_file(token, pushes.utcnow())
     except pushes.NotFound:
-        if request.accept_mimetypes.accept_html:  # a browser: a page that says what happened
+        if request.accept_mimetypes.best == "text/html":  # a browser: a page saying what happened
             return render_template("web/file_link_expired.html",
                                    minutes=pushes.FILE_LINK_SECONDS // 60), 404
         raise

@@ -37,9 +37,9 @@ def rotate_key(batch_size, after_id):
         total = pushes.rotate_keys(batch_size=batch_size, after_id=after_id, progress=progress)
     except crypto.KeyMismatch as exc:
         raise click.ClickException(
-            f"{exc}: no key in PWPUSH_MASTER_KEY decrypts it (this batch is unchanged). Keep the old "
-            "key after the new one (NEW,OLD) until rotate-key is done, then resume with --after-id "
-            "as printed.") from None
+            f"{exc}: no key in PWPUSH_MASTER_KEY decrypts it. Keep the old key after the new one "
+            "(NEW,OLD) until rotate-key is done, then resume with --after-id as printed (what this "
+            "run changed since stays readable with both keys).") from None
     click.echo(f"rotate-key: done, {total} pushes re-encrypted")
 
 

@@ -9,7 +9,7 @@ from .api import secret_url
 from .auth import sign_in_first
 from .errors import Forbidden
 from .models import AuditKind
-from .web import time_left
+from .web import switched_off, time_left
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -64,6 +64,8 @@ def audit(url_token):
     except Forbidden as exc:
         flash(exc.message, "warning")
         return redirect(url_for("web.home"))
+    if off := switched_off(push):
+        return off
     now = pushes.utcnow()
     counts = pushes.view_counts(push)
     pages = _page_count(sum(counts.values()), pushes.PER_PAGE)

@@ -276,7 +276,8 @@ def _event(kind: AuditKind, actor: Actor, prefix="") -> dict:
             prefix + "referrer": (actor.referrer or "")[:255]}
 
 
-def _find(url_token: str) -> Push:
+def find(url_token: str) -> Push:
+    """The push as stored (no lazy expiry: see get); NotFound if there is none."""
     push = db.session.scalar(select(Push).where(Push.url_token == url_token))
     if push is None:
         raise NotFound()
@@ -496,7 +497,7 @@ def get(url_token: str, now: datetime) -> Push:
     """Return a push without counting a view (preview pages, owner pages, HEAD). A file
     push's last view keeps its files for the viewer's links: a look that counts nothing
     does not expire it then (the next retrieval does, as upstream)."""
-    push = _find(url_token)
+    push = find(url_token)
     if _expire_if_past_limits(push, now, keep_files=True):
         db.session.commit()
     return push
@@ -558,7 +559,7 @@ def unlock(url_token: str, passphrase: str, actor: Actor, now: datetime) -> byte
 
     Counts toward the per-push attempt limit; a wrong one is logged and raises.
     """
-    push = _find(url_token)
+    push = find(url_token)
     _expire_if_past_limits(push, now)
     if push.expired or not push.has_passphrase:
         db.session.commit()
@@ -669,7 +670,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     if granted is not None:
         return granted
     # Everything else: unknown, expired, passphrase, owner or admin, or a lost race.
-    push = _find(url_token)
+    push = find(url_token)
     _expire_if_past_limits(push, now)
     key = None
     if needs_passphrase(push):
@@ -793,7 +794,7 @@ def _reread(push: Push):
 def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]:
     """Delete a push's content at once: its owner, or anyone if deletable_by_viewer.
     Return the push and whether this call deleted it (False: it had already expired)."""
-    push = _find(url_token)
+    push = find(url_token)
     if not (is_owner(push, actor.user) or push.deletable_by_viewer is True):
         raise NotDeletable()
     deleted = not push.expired and _expire(push, now, deletion=True)
@@ -843,7 +844,7 @@ def keys_open_stored_secrets() -> bool:
 
 def owned(url_token: str, user: User | None) -> Push:
     """Return a push its owner asks about; Forbidden for anyone else (as upstream)."""
-    push = _find(url_token)
+    push = find(url_token)
     if not is_owner(push, user):
         raise Forbidden()
     return push

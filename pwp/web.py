@@ -235,7 +235,7 @@ def time_left(push, now) -> str:
     return " ".join(parts)
 
 
-def _switched_off(push):
+def switched_off(push):
     """Upstream's answer to every page of a push whose kind is switched off (the start page,
     saying so), else None."""
     message = kind_switched_off(current_app.config, push.kind_name)
@@ -250,7 +250,7 @@ def preview(url_token):
     """Show the secret link, its QR code and a share message (counts no view)."""
     now = pushes.utcnow()
     push = pushes.get(url_token, now)
-    if off := _switched_off(push):
+    if off := switched_off(push):
         return off
     if push.kind == Kind.file and not current_user.is_authenticated:
         return _sign_in_redirect("file")
@@ -272,7 +272,7 @@ def preliminary(url_token):
         return "", 200
     now = pushes.utcnow()
     push = pushes.get(url_token, now)
-    if off := _switched_off(push):
+    if off := switched_off(push):
         return off
     if not pushes.retrieval_step_live(push, actor(signed_in_user()), now):
         return render_template("web/expired.html")
@@ -302,7 +302,7 @@ def open_unlock_key(url_token: str, value: str | None, now) -> bytes | None:
 def passphrase(url_token):
     """Ask for the passphrase."""
     push = pushes.get(url_token, pushes.utcnow())
-    if off := _switched_off(push):
+    if off := switched_off(push):
         return off
     if push.expired:
         return render_template("web/expired.html")
@@ -315,7 +315,7 @@ def passphrase(url_token):
 def access(url_token):
     """Check the passphrase; on success hold the payload key in an encrypted 3-minute cookie."""
     now = pushes.utcnow()
-    if off := _switched_off(pushes.get(url_token, now)):
+    if off := switched_off(pushes.find(url_token)):
         return off
     back = redirect(url_for("web.passphrase", url_token=url_token))
     try:
@@ -346,7 +346,7 @@ def show(url_token):
     push = pushes.get(url_token, now)
     if request.method == "HEAD":  # a link checker's: no body to carry the payload, count nothing
         return "", 200
-    if off := _switched_off(push):
+    if off := switched_off(push):
         return off
     cookie = _unlock_cookie_name(url_token)
     unlock_key = open_unlock_key(url_token, request.cookies.get(cookie), now)
@@ -389,7 +389,7 @@ def expire(url_token):
     """Delete a push's content now (viewer when deletable, or its owner)."""
     if request.method == "POST" and request.form.get("_method", "delete").lower() != "delete":
         abort(405)
-    if off := _switched_off(pushes.get(url_token, pushes.utcnow())):
+    if off := switched_off(pushes.find(url_token)):  # (find: a deletion is no lazy expiry)
         return off
     user = signed_in_user()
     try:
@@ -411,7 +411,10 @@ def expire(url_token):
 @bp.get("/p/<token:url_token>/expire")
 def expire_page(url_token):
     """The address a viewer's deletion leaves in the tab, opened again (a restored tab, a
-    bookmark): the retrieval step, which shows the link's state and counts no view."""
+    bookmark): the expired page, counting nothing; a live push's retrieval step."""
+    push = pushes.get(url_token, pushes.utcnow())
+    if push.expired:
+        return render_template("web/expired.html", deleted=push.deleted)
     return redirect(url_for("web.preliminary", url_token=url_token))
 
 

@@ -111,6 +111,8 @@ def test_download_links_go_stale(client, token, clock):
     assert r.status_code == 404 and r.mimetype == "text/html"
     page = r.get_data(as_text=True)
     assert "This download link has expired" in page and "5 minutes" in page
+    r = client.get(url.replace("http://localhost", ""), headers={"Accept": "*/*"})  # curl, the CLI
+    assert r.status_code == 404 and r.json == {"error": "not-found"}
 
 
 def test_forged_download_tokens_are_404(client):

@@ -276,7 +276,7 @@ def test_an_expired_push_purged_while_it_is_being_read_is_not_found(app, monkeyp
     a 404, as for any push that is gone (was a 500 from the UPDATE that found no row)."""
     token = create(app, expire_after_views=1)
     retrieve(app, token)
-    found = pushes._find
+    found = pushes.find
 
     def find_then_purge(url_token):
         push = found(url_token)
@@ -285,6 +285,6 @@ def test_an_expired_push_purged_while_it_is_being_read_is_not_found(app, monkeyp
         db.session.execute(delete(Push).where(Push.url_token == url_token))
         return push
 
-    monkeypatch.setattr(pushes, "_find", find_then_purge)
+    monkeypatch.setattr(pushes, "find", find_then_purge)
     with pytest.raises(pushes.NotFound):
         retrieve(app, token)

@@ -276,25 +276,41 @@ def test_an_owners_payload_page_does_not_say_a_reload_counts(client, make_user, 
     assert "mine" in html and "counts as another view" not in html and view_count(app, token) == 0
 
 
-def test_the_deletion_address_opened_again_goes_to_the_retrieval_step(client):
+def test_the_deletion_address_opened_again_says_so_and_counts_nothing(client, app):
     token = create(client, payload="x", deletable_by_viewer=True, expire_after_views="2")
     page = client.post(f"/p/{token}/expire", data={"_method": "delete"}).get_data(as_text=True)
     assert "Secret deleted" in page
+    events = audit_kinds(app, token)
     r = client.get(f"/p/{token}/expire")  # (a restored tab: it was a bare 405)
-    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/r"
-    assert "Your Secret Link Has Expired" in client.get(r.headers["Location"]).get_data(as_text=True)
+    assert r.status_code == 200 and "Secret deleted" in r.get_data(as_text=True)
+    assert audit_kinds(app, token) == events and view_count(app, token) == 0
+    live = create(client, payload="x", deletable_by_viewer=True)  # (a typed address: still live)
+    r = client.get(f"/p/{live}/expire")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{live}/r"
+    assert not sql(app, "SELECT expired FROM pushes WHERE url_token = :t", t=live)[0][0]
 
 
-def test_every_page_of_a_push_whose_kind_is_switched_off_says_so_first(app, client):
+def test_a_deletion_from_the_page_of_a_push_past_its_time_is_a_deletion(client, app, clock):
+    token = create(client, payload="x", deletable_by_viewer=True, expire_after_duration="0")  # (5 minutes)
+    clock.advance(seconds=360)
+    r = client.post(f"/p/{token}/expire", data={"_method": "delete"})
+    assert "Secret deleted" in r.get_data(as_text=True)
+    assert sql(app, "SELECT expired, deleted FROM pushes")[0] == (True, True)
+    assert audit_kinds(app, token)[-1] == AuditKind.expire
+
+
+def test_every_page_of_a_push_whose_kind_is_switched_off_says_so_first(app, client, make_user):
     # Upstream's check_allowed: the start page and "URL pushes are disabled.", for every
     # action (the retrieval step offered "Click here" to a redirect home).
     plain = create(client, kind="url", payload="https://example.com", deletable_by_viewer=True)
     guarded = create(client, kind="url", payload="https://example.com", passphrase="pp")
+    sign_in(client, make_user)
+    owned = create(client, kind="url", payload="https://example.com")
     app.config["PWP__ENABLE_URL_PUSHES"] = False
     events = audit_kinds(app, plain) + audit_kinds(app, guarded)
     for method, path in (("GET", f"/p/{plain}/preview"), ("GET", f"/p/{plain}/r"), ("GET", f"/p/{plain}"),
                          ("GET", f"/p/{guarded}/passphrase"), ("POST", f"/p/{guarded}/access"),
-                         ("POST", f"/p/{plain}/expire")):
+                         ("POST", f"/p/{plain}/expire"), ("GET", f"/p/{owned}/audit")):
         r = client.open(path, method=method, data={"passphrase": "pp"} if method == "POST" else None)
         assert r.status_code == 302 and r.headers["Location"] == "/", path
     assert "URL pushes are disabled." in client.get("/").get_data(as_text=True)
