@@ -68,18 +68,19 @@ def _host_url(*key) -> str:
     return get_current_url(key[0], _host(*key)).rstrip("/")
 
 
-def host_is_valid(environ) -> bool:
+def host_is_valid(environ, linked: bool = True) -> bool:
     """Tell whether the request's host can be bound and linked to: a host that cannot be
     must be refused before anything is written, or a create or a counted view would fail
-    after its commit, for want of a link."""
-    return _host_ok(*_host_key(environ))
+    after its commit, for want of a link. linked=False (PWP__OVERRIDE_BASE_URL names the
+    links' host): only bound, so a proxy's upstream name such as "pwpush_web:8000" serves."""
+    return _host_ok(*_host_key(environ), linked=linked)
 
 
 @lru_cache(maxsize=64)
-def _host_ok(*key) -> bool:
+def _host_ok(*key, linked=True) -> bool:
     host = _host(*key)
-    if not host:  # werkzeug's answer for a host of invalid characters: no link can name it
-        return False
+    if not host:  # werkzeug's answer for a host of invalid characters (an "_", a bad port):
+        return not linked  # Flask routes it, but no link can name it
     try:
         host.lower().encode("idna")  # as Flask's URL map binds to it
         _host_url(*key)  # as links decode it

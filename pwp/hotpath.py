@@ -45,7 +45,7 @@ class HotPath:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ, start_response):
-        if not api.host_is_valid(environ):
+        if not api.host_is_valid(environ, linked=not self.app.config["PWP__OVERRIDE_BASE_URL"]):
             return _bad_host(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if (path[-1:] == "/" and path != "/") or "//" in path:

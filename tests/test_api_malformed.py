@@ -296,6 +296,17 @@ def test_a_host_that_cannot_be_linked_to_is_400_before_anything_is_written(app, 
     assert client.get(f"/api/v2/pushes/{t}").json["payload"] == "once"
 
 
+def test_a_proxys_upstream_name_serves_when_links_name_another_host(settings, database_url, request):
+    # nginx's proxy_pass http://pwpush_web:8000 sends that Host: werkzeug reads "_" as no
+    # host. With PWP__OVERRIDE_BASE_URL no link is made from it, so it serves.
+    settings["PWP__OVERRIDE_BASE_URL"] = "https://pwpush.example.com"
+    app = request.getfixturevalue("app")
+    status, body = _call(app, "/api/v2/pushes", "POST", host="pwpush_web:8000", json={"push": {"payload": "x"}})
+    assert status == 201 and json.loads(body)["html_url"].startswith("https://pwpush.example.com/p/")
+    assert _call(app, "/up", host="pwpush_web:8000")[0] == 200
+    assert _call(app, "/api/v2/pushes", "POST", host="xn--abc", json={"push": {"payload": "x"}})[0] == 400
+
+
 def test_ordinary_hosts_are_served(app):
     for host, link in (("localhost:8000", "localhost:8000"), ("[::1]:8000", "[::1]:8000"),
                        ("127.0.0.1", "127.0.0.1"),
