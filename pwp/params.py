@@ -100,7 +100,7 @@ def json_data():
         return None
     if PARSED in request.environ:
         return request.environ[PARSED]
-    request.max_content_length = min(JSON_MAX, request.max_content_length or JSON_MAX)
+    request.max_content_length = JSON_MAX  # (not the upload limit, MAX_CONTENT_LENGTH: JSON holds no files)
     try:
         data = loads(request.get_data(cache=True))
     except TooManyValues as exc:

@@ -54,7 +54,7 @@ def make_config(database_url, **overrides):
     """Settings for a test app: fixed keys, the given database, no per-IP throttling."""
     config = {
         "TESTING": True,
-        "SECRET_KEY": "test-secret-key",
+        "SECRET_KEY": "test-secret-key-of-32-characters-",
         "PWPUSH_MASTER_KEY": TEST_MASTER_KEY,
         "DATABASE_URL": database_url,
         "WTF_CSRF_ENABLED": False,

@@ -125,6 +125,17 @@ def test_a_one_mib_payload_of_emoji_escaped_as_the_cli_sends_it_fits(client, pat
     assert client.get(f"/api/v2/pushes/{token}?passphrase=p").json["payload"] == payload
 
 
+def test_a_json_body_is_held_to_the_json_limit_not_the_upload_limit(settings, database_url, request):
+    # An admin's small PWP__FILES__MAX_TOTAL_BYTES (here 1 MiB) cut signed-in JSON pushes
+    # (the general path) short of the 1 048 576 characters the anonymous hot path took.
+    settings["PWP__FILES__MAX_TOTAL_BYTES"] = 1024 * 1024
+    client, token = request.getfixturevalue("client"), request.getfixturevalue("token")
+    body = json.dumps({"push": {"payload": "\u4e2d" * 1_048_576}}).encode()  # 6 MiB escaped
+    for headers in ({}, bearer(token)):
+        r = client.post("/api/v2/pushes", data=body, content_type="application/json", headers=headers)
+        assert r.status_code == 201, headers
+
+
 def test_passphrase_with_a_lone_surrogate_is_a_wrong_passphrase(client):
     t = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": "p"}}).json["url_token"]
     r = client.get(f"/api/v2/pushes/{t}", data=b'{"passphrase": "\\ud800"}', content_type="application/json")

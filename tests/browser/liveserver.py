@@ -31,7 +31,7 @@ class LiveServer:
     """Serve a fresh app (own instance folder, SQLite file, CSRF on) until stop()."""
 
     def __init__(self, instance_dir, **settings):
-        config = {"SECRET_KEY": "browser-test-secret", "PWPUSH_MASTER_KEY": MASTER_KEY,
+        config = {"SECRET_KEY": "browser-test-secret-of-32-characters", "PWPUSH_MASTER_KEY": MASTER_KEY,
                   "DATABASE_URL": f"sqlite:///{os.path.join(instance_dir, 'pwpush.sqlite3')}",
                   "PWP__THROTTLING__MINUTE": 0, "PWP__THROTTLING__SECOND": 0}
         config.update(settings)
