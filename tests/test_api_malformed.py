@@ -254,10 +254,11 @@ def test_url_encoded_forms_are_read_as_parse_qsl_reads_them():
 
     cases = [b"a=b&c=%zz%4&d=%41%2b+x%41&e&=f&%E2%82%AC=%c3%a9;g", b"a=%", b"x=%%41", b"&&a=1&&", b"=",
              b"a=b=c", "k=\u00e9&\u00fc=%C3%BC".encode(), b"p=" + b"%" * 70_000,
-             b"v=" + b"%41" * 30_000 + b"%" + b"%4" + b"%41%e2%82%ac" * 20_000]
+             b"v=" + b"%41" * 30_000 + b"%" + b"%4" + b"%41%e2%82%ac" * 20_000,
+             b"b=\\x41%5Cn\\%41\\\\%zz\\"]  # backslashes: a decoder built on escapes must keep them
     rnd = random.Random(4)
     for size in [70_000, 140_000] + [300] * 200:
-        cases.append(bytes(rnd.choice(b"%%%aAfF09+=&;\xc3\xa9xyz") for _ in range(rnd.randint(0, size))))
+        cases.append(bytes(rnd.choice(b"%%%aAfF09+=&;\xc3\xa9xyz\\") for _ in range(rnd.randint(0, size))))
     for body in cases:
         try:
             expected = parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
