@@ -102,6 +102,7 @@ def test_validation_rerenders_422_with_messages_and_values(client, kind, payload
     html = r.get_data(as_text=True)
     assert "1 error prohibited this push from being saved:" in html
     assert message in html
+    assert '<li><a href="#push_payload">' in html  # the summary's item leads to its field
     assert 'aria-invalid="true" aria-describedby="push_payload-error"' in html
     assert 'id="push_payload-error"' in html
     assert 'value="pass phrase"' in html and "4 days" in html
