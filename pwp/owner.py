@@ -64,6 +64,9 @@ def audit(url_token):
     except Forbidden as exc:
         flash(exc.message, "warning")
         return redirect(url_for("web.home"))
+    except pushes.NotFound:  # (an owner's link to a purged push: not the recipient's page)
+        flash("That push no longer exists: expired pushes are deleted after a while.", "warning")
+        return redirect(url_for("owner.dashboard"))
     if off := switched_off(push):
         return off
     now = pushes.utcnow()

@@ -108,6 +108,17 @@ def test_audit_requires_sign_in_and_ownership(client, make_user, app):
     assert audit_kinds(app, token) == [AuditKind.creation]
 
 
+def test_the_audit_page_of_a_push_no_longer_stored_tells_the_owner_so(client, make_user, app):
+    # (It showed the recipient's "contact the person who gave you this secret URL".)
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    sql(app, "DELETE FROM pushes")  # as purge-expired does, PWP__PURGE_AFTER later
+    r = client.get(f"/p/{token}/audit")
+    assert r.status_code == 302 and r.headers["Location"] == "/p"
+    page = client.get("/p").get_data(as_text=True)
+    assert "That push no longer exists: expired pushes are deleted after a while." in page
+
+
 def test_pages_say_hours_and_minutes_for_a_push_made_to_last_under_a_day(client, make_user, clock):
     """The API's expire_after_duration 3 is one hour; its JSON says 1 day (as upstream), but
     a page promising "1 day" would have the sender tell the recipient a day."""
