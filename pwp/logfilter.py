@@ -29,8 +29,12 @@ _ROUTE_WORDS = frozenset({"active", "expired", "new"})
 _SEGMENT_SAFE = "!$&()*+,;=:@-._~"
 # A query item: "name=value" (the value is redacted, except simple paging, tab and locale
 # values) or a bare item (all of it). A fragment is not a boundary: it may hold the rest of
-# a value a client forgot to encode.
-_QUERY_ITEM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s\"']|$))([^=&\s\"']*=)?[^&\s\"']*")
+# a value a client forgot to encode. Nor is a quote, which a passphrase may hold (curl sends
+# it raw): in a log line only one before a space or the end closes a field ("GET ...");
+# in one access-log atom (no quotes around it: ATOM), none does.
+_QUERY_ITEM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s\"']|$))"
+                         r"((?:[^=&\s\"']|[\"'](?!\s|$))*=)?(?:[^&\s\"']|[\"'](?!\s|$))*")
+_QUERY_ITEM_ATOM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s]|$))([^=&\s]*=)?[^&\s]*")
 # gunicorn quotes the offending client input of a malformed request (a header line
 # "Authorization Bearer <token>", the rest of a request line): drop the quoted part.
 _INVALID_REQUEST = re.compile(r"^(Invalid request from ip=[^:]*: [^']*)'.*'", re.DOTALL)
@@ -106,21 +110,22 @@ def _redact_query_item(match) -> str:
     return separator + FILTERED if len(match.group(0)) > 1 else separator
 
 
-def redact(text: str) -> str:
-    """Replace url_tokens in paths, file links, query values and quoted bad input with [FILTERED]."""
+def redact(text: str, atom: bool = False) -> str:
+    """Replace url_tokens in paths, file links, query values and quoted bad input with
+    [FILTERED]; atom: text is one access-log field, not a line of them."""
     # (It runs on every access-log atom: skip the patterns that cannot match.)
     if text.startswith("Invalid request from ip="):
         text = _INVALID_REQUEST.sub(r"\1'" + FILTERED + "'", text)
     if "/" in text or "%" in text:
         text = _PATH.sub(_redact_path, text)
     if "?" in text or "&" in text:
-        text = _QUERY_ITEM.sub(_redact_query_item, text)
+        text = (_QUERY_ITEM_ATOM if atom else _QUERY_ITEM).sub(_redact_query_item, text)
     return text
 
 
 def redact_query(query: str) -> str:
     """Redact a bare query string (no leading '?')."""
-    return redact("?" + query)[1:] if query else query
+    return redact("?" + query, atom=True)[1:] if query else query
 
 
 class RedactFilter(logging.Filter):
@@ -171,5 +176,5 @@ class GunicornLogger(Logger):
             elif key in ("q", "{query_string}e"):
                 atoms[key] = redact_query(value)
             elif isinstance(value, str):
-                atoms[key] = redact(value)
+                atoms[key] = redact(value, atom=True)
         return atoms

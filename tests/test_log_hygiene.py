@@ -232,6 +232,24 @@ def test_redact_hides_url_tokens_however_the_path_is_spelled(line, expected):
     assert redact(line) == expected
 
 
+def test_a_quote_in_a_query_value_hides_none_of_it():
+    # curl sends a passphrase's quote raw: the value stopped there and the rest was logged.
+    assert redact('GET /api/v2/pushes/abc123?passphrase=hunter"TOPSECRET\'PART HTTP/1.1') == \
+        "GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"
+    # In an access-log line a quote before a space closes a field, and stays.
+    line = '127.0.0.1 "GET /p/abc123?passphrase=hunter"TOP HTTP/1.1" 200 "http://h/p?page=2" "curl/8"'
+    assert redact(line) == '127.0.0.1 "GET /p/[FILTERED]?passphrase=[FILTERED] HTTP/1.1" 200 "http://h/p?page=2" "curl/8"'
+    # One atom has no quotes around it: a quote ending the value is the value's too.
+    assert redact('GET /p/abc123?passphrase=TOP" HTTP/1.1', atom=True) == \
+        "GET /p/[FILTERED]?passphrase=[FILTERED] HTTP/1.1"
+    logger = GunicornLogger(Config())
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": '/p/tok123?passphrase=TOP"',
+               "PATH_INFO": "/p/tok123", "QUERY_STRING": 'passphrase=TOP"', "HTTP_REFERER": '/p?passphrase=a"b'}
+    atoms = logger.atoms(SimpleNamespace(status="200 OK", headers=[], sent=10), SimpleNamespace(headers=[]),
+                         environ, timedelta(seconds=1))
+    assert [key for key, value in atoms.items() if "TOP" in str(value) or '"' in str(value)] == []
+
+
 @pytest.mark.parametrize("line", [
     "GET /p/abc123%zz%/%%%2 HTTP/1.1",  # invalid escapes
     "GET /p/abc123%FF%C3%28 HTTP/1.1",  # bytes that are not UTF-8
