@@ -8,7 +8,7 @@ import logging
 import re
 
 from flask import Response, current_app, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from .logfilter import RedactFilter, redact
 from .words import human_size
@@ -169,6 +169,14 @@ class _TooLargePage:
         chars = f"{TEXT_MAX:,}".replace(",", " ")
         self.description = (f"Files can be up to {human_size(max_files, limit=True)} in total, and a secret "
                             f"up to {chars} characters. Go back and send less.")
+
+
+class FormNotSent(BadRequest):
+    """A form whose CSRF token is missing or not this session's, said as a person can act on it."""
+    name = "This form could not be sent"
+    description = ("This browser's session with the site has ended (it was closed, or you signed in or out "
+                   "in another tab), or it does not keep the site's cookies. Go back, reload the page and "
+                   "send it again.")
 
 
 def _push_error(exc: PushError):

@@ -8,7 +8,6 @@ from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from werkzeug.exceptions import BadRequest
 
 from . import ROOT, config, crypto, has_cookies
 from .params import Request
@@ -295,20 +294,13 @@ def _csrf_protect():
         try:
             _csrf().protect(apply_exemptions=True)  # (it ignores requests that match no route)
         except CSRFError:  # (its words: "The CSRF token is missing.")
+            from .errors import FormNotSent
             raise FormNotSent() from None
         from .auth import from_other_site
         # (A browser without Sec-Fetch-Site posts our forms with "Origin: null": let it, on
         # the token's word.)
         if from_other_site(request, null_origin_is_other=False):
             raise CSRFError("The request came from another site.")
-
-
-class FormNotSent(BadRequest):
-    """A form whose CSRF token is missing or not this session's, said as a person can act on it."""
-    name = "This form could not be sent"
-    description = ("This browser's session with the site has ended (it was closed, or you signed in or out "
-                   "in another tab), or it does not keep the site's cookies. Go back, reload the page and "
-                   "send it again.")
 
 
 def _register_blueprints(app):
