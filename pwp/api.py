@@ -73,11 +73,11 @@ def host_is_valid(environ, linked: bool = True) -> bool:
     must be refused before anything is written, or a create or a counted view would fail
     after its commit, for want of a link. linked=False (PWP__OVERRIDE_BASE_URL names the
     links' host): only bound, so a proxy's upstream name such as "pwpush_web:8000" serves."""
-    return _host_ok(*_host_key(environ), linked=linked)
+    return _host_ok(linked, *_host_key(environ))
 
 
 @lru_cache(maxsize=64)
-def _host_ok(*key, linked=True) -> bool:
+def _host_ok(linked: bool, *key) -> bool:
     host = _host(*key)
     if not host:  # werkzeug's answer for a host of invalid characters (an "_", a bad port):
         return not linked  # Flask routes it, but no link can name it

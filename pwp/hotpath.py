@@ -43,9 +43,10 @@ class HotPath:
     def __init__(self, app: Flask, wsgi_app):
         self.app = app
         self.wsgi_app = wsgi_app
+        self.links_use_host = not app.config["PWP__OVERRIDE_BASE_URL"]  # (settings are read at start)
 
     def __call__(self, environ, start_response):
-        if not api.host_is_valid(environ, linked=not self.app.config["PWP__OVERRIDE_BASE_URL"]):
+        if not api.host_is_valid(environ, self.links_use_host):
             return _bad_host(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if (path[-1:] == "/" and path != "/") or "//" in path:
