@@ -123,6 +123,31 @@ def users_token(email):
     click.echo(auth.issue_token(user))
 
 
+@users.command("admin")
+@click.argument("email")
+@click.option("--revoke", is_flag=True, help="Take administration away instead.")
+def users_admin(email, revoke):
+    """Make a user an administrator (views of others' pushes logged, not counted), or --revoke."""
+    user = _user(email)
+    user.is_admin = not revoke
+    db.session.commit()
+    click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator.")
+
+
+@users.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def users_delete(email, yes):
+    """Delete an account, its API token and all its pushes (their links stop working)."""
+    user = _user(email)
+    if not yes:
+        live = db.session.scalar(select(func.count()).where(
+            Push.user_id == user.id, Push.expired == false()))
+        click.confirm(f"Delete {user.email} and all its pushes ({live} still live)?", abort=True)
+    count = pushes.delete_account(user)
+    click.echo(f"Deleted {user.email} and its {count} pushes.")
+
+
 def init_app(app):
     """Register the commands."""
     for command in (init_db, purge_expired, rotate_key, generate_key, schema, users):

@@ -889,6 +889,16 @@ def _delete_pushes(where) -> int:
     return db.session.execute(delete(Push).where(*where)).rowcount
 
 
+def delete_account(user: User) -> int:
+    """Delete an account with its API token and its pushes (payloads, files, audit logs), as
+    upstream's admin deletes a user; its entries in other pushes' audit logs stay, without it
+    (the foreign key sets NULL). Return how many pushes went."""
+    count = _delete_pushes([Push.user_id == user.id])
+    db.session.execute(delete(User).where(User.id == user.id))
+    db.session.commit()
+    return count
+
+
 def purge(now: datetime) -> dict:
     """Expire what is past its limits and delete what expired long enough ago.
 

@@ -1,4 +1,5 @@
 """Start-up: settings, zero-configuration keys, schema.sql, command-line commands."""
+import io
 import os
 import stat
 import subprocess
@@ -11,9 +12,9 @@ import pytest
 from sqlalchemy import text
 
 import servers
-from conftest import PG_ADMIN_URL, PG_BASE, make_config, sql, throwaway_pg_database
+from conftest import PG_ADMIN_URL, PG_BASE, bearer, make_config, sql, throwaway_pg_database
 from pwp import ROOT, config, create_app, fastsql
-from pwp.models import db, schema_sql
+from pwp.models import AuditKind, db, schema_sql
 
 
 def test_schema_sql_matches_the_models():
@@ -266,11 +267,11 @@ def test_sqlite_checkpoint_size_is_a_setting(tmp_path):
     assert fast.execute("PRAGMA wal_autocheckpoint").fetchone() == (250,)
 
 
-def run_flask(database_url, instance, *args, input_env=None):
+def run_flask(database_url, instance, *args, input_env=None, stdin=""):
     env = {**os.environ, "DATABASE_URL": database_url, "PWPUSH_INSTANCE_PATH": str(instance),
            "PWPUSH_MASTER_KEY": make_config("")["PWPUSH_MASTER_KEY"], **(input_env or {})}
     return subprocess.run([sys.executable, "-m", "flask", "--app", "pwpush", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          input=stdin, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
@@ -327,6 +328,45 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     for bad in (["--batch-size", "0"], ["--batch-size", "-1"], ["--after-id", "-5"]):
         refused = run_flask(database_url, instance, "rotate-key", *bad)
         assert refused.returncode == 2 and "Invalid value" in refused.stderr and "done" not in refused.stdout
+
+
+def test_cli_users_admin_and_delete(app, database_url, make_user, tmp_path):
+    instance = tmp_path / "instance"
+    _, token = make_user("gone@example.com")
+    _, other = make_user("stays@example.com")
+    client = app.test_client()
+    live = client.post("/api/v2/pushes", json={"push": {"payload": "mine"}}, headers=bearer(token)).json
+    files = client.post("/api/v2/pushes", headers=bearer(token), data={
+        "push[files][]": (io.BytesIO(b"file bytes"), "a.txt")}).json
+    theirs = client.post("/api/v2/pushes", json={"push": {"payload": "theirs"}}, headers=bearer(other)).json
+    assert client.get(f"/api/v2/pushes/{theirs['url_token']}", headers=bearer(token)).status_code == 200
+    # Promote and revoke: an admin's view of another's push is logged, not counted.
+    promoted = run_flask(database_url, instance, "users", "admin", "gone@example.com")
+    assert promoted.returncode == 0 and "gone@example.com is now an administrator." in promoted.stdout
+    client.get(f"/api/v2/pushes/{theirs['url_token']}", headers=bearer(token))
+    revoked = run_flask(database_url, instance, "users", "admin", "gone@example.com", "--revoke")
+    assert revoked.returncode == 0 and "no longer an administrator" in revoked.stdout
+    assert [k for (k,) in sql(app, "SELECT kind FROM audit_logs WHERE user_id IS NOT NULL ORDER BY id")
+            if k in (AuditKind.view, AuditKind.admin_view)] == [AuditKind.view, AuditKind.admin_view]
+    assert run_flask(database_url, instance, "users", "admin", "nobody@example.com").returncode == 1
+    # Deleting asks first; "n" changes nothing.
+    kept = run_flask(database_url, instance, "users", "delete", "gone@example.com", stdin="n\n")
+    assert kept.returncode == 1 and "(2 still live)" in kept.stdout
+    assert client.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 200
+    deleted = run_flask(database_url, instance, "users", "delete", "gone@example.com", stdin="y\n")
+    assert deleted.returncode == 0 and "Deleted gone@example.com and its 2 pushes." in deleted.stdout
+    assert client.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 401
+    for push in (live, files):
+        assert client.get(f"/api/v2/pushes/{push['url_token']}").status_code == 404
+    assert sql(app, "SELECT count(*) FROM push_files")[0][0] == 0
+    assert sql(app, "SELECT count(*) FROM push_file_parts")[0][0] == 0
+    # Its views of another's push stay in that push's log, without the account.
+    assert sql(app, "SELECT count(*), count(user_id) FROM audit_logs WHERE push_id = "
+               "(SELECT id FROM pushes WHERE url_token = :t) AND kind IN (:v, :a)",
+               t=theirs["url_token"], v=AuditKind.view, a=AuditKind.admin_view)[0] == (2, 0)
+    assert client.get(f"/api/v2/pushes/{theirs['url_token']}", headers=bearer(other)).json["payload"] == "theirs"
+    assert "gone@example.com" not in run_flask(database_url, instance, "users", "list").stdout
+    assert run_flask(database_url, instance, "users", "delete", "gone@example.com", "--yes").returncode == 1
 
 
 def test_readme_documents_every_setting():
