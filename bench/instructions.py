@@ -1,6 +1,6 @@
 """Count CPU instructions per request with valgrind (callgrind): a noise-free A/B figure.
 
-    python bench/instructions.py [create|retrieve|const] [--dir CHECKOUT] [--ceiling MODE]
+    python bench/instructions.py [create|retrieve|flow|const] [--dir CHECKOUT] [--ceiling MODE]
 
 Wall-clock timings on a shared VM move by 10-40 % from run to run; instruction counts
 move by well under 1 %, so a change of 2 % is visible. The app runs in-process (no
@@ -12,6 +12,7 @@ N2 - N1 is the count per request, start-up excluded.
                    `git worktree` of an older commit
   --ceiling MODE   measure the shared harness's ceiling app instead (MODE as its
                    CEILING_MODE: flask-sqlite-fernet, flask, ...)
+  flow             a 1-view push created and read (its view expires it): per flow
   const            a route answering constant JSON: the framework and hooks alone
 
 Needs valgrind (Debian package). About a minute per figure; run two at a time on two cores.
@@ -59,7 +60,7 @@ def run_requests(workload: str, n: int):
                              lambda x: Response(b'{"a":1}', mimetype="application/json"))
             read_path = "/api/v2/const/constant"
 
-    def create():
+    def create(body=body):
         status, data = pr.call(app, "POST", "/api/v2/pushes", body)
         assert status.startswith("201"), (status, data)
         return json.loads(data)["url_token"]
@@ -71,8 +72,11 @@ def run_requests(workload: str, n: int):
     tokens = [create() for _ in range(WARMUP_CREATES)] if workload != "const" else [""]
     for i in range(100):
         read(tokens[i % len(tokens)])
+    one_view = body.replace(b'"expire_after_views": 100', b'"expire_after_views": 1')
     for i in range(n):
-        if workload == "create":
+        if workload == "flow":
+            read(create(one_view))
+        elif workload == "create":
             create()
         else:
             read(tokens[i % len(tokens)])
@@ -94,7 +98,7 @@ def main():
     if sys.argv[1:2] == ["--inside"]:
         return run_requests(sys.argv[2], int(sys.argv[3]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", nargs="?", default="retrieve", choices=["create", "retrieve", "const"])
+    ap.add_argument("workload", nargs="?", default="retrieve", choices=["create", "retrieve", "flow", "const"])
     ap.add_argument("--dir", default=os.path.dirname(HERE))
     ap.add_argument("--ceiling")
     ap.add_argument("-n", type=int, nargs=2, default=[100, 600], metavar=("N1", "N2"))
@@ -102,7 +106,8 @@ def main():
     n1, n2 = args.n
     per_request = (count(args, n2) - count(args, n1)) / (n2 - n1)
     target = f"ceiling {args.ceiling}" if args.ceiling else os.path.abspath(args.dir)
-    print(f"{args.workload}: {per_request / 1000:.0f} k instructions per request ({target})")
+    print(f"{args.workload}: {per_request / 1000:.0f} k instructions per "
+          f"{'flow' if args.workload == 'flow' else 'request'} ({target})")
 
 
 if __name__ == "__main__":
