@@ -1,4 +1,5 @@
-"""Owner pages: the dashboard of one's pushes and a push's audit log."""
+"""Owner pages: the dashboard of one's pushes, a push's audit log and its edit form."""
+import dataclasses
 from functools import wraps
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -6,10 +7,10 @@ from flask_login import current_user
 
 from . import params, pushes
 from .api import secret_url
-from .auth import sign_in_first
-from .errors import Forbidden
+from .auth import actor, sign_in_first
+from .errors import Forbidden, ValidationFailed
 from .models import AuditKind
-from .web import switched_off, time_left
+from .web import form_options, form_values, signed_in_user, switched_off, time_left, within_the_form_bounds
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -55,20 +56,27 @@ def dashboard():
                            filter="expired" if expired else "active", page=page, pages=pages)
 
 
+def owned(view):
+    """Give the view its push, for the signed-in owner; anyone else is redirected, told why."""
+    @wraps(view)
+    @signed_in
+    def wrapped(url_token):
+        try:
+            push = pushes.owned(url_token, current_user._get_current_object())
+        except Forbidden as exc:
+            flash(exc.message, "warning")
+            return redirect(url_for("web.home"))
+        except pushes.NotFound:  # (an owner's link to a purged push: not the recipient's page)
+            flash("That push no longer exists: expired pushes are deleted after a while.", "warning")
+            return redirect(url_for("owner.dashboard"))
+        return switched_off(push) or view(push)
+    return wrapped
+
+
 @bp.get("/p/<token:url_token>/audit")
-@signed_in
-def audit(url_token):
+@owned
+def audit(push):
     """Show a push's settings, status and audit events (owner only)."""
-    try:
-        push = pushes.owned(url_token, current_user._get_current_object())
-    except Forbidden as exc:
-        flash(exc.message, "warning")
-        return redirect(url_for("web.home"))
-    except pushes.NotFound:  # (an owner's link to a purged push: not the recipient's page)
-        flash("That push no longer exists: expired pushes are deleted after a while.", "warning")
-        return redirect(url_for("owner.dashboard"))
-    if off := switched_off(push):
-        return off
     now = pushes.utcnow()
     counts = pushes.view_counts(push)
     pages = _page_count(sum(counts.values()), pushes.PER_PAGE)
@@ -80,6 +88,50 @@ def audit(url_token):
         left=time_left(push, now), lifetime=time_left(push, push.created_at),
         views=pushes.views_remaining(push),
         kind_names={int(k): k.name for k in AuditKind})
+
+
+def _already_expired(url_token):
+    flash("That push has already expired: it can no longer be changed.", "warning")
+    return redirect(url_for("owner.audit", url_token=url_token))
+
+
+def _edit_form(push, values, errors=None, status=200):
+    return render_template("owner/edit.html", push=push, values=values, errors=errors or {},
+                           options=form_options(push.kind_name), left=time_left(push, pushes.utcnow()),
+                           views=pushes.views_remaining(push)), status
+
+
+@bp.get("/p/<token:url_token>/edit")
+@owned
+def edit(push):
+    """The owner's form to change a live push: days and views left, options, name, note."""
+    now = pushes.utcnow()
+    if push.expired or push.past_limits(now):
+        return _already_expired(push.url_token)
+    return _edit_form(push, {
+        "expire_after_days": pushes.days_remaining(push, now), "expire_after_views": pushes.views_remaining(push),
+        "retrieval_step": push.retrieval_step, "deletable_by_viewer": bool(push.deletable_by_viewer),
+        "name": push.name, "note": pushes.note_of(push)})
+
+
+@bp.post("/p/<token:url_token>/edit")
+@owned
+def update(push):
+    """Apply the edit form (upstream: PATCH /p/:token); 302 to the preview, or 422 with the form."""
+    url_token = push.url_token
+    fields = params.root(params.body_params(), "push")
+    try:
+        changes = params.push_changes(fields)
+        changes = dataclasses.replace(changes, **{
+            f"{what}_left": within_the_form_bounds(push.kind_name, what, getattr(changes, f"{what}_left"))
+            for what in ("days", "views")})
+        edited = pushes.edit(url_token, changes, actor(signed_in_user()), pushes.utcnow())
+    except ValidationFailed as exc:
+        return _edit_form(push, form_values(push.kind_name, fields), exc.errors, 422)
+    if edited is None:
+        return _already_expired(url_token)
+    flash("Push was successfully updated.", "success")
+    return redirect(url_for("web.preview", url_token=url_token))
 
 
 def init_app(app):

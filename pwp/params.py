@@ -19,7 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import crypto
 from .errors import BadParameter, BodyTooLarge, ValidationFailed
-from .pushes import TEXT_MAX, NewPush, Upload
+from .pushes import TEXT_MAX, Changes, NewPush, Upload
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE_WORDS = {"on", "yes", "checked", "true", "1"}
@@ -280,6 +280,13 @@ def _type_of_name(filename: str) -> str:
     return guessed if guessed and _MIME_TYPE.fullmatch(guessed) else "application/octet-stream"
 
 
+def _name(errors: dict, fields: dict) -> str:
+    name = (_string(errors, "name", fields.get("name")) or "").replace("\x00", "")
+    if len(name) > NAME_MAX:
+        errors["name"] = [f"is too long (maximum is {NAME_MAX} characters)"]
+    return name
+
+
 def new_push(fields: dict, kind=None, form=False) -> NewPush:
     """Build a NewPush from a push's parameters; 422 for values of the wrong type.
 
@@ -292,9 +299,7 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     if kind is None:
         kind = (requested or "").strip().lower() or ("file" if files else "text")
     absent = False if form else None
-    name = (_string(errors, "name", fields.get("name")) or "").replace("\x00", "")
-    if len(name) > NAME_MAX:
-        errors["name"] = [f"is too long (maximum is {NAME_MAX} characters)"]
+    name = _name(errors, fields)
     new = NewPush(
         kind=kind, payload=_string(errors, "payload", fields.get("payload")),
         files=files, files_given=files_given,
@@ -309,6 +314,24 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     if errors:
         raise ValidationFailed(errors)
     return new
+
+
+def push_changes(fields: dict) -> Changes:
+    """Build an owner's Changes from the edit form's push[...] fields; 422 for a value of
+    the wrong type, a name too long, or a number missing (absent checkboxes are false)."""
+    errors: dict = {}
+    name = _name(errors, fields)
+    numbers = {what: cast_int(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
+    for what, number in numbers.items():
+        if number is None:
+            errors[f"expire_after_{what}"] = ["can't be blank"]
+    note = _string(errors, "note", fields.get("note")) or ""
+    if errors:
+        raise ValidationFailed(errors)
+    return Changes(days_left=numbers["days"], views_left=numbers["views"],
+                   retrieval_step=cast_bool(fields.get("retrieval_step"), False),
+                   deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), False),
+                   name=name, note=note)
 
 
 def sent_value(name: str):

@@ -182,6 +182,19 @@ class NewPush:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class Changes:
+    """An owner's edit of a live push (the web's edit form): what is left from now, and
+    the settings a recipient meets."""
+
+    days_left: int
+    views_left: int
+    retrieval_step: bool
+    deletable_by_viewer: bool
+    name: str
+    note: str
+
+
 @dataclass
 class Retrieval:
     """The result of a retrieval: the push, and its payload when the view was granted."""
@@ -805,6 +818,49 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
         _reread(push)
     db.session.commit()
     return push, deleted
+
+
+def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push | None:
+    """Its owner changes a live push: the days and views left from now (a number equal to
+    what is left leaves it, so a push made for 5 minutes keeps its minutes), the retrieval
+    step, viewer deletion (as the kind's settings allow), name and note; logged as `edit`.
+    The payload, passphrase (part of the payload's key) and kind stay. Forbidden for
+    anyone else; None when the push has expired, before or while it is edited."""
+    push = get(url_token, now)
+    if not is_owner(push, actor.user):
+        raise Forbidden()
+    if push.expired:
+        return None
+    cfg, kind = current_app.config, push.kind_name
+    errors = {}
+    for what, value in (("DAYS", changes.days_left), ("VIEWS", changes.views_left)):
+        low, high = (kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_{end}") for end in ("MIN", "MAX"))
+        if not low <= value <= high:
+            errors[f"expire_after_{what.lower()}"] = [f"must be from {low} to {high}"]
+    if len(changes.note) > NOTE_MAX:
+        errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
+    if errors:
+        raise ValidationFailed(errors)
+    values = {"name": changes.name, "updated_at": now,
+              "retrieval_step": changes.retrieval_step and bool(kind_setting(cfg, kind, "ENABLE_RETRIEVAL_STEP")),
+              "note_ciphertext": keyring().encrypt(changes.note.encode("utf-8")) if changes.note else None}
+    if push.kind != Kind.url:
+        values["deletable_by_viewer"] = changes.deletable_by_viewer and bool(
+            kind_setting(cfg, kind, "ENABLE_DELETABLE_PUSHES"))
+    if changes.days_left != days_remaining(push, now):
+        values["expires_at"] = now + timedelta(days=changes.days_left)
+        values["expire_after_days"] = (now - push.created_at).days + changes.days_left
+    if changes.views_left != views_remaining(push):
+        # From the count as written, so a view counted meanwhile is not given back.
+        values["expire_after_views"] = Push.view_count + changes.views_left
+    if not db.session.execute(update(Push).where(Push.id == push.id, _claimable(now)).values(values)
+                              .execution_options(synchronize_session=False)).rowcount:
+        db.session.rollback()  # a view used it up meanwhile
+        return None
+    _log(push, AuditKind.edit, actor, now)
+    db.session.commit()
+    _reread(push)
+    return push
 
 
 KEY_CHECK_ID = 1

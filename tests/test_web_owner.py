@@ -173,3 +173,114 @@ def test_the_audit_page_does_not_say_an_expired_push_had_no_passphrase(client, m
     client.post(f"/p/{token}/expire", data={"_method": "delete"})
     html = client.get(f"/p/{token}/audit").get_data(as_text=True)
     assert "<dt>Passphrase</dt><dd>not kept after expiry</dd>" in html
+
+
+# ----------------------------------------------------------------------------- edit
+
+def _row(app, url_token):
+    with app.app_context():
+        return dict(db.session.execute(select(Push.__table__).where(Push.url_token == url_token)).mappings().one())
+
+
+def _edit(client, url_token, **fields):
+    data = {"push[expire_after_days]": "7", "push[expire_after_views]": "5", **{
+        f"push[{key}]": ("on" if value is True else value) for key, value in fields.items() if value is not False}}
+    return client.post(f"/p/{url_token}/edit", data=data)
+
+
+def test_owner_edits_what_is_left_options_name_and_note(client, make_user, app, clock):
+    sign_in(client, make_user)
+    token = create(client, payload="s3cret", expire_after_days=7, expire_after_views=5, name="Wifi",
+                   note="guest room", deletable_by_viewer=True)
+    recipient = app.test_client()
+    assert recipient.get(f"/api/v2/pushes/{token}").json["payload"] == "s3cret"  # 4 views left
+    clock.advance(days=2, hours=1)  # 4 days 23 hours left: "5 days"
+    form = client.get(f"/p/{token}/edit")
+    html = form.get_data(as_text=True)
+    assert form.status_code == 200 and form.headers["Cache-Control"] == "no-store"
+    assert 'name="push[expire_after_days]"' in html and 'value="5" required' in html
+    assert 'value="4" required' in html and 'value="Wifi"' in html and "guest room</textarea>" in html
+    assert "s3cret" not in html  # the payload is not shown, nor logged as a view
+    r = _edit(client, token, expire_after_days="10", expire_after_views="3", retrieval_step=True,
+              name="Wifi 2", note="lobby")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/preview"
+    assert "Push was successfully updated." in client.get(r.headers["Location"]).get_data(as_text=True)
+    row = _row(app, token)
+    assert row["expire_after_views"] == 1 + 3 and row["view_count"] == 1
+    assert row["expires_at"] == clock.now + timedelta(days=10) and row["expire_after_days"] == 2 + 10
+    assert (row["retrieval_step"], row["deletable_by_viewer"], row["name"]) == (True, False, "Wifi 2")
+    assert "lobby" in client.get(f"/p/{token}/audit").get_data(as_text=True)
+    assert audit_kinds(app, token)[-1] == AuditKind.edit
+    shown = recipient.get(f"/api/v2/pushes/{token}").json
+    assert (shown["views_remaining"], shown["days_remaining"], shown["deletable_by_viewer"]) == (2, 10, False)
+    assert shown["payload"] == "s3cret"
+
+
+def test_edit_leaves_a_number_equal_to_what_is_left(client, make_user, app, clock):
+    """A push made for 5 minutes (the CLI's expire_after_duration) shows "1 day" left; saving
+    the form unchanged keeps its 5 minutes (upstream ignores a value equal to what is left)."""
+    _, api_token = sign_in(client, make_user)
+    made = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": 0,
+                                                        "expire_after_views": 3}},
+                       headers={"Authorization": f"Bearer {api_token}"}).json
+    before = _row(app, made["url_token"])
+    r = _edit(client, made["url_token"], expire_after_days="1", expire_after_views="3", name="renamed")
+    assert r.status_code == 302
+    after = _row(app, made["url_token"])
+    assert after["expires_at"] == before["expires_at"] == clock.now + timedelta(minutes=5)
+    assert (after["expire_after_days"], after["expire_after_views"], after["name"]) == (1, 3, "renamed")
+
+
+def test_edit_is_for_the_owner_of_a_live_push(client, make_user, app, clock):
+    assert client.get("/p/abcdef/edit").headers["Location"].startswith("/users/sign_in?next=/p/abcdef/edit")
+    sign_in(client, make_user, email="a@example.com")
+    token = create(client, payload="x", expire_after_views=1)
+    other = app.test_client()
+    sign_in(other, make_user, email="b@example.com")
+    for answer in (other.get(f"/p/{token}/edit"), _edit(other, token, name="mine now")):
+        assert answer.status_code == 302 and answer.headers["Location"] == "/"
+    assert _row(app, token)["name"] == "" and AuditKind.edit not in audit_kinds(app, token)
+    assert "That push doesn&#39;t belong to you." in other.get("/").get_data(as_text=True)
+    gone = client.get("/p/nosuchpushtoken000000000/edit")
+    assert gone.status_code == 302 and gone.headers["Location"] == "/p"
+    # The form was open when its last view came: the push stays expired, nothing logged.
+    assert client.get(f"/p/{token}/edit").status_code == 200
+    assert app.test_client().get(f"/api/v2/pushes/{token}").json["payload"] == "x"
+    r = _edit(client, token, expire_after_views="5")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/audit"
+    assert "already expired" in client.get(r.headers["Location"]).get_data(as_text=True)
+    assert _row(app, token)["expire_after_views"] == 1 and AuditKind.edit not in audit_kinds(app, token)
+    assert app.test_client().get(f"/api/v2/pushes/{token}").json["payload"] is None
+    # Past its time, not yet marked expired: not brought back either.
+    late = create(client, payload="y", expire_after_days=1)
+    clock.advance(days=1)
+    assert client.get(f"/p/{late}/edit").headers["Location"] == f"/p/{late}/audit"
+    assert _edit(client, late, expire_after_days="5").headers["Location"] == f"/p/{late}/audit"
+    assert app.test_client().get(f"/api/v2/pushes/{late}").json["expired"] is True
+
+
+def test_edit_form_errors_and_bounds(client, make_user, app):
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    long_name = _edit(client, token, name="n" * 256, note="kept")
+    html = long_name.get_data(as_text=True)
+    assert long_name.status_code == 422 and "Name is too long (maximum is 255 characters)" in html
+    assert 'href="#push_name"' in html and "kept</textarea>" in html
+    assert _edit(client, token, note="n" * 10_001).status_code == 422
+    blank = client.post(f"/p/{token}/edit", data={"push[expire_after_views]": "3"})
+    assert blank.status_code == 422 and "Expire after days can&#39;t be blank" in blank.get_data(as_text=True)
+    assert client.post(f"/p/{token}/edit", data={}).status_code == 400
+    assert _row(app, token)["expire_after_views"] == 5  # nothing changed so far
+    # Typed past a bound (no JavaScript to stop it): the bound, as in the new form.
+    assert _edit(client, token, expire_after_days="999", expire_after_views="0").status_code == 302
+    row = _row(app, token)
+    assert (row["expire_after_days"], row["expire_after_views"]) == (90, 1)
+
+
+def test_edit_links_on_owner_pages(client, make_user):
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    for page in (f"/p/{token}/preview", f"/p/{token}/audit", "/p"):
+        assert f'href="/p/{token}/edit"' in client.get(page).get_data(as_text=True), page
+    client.post("/users/sign_out")
+    assert f'href="/p/{token}/edit"' not in client.get(f"/p/{token}/preview").get_data(as_text=True)

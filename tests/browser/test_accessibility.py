@@ -5,7 +5,7 @@ from .liveserver import AXE_JS, sign_up
 
 PUBLIC = ["new_text", "new_url", "new_qr", "preview", "retrieval_step", "passphrase", "payload",
           "payload_qr", "expired", "sign_in", "sign_up", "api_docs", "up", "validation"]
-SIGNED_IN = ["new_files", "dashboard", "audit", "token", "account", "payload_files"]
+SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "token", "account", "payload_files"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def site(server, browser):
         "preview": text + "/preview", "retrieval_step": text + "/r", "passphrase": guarded + "/passphrase",
         "payload": text, "payload_qr": qr, "expired": "/p/doesnotexist", "sign_in": "/users/sign_in",
         "sign_up": "/users/sign_up", "api_docs": "/help/api", "up": "/up",
-        "new_files": "/p/new?tab=files", "dashboard": "/p", "audit": files + "/audit",
+        "new_files": "/p/new?tab=files", "dashboard": "/p", "audit": files + "/audit", "edit": files + "/edit",
         "token": "/users/token", "account": "/users/edit", "payload_files": files,
     }
     return paths, state
