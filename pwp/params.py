@@ -209,6 +209,14 @@ def cast_bool(value, absent=None):
     return str(value).strip().lower() in _TRUE_WORDS
 
 
+def _flag(fields: dict, key: str, absent):
+    """A checkbox-like option: absent takes `absent` (None: the kind's default); present,
+    even as a JSON null, is cast as upstream's `to_s.downcase` ("" is false)."""
+    if key not in fields:
+        return absent
+    return cast_bool(fields[key], absent=False)
+
+
 def _string(errors, field, value):
     if value is None:
         return None
@@ -293,7 +301,9 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     kind forces the kind (v1 /f.json, /r.json); form=True reads absent checkboxes as false.
     """
     errors: dict = {}
-    files_given = "files" in fields
+    # A null `files` is no files key (Rails' permit(files: []) drops it); an array, even
+    # empty, is one.
+    files_given = fields.get("files") is not None
     files = _uploads(errors, fields["files"]) if files_given else []
     requested = _string(errors, "kind", fields.get("kind"))
     if kind is None:
@@ -306,8 +316,8 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
         expire_after_days=cast_int(fields.get("expire_after_days")),
         expire_after_duration=_duration(errors, fields.get("expire_after_duration")),
         expire_after_views=cast_int(fields.get("expire_after_views")),
-        deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), absent),
-        retrieval_step=cast_bool(fields.get("retrieval_step"), absent),
+        deletable_by_viewer=_flag(fields, "deletable_by_viewer", absent),
+        retrieval_step=_flag(fields, "retrieval_step", absent),
         passphrase=_string(errors, "passphrase", fields.get("passphrase")),
         name=name,
         note=_string(errors, "note", fields.get("note")))

@@ -381,3 +381,40 @@ def test_push_locale_adds_the_locale_to_the_secret_links(client, path):
         assert r.json["html_url"].endswith("/r"), locale
     form = client.post("/p.json?push_locale=ja", data={"password[payload]": "x"})
     assert form.json["html_url"].endswith("/r?locale=ja")
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?via=flask"])
+def test_json_null_booleans_are_false_not_the_default(client, path):
+    """Upstream (set_push_attributes.rb): a key *present* in a JSON create, even as null, is
+    cast with `to_s.downcase` ("" -> false); only an absent key takes the kind's default.
+    pwpush-behaviour.md §1.5: "Key **absent** in a JSON/API request -> the kind's default";
+    anything but on/yes/checked/true/1 "(including ... empty) -> false"."""
+    r = client.post(path, json={"push": {"payload": "x", "deletable_by_viewer": None,
+                                         "retrieval_step": None}})
+    assert r.status_code == 201
+    assert r.json["deletable_by_viewer"] is False
+    assert r.json["retrieval_step"] is False
+    assert r.json["html_url"].endswith(r.json["url_token"])  # no /r: no retrieval step
+
+
+def test_v1_json_null_booleans_are_false(client):
+    r = client.post("/p.json", json={"password": {"payload": "x", "deletable_by_viewer": None,
+                                                  "retrieval_step": None}})
+    assert r.status_code == 201
+    assert (r.json["deletable_by_viewer"], r.json["retrieval_step"]) == (False, False)
+
+
+def test_absent_booleans_still_take_the_default(client):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x"}})
+    assert (r.json["deletable_by_viewer"], r.json["retrieval_step"]) == (True, True)
+
+
+@pytest.mark.parametrize("path,root", [("/api/v2/pushes", "push"), ("/p.json", "password")])
+def test_null_files_is_no_files_key(client, path, root):
+    """Rails' permit(files: []) drops a null `files` (hash_filter: `next unless value`), so
+    upstream sees no files key: an anonymous text push, 201. Only a present array (even
+    empty) demands a sign-in (§2: "the `files` key is present in the push params")."""
+    r = client.post(path, json={root: {"payload": "x", "files": None}})
+    assert r.status_code == 201, r.json
+    # an empty array still asks for a sign-in, as upstream
+    assert client.post(path, json={root: {"payload": "x", "files": []}}).status_code == 401
