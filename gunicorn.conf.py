@@ -22,10 +22,17 @@ that of two sync workers (SQLite's checkpoints run under the process's write loc
 checkpoints, set below, halve that rise).
 """
 import os
+import sys
 
 # For pwpush.py: this file was read (gunicorn reads ./gunicorn.conf.py of the directory it is
 # started in, or -c PATH; --chdir does not make it read this one).
 os.environ["PWPUSH_GUNICORN_CONF"] = os.path.abspath(__file__)
+# Read with -c from another folder (systemd without WorkingDirectory=): the project's folder
+# is where gunicorn finds the logger class below and pwpush:app (--chdir on the command line wins).
+_project = os.path.dirname(os.path.abspath(__file__))
+if _project not in sys.path:
+    sys.path.insert(0, _project)
+chdir = _project
 
 
 def _count(name, default):

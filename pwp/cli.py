@@ -1,10 +1,30 @@
 """Command line: flask --app pwpush init-db | purge-expired | rotate-key | users ... | schema."""
+import functools
+
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import false, func, select
 
 from . import auth, crypto, pushes
+from .factory import database_missing, database_name
 from .models import Push, User, db, schema_sql
+
+
+def needs_database(command):
+    """Refuse to run on a database without pwpush's tables, which the app made none of
+    (run without the server's DATABASE_URL, a command would otherwise report on, or
+    create users in, a new empty database that looks like the real one)."""
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        if database_missing(current_app):
+            raise click.ClickException(
+                f"no pwpush database at {database_name(current_app)}: for the server's, run this "
+                "with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...); for a new "
+                "one, start the server once or run `flask --app pwpush init-db`.")
+        return command(*args, **kwargs)
+    return checked
+
 
 users = AppGroup("users", help="Manage users and their API tokens.")
 
@@ -13,10 +33,12 @@ users = AppGroup("users", help="Manage users and their API tokens.")
 def init_db():
     """Create missing tables; never drops or changes existing data."""
     db.create_all()
-    click.echo("init-db: database ready")
+    database_missing(current_app)  # (stops naming the columns a table from an older pwpush lacks)
+    click.echo(f"init-db: database ready ({database_name(current_app)})")
 
 
 @click.command("purge-expired")
+@needs_database
 def purge_expired():
     """Expire pushes past their limits and delete old expired ones (for cron)."""
     counts = pushes.purge(pushes.utcnow())
@@ -28,6 +50,7 @@ def purge_expired():
               help="Pushes per transaction.")
 @click.option("--after-id", default=0, type=click.IntRange(min=0),
               help="Resume after this push id (printed as progress).")
+@needs_database
 def rotate_key(batch_size, after_id):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY."""
     def progress(last_id, done):
@@ -64,6 +87,10 @@ def schema(dialect):
 def users_create(email, admin, password):
     """Create a user; the API token is printed alone on the last line."""
     _check_password(password)
+    if database_missing(current_app):  # (the first admin, made before the server's first start)
+        db.create_all()
+        click.echo(f"pwpush: made a new database at {database_name(current_app)}: if your server uses "
+                   "another, run this with its environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...).", err=True)
     try:
         user = auth.create_user(email, password=password, admin=admin)
     except ValueError as exc:
@@ -73,6 +100,7 @@ def users_create(email, admin, password):
 
 
 @users.command("list")
+@needs_database
 def users_list():
     """List the accounts: e-mail, admin, web sign-in (a password), live pushes, created."""
     live = (select(Push.user_id, func.count()).where(Push.expired == false(), Push.user_id.is_not(None))
@@ -104,6 +132,7 @@ def _check_password(password):
 @click.argument("email")
 @click.option("--password", envvar="PWPUSH_USER_PASSWORD", default=None,
               help="The new password (or PWPUSH_USER_PASSWORD; asked if not given).")
+@needs_database
 def users_password(email, password):
     """Set a user's web sign-in password; the user's web sessions are signed out."""
     user = _user(email)  # before asking for a password
@@ -116,6 +145,7 @@ def users_password(email, password):
 
 @users.command("token")
 @click.argument("email")
+@needs_database
 def users_token(email):
     """Issue a new API token (the old one stops working), printed on the last line."""
     user = _user(email)
@@ -126,6 +156,7 @@ def users_token(email):
 @users.command("admin")
 @click.argument("email")
 @click.option("--revoke", is_flag=True, help="Take administration away instead.")
+@needs_database
 def users_admin(email, revoke):
     """Make a user an administrator (views of others' pushes logged, not counted), or --revoke."""
     user = _user(email)
@@ -137,6 +168,7 @@ def users_admin(email, revoke):
 @users.command("delete")
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@needs_database
 def users_delete(email, yes):
     """Delete an account, its API token and all its pushes (their links stop working)."""
     user = _user(email)

@@ -4,13 +4,14 @@ import inspect
 import logging
 import os
 
+import click
 from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from . import ROOT, config, crypto, has_cookies
-from .params import Request
+from .params import Request, urlencoded_limit
 from .pushes import TEXT_MAX
 
 log = logging.getLogger("pwp")
@@ -32,8 +33,16 @@ class App(Flask):
 _is_coroutine_function = functools.lru_cache(maxsize=512)(inspect.iscoroutinefunction)
 
 
-def create_app(test_config=None, instance_path=None):
-    """Build the application: settings, keys, database, blueprints."""
+def create_app(test_config=None, instance_path=None, command_line=None):
+    """Build the application: settings, keys, database, blueprints.
+
+    command_line (default: inside a click command, i.e. `flask --app pwpush ...`): create
+    no tables and write no key check, so that a command run without the server's
+    environment (DATABASE_URL, PWPUSH_MASTER_KEY) neither makes a new database that looks
+    like the real one nor seals the real one's key check with a throwaway key; the
+    commands that need the database say so (cli.needs_database) and `init-db` makes it."""
+    if command_line is None:
+        command_line = click.get_current_context(silent=True) is not None
     app = App(
         "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
         instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
@@ -45,8 +54,11 @@ def create_app(test_config=None, instance_path=None):
     _register_blueprints(app)
     _register_middleware(app)
     try:
-        _create_tables(app)
-        _check_master_key(app)
+        if not command_line:
+            _create_tables(app)
+            _check_master_key(app)
+        elif not database_missing(app):
+            _check_master_key(app, write=False)
     except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
         raise config.DatabaseUnavailable(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
     except ProgrammingError as exc:  # (no right to create the tables: waiting will not help)
@@ -127,11 +139,13 @@ def _configure(app, test_config):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}
     else:
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
-    # Files plus form overhead; a larger body is refused with 413 before it is read.
-    app.config["MAX_CONTENT_LENGTH"] = settings["PWP__FILES__MAX_TOTAL_BYTES"] + 1024 * 1024
     # A multipart form's text field holds the longest payload (TEXT_MAX characters of up to 4
     # UTF-8 bytes; Flask's default 500 000 bytes refused a quarter of it, `curl -F` included).
     app.config["MAX_FORM_MEMORY_SIZE"] = 4 * TEXT_MAX + 1024
+    # Files plus form overhead, and at least the longest payload as a URL-encoded form (a
+    # lower file cap refused long text pushes too); a larger body is a 413 before it is read.
+    app.config["MAX_CONTENT_LENGTH"] = max(settings["PWP__FILES__MAX_TOTAL_BYTES"] + 1024 * 1024,
+                                           urlencoded_limit(app.config["MAX_FORM_MEMORY_SIZE"]))
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
@@ -357,17 +371,42 @@ def _register_middleware(app):
     app.wsgi_app = SecurityHeaders(app.wsgi_app)
 
 
-def _check_master_key(app):
+def _check_master_key(app, write=True):
     """Refuse to start with master keys that do not open the stored pushes (a key file
     regenerated, another instance's key): every view would fail after counting."""
     from . import pushes
 
     with app.app_context():
-        if not pushes.keys_are_the_databases():
+        if not pushes.keys_are_the_databases(write=write):
             raise config.ConfigError(
                 f"{_master_key_source(app)}: none of its keys decrypts the stored pushes; start "
                 "with the key they were encrypted with (the instance folder's master.key or the "
                 "PWPUSH_MASTER_KEY of the other instances)")
+
+
+def database_missing(app) -> bool:
+    """Tell whether the database has no pwpush tables yet (an SQLite file that does not
+    exist is not created by asking)."""
+    from sqlalchemy import inspect as inspect_database
+
+    from .models import db
+
+    with app.app_context():
+        url = db.engine.url  # (an SQLite path as Flask-SQLAlchemy made it: in the instance folder)
+        if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+            return True
+        missing = not inspect_database(db.engine).has_table("pushes")
+        if not missing:
+            _check_columns(db)
+        return missing
+
+
+def database_name(app) -> str:
+    """The database URL as a message may show it (no password)."""
+    from .models import db
+
+    with app.app_context():
+        return db.engine.url.render_as_string(hide_password=True)
 
 
 def _create_tables(app):

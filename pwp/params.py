@@ -407,6 +407,12 @@ class _MultiPartParser(formparser.MultiPartParser):
         return charset if charset == "iso-8859-1" else _STRICT_UTF8  # (ASCII is UTF-8)
 
 
+def urlencoded_limit(max_form_memory_size: int) -> int:
+    """The largest URL-encoded form read: a field of max_form_memory_size bytes, each sent as
+    "%XX", and the other fields."""
+    return 3 * max_form_memory_size + 64 * 1024
+
+
 class FormDataParser(formparser.FormDataParser):
     """Werkzeug's form parser, with two changes. Text that is not UTF-8 is a 400 (upstream's
     answer too), not a secret silently changed: werkzeug keeps a URL-encoded field's invalid
@@ -417,7 +423,7 @@ class FormDataParser(formparser.FormDataParser):
     as a multipart form may have parts, past either a 413 before it is parsed."""
 
     def _parse_urlencoded(self, stream, mimetype, content_length, options):
-        limit = 3 * self.max_form_memory_size + 64 * 1024
+        limit = urlencoded_limit(self.max_form_memory_size)
         body = stream.read(limit + 1)
         if len(body) > limit or body.count(b"&") >= self.max_form_parts:
             raise RequestEntityTooLarge()

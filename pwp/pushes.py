@@ -867,14 +867,18 @@ KEY_CHECK_ID = 1
 KEY_CHECK_VALUE = b"pwpush master key check"
 
 
-def keys_are_the_databases() -> bool:
+def keys_are_the_databases(write: bool = True) -> bool:
     """Tell whether the master keys open the database's key check. A database without one
     (new, or from before the check) gets it, under the first key, if the keys open a stored
-    secret; when several instances start at once, the first to write it wins."""
+    secret (unless not write: the command line's); when several instances start at once,
+    the first to write it wins."""
     token = db.session.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
     if token is None:
         if not keys_open_stored_secrets():
             return False
+        if not write:
+            db.session.commit()
+            return True
         db.session.add(KeyCheck(id=KEY_CHECK_ID, token=keyring().encrypt(KEY_CHECK_VALUE)))
         try:
             db.session.commit()

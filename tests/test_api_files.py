@@ -155,9 +155,13 @@ def test_total_size_cap(client, token, settings):
     r = upload(client, token, [("a.bin", b"x" * 600), ("b.bin", b"y" * 600)])
     assert r.status_code == 422
     assert r.json == {"files": ["The files are too large.  You can only push up to 1000 bytes in total."]}
-    # A body far above the cap is refused before it is read.
-    r = upload(client, token, [("big.bin", b"z" * (2 * 1024 * 1024))])
+    # A body far above the cap is refused before it is read: above the files and above the
+    # longest text payload sent URL-encoded (a low file cap does not cap text pushes).
+    r = upload(client, token, [("big.bin", b"z" * (13 * 1024 * 1024))])
     assert r.status_code == 413 and r.is_json
+    text = "\u00e9" * 400_000  # 2.4 MB as a form sends it
+    r = client.post("/p.json", data={"password[payload]": text}, content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 201 and client.get(f"/p/{r.json['url_token']}.json").json["payload"] == text
 
 
 def test_v1_file_push(client, token):

@@ -120,11 +120,15 @@ def test_gunicorn_started_in_another_folder_warns_that_this_file_was_not_read(tm
     assert elsewhere.returncode == 0 and "did not read pwpush's gunicorn.conf.py" in elsewhere.stderr
     named = check("-c", CONF, "--chdir", root)
     assert named.returncode == 0 and "did not read" not in named.stderr
+    # -c alone (systemd without WorkingDirectory=): the file adds its folder (was: "No module named 'pwp'").
+    alone = check("-c", CONF)
+    assert alone.returncode == 0 and "did not read" not in alone.stderr, alone.stderr
     # Not gunicorn: the command line says nothing of it (the app imports gunicorn's logger
     # class for its log filter, which once made every `flask` command warn).
-    cli = subprocess.run([sys.executable, "-m", "flask", "--app", "pwpush", "purge-expired"],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=60)
-    assert cli.returncode == 0 and "purge-expired:" in cli.stdout and "gunicorn" not in cli.stderr
+    for command in ("init-db", "purge-expired"):
+        cli = subprocess.run([sys.executable, "-m", "flask", "--app", "pwpush", command],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0 and f"{command}:" in cli.stdout and "gunicorn" not in cli.stderr
 
 
 def test_the_master_process_loads_neither_flask_nor_sqlalchemy():

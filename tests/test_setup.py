@@ -1,4 +1,5 @@
 """Start-up: settings, zero-configuration keys, schema.sql, command-line commands."""
+import contextlib
 import io
 import os
 import stat
@@ -367,6 +368,55 @@ def test_cli_users_admin_and_delete(app, database_url, make_user, tmp_path):
     assert client.get(f"/api/v2/pushes/{theirs['url_token']}", headers=bearer(other)).json["payload"] == "theirs"
     assert "gone@example.com" not in run_flask(database_url, instance, "users", "list").stdout
     assert run_flask(database_url, instance, "users", "delete", "gone@example.com", "--yes").returncode == 1
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_commands_make_no_database_and_seal_no_key_check(database, tmp_path):
+    """Run without the server's environment (a cron line missing its env file, a PaaS
+    shell before PWPUSH_MASTER_KEY is set), a command neither reports on nor creates users
+    in a new empty database, and generate-key does not seal the real database's key check
+    with the instance folder's throwaway key (which locked the server out for good)."""
+    instance, no_key = tmp_path / "cli-instance", {"PWPUSH_MASTER_KEY": ""}
+    with contextlib.ExitStack() as stack:
+        if database == "sqlite":
+            path = tmp_path / "new.sqlite3"
+            url = f"sqlite:///{path}"
+        else:
+            url = f"{PG_BASE}/{stack.enter_context(throwaway_pg_database('pwpush_cli'))}"
+        generated = run_flask(url, instance, "generate-key", input_env=no_key)
+        assert generated.returncode == 0, generated.stderr
+        key = generated.stdout.strip().splitlines()[-1]
+        for command in (["users", "list"], ["users", "token", "a@example.com"], ["purge-expired"],
+                        ["rotate-key"]):
+            refused = run_flask(url, instance, *command, input_env=no_key)
+            assert refused.returncode == 1 and "no pwpush database at" in refused.stderr, command
+            assert "init-db" in refused.stderr
+        if database == "sqlite":
+            assert not path.exists()
+        # The server with the printed key starts on it and stores a push.
+        server = create_app(make_config(url, PWPUSH_MASTER_KEY=key), instance_path=str(tmp_path / "server"))
+        assert server.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+        # A command with another key than the server's is stopped; with its key it runs.
+        wrong = run_flask(url, instance, "users", "list", input_env=no_key)
+        assert wrong.returncode == 3 and "none of its keys decrypts" in wrong.stderr
+        right = run_flask(url, instance, "users", "create", "a@example.com", input_env={"PWPUSH_MASTER_KEY": key})
+        assert right.returncode == 0, right.stderr
+        with server.app_context():
+            db.engine.dispose()
+
+
+def test_init_db_or_the_first_user_makes_the_database(tmp_path):
+    url, instance = f"sqlite:///{tmp_path / 'made.sqlite3'}", tmp_path / "instance"
+    made = run_flask(url, instance, "init-db")
+    assert made.returncode == 0 and f"init-db: database ready ({url})" in made.stdout
+    assert run_flask(url, instance, "users", "list").returncode == 0
+    # The first admin, made before the server's first start, makes it too, and says where.
+    url = f"sqlite:///{tmp_path / 'first.sqlite3'}"
+    first = run_flask(url, instance, "users", "create", "first@example.com", "--admin")
+    assert first.returncode == 0 and f"pwpush: made a new database at {url}" in first.stderr
+    assert "first@example.com" in run_flask(url, instance, "users", "list").stdout
+    again = run_flask(url, instance, "users", "create", "second@example.com")
+    assert again.returncode == 0 and "made a new database" not in again.stderr
 
 
 def test_readme_documents_every_setting():
