@@ -20,11 +20,14 @@
   function copy(button) {
     var target = document.getElementById(button.getAttribute("data-copy-target"));
     if (!target) return;
-    var text = textOf(target), label = button.textContent;
+    /* The label it had first: a second click within 1.5 s must not keep "Copied!" for good. */
+    if (!button.hasAttribute("data-label")) button.setAttribute("data-label", button.textContent);
+    var text = textOf(target), label = button.getAttribute("data-label");
     function done() {
       button.textContent = "Copied!";
       announce("Copied to the clipboard");
-      window.setTimeout(function () { button.textContent = label; }, 1500);
+      window.clearTimeout(button.copiedTimer);
+      button.copiedTimer = window.setTimeout(function () { button.textContent = label; }, 1500);
     }
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text).then(done, function () { fallback(target, done); });
@@ -202,6 +205,8 @@
   document.querySelectorAll("[data-expiry-form]").forEach(setupExpiry);
   document.querySelectorAll("[data-count]").forEach(setupCounter);
   document.querySelectorAll("[data-theme-toggle]").forEach(setupTheme);
-  var summary = document.querySelector("[data-autofocus]");
+  /* After a form error: the error summary, else the first field marked invalid (the account
+     forms), so a screen reader says the field, "invalid" and its message at once. */
+  var summary = document.querySelector("[data-autofocus]") || document.querySelector('main [aria-invalid="true"]');
   if (summary) summary.focus();
 })();

@@ -120,6 +120,7 @@ def test_sign_in_wrong_password_is_401(client, make_user):
     r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong"})
     assert r.status_code == 401
     assert "Invalid e-mail address or password." in r.get_data(as_text=True)
+    assert r.get_data(as_text=True).count('aria-invalid="true" aria-describedby="sign_in_error"') == 2
     assert "Forgot your password? This site sends no e-mail: ask its administrator" in r.get_data(as_text=True)
 
 

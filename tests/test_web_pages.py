@@ -54,3 +54,22 @@ def test_static_assets_are_cacheable(client):
 def test_unknown_page_is_a_friendly_404(client):
     r = client.get("/no/such/page")
     assert r.status_code == 404 and "Not Found" in r.get_data(as_text=True)
+    assert "<title>Not Found (404) | pwpush</title>" in r.get_data(as_text=True)  # (was "404 | pwpush")
+
+
+def test_wide_examples_can_be_scrolled_from_the_keyboard(client, make_user):
+    """A <pre> wider than a phone scrolls sideways: it takes focus (axe scrollable-region-focusable)."""
+    html = client.get("/help/api").get_data(as_text=True)
+    assert html.count('<pre class="code" tabindex="0" role="region" aria-label="Example: ') >= 7
+    assert 'aria-label="Example: POST /api/v2/pushes"' in html
+
+
+def test_a_secret_page_is_titled_by_what_it_holds(client):
+    """Not the retrieval step's "A secret has been shared with you" (never the secret itself)."""
+    for kind, payload, title in (("text", "s3cret-title", "Your secret"), ("qr", "WIFI:S:x;;", "A QR code for you")):
+        made = client.post("/api/v2/pushes", json={"push": {"payload": payload, "kind": kind,
+                                                            "retrieval_step": True}}).json
+        step = client.get(f"/p/{made['url_token']}/r").get_data(as_text=True)
+        shown = client.get(f"/p/{made['url_token']}").get_data(as_text=True)
+        assert f"<title>{title}</title>" in shown and title not in step, kind
+        assert payload not in shown.split("</title>")[0]

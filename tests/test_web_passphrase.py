@@ -26,6 +26,10 @@ def test_wrong_passphrase_redirects_back_with_alert_and_logs(client, app):
     assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/passphrase"
     html = client.get(r.headers["Location"]).get_data(as_text=True)
     assert "That passphrase is incorrect." in html
+    # The field is marked and described by the message (a screen reader hears it on focus).
+    assert 'id="flash-1" role="alert">That passphrase is incorrect.' in html
+    assert 'aria-invalid="true" aria-describedby="flash-1"' in html
+    assert "aria-invalid" not in client.get(r.headers["Location"]).get_data(as_text=True)  # (once)
     assert audit_kinds(app, token)[-1] == AuditKind.failed_passphrase
     assert _cookie(client, token) is None
 

@@ -338,3 +338,35 @@ def test_long_unbroken_names_notes_and_file_names_fit_a_phone(server, new_page):
     expect(viewer.locator(".files")).to_contain_text(long_file)
     width = viewer.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the recipient's page is {width} px wide"
+
+
+def test_copy_pressed_twice_comes_back_to_its_label(server, new_page):
+    """The label was read at each press: a second press within 1.5 s kept "Copied!" for good."""
+    page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    page.clock.install()
+    create_text(page, server.url, payload="twice")
+    button = page.locator("[data-copy-target=secret_url]")
+    button.click()
+    button.click()
+    expect(button).to_have_text("Copied!")
+    page.clock.run_for(2000)
+    expect(button).to_have_text("Copy link")
+
+
+def test_account_form_errors_put_focus_on_the_first_invalid_field(server, new_page):
+    """A screen reader hears the field, "invalid" and its message (focus stayed on the page)."""
+    from pwp.auth import create_user
+    with server.app.app_context():  # (the module's sign-ups already use the IP's 5 a minute)
+        create_user("focus@example.com", password="correct horse battery")
+    page = new_page()
+    page.goto(server.url + "/users/sign_in")
+    page.fill("#email", "focus@example.com")
+    page.fill("#password", "correct horse battery")
+    page.click("main button[type=submit]")
+    page.goto(server.url + "/users/edit")
+    page.fill("#current_password", "not it at all")
+    page.fill("#password", "another long one")
+    page.fill("#password_confirmation", "another long one")
+    page.click("main button[type=submit]")
+    expect(page.locator("#current_password")).to_be_focused()
+    assert page.get_attribute("#current_password", "aria-invalid") == "true"
