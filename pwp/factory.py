@@ -191,7 +191,7 @@ def _master_key_source(app) -> str:
     return f"the key file {os.path.join(app.instance_path, 'master.key')}"
 
 
-def _sqlite_pragmas(wal_autocheckpoint):
+def _sqlite_pragmas(wal_autocheckpoint, path=None):
     pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON",
                "foreign_keys=ON", "busy_timeout=15000")
     if wal_autocheckpoint:
@@ -200,6 +200,10 @@ def _sqlite_pragmas(wal_autocheckpoint):
     def on_connect(dbapi_connection, _record):
         # Autocommit at the driver level so "begin" below decides how a transaction starts.
         dbapi_connection.isolation_level = None
+        if path and os.path.isfile(path) and os.path.getsize(path) == 0:
+            # Just made (the umask's 0644, whatever its folder): owner-only, as the keys, before
+            # the WAL and shared-memory files are made, which SQLite gives the same mode.
+            os.chmod(path, 0o600)
         cur = dbapi_connection.cursor()
         for pragma in pragmas:
             cur.execute("PRAGMA " + pragma)
@@ -230,7 +234,7 @@ def _register_database(app):
         fastsql.new_connections_after_fork(engine)
         if engine.dialect.name == "sqlite":
             wal_autocheckpoint = app.config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
-            event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))
+            event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint, engine.url.database))
             event.listen(engine, "begin", _sqlite_begin)
         elif engine.dialect.name == "postgresql":
             use_postgresql()
@@ -422,6 +426,9 @@ def _create_tables(app):
             db.session.rollback()
             db.create_all()
         _check_columns(db)
+        if db.engine.url.get_backend_name() == "sqlite" and os.path.isfile(db.engine.url.database or ""):
+            _warn_if_open_to_others(db.engine.url.database, "database",
+                                    "it holds the accounts and the encrypted secrets")
 
 
 def _check_columns(db):

@@ -147,6 +147,25 @@ def test_an_instance_folder_or_key_file_open_to_others_is_warned_about(tmp_path)
     assert f"The instance folder {instance} is open to other users (mode 755)" in proc.stderr
     assert f"The instance key file {instance / 'master.key'} is open to other users (mode 644)" in proc.stderr
     assert "secret_key is open" not in proc.stderr
+    # The SQLite database made at the first start is owner-only, its WAL too, whatever the
+    # folder's mode and the umask (0644 before); one made readable later is warned about.
+    database = instance / "pwpush.sqlite3"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600 and "pwpush.sqlite3 is open" not in proc.stderr
+    wal = instance / "pwpush.sqlite3-wal"
+    assert not wal.exists() or stat.S_IMODE(wal.stat().st_mode) == 0o600
+    database.chmod(0o644)
+    again = _start({"PWPUSH_INSTANCE_PATH": str(instance), "PWPUSH_MASTER_KEY": "", "SECRET_KEY": ""})
+    assert f"The instance database {database} is open to other users (mode 644)" in again.stderr
+
+
+def test_a_new_sqlite_database_outside_the_instance_folder_is_owner_only(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir(mode=0o755)
+    database = folder / "elsewhere.sqlite3"
+    app = create_app(make_config(f"sqlite:///{database}"), instance_path=str(tmp_path / "i"))
+    assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+    for path in (database, folder / "elsewhere.sqlite3-wal"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_a_short_secret_key_is_warned_about(tmp_path):
