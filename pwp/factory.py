@@ -42,7 +42,7 @@ def create_app(test_config=None, instance_path=None, command_line=None):
     like the real one nor seals the real one's key check with a throwaway key; the
     commands that need the database say so (cli.needs_database) and `init-db` makes it."""
     if command_line is None:
-        command_line = click.get_current_context(silent=True) is not None
+        command_line = _in_a_flask_command()
     app = App(
         "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
         instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
@@ -107,6 +107,18 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         if not session and not session.modified and not has_cookies(request):
             return
         super().save_session(app, session, response)
+
+
+def _in_a_flask_command() -> bool:
+    """Tell whether a `flask` command (not `flask run`, which serves) is loading the app: a
+    click context alone is also that of `flask run` and of any click program embedding
+    the app (a WSGI server's command line)."""
+    context = click.get_current_context(silent=True)
+    if context is None or context.info_name == "run" or context.command.name == "run":
+        return False
+    from flask.cli import FlaskGroup
+
+    return isinstance(context.find_root().command, FlaskGroup)
 
 
 def _configure(app, test_config):
@@ -397,7 +409,9 @@ def database_missing(app) -> bool:
 
     with app.app_context():
         url = db.engine.url  # (an SQLite path as Flask-SQLAlchemy made it: in the instance folder)
-        if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        path = url.database or ""
+        if url.get_backend_name() == "sqlite" and path and path != ":memory:" \
+                and not path.startswith("file:") and not os.path.exists(path):
             return True
         missing = not inspect_database(db.engine).has_table("pushes")
         if not missing:

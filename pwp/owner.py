@@ -10,7 +10,7 @@ from .api import secret_url
 from .auth import actor, sign_in_first
 from .errors import Forbidden, ValidationFailed
 from .models import AuditKind
-from .web import form_options, form_values, signed_in_user, switched_off, time_left, within_the_form_bounds
+from .web import form_options, form_values, signed_in_user, switched_off, time_left
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -95,9 +95,18 @@ def _already_expired(url_token):
     return redirect(url_for("owner.audit", url_token=url_token))
 
 
+def _edit_options(push, now):
+    """The form's options, with the bounds an edit of this push may use."""
+    options = form_options(push.kind_name)
+    for what, (low, high) in pushes.edit_bounds(push, now).items():
+        options[f"{what}_min"], options[f"{what}_max"] = low, high
+    return options
+
+
 def _edit_form(push, values, errors=None, status=200):
+    now = pushes.utcnow()
     return render_template("owner/edit.html", push=push, values=values, errors=errors or {},
-                           options=form_options(push.kind_name), left=time_left(push, pushes.utcnow()),
+                           options=_edit_options(push, now), left=time_left(push, now),
                            views=pushes.views_remaining(push)), status
 
 
@@ -120,14 +129,22 @@ def update(push):
     """Apply the edit form (upstream: PATCH /p/:token); 302 to the preview, or 422 with the form."""
     url_token = push.url_token
     fields = params.root(params.body_params(), "push")
+    now = pushes.utcnow()
+    left = {"days": pushes.days_remaining(push, now), "views": pushes.views_remaining(push)}
     try:
         changes = params.push_changes(fields)
+        # Typed past a bound, the bound; what is left stays what it is, in bounds or not.
+        bounds = pushes.edit_bounds(push, now)
         changes = dataclasses.replace(changes, **{
-            f"{what}_left": within_the_form_bounds(push.kind_name, what, getattr(changes, f"{what}_left"))
-            for what in ("days", "views")})
-        edited = pushes.edit(url_token, changes, actor(signed_in_user()), pushes.utcnow())
+            f"{what}_left": value if value == left[what] else min(max(value, bounds[what][0]), bounds[what][1])
+            for what, value in (("days", changes.days_left), ("views", changes.views_left))})
+        edited = pushes.edit(url_token, changes, actor(signed_in_user()), now)
     except ValidationFailed as exc:
-        return _edit_form(push, form_values(push.kind_name, fields), exc.errors, 422)
+        values = form_values(push.kind_name, fields)
+        for what in ("days", "views"):  # (a number left blank: what is left, not a new push's default)
+            if not params.cast_int(fields.get(f"expire_after_{what}")):
+                values[f"expire_after_{what}"] = left[what]
+        return _edit_form(push, values, exc.errors, 422)
     if edited is None:
         return _already_expired(url_token)
     flash("Push was successfully updated.", "success")

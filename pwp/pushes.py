@@ -820,6 +820,19 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
     return push, deleted
 
 
+def edit_bounds(push: Push, now: datetime) -> dict:
+    """The days and views an edit may leave from now: the kind's minimum, and what its
+    maximum, counted from creation (days) and from the first view (views), leaves."""
+    cfg, kind = current_app.config, push.kind_name
+
+    def setting(what, end):
+        return kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_{end}")
+
+    used = {"DAYS": (now - push.created_at).days, "VIEWS": push.view_count}
+    return {what.lower(): (setting(what, "MIN"), max(setting(what, "MIN"), setting(what, "MAX") - used[what]))
+            for what in ("DAYS", "VIEWS")}
+
+
 def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push | None:
     """Its owner changes a live push: the days and views left from now (a number equal to
     what is left leaves it, so a push made for 5 minutes keeps its minutes), the retrieval
@@ -833,10 +846,12 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
         return None
     cfg, kind = current_app.config, push.kind_name
     errors = {}
-    for what, value in (("DAYS", changes.days_left), ("VIEWS", changes.views_left)):
-        low, high = (kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_{end}") for end in ("MIN", "MAX"))
-        if not low <= value <= high:
-            errors[f"expire_after_{what.lower()}"] = [f"must be from {low} to {high}"]
+    bounds = edit_bounds(push, now)
+    left = {"days": days_remaining(push, now), "views": views_remaining(push)}
+    for what, value in (("days", changes.days_left), ("views", changes.views_left)):
+        low, high = bounds[what]
+        if value != left[what] and not low <= value <= high:
+            errors[f"expire_after_{what}"] = [f"must be from {low} to {high}"]
     if len(changes.note) > NOTE_MAX:
         errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
     if errors:
@@ -847,8 +862,10 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     if push.kind != Kind.url:
         values["deletable_by_viewer"] = changes.deletable_by_viewer and bool(
             kind_setting(cfg, kind, "ENABLE_DELETABLE_PUSHES"))
-    if changes.days_left != days_remaining(push, now):
-        values["expires_at"] = now + timedelta(days=changes.days_left)
+    if changes.days_left != left["days"]:
+        # Never past the kind's longest life from creation (upstream bounds the total).
+        longest = push.created_at + timedelta(days=kind_setting(cfg, kind, "EXPIRE_AFTER_DAYS_MAX"))
+        values["expires_at"] = min(now + timedelta(days=changes.days_left), longest)
         values["expire_after_days"] = (now - push.created_at).days + changes.days_left
     if changes.views_left != views_remaining(push):
         # From the count as written, so a view counted meanwhile is not given back.
@@ -953,6 +970,9 @@ def delete_account(user: User) -> int:
     """Delete an account with its API token and its pushes (payloads, files, audit logs), as
     upstream's admin deletes a user; its entries in other pushes' audit logs stay, without it
     (the foreign key sets NULL). Return how many pushes went."""
+    # The account's row locked first: a push it creates meanwhile waits, then fails on the
+    # foreign key, rather than outlive it as an anonymous push (SQLite: BEGIN IMMEDIATE).
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
     count = _delete_pushes([Push.user_id == user.id])
     db.session.execute(delete(User).where(User.id == user.id))
     db.session.commit()

@@ -8,8 +8,10 @@ import sys
 import threading
 from pathlib import Path
 
+import click
 import psycopg
 import pytest
+from flask.cli import run_command
 from sqlalchemy import text
 
 import servers
@@ -436,6 +438,20 @@ def test_init_db_or_the_first_user_makes_the_database(tmp_path):
     assert "first@example.com" in run_flask(url, instance, "users", "list").stdout
     again = run_flask(url, instance, "users", "create", "second@example.com")
     assert again.returncode == 0 and "made a new database" not in again.stderr
+
+
+# `flask run` loads the app inside click's `run` context: it was taken for a command, so a
+# fresh install served 500s (no tables) where it used to create them.
+def test_flask_run_is_not_a_command(database_url, tmp_path):
+    with click.Context(run_command, info_name="run"):
+        app = create_app(make_config(database_url), instance_path=str(tmp_path / "instance"))
+    try:
+        made = app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}})
+        assert made.status_code == 201
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 def test_readme_documents_every_setting():

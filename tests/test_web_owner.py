@@ -1,6 +1,8 @@
-"""Owner pages: dashboard and audit log."""
+"""Owner pages: dashboard, audit log and edit page."""
+import re
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import insert, select
 from webutil import audit_kinds, create, sign_in, sql
 
@@ -284,3 +286,45 @@ def test_edit_links_on_owner_pages(client, make_user):
         assert f'href="/p/{token}/edit"' in client.get(page).get_data(as_text=True), page
     client.post("/users/sign_out")
     assert f'href="/p/{token}/edit"' not in client.get(f"/p/{token}/preview").get_data(as_text=True)
+
+
+# Days and views left "from now" are bounded by the kind's maximum, so an owner can keep
+#    a secret alive past the operator's PWP__*__EXPIRE_AFTER_DAYS_MAX / VIEWS_MAX (for ever,
+#    by editing again). Upstream validates the total, which the maximum bounds.
+def test_edit_cannot_take_a_push_past_the_kinds_maximum_life(client, make_user, app, clock):
+    sign_in(client, make_user)
+    token = create(client, payload="x", expire_after_days=90, expire_after_views=100)
+    created = _row(app, token)["created_at"]
+    clock.advance(days=89)
+    sql(app, "UPDATE pushes SET view_count = 99 WHERE url_token = :t", t=token)
+    assert _edit(client, token, expire_after_days="90", expire_after_views="100").status_code == 302
+    row = _row(app, token)
+    assert row["expires_at"] <= created + timedelta(days=90)
+    assert row["expire_after_views"] <= 100
+
+
+# A number equal to what is left is meant to be left alone, but it is first pulled into
+#    the form's bounds: when what is left is under the minimum (or over a maximum lowered
+#    since), saving only a new name grants extra views (or days).
+@pytest.mark.parametrize("settings", [{"PWP__PW__EXPIRE_AFTER_VIEWS_MIN": 2}])
+def test_renaming_does_not_change_the_views_left(client, make_user, app, settings):
+    sign_in(client, make_user)
+    token = create(client, payload="x", expire_after_views=3)
+    sql(app, "UPDATE pushes SET view_count = 2 WHERE url_token = :t", t=token)  # 1 left
+    assert 'value="1" required' in client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert _edit(client, token, expire_after_views="1", name="renamed").status_code == 302
+    row = _row(app, token)
+    assert row["name"] == "renamed" and row["expire_after_views"] == 3
+
+
+# A 422 (a field left blank) refills the blank number with the kind's default for a new
+#    push, not with what is left: saving the corrected form changes the push unasked.
+def test_edit_error_refills_what_is_left(client, make_user, app):
+    sign_in(client, make_user)
+    token = create(client, payload="x", expire_after_views=5)
+    sql(app, "UPDATE pushes SET view_count = 3 WHERE url_token = :t", t=token)  # 2 left
+    r = client.post(f"/p/{token}/edit", data={"push[expire_after_days]": "7", "push[expire_after_views]": ""})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422
+    box = re.search(r'<input type="number" id="push_expire_after_views"[^>]*>', html).group(0)
+    assert 'value="2"' in box, box

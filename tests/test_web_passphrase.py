@@ -1,4 +1,6 @@
 """The passphrase flow: form, encrypted short-lived cookie, rate limit."""
+import re
+
 from webutil import audit_kinds, create, view_count
 
 from pwp.models import AuditKind
@@ -108,3 +110,17 @@ def test_push_without_passphrase_skips_the_form(client):
     assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}"
     r = client.post(f"/p/{token}/access", data={"passphrase": ""})
     assert r.headers["Location"] == f"/p/{token}"
+
+
+def test_a_success_flash_does_not_mark_the_passphrase_invalid(client, make_user):
+    token = create(client, payload="x", passphrase="pw")
+    make_user(email="o@example.com", password="correct horse")
+    client.post(f"/users/sign_in?next=/p/{token}/passphrase",
+                data={"email": "o@example.com", "password": "correct horse"})
+    html = client.get(f"/p/{token}/passphrase").get_data(as_text=True)
+    assert "Signed in successfully." in html
+    field = re.search(r'<input type="password" id="passphrase"[^>]*>', html).group(0)
+    assert "aria-invalid" not in field, field
+    wrong = client.post(f"/p/{token}/access", data={"passphrase": "nope"}, follow_redirects=True)
+    field = re.search(r'<input type="password" id="passphrase"[^>]*>', wrong.get_data(as_text=True)).group(0)
+    assert 'aria-invalid="true" aria-describedby="flash-1"' in field, field
