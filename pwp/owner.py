@@ -103,10 +103,14 @@ def _edit_options(push, now):
     return options
 
 
-def _edit_form(push, values, errors=None, status=200):
+def _edit_form(push, values, errors=None, status=200, shown=None):
+    """The edit form; shown: the days and views left it showed when first opened (hidden
+    fields, so a save after views were counted meanwhile gives none back)."""
     now = pushes.utcnow()
+    left = pushes.what_is_left(push, now)
     return render_template("owner/edit.html", push=push, values=values, errors=errors or {},
-                           options=_edit_options(push, now), left=time_left(push, now),
+                           shown={**left, **(shown or {})}, options=_edit_options(push, now),
+                           left=time_left(push, now),
                            views=pushes.views_remaining(push)), status
 
 
@@ -117,8 +121,9 @@ def edit(push):
     now = pushes.utcnow()
     if push.expired or push.past_limits(now):
         return _already_expired(push.url_token)
+    left = pushes.what_is_left(push, now)
     return _edit_form(push, {
-        "expire_after_days": pushes.days_remaining(push, now), "expire_after_views": pushes.views_remaining(push),
+        "expire_after_days": left["days"], "expire_after_views": left["views"],
         "retrieval_step": push.retrieval_step, "deletable_by_viewer": bool(push.deletable_by_viewer),
         "name": push.name, "note": pushes.note_of(push)})
 
@@ -130,21 +135,21 @@ def update(push):
     url_token = push.url_token
     fields = params.root(params.body_params(), "push")
     now = pushes.utcnow()
-    left = {"days": pushes.days_remaining(push, now), "views": pushes.views_remaining(push)}
+    left = pushes.what_is_left(push, now)
     try:
         changes = params.push_changes(fields)
-        # Typed past a bound, the bound; what is left stays what it is, in bounds or not.
-        bounds = pushes.edit_bounds(push, now)
+        # Typed past a bound, the bound; a number kept as shown stays what it is, in bounds or not.
         changes = dataclasses.replace(changes, **{
-            f"{what}_left": value if value == left[what] else min(max(value, bounds[what][0]), bounds[what][1])
-            for what, value in (("days", changes.days_left), ("views", changes.views_left))})
+            f"{what}_left": min(max(getattr(changes, f"{what}_left"), low), high)
+            for what, (low, high) in pushes.edit_bounds(push, now).items() if not changes.keeps(what, left[what])})
         edited = pushes.edit(url_token, changes, actor(signed_in_user()), now)
     except ValidationFailed as exc:
+        shown = {what: value for what in ("days", "views") if (value := params.shown(fields, what)) is not None}
         values = form_values(push.kind_name, fields)
-        for what in ("days", "views"):  # (a number left blank: what is left, not a new push's default)
+        for what in ("days", "views"):  # (a number left blank: what the form showed, not a new push's default)
             if not params.cast_int(fields.get(f"expire_after_{what}")):
-                values[f"expire_after_{what}"] = left[what]
-        return _edit_form(push, values, exc.errors, 422)
+                values[f"expire_after_{what}"] = shown.get(what, left[what])
+        return _edit_form(push, values, exc.errors, 422, shown)
     if edited is None:
         return _already_expired(url_token)
     flash("Push was successfully updated.", "success")

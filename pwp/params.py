@@ -33,12 +33,20 @@ PUSH_ATTRIBUTES = ("payload", "kind", "expire_after_days", "expire_after_duratio
                    "passphrase", "name", "note")
 
 
+# Rack's param_depth_limit: a deeper name is a 400 (Rack::QueryParser::ParamsTooDeepError).
+# Unbounded, one 12.5 MB URL-encoded field named a[x][x][x]... (4 million levels) made 4
+# million nested dicts: an anonymous POST took a worker from 125 MB to 921 MB and 6.7 s of CPU.
+PARAM_DEPTH_MAX = 32
+
+
 def _subkeys(key: str, start: int) -> list[str]:
     """The bracketed names after key[:start] ("[b][c]": b, c), each from a "[" to the next
     "]", as Rack reads them. (A regex tried each of 200 000 "[" to the end of a name that had
-    no "]": one 200 KB form took a worker's 30 s.)"""
+    no "]": one 200 KB form took a worker's 30 s.) BadParameter past PARAM_DEPTH_MAX names."""
     keys = []
     while (opening := key.find("[", start)) != -1 and (closing := key.find("]", opening + 1)) != -1:
+        if len(keys) >= PARAM_DEPTH_MAX:
+            raise BadParameter(f"A parameter name is nested more than {PARAM_DEPTH_MAX} levels deep.")
         keys.append(key[opening + 1:closing])
         start = closing + 1
     return keys
@@ -224,13 +232,13 @@ def _string(errors, field, value):
         errors[field] = ["must be a string"]
         return None
     text = str(value)
-    if not _utf8(text):
+    if not is_utf8(text):
         errors[field] = ["must be valid UTF-8 text"]
         return None
     return text
 
 
-def _utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     """Tell whether text is UTF-8 text: JSON can spell lone surrogates, which it is not."""
     try:
         text.encode("utf-8")
@@ -341,7 +349,12 @@ def push_changes(fields: dict) -> Changes:
     return Changes(days_left=numbers["days"], views_left=numbers["views"],
                    retrieval_step=cast_bool(fields.get("retrieval_step"), False),
                    deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), False),
-                   name=name, note=note)
+                   name=name, note=note, days_shown=shown(fields, "days"), views_shown=shown(fields, "views"))
+
+
+def shown(fields: dict, what: str) -> int | None:
+    """The edit form's hidden record of the days or views left when it was opened."""
+    return cast_int(fields.get(f"{what}_shown"))
 
 
 def sent_value(name: str):
@@ -362,7 +375,7 @@ def sent_value(name: str):
 def passphrase_param() -> str | None:
     """The passphrase a retrieval carries, from the query or the body."""
     value = sent_value("passphrase")
-    return value if isinstance(value, str) and value and _utf8(value) else None
+    return value if isinstance(value, str) and value and is_utf8(value) else None
 
 
 _RUBY_OCTAL = re.compile(r"[+-]?0[0-7]+(?:_[0-7]+)*")
@@ -405,6 +418,23 @@ class _MultiPartParser(formparser.MultiPartParser):
     def get_part_charset(self, headers):
         charset = super().get_part_charset(headers)  # utf-8, ascii, us-ascii or iso-8859-1
         return charset if charset == "iso-8859-1" else _STRICT_UTF8  # (ASCII is UTF-8)
+
+
+# A multipart part's header block (its Content-Disposition name and filename, a type): a
+# name of 255 characters sent as filename*=UTF-8''%XX... is under 2.5 KB. Werkzeug parses
+# each block with parse_options_header, a Python loop over its characters: an anonymous 9 MB
+# form of 998 parts with 9 KB names took a worker 2.5-3.6 s of CPU (0.4 s a MB).
+PART_HEADERS_MAX = 8 * 1024
+
+
+class _BoundedDecoder(formparser.MultipartDecoder):
+    def _parse_headers(self, data):
+        if len(data) > PART_HEADERS_MAX:
+            raise RequestEntityTooLarge()
+        return super()._parse_headers(data)
+
+
+formparser.MultipartDecoder = _BoundedDecoder  # (formparser.MultiPartParser.parse makes one)
 
 
 def urlencoded_limit(max_form_memory_size: int) -> int:

@@ -193,6 +193,17 @@ class Changes:
     deletable_by_viewer: bool
     name: str
     note: str
+    # What the form showed as left when it was opened (None: compare with what is left now):
+    # a number still equal to it is left as is, so views counted or days passed while the
+    # form was open are not given back by a save that changed only the name.
+    days_shown: int | None = None
+    views_shown: int | None = None
+
+    def keeps(self, what: str, left: int) -> bool:
+        """Tell whether the days or views typed are what the form showed (without that record,
+        what is left now): that limit then stays as it is, in the form's bounds or not."""
+        shown = getattr(self, f"{what}_shown")
+        return getattr(self, f"{what}_left") == (left if shown is None else shown)
 
 
 @dataclass
@@ -820,6 +831,11 @@ def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]
     return push, deleted
 
 
+def what_is_left(push: Push, now: datetime) -> dict:
+    """The days (upstream's whole days) and views a push has left."""
+    return {"days": days_remaining(push, now), "views": views_remaining(push)}
+
+
 def edit_bounds(push: Push, now: datetime) -> dict:
     """The days and views an edit may leave from now: the kind's minimum, and what its
     maximum, counted from creation (days) and from the first view (views), leaves."""
@@ -847,10 +863,10 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     cfg, kind = current_app.config, push.kind_name
     errors = {}
     bounds = edit_bounds(push, now)
-    left = {"days": days_remaining(push, now), "views": views_remaining(push)}
+    left = what_is_left(push, now)
     for what, value in (("days", changes.days_left), ("views", changes.views_left)):
         low, high = bounds[what]
-        if value != left[what] and not low <= value <= high:
+        if not changes.keeps(what, left[what]) and not low <= value <= high:
             errors[f"expire_after_{what}"] = [f"must be from {low} to {high}"]
     if len(changes.note) > NOTE_MAX:
         errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
@@ -862,12 +878,12 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     if push.kind != Kind.url:
         values["deletable_by_viewer"] = changes.deletable_by_viewer and bool(
             kind_setting(cfg, kind, "ENABLE_DELETABLE_PUSHES"))
-    if changes.days_left != left["days"]:
+    if not changes.keeps("days", left["days"]):
         # Never past the kind's longest life from creation (upstream bounds the total).
         longest = push.created_at + timedelta(days=kind_setting(cfg, kind, "EXPIRE_AFTER_DAYS_MAX"))
         values["expires_at"] = min(now + timedelta(days=changes.days_left), longest)
         values["expire_after_days"] = (now - push.created_at).days + changes.days_left
-    if changes.views_left != views_remaining(push):
+    if not changes.keeps("views", left["views"]):
         # From the count as written, so a view counted meanwhile is not given back.
         values["expire_after_views"] = Push.view_count + changes.views_left
     if not db.session.execute(update(Push).where(Push.id == push.id, _claimable(now)).values(values)

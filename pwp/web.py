@@ -109,7 +109,9 @@ def form_values(kind: str, fields: dict | None = None) -> dict:
                 "expire_after_views": kind_setting(cfg, kind, "EXPIRE_AFTER_VIEWS_DEFAULT"),
                 "retrieval_step": bool(kind_setting(cfg, kind, "RETRIEVAL_STEP_DEFAULT")),
                 "deletable_by_viewer": bool(kind_setting(cfg, kind, "DELETABLE_PUSHES_DEFAULT"))}
-    values = {k: fields.get(k) if isinstance(fields.get(k), str) else ""
+    # (Text a JSON body spelled with lone surrogates, refused as not UTF-8, is not shown
+    # again: the page could not be encoded, a 500.)
+    values = {k: fields.get(k) if isinstance(fields.get(k), str) and params.is_utf8(fields.get(k)) else ""
               for k in ("payload", "passphrase", "name", "note")}
     defaults = form_values(kind)
     for key in ("expire_after_days", "expire_after_views"):

@@ -1,9 +1,11 @@
 """Owner pages: dashboard, audit log and edit page."""
+import json
 import re
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select
+from conftest import NOW, bearer
 from webutil import audit_kinds, create, sign_in, sql
 
 from pwp.models import AuditKind, Push, db
@@ -328,3 +330,57 @@ def test_edit_error_refills_what_is_left(client, make_user, app):
     assert r.status_code == 422
     box = re.search(r'<input type="number" id="push_expire_after_views"[^>]*>', html).group(0)
     assert 'value="2"' in box, box
+
+
+def _form_fields(html):
+    """The edit form's push[...] fields as the page fills them (hidden ones too)."""
+    return dict(re.findall(r'name="(push\[[a-z_]+\])"[^>]*value="([^"]*)"', html))
+
+
+def test_saving_a_stale_edit_form_gives_back_no_views(client, make_user, app, clock):
+    """The form shows 3 views left; 2 recipients view the push while it is open; the owner
+    changes only the name. The push must keep 1 view left, not get 3 again (5 views in all
+    where the owner allowed 3)."""
+    sign_in(client, make_user)
+    token = create(client, payload="s3cret", expire_after_views=3, expire_after_days=7)
+    fields = _form_fields(client.get(f"/p/{token}/edit").get_data(as_text=True))
+    assert fields["push[expire_after_views]"] == "3"
+    for _ in range(2):
+        assert app.test_client().get(f"/api/v2/pushes/{token}.json").json["payload"] == "s3cret"
+    clock.advance(days=2, hours=1)  # the days shown (7) are now 5
+    fields.update({"push[name]": "renamed"})
+    r = client.post(f"/p/{token}/edit", data={k: v for k, v in fields.items()
+                                              if k not in ("push[retrieval_step]", "push[deletable_by_viewer]")})
+    assert r.status_code == 302
+    row = _row(app, token)
+    assert row["expire_after_views"] - row["view_count"] == 1, "views counted while the form was open were given back"
+    served = sum(app.test_client().get(f"/api/v2/pushes/{token}.json").json["payload"] == "s3cret"
+                 for _ in range(5))
+    assert served == 1
+    assert row["expires_at"] == NOW + timedelta(days=7)  # not pushed 2 days further
+
+
+def test_edit_form_with_lone_surrogates_is_a_422_not_a_500(client, make_user, app):
+    """A JSON body (with the session's CSRF header) whose name or note holds a lone
+    surrogate is refused as not UTF-8; re-rendering it crashed the page (500)."""
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    body = json.dumps({"push": {"name": "\ud800", "note": "\udfff", "expire_after_days": 5,
+                                "expire_after_views": 5}})
+    r = client.post(f"/p/{token}/edit", data=body, content_type="application/json")
+    assert r.status_code == 422
+    r = client.post("/p", data=json.dumps({"push": {"payload": "\ud800", "kind": "text"}}),
+                    content_type="application/json")
+    assert r.status_code in (400, 422)
+
+
+def test_api_token_does_not_open_the_edit_page(client, make_user, app):
+    """Regression guard (held): the edit page is for the signed-in owner's session only."""
+    _, api_token = sign_in(client, make_user)
+    token = create(client, payload="x")
+    anonymous = app.test_client()
+    assert anonymous.get(f"/p/{token}/edit", headers=bearer(api_token)).status_code == 302
+    r = anonymous.post(f"/p/{token}/edit", headers=bearer(api_token),
+                       data={"push[name]": "api", "push[expire_after_days]": "5", "push[expire_after_views]": "5"})
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    assert sql(app, "SELECT name FROM pushes WHERE url_token = :t", t=token)[0][0] == ""
