@@ -109,6 +109,7 @@ def _edit_form(push, values, errors=None, status=200, shown=None):
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
     return render_template("owner/edit.html", push=push, values=values, errors=errors or {},
+                           files=pushes.files_of(push) if push.kind_name == "file" else [],
                            shown={**left, **(shown or {})}, options=_edit_options(push, now),
                            left=time_left(push, now),
                            views=pushes.views_remaining(push)), status
@@ -154,6 +155,23 @@ def update(push):
         return _already_expired(url_token)
     flash("Push was successfully updated.", "success")
     return redirect(url_for("web.preview", url_token=url_token))
+
+
+@bp.route("/p/<token:url_token>/delete_file", methods=["POST", "DELETE"])
+@owned
+def remove_file(push):
+    """Remove one file of a live file push (?file_id= or a form's file_id), never its last;
+    back to the edit page saying what happened."""
+    file_id = params.cast_int(request.values.get("file_id"))
+    name = file_id and pushes.remove_file(push.url_token, file_id, actor(signed_in_user()), pushes.utcnow())
+    if name:
+        flash(f"Removed the file {name}.", "success")
+    elif push.expired or push.past_limits(pushes.utcnow()):
+        return _already_expired(push.url_token)
+    else:
+        flash("That file could not be removed: a file push keeps at least one file (to send other "
+              "files, expire this push and make a new one).", "warning")
+    return redirect(url_for("owner.edit", url_token=push.url_token))
 
 
 def init_app(app):

@@ -716,13 +716,15 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     return _grant(push, key, now)
 
 
+def files_of(push: Push) -> list[PushFile]:
+    """A file push's files, in the order they were attached (without their content)."""
+    return list(db.session.scalars(select(PushFile).where(PushFile.push_id == push.id).order_by(PushFile.id)))
+
+
 def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
     # Decrypt before expiring: expiry nulls the ciphertext.
     payload = _open_payload(push.payload_ciphertext, key)
-    files = []
-    if push.kind == Kind.file:
-        files = list(db.session.scalars(
-            select(PushFile).where(PushFile.push_id == push.id).order_by(PushFile.id)))
+    files = files_of(push) if push.kind == Kind.file else []
     last = push.views_used_up
     if last and push.kind != Kind.file:
         _expire(push, now)
@@ -894,6 +896,29 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     db.session.commit()
     _reread(push)
     return push
+
+
+def remove_file(url_token: str, file_id: int, actor: Actor, now: datetime) -> str | None:
+    """Its owner removes one file of a live file push, never the last (upstream's
+    delete_file); logged as `edit`. Return the removed file's name; None when the push has
+    expired or the file is not one of its, or is its last (nothing written). Forbidden for
+    anyone else."""
+    push = get(url_token, now)
+    if not is_owner(push, actor.user):
+        raise Forbidden()
+    # The push's row locked first: of two removals at once, the second counts what the
+    # first left (else both could see two files and leave none).
+    live = db.session.scalar(select(Push.id).where(Push.id == push.id, _claimable(now)).with_for_update())
+    files = files_of(push) if live else []
+    removed = next((f for f in files if f.id == file_id), None)
+    if removed is None or len(files) < 2:
+        db.session.rollback()
+        return None
+    name = removed.filename
+    db.session.execute(delete(PushFile).where(PushFile.id == removed.id))  # (its parts: ON DELETE CASCADE)
+    _log(push, AuditKind.edit, actor, now)
+    db.session.commit()
+    return name
 
 
 KEY_CHECK_ID = 1

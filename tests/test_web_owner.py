@@ -1,4 +1,5 @@
 """Owner pages: dashboard, audit log and edit page."""
+import io
 import json
 import re
 from datetime import timedelta
@@ -384,3 +385,52 @@ def test_api_token_does_not_open_the_edit_page(client, make_user, app):
                        data={"push[name]": "api", "push[expire_after_days]": "5", "push[expire_after_views]": "5"})
     assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
     assert sql(app, "SELECT name FROM pushes WHERE url_token = :t", t=token)[0][0] == ""
+
+
+def _file_ids(app, url_token):
+    return [r[0] for r in sql(app, "SELECT f.id FROM push_files f JOIN pushes p ON p.id = f.push_id "
+                                   "WHERE p.url_token = :t ORDER BY f.id", t=url_token)]
+
+
+def test_owner_removes_a_file_but_never_the_last(client, make_user, app):
+    _, api_token = sign_in(client, make_user)
+    made = client.post("/api/v2/pushes", headers=bearer(api_token), content_type="multipart/form-data", data={
+        "push[expire_after_views]": "2",
+        "push[files][]": [(io.BytesIO(b"a" * 3000), "a.txt"), (io.BytesIO(b"b"), "b.txt"), (io.BytesIO(b"c"), "c.txt")]})
+    token = made.json["url_token"]
+    first, second, third = _file_ids(app, token)
+    html = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert html.count('action="/p/%s/delete_file"' % token) == 3 and "a.txt" in html and "2.9 KB" in html
+    r = client.post(f"/p/{token}/delete_file", data={"file_id": str(first)})
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/edit"
+    assert "Removed the file a.txt." in client.get(r.headers["Location"]).get_data(as_text=True)
+    assert _file_ids(app, token) == [second, third] and audit_kinds(app, token)[-1] == AuditKind.edit
+    assert sql(app, "SELECT count(*) FROM push_file_parts WHERE file_id = :f", f=first)[0][0] == 0
+    # Not another push's file, nor another user, nor the last one.
+    other = client.post("/api/v2/pushes", headers=bearer(api_token), content_type="multipart/form-data",
+                        data={"push[files][]": [(io.BytesIO(b"x"), "x.txt"), (io.BytesIO(b"y"), "y.txt")]}).json
+    client.post(f"/p/{token}/delete_file", data={"file_id": str(_file_ids(app, other["url_token"])[0])})
+    assert len(_file_ids(app, other["url_token"])) == 2
+    stranger = app.test_client()
+    sign_in(stranger, make_user, email="stranger@example.com")
+    assert stranger.post(f"/p/{token}/delete_file", data={"file_id": str(second)}).headers["Location"] == "/"
+    assert client.delete(f"/p/{token}/delete_file?file_id={second}").status_code == 302
+    last = client.post(f"/p/{token}/delete_file", data={"file_id": str(third)})
+    assert "keeps at least one file" in client.get(last.headers["Location"]).get_data(as_text=True)
+    assert _file_ids(app, token) == [third]
+    html = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert "delete_file" not in html and "A file push keeps at least one file." in html
+    # The recipient gets what is left.
+    shown = app.test_client().get(f"/api/v2/pushes/{token}", headers=bearer(api_token)).json
+    assert [f["filename"] for f in shown["files"]] == ["c.txt"]
+
+
+def test_no_file_is_removed_from_an_expired_push(client, make_user, app):
+    _, api_token = sign_in(client, make_user)
+    token = client.post("/api/v2/pushes", headers=bearer(api_token), content_type="multipart/form-data", data={
+        "push[expire_after_views]": "1", "push[files][]": [(io.BytesIO(b"a"), "a.txt"), (io.BytesIO(b"b"), "b.txt")]}
+    ).json["url_token"]
+    assert app.test_client().get(f"/api/v2/pushes/{token}").status_code == 200  # its last view
+    files = _file_ids(app, token)  # (kept for that viewer's download links)
+    r = client.post(f"/p/{token}/delete_file", data={"file_id": str(files[0])})
+    assert r.headers["Location"] == f"/p/{token}/audit" and _file_ids(app, token) == files
