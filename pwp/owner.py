@@ -1,5 +1,6 @@
 """Owner pages: the dashboard of one's pushes, a push's audit log and its edit form."""
 import dataclasses
+from datetime import timedelta
 from functools import wraps
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -10,7 +11,8 @@ from .api import secret_url
 from .auth import actor, sign_in_first
 from .errors import Forbidden, ValidationFailed
 from .models import AuditKind
-from .web import form_options, form_values, signed_in_user, switched_off, time_left
+from .words import plural
+from .web import PUSH_UPDATED, form_options, form_values, signed_in_user, switched_off, time_left
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -73,6 +75,15 @@ def owned(view):
     return wrapped
 
 
+def _lifetime(push) -> str:
+    """How long the push was made (or edited) to last, from its creation: its days, as the
+    API's expire_after_days (its expiry time less its creation time is a day more once an
+    edit made seconds or hours after it added whole days), or hours and minutes when shorter."""
+    if push.expires_at - push.created_at >= timedelta(hours=23):
+        return plural(push.expire_after_days, "day")
+    return time_left(push, push.created_at)
+
+
 @bp.get("/p/<token:url_token>/audit")
 @owned
 def audit(push):
@@ -85,7 +96,7 @@ def audit(push):
         "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
         events=pushes.audit_log(push, page), page=page, pages=pages,
         views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
-        left=time_left(push, now), lifetime=time_left(push, push.created_at),
+        left=time_left(push, now), lifetime=_lifetime(push),
         views=pushes.views_remaining(push),
         kind_names={int(k): k.name for k in AuditKind})
 
@@ -133,13 +144,14 @@ def edit(push):
 @owned
 def update(push):
     """Apply the edit form (upstream: PATCH /p/:token); 302 to the preview, or 422 with the form."""
-    url_token = push.url_token
+    url_token, step_was = push.url_token, bool(push.retrieval_step)
     fields = params.root(params.body_params(), "push")
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
     try:
         changes = params.push_changes(fields)
         # Typed past a bound, the bound; a number kept as shown stays what it is, in bounds or not.
+        asked = changes
         changes = dataclasses.replace(changes, **{
             f"{what}_left": min(max(getattr(changes, f"{what}_left"), low), high)
             for what, (low, high) in pushes.edit_bounds(push, now).items() if not changes.keeps(what, left[what])})
@@ -153,7 +165,16 @@ def update(push):
         return _edit_form(push, values, exc.errors, 422, shown)
     if edited is None:
         return _already_expired(url_token)
-    flash("Push was successfully updated.", "success")
+    flash(PUSH_UPDATED, "success")
+    # Said, not done silently: a number put within its bounds, and a link that changed.
+    for what in ("days", "views"):
+        got, typed = getattr(changes, f"{what}_left"), getattr(asked, f"{what}_left")
+        if got != typed:
+            flash(f"{what.capitalize()} set to {got}, the {'most' if got < typed else 'fewest'} this push allows.",
+                  "warning")
+    if bool(edited.retrieval_step) != step_was:
+        flash("The secret link changed: send the new one below. A link you already sent still opens "
+              + ("without the retrieval step." if edited.retrieval_step else "with the retrieval step."), "warning")
     return redirect(url_for("web.preview", url_token=url_token))
 
 

@@ -341,8 +341,8 @@ def push_changes(fields: dict) -> Changes:
     name = _name(errors, fields)
     numbers = {what: cast_int(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
     for what, number in numbers.items():
-        if number is None:
-            errors[f"expire_after_{what}"] = ["can't be blank"]
+        if number is None:  # (a browser sends letters typed in a number box as nothing)
+            errors[f"expire_after_{what}"] = [f"Enter the {what} left as a whole number."]
     note = _string(errors, "note", fields.get("note")) or ""
     if errors:
         raise ValidationFailed(errors)

@@ -10,8 +10,8 @@ import json
 import math
 from datetime import timedelta
 
-from flask import (Blueprint, abort, current_app, flash, make_response, redirect, render_template,
-                   request, url_for)
+from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, make_response, redirect,
+                   render_template, request, url_for)
 from flask_login import current_user
 
 from . import params, pushes
@@ -248,6 +248,9 @@ def switched_off(push):
     return None
 
 
+PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the preview then says "updated")
+
+
 @bp.get("/p/<token:url_token>/preview")
 def preview(url_token):
     """Show the secret link, its QR code and a share message (counts no view)."""
@@ -264,7 +267,8 @@ def preview(url_token):
         "web/preview.html", push=push, url=url, qr=qr_data_uri(url),
         message=share_message(push, url, now), left=time_left(push, now),
         views=pushes.views_remaining(push),
-        is_owner=pushes.is_owner(push, signed_in_user()))
+        is_owner=pushes.is_owner(push, signed_in_user()),
+        updated=PUSH_UPDATED in (m for _c, m in get_flashed_messages(with_categories=True)))
 
 
 @bp.get("/p/<token:url_token>/r")

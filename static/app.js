@@ -118,7 +118,12 @@
       if (value === null) return;
       slider.value = value;
       var kind = number.getAttribute("data-expiry"), words = form.querySelector('[data-words="' + kind + '"]');
-      if (words) words.textContent = plural(value, kind === "days" ? "day" : "view");
+      if (!words) return;
+      /* The edit form: the number left as shown keeps what is left (a push made for an hour
+         shows 1 in the days box): say what is left, not "1 day". */
+      var kept = words.getAttribute("data-kept-value");
+      words.textContent = kept !== null && String(value) === kept ? words.getAttribute("data-kept-words")
+        : plural(value, kind === "days" ? "day" : "view");
     }
     form.querySelectorAll("[data-expiry]").forEach(function (number) {
       var slider = form.querySelector('[data-range-for="' + number.id + '"]');

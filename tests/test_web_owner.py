@@ -214,7 +214,10 @@ def test_owner_edits_what_is_left_options_name_and_note(client, make_user, app, 
     assert row["expire_after_views"] == 1 + 3 and row["view_count"] == 1
     assert row["expires_at"] == clock.now + timedelta(days=10) and row["expire_after_days"] == 2 + 10
     assert (row["retrieval_step"], row["deletable_by_viewer"], row["name"]) == (True, False, "Wifi 2")
-    assert "lobby" in client.get(f"/p/{token}/audit").get_data(as_text=True)
+    audit = client.get(f"/p/{token}/audit").get_data(as_text=True)
+    assert "lobby" in audit
+    # Its life from creation, as the API's expire_after_days (was "13 days": 12 days 1 hour).
+    assert "<dt>Expires after</dt><dd>12 days or 4 views</dd>" in audit
     assert audit_kinds(app, token)[-1] == AuditKind.edit
     shown = recipient.get(f"/api/v2/pushes/{token}").json
     assert (shown["views_remaining"], shown["days_remaining"], shown["deletable_by_viewer"]) == (2, 10, False)
@@ -273,7 +276,7 @@ def test_edit_form_errors_and_bounds(client, make_user, app):
     assert 'href="#push_name"' in html and "kept</textarea>" in html
     assert _edit(client, token, note="n" * 10_001).status_code == 422
     blank = client.post(f"/p/{token}/edit", data={"push[expire_after_views]": "3"})
-    assert blank.status_code == 422 and "Expire after days can&#39;t be blank" in blank.get_data(as_text=True)
+    assert blank.status_code == 422 and "Enter the days left as a whole number." in blank.get_data(as_text=True)
     assert client.post(f"/p/{token}/edit", data={}).status_code == 400
     assert _row(app, token)["expire_after_views"] == 5  # nothing changed so far
     # Typed past a bound (no JavaScript to stop it): the bound, as in the new form.
@@ -434,3 +437,53 @@ def test_no_file_is_removed_from_an_expired_push(client, make_user, app):
     files = _file_ids(app, token)  # (kept for that viewer's download links)
     r = client.post(f"/p/{token}/delete_file", data={"file_id": str(files[0])})
     assert r.headers["Location"] == f"/p/{token}/audit" and _file_ids(app, token) == files
+
+
+def test_preview_after_an_edit_says_updated_not_created(client, make_user):
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    assert "<h1>Push created</h1>" in client.get(f"/p/{token}/preview").get_data(as_text=True)
+    r = _edit(client, token, name="renamed")
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "<h1>Push updated</h1>" in html and "Push created" not in html
+    assert "<h1>Push created</h1>" in client.get(f"/p/{token}/preview").get_data(as_text=True)  # (flash read)
+
+
+def test_edit_says_when_a_number_was_put_within_its_bounds(client, make_user):
+    """No JavaScript: 999 days and 0 views are saved as 90 and 1; the owner is told so."""
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    r = _edit(client, token, expire_after_days="999", expire_after_views="0")
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Days set to 90, the most this push allows." in html
+    assert "Views set to 1, the fewest this push allows." in html
+    html = client.get(_edit(client, token, expire_after_days="3", expire_after_views="2")
+                      .headers["Location"]).get_data(as_text=True)
+    assert "set to" not in html
+
+
+def test_edit_says_the_link_changed_with_the_retrieval_step(client, make_user):
+    """The step lives in the link (/r): a link already sent does not change with it."""
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    assert 'value="on" aria-describedby' in client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert "Changing it changes the secret link" in client.get(f"/p/{token}/edit").get_data(as_text=True)
+    html = client.get(_edit(client, token, retrieval_step=True).headers["Location"]).get_data(as_text=True)
+    assert "The secret link changed" in html and "still opens without the retrieval step" in html
+    assert f"/p/{token}/r" in html
+    html = client.get(_edit(client, token, retrieval_step=True, name="again").headers["Location"]).get_data(as_text=True)
+    assert "The secret link changed" not in html
+    html = client.get(_edit(client, token).headers["Location"]).get_data(as_text=True)
+    assert "still opens with the retrieval step" in html
+
+
+def test_edit_form_says_minutes_left_not_one_day(client, make_user):
+    """A push made for an hour shows 1 in the days box; kept as it is, it keeps its hour:
+    the words under the boxes must not promise a day."""
+    _, api_token = sign_in(client, make_user)
+    t = client.post("/api/v2/pushes", json={"push": {"payload": "s", "expire_after_duration": 3}},
+                    headers={"Authorization": f"Bearer {api_token}"}).json["url_token"]
+    html = client.get(f"/p/{t}/edit").get_data(as_text=True)
+    words = re.search(r'<strong data-words="days"[^>]*>([^<]*)</strong>', html)
+    assert words and words.group(1) == "1 hour", words and words.group(0)
+    assert 'data-kept-value="1" data-kept-words="1 hour"' in html

@@ -370,3 +370,27 @@ def test_account_form_errors_put_focus_on_the_first_invalid_field(server, new_pa
     page.click("main button[type=submit]")
     expect(page.locator("#current_password")).to_be_focused()
     assert page.get_attribute("#current_password", "aria-invalid") == "true"
+
+
+def test_edit_form_of_a_push_made_for_an_hour_never_says_one_day(server, new_page):
+    """The days box shows 1 for a push with an hour left; left as it is, the push keeps its
+    hour: the words (which JavaScript rewrites as the boxes change) say so."""
+    page = new_page()
+    sign_up(page, server.url, "hour@example.com")
+    page.goto(server.url + "/users/token")
+    page.click("main button[type=submit]")
+    token = page.input_value("#api_token")
+    body = json.dumps({"push": {"payload": "an hour", "expire_after_duration": 3}}).encode()
+    request = urllib.request.Request(
+        server.url + "/api/v2/pushes", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        url_token = json.load(response)["url_token"]
+    page.goto(server.url + f"/p/{url_token}/edit")
+    words, days = page.locator("#expiry_words"), page.locator("#push_expire_after_days")
+    expect(days).to_have_value("1")
+    expect(words).to_contain_text(re.compile(r"works for (59 minutes|1 hour) or 5 views"))
+    days.fill("2")
+    expect(words).to_contain_text("2 days or 5 views")
+    days.fill("1")
+    expect(words).not_to_contain_text("1 day")
