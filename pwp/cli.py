@@ -42,7 +42,8 @@ def init_db():
 def purge_expired():
     """Expire pushes past their limits and delete old expired ones (for cron)."""
     counts = pushes.purge(pushes.utcnow())
-    click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+               + f" ({database_name(current_app)})")
 
 
 @click.command("rotate-key")
@@ -63,7 +64,7 @@ def rotate_key(batch_size, after_id):
             f"{exc}: no key in PWPUSH_MASTER_KEY decrypts it. Keep the old key after the new one "
             "(NEW,OLD) until rotate-key is done, then resume with --after-id as printed (what this "
             "run changed since stays readable with both keys).") from None
-    click.echo(f"rotate-key: done, {total} pushes re-encrypted")
+    click.echo(f"rotate-key: done, {total} pushes re-encrypted ({database_name(current_app)})")
 
 
 @click.command("generate-key")
@@ -95,7 +96,8 @@ def users_create(email, admin, password):
         user = auth.create_user(email, password=password, admin=admin)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Created {'admin ' if admin else ''}user {user.email}. API token:")
+    click.echo(f"Created {'admin ' if admin else ''}user {user.email} in {database_name(current_app)}. "
+               "API token:")
     click.echo(auth.issue_token(user))
 
 
@@ -140,7 +142,8 @@ def users_password(email, password):
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     _check_password(password)
     auth.set_password(user, password)
-    click.echo(f"Password set for {user.email}; their web sessions are signed out.")
+    click.echo(f"Password set for {user.email} in {database_name(current_app)}; their web sessions are "
+               "signed out.")
 
 
 @users.command("token")
@@ -149,7 +152,8 @@ def users_password(email, password):
 def users_token(email):
     """Issue a new API token (the old one stops working), printed on the last line."""
     user = _user(email)
-    click.echo(f"New API token for {user.email} (the previous one no longer works):")
+    click.echo(f"New API token for {user.email} in {database_name(current_app)} (the previous one no "
+               "longer works):")
     click.echo(auth.issue_token(user))
 
 
@@ -162,7 +166,8 @@ def users_admin(email, revoke):
     user = _user(email)
     user.is_admin = not revoke
     db.session.commit()
-    click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator.")
+    click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator "
+               f"({database_name(current_app)}).")
 
 
 @users.command("delete")
@@ -177,7 +182,7 @@ def users_delete(email, yes):
             Push.user_id == user.id, Push.expired == false()))
         click.confirm(f"Delete {user.email} and all its pushes ({live} still live)?", abort=True)
     count = pushes.delete_account(user)
-    click.echo(f"Deleted {user.email} and its {count} pushes.")
+    click.echo(f"Deleted {user.email} and its {count} pushes ({database_name(current_app)}).")
 
 
 def init_app(app):

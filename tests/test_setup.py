@@ -364,7 +364,7 @@ def test_cli_users_admin_and_delete(app, database_url, make_user, tmp_path):
     assert client.get(f"/api/v2/pushes/{theirs['url_token']}", headers=bearer(token)).status_code == 200
     # Promote and revoke: an admin's view of another's push is logged, not counted.
     promoted = run_flask(database_url, instance, "users", "admin", "gone@example.com")
-    assert promoted.returncode == 0 and "gone@example.com is now an administrator." in promoted.stdout
+    assert promoted.returncode == 0 and "gone@example.com is now an administrator (" in promoted.stdout
     client.get(f"/api/v2/pushes/{theirs['url_token']}", headers=bearer(token))
     revoked = run_flask(database_url, instance, "users", "admin", "gone@example.com", "--revoke")
     assert revoked.returncode == 0 and "no longer an administrator" in revoked.stdout
@@ -376,7 +376,7 @@ def test_cli_users_admin_and_delete(app, database_url, make_user, tmp_path):
     assert kept.returncode == 1 and "(2 still live)" in kept.stdout
     assert client.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 200
     deleted = run_flask(database_url, instance, "users", "delete", "gone@example.com", stdin="y\n")
-    assert deleted.returncode == 0 and "Deleted gone@example.com and its 2 pushes." in deleted.stdout
+    assert deleted.returncode == 0 and "Deleted gone@example.com and its 2 pushes (" in deleted.stdout
     assert client.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 401
     for push in (live, files):
         assert client.get(f"/api/v2/pushes/{push['url_token']}").status_code == 404
@@ -452,6 +452,36 @@ def test_flask_run_is_not_a_command(database_url, tmp_path):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+# From an upgrade review: a release before the command-line rules made a database of its
+# own whenever one of its commands ran without the server's environment (instance/ beside the
+# code, its key check under that folder's throwaway key). Kept through an in-place upgrade,
+# it is not "missing" and its key check opens, so a command run without the environment works
+# on it: each command says which database it worked on.
+def _stray_database_as_an_old_command_made_it(url, instance):
+    # The old release's create_app, run by any command: tables and a key check, under the
+    # instance folder's generated key (as a server start does today).
+    app = create_app({"DATABASE_URL": url, "TESTING": False}, instance_path=str(instance), command_line=False)
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_commands_name_the_database_they_worked_on(tmp_path):
+    stray = tmp_path / "code-instance" / "pwpush.sqlite3"
+    url, instance = f"sqlite:///{stray}", tmp_path / "code-instance"
+    _stray_database_as_an_old_command_made_it(url, instance)
+    assert stray.exists()
+
+    purged = run_flask(url, instance, "purge-expired", input_env={"PWPUSH_MASTER_KEY": ""})
+    assert purged.returncode == 0, purged.stderr
+    assert str(stray) in purged.stdout + purged.stderr, purged.stdout
+
+    created = run_flask(url, instance, "users", "create", "admin@example.com", "--admin",
+                        input_env={"PWPUSH_MASTER_KEY": ""})
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip().splitlines()[-1]  # (the token, alone on the last line)
+    assert str(stray) in created.stdout + created.stderr, created.stdout
 
 
 def test_readme_documents_every_setting():
