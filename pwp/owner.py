@@ -122,8 +122,7 @@ def _edit_form(push, values, errors=None, status=200, shown=None):
     return render_template("owner/edit.html", push=push, values=values, errors=errors or {},
                            files=pushes.files_of(push) if push.kind_name == "file" else [],
                            shown={**left, **(shown or {})}, options=_edit_options(push, now),
-                           left=time_left(push, now),
-                           views=pushes.views_remaining(push)), status
+                           left=time_left(push, now), views=left["views"]), status
 
 
 @bp.get("/p/<token:url_token>/edit")
