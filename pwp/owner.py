@@ -106,11 +106,13 @@ def _already_expired(url_token):
     return redirect(url_for("owner.audit", url_token=url_token))
 
 
-def _edit_options(push, now):
-    """The form's options, with the bounds an edit of this push may use."""
+def _edit_options(push, now, shown):
+    """The form's options, with the bounds an edit of this push may use, widened to what the
+    form shows (what is left may lie outside them, e.g. under a minimum raised since: the
+    slider, whose value a browser keeps within its bounds, would otherwise change it)."""
     options = form_options(push.kind_name)
     for what, (low, high) in pushes.edit_bounds(push, now).items():
-        options[f"{what}_min"], options[f"{what}_max"] = low, high
+        options[f"{what}_min"], options[f"{what}_max"] = min(low, shown[what]), max(high, shown[what])
     return options
 
 
@@ -119,9 +121,10 @@ def _edit_form(push, values, errors=None, status=200, shown=None):
     fields, so a save after views were counted meanwhile gives none back)."""
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
+    shown = {**left, **(shown or {})}
     return render_template("owner/edit.html", push=push, values=values, errors=errors or {},
                            files=pushes.files_of(push) if push.kind_name == "file" else [],
-                           shown={**left, **(shown or {})}, options=_edit_options(push, now),
+                           shown=shown, options=_edit_options(push, now, shown),
                            left=time_left(push, now), views=left["views"]), status
 
 

@@ -317,7 +317,12 @@ def test_renaming_does_not_change_the_views_left(client, make_user, app, setting
     sign_in(client, make_user)
     token = create(client, payload="x", expire_after_views=3)
     sql(app, "UPDATE pushes SET view_count = 2 WHERE url_token = :t", t=token)  # 1 left
-    assert 'value="1" required' in client.get(f"/p/{token}/edit").get_data(as_text=True)
+    html = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert 'value="1" required' in html
+    # The box and slider take what is left (a browser keeps a slider's value within its
+    # bounds: the form's script would have sent 2, the minimum, for a rename).
+    assert re.search(r'id="push_expire_after_views"[^>]* min="1" ', html)
+    assert re.search(r'data-range-for="push_expire_after_views"[^>]*\s+min="1" ', html)
     assert _edit(client, token, expire_after_views="1", name="renamed").status_code == 302
     row = _row(app, token)
     assert row["name"] == "renamed" and row["expire_after_views"] == 3
