@@ -179,17 +179,16 @@ def new():
     return _creation_refused(kind) or render_form(kind)
 
 
-def within_the_form_bounds(kind: str, what: str, value: int | None) -> int | None:
-    """A number of days or views typed past the form's bounds (a browser without JavaScript
-    does not stop it) is taken as the nearest bound, not as the API's default (upstream's rule)."""
-    options = form_options(kind)
-    return None if value is None else min(max(value, options[f"{what}_min"]), options[f"{what}_max"])
-
-
 def _within_the_form_bounds(new_push, kind: str):
-    return dataclasses.replace(new_push, **{
-        f"expire_after_{what}": within_the_form_bounds(kind, what, getattr(new_push, f"expire_after_{what}"))
-        for what in ("days", "views")})
+    """A number typed past the form's bounds (a browser without JavaScript does not stop
+    it) is taken as the nearest bound, not as the API's default (upstream's rule)."""
+    options = form_options(kind)
+    for what in ("days", "views"):
+        value = getattr(new_push, f"expire_after_{what}")
+        if value is not None:
+            value = min(max(value, options[f"{what}_min"]), options[f"{what}_max"])
+            new_push = dataclasses.replace(new_push, **{f"expire_after_{what}": value})
+    return new_push
 
 
 @bp.post("/p")
