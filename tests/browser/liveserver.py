@@ -102,3 +102,17 @@ def sign_up(page, base, email):
     page.fill("#password_confirmation", "correct horse battery")
     page.click("main button[type=submit]")
     expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
+
+
+def sign_in_new_user(page, server, email) -> str:
+    """Make an account directly (the module's sign-ups share the IP's limit of 5 a minute),
+    sign the page in with it; return its API token."""
+    from pwp.auth import create_user, issue_token
+    with server.app.app_context():
+        token = issue_token(create_user(email, password="correct horse battery"))
+    page.goto(server.url + "/users/sign_in")
+    page.fill("#email", email)
+    page.fill("#password", "correct horse battery")
+    page.click("main button[type=submit]")
+    expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
+    return token

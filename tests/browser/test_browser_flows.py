@@ -5,7 +5,7 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from .liveserver import create_text, sign_up
+from .liveserver import create_text, sign_in_new_user, sign_up
 
 EXPIRED = "We apologize but this secret link has expired."
 
@@ -307,14 +307,7 @@ def test_long_unbroken_names_notes_and_file_names_fit_a_phone(server, new_page):
     long_note = "https://wiki.example.com/" + "runbooks/" * 8 + "database-rotation-procedure"
     long_file = "quarterly_financial_report_for_the_board_of_directors_final_v3.pdf"
     page = new_page(viewport={"width": 390, "height": 844})
-    from pwp.auth import create_user
-    with server.app.app_context():  # (the module's sign-ups already use the IP's 5 a minute)
-        create_user("phone@example.com", password="correct horse battery")
-    page.goto(server.url + "/users/sign_in")
-    page.fill("#email", "phone@example.com")
-    page.fill("#password", "correct horse battery")
-    page.click("main button[type=submit]")
-    expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
+    sign_in_new_user(page, server, "phone@example.com")
     page.goto(server.url + "/p/new?tab=files")
     page.set_input_files("#push_files", [{"name": long_file, "mimeType": "application/pdf", "buffer": b"%PDF"}])
     page.fill("#push_name", long_name)
@@ -355,14 +348,8 @@ def test_copy_pressed_twice_comes_back_to_its_label(server, new_page):
 
 def test_account_form_errors_put_focus_on_the_first_invalid_field(server, new_page):
     """A screen reader hears the field, "invalid" and its message (focus stayed on the page)."""
-    from pwp.auth import create_user
-    with server.app.app_context():  # (the module's sign-ups already use the IP's 5 a minute)
-        create_user("focus@example.com", password="correct horse battery")
     page = new_page()
-    page.goto(server.url + "/users/sign_in")
-    page.fill("#email", "focus@example.com")
-    page.fill("#password", "correct horse battery")
-    page.click("main button[type=submit]")
+    sign_in_new_user(page, server, "focus@example.com")
     page.goto(server.url + "/users/edit")
     page.fill("#current_password", "not it at all")
     page.fill("#password", "another long one")
@@ -375,15 +362,8 @@ def test_account_form_errors_put_focus_on_the_first_invalid_field(server, new_pa
 def test_edit_form_of_a_push_made_for_an_hour_never_says_one_day(server, new_page):
     """The days box shows 1 for a push with an hour left; left as it is, the push keeps its
     hour: the words (which JavaScript rewrites as the boxes change) say so."""
-    from pwp.auth import create_user, issue_token
-    with server.app.app_context():  # (the module's sign-ups already use the IP's 5 a minute)
-        token = issue_token(create_user("hour@example.com", password="correct horse battery"))
     page = new_page()
-    page.goto(server.url + "/users/sign_in")
-    page.fill("#email", "hour@example.com")
-    page.fill("#password", "correct horse battery")
-    page.click("main button[type=submit]")
-    expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
+    token = sign_in_new_user(page, server, "hour@example.com")
     body = json.dumps({"push": {"payload": "an hour", "expire_after_duration": 3}}).encode()
     request = urllib.request.Request(
         server.url + "/api/v2/pushes", data=body, method="POST",
