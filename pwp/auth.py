@@ -254,5 +254,11 @@ def actor(user=None) -> Actor:
 def actor_from(environ, user=None) -> Actor:
     """The audit log's Actor from a WSGI environ (header values as the server decoded them)."""
     return Actor(user=user, ip=environ.get("REMOTE_ADDR") or "",
-                 user_agent=environ.get("HTTP_USER_AGENT", "")[:255],
-                 referrer=environ.get("HTTP_REFERER", "")[:255])
+                 user_agent=_loggable(environ.get("HTTP_USER_AGENT", "")),
+                 referrer=_loggable(environ.get("HTTP_REFERER", "")))
+
+
+def _loggable(value: str) -> str:
+    """A header value as the audit log keeps it: 255 characters, without NUL (gunicorn refuses
+    one in a header, other WSGI servers pass it on, and PostgreSQL's text cannot hold it)."""
+    return (value.replace("\0", "") if "\0" in value else value)[:255]

@@ -274,3 +274,17 @@ def test_a_browser_session_acts_on_api_writes_only_from_this_site(app, client, m
     # Reads act as the user wherever they come from (the owner's view is not counted).
     assert client.get(f"/api/v2/pushes/{own.json['url_token']}", headers=other).json[
         "views_remaining"] == 5
+
+
+def test_nul_in_user_agent_or_referrer_is_logged_without_it(client, token):
+    # gunicorn refuses a NUL in a header (400), but other WSGI servers pass it on, and
+    # PostgreSQL's text cannot hold one: the create, view and web page must not be a 500.
+    headers = {"User-Agent": "UA\x00-1", "Referer": "https://ref\x00/x"}
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "s"}}, headers={**bearer(token), **headers})
+    assert r.status_code == 201
+    t = r.json["url_token"]
+    assert client.get(f"/api/v2/pushes/{t}", headers=headers).json["payload"] == "s"
+    assert client.get(f"/p/{t}", headers=headers).status_code == 200
+    logs = client.get(f"/api/v2/pushes/{t}/audit", headers=bearer(token)).json["logs"]
+    assert [e["user_agent"] for e in logs] == ["UA-1"] * len(logs) and len(logs) == 3
+    assert {e["referrer"] for e in logs} == {"https://ref/x"}
