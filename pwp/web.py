@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from datetime import timedelta
 
 from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, make_response, redirect,
@@ -122,6 +123,41 @@ def form_values(kind: str, fields: dict | None = None) -> dict:
     return values
 
 
+# "Remember these settings": a kind's days, views and options as the form's defaults in
+# this browser (a cookie per tab, as upstream's "Save the above settings as the page default").
+_DEFAULTS_COOKIE = "pwp_defaults_{}"
+_DEFAULTS_FORMAT = re.compile(r"(\d{1,5})\.(\d{1,5})\.([01])\.([01])")
+_DEFAULTS_SECONDS = 365 * 24 * 3600
+
+
+def saved_defaults(kind: str) -> dict:
+    """The days, views and options this browser saved for the kind's form, within the form's
+    bounds now; {} when none (or the cookie is not one this site wrote)."""
+    match = _DEFAULTS_FORMAT.fullmatch(request.cookies.get(_DEFAULTS_COOKIE.format(TAB_OF[kind]), ""))
+    if not match:
+        return {}
+    options = form_options(kind)
+    days, views, step, deletable = (int(group) for group in match.groups())
+    values = {"expire_after_days": min(max(days, options["days_min"]), options["days_max"]),
+              "expire_after_views": min(max(views, options["views_min"]), options["views_max"]),
+              "save_defaults": True}
+    if options["retrieval_step"]:
+        values["retrieval_step"] = bool(step)
+    if options["deletable"]:
+        values["deletable_by_viewer"] = bool(deletable)
+    return values
+
+
+def save_defaults(response, push, kind: str):
+    """Remember the new push's days, views and options as its kind's form defaults."""
+    value = "{}.{}.{:d}.{:d}".format(push.expire_after_days, push.expire_after_views,
+                                     bool(push.retrieval_step), bool(push.deletable_by_viewer))
+    response.set_cookie(
+        _DEFAULTS_COOKIE.format(TAB_OF[kind]), value, max_age=_DEFAULTS_SECONDS,
+        httponly=True, samesite="Lax", secure=current_app.session_interface.get_cookie_secure(current_app))
+    return response
+
+
 def gen_options() -> dict:
     """The password generator's defaults, from PWP__GEN__* (read by static/app.js)."""
     cfg = current_app.config
@@ -147,9 +183,13 @@ def render_form(kind: str, fields=None, errors=None, status=200):
     """Render the creation form of one kind."""
     errors = {field: [_FORM_MESSAGES.get((kind, message), message) for message in messages]
               for field, messages in (errors or {}).items()}
+    if fields is None:
+        values = {**form_values(kind), "save_defaults": False, **saved_defaults(kind)}
+    else:
+        values = {**form_values(kind, fields), "save_defaults": params.cast_bool(fields.get("save_defaults"), False)}
     return render_template(
         "web/new.html", kind=kind, tab=TAB_OF[kind], tabs=visible_tabs(),
-        values=form_values(kind, fields), options=form_options(kind), errors=errors,
+        values=values, options=form_options(kind), errors=errors,
         gen=json.dumps(gen_options())), status
 
 
@@ -205,7 +245,8 @@ def create():
         push = pushes.create(new_push, actor(signed_in_user()), pushes.utcnow())
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
-    return redirect(url_for("web.preview", url_token=push.url_token))
+    response = redirect(url_for("web.preview", url_token=push.url_token))
+    return save_defaults(response, push, kind) if params.cast_bool(fields.get("save_defaults"), False) else response
 
 
 # ----------------------------------------------------------------------------- after creation

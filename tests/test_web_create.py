@@ -278,3 +278,35 @@ def test_a_body_over_the_upload_limit_is_a_page_that_says_the_limits(client, mak
     page = r.get_data(as_text=True)
     assert "Too large to send" in page and "Go back" in page
     assert "up to 25.0 MB in total, and a secret up to 1 048 576 characters." in page
+
+
+def test_remembered_settings_start_the_kinds_form_in_this_browser(client, settings, app):
+    """"Remember these days, views and options" (upstream's "Save the above settings as the
+    page default"): a cookie per tab, read within the form's bounds now; never the secret."""
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="push_save_defaults" name="push[save_defaults]" value="on" aria' in html  # not checked
+    create(client, payload="s3cret", passphrase="pp", expire_after_days="3", expire_after_views="9",
+           retrieval_step=False, deletable_by_viewer=True, save_defaults=True)
+    cookie = client.get_cookie("pwp_defaults_text")
+    assert cookie.value == "3.9.0.1" and cookie.http_only and cookie.same_site == "Lax"
+    html = client.get("/").get_data(as_text=True)
+    assert 'name="push[expire_after_days]" data-expiry="days"\n                 min="1" max="90" value="3"' in html
+    assert 'value="9" required' in html and "3 days" in html and "9 views" in html
+    assert 'id="push_retrieval_step" name="push[retrieval_step]" value="on" aria' in html  # unchecked
+    assert 'id="push_deletable_by_viewer" name="push[deletable_by_viewer]" value="on" checked' in html
+    assert 'id="push_save_defaults" name="push[save_defaults]" value="on" checked' in html
+    assert "s3cret" not in html and 'value="pp"' not in html
+    # Other tabs keep the settings' defaults; a push made without the box leaves the cookie.
+    assert "7 days" in client.get("/p/new?tab=url").get_data(as_text=True)
+    create(client, payload="x", expire_after_days="5")
+    assert client.get_cookie("pwp_defaults_text").value == "3.9.0.1"
+    # A forged or stale cookie: out-of-bounds numbers are the bounds, nonsense is ignored.
+    client.set_cookie("pwp_defaults_text", "500.0.1.0")
+    html = client.get("/").get_data(as_text=True)
+    assert "90 days" in html and "1 view," not in html and "1 view</strong>" in html
+    client.set_cookie("pwp_defaults_text", "<script>")
+    assert "7 days" in client.get("/").get_data(as_text=True)
+    # A form sent back with errors keeps the box as it was sent, and saves nothing.
+    r = client.post("/p", data=form(kind="text", payload="", expire_after_days="4", save_defaults=True))
+    assert r.status_code == 422 and 'name="push[save_defaults]" value="on" checked' in r.get_data(as_text=True)
+    assert client.get_cookie("pwp_defaults_text").value == "<script>"
