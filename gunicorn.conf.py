@@ -15,8 +15,10 @@ a core costs memory and CPU per request. More threads on SQLite raise throughput
 (4 threads: +5-12 %) but the p99 at full load 1.5-1.8x (presumably as more requests at once
 share one core's GIL and SQLite's write lock). On PostgreSQL a request waits for the
 database's round trips with the GIL released: there 4 threads are 1.2-1.4x as fast as 2,
-with a p99 no higher. Threads also keep serving while one request or client is slow; put a
-reverse proxy in front (it buffers slow clients), as the README's deployment table says.
+with a p99 no higher. Threads also keep serving while one request or client is slow, and a
+client that stops sending mid-request is let go after `timeout` (pwp/workers.py); one that
+sends slowly on purpose still holds a thread: put a reverse proxy that buffers requests in
+front, as the README's deployment table says.
 With a very large SQLite store (1 000 000 pushes) the p99 of one process rises more than
 that of two sync workers (SQLite's checkpoints run under the process's write lock; smaller
 checkpoints, set below, halve that rise).
@@ -48,7 +50,9 @@ def _count(name, default):
 _port = os.environ.get("PORT")
 bind = os.environ.get("BIND") or (f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")
 workers = _count("WEB_CONCURRENCY", 1)
-worker_class = "gthread"
+# gunicorn's gthread worker, each read of a request bounded by `timeout` below (pwp/workers.py:
+# a client that stops sending mid-request no longer holds a thread for good).
+worker_class = "pwp.workers.ThreadWorker"
 # The URL forms pwp.config.database_uri accepts for PostgreSQL, checked here without importing
 # pwp (its package would load Flask and SQLAlchemy into gunicorn's master process).
 _postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))

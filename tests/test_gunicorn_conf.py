@@ -4,11 +4,14 @@
 """
 import os
 import runpy
+import socket
 import subprocess
 import sys
+import threading
 import types
 
 import pytest
+from servers import gunicorn, server_env
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
 NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL",
@@ -26,7 +29,7 @@ def settings(monkeypatch, **env):
 
 def test_zero_configuration_is_one_process_with_two_threads_on_localhost(monkeypatch):
     conf = settings(monkeypatch)
-    assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("gthread", 1, 2)
+    assert (conf["worker_class"], conf["workers"], conf["threads"]) == ("pwp.workers.ThreadWorker", 1, 2)
     assert conf["bind"] == "127.0.0.1:8000"
     assert conf["accesslog"] is None
 
@@ -141,8 +144,65 @@ def test_the_master_process_loads_neither_flask_nor_sqlalchemy():
              "for name, value in runpy.run_path(sys.argv[1]).items():\n"
              "    if name in cfg.settings: cfg.set(name, value)\n"
              "cfg.logger_class(cfg)\n"  # as the arbiter builds its logger
+             "cfg.worker_class\n"  # (the arbiter loads it too)
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'sqlalchemy', 'werkzeug', 'jinja2', 'cryptography'}))\n")
     done = subprocess.run([sys.executable, "-c", probe, CONF], capture_output=True, text=True, timeout=60,
                           cwd=os.path.dirname(CONF))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _stalled(port, start: bytes) -> socket.socket:
+    """A connection that sent the start of a request and then nothing."""
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(start)
+    return conn
+
+
+def test_clients_that_stop_mid_request_do_not_hold_the_threads(tmp_path):
+    """gunicorn's gthread worker never timed out a read: two clients that sent half a request
+    (a phone that lost its network mid-upload) held both threads of the default setting, for
+    good. Each read now waits at most `timeout`, and the client is taken as gone: no error
+    logged, the body's 400 (it is shorter than its Content-Length)."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "3", "--threads", "2")) as server:
+        assert "Using worker: pwp.workers.ThreadWorker" in server.logs()
+        body = _stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: h\r\nContent-Type: "
+                                     b"application/json\r\nContent-Length: 100\r\n\r\n{")
+        head = _stalled(server.port, b"GET /up HTTP/1.1\r\nHost: 12")
+        status, _headers, _body = server.request("GET", "/up", timeout=20)  # (was: never)
+        assert status == 200
+        body.settimeout(20)
+        assert body.recv(100).startswith(b"HTTP/1.1 400 ")
+        head.settimeout(20)
+        assert head.recv(100) == b""
+        body.close()
+        head.close()
+        assert "Traceback" not in server.logs() and "Error" not in server.logs()
+
+
+def test_a_slow_reader_gets_the_whole_answer_and_one_that_stops_reading_is_let_go():
+    """Each write may wait `timeout` (socket.sendall's timeout would bound the whole answer:
+    a large file's download at a phone's pace would be cut); a reader that stops is dropped
+    as one that went away (EPIPE, which gunicorn does not log)."""
+    from pwp.workers import _Socket
+    ours, theirs = socket.socketpair()
+    ours.__class__ = _Socket
+    ours.settimeout(0.5)
+    data = os.urandom(2 * 1024 * 1024)
+    received = bytearray()
+
+    def read_slowly():
+        while len(received) < len(data):
+            chunk = theirs.recv(64 * 1024)
+            received.extend(chunk)
+            threading.Event().wait(0.05)  # a reader slower than the sender: 1.25 MiB/s at most
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    ours.sendall(data)  # (socket.sendall: TimeoutError once 0.5 s have passed)
+    reader.join()
+    assert bytes(received) == data
+    with pytest.raises(BrokenPipeError):
+        ours.sendall(data)  # nobody reads
+    ours.close()
+    theirs.close()
