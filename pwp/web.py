@@ -16,7 +16,7 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, m
 from flask_login import current_user
 
 from . import params, pushes
-from .api import file_link_path, secret_url
+from .api import file_link_path, request_locale, secret_url
 from .auth import actor, sign_in_first
 from .config import kind_setting, kind_switched_off
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
@@ -251,12 +251,15 @@ def create():
 
 # ----------------------------------------------------------------------------- after creation
 
+def validity(push, now) -> str:
+    """The link's limits in one sentence, as the share message and the print page say them."""
+    return (f"This link is valid for {time_left(push, now)} or {plural(pushes.views_remaining(push), 'view')}, "
+            "whichever comes first.")
+
+
 def share_message(push, url: str, now) -> str:
     """The ready-to-paste message that goes with a secret link."""
-    views = pushes.views_remaining(push)
-    lines = ["A secure link has been shared with you.", "", url, "",
-             f"This link is valid for {time_left(push, now)} or {plural(views, 'view')}, "
-             "whichever comes first."]
+    lines = ["A secure link has been shared with you.", "", url, "", validity(push, now)]
     if push.has_passphrase:
         lines.append("You need a passphrase to open it; it will reach you separately.")
     return "\n".join(lines)
@@ -291,24 +294,72 @@ def switched_off(push):
 PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the preview then says "updated")
 
 
+# What fits above the QR code on one printed page (the form's maxlength says the same).
+PRINT_MESSAGE_MAX = 500
+# The print form as the preview offers it (as upstream: both boxes ticked).
+PRINT_FORM = {"message": "", "show_expiration": True, "show_id": True}
+
+
+def _senders_push(url_token: str, now):
+    """The push of a sender's page (preview, print): (push, None), or (push, what to answer
+    instead: the start page for a switched-off kind, sign-in for a file push, the expired page)."""
+    push = pushes.get(url_token, now)
+    if off := switched_off(push):
+        return push, off
+    if push.kind == Kind.file and not current_user.is_authenticated:
+        return push, _sign_in_redirect("file")
+    if push.expired:
+        return push, render_template("web/expired.html")
+    return push, None
+
+
 @bp.get("/p/<token:url_token>/preview")
 def preview(url_token):
     """Show the secret link, its QR code and a share message (counts no view)."""
     now = pushes.utcnow()
-    push = pushes.get(url_token, now)
-    if off := switched_off(push):
-        return off
-    if push.kind == Kind.file and not current_user.is_authenticated:
-        return _sign_in_redirect("file")
-    if push.expired:
-        return render_template("web/expired.html")
+    push, instead = _senders_push(url_token, now)
+    return instead or _render_preview(push, now)
+
+
+def _render_preview(push, now, print_form=None, errors=None, status=200):
+    """The preview page; with the print form as sent and its errors (a message too long)."""
     url = secret_url(push)
     return render_template(
         "web/preview.html", push=push, url=url, qr=qr_data_uri(url),
         message=share_message(push, url, now), left=time_left(push, now),
         views=pushes.views_remaining(push),
         is_owner=pushes.is_owner(push, signed_in_user()),
-        updated=PUSH_UPDATED in (m for _c, m in get_flashed_messages(with_categories=True)))
+        print_form=print_form or PRINT_FORM, print_errors=errors or {}, print_max=PRINT_MESSAGE_MAX,
+        # (The printable page's link says the same locale as this page's: carried along.)
+        push_locale=request_locale().removeprefix("?locale=") or None,
+        updated=PUSH_UPDATED in (m for _c, m in get_flashed_messages(with_categories=True))), status
+
+
+def print_form() -> dict:
+    """The print form's choices from the query: the message (line breaks as one LF each, as
+    the textarea counted them), and its two checkboxes (absent: unticked)."""
+    message = request.args.get("message", "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    return {"message": message,
+            "show_expiration": params.cast_bool(request.args.get("show_expiration"), False),
+            "show_id": params.cast_bool(request.args.get("show_id"), False)}
+
+
+@bp.get("/p/<token:url_token>/print_preview")
+def print_preview(url_token):
+    """Show a printable page: the secret link's QR code and the link, with the sender's message,
+    the expiry and the push's ID as asked (counts no view); a message too long: 422, the form."""
+    now = pushes.utcnow()
+    push, instead = _senders_push(url_token, now)
+    if instead:
+        return instead
+    form = print_form()
+    if len(form["message"]) > PRINT_MESSAGE_MAX:
+        return _render_preview(push, now, form, {"message": [
+            f"The message is too long: at most {PRINT_MESSAGE_MAX} characters."]}, 422)
+    url = secret_url(push)
+    return render_template(
+        "web/print_preview.html", push=push, url=url, qr=qr_data_uri(url), form=form,
+        validity=validity(push, now) if form["show_expiration"] else None, now=now)
 
 
 @bp.get("/p/<token:url_token>/r")

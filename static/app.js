@@ -1,6 +1,6 @@
 /* pwpush: copy buttons, reveal/blur, password generator, expiry in words, counters,
-   show/hide for passphrases, confirmation of irreversible actions, theme toggle, secret pages
-   emptied as they are left (the back/forward cache).
+   show/hide for passphrases, the print button, confirmation of irreversible actions, theme
+   toggle, secret pages emptied as they are left (the back/forward cache).
    Plain JavaScript loaded from this origin (the Content-Security-Policy forbids inline script). */
 (function () {
   "use strict";
@@ -196,7 +196,8 @@
     button = event.target.closest("[data-reveal-target]");
     if (button) { toggleReveal(button); return; }
     button = event.target.closest("[data-toggle-password]");
-    if (button) togglePassword(button);
+    if (button) { togglePassword(button); return; }
+    if (event.target.closest("[data-print]")) window.print();
   });
   /* Irreversible actions (expire a push, replace the API token) ask first. */
   document.addEventListener("submit", function (event) {

@@ -36,6 +36,95 @@ def test_preview_of_anonymous_push_has_no_owner_links(client):
     assert "/audit" not in client.get(f"/p/{token}/preview").get_data(as_text=True)
 
 
+def test_preview_offers_the_print_and_share_form(client):
+    token = create(client, payload="s3cret")
+    html = client.get(f"/p/{token}/preview?push_locale=fr").get_data(as_text=True)
+    form = re.search(r'<form method="get" action="([^"]+)">(.*?)</form>', html, re.S)
+    assert form and form.group(1) == f"/p/{token}/print_preview"
+    fields = form.group(2)
+    assert re.search(r'<textarea id="print_message" name="message" rows="3" maxlength="500"', fields)
+    assert 'name="show_expiration" value="true" checked' in fields and 'name="show_id" value="true" checked' in fields
+    assert '<input type="hidden" name="push_locale" value="fr">' in fields  # (the link as this page shows it)
+    assert "csrf_token" not in fields and "s3cret" not in fields
+
+
+def test_print_preview_shows_the_links_qr_code_message_expiry_and_id(client, app, clock):
+    from pwp.web import qr_data_uri
+
+    token = create(client, payload="s3cret", expire_after_days="3", expire_after_views="2",
+                   retrieval_step=True)
+    r = client.get(f"/p/{token}/print_preview?message=For+%3Cb%3EAnn%3C%2Fb%3E%0D%0Aat+the+desk"
+                   "&show_expiration=true&show_id=true")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    url = f"http://localhost/p/{token}/r"  # (the preview's link: with the retrieval step)
+    assert f'src="{qr_data_uri(url)}"' in html
+    assert f'<p class="print-url mono">{url}</p>' in html
+    assert '<p class="print-message">For &lt;b&gt;Ann&lt;/b&gt;\nat the desk</p>' in html  # escaped, one line break
+    assert "This link is valid for 3 days or 2 views, whichever comes first." in html
+    assert "(As of 2026-01-01 12:00 UTC.)" in html
+    assert f'<p class="print-id mono">ID: {token}</p>' in html
+    assert "<title>Printable secret link | " in html and 'name="robots" content="noindex' in html
+    assert "data-print" in html and "s3cret" not in html
+    assert view_count(app, token) == 0 and audit_kinds(app, token) == [AuditKind.creation]
+
+
+@pytest.mark.parametrize(("value", "shown"), [("true", True), ("on", True), ("YES", True), ("checked", True),
+                                              ("1", True), ("false", False), ("0", False), ("", False),
+                                              ("no", False), ("%00", False), (None, False)])
+def test_print_preview_reads_its_checkboxes_as_the_forms_do(client, value, shown):
+    token = create(client, payload="x", expire_after_days="2", expire_after_views="4")
+    query = "" if value is None else f"?show_expiration={value}&show_id={value}"
+    r = client.get(f"/p/{token}/print_preview{query}")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert ("This link is valid for 2 days or 4 views" in html) is shown
+    assert (f"ID: {token}" in html) is shown
+    assert 'class="print-message"' not in html
+
+
+def test_print_preview_of_a_message_too_long_is_422_with_the_form_and_the_message(client, app):
+    token = create(client, payload="x")
+    # A line break is sent as CR LF but counted as one character, as the textarea's maxlength counts it.
+    fits = ("a" * 99 + "\r\n") * 5
+    r = client.get(f"/p/{token}/print_preview", query_string={"message": fits.strip()})
+    assert r.status_code == 200 and ("a" * 99 + "\n") * 4 + "a" * 99 in r.get_data(as_text=True)
+    r = client.get(f"/p/{token}/print_preview", query_string={"message": "b" * 501, "show_id": "true"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert "The message is too long: at most 500 characters." in html
+    assert '<details class="print-share" open>' in html and 'aria-invalid="true"' in html
+    assert "b" * 501 + "</textarea>" in html  # (kept, to shorten)
+    assert 'name="show_expiration" value="true">' in html and 'name="show_id" value="true" checked' in html
+    assert view_count(app, token) == 0 and audit_kinds(app, token) == [AuditKind.creation]
+
+
+def test_print_preview_of_odd_input_is_never_an_error(client):
+    token = create(client, payload="x")
+    for query in ("message=%FF%FE%00&show_id=%FF", "message=a&message=b", "message=%ED%A0%80",
+                  "show_expiration[]=1", "message=" + "%0D" * 600):
+        r = client.get(f"/p/{token}/print_preview?{query}")
+        assert r.status_code == 200, query
+
+
+def test_print_preview_is_as_guarded_as_the_preview(app, client, make_user, clock):
+    spent = create(client, payload="x", expire_after_days="1")
+    clock.advance(days=1, seconds=1)
+    events = audit_kinds(app, spent)
+    pages = {client.get(f"/p/{spent}{suffix}").get_data() for suffix in ("/preview", "/print_preview")}
+    assert len(pages) == 1 and EXPIRED in pages.pop().decode()
+    assert audit_kinds(app, spent) == events  # (no failed view: the preview logs none either)
+    sign_in(client, make_user)
+    data = form(kind="file")
+    data["push[files][]"] = [(io.BytesIO(b"contents"), "a.txt")]
+    file_push = re.search(r"/p/(\w+)/preview", client.post("/p", data=data).headers["Location"]).group(1)
+    assert client.get(f"/p/{file_push}/print_preview").status_code == 200
+    client.post("/users/sign_out")
+    for suffix in ("/preview", "/print_preview"):  # file pushes: only for a signed-in user (as upstream)
+        r = client.get(f"/p/{file_push}{suffix}")
+        assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in"), suffix
+
+
 def test_retrieval_step_get_never_counts_a_view(client, app):
     token = create(client, payload="s3cret", expire_after_views="1", retrieval_step=True)
     for _ in range(3):
@@ -94,7 +183,7 @@ def test_expired_page_is_identical_for_unknown_expired_and_deleted(client):
     page = pages.pop().decode()
     assert EXPIRED in page and "<title>Your Secret Link Has Expired</title>" in page
     for t in (expired, deleted, "doesnotexist123"):
-        for suffix in ("/r", "/passphrase", "/preview"):
+        for suffix in ("/r", "/passphrase", "/preview", "/print_preview?show_id=1"):
             r = client.get(f"/p/{t}{suffix}")
             assert r.status_code == 200 and EXPIRED in r.get_data(as_text=True)
 
@@ -246,7 +335,7 @@ def test_legacy_json_routes_still_reach_the_api(client):
 
 def test_secret_pages_are_not_cached_and_send_no_referrer(client):
     token = create(client, payload="x", passphrase="pp")
-    for path in ("/", f"/p/{token}/preview", f"/p/{token}/r", f"/p/{token}/passphrase",
+    for path in ("/", f"/p/{token}/preview", f"/p/{token}/print_preview", f"/p/{token}/r", f"/p/{token}/passphrase",
                  f"/p/{token}", "/p/unknown1"):
         r = client.get(path)
         assert r.headers["Cache-Control"] == "no-store", path
@@ -256,7 +345,7 @@ def test_secret_pages_are_not_cached_and_send_no_referrer(client):
 
 def test_pages_have_no_inline_script_or_style(client):
     token = create(client, payload="x")
-    for path in ("/", f"/p/{token}/preview", f"/p/{token}"):
+    for path in ("/", f"/p/{token}/preview", f"/p/{token}/print_preview?message=x&show_id=1", f"/p/{token}"):
         html = client.get(path).get_data(as_text=True)
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
         assert " style=" not in html and "<style" not in html, path
@@ -308,7 +397,8 @@ def test_every_page_of_a_push_whose_kind_is_switched_off_says_so_first(app, clie
     owned = create(client, kind="url", payload="https://example.com")
     app.config["PWP__ENABLE_URL_PUSHES"] = False
     events = audit_kinds(app, plain) + audit_kinds(app, guarded)
-    for method, path in (("GET", f"/p/{plain}/preview"), ("GET", f"/p/{plain}/r"), ("GET", f"/p/{plain}"),
+    for method, path in (("GET", f"/p/{plain}/preview"), ("GET", f"/p/{plain}/print_preview"),
+                         ("GET", f"/p/{plain}/r"), ("GET", f"/p/{plain}"),
                          ("GET", f"/p/{guarded}/passphrase"), ("POST", f"/p/{guarded}/access"),
                          ("POST", f"/p/{plain}/expire"), ("GET", f"/p/{owned}/audit")):
         r = client.open(path, method=method, data={"passphrase": "pp"} if method == "POST" else None)
