@@ -88,6 +88,10 @@ def session(server, api_token, email):
     for path, expected_status in [(f"/%70/{o}/r", 200), (f"/p//{o}", 200), (f"/p%2F{o}", 200),
                                   (f"/api/v2/%70ushes/{encoded}", 200), (f"/p/{o}%2Ejson", 200)]:
         assert server.request("GET", path)[0] == expected_status, path
+    # The printable page: the sender's message rides in its query string.
+    printed = seen["print_message"] = marker("PRINTMESSAGE")
+    status, _h, page = server.request("GET", f"/p/{o}/print_preview?message={printed}%0D%0Aline+2&show_id=on")
+    assert status == 200 and printed.encode() in page
 
     # Legacy headers, the bare token, and a bad token.
     legacy = {"X-User-Email": email, "X-User-Token": api_token}
@@ -155,7 +159,8 @@ def test_server_logs_contain_no_secrets(database_url, tmp_path):
     # The check is not vacuous: debug logging and the access log were on and saw the session.
     # (Counted, not `in logs`: a failing assertion must not print the log.)
     expected = ["[DEBUG]", "  raw_env: [FILTERED]", '"GET /api/v2/pushes/active HTTP/1.1" 200', '"GET /pfb/[FILTERED] HTTP/1.1" 200',
-                '"GET /p/[FILTERED].json HTTP/1.1" 200', "Invalid request from ip=127.0.0.1"]
+                '"GET /p/[FILTERED].json HTTP/1.1" 200', "Invalid request from ip=127.0.0.1",
+                '"GET /p/[FILTERED]/print_preview?message=[FILTERED]&show_id=[FILTERED] HTTP/1.1" 200']
     assert [needle for needle in expected if needle not in logs] == []
     assert logs.count('"GET /api/v2/pushes/[FILTERED]?passphrase=[FILTERED] HTTP/1.1" 200') >= 2
     odd_spellings = ['"GET /%70/[FILTERED]/r HTTP/1.1" 200', '"GET /p//[FILTERED] HTTP/1.1" 200',
@@ -177,6 +182,8 @@ def test_server_logs_contain_no_secrets(database_url, tmp_path):
     ("GET /p/expired.json", "GET /p/expired.json"),
     ("GET /p/new?tab=text", "GET /p/new?tab=text"),
     ("GET /p/abc123/r", "GET /p/[FILTERED]/r"),
+    ("GET /p/abc123/print_preview?message=Desk+7%0D%0Apin+4411&show_expiration=true HTTP/1.1",
+     "GET /p/[FILTERED]/print_preview?message=[FILTERED]&show_expiration=[FILTERED] HTTP/1.1"),
     ("GET /f/abc123/preview.json", "GET /f/[FILTERED]/preview.json"),
     ("GET /en/r/abc123.json", "GET /en/r/[FILTERED].json"),
     ('"http://host/p/abc123/r"', '"http://host/p/[FILTERED]/r"'),

@@ -3,8 +3,9 @@ import pytest
 
 from .liveserver import AXE_JS, sign_up
 
-PUBLIC = ["new_text", "new_url", "new_qr", "preview", "retrieval_step", "passphrase", "payload",
-          "payload_qr", "expired", "sign_in", "sign_up", "api_docs", "up", "validation"]
+PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_preview", "print_too_long",
+          "retrieval_step", "passphrase", "payload", "payload_qr", "expired", "sign_in", "sign_up", "api_docs",
+          "up", "validation"]
 SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "token", "account", "payload_files"]
 
 
@@ -35,7 +36,9 @@ def site(server, browser):
     ctx.close()
     paths = {
         "new_text": "/", "new_url": "/p/new?tab=url", "new_qr": "/p/new?tab=qr",
-        "preview": text + "/preview", "retrieval_step": text + "/r", "passphrase": guarded + "/passphrase",
+        "preview": text + "/preview", "print_form": text + "/preview",
+        "print_preview": text + "/print_preview?message=Hand+over%0D%0Aat+the+desk&show_expiration=true&show_id=true",
+        "print_too_long": text + "/print_preview?message=" + "x" * 501, "retrieval_step": text + "/r", "passphrase": guarded + "/passphrase",
         "payload": text, "payload_qr": qr, "expired": "/p/doesnotexist", "sign_in": "/users/sign_in",
         "sign_up": "/users/sign_up", "api_docs": "/help/api", "up": "/up",
         "new_files": "/p/new?tab=files", "dashboard": "/p", "audit": files + "/audit", "edit": files + "/edit",
@@ -70,6 +73,8 @@ def test_no_serious_axe_violations(server, browser, site, names, scheme):
                 page.goto(server.url + paths[name])
             if name == "payload":
                 page.get_by_role("button", name="Reveal").click()
+            if name == "print_form":
+                page.get_by_text("Print & Share").click()
             found[name] = _serious(page)
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == {"light": "rgb(245, 246, 248)", "dark": "rgb(17, 20, 24)"}[scheme]

@@ -378,3 +378,39 @@ def test_edit_form_of_a_push_made_for_an_hour_never_says_one_day(server, new_pag
     expect(words).to_contain_text("2 days or 5 views")
     days.fill("1")
     expect(words).not_to_contain_text("1 day")
+
+
+def test_print_and_share_by_keyboard_then_print_only_the_sheet(server, new_page):
+    page = new_page()
+    link = create_text(page, server.url, payload="Kuv3-Ba7_Tozi1", views=3)
+    qr = page.locator("figure.qr img").get_attribute("src")
+    page.add_init_script("window.print = function () { window.printed = true; };")
+    page.get_by_text("Print & Share").focus()
+    page.keyboard.press("Enter")  # (the <details> opens)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "print_message"
+    page.keyboard.type("Line one\nLine two")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Space")  # unticks "Show expiration"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Printable secret link")
+    assert "/print_preview?" in page.url and "Kuv3-Ba7_Tozi1" not in page.content()
+    assert page.locator(".print-message").inner_text() == "Line one\nLine two"
+    assert page.locator(".print-qr").get_attribute("src") == qr  # the same link's code
+    expect(page.locator(".print-url")).to_have_text(link)
+    expect(page.locator(".print-id")).to_have_text("ID: " + link.split("/")[4])
+    expect(page.locator(".print-expiry")).to_have_count(0)
+    page.get_by_role("button", name="Print").click()
+    assert page.evaluate("window.printed") is True
+
+    page.emulate_media(media="print", color_scheme="dark")
+    for chrome in (".site-header", ".site-footer", "h1", "[data-print]", "text=Back to the push"):
+        expect(page.locator(chrome)).to_be_hidden()
+    assert page.evaluate("[getComputedStyle(document.body).backgroundColor, "
+                         "getComputedStyle(document.querySelector('.print-url')).color]") == \
+        ["rgb(255, 255, 255)", "rgb(0, 0, 0)"]
+    width = page.locator(".print-qr").bounding_box()["width"]
+    assert 320 < width < 360, width  # (9 cm)
+    expect(page.locator(".print-qr")).to_be_visible()
