@@ -335,7 +335,7 @@ def _render_preview(push, now, print_form=None, errors=None, status=200):
         updated=PUSH_UPDATED in (m for _c, m in get_flashed_messages(with_categories=True))), status
 
 
-def print_form() -> dict:
+def print_choices() -> dict:
     """The print form's choices from the query: the message (line breaks as one LF each, as
     the textarea counted them), and its two checkboxes (absent: unticked)."""
     message = request.args.get("message", "").replace("\r\n", "\n").replace("\r", "\n").strip()
@@ -352,7 +352,7 @@ def print_preview(url_token):
     push, instead = _senders_push(url_token, now)
     if instead:
         return instead
-    form = print_form()
+    form = print_choices()
     if len(form["message"]) > PRINT_MESSAGE_MAX:
         return _render_preview(push, now, form, {"message": [
             f"The message is too long: at most {PRINT_MESSAGE_MAX} characters."]}, 422)
