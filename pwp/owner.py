@@ -9,8 +9,8 @@ from flask_login import current_user
 from . import params, pushes
 from .api import secret_url
 from .auth import actor, sign_in_first
-from .errors import Forbidden, ValidationFailed
-from .models import AuditKind
+from .errors import Forbidden, TooManyAttempts, ValidationFailed
+from .models import AuditKind, Kind
 from .words import plural
 from .web import PUSH_UPDATED, form_options, form_values, signed_in_user, switched_off, time_left
 
@@ -128,6 +128,17 @@ def _edit_form(push, values, errors=None, status=200, shown=None):
                            left=time_left(push, now), views=left["views"]), status
 
 
+def _edit_form_again(push, fields, left, errors, status):
+    """The edit form as it was sent, with its errors (files are chosen again, and the
+    passphrase typed again: neither goes back into the page)."""
+    shown = {what: value for what in ("days", "views") if (value := params.shown(fields, what)) is not None}
+    values = form_values(push.kind_name, fields)
+    for what in ("days", "views"):  # (a number left blank: what the form showed, not a new push's default)
+        if not params.cast_int(fields.get(f"expire_after_{what}")):
+            values[f"expire_after_{what}"] = shown.get(what, left[what])
+    return _edit_form(push, values, errors, status, shown)
+
+
 @bp.get("/p/<token:url_token>/edit")
 @owned
 def edit(push):
@@ -145,29 +156,34 @@ def edit(push):
 @bp.post("/p/<token:url_token>/edit")
 @owned
 def update(push):
-    """Apply the edit form (upstream: PATCH /p/:token); 302 to the preview, or 422 with the form."""
+    """Apply the edit form (upstream: PATCH /p/:token), files added included; 302 to the
+    preview, or 422 (429: passphrase guesses) with the form."""
     url_token, step_was = push.url_token, bool(push.retrieval_step)
     fields = params.root(params.body_params(), "push")
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
     try:
         changes = params.push_changes(fields)
+        # Only a file push's page has a file box: files sent for another kind are left out, said below.
+        dropped = changes.files if push.kind != Kind.file else ()
         # Typed past a bound, the bound; a number kept as shown stays what it is, in bounds or not.
         asked = changes
-        changes = dataclasses.replace(changes, **{
+        changes = dataclasses.replace(changes, files=() if dropped else changes.files, **{
             f"{what}_left": min(max(getattr(changes, f"{what}_left"), low), high)
             for what, (low, high) in pushes.edit_bounds(push, now).items() if not changes.keeps(what, left[what])})
         edited = pushes.edit(url_token, changes, actor(signed_in_user()), now)
     except ValidationFailed as exc:
-        shown = {what: value for what in ("days", "views") if (value := params.shown(fields, what)) is not None}
-        values = form_values(push.kind_name, fields)
-        for what in ("days", "views"):  # (a number left blank: what the form showed, not a new push's default)
-            if not params.cast_int(fields.get(f"expire_after_{what}")):
-                values[f"expire_after_{what}"] = shown.get(what, left[what])
-        return _edit_form(push, values, exc.errors, 422, shown)
+        return _edit_form_again(push, fields, left, exc.errors, 422)
+    except TooManyAttempts as exc:
+        return _edit_form_again(push, fields, left, {"passphrase": [exc.message]}, 429)
     if edited is None:
         return _already_expired(url_token)
     flash(PUSH_UPDATED, "success")
+    if changes.files:
+        count = len(pushes.files_of(edited))
+        flash(f"Added {plural(len(changes.files), 'file')}: the push now has {plural(count, 'file')}.", "success")
+    if dropped:
+        flash("No files were added: only a file push has files.", "warning")
     # Said, not done silently: a number put within its bounds, and a link that changed.
     for what in ("days", "views"):
         got, typed = getattr(changes, f"{what}_left"), getattr(asked, f"{what}_left")

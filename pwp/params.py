@@ -336,9 +336,12 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
 
 def push_changes(fields: dict) -> Changes:
     """Build an owner's Changes from the edit form's push[...] fields; 422 for a value of
-    the wrong type, a name too long, or a number missing (absent checkboxes are false)."""
+    the wrong type, a name too long, or a number missing (absent checkboxes are false).
+    Files to add come as a new push's (push[files][]), with the push's passphrase."""
     errors: dict = {}
     name = _name(errors, fields)
+    files = tuple(_uploads(errors, fields["files"])) if fields.get("files") is not None else ()
+    passphrase = _string(errors, "passphrase", fields.get("passphrase"))
     numbers = {what: cast_int(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
     for what, number in numbers.items():
         if number is None:  # (a browser sends letters typed in a number box as nothing)
@@ -349,7 +352,8 @@ def push_changes(fields: dict) -> Changes:
     return Changes(days_left=numbers["days"], views_left=numbers["views"],
                    retrieval_step=cast_bool(fields.get("retrieval_step"), False),
                    deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), False),
-                   name=name, note=note, days_shown=shown(fields, "days"), views_shown=shown(fields, "views"))
+                   name=name, note=note, days_shown=shown(fields, "days"), views_shown=shown(fields, "views"),
+                   files=files, passphrase=passphrase)
 
 
 def shown(fields: dict, what: str) -> int | None:

@@ -26,7 +26,7 @@ from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, Too
                      ValidationFailed)
 from .fastsql import Statement, Transaction
 from .models import AuditKind, AuditLog, KeyCheck, Kind, Push, PushFile, PushFilePart, PushRow, Throttle, User, db
-from .words import human_size
+from .words import human_size, plural
 
 PER_PAGE = 50
 AUDIT_CAP = 2000
@@ -198,6 +198,9 @@ class Changes:
     # form was open are not given back by a save that changed only the name.
     days_shown: int | None = None
     views_shown: int | None = None
+    # Files to add (a file push), and the push's passphrase, which their key is derived from.
+    files: tuple[Upload, ...] = ()
+    passphrase: str | None = field(default=None, repr=False)
 
     def keeps(self, what: str, left: int) -> bool:
         """Tell whether the days or views typed are what the form showed (without that record,
@@ -389,15 +392,19 @@ def _validate(new: NewPush, cfg) -> dict:
     return errors
 
 
-def _validate_files(files, cfg) -> dict:
-    max_files = cfg["PWP__FILES__MAX_FILE_UPLOADS"]
+def _validate_files(files, cfg, kept: tuple[int, int] = (0, 0)) -> dict:
+    """The files' errors; kept: the count and bytes of the files the push has already (an
+    edit adds files to them, within the same limits)."""
+    max_files, max_bytes = cfg["PWP__FILES__MAX_FILE_UPLOADS"], cfg["PWP__FILES__MAX_TOTAL_BYTES"]
+    kept_count, kept_bytes = kept
     if not files:
         return {"files": ["At least one file is required for a file push."]}
-    if len(files) > max_files:
-        return {"files": [f"You can only attach up to {max_files} files per push."]}
-    max_bytes = cfg["PWP__FILES__MAX_TOTAL_BYTES"]
-    if sum(f.size for f in files) > max_bytes:
-        return {"files": [f"The files are too large.  You can only push up to {human_size(max_bytes, limit=True)} in total."]}
+    if kept_count + len(files) > max_files:
+        has = f" This push has {plural(kept_count, 'file')} already." if kept_count else ""
+        return {"files": [f"You can only attach up to {max_files} files per push.{has}"]}
+    if kept_bytes + sum(f.size for f in files) > max_bytes:
+        has = f" This push has {human_size(kept_bytes)} already." if kept_count else ""
+        return {"files": [f"The files are too large.  You can only push up to {human_size(max_bytes, limit=True)} in total.{has}"]}
     return {}
 
 
@@ -488,7 +495,6 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
     """
     row, key = new_row(new, actor, now)
     kind = new.kind
-    ring = keyring()
     _load_caller(actor)
     with Transaction() as tx:
         # PostgreSQL logs the creation inside the insert; SQLite has no DML in CTEs.
@@ -502,17 +508,25 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
         else:
             push_id = tx.run(_INSERT_PUSH, row)[0][0]
         push = PushRow({"id": push_id, **row})
-        for upload in new.files if kind == "file" else ():
-            file_id = tx.run(_INSERT_FILE, {
-                "push_id": push.id, "filename": upload.filename[:255] or "file",
-                "content_type": (upload.content_type or "application/octet-stream")[:255],
-                "size": upload.size, "ciphertext": b""})[0][0]
-            for part in ring.seal_parts(upload.data, upload.size, key):  # (a part at a time)
-                tx.run(_INSERT_FILE_PART, {"file_id": file_id, "ciphertext": part})
+        if kind == "file":
+            _store_files(push.id, new.files, key, tx)
         if not logged:
             _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
     current_app.logger.info("push %s created (kind %s)", push.id, kind)
     return push
+
+
+def _store_files(push_id: int, uploads, key: bytes | None, tx: Transaction | None = None):
+    """Store files of a push, encrypted a part (a MiB) at a time, inside the passphrase
+    layer when a passphrase key is given; in tx, or else in the session's transaction."""
+    ring = keyring()
+    for upload in uploads:
+        file_id = _run(_INSERT_FILE, {
+            "push_id": push_id, "filename": upload.filename[:255] or "file",
+            "content_type": (upload.content_type or "application/octet-stream")[:255],
+            "size": upload.size, "ciphertext": b""}, tx)[0][0]
+        for part in ring.seal_parts(upload.data, upload.size, key):  # (a part at a time)
+            _run(_INSERT_FILE_PART, {"file_id": file_id, "ciphertext": part}, tx)
 
 
 # ----------------------------------------------------------------------------- read
@@ -854,14 +868,42 @@ def edit_bounds(push: Push, now: datetime) -> dict:
 def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push | None:
     """Its owner changes a live push: the days and views left from now (a number equal to
     what is left leaves it, so a push made for 5 minutes keeps its minutes), the retrieval
-    step, viewer deletion (as the kind's settings allow), name and note; logged as `edit`.
-    The payload, passphrase (part of the payload's key) and kind stay. Forbidden for
-    anyone else; None when the push has expired, before or while it is edited."""
+    step, viewer deletion (as the kind's settings allow), name and note, and adds files to a
+    file push (within a new push's limits, counted with the files it has); one transaction,
+    logged as `edit`. The payload, passphrase (part of the payload's key) and kind stay.
+    Forbidden for anyone else; None when the push has expired, before or while it is
+    edited; ValidationFailed, or TooManyAttempts (see _files_key), with nothing written."""
     push = get(url_token, now)
     if not is_owner(push, actor.user):
         raise Forbidden()
     if push.expired:
         return None
+    values = _edit_values(push, changes, now)
+    key = _files_key(push, changes, actor, now) if changes.files else None
+    # The push's row locked first, then the limits checked again: of two edits at once,
+    # the second counts the files the first added (else both could pass the caps).
+    if not _lock_live(push, now):
+        db.session.rollback()  # a view used it up meanwhile
+        return None
+    if changes.files:
+        errors = _validate_files(changes.files, current_app.config, _kept_files(push))
+        if errors:
+            db.session.rollback()
+            raise ValidationFailed(errors)
+        _store_files(push.id, changes.files, key)
+    db.session.execute(update(Push).where(Push.id == push.id).values(values)
+                       .execution_options(synchronize_session=False))
+    _log(push, AuditKind.edit, actor, now)
+    db.session.commit()
+    if changes.files:
+        current_app.logger.info("push %s: %d files added", push.id, len(changes.files))
+    _reread(push)
+    return push
+
+
+def _edit_values(push: Push, changes: Changes, now: datetime) -> dict:
+    """Validate an edit (the files against what the push has now: edit checks them again
+    under the row's lock) and return the push's new column values."""
     cfg, kind = current_app.config, push.kind_name
     errors = {}
     bounds = edit_bounds(push, now)
@@ -872,6 +914,9 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
             errors[f"expire_after_{what}"] = [f"must be from {low} to {high}"]
     if len(changes.note) > NOTE_MAX:
         errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
+    if changes.files:
+        errors.update({"files": ["Only a file push has files."]} if push.kind != Kind.file
+                      else _validate_files(changes.files, cfg, _kept_files(push)))
     if errors:
         raise ValidationFailed(errors)
     values = {"name": changes.name, "updated_at": now,
@@ -888,14 +933,44 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     if not changes.keeps("views", left["views"]):
         # From the count as written, so a view counted meanwhile is not given back.
         values["expire_after_views"] = Push.view_count + changes.views_left
-    if not db.session.execute(update(Push).where(Push.id == push.id, _claimable(now)).values(values)
-                              .execution_options(synchronize_session=False)).rowcount:
-        db.session.rollback()  # a view used it up meanwhile
+    return values
+
+
+PASSPHRASE_FOR_FILES = "Enter this push's passphrase to add files: they are encrypted with it."
+PASSPHRASE_NOT_THE_PUSHS = "That is not this push's passphrase: enter the one it was made with."
+
+
+def _files_key(push: Push, changes: Changes, actor: Actor, now: datetime) -> bytes | None:
+    """The key to seal files added to a push with: none without a passphrase, else the key
+    derived from its passphrase, which the changes must carry (the server keeps no key that
+    opens the files). Checked as a recipient's is: counted, 5 a minute (TooManyAttempts),
+    and committed before the edit's transaction; a wrong one logged as failed_passphrase."""
+    if not push.has_passphrase:
         return None
-    _log(push, AuditKind.edit, actor, now)
-    db.session.commit()
-    _reread(push)
-    return push
+    if not changes.passphrase:
+        raise ValidationFailed({"passphrase": [PASSPHRASE_FOR_FILES]})
+    _throttle_passphrase(push, now)
+    try:
+        key = _passphrase_gate(push, changes.passphrase, None, actor, now)
+    except PassphraseIncorrect:
+        raise ValidationFailed({"passphrase": [PASSPHRASE_NOT_THE_PUSHS]}) from None
+    db.session.commit()  # (the attempt counts, whatever the edit meets next)
+    return key
+
+
+def _lock_live(push: Push, now: datetime) -> bool:
+    """Lock the push's row until this transaction ends; tell whether it is still live (SQLite:
+    its BEGIN IMMEDIATE holds the database's write lock). Of two writers at once, the second
+    then reads what the first left."""
+    return db.session.scalar(
+        select(Push.id).where(Push.id == push.id, _claimable(now)).with_for_update()) is not None
+
+
+def _kept_files(push: Push) -> tuple[int, int]:
+    """How many files a push has, and their bytes."""
+    count, size = db.session.execute(select(func.count(), func.coalesce(func.sum(PushFile.size), 0))
+                                     .where(PushFile.push_id == push.id)).one()
+    return count, int(size)
 
 
 def remove_file(url_token: str, file_id: int, actor: Actor, now: datetime) -> str | None:
@@ -908,8 +983,7 @@ def remove_file(url_token: str, file_id: int, actor: Actor, now: datetime) -> st
         raise Forbidden()
     # The push's row locked first: of two removals at once, the second counts what the
     # first left (else both could see two files and leave none).
-    live = db.session.scalar(select(Push.id).where(Push.id == push.id, _claimable(now)).with_for_update())
-    files = files_of(push) if live else []
+    files = files_of(push) if _lock_live(push, now) else []
     removed = next((f for f in files if f.id == file_id), None)
     if removed is None or len(files) < 2:
         db.session.rollback()

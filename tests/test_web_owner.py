@@ -9,6 +9,7 @@ from sqlalchemy import insert, select
 from conftest import NOW, bearer
 from webutil import audit_kinds, create, sign_in, sql
 
+from pwp import crypto, pushes
 from pwp.models import AuditKind, Push, db
 
 
@@ -492,3 +493,172 @@ def test_edit_form_says_minutes_left_not_one_day(client, make_user):
     words = re.search(r'<strong data-words="days"[^>]*>([^<]*)</strong>', html)
     assert words and words.group(1) == "1 hour", words and words.group(0)
     assert 'data-kept-value="1" data-kept-words="1 hour"' in html
+
+
+# ----------------------------------------------------------------------------- adding files
+
+def _file_push(client, api_token, files, **fields):
+    data = {f"push[{key}]": value for key, value in fields.items()}
+    data["push[files][]"] = [(io.BytesIO(content), name) for name, content in files]
+    made = client.post("/api/v2/pushes", headers=bearer(api_token), content_type="multipart/form-data", data=data)
+    assert made.status_code == 201, made.data
+    return made.json["url_token"]
+
+
+def _add_files(client, url_token, files, **fields):
+    """The edit form sent as a browser sends it with files chosen (multipart)."""
+    data = {"push[expire_after_days]": "7", "push[expire_after_views]": "5",
+            **{f"push[{key}]": value for key, value in fields.items()},
+            "push[files][]": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post(f"/p/{url_token}/edit", data=data, content_type="multipart/form-data")
+
+
+def _received(app, url_token, passphrase=None):
+    """What a recipient downloads: {filename: bytes}."""
+    recipient = app.test_client()
+    query = f"?passphrase={passphrase}" if passphrase else ""
+    files = recipient.get(f"/api/v2/pushes/{url_token}{query}").json["files"]
+    return {f["filename"]: recipient.get(f["url"].replace("http://localhost", "")).data for f in files}
+
+
+def _file_names(app, url_token):
+    return [r[0] for r in sql(app, "SELECT f.filename FROM push_files f JOIN pushes p ON p.id = f.push_id "
+                                   "WHERE p.url_token = :t ORDER BY f.id", t=url_token)]
+
+
+def test_owner_adds_files_to_a_file_push_in_one_edit(client, make_user, app):
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.txt", b"first")], expire_after_views="5")
+    html = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert 'enctype="multipart/form-data"' in html and 'name="push[files][]"' in html
+    assert "Up to 9 more files and 24.9 MB more" in html and 'name="push[passphrase]"' not in html
+    # A file box left empty sends one empty part: no file is added.
+    r = client.post(f"/p/{token}/edit", content_type="multipart/form-data", data={
+        "push[expire_after_days]": "7", "push[expire_after_views]": "5", "push[files][]": (io.BytesIO(b""), "")})
+    assert r.status_code == 302 and "Added" not in client.get(r.headers["Location"]).get_data(as_text=True)
+    big = bytes(range(256)) * 5000  # 1.2 MiB: two parts
+    r = _add_files(client, token, [("b.bin", big), ("c é.txt", b"third")], name="renamed")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/preview"
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Push was successfully updated." in html and "Added 2 files: the push now has 3 files." in html
+    assert _file_names(app, token) == ["a.txt", "b.bin", "c é.txt"] and _row(app, token)["name"] == "renamed"
+    assert audit_kinds(app, token) == [AuditKind.creation] + [AuditKind.edit] * 2  # one event an edit
+    assert big[:1000] not in b"".join(bytes(c) for c, in sql(app, "SELECT ciphertext FROM push_file_parts"))
+    edit_page = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert "b.bin" in edit_page and "c é.txt" in edit_page and "Up to 7 more files" in edit_page
+    assert _received(app, token) == {"a.txt": b"first", "b.bin": big, "c é.txt": b"third"}
+
+
+@pytest.mark.parametrize("settings", [{"PWP__FILES__MAX_FILE_UPLOADS": 3, "PWP__FILES__MAX_TOTAL_BYTES": 1000}])
+def test_added_files_keep_to_the_limits_counted_with_the_files_kept(client, make_user, app, settings):
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.bin", b"a" * 400), ("b.bin", b"b" * 400)])
+    assert "Up to 1 more file and 200 bytes more" in client.get(f"/p/{token}/edit").get_data(as_text=True)
+    too_many = _add_files(client, token, [("c.bin", b"c"), ("d.bin", b"d")], name="not saved", note="kept")
+    html = too_many.get_data(as_text=True)
+    assert too_many.status_code == 422
+    assert "You can only attach up to 3 files per push. This push has 2 files already." in html
+    assert 'href="#push_files"' in html and 'aria-invalid="true"' in html and "kept</textarea>" in html
+    assert "choose them again" in html
+    too_big = _add_files(client, token, [("c.bin", b"c" * 201)])
+    assert too_big.status_code == 422 and "only push up to 1000 bytes in total. This push has 800 bytes already." \
+        in too_big.get_data(as_text=True)
+    assert _file_names(app, token) == ["a.bin", "b.bin"] and _row(app, token)["name"] == ""
+    assert AuditKind.edit not in audit_kinds(app, token)
+    assert _add_files(client, token, [("c.bin", b"c" * 200)]).status_code == 302
+    full = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert "has the most files a push can have (3)" in full and 'name="push[files][]"' not in full
+    assert 'enctype="multipart/form-data"' not in full
+    assert _add_files(client, token, [("d.bin", b"d")]).status_code == 422  # a form opened before it was full
+    assert _file_names(app, token) == ["a.bin", "b.bin", "c.bin"]
+
+
+def test_files_added_to_a_push_with_a_passphrase_need_it_and_are_sealed_with_it(client, make_user, app, clock):
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.txt", b"first")], passphrase="open sesame", expire_after_views="5")
+    html = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert '<label for="push_passphrase">This push\'s passphrase (only to add files)</label>' in html
+    missing = _add_files(client, token, [("b.txt", b"second")], name="not saved")
+    assert missing.status_code == 422
+    assert "Enter this push&#39;s passphrase to add files" in missing.get_data(as_text=True)
+    wrong = _add_files(client, token, [("b.txt", b"second")], passphrase="open sesame!")
+    html = wrong.get_data(as_text=True)
+    assert wrong.status_code == 422 and "That is not this push&#39;s passphrase" in html
+    assert 'href="#push_passphrase"' in html and "open sesame!" not in html  # never echoed
+    assert _file_names(app, token) == ["a.txt"] and _row(app, token)["name"] == ""
+    assert audit_kinds(app, token) == [AuditKind.creation, AuditKind.failed_passphrase]
+    # A name change alone needs no passphrase.
+    assert _edit(client, token, name="renamed").status_code == 302
+    r = _add_files(client, token, [("b.txt", b"second")], passphrase="open sesame")
+    assert r.status_code == 302 and _file_names(app, token) == ["a.txt", "b.txt"]
+    assert _received(app, token, "open sesame") == {"a.txt": b"first", "b.txt": b"second"}
+    # Its files open only with the passphrase's key, as the first one.
+    (part,), = sql(app, "SELECT p.ciphertext FROM push_file_parts p JOIN push_files f ON f.id = p.file_id "
+                        "WHERE f.filename = 'b.txt'")
+    _, key = crypto.derive("open sesame", bytes(_row(app, token)["passphrase_salt"]))
+    with app.app_context():
+        ring = pushes.keyring()
+        assert b"second" not in ring.decrypt(bytes(part))
+        assert b"".join(ring.open_parts([bytes(part)], key)) == b"second"
+    # Guesses count with the recipients' (5 a minute for the push): the sixth is refused.
+    clock.advance(minutes=1)
+    for _ in range(5):
+        assert _add_files(client, token, [("x.txt", b"x")], passphrase="guess").status_code == 422
+    throttled = _add_files(client, token, [("x.txt", b"x")], passphrase="open sesame")
+    assert throttled.status_code == 429 and "Too many passphrase attempts" in throttled.get_data(as_text=True)
+    assert _file_names(app, token) == ["a.txt", "b.txt"]
+
+
+def test_files_sent_to_an_expired_a_strangers_or_another_kinds_push_are_not_stored(client, make_user, app):
+    _, api_token = sign_in(client, make_user)
+    used = _file_push(client, api_token, [("a.txt", b"a")], expire_after_views="1")
+    assert app.test_client().get(f"/api/v2/pushes/{used}").status_code == 200  # its last view
+    r = _add_files(client, used, [("b.txt", b"b")])
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{used}/audit"
+    assert _file_names(app, used) == ["a.txt"]
+    live = _file_push(client, api_token, [("a.txt", b"a")])
+    stranger = app.test_client()
+    sign_in(stranger, make_user, email="stranger@example.com")
+    r = _add_files(stranger, live, [("b.txt", b"b")])
+    assert r.status_code == 302 and r.headers["Location"] == "/" and _file_names(app, live) == ["a.txt"]
+    text = create(client, payload="x")
+    assert 'name="push[files][]"' not in client.get(f"/p/{text}/edit").get_data(as_text=True)
+    r = _add_files(client, text, [("b.txt", b"b")], name="renamed")
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{text}/preview"
+    assert "No files were added: only a file push has files." in client.get(r.headers["Location"]).get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM push_files")[0][0] == 2
+    anonymous = app.test_client()
+    r = _add_files(anonymous, live, [("b.txt", b"b")])
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+
+
+@pytest.mark.parametrize("settings", [{"PWP__FILES__MAX_FILE_UPLOADS": 3}])
+def test_an_add_that_waited_for_another_counts_the_files_it_added(client, make_user, app, database_url, settings):
+    """Another edit holds the push's row and adds two files; this one, checked before they
+    were committed, waits for the row, then counts them: over the cap, nothing stored."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import threading
+    import time
+
+    import psycopg
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.txt", b"a")])
+    push_id = _row(app, token)["id"]
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT id FROM pushes WHERE id = %s FOR UPDATE", (push_id,))
+        for name in ("b.txt", "c.txt"):
+            other.execute("INSERT INTO push_files (push_id, filename, content_type, size, ciphertext) "
+                          "VALUES (%s, %s, 'text/plain', 1, '')", (push_id, name))
+        answer = []
+        adder = threading.Thread(target=lambda: answer.append(_add_files(client, token, [("d.txt", b"d")])))
+        adder.start()
+        deadline = time.monotonic() + 30
+        while not other.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the edit never waited for the push's row"
+        other.commit()
+        adder.join(timeout=30)
+    assert answer[0].status_code == 422, answer[0].status_code
+    assert "This push has 3 files already." in answer[0].get_data(as_text=True)
+    assert _file_names(app, token) == ["a.txt", "b.txt", "c.txt"]
