@@ -6,7 +6,7 @@ from .liveserver import AXE_JS, sign_up
 PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_preview", "print_too_long",
           "retrieval_step", "passphrase", "payload", "payload_qr", "expired", "sign_in", "sign_up", "api_docs",
           "up", "validation"]
-SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "token", "account", "payload_files"]
+SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files"]
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def site(server, browser):
     guarded = push("text", "x", passphrase="pp")
     sign_up(page, base, "axe@example.com")
     files = push("files", "")
+    guarded_files = push("files", "", passphrase="pp")
     state = ctx.storage_state()
     ctx.close()
     paths = {
@@ -42,6 +43,7 @@ def site(server, browser):
         "payload": text, "payload_qr": qr, "expired": "/p/doesnotexist", "sign_in": "/users/sign_in",
         "sign_up": "/users/sign_up", "api_docs": "/help/api", "up": "/up",
         "new_files": "/p/new?tab=files", "dashboard": "/p", "audit": files + "/audit", "edit": files + "/edit",
+        "edit_error": guarded_files + "/edit",
         "token": "/users/token", "account": "/users/edit", "payload_files": files,
     }
     return paths, state
@@ -69,6 +71,11 @@ def test_no_serious_axe_violations(server, browser, site, names, scheme):
                 page.goto(server.url + "/p/new?tab=url")
                 page.fill("#push_payload", "ftp://x")
                 page.click("main button[type=submit]")
+            elif name == "edit_error":  # a file push's with a passphrase: files added without it
+                page.goto(server.url + paths[name])
+                page.set_input_files("#push_files", [{"name": "b.txt", "mimeType": "text/plain", "buffer": b"b"}])
+                page.click("main button[type=submit]")
+                assert page.locator(".error-summary").count() == 1
             else:
                 page.goto(server.url + paths[name])
             if name == "payload":

@@ -414,3 +414,51 @@ def test_print_and_share_by_keyboard_then_print_only_the_sheet(server, new_page)
     width = page.locator(".print-qr").bounding_box()["width"]
     assert 320 < width < 360, width  # (9 cm)
     expect(page.locator(".print-qr")).to_be_visible()
+
+
+def test_owner_adds_a_file_to_a_push_with_a_passphrase_without_javascript(server, new_page):
+    """The edit form takes files (multipart, no script needed) and, for a push with a
+    passphrase, that passphrase: a wrong one is an error (which takes focus where scripts
+    run), nothing added."""
+    sender = new_page(java_script_enabled=False)
+    sign_in_new_user(sender, server, "add-files@example.com")
+    scripted = new_page()
+    scripted.goto(server.url + "/users/sign_in")
+    scripted.fill("#email", "add-files@example.com")
+    scripted.fill("#password", "correct horse battery")
+    scripted.click("main button[type=submit]")
+    sender.goto(server.url + "/p/new?tab=files")
+    sender.set_input_files("#push_files", [{"name": "one.txt", "mimeType": "text/plain", "buffer": b"one\n"}])
+    sender.fill("#push_passphrase", "correct staple")
+    sender.click("main button[type=submit]")
+    link = sender.input_value("#secret_url")
+    sender.get_by_role("link", name="Edit").click()
+    added = bytes(range(256)) * 4100 + b"\xff"  # just over a MiB: two parts
+    chosen = [{"name": "two.bin", "mimeType": "application/octet-stream", "buffer": added}]
+    sender.get_by_label("Files to add (optional)").set_input_files(chosen)
+    sender.get_by_label("This push's passphrase (only to add files)").fill("wrong staple")
+    sender.get_by_role("button", name="Save changes").click()
+    expect(sender.locator(".error-summary")).to_contain_text("That is not this push's passphrase")
+    expect(sender.locator("#push_passphrase")).to_have_attribute("aria-invalid", "true")
+    expect(sender.locator(".files")).not_to_contain_text("two.bin")
+    scripted.goto(sender.url)
+    scripted.get_by_label("Files to add (optional)").set_input_files(chosen)
+    scripted.get_by_role("button", name="Save changes").click()
+    expect(scripted.locator(".error-summary")).to_contain_text("Enter this push's passphrase to add files")
+    expect(scripted.locator(".error-summary")).to_be_focused()
+    sender.get_by_label("Files to add (optional)").set_input_files(chosen)
+    sender.get_by_label("This push's passphrase (only to add files)").fill("correct staple")
+    sender.get_by_role("button", name="Save changes").click()
+    expect(sender.locator("h1")).to_have_text("Push updated")
+    expect(sender.locator("main")).to_contain_text("Added 1 file: the push now has 2 files.")
+
+    page = new_page(accept_downloads=True)
+    page.goto(link)
+    page.get_by_role("link", name="Click here to proceed").click()
+    page.fill("#passphrase", "correct staple")
+    page.keyboard.press("Enter")
+    expect(page.locator(".files")).to_contain_text("two.bin")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="two.bin").click()
+    with open(info.value.path(), "rb") as fh:
+        assert fh.read() == added
