@@ -876,7 +876,7 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     push = get(url_token, now)
     if not is_owner(push, actor.user):
         raise Forbidden()
-    if push.expired:
+    if push.expired or push.past_limits(now):  # (its last viewer's files wait: not an edit's)
         return None
     values = _edit_values(push, changes, now)
     key = _files_key(push, changes, actor, now) if changes.files else None
