@@ -39,6 +39,10 @@ def _load_user(user_id):
     """The session's user, unless its password changed since the session was made. An
     account without a password (API-only) signs in nowhere, so it has no session: its mark
     would be a digest of nothing, which SECRET_KEY alone can make."""
+    if current_app.config["PWP_PUBLIC_GATEWAY"]:
+        # A public gateway signs no one in (pwp/gateway.py): a session cookie its host shares
+        # with the internal instance's must not bring accounts to it.
+        return None
     uid, _, mark = str(user_id).partition(":")
     try:
         user = db.session.get(User, int(uid))

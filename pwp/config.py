@@ -139,6 +139,10 @@ SETTINGS = [
     ("PWP__ENABLE_QR_PUSHES", parse_bool, True),
     ("PWP__DISABLE_SIGNUPS", parse_bool, False),
     ("PWP__DISABLE_LOGINS", parse_bool, False),
+    # Public-gateway mode (upstream's name, one underscore): serve only what a recipient
+    # needs to open a link; see pwp/gateway.py. true/1/yes/on turn it on, false/0/no/off
+    # (or empty) off; upstream takes any value as on.
+    ("PWP_PUBLIC_GATEWAY", parse_bool, False),
     # Links and cookies.
     ("PWP__OVERRIDE_BASE_URL", parse_url, None),
     ("PWP__SECURE_COOKIES", parse_bool, False),

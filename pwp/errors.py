@@ -146,9 +146,11 @@ def _http_error(exc: HTTPException):
     # Allow (405) and Retry-After (429, 503) as werkzeug gives them.
     headers = [(name, value) for name, value in exc.get_headers() if name in ("Allow", "Retry-After")]
     if wants_json():
-        if exc.code == 404 and request.method in ("GET", "HEAD", "DELETE") and _PUSH_PATH.fullmatch(request.path):
+        if exc.code == 404 and request.method in ("GET", "HEAD", "DELETE") and _PUSH_PATH.fullmatch(request.path) \
+                and not current_app.config["PWP_PUBLIC_GATEWAY"]:
             # A token our converter refuses (too long, odd characters) that upstream's router
-            # takes as a token: its controller finds no push.
+            # takes as a token: its controller finds no push. (A public gateway has no such
+            # routes: no route, whatever the token.)
             return api_error(404, NotFound().body())
         if exc.code in (404, 405):  # (upstream's router: a method a path lacks is no route, 404)
             return api_error(404, {"status": 404, "error": "Not Found"})

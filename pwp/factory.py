@@ -334,12 +334,13 @@ def _csrf_protect():
 
 
 def _register_blueprints(app):
-    from . import api, api_v1, cli, web
+    from . import api, api_v1, cli, gateway, web
 
     api.init_app(app)
     app.register_blueprint(api_v1.bp)
     web.init_app(app)
     cli.init_app(app)
+    gateway.init_app(app)  # (last: it keeps only the recipient's routes of all the above)
 
 
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -12,7 +12,8 @@ Everything else goes to Flask untouched, and so does any of these requests that 
 plainly valid: a token header, a cookie, a query string, a body to a read, input the API
 refuses, a push that needs the general retrieval. The fall-through happens before
 anything is written, so Flask's views and error handlers answer it as if this layer did
-not exist. Per-IP throttling counts in front of it (pwp/throttling.py).
+not exist. Per-IP throttling counts in front of it (pwp/throttling.py). A public gateway
+(pwp/gateway.py) has no API: there this layer answers nothing.
 
 First of all, for every request, this layer refuses a Host header that links cannot be
 built from (400): the answers to creates and views carry links, built after the write. And
@@ -25,7 +26,7 @@ import re
 
 from flask import Flask
 
-from . import api, params, pushes
+from . import api, gateway, params, pushes
 from .auth import actor_from
 from .errors import INTERNAL_ERROR, JSON_TYPE, PushError, is_api_path, json_body, log_unexpected
 
@@ -44,6 +45,8 @@ class HotPath:
         self.app = app
         self.wsgi_app = wsgi_app
         self.links_use_host = not app.config["PWP__OVERRIDE_BASE_URL"]  # (settings are read at start)
+        # A public gateway has no API: every request goes to Flask, whose map lacks its routes.
+        self.handler = (lambda _environ: None) if gateway.enabled(app) else self._handler
 
     def __call__(self, environ, start_response):
         if not api.host_is_valid(environ, self.links_use_host):
@@ -51,7 +54,7 @@ class HotPath:
         path = environ.get("PATH_INFO", "")
         if (path[-1:] == "/" and path != "/") or "//" in path:
             environ["PATH_INFO"] = "/" + "/".join(segment for segment in path.split("/") if segment)
-        handler = self._handler(environ)
+        handler = self.handler(environ)
         if handler is None:
             return self.wsgi_app(environ, start_response)
         try:

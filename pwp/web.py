@@ -286,9 +286,17 @@ def switched_off(push):
     saying so), else None."""
     message = kind_switched_off(current_app.config, push.kind_name)
     if message:
-        flash(message, "warning")
-        return redirect(url_for("web.home"))
+        return to_start_page(message, 404)
     return None
+
+
+def to_start_page(message: str, status: int):
+    """Upstream's answer that sends to the start page with a warning. A public gateway has
+    no start page: there the error page says it, with this status."""
+    if current_app.config["PWP_PUBLIC_GATEWAY"]:
+        abort(status, description=message)
+    flash(message, "warning")
+    return redirect(url_for("web.home"))
 
 
 PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the preview then says "updated")
@@ -493,8 +501,7 @@ def expire(url_token):
     try:
         push, deleted = pushes.expire_now(url_token, actor(user), pushes.utcnow())
     except NotDeletable:
-        flash("That push is not deletable by viewers and does not belong to you.", "warning")
-        return redirect(url_for("web.home"))
+        return to_start_page("That push is not deletable by viewers and does not belong to you.", 403)
     if pushes.is_owner(push, user):
         if deleted:
             flash("The push content has been deleted and the secret URL expired.", "success")
@@ -539,6 +546,8 @@ def _layout_context():
         # One logo given serves both modes, as upstream.
         "light_logo": light or dark, "dark_logo": dark or light},
         "version": __version__ if cfg["PWP__SHOW_VERSION"] else None,
+        # A public gateway's pages link to none of the pages it lacks (pwp/gateway.py).
+        "gateway": cfg["PWP_PUBLIC_GATEWAY"],
         "logins_enabled": not cfg["PWP__DISABLE_LOGINS"],
         "signups_enabled": not (cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"])}
 
