@@ -72,5 +72,6 @@ def init_app(app):
     app.view_functions = {endpoint: view for endpoint, view in app.view_functions.items()
                           if endpoint in RECIPIENT_ENDPOINTS}
     app.view_functions[ABSENT] = absent
-    log.info("Running as a public gateway (PWP_PUBLIC_GATEWAY): only the recipients' pages are "
+    # A warning, as the other notices of start-up: the app's info lines are not shown by default.
+    log.warning("Running as a public gateway (PWP_PUBLIC_GATEWAY): only the recipients' pages are "
                 "served; pushes are created on an internal instance on the same database.")
