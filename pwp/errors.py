@@ -9,6 +9,7 @@ import re
 
 from flask import Response, current_app, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import NotFound as NoRoute
 
 from .logfilter import RedactFilter, redact
 from .words import human_size
@@ -159,7 +160,14 @@ def _http_error(exc: HTTPException):
         return response
     if exc.code == 413:  # (a body over MAX_CONTENT_LENGTH, unread: the form cannot be shown again)
         exc = _TooLargePage(current_app.config["PWP__FILES__MAX_TOTAL_BYTES"])
+    elif exc.code == 404 and exc.description == NoRoute.description and current_app.config["PWP_PUBLIC_GATEWAY"]:
+        exc = NoRoute(GATEWAY_NOT_FOUND)
     return render_template("errors/http.html", error=exc), exc.code, headers
+
+
+# A public gateway's 404 page (pwp/gateway.py), for its visitors: recipients of a link.
+GATEWAY_NOT_FOUND = ("There is nothing at this address. This site opens the secret links people send; "
+                     "check that you opened the whole link you were given.")
 
 
 class _TooLargePage:

@@ -151,6 +151,7 @@ def test_absent_pages_are_the_friendly_404_page(gateway, path):
     assert r.status_code == 404 and r.mimetype == "text/html"
     html = recipient_page(gateway, r)
     assert "<h1>Not Found</h1>" in html and "Back to the start page" not in html
+    assert "This site opens the secret links people send" in html
 
 
 def test_post_to_the_creation_form_is_a_404_and_creates_nothing(app, gateway):
