@@ -6,11 +6,11 @@ from functools import cache, wraps
 
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import LoginManager, current_user
-from sqlalchemy import select
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import has_cookies
+from . import has_cookies, pushes
 from .crypto import digest_token
 from .errors import SignInRequired, api_error
 from .models import User, db
@@ -121,6 +121,69 @@ def find_user(email: str) -> User | None:
     if email is None:
         return None
     return db.session.scalar(select(User).where(User.email == email))
+
+
+def account(user_id: int) -> User | None:
+    """Return the user with this id, if any."""
+    return db.session.get(User, user_id)
+
+
+class Refused(Exception):
+    """A change to an account that its rules refuse; the message says why."""
+
+
+ACCOUNT_GONE = "That account no longer exists."
+NOT_AN_ADMIN = "You are no longer an administrator."
+YOURSELF = ("You cannot revoke your own administration or delete your own account here: you would lock "
+            "yourself out. Another administrator can, or the command line (flask --app pwpush users ...).")
+
+
+def _lock_for_change(user: User, by: User | None):
+    """Lock the account's row and, for a change an administrator (by) makes on the
+    administration page, every administrator's row, in id order: two administrators' changes
+    at once then run one after the other, the second seeing the first's (SQLite's BEGIN
+    IMMEDIATE already makes them). Refused: an account deleted meanwhile, a change by one
+    who is no longer an administrator, or to one's own account. So the last administrator
+    is never revoked or deleted from the page: `by`, another one, remains."""
+    rows = select(User.id, User.is_admin).where(
+        User.id == user.id if by is None else or_(User.id == user.id, User.is_admin == true()))
+    found = dict(db.session.execute(rows.order_by(User.id).with_for_update()).all())
+    problem = None
+    if by is not None and not found.get(by.id):
+        problem = NOT_AN_ADMIN
+    elif user.id not in found:
+        problem = ACCOUNT_GONE
+    elif by is not None and user.id == by.id:
+        problem = YOURSELF
+    if problem:
+        db.session.rollback()  # (the locks)
+        raise Refused(problem)
+
+
+def _by(by: User | None) -> str:
+    return f"by user {by.id}" if by is not None else "from the command line"
+
+
+def set_admin(user: User, admin: bool, by: User | None = None):
+    """Make the user an administrator (views of others' pushes logged, not counted), or no
+    longer one; by: the administrator doing it on the administration page (None: the
+    command line), under _lock_for_change's rules."""
+    _lock_for_change(user, by)
+    # A statement, not the attribute: the object may hold a value changed since it was read.
+    db.session.execute(update(User).where(User.id == user.id).values(is_admin=admin))
+    db.session.commit()
+    current_app.logger.info("user %s: %s %s", user.id, "made an administrator" if admin
+                            else "no longer an administrator", _by(by))
+
+
+def delete_account(user: User, by: User | None = None) -> int:
+    """Delete an account, its API token and all its pushes (pushes.delete_account); by as
+    for set_admin. Return how many pushes went."""
+    user_id = user.id
+    _lock_for_change(user, by)
+    count = pushes.delete_account(user)
+    current_app.logger.info("user %s: account deleted with its %d pushes %s", user_id, count, _by(by))
+    return count
 
 
 def check_password(user: User | None, password: str) -> bool:

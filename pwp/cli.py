@@ -4,11 +4,10 @@ import functools
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import false, func, select
 
 from . import auth, crypto, pushes
 from .factory import database_missing, database_name
-from .models import Push, User, db, schema_sql
+from .models import db, schema_sql
 
 
 def needs_database(command):
@@ -105,13 +104,10 @@ def users_create(email, admin, password):
 @needs_database
 def users_list():
     """List the accounts: e-mail, admin, web sign-in (a password), live pushes, created."""
-    live = (select(Push.user_id, func.count()).where(Push.expired == false(), Push.user_id.is_not(None))
-            .group_by(Push.user_id))
-    counts = dict(db.session.execute(live).all())
     rows = [("e-mail", "admin", "web sign-in", "live pushes", "created (UTC)")] + [
         (user.email, "yes" if user.is_admin else "no", "yes" if user.password_hash else "no",
-         str(counts.get(user.id, 0)), user.created_at.strftime("%Y-%m-%d %H:%M"))
-        for user in db.session.scalars(select(User).order_by(User.id))]
+         str(live), user.created_at.strftime("%Y-%m-%d %H:%M"))
+        for user, live in pushes.accounts()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
@@ -122,6 +118,14 @@ def _user(email):
     if user is None:
         raise click.ClickException(f"No user with the e-mail address {email}.")
     return user
+
+
+def _refusable(change, *args):
+    """Run an account change; the reason it was refused as the command's error."""
+    try:
+        return change(*args)
+    except auth.Refused as exc:  # (an account deleted meanwhile)
+        raise click.ClickException(str(exc)) from None
 
 
 def _check_password(password):
@@ -164,8 +168,7 @@ def users_token(email):
 def users_admin(email, revoke):
     """Make a user an administrator (views of others' pushes logged, not counted), or --revoke."""
     user = _user(email)
-    user.is_admin = not revoke
-    db.session.commit()
+    _refusable(auth.set_admin, user, not revoke)
     click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator "
                f"({database_name(current_app)}).")
 
@@ -178,10 +181,9 @@ def users_delete(email, yes):
     """Delete an account, its API token and all its pushes (their links stop working)."""
     user = _user(email)
     if not yes:
-        live = db.session.scalar(select(func.count()).where(
-            Push.user_id == user.id, Push.expired == false()))
+        live = pushes.count_for(user, expired=False)
         click.confirm(f"Delete {user.email} and all its pushes ({live} still live)?", abort=True)
-    count = pushes.delete_account(user)
+    count = _refusable(auth.delete_account, user)
     click.echo(f"Deleted {user.email} and its {count} pushes ({database_name(current_app)}).")
 
 

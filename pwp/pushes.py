@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -1061,6 +1061,29 @@ def count_for(user: User, expired: bool) -> int:
     """How many active or expired pushes a user has."""
     return db.session.scalar(
         select(func.count()).where(Push.user_id == user.id, Push.expired == expired))
+
+
+class Account(NamedTuple):
+    """An account as `users list` and the administration page show it."""
+
+    user: User
+    live_pushes: int
+
+
+def accounts(page: int = 1, per_page: int | None = None) -> list[Account]:
+    """The accounts, oldest first, each with how many live (not expired) pushes it has: one
+    page of them, or all without per_page."""
+    live = (select(func.count()).where(Push.user_id == User.id, Push.expired == false())
+            .correlate(User).scalar_subquery())
+    query = select(User, live).order_by(User.id)
+    if per_page:
+        query = query.limit(per_page).offset((page - 1) * per_page)
+    return [Account(user, count) for user, count in db.session.execute(query)]
+
+
+def count_accounts() -> int:
+    """How many accounts there are."""
+    return db.session.scalar(select(func.count()).select_from(User))
 
 
 def view_counts(push: Push) -> dict:
