@@ -334,11 +334,12 @@ def _csrf_protect():
 
 
 def _register_blueprints(app):
-    from . import api, api_v1, cli, gateway, web
+    from . import admin, api, api_v1, cli, gateway, web
 
     api.init_app(app)
     app.register_blueprint(api_v1.bp)
     web.init_app(app)
+    admin.init_app(app)
     cli.init_app(app)
     gateway.init_app(app)  # (last: it keeps only the recipient's routes of all the above)
 

@@ -2,9 +2,9 @@
 import math
 
 
-def plural(count: int, word: str) -> str:
-    """'1 day', '3 days'."""
-    return f"{count} {word}" + ("" if count == 1 else "s")
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 day', '3 days'; many: the plural when it is not word + "s" ('2 pushes')."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def human_size(size: int, limit: bool = False) -> str:

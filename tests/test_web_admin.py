@@ -1,0 +1,206 @@
+"""The administration page: accounts listed, made administrators or not, deleted."""
+import logging
+import re
+from datetime import datetime
+
+import pytest
+from conftest import bearer, make_config, sql
+from webutil import sign_in
+
+from pwp import create_app
+from pwp.auth import NOT_AN_ADMIN, Refused, account, set_admin
+from pwp.models import db
+
+PASSWORD = "correct horse"
+
+
+def sign_in_admin(client, make_user, email="admin@example.com"):
+    """Create an administrator with a password and sign the client in; return its id."""
+    user_id, _ = make_user(email=email, admin=True, password=PASSWORD)
+    assert client.post("/users/sign_in", data={"email": email, "password": PASSWORD}).status_code == 302
+    return user_id
+
+
+def is_admin(app, user_id):
+    return bool(sql(app, "SELECT is_admin FROM users WHERE id = :i", i=user_id)[0][0])
+
+
+def flashes(html):
+    return re.findall(r'class="flash flash-(\w+)"[^>]*>([^<]*)<', html)
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/users", "/admin/users/1/delete"])
+def test_admin_pages_send_anonymous_visitors_to_sign_in(client, path):
+    r = client.get(path)
+    assert r.status_code == 302 and r.headers["Location"] == f"/users/sign_in?next={path}"
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("get", "/admin"), ("get", "/admin/users"), ("get", "/admin/users/1/delete"),
+    ("post", "/admin/users/1/delete"), ("post", "/admin/users/1/admin"), ("post", "/admin/users/1/revoke_admin")])
+def test_admin_pages_are_not_found_for_other_users(client, make_user, app, method, path):
+    """Signed in but not an administrator: the not-found page, nothing changed."""
+    sign_in(client, make_user)
+    r = getattr(client, method)(path)
+    assert r.status_code == 404 and "Not Found" in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 1
+    assert sql(app, "SELECT count(*) FROM users WHERE is_admin")[0][0] == 0
+    assert "Administration" not in client.get("/p").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("settings", [{"PWP__DISABLE_LOGINS": True}])
+def test_admin_page_is_unavailable_when_logins_are_disabled(client, settings):
+    r = client.get("/admin/users")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+def test_admin_page_lists_accounts_as_users_list_does(client, make_user, app):
+    me = sign_in_admin(client, make_user)
+    _, token = make_user(email="busy@example.com", password=PASSWORD)
+    make_user(email="robot@example.com")  # API only
+    api = app.test_client()  # (no session: the token's owner makes the pushes)
+    for _ in range(3):
+        api.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token))
+    gone = api.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token)).json
+    api.delete(f"/api/v2/pushes/{gone['url_token']}", headers=bearer(token))
+    r = client.get("/admin/users")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    assert "<title>Accounts | " in html
+    rows = [re.sub(r"<[^>]+>|\s+", " ", row).split() for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]]
+    created = sql(app, "SELECT created_at FROM users WHERE id = 2")[0][0]
+    created = (created if not isinstance(created, str) else datetime.fromisoformat(created)).strftime("%Y-%m-%d")
+    assert [row[:3] for row in rows] == [["admin@example.com", "you", "Yes"], ["busy@example.com", "No", "Yes"],
+                                         ["robot@example.com", "No", "No"]]
+    assert rows[1][3:5] == ["3", created] and rows[2][3:7] == ["(API", "only)", "0", created]
+    # Buttons for the others, none for oneself.
+    assert "/admin/users/2/admin" in html and "/admin/users/3/delete" in html
+    assert f"/admin/users/{me}/" not in html and "None (your own account)" in html
+    assert '<a href="/admin/users">Administration</a>' in html
+    assert client.get("/admin").headers["Location"] == "/admin/users"
+
+
+def test_admin_page_paginates_25(client, make_user):
+    sign_in_admin(client, make_user)
+    for i in range(25):
+        make_user(email=f"user{i:02d}@example.com")
+    first = client.get("/admin/users").get_data(as_text=True)
+    second = client.get("/admin/users?page=2").get_data(as_text=True)
+    assert first.count("<tr>") == 25 + 1 and "Page 1 of 2" in first and "user23@example.com" in first
+    assert "user24@example.com" not in first and "user24@example.com" in second and second.count("<tr>") == 2
+    assert "user24@example.com" in client.get("/admin/users?page=7").get_data(as_text=True)
+    assert client.get("/admin/users?page=abc").status_code == 400
+
+
+def test_make_and_revoke_an_administrator_logs_ids_only(client, make_user, app, caplog):
+    me = sign_in_admin(client, make_user)
+    other, token = make_user(email="other@example.com", password=PASSWORD)
+    with caplog.at_level(logging.INFO, logger=app.logger.name):
+        r = client.post(f"/admin/users/{other}/admin", data={"page": "1"}, follow_redirects=True)
+        assert is_admin(app, other)
+        assert ("success", "other@example.com is now an administrator.") in flashes(r.get_data(as_text=True))
+        r = client.post(f"/admin/users/{other}/revoke_admin", data={"page": "2"})
+        assert r.headers["Location"] == "/admin/users?page=2" and not is_admin(app, other)
+    assert ("success", "other@example.com is no longer an administrator.") in flashes(
+        client.get("/admin/users").get_data(as_text=True))
+    lines = [record.getMessage() for record in caplog.records if record.name == app.logger.name]
+    assert lines == [f"user {other}: made an administrator by user {me}",
+                     f"user {other}: no longer an administrator by user {me}"]
+    assert "example.com" not in caplog.text and token not in caplog.text
+
+
+def test_an_administrator_cannot_revoke_or_delete_themselves(client, make_user, app):
+    me = sign_in_admin(client, make_user)
+    for path in (f"/admin/users/{me}/revoke_admin", f"/admin/users/{me}/delete"):
+        r = client.post(path, follow_redirects=True)
+        html = r.get_data(as_text=True)
+        assert r.status_code == 200 and "you would lock yourself out" in html and "Accounts" in html
+    r = client.get(f"/admin/users/{me}/delete", follow_redirects=True)
+    assert "you would lock yourself out" in r.get_data(as_text=True) and r.request.path == "/admin/users"
+    assert is_admin(app, me) and sql(app, "SELECT count(*) FROM users")[0][0] == 1
+
+
+def test_the_last_administrator_cannot_be_revoked_by_one_no_longer_an_administrator(app, make_user):
+    """Two administrators revoking each other: the second, no longer one, is refused (the lock
+    makes the second wait for the first, then read what it wrote)."""
+    a, _ = make_user(email="a@example.com", admin=True)
+    b, _ = make_user(email="b@example.com", admin=True)
+    with app.app_context():
+        user_a, user_b = account(a), account(b)
+        set_admin(user_b, False, by=user_a)
+        with pytest.raises(Refused, match=NOT_AN_ADMIN):
+            set_admin(user_a, False, by=user_b)  # (user_b read before its revocation)
+        db.session.remove()
+    assert is_admin(app, a) and not is_admin(app, b)
+
+
+def test_delete_asks_first_then_deletes_the_account_its_token_and_pushes(client, make_user, app):
+    sign_in_admin(client, make_user)
+    other, token = make_user(email="leaving@example.com", password=PASSWORD)
+    api = app.test_client()  # (no session: the token's owner makes the pushes)
+    created = [api.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token)).json
+               for _ in range(3)]
+    api.delete(f"/api/v2/pushes/{created[0]['url_token']}", headers=bearer(token))
+    page = client.get(f"/admin/users/{other}/delete")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "<title>Delete an account | " in html
+    assert "Delete <strong>leaving@example.com</strong>?" in html and "its API token;" in html
+    assert "its 3 pushes (2 still live)" in html and f'action="/admin/users/{other}/delete"' in html
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 2  # (asking deleted nothing)
+    r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
+    assert r.request.path == "/admin/users"
+    assert ("success", "Deleted leaving@example.com, its API token and its 3 pushes.") in flashes(
+        r.get_data(as_text=True))
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 1 and sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
+    assert api.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 401
+
+
+def test_deleting_one_push_account_says_push(client, make_user, app):
+    sign_in_admin(client, make_user)
+    other, token = make_user(email="one@example.com")
+    app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token))
+    assert "its 1 push (1 still live)" in client.get(f"/admin/users/{other}/delete").get_data(as_text=True)
+    r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
+    assert ("success", "Deleted one@example.com, its API token and its 1 push.") in flashes(r.get_data(as_text=True))
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("get", "/admin/users/999/delete", 302), ("post", "/admin/users/999/delete", 302),
+    ("post", "/admin/users/999/admin", 302), ("post", "/admin/users/999/revoke_admin", 302),
+    ("get", "/admin/users/abc/delete", 404), ("post", "/admin/users/-1/admin", 404),
+    ("get", "/admin/users/99999999999999999999/delete", 404), ("post", "/admin/users/2147483648/admin", 404),
+    ("get", "/admin/users/1/nothing", 404), ("get", "/admin/users/1/admin", 405)])
+def test_unknown_and_malformed_account_ids_are_friendly(client, make_user, method, path, status):
+    sign_in_admin(client, make_user)
+    r = getattr(client, method)(path)
+    assert r.status_code == status
+    if status == 302:
+        assert r.headers["Location"] == "/admin/users"
+        assert ("warning", "That account no longer exists.") in flashes(
+            client.get("/admin/users").get_data(as_text=True))
+    else:
+        assert "<h1>" in r.get_data(as_text=True)
+
+
+def test_admin_forms_need_the_csrf_token(database_url, tmp_path):
+    app = create_app(make_config(database_url, WTF_CSRF_ENABLED=True), instance_path=str(tmp_path / "csrf"))
+    client = app.test_client()
+    with app.app_context():
+        from pwp.auth import create_user
+        create_user("admin@example.com", password=PASSWORD, admin=True)
+        other = create_user("other@example.com").id
+    page = client.get("/users/sign_in").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post("/users/sign_in", data={"email": "admin@example.com", "password": PASSWORD, "csrf_token": csrf})
+    html = client.get("/admin/users").get_data(as_text=True)
+    assert html.count('name="csrf_token"') == 1 + 1  # sign-out and the one other account's form
+    for path in (f"/admin/users/{other}/admin", f"/admin/users/{other}/delete"):
+        r = client.post(path)
+        assert r.status_code == 400 and "This form could not be sent" in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 2 and not is_admin(app, other)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    assert client.post(f"/admin/users/{other}/admin", data={"csrf_token": csrf}).status_code == 302
+    assert is_admin(app, other)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
