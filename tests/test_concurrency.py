@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 
 # Helpers come from servers.py, not `from conftest import`: another conftest.py under
 # tests/ would shadow that module name.
-from servers import bearer, create_user, gunicorn, server_env
+from servers import bearer, create_user, flask, gunicorn, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,9 @@ CASES = [(1, 20), (3, 30)]  # (expire_after_views, simultaneous readers)
 ROUNDS = 3  # pushes per case: more chances for a race to show
 
 
-def simultaneous_requests(ports, method, path, count, headers=None, bodies=None):
+def simultaneous_requests(ports, method, path, count, headers=None, bodies=None, paths=None):
     """Send `count` requests from as many threads at once (round-robin over ports); return
-    the results. headers and bodies, if given, hold one entry per request.
+    the results. headers, bodies and paths (else path for all), if given, hold one entry per request.
 
     Each thread connects first and waits at a barrier, so the requests leave together.
     A result is (status, body bytes) or the exception a thread met.
@@ -38,7 +38,7 @@ def simultaneous_requests(ports, method, path, count, headers=None, bodies=None)
         try:
             conn.connect()
             barrier.wait()
-            conn.request(method, path, body=bodies[i] if bodies else None,
+            conn.request(method, paths[i] if paths else path, body=bodies[i] if bodies else None,
                          headers=headers[i] if headers else {})
             response = conn.getresponse()
             results[i] = (response.status, response.read())
@@ -160,4 +160,85 @@ def test_simultaneous_sign_ups_of_one_address_make_one_account(database_url, tmp
         statuses = sorted(r[0] if isinstance(r, tuple) else repr(r) for r in results)
         assert statuses == [302] + [422] * 7
         assert all(b"already registered" in body for status, body in results if status == 422)
+        assert "Traceback" not in server.logs()
+
+
+def _signed_in_admins(server, env, count):
+    """Make `count` administrators (ids 1..count) and sign each in from its own address;
+    return their (cookie header, CSRF token) in id order."""
+    sessions = []
+    for i in range(1, count + 1):
+        flask(env, "users", "create", f"admin{i}@example.com", "--admin", "--password", "adminpass12")
+        status, got, page = server.request("GET", "/users/sign_in")
+        csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()
+        headers = {"Cookie": got["Set-Cookie"].split(";")[0], "X-Forwarded-For": f"203.0.113.{i}",
+                   "Content-Type": "application/x-www-form-urlencoded"}
+        status, got, _ = server.request("POST", "/users/sign_in", headers=headers, body=urlencode(
+            {"csrf_token": csrf, "email": f"admin{i}@example.com", "password": "adminpass12"}))
+        assert status == 302, status
+        headers["Cookie"] = got["Set-Cookie"].split(";")[0]
+        _, got, page = server.request("GET", "/admin/users", headers=headers)  # (the new session's token)
+        headers["Cookie"] = got["Set-Cookie"].split(";")[0]
+        sessions.append((headers, re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()))
+    return sessions
+
+
+def _give_pushes(server, env, database_url, accounts, count):
+    """Give each of the accounts (ids 1..accounts) `count` pushes: one made through the API,
+    copies of it written directly."""
+    from sqlalchemy import create_engine, insert, select
+
+    from pwp.config import database_uri
+    from pwp.models import Push
+
+    token = flask(env, "users", "token", "admin1@example.com").stdout.strip().splitlines()[-1]
+    status, created = server.json("POST", "/api/v2/pushes", headers=bearer(token), body={"push": {"payload": "x"}})
+    assert status == 201
+    engine = create_engine(database_uri(database_url))
+    with engine.begin() as conn:
+        row = dict(conn.execute(select(Push.__table__).where(Push.url_token == created["url_token"])).mappings().one())
+        del row["id"]
+        conn.execute(insert(Push.__table__), [
+            {**row, "url_token": f"{created['url_token']}{user}x{i}", "user_id": user}
+            for user in range(1, accounts + 1) for i in range(count)])
+    engine.dispose()
+
+
+def _ring(server, sessions, action):
+    """Each administrator changes the next one's account (the last the first's), all at once."""
+    count = len(sessions)
+    # "done": sent back to the list; refused under the lock: home; or not found (the request
+    # came after its administrator's revocation).
+    return [("done" if b'href="/admin/users"' in r[1] else r[0]) if isinstance(r, tuple) else repr(r)
+            for r in simultaneous_requests(
+        [server.port], "POST", "", count, [headers for headers, _ in sessions],
+        [urlencode({"csrf_token": csrf}) for _, csrf in sessions],
+        paths=[f"/admin/users/{(i + 1) % count + 1}/{action}" for i in range(count)])]
+
+
+def test_administrators_revoking_or_deleting_each_other_at_once_leave_one(database_url, tmp_path):
+    """Six administrators each revoke the next at once, then each delete the next: the
+    administrators' rows are locked, so each change sees the ones before it and one made by
+    an administrator revoked or deleted meanwhile is refused: at least one is left (not
+    none, as six changes each checking only its own administrator would leave), and no 500."""
+    env = server_env(tmp_path / "instance", database_url, PWPUSH_MASTER_KEY=Fernet.generate_key().decode(),
+                     PWP__TRUSTED_PROXIES="1")
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=4) as server:
+        sessions = _signed_in_admins(server, env, 6)
+        statuses = _ring(server, sessions, "revoke_admin")
+        assert set(statuses) <= {"done", 302, 404}, statuses
+        listed = flask(env, "users", "list").stdout.splitlines()[1:]
+        admins = [i for i, line in enumerate(listed) if line.split()[1] == "yes"]
+        # As if one after the other, in some order: at least the last to act is left.
+        assert len(admins) == 6 - statuses.count("done") >= 1, (statuses, listed)
+        headers, csrf = sessions[admins[0]]
+        for i in set(range(6)) - set(admins):  # (made administrators again by one left)
+            assert server.request("POST", f"/admin/users/{i + 1}/admin", headers=headers,
+                                  body=urlencode({"csrf_token": csrf}))[0] == 302
+        _give_pushes(server, env, database_url, 6, 2000)  # (a delete takes a while: the changes overlap)
+        statuses = _ring(server, sessions, "delete")
+        assert set(statuses) <= {"done", 302, 404}, statuses
+        listed = flask(env, "users", "list").stdout.splitlines()[1:]
+        assert len(listed) == 6 - statuses.count("done") >= 1, (statuses, listed)
+        assert all(line.split()[1] == "yes" for line in listed)
         assert "Traceback" not in server.logs()
