@@ -6,7 +6,8 @@ from .liveserver import AXE_JS, sign_up
 PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_preview", "print_too_long",
           "retrieval_step", "passphrase", "payload", "payload_qr", "expired", "sign_in", "sign_up", "api_docs",
           "up", "validation"]
-SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files"]
+SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files",
+             "admin_users", "admin_delete"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,12 @@ def site(server, browser):
     text, qr = push("text", "Kuv3-Ba7_Tozi1"), push("qr", "WIFI:S:home;;")
     guarded = push("text", "x", passphrase="pp")
     sign_up(page, base, "axe@example.com")
+    with server.app.app_context():  # (an administrator: the administration pages too)
+        from pwp.auth import account, create_user, find_user, set_admin
+        set_admin(find_user("axe@example.com"), True)
+        other = create_user("other@example.com", password="correct horse battery").id
+        set_admin(account(other), True)
+    assert page.goto(f"{base}/admin/users/{other}/delete").status == 200  # (the page itself, not a 404)
     files = push("files", "")
     guarded_files = push("files", "", passphrase="pp")
     state = ctx.storage_state()
@@ -45,6 +52,7 @@ def site(server, browser):
         "new_files": "/p/new?tab=files", "dashboard": "/p", "audit": files + "/audit", "edit": files + "/edit",
         "edit_error": guarded_files + "/edit",
         "token": "/users/token", "account": "/users/edit", "payload_files": files,
+        "admin_users": "/admin/users", "admin_delete": f"/admin/users/{other}/delete",
     }
     return paths, state
 

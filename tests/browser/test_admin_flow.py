@@ -1,0 +1,31 @@
+"""The administration page in Chromium: an administrator makes, revokes and deletes accounts."""
+import re
+
+from playwright.sync_api import expect
+
+from .liveserver import sign_in_new_user
+
+
+def test_administrator_promotes_revokes_and_deletes_an_account(server, new_page):
+    page = new_page()
+    sign_in_new_user(page, server, "boss@example.com")
+    expect(page.locator("nav.site-nav")).not_to_contain_text("Administration")
+    with server.app.app_context():
+        from pwp.auth import create_user, find_user, issue_token, set_admin
+        set_admin(find_user("boss@example.com"), True)
+        issue_token(create_user("leaver@example.com"))
+    page.goto(server.url + "/p")
+    page.get_by_role("link", name="Administration").click()
+    expect(page).to_have_title(re.compile(r"^Accounts \| "))
+    row = page.locator("tr", has_text="leaver@example.com")
+    expect(row).to_contain_text("No (API only)")
+    row.get_by_role("button", name="Make administrator").click()
+    expect(page.locator(".flash-success")).to_have_text("leaver@example.com is now an administrator.")
+    row.get_by_role("button", name="Revoke administrator").click()
+    expect(page.locator(".flash-success")).to_have_text("leaver@example.com is no longer an administrator.")
+    expect(page.locator("tr", has_text="boss@example.com")).to_contain_text("None (your own account)")
+    row.get_by_role("link", name="Delete leaver@example.com").click()
+    expect(page.locator("main")).to_contain_text("its 0 pushes (0 still live)")
+    page.get_by_role("button", name="Delete leaver@example.com").click()
+    expect(page.locator(".flash-success")).to_have_text("Deleted leaver@example.com, its API token and its 0 pushes.")
+    expect(page.locator("tbody tr")).to_have_count(1)
