@@ -101,7 +101,7 @@ def test_the_gateway_routes_only_what_a_recipient_needs(gateway):
 def _sample_path(rule, url_token):
     """A path of this rule, with the route's arguments filled in."""
     values = {"url_token": url_token, "prefix": "f", "step": "r", "token": "abc", "_filename": "a.txt",
-              "filename": "app.css"}
+              "filename": "app.css", "user_id": 1}
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: give test_gateway._sample_path a value for {missing}"
     return rule.build({name: values[name] for name in rule.arguments})[1]
