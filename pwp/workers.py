@@ -20,9 +20,11 @@ from gunicorn.workers import gthread
 
 class _Socket(socket.socket):
     """A client's socket in timeout mode: a read that times out reads as the end of the
-    stream, a write that times out as a client that went away (EPIPE, which gunicorn drops
-    quietly); each write may wait `timeout`, not the whole answer (socket.sendall's would
-    have cut a slow download of a large file)."""
+    stream, for good (_Gone: else gunicorn, draining a body the app left unread or short,
+    took its late rest as the next request on the kept-alive connection), a write that times
+    out as a client that went away (EPIPE, which gunicorn drops quietly); each write may
+    wait `timeout`, not the whole answer (socket.sendall's would have cut a slow download of
+    a large file)."""
 
     __slots__ = ()
 
@@ -30,6 +32,7 @@ class _Socket(socket.socket):
         try:
             return super().recv(bufsize, flags)
         except TimeoutError:
+            self.__class__ = _Gone
             return b""
 
     def sendall(self, data, flags=0):
@@ -40,6 +43,15 @@ class _Socket(socket.socket):
                 except TimeoutError:
                     raise BrokenPipeError(errno.EPIPE, "the client stopped reading") from None
                 left = left[sent:]
+
+
+class _Gone(_Socket):
+    """A client's socket whose read timed out: nothing more is read from it."""
+
+    __slots__ = ()
+
+    def recv(self, bufsize, flags=0):
+        return b""
 
 
 class _Connection(gthread.TConn):

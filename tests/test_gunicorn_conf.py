@@ -206,3 +206,38 @@ def test_a_slow_reader_gets_the_whole_answer_and_one_that_stops_reading_is_let_g
         ours.sendall(data)  # nobody reads
     ours.close()
     theirs.close()
+
+
+def test_a_client_that_stalled_mid_body_sends_no_further_request_on_its_connection(tmp_path):
+    """A read that timed out is the end of the client's stream for good: the rest of a body
+    that arrives after the 400 was taken as the next request on the kept-alive connection
+    (a request smuggled inside another's body; behind a proxy that reuses its connections to
+    gunicorn, another client's answer goes to the wrong one). gunicorn's gthread closes it."""
+    env = server_env(tmp_path / "instance")
+    smuggled = b"GET /robots.txt HTTP/1.1\r\nHost: h\r\n\r\n"
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "2")) as server:
+        conn = _stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\n\r\n{" % (1 + len(smuggled)))
+        conn.settimeout(20)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 400 ")
+        conn.sendall(smuggled)  # (the rest of the body, late)
+        rest = b""
+        while chunk := conn.recv(65536):
+            rest += chunk
+        conn.close()
+        assert b"HTTP/1.1" not in rest and b"User-agent" not in rest
+
+
+def test_after_a_read_timed_out_nothing_more_is_read_from_the_client():
+    """Once a read timed out (the client taken as gone), later reads see the end of the stream
+    too, bytes sent since included: gunicorn's drain of an unread body then ends the connection
+    instead of serving the body's late rest as a new request."""
+    from pwp.workers import _Socket
+    ours, theirs = socket.socketpair()
+    ours.__class__ = _Socket
+    ours.settimeout(0.2)
+    assert ours.recv(100) == b""  # (timed out)
+    theirs.sendall(b"GET /robots.txt HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert ours.recv(100) == b""
+    ours.close()
+    theirs.close()
