@@ -61,6 +61,7 @@ class _Connection(gthread.TConn):
         super().init()
         if type(self.sock) is socket.socket:  # (not TLS, which gunicorn serves as it does)
             self.sock.__class__ = _Socket
+        if isinstance(self.sock, _Socket):  # (a kept-alive connection's: set again, each request)
             self.sock.settimeout(self.cfg.timeout)
 
 

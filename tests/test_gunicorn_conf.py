@@ -241,3 +241,22 @@ def test_after_a_read_timed_out_nothing_more_is_read_from_the_client():
     assert ours.recv(100) == b""
     ours.close()
     theirs.close()
+
+
+
+def test_a_kept_alive_connection_that_stops_mid_request_is_let_go_too(tmp_path):
+    """The bound was set on a connection's first request only: gunicorn puts the socket back
+    in blocking mode (no timeout) before each request, so a client that sent one request and
+    then half of a second held its thread for good, as before the bound."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "2")) as server:
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.sendall(b"GET /robots.txt HTTP/1.1\r\nHost: h\r\n\r\n")
+        conn.settimeout(20)
+        answer = b""
+        while b"Disallow" not in answer:
+            answer += conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: keep-alive" in answer
+        conn.sendall(b"GET /up HTTP/1.1\r\nHost: 12")  # (and nothing more)
+        assert conn.recv(100) == b""  # (was: a TimeoutError here, the thread still held)
+        conn.close()
