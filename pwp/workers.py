@@ -59,7 +59,9 @@ class _Connection(gthread.TConn):
         # Called in the worker thread after each switch back to blocking mode, before a
         # request is read (keep-alive requests too): blocking, but for at most `timeout`.
         super().init()
-        if type(self.sock) is socket.socket:  # (not TLS, which gunicorn serves as it does)
+        # (Not TLS, which gunicorn serves as it does; nor with gunicorn's timeout 0, "none":
+        # settimeout(0) would make the socket non-blocking, a body not all arrived cut.)
+        if type(self.sock) is socket.socket and self.cfg.timeout > 0:
             self.sock.__class__ = _Socket
         if isinstance(self.sock, _Socket):  # (a kept-alive connection's: set again, each request)
             self.sock.settimeout(self.cfg.timeout)

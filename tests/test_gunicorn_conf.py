@@ -260,3 +260,21 @@ def test_a_kept_alive_connection_that_stops_mid_request_is_let_go_too(tmp_path):
         conn.sendall(b"GET /up HTTP/1.1\r\nHost: 12")  # (and nothing more)
         assert conn.recv(100) == b""  # (was: a TimeoutError here, the thread still held)
         conn.close()
+
+
+def test_gunicorns_timeout_0_leaves_reads_unbounded_as_gthread_does(tmp_path):
+    """`--timeout 0` is gunicorn's "no timeout" (Cloud Run's examples set it): the client's
+    socket was put in non-blocking mode, and a body not all arrived when the app read it was
+    cut (the 400 of a short body, at once), so uploads failed on any real link."""
+    env = server_env(tmp_path / "instance")
+    body = b'{"push": {"payload": "a secret"}}'
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "0")) as server:
+        conn = _stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10]))
+        conn.settimeout(2)
+        with pytest.raises(TimeoutError):  # (was: a 400 at once)
+            conn.recv(100)
+        conn.sendall(body[10:])
+        conn.settimeout(20)
+        assert conn.recv(100).startswith(b"HTTP/1.1 201 ")
+        conn.close()
