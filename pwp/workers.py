@@ -13,7 +13,10 @@ still the answer.
 Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn's own modules only.
 """
 import errno
+import fcntl
 import socket
+import struct
+import termios
 
 from gunicorn.workers import gthread
 
@@ -22,9 +25,9 @@ class _Socket(socket.socket):
     """A client's socket in timeout mode: a read that times out reads as the end of the
     stream, for good (_Gone: else gunicorn, draining a body the app left unread or short,
     took its late rest as the next request on the kept-alive connection), a write that times
-    out as a client that went away (EPIPE, which gunicorn drops quietly); each write may
-    wait `timeout`, not the whole answer (socket.sendall's would have cut a slow download of
-    a large file)."""
+    out while the client took nothing of the answer as a client that went away (EPIPE, which
+    gunicorn drops quietly); each wait may last `timeout`, not the whole answer
+    (socket.sendall's would have cut a slow download of a large file)."""
 
     __slots__ = ()
 
@@ -38,11 +41,25 @@ class _Socket(socket.socket):
     def sendall(self, data, flags=0):
         with memoryview(data) as view, view.cast("B") as left:
             while left:
+                queued = _queued(self)
                 try:
                     sent = self.send(left, flags)
                 except TimeoutError:
+                    # The kernel takes more only once a third of its send buffer (up to 4 MiB)
+                    # is free: a client that took some of the answer meanwhile reads, slowly.
+                    if queued is not None and _queued(self) < queued:
+                        continue
                     raise BrokenPipeError(errno.EPIPE, "the client stopped reading") from None
                 left = left[sent:]
+
+
+def _queued(sock) -> int | None:
+    """The bytes of the socket's send queue that the client has not acknowledged (Linux's
+    SIOCOUTQ); None where it cannot be read."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (AttributeError, OSError):
+        return None
 
 
 class _Gone(_Socket):

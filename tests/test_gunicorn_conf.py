@@ -2,6 +2,7 @@
 
 (tests/servers.py starts real gunicorn processes with this file; here each setting's rule.)
 """
+import json
 import os
 import runpy
 import socket
@@ -9,9 +10,10 @@ import subprocess
 import sys
 import threading
 import types
+from urllib.parse import urlsplit
 
 import pytest
-from servers import gunicorn, server_env
+from servers import bearer, create_user, gunicorn, server_env
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
 NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL",
@@ -278,3 +280,32 @@ def test_gunicorns_timeout_0_leaves_reads_unbounded_as_gthread_does(tmp_path):
         conn.settimeout(20)
         assert conn.recv(100).startswith(b"HTTP/1.1 201 ")
         conn.close()
+
+
+def test_a_large_download_read_slowly_is_not_cut(tmp_path):
+    """A write waits until the kernel takes more of the answer, which it does only once a third
+    of its send buffer (up to 4 MiB) is free: a client reading a file at 640 KB/s was cut after
+    4 MiB, the wait being longer than `timeout` (1 s here; 30 s cut below about 45 KB/s). A write
+    is given up only when the client took nothing in `timeout`."""
+    env = server_env(tmp_path / "instance")
+    data = os.urandom(6 * 1024 * 1024)
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "1")) as server:
+        token = create_user(env, "slow@example.com")
+        status, _headers, raw = server.request("POST", "/api/v2/pushes", body=body, headers={
+            **bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"})
+        assert status == 201
+        status, push = server.json("GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}", headers=bearer(token))
+        link = urlsplit(push["files"][0]["url"]).path
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.sendall(f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        conn.settimeout(20)
+        received = bytearray()
+        while chunk := conn.recv(64 * 1024):
+            received.extend(chunk)
+            threading.Event().wait(0.1)  # (640 KB/s at most)
+        conn.close()
+        head, _, got = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert len(got) == len(data) and got == data  # (was: 4 MiB of 6)
