@@ -120,6 +120,12 @@ def _user(email):
     return user
 
 
+def _end_reads():
+    """End the reads' transaction before asking the operator: on SQLite it holds the
+    database's write lock, which the server's writes would wait for, then fail."""
+    db.session.commit()
+
+
 def _refusable(change, *args):
     """Run an account change; the reason it was refused as the command's error."""
     try:
@@ -143,6 +149,7 @@ def users_password(email, password):
     """Set a user's web sign-in password; the user's web sessions are signed out."""
     user = _user(email)  # before asking for a password
     if password is None:
+        _end_reads()
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     _check_password(password)
     auth.set_password(user, password)
@@ -182,6 +189,7 @@ def users_delete(email, yes):
     user = _user(email)
     if not yes:
         live = pushes.count_for(user, expired=False)
+        _end_reads()
         click.confirm(f"Delete {user.email} and all its pushes ({live} still live)?", abort=True)
     count = _refusable(auth.delete_account, user)
     click.echo(f"Deleted {user.email} and its {count} pushes ({database_name(current_app)}).")

@@ -391,6 +391,36 @@ def test_cli_users_admin_and_delete(app, database_url, make_user, tmp_path):
     assert run_flask(database_url, instance, "users", "delete", "gone@example.com", "--yes").returncode == 1
 
 
+@pytest.mark.parametrize("command", [["users", "delete", "asked@example.com"],
+                                     ["users", "password", "asked@example.com"]])
+def test_cli_questions_wait_without_the_databases_write_lock(app, database_url, make_user, command):
+    """A command that asks the operator something (delete's confirmation, a password) does not
+    hold SQLite's write lock, which its first read took, while the question waits: the
+    server's creates and views would wait for it, then fail."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's reads take no write lock")
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+    make_user("asked@example.com")
+    path, free = make_url(database_url).database, []
+
+    class Operator(io.BytesIO):
+        def read1(self, *args):  # (the prompt reads the answer: meanwhile, can another write?)
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                free.append(True)
+            except sqlite3.OperationalError:  # database is locked
+                free.append(False)
+            finally:
+                other.close()
+            return super().read1(*args)
+    app.test_cli_runner().invoke(args=command, input=Operator(b"n\nn\n"))
+    assert free and all(free), free
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_commands_make_no_database_and_seal_no_key_check(database, tmp_path):
     """Run without the server's environment (a cron line missing its env file, a PaaS
