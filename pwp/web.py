@@ -140,7 +140,7 @@ def saved_defaults(kind: str) -> dict:
     days, views, step, deletable = (int(group) for group in match.groups())
     values = {"expire_after_days": min(max(days, options["days_min"]), options["days_max"]),
               "expire_after_views": min(max(views, options["views_min"]), options["views_max"]),
-              "save_defaults": True}
+              "save_defaults": True, "defaults_saved": True}
     if options["retrieval_step"]:
         values["retrieval_step"] = bool(step)
     if options["deletable"]:
@@ -186,7 +186,8 @@ def render_form(kind: str, fields=None, errors=None, status=200):
     if fields is None:
         values = {**form_values(kind), "save_defaults": False, **saved_defaults(kind)}
     else:
-        values = {**form_values(kind, fields), "save_defaults": params.cast_bool(fields.get("save_defaults"), False)}
+        values = {**form_values(kind, fields), "save_defaults": params.cast_bool(fields.get("save_defaults"), False),
+                  "defaults_saved": params.cast_bool(fields.get("defaults_saved"), False)}
     return render_template(
         "web/new.html", kind=kind, tab=TAB_OF[kind], tabs=visible_tabs(),
         values=values, options=form_options(kind), errors=errors,
@@ -246,7 +247,13 @@ def create():
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
     response = redirect(url_for("web.preview", url_token=push.url_token))
-    return save_defaults(response, push, kind) if params.cast_bool(fields.get("save_defaults"), False) else response
+    if params.cast_bool(fields.get("save_defaults"), False):
+        return save_defaults(response, push, kind)
+    if params.cast_bool(fields.get("defaults_saved"), False):
+        # The form showed the box ticked (settings remembered) and it was unticked: forget them.
+        response.delete_cookie(_DEFAULTS_COOKIE.format(TAB_OF[kind]), httponly=True, samesite="Lax",
+                               secure=current_app.session_interface.get_cookie_secure(current_app))
+    return response
 
 
 # ----------------------------------------------------------------------------- after creation

@@ -310,3 +310,16 @@ def test_remembered_settings_start_the_kinds_form_in_this_browser(client, settin
     r = client.post("/p", data=form(kind="text", payload="", expire_after_days="4", save_defaults=True))
     assert r.status_code == 422 and 'name="push[save_defaults]" value="on" checked' in r.get_data(as_text=True)
     assert client.get_cookie("pwp_defaults_text").value == "<script>"
+
+
+def test_unticking_remembered_settings_forgets_them(client):
+    """The form shows the box ticked while settings are remembered; unticking it and pushing
+    forgets them (the box said so), so the form opens with the site's defaults again."""
+    create(client, payload="x", expire_after_days="3", expire_after_views="9", save_defaults=True)
+    html = client.get("/").get_data(as_text=True)
+    assert "untick this to forget them" in html and 'name="push[defaults_saved]" value="on"' in html
+    create(client, payload="y", expire_after_days="3", expire_after_views="9", defaults_saved="on")  # box unticked
+    assert client.get_cookie("pwp_defaults_text") is None
+    html = client.get("/").get_data(as_text=True)
+    assert "7 days" in html and 'id="push_save_defaults" name="push[save_defaults]" value="on" aria' in html
+    assert "push[defaults_saved]" not in html
