@@ -56,9 +56,9 @@ def users():
     return render_template("admin/users.html", accounts=pushes.accounts(page, PER_PAGE), page=page, pages=pages)
 
 
-def _list_page() -> str:
-    """The list's page the form was on (a value that is no page: the first)."""
-    page = params.cast_int(request.form.get("page"))
+def _list_page(source=None) -> str:
+    """The list's page the form (or the delete link) was on (a value that is no page: the first)."""
+    page = params.cast_int((request.form if source is None else source).get("page"))
     return url_for("admin.users", page=page) if page and page > 1 else url_for("admin.users")
 
 
@@ -98,7 +98,8 @@ def confirm_delete(user):
         flash(auth.YOURSELF, "warning")
         return redirect(url_for("admin.users"))
     live, expired = pushes.count_for(user, False), pushes.count_for(user, True)
-    return render_template("admin/delete.html", user=user, live=live, total=live + expired)
+    return render_template("admin/delete.html", user=user, live=live, total=live + expired,
+                           back=_list_page(request.args), page=params.cast_int(request.args.get("page")))
 
 
 @bp.post(ACCOUNT + "/delete")
@@ -108,7 +109,7 @@ def delete(user):
     email = user.email  # (read before the row goes)
     return _change(auth.delete_account, user,
                    lambda count: f"Deleted {email}, its API token and its {plural(count, 'push', 'pushes')}.",
-                   url_for("admin.users"))
+                   _list_page())
 
 
 def init_app(app):

@@ -209,3 +209,17 @@ def test_admin_forms_need_the_csrf_token(database_url, tmp_path):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_delete_from_a_later_page_returns_to_that_page(client, make_user):
+    """Delete on page 2 links to the confirmation with the page; Cancel and the deletion go back
+    to page 2, not to the first page (where the administrator would lose their place)."""
+    sign_in_admin(client, make_user)
+    ids = [make_user(email=f"user{i:02d}@example.com")[0] for i in range(27)]
+    second = client.get("/admin/users?page=2").get_data(as_text=True)
+    assert f'href="/admin/users/{ids[25]}/delete?page=2"' in second
+    ask = client.get(f"/admin/users/{ids[25]}/delete?page=2").get_data(as_text=True)
+    assert 'href="/admin/users?page=2">Cancel</a>' in ask and '<input type="hidden" name="page" value="2">' in ask
+    r = client.post(f"/admin/users/{ids[25]}/delete", data={"page": "2"})
+    assert r.status_code == 302 and r.headers["Location"] == "/admin/users?page=2"
+    assert 'href="/admin/users">Cancel</a>' in client.get(f"/admin/users/{ids[0]}/delete?page=x").get_data(as_text=True)
