@@ -24,6 +24,9 @@ def test_administrator_promotes_revokes_and_deletes_an_account(server, new_page)
     row.get_by_role("button", name="Revoke administrator").click()
     expect(page.locator(".flash-success")).to_have_text("leaver@example.com is no longer an administrator.")
     expect(page.locator("tr", has_text="boss@example.com")).to_contain_text("None (your own account)")
+    # The two actions apart (the focus ring of one does not touch the other, a click lands on one).
+    make, delete = row.get_by_role("button", name="Make administrator"), row.get_by_role("link", name="Delete leaver@example.com")
+    assert delete.bounding_box()["x"] - (make.bounding_box()["x"] + make.bounding_box()["width"]) >= 8
     row.get_by_role("link", name="Delete leaver@example.com").click()
     expect(page.locator("main")).to_contain_text("its 0 pushes (0 still live)")
     page.get_by_role("button", name="Delete leaver@example.com").click()
