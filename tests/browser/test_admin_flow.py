@@ -32,3 +32,23 @@ def test_administrator_promotes_revokes_and_deletes_an_account(server, new_page)
     page.get_by_role("button", name="Delete leaver@example.com").click()
     expect(page.locator(".flash-success")).to_have_text("Deleted leaver@example.com, its API token and its 0 pushes.")
     expect(page.locator("tbody tr")).to_have_count(1)
+
+
+def test_a_long_e_mail_address_fits_the_administration_pages_on_a_phone(server, new_page):
+    long_email = "firstname.middlename.lastname.accounting@subdomain.example-company.com"
+    page = new_page(viewport={"width": 390, "height": 844})
+    sign_in_new_user(page, server, "phoneboss@example.com")
+    with server.app.app_context():
+        from pwp.auth import create_user, find_user, set_admin
+        set_admin(find_user("phoneboss@example.com"), True)
+        create_user(long_email)
+    page.goto(server.url + "/admin/users")
+    expect(page.locator("main")).to_contain_text(long_email)
+    # (the table's box scrolls sideways: what does not fit is cut off, not only the page widened)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.querySelector('.table-wrap').scrollWidth,"
+                           " document.querySelector('.table-wrap').clientWidth]")
+    assert widths[0] <= 390 and widths[1] <= widths[2], f"page, table, its box: {widths}"
+    page.get_by_role("link", name=f"Delete {long_email}").click()
+    expect(page.get_by_role("button", name=f"Delete {long_email}")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the delete page is {width} px wide"
