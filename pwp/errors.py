@@ -7,7 +7,7 @@ import json
 import logging
 import re
 
-from flask import Response, current_app, render_template, request
+from flask import Response, current_app, render_template, request, url_for
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.exceptions import NotFound as NoRoute
 
@@ -158,11 +158,16 @@ def _http_error(exc: HTTPException):
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
         response.headers.extend(headers)
         return response
+    back = None
     if exc.code == 413:  # (a body over MAX_CONTENT_LENGTH, unread: the form cannot be shown again)
         exc = _TooLargePage(current_app.config["PWP__FILES__MAX_TOTAL_BYTES"])
+        if request.endpoint == "owner.update":  # (files added on a push's edit page: back there)
+            exc.description = (f"A push's files can be up to {human_size(exc.max_files, limit=True)} in all, "
+                               "counting the files it has. Go back and choose fewer or smaller files.")
+            back = (url_for("owner.edit", **request.view_args), "Back to the edit page")
     elif exc.code == 404 and exc.description == NoRoute.description and current_app.config["PWP_PUBLIC_GATEWAY"]:
         exc = NoRoute(GATEWAY_NOT_FOUND)
-    return render_template("errors/http.html", error=exc), exc.code, headers
+    return render_template("errors/http.html", error=exc, back=back), exc.code, headers
 
 
 # A public gateway's 404 page (pwp/gateway.py), for its visitors: recipients of a link.
@@ -176,6 +181,7 @@ class _TooLargePage:
 
     def __init__(self, max_files: int):
         from .pushes import TEXT_MAX  # (pushes imports this module)
+        self.max_files = max_files
         chars = f"{TEXT_MAX:,}".replace(",", " ")
         self.description = (f"Files can be up to {human_size(max_files, limit=True)} in total, and a secret "
                             f"up to {chars} characters. Go back and send less.")

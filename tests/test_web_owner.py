@@ -573,6 +573,19 @@ def test_added_files_keep_to_the_limits_counted_with_the_files_kept(client, make
     assert _file_names(app, token) == ["a.bin", "b.bin", "c.bin"]
 
 
+def test_files_too_large_to_take_on_the_edit_page_lead_back_to_it(client, make_user):
+    """A body over the upload limit is refused before the form is read (413): the page says the
+    push's limit and links back to the edit page, not to the start page (nor of a secret's length)."""
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.txt", b"first")])
+    r = _add_files(client, token, [("huge.bin", b"x" * (27 * 1024 * 1024))])
+    html = r.get_data(as_text=True)
+    assert r.status_code == 413 and "Too large to send" in html
+    assert "A push&#39;s files can be up to 25.0 MB in all, counting the files it has." in html
+    assert f'<a href="/p/{token}/edit">Back to the edit page</a>' in html
+    assert "Back to the start page" not in html and "characters" not in html
+
+
 def test_files_added_to_a_push_with_a_passphrase_need_it_and_are_sealed_with_it(client, make_user, app, clock):
     _, api_token = sign_in(client, make_user)
     token = _file_push(client, api_token, [("a.txt", b"first")], passphrase="open sesame", expire_after_views="5")
