@@ -68,7 +68,8 @@ def _hidden(segments):
             if any(segments[i + 1:]):
                 return hidden, i + 1
             return hidden, None
-        parent = lower in _TOKEN_PARENTS
+        # After "..", the next segment's parent is one before: it may be a token's.
+        parent = lower in _TOKEN_PARENTS or segment == ".."
     return hidden, None
 
 

@@ -215,6 +215,9 @@ def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     ("GET //p/abc123 HTTP/1.1", "GET //p/[FILTERED] HTTP/1.1"),
     ("GET /api//v2/pushes//abc123.json HTTP/1.1", "GET /api//v2/pushes//[FILTERED].json HTTP/1.1"),
     ("GET /p/./abc123 HTTP/1.1", "GET /p/./[FILTERED] HTTP/1.1"),
+    # A dot-segment: what follows ".." may be a token whose parent was taken back.
+    ("GET /p/x/../abc123/preview HTTP/1.1", "GET /p/[FILTERED]/../[FILTERED]/preview HTTP/1.1"),
+    ("GET /p/x/%2E%2E/abc123 HTTP/1.1", "GET /p/[FILTERED]/%2E%2E/[FILTERED] HTTP/1.1"),
     ("GET /P/abc123 HTTP/1.1", "GET /P/[FILTERED] HTTP/1.1"),
     ("GET /p;/abc123 HTTP/1.1", "GET /p;/[FILTERED] HTTP/1.1"),
     ("GET /pfb;x/gAAAAB-x/a.pdf HTTP/1.1", "GET /pfb;x/[FILTERED] HTTP/1.1"),
