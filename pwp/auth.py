@@ -320,7 +320,7 @@ def actor(user=None) -> Actor:
 
 def actor_from(environ, user=None) -> Actor:
     """The audit log's Actor from a WSGI environ (header values as the server decoded them)."""
-    return Actor(user=user, ip=environ.get("REMOTE_ADDR") or "",
+    return Actor(user=user, ip=_loggable(environ.get("REMOTE_ADDR") or ""),  # (X-Forwarded-For's, behind a proxy)
                  user_agent=_loggable(environ.get("HTTP_USER_AGENT", "")),
                  referrer=_loggable(environ.get("HTTP_REFERER", "")))
 

@@ -276,6 +276,18 @@ def test_a_browser_session_acts_on_api_writes_only_from_this_site(app, client, m
         "views_remaining"] == 5
 
 
+def test_nul_in_a_forwarded_client_address_is_logged_without_it(settings, database_url, request):
+    """X-Forwarded-For is taken as the client's address only from trusted proxies, but one
+    that passes a NUL on (or a count set too high) must not make every view a 500."""
+    settings["PWP__TRUSTED_PROXIES"] = 1
+    client, token = request.getfixturevalue("client"), request.getfixturevalue("token")
+    headers = {**bearer(token), "X-Forwarded-For": "10.0.0.1\x00x"}
+    t = client.post("/api/v2/pushes", json={"push": {"payload": "s"}}, headers=headers).json["url_token"]
+    assert client.get(f"/api/v2/pushes/{t}", headers=headers).json["payload"] == "s"
+    logs = client.get(f"/api/v2/pushes/{t}/audit", headers=bearer(token)).json["logs"]
+    assert [e["ip"] for e in logs] == ["10.0.0.1x", "10.0.0.1x"]
+
+
 def test_nul_in_user_agent_or_referrer_is_logged_without_it(client, token):
     # gunicorn refuses a NUL in a header (400), but other WSGI servers pass it on, and
     # PostgreSQL's text cannot hold one: the create, view and web page must not be a 500.
