@@ -311,6 +311,14 @@ PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the previe
 
 # What fits above the QR code on one printed page (the form's maxlength says the same).
 PRINT_MESSAGE_MAX = 500
+# ... and on one sheet with the QR code: lines, counting one of more than PRINT_LINE_WIDTH
+# characters as the lines it wraps to (in the print style's 14 pt).
+PRINT_MESSAGE_LINES, PRINT_LINE_WIDTH = 12, 60
+
+
+def printed_lines(message: str) -> int:
+    """About how many lines the message takes on the printed sheet."""
+    return sum(max(1, -(-len(line) // PRINT_LINE_WIDTH)) for line in message.split("\n"))
 # The print form as the preview offers it (as upstream: both boxes ticked).
 PRINT_FORM = {"message": "", "show_expiration": True, "show_id": True}
 
@@ -345,6 +353,7 @@ def _render_preview(push, now, print_form=None, errors=None, status=200):
         views=pushes.views_remaining(push),
         is_owner=pushes.is_owner(push, signed_in_user()),
         print_form=print_form or PRINT_FORM, print_errors=errors or {}, print_max=PRINT_MESSAGE_MAX,
+        print_lines=PRINT_MESSAGE_LINES, print_width=PRINT_LINE_WIDTH,
         # (The printable page's link says the same locale as this page's: carried along.)
         push_locale=request_locale().removeprefix("?locale=") or None,
         updated=PUSH_UPDATED in (m for _c, m in get_flashed_messages(with_categories=True))), status
@@ -368,9 +377,10 @@ def print_preview(url_token):
     if instead:
         return instead
     form = print_choices()
-    if len(form["message"]) > PRINT_MESSAGE_MAX:
+    if len(form["message"]) > PRINT_MESSAGE_MAX or printed_lines(form["message"]) > PRINT_MESSAGE_LINES:
         return _render_preview(push, now, form, {"message": [
-            f"The message is too long: at most {PRINT_MESSAGE_MAX} characters."]}, 422)
+            f"The message is too long: at most {PRINT_MESSAGE_MAX} characters on about {PRINT_MESSAGE_LINES} "
+            f"printed lines of {PRINT_LINE_WIDTH} (more would push the QR code onto a second sheet)."]}, 422)
     url = secret_url(push)
     return render_template(
         "web/print_preview.html", push=push, url=url, qr=qr_data_uri(url), form=form,

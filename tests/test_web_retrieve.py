@@ -92,11 +92,15 @@ def test_print_preview_of_a_message_too_long_is_422_with_the_form_and_the_messag
     r = client.get(f"/p/{token}/print_preview", query_string={"message": "b" * 501, "show_id": "true"})
     html = r.get_data(as_text=True)
     assert r.status_code == 422
-    assert "The message is too long: at most 500 characters." in html
+    assert "The message is too long: at most 500 characters on about 12 printed lines of 60" in html
     assert '<details class="print-share" open>' in html and 'aria-invalid="true"' in html
     assert "b" * 501 + "</textarea>" in html  # (kept, to shorten)
     assert 'name="show_expiration" value="true">' in html and 'name="show_id" value="true" checked' in html
     assert view_count(app, token) == 0 and audit_kinds(app, token) == [AuditKind.creation]
+    # Lines too, a long one counted as the lines it wraps to: twenty put the QR code on a second sheet.
+    for message, status in (("a\n" * 11 + "a", 200), ("a\r\n" * 12 + "a", 422), ("a\n" * 9 + "b" * 180, 200),
+                            ("a\n" * 9 + "b" * 181, 422), ("b" * 500, 200), ("b\n" * 4 + "c" * 492, 422)):
+        assert client.get(f"/p/{token}/print_preview", query_string={"message": message}).status_code == status
 
 
 def test_print_preview_of_odd_input_is_never_an_error(client):
