@@ -70,7 +70,7 @@ def test_admin_page_lists_accounts_as_users_list_does(client, make_user, app):
     r = client.get("/admin/users")
     html = r.get_data(as_text=True)
     assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
-    assert "<title>Accounts | " in html
+    assert "<title>Administration: accounts | " in html and "<h1>Administration: accounts</h1>" in html
     rows = [re.sub(r"<[^>]+>|\s+", " ", row).split() for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]]
     created = sql(app, "SELECT created_at FROM users WHERE id = 2")[0][0]
     created = (created if not isinstance(created, str) else datetime.fromisoformat(created)).strftime("%Y-%m-%d")
