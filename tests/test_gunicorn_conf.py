@@ -187,10 +187,9 @@ def test_a_slow_reader_gets_the_whole_answer_and_one_that_stops_reading_is_let_g
     """Each write may wait `timeout` (socket.sendall's timeout would bound the whole answer:
     a large file's download at a phone's pace would be cut); a reader that stops is dropped
     as one that went away (EPIPE, which gunicorn does not log)."""
-    from pwp.workers import _Socket
+    from pwp.workers import bound
     ours, theirs = socket.socketpair()
-    ours.__class__ = _Socket
-    ours.settimeout(0.5)
+    bound(ours, 0.5)
     data = os.urandom(2 * 1024 * 1024)
     received = bytearray()
 
@@ -234,10 +233,9 @@ def test_after_a_read_timed_out_nothing_more_is_read_from_the_client():
     """Once a read timed out (the client taken as gone), later reads see the end of the stream
     too, bytes sent since included: gunicorn's drain of an unread body then ends the connection
     instead of serving the body's late rest as a new request."""
-    from pwp.workers import _Socket
+    from pwp.workers import bound
     ours, theirs = socket.socketpair()
-    ours.__class__ = _Socket
-    ours.settimeout(0.2)
+    bound(ours, 0.2)
     assert ours.recv(100) == b""  # (timed out)
     theirs.sendall(b"GET /robots.txt HTTP/1.1\r\nHost: h\r\n\r\n")
     assert ours.recv(100) == b""
