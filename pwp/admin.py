@@ -5,7 +5,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from . import auth, params, pushes
-from .owner import PER_PAGE, _page, _page_count, signed_in
+from .owner import PER_PAGE, paging, signed_in
 from .words import plural
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -51,8 +51,7 @@ def index():
 @admins_only
 def users():
     """List the accounts, 25 a page: e-mail, administrator, web sign-in, live pushes, created."""
-    pages = _page_count(pushes.count_accounts(), PER_PAGE)
-    page = _page(pages)
+    page, pages = paging(pushes.count_accounts(), PER_PAGE)
     return render_template("admin/users.html", accounts=pushes.accounts(page, PER_PAGE), page=page, pages=pages)
 
 

@@ -31,14 +31,11 @@ def signed_in(view):
     return wrapped
 
 
-def _page_count(total: int, per_page: int) -> int:
-    return max(1, -(-total // per_page))
-
-
-def _page(pages: int) -> int:
-    """The ?page= asked for, past the last page meaning the last (pages have no cap here,
-    unlike the API's 200)."""
-    return min(params.page_param(limit=None), pages)
+def paging(total: int, per_page: int) -> tuple[int, int]:
+    """The page asked for (?page=; past the last page meaning the last: pages have no cap
+    here, unlike the API's 200) and the page count, for a list of total items."""
+    pages = max(1, -(-total // per_page))
+    return min(params.page_param(limit=None), pages), pages
 
 
 @bp.get("/p")
@@ -48,8 +45,7 @@ def dashboard():
     expired = request.args.get("filter") == "expired"
     user = current_user._get_current_object()
     counts = {"active": pushes.count_for(user, False), "expired": pushes.count_for(user, True)}
-    pages = _page_count(counts["expired" if expired else "active"], PER_PAGE)
-    page = _page(pages)
+    page, pages = paging(counts["expired" if expired else "active"], PER_PAGE)
     now = pushes.utcnow()
     rows = [{"push": p, "note": pushes.note_of(p), "left": time_left(p, now),
              "views": pushes.views_remaining(p)}
@@ -90,8 +86,7 @@ def audit(push):
     """Show a push's settings, status and audit events (owner only)."""
     now = pushes.utcnow()
     counts = pushes.view_counts(push)
-    pages = _page_count(sum(counts.values()), pushes.PER_PAGE)
-    page = _page(pages)
+    page, pages = paging(sum(counts.values()), pushes.PER_PAGE)
     return render_template(
         "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
         events=pushes.audit_log(push, page), page=page, pages=pages,
