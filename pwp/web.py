@@ -152,10 +152,15 @@ def save_defaults(response, push, kind: str):
     """Remember the new push's days, views and options as its kind's form defaults."""
     value = "{}.{}.{:d}.{:d}".format(push.expire_after_days, push.expire_after_views,
                                      bool(push.retrieval_step), bool(push.deletable_by_viewer))
-    response.set_cookie(
-        _DEFAULTS_COOKIE.format(TAB_OF[kind]), value, max_age=_DEFAULTS_SECONDS,
-        httponly=True, samesite="Lax", secure=current_app.session_interface.get_cookie_secure(current_app))
+    response.set_cookie(_DEFAULTS_COOKIE.format(TAB_OF[kind]), value, max_age=_DEFAULTS_SECONDS, **cookie_flags())
     return response
+
+
+def cookie_flags() -> dict:
+    """The flags of this site's own cookies but the session's: script-proof, sent on
+    top-level navigation from other sites, and over HTTPS only where the session's is."""
+    return {"httponly": True, "samesite": "Lax",
+            "secure": current_app.session_interface.get_cookie_secure(current_app)}
 
 
 def gen_options() -> dict:
@@ -251,8 +256,7 @@ def create():
         return save_defaults(response, push, kind)
     if params.cast_bool(fields.get("defaults_saved"), False):
         # The form showed the box ticked (settings remembered) and it was unticked: forget them.
-        response.delete_cookie(_DEFAULTS_COOKIE.format(TAB_OF[kind]), httponly=True, samesite="Lax",
-                               secure=current_app.session_interface.get_cookie_secure(current_app))
+        response.delete_cookie(_DEFAULTS_COOKIE.format(TAB_OF[kind]), **cookie_flags())
     return response
 
 
@@ -455,8 +459,7 @@ def access(url_token):
         # The cookie holds the derived payload key, encrypted: never the passphrase.
         response.set_cookie(
             _unlock_cookie_name(url_token), seal_unlock_key(url_token, key, now),
-            max_age=UNLOCK_SECONDS, httponly=True, samesite="Lax",
-            secure=current_app.session_interface.get_cookie_secure(current_app), path=f"/p/{url_token}")
+            max_age=UNLOCK_SECONDS, path=f"/p/{url_token}", **cookie_flags())
     return response
 
 
