@@ -59,6 +59,17 @@ def parse_int(name, raw):
     return value
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # (gunicorn's --log-level names)
+
+
+def parse_log_level(name, raw):
+    """Parse a log level name (any case), as gunicorn.conf.py does for gunicorn's."""
+    value = str(raw).strip().lower()
+    if value not in LOG_LEVELS:
+        raise ConfigError(f"{name}: expected debug, info, warning, error or critical, got {raw!r}")
+    return value
+
+
 def parse_str(name, raw):
     """Keep a string setting; an empty string means unset."""
     value = str(raw).strip()
@@ -187,6 +198,9 @@ SETTINGS = [
     # WAL pages after which a commit checkpoints (default: SQLite's 1000); gunicorn.conf.py
     # sets 250 when one process serves (bench/RESULTS.md, 2026-12-04).
     ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", parse_int, None),
+    # The app's log level (logger `pwp`) in `flask` commands and `flask run`; under gunicorn
+    # gunicorn.conf.py gives it to gunicorn, whose error log the app's logger then writes to.
+    ("LOG_LEVEL", parse_log_level, "info"),
 ]
 
 

@@ -126,6 +126,12 @@ def _configure(app, test_config):
     settings.update(test_config or {})
     config.validate(settings)
     app.config.update(settings)
+    # Under gunicorn its logger class (pwp.logfilter) has given the app's logger gunicorn's
+    # level and error log. Elsewhere (`flask` commands, `flask run`) Python's default level,
+    # WARNING, hid the INFO lines (account changes, pushes created): LOG_LEVEL sets it, and
+    # Flask's handler prints to stderr.
+    if not log.handlers:
+        log.setLevel(settings["LOG_LEVEL"].upper())
     url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
     # The instance folder holds the keys and the SQLite database: owner-only.

@@ -167,6 +167,18 @@ class GunicornLogger(Logger):
                 log.addFilter(RedactFilter())
         if not any(isinstance(f, ConfigDumpFilter) for f in self.error_log.filters):
             self.error_log.addFilter(ConfigDumpFilter())
+        if not (cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json):  # (else the admin's)
+            self._route_app_log()
+
+    def _route_app_log(self):
+        """Send the app's logger (`pwp`) to the error log at its level: left alone, its INFO
+        lines went nowhere (Python's default level is WARNING) and its warnings to stderr
+        without gunicorn's format. Its handlers are replaced, not added to: a configuration
+        reload runs this again. (The app adds its RedactFilter to that logger.)"""
+        app_log = logging.getLogger("pwp")
+        app_log.setLevel(self.error_log.level)
+        app_log.handlers = list(self.error_log.handlers)
+        app_log.propagate = False  # (no second copy through a handler on the root logger)
 
     def atoms(self, resp, req, environ, request_time):
         """Access-log atoms (%(r)s, %(U)s, %(q)s, %(f)s, headers...) without secrets."""

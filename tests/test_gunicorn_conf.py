@@ -3,6 +3,7 @@
 (tests/servers.py starts real gunicorn processes with this file; here each setting's rule.)
 """
 import json
+import re
 import os
 import runpy
 import socket
@@ -13,7 +14,7 @@ import types
 from urllib.parse import urlsplit
 
 import pytest
-from servers import bearer, create_user, gunicorn, server_env
+from servers import bearer, create_user, flask, gunicorn, server_env
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
 NAMES = ("DATABASE_URL", "GUNICORN_THREADS", "WEB_CONCURRENCY", "PORT", "BIND", "LOG_LEVEL",
@@ -307,3 +308,30 @@ def test_a_large_download_read_slowly_is_not_cut(tmp_path):
         head, _, got = bytes(received).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ")
         assert len(got) == len(data) and got == data  # (was: 4 MiB of 6)
+
+
+def test_the_apps_info_lines_reach_gunicorns_error_log_once_at_its_level(tmp_path):
+    """The app's logger (`pwp`) says at INFO that a push was made, an account changed: under
+    gunicorn those lines went nowhere (Python's default level, WARNING, applied) and its
+    warnings to stderr without gunicorn's format. Now gunicorn's level and error log apply,
+    one line each, and `flask` commands print them to stderr at LOG_LEVEL."""
+    pattern = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] push \d+ created \(kind text\)$", re.MULTILINE)
+    for level, expected in (("info", 1), ("warning", 0)):
+        env = server_env(tmp_path / "instance", LOG_LEVEL=level)
+        log_path = tmp_path / f"{level}.log"
+        with gunicorn(env, log_path) as server:
+            status, body = server.json("POST", "/api/v2/pushes", {"push": {"payload": "p4yl0ad-marker"}})
+            assert status == 201
+        logs = log_path.read_text()
+        assert len(pattern.findall(logs)) == expected, logs[-2000:]
+        assert "p4yl0ad-marker" not in logs and body["url_token"] not in logs
+    env = server_env(tmp_path / "instance")
+    create_user(env, "logged@example.com")
+    made = flask(env, "users", "admin", "logged@example.com")
+    assert re.search(r"INFO in auth: user \d+: made an administrator from the command line$", made.stderr,
+                     re.MULTILINE) and "logged@example.com" not in made.stderr
+    quiet = flask(server_env(tmp_path / "instance", LOG_LEVEL="warning"), "users", "admin", "--revoke",
+                  "logged@example.com")
+    assert "administrator" not in quiet.stderr and "no longer an administrator" in quiet.stdout
+    assert "LOG_LEVEL: expected debug" in flask(server_env(tmp_path / "instance", LOG_LEVEL="loud"),
+                                                "users", "list", check=False).stderr
