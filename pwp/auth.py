@@ -215,17 +215,26 @@ def password_problem(password: str) -> tuple[str, str] | None:
     return None
 
 
+def _write_account(user: User, **values):
+    """Write values to the account's row and commit; Refused(ACCOUNT_GONE) if it was deleted
+    meanwhile (`users password` waits for its prompt: as an attribute change the commit
+    ended in SQLAlchemy's StaleDataError or ObjectDeletedError, a traceback)."""
+    done = db.session.execute(update(User).where(User.id == user.id).values(**values))
+    if done.rowcount != 1:
+        db.session.rollback()
+        raise Refused(ACCOUNT_GONE)
+    db.session.commit()
+
+
 def set_password(user: User, password: str):
     """Store a new password hash: the user's sessions made before it are signed out."""
-    user.password_hash = generate_password_hash(password)
-    db.session.commit()
+    _write_account(user, password_hash=generate_password_hash(password))
 
 
 def issue_token(user: User) -> str:
     """Give the user a new API token (the old one stops working); return it once."""
     token = secrets.token_urlsafe(24)
-    user.api_token_digest = digest_token(token)
-    db.session.commit()
+    _write_account(user, api_token_digest=digest_token(token))
     current_app.logger.info("user %s: new API token issued", user.id)
     return token
 

@@ -152,7 +152,7 @@ def users_password(email, password):
         _end_reads()
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     _check_password(password)
-    auth.set_password(user, password)
+    _refusable(auth.set_password, user, password)
     click.echo(f"Password set for {user.email} in {database_name(current_app)}; their web sessions are "
                "signed out.")
 
@@ -165,7 +165,7 @@ def users_token(email):
     user = _user(email)
     click.echo(f"New API token for {user.email} in {database_name(current_app)} (the previous one no "
                "longer works):")
-    click.echo(auth.issue_token(user))
+    click.echo(_refusable(auth.issue_token, user))
 
 
 @users.command("admin")

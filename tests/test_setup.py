@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 import servers
 from conftest import PG_ADMIN_URL, PG_BASE, bearer, make_config, sql, throwaway_pg_database
-from pwp import ROOT, config, create_app, fastsql
+from pwp import ROOT, auth, config, create_app, fastsql
 from pwp.models import AuditKind, db, schema_sql
 
 
@@ -592,3 +592,37 @@ def test_gunicorn_stops_on_a_bad_setting(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert proc.stderr.count("pwpush: configuration error: PWP__PURGE_AFTER") == 1
+
+
+@pytest.mark.parametrize(("command", "answers"), [
+    (["users", "password", "raced@example.com"], b"new-password-1\nnew-password-1\n"),
+    (["users", "delete", "raced@example.com"], b"y\n"),
+])
+def test_cli_account_deleted_while_the_question_waits_is_one_line_and_exit_1(app, make_user, command, answers):
+    """Another operator (or the administration page) deletes the account while the command's
+    question waits: `users password` ended in SQLAlchemy's StaleDataError traceback."""
+    user_id, _token = make_user("raced@example.com")
+
+    class Operator(io.BytesIO):
+        def read1(self, *args):
+            if not self.tell():  # (the first answer: the account goes meanwhile)
+                sql(app, "DELETE FROM users WHERE id = :id", id=user_id)
+            return super().read1(*args)
+    result = app.test_cli_runner().invoke(args=command, input=Operator(answers))
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.output.rstrip().splitlines()[-1] == "Error: That account no longer exists."
+
+
+@pytest.mark.parametrize("change", ["token", "admin", "password"])
+def test_an_account_change_after_the_account_went_is_refused(app, make_user, change):
+    """`users token` and `users admin` read the account, then write it: one deleted in between
+    is refused with ACCOUNT_GONE (the commands' one-line error), not a traceback."""
+    user_id, _token = make_user("between@example.com")
+    with app.app_context():
+        user = auth.find_user("between@example.com")
+        db.session.commit()  # (on SQLite the read holds the write lock)
+        sql(app, "DELETE FROM users WHERE id = :id", id=user_id)
+        with pytest.raises(auth.Refused, match=auth.ACCOUNT_GONE):
+            {"token": lambda: auth.issue_token(user), "admin": lambda: auth.set_admin(user, True),
+             "password": lambda: auth.set_password(user, "new-password-1")}[change]()
