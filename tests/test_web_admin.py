@@ -99,6 +99,7 @@ def test_admin_page_paginates_25(client, make_user):
 def test_make_and_revoke_an_administrator_logs_ids_only(client, make_user, app, caplog):
     me = sign_in_admin(client, make_user)
     other, token = make_user(email="other@example.com", password=PASSWORD)
+    caplog.clear()  # (making the users logged their tokens' issue: the app logs at INFO)
     with caplog.at_level(logging.INFO, logger=app.logger.name):
         r = client.post(f"/admin/users/{other}/admin", data={"page": "1"}, follow_redirects=True)
         assert is_admin(app, other)
