@@ -852,15 +852,16 @@ def what_is_left(push: Push, now: datetime) -> dict:
     return {"days": days_remaining(push, now), "views": views_remaining(push)}
 
 
-def edit_bounds(push: Push, now: datetime) -> dict:
+def edit_bounds(push: Push, now: datetime, view_count: int | None = None) -> dict:
     """The days and views an edit may leave from now: the kind's minimum, and what its
-    maximum, counted from creation (days) and from the first view (views), leaves."""
+    maximum, counted from creation (days) and from the first view (views: view_count, else
+    the push's as read), leaves."""
     cfg, kind = current_app.config, push.kind_name
 
     def setting(what, end):
         return kind_setting(cfg, kind, f"EXPIRE_AFTER_{what}_{end}")
 
-    used = {"DAYS": (now - push.created_at).days, "VIEWS": push.view_count}
+    used = {"DAYS": (now - push.created_at).days, "VIEWS": push.view_count if view_count is None else view_count}
     return {what.lower(): (setting(what, "MIN"), max(setting(what, "MIN"), setting(what, "MAX") - used[what]))
             for what in ("DAYS", "VIEWS")}
 
@@ -891,6 +892,12 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
             db.session.rollback()
             raise ValidationFailed(errors)
         _store_files(push.id, changes.files, key)
+    if "expire_after_views" in values:
+        # The count under the lock: views counted since the push was read (before the lock, or
+        # before a passphrase check's commit) use up the kind's maximum too, else the total
+        # passed it by as many.
+        count = db.session.scalar(select(Push.view_count).where(Push.id == push.id))
+        values["expire_after_views"] = count + min(changes.views_left, edit_bounds(push, now, count)["views"][1])
     db.session.execute(update(Push).where(Push.id == push.id).values(values)
                        .execution_options(synchronize_session=False))
     _log(push, AuditKind.edit, actor, now)
@@ -931,8 +938,7 @@ def _edit_values(push: Push, changes: Changes, now: datetime) -> dict:
         values["expires_at"] = min(now + timedelta(days=changes.days_left), longest)
         values["expire_after_days"] = (now - push.created_at).days + changes.days_left
     if not changes.keeps("views", left["views"]):
-        # From the count as written, so a view counted meanwhile is not given back.
-        values["expire_after_views"] = Push.view_count + changes.views_left
+        values["expire_after_views"] = None  # (edit counts it under the row's lock)
     return values
 
 

@@ -2,6 +2,7 @@
 import io
 import json
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -676,3 +677,31 @@ def test_an_add_that_waited_for_another_counts_the_files_it_added(client, make_u
     assert answer[0].status_code == 422, answer[0].status_code
     assert "This push has 3 files already." in answer[0].get_data(as_text=True)
     assert _file_names(app, token) == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_views_counted_while_an_edit_waits_count_against_the_kinds_maximum(settings, database_url, request,
+                                                                          monkeypatch):
+    """An edit checks the views asked for against what was counted when it read the push; views
+    counted before it locks the row (here three recipients on real threads, after the passphrase
+    check's commit) were added on top: 6 asked of a maximum of 6 made 9."""
+    settings["PWP__FILES__EXPIRE_AFTER_VIEWS_MAX"] = 6
+    client, make_user, app = (request.getfixturevalue(name) for name in ("client", "make_user", "app"))
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.txt", b"first")], passphrase="open sesame", expire_after_views="5")
+    lock_live, statuses = pushes._lock_live, []
+
+    def view():
+        statuses.append(app.test_client().get(f"/api/v2/pushes/{token}?passphrase=open%20sesame").status_code)
+
+    def viewed_meanwhile(push, now):
+        threads = [threading.Thread(target=view) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return lock_live(push, now)
+    monkeypatch.setattr(pushes, "_lock_live", viewed_meanwhile)
+    r = _add_files(client, token, [("b.txt", b"second")], passphrase="open sesame", expire_after_views="6")
+    assert r.status_code == 302 and statuses == [200] * 3
+    row = _row(app, token)
+    assert (row["view_count"], row["expire_after_views"]) == (3, 6)
