@@ -316,13 +316,20 @@ PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the previe
 # What fits above the QR code on one printed page (the form's maxlength says the same).
 PRINT_MESSAGE_MAX = 500
 # ... and on one sheet with the QR code: lines, counting one of more than PRINT_LINE_WIDTH
-# characters as the lines it wraps to (in the print style's 14 pt).
+# columns as the lines it wraps to (the print style sets the message in a monospace font at
+# 13 pt, broken at any character, so a line of capitals takes no more room than one of dots).
 PRINT_MESSAGE_LINES, PRINT_LINE_WIDTH = 12, 60
 
 
+def _columns(char: str) -> int:
+    # Two for a character past the alphabetic scripts monospace fonts cover (CJK, emoji, ...:
+    # a fallback font draws them about two cells wide), one for the rest (a tab too: tab-size 1).
+    return 2 if char >= "\u0590" else 1
+
+
 def printed_lines(message: str) -> int:
-    """About how many lines the message takes on the printed sheet."""
-    return sum(max(1, -(-len(line) // PRINT_LINE_WIDTH)) for line in message.split("\n"))
+    """How many lines the message takes on the printed sheet (at most)."""
+    return sum(max(1, -(-sum(map(_columns, line)) // PRINT_LINE_WIDTH)) for line in message.split("\n"))
 # The print form as the preview offers it (as upstream: both boxes ticked).
 PRINT_FORM = {"message": "", "show_expiration": True, "show_id": True}
 

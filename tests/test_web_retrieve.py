@@ -99,7 +99,10 @@ def test_print_preview_of_a_message_too_long_is_422_with_the_form_and_the_messag
     assert view_count(app, token) == 0 and audit_kinds(app, token) == [AuditKind.creation]
     # Lines too, a long one counted as the lines it wraps to: twenty put the QR code on a second sheet.
     for message, status in (("a\n" * 11 + "a", 200), ("a\r\n" * 12 + "a", 422), ("a\n" * 9 + "b" * 180, 200),
-                            ("a\n" * 9 + "b" * 181, 422), ("b" * 500, 200), ("b\n" * 4 + "c" * 492, 422)):
+                            ("a\n" * 9 + "b" * 181, 422), ("b" * 500, 200), ("b\n" * 4 + "c" * 492, 422),
+                            # Wide characters take two columns (a fallback font draws them so).
+                            ("\u6f22" * 360, 200), ("\u6f22" * 361, 422),
+                            ("a\n" * 11 + "\U0001f511" * 30, 200), ("a\n" * 11 + "\U0001f511" * 31, 422)):
         assert client.get(f"/p/{token}/print_preview", query_string={"message": message}).status_code == status
 
 

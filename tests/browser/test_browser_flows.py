@@ -1,8 +1,10 @@
 """End-to-end flows in real headless Chromium against a live server."""
 import json
 import re
+import urllib.parse
 import urllib.request
 
+import pytest
 from playwright.sync_api import expect
 
 from .liveserver import create_text, sign_in_new_user, sign_up
@@ -465,3 +467,29 @@ def test_owner_adds_a_file_to_a_push_with_a_passphrase_without_javascript(server
         page.get_by_role("link", name="two.bin").click()
     with open(info.value.path(), "rb") as fh:
         assert fh.read() == added
+
+
+# Messages the print form's rule admits (500 characters, 12 lines counted at 60 columns) at
+# their widest: capitals, wide (CJK) characters, tabs.
+ADMITTED_PRINT_MESSAGES = {
+    "12 lines of 38 capitals": "\n".join(["W" * 38] * 12),
+    "8 lines of 60 capitals": "\n".join(["W" * 60] * 8 + ["WWWWWWWWWWWW"]),
+    "6 lines of 80 capitals": "\n".join(["W" * 80] * 6),
+    "10 lines of 45 capitals and spaces": "\n".join([("WWWW " * 9).strip()] * 10),
+    "12 lines of 30 wide characters": "\n".join(["\u6f22" * 30] * 12),
+    "12 lines of 38 tabs and capitals": "\n".join(["\tW" * 19] * 12),
+}
+
+
+@pytest.mark.parametrize("message", ADMITTED_PRINT_MESSAGES.values(), ids=ADMITTED_PRINT_MESSAGES.keys())
+def test_every_admitted_print_message_fits_one_a4_sheet(server, new_page, message):
+    """The print rule admits 12 lines of 60 characters; 10 lines of "W" took two sheets (14 pt
+    capitals wrapped): Chromium's PDF of the printable page is one A4 page, with every option."""
+    page = new_page()
+    link = create_text(page, server.url, payload="one sheet")
+    query = urllib.parse.urlencode({"message": message, "show_expiration": "true", "show_id": "true"})
+    page = new_page()  # (a fresh page: the PDF's /Count is its pages)
+    assert page.goto(f"{server.url}/p/{link.split('/')[4]}/print_preview?{query}").status == 200
+    pdf = page.pdf(format="A4")
+    assert [int(n) for n in re.findall(rb"/Count (\d+)", pdf)] == [1]
+    assert page.locator(".print-message").text_content() == message.strip()  # (as print_choices strips it)
