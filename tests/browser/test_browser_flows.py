@@ -482,14 +482,15 @@ ADMITTED_PRINT_MESSAGES = {
 
 
 @pytest.mark.parametrize("message", ADMITTED_PRINT_MESSAGES.values(), ids=ADMITTED_PRINT_MESSAGES.keys())
-def test_every_admitted_print_message_fits_one_a4_sheet(server, new_page, message):
+@pytest.mark.parametrize("sheet", ["A4", "Letter"])
+def test_every_admitted_print_message_fits_one_sheet(server, new_page, message, sheet):
     """The print rule admits 12 lines of 60 characters; 10 lines of "W" took two sheets (14 pt
-    capitals wrapped): Chromium's PDF of the printable page is one A4 page, with every option."""
+    capitals wrapped): Chromium's PDF of the printable page is one page, with every option."""
     page = new_page()
     link = create_text(page, server.url, payload="one sheet")
     query = urllib.parse.urlencode({"message": message, "show_expiration": "true", "show_id": "true"})
     page = new_page()  # (a fresh page: the PDF's /Count is its pages)
     assert page.goto(f"{server.url}/p/{link.split('/')[4]}/print_preview?{query}").status == 200
-    pdf = page.pdf(format="A4")
+    pdf = page.pdf(format=sheet)
     assert [int(n) for n in re.findall(rb"/Count (\d+)", pdf)] == [1]
     assert page.locator(".print-message").text_content() == message.strip()  # (as print_choices strips it)
