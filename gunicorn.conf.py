@@ -82,6 +82,11 @@ if not control_socket_disable:
 
 timeout = 30
 graceful_timeout = 10
+# Static files through the bounded writes above, not sendfile(): Python's socket.sendfile,
+# on the kernel-bounded socket, waits for room with no timeout, so a client that pipelined
+# requests for them on a kept-alive connection and stopped reading held a thread for good
+# (one file alone, at most 15 KB, fits the socket's buffers). Reading 15 KB costs nothing.
+sendfile = False
 # No access log by default. Request paths carry url_tokens and may carry ?passphrase=...:
 # when one is turned on (--access-logfile -), this logger writes them as [FILTERED], in
 # error messages too, and never logs Authorization, X-User-Token or Cookie headers.

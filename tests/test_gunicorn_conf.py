@@ -335,3 +335,28 @@ def test_the_apps_info_lines_reach_gunicorns_error_log_once_at_its_level(tmp_pat
     assert "administrator" not in quiet.stderr and "no longer an administrator" in quiet.stdout
     assert "LOG_LEVEL: expected debug" in flask(server_env(tmp_path / "instance", LOG_LEVEL="loud"),
                                                 "users", "list", check=False).stderr
+
+
+def test_static_files_for_a_client_that_stopped_reading_do_not_hold_the_thread(tmp_path):
+    """gunicorn sends a static file with sendfile(), past pwp/workers.py's bounded sendall: once
+    pipelined requests on a kept-alive connection had filled the socket's buffers, Python's
+    socket.sendfile waited for room with no timeout and a client that stopped reading held the
+    thread for good (one 15 KB file alone fits the buffers). gunicorn.conf.py turns sendfile
+    off; the writes' bound lets the client go."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "2", "--threads", "1")) as server:
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", server.port))
+        hog.sendall(b"GET /static/app.css HTTP/1.1\r\nHost: h\r\n\r\n" * 1000)  # 15 MB of answers, never read
+        # The one thread serves these and the hog's requests in turn, until the hog's stall.
+        for _ in range(1000):
+            status, _headers, _body = server.request("GET", "/up", timeout=60)  # (was: never)
+            assert status == 200
+        hog.settimeout(60)
+        received = 0
+        while chunk := hog.recv(1 << 20):  # (then the end: it was let go)
+            received += len(chunk)
+        assert received < 1000 * 15000
+        hog.close()
+        assert "Traceback" not in server.logs()
