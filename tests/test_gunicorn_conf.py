@@ -310,13 +310,13 @@ def test_a_large_download_read_slowly_is_not_cut(tmp_path):
         assert len(got) == len(data) and got == data  # (was: 4 MiB of 6)
 
 
-def test_the_apps_info_lines_reach_gunicorns_error_log_once_at_its_level(tmp_path):
-    """The app's logger (`pwp`) says at INFO that a push was made, an account changed: under
-    gunicorn those lines went nowhere (Python's default level, WARNING, applied) and its
+def test_the_apps_log_lines_reach_gunicorns_error_log_once_at_its_level(tmp_path):
+    """The app's logger (`pwp`) says that an account changed (INFO), a push was made (DEBUG):
+    under gunicorn such lines went nowhere (Python's default level, WARNING, applied) and its
     warnings to stderr without gunicorn's format. Now gunicorn's level and error log apply,
     one line each, and `flask` commands print them to stderr at LOG_LEVEL."""
-    pattern = re.compile(r"^\[[^]]+\] \[\d+\] \[INFO\] push \d+ created \(kind text\)$", re.MULTILINE)
-    for level, expected in (("info", 1), ("warning", 0)):
+    pattern = re.compile(r"^\[[^]]+\] \[\d+\] \[DEBUG\] push \d+ created \(kind text\)$", re.MULTILINE)
+    for level, expected in (("debug", 1), ("info", 0)):  # (a push made: DEBUG, see pushes.create)
         env = server_env(tmp_path / "instance", LOG_LEVEL=level)
         log_path = tmp_path / f"{level}.log"
         with gunicorn(env, log_path) as server:
