@@ -132,9 +132,10 @@ INTERNAL_ERROR = {"status": 500, "error": "Internal Server Error"}
 
 
 def api_error(status, body=None):
-    """Return a JSON error response; an empty body for upstream's bare 401s."""
+    """Return a JSON error response; an empty body for upstream's bare 401s, labelled as
+    Rails' `head` labels them on a JSON request: `application/json`, no charset."""
     if body is None:
-        return Response(b"", status=status)
+        return Response(b"", status=status, content_type="application/json")
     return json_response(body, status)
 
 

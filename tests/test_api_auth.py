@@ -49,6 +49,25 @@ def test_lists_audit_need_a_token(client):
         assert r.status_code == 401 and r.data == b"", path
 
 
+def test_bare_401s_are_labelled_json_without_charset_as_rails_head(client):
+    """Upstream's bare 401s are `head :unauthorized` on a JSON request: an empty body labelled
+    `application/json` (head drops the charset), on v1 and v2 alike."""
+    t = push(client)
+    answers = [client.get("/api/v2/pushes/active"),  # a token needed
+               client.get("/p/active.json"),
+               client.get(f"/api/v2/pushes/{t}", headers=bearer("wrong")),  # a token that is no one's
+               client.get(f"/p/{t}/preview.json", headers={"X-User-Token": "x"}),
+               client.post("/r.json", json={"url": {"payload": "https://example.com"}})]
+    assert [(r.status_code, r.data, r.headers["Content-Type"]) for r in answers] == \
+        [(401, b"", "application/json")] * len(answers)
+
+
+@pytest.mark.parametrize("settings", [{"PWP__ALLOW_ANONYMOUS": False}])
+def test_anonymous_disabled_bare_401_is_labelled_json(client, settings):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x"}})
+    assert (r.status_code, r.data, r.headers["Content-Type"]) == (401, b"", "application/json")
+
+
 @pytest.mark.parametrize("settings", [{"PWP__ALLOW_ANONYMOUS": False}])
 def test_anonymous_disabled_requires_a_token_except_version(client, token, settings):
     t = push(client, bearer(token))
