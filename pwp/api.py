@@ -164,11 +164,16 @@ def file_link_path(push_file, key, now) -> str:
     return f"/pfb/{pushes.file_link_token(push_file, key, now)}/{name}"
 
 
-def audit_json(entry) -> dict:
-    """One audit event with upstream's keys."""
-    return {"ip": entry.ip, "user_agent": entry.user_agent, "referrer": entry.referrer,
-            "kind": AuditKind(entry.kind).name, "created_at": iso(entry.created_at),
-            "updated_at": iso(entry.created_at)}
+def audit_json(entry, version="v2") -> dict:
+    """One audit event with upstream's keys: v2's builder names them in its order; v1
+    renders the row itself (less id, push_id and user_id), in its columns' order, kind first."""
+    kind = AuditKind(entry.kind).name
+    data = {"kind": kind} if version == "v1" else {}
+    data.update(ip=entry.ip, user_agent=entry.user_agent, referrer=entry.referrer)
+    if version != "v1":
+        data["kind"] = kind
+    data.update(created_at=iso(entry.created_at), updated_at=iso(entry.created_at))
+    return data
 
 
 # ----------------------------------------------------------------------------- handlers (v1 + v2)
@@ -251,7 +256,8 @@ def audit_page(url_token, root_key):
     """Return one page of the owner's audit log."""
     page = params.page_param()
     push = pushes.owned(url_token, g.caller)
-    return json_response({root_key: [audit_json(e) for e in pushes.audit_log(push, page)]})
+    version = "v1" if root_key == "views" else "v2"
+    return json_response({root_key: [audit_json(e, version) for e in pushes.audit_log(push, page)]})
 
 
 def list_pushes(expired, version):

@@ -153,6 +153,11 @@ def test_audit_ownership(client, make_user):
     assert r.status_code == 200
     entry = r.json["views"][0]
     assert set(entry) == {"ip", "user_agent", "referrer", "kind", "created_at", "updated_at"}
+    # v1 renders the audit rows themselves: their columns' order, kind first (v2's builder
+    # names its keys in its own order).
+    assert list(entry) == ["kind", "ip", "user_agent", "referrer", "created_at", "updated_at"]
+    v2 = client.get(f"/api/v2/pushes/{t}/audit", headers=bearer(owner)).json["logs"][0]
+    assert list(v2) == ["ip", "user_agent", "referrer", "kind", "created_at", "updated_at"]
     assert entry["kind"] == "creation"
     assert client.get("/api/v2/pushes/nope/audit", headers=bearer(owner)).status_code == 404
 
