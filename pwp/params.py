@@ -209,12 +209,13 @@ def cast_int(value):
 
 
 def cast_bool(value, absent=None):
-    """Cast like upstream: on/yes/checked/true/1 (any case) are true, anything else false."""
+    """Cast like upstream (`to_s.downcase`): on/yes/checked/true/1 (any case) are true,
+    anything else false (" true" too: nothing is trimmed)."""
     if value is None:
         return absent
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in _TRUE_WORDS
+    return str(value).lower() in _TRUE_WORDS
 
 
 def _flag(fields: dict, key: str, absent):

@@ -125,6 +125,8 @@ def test_out_of_range_or_odd_numbers_fall_back_to_the_default(client, field, val
 @pytest.mark.parametrize("value,expected", [
     (True, True), (False, False), ("true", True), ("True", True), ("false", False), ("on", True),
     ("yes", True), ("checked", True), ("1", True), (1, True), ("0", False), ("", False), ("nope", False),
+    # Upstream stringifies and lower-cases, nothing more: surrounding blanks make no true word.
+    (" true", False), ("true ", False), ("on\n", False), (" 1", False),
 ])
 def test_booleans_are_parsed_like_upstream(client, value, expected):
     r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "deletable_by_viewer": value,
