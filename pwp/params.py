@@ -181,7 +181,7 @@ def root(params: dict, key: str, wrap=False) -> dict:
     wrap: a JSON body's top-level push attributes stand in for a missing root key.
     """
     value = params.get(key)
-    if value is None and wrap:
+    if key not in params and wrap:  # (Rails wraps only when the body has no such key, even a null one)
         wrapped = {k: params[k] for k in PUSH_ATTRIBUTES if k in params}
         value = wrapped or None
     if not isinstance(value, dict) or not value:

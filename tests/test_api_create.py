@@ -135,6 +135,13 @@ def test_booleans_are_parsed_like_upstream(client, value, expected):
     assert r.json["retrieval_step"] is expected
 
 
+def test_the_wrapper_key_present_even_null_turns_wrapping_off(client):
+    """Rails wraps top-level attributes only when the body has no `push` key at all."""
+    r = client.post("/api/v2/pushes", json={"push": None, "payload": "wrapped"})
+    assert r.status_code == 400
+    assert r.json == {"error": "param is missing or the value is empty or invalid: push"}
+
+
 def test_absent_booleans_take_the_kind_defaults(client):
     body = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json
     assert body["deletable_by_viewer"] is True and body["retrieval_step"] is True
