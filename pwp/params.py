@@ -315,8 +315,8 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     files_given = fields.get("files") is not None
     files = _uploads(errors, fields["files"]) if files_given else []
     requested = _string(errors, "kind", fields.get("kind"))
-    if kind is None:
-        kind = (requested or "").strip().lower() or ("file" if files else "text")
+    if kind is None:  # a blank kind is none; any other is taken as sent (upstream's enum of four names)
+        kind = requested if requested and requested.strip() else ("file" if files else "text")
     absent = False if form else None
     name = _name(errors, fields)
     new = NewPush(

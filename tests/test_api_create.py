@@ -242,6 +242,22 @@ def test_unknown_kind_is_422_not_500(client):
     assert r.json == {"kind": ["is not included in the list"]}
 
 
+@pytest.mark.parametrize("kind", ["TEXT", "Url", " qr", "text ", "file\n"])
+@pytest.mark.parametrize("path,key", [("/api/v2/pushes", "push"), ("/p.json", "password")])
+def test_kind_is_one_of_the_four_names_exactly(client, token, kind, path, key):
+    """Upstream's kind is an enum of four lower-case names: any other spelling is no kind
+    (upstream's 500, here the 422 of deviation 3), never quietly read as one of them."""
+    r = client.post(path, json={key: {"payload": "https://example.com", "kind": kind}}, headers=bearer(token))
+    assert r.status_code == 422, r.json
+    assert r.json == {"kind": ["is not included in the list"]}
+
+
+@pytest.mark.parametrize("kind", [" ", ""])
+def test_a_blank_kind_is_no_kind(client, kind):
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "kind": kind}})
+    assert r.status_code == 201
+
+
 @pytest.mark.parametrize("settings,kind,message", [
     ({"PWP__ENABLE_URL_PUSHES": False}, "url", "URL pushes are disabled."),
     ({"PWP__ENABLE_QR_PUSHES": False}, "qr", "QR code pushes are disabled."),
