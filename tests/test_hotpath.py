@@ -85,6 +85,46 @@ def test_answers_are_flasks_byte_for_byte(database_url, tmp_path, clock):
         db.engine.dispose()
 
 
+# Creates whose parsing upstream's rules decide: the hot path and Flask must agree on each.
+EDGE_BODIES = [
+    {"push": {"payload": "x", "deletable_by_viewer": " true", "retrieval_step": "TRUE"}},
+    {"push": {"payload": "x", "kind": "TEXT"}},
+    {"push": {"payload": "x", "kind": " "}},
+    {"push": None, "payload": "wrapped"},
+    {"payload": "wrapped", "retrieval_step": "on"},
+    {"push": {"payload": "x", "expire_after_days": "2.9", "expire_after_views": "abc"}},
+]
+
+
+def _edge_answers(app):
+    client = app.test_client()
+    seen = []
+    for body in EDGE_BODIES:
+        response = create(client, body)
+        data = response.get_json()
+        if response.status_code == 201:
+            data = {k: v for k, v in data.items() if k not in ("url_token", "created_at", "updated_at",
+                                                               "json_url", "html_url")}
+        seen.append((response.status, dict(response.headers), data))
+    return seen
+
+
+def test_edge_creates_are_answered_alike(database_url, tmp_path, clock):
+    fast = create_app(make_config(database_url), instance_path=str(tmp_path / "a"))
+    fast_answers = _edge_answers(fast)
+    with fast.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    slow = without_hot_path(create_app(make_config(database_url), instance_path=str(tmp_path / "b")))
+    assert _edge_answers(slow) == fast_answers
+    assert [status for status, _, _ in fast_answers] == \
+        ["201 CREATED", "422 UNPROCESSABLE ENTITY", "201 CREATED", "400 BAD REQUEST", "201 CREATED", "201 CREATED"]
+    assert fast_answers[0][2]["deletable_by_viewer"] is False and fast_answers[0][2]["retrieval_step"] is True
+    with slow.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
 def test_the_hot_path_logs_views_and_creations(app, client):
     token = create(client, headers={"User-Agent": "agent/1", "Referer": "https://ref.example/"}).get_json()["url_token"]
     client.get(f"/api/v2/pushes/{token}", headers={"User-Agent": "agent/2"})
