@@ -181,6 +181,15 @@ def regenerate_token():
                            has_token=True)
 
 
+@bp.errorhandler(auth.Refused)
+def account_gone(exc):
+    """The account was deleted (by an administrator) between this request loading it and its
+    write (auth raises Refused(ACCOUNT_GONE)): say so and end the session."""
+    logout_user()
+    flash(str(exc), "warning")
+    return redirect(url_for("accounts.sign_in"))
+
+
 def init_app(app):
     """Register the account pages; Flask-Login sends anonymous visitors to sign-in."""
     app.register_blueprint(bp)

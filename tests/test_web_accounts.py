@@ -368,3 +368,29 @@ def test_signing_in_starts_a_new_session(settings, database_url, request):
     page = client.get("/users/token").get_data(as_text=True)
     after = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     assert client.post("/users/token", data={"csrf_token": after}).status_code == 200
+
+
+@pytest.mark.parametrize("action", ["password", "token"])
+def test_an_account_deleted_during_its_own_change_is_signed_out_not_a_500(app, client, make_user,
+                                                                          monkeypatch, action):
+    """An administrator deleting the account between the page loading it and the write (the
+    write finds no row): the page says the account is gone and signs the session out."""
+    from pwp import auth
+    user_id = sign_in(client, make_user, email="gone@example.com", password="correct horse")[0]
+    step = "check_password" if action == "password" else "digest_token"
+    real = getattr(auth, step)
+
+    def delete_the_account_first(*args):
+        db.session.execute(db.text("DELETE FROM users WHERE id = :id"), {"id": user_id})
+        db.session.commit()  # (as another request's deletion: done before this one writes)
+        return real(*args)
+    monkeypatch.setattr(auth, step, delete_the_account_first)
+    if action == "password":
+        r = client.post("/users/edit", data={"current_password": "correct horse", "password": "battery staple",
+                                             "password_confirmation": "battery staple"})
+    else:
+        r = client.post("/users/token")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in")
+    assert "That account no longer exists." in client.get(r.headers["Location"]).get_data(as_text=True)
+    assert client.get("/users/edit").status_code == 302  # signed out
+    assert sql(app, "SELECT id FROM users WHERE id = :id", id=user_id) == []
