@@ -20,7 +20,7 @@ from typing import BinaryIO
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
 
 # scrypt cost: ~20 ms and 16 MiB per passphrase check on this machine kind.
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}

@@ -22,7 +22,7 @@ from werkzeug.exceptions import TooManyRequests
 
 from .config import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
 THROTTLED = "pwp.throttled"  # environ key: seconds until the client may try again
 KEY = "pwpush"  # the counters' namespace (Redis keys contain it)
 # Seconds Redis has to connect and to answer (redis-py waits forever, so a Redis that took

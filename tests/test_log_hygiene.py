@@ -335,6 +335,17 @@ def test_unexpected_errors_are_logged_without_url_tokens(app, caplog):
     assert "tok123" not in caplog.text and "pp456" not in caplog.text
 
 
+def test_every_module_of_the_app_logs_through_the_redacting_logger(app, caplog):
+    """A record is filtered only by the logger it is made on (one propagated from a child,
+    `pwp.crypto`, skips `pwp`'s filters): every module logs on `pwp` itself."""
+    from pwp import crypto, throttling
+    with caplog.at_level(logging.WARNING, logger=app.logger.name):
+        for module in (crypto, throttling):
+            module.log.warning("storage said /p/tok123abc/r?passphrase=pp456")
+    assert caplog.text.count("/p/[FILTERED]/r?passphrase=[FILTERED]") == 2
+    assert "tok123abc" not in caplog.text and "pp456" not in caplog.text
+
+
 def test_database_errors_do_not_echo_bound_values(app):
     with app.app_context(), pytest.raises(DBAPIError) as failure:
         db.session.execute(text("SELECT url_token FROM no_such_table WHERE url_token = :t"),
