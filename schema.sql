@@ -84,6 +84,34 @@ CREATE TABLE push_files (
 
 CREATE INDEX ix_push_files_push_id ON push_files (push_id);
 
+CREATE TABLE notify_by_emails (
+	id INTEGER NOT NULL, 
+	push_id INTEGER NOT NULL, 
+	audit_log_id INTEGER, 
+	user_id INTEGER, 
+	recipients VARCHAR(1300) NOT NULL, 
+	locale VARCHAR(16) NOT NULL, 
+	base_url TEXT NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	successful_sends VARCHAR(1300), 
+	error_message VARCHAR(1000), 
+	proceed_at DATETIME, 
+	created_at DATETIME NOT NULL, 
+	updated_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(push_id) REFERENCES pushes (id) ON DELETE CASCADE, 
+	FOREIGN KEY(audit_log_id) REFERENCES audit_logs (id) ON DELETE CASCADE, 
+	FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE SET NULL
+);
+
+CREATE INDEX ix_notify_by_emails_audit_log_id ON notify_by_emails (audit_log_id);
+
+CREATE INDEX ix_notify_by_emails_push_id ON notify_by_emails (push_id);
+
+CREATE INDEX ix_notify_by_emails_status_created ON notify_by_emails (status, created_at);
+
+CREATE INDEX ix_notify_by_emails_user_created ON notify_by_emails (user_id, created_at);
+
 CREATE TABLE push_file_parts (
 	id INTEGER NOT NULL, 
 	file_id INTEGER NOT NULL, 

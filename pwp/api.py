@@ -11,9 +11,9 @@ from werkzeug.routing import BaseConverter
 from werkzeug.sansio.utils import get_current_url
 from werkzeug.wsgi import get_host
 
-from . import UPSTREAM_VERSION, params, pushes
+from . import UPSTREAM_VERSION, notify, params, pushes
 from .auth import actor, api_auth
-from .errors import JSON_TYPE, SignInRequired, ValidationFailed, json_response
+from .errors import JSON_TYPE, SignInRequired, json_response
 from .models import AuditKind, Kind
 
 bp = Blueprint("api", __name__, url_prefix="/api/v2")
@@ -164,15 +164,28 @@ def file_link_path(push_file, key, now) -> str:
     return f"/pfb/{pushes.file_link_token(push_file, key, now)}/{name}"
 
 
-def audit_json(entry, version="v2") -> dict:
-    """One audit event with upstream's keys: v2's builder names them in its order; v1
-    renders the row itself (less id, push_id and user_id), in its columns' order, kind first."""
+def audit_json(entry, version="v2", sending=None) -> dict:
+    """One audit event with upstream's keys: v2's builder names them in its order (a
+    creation_email_send event with its sending); v1 renders the row itself (less id, push_id
+    and user_id), in its columns' order, kind first."""
     kind = AuditKind(entry.kind).name
     data = {"kind": kind} if version == "v1" else {}
     data.update(ip=entry.ip, user_agent=entry.user_agent, referrer=entry.referrer)
     if version != "v1":
         data["kind"] = kind
     data.update(created_at=iso(entry.created_at), updated_at=iso(entry.created_at))
+    if sending is not None:
+        data["notify_by_email"] = notify_json(sending)
+    return data
+
+
+def notify_json(sending) -> dict:
+    """A sending as upstream's audit log nests it (error_message only when there is one)."""
+    data = {"recipients": sending.recipients, "locale": sending.locale, "status": sending.status}
+    if sending.error_message:
+        data["error_message"] = sending.error_message
+    data["successful_sends"] = sending.successful_sends
+    data["proceed_at"] = iso(sending.proceed_at)
     return data
 
 
@@ -189,7 +202,7 @@ def version_json(api_version) -> dict:
             "accounts": {"enabled": False},
             "pushes": {
                 "enabled": True,
-                "email_auto_dispatch": False,
+                "email_auto_dispatch": notify.available(cfg),
                 "file_attachments": {"enabled": cfg["PWP__ENABLE_FILE_PUSHES"],
                                      "requires_authentication": True},
                 "url_pushes": {"enabled": cfg["PWP__ENABLE_URL_PUSHES"]},
@@ -205,24 +218,28 @@ def create_push(root_key, version, kind=None, wrap=False):
     fields = params.root(params.body_params(), root_key, wrap=wrap and request.is_json)
     if version == "v1":  # v1 never takes notify_emails_*: dropped like any unknown key
         fields.pop("notify_emails_to", None)
-    push, now = store_push(fields, g.caller, actor(g.caller), kind)
-    return json_response(push_json(push, now, version=version, owner_fields=True), 201)
+        fields.pop("notify_emails_to_locale", None)
+    push, now, asked = store_push(fields, g.caller, actor(g.caller), kind)
+    data = push_json(push, now, version=version, owner_fields=True)
+    if asked is not None:  # (upstream echoes them)
+        data["notify_emails_to"], data["notify_emails_to_locale"] = asked.sent_to, asked.locale
+    return json_response(data, 201)
 
 
 def store_push(fields: dict, caller, who, kind=None):
-    """Validate and store a push from its parameters; return it and the time of creation.
+    """Validate and store a push from its parameters, and queue its notification e-mails if
+    asked; return it, the time of creation and the notify request (or None).
 
     PushError (nothing written) for input the API refuses."""
     new = params.new_push(fields, kind=kind)
     if (new.files_given or new.kind == "file") and caller is None:
         raise SignInRequired()
-    if fields.get("notify_emails_to"):
-        errors = {"notify_emails_to": ["are not available"]}
-        if fields.get("notify_emails_to_locale"):
-            errors["notify_emails_to_locale"] = ["is not available"]
-        raise ValidationFailed({**errors, "base": ["Notify by email feature is not enabled"]})
     now = pushes.utcnow()
-    return pushes.create(new, who, now), now
+    asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), caller, now)
+    push = pushes.create(new, who, now)
+    if asked is not None:
+        notify.dispatch(notify.queue(push, asked, who, base_url(), now).id)
+    return push, now, asked
 
 
 # Set by the hot path when its retrieve_open found nothing: Flask's view skips it.
@@ -253,11 +270,14 @@ def preview_push(url_token):
 
 
 def audit_page(url_token, root_key):
-    """Return one page of the owner's audit log."""
+    """Return one page of the owner's audit log (v2's with the e-mail sendings in it)."""
     page = params.page_param()
     push = pushes.owned(url_token, g.caller)
     version = "v1" if root_key == "views" else "v2"
-    return json_response({root_key: [audit_json(e, version) for e in pushes.audit_log(push, page)]})
+    entries = pushes.audit_log(push, page)
+    sendings = notify.of_events([e.id for e in entries if e.kind == AuditKind.creation_email_send]) \
+        if version == "v2" else {}
+    return json_response({root_key: [audit_json(e, version, sendings.get(e.id)) for e in entries]})
 
 
 def list_pushes(expired, version):
@@ -349,8 +369,25 @@ def audit(url_token):
     return audit_page(url_token, "logs")
 
 
+@api_auth(required=True)
+def notify_emails(url_token):
+    """Send the push's link to up to 5 addresses (owner only; top-level parameters)."""
+    body = params.body_params()
+    notify.notify(url_token, body.get("notify_emails_to"), body.get("notify_emails_to_locale"),
+                  actor(g.caller), base_url(), pushes.utcnow())
+    return json_response({"message": NOTIFY_QUEUED}, 201)
+
+
+NOTIFY_QUEUED = "Recipient(s) are added to the queue to be sent."
+
+
 def init_app(app):
-    """Register the url_token converter, the v2 routes and the file download route."""
+    """Register the url_token converter, the v2 routes (notify_emails only when
+    PWP__NOTIFY_BY_EMAIL__ENABLED, as upstream) and the file download route."""
     app.url_map.converters["token"] = TokenConverter
     app.register_blueprint(bp)
+    if app.config["PWP__NOTIFY_BY_EMAIL__ENABLED"]:
+        for path in ("/notify_emails", "/notify_emails.json"):
+            app.add_url_rule(bp.url_prefix + "/pushes/<token:url_token>" + path, "api.notify_emails",
+                             notify_emails, methods=["POST"])
     app.add_url_rule("/pfb/<token>/<path:_filename>", "download_file", download_file)

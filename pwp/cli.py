@@ -5,7 +5,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import auth, crypto, pushes
+from . import auth, crypto, notify, pushes
 from .factory import database_missing, database_name
 from .models import db, schema_sql
 
@@ -39,8 +39,11 @@ def init_db():
 @click.command("purge-expired")
 @needs_database
 def purge_expired():
-    """Expire pushes past their limits and delete old expired ones (for cron)."""
-    counts = pushes.purge(pushes.utcnow())
+    """Expire pushes past their limits and delete old expired ones; send notification
+    e-mails left pending over a minute (for cron)."""
+    now = pushes.utcnow()
+    counts = pushes.purge(now)
+    counts["notifications_sent"] = notify.send_pending(now)
     click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
                + f" ({database_name(current_app)})")
 

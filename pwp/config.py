@@ -81,6 +81,41 @@ MAX_DAYS = 36500  # expiry: 100 years at most
 MAX_VIEWS = 1_000_000
 
 
+def parse_limit(name, raw):
+    """Parse a count that may be unlimited: 'nil', 'none' or 'unlimited' give None (upstream's
+    nil). An empty value is the default, as for every setting: a blank line lifts no cap."""
+    if str(raw).strip().lower() in ("nil", "none", "null", "unlimited"):
+        return None
+    return parse_int(name, raw)
+
+
+# SMTP connection security: STARTTLS on a plain connection (required, not opportunistic:
+# a server that does not offer it gets no mail), TLS from the first byte (port 465), or
+# none (a relay on the same host or a private network only).
+SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}
+
+
+def parse_smtp_security(name, raw):
+    """Parse the SMTP connection security: starttls, tls or none."""
+    value = str(raw).strip().lower()
+    if value not in SMTP_SECURITY:
+        raise ConfigError(f"{name}: expected starttls, tls or none, got {raw!r}")
+    return value
+
+
+def parse_sender(name, raw):
+    """Parse a From address: 'Name <addr@host>' or 'addr@host', on one line."""
+    from email.utils import parseaddr
+
+    value = parse_str(name, raw)
+    if value is None:
+        return None
+    if re.search(r"[\x00-\x1f\x7f]", value) or "@" not in parseaddr(value)[1]:
+        raise ConfigError(f"{name}: expected an address such as pwpush@example.com or "
+                          f"'pwpush <pwpush@example.com>', got {raw!r}")
+    return value
+
+
 def parse_duration(name, raw):
     """Parse 'disabled' or '<int> <unit>' ('3 months', '1 year') into seconds or None."""
     value = str(raw).strip().lower()
@@ -172,6 +207,19 @@ SETTINGS = [
     ("PWP__THROTTLING__SECOND", parse_int, 60),
     # Where throttling counters live: memory:// (per process) or redis://host:port/db.
     ("PWP__THROTTLING__STORAGE_URI", parse_str, "memory://"),
+    # Notify by e-mail (upstream's notify_by_email section): available when enabled, an
+    # SMTP server is set and logins are not disabled.
+    ("PWP__NOTIFY_BY_EMAIL__ENABLED", parse_bool, True),
+    # Recipients a user may notify per UTC day: nil/unlimited = no cap, 0 = none.
+    ("PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT", parse_limit, 500),
+    # The SMTP server (upstream's mail section); unset: notify by e-mail is unavailable.
+    ("PWP__MAIL__SMTP_ADDRESS", parse_str, None),
+    ("PWP__MAIL__SMTP_PORT", parse_int, None),  # default: 587, 465 or 25 after the security
+    ("PWP__MAIL__SMTP_SECURITY", parse_smtp_security, "starttls"),
+    ("PWP__MAIL__SMTP_USER_NAME", parse_str, None),
+    ("PWP__MAIL__SMTP_PASSWORD", parse_str, None),  # never logged nor shown
+    ("PWP__MAIL__SMTP_TIMEOUT", parse_int, 10),  # seconds to connect, and for each answer
+    ("PWP__MAIL__MAILER_SENDER", parse_sender, None),  # the From: required with a server
     # Branding.
     ("PWP__BRAND__TITLE", parse_str, "pwpush"),
     ("PWP__BRAND__TAGLINE", parse_str, "Share a secret. It disappears after reading."),
@@ -235,6 +283,13 @@ def validate(config):
     for name in ("PWP__FILES__MAX_FILE_UPLOADS", "PWP__FILES__MAX_TOTAL_BYTES", "PWP__GEN__SYLLABLES_COUNT"):
         if config[name] < 1:
             raise ConfigError(f"{name}: must be at least 1")
+    if config.get("PWP__MAIL__SMTP_ADDRESS") and not config.get("PWP__MAIL__MAILER_SENDER"):
+        raise ConfigError("PWP__MAIL__MAILER_SENDER: required when PWP__MAIL__SMTP_ADDRESS is set "
+                          "(the From: of notification e-mails, e.g. pwpush@example.com)")
+    if config.get("PWP__MAIL__SMTP_PORT") is not None and not 1 <= config["PWP__MAIL__SMTP_PORT"] <= 65535:
+        raise ConfigError("PWP__MAIL__SMTP_PORT: must be between 1 and 65535")
+    if config.get("PWP__MAIL__SMTP_TIMEOUT") == 0:
+        raise ConfigError("PWP__MAIL__SMTP_TIMEOUT: must be at least 1")
     if config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT") == 0:  # 0 would let the WAL grow forever
         raise ConfigError("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT: must be at least 1")
 

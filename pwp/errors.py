@@ -70,6 +70,13 @@ class TooManyAttempts(PushError):
     message = "Too many passphrase attempts. Please try again in a minute."
 
 
+class TooManyNotifyRequests(PushError):
+    """More than 5 notify-by-email requests in a minute by one user (429)."""
+
+    status = 429
+    message = "Too many email notification requests. Please try again in a minute."
+
+
 class SignInRequired(PushError):
     """This action needs an authenticated user."""
 

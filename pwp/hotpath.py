@@ -110,7 +110,7 @@ class HotPath:
             return None
         try:
             fields = params.root(data, "push", wrap=True)
-            push, now = api.store_push(fields, None, actor_from(environ))
+            push, now, _asked = api.store_push(fields, None, actor_from(environ))
         except PushError:
             return None  # refused input: Flask's view answers it the same way
         return 201, api.push_json(push, now, owner_fields=True, base=api.base_url_for(environ),

@@ -1,10 +1,11 @@
-"""Database models: users, pushes, their files and files' parts, the audit log, throttle counters and the key check."""
+"""Database models: users, pushes, their files and files' parts, the audit log, e-mail
+notifications, throttle counters and the key check."""
 import enum
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, Text,
                         LargeBinary, SmallInteger, String, false, text)
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
@@ -199,6 +200,53 @@ class AuditLog(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_audit_logs_push_id_id", "push_id", "id"),)
+
+
+class NotifyStatus(str, enum.Enum):
+    """Where a notification by e-mail stands (upstream's words)."""
+
+    pending = "pending"
+    processing = "processing"
+    completed = "completed"
+    partially_failed = "partially_failed"
+    failed = "failed"
+
+
+class NotifyByEmail(db.Model):
+    """One sending of a push's link to up to 5 addresses (upstream's NotifyByEmail); its
+    creation_email_send audit event shows it. Deleted with its push."""
+
+    __tablename__ = "notify_by_emails"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    push_id: Mapped[int] = mapped_column(ForeignKey("pushes.id", ondelete="CASCADE"), index=True)
+    audit_log_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("audit_logs.id", ondelete="CASCADE"),
+        index=True)
+    # The sender, for the daily cap (kept if the account goes: the push goes with it).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Validated addresses, comma-separated as sent ("a@example.com,b@example.com").
+    recipients: Mapped[str] = mapped_column(String(1300))
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    # Scheme and host of the link, as the request that queued it had them (no token).
+    base_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=NotifyStatus.pending.value)
+    successful_sends: Mapped[str | None] = mapped_column(String(1300))
+    error_message: Mapped[str | None] = mapped_column(String(1000))
+    proceed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # The daily cap: one user's sendings since midnight.
+        Index("ix_notify_by_emails_user_created", "user_id", "created_at"),
+        # Recovery (purge-expired): what was left pending.
+        Index("ix_notify_by_emails_status_created", "status", "created_at"),
+    )
+
+    @property
+    def recipient_list(self) -> list[str]:
+        """The addresses, one by one."""
+        return [r for r in self.recipients.split(",") if r]
 
 
 class Throttle(db.Model):

@@ -25,7 +25,8 @@ from .config import kind_setting, kind_switched_off
 from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
-from .models import AuditKind, AuditLog, KeyCheck, Kind, Push, PushFile, PushFilePart, PushRow, Throttle, User, db
+from .models import (AuditKind, AuditLog, KeyCheck, Kind, NotifyByEmail, Push, PushFile, PushFilePart, PushRow,
+                     Throttle, User, db)
 from .words import human_size, plural
 
 PER_PAGE = 50
@@ -301,6 +302,11 @@ def _event(kind: AuditKind, actor: Actor, prefix="") -> dict:
     return {prefix + "user_id": actor.user.id if actor.user else None, prefix + "kind": int(kind),
             prefix + "ip": (actor.ip or "")[:64], prefix + "user_agent": (actor.user_agent or "")[:255],
             prefix + "referrer": (actor.referrer or "")[:255]}
+
+
+def audit_event(kind: AuditKind, actor: Actor) -> dict:
+    """The columns of an audit event of this request (for events written elsewhere: notify)."""
+    return _event(kind, actor)
 
 
 def find(url_token: str) -> Push:
@@ -1108,6 +1114,7 @@ def view_counts(push: Push) -> dict:
 def _delete_pushes(where) -> int:
     ids = select(Push.id).where(*where)
     db.session.execute(delete(PushFile).where(PushFile.push_id.in_(ids)))
+    db.session.execute(delete(NotifyByEmail).where(NotifyByEmail.push_id.in_(ids)))
     db.session.execute(delete(AuditLog).where(AuditLog.push_id.in_(ids)))
     return db.session.execute(delete(Push).where(*where)).rowcount
 

@@ -1,0 +1,357 @@
+"""Notify by e-mail (upstream's notify_by_email): validate a sender's recipients, queue one
+sending per request, send it after the request's commit, recover what was left pending.
+
+There is no job queue: a sending is a NotifyByEmail row (status pending) written with its
+creation_email_send audit event; after the commit a thread of the worker sends it, having
+first claimed it with one conditional write (pending -> processing), so that two workers or
+app instances never both send it. `flask --app pwpush purge-expired` sends what was left
+pending (a worker killed before its thread ran). Logs name a sending's id and counts, never
+an address, a link or the SMTP password.
+"""
+import logging
+import re
+import smtplib
+import ssl
+import threading
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from . import pushes
+from .config import SMTP_SECURITY
+from .errors import TooManyNotifyRequests, ValidationFailed
+from .models import AuditKind, AuditLog, NotifyByEmail, NotifyStatus, Push, User, db
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "You have received a push"
+MAX_RECIPIENTS = 5  # per push, across its sendings (upstream's)
+REQUESTS_PER_MINUTE = 5  # per user (upstream's rate limit of the notify_emails action)
+# Only English mails: the pages are in English. An omitted locale means it.
+LOCALES = ("en",)
+DEFAULT_LOCALE = "en"
+# Upstream's MultipleEmailsValidator pattern; ASCII only (as Ruby's \w): no quote, angle
+# bracket, space or line break can reach a header.
+EMAIL = re.compile(r"([\w.%+-]+)@([\w-]+\.)+(\w{2,})", re.ASCII | re.IGNORECASE)
+PENDING_GRACE = timedelta(minutes=1)  # a pending sending older than this was left behind
+PROCESSING_STALE = timedelta(minutes=15)  # a sending still processing this long was cut off
+INTERRUPTED = "The sending was interrupted (the server stopped); some recipients may have got the e-mail."
+EXPIRED = "The push expired before the e-mails were sent: none was sent."
+
+# The threads sending now (tests join them: wait_for_sends).
+_threads: list[threading.Thread] = []
+_threads_lock = threading.Lock()
+
+
+def available(config=None) -> bool:
+    """Tell whether notify by e-mail can be used: enabled, an SMTP server, logins on (upstream's rule)."""
+    config = config or current_app.config
+    return bool(config["PWP__NOTIFY_BY_EMAIL__ENABLED"] and config["PWP__MAIL__SMTP_ADDRESS"]
+                and not config["PWP__DISABLE_LOGINS"])
+
+
+# ----------------------------------------------------------------------------- validation
+
+def address_errors(value: str) -> tuple[list[str], list[str]]:
+    """Split a comma-separated address list; return (addresses, upstream's format errors)."""
+    emails = [e.strip() for e in value.split(",")]
+    errors = []
+    if any(not e for e in emails) or value.rstrip().endswith(","):
+        errors.append("has commas used in the wrong way")
+    kept = [e for e in emails if e]
+    if len({e.lower() for e in kept}) != len(kept):
+        errors.append("contains duplicate emails")
+    if len(kept) > MAX_RECIPIENTS:
+        errors.append(f"contains more than {MAX_RECIPIENTS} email(s)")
+    if not all(EMAIL.fullmatch(e) for e in kept):
+        errors.append("contains invalid email(s)")
+    return kept, errors
+
+
+class Asked:
+    """A valid request to notify: the addresses, the locale and the values as sent (echoed)."""
+
+    def __init__(self, recipients, locale, sent_to, sent_locale):
+        self.recipients, self.locale = recipients, locale
+        self.sent_to, self.sent_locale = sent_to, sent_locale
+
+
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def check(to, locale, user: User | None, now: datetime, push: Push | None = None,
+          required=False) -> Asked | None:
+    """Validate a request to notify (create: push None; the notify_emails action: required).
+    None when nothing was asked; ValidationFailed with upstream's messages."""
+    if not _given(to) and not required:
+        return None
+    errors: dict[str, list[str]] = {}
+
+    def add(field, message):
+        errors.setdefault(field, []).append(message)
+
+    def both(plural, singular):
+        add("notify_emails_to", plural)
+        if _given(locale):
+            add("notify_emails_to_locale", singular)
+
+    if not available():
+        both("are not available", "is not available")
+        add("base", "Notify by email feature is not enabled")
+    elif user is None:
+        both("are not allowed for unknown users", "is not allowed for unknown users")
+    elif push is not None and not pushes.is_owner(push, user):
+        both("are allowed only for owners", "is allowed only for owners")
+    elif push is not None and (push.expired or push.past_limits(now)):
+        both("are not available for expired pushes", "is not available for expired pushes")
+    if errors:
+        raise ValidationFailed(errors)
+    if not _given(to):
+        raise ValidationFailed({"notify_emails_to": ["can't be blank"]})
+    recipients, format_errors = address_errors(to) if isinstance(to, str) else ([], ["contains invalid email(s)"])
+    for message in format_errors:
+        add("notify_emails_to", message)
+    if _given(locale) and locale not in LOCALES:
+        add("notify_emails_to_locale", "is not included in the list")
+    if errors:
+        raise ValidationFailed(errors)
+    _check_limits(len(recipients), user, push, now)
+    return Asked(recipients, locale if _given(locale) else DEFAULT_LOCALE, to, locale)
+
+
+def _sent_to(where) -> int:
+    """How many recipients the sendings matching `where` had."""
+    return sum(len(r.split(",")) for r in db.session.scalars(select(NotifyByEmail.recipients).where(*where)))
+
+
+def _check_limits(count: int, user: User, push: Push | None, now: datetime):
+    """The daily cap of the user and the per-push total; ValidationFailed (base) past either."""
+    limit = current_app.config["PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT"]
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # (0: every sending is past it.)
+    if limit is not None and _sent_to(
+            [NotifyByEmail.user_id == user.id, NotifyByEmail.created_at >= midnight]) + count > limit:
+        raise ValidationFailed({"base": ["The maximum number of emails has been reached for today"]})
+    already = _sent_to([NotifyByEmail.push_id == push.id]) if push is not None else 0
+    if already + count > MAX_RECIPIENTS:
+        raise ValidationFailed({"base": [f"You can notify up to {MAX_RECIPIENTS} email(s) and you have "
+                                         f"already sent emails to {already} recipients"]})
+
+
+def throttle(user: User, now: datetime):
+    """Count one notify request of the user; TooManyNotifyRequests past 5 a minute (shared
+    by every worker and instance: the database's counter, as the passphrase limit's)."""
+    if pushes.throttle_hit(f"notify:{user.id}", 60, now) > REQUESTS_PER_MINUTE:
+        db.session.commit()
+        raise TooManyNotifyRequests()
+    db.session.commit()
+
+
+# ----------------------------------------------------------------------------- queueing
+
+def queue(push, asked: Asked, actor: pushes.Actor, base_url: str, now: datetime) -> NotifyByEmail:
+    """Write the sending (pending) and its creation_email_send event; commit. Not capped as
+    other events: a push has at most 5 recipients, so few sendings."""
+    event = AuditLog(push_id=push.id, created_at=now, **pushes.audit_event(AuditKind.creation_email_send, actor))
+    db.session.add(event)
+    db.session.flush()
+    record = NotifyByEmail(push_id=push.id, audit_log_id=event.id, user_id=actor.user.id,
+                           recipients=",".join(asked.recipients), locale=asked.locale, base_url=base_url,
+                           status=NotifyStatus.pending.value, created_at=now, updated_at=now)
+    db.session.add(record)
+    db.session.commit()
+    return record
+
+
+def notify(url_token: str, to, locale, actor: pushes.Actor, base_url: str, now: datetime) -> NotifyByEmail:
+    """The notify_emails action: the owner's request to send a live push's link (404, 403,
+    429, 422 as upstream); the sending is queued and dispatched."""
+    push = pushes.owned(url_token, actor.user)
+    throttle(actor.user, now)
+    asked = check(to, locale, actor.user, now, push=push, required=True)
+    record = queue(push, asked, actor, base_url, now)
+    dispatch(record.id)
+    return record
+
+
+def dispatch(record_id: int):
+    """Send a queued (committed) sending in a thread of this worker, not holding the request."""
+    app = current_app._get_current_object()
+    thread = threading.Thread(target=_send_in_app, args=(app, record_id), name=f"notify-{record_id}")
+    with _threads_lock:
+        _threads[:] = [t for t in _threads if t.is_alive()]
+        _threads.append(thread)
+    thread.start()
+
+
+def _send_in_app(app, record_id: int):
+    with app.app_context():
+        try:
+            send(record_id)
+        except Exception as exc:  # (a database gone: the record stays pending for purge-expired)
+            log.error("notify %d: not sent (%s)", record_id, type(exc).__name__)
+        finally:
+            db.session.remove()
+
+
+def wait_for_sends(timeout: float = 30):
+    """Wait for this process's sending threads to end (tests; a clean shutdown)."""
+    with _threads_lock:
+        threads = list(_threads)
+    for thread in threads:
+        thread.join(timeout)
+
+
+# ----------------------------------------------------------------------------- sending
+
+def send(record_id: int, now: datetime | None = None) -> str | None:
+    """Claim a pending sending (pending -> processing, one conditional write: one sender
+    wins) and send it, one mail per recipient; return its final status, or None if another
+    sender had it."""
+    now = now or pushes.utcnow()
+    claimed = db.session.execute(
+        update(NotifyByEmail).where(NotifyByEmail.id == record_id, NotifyByEmail.status == NotifyStatus.pending.value)
+        .values(status=NotifyStatus.processing.value, updated_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    if not claimed:
+        return None
+    record = db.session.get(NotifyByEmail, record_id)
+    db.session.refresh(record)
+    push = db.session.get(Push, record.push_id)
+    if push is None or push.expired or push.past_limits(now):
+        return _finish(record, [], EXPIRED, now)
+    sent, error = deliver(current_app.config, record.recipient_list, _body(push, record, now))
+    return _finish(record, sent, error, pushes.utcnow())
+
+
+def _body(push, record, now) -> str:
+    """The share message of the preview page, with the secret link (no payload)."""
+    from .api import secret_url
+    from .web import share_message
+
+    return share_message(push, secret_url(push, record.base_url, locale=""), now)
+
+
+def _finish(record, sent: list[str], error: str | None, now: datetime) -> str:
+    total = len(record.recipient_list)
+    status = (NotifyStatus.completed if len(sent) == total and not error
+              else NotifyStatus.partially_failed if sent else NotifyStatus.failed).value
+    record.status, record.successful_sends = status, ",".join(sent) or None
+    record.error_message, record.proceed_at, record.updated_at = (error or None), now, now
+    db.session.commit()
+    log.info("notify %d: %s, %d of %d sent", record.id, status, len(sent), total)
+    return status
+
+
+def _describe(exc: Exception) -> str:
+    """An SMTP failure in a few words: codes and error kinds, never the server's text."""
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return "the server does not offer STARTTLS"
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return f"the server refused the user name or password (SMTP {exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"SMTP {exc.smtp_code}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
+def _connect(config):
+    security, timeout = config["PWP__MAIL__SMTP_SECURITY"], config["PWP__MAIL__SMTP_TIMEOUT"]
+    host, port = config["PWP__MAIL__SMTP_ADDRESS"], config["PWP__MAIL__SMTP_PORT"] or SMTP_SECURITY[security]
+    context = ssl.create_default_context()
+    if security == "tls":
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    try:
+        if security == "starttls":
+            smtp.starttls(context=context)
+        if config["PWP__MAIL__SMTP_USER_NAME"]:
+            smtp.login(config["PWP__MAIL__SMTP_USER_NAME"], config["PWP__MAIL__SMTP_PASSWORD"] or "")
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def message(sender: str, recipient: str, body: str) -> EmailMessage:
+    """One notification mail (recipient: a validated address, so no header can be injected)."""
+    msg = EmailMessage()
+    msg["Subject"] = SUBJECT
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2] or None)
+    msg.set_content(body)
+    return msg
+
+
+def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | None]:
+    """Send one mail per recipient over one SMTP connection; return who got it and what failed."""
+    sender = config["PWP__MAIL__MAILER_SENDER"]
+    sent, failures = [], []
+    try:
+        with _connect(config) as smtp:
+            for recipient in recipients:
+                try:
+                    smtp.send_message(message(sender, recipient, body), from_addr=parseaddr(sender)[1],
+                                      to_addrs=[recipient])
+                    sent.append(recipient)
+                except smtplib.SMTPRecipientsRefused as exc:
+                    code = exc.recipients.get(recipient, (None,))[0]
+                    failures.append(f"{recipient}: refused (SMTP {code})")
+                except smtplib.SMTPResponseException as exc:
+                    failures.append(f"{recipient}: {_describe(exc)}")
+    except (OSError, smtplib.SMTPException) as exc:
+        failures.append(f"the SMTP server: {_describe(exc)}")
+    if not failures:
+        return sent, None
+    return sent, f"Sent to {len(sent)} of {len(recipients)} recipient(s). " + "; ".join(failures)
+
+
+# ----------------------------------------------------------------------------- recovery, pages
+
+def send_pending(now: datetime) -> int:
+    """Send the sendings left pending over a minute (purge-expired); mark those cut off
+    while processing as failed. Return how many were sent (or tried)."""
+    db.session.execute(
+        update(NotifyByEmail).where(NotifyByEmail.status == NotifyStatus.processing.value,
+                                    NotifyByEmail.updated_at <= now - PROCESSING_STALE)
+        .values(status=NotifyStatus.failed.value, error_message=INTERRUPTED, proceed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False))
+    ids = list(db.session.scalars(
+        select(NotifyByEmail.id).where(NotifyByEmail.status == NotifyStatus.pending.value,
+                                       NotifyByEmail.created_at <= now - PENDING_GRACE)
+        .order_by(NotifyByEmail.id)))
+    db.session.commit()
+    return sum(1 for record_id in ids if send(record_id, now) is not None)
+
+
+def of_events(event_ids: list[int]) -> dict[int, NotifyByEmail]:
+    """The sendings of these audit events, by event id."""
+    if not event_ids:
+        return {}
+    return {r.audit_log_id: r for r in db.session.scalars(
+        select(NotifyByEmail).where(NotifyByEmail.audit_log_id.in_(event_ids)))}
+
+
+def of_push(push) -> list[NotifyByEmail]:
+    """A push's sendings, oldest first (its preview page lists them)."""
+    return list(db.session.scalars(
+        select(NotifyByEmail).where(NotifyByEmail.push_id == push.id).order_by(NotifyByEmail.id)))
+
+
+def recipients_left(push) -> int:
+    """How many more addresses the push's link may be sent to."""
+    return max(0, MAX_RECIPIENTS - _sent_to([NotifyByEmail.push_id == push.id]))
+

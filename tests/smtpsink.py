@@ -1,0 +1,58 @@
+"""A real SMTP server for the notify-by-email tests (aiosmtpd), capturing what it is sent."""
+import socket
+import threading
+from email import message_from_bytes, policy
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """aiosmtpd handler: keeps every message; refuses recipients whose address starts with 'refuse'."""
+
+    def __init__(self):
+        self.messages = []  # (envelope recipients, parsed message)
+        self.arrived = threading.Condition()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("refuse"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.arrived:
+            self.messages.append((list(envelope.rcpt_tos),
+                                  message_from_bytes(envelope.original_content, policy=policy.default)))
+            self.arrived.notify_all()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 30) -> list:
+        """Wait until `count` messages arrived (a condition, not a sleep); return them."""
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.messages) >= count, timeout), self.messages
+            return list(self.messages)
+
+
+class SmtpServer:
+    """aiosmtpd on 127.0.0.1 and a free port, started and stopped by the fixture."""
+
+    def __init__(self):
+        self.sink = Sink()
+        self.port = free_port()
+        self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+
+    def settings(self) -> dict:
+        """The app settings that send to this server (no TLS: a local test server)."""
+        return {"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": self.port,
+                "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush <pwpush@example.com>"}
+
+    def environ(self) -> dict:
+        """The same settings as environment variables (a server process)."""
+        return {key: str(value) for key, value in self.settings().items()}

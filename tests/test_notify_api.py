@@ -1,0 +1,392 @@
+"""Notify by e-mail through API v2: validation, limits, sending to a real SMTP server, the
+audit log, recovery by purge-expired."""
+from datetime import timedelta
+
+import pytest
+from conftest import NOW, bearer, sql
+from smtpsink import SmtpServer, free_port
+
+from pwp import notify, pushes
+from pwp.models import db
+
+SECRET = "correct horse battery staple"
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) on a free port."""
+    server = SmtpServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+@pytest.fixture
+def mail(settings, smtp, database_url, request):
+    """A client of an app that sends its notification e-mails to `smtp`."""
+    settings.update(smtp.settings())
+    return request.getfixturevalue("client")
+
+
+def create(client, token, **push):
+    push.setdefault("payload", SECRET)
+    return client.post("/api/v2/pushes", json={"push": push}, headers=bearer(token) if token else {})
+
+
+def notify_emails(client, token, url_token, **body):
+    return client.post(f"/api/v2/pushes/{url_token}/notify_emails", json=body,
+                       headers=bearer(token) if token else {})
+
+
+def cli(app, args):
+    """Run a flask command of the app (as `flask --app pwpush ...` does, in its context)."""
+    with app.app_context():
+        return app.test_cli_runner().invoke(args=args)
+
+
+def sendings(app):
+    return sql(app, "SELECT recipients, locale, status, successful_sends, error_message, proceed_at "
+                    "FROM notify_by_emails ORDER BY id")
+
+
+# ----------------------------------------------------------------------------- availability
+
+def test_version_says_email_auto_dispatch_only_with_an_smtp_server(mail, settings, database_url, tmp_path):
+    assert mail.get("/api/v2/version").json["features"]["pushes"]["email_auto_dispatch"] is True
+
+
+@pytest.mark.parametrize("extra", [{}, {"PWP__NOTIFY_BY_EMAIL__ENABLED": False}, {"PWP__DISABLE_LOGINS": True}],
+                         ids=["no-smtp-server", "disabled", "logins-disabled"])
+def test_version_says_no_email_auto_dispatch(settings, smtp, database_url, request, extra):
+    if extra:
+        settings.update(smtp.settings(), **extra)
+    client = request.getfixturevalue("client")
+    assert client.get("/api/v2/version").json["features"]["pushes"]["email_auto_dispatch"] is False
+
+
+def test_notify_route_is_absent_when_the_feature_is_disabled(settings, smtp, database_url, request):
+    settings.update(smtp.settings(), PWP__NOTIFY_BY_EMAIL__ENABLED=False)
+    client = request.getfixturevalue("client")
+    token = request.getfixturevalue("token")
+    url_token = create(client, token).json["url_token"]
+    r = notify_emails(client, token, url_token, notify_emails_to="a@example.com")
+    assert r.status_code == 404
+    r = create(client, token, notify_emails_to="a@example.com")
+    assert r.status_code == 422 and r.json["base"] == ["Notify by email feature is not enabled"]
+
+
+def test_logins_disabled_makes_it_unavailable(settings, smtp, database_url, request):
+    settings.update(smtp.settings(), PWP__DISABLE_LOGINS=True)
+    client = request.getfixturevalue("client")
+    r = create(client, request.getfixturevalue("token"), notify_emails_to="a@example.com")
+    assert r.status_code == 422 and r.json["notify_emails_to"] == ["are not available"]
+
+
+# ----------------------------------------------------------------------------- sending
+
+def test_create_with_notify_sends_one_mail_per_recipient_with_the_link_not_the_secret(mail, smtp, token, app):
+    r = create(mail, token, notify_emails_to="ann@example.com, bob@example.org", passphrase="pass phrase")
+    assert r.status_code == 201
+    assert r.json["notify_emails_to"] == "ann@example.com, bob@example.org"
+    assert r.json["notify_emails_to_locale"] == "en"
+    notify.wait_for_sends()  # (the production path: a thread after the commit)
+    messages = smtp.sink.wait_for(2)
+    assert sorted(rcpt for rcpts, _m in messages for rcpt in rcpts) == ["ann@example.com", "bob@example.org"]
+    for rcpts, message in messages:
+        assert message["Subject"] == "You have received a push"
+        assert message["To"] == rcpts[0] and message["From"] == "pwpush <pwpush@example.com>"
+        body = message.get_content()
+        assert r.json["html_url"] in body and "A secure link has been shared with you." in body
+        assert SECRET not in body and "pass phrase" not in body
+        assert "You need a passphrase to open it" in body
+    assert sendings(app) == [("ann@example.com,bob@example.org", "en", "completed",
+                              "ann@example.com,bob@example.org", None, sendings(app)[0][5])]
+    assert sendings(app)[0][5] is not None
+
+
+def test_the_mail_link_honours_override_base_url(settings, smtp, database_url, request):
+    settings.update(smtp.settings(), PWP__OVERRIDE_BASE_URL="https://push.example.com")
+    client = request.getfixturevalue("client")
+    r = create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com", retrieval_step=True)
+    notify.wait_for_sends()
+    body = smtp.sink.wait_for(1)[0][1].get_content()
+    assert f"https://push.example.com/p/{r.json['url_token']}/r" in body
+
+
+def test_audit_log_has_creation_email_send_with_the_sending(mail, smtp, token):
+    url_token = create(mail, token, notify_emails_to="ann@example.com").json["url_token"]
+    notify.wait_for_sends()
+    logs = mail.get(f"/api/v2/pushes/{url_token}/audit", headers=bearer(token)).json["logs"]
+    assert [e["kind"] for e in logs] == ["creation", "creation_email_send"]
+    nested = logs[1]["notify_by_email"]
+    assert nested["recipients"] == "ann@example.com" and nested["locale"] == "en"
+    assert nested["status"] == "completed" and nested["successful_sends"] == "ann@example.com"
+    assert "error_message" not in nested and nested["proceed_at"].endswith("Z")
+    assert "notify_by_email" not in logs[0]
+    views = mail.get(f"/p/{url_token}/audit.json", headers=bearer(token)).json["views"]
+    assert "notify_by_email" not in views[1]  # (v1's shape is upstream's v1)
+
+
+def test_notify_emails_action_queues_and_sends(mail, smtp, token, app):
+    url_token = create(mail, token).json["url_token"]
+    r = notify_emails(mail, token, url_token, notify_emails_to="ann@example.com", notify_emails_to_locale="en")
+    assert r.status_code == 201 and r.json == {"message": "Recipient(s) are added to the queue to be sent."}
+    notify.wait_for_sends()
+    assert smtp.sink.wait_for(1)[0][0] == ["ann@example.com"]
+    assert [row[2] for row in sendings(app)] == ["completed"]
+
+
+def test_refused_connection_fails_the_sending_naming_no_secret(settings, database_url, request):
+    settings.update({"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": free_port(),
+                     "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush@example.com"})
+    client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+    r = create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com")
+    notify.wait_for_sends()
+    (_to, _locale, status, successful, error, _at), = sendings(app)
+    assert status == "failed" and successful is None
+    assert error == "Sent to 0 of 1 recipient(s). the SMTP server: Connection refused"
+    assert r.json["url_token"] not in error and SECRET not in error
+
+
+def test_a_refused_recipient_makes_it_partially_failed(mail, smtp, token, app):
+    create(mail, token, notify_emails_to="refuse@example.com,ann@example.com")
+    notify.wait_for_sends()
+    assert smtp.sink.wait_for(1)[0][0] == ["ann@example.com"]
+    (_to, _locale, status, successful, error, _at), = sendings(app)
+    assert (status, successful) == ("partially_failed", "ann@example.com")
+    assert error == "Sent to 1 of 2 recipient(s). refuse@example.com: refused (SMTP 550)"
+
+
+def test_starttls_required_but_not_offered_fails(settings, smtp, database_url, request):
+    settings.update(smtp.settings(), PWP__MAIL__SMTP_SECURITY="starttls")
+    client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+    create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com")
+    notify.wait_for_sends()
+    assert sendings(app)[0][2:5] == ("failed", None, "Sent to 0 of 1 recipient(s). the SMTP server: the server "
+                                                     "does not offer STARTTLS")
+    assert smtp.sink.messages == []
+
+
+def test_nothing_is_sent_for_a_push_expired_before_its_sending(mail, smtp, token, app):
+    url_token = create(mail, token).json["url_token"]
+    with app.app_context():
+        push = pushes.find(url_token)
+        asked = notify.check("ann@example.com", None, _user(app, push.user_id), NOW, push=push)
+        record_id = notify.queue(push, asked, pushes.Actor(user=_user(app, push.user_id)), "http://x", NOW).id
+    assert mail.delete(f"/api/v2/pushes/{url_token}", headers=bearer(token)).status_code == 200
+    with app.app_context():
+        assert notify.send(record_id, NOW) == "failed"
+    assert sendings(app)[0][2:5] == ("failed", None, notify.EXPIRED) and smtp.sink.messages == []
+
+
+def _user(app, user_id):
+    from pwp.models import User
+    return db.session.get(User, user_id)
+
+
+def test_a_sending_is_claimed_once(mail, smtp, token, app):
+    url_token = create(mail, token).json["url_token"]
+    with app.app_context():
+        push = pushes.find(url_token)
+        user = _user(app, push.user_id)
+        asked = notify.check("ann@example.com", None, user, pushes.utcnow(), push=push)
+        record_id = notify.queue(push, asked, pushes.Actor(user=user), "http://x", pushes.utcnow()).id
+        assert notify.send(record_id) == "completed"
+        assert notify.send(record_id) is None  # (already claimed: not sent again)
+    assert len(smtp.sink.wait_for(1)) == 1
+
+
+def test_purge_expired_sends_what_was_left_pending_over_a_minute(mail, smtp, token, app):
+    url_token = create(mail, token).json["url_token"]
+    with app.app_context():
+        push = pushes.find(url_token)
+        user = _user(app, push.user_id)
+        now = pushes.utcnow()
+        asked = notify.check("ann@example.com", None, user, now, push=push)
+        notify.queue(push, asked, pushes.Actor(user=user), "http://x", now - timedelta(seconds=30))
+        notify.queue(notify.pushes.find(url_token), notify.check("bob@example.com", None, user, now, push=push),
+                     pushes.Actor(user=user), "http://x", now - timedelta(minutes=2))
+    result = cli(app, ["purge-expired"])
+    assert result.exit_code == 0 and "notifications sent 1" in result.output
+    assert [row[2] for row in sendings(app)] == ["pending", "completed"]
+    assert smtp.sink.wait_for(1)[0][0] == ["bob@example.com"]
+
+
+def test_purge_expired_fails_a_sending_cut_off_while_processing(mail, token, app):
+    url_token = create(mail, token).json["url_token"]
+    with app.app_context():
+        push = pushes.find(url_token)
+        user = _user(app, push.user_id)
+        asked = notify.check("ann@example.com", None, user, NOW, push=push)
+        notify.queue(push, asked, pushes.Actor(user=user), "http://x", NOW)
+    sql(app, "UPDATE notify_by_emails SET status = 'processing', updated_at = :t",
+        t=pushes.utcnow() - timedelta(minutes=20))
+    assert cli(app, ["purge-expired"]).exit_code == 0
+    assert sendings(app)[0][2:5] == ("failed", None, notify.INTERRUPTED)
+
+
+def test_deleting_pushes_and_accounts_deletes_their_sendings(settings, smtp, database_url, request):
+    settings.update(smtp.settings(), PWP__PURGE_AFTER=86400)
+    client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+    make_user = request.getfixturevalue("make_user")
+    _uid, token = make_user()
+    create(client, token, notify_emails_to="ann@example.com")
+    other_id, other = make_user(email="other@example.com")
+    create(client, other, notify_emails_to="bob@example.com")
+    notify.wait_for_sends()
+    sql(app, "UPDATE pushes SET expired = :t, expired_on = :old WHERE user_id = :u",
+        t=True, old=pushes.utcnow() - timedelta(days=2), u=other_id)
+    assert cli(app, ["purge-expired"]).exit_code == 0
+    assert [row[0] for row in sendings(app)] == ["ann@example.com"]
+    assert cli(app, ["users", "delete", "owner@example.com", "--yes"]).exit_code == 0
+    assert sendings(app) == []
+
+
+# ----------------------------------------------------------------------------- validation
+
+def test_anonymous_create_with_notify_is_422(mail):
+    r = create(mail, None, notify_emails_to="a@example.com", notify_emails_to_locale="en")
+    assert r.status_code == 422 and r.json == {
+        "notify_emails_to": ["are not allowed for unknown users"],
+        "notify_emails_to_locale": ["is not allowed for unknown users"]}
+    assert sql(mail.application, "SELECT count(*) FROM pushes")[0][0] == 0
+
+
+@pytest.mark.parametrize("to, messages", [
+    ("a@example.com,", ["has commas used in the wrong way"]),
+    ("a@example.com,,b@example.com", ["has commas used in the wrong way"]),
+    (",a@example.com", ["has commas used in the wrong way"]),
+    ("a@example.com, A@Example.com", ["contains duplicate emails"]),
+    (",".join(f"u{i}@example.com" for i in range(6)), ["contains more than 5 email(s)"]),
+    ("not-an-address", ["contains invalid email(s)"]),
+    ("a@example", ["contains invalid email(s)"]),
+    ("a@example.com\r\nBcc: evil@example.com", ["contains invalid email(s)"]),
+    ("Ann <a@example.com>", ["contains invalid email(s)"]),
+    ("b@example.com,b@example.com,", ["has commas used in the wrong way", "contains duplicate emails"]),
+], ids=["trailing-comma", "double-comma", "leading-comma", "duplicate", "six", "invalid", "no-tld",
+        "header-injection", "display-name", "two-errors"])
+def test_address_list_rules(mail, token, to, messages):
+    r = create(mail, token, notify_emails_to=to)
+    assert r.status_code == 422 and r.json == {"notify_emails_to": messages}
+    r = notify_emails(mail, token, create(mail, token).json["url_token"], notify_emails_to=to)
+    assert r.status_code == 422 and r.json == {"notify_emails_to": messages}
+
+
+@pytest.mark.parametrize("value", [5, ["a@example.com"], {"a": 1}])
+def test_a_recipient_list_that_is_not_a_string_is_invalid(mail, token, value):
+    r = create(mail, token, notify_emails_to=value)
+    assert r.status_code == 422 and r.json == {"notify_emails_to": ["contains invalid email(s)"]}
+
+
+def test_five_addresses_are_accepted(mail, smtp, token):
+    r = create(mail, token, notify_emails_to=",".join(f"u{i}@example.com" for i in range(5)))
+    assert r.status_code == 201
+    notify.wait_for_sends()
+    assert len(smtp.sink.wait_for(5)) == 5
+
+
+@pytest.mark.parametrize("locale, status", [("de", 422), ("xx", 422), (7, 422), ("en", 201), ("", 201)])
+def test_locale_must_be_an_available_one(mail, token, locale, status):
+    r = create(mail, token, notify_emails_to="a@example.com", notify_emails_to_locale=locale)
+    assert r.status_code == status
+    if status == 422:
+        assert r.json == {"notify_emails_to_locale": ["is not included in the list"]}
+    else:
+        assert r.json["notify_emails_to_locale"] == "en"
+    notify.wait_for_sends()
+
+
+def test_notify_action_statuses(mail, token, make_user):
+    url_token = create(mail, token).json["url_token"]
+    assert notify_emails(mail, None, url_token, notify_emails_to="a@example.com").status_code == 401
+    assert notify_emails(mail, None, url_token).data == b""
+    other = make_user(email="other@example.com")[1]
+    r = notify_emails(mail, other, url_token, notify_emails_to="a@example.com")
+    assert r.status_code == 403 and r.json == {"error": "That push doesn't belong to you."}
+    r = notify_emails(mail, token, "nosuchtoken", notify_emails_to="a@example.com")
+    assert r.status_code == 404 and r.json == {"error": "not-found"}
+    r = notify_emails(mail, token, url_token)
+    assert r.status_code == 422 and r.json == {"notify_emails_to": ["can't be blank"]}
+
+
+def test_notify_action_takes_top_level_parameters_only(mail, token):
+    url_token = create(mail, token).json["url_token"]
+    r = notify_emails(mail, token, url_token, push={"notify_emails_to": "a@example.com"})
+    assert r.status_code == 422 and r.json == {"notify_emails_to": ["can't be blank"]}
+
+
+def test_notify_action_on_an_expired_push_is_422(mail, token):
+    url_token = create(mail, token).json["url_token"]
+    mail.delete(f"/api/v2/pushes/{url_token}", headers=bearer(token))
+    r = notify_emails(mail, token, url_token, notify_emails_to="a@example.com", notify_emails_to_locale="en")
+    assert r.status_code == 422 and r.json == {
+        "notify_emails_to": ["are not available for expired pushes"],
+        "notify_emails_to_locale": ["is not available for expired pushes"]}
+
+
+def test_notify_action_on_a_push_past_its_time_is_422(mail, token, clock):
+    url_token = create(mail, token, expire_after_days=1).json["url_token"]
+    clock.advance(days=2)
+    r = notify_emails(mail, token, url_token, notify_emails_to="a@example.com")
+    assert r.status_code == 422 and r.json == {"notify_emails_to": ["are not available for expired pushes"]}
+
+
+def test_a_push_reaches_five_recipients_at_most_across_sendings(mail, token):
+    url_token = create(mail, token, notify_emails_to="a@example.com,b@example.com,c@example.com").json["url_token"]
+    r = notify_emails(mail, token, url_token, notify_emails_to="d@example.com,e@example.com,f@example.com")
+    assert r.status_code == 422 and r.json == {
+        "base": ["You can notify up to 5 email(s) and you have already sent emails to 3 recipients"]}
+    assert notify_emails(mail, token, url_token, notify_emails_to="d@example.com,e@example.com").status_code == 201
+    notify.wait_for_sends()
+
+
+def test_daily_cap_per_user(settings, smtp, database_url, request, clock):
+    settings.update(smtp.settings(), PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT=3)
+    client = request.getfixturevalue("client")
+    token = request.getfixturevalue("token")
+    assert create(client, token, notify_emails_to="a@example.com,b@example.com").status_code == 201
+    r = create(client, token, notify_emails_to="c@example.com,d@example.com")
+    assert r.status_code == 422 and r.json == {"base": ["The maximum number of emails has been reached for today"]}
+    assert create(client, token, notify_emails_to="c@example.com").status_code == 201
+    other = request.getfixturevalue("make_user")(email="other@example.com")[1]
+    assert create(client, other, notify_emails_to="e@example.com").status_code == 201  # (per user)
+    clock.advance(days=1)  # (a new UTC day)
+    assert create(client, token, notify_emails_to="f@example.com,g@example.com").status_code == 201
+    notify.wait_for_sends()
+
+
+@pytest.mark.parametrize("limit, status", [(0, 422), (None, 201)], ids=["zero-blocks", "none-unlimited"])
+def test_daily_cap_zero_and_unlimited(settings, smtp, database_url, request, limit, status):
+    settings.update(smtp.settings(), PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT=limit)
+    client = request.getfixturevalue("client")
+    token = request.getfixturevalue("token")
+    if limit is None:
+        for _ in range(110):  # (past the default cap of 500 recipients)
+            url_token = create(client, token).json["url_token"]
+            with client.application.app_context():
+                push = pushes.find(url_token)
+                user = _user(client.application, push.user_id)
+                notify.queue(push, notify.Asked([f"u{i}@example.com" for i in range(5)], "en", "", ""),
+                             pushes.Actor(user=user), "http://x", pushes.utcnow())
+    r = create(client, token, notify_emails_to="a@example.com")
+    assert r.status_code == status
+    notify.wait_for_sends()
+
+
+def test_five_notify_requests_a_minute_per_user(mail, token, clock):
+    url_token = create(mail, token).json["url_token"]
+    for _ in range(5):
+        assert notify_emails(mail, token, url_token).status_code == 422
+    r = notify_emails(mail, token, url_token, notify_emails_to="a@example.com")
+    assert r.status_code == 429
+    assert r.json == {"error": "Too many email notification requests. Please try again in a minute."}
+    clock.advance(minutes=1)
+    assert notify_emails(mail, token, url_token, notify_emails_to="a@example.com").status_code == 201
+    notify.wait_for_sends()
+
+
+def test_v1_never_takes_notify_emails(mail, smtp, token, app):
+    r = mail.post("/p.json", json={"password": {"payload": "x", "notify_emails_to": "a@example.com",
+                                                "notify_emails_to_locale": "xx"}}, headers=bearer(token))
+    assert r.status_code == 201 and "notify_emails_to" not in r.json
+    assert sendings(app) == []
