@@ -6,13 +6,14 @@ from functools import wraps
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from . import params, pushes
-from .api import secret_url
+from . import notify, params, pushes
+from .api import NOTIFY_QUEUED, base_url, secret_url
 from .auth import actor, sign_in_first
-from .errors import Forbidden, TooManyAttempts, ValidationFailed
+from .errors import Forbidden, TooManyAttempts, TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, Kind
 from .words import plural
-from .web import PUSH_UPDATED, form_options, form_values, signed_in_user, switched_off, time_left
+from .web import (PUSH_UPDATED, form_options, form_values, render_preview, signed_in_user, switched_off,
+                  time_left)
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -208,6 +209,31 @@ def remove_file(push):
     return redirect(url_for("owner.edit", url_token=push.url_token))
 
 
+@owned
+def notify_emails(push):
+    """Send the push's link to up to 5 addresses (upstream: POST /p/:token/notify_emails);
+    back to the preview saying it is queued, or the preview with the form's errors (422, 429)."""
+    now = pushes.utcnow()
+    to = request.form.get("notify_emails_to", "")
+    if push.expired or push.past_limits(now):
+        flash("That push has expired: its link can no longer be sent.", "warning")
+        return redirect(url_for("owner.audit", url_token=push.url_token))
+    try:
+        notify.notify(push.url_token, to, request.form.get("notify_emails_to_locale"),
+                      actor(signed_in_user()), base_url(), now)
+    except ValidationFailed as exc:
+        return render_preview(push, now, status=422, notify_form={"notify_emails_to": to},
+                               notify_errors=exc.errors)
+    except TooManyNotifyRequests as exc:
+        return render_preview(push, now, status=429, notify_form={"notify_emails_to": to},
+                               notify_errors={"base": [exc.message]})
+    flash(NOTIFY_QUEUED, "success")
+    return redirect(url_for("web.preview", url_token=push.url_token))
+
+
 def init_app(app):
-    """Register the owner pages."""
+    """Register the owner pages (notify_emails only when PWP__NOTIFY_BY_EMAIL__ENABLED)."""
     app.register_blueprint(bp)
+    if app.config["PWP__NOTIFY_BY_EMAIL__ENABLED"]:
+        app.add_url_rule("/p/<token:url_token>/notify_emails", "owner.notify_emails", notify_emails,
+                         methods=["POST"])

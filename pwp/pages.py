@@ -20,6 +20,9 @@ EXAMPLES = {
     "api.audit": "curl {base}/api/v2/pushes/$URL_TOKEN/audit?page=1 -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
     "api.active": "curl {base}/api/v2/pushes/active -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
     "api.expired": "curl {base}/api/v2/pushes/expired -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
+    "api.notify_emails": ("curl -X POST {base}/api/v2/pushes/$URL_TOKEN/notify_emails \\\n"
+                          "  -H \"Authorization: Bearer $PWPUSH_TOKEN\" -H 'Content-Type: application/json' \\\n"
+                          "  -d '{{\"notify_emails_to\": \"ann@example.com,bob@example.com\"}}'"),
 }
 # What each create parameter means (the list of names itself comes from params.PUSH_ATTRIBUTES).
 PARAMETER_HELP = {
@@ -33,7 +36,11 @@ PARAMETER_HELP = {
     "passphrase": "A passphrase the recipient must type before seeing the payload.",
     "name": "A name visible only to you (signed-in creators).",
     "note": "A note visible only to you, stored encrypted.",
+    "notify_emails_to": ("Up to 5 comma-separated addresses to e-mail the link to (signed-in creators, "
+                         "when this instance sends e-mail: see /api/v2/version's email_auto_dispatch)."),
+    "notify_emails_to_locale": "The mails' language: en (the only one; the default).",
 }
+NOTIFY_PARAMETERS = ("notify_emails_to", "notify_emails_to_locale")
 
 
 def api_routes(app) -> list[dict]:
@@ -64,7 +71,7 @@ def api_docs():
     for route in routes:
         route["example"] = EXAMPLES.get(route["endpoint"], "").format(base=base)
     return render_template("pages/api_docs.html", routes=routes, base=base,
-                           parameters=[(p, PARAMETER_HELP.get(p, "")) for p in PUSH_ATTRIBUTES])
+                           parameters=[(p, PARAMETER_HELP.get(p, "")) for p in PUSH_ATTRIBUTES + NOTIFY_PARAMETERS])
 
 
 @bp.get("/up")

@@ -15,8 +15,8 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, m
                    render_template, request, url_for)
 from flask_login import current_user
 
-from . import params, pushes
-from .api import file_link_path, request_locale, secret_url
+from . import notify, params, pushes
+from .api import NOTIFY_QUEUED, base_url, file_link_path, request_locale, secret_url
 from .auth import actor, sign_in_first
 from .config import kind_setting, kind_switched_off
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
@@ -105,7 +105,7 @@ def form_values(kind: str, fields: dict | None = None) -> dict:
     """The form's values: the settings' defaults, or what the user submitted."""
     cfg = current_app.config
     if fields is None:
-        return {"payload": "", "passphrase": "", "name": "", "note": "",
+        return {"payload": "", "passphrase": "", "name": "", "note": "", "notify_emails_to": "",
                 "expire_after_days": kind_setting(cfg, kind, "EXPIRE_AFTER_DAYS_DEFAULT"),
                 "expire_after_views": kind_setting(cfg, kind, "EXPIRE_AFTER_VIEWS_DEFAULT"),
                 "retrieval_step": bool(kind_setting(cfg, kind, "RETRIEVAL_STEP_DEFAULT")),
@@ -113,7 +113,7 @@ def form_values(kind: str, fields: dict | None = None) -> dict:
     # (Text a JSON body spelled with lone surrogates, refused as not UTF-8, is not shown
     # again: the page could not be encoded, a 500.)
     values = {k: fields.get(k) if isinstance(fields.get(k), str) and params.is_utf8(fields.get(k)) else ""
-              for k in ("payload", "passphrase", "name", "note")}
+              for k in ("payload", "passphrase", "name", "note", "notify_emails_to")}
     defaults = form_values(kind)
     for key in ("expire_after_days", "expire_after_views"):
         number = params.cast_int(fields.get(key))
@@ -196,7 +196,8 @@ def render_form(kind: str, fields=None, errors=None, status=200):
     return render_template(
         "web/new.html", kind=kind, tab=TAB_OF[kind], tabs=visible_tabs(),
         values=values, options=form_options(kind), errors=errors,
-        gen=json.dumps(gen_options())), status
+        notify_on=notify.available() and current_user.is_authenticated,
+        notify_max=notify.MAX_RECIPIENTS, gen=json.dumps(gen_options())), status
 
 
 def _creation_refused(kind: str):
@@ -246,11 +247,16 @@ def create():
     refused = _creation_refused(kind)
     if refused:
         return refused
+    now, who = pushes.utcnow(), actor(signed_in_user())
     try:
         new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
-        push = pushes.create(new_push, actor(signed_in_user()), pushes.utcnow())
+        asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), who.user, now)
+        push = pushes.create(new_push, who, now)
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
+    if asked is not None:
+        notify.dispatch(notify.queue(push, asked, who, base_url(), now).id)
+        flash(NOTIFY_QUEUED, "success")
     response = redirect(url_for("web.preview", url_token=push.url_token))
     if params.cast_bool(fields.get("save_defaults"), False):
         return save_defaults(response, push, kind)
@@ -352,17 +358,24 @@ def preview(url_token):
     """Show the secret link, its QR code and a share message (counts no view)."""
     now = pushes.utcnow()
     push, instead = _senders_push(url_token, now)
-    return instead or _render_preview(push, now)
+    return instead or render_preview(push, now)
 
 
-def _render_preview(push, now, print_form=None, errors=None, status=200):
-    """The preview page; with the print form as sent and its errors (a message too long)."""
+def render_preview(push, now, print_form=None, errors=None, status=200, notify_form=None,
+                    notify_errors=None):
+    """The preview page; with the print form as sent and its errors (a message too long),
+    or the notify form as sent and its errors."""
     url = secret_url(push)
+    is_owner = pushes.is_owner(push, signed_in_user())
+    notify_on = is_owner and notify.available()
     return render_template(
         "web/preview.html", push=push, url=url, qr=qr_data_uri(url),
         message=share_message(push, url, now), left=time_left(push, now),
         views=pushes.views_remaining(push),
-        is_owner=pushes.is_owner(push, signed_in_user()),
+        is_owner=is_owner, notify_on=notify_on,
+        sendings=notify.of_push(push) if notify_on else [],
+        notify_left=notify.recipients_left(push) if notify_on else 0,
+        notify_form=notify_form or {"notify_emails_to": ""}, notify_errors=notify_errors or {},
         print_form=print_form or PRINT_FORM, print_errors=errors or {}, print_max=PRINT_MESSAGE_MAX,
         print_lines=PRINT_MESSAGE_LINES, print_width=PRINT_LINE_WIDTH,
         # (The printable page's link says the same locale as this page's: carried along.)
@@ -389,7 +402,7 @@ def print_preview(url_token):
         return instead
     form = print_choices()
     if len(form["message"]) > PRINT_MESSAGE_MAX or printed_lines(form["message"]) > PRINT_MESSAGE_LINES:
-        return _render_preview(push, now, form, {"message": [
+        return render_preview(push, now, form, {"message": [
             f"The message is too long: at most {PRINT_MESSAGE_MAX} characters on about {PRINT_MESSAGE_LINES} "
             f"printed lines of {PRINT_LINE_WIDTH} (more would push the QR code onto a second sheet)."]}, 422)
     url = secret_url(push)

@@ -1,13 +1,27 @@
 """axe-core on every page, light and dark: no serious or critical violations."""
 import pytest
 
-from .liveserver import AXE_JS, sign_up
+from smtpsink import SmtpServer
+
+from .liveserver import AXE_JS, LiveServer, sign_up
 
 PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_preview", "print_too_long",
           "retrieval_step", "passphrase", "payload", "payload_qr", "expired", "sign_in", "sign_up", "api_docs",
           "up", "validation"]
 SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files",
-             "admin_users", "admin_delete"]
+             "admin_users", "admin_delete", "new_signed_in", "new_notify_error", "preview_notify",
+             "notify_error"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The live server with notify by e-mail available (a real SMTP server): its form states too."""
+    smtp = SmtpServer()
+    smtp.controller.start()
+    live = LiveServer(tmp_path_factory.mktemp("live"), **smtp.settings())
+    yield live
+    live.stop()
+    smtp.controller.stop()
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +54,11 @@ def site(server, browser):
     assert page.goto(f"{base}/admin/users/{other}/delete").status == 200  # (the page itself, not a 404)
     files = push("files", "")
     guarded_files = push("files", "", passphrase="pp")
+    notified = push("text", "sent by mail")
+    page.goto(f"{base}{notified}/preview")
+    page.fill("#notify_emails_to", "ann@example.com")
+    page.get_by_role("button", name="Send the link").click()
+    assert page.locator(".notify table").count() == 1
     state = ctx.storage_state()
     ctx.close()
     paths = {
@@ -53,6 +72,8 @@ def site(server, browser):
         "edit_error": guarded_files + "/edit",
         "token": "/users/token", "account": "/users/edit", "payload_files": files,
         "admin_users": "/admin/users", "admin_delete": f"/admin/users/{other}/delete",
+        "new_signed_in": "/", "new_notify_error": "/", "preview_notify": notified + "/preview",
+        "notify_error": notified + "/preview",
     }
     return paths, state
 
@@ -84,6 +105,17 @@ def test_no_serious_axe_violations(server, browser, site, names, scheme):
                 page.set_input_files("#push_files", [{"name": "b.txt", "mimeType": "text/plain", "buffer": b"b"}])
                 page.click("main button[type=submit]")
                 assert page.locator(".error-summary").count() == 1
+            elif name == "new_notify_error":
+                page.goto(server.url + paths[name])
+                page.fill("#push_payload", "x")
+                page.fill("#push_notify_emails_to", "ann@example.com,,")
+                page.click("main form button.big")
+                assert page.locator(".error-summary").count() == 1
+            elif name == "notify_error":
+                page.goto(server.url + paths[name])
+                page.fill("#notify_emails_to", "not an address")
+                page.get_by_role("button", name="Send the link").click()
+                assert page.locator("#notify_emails_to-error").count() == 1
             else:
                 page.goto(server.url + paths[name])
             if name == "payload":
