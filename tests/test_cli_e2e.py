@@ -281,3 +281,41 @@ def test_cli_anonymous_push_without_login(stack, tmp_path):
     assert (status, body["payload"], body["expired"]) == (200, None, True)
     # Owned pushes only: the anonymous push is in nobody's list.
     assert url_token not in [p["url_token"] for p in logged_in.json("list", "--expired")]
+
+
+@pytest.fixture(scope="module")
+def mail_stack(tmp_path_factory, cli_executable):
+    """A server that sends notification e-mails to a real SMTP server, and a CLI logged in to it."""
+    from smtpsink import SmtpServer
+
+    smtp = SmtpServer()
+    smtp.controller.start()
+    tmp = tmp_path_factory.mktemp("cli-mail")
+    env = server_env(tmp / "instance", **smtp.environ())
+    token = create_user(env, "mail@example.com")
+    try:
+        with gunicorn(env, tmp / "gunicorn.log", workers=2) as server:
+            cli = Cli(cli_executable, tmp / "xdg")
+            cli.run("login", "--url", server.url, "--email", "mail@example.com", "--token", token)
+            yield server, cli, smtp, token
+    finally:
+        smtp.controller.stop()
+
+
+def test_cli_push_notify_emails_the_link(mail_stack):
+    """`pwpush push --notify`: the CLI asks /api/v2/version for email_auto_dispatch, sends
+    notify_emails_to, and the mail reaches the SMTP server with the link, not the secret."""
+    server, cli, smtp, token = mail_stack
+    url = cli.json("push", "--secret", "mailed by the CLI", "--notify", "ann@example.com,bob@example.com")["url"]
+    messages = smtp.sink.wait_for(2)  # (sent by a thread of the gunicorn worker: waited for, not slept)
+    assert sorted(r for rcpts, _m in messages for r in rcpts) == ["ann@example.com", "bob@example.com"]
+    for _rcpts, message in messages:
+        body = message.get_content()
+        assert message["Subject"] == "You have received a push"
+        assert url in body and "mailed by the CLI" not in body
+    url_token = token_from_url(url)
+    status, _h, body = server.request("GET", f"/api/v2/pushes/{url_token}/audit",
+                                      headers={"Authorization": f"Bearer {token}"})
+    logs = json.loads(body)["logs"]
+    assert status == 200 and [e["kind"] for e in logs] == ["creation", "creation_email_send"]
+    assert logs[1]["notify_by_email"]["recipients"] == "ann@example.com,bob@example.com"
