@@ -35,6 +35,7 @@ LOCALES = ("en",)
 DEFAULT_LOCALE = "en"
 # Upstream's MultipleEmailsValidator pattern; ASCII only (as Ruby's \w): no quote, angle
 # bracket, space or line break can reach a header.
+ADDRESS_MAX = 254
 EMAIL = re.compile(r"([\w.%+-]+)@([\w-]+\.)+(\w{2,})", re.ASCII | re.IGNORECASE)
 PENDING_GRACE = timedelta(minutes=1)  # a pending sending older than this was left behind
 PROCESSING_STALE = timedelta(minutes=15)  # a sending still processing this long was cut off
@@ -66,7 +67,8 @@ def address_errors(value: str) -> tuple[list[str], list[str]]:
         errors.append("contains duplicate emails")
     if len(kept) > MAX_RECIPIENTS:
         errors.append(f"contains more than {MAX_RECIPIENTS} email(s)")
-    if not all(EMAIL.fullmatch(e) for e in kept):
+    # (254: the longest address SMTP carries; five of them fit the recipients column.)
+    if not all(len(e) <= ADDRESS_MAX and EMAIL.fullmatch(e) for e in kept):
         errors.append("contains invalid email(s)")
     return kept, errors
 
