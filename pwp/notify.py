@@ -132,6 +132,9 @@ def _sent_to(where) -> int:
 
 def _check_limits(count: int, user: User, push: Push | None, now: datetime):
     """The daily cap of the user and the per-push total; ValidationFailed (base) past either."""
+    # The sender's row locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises): two
+    # requests at once cannot both pass a cap that has room for one of them.
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
     limit = current_app.config["PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT"]
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     # (0: every sending is past it.)
