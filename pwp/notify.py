@@ -226,12 +226,17 @@ def send(record_id: int, now: datetime | None = None) -> str | None:
     if not claimed:
         return None
     record = db.session.get(NotifyByEmail, record_id)
-    db.session.refresh(record)
     push = db.session.get(Push, record.push_id)
+    recipients = record.recipient_list
     if push is None or push.expired or push.past_limits(now):
-        return _finish(record, [], EXPIRED, now)
-    sent, error = deliver(current_app.config, record.recipient_list, _body(push, record, now))
-    return _finish(record, sent, error, pushes.utcnow())
+        return _finish(record_id, len(recipients), [], EXPIRED, now)
+    body = _body(push, record, now)
+    # End the read before the SMTP server's turn, which may last its timeout at each step:
+    # on SQLite the transaction held the database's write lock (BEGIN IMMEDIATE), on
+    # PostgreSQL a pooled connection.
+    db.session.rollback()
+    sent, error = deliver(current_app.config, recipients, body)
+    return _finish(record_id, len(recipients), sent, error, pushes.utcnow())
 
 
 def _body(push, record, now) -> str:
@@ -242,14 +247,16 @@ def _body(push, record, now) -> str:
     return share_message(push, secret_url(push, record.base_url, locale=""), now)
 
 
-def _finish(record, sent: list[str], error: str | None, now: datetime) -> str:
-    total = len(record.recipient_list)
+def _finish(record_id: int, total: int, sent: list[str], error: str | None, now: datetime) -> str:
     status = (NotifyStatus.completed if len(sent) == total and not error
               else NotifyStatus.partially_failed if sent else NotifyStatus.failed).value
-    record.status, record.successful_sends = status, ",".join(sent) or None
-    record.error_message, record.proceed_at, record.updated_at = (error or None), now, now
+    db.session.execute(
+        update(NotifyByEmail).where(NotifyByEmail.id == record_id)
+        .values(status=status, successful_sends=",".join(sent) or None, error_message=error or None,
+                proceed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False))
     db.session.commit()
-    log.info("notify %d: %s, %d of %d sent", record.id, status, len(sent), total)
+    log.info("notify %d: %s, %d of %d sent", record_id, status, len(sent), total)
     return status
 
 

@@ -16,9 +16,11 @@ def free_port() -> int:
 class Sink:
     """aiosmtpd handler: keeps every message; refuses recipients whose address starts with 'refuse'."""
 
-    def __init__(self):
+    def __init__(self, on_data=None):
         self.messages = []  # (envelope recipients, parsed message)
         self.arrived = threading.Condition()
+        self.on_data = on_data  # called as each message arrives, while its sender waits
+        self.seen = []  # what on_data returned
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("refuse"):
@@ -27,6 +29,8 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.on_data is not None:
+            self.seen.append(self.on_data())
         with self.arrived:
             self.messages.append((list(envelope.rcpt_tos),
                                   message_from_bytes(envelope.original_content, policy=policy.default)))
@@ -43,8 +47,8 @@ class Sink:
 class SmtpServer:
     """aiosmtpd on 127.0.0.1 and a free port, started and stopped by the fixture."""
 
-    def __init__(self):
-        self.sink = Sink()
+    def __init__(self, on_data=None):
+        self.sink = Sink(on_data)
         self.port = free_port()
         self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
 

@@ -1,7 +1,9 @@
 """Notify by e-mail through API v2: validation, limits, sending to a real SMTP server, the
 audit log, recovery by purge-expired."""
+import sqlite3
 from datetime import timedelta
 
+import psycopg
 import pytest
 from conftest import NOW, bearer, sql
 from smtpsink import SmtpServer, free_port
@@ -391,3 +393,43 @@ def test_v1_never_takes_notify_emails(mail, smtp, token, app):
                                                 "notify_emails_to_locale": "xx"}}, headers=bearer(token))
     assert r.status_code == 201 and "notify_emails_to" not in r.json
     assert sendings(app) == []
+
+
+def _nothing_held(database_url) -> bool:
+    """Whether no connection holds a transaction now: SQLite's write lock is free (taken and
+    given back at once, no waiting), no PostgreSQL connection sits idle in a transaction."""
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND state LIKE 'idle in transaction%'").fetchone()[0] == 0
+
+
+def test_no_transaction_is_held_while_the_mails_go_out(settings, database_url, request):
+    """The sender read its sending and the push, then talked to the SMTP server inside that
+    read's transaction: on SQLite it held the database's write lock (BEGIN IMMEDIATE) all the
+    while, so every create and view of every worker waited on the SMTP server (up to its
+    timeout at each step), on PostgreSQL a pooled connection sat idle in a transaction."""
+    smtp = SmtpServer(on_data=lambda: _nothing_held(database_url))
+    smtp.controller.start()
+    try:
+        settings.update(smtp.settings())
+        client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+        url_token = create(client, request.getfixturevalue("token")).json["url_token"]
+        with app.app_context():
+            push = pushes.find(url_token)
+            user = _user(app, push.user_id)
+            asked = notify.check("ann@example.com,bob@example.com", None, user, pushes.utcnow(), push=push)
+            record_id = notify.queue(push, asked, pushes.Actor(user=user), "http://x", pushes.utcnow()).id
+            assert notify.send(record_id) == "completed"  # (here: the probe runs while it waits)
+    finally:
+        smtp.controller.stop()
+    assert smtp.sink.seen == [True, True]
