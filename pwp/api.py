@@ -236,10 +236,9 @@ def store_push(fields: dict, caller, who, kind=None):
         raise SignInRequired()
     now = pushes.utcnow()
     asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), caller, now)
-    push = pushes.create(new, who, now)
-    if asked is not None:
-        notify.dispatch(notify.queue(push, asked, who, base_url(), now).id)
-    return push, now, asked
+    if asked is None:
+        return pushes.create(new, who, now), now, None
+    return notify.create_push(new, asked, who, base_url(), now), now, asked
 
 
 # Set by the hot path when its retrieve_open found nothing: Flask's view skips it.

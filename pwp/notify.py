@@ -159,8 +159,9 @@ def throttle(user: User, now: datetime):
 # ----------------------------------------------------------------------------- queueing
 
 def queue(push, asked: Asked, actor: pushes.Actor, base_url: str, now: datetime) -> NotifyByEmail:
-    """Write the sending (pending) and its creation_email_send event; commit. Not capped as
-    other events: a push has at most 5 recipients, so few sendings."""
+    """Write the sending (pending) and its creation_email_send event in the session's
+    transaction, uncommitted. Not capped as other events: a push has at most 5 recipients,
+    so few sendings."""
     event = AuditLog(push_id=push.id, created_at=now, **pushes.audit_event(AuditKind.creation_email_send, actor))
     db.session.add(event)
     db.session.flush()
@@ -168,8 +169,17 @@ def queue(push, asked: Asked, actor: pushes.Actor, base_url: str, now: datetime)
                            recipients=",".join(asked.recipients), locale=asked.locale, base_url=base_url,
                            status=NotifyStatus.pending.value, created_at=now, updated_at=now)
     db.session.add(record)
-    db.session.commit()
+    db.session.flush()
     return record
+
+
+def create_push(new: pushes.NewPush, asked: Asked, actor: pushes.Actor, base_url: str, now: datetime):
+    """Create a push with its sending queued in the same transaction (check's lock on the
+    sender's row held until the sending is counted), then dispatch the sending."""
+    queued = []
+    push = pushes.create(new, actor, now, then=lambda push: queued.append(queue(push, asked, actor, base_url, now).id))
+    dispatch(queued[0])
+    return push
 
 
 def notify(url_token: str, to, locale, actor: pushes.Actor, base_url: str, now: datetime) -> NotifyByEmail:
@@ -179,6 +189,7 @@ def notify(url_token: str, to, locale, actor: pushes.Actor, base_url: str, now: 
     throttle(actor.user, now)
     asked = check(to, locale, actor.user, now, push=push, required=True)
     record = queue(push, asked, actor, base_url, now)
+    db.session.commit()
     dispatch(record.id)
     return record
 

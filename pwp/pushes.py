@@ -494,14 +494,17 @@ def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | No
     return row, key
 
 
-def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
-    """Validate and store a new push; log its creation.
+def create(new: NewPush, actor: Actor, now: datetime, then=None) -> PushRow:
+    """Validate and store a new push; log its creation; `then(push)`, if given, writes more
+    in the session in the same transaction (notify's sending).
 
     Returns the stored values as a PushRow (read like a detached Push).
     """
     row, key = new_row(new, actor, now)
     kind = new.kind
     _load_caller(actor)
+    if then is not None:
+        db.session.connection()  # (the session's transaction begun: the statements below join it)
     with Transaction() as tx:
         # PostgreSQL logs the creation inside the insert; SQLite has no DML in CTEs.
         logged = tx.dialect.name == "postgresql"
@@ -518,6 +521,8 @@ def create(new: NewPush, actor: Actor, now: datetime) -> PushRow:
             _store_files(push.id, new.files, key, tx)
         if not logged:
             _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
+        if then is not None:
+            then(push)
     # DEBUG, not INFO: the audit log records each creation, and a line per create is the hot
     # path's cost (bench/instructions.py create: 747 k instructions, 906 k writing it at INFO).
     current_app.logger.debug("push %s created (kind %s)", push.id, kind)

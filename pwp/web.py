@@ -251,11 +251,11 @@ def create():
     try:
         new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
         asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), who.user, now)
-        push = pushes.create(new_push, who, now)
+        push = (pushes.create(new_push, who, now) if asked is None
+                else notify.create_push(new_push, asked, who, base_url(), now))
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
     if asked is not None:
-        notify.dispatch(notify.queue(push, asked, who, base_url(), now).id)
         flash(NOTIFY_QUEUED, "success")
     response = redirect(url_for("web.preview", url_token=push.url_token))
     if params.cast_bool(fields.get("save_defaults"), False):

@@ -171,10 +171,7 @@ def test_starttls_required_but_not_offered_fails(settings, smtp, database_url, r
 
 def test_nothing_is_sent_for_a_push_expired_before_its_sending(mail, smtp, token, app):
     url_token = create(mail, token).json["url_token"]
-    with app.app_context():
-        push = pushes.find(url_token)
-        asked = notify.check("ann@example.com", None, _user(app, push.user_id), NOW, push=push)
-        record_id = notify.queue(push, asked, pushes.Actor(user=_user(app, push.user_id)), "http://x", NOW).id
+    record_id = queued(app, url_token, "ann@example.com", NOW)
     assert mail.delete(f"/api/v2/pushes/{url_token}", headers=bearer(token)).status_code == 200
     with app.app_context():
         assert notify.send(record_id, NOW) == "failed"
@@ -186,13 +183,23 @@ def _user(app, user_id):
     return db.session.get(User, user_id)
 
 
-def test_a_sending_is_claimed_once(mail, smtp, token, app):
-    url_token = create(mail, token).json["url_token"]
+def queued(app, url_token, to, at=None, check=True) -> int:
+    """Queue a sending of the push's link to `to` (checked, unless not), as the owner asked
+    it `at`, without sending it; return its id."""
     with app.app_context():
         push = pushes.find(url_token)
         user = _user(app, push.user_id)
-        asked = notify.check("ann@example.com", None, user, pushes.utcnow(), push=push)
-        record_id = notify.queue(push, asked, pushes.Actor(user=user), "http://x", pushes.utcnow()).id
+        at = at or pushes.utcnow()
+        asked = notify.check(to, None, user, at, push=push) if check else notify.Asked(to.split(","), "en", "", "")
+        record_id = notify.queue(push, asked, pushes.Actor(user=user), "http://x", at).id
+        db.session.commit()
+        return record_id
+
+
+def test_a_sending_is_claimed_once(mail, smtp, token, app):
+    url_token = create(mail, token).json["url_token"]
+    record_id = queued(app, url_token, "ann@example.com")
+    with app.app_context():
         assert notify.send(record_id) == "completed"
         assert notify.send(record_id) is None  # (already claimed: not sent again)
     assert len(smtp.sink.wait_for(1)) == 1
@@ -200,14 +207,9 @@ def test_a_sending_is_claimed_once(mail, smtp, token, app):
 
 def test_purge_expired_sends_what_was_left_pending_over_a_minute(mail, smtp, token, app):
     url_token = create(mail, token).json["url_token"]
-    with app.app_context():
-        push = pushes.find(url_token)
-        user = _user(app, push.user_id)
-        now = pushes.utcnow()
-        asked = notify.check("ann@example.com", None, user, now, push=push)
-        notify.queue(push, asked, pushes.Actor(user=user), "http://x", now - timedelta(seconds=30))
-        notify.queue(notify.pushes.find(url_token), notify.check("bob@example.com", None, user, now, push=push),
-                     pushes.Actor(user=user), "http://x", now - timedelta(minutes=2))
+    now = pushes.utcnow()
+    queued(app, url_token, "ann@example.com", now - timedelta(seconds=30))
+    queued(app, url_token, "bob@example.com", now - timedelta(minutes=2))
     result = cli(app, ["purge-expired"])
     assert result.exit_code == 0 and "notifications sent 1" in result.output
     assert [row[2] for row in sendings(app)] == ["pending", "completed"]
@@ -216,11 +218,7 @@ def test_purge_expired_sends_what_was_left_pending_over_a_minute(mail, smtp, tok
 
 def test_purge_expired_fails_a_sending_cut_off_while_processing(mail, token, app):
     url_token = create(mail, token).json["url_token"]
-    with app.app_context():
-        push = pushes.find(url_token)
-        user = _user(app, push.user_id)
-        asked = notify.check("ann@example.com", None, user, NOW, push=push)
-        notify.queue(push, asked, pushes.Actor(user=user), "http://x", NOW)
+    queued(app, url_token, "ann@example.com", NOW)
     sql(app, "UPDATE notify_by_emails SET status = 'processing', updated_at = :t",
         t=pushes.utcnow() - timedelta(minutes=20))
     assert cli(app, ["purge-expired"]).exit_code == 0
@@ -366,11 +364,7 @@ def test_daily_cap_zero_and_unlimited(settings, smtp, database_url, request, lim
     if limit is None:
         for _ in range(110):  # (past the default cap of 500 recipients)
             url_token = create(client, token).json["url_token"]
-            with client.application.app_context():
-                push = pushes.find(url_token)
-                user = _user(client.application, push.user_id)
-                notify.queue(push, notify.Asked([f"u{i}@example.com" for i in range(5)], "en", "", ""),
-                             pushes.Actor(user=user), "http://x", pushes.utcnow())
+            queued(client.application, url_token, ",".join(f"u{i}@example.com" for i in range(5)), check=False)
     r = create(client, token, notify_emails_to="a@example.com")
     assert r.status_code == status
     notify.wait_for_sends()
@@ -424,12 +418,32 @@ def test_no_transaction_is_held_while_the_mails_go_out(settings, database_url, r
         settings.update(smtp.settings())
         client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
         url_token = create(client, request.getfixturevalue("token")).json["url_token"]
+        record_id = queued(app, url_token, "ann@example.com,bob@example.com")
         with app.app_context():
-            push = pushes.find(url_token)
-            user = _user(app, push.user_id)
-            asked = notify.check("ann@example.com,bob@example.com", None, user, pushes.utcnow(), push=push)
-            record_id = notify.queue(push, asked, pushes.Actor(user=user), "http://x", pushes.utcnow()).id
             assert notify.send(record_id) == "completed"  # (here: the probe runs while it waits)
     finally:
         smtp.controller.stop()
     assert smtp.sink.seen == [True, True]
+
+
+def _refuse_sendings(app):
+    """Make the database refuse every new sending (a trigger), as a failing write would."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        sql(app, "CREATE TRIGGER refuse BEFORE INSERT ON notify_by_emails BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        return
+    sql(app, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'refused'; END $$")
+    sql(app, "CREATE TRIGGER refuse BEFORE INSERT ON notify_by_emails FOR EACH ROW EXECUTE FUNCTION refuse()")
+
+
+def test_a_push_and_its_sending_are_stored_together_or_not_at_all(mail, token, app):
+    """The push was committed first and its sending after, in a second transaction: a sending
+    that could not be written left a push the client was told nothing of (a 500, so it made
+    another), and the sender's row lock (the caps' check) ended before the sending was counted."""
+    _refuse_sendings(app)
+    try:
+        status = create(mail, token, notify_emails_to="ann@example.com").status_code
+    except Exception as exc:  # (the test client re-raises what Flask would answer 500)
+        status = type(exc).__name__
+    assert status != 201
+    assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
+    assert sql(app, "SELECT count(*) FROM audit_logs")[0][0] == 0
