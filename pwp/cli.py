@@ -13,7 +13,8 @@ from .models import db, schema_sql
 def needs_database(command):
     """Refuse to run on a database without pwpush's tables, which the app made none of
     (run without the server's DATABASE_URL, a command would otherwise report on, or
-    create users in, a new empty database that looks like the real one)."""
+    create users in, a new empty database that looks like the real one). Add the tables a
+    newer version brought, as the server's start does."""
     @functools.wraps(command)
     def checked(*args, **kwargs):
         if database_missing(current_app):
@@ -21,6 +22,7 @@ def needs_database(command):
                 f"no pwpush database at {database_name(current_app)}: for the server's, run this "
                 "with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...); for a new "
                 "one, start the server once or run `flask --app pwpush init-db`.")
+        db.create_all()
         return command(*args, **kwargs)
     return checked
 

@@ -460,7 +460,10 @@ def _check_columns(db):
     from sqlalchemy import inspect as inspect_database
 
     inspector = inspect_database(db.engine)
+    tables = set(inspector.get_table_names())
     for table in db.metadata.sorted_tables:
+        if table.name not in tables:  # (a new table: create_all adds it)
+            continue
         have = {column["name"] for column in inspector.get_columns(table.name)}
         missing = [column for column in table.columns if column.name not in have]
         if missing:

@@ -626,3 +626,19 @@ def test_an_account_change_after_the_account_went_is_refused(app, make_user, cha
         with pytest.raises(auth.Refused, match=auth.ACCOUNT_GONE):
             {"token": lambda: auth.issue_token(user), "admin": lambda: auth.set_admin(user, True),
              "password": lambda: auth.set_password(user, "new-password-1")}[change]()
+
+
+@pytest.mark.parametrize("command", [["purge-expired"], ["users", "list"]])
+def test_a_command_on_a_database_of_an_older_version_adds_the_new_tables(app, database_url, tmp_path, command):
+    """A database made before notify by e-mail has no notify_by_emails table: a `flask`
+    command (cron's purge-expired) run on it before the upgraded server's first start
+    ended in NoSuchTableError's traceback. Missing tables are added, as the server adds them."""
+    sql(app, "DROP TABLE notify_by_emails")
+    cli_app = create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=True)
+    with cli_app.app_context():
+        result = cli_app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert sql(app, "SELECT count(*) FROM notify_by_emails") == [(0,)]
+    sql(app, "DROP TABLE notify_by_emails")
+    create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=False)
+    assert sql(app, "SELECT count(*) FROM notify_by_emails") == [(0,)]
