@@ -25,7 +25,7 @@ from .config import SMTP_SECURITY
 from .errors import TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, AuditLog, NotifyByEmail, NotifyStatus, Push, User, db
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
 
 SUBJECT = "You have received a push"
 MAX_RECIPIENTS = 5  # per push, across its sendings (upstream's)

@@ -338,11 +338,11 @@ def test_unexpected_errors_are_logged_without_url_tokens(app, caplog):
 def test_every_module_of_the_app_logs_through_the_redacting_logger(app, caplog):
     """A record is filtered only by the logger it is made on (one propagated from a child,
     `pwp.crypto`, skips `pwp`'s filters): every module logs on `pwp` itself."""
-    from pwp import crypto, throttling
+    from pwp import crypto, notify, throttling
     with caplog.at_level(logging.WARNING, logger=app.logger.name):
-        for module in (crypto, throttling):
+        for module in (crypto, notify, throttling):
             module.log.warning("storage said /p/tok123abc/r?passphrase=pp456")
-    assert caplog.text.count("/p/[FILTERED]/r?passphrase=[FILTERED]") == 2
+    assert caplog.text.count("/p/[FILTERED]/r?passphrase=[FILTERED]") == 3
     assert "tok123abc" not in caplog.text and "pp456" not in caplog.text
 
 
