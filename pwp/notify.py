@@ -41,6 +41,7 @@ PENDING_GRACE = timedelta(minutes=1)  # a pending sending older than this was le
 PROCESSING_STALE = timedelta(minutes=15)  # a sending still processing this long was cut off
 INTERRUPTED = "The sending was interrupted (the server stopped); some recipients may have got the e-mail."
 EXPIRED = "The push expired before the e-mails were sent: none was sent."
+ERROR_MAX = NotifyByEmail.__table__.c.error_message.type.length
 
 # The threads sending now (tests join them: wait_for_sends).
 _threads: list[threading.Thread] = []
@@ -339,7 +340,9 @@ def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | 
         failures.append(f"the SMTP server: {_describe(exc)}")
     if not failures:
         return sent, None
-    return sent, f"Sent to {len(sent)} of {len(recipients)} recipient(s). " + "; ".join(failures)
+    error = f"Sent to {len(sent)} of {len(recipients)} recipient(s). " + "; ".join(failures)
+    # (Five long addresses refused run past the column: PostgreSQL would refuse the record.)
+    return sent, error if len(error) <= ERROR_MAX else error[:ERROR_MAX - 1] + "…"
 
 
 # ----------------------------------------------------------------------------- recovery, pages

@@ -447,3 +447,14 @@ def test_a_push_and_its_sending_are_stored_together_or_not_at_all(mail, token, a
     assert status != 201
     assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
     assert sql(app, "SELECT count(*) FROM audit_logs")[0][0] == 0
+
+
+def test_five_long_addresses_all_refused_are_recorded(mail, smtp, token, app):
+    """Five refusals of 254-character addresses made an error message of 1 407 characters:
+    PostgreSQL's error_message column (1 000) refused it, and the sending stayed processing."""
+    to = ",".join(f"refuse{i}{'u' * 235}@example.com" for i in range(5))
+    assert create(mail, token, notify_emails_to=to).status_code == 201
+    notify.wait_for_sends()
+    (_to, _locale, status, successful, error, _at), = sendings(app)
+    assert (status, successful) == ("failed", None)
+    assert error.startswith("Sent to 0 of 5 recipient(s). refuse0") and len(error) <= 1000
