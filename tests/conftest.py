@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from smtpsink import SmtpServer
+
 from pwp import create_app
 from pwp.auth import create_user, issue_token
 from pwp.models import db
@@ -133,6 +135,22 @@ def clock(monkeypatch):
     # Every view asks pushes.utcnow() for the time, so this one patch moves them all.
     monkeypatch.setattr(pwp.pushes, "utcnow", lambda: c.now)
     return c
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) on a free port."""
+    server = SmtpServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+@pytest.fixture
+def mail(settings, smtp, database_url, request):
+    """A client of an app that sends its notification e-mails to `smtp`."""
+    settings.update(smtp.settings())
+    return request.getfixturevalue("client")
 
 
 def bearer(token):

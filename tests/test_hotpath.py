@@ -68,21 +68,25 @@ def _answers(app):
     return seen
 
 
+def _with_and_without_hot_path(answers, database_url, tmp_path) -> tuple[list, list]:
+    """What `answers` saw of an app with the hot path, then of one without it."""
+    seen = []
+    for name, made in (("a", lambda app: app), ("b", without_hot_path)):
+        app = made(create_app(make_config(database_url), instance_path=str(tmp_path / name)))
+        seen.append(answers(app))
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    return seen[0], seen[1]
+
+
 def test_answers_are_flasks_byte_for_byte(database_url, tmp_path, clock):
-    fast = create_app(make_config(database_url), instance_path=str(tmp_path / "a"))
-    fast_answers = _answers(fast)
-    with fast.app_context():
-        db.session.remove()
-        db.engine.dispose()
-    slow = without_hot_path(create_app(make_config(database_url), instance_path=str(tmp_path / "b")))
-    assert _answers(slow) == fast_answers
+    fast_answers, slow_answers = _with_and_without_hot_path(_answers, database_url, tmp_path)
+    assert slow_answers == fast_answers
     # the last view got the payload, the read after it an expired push without one
     assert json.loads(fast_answers[2][2])["payload"] == "p"
     after = json.loads(fast_answers[3][2])
     assert after["expired"] is True and after["payload"] is None
-    with slow.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 # Creates whose parsing upstream's rules decide: the hot path and Flask must agree on each.
@@ -110,19 +114,11 @@ def _edge_answers(app):
 
 
 def test_edge_creates_are_answered_alike(database_url, tmp_path, clock):
-    fast = create_app(make_config(database_url), instance_path=str(tmp_path / "a"))
-    fast_answers = _edge_answers(fast)
-    with fast.app_context():
-        db.session.remove()
-        db.engine.dispose()
-    slow = without_hot_path(create_app(make_config(database_url), instance_path=str(tmp_path / "b")))
-    assert _edge_answers(slow) == fast_answers
+    fast_answers, slow_answers = _with_and_without_hot_path(_edge_answers, database_url, tmp_path)
+    assert slow_answers == fast_answers
     assert [status for status, _, _ in fast_answers] == \
         ["201 CREATED", "422 UNPROCESSABLE ENTITY", "201 CREATED", "400 BAD REQUEST", "201 CREATED", "201 CREATED"]
     assert fast_answers[0][2]["deletable_by_viewer"] is False and fast_answers[0][2]["retrieval_step"] is True
-    with slow.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def test_the_hot_path_logs_views_and_creations(app, client):

@@ -14,22 +14,6 @@ from pwp.models import db
 SECRET = "correct horse battery staple"
 
 
-@pytest.fixture
-def smtp():
-    """A real SMTP server (aiosmtpd) on a free port."""
-    server = SmtpServer()
-    server.controller.start()
-    yield server
-    server.controller.stop()
-
-
-@pytest.fixture
-def mail(settings, smtp, database_url, request):
-    """A client of an app that sends its notification e-mails to `smtp`."""
-    settings.update(smtp.settings())
-    return request.getfixturevalue("client")
-
-
 def create(client, token, **push):
     push.setdefault("payload", SECRET)
     return client.post("/api/v2/pushes", json={"push": push}, headers=bearer(token) if token else {})

@@ -4,28 +4,11 @@ import html
 
 import pytest
 from conftest import sql
-from smtpsink import SmtpServer
 from webutil import create, form, sign_in
 
 from pwp import notify
 
 QUEUED = "Recipient(s) are added to the queue to be sent."
-
-
-@pytest.fixture
-def smtp():
-    """A real SMTP server (aiosmtpd) on a free port."""
-    server = SmtpServer()
-    server.controller.start()
-    yield server
-    server.controller.stop()
-
-
-@pytest.fixture
-def mail(settings, smtp, database_url, request):
-    """A client of an app that sends its notification e-mails to `smtp`."""
-    settings.update(smtp.settings())
-    return request.getfixturevalue("client")
 
 
 def page(response) -> str:
