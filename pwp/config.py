@@ -59,15 +59,14 @@ def parse_int(name, raw):
     return value
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # (gunicorn's --log-level names)
-
-
-def parse_log_level(name, raw):
-    """Parse a log level name (any case), as gunicorn.conf.py does for gunicorn's."""
-    value = str(raw).strip().lower()
-    if value not in LOG_LEVELS:
-        raise ConfigError(f"{name}: expected debug, info, warning, error or critical, got {raw!r}")
-    return value
+def one_of(*words):
+    """A parser of a setting that is one of these words (any case)."""
+    def parse(name, raw):
+        value = str(raw).strip().lower()
+        if value not in words:
+            raise ConfigError(f"{name}: expected {', '.join(words[:-1])} or {words[-1]}, got {raw!r}")
+        return value
+    return parse
 
 
 def parse_str(name, raw):
@@ -93,14 +92,6 @@ def parse_limit(name, raw):
 # a server that does not offer it gets no mail), TLS from the first byte (port 465), or
 # none (a relay on the same host or a private network only).
 SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}
-
-
-def parse_smtp_security(name, raw):
-    """Parse the SMTP connection security: starttls, tls or none."""
-    value = str(raw).strip().lower()
-    if value not in SMTP_SECURITY:
-        raise ConfigError(f"{name}: expected starttls, tls or none, got {raw!r}")
-    return value
 
 
 def parse_sender(name, raw):
@@ -215,7 +206,7 @@ SETTINGS = [
     # The SMTP server (upstream's mail section); unset: notify by e-mail is unavailable.
     ("PWP__MAIL__SMTP_ADDRESS", parse_str, None),
     ("PWP__MAIL__SMTP_PORT", parse_int, None),  # default: 587, 465 or 25 after the security
-    ("PWP__MAIL__SMTP_SECURITY", parse_smtp_security, "starttls"),
+    ("PWP__MAIL__SMTP_SECURITY", one_of(*SMTP_SECURITY), "starttls"),
     ("PWP__MAIL__SMTP_USER_NAME", parse_str, None),
     ("PWP__MAIL__SMTP_PASSWORD", parse_str, None),  # never logged nor shown
     ("PWP__MAIL__SMTP_TIMEOUT", parse_int, 10),  # seconds to connect, and for each answer
@@ -248,7 +239,7 @@ SETTINGS = [
     ("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", parse_int, None),
     # The app's log level (logger `pwp`) in `flask` commands and `flask run`; under gunicorn
     # gunicorn.conf.py gives it to gunicorn, whose error log the app's logger then writes to.
-    ("LOG_LEVEL", parse_log_level, "info"),
+    ("LOG_LEVEL", one_of("debug", "info", "warning", "error", "critical"), "info"),  # (gunicorn's names)
 ]
 
 

@@ -41,6 +41,8 @@ def test_schema_sql_matches_the_models():
     ("PWP__PW__EXPIRE_AFTER_DAYS_MAX", "4000000"), ("PWP__URL__EXPIRE_AFTER_VIEWS_MAX", "99999999999"),
     ("DATABASE_URL", "mysql://u:hunter2@h/d"), ("DATABASE_URL", "nonsense"),
     ("DATABASE_URL", "postgresql://u:hunter2@h:99x/d"), ("DATABASE_URL", "postgresql+psycopg2://u@h/d"),
+    ("PWP__MAIL__SMTP_SECURITY", "ssl"), ("PWP__MAIL__SMTP_ADDRESS", "smtp.example.com"),  # (no sender)
+    ("PWP__MAIL__MAILER_SENDER", "pwpush"), ("PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT", "lots"), ("LOG_LEVEL", "loud"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
