@@ -198,6 +198,8 @@ def notify(url_token: str, to, locale, actor: pushes.Actor, base_url: str, now: 
 def dispatch(record_id: int):
     """Send a queued (committed) sending in a thread of this worker, not holding the request."""
     app = current_app._get_current_object()
+    # Not a daemon: a worker that stops (a restart, max_requests) lets it finish, within
+    # gunicorn's graceful_timeout; one killed mid-send is left processing (see send_pending).
     thread = threading.Thread(target=_send_in_app, args=(app, record_id), name=f"notify-{record_id}")
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]
@@ -209,14 +211,14 @@ def _send_in_app(app, record_id: int):
     with app.app_context():
         try:
             send(record_id)
-        except Exception as exc:  # (a database gone: the record stays pending for purge-expired)
+        except Exception as exc:  # (a database gone: pending or processing, for purge-expired)
             log.error("notify %d: not sent (%s)", record_id, type(exc).__name__)
         finally:
             db.session.remove()
 
 
 def wait_for_sends(timeout: float = 30):
-    """Wait for this process's sending threads to end (tests; a clean shutdown)."""
+    """Wait for this process's sending threads to end (tests)."""
     with _threads_lock:
         threads = list(_threads)
     for thread in threads:
