@@ -428,6 +428,9 @@ def test_a_push_and_its_sending_are_stored_together_or_not_at_all(mail, token, a
         status = create(mail, token, notify_emails_to="ann@example.com").status_code
     except Exception as exc:  # (the test client re-raises what Flask would answer 500)
         status = type(exc).__name__
+    finally:  # (the run's PostgreSQL database serves the tests after this one)
+        sql(app, "DROP TRIGGER refuse" + ("" if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+                                          else " ON notify_by_emails; DROP FUNCTION refuse()"))
     assert status != 201
     assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
     assert sql(app, "SELECT count(*) FROM audit_logs")[0][0] == 0
