@@ -154,3 +154,12 @@ def test_notify_form_route_is_absent_when_disabled(settings, smtp, database_url,
     url_token = create(client, payload="s")
     assert client.post(f"/p/{url_token}/notify_emails", data={"notify_emails_to": "a@example.com"}).status_code == 404
     assert "Notify by Email" not in page(client.get(f"/p/{url_token}/preview"))
+
+
+def test_the_error_summary_counts_messages_not_fields(mail, make_user):
+    # Found by hand: "a@b.com, a@b.com," gave two messages under "1 error prohibited ...".
+    sign_in(mail, make_user)
+    r = mail.post("/p", data=form(kind="text", payload="s", notify_emails_to="a@b.com, a@b.com,"))
+    text = page(r)
+    assert r.status_code == 422 and "contains duplicate emails" in text and "commas used in the wrong way" in text
+    assert "2 errors prohibited this push from being saved:" in text
