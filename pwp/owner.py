@@ -88,9 +88,11 @@ def audit(push):
     now = pushes.utcnow()
     counts = pushes.view_counts(push)
     page, pages = paging(sum(counts.values()), pushes.PER_PAGE)
+    events = pushes.audit_log(push, page)
+    sendings = notify.of_events([e.id for e in events if e.kind == AuditKind.creation_email_send])
     return render_template(
         "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
-        events=pushes.audit_log(push, page), page=page, pages=pages,
+        events=events, sendings=sendings, page=page, pages=pages,
         views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
         left=time_left(push, now), lifetime=_lifetime(push),
         views=pushes.views_remaining(push),

@@ -163,3 +163,14 @@ def test_the_error_summary_counts_messages_not_fields(mail, make_user):
     text = page(r)
     assert r.status_code == 422 and "contains duplicate emails" in text and "commas used in the wrong way" in text
     assert "2 errors prohibited this push from being saved:" in text
+
+
+def test_the_audit_page_says_to_whom_each_sending_went(mail, smtp, make_user):
+    # Found by hand: its row said "creation email send" only, with no recipients nor outcome.
+    sign_in(mail, make_user)
+    url_token = create(mail, payload="s", notify_emails_to="ann@example.com,bob@example.com")
+    notify.wait_for_sends()
+    smtp.sink.wait_for(2)
+    text = page(mail.get(f"/p/{url_token}/audit"))
+    assert "creation email send" in text
+    assert "to ann@example.com, bob@example.com: completed" in text
