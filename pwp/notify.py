@@ -249,8 +249,8 @@ def send(record_id: int, now: datetime | None = None) -> str | None:
     # on SQLite the transaction held the database's write lock (BEGIN IMMEDIATE), on
     # PostgreSQL a pooled connection.
     db.session.rollback()
-    sent, error = deliver(current_app.config, recipients, body)
-    return _finish(record_id, len(recipients), sent, error, pushes.utcnow())
+    sent, error, why = deliver(current_app.config, recipients, body)
+    return _finish(record_id, len(recipients), sent, error, pushes.utcnow(), why)
 
 
 def _body(push, record, now) -> str:
@@ -261,7 +261,9 @@ def _body(push, record, now) -> str:
     return share_message(push, secret_url(push, record.base_url, locale=""), now)
 
 
-def _finish(record_id: int, total: int, sent: list[str], error: str | None, now: datetime) -> str:
+def _finish(record_id: int, total: int, sent: list[str], error: str | None, now: datetime,
+            why: str | None = None) -> str:
+    """Record how a sending ended; log it (a warning with why, naming no address, if not all went)."""
     status = (NotifyStatus.completed if len(sent) == total and not error
               else NotifyStatus.partially_failed if sent else NotifyStatus.failed).value
     db.session.execute(
@@ -270,7 +272,10 @@ def _finish(record_id: int, total: int, sent: list[str], error: str | None, now:
                 proceed_at=now, updated_at=now)
         .execution_options(synchronize_session=False))
     db.session.commit()
-    log.info("notify %d: %s, %d of %d sent", record_id, status, len(sent), total)
+    if why is None:  # (all sent, or the push expired first)
+        log.info("notify %d: %s, %d of %d sent", record_id, status, len(sent), total)
+    else:
+        log.warning("notify %d: %s, %d of %d sent: %s", record_id, status, len(sent), total, why)
     return status
 
 
@@ -322,10 +327,11 @@ def message(sender: str, recipient: str, body: str) -> EmailMessage:
     return msg
 
 
-def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | None]:
-    """Send one mail per recipient over one SMTP connection; return who got it and what failed."""
+def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | None, str | None]:
+    """Send one mail per recipient over one SMTP connection; return who got it, what failed
+    (for the sender: the addresses refused) and why, for the log (naming no address)."""
     sender = config["PWP__MAIL__MAILER_SENDER"]
-    sent, failures = [], []
+    sent, failures, refused = [], [], 0
     try:
         with _connect(config) as smtp:
             for recipient in recipients:
@@ -336,15 +342,24 @@ def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | 
                 except smtplib.SMTPRecipientsRefused as exc:
                     code = exc.recipients.get(recipient, (None,))[0]
                     failures.append(f"{recipient}: refused (SMTP {code})")
+                    refused += 1
                 except smtplib.SMTPResponseException as exc:
                     failures.append(f"{recipient}: {_describe(exc)}")
+                    refused += 1
     except (OSError, smtplib.SMTPException) as exc:
-        failures.append(f"the SMTP server: {_describe(exc)}")
+        failures.append(f"The SMTP server: {_describe(exc)}")
+        security = config["PWP__MAIL__SMTP_SECURITY"]
+        server = f"{config['PWP__MAIL__SMTP_ADDRESS']}:{config['PWP__MAIL__SMTP_PORT'] or SMTP_SECURITY[security]}"
+        why = f"the SMTP server {server} ({security}): {_describe(exc)}"
+    else:
+        why = None
     if not failures:
-        return sent, None
+        return sent, None, None
+    if refused:
+        why = "; ".join(filter(None, [f"{refused} refused by the SMTP server", why]))
     error = f"Sent to {len(sent)} of {len(recipients)} recipient(s). " + "; ".join(failures)
     # (Five long addresses refused run past the column: PostgreSQL would refuse the record.)
-    return sent, error if len(error) <= ERROR_MAX else error[:ERROR_MAX - 1] + "…"
+    return sent, error if len(error) <= ERROR_MAX else error[:ERROR_MAX - 1] + "…", why
 
 
 # ----------------------------------------------------------------------------- recovery, pages

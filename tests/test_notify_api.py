@@ -1,5 +1,7 @@
 """Notify by e-mail through API v2: validation, limits, sending to a real SMTP server, the
 audit log, recovery by purge-expired."""
+import logging
+import re
 import sqlite3
 from datetime import timedelta
 
@@ -122,16 +124,23 @@ def test_notify_emails_action_queues_and_sends(mail, smtp, token, app):
     assert [row[2] for row in sendings(app)] == ["completed"]
 
 
-def test_refused_connection_fails_the_sending_naming_no_secret(settings, database_url, request):
-    settings.update({"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": free_port(),
+def test_refused_connection_fails_the_sending_naming_no_secret(settings, database_url, request, caplog):
+    port = free_port()
+    settings.update({"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": port,
                      "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush@example.com"})
     client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
-    r = create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com")
-    notify.wait_for_sends()
+    with caplog.at_level(logging.INFO, logger=app.logger.name):
+        r = create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com")
+        notify.wait_for_sends()
     (_to, _locale, status, successful, error, _at), = sendings(app)
     assert status == "failed" and successful is None
-    assert error == "Sent to 0 of 1 recipient(s). the SMTP server: Connection refused"
+    assert error == "Sent to 0 of 1 recipient(s). The SMTP server: Connection refused"
     assert r.json["url_token"] not in error and SECRET not in error
+    # Found by hand (a wrong port): the log said "failed, 0 of 1 sent" at INFO, and not why.
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert [re.sub(r"^notify \d+", "notify N", w) for w in warnings] == [
+        f"notify N: failed, 0 of 1 sent: the SMTP server 127.0.0.1:{port} (none): Connection refused"]
+    assert "ann@example.com" not in caplog.text
 
 
 def test_a_refused_recipient_makes_it_partially_failed(mail, smtp, token, app):
@@ -143,12 +152,22 @@ def test_a_refused_recipient_makes_it_partially_failed(mail, smtp, token, app):
     assert error == "Sent to 1 of 2 recipient(s). refuse@example.com: refused (SMTP 550)"
 
 
+def test_a_refused_recipient_is_a_warning_naming_no_address(mail, smtp, token, app, caplog):
+    with caplog.at_level(logging.INFO, logger=app.logger.name):
+        create(mail, token, notify_emails_to="refuse@example.com,ann@example.com")
+        notify.wait_for_sends()
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert [re.sub(r"^notify \d+", "notify N", w) for w in warnings] == [
+        "notify N: partially_failed, 1 of 2 sent: 1 refused by the SMTP server"]
+    assert "refuse@example.com" not in caplog.text
+
+
 def test_starttls_required_but_not_offered_fails(settings, smtp, database_url, request):
     settings.update(smtp.settings(), PWP__MAIL__SMTP_SECURITY="starttls")
     client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
     create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com")
     notify.wait_for_sends()
-    assert sendings(app)[0][2:5] == ("failed", None, "Sent to 0 of 1 recipient(s). the SMTP server: the server "
+    assert sendings(app)[0][2:5] == ("failed", None, "Sent to 0 of 1 recipient(s). The SMTP server: the server "
                                                      "does not offer STARTTLS")
     assert smtp.sink.messages == []
 
