@@ -255,6 +255,22 @@ def from_environ(environ=None):
     return values
 
 
+# Sections whose unknown names are warned about: a typo there turns notify by e-mail off
+# without a word (the other sections' unknown names are upstream settings not supported here).
+CHECKED_SECTIONS = ("PWP__MAIL__", "PWP__NOTIFY_BY_EMAIL__")
+
+
+def unknown_settings(environ=None) -> list[tuple[str, str | None]]:
+    """The variables of the checked sections that are no setting, each with the setting it
+    most likely meant (or None)."""
+    import difflib
+
+    environ = os.environ if environ is None else environ
+    known = [name for name, _parser, _default in SETTINGS if name.startswith(CHECKED_SECTIONS)]
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.9)), None))
+            for name in sorted(environ) if name.startswith(CHECKED_SECTIONS) and name not in known]
+
+
 def validate(config):
     """Check cross-setting rules (min <= default <= max) and raise ConfigError."""
     for sec in SECTION.values():

@@ -10,7 +10,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from . import ROOT, config, crypto, has_cookies
+from . import ROOT, config, crypto, has_cookies, notify
 from .params import Request, urlencoded_limit
 from .pushes import TEXT_MAX
 
@@ -49,6 +49,8 @@ def create_app(test_config=None, instance_path=None, command_line=None):
         or os.path.join(ROOT, "instance"))
     app.session_interface = CookieSessionInterface()
     _configure(app, test_config)
+    if not command_line:
+        _log_notify_by_email(app.config)
     _register_database(app)
     _register_extensions(app)
     _register_blueprints(app)
@@ -174,6 +176,24 @@ def _configure(app, test_config):
         PROVIDE_AUTOMATIC_OPTIONS=False)
     app.json.sort_keys = False
     app.json.compact = True
+
+
+def _log_notify_by_email(settings):
+    """Say at start whether notify by e-mail is on, and warn of a mistyped mail setting."""
+    for name, meant in config.unknown_settings():
+        log.warning("%s is not a pwpush setting: ignored (%s)", name,
+                    f"perhaps {meant} was meant" if meant else "the mail settings are listed in the README")
+    if notify.available(settings):
+        security = settings["PWP__MAIL__SMTP_SECURITY"]
+        log.info("Notify by e-mail is on: SMTP server %s:%s (%s), From %s.", settings["PWP__MAIL__SMTP_ADDRESS"],
+                 settings["PWP__MAIL__SMTP_PORT"] or config.SMTP_SECURITY[security], security,
+                 settings["PWP__MAIL__MAILER_SENDER"])
+    elif not settings["PWP__MAIL__SMTP_ADDRESS"]:
+        log.info("Notify by e-mail is off: PWP__MAIL__SMTP_ADDRESS is not set.")
+    elif not settings["PWP__NOTIFY_BY_EMAIL__ENABLED"]:
+        log.info("Notify by e-mail is off: PWP__NOTIFY_BY_EMAIL__ENABLED is false.")
+    else:
+        log.warning("Notify by e-mail is off: PWP__DISABLE_LOGINS is true (senders must sign in).")
 
 
 def _warn_if_open_to_others(path, what, why):

@@ -70,6 +70,43 @@ def test_logins_disabled_makes_it_unavailable(settings, smtp, database_url, requ
     assert r.status_code == 422 and r.json["notify_emails_to"] == ["are not available"]
 
 
+def _start_up_log(caplog, database_url, tmp_path, **settings) -> list[tuple[str, str]]:
+    from conftest import make_config
+
+    from pwp import create_app
+    with caplog.at_level(logging.INFO, logger="pwp"):
+        app = create_app(make_config(database_url, **settings), instance_path=str(tmp_path / "instance"),
+                         command_line=False)
+    with app.app_context():
+        db.engine.dispose()
+    return [(r.levelname, r.getMessage()) for r in caplog.records if "mail" in r.getMessage().lower()]
+
+
+def test_start_up_says_whether_notify_by_email_is_on(smtp, database_url, tmp_path, caplog):
+    # Found by hand: nothing at start said whether the PWP__MAIL__* settings had taken.
+    port = smtp.settings()["PWP__MAIL__SMTP_PORT"]
+    assert _start_up_log(caplog, database_url, tmp_path, **smtp.settings()) == [
+        ("INFO", f"Notify by e-mail is on: SMTP server 127.0.0.1:{port} (none), From pwpush <pwpush@example.com>.")]
+    caplog.clear()
+    assert _start_up_log(caplog, database_url, tmp_path) == [
+        ("INFO", "Notify by e-mail is off: PWP__MAIL__SMTP_ADDRESS is not set.")]
+    caplog.clear()
+    assert _start_up_log(caplog, database_url, tmp_path, **smtp.settings(), PWP__DISABLE_LOGINS=True) == [
+        ("WARNING", "Notify by e-mail is off: PWP__DISABLE_LOGINS is true (senders must sign in).")]
+
+
+def test_a_mistyped_mail_setting_is_warned_about(database_url, tmp_path, caplog, monkeypatch):
+    # Found by hand: PWP__MAIL__SMTP_ADRESS (one D) was ignored without a word.
+    monkeypatch.setenv("PWP__MAIL__SMTP_ADRESS", "smtp.example.com")
+    monkeypatch.setenv("PWP__MAIL__SMTP_ENABLE_STARTTLS_AUTO", "true")
+    log = _start_up_log(caplog, database_url, tmp_path)
+    assert ("WARNING", "PWP__MAIL__SMTP_ADRESS is not a pwpush setting: ignored "
+                       "(perhaps PWP__MAIL__SMTP_ADDRESS was meant)") in log
+    assert ("WARNING", "PWP__MAIL__SMTP_ENABLE_STARTTLS_AUTO is not a pwpush setting: ignored "
+                       "(the mail settings are listed in the README)") in log
+    assert "smtp.example.com" not in caplog.text
+
+
 # ----------------------------------------------------------------------------- sending
 
 def test_create_with_notify_sends_one_mail_per_recipient_with_the_link_not_the_secret(mail, smtp, token, app):
