@@ -1,6 +1,7 @@
 """Plain pages: the API documentation (built from the app's own routes), health, robots.txt."""
 from flask import Blueprint, Response, current_app, redirect, render_template, url_for
 
+from . import notify
 from .api import base_url
 from .params import PUSH_ATTRIBUTES
 
@@ -41,6 +42,8 @@ PARAMETER_HELP = {
     "notify_emails_to_locale": "The mails' language: en (the only one; the default).",
 }
 NOTIFY_PARAMETERS = ("notify_emails_to", "notify_emails_to_locale")
+NOT_SENT = ("Up to 5 comma-separated addresses to e-mail the link to: not on this instance, which sends "
+            "no e-mail (a 422; /api/v2/version's email_auto_dispatch is false).")
 
 
 def api_routes(app) -> list[dict]:
@@ -70,8 +73,10 @@ def api_docs():
     routes = api_routes(current_app)
     for route in routes:
         route["example"] = EXAMPLES.get(route["endpoint"], "").format(base=base)
-    return render_template("pages/api_docs.html", routes=routes, base=base,
-                           parameters=[(p, PARAMETER_HELP.get(p, "")) for p in PUSH_ATTRIBUTES + NOTIFY_PARAMETERS])
+    parameters = [(p, PARAMETER_HELP.get(p, "")) for p in PUSH_ATTRIBUTES + NOTIFY_PARAMETERS]
+    if not notify.available():  # (an instance that sends no e-mail says so: its example is a 422)
+        parameters = [(p, NOT_SENT if p == "notify_emails_to" else text) for p, text in parameters]
+    return render_template("pages/api_docs.html", routes=routes, base=base, parameters=parameters)
 
 
 @bp.get("/up")

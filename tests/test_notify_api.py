@@ -1,5 +1,6 @@
 """Notify by e-mail through API v2: validation, limits, sending to a real SMTP server, the
 audit log, recovery by purge-expired."""
+import html
 import logging
 import re
 import sqlite3
@@ -501,3 +502,15 @@ def test_five_long_addresses_all_refused_are_recorded(mail, smtp, token, app):
     (_to, _locale, status, successful, error, _at), = sendings(app)
     assert (status, successful) == ("failed", None)
     assert error.startswith("Sent to 0 of 5 recipient(s). refuse0") and len(error) <= 1000
+
+
+def test_the_api_page_says_when_this_instance_sends_no_email(settings, smtp, database_url, request):
+    # Found by hand: without an SMTP server /help/api offered notify_emails_to as if it worked.
+    client = request.getfixturevalue("client")
+    assert "not on this instance, which sends no e-mail" in html.unescape(client.get("/help/api").get_data(as_text=True))
+
+
+def test_the_api_page_offers_notify_when_this_instance_sends_email(mail):
+    text = html.unescape(mail.get("/help/api").get_data(as_text=True))
+    assert "Up to 5 comma-separated addresses to e-mail the link to (signed-in creators" in text
+    assert "sends no e-mail" not in text
