@@ -10,7 +10,7 @@ PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_previ
           "up", "validation"]
 SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files",
              "admin_users", "admin_delete", "new_signed_in", "new_notify_error", "preview_notify",
-             "notify_error"]
+             "notify_error", "audit_notify"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def site(server, browser):
         "token": "/users/token", "account": "/users/edit", "payload_files": files,
         "admin_users": "/admin/users", "admin_delete": f"/admin/users/{other}/delete",
         "new_signed_in": "/", "new_notify_error": "/", "preview_notify": notified + "/preview",
-        "notify_error": notified + "/preview",
+        "notify_error": notified + "/preview", "audit_notify": notified + "/audit",
     }
     return paths, state
 
