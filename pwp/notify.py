@@ -24,6 +24,7 @@ from . import pushes
 from .config import SMTP_SECURITY
 from .errors import TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, AuditLog, NotifyByEmail, NotifyStatus, Push, User, db
+from .words import plural
 
 log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
 
@@ -392,6 +393,29 @@ def of_push(push) -> list[NotifyByEmail]:
     """A push's sendings, oldest first (its preview page lists them)."""
     return list(db.session.scalars(
         select(NotifyByEmail).where(NotifyByEmail.push_id == push.id).order_by(NotifyByEmail.id)))
+
+
+def summaries(push_ids: list[int]) -> dict[int, str]:
+    """For the dashboard: what became of each push's sendings, in a few words, by push id
+    ('Link e-mailed to 2 addresses', 'Link e-mailed to 1 of 2 (1 failed)'); none: no entry."""
+    counts: dict[int, list[int]] = {}
+    if push_ids:
+        for record in db.session.scalars(select(NotifyByEmail).where(NotifyByEmail.push_id.in_(push_ids))):
+            total, sent, failed = counts.setdefault(record.push_id, [0, 0, 0])
+            recipients = len(record.recipient_list)
+            done = len(record.successful_sends.split(",")) if record.successful_sends else 0
+            finished = record.status in (NotifyStatus.completed.value, NotifyStatus.partially_failed.value,
+                                         NotifyStatus.failed.value)
+            counts[record.push_id] = [total + recipients, sent + done, failed + (recipients - done if finished else 0)]
+    out = {}
+    for push_id, (total, sent, failed) in counts.items():
+        if sent == total:
+            out[push_id] = f"Link e-mailed to {plural(total, 'address', 'addresses')}"
+        else:
+            queued = total - sent - failed
+            why = ", ".join(w for n, w in ((failed, f"{failed} failed"), (queued, f"{queued} queued")) if n)
+            out[push_id] = f"Link e-mailed to {sent} of {total} ({why})"
+    return out
 
 
 def recipients_left(push) -> int:

@@ -48,9 +48,11 @@ def dashboard():
     counts = {"active": pushes.count_for(user, False), "expired": pushes.count_for(user, True)}
     page, pages = paging(counts["expired" if expired else "active"], PER_PAGE)
     now = pushes.utcnow()
+    listed = pushes.list_for(user, expired, page, PER_PAGE)
+    mailed = notify.summaries([p.id for p in listed])
     rows = [{"push": p, "note": pushes.note_of(p), "left": time_left(p, now),
-             "views": pushes.views_remaining(p)}
-            for p in pushes.list_for(user, expired, page, PER_PAGE)]
+             "views": pushes.views_remaining(p), "mailed": mailed.get(p.id)}
+            for p in listed]
     return render_template("owner/dashboard.html", rows=rows, counts=counts,
                            filter="expired" if expired else "active", page=page, pages=pages)
 

@@ -174,3 +174,18 @@ def test_the_audit_page_says_to_whom_each_sending_went(mail, smtp, make_user):
     text = page(mail.get(f"/p/{url_token}/audit"))
     assert "creation email send" in text
     assert "to ann@example.com, bob@example.com: completed" in text
+
+
+def test_the_dashboard_says_which_links_were_emailed(mail, smtp, make_user, app):
+    # Found by hand: nothing on the dashboard told the pushes whose link went by e-mail.
+    sign_in(mail, make_user)
+    create(mail, payload="s", name="mailed", notify_emails_to="ann@example.com,bob@example.com")
+    create(mail, payload="s", name="kept")
+    notify.wait_for_sends()
+    smtp.sink.wait_for(2)
+    sql(app, "UPDATE notify_by_emails SET status = 'partially_failed', successful_sends = 'ann@example.com'")
+    text = page(mail.get("/p"))
+    assert text.count("Link e-mailed to") == 1
+    assert "Link e-mailed to 1 of 2 (1 failed)" in text
+    sql(app, "UPDATE notify_by_emails SET status = 'completed', successful_sends = 'ann@example.com,bob@example.com'")
+    assert "Link e-mailed to 2 addresses" in page(mail.get("/p"))
