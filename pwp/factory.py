@@ -188,6 +188,11 @@ def _log_notify_by_email(settings):
         log.info("Notify by e-mail is on: SMTP server %s:%s (%s), From %s.", settings["PWP__MAIL__SMTP_ADDRESS"],
                  settings["PWP__MAIL__SMTP_PORT"] or config.SMTP_SECURITY[security], security,
                  settings["PWP__MAIL__MAILER_SENDER"])
+        host = settings["PWP__MAIL__SMTP_ADDRESS"]
+        if security == "none" and host.lower() not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("PWP__MAIL__SMTP_SECURITY is none: the mails (their secret links)%s cross the network to "
+                        "%s unencrypted; use starttls or tls unless it is a private network.",
+                        " and the SMTP password" if settings["PWP__MAIL__SMTP_USER_NAME"] else "", host)
     elif not settings["PWP__MAIL__SMTP_ADDRESS"]:
         log.info("Notify by e-mail is off: PWP__MAIL__SMTP_ADDRESS is not set.")
     elif not settings["PWP__NOTIFY_BY_EMAIL__ENABLED"]:

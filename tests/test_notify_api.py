@@ -96,6 +96,17 @@ def test_start_up_says_whether_notify_by_email_is_on(smtp, database_url, tmp_pat
         ("WARNING", "Notify by e-mail is off: PWP__DISABLE_LOGINS is true (senders must sign in).")]
 
 
+def test_a_password_sent_without_tls_to_another_host_is_warned_about(smtp, database_url, tmp_path, caplog):
+    login = {**smtp.settings(), "PWP__MAIL__SMTP_USER_NAME": "pwpush", "PWP__MAIL__SMTP_PASSWORD": "hunter2"}
+    assert not [m for level, m in _start_up_log(caplog, database_url, tmp_path, **login) if level == "WARNING"]
+    caplog.clear()
+    log = _start_up_log(caplog, database_url, tmp_path, **{**login, "PWP__MAIL__SMTP_ADDRESS": "mail.example.net"})
+    assert ("WARNING", "PWP__MAIL__SMTP_SECURITY is none: the mails (their secret links) and the SMTP password "
+                       "cross the network to mail.example.net unencrypted; use starttls or tls unless it is a "
+                       "private network.") in log
+    assert "hunter2" not in caplog.text
+
+
 def test_a_mistyped_mail_setting_is_warned_about(database_url, tmp_path, caplog, monkeypatch):
     # Found by hand: PWP__MAIL__SMTP_ADRESS (one D) was ignored without a word.
     monkeypatch.setenv("PWP__MAIL__SMTP_ADRESS", "smtp.example.com")
