@@ -189,3 +189,13 @@ def test_the_dashboard_says_which_links_were_emailed(mail, smtp, make_user, app)
     assert "Link e-mailed to 1 of 2 (1 failed)" in text
     sql(app, "UPDATE notify_by_emails SET status = 'completed', successful_sends = 'ann@example.com,bob@example.com'")
     assert "Link e-mailed to 2 addresses" in page(mail.get("/p"))
+
+
+def test_the_preview_says_to_reload_while_a_sending_is_under_way(mail, smtp, make_user, app):
+    # Found by hand: right after "Send the link" the table often said "processing" and no more.
+    sign_in(mail, make_user)
+    url_token = create(mail, payload="s", notify_emails_to="ann@example.com")
+    notify.wait_for_sends()
+    assert "reload this page" not in page(mail.get(f"/p/{url_token}/preview"))
+    sql(app, "UPDATE notify_by_emails SET status = 'processing'")
+    assert "Being sent: reload this page to see how it ended." in page(mail.get(f"/p/{url_token}/preview"))
