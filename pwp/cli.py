@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 from . import auth, crypto, notify, pushes
 from .factory import database_missing, database_name
 from .models import db, schema_sql
+from .words import plural
 
 
 def needs_database(command):
@@ -45,9 +46,13 @@ def purge_expired():
     e-mails left pending over a minute (for cron)."""
     now = pushes.utcnow()
     counts = pushes.purge(now)
-    counts["notifications_sent"] = notify.send_pending(now)
+    counts["notifications_sent"], left = notify.send_pending(now)
     click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
                + f" ({database_name(current_app)})")
+    if left:
+        click.echo(f"purge-expired: {plural(left, 'notification e-mail')} left pending: "
+                   + ("PWP__MAIL__SMTP_ADDRESS is not set here (give this command the server's environment)"
+                      if not current_app.config["PWP__MAIL__SMTP_ADDRESS"] else "notify by e-mail is off"), err=True)
 
 
 @click.command("rotate-key")

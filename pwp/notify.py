@@ -365,9 +365,11 @@ def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | 
 
 # ----------------------------------------------------------------------------- recovery, pages
 
-def send_pending(now: datetime) -> int:
+def send_pending(now: datetime) -> tuple[int, int]:
     """Send the sendings left pending over a minute (purge-expired); mark those cut off
-    while processing as failed. Return how many were sent (or tried)."""
+    while processing as failed. Return how many were sent (or tried), and how many were left
+    pending because notify by e-mail is not available here (a cron job without the server's
+    PWP__MAIL__* settings must not fail them: the server, or a later run, can still send them)."""
     db.session.execute(
         update(NotifyByEmail).where(NotifyByEmail.status == NotifyStatus.processing.value,
                                     NotifyByEmail.updated_at <= now - PROCESSING_STALE)
@@ -378,7 +380,9 @@ def send_pending(now: datetime) -> int:
                                        NotifyByEmail.created_at <= now - PENDING_GRACE)
         .order_by(NotifyByEmail.id)))
     db.session.commit()
-    return sum(1 for record_id in ids if send(record_id, now) is not None)
+    if not available():
+        return 0, len(ids)
+    return sum(1 for record_id in ids if send(record_id, now) is not None), 0
 
 
 def of_events(event_ids: list[int]) -> dict[int, NotifyByEmail]:

@@ -268,6 +268,23 @@ def test_purge_expired_sends_what_was_left_pending_over_a_minute(mail, smtp, tok
     assert smtp.sink.wait_for(1)[0][0] == ["bob@example.com"]
 
 
+def test_purge_expired_without_the_mail_settings_leaves_pending_sendings_alone(mail, smtp, token, app):
+    # Found by hand: a cron job without the server's PWP__MAIL__* variables sent to no server
+    # and failed the sendings ("The SMTP server: SMTPServerDisconnected"), which none could mend.
+    url_token = create(mail, token).json["url_token"]
+    with app.app_context():
+        push = pushes.find(url_token)
+        user = _user(app, push.user_id)
+        now = pushes.utcnow()
+        notify.queue(push, notify.check("bob@example.com", None, user, now, push=push),
+                     pushes.Actor(user=user), "http://x", now - timedelta(minutes=2))
+    app.config["PWP__MAIL__SMTP_ADDRESS"] = None
+    result = cli(app, ["purge-expired"])
+    assert result.exit_code == 0 and "notifications sent 0" in result.output
+    assert "1 notification e-mail left pending: PWP__MAIL__SMTP_ADDRESS is not set here" in result.output
+    assert [row[2] for row in sendings(app)] == ["pending"]
+
+
 def test_purge_expired_fails_a_sending_cut_off_while_processing(mail, token, app):
     url_token = create(mail, token).json["url_token"]
     queued(app, url_token, "ann@example.com", NOW)
