@@ -278,6 +278,7 @@ def test_purge_expired_without_the_mail_settings_leaves_pending_sendings_alone(m
         now = pushes.utcnow()
         notify.queue(push, notify.check("bob@example.com", None, user, now, push=push),
                      pushes.Actor(user=user), "http://x", now - timedelta(minutes=2))
+        db.session.commit()
     app.config["PWP__MAIL__SMTP_ADDRESS"] = None
     result = cli(app, ["purge-expired"])
     assert result.exit_code == 0 and "notifications sent 0" in result.output
