@@ -238,7 +238,7 @@ def store_push(fields: dict, caller, who, kind=None):
     asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), caller, now)
     if asked is None:
         return pushes.create(new, who, now), now, None
-    return notify.create_push(new, asked, who, base_url(), now), now, asked
+    return notify.create_push(new, asked, who, now), now, asked
 
 
 # Set by the hot path when its retrieve_open found nothing: Flask's view skips it.
@@ -373,7 +373,7 @@ def notify_emails(url_token):
     """Send the push's link to up to 5 addresses (owner only; top-level parameters)."""
     body = params.body_params()
     notify.notify(url_token, body.get("notify_emails_to"), body.get("notify_emails_to_locale"),
-                  actor(g.caller), base_url(), pushes.utcnow())
+                  actor(g.caller), pushes.utcnow())
     return json_response({"message": NOTIFY_QUEUED}, 201)
 
 

@@ -94,6 +94,19 @@ def parse_limit(name, raw):
 SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}
 
 
+def mail_base_url(config) -> str | None:
+    """Scheme and host of the links in notification e-mails: PWP__OVERRIDE_BASE_URL, else
+    PWP__HOST_PROTOCOL://PWP__HOST_DOMAIN (https with FORCE_SSL); None without either. Never
+    the request's: a sender could have the instance mail a link to a host of their own."""
+    url = config.get("PWP__OVERRIDE_BASE_URL")
+    if not url and config.get("PWP__HOST_DOMAIN"):
+        url = parse_url("PWP__HOST_DOMAIN", f"{config.get('PWP__HOST_PROTOCOL') or 'https'}://"
+                                            f"{config['PWP__HOST_DOMAIN'].strip()}")
+    if url and config.get("FORCE_SSL") and url.startswith("http://"):
+        url = "https://" + url[len("http://"):]
+    return url
+
+
 def parse_sender(name, raw):
     """Parse a From address: 'Name <addr@host>' or 'addr@host', on one line."""
     from email.utils import parseaddr
@@ -182,6 +195,10 @@ SETTINGS = [
     ("PWP_PUBLIC_GATEWAY", parse_bool, False),
     # Links and cookies.
     ("PWP__OVERRIDE_BASE_URL", parse_url, None),
+    # The host of the links in notification e-mails (upstream's host_domain/host_protocol),
+    # when PWP__OVERRIDE_BASE_URL is unset: never the request's Host, which a client chooses.
+    ("PWP__HOST_DOMAIN", parse_str, None),
+    ("PWP__HOST_PROTOCOL", one_of("https", "http"), "https"),
     ("PWP__SECURE_COOKIES", parse_bool, False),
     # Upstream's: links always https://, cookies Secure (redirecting http is the proxy's job).
     ("FORCE_SSL", parse_bool, False),
@@ -293,6 +310,16 @@ def validate(config):
     if config.get("PWP__MAIL__SMTP_ADDRESS") and not config.get("PWP__MAIL__MAILER_SENDER"):
         raise ConfigError("PWP__MAIL__MAILER_SENDER: required when PWP__MAIL__SMTP_ADDRESS is set "
                           "(the From: of notification e-mails, e.g. pwpush@example.com)")
+    if config.get("PWP__HOST_DOMAIN"):
+        try:
+            mail_base_url({**config, "PWP__OVERRIDE_BASE_URL": None})
+        except ConfigError:
+            raise ConfigError("PWP__HOST_DOMAIN: expected a host name (and port), like pwpush.example.com, "
+                              f"with no scheme or path; got {config['PWP__HOST_DOMAIN']!r}") from None
+    if config.get("PWP__MAIL__SMTP_ADDRESS") and not mail_base_url(config):
+        raise ConfigError("PWP__HOST_DOMAIN: required when PWP__MAIL__SMTP_ADDRESS is set (the host of the "
+                          "links in notification e-mails, e.g. pwpush.example.com), unless "
+                          "PWP__OVERRIDE_BASE_URL is set")
     if config.get("PWP__MAIL__SMTP_PORT") is not None and not 1 <= config["PWP__MAIL__SMTP_PORT"] <= 65535:
         raise ConfigError("PWP__MAIL__SMTP_PORT: must be between 1 and 65535")
     if config.get("PWP__MAIL__SMTP_TIMEOUT") == 0:

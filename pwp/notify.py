@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from . import pushes
-from .config import SMTP_SECURITY
+from .config import SMTP_SECURITY, mail_base_url
 from .errors import TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, AuditLog, NotifyByEmail, NotifyStatus, Push, User, db
 from .words import plural
@@ -160,37 +160,39 @@ def throttle(user: User, now: datetime):
 
 # ----------------------------------------------------------------------------- queueing
 
-def queue(push, asked: Asked, actor: pushes.Actor, base_url: str, now: datetime) -> NotifyByEmail:
+def queue(push, asked: Asked, actor: pushes.Actor, now: datetime) -> NotifyByEmail:
     """Write the sending (pending) and its creation_email_send event in the session's
     transaction, uncommitted. Not capped as other events: a push has at most 5 recipients,
-    so few sendings."""
+    so few sendings. The link's base is the configured one (mail_base_url), never the
+    request's Host."""
     event = AuditLog(push_id=push.id, created_at=now, **pushes.audit_event(AuditKind.creation_email_send, actor))
     db.session.add(event)
     db.session.flush()
     record = NotifyByEmail(push_id=push.id, audit_log_id=event.id, user_id=actor.user.id,
-                           recipients=",".join(asked.recipients), locale=asked.locale, base_url=base_url,
+                           recipients=",".join(asked.recipients), locale=asked.locale,
+                           base_url=mail_base_url(current_app.config),
                            status=NotifyStatus.pending.value, created_at=now, updated_at=now)
     db.session.add(record)
     db.session.flush()
     return record
 
 
-def create_push(new: pushes.NewPush, asked: Asked, actor: pushes.Actor, base_url: str, now: datetime):
+def create_push(new: pushes.NewPush, asked: Asked, actor: pushes.Actor, now: datetime):
     """Create a push with its sending queued in the same transaction (check's lock on the
     sender's row held until the sending is counted), then dispatch the sending."""
     queued = []
-    push = pushes.create(new, actor, now, then=lambda push: queued.append(queue(push, asked, actor, base_url, now).id))
+    push = pushes.create(new, actor, now, then=lambda push: queued.append(queue(push, asked, actor, now).id))
     dispatch(queued[0])
     return push
 
 
-def notify(url_token: str, to, locale, actor: pushes.Actor, base_url: str, now: datetime) -> NotifyByEmail:
+def notify(url_token: str, to, locale, actor: pushes.Actor, now: datetime) -> NotifyByEmail:
     """The notify_emails action: the owner's request to send a live push's link (404, 403,
     429, 422 as upstream); the sending is queued and dispatched."""
     push = pushes.owned(url_token, actor.user)
     throttle(actor.user, now)
     asked = check(to, locale, actor.user, now, push=push, required=True)
-    record = queue(push, asked, actor, base_url, now)
+    record = queue(push, asked, actor, now)
     db.session.commit()
     dispatch(record.id)
     return record
@@ -255,7 +257,8 @@ def send(record_id: int, now: datetime | None = None) -> str | None:
 
 
 def _body(push, record, now) -> str:
-    """The share message of the preview page, with the secret link (no payload)."""
+    """The share message of the preview page, with the secret link (no payload), on the
+    configured base (as now set; the row keeps the one it was queued with)."""
     from .api import secret_url
     from .web import share_message
 

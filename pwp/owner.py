@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user
 
 from . import notify, params, pushes
-from .api import NOTIFY_QUEUED, base_url, secret_url
+from .api import NOTIFY_QUEUED, secret_url
 from .auth import actor, sign_in_first
 from .errors import Forbidden, TooManyAttempts, TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, Kind
@@ -224,7 +224,7 @@ def notify_emails(push):
         return redirect(url_for("owner.audit", url_token=push.url_token))
     try:
         notify.notify(push.url_token, to, request.form.get("notify_emails_to_locale"),
-                      actor(signed_in_user()), base_url(), now)
+                      actor(signed_in_user()), now)
     except ValidationFailed as exc:
         return render_preview(push, now, status=422, notify_form={"notify_emails_to": to},
                                notify_errors=exc.errors)

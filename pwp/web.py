@@ -16,7 +16,7 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, m
 from flask_login import current_user
 
 from . import notify, params, pushes
-from .api import NOTIFY_QUEUED, base_url, file_link_path, request_locale, secret_url
+from .api import NOTIFY_QUEUED, file_link_path, request_locale, secret_url
 from .auth import actor, sign_in_first
 from .config import kind_setting, kind_switched_off
 from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
@@ -252,7 +252,7 @@ def create():
         new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
         asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), who.user, now)
         push = (pushes.create(new_push, who, now) if asked is None
-                else notify.create_push(new_push, asked, who, base_url(), now))
+                else notify.create_push(new_push, asked, who, now))
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
     if asked is not None:

@@ -13,6 +13,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MAIL_HOST = "pwpush.example.com"  # (the links' host in the mails: PWP__HOST_DOMAIN)
+
+
 class Sink:
     """aiosmtpd handler: keeps every message; refuses recipients whose address starts with 'refuse'."""
 
@@ -53,9 +56,11 @@ class SmtpServer:
         self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
 
     def settings(self) -> dict:
-        """The app settings that send to this server (no TLS: a local test server)."""
+        """The app settings that send to this server (no TLS: a local test server), the mails'
+        links on https://pwpush.example.com."""
         return {"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": self.port,
-                "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush <pwpush@example.com>"}
+                "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush <pwpush@example.com>",
+                "PWP__HOST_DOMAIN": MAIL_HOST}
 
     def environ(self) -> dict:
         """The same settings as environment variables (a server process)."""

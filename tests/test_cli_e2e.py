@@ -312,7 +312,8 @@ def test_cli_push_notify_emails_the_link(mail_stack):
     for _rcpts, message in messages:
         body = message.get_content()
         assert message["Subject"] == "You have received a push"
-        assert url in body and "mailed by the CLI" not in body
+        assert f"https://pwpush.example.com/p/{token_from_url(url)}" in body  # (PWP__HOST_DOMAIN's host)
+        assert "mailed by the CLI" not in body
     url_token = token_from_url(url)
     status, _h, body = server.request("GET", f"/api/v2/pushes/{url_token}/audit",
                                       headers={"Authorization": f"Bearer {token}"})

@@ -133,7 +133,8 @@ def test_create_with_notify_sends_one_mail_per_recipient_with_the_link_not_the_s
         assert message["Subject"] == "You have received a push"
         assert message["To"] == rcpts[0] and message["From"] == "pwpush <pwpush@example.com>"
         body = message.get_content()
-        assert r.json["html_url"] in body and "A secure link has been shared with you." in body
+        assert r.json["html_url"].replace("http://localhost", "https://pwpush.example.com") in body
+        assert "A secure link has been shared with you." in body
         assert SECRET not in body and "pass phrase" not in body
         assert "You need a passphrase to open it" in body
     assert sendings(app) == [("ann@example.com,bob@example.org", "en", "completed",
@@ -148,6 +149,28 @@ def test_the_mail_link_honours_override_base_url(settings, smtp, database_url, r
     notify.wait_for_sends()
     body = smtp.sink.wait_for(1)[0][1].get_content()
     assert f"https://push.example.com/p/{r.json['url_token']}/r" in body
+
+
+def test_the_mail_link_is_on_the_configured_host_never_the_requests(settings, smtp, database_url, request):
+    """A signed-in user sending `Host: evil.example` (a proxy's default server passes any
+    Host) must not have the instance's sender mail a link to evil.example: mail links are
+    built from PWP__HOST_DOMAIN / PWP__HOST_PROTOCOL (upstream's), API and web alike."""
+    settings.update(smtp.settings(), PWP__HOST_DOMAIN="pwpush.example.com", PWP__HOST_PROTOCOL="https")
+    client, token = request.getfixturevalue("client"), request.getfixturevalue("token")
+    evil = {**bearer(token), "Host": "evil.example"}
+    r = client.post("/api/v2/pushes", json={"push": {"payload": SECRET, "notify_emails_to": "ann@example.com"}},
+                    headers=evil)
+    assert r.status_code == 201 and r.json["html_url"].startswith("http://evil.example/")  # (the API's answer)
+    url_token = r.json["url_token"]
+    r = client.post(f"/api/v2/pushes/{url_token}/notify_emails", json={"notify_emails_to": "bob@example.com"},
+                    headers=evil)
+    assert r.status_code == 201
+    notify.wait_for_sends()
+    for _rcpts, message in smtp.sink.wait_for(2):
+        body = message.get_content()
+        assert f"https://pwpush.example.com/p/{url_token}" in body and "evil.example" not in body
+    assert {row[0] for row in sql(request.getfixturevalue("app"), "SELECT base_url FROM notify_by_emails")} \
+        == {"https://pwpush.example.com"}
 
 
 def test_audit_log_has_creation_email_send_with_the_sending(mail, smtp, token):
@@ -176,7 +199,8 @@ def test_notify_emails_action_queues_and_sends(mail, smtp, token, app):
 def test_refused_connection_fails_the_sending_naming_no_secret(settings, database_url, request, caplog):
     port = free_port()
     settings.update({"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": port,
-                     "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush@example.com"})
+                     "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush@example.com",
+                     "PWP__HOST_DOMAIN": "pwpush.example.com"})
     client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
     with caplog.at_level(logging.INFO, logger=app.logger.name):
         r = create(client, request.getfixturevalue("token"), notify_emails_to="ann@example.com")
@@ -243,7 +267,7 @@ def queued(app, url_token, to, at=None, check=True) -> int:
         user = _user(app, push.user_id)
         at = at or pushes.utcnow()
         asked = notify.check(to, None, user, at, push=push) if check else notify.Asked(to.split(","), "en", "", "")
-        record_id = notify.queue(push, asked, pushes.Actor(user=user), "http://x", at).id
+        record_id = notify.queue(push, asked, pushes.Actor(user=user), at).id
         db.session.commit()
         return record_id
 
@@ -277,7 +301,7 @@ def test_purge_expired_without_the_mail_settings_leaves_pending_sendings_alone(m
         user = _user(app, push.user_id)
         now = pushes.utcnow()
         notify.queue(push, notify.check("bob@example.com", None, user, now, push=push),
-                     pushes.Actor(user=user), "http://x", now - timedelta(minutes=2))
+                     pushes.Actor(user=user), now - timedelta(minutes=2))
         db.session.commit()
     app.config["PWP__MAIL__SMTP_ADDRESS"] = None
     result = cli(app, ["purge-expired"])

@@ -39,10 +39,30 @@ def test_creating_with_recipients_sends_the_link(mail, smtp, make_user, app):
     (rcpts, message), = smtp.sink.wait_for(1)
     assert rcpts == ["ann@example.com"]
     body = message.get_content()
-    assert f"http://localhost/p/{url_token}\n" in body.replace("\r", "") and "web secret" not in body
+    assert f"https://pwpush.example.com/p/{url_token}\n" in body.replace("\r", "") and "web secret" not in body
     text = page(mail.get(f"/p/{url_token}/preview"))
     assert QUEUED in text and "ann@example.com" in text and "completed" in text
     assert statuses(app) == ["completed"]
+
+
+def test_the_forms_mail_links_ignore_the_requests_host(settings, smtp, database_url, request):
+    """The creation form and the preview's form behind `Host: evil.example`: the mails link
+    to the configured host (PWP__HOST_DOMAIN), not the attacker's."""
+    settings.update(smtp.settings(), PWP__HOST_DOMAIN="pwpush.example.com")
+    client = request.getfixturevalue("client")
+    sign_in(client, request.getfixturevalue("make_user"))
+    for cookie in list(client._cookies.values()):  # (the test client keeps them for localhost)
+        client.set_cookie(cookie.key, cookie.value, domain="evil.example")
+    evil = {"Host": "evil.example"}
+    r = client.post("/p", data=form(kind="text", payload="s", notify_emails_to="ann@example.com"), headers=evil)
+    assert r.status_code == 302
+    url_token = r.headers["Location"].split("/")[2]
+    r = client.post(f"/p/{url_token}/notify_emails", data={"notify_emails_to": "bob@example.com"}, headers=evil)
+    assert r.status_code == 302
+    notify.wait_for_sends()
+    for _rcpts, message in smtp.sink.wait_for(2):
+        body = message.get_content()
+        assert f"https://pwpush.example.com/p/{url_token}" in body and "evil.example" not in body
 
 
 @pytest.mark.parametrize("to, message", [

@@ -43,6 +43,8 @@ def test_schema_sql_matches_the_models():
     ("DATABASE_URL", "postgresql://u:hunter2@h:99x/d"), ("DATABASE_URL", "postgresql+psycopg2://u@h/d"),
     ("PWP__MAIL__SMTP_SECURITY", "ssl"), ("PWP__MAIL__SMTP_ADDRESS", "smtp.example.com"),  # (no sender)
     ("PWP__MAIL__MAILER_SENDER", "pwpush"), ("PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT", "lots"), ("LOG_LEVEL", "loud"),
+    ("PWP__HOST_DOMAIN", "https://pw.example.com"), ("PWP__HOST_DOMAIN", "pw.example.com/p"),
+    ("PWP__HOST_DOMAIN", "a b.example.com"), ("PWP__HOST_PROTOCOL", "ftp"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
@@ -55,6 +57,35 @@ def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     assert proc.stderr.splitlines()[-1].startswith("pwpush: configuration error: ")
     assert "Traceback" not in proc.stderr
     assert "hunter2" not in proc.stderr
+
+
+@pytest.mark.parametrize("links", [{}, {"PWP__HOST_PROTOCOL": "http"}])
+def test_an_smtp_server_without_a_configured_link_host_stops_start_up(tmp_path, links):
+    """Mail links are never built on the request's Host (a sender could point them at a host of
+    their own): an SMTP server needs PWP__HOST_DOMAIN or PWP__OVERRIDE_BASE_URL, said in one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PWP")}
+    env.update(links, PWPUSH_INSTANCE_PATH=str(tmp_path), PWP__MAIL__SMTP_ADDRESS="smtp.example.com",
+               PWP__MAIL__SMTP_PASSWORD="hunter2", PWP__MAIL__MAILER_SENDER="pwpush@example.com")
+    proc = subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("pwpush: configuration error: PWP__HOST_DOMAIN: required when "
+                                                   "PWP__MAIL__SMTP_ADDRESS is set")
+    for enough in ({"PWP__HOST_DOMAIN": "pwpush.example.com"}, {"PWP__OVERRIDE_BASE_URL": "https://pw.example.com"}):
+        proc = subprocess.run([sys.executable, "-c", "import pwpush"], cwd=ROOT, env={**env, **enough},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_mail_links_base():
+    from pwp.config import mail_base_url
+    assert mail_base_url({"PWP__HOST_DOMAIN": "pw.example.com:8443", "PWP__HOST_PROTOCOL": "https"}) \
+        == "https://pw.example.com:8443"
+    assert mail_base_url({"PWP__HOST_DOMAIN": "pw.example.com", "PWP__HOST_PROTOCOL": "http", "FORCE_SSL": True}) \
+        == "https://pw.example.com"
+    assert mail_base_url({"PWP__HOST_DOMAIN": "pw.example.com", "PWP__OVERRIDE_BASE_URL": "http://o.example.com"}) \
+        == "http://o.example.com"  # (upstream's override_base_url wins, as for every link)
+    assert mail_base_url({"PWP__HOST_DOMAIN": None}) is None
 
 
 @pytest.mark.parametrize("url", ["postgresql://postgres:hunter2@127.0.0.1:1/pwpush",
