@@ -293,8 +293,8 @@ def _describe(exc: Exception) -> str:
         return f"SMTP {exc.smtp_code}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc.reason or type(exc).__name__})"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
+    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+        return "timed out"  # (smtplib turns a timed-out answer into SMTPServerDisconnected)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
