@@ -227,7 +227,8 @@ class NotifyByEmail(db.Model):
     # Validated addresses, comma-separated as sent ("a@example.com,b@example.com").
     recipients: Mapped[str] = mapped_column(String(1300))
     locale: Mapped[str] = mapped_column(String(16), default="en")
-    # Scheme and host of the link, as the request that queued it had them (no token).
+    # Scheme and host of the link: the configured one when it was queued (config.mail_base_url;
+    # never the request's Host). No token.
     base_url: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=NotifyStatus.pending.value)
     successful_sends: Mapped[str | None] = mapped_column(String(1300))
