@@ -236,8 +236,6 @@ def store_push(fields: dict, caller, who, kind=None):
         raise SignInRequired()
     now = pushes.utcnow()
     asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), caller, now)
-    if asked is None:
-        return pushes.create(new, who, now), now, None
     return notify.create_push(new, asked, who, now), now, asked
 
 

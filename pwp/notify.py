@@ -177,9 +177,12 @@ def queue(push, asked: Asked, actor: pushes.Actor, now: datetime) -> NotifyByEma
     return record
 
 
-def create_push(new: pushes.NewPush, asked: Asked, actor: pushes.Actor, now: datetime):
-    """Create a push with its sending queued in the same transaction (check's lock on the
-    sender's row held until the sending is counted), then dispatch the sending."""
+def create_push(new: pushes.NewPush, asked: Asked | None, actor: pushes.Actor, now: datetime):
+    """Create a push; with a request to notify (check's), its sending queued in the same
+    transaction (check's lock on the sender's row held until the sending is counted), then
+    dispatched."""
+    if asked is None:
+        return pushes.create(new, actor, now)
     queued = []
     push = pushes.create(new, actor, now, then=lambda push: queued.append(queue(push, asked, actor, now).id))
     dispatch(queued[0])

@@ -251,8 +251,7 @@ def create():
     try:
         new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
         asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), who.user, now)
-        push = (pushes.create(new_push, who, now) if asked is None
-                else notify.create_push(new_push, asked, who, now))
+        push = notify.create_push(new_push, asked, who, now)
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
     if asked is not None:
