@@ -461,7 +461,8 @@ def passphrase(url_token):
 def access(url_token):
     """Check the passphrase; on success hold the payload key in an encrypted 3-minute cookie."""
     now = pushes.utcnow()
-    if off := switched_off(pushes.find(url_token)):
+    push = pushes.find(url_token)
+    if off := switched_off(push):
         return off
     back = redirect(url_for("web.passphrase", url_token=url_token))
     try:
@@ -473,7 +474,14 @@ def access(url_token):
     except TooManyAttempts as exc:
         flash(exc.message, "warning")
         return back
-    response = redirect(url_for("web.show", url_token=url_token))
+    target = url_for("web.show", url_token=url_token)
+    if push.kind == Kind.url:
+        # Redirected on, this form's navigation would end on the URL's site, which the CSP's
+        # form-action 'self' forbids: browsers stopped there, after the view was counted.
+        # This page moves on by itself, a navigation no form made.
+        response = make_response(render_template("web/unlocked.html", target=target))
+    else:
+        response = redirect(target)
     if key is not None:
         # The cookie holds the derived payload key, encrypted: never the passphrase.
         response.set_cookie(

@@ -71,6 +71,24 @@ def test_passphrase_flow(server, new_page):
     expect(page.locator("#payload")).to_have_text("behind a door")
 
 
+def test_a_url_push_with_a_passphrase_opens_its_url(server, new_page):
+    # The passphrase form's answer once redirected on to the URL: a form's navigation to another
+    # site, which the CSP's form-action 'self' blocked after the view was counted (the page
+    # stayed as it was, the one view spent).
+    target = server.url.replace("127.0.0.1", "localhost") + "/up"  # (another origin)
+    body = json.dumps({"push": {"kind": "url", "payload": target, "passphrase": "friend",
+                                "expire_after_views": 1}}).encode()
+    request = urllib.request.Request(server.url + "/api/v2/pushes", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        token = json.load(response)["url_token"]
+    page = new_page()
+    page.goto(f"{server.url}/p/{token}")
+    page.fill("#passphrase", "friend")
+    page.get_by_role("button", name="Go").click()
+    page.wait_for_url(target)
+
+
 def test_viewer_deletes_the_secret(server, new_page):
     link = create_text(new_page(), server.url, payload="delete me", deletable=True)
     page = new_page()
