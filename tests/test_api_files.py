@@ -1,5 +1,6 @@
 """File pushes: multipart upload, encrypted storage, short-lived downloads."""
 import io
+from urllib.parse import quote
 
 import pytest
 
@@ -201,6 +202,29 @@ def test_a_files_content_type_is_kept_only_when_plain(client, token, name, part_
     assert r.status_code == 201, r.data
     files = client.get(f"/api/v2/pushes/{r.json['url_token']}").json["files"]
     assert [f["content_type"] for f in files] == [stored]
+
+
+@pytest.mark.parametrize("sent,stored", [
+    ("evil\u202etxt.exe", "evil-txt.exe"),  # shown as "evilexe.txt"
+    ("a\u2067b\u2069\u200f\u061c.txt", "a-b---.txt"),  # the other bidi controls
+    ("a\r\nb\t\x1b\x07\x7f\x85.txt", "a--b-----.txt"),
+    ("/etc/passwd", "-etc-passwd"), ("..\\..\\boot.ini", "..-..-boot.ini"),
+    ("  spaced  ", "spaced"), ("\t", "file"),
+    ("r\u00e9sum\u00e9 (final); 100%.pdf", "r\u00e9sum\u00e9 (final); 100%.pdf")])
+def test_an_uploaded_files_name_has_no_control_direction_or_path_characters(client, token, sent, stored):
+    """A file's name as the recipient sees and saves it: each control character, bidi control
+    (U+202E shows "evil\u202etxt.exe" as "evilexe.txt") and path separator becomes "-", and
+    the name is trimmed, as upstream's storage (ActiveStorage::Filename#sanitized) stores it."""
+    disposition = "filename*=UTF-8''" + quote(sent, safe="")
+    body = (f'--XX\r\nContent-Disposition: form-data; name="push[files][]"; {disposition}\r\n'
+            "\r\nhello\r\n--XX--\r\n").encode()
+    r = client.post("/api/v2/pushes", data=body, headers=bearer(token),
+                    content_type="multipart/form-data; boundary=XX")
+    assert r.status_code == 201, r.data
+    (shown,) = client.get(f"/api/v2/pushes/{r.json['url_token']}").json["files"]
+    assert shown["filename"] == stored
+    assert download(client, shown["url"]).headers["Content-Disposition"] == \
+        "attachment; filename*=UTF-8''" + quote(stored, safe="")
 
 
 def _statements(app):
