@@ -88,10 +88,13 @@ INVALID_EMAIL = "That e-mail address is not valid."
 
 def normalize_email(email: str | None) -> str | None:
     """The e-mail address as stored, or None when it is not valid: storable, no whitespace,
-    and a non-empty name on each side of a single "@"."""
+    no invisible or direction characters (format characters: a zero-width space or a soft
+    hyphen made an address that looked like another one, U+202E one read backwards), and a
+    non-empty name on each side of a single "@"."""
     email = _storable_email(email)
     local, _, domain = (email or "").partition("@")
-    if not local or not domain or "@" in domain or any(c.isspace() for c in email):
+    if not local or not domain or "@" in domain \
+            or any(c.isspace() or unicodedata.category(c) == "Cf" for c in email):
         return None
     return email
 

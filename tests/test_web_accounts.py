@@ -55,6 +55,18 @@ def test_sign_up_says_every_problem_at_once(client, app):
     assert sql(app, "SELECT count(*) FROM users")[0][0] == 0
 
 
+@pytest.mark.parametrize("email", ["a\u200b@example.com", "admin@exam\u00adple.com",
+                                   "\u202emoc.elpmaxe@nimda", "a@example.com\ufeff"])
+def test_sign_up_refuses_an_address_that_looks_like_another(client, make_user, app, email):
+    # Invisible and direction characters: an account the administration page showed as
+    # a@example.com (a zero-width space, a soft hyphen), or as admin@example.com (U+202E).
+    make_user(email="a@example.com")
+    r = client.post("/users/sign_up", data={"email": email, "password": "long enough",
+                                            "password_confirmation": "long enough"})
+    assert r.status_code == 422 and "That e-mail address is not valid." in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 1
+
+
 def test_users_create_cli_refuses_an_invalid_email(app):
     result = app.test_cli_runner().invoke(args=["users", "create", "@"])
     assert result.exit_code != 0 and "That e-mail address is not valid." in result.output
