@@ -3,6 +3,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 
 import click
 from flask import Flask, current_app, request
@@ -384,6 +385,22 @@ SECURITY_HEADERS = [
     ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), clipboard-write=(self)")]
 
 
+# A logo URL's site, as a CSP source: scheme, host and port only (anything else, such as
+# "https://host;script-src *", names no site and adds none).
+_LOGO_SITE = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?=[/?#]|$)", re.IGNORECASE)
+
+
+def security_headers(cfg) -> list:
+    """SECURITY_HEADERS, the CSP's img-src naming the sites of the configured logos too (a
+    logo on another site was blocked: a broken image on every page)."""
+    logos = (cfg["PWP__BRAND__LIGHT_LOGO"], cfg["PWP__BRAND__DARK_LOGO"])
+    sites = sorted({match.group(0) for url in logos if url and (match := _LOGO_SITE.match(url))})
+    if not sites:
+        return SECURITY_HEADERS
+    csp = _CSP.replace("img-src 'self' data:", " ".join(["img-src 'self' data:", *sites]))
+    return [(name, csp if name == "Content-Security-Policy" else value) for name, value in SECURITY_HEADERS]
+
+
 class SecurityHeaders:
     """WSGI middleware: the fixed security headers on every response, error pages included,
     and "Cache-Control: no-store" unless the view chose a cache policy (static assets do):
@@ -393,14 +410,17 @@ class SecurityHeaders:
     costs a Headers.extend that re-validates each fixed header on every request.
     """
 
-    def __init__(self, wsgi_app):
+    def __init__(self, wsgi_app, security=SECURITY_HEADERS):
         self.wsgi_app = wsgi_app
+        self.security = security
 
     def __call__(self, environ, start_response):
+        security = self.security
+
         def start(status, headers, exc_info=None):
             if not any(name.lower() == "cache-control" for name, _value in headers):
                 headers.append(("Cache-Control", "no-store"))
-            headers.extend(SECURITY_HEADERS)
+            headers.extend(security)
             return start_response(status, headers, exc_info)
         return self.wsgi_app(environ, start)
 
@@ -417,7 +437,7 @@ def _register_middleware(app):
     if n:
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, security_headers(app.config))
 
 
 def _check_master_key(app, write=True):

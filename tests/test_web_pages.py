@@ -46,6 +46,18 @@ def test_branding_settings(settings, database_url, request):
     assert html.count('src="/static/favicon.svg"') == 2  # one logo serves both modes
 
 
+def test_a_logo_on_another_site_is_allowed_by_the_csp(settings, database_url, request):
+    # The CSP's img-src allowed only this site and data: URLs: a logo URL elsewhere (as
+    # upstream's settings take) was a broken image on every page.
+    settings.update({"PWP__BRAND__LIGHT_LOGO": "https://cdn.example.com:8443/brand/light.png",
+                     "PWP__BRAND__DARK_LOGO": "https://cdn.example.com:8443;script-src *"})  # (no site: refused)
+    client = request.getfixturevalue("client")
+    for path in ("/", "/no/such/page"):
+        csp = client.get(path).headers["Content-Security-Policy"]
+        assert "; img-src 'self' data: https://cdn.example.com:8443; " in csp
+        assert csp.count("script-src") == 1
+
+
 def test_static_assets_are_cacheable(client):
     with client.get("/static/app.css") as r:
         assert r.status_code == 200 and r.headers.get("Cache-Control") != "no-store"
