@@ -145,6 +145,16 @@ def test_sign_in_follows_local_next_only(client, make_user):
     assert r.headers["Location"] == "/p?filter=expired"
 
 
+def test_a_wrong_password_keeps_where_sign_in_goes_next(client, make_user):
+    # The form's hidden next= came from the query only: a wrong password's page (a POST,
+    # next in its form) dropped it, and the right one then led to the start page.
+    make_user(email="u@example.com", password="correct horse")
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong",
+                                            "next": "/p/new?tab=files"})
+    assert r.status_code == 401
+    assert '<input type="hidden" name="next" value="/p/new?tab=files">' in r.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("email", ["u@example.com\x00", "\x00", "u@exam\x00ple.com", "u@example.com\x01"])
 def test_sign_in_with_an_invalid_email_is_wrong_credentials_without_a_query(
         client, app, make_user, clock, email):
