@@ -392,13 +392,16 @@ _LOGO_SITE = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?=[/?#]|$)", r
 
 def security_headers(cfg) -> list:
     """SECURITY_HEADERS, the CSP's img-src naming the sites of the configured logos too (a
-    logo on another site was blocked: a broken image on every page)."""
+    logo on another site was blocked: a broken image on every page); with FORCE_SSL, HSTS
+    for two years, as upstream's (Rails' force_ssl), this host only (browsers ignore it over
+    plain http)."""
     logos = (cfg["PWP__BRAND__LIGHT_LOGO"], cfg["PWP__BRAND__DARK_LOGO"])
     sites = sorted({match.group(0) for url in logos if url and (match := _LOGO_SITE.match(url))})
-    if not sites:
-        return SECURITY_HEADERS
     csp = _CSP.replace("img-src 'self' data:", " ".join(["img-src 'self' data:", *sites]))
-    return [(name, csp if name == "Content-Security-Policy" else value) for name, value in SECURITY_HEADERS]
+    headers = [(name, csp if name == "Content-Security-Policy" else value) for name, value in SECURITY_HEADERS]
+    if cfg["FORCE_SSL"]:
+        headers.append(("Strict-Transport-Security", "max-age=63072000"))
+    return headers
 
 
 class SecurityHeaders:

@@ -58,6 +58,20 @@ def test_a_logo_on_another_site_is_allowed_by_the_csp(settings, database_url, re
         assert csp.count("script-src") == 1
 
 
+def test_force_ssl_sends_hsts(settings, database_url, request):
+    # Upstream's FORCE_SSL (Rails' force_ssl) also tells browsers to use https from then on:
+    # without it, a later visit typed as http://... went out in clear before any proxy's redirect.
+    settings["FORCE_SSL"] = True
+    client = request.getfixturevalue("client")
+    for path in ("/", "/api/v2/version", "/static/app.css"):
+        with client.get(path, base_url="https://localhost") as r:
+            assert r.headers["Strict-Transport-Security"] == "max-age=63072000"
+
+
+def test_no_hsts_without_force_ssl(client):
+    assert "Strict-Transport-Security" not in client.get("/", base_url="https://localhost").headers
+
+
 def test_static_assets_are_cacheable(client):
     with client.get("/static/app.css") as r:
         assert r.status_code == 200 and r.headers.get("Cache-Control") != "no-store"
