@@ -283,7 +283,7 @@ def _uploads(errors, value) -> list[Upload]:
 # separators, which a client saving the file by its name would follow. (Upstream's storage,
 # ActiveStorage::Filename#sanitized, replaces U+202E, tab, CR, LF, slashes and `%$|:;`; those
 # five are harmless here, as the download's filename* percent-encodes them.)
-_NOT_IN_A_FILE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069/\\\\]")
+_NOT_IN_A_FILE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069/\\]")
 
 
 def file_name(sent: str) -> str:
