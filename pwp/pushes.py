@@ -460,13 +460,18 @@ def _expiry(new: NewPush, cfg, now):
     return days, now + timedelta(days=days)
 
 
+def validation_errors(new: NewPush) -> dict:
+    """A new push's errors by field (upstream's messages); empty when it can be stored."""
+    return _validate(new, current_app.config)
+
+
 def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | None]:
     """Validate a new push and build its row, encrypted but not stored; also the passphrase key.
 
     create() stores one; bench/fill_direct.py stores many at once.
     """
     cfg = current_app.config
-    errors = _validate(new, cfg)
+    errors = validation_errors(new)
     if errors:
         raise ValidationFailed(errors)
     kind = new.kind

@@ -78,6 +78,18 @@ def test_the_creation_form_shows_address_errors(mail, make_user, app, to, messag
     assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
 
 
+def test_the_creation_form_shows_the_pushs_errors_before_the_addresses(mail, make_user, app):
+    """A blank secret and a bad address together: both are said, the secret's first (the
+    address's alone hid the secret's until the address was mended)."""
+    sign_in(mail, make_user)
+    r = mail.post("/p", data=form(kind="text", payload=" ", notify_emails_to="not an address"))
+    assert r.status_code == 422
+    text = page(r)
+    secret, address = text.find("Enter the secret text or password."), text.find("contains invalid email(s)")
+    assert -1 < secret < address
+    assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
+
+
 def test_an_anonymous_form_with_recipients_is_refused(mail, app):
     r = mail.post("/p", data=form(kind="text", payload="s", notify_emails_to="ann@example.com"))
     assert r.status_code == 422 and "Notify emails to are not allowed for unknown users" in page(r)
