@@ -179,6 +179,11 @@ def set_admin(user: User, admin: bool, by: User | None = None):
                             else "no longer an administrator", _by(by))
 
 
+def any_admin() -> bool:
+    """Tell whether any account is an administrator."""
+    return db.session.scalar(select(User.id).where(User.is_admin == true()).limit(1)) is not None
+
+
 def delete_account(user: User, by: User | None = None) -> int:
     """Delete an account, its API token and all its pushes (pushes.delete_account); by as
     for set_admin. Return how many pushes went."""

@@ -185,9 +185,11 @@ def users_token(email):
 def users_admin(email, revoke):
     """Make a user an administrator (views of others' pushes logged, not counted), or --revoke."""
     user = _user(email)
+    was_admin = user.is_admin
     _refusable(auth.set_admin, user, not revoke)
     click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator "
                f"({database_name(current_app)}).")
+    _warn_if_no_admin(was_admin)
 
 
 @users.command("delete")
@@ -197,12 +199,22 @@ def users_admin(email, revoke):
 def users_delete(email, yes):
     """Delete an account, its API token and all its pushes (their links stop working)."""
     user = _user(email)
+    was_admin = user.is_admin
     if not yes:
         live = pushes.count_for(user, expired=False)
         _end_reads()
         click.confirm(f"Delete {user.email} and all its pushes ({live} still live)?", abort=True)
     count = _refusable(auth.delete_account, user)
     click.echo(f"Deleted {user.email} and its {count} pushes ({database_name(current_app)}).")
+    _warn_if_no_admin(was_admin)
+
+
+def _warn_if_no_admin(was_admin: bool):
+    """Say so when revoking or deleting an administrator left none (the command line does
+    it, unlike the administration page: it is how a site is mended)."""
+    if was_admin and not auth.any_admin():
+        click.echo("warning: no administrator is left; make one with: "
+                   "flask --app pwpush users admin EMAIL", err=True)
 
 
 def init_app(app):

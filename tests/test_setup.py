@@ -424,6 +424,27 @@ def test_cli_users_admin_and_delete(app, database_url, make_user, tmp_path):
     assert run_flask(database_url, instance, "users", "delete", "gone@example.com", "--yes").returncode == 1
 
 
+NO_ADMIN_LEFT = "warning: no administrator is left; make one with: flask --app pwpush users admin EMAIL"
+
+
+def test_cli_says_when_a_revoke_or_delete_leaves_no_administrator(app, make_user):
+    """The command line may revoke or delete the last administrator (it is how a site is
+    mended), but says so; a change that leaves one, or was not an administrator's, says nothing."""
+    make_user("first@example.com", admin=True)
+    make_user("second@example.com", admin=True)
+    make_user("plain@example.com")
+    run = app.test_cli_runner().invoke
+    revoked = run(args=["users", "admin", "first@example.com", "--revoke"])
+    assert revoked.exit_code == 0 and NO_ADMIN_LEFT not in revoked.output
+    deleted = run(args=["users", "delete", "second@example.com", "--yes"])
+    assert deleted.exit_code == 0 and deleted.stderr.strip() == NO_ADMIN_LEFT
+    plain = run(args=["users", "delete", "plain@example.com", "--yes"])
+    assert plain.exit_code == 0 and NO_ADMIN_LEFT not in plain.output
+    assert run(args=["users", "admin", "first@example.com"]).exit_code == 0
+    revoked = run(args=["users", "admin", "first@example.com", "--revoke"])
+    assert revoked.exit_code == 0 and revoked.stderr.strip() == NO_ADMIN_LEFT
+
+
 @pytest.mark.parametrize("command", [["users", "delete", "asked@example.com"],
                                      ["users", "password", "asked@example.com"]])
 def test_cli_questions_wait_without_the_databases_write_lock(app, database_url, make_user, command):
