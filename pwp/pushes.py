@@ -204,10 +204,10 @@ class Changes:
     passphrase: str | None = field(default=None, repr=False)
 
     def keeps(self, what: str, left: int) -> bool:
-        """Tell whether the days or views typed are what the form showed (without that record,
-        what is left now): that limit then stays as it is, in the form's bounds or not."""
-        shown = getattr(self, f"{what}_shown")
-        return getattr(self, f"{what}_left") == (left if shown is None else shown)
+        """Tell whether the days or views typed are what the form showed, or what is left now
+        (a form sent again with the browser's Back after a save): that limit then stays as it
+        is, in the form's bounds or not."""
+        return getattr(self, f"{what}_left") in (left, getattr(self, f"{what}_shown"))
 
 
 @dataclass
@@ -904,6 +904,9 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     if not _lock_live(push, now):
         db.session.rollback()  # a view used it up meanwhile
         return None
+    if not changes.files and _unchanged(push, values, changes.note):
+        db.session.rollback()  # (the lock) Nothing to write, nor to log.
+        return push
     if changes.files:
         errors = _validate_files(changes.files, current_app.config, _kept_files(push))
         if errors:
@@ -924,6 +927,14 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
         current_app.logger.info("push %s: %d files added", push.id, len(changes.files))
     _reread(push)
     return push
+
+
+def _unchanged(push: Push, values: dict, note: str) -> bool:
+    """Tell whether an edit's new values (_edit_values') are the push's own."""
+    limits = ("expires_at", "expire_after_days", "expire_after_views")
+    return (not any(k in values for k in limits) and note == note_of(push)
+            and all(values[k] == getattr(push, k) for k in ("name", "retrieval_step", "deletable_by_viewer")
+                    if k in values))
 
 
 def _edit_values(push: Push, changes: Changes, now: datetime) -> dict:

@@ -371,6 +371,26 @@ def test_saving_a_stale_edit_form_gives_back_no_views(client, make_user, app, cl
     assert row["expires_at"] == NOW + timedelta(days=7)  # not pushed 2 days further
 
 
+def test_a_save_that_changes_nothing_logs_no_edit(client, make_user, app, clock):
+    """Save on the form as opened, and Back + Save after a first save (the browser's stale
+    form: its days and views are those now left, its hidden 'shown' ones from before the
+    first save) change nothing: no second `edit` event, the expiry not moved by the minute
+    in between."""
+    sign_in(client, make_user)
+    token = create(client, payload="s3cret", expire_after_views=5, expire_after_days=7)
+    fields = _form_fields(client.get(f"/p/{token}/edit").get_data(as_text=True))
+    as_opened = {k: v for k, v in fields.items() if k not in ("push[retrieval_step]", "push[deletable_by_viewer]")}
+    assert client.post(f"/p/{token}/edit", data=as_opened).status_code == 302
+    assert AuditKind.edit not in audit_kinds(app, token)
+    edited = {**as_opened, "push[expire_after_days]": "3", "push[expire_after_views]": "2", "push[name]": "Wifi"}
+    assert client.post(f"/p/{token}/edit", data=edited).status_code == 302
+    row = _row(app, token)
+    clock.advance(minutes=1)
+    assert client.post(f"/p/{token}/edit", data=edited).status_code == 302
+    assert audit_kinds(app, token).count(AuditKind.edit) == 1
+    assert _row(app, token) == row and row["expires_at"] == NOW + timedelta(days=3)
+
+
 def test_edit_form_with_lone_surrogates_is_a_422_not_a_500(client, make_user, app):
     """A JSON body (with the session's CSRF header) whose name or note holds a lone
     surrogate is refused as not UTF-8; re-rendering it crashed the page (500)."""
