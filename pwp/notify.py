@@ -138,10 +138,9 @@ def _check_limits(count: int, user: User, push: Push | None, now: datetime):
     # requests at once cannot both pass a cap that has room for one of them.
     db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
     limit = current_app.config["PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT"]
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    # (0: every sending is past it.)
+    # (0: every sending is past it.) pushes.purge keeps the day's sendings.
     if limit is not None and _sent_to(
-            [NotifyByEmail.user_id == user.id, NotifyByEmail.created_at >= midnight]) + count > limit:
+            [NotifyByEmail.user_id == user.id, NotifyByEmail.created_at >= pushes.day_start(now)]) + count > limit:
         raise ValidationFailed({"base": ["The maximum number of emails has been reached for today"]})
     already = _sent_to([NotifyByEmail.push_id == push.id]) if push is not None else 0
     if already + count > MAX_RECIPIENTS:

@@ -133,6 +133,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def day_start(now: datetime) -> datetime:
+    """The UTC midnight that began now's day (the notify cap's day)."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def unix_seconds(now: datetime) -> int:
     """Return a naive UTC datetime as Unix seconds (for Fernet token times and counters)."""
     return int(now.replace(tzinfo=timezone.utc).timestamp())
@@ -1173,9 +1178,12 @@ def purge(now: datetime) -> dict:
         anonymous = _delete_pushes([Push.expired == true(), Push.user_id.is_(None),
                                     Push.expired_on <= now - timedelta(seconds=grace)])
     if cfg["PWP__PURGE_AFTER"] is not None:
+        # One that sent mail today waits for tomorrow's run: the sender's daily cap counts them.
+        sent_today = select(NotifyByEmail.id).where(NotifyByEmail.push_id == Push.id,
+                                                    NotifyByEmail.created_at >= day_start(now))
         owned_rows = _delete_pushes([
             Push.expired == true(), Push.user_id.is_not(None),
-            Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"])])
+            Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"]), ~sent_today.exists()])
     # Counter windows are at most a day long: anything that started a day ago is dead.
     db.session.execute(delete(Throttle).where(
         Throttle.window < unix_seconds(now) - 86400))

@@ -330,6 +330,8 @@ def test_deleting_pushes_and_accounts_deletes_their_sendings(settings, smtp, dat
     notify.wait_for_sends()
     sql(app, "UPDATE pushes SET expired = :t, expired_on = :old WHERE user_id = :u",
         t=True, old=pushes.utcnow() - timedelta(days=2), u=other_id)
+    sql(app, "UPDATE notify_by_emails SET created_at = :old WHERE user_id = :u",
+        old=pushes.utcnow() - timedelta(days=2), u=other_id)  # (sent before it expired)
     assert cli(app, ["purge-expired"]).exit_code == 0
     assert [row[0] for row in sendings(app)] == ["ann@example.com"]
     assert cli(app, ["users", "delete", "owner@example.com", "--yes"]).exit_code == 0

@@ -49,6 +49,29 @@ def test_two_creates_at_once_cannot_both_pass_the_daily_cap(settings, smtp, data
     assert sum(len(r.split(",")) for r in recipients(app)) <= 5
 
 
+def test_purging_a_users_pushes_frees_no_room_under_the_daily_cap(settings, smtp, database_url, request, clock):
+    """The cap counts the day's stored sendings: a push expired at once and deleted by
+    purge-expired (PWP__PURGE_AFTER short) took its sendings along, and the sender could
+    send the day's cap again. Purge keeps a push with a sending of the day until the next."""
+    settings.update(smtp.settings(), PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT=3, PWP__PURGE_AFTER=0)
+    client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+    token = request.getfixturevalue("token")
+    url_token = create(client, token, notify_emails_to="a@example.com,b@example.com,c@example.com").json["url_token"]
+    notify.wait_for_sends()
+    assert client.delete(f"/api/v2/pushes/{url_token}", headers=bearer(token)).status_code == 200
+
+    def purge():
+        with app.app_context():
+            return app.test_cli_runner().invoke(args=["purge-expired"]).output
+    assert "owned deleted 0" in purge()
+    r = create(client, token, notify_emails_to="d@example.com")
+    assert r.status_code == 422 and r.json == {"base": ["The maximum number of emails has been reached for today"]}
+    clock.advance(days=1)  # (a new UTC day: the push goes, and the cap has room again)
+    assert "owned deleted 1" in purge()
+    assert create(client, token, notify_emails_to="d@example.com").status_code == 201
+    notify.wait_for_sends()
+
+
 # ----------------------------------------------------------------------------- robustness
 
 def test_five_long_refused_addresses_end_failed_not_stuck_processing(settings, smtp, database_url, request):
