@@ -6,7 +6,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import auth, crypto, notify, pushes
-from .factory import database_missing, database_name
+from .factory import database_missing, database_name, make_database
 from .models import db, schema_sql
 from .words import plural
 
@@ -34,9 +34,16 @@ users = AppGroup("users", help="Manage users and their API tokens.")
 @click.command("init-db")
 def init_db():
     """Create missing tables; never drops or changes existing data."""
-    db.create_all()
-    database_missing(current_app)  # (stops naming the columns a table from an older pwpush lacks)
+    _make_database()  # (stops naming the columns a table from an older pwpush lacks)
     click.echo(f"init-db: database ready ({database_name(current_app)})")
+
+
+def _make_database():
+    """Create the missing tables, saying so when the database is new: run without the
+    server's environment, a command would otherwise make a stray one unnoticed."""
+    if make_database(current_app):
+        click.echo(f"pwpush: made a new database at {database_name(current_app)}: if your server uses "
+                   "another, run this with its environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...).", err=True)
 
 
 @click.command("purge-expired")
@@ -97,10 +104,7 @@ def schema(dialect):
 def users_create(email, admin, password):
     """Create a user; the API token is printed alone on the last line."""
     _check_password(password)
-    if database_missing(current_app):  # (the first admin, made before the server's first start)
-        db.create_all()
-        click.echo(f"pwpush: made a new database at {database_name(current_app)}: if your server uses "
-                   "another, run this with its environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...).", err=True)
+    _make_database()  # (the first admin may be made before the server's first start)
     try:
         user = auth.create_user(email, password=password, admin=admin)
     except ValueError as exc:

@@ -38,18 +38,17 @@ def create_app(test_config=None, instance_path=None, command_line=None):
     """Build the application: settings, keys, database, blueprints.
 
     command_line (default: inside a click command, i.e. `flask --app pwpush ...`): create
-    no tables and write no key check, so that a command run without the server's
-    environment (DATABASE_URL, PWPUSH_MASTER_KEY) neither makes a new database that looks
-    like the real one nor seals the real one's key check with a throwaway key; the
-    commands that need the database say so (cli.needs_database) and `init-db` makes it."""
+    no tables, no instance folder or key file and write no key check, so that a command run
+    without the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY) neither makes a new
+    database and keys that look like the real ones nor seals the real one's key check with a
+    throwaway key; the commands that need the database say so (cli.needs_database) and
+    `init-db` makes it (make_database)."""
     if command_line is None:
         command_line = _in_a_flask_command()
-    app = App(
-        "pwp", root_path=ROOT, static_folder="static", template_folder="templates",
-        instance_path=instance_path or os.environ.get("PWPUSH_INSTANCE_PATH")
-        or os.path.join(ROOT, "instance"))
+    app = App("pwp", root_path=ROOT, static_folder="static", template_folder="templates",
+              instance_path=_instance_path(instance_path))
     app.session_interface = CookieSessionInterface()
-    _configure(app, test_config)
+    _configure(app, test_config, command_line)
     if not command_line:
         _log_notify_by_email(app.config)
     _register_database(app)
@@ -74,6 +73,16 @@ def create_app(test_config=None, instance_path=None, command_line=None):
         from .models import db
         db.engine.dispose()
     return app
+
+
+def _instance_path(given) -> str:
+    """The instance folder: given, PWPUSH_INSTANCE_PATH or instance/ beside the code; an
+    absolute path (Flask refuses others; a relative one would depend on the folder a server
+    or command starts in), without a trailing slash."""
+    path = given or os.environ.get("PWPUSH_INSTANCE_PATH") or os.path.join(ROOT, "instance")
+    if not os.path.isabs(path):
+        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: expected an absolute path, got {path!r}")
+    return os.path.normpath(path)
 
 
 def _database_error(app, exc) -> str:
@@ -124,7 +133,7 @@ def _in_a_flask_command() -> bool:
     return isinstance(context.find_root().command, FlaskGroup)
 
 
-def _configure(app, test_config):
+def _configure(app, test_config, command_line):
     settings = config.from_environ()
     settings.update(test_config or {})
     config.validate(settings)
@@ -137,20 +146,18 @@ def _configure(app, test_config):
         log.setLevel(settings["LOG_LEVEL"].upper())
     url = settings["DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "pwpush.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
-    # The instance folder holds the keys and the SQLite database: owner-only.
-    try:
-        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {exc.filename or app.instance_path}: "
-                                 f"{exc.strerror or exc}") from None
-    _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
+    if not command_line:
+        _make_instance_folder(app)
+    if os.path.isdir(app.instance_path):
+        _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
-        app, "secret_key", lambda: os.urandom(32).hex())
+        app, "secret_key", lambda: os.urandom(32).hex(), write=not command_line)
     if len(app.config["SECRET_KEY"]) < 32:  # (one an admin set: the generated one has 64)
         log.warning("SECRET_KEY has %d characters: whoever guesses it can sign in as anyone; set 32 or "
                     "more random ones (python -c 'import secrets; print(secrets.token_hex(32))').",
                     len(app.config["SECRET_KEY"]))
-    master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key)
+    master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key,
+                                                         write=not command_line)
     try:
         app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
     except ValueError as exc:
@@ -212,10 +219,22 @@ def _warn_if_open_to_others(path, what, why):
                     what, path, mode, why, "700" if what == "folder" else "600")
 
 
-def _key_file(app, name, make) -> str:
+def _make_instance_folder(app):
+    """The instance folder holds the keys and the SQLite database: owner-only."""
+    try:
+        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise config.ConfigError(f"PWPUSH_INSTANCE_PATH: cannot use {exc.filename or app.instance_path}: "
+                                 f"{exc.strerror or exc}") from None
+
+
+def _key_file(app, name, make, write=True) -> str:
     """A key kept in the instance folder (made on first start); ConfigError naming the file
-    when it cannot be read or holds nothing."""
+    when it cannot be read or holds nothing. Unless write, a missing one is made for this
+    process alone: a command encrypts nothing a server reads (the key check is the server's)."""
     path = os.path.join(app.instance_path, name)
+    if not write and not os.path.exists(path):
+        return make()
     try:
         value = crypto.load_or_create(path, make)
     except (OSError, UnicodeError) as exc:
@@ -450,6 +469,10 @@ def _check_master_key(app, write=True):
 
     with app.app_context():
         if not pushes.keys_are_the_databases(write=write):
+            path = os.path.join(app.instance_path, "master.key")
+            if not app.config["PWPUSH_MASTER_KEY"] and not os.path.exists(path):  # (a command's own key)
+                raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}: run "
+                                         "this with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...)")
             raise config.ConfigError(
                 f"{_master_key_source(app)}: none of its keys decrypts the stored pushes; start "
                 "with the key they were encrypted with (the instance folder's master.key or the "
@@ -473,6 +496,19 @@ def database_missing(app) -> bool:
         if not missing:
             _check_columns(db)
         return missing
+
+
+def make_database(app) -> bool:
+    """Create the missing tables (the instance folder first, for an SQLite database in it);
+    tell whether the database was new."""
+    from .models import db
+
+    new = database_missing(app)
+    with app.app_context():
+        if new and os.path.dirname(db.engine.url.database or "") == app.instance_path:
+            _make_instance_folder(app)
+        db.create_all()
+    return new
 
 
 def database_name(app) -> str:

@@ -225,6 +225,10 @@ def test_an_unusable_instance_folder_or_key_file_stops_start_up_in_one_line(tmp_
     proc = _start(env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("pwpush: configuration error: PWPUSH_INSTANCE_PATH: cannot use ")
+    proc = _start({**env, "PWPUSH_INSTANCE_PATH": "instance"})  # (Flask's ValueError, a traceback)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("pwpush: configuration error: PWPUSH_INSTANCE_PATH: expected an "
+                                            "absolute path, got 'instance'")
     instance = tmp_path / "instance"
     instance.mkdir()
     (instance / "master.key").write_text("damaged\n")
@@ -502,7 +506,7 @@ def test_commands_make_no_database_and_seal_no_key_check(database, tmp_path):
         server = create_app(make_config(url, PWPUSH_MASTER_KEY=key), instance_path=str(tmp_path / "server"))
         assert server.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
         # A command with another key than the server's is stopped; with its key it runs.
-        wrong = run_flask(url, instance, "users", "list", input_env=no_key)
+        wrong = run_flask(url, instance, "users", "list")  # (the tests' key)
         assert wrong.returncode == 3 and "none of its keys decrypts" in wrong.stderr
         right = run_flask(url, instance, "users", "create", "a@example.com", input_env={"PWPUSH_MASTER_KEY": key})
         assert right.returncode == 0, right.stderr
@@ -514,6 +518,11 @@ def test_init_db_or_the_first_user_makes_the_database(tmp_path):
     url, instance = f"sqlite:///{tmp_path / 'made.sqlite3'}", tmp_path / "instance"
     made = run_flask(url, instance, "init-db")
     assert made.returncode == 0 and f"init-db: database ready ({url})" in made.stdout
+    # (An upgrade's init-db run without the server's environment made a stray database and said
+    # only "database ready": it says it made one, as the first user does.)
+    assert f"pwpush: made a new database at {url}: if your server uses another" in made.stderr
+    again = run_flask(url, instance, "init-db")
+    assert again.returncode == 0 and "made a new database" not in again.stderr
     assert run_flask(url, instance, "users", "list").returncode == 0
     # The first admin, made before the server's first start, makes it too, and says where.
     url = f"sqlite:///{tmp_path / 'first.sqlite3'}"
@@ -522,6 +531,39 @@ def test_init_db_or_the_first_user_makes_the_database(tmp_path):
     assert "first@example.com" in run_flask(url, instance, "users", "list").stdout
     again = run_flask(url, instance, "users", "create", "second@example.com")
     assert again.returncode == 0 and "made a new database" not in again.stderr
+
+
+# From the admin's walk: a command run without the server's environment (an upgrade's init-db
+# or a cron line without the env file, generate-key) wrote key files in the code's instance/,
+# logging "Generated a new secret at .../master.key; keep it and back it up" beside the real
+# keys elsewhere, even when it then refused to run; with a database but not its key, that
+# was followed by "the key file .../master.key: none of its keys decrypts".
+def test_a_command_writes_no_key_files(tmp_path):
+    no_keys = {"PWPUSH_MASTER_KEY": "", "SECRET_KEY": ""}
+    url, instance = f"sqlite:///{tmp_path / 'server.sqlite3'}", tmp_path / "code-instance"
+    for command in (["generate-key"], ["purge-expired"], ["users", "list"]):
+        ran = run_flask(url, instance, *command, input_env=no_keys)
+        assert "Generated a new secret" not in ran.stderr, command
+    assert ran.returncode == 1 and "no pwpush database at" in ran.stderr
+    assert not instance.exists()
+    # The server's database, its keys in its own folder: a command lacking the key names it.
+    server = create_app(make_config(url, SECRET_KEY=None, PWPUSH_MASTER_KEY=None),
+                        instance_path=str(tmp_path / "server-instance"), command_line=False)
+    with server.app_context():
+        db.engine.dispose()
+    lacking = run_flask(url, instance, "users", "list", input_env=no_keys)
+    assert lacking.returncode == 3 and "Traceback" not in lacking.stderr
+    assert (f"configuration error: PWPUSH_MASTER_KEY is not set and there is no key file "
+            f"{instance / 'master.key'}: run this with the server's environment") in lacking.stderr
+    assert not instance.exists()
+    # A database made by a command in the instance folder: the folder is owner-only, and the
+    # server's first start makes the keys (a command encrypts nothing).
+    made = run_flask("", f"{instance}/", "init-db", input_env=no_keys)
+    assert made.returncode == 0, made.stderr
+    assert sorted(os.listdir(instance)) == ["pwpush.sqlite3"]
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    assert _start({"PWPUSH_INSTANCE_PATH": str(instance), **no_keys}).returncode == 0
+    assert {"master.key", "secret_key"} <= set(os.listdir(instance))
 
 
 # `flask run` loads the app inside click's `run` context: it was taken for a command, so a
