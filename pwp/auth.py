@@ -1,5 +1,6 @@
 """Authentication: browser sessions (Flask-Login) and API tokens, stored as digests."""
 import hmac
+import re
 import secrets
 import unicodedata
 from functools import cache, wraps
@@ -84,16 +85,22 @@ def _storable_email(email: str | None) -> str | None:
 
 
 INVALID_EMAIL = "That e-mail address is not valid."
+# Unicode's default-ignorable code points that are not format characters (Cf): shown as
+# nothing, or as a blank, beside a letter (variation selectors, the combining grapheme
+# joiner, Hangul fillers, Mongolian selectors, the reserved ones).
+_IGNORABLE = re.compile(r"[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u3164\ufe00-\ufe0f"
+                        r"\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff]")
 
 
 def normalize_email(email: str | None) -> str | None:
     """The e-mail address as stored, or None when it is not valid: storable, no whitespace,
     no invisible or direction characters (format characters: a zero-width space or a soft
-    hyphen made an address that looked like another one, U+202E one read backwards), and a
-    non-empty name on each side of a single "@"."""
+    hyphen made an address that looked like another one, U+202E one read backwards; the
+    other default-ignorable ones, such as a variation selector), and a non-empty name on
+    each side of a single "@"."""
     email = _storable_email(email)
     local, _, domain = (email or "").partition("@")
-    if not local or not domain or "@" in domain \
+    if not local or not domain or "@" in domain or _IGNORABLE.search(email) \
             or any(c.isspace() or unicodedata.category(c) == "Cf" for c in email):
         return None
     return email

@@ -56,7 +56,12 @@ def test_sign_up_says_every_problem_at_once(client, app):
 
 
 @pytest.mark.parametrize("email", ["a\u200b@example.com", "admin@exam\u00adple.com",
-                                   "\u202emoc.elpmaxe@nimda", "a@example.com\ufeff"])
+                                   "\u202emoc.elpmaxe@nimda", "a@example.com\ufeff",
+                                   # invisible too, though not format characters (Unicode's
+                                   # default-ignorable ones): a variation selector, the combining
+                                   # grapheme joiner, a Hangul filler, a Mongolian selector
+                                   "a\ufe0f@example.com", "a\u034f@example.com", "a@\u3164example.com",
+                                   "a@example.com\u180b", "a\U000e0100@example.com"])
 def test_sign_up_refuses_an_address_that_looks_like_another(client, make_user, app, email):
     # Invisible and direction characters: an account the administration page showed as
     # a@example.com (a zero-width space, a soft hyphen), or as admin@example.com (U+202E).
