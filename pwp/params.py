@@ -479,9 +479,9 @@ formparser.MultipartDecoder = _BoundedDecoder  # (formparser.MultiPartParser.par
 
 
 def urlencoded_limit(max_form_memory_size: int) -> int:
-    """The largest URL-encoded form read: a field of max_form_memory_size bytes, each sent as
-    "%XX", and the other fields."""
-    return 3 * max_form_memory_size + OTHER_FIELDS_MAX
+    """The largest URL-encoded form read: the text a multipart form may hold (a field of
+    max_form_memory_size bytes and OTHER_FIELDS_MAX), each byte sent as "%XX"."""
+    return 3 * (max_form_memory_size + OTHER_FIELDS_MAX)
 
 
 class FormDataParser(formparser.FormDataParser):
@@ -490,7 +490,7 @@ class FormDataParser(formparser.FormDataParser):
     "%E9" as those three characters and replaces a multipart field's invalid bytes. And
     URL-encoded bodies have limits: werkzeug caps multipart forms only, and a 25 MiB body of
     empty fields (`a0=&a1=&...`, three million of them) took a worker 1 GiB to parse; one
-    holds at most the longest payload percent-encoded (three bytes a byte) and as many fields
+    holds at most a multipart form's text percent-encoded (three bytes a byte) and as many fields
     as a multipart form may have parts, past either a 413 before it is parsed."""
 
     def _parse_urlencoded(self, stream, mimetype, content_length, options):

@@ -204,9 +204,23 @@ def test_url_encoded_forms_have_limits_too(client, path, field):
     assert r.status_code == 201
     url = "/p/{}.json" if path == "/p.json" else "/api/v2/pushes/{}"
     assert client.get(url.format(r.json["url_token"])).json["payload"] == longest
-    over = f"{field}=x&note={'n' * (3 * (4 * 1_048_576 + 1024) + 64 * 1024)}"
+    over = f"{field}=x&note={'n' * (3 * (4 * 1_048_576 + 1024 + 64 * 1024))}"
     r = client.post(path, data=over, content_type="application/x-www-form-urlencoded")
     assert r.status_code == 413 and r.is_json
+
+
+@pytest.mark.parametrize("path,root", [("/p.json", "password"), ("/api/v2/pushes", "push")])
+def test_a_url_encoded_form_holds_the_longest_payload_note_and_name(client, path, root):
+    """The URL-encoded limit is the multipart one percent-encoded (three bytes a byte): it was
+    the longest payload's and 64 KiB, and a 10 000-emoji note (120 000 bytes encoded) with it
+    was a 413 where the same fields as multipart were stored."""
+    from urllib.parse import urlencode
+
+    grin = "\N{GRINNING FACE}"
+    fields = {f"{root}[payload]": grin * 1_048_576, f"{root}[note]": grin * 10_000,
+              f"{root}[name]": grin * 255, f"{root}[passphrase]": grin * 64}
+    r = client.post(path, data=urlencode(fields), content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 201, r.data[:200]
 
 
 @pytest.mark.parametrize("path,root", [("/p.json", "password"), ("/api/v2/pushes", "push")])
