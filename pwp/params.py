@@ -100,11 +100,13 @@ def body_params() -> dict:
 
 
 # A JSON body holds at most JSON_MAX: a 1 048 576-character payload escaped as the pwpush CLI
-# (Python's json.dumps) sends it, an emoji as "\ud83d\ude00", is 12 MiB. Parsed, JSON takes up
-# to ~25 times its size in small values ("[{},{},...]", '["ab","ab",...]'), so a body holds
-# at most JSON_CONTAINERS_MAX objects and arrays, and one over JSON_SHORT, which only a long
-# payload makes, at most JSON_LONG_VALUES values besides its strings' text: ~1-2 times its size.
-JSON_MAX = 12 * TEXT_MAX + 64 * 1024
+# (Python's json.dumps) sends it, an emoji as "\ud83d\ude00", is 12 MiB, and the other text
+# a multipart form may hold (OTHER_FIELDS_MAX, a 10 000-emoji note is 120 000 bytes escaped)
+# three times over. Parsed, JSON takes up to ~25 times its size in small values ("[{},{},...]",
+# '["ab","ab",...]'), so a body holds at most JSON_CONTAINERS_MAX objects and arrays, and one
+# over JSON_SHORT, which only a long payload makes, at most JSON_LONG_VALUES values besides its
+# strings' text: ~1-2 times its size.
+JSON_MAX = 12 * TEXT_MAX + 3 * 64 * 1024
 JSON_SHORT = 1024 * 1024
 JSON_LONG_VALUES = 1000
 JSON_CONTAINERS_MAX = 100_000

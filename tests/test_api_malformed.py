@@ -71,9 +71,22 @@ def test_json_nested_too_deeply_is_400_on_create_and_read(client, path):
 
 @pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
 def test_json_bodies_over_12_mib_are_413_unread(client, path):
-    body = b'{"push": {"payload": "' + b"x" * (12 * 1024 * 1024 + 64 * 1024) + b'"}}'
+    body = b'{"push": {"payload": "' + b"x" * (12 * 1024 * 1024 + 3 * 64 * 1024) + b'"}}'
     r = client.post(path, data=body, content_type="application/json")
     assert r.status_code == 413 and r.is_json
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
+def test_a_json_body_holds_the_longest_payload_note_and_name_escaped(client, path):
+    """As the pwpush CLI (json.dumps) sends them, an emoji as "\\ud83d\\ude00": the body held
+    the longest payload and 64 KiB, so a 10 000-emoji note (120 000 bytes escaped) with it
+    was a 413, where a multipart form with the same fields was stored."""
+    grin = "\N{GRINNING FACE}"
+    root = "password" if path == "/p.json" else "push"
+    body = json.dumps({root: {"payload": grin * 1_048_576, "note": grin * 10_000, "name": grin * 255,
+                              "passphrase": grin * 64}})
+    r = client.post(path, data=body, content_type="application/json")
+    assert r.status_code == 201, r.data[:200]
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
