@@ -476,7 +476,7 @@ def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | No
     create() stores one; bench/fill_direct.py stores many at once.
     """
     cfg = current_app.config
-    errors = validation_errors(new)
+    errors = _validate(new, cfg)
     if errors:
         raise ValidationFailed(errors)
     kind = new.kind
