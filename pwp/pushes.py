@@ -199,9 +199,9 @@ class Changes:
     deletable_by_viewer: bool
     name: str
     note: str
-    # What the form showed as left when it was opened (None: compare with what is left now):
-    # a number still equal to it is left as is, so views counted or days passed while the
-    # form was open are not given back by a save that changed only the name.
+    # What the form showed as left when it was opened (None: not sent): a number equal to it,
+    # or to what is left now, is left as is, so views counted or days passed while the form
+    # was open are not given back by a save that changed only the name.
     days_shown: int | None = None
     views_shown: int | None = None
     # Files to add (a file push), and the push's passphrase, which their key is derived from.
