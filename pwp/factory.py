@@ -156,8 +156,13 @@ def _configure(app, test_config, command_line):
         log.warning("SECRET_KEY has %d characters: whoever guesses it can sign in as anyone; set 32 or "
                     "more random ones (python -c 'import secrets; print(secrets.token_hex(32))').",
                     len(app.config["SECRET_KEY"]))
-    master = settings["PWPUSH_MASTER_KEY"] or _key_file(app, "master.key", crypto.generate_key,
-                                                         write=not command_line)
+    master = settings["PWPUSH_MASTER_KEY"]
+    if not master and not os.path.exists(os.path.join(app.instance_path, "master.key")):
+        # A new key, in memory: a server keeps it on disk once the database has taken it
+        # (_check_master_key), so a database whose pushes another key encrypted gets no key
+        # file; a command never does.
+        master = app.extensions["pwpush_new_master_key"] = crypto.generate_key()
+    master = master or _key_file(app, "master.key", crypto.generate_key)
     try:
         app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
     except ValueError as exc:
@@ -467,10 +472,21 @@ def _check_master_key(app, write=True):
     regenerated, another instance's key): every view would fail after counting."""
     from . import pushes
 
+    path = os.path.join(app.instance_path, "master.key")
+    made = app.extensions.pop("pwpush_new_master_key", None) is not None
     with app.app_context():
+        if made and write and (pushes.keys_are_the_databases(write=False) or os.path.exists(path)):
+            # The database takes the new key, or another worker starting beside this one kept
+            # its own first (and wrote it in the key check): the file's key is the one.
+            master = _key_file(app, "master.key", crypto.generate_key)
+            app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
+            made = False
         if not pushes.keys_are_the_databases(write=write):
-            path = os.path.join(app.instance_path, "master.key")
-            if not app.config["PWPUSH_MASTER_KEY"] and not os.path.exists(path):  # (a command's own key)
+            if made and write:
+                raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}, but the "
+                                         "database's pushes were encrypted with a key: restore the key file (from "
+                                         "a backup) or set PWPUSH_MASTER_KEY")
+            if made:  # (a command's own key)
                 raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}: run "
                                          "this with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...)")
             raise config.ConfigError(

@@ -566,6 +566,49 @@ def test_a_command_writes_no_key_files(tmp_path):
     assert {"master.key", "secret_key"} <= set(os.listdir(instance))
 
 
+# From the admin's walk: a server started on an existing database without its key (no
+# PWPUSH_MASTER_KEY, no key file) wrote a new master.key and logged "keep it and back it up"
+# before refusing, leaving a key file that opens nothing beside the real data.
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_server_without_its_key_writes_no_key_file(tmp_path, database, caplog):
+    with contextlib.ExitStack() as stack:
+        if database == "sqlite":
+            url = f"sqlite:///{tmp_path / 'data.sqlite3'}"
+        else:
+            url = f"{PG_BASE}/{stack.enter_context(throwaway_pg_database('pwpush_nokey'))}"
+        first = create_app(make_config(url), instance_path=str(tmp_path / "first"))  # (the tests' key)
+        assert first.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+        with first.app_context():
+            db.engine.dispose()
+        instance = tmp_path / "keyless"
+        with pytest.raises(config.ConfigError) as refused:
+            create_app(make_config(url, PWPUSH_MASTER_KEY=None), instance_path=str(instance), command_line=False)
+        assert str(refused.value) == (
+            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database's "
+            "pushes were encrypted with a key: restore the key file (from a backup) or set PWPUSH_MASTER_KEY")
+        assert not (instance / "master.key").exists()
+        assert "Generated a new secret" not in caplog.text
+        # With the key file restored it starts, and reads the push.
+        (instance / "master.key").write_text(make_config(url)["PWPUSH_MASTER_KEY"] + "\n")
+        again = create_app(make_config(url, PWPUSH_MASTER_KEY=None), instance_path=str(instance), command_line=False)
+        with again.app_context():
+            db.engine.dispose()
+
+
+def test_workers_starting_at_once_on_a_new_database_keep_one_key(tmp_path):
+    """Each worker makes its new key in memory; the first one kept on disk is every worker's
+    (one that kept none would write pushes the others cannot read, or refuse to start)."""
+    instance, log_path = tmp_path / "instance", tmp_path / "gunicorn.log"
+    with servers.gunicorn(servers.server_env(instance), log_path, workers=4) as server:
+        made = [server.json("POST", "/api/v2/pushes", {"push": {"payload": f"p{i}"}})[1]["url_token"]
+                for i in range(16)]
+        read = [server.json("GET", f"/api/v2/pushes/{token}") for token in made]
+    assert [(status, body["payload"]) for status, body in read] == [(200, f"p{i}") for i in range(16)]
+    logs = log_path.read_text()
+    assert logs.count(f"Generated a new secret at {instance / 'master.key'}") == 1, logs
+    assert "Worker failed to boot" not in logs and "none of its keys" not in logs
+
+
 # `flask run` loads the app inside click's `run` context: it was taken for a command, so a
 # fresh install served 500s (no tables) where it used to create them.
 def test_flask_run_is_not_a_command(database_url, tmp_path):
