@@ -196,6 +196,8 @@ def _log_notify_by_email(settings):
     for name, meant in config.unknown_settings():
         log.warning("%s is not a pwpush setting: ignored (%s)", name,
                     f"perhaps {meant} was meant" if meant else "the mail settings are listed in the README")
+    if settings["PWP_PUBLIC_GATEWAY"]:
+        return  # (creates nothing, so sends nothing: it says what it is instead, pwp/gateway.py)
     if notify.available(settings):
         security = settings["PWP__MAIL__SMTP_SECURITY"]
         log.info("Notify by e-mail is on: SMTP server %s:%s (%s), From %s.", settings["PWP__MAIL__SMTP_ADDRESS"],
