@@ -512,3 +512,20 @@ def test_every_admitted_print_message_fits_one_sheet(server, new_page, message, 
     pdf = page.pdf(format=sheet)
     assert [int(n) for n in re.findall(rb"/Count (\d+)", pdf)] == [1]
     assert page.locator(".print-message").text_content() == message.strip()  # (as print_choices strips it)
+
+
+def test_a_name_of_255_letters_in_one_word_fits_the_dashboard_on_a_desktop(server, new_page):
+    # Found walking the dashboard at 1280 px: such a name made the page 3 250 px wide (the
+    # table cut off in its box, and its hidden link labels still widening the page).
+    page = new_page(viewport={"width": 1280, "height": 800})
+    sign_in_new_user(page, server, "widename@example.com")
+    page.goto(server.url + "/p/new")
+    page.fill("#push_payload", "secret")
+    page.fill("#push_name", "n" * 255)
+    page.click("main button[type=submit]")
+    page.goto(server.url + "/p")
+    expect(page.locator("main")).to_contain_text("n" * 255)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.querySelector('.table-wrap').scrollWidth,"
+                           " document.querySelector('.table-wrap').clientWidth]")
+    assert widths[0] <= 1280 and widths[1] <= widths[2], f"page, table, its box: {widths}"
+    expect(page.get_by_role("link", name="Audit of " + "n" * 255)).to_be_in_viewport()
