@@ -138,7 +138,7 @@ def test_sign_in_wrong_password_is_401(client, make_user):
     assert r.status_code == 401
     assert "Invalid e-mail address or password." in r.get_data(as_text=True)
     assert r.get_data(as_text=True).count('aria-invalid="true" aria-describedby="sign_in_error"') == 2
-    assert "Forgot your password? This site sends no e-mail: ask its administrator" in r.get_data(as_text=True)
+    assert "Forgot your password? This site resets no password by e-mail: ask its administrator" in r.get_data(as_text=True)
 
 
 def test_sign_in_follows_local_next_only(client, make_user):
@@ -421,3 +421,10 @@ def test_an_account_deleted_during_its_own_change_is_signed_out_not_a_500(app, c
     assert "That account no longer exists." in client.get(r.headers["Location"]).get_data(as_text=True)
     assert client.get("/users/edit").status_code == 302  # signed out
     assert sql(app, "SELECT id FROM users WHERE id = :id", id=user_id) == []
+
+
+def test_sign_in_page_does_not_say_the_site_sends_no_email_where_it_notifies_by_email(mail):
+    # Found walking the sign-in page of a site with an SMTP server: "This site sends no e-mail".
+    text = mail.get("/users/sign_in").get_data(as_text=True)
+    assert "sends no e-mail" not in text
+    assert "Forgot your password? This site resets no password by e-mail: ask its administrator" in text
