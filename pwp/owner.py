@@ -17,6 +17,7 @@ from .web import (PUSH_UPDATED, form_options, form_values, render_preview, signe
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
+NOTHING_CHANGED = "Nothing was changed: the push is as it was."
 
 
 def signed_in(view):
@@ -178,7 +179,8 @@ def update(push):
         return _edit_form_again(push, fields, left, {"passphrase": [exc.message]}, 429)
     if edited is None:
         return _already_expired(url_token)
-    flash(PUSH_UPDATED, "success")
+    edited, written = edited
+    flash(*((PUSH_UPDATED, "success") if written else (NOTHING_CHANGED, "info")))
     if changes.files:
         count = len(pushes.files_of(edited))
         flash(f"Added {plural(len(changes.files), 'file')}: the push now has {plural(count, 'file')}.", "success")

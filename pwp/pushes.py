@@ -889,14 +889,16 @@ def edit_bounds(push: Push, now: datetime, view_count: int | None = None) -> dic
             for what in ("DAYS", "VIEWS")}
 
 
-def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push | None:
+def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> tuple[Push, bool] | None:
     """Its owner changes a live push: the days and views left from now (a number equal to
     what is left leaves it, so a push made for 5 minutes keeps its minutes), the retrieval
     step, viewer deletion (as the kind's settings allow), name and note, and adds files to a
     file push (within a new push's limits, counted with the files it has); one transaction,
     logged as `edit`. The payload, passphrase (part of the payload's key) and kind stay.
-    Forbidden for anyone else; None when the push has expired, before or while it is
-    edited; ValidationFailed, or TooManyAttempts (see _files_key), with nothing written."""
+    Returns the push and whether anything was written (a save that changes nothing writes
+    and logs nothing). Forbidden for anyone else; None when the push has expired, before or
+    while it is edited; ValidationFailed, or TooManyAttempts (see _files_key), with nothing
+    written."""
     push = get(url_token, now)
     if not is_owner(push, actor.user):
         raise Forbidden()
@@ -911,7 +913,7 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
         return None
     if not changes.files and _unchanged(push, values, changes.note):
         db.session.rollback()  # (the lock) Nothing to write, nor to log.
-        return push
+        return push, False
     if changes.files:
         errors = _validate_files(changes.files, current_app.config, _kept_files(push))
         if errors:
@@ -931,7 +933,7 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> Push 
     if changes.files:
         current_app.logger.info("push %s: %d files added", push.id, len(changes.files))
     _reread(push)
-    return push
+    return push, True
 
 
 def _unchanged(push: Push, values: dict, note: str) -> bool:

@@ -725,3 +725,18 @@ def test_views_counted_while_an_edit_waits_count_against_the_kinds_maximum(setti
     assert r.status_code == 302 and statuses == [200] * 3
     row = _row(app, token)
     assert (row["view_count"], row["expire_after_views"]) == (3, 6)
+
+
+def test_a_save_that_changes_nothing_says_so(client, make_user, app):
+    # Found walking the edit page in a browser: Save on the form as opened wrote nothing
+    # (77d4419) yet said "Push was successfully updated." under "Push updated".
+    sign_in(client, make_user)
+    token = create(client, payload="s3cret", expire_after_views=5, expire_after_days=7)
+    fields = _form_fields(client.get(f"/p/{token}/edit").get_data(as_text=True))
+    as_opened = {k: v for k, v in fields.items() if k not in ("push[retrieval_step]", "push[deletable_by_viewer]")}
+    page = client.post(f"/p/{token}/edit", data=as_opened, follow_redirects=True).get_data(as_text=True)
+    assert "Nothing was changed: the push is as it was." in page
+    assert "successfully updated" not in page and "Push updated" not in page
+    page = client.post(f"/p/{token}/edit", data={**as_opened, "push[name]": "Wifi"},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "Push was successfully updated." in page and "Nothing was changed" not in page
