@@ -475,19 +475,25 @@ def _check_master_key(app, write=True):
     from . import pushes
 
     path = os.path.join(app.instance_path, "master.key")
-    made = app.extensions.pop("pwpush_new_master_key", None) is not None
+    new = app.extensions.pop("pwpush_new_master_key", None)
+    made, kept = new is not None, False
     with app.app_context():
         if made and write and (pushes.keys_are_the_databases(write=False) or os.path.exists(path)):
             # The database takes the new key, or another worker starting beside this one kept
             # its own first (and wrote it in the key check): the file's key is the one.
-            master = _key_file(app, "master.key", crypto.generate_key)
+            master = _key_file(app, "master.key", lambda: new)
             app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
-            made = False
+            made, kept = False, master == new
         if not pushes.keys_are_the_databases(write=write):
+            if kept:
+                # Another instance (its own folder, no PWPUSH_MASTER_KEY) wrote its key check
+                # first on this new database: the file kept here encrypted nothing.
+                os.unlink(path)
+                made = True
             if made and write:
                 raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}, but the "
                                          "database's pushes were encrypted with a key: restore the key file (from "
-                                         "a backup) or set PWPUSH_MASTER_KEY")
+                                         "a backup, or another instance's) or set PWPUSH_MASTER_KEY")
             if made:  # (a command's own key)
                 raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}: run "
                                          "this with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...)")

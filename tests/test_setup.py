@@ -585,7 +585,8 @@ def test_a_server_without_its_key_writes_no_key_file(tmp_path, database, caplog)
             create_app(make_config(url, PWPUSH_MASTER_KEY=None), instance_path=str(instance), command_line=False)
         assert str(refused.value) == (
             f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database's "
-            "pushes were encrypted with a key: restore the key file (from a backup) or set PWPUSH_MASTER_KEY")
+            "pushes were encrypted with a key: restore the key file (from a backup, or another instance's) or set "
+            "PWPUSH_MASTER_KEY")
         assert not (instance / "master.key").exists()
         assert "Generated a new secret" not in caplog.text
         # With the key file restored it starts, and reads the push.
@@ -607,6 +608,48 @@ def test_workers_starting_at_once_on_a_new_database_keep_one_key(tmp_path):
     logs = log_path.read_text()
     assert logs.count(f"Generated a new secret at {instance / 'master.key'}") == 1, logs
     assert "Worker failed to boot" not in logs and "none of its keys" not in logs
+
+
+# Two instances (own instance folders, no PWPUSH_MASTER_KEY) started at once on a new
+# database: the one whose key check came second kept its new key file, logged "keep it and
+# back it up", and refused: a key file that opens nothing (found by running them). The
+# other instance's key check is written just before this one's, as in that race.
+def test_an_instance_second_to_a_new_database_keeps_no_key_file(tmp_path):
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from pwp import crypto, pushes
+
+    other = crypto.generate_key()
+    with throwaway_pg_database("pwpush_second") as name:
+        written = []
+
+        def other_instance_first(_conn, _cursor, statement, *_args):
+            if statement.startswith("INSERT INTO key_check") and not written:
+                written.append(True)
+                with psycopg.connect(f"{PG_BASE}/{name}", autocommit=True) as conn:
+                    conn.execute("INSERT INTO key_check (id, token) VALUES (%s, %s)", (
+                        pushes.KEY_CHECK_ID, crypto.Keyring([other]).encrypt(pushes.KEY_CHECK_VALUE)))
+
+        instance = tmp_path / "second"
+        event.listen(Engine, "before_cursor_execute", other_instance_first)
+        try:
+            with pytest.raises(config.ConfigError) as refused:
+                create_app(make_config(f"{PG_BASE}/{name}", PWPUSH_MASTER_KEY=None), instance_path=str(instance),
+                           command_line=False)
+        finally:
+            event.remove(Engine, "before_cursor_execute", other_instance_first)
+        assert str(refused.value) == (
+            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database's "
+            "pushes were encrypted with a key: restore the key file (from a backup, or another instance's) "
+            "or set PWPUSH_MASTER_KEY")
+        assert not (instance / "master.key").exists()
+        # With the other instance's key it starts.
+        (instance / "master.key").write_text(other + "\n")
+        again = create_app(make_config(f"{PG_BASE}/{name}", PWPUSH_MASTER_KEY=None), instance_path=str(instance),
+                           command_line=False)
+        with again.app_context():
+            db.engine.dispose()
 
 
 # `flask run` loads the app inside click's `run` context: it was taken for a command, so a
