@@ -492,8 +492,9 @@ def _check_master_key(app, write=True):
                 made = True
             if made and write:
                 raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}, but the "
-                                         "database's pushes were encrypted with a key: restore the key file (from "
-                                         "a backup, or another instance's) or set PWPUSH_MASTER_KEY")
+                                         "database already has a key (its pushes', or another instance's that "
+                                         "started first): restore the key file from a backup, copy the other "
+                                         "instance's, or set PWPUSH_MASTER_KEY")
             if made:  # (a command's own key)
                 raise config.ConfigError(f"PWPUSH_MASTER_KEY is not set and there is no key file {path}: run "
                                          "this with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...)")

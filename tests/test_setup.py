@@ -584,9 +584,9 @@ def test_a_server_without_its_key_writes_no_key_file(tmp_path, database, caplog)
         with pytest.raises(config.ConfigError) as refused:
             create_app(make_config(url, PWPUSH_MASTER_KEY=None), instance_path=str(instance), command_line=False)
         assert str(refused.value) == (
-            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database's "
-            "pushes were encrypted with a key: restore the key file (from a backup, or another instance's) or set "
-            "PWPUSH_MASTER_KEY")
+            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database "
+            "already has a key (its pushes', or another instance's that started first): restore the key file "
+            "from a backup, copy the other instance's, or set PWPUSH_MASTER_KEY")
         assert not (instance / "master.key").exists()
         assert "Generated a new secret" not in caplog.text
         # With the key file restored it starts, and reads the push.
@@ -640,9 +640,15 @@ def test_an_instance_second_to_a_new_database_keeps_no_key_file(tmp_path):
         finally:
             event.remove(Engine, "before_cursor_execute", other_instance_first)
         assert str(refused.value) == (
-            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database's "
-            "pushes were encrypted with a key: restore the key file (from a backup, or another instance's) "
-            "or set PWPUSH_MASTER_KEY")
+            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database "
+            "already has a key (its pushes', or another instance's that started first): restore the key file "
+            "from a backup, copy the other instance's, or set PWPUSH_MASTER_KEY")
+        assert not (instance / "master.key").exists()
+        # Started again (after the other instance, the database still without pushes): the same.
+        with pytest.raises(config.ConfigError) as again_refused:
+            create_app(make_config(f"{PG_BASE}/{name}", PWPUSH_MASTER_KEY=None), instance_path=str(instance),
+                       command_line=False)
+        assert str(again_refused.value) == str(refused.value)
         assert not (instance / "master.key").exists()
         # With the other instance's key it starts.
         (instance / "master.key").write_text(other + "\n")
