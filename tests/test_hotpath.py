@@ -256,8 +256,9 @@ def test_a_wrong_master_key_stops_start_up_with_no_push_stored(app, database_url
     assert sql(app, "SELECT count(*) FROM pushes") == [(0,)]
     with pytest.raises(ConfigError, match="PWPUSH_MASTER_KEY: none of its keys decrypts"):
         create_app(make_config(database_url, PWPUSH_MASTER_KEY=WRONG_KEY), instance_path=str(tmp_path / "wrong"))
-    with pytest.raises(ConfigError, match=r"the key file .*master.key: none of its keys decrypts"):
+    with pytest.raises(ConfigError, match=r"no key file .*master.key, but the database already has a key"):
         create_app(make_config(database_url, PWPUSH_MASTER_KEY=None), instance_path=str(tmp_path / "own"))
+    assert not (tmp_path / "own" / "master.key").exists()  # (its own new key is not kept)
     create_app(make_config(database_url), instance_path=str(tmp_path / "right"))
 
 
