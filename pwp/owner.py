@@ -12,12 +12,11 @@ from .auth import actor, sign_in_first
 from .errors import Forbidden, TooManyAttempts, TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, Kind
 from .words import plural
-from .web import (PUSH_UPDATED, form_options, form_values, render_preview, signed_in_user, switched_off,
-                  time_left)
+from .web import (NOTHING_CHANGED, PUSH_UPDATED, form_options, form_values, render_preview, signed_in_user,
+                  switched_off, time_left)
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
-NOTHING_CHANGED = "Nothing was changed: the push is as it was."
 
 
 def signed_in(view):

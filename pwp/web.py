@@ -325,6 +325,7 @@ def to_start_page(message: str, status: int):
 
 
 PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the preview then says "updated")
+NOTHING_CHANGED = "Nothing was changed: the push is as it was."  # (a Save that changed nothing)
 
 
 # What fits above the QR code on one printed page (the form's maxlength says the same).
@@ -388,7 +389,14 @@ def render_preview(push, now, print_form=None, errors=None, status=200, notify_f
         print_lines=PRINT_MESSAGE_LINES, print_width=PRINT_LINE_WIDTH,
         # (The printable page's link says the same locale as this page's: carried along.)
         push_locale=request_locale().removeprefix("?locale=") or None,
-        updated=PUSH_UPDATED in (m for _c, m in get_flashed_messages(with_categories=True))), status
+        heading=_preview_heading()), status
+
+
+def _preview_heading() -> str:
+    """The preview's heading: what the owner's edit did, if it led here (its flash says)."""
+    flashed = [message for _category, message in get_flashed_messages(with_categories=True)]
+    return ("Push updated" if PUSH_UPDATED in flashed else "Push unchanged" if NOTHING_CHANGED in flashed
+            else "Push created")
 
 
 def print_choices() -> dict:

@@ -737,6 +737,8 @@ def test_a_save_that_changes_nothing_says_so(client, make_user, app):
     page = client.post(f"/p/{token}/edit", data=as_opened, follow_redirects=True).get_data(as_text=True)
     assert "Nothing was changed: the push is as it was." in page
     assert "successfully updated" not in page and "Push updated" not in page
+    # (The heading said "Push created" after a Save that changed nothing.)
+    assert "<h1>Push unchanged</h1>" in page and "Push created" not in page
     page = client.post(f"/p/{token}/edit", data={**as_opened, "push[name]": "Wifi"},
                        follow_redirects=True).get_data(as_text=True)
     assert "Push was successfully updated." in page and "Nothing was changed" not in page
