@@ -99,6 +99,9 @@ def body_params() -> dict:
     return tree
 
 
+# What a form holds besides its longest field: a note of 10 000 characters, a name, addresses.
+OTHER_FIELDS_MAX = 64 * 1024
+
 # A JSON body holds at most JSON_MAX: a 1 048 576-character payload escaped as the pwpush CLI
 # (Python's json.dumps) sends it, an emoji as "\ud83d\ude00", is 12 MiB, and the other text
 # a multipart form may hold (OTHER_FIELDS_MAX, a 10 000-emoji note is 120 000 bytes escaped)
@@ -106,7 +109,7 @@ def body_params() -> dict:
 # '["ab","ab",...]'), so a body holds at most JSON_CONTAINERS_MAX objects and arrays, and one
 # over JSON_SHORT, which only a long payload makes, at most JSON_LONG_VALUES values besides its
 # strings' text: ~1-2 times its size.
-JSON_MAX = 12 * TEXT_MAX + 3 * 64 * 1024
+JSON_MAX = 12 * TEXT_MAX + 3 * OTHER_FIELDS_MAX
 JSON_SHORT = 1024 * 1024
 JSON_LONG_VALUES = 1000
 JSON_CONTAINERS_MAX = 100_000
@@ -447,10 +450,6 @@ class _MultiPartParser(formparser.MultiPartParser):
 # each block with parse_options_header, a Python loop over its characters: an anonymous 9 MB
 # form of 998 parts with 9 KB names took a worker 2.5-3.6 s of CPU (0.4 s a MB).
 PART_HEADERS_MAX = 8 * 1024
-
-
-# What a form holds besides its longest field: a note of 10 000 characters, a name, addresses.
-OTHER_FIELDS_MAX = 64 * 1024
 
 
 class _BoundedDecoder(formparser.MultipartDecoder):
