@@ -235,7 +235,7 @@ def store_push(fields: dict, caller, who, kind=None):
     if (new.files_given or new.kind == "file") and caller is None:
         raise SignInRequired()
     now = pushes.utcnow()
-    asked = notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), caller, now)
+    asked = notify.check_create(fields, new, caller, now)
     return notify.create_push(new, asked, who, now), now, asked
 
 

@@ -127,6 +127,16 @@ def check(to, locale, user: User | None, now: datetime, push: Push | None = None
     return Asked(recipients, locale if _given(locale) else DEFAULT_LOCALE, to, locale)
 
 
+def check_create(fields: dict, new: pushes.NewPush, user: User | None, now: datetime) -> Asked | None:
+    """A create's request to notify (check's), from the push's parameters; its errors come
+    after the push's own, as upstream's model lists its validations (and a sender reads
+    first: alone, they hid a blank secret until the address was mended)."""
+    try:
+        return check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), user, now)
+    except ValidationFailed as exc:
+        raise ValidationFailed({**pushes.validation_errors(new), **exc.errors}) from None
+
+
 def _sent_to(where) -> int:
     """How many recipients the sendings matching `where` had."""
     return sum(len(r.split(",")) for r in db.session.scalars(select(NotifyByEmail.recipients).where(*where)))

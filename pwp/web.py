@@ -238,15 +238,6 @@ def _within_the_form_bounds(new_push, kind: str):
     return new_push
 
 
-def _notify_asked(fields, new_push, user, now):
-    """The form's request to notify (notify.check); its errors come after the push's own,
-    which a sender reads first (alone, they hid a blank secret until the address was mended)."""
-    try:
-        return notify.check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), user, now)
-    except ValidationFailed as exc:
-        raise ValidationFailed({**pushes.validation_errors(new_push), **exc.errors}) from None
-
-
 @bp.post("/p")
 def create():
     """Create a push from the push[...] form; 302 to its preview, or 422 with the form."""
@@ -259,7 +250,7 @@ def create():
     now, who = pushes.utcnow(), actor(signed_in_user())
     try:
         new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
-        asked = _notify_asked(fields, new_push, who.user, now)
+        asked = notify.check_create(fields, new_push, who.user, now)
         push = notify.create_push(new_push, asked, who, now)
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
