@@ -1,12 +1,13 @@
 """Database models: users, pushes, their files and files' parts, the audit log, e-mail
 notifications, throttle counters and the key check."""
 import enum
+import re
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, Text,
-                        LargeBinary, SmallInteger, String, false, text)
+                        LargeBinary, SmallInteger, String, TypeDecorator, false, text)
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
@@ -161,13 +162,39 @@ class Push(PushRules, db.Model):
             set_committed_value(self, key, value)
 
 
+# What a file's name may not hold (each one becomes "-"): control characters, which no header
+# or saved name carries; bidi controls, which show "evil\u202etxt.exe" as "evilexe.txt"; path
+# separators, which a client saving the file by its name would follow. (Upstream's storage,
+# ActiveStorage::Filename#sanitized, replaces U+202E, tab, CR, LF, slashes and `%$|:;`; those
+# five are harmless here, as the download's filename* percent-encodes them.)
+_NOT_IN_A_FILE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069/\\]")
+
+
+def file_name(sent: str) -> str:
+    """An uploaded file's name as stored, shown and downloaded: trimmed, each character of
+    _NOT_IN_A_FILE_NAME replaced by "-"."""
+    return _NOT_IN_A_FILE_NAME.sub("-", sent.strip())
+
+
+class FileName(TypeDecorator):
+    """A file's name column, read as a new upload's name is stored (file_name; "file" when
+    nothing is left): a row written before uploads were sanitized is output safe too, by
+    every reader (JSON, pages, the download's Content-Disposition)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else file_name(value) or "file"
+
+
 class PushFile(db.Model):
     """One attached file, encrypted; deleted when its push expires."""
 
     __tablename__ = "push_files"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     push_id: Mapped[int] = mapped_column(ForeignKey("pushes.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(FileName(255))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(Integer)
     # A file stored before PushFilePart (the whole file, one token; loaded only where it is

@@ -20,6 +20,7 @@ from werkzeug.sansio import multipart
 
 from . import crypto
 from .errors import BadParameter, BodyTooLarge, ValidationFailed
+from .models import file_name
 from .pushes import TEXT_MAX, Changes, NewPush, Upload
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -282,20 +283,6 @@ def _uploads(errors, value) -> list[Upload]:
         elif item not in ("", None):
             errors["files"] = ["must be file uploads (multipart/form-data)"]
     return uploads
-
-
-# What a file's name may not hold (each one becomes "-"): control characters, which no header
-# or saved name carries; bidi controls, which show "evil\u202etxt.exe" as "evilexe.txt"; path
-# separators, which a client saving the file by its name would follow. (Upstream's storage,
-# ActiveStorage::Filename#sanitized, replaces U+202E, tab, CR, LF, slashes and `%$|:;`; those
-# five are harmless here, as the download's filename* percent-encodes them.)
-_NOT_IN_A_FILE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069/\\]")
-
-
-def file_name(sent: str) -> str:
-    """An uploaded file's name as stored, shown and downloaded: trimmed, each character of
-    _NOT_IN_A_FILE_NAME replaced by "-"."""
-    return _NOT_IN_A_FILE_NAME.sub("-", sent.strip())
 
 
 # Compressed files are their compression's type ("x.tar.gz" is not a tar file to open).

@@ -227,6 +227,33 @@ def test_an_uploaded_files_name_has_no_control_direction_or_path_characters(clie
         "attachment; filename*=UTF-8''" + quote(stored, safe="")
 
 
+def test_a_name_stored_before_the_sanitizing_is_output_sanitized(app, client, make_user):
+    """A row written by an older version, whose file names kept U+202E, CR/LF and "/": every
+    output (v2 and v1 JSON, the download link and its Content-Disposition, the payload page,
+    the owner's edit page and its removal message) says the name as a new upload's is stored."""
+    from webutil import sign_in
+    _, token = sign_in(client, make_user)
+    r = upload(client, token, [("a.txt", b"one"), ("b.txt", b"two"), ("c.txt", b"three")], expire_after_views=10)
+    url_token = r.json["url_token"]
+    ids = [row[0] for row in sql(app, "SELECT id FROM push_files ORDER BY id")]
+    for file_id, old in zip(ids, ["evil\u202etxt.exe\r\nBcc/..\\x", " \r\n", "c.txt"]):
+        sql(app, "UPDATE push_files SET filename = :n WHERE id = :i", n=old, i=file_id)
+    shown = ["evil-txt.exe--Bcc-..-x", "file", "c.txt"]
+    files = client.get(f"/api/v2/pushes/{url_token}", headers=bearer(token)).json["files"]
+    assert [f["filename"] for f in files] == shown
+    assert [f["url"].rsplit("/", 1)[1] for f in files] == [quote(n, safe="") for n in shown]
+    assert [download(client, f["url"]).headers["Content-Disposition"] for f in files] == [
+        "attachment; filename*=UTF-8''" + quote(n, safe="") for n in shown]
+    v1 = client.get(f"/p/{url_token}.json", headers=bearer(token)).json["files"]
+    assert [f["filename"] for f in v1] == shown
+    for path in (f"/p/{url_token}", f"/p/{url_token}/edit"):
+        html = client.get(path).get_data(as_text=True)
+        assert "evil-txt.exe--Bcc-..-x" in html and "\u202e" not in html and "Bcc/" not in html
+    removed = client.post(f"/p/{url_token}/delete_file", data={"file_id": str(ids[0])})
+    html = client.get(removed.headers["Location"]).get_data(as_text=True)
+    assert "Removed the file evil-txt.exe--Bcc-..-x." in html
+
+
 def _statements(app):
     """Record the SQL the app sends (a list filled as requests run)."""
     from sqlalchemy import event
