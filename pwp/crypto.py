@@ -237,8 +237,9 @@ def digest_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def load_or_create(path: str, make) -> str:
-    """Read a secret file, or create it atomically with mode 0600 on first start."""
+def load_or_create(path: str, make, announce=True) -> str:
+    """Read a secret file, or create it atomically with mode 0600 on first start (logged
+    unless not announce: the caller logs it, with announce_new, once the file is kept)."""
     try:
         with open(path, encoding="ascii") as fh:
             value = fh.read().strip()
@@ -254,10 +255,16 @@ def load_or_create(path: str, make) -> str:
             fh.write(make() + "\n")
         # link() fails if another worker won the race: then its file is the one.
         os.link(tmp, path)
-        log.warning("Generated a new secret at %s (mode 0600); keep it and back it up.", path)
+        if announce:
+            announce_new(path)
     except FileExistsError:
         pass
     finally:
         os.unlink(tmp)
     with open(path, encoding="ascii") as fh:
         return fh.read().strip()
+
+
+def announce_new(path: str):
+    """Log that a new secret file was made (where, never what)."""
+    log.warning("Generated a new secret at %s (mode 0600); keep it and back it up.", path)

@@ -235,15 +235,16 @@ def _make_instance_folder(app):
                                  f"{exc.strerror or exc}") from None
 
 
-def _key_file(app, name, make, write=True) -> str:
-    """A key kept in the instance folder (made on first start); ConfigError naming the file
-    when it cannot be read or holds nothing. Unless write, a missing one is made for this
-    process alone: a command encrypts nothing a server reads (the key check is the server's)."""
+def _key_file(app, name, make, write=True, announce=True) -> str:
+    """A key kept in the instance folder (made on first start, and logged unless not
+    announce); ConfigError naming the file when it cannot be read or holds nothing. Unless
+    write, a missing one is made for this process alone: a command encrypts nothing a server
+    reads (the key check is the server's)."""
     path = os.path.join(app.instance_path, name)
     if not write and not os.path.exists(path):
         return make()
     try:
-        value = crypto.load_or_create(path, make)
+        value = crypto.load_or_create(path, make, announce)
     except (OSError, UnicodeError) as exc:
         raise config.ConfigError(f"the key file {path}: cannot be used: "
                                  f"{getattr(exc, 'strerror', None) or 'not a key (not ASCII)'}") from None
@@ -481,7 +482,9 @@ def _check_master_key(app, write=True):
         if made and write and (pushes.keys_are_the_databases(write=False) or os.path.exists(path)):
             # The database takes the new key, or another worker starting beside this one kept
             # its own first (and wrote it in the key check): the file's key is the one.
-            master = _key_file(app, "master.key", lambda: new)
+            # (Its making is logged once the database took the key: a start that then refuses
+            # removes the file, and its log says only the refusal.)
+            master = _key_file(app, "master.key", lambda: new, announce=False)
             app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
             made, kept = False, master == new
         if not pushes.keys_are_the_databases(write=write):
@@ -502,6 +505,8 @@ def _check_master_key(app, write=True):
                 f"{_master_key_source(app)}: none of its keys decrypts the stored pushes; start "
                 "with the key they were encrypted with (the instance folder's master.key or the "
                 "PWPUSH_MASTER_KEY of the other instances)")
+        if kept:
+            crypto.announce_new(path)
 
 
 def database_missing(app) -> bool:

@@ -293,10 +293,12 @@ def test_a_key_file_that_cannot_be_written_leaves_nothing_behind(tmp_path):
     assert os.listdir(tmp_path) == ["master.key"]
 
 
-def test_zero_configuration_generates_keys_and_database(tmp_path):
+def test_zero_configuration_generates_keys_and_database(tmp_path, caplog):
     instance = tmp_path / "instance"
     cfg = {"TESTING": True, "DATABASE_URL": None, "SECRET_KEY": None, "PWPUSH_MASTER_KEY": None}
     app = create_app(cfg, instance_path=str(instance))
+    for name in ("master.key", "secret_key"):  # (the master key's once the database took it)
+        assert caplog.text.count(f"Generated a new secret at {instance / name} (mode 0600)") == 1, name
     for name in ("master.key", "secret_key"):
         mode = stat.S_IMODE((instance / name).stat().st_mode)
         assert mode == 0o600, name
@@ -305,6 +307,7 @@ def test_zero_configuration_generates_keys_and_database(tmp_path):
     again = create_app(cfg, instance_path=str(instance))
     assert (instance / "master.key").read_text() == key
     assert again.config["SECRET_KEY"] == app.config["SECRET_KEY"]
+    assert caplog.text.count("Generated a new secret") == 2
     r = app.test_client().post("/api/v2/pushes", json={"push": {"payload": "zero"}})
     assert r.status_code == 201
     assert again.test_client().get(f"/api/v2/pushes/{r.json['url_token']}").json["payload"] == "zero"
@@ -613,8 +616,9 @@ def test_workers_starting_at_once_on_a_new_database_keep_one_key(tmp_path):
 # Two instances (own instance folders, no PWPUSH_MASTER_KEY) started at once on a new
 # database: the one whose key check came second kept its new key file, logged "keep it and
 # back it up", and refused: a key file that opens nothing (found by running them). The
-# other instance's key check is written just before this one's, as in that race.
-def test_an_instance_second_to_a_new_database_keeps_no_key_file(tmp_path):
+# other instance's key check is written just before this one's, as in that race. Its log
+# then said it generated a key it dropped: it says only the refusal.
+def test_an_instance_second_to_a_new_database_keeps_no_key_file(tmp_path, caplog):
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -644,6 +648,7 @@ def test_an_instance_second_to_a_new_database_keeps_no_key_file(tmp_path):
             "already has a key (its pushes', or another instance's that started first): restore the key file "
             "from a backup, copy the other instance's, or set PWPUSH_MASTER_KEY")
         assert not (instance / "master.key").exists()
+        assert "Generated a new secret" not in caplog.text
         # Started again (after the other instance, the database still without pushes): the same.
         with pytest.raises(config.ConfigError) as again_refused:
             create_app(make_config(f"{PG_BASE}/{name}", PWPUSH_MASTER_KEY=None), instance_path=str(instance),
