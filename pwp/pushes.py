@@ -40,6 +40,10 @@ QR_MAX = 1024
 # header (nginx's 4 KiB buffer) and an anonymous create from storing megabytes of note.
 URL_MAX = 2048
 NOTE_MAX = 10_000
+# Nor on a passphrase: this is more than anyone types or pastes, is the scrypt input's bound,
+# and leaves a form with the longest payload, note and name within its body (past ~20 KB it
+# was a 413), and an ASCII one percent-encoded within gunicorn's request line (?passphrase=).
+PASSPHRASE_MAX = 1024
 TEXT_TOO_LARGE = f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."  # (upstream's)
 URL_TOO_LONG = (f"is too long (maximum is {URL_MAX} characters, each one outside ASCII counted as its "
                 "percent-encoding)")
@@ -396,6 +400,8 @@ def _validate(new: NewPush, cfg) -> dict:
         errors.update(_url_errors(payload))
     if new.note and len(new.note) > NOTE_MAX:
         errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
+    if new.passphrase and len(new.passphrase) > PASSPHRASE_MAX:
+        errors["passphrase"] = [f"is too long (maximum is {PASSPHRASE_MAX} characters)"]
     if kind == "file":
         errors.update(_validate_files(new.files, cfg))
     if new.expire_after_duration is not None and not 0 <= new.expire_after_duration < len(DURATIONS):

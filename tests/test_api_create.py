@@ -391,6 +391,34 @@ def test_url_and_note_lengths_are_bounded(client, push, errors):
     assert client.post("/api/v2/pushes", json={"push": shorter}).status_code == 201
 
 
+PASSPHRASE_TOO_LONG = {"passphrase": ["is too long (maximum is 1024 characters)"]}
+
+
+@pytest.mark.parametrize(("path", "root"), [("/api/v2/pushes", "push"), ("/api/v2/pushes?x=1", "push"),
+                                            ("/p.json", "password")])  # hot path, Flask, v1
+def test_a_passphrase_is_at_most_1024_characters(client, path, root):
+    """Upstream has no cap: a passphrase no one types (its scrypt input unbounded, and past
+    ~20 KB the web form's body a 413) is a clear 422; 1024 characters, emoji too, are taken."""
+    r = client.post(path, json={root: {"payload": "x", "passphrase": "p" * 1025}})
+    assert r.status_code == 422 and r.json == PASSPHRASE_TOO_LONG
+    longest = "\U0001f600" * 1024
+    r = client.post(path, json={root: {"payload": "x", "passphrase": longest}})
+    assert r.status_code == 201
+    got = client.get(f"/api/v2/pushes/{r.json['url_token']}", json={"passphrase": longest})
+    assert got.status_code == 200 and got.json["payload"] == "x"
+
+
+def test_a_push_made_with_a_longer_passphrase_before_the_cap_still_opens(client, monkeypatch):
+    from pwp import pushes
+    monkeypatch.setattr(pushes, "PASSPHRASE_MAX", 4096)  # (as an older version stored it)
+    longer = "p" * 2000
+    url_token = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": longer}}).json["url_token"]
+    monkeypatch.undo()
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": longer}}).status_code == 422
+    got = client.get(f"/api/v2/pushes/{url_token}", json={"passphrase": longer})
+    assert got.status_code == 200 and got.json["payload"] == "x"
+
+
 @pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1"])  # hot path, Flask
 def test_push_locale_adds_the_locale_to_the_secret_links(client, path):
     """As upstream: push_locale naming an enabled language code gives ?locale=<code>."""

@@ -243,6 +243,21 @@ def test_length_messages_name_the_field_too(client, kind, payload, message):
     assert r.status_code == 422 and message in r.get_data(as_text=True)
 
 
+def test_a_passphrase_too_long_is_named_in_the_form_not_a_413(client, make_user, app):
+    """With the longest payload, note and name, in four-byte characters: a passphrase over
+    the cap is said in the form (it was a 413 past ~20 KB); one at the cap is taken."""
+    sign_in(client, make_user)
+    emoji = "\U0001f600"
+    data = form(kind="text", payload=emoji * 1_048_576, note=emoji * 10_000, name=emoji * 255,
+                passphrase=emoji * 1025)
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    assert r.status_code == 422
+    assert "Passphrase is too long (maximum is 1024 characters)" in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM pushes") == [(0,)]
+    r = client.post("/p", data={**data, "push[passphrase]": emoji * 1024}, content_type="multipart/form-data")
+    assert r.status_code == 302 and sql(app, "SELECT count(*) FROM pushes") == [(1,)]
+
+
 def test_a_file_pushs_message_too_long_is_named_in_the_form(client, make_user):
     sign_in(client, make_user)
     data = form(kind="file", payload="m" * 1_048_577)
