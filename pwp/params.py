@@ -227,10 +227,12 @@ def cast_bool(value, absent=None):
 
 def _flag(fields: dict, key: str, absent):
     """A checkbox-like option: absent takes `absent` (None: the kind's default); present,
-    even as a JSON null, is cast as upstream's `to_s.downcase` ("" is false)."""
-    if key not in fields:
+    even as a JSON null, is cast as upstream's `to_s.downcase` ("" is false). An array or
+    object is absent: upstream permits these keys as scalars, and Rails drops any other."""
+    value = fields.get(key)
+    if key not in fields or isinstance(value, (list, dict)):
         return absent
-    return cast_bool(fields[key], absent=False)
+    return cast_bool(value, absent=False)
 
 
 def _string(errors, field, value):

@@ -457,6 +457,26 @@ def test_v1_json_null_booleans_are_false(client):
     assert (r.json["deletable_by_viewer"], r.json["retrieval_step"]) == (False, False)
 
 
+@pytest.mark.parametrize(("path", "root"), [("/api/v2/pushes", "push"), ("/api/v2/pushes?via=flask", "push"),
+                                            ("/p.json", "password")])
+@pytest.mark.parametrize("value", [[], {}, ["true"], {"a": "false"}, [None]])
+def test_an_array_or_object_boolean_is_absent_as_upstream(client, path, root, value):
+    """Upstream's push_params permit deletable_by_viewer and retrieval_step as scalars: Rails
+    drops an array or object there, so the key is absent and takes the kind's default (true
+    by default); it was read as false ("[]" is no true word)."""
+    r = client.post(path, json={root: {"payload": "x", "deletable_by_viewer": value, "retrieval_step": value}})
+    assert r.status_code == 201
+    assert (r.json["deletable_by_viewer"], r.json["retrieval_step"]) == (True, True)
+
+
+def test_an_array_checkbox_in_the_form_is_unchecked(client, app):
+    """The web form (absent means unticked): push[retrieval_step][]=on is absent, as upstream."""
+    r = client.post("/p", data={"push[kind]": "text", "push[payload]": "x", "push[retrieval_step][]": "on",
+                                "push[deletable_by_viewer][a]": "on"})
+    assert r.status_code == 302
+    assert sql(app, "SELECT retrieval_step, deletable_by_viewer FROM pushes") == [(False, False)]
+
+
 def test_absent_booleans_still_take_the_default(client):
     r = client.post("/api/v2/pushes", json={"push": {"payload": "x"}})
     assert (r.json["deletable_by_viewer"], r.json["retrieval_step"]) == (True, True)
