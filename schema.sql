@@ -55,6 +55,16 @@ CREATE INDEX ix_pushes_expired_on ON pushes (expired_on) WHERE expired_on IS NOT
 
 CREATE INDEX ix_pushes_user_expired_created ON pushes (user_id, expired, created_at) WHERE user_id IS NOT NULL;
 
+CREATE TABLE user_sessions (
+	digest VARCHAR(64) NOT NULL, 
+	user_id INTEGER NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (digest), 
+	FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_user_sessions_user_id ON user_sessions (user_id);
+
 CREATE TABLE audit_logs (
 	id INTEGER NOT NULL, 
 	push_id INTEGER NOT NULL, 

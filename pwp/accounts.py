@@ -74,10 +74,10 @@ def sign_in():
     if too_many:
         return render_template("accounts/sign_in.html", email=email, error=too_many), 429
     user = auth.find_user(email)
-    if not auth.check_password(user, request.form.get("password", "")):
+    # (No session when the password changed while it was checked: start_session.)
+    if not auth.check_password(user, request.form.get("password", "")) or not _sign_in(user):
         return render_template("accounts/sign_in.html", email=email,
                                error="Invalid e-mail address or password."), 401
-    _sign_in(user)
     flash("Signed in successfully.", "success")
     return redirect(safe_next(url_for("web.home")))
 
@@ -111,11 +111,13 @@ def sign_up():
     return redirect(url_for("web.home"))
 
 
-def _sign_in(user):
-    """Start a new session for the user: nothing of the one before (its CSRF token, which
-    someone may have planted or read) carries over."""
+def _sign_in(user) -> bool:
+    """Start a new session for the user (its row: auth.start_session): nothing of the one
+    before (its CSRF token, which someone may have planted or read) carries over. False when
+    the account's password changed, or the account went, since it was read."""
+    auth.end_session(session.get("_user_id"))  # (a browser signed in already: that session ends)
     session.clear()
-    login_user(user)
+    return auth.start_session(user, pushes.utcnow()) is not None and login_user(user)
 
 
 def _new_password_errors() -> dict:
@@ -147,7 +149,7 @@ def edit():
     if errors:
         return render_template("accounts/edit.html", errors=errors), 422
     auth.set_password(user, request.form["password"])
-    _sign_in(user)  # this session, with the new password's mark
+    _sign_in(user)  # this browser's new session (set_password ended every one)
     current_app.logger.info("user %s: password changed", user.id)
     flash("Your password has been changed. Your other sessions are signed out.", "success")
     return redirect(url_for("accounts.edit"))
@@ -155,7 +157,8 @@ def edit():
 
 @bp.post("/sign_out")
 def sign_out():
-    """Sign out."""
+    """Sign out: the session's row goes, so a copy of its cookie is anonymous too."""
+    auth.end_session(session.get("_user_id"))
     logout_user()
     flash("Signed out.", "success")
     return redirect(url_for("web.home"))

@@ -3,18 +3,20 @@ import hmac
 import re
 import secrets
 import unicodedata
+from datetime import datetime, timedelta
 from functools import cache, wraps
 
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import LoginManager, current_user
-from sqlalchemy import or_, select, true, update
+from sqlalchemy import DateTime, delete, insert, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import has_cookies, pushes
 from .crypto import digest_token
 from .errors import SignInRequired, api_error
-from .models import User, db
+from .models import User, UserSession, db
 from .pushes import Actor, utcnow
 
 
@@ -35,37 +37,84 @@ login_manager.login_message_category = "warning"
 _MAX_TOKEN_LENGTH = 256
 
 
+# How long a sign-in lasts at most: upstream (Devise) signs a browser out after 2 hours
+# without a request, or after a week with "remember me" (not extended by use). With no
+# "remember me" here and no write per request, a sign-in ends a week after it was made,
+# whatever its use; its browser's cookie ends sooner when the browser closes. purge-expired
+# deletes older rows.
+SESSION_LIFETIME = timedelta(days=7)
+
+
 @login_manager.user_loader
-def _load_user(user_id):
-    """The session's user, unless its password changed since the session was made. An
-    account without a password (API-only) signs in nowhere, so it has no session: its mark
-    would be a digest of nothing, which SECRET_KEY alone can make."""
+def _load_user(session_id):
+    """The session's user: the cookie's session id must have its row (pwp.models.UserSession)."""
     if current_app.config["PWP_PUBLIC_GATEWAY"]:
         # A public gateway signs no one in (pwp/gateway.py): a session cookie its host shares
         # with the internal instance's must not bring accounts to it.
         return None
-    uid, _, mark = str(user_id).partition(":")
-    try:
-        user = db.session.get(User, int(uid))
-    except (TypeError, ValueError):
+    return session_user(session_id, pushes.utcnow())
+
+
+def session_user(session_id, now: datetime) -> User | None:
+    """The user of a web session, in one query: its row exists (not signed out, nor its
+    password changed since, nor its account deleted) and is under SESSION_LIFETIME old.
+    An account without a password (API-only) signs in nowhere, so it has no session."""
+    if not isinstance(session_id, str) or len(session_id) > _MAX_TOKEN_LENGTH:
         return None
-    if user is None or not user.password_hash \
-            or not hmac.compare_digest(mark.encode(), session_mark(user).encode()):
-        return None
+    # Looked up by its digest, as an API token: the time taken tells nothing of the id.
+    user = db.session.scalar(
+        select(User).join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.digest == digest_token(session_id), UserSession.created_at > now - SESSION_LIFETIME,
+               User.password_hash.is_not(None)))
+    if user is not None:
+        user.session_id = session_id
     return user
+
+
+def start_session(user: User, now: datetime) -> str | None:
+    """Make a web session for the user, whose password (as the object holds it) was just
+    checked; return its random id for the cookie (the row keeps only its digest, so a read
+    of the database signs no one in). None when that password changed, or the account was
+    deleted, meanwhile: a row made after a password change deleted the account's sessions
+    would outlive it."""
+    if not user.password_hash:
+        return None
+    session_id = secrets.token_urlsafe(32)
+    # FOR SHARE (PostgreSQL): a password change or deletion under way holds the account's row;
+    # this waits for it, then sees the new hash or no row. SQLite's BEGIN IMMEDIATE already
+    # makes the two one after the other.
+    unchanged = select(literal(digest_token(session_id)), User.id, literal(now, DateTime())).where(
+        User.id == user.id, User.password_hash == user.password_hash).with_for_update(read=True)
+    made = db.session.scalar(insert(UserSession).from_select(
+        ["digest", "user_id", "created_at"], unchanged).returning(UserSession.user_id))
+    db.session.commit()
+    if made is None:
+        return None
+    user.session_id = session_id
+    return session_id
+
+
+def end_session(session_id):
+    """Sign a web session out on the server: its row goes, so a copy of its cookie taken
+    before signs no one in."""
+    if isinstance(session_id, str) and len(session_id) <= _MAX_TOKEN_LENGTH:
+        db.session.execute(delete(UserSession).where(UserSession.digest == digest_token(session_id)))
+        db.session.commit()
+
+
+def purge_sessions(now: datetime) -> int:
+    """Delete the web sessions past SESSION_LIFETIME (browsers that never signed out); return
+    how many went."""
+    count = db.session.execute(delete(UserSession).where(
+        UserSession.created_at <= now - SESSION_LIFETIME)).rowcount
+    db.session.commit()
+    return count
 
 
 def sign_in_first():
     """Send a visitor who must sign in to the sign-in page, and back here afterwards."""
     flash(SignInRequired.message, "warning")
     return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
-
-
-def session_mark(user: User) -> str:
-    """A keyed digest of the user's password hash (session cookies are signed, not
-    encrypted: the hash itself must not be in them)."""
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, (user.password_hash or "").encode(), "sha256").hexdigest()[:32]
 
 
 def init_app(app):
@@ -192,8 +241,8 @@ def any_admin() -> bool:
 
 
 def delete_account(user: User, by: User | None = None) -> int:
-    """Delete an account, its API token and all its pushes (pushes.delete_account); by as
-    for set_admin. Return how many pushes went."""
+    """Delete an account, its API token, its web sessions (ON DELETE CASCADE) and all its
+    pushes (pushes.delete_account); by as for set_admin. Return how many pushes went."""
     user_id = user.id
     _lock_for_change(user, by)
     count = pushes.delete_account(user)
@@ -230,20 +279,29 @@ def password_problem(password: str) -> tuple[str, str] | None:
     return None
 
 
-def _write_account(user: User, **values):
-    """Write values to the account's row and commit; Refused(ACCOUNT_GONE) if it was deleted
-    meanwhile (`users password` waits for its prompt: as an attribute change the commit
-    ended in SQLAlchemy's StaleDataError or ObjectDeletedError, a traceback)."""
+def _write_account(user: User, *then, **values):
+    """Write values to the account's row, run the statements `then`, and commit;
+    Refused(ACCOUNT_GONE) if it was deleted meanwhile (`users password` waits for its prompt:
+    as an attribute change the commit ended in SQLAlchemy's StaleDataError or
+    ObjectDeletedError, a traceback)."""
     done = db.session.execute(update(User).where(User.id == user.id).values(**values))
     if done.rowcount != 1:
         db.session.rollback()
         raise Refused(ACCOUNT_GONE)
+    for statement in then:
+        db.session.execute(statement)
     db.session.commit()
 
 
 def set_password(user: User, password: str):
-    """Store a new password hash: the user's sessions made before it are signed out."""
-    _write_account(user, password_hash=generate_password_hash(password))
+    """Store a new password hash and sign out every web session of the account (the
+    password change page then starts one for its browser)."""
+    password_hash = generate_password_hash(password)
+    # The account's row first (locked by the update), then its sessions: a sign-in that
+    # checked the old password meanwhile makes no row (start_session).
+    _write_account(user, delete(UserSession).where(UserSession.user_id == user.id),
+                   password_hash=password_hash)
+    set_committed_value(user, "password_hash", password_hash)
 
 
 def issue_token(user: User) -> str:

@@ -50,10 +50,11 @@ def _make_database():
 @needs_database
 def purge_expired():
     """Expire pushes past their limits and delete old expired ones; send notification
-    e-mails left pending over a minute (for cron)."""
+    e-mails left pending over a minute; delete web sessions past their lifetime (for cron)."""
     now = pushes.utcnow()
     counts = pushes.purge(now)
     counts["notifications_sent"], left = notify.send_pending(now)
+    counts["sessions_deleted"] = auth.purge_sessions(now)
     click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
                + f" ({database_name(current_app)})")
     if left:

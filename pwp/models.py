@@ -1,5 +1,5 @@
-"""Database models: users, pushes, their files and files' parts, the audit log, e-mail
-notifications, throttle counters and the key check."""
+"""Database models: users and their web sessions, pushes, their files and files' parts, the
+audit log, e-mail notifications, throttle counters and the key check."""
 import enum
 import re
 from datetime import datetime, timedelta
@@ -59,12 +59,30 @@ class User(UserMixin, db.Model):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
-    def get_id(self) -> str:
-        """What a session keeps of its user: the id and a mark of the password, so a new
-        password signs out every other session (as Devise's salt does)."""
-        from .auth import session_mark
+    # The web session this object was loaded or signed in for (pwp.auth): what Flask-Login
+    # keeps in the session cookie. Not a column.
+    session_id = None
 
-        return f"{self.id}:{session_mark(self)}"
+    def get_id(self) -> str | None:
+        """What a session cookie keeps of its user: the random id of its UserSession row."""
+        return self.session_id
+
+    # UserMixin compares users by get_id(): two accounts loaded without a session would be
+    # equal. The identity map gives one object per row: compare objects.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+
+
+class UserSession(db.Model):
+    """One browser's sign-in (pwp.auth): the cookie holds a random id, this row its digest,
+    so a copy of the database signs no one in. Signing out deletes the row, a new password
+    deletes the account's, and so does the account's deletion (ON DELETE CASCADE)."""
+
+    __tablename__ = "user_sessions"
+    # SHA-256 hex digest of the session id.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 # Partial indexes: a create of an anonymous push (most of them) writes two index entries

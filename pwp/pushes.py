@@ -1154,9 +1154,10 @@ def _delete_pushes(where) -> int:
 
 
 def delete_account(user: User) -> int:
-    """Delete an account with its API token and its pushes (payloads, files, audit logs), as
-    upstream's admin deletes a user; its entries in other pushes' audit logs stay, without it
-    (the foreign key sets NULL). Return how many pushes went."""
+    """Delete an account with its API token, its web sessions (ON DELETE CASCADE) and its
+    pushes (payloads, files, audit logs), as upstream's admin deletes a user; its entries in
+    other pushes' audit logs stay, without it (the foreign key sets NULL). Return how many
+    pushes went."""
     # The account's row locked first: a push it creates meanwhile waits, then fails on the
     # foreign key, rather than outlive it as an anonymous push (SQLite: BEGIN IMMEDIATE).
     db.session.execute(select(User.id).where(User.id == user.id).with_for_update())

@@ -254,6 +254,9 @@ def test_the_internal_instances_session_signs_no_one_in_on_the_gateway(app, clie
     assert view_count(app, url_token) == 1  # (counted: inside, the owner's views are not)
     r = gateway.post(f"/p/{url_token}/expire")
     assert r.status_code == 200 and "Secret deleted" in recipient_page(gateway, r)
+    assert gateway.post("/users/sign_out").status_code == 404  # (the session is the inside's)
+    assert sql(app, "SELECT count(*) FROM user_sessions")[0][0] == 1
+    assert client.get("/p").status_code == 200
 
 
 # ----------------------------------------------------------------------------- what still applies

@@ -311,17 +311,26 @@ def test_changing_the_password_signs_out_every_other_session(app, client, make_u
 def test_an_account_without_a_password_has_no_web_session_even_with_the_secret_key(app, client, make_user):
     # `users create` without --password makes an API-only account: its session mark was a
     # digest of "" under SECRET_KEY alone, so a leaked key opened its dashboard and token page.
+    # A session now needs its row, which a sign-in makes; one of a password-less account (had
+    # one been made) is refused, where the same row of an account with a password signs in.
     from flask.sessions import SecureCookieSessionInterface
-    from pwp.auth import session_mark
-    from pwp.models import User
-    user_id, _ = make_user(email="api@example.com", admin=True)
-    with app.app_context():
-        mark = session_mark(db.session.get(User, user_id))
-    forged = SecureCookieSessionInterface().get_signing_serializer(app).dumps(
-        {"_user_id": f"{user_id}:{mark}", "_fresh": True})
-    client.set_cookie("session", forged)
-    assert client.get("/p").status_code == 302
-    assert client.get("/users/token").status_code == 302
+    from pwp.crypto import digest_token
+    from pwp.models import UserSession
+    api_only, _ = make_user(email="api@example.com", admin=True)
+    with_password, _ = make_user(email="web@example.com", password="correct horse")
+    for user_id, status in ((api_only, 302), (with_password, 200)):
+        session_id = f"forged-with-the-secret-key-{user_id}"
+        forged = SecureCookieSessionInterface().get_signing_serializer(app).dumps(
+            {"_user_id": session_id, "_fresh": True})
+        browser = app.test_client()
+        browser.set_cookie("session", forged)
+        assert browser.get("/p").status_code == 302  # no row: no one
+        with app.app_context():
+            db.session.add(UserSession(digest=digest_token(session_id), user_id=user_id,
+                                       created_at=pushes.utcnow()))
+            db.session.commit()
+        assert browser.get("/p").status_code == status
+        assert browser.get("/users/token").status_code == status
 
 
 @pytest.mark.parametrize(("form", "field", "message"), [
@@ -404,13 +413,14 @@ def test_an_account_deleted_during_its_own_change_is_signed_out_not_a_500(app, c
     write finds no row): the page says the account is gone and signs the session out."""
     from pwp import auth
     user_id = sign_in(client, make_user, email="gone@example.com", password="correct horse")[0]
-    step = "check_password" if action == "password" else "digest_token"
+    # (Not digest_token for the token: the session's own lookup digests its id.)
+    step = "check_password" if action == "password" else "_write_account"
     real = getattr(auth, step)
 
-    def delete_the_account_first(*args):
+    def delete_the_account_first(*args, **kwargs):
         db.session.execute(db.text("DELETE FROM users WHERE id = :id"), {"id": user_id})
         db.session.commit()  # (as another request's deletion: done before this one writes)
-        return real(*args)
+        return real(*args, **kwargs)
     monkeypatch.setattr(auth, step, delete_the_account_first)
     if action == "password":
         r = client.post("/users/edit", data={"current_password": "correct horse", "password": "battery staple",
@@ -428,3 +438,4 @@ def test_sign_in_page_does_not_say_the_site_sends_no_email_where_it_notifies_by_
     text = mail.get("/users/sign_in").get_data(as_text=True)
     assert "sends no e-mail" not in text
     assert "Forgot your password? This site resets no password by e-mail: ask its administrator" in text
+
