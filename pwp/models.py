@@ -68,9 +68,11 @@ class User(UserMixin, db.Model):
         return self.session_id
 
     # UserMixin compares users by get_id(): two accounts loaded without a session would be
-    # equal. The identity map gives one object per row: compare objects.
+    # equal. The identity map gives one object per row: compare objects (and hash them so:
+    # a class that sets __eq__ alone is unhashable).
     __eq__ = object.__eq__
     __ne__ = object.__ne__
+    __hash__ = object.__hash__
 
 
 class UserSession(db.Model):

@@ -229,3 +229,13 @@ def test_signing_in_again_ends_the_browsers_session_before(app, client, make_use
     second = sign_in(client, make_user, email="second@example.com")[0]
     assert not signed_in(copy) and signed_in(client)
     assert sessions(app, first) == [] and len(sessions(app, second)) == 1
+
+
+def test_users_compare_and_hash_as_objects(app, make_user):
+    """Two accounts are two users (not equal for having no session), and a user can be a set's
+    member or a dict's key, as before sessions had rows (setting __eq__ alone unhashes a class)."""
+    ids = make_user("one@example.com")[0], make_user("two@example.com")[0]
+    with app.app_context():
+        one, two = (db.session.get(User, i) for i in ids)
+        assert one.get_id() is None and two.get_id() is None
+        assert one != two and len({one, two}) == 2 and {one: 1}[one] == 1
