@@ -804,7 +804,7 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
 def open_file(token: str, now: datetime) -> tuple[Row, Iterator[bytes]]:
     """One file of a download token (its row: filename, size) and its bytes, read from the
     database and decrypted a part at a time as the response is sent; NotFound when stale or
-    the push expired.
+    the push expired or ran out of time.
 
     The file is read in one snapshot, on a connection of its own for as long as the download
     lasts (no write lock: PostgreSQL REPEATABLE READ, SQLite a plain BEGIN in WAL mode): a
@@ -822,10 +822,12 @@ def open_file(token: str, now: datetime) -> tuple[Row, Iterator[bytes]]:
             conn.execution_options(isolation_level="REPEATABLE READ")
         conn.execution_options(read_snapshot=True)
         row = conn.execute(
-            select(PushFile.id, PushFile.filename, PushFile.size, PushFile.ciphertext, Push.expired)
+            select(PushFile.id, PushFile.filename, PushFile.size, PushFile.ciphertext, Push.expired,
+                   Push.expires_at)
             .join(Push, Push.id == PushFile.push_id)
             .where(PushFile.id == data["f"], PushFile.push_id == data["p"])).first()
-        if row is None or row.expired:
+        # Out of time is expired, whether or not a read has written it so yet.
+        if row is None or row.expired or row.expires_at <= now:
             raise NotFound()
         if row.ciphertext:  # stored before files had parts: one token
             parts = iter([keyring().open(row.ciphertext, key)])

@@ -494,3 +494,16 @@ def test_a_download_left_half_way_ends_its_snapshot(app, client, token, small_ch
         with psycopg.connect(database_url, autocommit=True) as other:
             assert other.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                  "AND state LIKE 'idle in transaction%'").fetchone()[0] == 0
+
+
+def test_a_download_link_stops_when_its_push_runs_out_of_time(client, token, clock):
+    """A file link from a view just before the push's time ran out does not download after
+    it, though nothing has opened the push since (no lazy expiry wrote it expired)."""
+    t = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_duration=0,
+               expire_after_views=5).json["url_token"]  # five minutes
+    clock.advance(minutes=4)
+    url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
+    assert download(client, url).data == b"payload-bytes"
+    clock.advance(minutes=1)
+    late = download(client, url)
+    assert (late.status_code, late.data.strip()) == (404, b'{"error":"not-found"}')
