@@ -244,6 +244,7 @@ def delete_account(user: User, by: User | None = None) -> int:
     """Delete an account, its API token, its web sessions (ON DELETE CASCADE) and all its
     pushes (pushes.delete_account); by as for set_admin. Return how many pushes went."""
     user_id = user.id
+    pushes.lock_pushes_of(user)  # (before the account's row: see there)
     _lock_for_change(user, by)
     count = pushes.delete_account(user)
     current_app.logger.info("user %s: account deleted with its %d pushes %s", user_id, count, _by(by))

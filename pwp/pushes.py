@@ -1155,6 +1155,14 @@ def _delete_pushes(where) -> int:
     return db.session.execute(delete(Push).where(*where)).rowcount
 
 
+def lock_pushes_of(user: User):
+    """Lock an account's pushes' rows, in id order, until the transaction ends: a deletion of
+    the account does so before it locks the account's row. A request holding one of the rows
+    (a view counted) logs its event next, whose user_id waits for the account's row: held
+    already, the two waited for each other (PostgreSQL aborts one as a deadlock: a 500)."""
+    db.session.execute(select(Push.id).where(Push.user_id == user.id).order_by(Push.id).with_for_update())
+
+
 def delete_account(user: User) -> int:
     """Delete an account with its API token, its web sessions (ON DELETE CASCADE) and its
     pushes (payloads, files, audit logs), as upstream's admin deletes a user; its entries in

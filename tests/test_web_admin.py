@@ -224,3 +224,40 @@ def test_delete_from_a_later_page_returns_to_that_page(client, make_user):
     r = client.post(f"/admin/users/{ids[25]}/delete", data={"page": "2"})
     assert r.status_code == 302 and r.headers["Location"] == "/admin/users?page=2"
     assert 'href="/admin/users">Cancel</a>' in client.get(f"/admin/users/{ids[0]}/delete?page=x").get_data(as_text=True)
+
+
+def _wait_for_a_lock_waiter(conn):
+    import time
+    deadline = time.monotonic() + 30
+    while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'").fetchone()[0]:
+        assert time.monotonic() < deadline, "nothing waited for a lock"
+
+
+def test_deleting_an_account_while_its_owner_writes_to_a_push_is_no_deadlock(client, make_user, app, database_url):
+    """A request of the owner's holds a push's row (a view or deletion counted, its audit event
+    next: that event's user_id takes a key lock on the owner's row) while an administrator
+    deletes the account: the deletion waits for the request and then deletes, rather than
+    hold the account's row while waiting for the push's (PostgreSQL then aborted one of the
+    two as a deadlock: a 500). Found racing viewers and an account deletion on gunicorn."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import threading
+
+    import psycopg
+    admin_id = sign_in_admin(client, make_user)
+    owner, token = make_user(email="leaving@example.com", password=PASSWORD)
+    t = app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token)).json
+    push_id = sql(app, "SELECT id FROM pushes WHERE url_token = :t", t=t["url_token"])[0][0]
+    answer = []
+    with psycopg.connect(database_url) as request:
+        request.execute("UPDATE pushes SET view_count = view_count + 1 WHERE id = %s", (push_id,))
+        deleter = threading.Thread(target=lambda: answer.append(client.post(f"/admin/users/{owner}/delete")))
+        deleter.start()
+        _wait_for_a_lock_waiter(request)
+        request.execute("INSERT INTO audit_logs (push_id, user_id, kind, ip, user_agent, referrer, created_at) "
+                        "VALUES (%s, %s, 0, '', '', '', now())", (push_id, owner))
+        request.commit()
+        deleter.join(timeout=60)
+    assert answer[0].status_code == 302, answer[0].status_code
+    assert sql(app, "SELECT id FROM users") == [(admin_id,)] and sql(app, "SELECT count(*) FROM pushes") == [(0,)]
