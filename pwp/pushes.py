@@ -747,16 +747,23 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     if push.expired:
         return _failed_view(push, actor, now)
     user = actor.user
-    if not views_count(push, user):
-        _log(push, AuditKind.admin_view if user.is_admin else AuditKind.owner_view, actor, now)
-    elif _claim(push, now):
-        _log(push, AuditKind.view, actor, now)
-    else:
-        # Another reader took the last view between our read and our write.
+    counted = views_count(push, user)
+    if not (_claim(push, now) if counted else _hold_live(push, now)):
+        # Another reader took the last view, or a deletion came, between our read and our write.
         _reread(push)
         _expire_if_past_limits(push, now)
         return _failed_view(push, actor, now)
+    _log(push, AuditKind.view if counted else AuditKind.admin_view if user.is_admin else AuditKind.owner_view,
+         actor, now)
     return _grant(push, key, now)
+
+
+def _hold_live(push: Push, now: datetime) -> bool:
+    """For a view that counts nothing (its owner's, an admin's): tell whether the push is still
+    live, holding its row (FOR KEY SHARE, what the event's foreign key takes) until the commit:
+    deleted since it was read, the event would break the foreign key (a 500)."""
+    return db.session.scalar(select(Push.id).where(Push.id == push.id, _claimable(now))
+                             .with_for_update(read=True, key_share=True)) is not None
 
 
 def files_of(push: Push) -> list[PushFile]:

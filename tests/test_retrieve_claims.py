@@ -1,6 +1,8 @@
 """Retrieval takes one conditional write per view: counts, owners, passphrases, audit events."""
 import threading
 
+import pytest
+
 from conftest import bearer, sql
 
 
@@ -94,3 +96,25 @@ def test_read_after_the_time_limit_is_expired_and_counted(app, client, clock):
     assert r["expired"] is True and r.get("payload") is None
     rows = sql(app, "SELECT expired, view_count, payload_ciphertext FROM pushes WHERE url_token = :t", t=url_token)
     assert rows[0][0] and rows[0][1] == 1 and rows[0][2] is None
+
+
+def test_an_owners_view_of_a_push_deleted_meanwhile_is_404_not_500(app, client, token, database_url, monkeypatch):
+    """Its owner's view counts nothing: it logs the view of the push it read. A deletion
+    between the read and the log (its account deleted, a purge) made the log a foreign-key
+    violation: a 500. Found racing the owner's views and an account deletion on gunicorn."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import psycopg
+
+    from pwp import pushes
+    url_token = _create(client, headers=bearer(token))
+    views_count = pushes.views_count
+
+    def deleted_meanwhile(push, user):
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute("DELETE FROM pushes WHERE id = %s", (push.id,))
+        return views_count(push, user)
+
+    monkeypatch.setattr(pushes, "views_count", deleted_meanwhile)
+    r = client.get(f"/api/v2/pushes/{url_token}", headers=bearer(token))
+    assert (r.status_code, r.json) == (404, {"error": "not-found"})
