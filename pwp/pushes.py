@@ -616,6 +616,9 @@ def _passphrase_gate(push: Push, passphrase: str | None, unlock_key: bytes | Non
         key = crypto.check_passphrase(passphrase, push.passphrase_salt, push.passphrase_verifier)
         if key is not None:
             return key
+    if not _hold(push):  # deleted during the check (its account deleted): nothing to log against
+        db.session.rollback()
+        raise NotFound()
     _log(push, AuditKind.failed_passphrase, actor, now)
     db.session.commit()
     raise PassphraseIncorrect()
@@ -748,7 +751,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
         return _failed_view(push, actor, now)
     user = actor.user
     counted = views_count(push, user)
-    if not (_claim(push, now) if counted else _hold_live(push, now)):
+    if not (_claim(push, now) if counted else _hold(push, now)):
         # Another reader took the last view, or a deletion came, between our read and our write.
         _reread(push)
         _expire_if_past_limits(push, now)
@@ -758,11 +761,13 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     return _grant(push, key, now)
 
 
-def _hold_live(push: Push, now: datetime) -> bool:
-    """For a view that counts nothing (its owner's, an admin's): tell whether the push is still
-    live, holding its row (FOR KEY SHARE, what the event's foreign key takes) until the commit:
-    deleted since it was read, the event would break the foreign key (a 500)."""
-    return db.session.scalar(select(Push.id).where(Push.id == push.id, _claimable(now))
+def _hold(push: Push, now: datetime | None = None) -> bool:
+    """Before an event logged without a conditional write of the push (a view that counts
+    nothing, its owner's or an admin's; a wrong passphrase): tell whether the push is still
+    there (and, given now, live), holding its row (FOR KEY SHARE, what the event's foreign
+    key takes) until the commit: deleted since it was read, the event broke the foreign key
+    (a 500)."""
+    return db.session.scalar(select(Push.id).where(Push.id == push.id, *([_claimable(now)] if now else []))
                              .with_for_update(read=True, key_share=True)) is not None
 
 

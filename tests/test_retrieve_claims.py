@@ -118,3 +118,26 @@ def test_an_owners_view_of_a_push_deleted_meanwhile_is_404_not_500(app, client, 
     monkeypatch.setattr(pushes, "views_count", deleted_meanwhile)
     r = client.get(f"/api/v2/pushes/{url_token}", headers=bearer(token))
     assert (r.status_code, r.json) == (404, {"error": "not-found"})
+
+
+def test_a_wrong_passphrase_for_a_push_deleted_meanwhile_is_404_not_500(app, client, token, database_url,
+                                                                        monkeypatch):
+    """A wrong passphrase is logged against the push read before it was checked (the check
+    takes a while: scrypt); deleted meanwhile (its account deleted), that event broke the
+    foreign key: a 500."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import psycopg
+
+    from pwp import crypto
+    url_token = _create(client, headers=bearer(token), passphrase="right one")
+    check = crypto.check_passphrase
+
+    def deleted_meanwhile(passphrase, salt, verifier):
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute("DELETE FROM pushes WHERE url_token = %s", (url_token,))
+        return check(passphrase, salt, verifier)
+
+    monkeypatch.setattr(crypto, "check_passphrase", deleted_meanwhile)
+    r = client.get(f"/api/v2/pushes/{url_token}?passphrase=wrong")
+    assert (r.status_code, r.json) == (404, {"error": "not-found"})
