@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from . import pushes
 from .config import SMTP_SECURITY, mail_base_url
-from .errors import TooManyNotifyRequests, ValidationFailed
+from .errors import NotFound, TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, AuditLog, NotifyByEmail, NotifyStatus, Push, User, db
 from .words import plural
 
@@ -203,6 +203,9 @@ def notify(url_token: str, to, locale, actor: pushes.Actor, now: datetime) -> No
     429, 422 as upstream); the sending is queued and dispatched."""
     push = pushes.owned(url_token, actor.user)
     throttle(actor.user, now)
+    if not pushes.hold(push):  # (before check locks the sender's row: see pushes.hold)
+        db.session.rollback()
+        raise NotFound()
     asked = check(to, locale, actor.user, now, push=push, required=True)
     record = queue(push, asked, actor, now)
     db.session.commit()

@@ -616,7 +616,7 @@ def _passphrase_gate(push: Push, passphrase: str | None, unlock_key: bytes | Non
         key = crypto.check_passphrase(passphrase, push.passphrase_salt, push.passphrase_verifier)
         if key is not None:
             return key
-    if not _hold(push):  # deleted during the check (its account deleted): nothing to log against
+    if not hold(push):  # deleted during the check (its account deleted): nothing to log against
         db.session.rollback()
         raise NotFound()
     _log(push, AuditKind.failed_passphrase, actor, now)
@@ -751,7 +751,7 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
         return _failed_view(push, actor, now)
     user = actor.user
     counted = views_count(push, user)
-    if not (_claim(push, now) if counted else _hold(push, now)):
+    if not (_claim(push, now) if counted else hold(push, now)):
         # Another reader took the last view, or a deletion came, between our read and our write.
         _reread(push)
         _expire_if_past_limits(push, now)
@@ -761,9 +761,10 @@ def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None
     return _grant(push, key, now)
 
 
-def _hold(push: Push, now: datetime | None = None) -> bool:
+def hold(push: Push, now: datetime | None = None) -> bool:
     """Before an event logged without a conditional write of the push (a view that counts
-    nothing, its owner's or an admin's; a wrong passphrase): tell whether the push is still
+    nothing, its owner's or an admin's; a wrong passphrase; a notify action, before it locks
+    its sender's row: an account deletion locks the push's first): tell whether the push is still
     there (and, given now, live), holding its row (FOR KEY SHARE, what the event's foreign
     key takes) until the commit: deleted since it was read, the event broke the foreign key
     (a 500)."""

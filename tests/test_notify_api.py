@@ -588,3 +588,32 @@ def test_the_api_page_offers_notify_when_this_instance_sends_email(mail):
     text = html.unescape(mail.get("/help/api").get_data(as_text=True))
     assert "Up to 5 comma-separated addresses to e-mail the link to (signed-in creators" in text
     assert "sends no e-mail" not in text
+
+
+def test_notify_during_its_accounts_deletion_waits_and_is_404_not_a_deadlock(mail, smtp, token, app, database_url):
+    """An account deletion locks its pushes' rows, then the account's; the notify action locked
+    the sender's row (its caps), then logged against the push: each waited for the other's
+    (PostgreSQL aborts one: a 500). It now holds the push first, so it waits, then finds it gone."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import threading
+    import time
+    url_token = create(mail, token).json["url_token"]
+    (user_id,), = sql(app, "SELECT user_id FROM pushes WHERE url_token = :t", t=url_token)
+    answer = []
+    with psycopg.connect(database_url) as deletion:
+        deletion.execute("SELECT id FROM pushes WHERE user_id = %s ORDER BY id FOR UPDATE", (user_id,))
+        sender = threading.Thread(target=lambda: answer.append(
+            notify_emails(mail, token, url_token, notify_emails_to="ann@example.com")))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while not deletion.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND wait_event_type = 'Lock'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the notify action never waited for a lock"
+        deletion.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        deletion.execute("DELETE FROM pushes WHERE user_id = %s", (user_id,))
+        deletion.execute("DELETE FROM users WHERE id = %s", (user_id,))
+        deletion.commit()
+        sender.join(timeout=60)
+    assert answer[0].status_code == 404, answer[0].status_code
+    assert sendings(app) == []
