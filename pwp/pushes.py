@@ -22,7 +22,7 @@ from werkzeug.urls import iri_to_uri
 
 from . import crypto
 from .config import kind_setting, kind_switched_off
-from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts,
+from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, SignInRequired, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
 from .models import (AuditKind, AuditLog, KeyCheck, Kind, NotifyByEmail, Push, PushFile, PushFilePart, PushRow,
@@ -521,28 +521,44 @@ def create(new: NewPush, actor: Actor, now: datetime, then=None) -> PushRow:
     _load_caller(actor)
     if then is not None:
         db.session.connection()  # (the session's transaction begun: the statements below join it)
-    with Transaction() as tx:
-        # PostgreSQL logs the creation inside the insert; SQLite has no DML in CTEs.
-        logged = tx.dialect.name == "postgresql"
-        if logged:
-            if kind != "file":
-                tx.autocommit_single_statement()  # the push and its event: one statement
-            params = {"p_" + key: value for key, value in row.items()}
-            push_id = tx.run(_INSERT_PUSH_LOGGED, {
-                **params, "now": now, **_event(AuditKind.creation, actor, "event_")})[0][0]
-        else:
-            push_id = tx.run(_INSERT_PUSH, row)[0][0]
-        push = PushRow({"id": push_id, **row})
-        if kind == "file":
-            _store_files(push.id, new.files, key, tx)
-        if not logged:
-            _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
-        if then is not None:
-            then(push)
+    try:
+        with Transaction() as tx:
+            # PostgreSQL logs the creation inside the insert; SQLite has no DML in CTEs.
+            logged = tx.dialect.name == "postgresql"
+            if logged:
+                if kind != "file":
+                    tx.autocommit_single_statement()  # the push and its event: one statement
+                params = {"p_" + key: value for key, value in row.items()}
+                push_id = tx.run(_INSERT_PUSH_LOGGED, {
+                    **params, "now": now, **_event(AuditKind.creation, actor, "event_")})[0][0]
+            else:
+                push_id = tx.run(_INSERT_PUSH, row)[0][0]
+            push = PushRow({"id": push_id, **row})
+            if kind == "file":
+                _store_files(push.id, new.files, key, tx)
+            if not logged:
+                _log(push, AuditKind.creation, actor, now, capped=False, tx=tx)
+            if then is not None:
+                then(push)
+    except Exception as exc:
+        if _account_gone(exc, actor.user):
+            raise SignInRequired() from None
+        raise
     # DEBUG, not INFO: the audit log records each creation, and a line per create is the hot
     # path's cost (bench/instructions.py create: 747 k instructions, 906 k writing it at INFO).
     current_app.logger.debug("push %s created (kind %s)", push.id, kind)
     return push
+
+
+def _account_gone(exc: Exception, user: User | None) -> bool:
+    """Tell whether a create failed on the foreign key of its caller's account, deleted
+    meanwhile (delete_account holds the account's row: the insert waited, then met the key):
+    the caller is no one now (SignInRequired, a 401, not a 500)."""
+    if user is None or not isinstance(exc, (IntegrityError, db.engine.dialect.loaded_dbapi.IntegrityError)):
+        return False
+    user_id, = inspect(user).identity  # (not user.id: the rollback expires the object, a reload raises)
+    db.session.rollback()
+    return db.session.scalar(select(User.id).where(User.id == user_id)) is None
 
 
 def _store_files(push_id: int, uploads, key: bytes | None, tx: Transaction | None = None):

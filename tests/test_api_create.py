@@ -491,3 +491,32 @@ def test_null_files_is_no_files_key(client, path, root):
     assert r.status_code == 201, r.json
     # an empty array still asks for a sign-in, as upstream
     assert client.post(path, json={root: {"payload": "x", "files": []}}).status_code == 401
+
+
+def test_a_create_while_its_account_is_deleted_is_401_not_500(app, client, make_user, database_url):
+    """An account deletion holds the account's row; a push its token creates meanwhile waits,
+    then finds the account gone (the foreign key): the caller is no one now, a 401, not a 500.
+    Found racing creates and an account deletion on gunicorn with PostgreSQL."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import threading
+    import time
+
+    import psycopg
+    user_id, token = make_user(email="leaving@example.com")
+    answer = []
+    with psycopg.connect(database_url) as deletion:
+        deletion.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        creator = threading.Thread(target=lambda: answer.append(client.post(
+            "/api/v2/pushes", json={"push": {"payload": "orphan"}}, headers=bearer(token))))
+        creator.start()
+        deadline = time.monotonic() + 30
+        while not deletion.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND wait_event_type = 'Lock'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the create never waited for the account's row"
+        deletion.execute("DELETE FROM users WHERE id = %s", (user_id,))
+        deletion.commit()
+        creator.join(timeout=60)
+    assert answer[0].status_code == 401, answer[0].status_code
+    assert answer[0].json == {"error": "You need to sign in or sign up before continuing."}
+    assert sql(app, "SELECT count(*) FROM pushes") == [(0,)]
