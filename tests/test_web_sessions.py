@@ -239,3 +239,27 @@ def test_users_compare_and_hash_as_objects(app, make_user):
         one, two = (db.session.get(User, i) for i in ids)
         assert one.get_id() is None and two.get_id() is None
         assert one != two and len({one, two}) == 2 and {one: 1}[one] == 1
+
+
+@pytest.mark.parametrize("old", ["the previous version's", 1, [1], {"id": 1}, None, True, "1:", "\x00"])
+def test_a_cookie_from_before_the_upgrade_signs_no_one_in_and_breaks_nothing(app, make_user, old):
+    """The previous version kept "<id>:<HMAC of the password hash>" in _user_id (older
+    formats: the id alone): such a cookie, even one that version signed for this very account,
+    is anonymous now, and signing out or in with it is not a 500."""
+    import hmac
+    user_id = make_user(email="owner@example.com", password=PASSWORD)[0]
+    if old == "the previous version's":
+        with app.app_context():
+            password_hash = db.session.get(User, user_id).password_hash
+        mark = hmac.new(app.config["SECRET_KEY"].encode(), password_hash.encode(), "sha256").hexdigest()[:32]
+        old = f"{user_id}:{mark}"
+    browser = app.test_client()
+    browser.set_cookie("session", app.session_interface.get_signing_serializer(app).dumps(
+        {"_user_id": old, "_fresh": True}))
+    assert not signed_in(browser)
+    assert browser.get("/api/v2/pushes/active").status_code == 401
+    assert browser.post("/users/sign_out").status_code == 302
+    browser.set_cookie("session", app.session_interface.get_signing_serializer(app).dumps(
+        {"_user_id": old, "_fresh": True}))
+    r = browser.post("/users/sign_in", data={"email": "owner@example.com", "password": PASSWORD})
+    assert r.status_code == 302 and signed_in(browser) and len(sessions(app, user_id)) == 1
