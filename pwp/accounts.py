@@ -157,9 +157,11 @@ def edit():
 
 @bp.post("/sign_out")
 def sign_out():
-    """Sign out: the session's row goes, so a copy of its cookie is anonymous too."""
+    """Sign out: the session's row goes, so a copy of its cookie is anonymous too, and nothing
+    of the session stays in the browser (its CSRF token included, as Devise clears it)."""
     auth.end_session(session.get("_user_id"))
     logout_user()
+    session.clear()
     flash("Signed out.", "success")
     return redirect(url_for("web.home"))
 

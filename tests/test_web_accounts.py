@@ -438,4 +438,3 @@ def test_sign_in_page_does_not_say_the_site_sends_no_email_where_it_notifies_by_
     text = mail.get("/users/sign_in").get_data(as_text=True)
     assert "sends no e-mail" not in text
     assert "Forgot your password? This site resets no password by e-mail: ask its administrator" in text
-

@@ -263,3 +263,15 @@ def test_a_cookie_from_before_the_upgrade_signs_no_one_in_and_breaks_nothing(app
         {"_user_id": old, "_fresh": True}))
     r = browser.post("/users/sign_in", data={"email": "owner@example.com", "password": PASSWORD})
     assert r.status_code == 302 and signed_in(browser) and len(sessions(app, user_id)) == 1
+
+
+def test_signing_out_leaves_nothing_of_the_session(app, client, make_user):
+    """Signing out clears the whole session, as Devise does: its CSRF token (which the next
+    person at a shared computer would otherwise inherit) goes with the sign-in."""
+    sign_in(client, make_user)
+    client.get("/users/edit")  # (a page with a form: the session holds its CSRF token)
+    signer = app.session_interface.get_signing_serializer(app)
+    assert "csrf_token" in signer.loads(client.get_cookie("session").value)
+    assert client.post("/users/sign_out").status_code == 302
+    left = signer.loads(client.get_cookie("session").value)
+    assert set(left) <= {"_flashes"}, left
