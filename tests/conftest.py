@@ -5,6 +5,7 @@ PWPUSH_TEST_DATABASES (default "sqlite,postgresql"). PostgreSQL gets one
 throwaway database per run, emptied between tests and dropped at the end.
 """
 import os
+import time
 from contextlib import contextmanager
 import secrets
 from datetime import datetime, timedelta
@@ -165,3 +166,17 @@ def sql(app, statement, **params):
         rows = result.all() if result.returns_rows else []
         db.session.commit()
         return rows
+
+
+def wait_for_a_lock_waiter(database_url, what="a lock", query_like="%", thread=None, timeout=30):
+    """Return once a session of the test's PostgreSQL database waits for a lock (running a
+    query LIKE query_like), polling from a connection of its own in autocommit: a transaction
+    sees one snapshot of pg_stat_activity, so polling from the one holding the lock never saw
+    a waiter that began after its first look. Fails after timeout seconds, or once the thread
+    that should wait has ended."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as watch:
+        while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock' AND query LIKE %s", (query_like,)).fetchone()[0]:
+            assert time.monotonic() < deadline and (thread is None or thread.is_alive()), f"{what} never waited"
+            time.sleep(0.005)  # (polling for the wait to begin; nothing depends on how long)

@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from conftest import bearer, sql
+from conftest import bearer, sql, wait_for_a_lock_waiter
 
 CREATE_KEYS = {"created_at", "days_remaining", "deletable_by_viewer", "deleted", "expire_after_days",
                "expire_after_views", "expired", "expired_on", "html_url", "json_url", "name", "note",
@@ -500,7 +500,6 @@ def test_a_create_while_its_account_is_deleted_is_401_not_500(app, client, make_
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
     import threading
-    import time
 
     import psycopg
     user_id, token = make_user(email="leaving@example.com")
@@ -510,10 +509,7 @@ def test_a_create_while_its_account_is_deleted_is_401_not_500(app, client, make_
         creator = threading.Thread(target=lambda: answer.append(client.post(
             "/api/v2/pushes", json={"push": {"payload": "orphan"}}, headers=bearer(token))))
         creator.start()
-        deadline = time.monotonic() + 30
-        while not deletion.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                   "AND wait_event_type = 'Lock'").fetchone()[0]:
-            assert time.monotonic() < deadline, "the create never waited for the account's row"
+        wait_for_a_lock_waiter(database_url, "the create", thread=creator)
         deletion.execute("DELETE FROM users WHERE id = %s", (user_id,))
         deletion.commit()
         creator.join(timeout=60)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from conftest import NOW, bearer, sql
+from conftest import NOW, bearer, sql, wait_for_a_lock_waiter
 from smtpsink import SmtpServer, free_port
 
 from pwp import notify, pushes
@@ -597,7 +597,6 @@ def test_notify_during_its_accounts_deletion_waits_and_is_404_not_a_deadlock(mai
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
     import threading
-    import time
     url_token = create(mail, token).json["url_token"]
     (user_id,), = sql(app, "SELECT user_id FROM pushes WHERE url_token = :t", t=url_token)
     answer = []
@@ -606,10 +605,7 @@ def test_notify_during_its_accounts_deletion_waits_and_is_404_not_a_deadlock(mai
         sender = threading.Thread(target=lambda: answer.append(
             notify_emails(mail, token, url_token, notify_emails_to="ann@example.com")))
         sender.start()
-        deadline = time.monotonic() + 30
-        while not deletion.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                   "AND wait_event_type = 'Lock'").fetchone()[0]:
-            assert time.monotonic() < deadline, "the notify action never waited for a lock"
+        wait_for_a_lock_waiter(database_url, "the notify action", thread=sender)
         deletion.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
         deletion.execute("DELETE FROM pushes WHERE user_id = %s", (user_id,))
         deletion.execute("DELETE FROM users WHERE id = %s", (user_id,))

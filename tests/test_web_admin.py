@@ -4,7 +4,7 @@ import re
 from datetime import datetime
 
 import pytest
-from conftest import bearer, make_config, sql
+from conftest import bearer, make_config, sql, wait_for_a_lock_waiter
 from webutil import sign_in
 
 from pwp import create_app
@@ -226,14 +226,6 @@ def test_delete_from_a_later_page_returns_to_that_page(client, make_user):
     assert 'href="/admin/users">Cancel</a>' in client.get(f"/admin/users/{ids[0]}/delete?page=x").get_data(as_text=True)
 
 
-def _wait_for_a_lock_waiter(conn):
-    import time
-    deadline = time.monotonic() + 30
-    while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND wait_event_type = 'Lock'").fetchone()[0]:
-        assert time.monotonic() < deadline, "nothing waited for a lock"
-
-
 def test_deleting_an_account_while_its_owner_writes_to_a_push_is_no_deadlock(client, make_user, app, database_url):
     """A request of the owner's holds a push's row (a view or deletion counted, its audit event
     next: that event's user_id takes a key lock on the owner's row) while an administrator
@@ -254,7 +246,7 @@ def test_deleting_an_account_while_its_owner_writes_to_a_push_is_no_deadlock(cli
         request.execute("UPDATE pushes SET view_count = view_count + 1 WHERE id = %s", (push_id,))
         deleter = threading.Thread(target=lambda: answer.append(client.post(f"/admin/users/{owner}/delete")))
         deleter.start()
-        _wait_for_a_lock_waiter(request)
+        wait_for_a_lock_waiter(database_url, "the deletion", thread=deleter)
         request.execute("INSERT INTO audit_logs (push_id, user_id, kind, ip, user_agent, referrer, created_at) "
                         "VALUES (%s, %s, 0, '', '', '', now())", (push_id, owner))
         request.commit()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select
-from conftest import NOW, bearer
+from conftest import NOW, bearer, wait_for_a_lock_waiter
 from webutil import audit_kinds, create, sign_in, sql
 
 from pwp import crypto, pushes
@@ -674,7 +674,6 @@ def test_an_add_that_waited_for_another_counts_the_files_it_added(client, make_u
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
     import threading
-    import time
 
     import psycopg
     _, api_token = sign_in(client, make_user)
@@ -688,10 +687,7 @@ def test_an_add_that_waited_for_another_counts_the_files_it_added(client, make_u
         answer = []
         adder = threading.Thread(target=lambda: answer.append(_add_files(client, token, [("d.txt", b"d")])))
         adder.start()
-        deadline = time.monotonic() + 30
-        while not other.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND wait_event_type = 'Lock'").fetchone()[0]:
-            assert time.monotonic() < deadline, "the edit never waited for the push's row"
+        wait_for_a_lock_waiter(database_url, "the edit", thread=adder)
         other.commit()
         adder.join(timeout=30)
     assert answer[0].status_code == 422, answer[0].status_code

@@ -3,12 +3,11 @@ a new password, the account's deletion or its lifetime ends, whatever copies of 
 are left."""
 import hashlib
 import threading
-import time
 from datetime import timedelta
 
 import psycopg
 import pytest
-from conftest import make_config, sql
+from conftest import make_config, sql, wait_for_a_lock_waiter
 from webutil import sign_in
 
 from pwp import auth, create_app, pushes
@@ -138,17 +137,12 @@ def test_a_sign_in_waits_for_a_password_change_under_way_and_makes_no_session(ap
             result["session"] = auth.start_session(user, pushes.utcnow())
             db.session.remove()
 
-    with psycopg.connect(database_url) as change, psycopg.connect(database_url, autocommit=True) as watch:
+    with psycopg.connect(database_url) as change:
         change.execute("UPDATE users SET password_hash = 'changed' WHERE id = %s", (user_id,))
         change.execute("DELETE FROM user_sessions WHERE user_id = %s", (user_id,))
         signing_in = threading.Thread(target=sign_in_with_the_old_password)
         signing_in.start()
-        deadline = time.monotonic() + 20
-        # (Autocommit: a transaction sees one snapshot of pg_stat_activity.)
-        while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                "AND query LIKE 'INSERT INTO user_sessions%'").fetchone()[0]:
-            assert time.monotonic() < deadline and signing_in.is_alive(), "the sign-in did not wait"
-            time.sleep(0.01)  # (polling for the wait to begin; nothing depends on how long)
+        wait_for_a_lock_waiter(database_url, "the sign-in", "INSERT INTO user_sessions%", signing_in)
         change.commit()
     signing_in.join(timeout=20)
     assert result == {"session": None} and sessions(app) == []
