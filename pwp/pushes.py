@@ -3,6 +3,7 @@
 Web, API v2, API v1 and the command line call these functions; they never
 touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
+import functools
 import io
 import json
 import math
@@ -551,7 +552,7 @@ def create(new: NewPush, actor: Actor, now: datetime, then=None) -> PushRow:
 
 
 def _account_gone(exc: Exception, user: User | None) -> bool:
-    """Tell whether a create failed on the foreign key of its caller's account, deleted
+    """Tell whether a write failed on the foreign key of its caller's account, deleted
     meanwhile (delete_account holds the account's row: the insert waited, then met the key):
     the caller is no one now (SignInRequired, a 401, not a 500)."""
     if user is None or not isinstance(exc, (IntegrityError, db.engine.dialect.loaded_dbapi.IntegrityError)):
@@ -559,6 +560,24 @@ def _account_gone(exc: Exception, user: User | None) -> bool:
     user_id, = inspect(user).identity  # (not user.id: the rollback expires the object, a reload raises)
     db.session.rollback()
     return db.session.scalar(select(User.id).where(User.id == user_id)) is None
+
+
+def _caller_may_be_gone(action):
+    """For an action whose event is logged with its caller's user_id (a view, a wrong
+    passphrase, a viewer's deletion, of another's push; an admin's view): the caller's
+    account deleted meanwhile broke that foreign key; the caller is no one now
+    (SignInRequired, a 401, as a create's), not a 500. Its own pushes need not this: the
+    deletion locks them first, so such an action on one waits, then finds it gone."""
+    @functools.wraps(action)
+    def run(*args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except Exception as exc:
+            actor = next((value for value in (*args, *kwargs.values()) if isinstance(value, Actor)), None)
+            if actor is not None and _account_gone(exc, actor.user):
+                raise SignInRequired() from None
+            raise
+    return run
 
 
 def _store_files(push_id: int, uploads, key: bytes | None, tx: Transaction | None = None):
@@ -640,6 +659,7 @@ def _passphrase_gate(push: Push, passphrase: str | None, unlock_key: bytes | Non
     raise PassphraseIncorrect()
 
 
+@_caller_may_be_gone
 def unlock(url_token: str, passphrase: str, actor: Actor, now: datetime) -> bytes | None:
     """Check a passphrase (web form); return the payload key, None if the push needs none.
 
@@ -742,6 +762,7 @@ def _open_payload(ciphertext: bytes, key: bytes | None) -> str:
     return keyring().open(ciphertext, key).decode("utf-8")
 
 
+@_caller_may_be_gone
 def retrieve(url_token: str, actor: Actor, now: datetime, passphrase: str | None = None,
              unlock_key: bytes | None = None, open_tried: bool = False) -> Retrieval:
     """Count one view (owners and admins are logged, not counted) and decrypt the payload.
@@ -891,6 +912,7 @@ def _reread(push: Push):
         raise NotFound()
 
 
+@_caller_may_be_gone
 def expire_now(url_token: str, actor: Actor, now: datetime) -> tuple[Push, bool]:
     """Delete a push's content at once: its owner, or anyone if deletable_by_viewer.
     Return the push and whether this call deleted it (False: it had already expired)."""

@@ -141,3 +141,34 @@ def test_a_wrong_passphrase_for_a_push_deleted_meanwhile_is_404_not_500(app, cli
     monkeypatch.setattr(crypto, "check_passphrase", deleted_meanwhile)
     r = client.get(f"/api/v2/pushes/{url_token}?passphrase=wrong")
     assert (r.status_code, r.json) == (404, {"error": "not-found"})
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_view_by_an_account_deleted_meanwhile_is_401_not_500(app, client, token, make_user, database_url, method):
+    """A signed-in caller's view of another's push logs its event with the caller's user_id,
+    whose foreign key waits for the account's row while an administrator deletes the account,
+    then finds it gone: the caller is no one now (a 401, as a create's), not a 500; the view
+    it claimed is given back (the transaction rolled back). So for a viewer's deletion."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import time
+
+    import psycopg
+    url_token = _create(client, headers=bearer(token), expire_after_views=2, deletable_by_viewer=True)
+    viewer_id, viewer_token = make_user(email="leaving@example.com")
+    answer = []
+    with psycopg.connect(database_url) as deletion:
+        deletion.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (viewer_id,))
+        viewer = threading.Thread(target=lambda: answer.append(
+            app.test_client().open(f"/api/v2/pushes/{url_token}", method=method, headers=bearer(viewer_token))))
+        viewer.start()
+        deadline = time.monotonic() + 30
+        while not deletion.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND wait_event_type = 'Lock'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the view never waited for the account's row"
+        deletion.execute("DELETE FROM users WHERE id = %s", (viewer_id,))
+        deletion.commit()
+        viewer.join(timeout=60)
+    assert (answer[0].status_code, answer[0].json) == (
+        401, {"error": "You need to sign in or sign up before continuing."})
+    assert sql(app, "SELECT view_count, expired FROM pushes WHERE url_token = :t", t=url_token) == [(0, False)]
