@@ -240,12 +240,25 @@ def any_admin() -> bool:
     return db.session.scalar(select(User.id).where(User.is_admin == true()).limit(1)) is not None
 
 
+DELETE_TRIES = 5  # (then it deletes anyway: its owner's creates keep coming)
+
+
 def delete_account(user: User, by: User | None = None) -> int:
     """Delete an account, its API token, its web sessions (ON DELETE CASCADE) and all its
     pushes (pushes.delete_account); by as for set_admin. Return how many pushes went."""
     user_id = user.id
-    pushes.lock_pushes_of(user)  # (before the account's row: see there)
-    _lock_for_change(user, by)
+    for _ in range(DELETE_TRIES):
+        locked = pushes.lock_pushes_of(user_id)  # (before the account's row: see there)
+        _lock_for_change(user, by)
+        if pushes.count_pushes_of(user_id) == locked:
+            break
+        # A push made while this waited for the account's row (its create held it) is not
+        # locked: a view of it by its owner or an admin, waiting for the account's row to log
+        # its event, and this, deleting it, would wait for each other. Again, with it.
+        db.session.rollback()
+        user = db.session.get(User, user_id)
+        if user is None:
+            raise Refused(ACCOUNT_GONE)
     count = pushes.delete_account(user)
     current_app.logger.info("user %s: account deleted with its %d pushes %s", user_id, count, _by(by))
     return count

@@ -1206,12 +1206,19 @@ def _delete_pushes(where) -> int:
     return db.session.execute(delete(Push).where(*where)).rowcount
 
 
-def lock_pushes_of(user: User):
-    """Lock an account's pushes' rows, in id order, until the transaction ends: a deletion of
-    the account does so before it locks the account's row. A request holding one of the rows
-    (a view counted) logs its event next, whose user_id waits for the account's row: held
-    already, the two waited for each other (PostgreSQL aborts one as a deadlock: a 500)."""
-    db.session.execute(select(Push.id).where(Push.user_id == user.id).order_by(Push.id).with_for_update())
+def lock_pushes_of(user_id: int) -> int:
+    """Lock an account's pushes' rows, in id order, until the transaction ends; return how
+    many. A deletion of the account does so before it locks the account's row. A request
+    holding one of the rows (a view counted) logs its event next, whose user_id waits for the
+    account's row: held already, the two waited for each other (PostgreSQL aborts one as a
+    deadlock: a 500)."""
+    return len(db.session.execute(
+        select(Push.id).where(Push.user_id == user_id).order_by(Push.id).with_for_update()).all())
+
+
+def count_pushes_of(user_id: int) -> int:
+    """How many pushes an account has (a deletion's check that it locked them all)."""
+    return db.session.scalar(select(func.count()).where(Push.user_id == user_id))
 
 
 def delete_account(user: User) -> int:

@@ -253,3 +253,57 @@ def test_deleting_an_account_while_its_owner_writes_to_a_push_is_no_deadlock(cli
         deleter.join(timeout=60)
     assert answer[0].status_code == 302, answer[0].status_code
     assert sql(app, "SELECT id FROM users") == [(admin_id,)] and sql(app, "SELECT count(*) FROM pushes") == [(0,)]
+
+
+
+def _wait_for_lock_waiters(database_url, count):
+    """Wait until count sessions wait for a lock: watched from a connection of its own, out
+    of any transaction (a transaction sees the sessions as they were at its first look)."""
+    import time
+
+    import psycopg
+    deadline = time.monotonic() + 30
+    with psycopg.connect(database_url, autocommit=True) as watch:
+        while watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock'").fetchone()[0] < count:
+            assert time.monotonic() < deadline, f"fewer than {count} waited for a lock"
+
+
+def test_a_push_made_while_its_account_is_deleted_is_locked_before_the_account_too(
+        client, make_user, app, database_url):
+    """A push its owner made while the deletion waited for the account's row (the create held
+    it) was not among the pushes the deletion had locked: the owner's view of it, its event
+    next, waited for the account's row, which the deletion held, while the deletion's delete
+    waited for the push's (PostgreSQL aborted one as a deadlock: a 500). The deletion now
+    finds that push after it locked the account, and begins again."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
+    import threading
+
+    import psycopg
+    admin_id = sign_in_admin(client, make_user)
+    owner, token = make_user(email="leaving@example.com", password=PASSWORD)
+    made = [app.test_client().post("/api/v2/pushes", json={"push": {"payload": p}}, headers=bearer(token)).json
+            for p in ("old", "new")]
+    (old,), (new,) = (sql(app, "SELECT id FROM pushes WHERE url_token = :t", t=m["url_token"])[0] for m in made)
+    sql(app, "UPDATE pushes SET user_id = NULL WHERE id = :id", id=new)
+    answers = {}
+    with psycopg.connect(database_url) as creator, psycopg.connect(database_url) as slow:
+        # The create under way (holding the account's row as its key), and a slow part of the deletion.
+        creator.execute("UPDATE pushes SET user_id = %s WHERE id = %s", (owner, new))
+        slow.execute("SELECT id FROM audit_logs WHERE push_id = %s FOR UPDATE", (old,))
+        deleter = threading.Thread(target=lambda: answers.setdefault(
+            "deletion", client.post(f"/admin/users/{owner}/delete")))
+        deleter.start()
+        _wait_for_lock_waiters(database_url, 1)  # (for the account's row)
+        creator.commit()
+        viewer = threading.Thread(target=lambda: answers.setdefault(
+            "view", app.test_client().get(f"/api/v2/pushes/{made[1]['url_token']}", headers=bearer(token))))
+        viewer.start()
+        _wait_for_lock_waiters(database_url, 2)  # (the deletion for the slow part, the view for it)
+        slow.commit()
+        deleter.join(timeout=60)
+        viewer.join(timeout=60)
+    assert answers["deletion"].status_code == 302, answers["deletion"].status_code
+    assert answers["view"].status_code in (200, 404), answers["view"].status_code
+    assert sql(app, "SELECT id FROM users") == [(admin_id,)] and sql(app, "SELECT count(*) FROM pushes") == [(0,)]
