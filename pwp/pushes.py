@@ -1212,8 +1212,8 @@ def lock_pushes_of(user_id: int) -> int:
     holding one of the rows (a view counted) logs its event next, whose user_id waits for the
     account's row: held already, the two waited for each other (PostgreSQL aborts one as a
     deadlock: a 500)."""
-    return len(db.session.execute(
-        select(Push.id).where(Push.user_id == user_id).order_by(Push.id).with_for_update()).all())
+    locked = select(Push.id).where(Push.user_id == user_id).order_by(Push.id).with_for_update().subquery()
+    return db.session.scalar(select(func.count()).select_from(locked))  # (not the rows: 50 000 cost 0.2 s)
 
 
 def count_pushes_of(user_id: int) -> int:
