@@ -168,15 +168,15 @@ def sql(app, statement, **params):
         return rows
 
 
-def wait_for_a_lock_waiter(database_url, what="a lock", query_like="%", thread=None, timeout=30):
-    """Return once a session of the test's PostgreSQL database waits for a lock (running a
-    query LIKE query_like), polling from a connection of its own in autocommit: a transaction
-    sees one snapshot of pg_stat_activity, so polling from the one holding the lock never saw
-    a waiter that began after its first look. Fails after timeout seconds, or once the thread
-    that should wait has ended."""
+def wait_for_a_lock_waiter(database_url, what="a lock", query_like="%", thread=None, timeout=30, count=1):
+    """Return once `count` sessions of the test's PostgreSQL database wait for a lock (running
+    a query LIKE query_like), polling from a connection of its own in autocommit: a
+    transaction sees pg_stat_activity's sessions as they were at its first look, so polling
+    from the one holding the lock missed a waiter whose connection came after. Fails after
+    timeout seconds, or once the thread that should wait has ended."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(database_url, autocommit=True) as watch:
-        while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND wait_event_type = 'Lock' AND query LIKE %s", (query_like,)).fetchone()[0]:
+        while watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND query LIKE %s", (query_like,)).fetchone()[0] < count:
             assert time.monotonic() < deadline and (thread is None or thread.is_alive()), f"{what} never waited"
             time.sleep(0.005)  # (polling for the wait to begin; nothing depends on how long)

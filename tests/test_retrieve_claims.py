@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from conftest import bearer, sql
+from conftest import bearer, sql, wait_for_a_lock_waiter
 
 
 def _create(client, headers=None, **push):
@@ -151,8 +151,6 @@ def test_a_view_by_an_account_deleted_meanwhile_is_401_not_500(app, client, toke
     it claimed is given back (the transaction rolled back). So for a viewer's deletion."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's BEGIN IMMEDIATE runs a request's whole transaction alone")
-    import time
-
     import psycopg
     url_token = _create(client, headers=bearer(token), expire_after_views=2, deletable_by_viewer=True)
     viewer_id, viewer_token = make_user(email="leaving@example.com")
@@ -162,10 +160,7 @@ def test_a_view_by_an_account_deleted_meanwhile_is_401_not_500(app, client, toke
         viewer = threading.Thread(target=lambda: answer.append(
             app.test_client().open(f"/api/v2/pushes/{url_token}", method=method, headers=bearer(viewer_token))))
         viewer.start()
-        deadline = time.monotonic() + 30
-        while not deletion.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                   "AND wait_event_type = 'Lock'").fetchone()[0]:
-            assert time.monotonic() < deadline, "the view never waited for the account's row"
+        wait_for_a_lock_waiter(database_url, "the view", thread=viewer)
         deletion.execute("DELETE FROM users WHERE id = %s", (viewer_id,))
         deletion.commit()
         viewer.join(timeout=60)

@@ -255,20 +255,6 @@ def test_deleting_an_account_while_its_owner_writes_to_a_push_is_no_deadlock(cli
     assert sql(app, "SELECT id FROM users") == [(admin_id,)] and sql(app, "SELECT count(*) FROM pushes") == [(0,)]
 
 
-
-def _wait_for_lock_waiters(database_url, count):
-    """Wait until count sessions wait for a lock: watched from a connection of its own, out
-    of any transaction (a transaction sees the sessions as they were at its first look)."""
-    import time
-
-    import psycopg
-    deadline = time.monotonic() + 30
-    with psycopg.connect(database_url, autocommit=True) as watch:
-        while watch.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'").fetchone()[0] < count:
-            assert time.monotonic() < deadline, f"fewer than {count} waited for a lock"
-
-
 def test_a_push_made_while_its_account_is_deleted_is_locked_before_the_account_too(
         client, make_user, app, database_url):
     """A push its owner made while the deletion waited for the account's row (the create held
@@ -295,12 +281,13 @@ def test_a_push_made_while_its_account_is_deleted_is_locked_before_the_account_t
         deleter = threading.Thread(target=lambda: answers.setdefault(
             "deletion", client.post(f"/admin/users/{owner}/delete")))
         deleter.start()
-        _wait_for_lock_waiters(database_url, 1)  # (for the account's row)
+        wait_for_a_lock_waiter(database_url, "the deletion", thread=deleter)  # (for the account's row)
         creator.commit()
         viewer = threading.Thread(target=lambda: answers.setdefault(
             "view", app.test_client().get(f"/api/v2/pushes/{made[1]['url_token']}", headers=bearer(token))))
         viewer.start()
-        _wait_for_lock_waiters(database_url, 2)  # (the deletion for the slow part, the view for it)
+        # (The deletion for the slow part, the view for it.)
+        wait_for_a_lock_waiter(database_url, "the deletion and the view", thread=viewer, count=2)
         slow.commit()
         deleter.join(timeout=60)
         viewer.join(timeout=60)
