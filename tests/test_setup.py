@@ -569,6 +569,17 @@ def test_a_command_writes_no_key_files(tmp_path):
     assert {"master.key", "secret_key"} <= set(os.listdir(instance))
 
 
+def _assert_refused_without_its_key(refused, instance, caplog):
+    """A start without its key on a database that has one: refused in one line, leaving no key
+    file and no log of one made."""
+    assert str(refused.value) == (
+        f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database "
+        "already has a key (its pushes', or another instance's that started first): restore the key file "
+        "from a backup, copy the other instance's, or set PWPUSH_MASTER_KEY")
+    assert not (instance / "master.key").exists()
+    assert "Generated a new secret" not in caplog.text
+
+
 # From the admin's walk: a server started on an existing database without its key (no
 # PWPUSH_MASTER_KEY, no key file) wrote a new master.key and logged "keep it and back it up"
 # before refusing, leaving a key file that opens nothing beside the real data.
@@ -586,12 +597,7 @@ def test_a_server_without_its_key_writes_no_key_file(tmp_path, database, caplog)
         instance = tmp_path / "keyless"
         with pytest.raises(config.ConfigError) as refused:
             create_app(make_config(url, PWPUSH_MASTER_KEY=None), instance_path=str(instance), command_line=False)
-        assert str(refused.value) == (
-            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database "
-            "already has a key (its pushes', or another instance's that started first): restore the key file "
-            "from a backup, copy the other instance's, or set PWPUSH_MASTER_KEY")
-        assert not (instance / "master.key").exists()
-        assert "Generated a new secret" not in caplog.text
+        _assert_refused_without_its_key(refused, instance, caplog)
         # With the key file restored it starts, and reads the push.
         (instance / "master.key").write_text(make_config(url)["PWPUSH_MASTER_KEY"] + "\n")
         again = create_app(make_config(url, PWPUSH_MASTER_KEY=None), instance_path=str(instance), command_line=False)
@@ -643,12 +649,7 @@ def test_an_instance_second_to_a_new_database_keeps_no_key_file(tmp_path, caplog
                            command_line=False)
         finally:
             event.remove(Engine, "before_cursor_execute", other_instance_first)
-        assert str(refused.value) == (
-            f"PWPUSH_MASTER_KEY is not set and there is no key file {instance / 'master.key'}, but the database "
-            "already has a key (its pushes', or another instance's that started first): restore the key file "
-            "from a backup, copy the other instance's, or set PWPUSH_MASTER_KEY")
-        assert not (instance / "master.key").exists()
-        assert "Generated a new secret" not in caplog.text
+        _assert_refused_without_its_key(refused, instance, caplog)
         # Started again (after the other instance, the database still without pushes): the same.
         with pytest.raises(config.ConfigError) as again_refused:
             create_app(make_config(f"{PG_BASE}/{name}", PWPUSH_MASTER_KEY=None), instance_path=str(instance),
