@@ -1,4 +1,5 @@
-"""Command line: flask --app pwpush init-db | purge-expired | rotate-key | users ... | schema."""
+"""Command line: flask --app pwpush init-db | purge-expired | rotate-key | users ... | schema |
+db-revision."""
 import functools
 
 import click
@@ -6,6 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import auth, crypto, notify, pushes
+from .config import ConfigError
 from .factory import database_missing, database_name, make_database
 from .models import db, schema_sql
 from .words import plural
@@ -15,7 +17,7 @@ def needs_database(command):
     """Refuse to run on a database without pwpush's tables, which the app made none of
     (run without the server's DATABASE_URL, a command would otherwise report on, or
     create users in, a new empty database that looks like the real one). Add the tables a
-    newer version brought, as the server's start does."""
+    newer version brought and its pending schema revisions, as the server's start does."""
     @functools.wraps(command)
     def checked(*args, **kwargs):
         if database_missing(current_app):
@@ -23,7 +25,7 @@ def needs_database(command):
                 f"no pwpush database at {database_name(current_app)}: for the server's, run this "
                 "with the server's environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...); for a new "
                 "one, start the server once or run `flask --app pwpush init-db`.")
-        db.create_all()
+        _bring_up_to_date()
         return command(*args, **kwargs)
     return checked
 
@@ -33,15 +35,24 @@ users = AppGroup("users", help="Manage users and their API tokens.")
 
 @click.command("init-db")
 def init_db():
-    """Create missing tables; never drops or changes existing data."""
+    """Create the database, or apply the pending schema revisions; never drops data."""
     _make_database()  # (stops naming the columns a table from an older pwpush lacks)
     click.echo(f"init-db: database ready ({database_name(current_app)})")
 
 
+def _bring_up_to_date() -> bool:
+    """Bring the database to the code's schema (pwp.migrate); tell whether it was new. A
+    database that cannot be (a newer release's, a table lacking columns) stops the command."""
+    try:
+        return make_database(current_app)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _make_database():
-    """Create the missing tables, saying so when the database is new: run without the
-    server's environment, a command would otherwise make a stray one unnoticed."""
-    if make_database(current_app):
+    """Make or upgrade the database, saying so when it is new: run without the server's
+    environment, a command would otherwise make a stray one unnoticed."""
+    if _bring_up_to_date():
         click.echo(f"pwpush: made a new database at {database_name(current_app)}: if your server uses "
                    "another, run this with its environment (DATABASE_URL, PWPUSH_MASTER_KEY, ...).", err=True)
 
@@ -95,6 +106,18 @@ def generate_key():
 def schema(dialect):
     """Print the schema generated from the models (schema.sql is this output)."""
     click.echo(schema_sql(dialect), nl=False)
+
+
+@click.command("db-revision")
+@click.argument("message")
+@click.option("--migrations", default=None, hidden=True, help="The scripts' folder (tests).")
+def db_revision(message, migrations):
+    """Write the next schema revision from the models' changes (for developers)."""
+    from . import migrate
+
+    path = migrate.new_revision(message, migrations or migrate.MIGRATIONS)
+    click.echo(f"db-revision: wrote {path}: check it (a partial index needs postgresql_where as well as "
+               "sqlite_where), then set HEAD in pwp/migrate.py to its revision id")
 
 
 @users.command("create")
@@ -224,5 +247,5 @@ def _warn_if_no_admin(was_admin: bool):
 
 def init_app(app):
     """Register the commands."""
-    for command in (init_db, purge_expired, rotate_key, generate_key, schema, users):
+    for command in (init_db, purge_expired, rotate_key, generate_key, schema, db_revision, users):
         app.cli.add_command(command)

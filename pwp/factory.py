@@ -9,7 +9,7 @@ import click
 from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import ROOT, config, crypto, has_cookies, notify
 from .params import Request, urlencoded_limit
@@ -522,22 +522,20 @@ def database_missing(app) -> bool:
         if url.get_backend_name() == "sqlite" and path and path != ":memory:" \
                 and not path.startswith("file:") and not os.path.exists(path):
             return True
-        missing = not inspect_database(db.engine).has_table("pushes")
-        if not missing:
-            _check_columns(db)
-        return missing
+        return not inspect_database(db.engine).has_table("pushes")
 
 
 def make_database(app) -> bool:
-    """Create the missing tables (the instance folder first, for an SQLite database in it);
-    tell whether the database was new."""
+    """Bring the database to the code's schema (pwp.migrate), making it if need be (the
+    instance folder first, for an SQLite database in it); tell whether it was new."""
+    from . import migrate
     from .models import db
 
     new = database_missing(app)
     with app.app_context():
         if new and os.path.dirname(db.engine.url.database or "") == app.instance_path:
             _make_instance_folder(app)
-        db.create_all()
+        migrate.bring_up_to_date(app, db)
     return new
 
 
@@ -550,40 +548,13 @@ def database_name(app) -> str:
 
 
 def _create_tables(app):
-    """Create missing tables (never drops): zero-configuration first start."""
+    """Make the database or bring it to the code's schema (pwp.migrate; never drops):
+    zero-configuration first start, and upgrades."""
+    from . import migrate
     from .models import db
 
     with app.app_context():
-        try:
-            db.create_all()
-        except (OperationalError, ProgrammingError, IntegrityError):
-            # Another worker created them between our check and our CREATE (PostgreSQL
-            # reports that race as a unique violation in pg_type).
-            db.session.rollback()
-            db.create_all()
-        _check_columns(db)
+        migrate.bring_up_to_date(app, db)
         if db.engine.url.get_backend_name() == "sqlite" and os.path.isfile(db.engine.url.database or ""):
             _warn_if_open_to_others(db.engine.url.database, "database",
                                     "it holds the accounts and the encrypted secrets")
-
-
-def _check_columns(db):
-    """Stop start-up when a table lacks a column the models use: a database made by an
-    older pwpush (create_all adds missing tables, never columns), on which every request
-    touching that table would fail with a 500."""
-    from sqlalchemy import inspect as inspect_database
-
-    inspector = inspect_database(db.engine)
-    tables = set(inspector.get_table_names())
-    for table in db.metadata.sorted_tables:
-        if table.name not in tables:  # (a new table: create_all adds it)
-            continue
-        have = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = [column for column in table.columns if column.name not in have]
-        if missing:
-            adds = "; ".join(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-                             f"{column.type.compile(dialect=db.engine.dialect)}" for column in missing)
-            raise config.ConfigError(
-                f"DATABASE_URL: the table {table.name} lacks the column(s) "
-                f"{', '.join(column.name for column in missing)}: the database was made by an older "
-                f"pwpush; back it up, then add them ({adds}) or start on a new database")

@@ -1,0 +1,139 @@
+"""Schema revisions (Alembic scripts in migrations/): bring a database to the code's head.
+
+A start on a database already at HEAD reads one row and never imports Alembic; a new
+database gets the models' tables and is stamped at HEAD; one made before pwpush had
+migrations (no version table) gets its missing tables and the column check, then the
+revisions after the baseline; a database behind HEAD gets the pending revisions, once,
+under a lock every starting worker and instance takes; one at a revision this code does
+not know (a newer release's) is refused."""
+import logging
+import os
+
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
+
+from . import ROOT
+from .config import ConfigError
+
+# The newest revision in migrations/versions (tests/test_migrations.py checks it against the
+# scripts' head): what a start compares the database's revision with, without Alembic.
+HEAD = "0001"
+# The revision whose schema the releases before migrations made (their databases have no
+# version table).
+BASELINE = "0001"
+MIGRATIONS = os.path.join(ROOT, "migrations")
+# Alembic's version table, as its DefaultImpl.version_table_impl makes it: a new database is
+# stamped without loading Alembic.
+VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
+                      PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+# pg_advisory_xact_lock's key for schema changes ("pwpush" in ASCII).
+_PG_LOCK = 0x707770757368
+
+log = logging.getLogger("pwp")
+
+
+def revision(conn) -> str | None:
+    """The database's schema revision; None without one (no version table, or an empty one)."""
+    if not inspect(conn).has_table(VERSION_TABLE.name):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def bring_up_to_date(app, db) -> bool:
+    """Bring the app's database to the code's head revision (see the module's docstring);
+    tell whether it was new. ConfigError for a database ahead of the code or lacking columns."""
+    migrations = app.config.get("PWPUSH_MIGRATIONS", MIGRATIONS)
+    head = app.config.get("PWPUSH_SCHEMA_HEAD", HEAD)
+    # (read_snapshot: on SQLite a plain BEGIN, which takes no write lock.)
+    with db.engine.connect().execution_options(read_snapshot=True) as conn:
+        if revision(conn) == head:
+            return False
+    with db.engine.connect() as conn, conn.begin():
+        # One at a time: the others wait here, then find the work done. (SQLite's BEGIN
+        # IMMEDIATE, pwp.factory, took the database's write lock already.)
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+        found = revision(conn)
+        if found == head:
+            return False
+        if found is None and not inspect(conn).has_table("pushes"):
+            db.metadata.create_all(conn)
+            VERSION_TABLE.create(conn, checkfirst=True)  # (it may be there, empty: emptied by hand)
+            conn.execute(VERSION_TABLE.insert().values(version_num=head))
+            return True
+        upgrade(conn, migrations, found, head)
+    return False
+
+
+def upgrade(conn, migrations, found, head):
+    """Run the revisions from found (None: a database from before migrations) to head."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", migrations)
+    config.attributes["connection"] = conn
+    scripts = ScriptDirectory.from_config(config)
+    try:
+        known = found is None or scripts.get_revision(found) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise ConfigError(
+            f"DATABASE_URL: the database's schema is at revision {found}, which this pwpush does not know "
+            f"(its newest is {head}): a newer pwpush upgraded it; run that version or a later one, or "
+            "restore the backup taken before that upgrade")
+    command.upgrade(config, head)
+    if found is None:
+        log.warning("database had no schema revision (made before pwpush had migrations): checked, "
+                    "and recorded as %s", BASELINE)
+        found = BASELINE
+    if found != head:
+        log.warning("database upgraded from %s to %s", found, head)
+
+
+def check_columns(conn, tables):
+    """Stop when an existing table lacks a column of tables (a database made by an older
+    pwpush, on which every request touching that table would fail with a 500), naming them
+    and the statements that add them."""
+    inspector = inspect(conn)
+    have_tables = set(inspector.get_table_names())
+    for table in tables:
+        if table.name not in have_tables:
+            continue
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in have]
+        if missing:
+            adds = "; ".join(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                             f"{column.type.compile(dialect=conn.dialect)}" for column in missing)
+            raise ConfigError(
+                f"DATABASE_URL: the table {table.name} lacks the column(s) "
+                f"{', '.join(column.name for column in missing)}: the database was made by an older "
+                f"pwpush; back it up, then add them ({adds}) or start on a new database")
+
+
+def new_revision(message, migrations=MIGRATIONS) -> str:
+    """Write the next revision script (numbered after the head), its operations those that
+    bring a scratch SQLite database at the head to the models (Alembic's autogenerate);
+    return its path."""
+    import tempfile
+
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    config = Config()
+    config.set_main_option("script_location", migrations)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with tempfile.TemporaryDirectory() as folder:
+        engine = create_engine(f"sqlite:///{os.path.join(folder, 'scratch.sqlite3')}")
+        try:
+            with engine.begin() as conn:
+                upgrade(conn, migrations, None, head)
+                config.attributes["connection"] = conn
+                script = command.revision(config, message, autogenerate=True, rev_id=f"{int(head) + 1:04d}")
+        finally:
+            engine.dispose()
+    return script.path

@@ -1,0 +1,305 @@
+"""Schema revisions: the baseline, the stamping of older databases, upgrades under a lock,
+refusing a database ahead of the code, and the models never drifting from the scripts."""
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+
+from conftest import DATABASES, PG_BASE, make_config, sql, throwaway_pg_database, wait_for_a_lock_waiter
+from pwp import ROOT, create_app, migrate
+from pwp.config import ConfigError, database_uri
+from pwp.models import db, use_postgresql
+
+DATA = Path(__file__).parent / "data"
+UPGRADED = "database upgraded from 0001 to 0002"
+# A later revision, for tests: a column, a table, and a row counting its runs.
+REVISION_0002 = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("pushes", sa.Column("probe", sa.String(16)))
+    op.create_table("probe_runs", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO probe_runs (id) VALUES (1)")
+
+
+def downgrade():
+    pass
+'''
+
+
+@pytest.fixture
+def new_database(tmp_path):
+    """Make empty databases of a kind ("sqlite" or "postgresql"), each its own; return URLs."""
+    with ExitStack() as stack:
+        def make(kind):
+            if kind == "sqlite":
+                return f"sqlite:///{tmp_path / f'db{len(os.listdir(tmp_path))}.sqlite3'}"
+            return f"{PG_BASE}/{stack.enter_context(throwaway_pg_database('pwpush_mig'))}"
+        yield make
+
+
+@pytest.fixture(params=DATABASES)
+def own_database(request, new_database):
+    """One empty database of its own (the later revision must not reach the shared one)."""
+    return new_database(request.param)
+
+
+@pytest.fixture
+def later_migrations(tmp_path):
+    """The settings that give an app migrations/ plus a revision 0002 as its head."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "versions" / "0002_probe.py").write_text(REVISION_0002)
+    return {"PWPUSH_MIGRATIONS": str(folder), "PWPUSH_SCHEMA_HEAD": "0002"}
+
+
+def start(url, tmp_path, **settings):
+    """Create the app on url, as a server's start does; dispose of its connections."""
+    app = create_app(make_config(url, **settings), instance_path=str(tmp_path / "instance"), command_line=False)
+    with app.app_context():
+        db.engine.dispose()
+    return app
+
+
+def stored_revision(url):
+    engine = create_engine(database_uri(url))
+    try:
+        with engine.connect() as conn:
+            return migrate.revision(conn)
+    finally:
+        engine.dispose()
+
+
+def test_head_is_the_scripts_head():
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(migrate.MIGRATIONS)
+    assert scripts.get_heads() == [migrate.HEAD], "a new revision: set HEAD in pwp/migrate.py to its id"
+    assert scripts.get_base() == migrate.BASELINE
+
+
+def _schema(url):
+    """Every table, column, constraint and index of a database (not the version table's row)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+    with psycopg.connect(url) as conn:
+        return [sorted(conn.execute(query)) for query in (
+            "SELECT table_name, column_name, data_type, is_nullable, column_default, character_maximum_length "
+            "FROM information_schema.columns WHERE table_schema = 'public'",
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE connamespace = 'public'::regnamespace",
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")]
+
+
+def _differences(url):
+    """What Alembic's autogenerate finds between a database and the models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(database_uri(url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            return compare_metadata(context, db.metadata)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_the_migrations_make_the_models_schema(kind, new_database, tmp_path):
+    """The drift test: the scripts' head is the models' schema (a model changed without a
+    revision fails here), and a new database made from the models, as a first start makes
+    it, is that same schema stamped at the head."""
+    by_scripts, by_start = new_database(kind), new_database(kind)
+    if kind == "postgresql":
+        use_postgresql()
+    engine = create_engine(database_uri(by_scripts))
+    try:
+        with engine.begin() as conn:
+            migrate.upgrade(conn, migrate.MIGRATIONS, None, migrate.HEAD)
+    finally:
+        engine.dispose()
+    assert _differences(by_scripts) == [], "the models changed: run `flask --app pwpush db-revision MESSAGE`"
+    start(by_start, tmp_path)
+    assert _schema(by_start) == _schema(by_scripts)  # (the version table included)
+    assert stored_revision(by_start) == stored_revision(by_scripts) == migrate.HEAD
+    assert _differences(by_start) == []
+
+
+def test_db_revision_writes_the_next_revision_from_the_models(app, tmp_path):
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = app.test_cli_runner().invoke(args=["db-revision", "add things", "--migrations", str(folder)])
+    assert result.exit_code == 0, result.output
+    (script,) = (folder / "versions").glob("0002_*.py")
+    assert f"wrote {script}" in result.output
+    source = script.read_text()
+    assert "revision = '0002'" in source and "down_revision = '0001'" in source
+    # The models are the head's schema: nothing to do.
+    assert "def upgrade():\n    # ### commands auto generated by Alembic - please adjust! ###\n    pass" in source
+
+
+def _make_from(url, schema_file, without=None):
+    """A database as a release before migrations made it: its schema.sql, no version table."""
+    script = (DATA / schema_file).read_text()
+    if without:
+        script += f"\nDROP TABLE {without};\n"
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.executescript(script)
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(script)
+
+
+def test_a_database_from_before_migrations_is_stamped_at_the_baseline_and_works(own_database, tmp_path, caplog):
+    kind = "sqlite" if own_database.startswith("sqlite") else "postgresql"
+    # (Without a table the releases before notify by e-mail did not have: added.)
+    _make_from(own_database, f"schema-0001-{kind}.sql", without="notify_by_emails")
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        app = start(own_database, tmp_path)
+    assert stored_revision(own_database) == migrate.BASELINE
+    assert "database had no schema revision (made before pwpush had migrations): checked, and recorded as 0001" \
+        in caplog.text
+    assert _differences(own_database) == []
+    client = app.test_client()
+    created = client.post("/api/v2/pushes", json={"push": {"payload": "kept"}})
+    assert created.status_code == 201
+    assert client.get(f"/api/v2/pushes/{created.json['url_token']}").json["payload"] == "kept"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        start(own_database, tmp_path)
+    assert "schema" not in caplog.text
+
+
+def test_a_database_behind_the_code_is_upgraded_once(own_database, tmp_path, later_migrations, caplog):
+    app = start(own_database, tmp_path)
+    created = app.test_client().post("/api/v2/pushes", json={"push": {"payload": "before"}}).json
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        later = start(own_database, tmp_path, **later_migrations)
+        start(own_database, tmp_path, **later_migrations)
+    assert caplog.text.count(UPGRADED) == 1
+    assert stored_revision(own_database) == "0002"
+    assert sql(later, "SELECT count(*) FROM probe_runs") == [(1,)]
+    assert sql(later, "SELECT probe FROM pushes") == [(None,)]
+    assert later.test_client().get(f"/api/v2/pushes/{created['url_token']}").json["payload"] == "before"
+
+
+def test_a_database_from_before_migrations_gets_the_baseline_then_the_later_revisions(
+        own_database, tmp_path, later_migrations, caplog):
+    kind = "sqlite" if own_database.startswith("sqlite") else "postgresql"
+    _make_from(own_database, f"schema-0001-{kind}.sql")
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        start(own_database, tmp_path, **later_migrations)
+    assert "recorded as 0001" in caplog.text and caplog.text.count(UPGRADED) == 1
+    assert stored_revision(own_database) == "0002"
+
+
+STARTER = """
+import json, sys
+from pwp import create_app
+create_app(json.loads(sys.argv[1]), instance_path=sys.argv[2], command_line=False)
+"""
+
+
+def _starters(url, tmp_path, settings, count):
+    config = json.dumps(make_config(url, **settings))
+    return [subprocess.Popen([sys.executable, "-c", STARTER, config, str(tmp_path / f"instance{i}")], cwd=ROOT,
+                             stderr=subprocess.PIPE, text=True) for i in range(count)]
+
+
+def test_instances_starting_at_once_on_postgresql_upgrade_it_once(new_database, tmp_path, later_migrations):
+    """Each start takes the advisory lock before it looks at the revision: held here while
+    three starts wait for it, then released, one of them upgrades and the others find it done."""
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
+    url = new_database("postgresql")
+    start(url, tmp_path)
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate._PG_LOCK,))
+        starters = _starters(url, tmp_path, later_migrations, 3)
+        try:
+            wait_for_a_lock_waiter(url, "the starts", "%pg_advisory_xact_lock%", count=3)
+        finally:
+            holder.rollback()
+        errors = [starter.communicate(timeout=120)[1] for starter in starters]
+    assert [starter.returncode for starter in starters] == [0, 0, 0], errors
+    assert sum(error.count(UPGRADED) for error in errors) == 1
+    assert stored_revision(url) == "0002"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM probe_runs").fetchone() == (1,)
+
+
+def test_instances_starting_at_once_on_sqlite_upgrade_it_once(new_database, tmp_path, later_migrations):
+    url = new_database("sqlite")
+    start(url, tmp_path)
+    starters = _starters(url, tmp_path, later_migrations, 3)
+    errors = [starter.communicate(timeout=120)[1] for starter in starters]
+    assert [starter.returncode for starter in starters] == [0, 0, 0], errors
+    assert sum(error.count(UPGRADED) for error in errors) == 1
+    assert sqlite3.connect(url.removeprefix("sqlite:///")).execute("SELECT count(*) FROM probe_runs").fetchone() == (1,)
+
+
+def _run(url, tmp_path, *args):
+    env = {**os.environ, "DATABASE_URL": url, "PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"),
+           "PWPUSH_MASTER_KEY": make_config("")["PWPUSH_MASTER_KEY"]}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+AHEAD = ("DATABASE_URL: the database's schema is at revision 0002, which this pwpush does not know (its newest "
+         "is 0001): a newer pwpush upgraded it; run that version or a later one, or restore the backup taken "
+         "before that upgrade")
+
+
+def test_a_database_ahead_of_the_code_is_refused_in_one_line(own_database, tmp_path, later_migrations):
+    """An older release started on a database a newer one upgraded: it would fail request by
+    request on columns it does not know, or drop what the newer one keeps."""
+    start(own_database, tmp_path, **later_migrations)
+    with pytest.raises(ConfigError) as refused:
+        start(own_database, tmp_path)
+    assert str(refused.value) == AHEAD
+    server = _run(own_database, tmp_path, "-c", "import pwpush")
+    assert server.returncode == 3 and "Traceback" not in server.stderr
+    assert server.stderr.splitlines()[-1] == f"pwpush: configuration error: {AHEAD}"
+    for command in (["init-db"], ["purge-expired"]):
+        refused = _run(own_database, tmp_path, "-m", "flask", "--app", "pwpush", *command)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert refused.stderr.splitlines()[-1] == f"Error: {AHEAD}"
+    assert stored_revision(own_database) == "0002"
+
+
+def test_init_db_applies_the_pending_revisions(own_database, tmp_path, later_migrations):
+    start(own_database, tmp_path)
+    app = create_app(make_config(own_database, **later_migrations), instance_path=str(tmp_path / "instance"),
+                     command_line=True)
+    with app.app_context():
+        result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    assert stored_revision(own_database) == "0002"
+
+
+def test_a_start_on_an_up_to_date_database_does_not_load_alembic(own_database, tmp_path):
+    """A start compares the stored revision with migrate.HEAD: Alembic (~0.25 s to import) is
+    loaded only to change the schema."""
+    new = _run(own_database, tmp_path, "-c", "import sys, pwpush; print('alembic' in sys.modules)")
+    assert new.returncode == 0 and new.stdout.split() == ["False"], new.stderr  # (a new database)
+    again = _run(own_database, tmp_path, "-c", "import sys, pwpush; print('alembic' in sys.modules)")
+    assert again.returncode == 0 and again.stdout.split() == ["False"], again.stderr
+    assert stored_revision(own_database) == migrate.HEAD
