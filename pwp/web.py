@@ -461,7 +461,8 @@ def passphrase(url_token):
     if push.expired:
         return render_template("web/expired.html")
     if not pushes.needs_passphrase(push):
-        return redirect(url_for("web.show", url_token=url_token))
+        # To the retrieval step: a GET of this page never spends a view (as upstream's form).
+        return redirect(url_for("web.preliminary", url_token=url_token))
     return render_template("web/passphrase.html", push=push)
 
 

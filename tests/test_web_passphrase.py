@@ -104,10 +104,14 @@ def test_sixth_attempt_in_a_minute_is_refused(client, clock):
     assert r.headers["Location"] == f"/p/{token}"
 
 
-def test_push_without_passphrase_skips_the_form(client):
+def test_push_without_passphrase_skips_the_form(client, app):
     token = create(client, payload="open")
     r = client.get(f"/p/{token}/passphrase")
-    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}"
+    # To the retrieval step, not the payload: a GET of this page, like upstream's form,
+    # must not spend a view (a link checker follows redirects).
+    assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/r"
+    client.get(r.headers["Location"])
+    assert view_count(app, token) == 0
     r = client.post(f"/p/{token}/access", data={"passphrase": ""})
     assert r.headers["Location"] == f"/p/{token}"
 
