@@ -440,6 +440,9 @@ def _url_errors(value: str) -> dict:
 
 # Control characters and line breaks: no header can carry them.
 _NOT_IN_A_LOCATION = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# In a host: what upstream's parser refuses (whitespace, <>{}\"), what a browser cannot
+# follow (| ^) or reads as the path's start (\).
+_NOT_IN_A_HOST = re.compile(r'[\s<>{}"\\|^]')
 
 
 def url_location(value: str) -> str | None:
@@ -456,6 +459,8 @@ def url_location(value: str) -> str | None:
     except (ValueError, UnicodeError):
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    if _NOT_IN_A_HOST.search(parts.hostname):
         return None
     return location
 

@@ -231,7 +231,18 @@ def test_url_push_needs_http_or_https(client, url):
     assert "payload" in r.json
 
 
-@pytest.mark.parametrize("url", ["http://example.com", "HTTPS://example.com/a?b=c"])
+@pytest.mark.parametrize("url", ["http://exa mple.com/", "https://a\u3000b.example/", "https://a<b.example/",
+                                 'https://a"b.example/', "https://a{b}.example/", "https://a|b.example/",
+                                 "https://a^b.example/", "https://intranet\\b.example/"])
+def test_url_push_host_with_a_character_no_host_has_is_422(client, url):
+    # Upstream's URI parser (Addressable) refuses whitespace, <>{}\" in a host; a browser
+    # cannot follow | or ^, and reads \ as the path's start (https://intranet/b.example/).
+    r = client.post("/api/v2/pushes", json={"push": {"payload": url, "kind": "url"}})
+    assert r.status_code == 422 and r.json == {"payload": ["must be a valid HTTP or HTTPS URL."]}
+
+
+@pytest.mark.parametrize("url", ["http://example.com", "HTTPS://example.com/a?b=c", "http://intranet_01:8080/",
+                                 "https://xn--bcher-kva.example/a b"])
 def test_url_push_accepts_http_and_https(client, url):
     assert client.post("/api/v2/pushes", json={"push": {"payload": url, "kind": "url"}}).status_code == 201
 
