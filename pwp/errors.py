@@ -6,6 +6,7 @@ A missing push and an expired push look the same to a visitor.
 import json
 import logging
 import re
+from http import HTTPStatus
 
 from flask import Response, current_app, render_template, request, url_for
 from werkzeug.exceptions import BadRequest, HTTPException
@@ -24,6 +25,11 @@ class PushError(Exception):
     def body(self):
         """Return upstream's JSON body for this failure."""
         return {"error": self.message}
+
+    @property
+    def name(self) -> str:
+        """The status's name: the error page's heading, as werkzeug's errors have."""
+        return HTTPStatus(self.status).phrase
 
 
 class NotFound(PushError):

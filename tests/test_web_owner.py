@@ -47,7 +47,11 @@ def test_dashboard_paginates_25(client, make_user):
     second = client.get("/p?page=2").get_data(as_text=True)
     assert first.count("<tr>") == 25 + 1 and "Page 1 of 2" in first
     assert "push-00" in second and "push-00" not in first
-    assert client.get("/p?page=abc").status_code == 400
+    bad = client.get("/p?page=abc")
+    html = bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "Invalid page parameter" in html
+    # Headed by the status's name, as werkzeug's errors' pages (not "Error 400 (400)").
+    assert "<h1>Bad Request</h1>" in html and "<title>Bad Request (400)" in html
     # Past the end: the last page (not an empty list beside "Page 9 of 2").
     assert "push-00" in client.get("/p?page=9").get_data(as_text=True)
 
