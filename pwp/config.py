@@ -189,6 +189,9 @@ SETTINGS = [
     ("PWP__ENABLE_QR_PUSHES", parse_bool, True),
     ("PWP__DISABLE_SIGNUPS", parse_bool, False),
     ("PWP__DISABLE_LOGINS", parse_bool, False),
+    # Upstream's two-factor requirement: accounts here have no second factor, so true (an
+    # upstream configuration carried over) stops start-up rather than be silently weakened.
+    ("PWP__REQUIRE_MFA", parse_bool, False),
     # Public-gateway mode (upstream's name, one underscore): serve only what a recipient
     # needs to open a link; see pwp/gateway.py. true/1/yes/on turn it on, false/0/no/off
     # (or empty) off; upstream takes any value as on.
@@ -290,6 +293,9 @@ def unknown_settings(environ=None) -> list[tuple[str, str | None]]:
 
 def validate(config):
     """Check cross-setting rules (min <= default <= max) and raise ConfigError."""
+    if config.get("PWP__REQUIRE_MFA"):
+        raise ConfigError("PWP__REQUIRE_MFA: pwpush has no two-factor authentication, so it cannot require "
+                          "it; set it to false to run without")
     for sec in SECTION.values():
         for what, ceiling in (("DAYS", MAX_DAYS), ("VIEWS", MAX_VIEWS)):
             lo = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MIN"]
