@@ -18,7 +18,7 @@ EXAMPLES = {
     "api.show": "curl {base}/api/v2/pushes/$URL_TOKEN",
     "api.destroy": "curl -X DELETE {base}/api/v2/pushes/$URL_TOKEN -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
     "api.preview": "curl {base}/api/v2/pushes/$URL_TOKEN/preview",
-    "api.audit": "curl {base}/api/v2/pushes/$URL_TOKEN/audit?page=1 -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
+    "api.audit": "curl \"{base}/api/v2/pushes/$URL_TOKEN/audit?page=1\" -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
     "api.active": "curl {base}/api/v2/pushes/active -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
     "api.expired": "curl {base}/api/v2/pushes/expired -H \"Authorization: Bearer $PWPUSH_TOKEN\"",
     "api.notify_emails": ("curl -X POST {base}/api/v2/pushes/$URL_TOKEN/notify_emails \\\n"

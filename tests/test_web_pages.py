@@ -12,6 +12,8 @@ def test_api_docs_cover_every_v2_route_with_curl(client, app):
         assert route["path"] in html and route["doc"] in html
     assert "curl http://localhost/api/v2/version" in html
     assert "expire_after_duration" in html
+    # A URL with a query is quoted: zsh (macOS's shell) refuses an unquoted ? ("no matches found").
+    assert 'curl "http://localhost/api/v2/pushes/$URL_TOKEN/audit?page=1" -H' in html
 
 
 def test_api_redirects_to_the_api_docs(client):
