@@ -392,7 +392,10 @@ def passphrase_param() -> str | None:
     return value if isinstance(value, str) and value and is_utf8(value) else None
 
 
-_RUBY_OCTAL = re.compile(r"[+-]?0[0-7]+(?:_[0-7]+)*")
+# Ruby's Integer(): a sign, a base prefix (0x, 0b, 0o, 0d) or a leading 0 (octal), digits
+# with single underscores between them; Ruby's ISSPACE (ASCII) around it.
+_RUBY_INTEGER = re.compile(r"([+-]?)(0[xXbBoOdD])?([0-9a-fA-F](?:_?[0-9a-fA-F])*)")
+_RUBY_BASES = {"x": 16, "b": 2, "o": 8, "d": 10}
 
 
 def page_param(limit: int | None = 200) -> int:
@@ -401,15 +404,14 @@ def page_param(limit: int | None = 200) -> int:
     raw = request.args.get("page")
     if raw is None:
         return 1
-    text = raw.strip()
+    match = _RUBY_INTEGER.fullmatch(raw.strip(" \t\n\v\f\r"))
+    if match is None:
+        raise BadParameter("Invalid page parameter")
+    sign, prefix, digits = match.groups()
+    base = _RUBY_BASES[prefix[1].lower()] if prefix else 8 if digits[0] == "0" else 10
     try:
-        if _RUBY_OCTAL.fullmatch(text):
-            page = int(text.replace("_", ""), 8)
-        elif re.fullmatch(r"[+-]?(0[xXbBoO][0-9a-fA-F_]+|[1-9][0-9_]*|0)", text) and "__" not in text:
-            page = int(text, 0)
-        else:
-            raise ValueError(text)
-    except ValueError:
+        page = int(sign + digits.replace("_", ""), base)
+    except ValueError:  # a digit outside the base ("08", "1e3")
         raise BadParameter("Invalid page parameter") from None
     if limit is not None and page > limit:
         raise BadParameter("Invalid page parameter")

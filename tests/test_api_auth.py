@@ -195,14 +195,16 @@ def test_audit_pagination(client, token):
     assert client.get(f"/api/v2/pushes/{t}/audit?page=3", headers=bearer(token)).json["logs"] == []
 
 
-@pytest.mark.parametrize("page", ["abc", "201", "", "1.5", "08", "1e3", "99999999999999999999"])
+@pytest.mark.parametrize("page", ["abc", "201", "", "1.5", "08", "1e3", "99999999999999999999",
+                                  # Ruby reads no _ right after a prefix, nor strips a non-ASCII space.
+                                  "0x_1", "0b_1", "1%C2%A0", "%E3%80%801"])
 @pytest.mark.parametrize("path", ["/api/v2/pushes/active", "/api/v2/pushes/expired", "/p/active.json"])
 def test_bad_page_is_400(client, token, page, path):
     r = client.get(f"{path}?page={page}", headers=bearer(token))
     assert r.status_code == 400 and r.json == {"error": "Invalid page parameter"}
 
 
-@pytest.mark.parametrize("page", ["200", " 2 ", "0x2", "010", "1_0"])
+@pytest.mark.parametrize("page", ["200", " 2 ", "0x2", "010", "1_0", "0d10", "0_7", "0x0_1", "%0B1%0C"])
 def test_ruby_integer_pages_are_accepted(client, token, page):
     assert client.get(f"/api/v2/pushes/active?page={page}", headers=bearer(token)).json == []
 
