@@ -25,7 +25,8 @@ from .pushes import TEXT_MAX, Changes, NewPush, Upload
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE_WORDS = {"on", "yes", "checked", "true", "1"}
-_LEADING_INT = re.compile(r"\s*([+-]?\d+)", re.ASCII)  # Ruby's to_i reads ASCII digits only
+# Ruby's to_i reads ASCII digits only, single underscores between them skipped.
+_LEADING_INT = re.compile(r"\s*([+-]?\d+(?:_\d+)*)", re.ASCII)
 _DURATION = re.compile(r"\d{1,5}", re.ASCII)
 _MIME_TYPE = re.compile(r"[\w.+-]{1,100}/[\w.+-]{1,100}", re.ASCII)
 NAME_MAX = 255
@@ -212,7 +213,7 @@ def cast_int(value):
     match = _LEADING_INT.match(text)
     if not match or len(match.group(1)) > 18:
         return 0 if not match else None
-    return int(match.group(1))
+    return int(match.group(1).replace("_", ""))
 
 
 def cast_bool(value, absent=None):

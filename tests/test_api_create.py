@@ -115,6 +115,8 @@ def test_v2_top_level_attributes_are_wrapped_into_push(client):
     ("expire_after_days", "99999999999999999999999", 7), ("expire_after_days", 1e300, 7),
     ("expire_after_views", 0, 5), ("expire_after_views", 101, 5), ("expire_after_views", "100", 100),
     ("expire_after_views", None, 5), ("expire_after_views", [], 5), ("expire_after_views", {}, 5),
+    # Ruby's to_i skips single underscores between digits, and stops at a second or a last.
+    ("expire_after_views", "1_0", 10), ("expire_after_views", "4__0", 4), ("expire_after_days", "6_", 6),
 ])
 def test_out_of_range_or_odd_numbers_fall_back_to_the_default(client, field, value, expected):
     r = client.post("/api/v2/pushes", json={"push": {"payload": "x", field: value}})
