@@ -4,8 +4,9 @@
 
 Starts `gunicorn pwpush:app` with the project's gunicorn.conf.py on a fresh instance folder
 (logins on: file pushes need an account), makes an account with the command line, then
-uploads one file of MIB MiB of random bytes through the API, reads the push's JSON and
-downloads the file (checked byte for byte). For each step it prints the worker's RSS before,
+uploads one file of MIB MiB of random bytes through the API, reads the push's JSON, downloads
+its last byte alone (a Range request, as a resumed download's end), the whole file (checked
+byte for byte), and the last byte again. For each step it prints the worker's RSS before,
 its peak during the step (VmHWM, reset before each step) and its RSS after, in MiB. Linux
 only (/proc); run it as the user that starts the server.
 """
@@ -98,7 +99,13 @@ def main():
 
         created = step("upload", create)
         shown = step("view", lambda: json.loads(request(f"{base}/api/v2/pushes/{created['url_token']}")))
+        def last_byte():
+            if request(shown["files"][0]["url"], headers={"Range": "bytes=-1"}) != content[-1:]:
+                raise SystemExit("the range is not the file's last byte")
+
+        step("last byte", last_byte)
         got = step("download", lambda: request(shown["files"][0]["url"]))
+        step("last byte", last_byte)  # (again, in a worker that has decrypted the whole file)
         if got != content:
             raise SystemExit("the downloaded file differs from the uploaded one")
     finally:

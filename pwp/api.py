@@ -6,12 +6,12 @@ explicit allow-list of fields.
 from functools import lru_cache
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, g, render_template, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
 from werkzeug.sansio.utils import get_current_url
 from werkzeug.wsgi import get_host
 
-from . import UPSTREAM_VERSION, notify, params, pushes
+from . import UPSTREAM_VERSION, downloads, notify, params, pushes
 from .auth import actor, api_auth
 from .errors import JSON_TYPE, SignInRequired, json_response
 from .models import AuditKind, Kind
@@ -285,22 +285,6 @@ def list_pushes(expired, version):
                           for p in pushes.list_for(g.caller, expired, page)])
 
 
-def download_file(token, _filename):
-    """Download one decrypted file of a granted view, within the link's short window."""
-    try:
-        push_file, parts = pushes.open_file(token, pushes.utcnow())
-    except pushes.NotFound:
-        if request.accept_mimetypes.best == "text/html":  # a browser: a page saying what happened
-            return render_template("web/file_link_expired.html",
-                                   minutes=pushes.FILE_LINK_SECONDS // 60), 404
-        raise
-    response = Response(parts, mimetype="application/octet-stream")  # (read as it is sent)
-    response.content_length = push_file.size
-    response.headers["Content-Disposition"] = (
-        "attachment; filename*=UTF-8''" + quote(push_file.filename, safe=""))
-    return response
-
-
 # ----------------------------------------------------------------------------- v2 routes
 
 @bp.get("/version")
@@ -387,4 +371,4 @@ def init_app(app):
         for path in ("/notify_emails", "/notify_emails.json"):
             app.add_url_rule(bp.url_prefix + "/pushes/<token:url_token>" + path, "api.notify_emails",
                              notify_emails, methods=["POST"])
-    app.add_url_rule("/pfb/<token>/<path:_filename>", "download_file", download_file)
+    app.add_url_rule("/pfb/<token>/<path:_filename>", "download_file", downloads.download_file)

@@ -35,6 +35,12 @@ FILE_CHUNK = 1024 * 1024
 _PART_HEADER = struct.Struct(">16sII")
 
 
+def file_tag(mark: bytes) -> str:
+    """A file's strong HTTP validator (ETag) from the random mark of its parts: a digest of
+    it, so it tells nothing of the file's content, the mark itself or the keys."""
+    return '"' + hashlib.sha256(b"pwpush file tag\0" + mark).hexdigest()[:32] + '"'
+
+
 class KeyMismatch(ValueError):
     """None of the master keys decrypts a stored secret."""
 
@@ -114,17 +120,27 @@ class Keyring:
     def open_parts(self, tokens: Iterable[bytes], passphrase_key: bytes | None = None) -> Iterator[bytes]:
         """Decrypt what seal_parts() made, a part at a time; InvalidToken if a token does not
         open, or parts are missing, out of order or another file's."""
-        first = None
-        for i, token in enumerate(tokens):
+        return (data for _mark, data in self.open_part_run(tokens, passphrase_key))
+
+    def open_part_run(self, tokens: Iterable[bytes], passphrase_key: bytes | None = None, first: int = 0,
+                      stop: int | None = None, count: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Decrypt parts first..stop-1 of what seal_parts() made (tokens: those parts, in order;
+        stop: by default the file's last part, count: the file's part count, when known), a part
+        at a time, each with its file's mark (random, the same in every part of a file);
+        InvalidToken if a token does not open, or parts are missing, out of order, another
+        file's, or of a file of another count."""
+        seen, index = None, first  # (mark, count) of the parts so far
+        for token in tokens:
             data = self.open(token, passphrase_key)
             if len(data) < _PART_HEADER.size:
                 raise InvalidToken()
-            mark, index, count = _PART_HEADER.unpack_from(data)
-            if index != i or index >= count or (mark, count) != (first or (mark, count)):
+            part_mark, part_index, part_count = _PART_HEADER.unpack_from(data)
+            if (part_index != index or part_index >= part_count or (stop or 0) > part_count
+                    or (seen or (part_mark, count or part_count)) != (part_mark, part_count)):
                 raise InvalidToken()
-            first = mark, count
-            yield data[_PART_HEADER.size:]
-        if first is None or first[1] != i + 1:
+            seen, count, index = (part_mark, part_count), part_count, index + 1
+            yield part_mark, data[_PART_HEADER.size:]
+        if seen is None or index != (stop or count):
             raise InvalidToken()
 
 

@@ -5,6 +5,7 @@ touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
 import functools
 import io
+import itertools
 import json
 import math
 import re
@@ -856,16 +857,9 @@ def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> st
                          "k": key.decode("ascii") if key else None}, now)
 
 
-def open_file(token: str, now: datetime) -> tuple[Row, Iterator[bytes]]:
-    """One file of a download token (its row: filename, size) and its bytes, read from the
-    database and decrypted a part at a time as the response is sent; NotFound when stale or
-    the push expired or ran out of time.
-
-    The file is read in one snapshot, on a connection of its own for as long as the download
-    lasts (no write lock: PostgreSQL REPEATABLE READ, SQLite a plain BEGIN in WAL mode): a
-    download under way ends whole even if the push expires meanwhile (the last viewer's
-    window), and never mixes parts of two files. The first part is decrypted here, so that
-    a key that does not open it fails before the response starts."""
+def open_file(token: str, now: datetime) -> "FileDownload":
+    """One file of a download token, open on a read snapshot of its own (see FileDownload);
+    NotFound when stale or the push expired or ran out of time."""
     data = open_token("file", token, FILE_LINK_SECONDS, now)
     if not (data and isinstance(data.get("f"), int) and isinstance(data.get("p"), int)
             and isinstance(data.get("k"), (str, type(None)))):
@@ -884,26 +878,75 @@ def open_file(token: str, now: datetime) -> tuple[Row, Iterator[bytes]]:
         # Out of time is expired, whether or not a read has written it so yet.
         if row is None or row.expired or row.expires_at <= now:
             raise NotFound()
-        if row.ciphertext:  # stored before files had parts: one token
-            parts = iter([keyring().open(row.ciphertext, key)])
-        else:
-            tokens = conn.execute(select(PushFilePart.ciphertext).where(PushFilePart.file_id == row.id)
-                                  .order_by(PushFilePart.id).execution_options(yield_per=1)).scalars()
-            parts = keyring().open_parts(tokens, key)
-        first = next(parts)
     except BaseException:
         conn.close()
         raise
-    return row, _then_close(first, parts, conn)
+    return FileDownload(row, conn, key)
 
 
-def _then_close(first: bytes, parts: Iterator[bytes], conn) -> Iterator[bytes]:
-    """The parts, then the snapshot's connection closed (also when the client goes away)."""
-    try:
-        yield first
-        yield from parts
-    finally:
-        conn.close()
+class FileDownload:
+    """A file of a download token (row: filename, size) and the snapshot its bytes are read
+    from: a connection of its own for as long as the download lasts (no write lock:
+    PostgreSQL REPEATABLE READ, SQLite a plain BEGIN in WAL mode), so that a download under
+    way ends whole even if the push expires meanwhile (the last viewer's window), and never
+    mixes parts of two files. select() chooses the bytes; the object is then the response's
+    body, its parts read and decrypted one at a time as they are sent (only the parts those
+    bytes are in); the snapshot ends once they are, or at close() (the server's, also when
+    nothing was sent: a HEAD, a 416)."""
+
+    def __init__(self, row: Row, conn, key: bytes | None):
+        self.row, self.size, self._conn, self._key = row, row.size, conn, key
+        self.etag: str | None = None
+        self._chunks: Iterator[bytes] = iter(())
+        self._pending = None  # the generator behind _chunks, to close
+
+    def select(self, start: int, stop: int) -> None:
+        """Send bytes start..stop-1. The first part they are in is decrypted here, so that a
+        key that does not open it fails before the response starts; it sets etag, a strong
+        validator of the file: a digest of the random mark its parts carry, which tells
+        nothing of its content or the keys (None for a file stored before parts)."""
+        self._close_chunks()
+        chunks = self._read(start, stop)
+        first = next(chunks)
+        self._chunks = itertools.chain([first], chunks)
+        self._pending = chunks
+
+    def _read(self, start: int, stop: int) -> Iterator[bytes]:
+        if self.row.ciphertext:  # stored before files had parts: one token
+            yield keyring().open(self.row.ciphertext, self._key)[start:stop]
+            return
+        size, chunk = self.size, crypto.FILE_CHUNK
+        first, last = start // chunk, max(start, stop - 1) // chunk
+        result = self._conn.execute(
+            select(PushFilePart.ciphertext).where(PushFilePart.file_id == self.row.id).order_by(PushFilePart.id)
+            .offset(first).limit(last - first + 1).execution_options(yield_per=1))
+        try:
+            parts = keyring().open_part_run(result.scalars(), self._key, first, last + 1,
+                                            count=max(1, -(-size // chunk)))
+            for index, (mark, data) in enumerate(parts, first):
+                if len(data) != min(chunk, size - index * chunk):  # (the row's size is the parts')
+                    raise crypto.InvalidToken()
+                self.etag = crypto.file_tag(mark)
+                yield data[max(0, start - index * chunk):stop - index * chunk]
+        finally:
+            result.close()
+
+    def _close_chunks(self) -> None:
+        if self._pending is not None:
+            self._pending.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks
+        finally:  # (sent whole, or the client went away)
+            self.close()
+
+    def close(self) -> None:
+        """End the snapshot: its transaction, and the connection back to the pool."""
+        try:
+            self._close_chunks()
+        finally:
+            self._conn.close()
 
 
 # ----------------------------------------------------------------------------- manage
