@@ -17,7 +17,8 @@ from typing import BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
+from sqlalchemy import and_, any_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
@@ -1283,38 +1284,84 @@ def delete_account(user: User) -> int:
     return count
 
 
+PURGE_BATCH = 5000  # pushes locked, written and committed at a time by purge
+
+
 def purge(now: datetime) -> dict:
     """Expire what is past its limits and delete what expired long enough ago.
 
-    Idempotent; returns counts for the summary line.
+    Idempotent; returns counts for the summary line. On PostgreSQL it works in batches, each
+    one transaction that first locks its pushes in id order (lock_pushes_of's and
+    rotation_batch's order: an account's deletion and this purge, each locking in its own
+    order, waited for each other, a deadlock) and then writes those pushes, their files and
+    rows alone: pushes that begin to match meanwhile wait for the next run, not locked out of
+    order.
     """
-    cfg = current_app.config
-    # A file push whose last view was just now keeps its files for that viewer's links.
-    expired = db.session.execute(
-        update(Push).where(Push.expired == false(), Push.past_limits(now),
-                           ~Push.in_download_window(now, FILE_LINK_SECONDS))
-        .values(expired_on=now, updated_at=now, **_EXPIRED_VALUES)
-        .execution_options(synchronize_session=False)).rowcount
-    files = db.session.execute(delete(PushFile).where(
-        PushFile.push_id.in_(select(Push.id).where(Push.expired == true())))).rowcount
-    anonymous = owned_rows = 0
-    grace = cfg["PWP__PURGE_ANONYMOUS_AFTER"]
-    if grace is not None:
-        anonymous = _delete_pushes([Push.expired == true(), Push.user_id.is_(None),
-                                    Push.expired_on <= now - timedelta(seconds=grace)])
-    if cfg["PWP__PURGE_AFTER"] is not None:
-        # One that sent mail today waits for tomorrow's run: the sender's daily cap counts them.
-        sent_today = select(NotifyByEmail.id).where(NotifyByEmail.push_id == Push.id,
-                                                    NotifyByEmail.created_at >= day_start(now))
-        owned_rows = _delete_pushes([
-            Push.expired == true(), Push.user_id.is_not(None),
-            Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"]), ~sent_today.exists()])
+    steps = {name: where for name, where in _purge_steps(now).items() if where is not None}
+    counts = dict.fromkeys(("expired", "files_deleted", "anonymous_deleted", "owned_deleted"), 0)
+    for batch, due in _purge_batches(steps):
+        if "expire" in due:
+            counts["expired"] += db.session.execute(
+                update(Push).where(batch, steps["expire"]).values(expired_on=now, updated_at=now, **_EXPIRED_VALUES)
+                .execution_options(synchronize_session=False)).rowcount
+        if "files" in due:
+            counts["files_deleted"] += db.session.execute(delete(PushFile).where(
+                PushFile.push_id.in_(select(Push.id).where(batch, Push.expired == true())))).rowcount
+        for name in ("anonymous", "owned"):
+            if name in due:
+                counts[name + "_deleted"] += _delete_pushes([batch, steps[name]])
+        db.session.commit()
     # Counter windows are at most a day long: anything that started a day ago is dead.
     db.session.execute(delete(Throttle).where(
         Throttle.window < unix_seconds(now) - 86400))
     db.session.commit()
-    return {"expired": expired, "files_deleted": files,
-            "anonymous_deleted": anonymous, "owned_deleted": owned_rows}
+    return counts
+
+
+def _purge_batches(steps: dict) -> Iterator[tuple]:
+    """purge's batches: (which pushes, which of its steps have some to act on). On PostgreSQL
+    PURGE_BATCH pushes at a time, locked first in id order, then those ids alone (one array
+    parameter: an IN list's thousands cost more than the statements). SQLite: one batch of
+    all, since the transaction holds the database's write lock from its start (BEGIN
+    IMMEDIATE): no other writer, no order to keep."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        yield true(), set(steps)
+        return
+    after = 0
+    while rows := db.session.execute(
+            select(Push.id, *(where.label(name) for name, where in steps.items()))
+            .where(Push.id > after, or_(*steps.values()))
+            .order_by(Push.id).limit(PURGE_BATCH).with_for_update()).all():
+        ids = [row.id for row in rows]
+        yield (and_(Push.id.between(ids[0], ids[-1]),  # (an index range for the planner)
+                    Push.id == any_(bindparam("purge_ids", ids, type_=postgresql.ARRAY(Push.id.type)))),
+               {name for name in steps if any(row._mapping[name] for row in rows)})
+        after = ids[-1]
+
+
+def _purge_steps(now: datetime) -> dict:
+    """Which pushes purge expires, has files to delete, and deletes (anonymous, owned: None
+    when the setting keeps them)."""
+    cfg = current_app.config
+    steps = {
+        # A file push whose last view was just now keeps its files for that viewer's links.
+        "expire": and_(Push.expired == false(), Push.past_limits(now),
+                       ~Push.in_download_window(now, FILE_LINK_SECONDS)),
+        "anonymous": None, "owned": None}
+    # (those it expires now too: their files go with their ciphertext)
+    steps["files"] = and_(or_(Push.expired == true(), steps["expire"]),
+                          select(PushFile.id).where(PushFile.push_id == Push.id).exists())
+    if cfg["PWP__PURGE_ANONYMOUS_AFTER"] is not None:
+        steps["anonymous"] = and_(Push.expired == true(), Push.user_id.is_(None),
+                                  Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_ANONYMOUS_AFTER"]))
+    if cfg["PWP__PURGE_AFTER"] is not None:
+        # One that sent mail today waits for tomorrow's run: the sender's daily cap counts them.
+        sent_today = select(NotifyByEmail.id).where(NotifyByEmail.push_id == Push.id,
+                                                    NotifyByEmail.created_at >= day_start(now))
+        steps["owned"] = and_(Push.expired == true(), Push.user_id.is_not(None),
+                              Push.expired_on <= now - timedelta(seconds=cfg["PWP__PURGE_AFTER"]),
+                              ~sent_today.exists())
+    return steps
 
 
 def _rotated(ring: crypto.Keyring, token: bytes | None, push_id: int) -> bytes | None:
