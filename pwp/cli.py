@@ -58,16 +58,19 @@ def _make_database():
 
 
 @click.command("purge-expired")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print no summary: only what went wrong or was left pending (on stderr), for cron.")
 @needs_database
-def purge_expired():
+def purge_expired(quiet):
     """Expire pushes past their limits and delete old expired ones; send notification
     e-mails left pending over a minute; delete web sessions past their lifetime (for cron)."""
     now = pushes.utcnow()
     counts = pushes.purge(now)
     counts["notifications_sent"], left = notify.send_pending(now)
     counts["sessions_deleted"] = auth.purge_sessions(now)
-    click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-               + f" ({database_name(current_app)})")
+    if not quiet:  # (cron mails whatever a job prints: hourly, a mail an hour)
+        click.echo("purge-expired: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+                   + f" ({database_name(current_app)})")
     if left:
         click.echo(f"purge-expired: {plural(left, 'notification e-mail')} left pending: "
                    + ("PWP__MAIL__SMTP_ADDRESS is not set here (give this command the server's environment)"

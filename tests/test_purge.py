@@ -66,3 +66,40 @@ def test_purge_locks_pushes_in_id_order_as_an_account_deletion_does(app, make_us
         deletion.commit()
         purger.join(timeout=60)
     assert isinstance(outcome[0], dict) and outcome[0]["expired"] == 2, outcome
+
+
+def purge_expired(app, *args):
+    """`flask --app pwpush purge-expired ARGS` in the app's context; stdout and stderr apart."""
+    with app.app_context():
+        return app.test_cli_runner().invoke(args=["purge-expired", *args])
+
+
+def test_purge_expired_quiet_prints_nothing_when_nothing_needs_the_admin(app, clock):
+    """Cron mails whatever a job prints: the README's hourly line mailed its summary hourly."""
+    create(app, expire_after_days=1)
+    clock.advance(days=2)
+    quiet = purge_expired(app, "--quiet")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert sql(app, "SELECT expired FROM pushes") == [(True,)]
+    loud = purge_expired(app)
+    assert loud.exit_code == 0 and loud.stdout.startswith("purge-expired: expired 0,")
+
+
+def test_purge_expired_quiet_still_says_what_was_left_pending(mail, smtp, token, app):
+    from test_notify_api import _user, create as create_push
+
+    from pwp import notify
+    from pwp.models import db
+
+    url_token = create_push(mail, token).json["url_token"]
+    with app.app_context():
+        push = pushes.find(url_token)
+        user = _user(app, push.user_id)
+        now = pushes.utcnow()
+        notify.queue(push, notify.check("bob@example.com", None, user, now, push=push),
+                     pushes.Actor(user=user), now - timedelta(minutes=2))
+        db.session.commit()
+    app.config["PWP__MAIL__SMTP_ADDRESS"] = None
+    result = purge_expired(app, "-q")
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert "1 notification e-mail left pending: PWP__MAIL__SMTP_ADDRESS is not set here" in result.stderr
