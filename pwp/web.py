@@ -327,9 +327,20 @@ PRINT_MESSAGE_MAX = 500
 PRINT_MESSAGE_LINES, PRINT_LINE_WIDTH = 12, 60
 
 
+# Characters drawn far wider than two cells (measured in Chromium with Noto fonts at the print
+# style's 13 pt): U+FDFD (a whole phrase in one ligature) 12, the other Arabic word ligatures
+# up to 4, the two- and three-em dashes up to 5, cuneiform signs up to 8. Counted as one or two,
+# a run of them that the rule admitted printed five times its lines, the QR code sheets away.
+_WIDE_CHARS = ((0xFDFD, 0xFDFD, 12), (0xFDF0, 0xFDFC, 4), (0x2E3A, 0x2E3B, 5), (0x12000, 0x1254F, 8))
+
+
 def _columns(char: str) -> int:
     # Two for a character past the alphabetic scripts monospace fonts cover (CJK, emoji, ...:
     # a fallback font draws them about two cells wide), one for the rest (a tab too: tab-size 1).
+    code = ord(char)
+    for first, last, cells in _WIDE_CHARS:
+        if first <= code <= last:
+            return cells
     return 2 if char >= "\u0590" else 1
 
 

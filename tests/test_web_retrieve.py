@@ -102,7 +102,9 @@ def test_print_preview_of_a_message_too_long_is_422_with_the_form_and_the_messag
                             ("a\n" * 9 + "b" * 181, 422), ("b" * 500, 200), ("b\n" * 4 + "c" * 492, 422),
                             # Wide characters take two columns (a fallback font draws them so).
                             ("\u6f22" * 360, 200), ("\u6f22" * 361, 422),
-                            ("a\n" * 11 + "\U0001f511" * 30, 200), ("a\n" * 11 + "\U0001f511" * 31, 422)):
+                            ("a\n" * 11 + "\U0001f511" * 30, 200), ("a\n" * 11 + "\U0001f511" * 31, 422),
+                            # U+FDFD (a word ligature) draws twelve cells wide: 360 printed 60 lines.
+                            ("\ufdfd" * 60, 200), ("\ufdfd" * 61, 422), ("\u2e3b" * 145, 422)):
         assert client.get(f"/p/{token}/print_preview", query_string={"message": message}).status_code == status
 
 
