@@ -17,8 +17,7 @@ from typing import BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import and_, any_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ARRAY, and_, any_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
@@ -1334,7 +1333,7 @@ def _purge_batches(steps: dict) -> Iterator[tuple]:
             .order_by(Push.id).limit(PURGE_BATCH).with_for_update()).all():
         ids = [row.id for row in rows]
         yield (and_(Push.id.between(ids[0], ids[-1]),  # (an index range for the planner)
-                    Push.id == any_(bindparam("purge_ids", ids, type_=postgresql.ARRAY(Push.id.type)))),
+                    Push.id == any_(bindparam("purge_ids", ids, type_=ARRAY(Push.id.type)))),
                {name for name in steps if any(row._mapping[name] for row in rows)})
         after = ids[-1]
 
