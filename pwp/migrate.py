@@ -47,20 +47,37 @@ def bring_up_to_date(app, db) -> bool:
     with db.engine.connect().execution_options(read_snapshot=True) as conn:
         if revision(conn) == head:
             return False
-    with db.engine.connect() as conn, conn.begin():
-        # One at a time: the others wait here, then find the work done. (SQLite's BEGIN
-        # IMMEDIATE, pwp.factory, took the database's write lock already.)
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
-        found = revision(conn)
-        if found == head:
-            return False
-        if found is None and not inspect(conn).has_table("pushes"):
-            db.metadata.create_all(conn)
-            VERSION_TABLE.create(conn, checkfirst=True)  # (it may be there, empty: emptied by hand)
-            conn.execute(VERSION_TABLE.insert().values(version_num=head))
-            return True
-        upgrade(conn, migrations, found, head)
+    with db.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # A batch operation rebuilds a table (copy, DROP TABLE, rename): with foreign keys
+            # on, the DROP deletes its rows first, and with them, through ON DELETE CASCADE and
+            # SET NULL, the audit logs, files and sessions referring to them and the pushes'
+            # owners. Off for the transaction (the pragma is a no-op inside one), checked before
+            # the commit, as SQLite's own procedure for altering a table does.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                # One at a time: the others wait here, then find the work done. (SQLite's BEGIN
+                # IMMEDIATE, pwp.factory, took the database's write lock already.)
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+                found = revision(conn)
+                if found == head:
+                    return False
+                if found is None and not inspect(conn).has_table("pushes"):
+                    db.metadata.create_all(conn)
+                    VERSION_TABLE.create(conn, checkfirst=True)  # (it may be there, empty: emptied by hand)
+                    conn.execute(VERSION_TABLE.insert().values(version_num=head))
+                    return True
+                upgrade(conn, migrations, found, head)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise ConfigError(f"DATABASE_URL: the schema revisions up to {head} left rows whose "
+                                      "foreign keys point nowhere: nothing was changed (run "
+                                      "`PRAGMA foreign_key_check` on a copy to see them)")
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
     return False
 
 

@@ -303,3 +303,52 @@ def test_a_start_on_an_up_to_date_database_does_not_load_alembic(own_database, t
     again = _run(own_database, tmp_path, "-c", "import sys, pwpush; print('alembic' in sys.modules)")
     assert again.returncode == 0 and again.stdout.split() == ["False"], again.stderr
     assert stored_revision(own_database) == migrate.HEAD
+
+
+# A later revision that alters two tables others refer to: SQLite's batch mode rebuilds them
+# (copy, DROP TABLE, rename), PostgreSQL alters them in place.
+REVISION_0002_REBUILDS = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("pushes") as batch:
+        batch.alter_column("name", existing_type=sa.String(255), type_=sa.String(300), existing_nullable=False)
+    with op.batch_alter_table("users") as batch:
+        batch.alter_column("email", existing_type=sa.String(255), type_=sa.String(300), existing_nullable=False)
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_a_revision_rebuilding_tables_keeps_the_rows_referring_to_them(own_database, tmp_path, later_migrations):
+    """On SQLite a batch operation drops the old table: with foreign keys on, that DROP
+    deletes its rows first, cascading to the audit logs, files, sessions (ON DELETE
+    CASCADE) and orphaning the pushes of the accounts (SET NULL)."""
+    Path(later_migrations["PWPUSH_MIGRATIONS"], "versions", "0002_probe.py").write_text(REVISION_0002_REBUILDS)
+    app = start(own_database, tmp_path, PWP__ENABLE_FILE_PUSHES=True)
+    with app.app_context():
+        from pwp.auth import create_user, issue_token
+        token = issue_token(create_user("owner@example.com", password="a good long password"))
+    client = app.test_client()
+    owned = client.post("/api/v2/pushes", headers={"Authorization": f"Bearer {token}"},
+                        data={"push[files][]": (__import__("io").BytesIO(b"file body"), "a.txt")})
+    assert owned.status_code == 201, owned.data
+    assert client.get(f"/api/v2/pushes/{owned.json['url_token']}").status_code == 200
+    counts = "SELECT (SELECT count(*) FROM audit_logs), (SELECT count(*) FROM push_files), " \
+             "(SELECT count(*) FROM push_file_parts), (SELECT count(user_id) FROM pushes)"
+    before = sql(app, counts)
+    assert before[0][0] >= 2 and before[0][1:] != (0, 0, 0)
+    later = start(own_database, tmp_path, PWP__ENABLE_FILE_PUSHES=True, **later_migrations)
+    assert stored_revision(own_database) == "0002"
+    assert sql(later, counts) == before
+    listed = later.test_client().get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {token}"})
+    assert [push["url_token"] for push in listed.json] == [owned.json["url_token"]]
