@@ -10,6 +10,7 @@ import logging
 import os
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from . import ROOT
 from .config import ConfigError
@@ -70,7 +71,19 @@ def bring_up_to_date(app, db) -> bool:
                     VERSION_TABLE.create(conn, checkfirst=True)  # (it may be there, empty: emptied by hand)
                     conn.execute(VERSION_TABLE.insert().values(version_num=head))
                     return True
-                upgrade(conn, migrations, found, head)
+                try:
+                    upgrade(conn, migrations, found, head)
+                except DBAPIError as exc:
+                    if exc.connection_invalidated:  # (the connection lost: the start's retry)
+                        raise
+                    # A revision the database refuses (a constraint its rows break, SQLite's
+                    # OperationalError for most things): waiting will not help, nor a traceback.
+                    reason = " ".join(str(exc.orig).split())
+                    password = conn.engine.url.password
+                    raise ConfigError(
+                        f"DATABASE_URL: the schema revisions from {found or 'none'} to {head} failed, nothing "
+                        "was changed (back up the database, then fix it or the revision and start again): "
+                        + (reason.replace(password, "***") if password else reason)) from None
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise ConfigError(f"DATABASE_URL: the schema revisions up to {head} left rows whose "
                                       "foreign keys point nowhere: nothing was changed (run "

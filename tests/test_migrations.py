@@ -352,3 +352,32 @@ def test_a_revision_rebuilding_tables_keeps_the_rows_referring_to_them(own_datab
     assert sql(later, counts) == before
     listed = later.test_client().get("/api/v2/pushes/active", headers={"Authorization": f"Bearer {token}"})
     assert [push["url_token"] for push in listed.json] == [owned.json["url_token"]]
+
+
+REVISION_0002_FAILS = REVISION_0002.replace(
+    'op.add_column("pushes", sa.Column("probe", sa.String(16)))',
+    'op.add_column("pushes", sa.Column("probe", sa.String(16), nullable=False))')  # (rows without it)
+FAILED = ("DATABASE_URL: the schema revisions from 0001 to 0002 failed, nothing was changed (back up the "
+          "database, then fix it or the revision and start again): ")
+
+
+def test_a_revision_that_fails_stops_start_up_in_one_line_and_changes_nothing(own_database, tmp_path,
+                                                                             later_migrations):
+    """Not a traceback (PostgreSQL: an IntegrityError), nor, on SQLite, "cannot use the
+    database" (an OperationalError), which gunicorn's workers retried every 5 s forever."""
+    Path(later_migrations["PWPUSH_MIGRATIONS"], "versions", "0002_probe.py").write_text(REVISION_0002_FAILS)
+    app = start(own_database, tmp_path)
+    assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "kept"}}).status_code == 201
+    with pytest.raises(ConfigError) as refused:
+        start(own_database, tmp_path, **later_migrations)
+    assert str(refused.value).startswith(FAILED) and "\n" not in str(refused.value), refused.value
+    assert "null" in str(refused.value).removeprefix(FAILED).lower()  # (the database's reason)
+    assert stored_revision(own_database) == "0001"
+    assert sql(app, "SELECT count(*) FROM pushes") == [(1,)]
+    with pytest.raises(Exception, match="probe_runs"):
+        sql(app, "SELECT count(*) FROM probe_runs")
+    cli_app = create_app(make_config(own_database, **later_migrations), instance_path=str(tmp_path / "instance"),
+                         command_line=True)
+    with cli_app.app_context():
+        result = cli_app.test_cli_runner().invoke(args=["purge-expired"])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {FAILED}"), result.output
