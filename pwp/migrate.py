@@ -161,8 +161,9 @@ def new_revision(message, migrations=MIGRATIONS) -> str:
         engine = create_engine(f"sqlite:///{os.path.join(folder, 'scratch.sqlite3')}")
         try:
             with engine.begin() as conn:
-                upgrade(conn, migrations, None, head)
+                # (Alembic's own upgrade: upgrade() would log a server database's stamping.)
                 config.attributes["connection"] = conn
+                command.upgrade(config, head)
                 script = command.revision(config, message, autogenerate=True, rev_id=f"{int(head) + 1:04d}")
         finally:
             engine.dispose()
