@@ -13,7 +13,7 @@ from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, in
 from sqlalchemy.exc import DBAPIError
 
 from . import ROOT
-from .config import ConfigError
+from .config import ConfigError, DatabaseUnavailable
 
 # The newest revision in migrations/versions (tests/test_migrations.py checks it against the
 # scripts' head): what a start compares the database's revision with, without Alembic.
@@ -26,6 +26,9 @@ MIGRATIONS = os.path.join(ROOT, "migrations")
 # stamped without loading Alembic.
 VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                       PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+# Seconds a start waits on SQLite for the write lock another process's upgrade holds (the
+# connections' busy_timeout, 15 s, is a request's wait; a revision may copy large tables).
+SQLITE_LOCK_WAIT = 600
 # pg_advisory_xact_lock's key for schema changes ("pwpush" in ASCII).
 _PG_LOCK = 0x707770757368
 
@@ -56,9 +59,20 @@ def bring_up_to_date(app, db) -> bool:
             # SET NULL, the audit logs, files and sessions referring to them and the pushes'
             # owners. Off for the transaction (the pragma is a no-op inside one), checked before
             # the commit, as SQLite's own procedure for altering a table does.
-            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+            dbapi = conn.connection.dbapi_connection
+            busy_timeout = dbapi.execute("PRAGMA busy_timeout").fetchone()[0]
+            dbapi.execute("PRAGMA foreign_keys=OFF")
+            dbapi.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT * 1000)}")
         try:
-            with conn.begin():
+            try:
+                transaction = conn.begin()  # (SQLite: BEGIN IMMEDIATE, raised as the driver's error)
+            except (DBAPIError, conn.dialect.loaded_dbapi.OperationalError) as exc:
+                if not sqlite or "locked" not in str(exc):
+                    raise
+                raise DatabaseUnavailable(
+                    f"DATABASE_URL: cannot use the database: another process held its write lock for "
+                    f"{SQLITE_LOCK_WAIT:g} s (an upgrade of its schema still running?)") from None
+            with transaction:
                 # One at a time: the others wait here, then find the work done. (SQLite's BEGIN
                 # IMMEDIATE, pwp.factory, took the database's write lock already.)
                 if conn.dialect.name == "postgresql":
@@ -90,7 +104,8 @@ def bring_up_to_date(app, db) -> bool:
                                       "`PRAGMA foreign_key_check` on a copy to see them)")
         finally:
             if sqlite:
-                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
+                dbapi.execute("PRAGMA foreign_keys=ON")
+                dbapi.execute(f"PRAGMA busy_timeout={busy_timeout}")
     return False
 
 

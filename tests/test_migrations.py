@@ -384,3 +384,30 @@ def test_a_revision_that_fails_stops_start_up_in_one_line_and_changes_nothing(ow
     with cli_app.app_context():
         result = cli_app.test_cli_runner().invoke(args=["purge-expired"])
     assert result.exit_code == 1 and result.output.startswith(f"Error: {FAILED}"), result.output
+
+
+def test_a_start_waiting_on_sqlite_for_another_upgrade_waits_past_busy_timeout_then_says_so(
+        new_database, tmp_path, later_migrations, monkeypatch):
+    """A start waits for the write lock while another process upgrades (a long revision:
+    the connections' busy_timeout, 15 s, made the others' BEGIN IMMEDIATE fail, a raw
+    sqlite3 traceback, and gunicorn's master, seeing a worker fail to boot, stopped the
+    server, the upgrading worker with it). Past migrate.SQLITE_LOCK_WAIT it gives up in one
+    line, as a database unavailable (gunicorn tries again)."""
+    from pwp.config import DatabaseUnavailable
+
+    url = new_database("sqlite")
+    start(url, tmp_path)
+    assert migrate.SQLITE_LOCK_WAIT >= 600
+    monkeypatch.setattr(migrate, "SQLITE_LOCK_WAIT", 0.2)
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseUnavailable) as waited:
+            start(url, tmp_path, **later_migrations)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert str(waited.value) == ("DATABASE_URL: cannot use the database: another process held its write lock for "
+                                 "0.2 s (an upgrade of its schema still running?)")
+    start(url, tmp_path, **later_migrations)
+    assert stored_revision(url) == "0002"
