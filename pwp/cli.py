@@ -5,10 +5,11 @@ import functools
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import auth, crypto, notify, pushes
 from .config import ConfigError
-from .factory import database_missing, database_name, make_database
+from .factory import database_error, database_missing, database_name, make_database
 from .models import db, schema_sql
 from .words import plural
 
@@ -47,6 +48,9 @@ def _bring_up_to_date() -> bool:
         return make_database(current_app)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    except (OperationalError, ProgrammingError) as exc:  # (an SQLite file that cannot be made)
+        raise click.ClickException(
+            f"DATABASE_URL: cannot use the database: {database_error(current_app, exc)}") from None
 
 
 def _make_database():

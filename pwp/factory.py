@@ -62,9 +62,9 @@ def create_app(test_config=None, instance_path=None, command_line=None):
         elif not database_missing(app):
             _check_master_key(app, write=False)
     except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
-        raise config.DatabaseUnavailable(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
+        raise config.DatabaseUnavailable(f"DATABASE_URL: cannot use the database: {database_error(app, exc)}") from None
     except ProgrammingError as exc:  # (no right to create the tables: waiting will not help)
-        raise config.ConfigError(f"DATABASE_URL: cannot use the database: {_database_error(app, exc)}") from None
+        raise config.ConfigError(f"DATABASE_URL: cannot use the database: {database_error(app, exc)}") from None
     # Close what start-up opened: under gunicorn --preload this process forks the workers,
     # and an SQLite connection open across a fork leaves the children's lock bookkeeping
     # believing in locks only the parent holds (SQLite: "do not open a database before
@@ -85,7 +85,7 @@ def _instance_path(given) -> str:
     return os.path.normpath(path)
 
 
-def _database_error(app, exc) -> str:
+def database_error(app, exc) -> str:
     """The driver's message on one line, without the URL's password should it appear."""
     from sqlalchemy.engine import make_url
 

@@ -843,3 +843,15 @@ def test_a_command_on_a_database_of_an_older_version_adds_the_new_tables(app, da
     sql(app, "DROP TABLE alembic_version")
     create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=False)
     assert sql(app, "SELECT count(*) FROM notify_by_emails") == [(0,)]
+
+
+@pytest.mark.parametrize("command", [["init-db"], ["users", "create", "first@example.com"]])
+def test_a_command_making_a_database_it_cannot_open_says_so_in_one_line(tmp_path, command):
+    """An SQLite path in a folder that does not exist: init-db and users create (which make
+    the database) printed the driver's traceback."""
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'pwpush.sqlite3'}"
+    cli_app = create_app(make_config(url), instance_path=str(tmp_path / "instance"), command_line=True)
+    with cli_app.app_context():
+        result = cli_app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.splitlines()[-1] == "Error: DATABASE_URL: cannot use the database: unable to open database file"
