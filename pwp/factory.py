@@ -473,7 +473,10 @@ def _register_middleware(app):
 def _check_master_key(app, write=True):
     """Refuse to start with master keys that do not open the stored pushes (a key file
     regenerated, another instance's key): every view would fail after counting."""
+    from sqlalchemy import inspect as inspect_database
+
     from . import pushes
+    from .models import db
 
     path = os.path.join(app.instance_path, "master.key")
     new = app.extensions.pop("pwpush_new_master_key", None)
@@ -487,7 +490,11 @@ def _check_master_key(app, write=True):
             master = _key_file(app, "master.key", lambda: new, announce=False)
             app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
             made, kept = False, master == new
-        if not pushes.keys_are_the_databases(write=write):
+        if write or inspect_database(db.engine).has_table("key_check"):
+            opens = pushes.keys_are_the_databases(write=write)
+        else:  # (a command on a database from before the key check: its upgrade adds the table)
+            opens = pushes.keys_open_stored_secrets()
+        if not opens:
             if kept:
                 # Another instance (its own folder, no PWPUSH_MASTER_KEY) wrote its key check
                 # first on this new database: the file kept here encrypted nothing.

@@ -855,3 +855,28 @@ def test_a_command_making_a_database_it_cannot_open_says_so_in_one_line(tmp_path
         result = cli_app.test_cli_runner().invoke(args=command)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert result.output.splitlines()[-1] == "Error: DATABASE_URL: cannot use the database: unable to open database file"
+
+
+@pytest.mark.parametrize("command", [["init-db"], ["purge-expired"]])
+def test_a_command_on_a_database_from_before_the_key_check_upgrades_it(app, database_url, tmp_path, command):
+    """A database made before the key check (2026-12-05) has no key_check table: the key check
+    a command makes before its work failed on it ("no such table: key_check"), so the upgrade's
+    init-db (the Procfile's release step) and cron's purge-expired stopped until the server had
+    started once. The keys are checked against a stored push instead; a wrong key still stops."""
+    client = app.test_client()
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "kept"}}).status_code == 201
+    for table in ("key_check", "user_sessions", "notify_by_emails", "alembic_version"):
+        sql(app, f"DROP TABLE {table}")
+
+    def run(**settings):
+        cli_app = create_app(make_config(database_url, **settings), instance_path=str(tmp_path / "instance"),
+                             command_line=True)
+        with cli_app.app_context():
+            return cli_app.test_cli_runner().invoke(args=command)
+
+    from cryptography.fernet import Fernet
+    with pytest.raises(config.ConfigError, match="none of its keys decrypts the stored pushes"):
+        run(PWPUSH_MASTER_KEY=Fernet.generate_key().decode())
+    result = run()
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert sql(app, "SELECT count(*) FROM key_check") == [(0,)]  # (the server's start writes it)
