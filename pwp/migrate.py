@@ -23,9 +23,10 @@ HEAD = "0001"
 BASELINE = "0001"
 MIGRATIONS = os.path.join(ROOT, "migrations")
 # Alembic's version table, as its DefaultImpl.version_table_impl makes it: a new database is
-# stamped without loading Alembic.
-VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
-                      PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+# stamped without loading Alembic. Named for pwpush, not Alembic's alembic_version: another
+# application's Alembic in the same database keeps its revision there.
+VERSION_TABLE = Table("pwpush_schema_version", MetaData(), Column("version_num", String(32), nullable=False),
+                      PrimaryKeyConstraint("version_num", name="pwpush_schema_version_pkc"))
 # Seconds a start waits on SQLite for the write lock another process's upgrade holds (the
 # connections' busy_timeout, 15 s, is a request's wait; a revision may copy large tables).
 SQLITE_LOCK_WAIT = 600
@@ -39,7 +40,7 @@ def revision(conn) -> str | None:
     """The database's schema revision; None without one (no version table, or an empty one)."""
     if not inspect(conn).has_table(VERSION_TABLE.name):
         return None
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return conn.execute(VERSION_TABLE.select()).scalar()
 
 
 def bring_up_to_date(app, db) -> bool:

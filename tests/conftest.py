@@ -78,7 +78,7 @@ def database_url(request, tmp_path):
     yield url
     with psycopg.connect(url, autocommit=True) as conn:
         tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename != 'alembic_version'")]
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename != 'pwpush_schema_version'")]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
 

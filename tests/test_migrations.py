@@ -116,7 +116,8 @@ def _differences(url):
     engine = create_engine(database_uri(url))
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            context = MigrationContext.configure(conn, opts={
+                "compare_type": True, "compare_server_default": True, "version_table": migrate.VERSION_TABLE.name})
             return compare_metadata(context, db.metadata)
     finally:
         engine.dispose()
@@ -411,3 +412,23 @@ def test_a_start_waiting_on_sqlite_for_another_upgrade_waits_past_busy_timeout_t
                                  "0.2 s (an upgrade of its schema still running?)")
     start(url, tmp_path, **later_migrations)
     assert stored_revision(url) == "0002"
+
+
+def test_a_database_shared_with_another_alembic_app_is_not_taken_for_a_newer_pwpush(own_database, tmp_path):
+    """Another application's Alembic keeps its revision in alembic_version: pwpush keeps its own
+    in a table of its own, neither refusing that database (its revision "unknown", "a newer
+    pwpush upgraded it") nor stamping its own into the other's table."""
+    create = "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+    insert = "INSERT INTO alembic_version VALUES ('ae1027a6acf')"
+    if own_database.startswith("sqlite"):
+        with sqlite3.connect(own_database.removeprefix("sqlite:///")) as conn:
+            conn.execute(create)
+            conn.execute(insert)
+    else:
+        with psycopg.connect(own_database, autocommit=True) as conn:
+            conn.execute(create)
+            conn.execute(insert)
+    app = start(own_database, tmp_path)
+    assert stored_revision(own_database) == migrate.HEAD
+    assert sql(app, "SELECT version_num FROM alembic_version") == [("ae1027a6acf",)]
+    assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201

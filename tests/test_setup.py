@@ -129,7 +129,7 @@ def test_a_table_made_by_an_older_version_stops_start_up_naming_its_missing_colu
     # (A database from before migrations: no version table. One with it gets its revisions.)
     with app.app_context():
         db.session.execute(text("ALTER TABLE pushes DROP COLUMN note_ciphertext"))
-        db.session.execute(text("DROP TABLE alembic_version"))
+        db.session.execute(text("DROP TABLE pwpush_schema_version"))
         db.session.commit()
         db.engine.dispose()
     try:
@@ -833,14 +833,14 @@ def test_a_command_on_a_database_of_an_older_version_adds_the_new_tables(app, da
     ended in NoSuchTableError's traceback. Missing tables are added, as the server adds them.
     (Such a database, from before migrations, has no version table.)"""
     sql(app, "DROP TABLE notify_by_emails")
-    sql(app, "DROP TABLE alembic_version")
+    sql(app, "DROP TABLE pwpush_schema_version")
     cli_app = create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=True)
     with cli_app.app_context():
         result = cli_app.test_cli_runner().invoke(args=command)
     assert result.exit_code == 0 and result.exception is None, result.output
     assert sql(app, "SELECT count(*) FROM notify_by_emails") == [(0,)]
     sql(app, "DROP TABLE notify_by_emails")
-    sql(app, "DROP TABLE alembic_version")
+    sql(app, "DROP TABLE pwpush_schema_version")
     create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=False)
     assert sql(app, "SELECT count(*) FROM notify_by_emails") == [(0,)]
 
@@ -865,7 +865,7 @@ def test_a_command_on_a_database_from_before_the_key_check_upgrades_it(app, data
     started once. The keys are checked against a stored push instead; a wrong key still stops."""
     client = app.test_client()
     assert client.post("/api/v2/pushes", json={"push": {"payload": "kept"}}).status_code == 201
-    for table in ("key_check", "user_sessions", "notify_by_emails", "alembic_version"):
+    for table in ("key_check", "user_sessions", "notify_by_emails", "pwpush_schema_version"):
         sql(app, f"DROP TABLE {table}")
 
     def run(**settings):
