@@ -852,9 +852,17 @@ def open_token(purpose: str, token: str | None, seconds: int, now: datetime) -> 
 
 
 def file_link_token(push_file: PushFile, key: bytes | None, now: datetime) -> str:
-    """Return an opaque download token for one file of a granted view, valid a few minutes."""
-    return seal_token("file", {"f": push_file.id, "p": push_file.push_id,
-                         "k": key.decode("ascii") if key else None}, now)
+    """Return an opaque download token for one file of a granted view, valid a few minutes.
+    It names the push by its creation time too (to the microsecond), as ids are not enough:
+    SQLite gives the highest ids again once their rows are deleted, so within the link's
+    minutes another sender's new file push could have them."""
+    push = db.session.get(Push, push_file.push_id)  # (the view's push: no query)
+    return seal_token("file", {"f": push_file.id, "p": push_file.push_id, "c": _link_time(push.created_at),
+                               "k": key.decode("ascii") if key else None}, now)
+
+
+def _link_time(created_at: datetime) -> str:
+    return created_at.isoformat(timespec="microseconds")
 
 
 def open_file(token: str, now: datetime) -> "FileDownload":
@@ -862,7 +870,7 @@ def open_file(token: str, now: datetime) -> "FileDownload":
     NotFound when stale or the push expired or ran out of time."""
     data = open_token("file", token, FILE_LINK_SECONDS, now)
     if not (data and isinstance(data.get("f"), int) and isinstance(data.get("p"), int)
-            and isinstance(data.get("k"), (str, type(None)))):
+            and isinstance(data.get("c"), str) and isinstance(data.get("k"), (str, type(None)))):
         raise NotFound()
     key = data["k"].encode("ascii") if data.get("k") else None
     conn = db.engine.connect()
@@ -872,11 +880,12 @@ def open_file(token: str, now: datetime) -> "FileDownload":
         conn.execution_options(read_snapshot=True)
         row = conn.execute(
             select(PushFile.id, PushFile.filename, PushFile.size, PushFile.ciphertext, Push.expired,
-                   Push.expires_at)
+                   Push.expires_at, Push.created_at)
             .join(Push, Push.id == PushFile.push_id)
             .where(PushFile.id == data["f"], PushFile.push_id == data["p"])).first()
         # Out of time is expired, whether or not a read has written it so yet.
-        if row is None or row.expired or row.expires_at <= now:
+        if (row is None or _link_time(row.created_at) != data["c"]
+                or row.expired or row.expires_at <= now):
             raise NotFound()
     except BaseException:
         conn.close()

@@ -224,3 +224,37 @@ def test_a_file_stored_before_parts_downloads_in_ranges(app, client, token):
     assert (r.status_code, r.data, r.headers["Content-Range"]) == (206, b"file", "bytes 4-7/8")
     assert "ETag" not in r.headers
     assert get(client, url, Range="bytes=4-", **{"If-Range": '"x"'}).data == b"old file"
+
+
+def test_a_link_never_opens_another_push_that_took_its_ids(app, client, token, clock, database_url):
+    """SQLite gives a new row the highest rowid + 1 again once the highest rows are deleted:
+    a push deleted (with its account, say) within a link's minutes and a new file push can
+    have the same push and file ids. The old link must not open the new push's file."""
+    url, t = file_link(client, token, content=b"first sender's file")
+    ids = sql(app, "SELECT p.id, f.id FROM pushes p JOIN push_files f ON f.push_id = p.id WHERE p.url_token = :t",
+              t=t)
+    sql(app, "DELETE FROM push_file_parts")
+    sql(app, "DELETE FROM push_files")
+    sql(app, "DELETE FROM pushes")
+    clock.advance(seconds=1)
+    _, t2 = file_link(client, token, content=b"second sender's secret")
+    ids2 = sql(app, "SELECT p.id, f.id FROM pushes p JOIN push_files f ON f.push_id = p.id WHERE p.url_token = :t",
+               t=t2)
+    if database_url.startswith("sqlite"):
+        assert ids2 == ids  # (the ids are reused: what the link must not be fooled by)
+    else:
+        assert ids2[0][0] > ids[0][0] and ids2[0][1] > ids[0][1]  # (sequences never go back)
+    r = get(client, url)
+    assert r.status_code == 404 and b"secret" not in r.data
+    assert get(client, url, Range="bytes=0-5").status_code == 404
+
+
+def test_a_link_made_before_links_named_the_push_creation_is_404(app, client, token):
+    url, t = file_link(client, token)
+    from pwp import pushes
+    with app.app_context():
+        push_id, file_id = sql(app, "SELECT p.id, f.id FROM pushes p JOIN push_files f ON f.push_id = p.id "
+                                    "WHERE p.url_token = :t", t=t)[0]
+        old = pushes.seal_token("file", {"f": file_id, "p": push_id, "k": None}, pushes.utcnow())
+    assert get(client, url).status_code == 200
+    assert get(client, f"/pfb/{old}/big.bin").status_code == 404
