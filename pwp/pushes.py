@@ -17,7 +17,7 @@ from typing import BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import ARRAY, and_, any_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, inspect, or_, select, true, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from werkzeug.urls import iri_to_uri
@@ -1292,33 +1292,23 @@ def delete_account(user: User) -> int:
     return count
 
 
-PURGE_BATCH = 5000  # pushes locked, written and committed at a time by purge
-
-
 def purge(now: datetime) -> dict:
     """Expire what is past its limits and delete what expired long enough ago.
 
-    Idempotent; returns counts for the summary line. On PostgreSQL it works in batches, each
-    one transaction that first locks its pushes in id order (lock_pushes_of's and
-    rotation_batch's order: an account's deletion and this purge, each locking in its own
-    order, waited for each other, a deadlock) and then writes those pushes, their files and
-    rows alone: pushes that begin to match meanwhile wait for the next run, not locked out of
-    order.
+    Idempotent; returns counts for the summary line. On PostgreSQL each of its two steps is
+    one statement, its own transaction, that first locks the pushes it acts on in id order
+    (a CTE ... ORDER BY id FOR UPDATE: lock_pushes_of's and rotation_batch's order: an
+    account's deletion and this purge, each locking in its own order, waited for each other,
+    a deadlock) and then writes those pushes, their files and rows alone: pushes that begin
+    to match meanwhile wait for the next run, not locked out of order. SQLite: one
+    transaction, which holds the database's write lock from its start (BEGIN IMMEDIATE): no
+    other writer, no order to keep.
     """
     steps = {name: where for name, where in _purge_steps(now).items() if where is not None}
-    counts = dict.fromkeys(("expired", "files_deleted", "anonymous_deleted", "owned_deleted"), 0)
-    for batch, due in _purge_batches(steps):
-        if "expire" in due:
-            counts["expired"] += db.session.execute(
-                update(Push).where(batch, steps["expire"]).values(expired_on=now, updated_at=now, **_EXPIRED_VALUES)
-                .execution_options(synchronize_session=False)).rowcount
-        if "files" in due:
-            counts["files_deleted"] += db.session.execute(delete(PushFile).where(
-                PushFile.push_id.in_(select(Push.id).where(batch, Push.expired == true())))).rowcount
-        for name in ("anonymous", "owned"):
-            if name in due:
-                counts[name + "_deleted"] += _delete_pushes([batch, steps[name]])
-        db.session.commit()
+    if db.session.get_bind().dialect.name == "postgresql":
+        counts = _purge_in_id_order(steps, now)
+    else:
+        counts = _purge_at_once(steps, now)
     # Counter windows are at most a day long: anything that started a day ago is dead.
     db.session.execute(delete(Throttle).where(
         Throttle.window < unix_seconds(now) - 86400))
@@ -1326,25 +1316,45 @@ def purge(now: datetime) -> dict:
     return counts
 
 
-def _purge_batches(steps: dict) -> Iterator[tuple]:
-    """purge's batches: (which pushes, which of its steps have some to act on). On PostgreSQL
-    PURGE_BATCH pushes at a time, locked first in id order, then those ids alone (one array
-    parameter: an IN list's thousands cost more than the statements). SQLite: one batch of
-    all, since the transaction holds the database's write lock from its start (BEGIN
-    IMMEDIATE): no other writer, no order to keep."""
-    if db.session.get_bind().dialect.name != "postgresql":
-        yield true(), set(steps)
-        return
-    after = 0
-    while rows := db.session.execute(
-            select(Push.id, *(where.label(name) for name, where in steps.items()))
-            .where(Push.id > after, or_(*steps.values()))
-            .order_by(Push.id).limit(PURGE_BATCH).with_for_update()).all():
-        ids = [row.id for row in rows]
-        yield (and_(Push.id.between(ids[0], ids[-1]),  # (an index range for the planner)
-                    Push.id == any_(bindparam("purge_ids", ids, type_=ARRAY(Push.id.type)))),
-               {name for name in steps if any(row._mapping[name] for row in rows)})
-        after = ids[-1]
+def _purge_at_once(steps: dict, now: datetime) -> dict:
+    counts = dict.fromkeys(("expired", "files_deleted", "anonymous_deleted", "owned_deleted"), 0)
+    counts["expired"] = db.session.execute(
+        update(Push).where(steps["expire"]).values(expired_on=now, updated_at=now, **_EXPIRED_VALUES)
+        .execution_options(synchronize_session=False)).rowcount
+    counts["files_deleted"] = db.session.execute(delete(PushFile).where(
+        PushFile.push_id.in_(select(Push.id).where(Push.expired == true())))).rowcount
+    for name in ("anonymous", "owned"):
+        if name in steps:
+            counts[name + "_deleted"] = _delete_pushes([steps[name]])
+    return counts
+
+
+def _purge_in_id_order(steps: dict, now: datetime) -> dict:
+    # 1. Expire, and delete the files of what is expired (in the same transaction).
+    locked = (select(Push.id, steps["expire"].label("due")).where(or_(steps["expire"], steps["files"]))
+              .order_by(Push.id).with_for_update().cte("locked"))
+    expired = (update(Push).where(Push.id.in_(select(locked.c.id).where(locked.c.due)), steps["expire"])
+               .values(expired_on=now, updated_at=now, **_EXPIRED_VALUES).returning(Push.id).cte("expired"))
+    files = delete(PushFile).where(PushFile.push_id.in_(select(locked.c.id))).returning(PushFile.id).cte("files")
+    row = db.session.execute(select(select(func.count()).select_from(expired).scalar_subquery(),
+                                    select(func.count()).select_from(files).scalar_subquery())).one()
+    db.session.commit()
+    counts = {"expired": row[0], "files_deleted": row[1], "anonymous_deleted": 0, "owned_deleted": 0}
+    # 2. Delete what expired long enough ago, with its files, e-mails and audit log.
+    kept = [steps[name] for name in ("anonymous", "owned") if name in steps]
+    if kept:
+        locked = select(Push.id).where(or_(*kept)).order_by(Push.id).with_for_update().cte("locked")
+        ids = select(locked.c.id)
+        children = [delete(table).where(table.push_id.in_(ids)).returning(table.push_id).cte(f"gone_{i}")
+                    for i, table in enumerate((PushFile, NotifyByEmail, AuditLog))]
+        gone = delete(Push).where(Push.id.in_(ids)).returning(Push.user_id).cte("gone")
+        row = db.session.execute(
+            select(select(func.count()).select_from(gone).where(gone.c.user_id.is_(None)).scalar_subquery(),
+                   select(func.count()).select_from(gone).where(gone.c.user_id.is_not(None)).scalar_subquery(),
+                   *(select(func.count()).select_from(c).scalar_subquery() for c in children))).one()
+        db.session.commit()
+        counts["anonymous_deleted"], counts["owned_deleted"] = row[0], row[1]
+    return counts
 
 
 def _purge_steps(now: datetime) -> dict:

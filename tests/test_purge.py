@@ -15,8 +15,7 @@ def create(app, user=None, **fields):
         return pushes.create(NewPush(**fields), Actor(user=user), NOW).url_token
 
 
-def test_purge_works_through_every_batch(app, monkeypatch):
-    monkeypatch.setattr(pushes, "PURGE_BATCH", 2)
+def test_purge_expires_then_deletes_every_push_due(app):
     for _ in range(5):
         create(app, expire_after_days=1)
     live = create(app, expire_after_days=7)
