@@ -15,7 +15,7 @@ from flask import Response, render_template, request
 from . import pushes
 
 UNSATISFIABLE = "unsatisfiable"
-_ONE_RANGE = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))", re.IGNORECASE)
+_ONE_RANGE = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))", re.IGNORECASE | re.ASCII)  # (ASCII: RFC 9110's DIGIT; "ſ" no "s")
 _HUGE = 10 ** 19  # any position past the largest file
 
 

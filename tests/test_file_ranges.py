@@ -48,6 +48,10 @@ def file_link(client, token, content=CONTENT, **fields):
     ("items=0-1", 10, None),
     ("bytes=1.5-2", 10, None),
     ("bytes=-1-2", 10, None),
+    ("bytes=\u0663-\u0664", 10, None),  # digits are ASCII ones (RFC 9110's DIGIT), not Arabic-Indic
+    ("bytes=1-\uff11", 10, None),  # nor fullwidth
+    ("bytes=-\u0663", 10, None),
+    ("byte\u017f=1-2", 10, None),  # (the long s is an s to a Unicode IGNORECASE)
 ])
 def test_a_range_header_is_one_range_unsatisfiable_or_ignored(header, size, expected):
     assert byte_range(header, size) == expected
@@ -258,3 +262,12 @@ def test_a_link_made_before_links_named_the_push_creation_is_404(app, client, to
         old = pushes.seal_token("file", {"f": file_id, "p": push_id, "k": None}, pushes.utcnow())
     assert get(client, url).status_code == 200
     assert get(client, f"/pfb/{old}/big.bin").status_code == 404
+
+
+def test_a_range_of_a_passphrase_push_file(client, token):
+    t = upload(client, token, [("big.bin", CONTENT)], expire_after_views=5, passphrase="open sesame").json["url_token"]
+    assert client.get(f"/api/v2/pushes/{t}").json.get("files") is None  # (no passphrase: no links)
+    url = client.get(f"/api/v2/pushes/{t}?passphrase=open%20sesame").json["files"][0]["url"]
+    r = get(client, url, Range=f"bytes={MIB - 3}-{MIB + 2}")
+    assert (r.status_code, r.data) == (206, CONTENT[MIB - 3:MIB + 3])
+    assert get(client, url, Range="bytes=-5").data == CONTENT[-5:]
