@@ -8,6 +8,7 @@ import os
 import time
 from contextlib import contextmanager
 import secrets
+import sqlite3
 from datetime import datetime, timedelta
 
 import psycopg
@@ -166,6 +167,22 @@ def sql(app, statement, **params):
         rows = result.all() if result.returns_rows else []
         db.session.commit()
         return rows
+
+
+def no_snapshot_held(database_url) -> bool:
+    """Whether no connection of the test's database holds a read snapshot open: on SQLite a
+    full checkpoint is not held back by a reader; on PostgreSQL nothing sits "idle in
+    transaction"."""
+    if database_url.startswith("sqlite"):
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            other.close()
+        return busy == 0
+    with psycopg.connect(database_url, autocommit=True) as other:
+        return other.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND state LIKE 'idle in transaction%'").fetchone()[0] == 0
 
 
 def wait_for_a_lock_waiter(database_url, what="a lock", query_like="%", thread=None, timeout=30, count=1):

@@ -4,7 +4,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import bearer, sql
+from conftest import bearer, no_snapshot_held, sql
 from pwp import pushes
 from pwp.models import AuditKind
 
@@ -476,24 +476,12 @@ def test_a_download_left_half_way_ends_its_snapshot(app, client, token, small_ch
     """A client that goes away mid-download closes the response: its snapshot's transaction
     ends and the connection goes back (on PostgreSQL nothing stays "idle in transaction";
     on SQLite a checkpoint is not held back by a reader)."""
-    import sqlite3
-
-    import psycopg
-
     t = upload(client, token, [("a.bin", b"y" * 3000)], expire_after_views=5).json["url_token"]
     url = client.get(f"/api/v2/pushes/{t}").json["files"][0]["url"]
     r = client.get(url.replace("http://localhost", ""), buffered=False)
     assert next(iter(r.response)) == b"y" * 1000
     r.close()
-    if database_url.startswith("sqlite"):
-        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
-        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        other.close()
-        assert busy == 0
-    else:
-        with psycopg.connect(database_url, autocommit=True) as other:
-            assert other.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                 "AND state LIKE 'idle in transaction%'").fetchone()[0] == 0
+    assert no_snapshot_held(database_url)
 
 
 def test_a_download_link_stops_when_its_push_runs_out_of_time(client, token, clock):

@@ -1,7 +1,7 @@
 """File downloads in byte ranges (RFC 9110): resuming a download cut off part way."""
 import pytest
 
-from conftest import sql
+from conftest import no_snapshot_held, sql
 from pwp.downloads import UNSATISFIABLE, byte_range
 from test_api_files import upload
 
@@ -161,10 +161,6 @@ def test_a_range_of_an_expired_push_is_404(client, token):
 
 
 def test_head_of_a_download_sends_its_headers_and_ends_its_snapshot(app, client, token, database_url):
-    import sqlite3
-
-    import psycopg
-
     url, _ = file_link(client, token, content=b"0123456789")
     head = client.head(url.replace("http://localhost", ""))
     assert (head.status_code, head.data, head.headers["Content-Length"]) == (200, b"", "10")
@@ -173,15 +169,7 @@ def test_head_of_a_download_sends_its_headers_and_ends_its_snapshot(app, client,
     assert (ranged.status_code, ranged.headers["Content-Range"], ranged.headers["Content-Length"]) == \
         (206, "bytes 6-9/10", "4")
     head.close(), ranged.close()  # (as the server does once the headers are sent)
-    if database_url.startswith("sqlite"):
-        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
-        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        other.close()
-        assert busy == 0
-    else:
-        with psycopg.connect(database_url, autocommit=True) as other:
-            assert other.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                 "AND state LIKE 'idle in transaction%'").fetchone()[0] == 0
+    assert no_snapshot_held(database_url)
 
 
 def test_a_range_under_way_ends_whole_if_its_file_goes(app, client, token, monkeypatch, database_url):

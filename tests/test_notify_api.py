@@ -292,9 +292,9 @@ def test_purge_expired_sends_what_was_left_pending_over_a_minute(mail, smtp, tok
     assert smtp.sink.wait_for(1)[0][0] == ["bob@example.com"]
 
 
-def test_purge_expired_without_the_mail_settings_leaves_pending_sendings_alone(mail, smtp, token, app):
-    # Found by hand: a cron job without the server's PWP__MAIL__* variables sent to no server
-    # and failed the sendings ("The SMTP server: SMTPServerDisconnected"), which none could mend.
+def left_pending_without_the_mail_settings(app, mail, token):
+    """A sending queued two minutes ago (a worker went before sending it), and the app then
+    run without PWP__MAIL__SMTP_ADDRESS, as a cron job without the server's variables."""
     url_token = create(mail, token).json["url_token"]
     with app.app_context():
         push = pushes.find(url_token)
@@ -304,6 +304,12 @@ def test_purge_expired_without_the_mail_settings_leaves_pending_sendings_alone(m
                      pushes.Actor(user=user), now - timedelta(minutes=2))
         db.session.commit()
     app.config["PWP__MAIL__SMTP_ADDRESS"] = None
+
+
+def test_purge_expired_without_the_mail_settings_leaves_pending_sendings_alone(mail, smtp, token, app):
+    # Found by hand: a cron job without the server's PWP__MAIL__* variables sent to no server
+    # and failed the sendings ("The SMTP server: SMTPServerDisconnected"), which none could mend.
+    left_pending_without_the_mail_settings(app, mail, token)
     result = cli(app, ["purge-expired"])
     assert result.exit_code == 0 and "notifications sent 0" in result.output
     assert "1 notification e-mail left pending: PWP__MAIL__SMTP_ADDRESS is not set here" in result.output

@@ -85,20 +85,9 @@ def test_purge_expired_quiet_prints_nothing_when_nothing_needs_the_admin(app, cl
 
 
 def test_purge_expired_quiet_still_says_what_was_left_pending(mail, smtp, token, app):
-    from test_notify_api import _user, create as create_push
+    from test_notify_api import left_pending_without_the_mail_settings
 
-    from pwp import notify
-    from pwp.models import db
-
-    url_token = create_push(mail, token).json["url_token"]
-    with app.app_context():
-        push = pushes.find(url_token)
-        user = _user(app, push.user_id)
-        now = pushes.utcnow()
-        notify.queue(push, notify.check("bob@example.com", None, user, now, push=push),
-                     pushes.Actor(user=user), now - timedelta(minutes=2))
-        db.session.commit()
-    app.config["PWP__MAIL__SMTP_ADDRESS"] = None
+    left_pending_without_the_mail_settings(app, mail, token)
     result = purge_expired(app, "-q")
     assert (result.exit_code, result.stdout) == (0, "")
     assert "1 notification e-mail left pending: PWP__MAIL__SMTP_ADDRESS is not set here" in result.stderr
