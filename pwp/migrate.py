@@ -93,12 +93,12 @@ def bring_up_to_date(app, db) -> bool:
                         raise
                     # A revision the database refuses (a constraint its rows break, SQLite's
                     # OperationalError for most things): waiting will not help, nor a traceback.
-                    reason = " ".join(str(exc.orig).split())
-                    password = conn.engine.url.password
+                    from .factory import database_error
+
                     raise ConfigError(
                         f"DATABASE_URL: the schema revisions from {found or 'none'} to {head} failed, nothing "
                         "was changed (back up the database, then fix it or the revision and start again): "
-                        + (reason.replace(password, "***") if password else reason)) from None
+                        + database_error(app, exc)) from None
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise ConfigError(f"DATABASE_URL: the schema revisions up to {head} left rows whose "
                                       "foreign keys point nowhere: nothing was changed (run "
@@ -113,12 +113,10 @@ def bring_up_to_date(app, db) -> bool:
 def upgrade(conn, migrations, found, head):
     """Run the revisions from found (None: a database from before migrations) to head."""
     from alembic import command
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    config = Config()
-    config.set_main_option("script_location", migrations)
+    config = _alembic_config(migrations)
     config.attributes["connection"] = conn
     scripts = ScriptDirectory.from_config(config)
     try:
@@ -137,6 +135,15 @@ def upgrade(conn, migrations, found, head):
         found = BASELINE
     if found != head:
         log.warning("database upgraded from %s to %s", found, head)
+
+
+def _alembic_config(migrations):
+    """Alembic's configuration for the scripts in migrations (no alembic.ini)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", migrations)
+    return config
 
 
 def check_columns(conn, tables):
@@ -166,12 +173,10 @@ def new_revision(message, migrations=MIGRATIONS) -> str:
     import tempfile
 
     from alembic import command
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
 
-    config = Config()
-    config.set_main_option("script_location", migrations)
+    config = _alembic_config(migrations)
     head = ScriptDirectory.from_config(config).get_current_head()
     with tempfile.TemporaryDirectory() as folder:
         engine = create_engine(f"sqlite:///{os.path.join(folder, 'scratch.sqlite3')}")
