@@ -15,6 +15,11 @@ from werkzeug.exceptions import NotFound as NoRoute
 from .logfilter import RedactFilter, redact
 from .words import human_size
 
+try:  # gunicorn parses a chunked body as the app reads it, and raises what it refuses there
+    from gunicorn.http.errors import ParseException as UnreadableBody
+except ImportError:  # (another server)
+    UnreadableBody = None
+
 
 class PushError(Exception):
     """Base of the lifecycle's named failures."""
@@ -236,6 +241,8 @@ def init_app(app):
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PushError, _push_error)
     app.register_error_handler(Exception, _unexpected)
+    if UnreadableBody is not None:  # (a malformed request, as werkzeug's own 400s: nothing logged)
+        app.register_error_handler(UnreadableBody, lambda _exc: _http_error(BadRequest()))
     # The app's own log, and the request lines of `flask run`'s development server.
     for logger in (app.logger, logging.getLogger("werkzeug")):
         if not any(isinstance(f, RedactFilter) for f in logger.filters):

@@ -1,9 +1,11 @@
 """Malformed input: always a 4xx with a JSON body, never a 5xx."""
 import json
+import socket
 
 import pytest
 
 from conftest import bearer, sql
+from servers import gunicorn, server_env
 
 BODIES = [
     ("application/json", b"{not json"),
@@ -423,3 +425,39 @@ def test_multipart_part_headers_are_bounded(client, token):
     r = client.post("/api/v2/pushes", headers=bearer(token), content_type="multipart/form-data",
                     data={"push[kind]": "file", "push[files][]": (io.BytesIO(b"data"), "\u00e9" * 250 + ".txt")})
     assert r.status_code == 201, r.data
+
+
+# Chunked bodies gunicorn's reader refuses: a size that is no hex number, a chunk without its
+# CRLF, a control character in a chunk extension, a trailer field it forbids.
+BAD_CHUNKS = [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"2;\x01\r\n{}\r\n0\r\n\r\n",
+              b"2\r\n{}\r\n0\r\nTrailer: x\r\n\r\n"]
+
+
+@pytest.mark.slow
+def test_a_chunked_body_gunicorn_cannot_read_is_a_400(tmp_path):
+    """gunicorn parses a chunked body (Transfer-Encoding: chunked) as the app reads it, and
+    raises what it refuses there: those were 500s, with a traceback in the log. Now a 400,
+    JSON for the API, the error page for a form; a well-formed one with an extension and a
+    trailer is read."""
+    def send(port, path, content_type, chunks):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Type: {content_type}\r\n"
+                         "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode() + chunks)
+            answer = b""
+            while data := conn.recv(65536):
+                answer += data
+        return answer
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        for chunks in BAD_CHUNKS:
+            for path, content_type in [("/api/v2/pushes", "application/json"), ("/p.json", "application/json"),
+                                       ("/api/v2/pushes", "multipart/form-data; boundary=zz"),
+                                       ("/p", "application/x-www-form-urlencoded"),
+                                       ("/users/sign_in", "application/x-www-form-urlencoded")]:
+                answer = send(server.port, path, content_type, chunks)
+                assert answer.startswith(b"HTTP/1.1 400 "), (path, chunks, answer[:300])
+                assert (b'"error":"Bad Request"' in answer) == path.startswith(("/api", "/p.json"))
+        body = json.dumps({"push": {"payload": "chunked"}}).encode()
+        answer = send(server.port, "/api/v2/pushes", "application/json",
+                      b"%x;ext=1\r\n%s\r\n0\r\nX-Checksum: 1\r\n\r\n" % (len(body), body))
+        assert answer.startswith(b"HTTP/1.1 201 ")
+        assert "Traceback" not in server.logs()
