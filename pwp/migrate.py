@@ -8,6 +8,7 @@ under a lock every starting worker and instance takes; one at a revision this co
 not know (a newer release's) is refused."""
 import logging
 import os
+import re
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 from sqlalchemy.exc import DBAPIError
@@ -41,6 +42,10 @@ def revision(conn) -> str | None:
     if not inspect(conn).has_table(VERSION_TABLE.name):
         return None
     return conn.execute(VERSION_TABLE.select()).scalar()
+
+
+# What to record in the version table, in the refusals of a revision lost or not pwpush's.
+_WHICH = "NNNN the HEAD in pwp/migrate.py of the last pwpush that ran on it"
 
 
 def bring_up_to_date(app, db) -> bool:
@@ -86,6 +91,15 @@ def bring_up_to_date(app, db) -> bool:
                     VERSION_TABLE.create(conn, checkfirst=True)  # (it may be there, empty: emptied by hand)
                     conn.execute(VERSION_TABLE.insert().values(version_num=head))
                     return True
+                if found is None and inspect(conn).has_table(VERSION_TABLE.name):
+                    # Emptied (by hand: its row is written with the tables, in one transaction):
+                    # the schema may be at any revision, and none may run on tables it was
+                    # not written for.
+                    raise ConfigError(
+                        f"DATABASE_URL: the table {VERSION_TABLE.name} is empty, so the database's schema "
+                        "revision is unknown: nothing was changed (no revision runs on tables it may not be "
+                        "written for); restore a backup, or put the revision back (INSERT INTO "
+                        f"{VERSION_TABLE.name} VALUES ('NNNN'), {_WHICH}) and start again")
                 try:
                     upgrade(conn, migrations, found, head)
                 except DBAPIError as exc:
@@ -119,15 +133,22 @@ def upgrade(conn, migrations, found, head):
     config = _alembic_config(migrations)
     config.attributes["connection"] = conn
     scripts = ScriptDirectory.from_config(config)
+    numbered = found is not None and re.fullmatch("[0-9]{4}", found)  # (pwpush's revisions: 0001, 0002, ...)
     try:
-        known = found is None or scripts.get_revision(found) is not None
+        known = found is None or numbered and scripts.get_revision(found) is not None
     except CommandError:
         known = False
-    if not known:
+    if not known and numbered and int(found) > int(head):
         raise ConfigError(
             f"DATABASE_URL: the database's schema is at revision {found}, which this pwpush does not know "
             f"(its newest is {head}): a newer pwpush upgraded it; run that version or a later one, or "
             "restore the backup taken before that upgrade")
+    if not known:  # (corrupt, or edited by hand: no release to run)
+        raise ConfigError(
+            f"DATABASE_URL: the table {VERSION_TABLE.name} holds {found[:40]!r}, which is not a pwpush revision "
+            "(those are numbered 0001, 0002, ...; corrupt or edited by hand?): nothing was changed; restore a "
+            f"backup, or put the right one there (UPDATE {VERSION_TABLE.name} SET version_num = 'NNNN', "
+            f"{_WHICH}) and start again")
     command.upgrade(config, head)
     if found is None:
         log.warning("database had no schema revision (made before pwpush had migrations): checked, "
