@@ -187,6 +187,41 @@ def check_columns(conn, tables):
                 f"pwpush; back it up, then add them ({adds}) or start on a new database")
 
 
+def match_indexes(conn, tables):
+    """Make again each index of tables whose table exists with an index of that name and
+    another definition (columns, uniqueness, a partial index's condition: pwpush's first
+    releases made two whole that the baseline has partial), and make those missing; log
+    their names."""
+    inspector = inspect(conn)
+    have_tables = set(inspector.get_table_names())
+    made = []
+    for table in tables:
+        if table.name not in have_tables:
+            continue
+        have = {index["name"]: _definition(index["column_names"], index["unique"],
+                                           index.get("dialect_options", {}).get(f"{conn.dialect.name}_where"))
+                for index in inspector.get_indexes(table.name)}
+        for index in sorted(table.indexes, key=lambda index: index.name):
+            wanted = _definition([column.name for column in index.columns], index.unique,
+                                 index.dialect_kwargs.get(f"{conn.dialect.name}_where"))
+            if have.get(index.name) != wanted:
+                if index.name in have:
+                    index.drop(conn)
+                index.create(conn)
+                made.append(index.name)
+    if made:
+        log.warning("database: the indexes %s differed from the baseline's: made again", ", ".join(made))
+
+
+def _definition(columns, unique, where) -> tuple:
+    """An index's definition, as the database reflects it or a table declares it: a
+    condition's text without the parentheses PostgreSQL puts around it, in one case."""
+    where = " ".join(str(where).split()) if where is not None else ""
+    if where.startswith("(") and where.endswith(")"):
+        where = where[1:-1]
+    return list(columns), bool(unique), where.lower()
+
+
 def new_revision(message, migrations=MIGRATIONS) -> str:
     """Write the next revision script (numbered after the head), its operations those that
     bring a scratch SQLite database at the head to the models (Alembic's autogenerate);

@@ -191,6 +191,7 @@ def test_a_database_from_before_migrations_is_stamped_at_the_baseline_and_works(
     assert "database had no schema revision (made before pwpush had migrations): checked, and recorded as 0001" \
         in caplog.text
     assert _differences(own_database) == []
+    assert "index" not in caplog.text  # (its indexes are the baseline's)
     client = app.test_client()
     created = client.post("/api/v2/pushes", json={"push": {"payload": "kept"}})
     assert created.status_code == 201
@@ -222,6 +223,40 @@ def test_a_database_from_before_migrations_gets_the_baseline_then_the_later_revi
         start(own_database, tmp_path, **later_migrations)
     assert "recorded as 0001" in caplog.text and caplog.text.count(UPGRADED) == 1
     assert stored_revision(own_database) == "0002"
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_a_database_of_the_first_release_gets_the_baselines_indexes(kind, new_database, tmp_path, later_migrations,
+                                                                    caplog):
+    """pwpush's first release made two indexes whole that the baseline has partial (the
+    models' since 5d44fff): stamped at the baseline as they were, they stayed whole for
+    good. The baseline path makes them again, as the baseline's tables make them, in the
+    transaction of the revisions (a later one failing leaves them as they were), the rows kept."""
+    first, baseline = new_database(kind), new_database(kind)
+    _make_from(first, f"schema-2026-11-27-{kind}.sql")
+    _execute(first, "INSERT INTO pushes (id, kind, url_token, name, expire_after_days, expire_after_views, "
+                    "expires_at, view_count, expired, expired_on, deleted, retrieval_step, created_at, updated_at) "
+                    "VALUES (7, 0, 'kept', '', 1, 1, '2026-11-28', 0, true, '2026-11-27', false, false, "
+                    "'2026-11-27', '2026-11-27')")
+    _make_from(baseline, f"schema-0001-{kind}.sql")
+    Path(later_migrations["PWPUSH_MIGRATIONS"], "versions", "0002_probe.py").write_text(REVISION_0002_FAILS)
+    before = _schema(first)
+    with pytest.raises(ConfigError, match="the schema revisions from none to .* failed, nothing was changed"):
+        start(first, tmp_path, **later_migrations)
+    assert _schema(first) == before
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        app = start(first, tmp_path)
+    assert "database: the indexes ix_pushes_expired_on, ix_pushes_user_expired_created differed from the " \
+           "baseline's: made again" in caplog.text, caplog.text
+    assert "recorded as 0001" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        start(baseline, tmp_path)
+    assert "recorded as 0001" in caplog.text and "index" not in caplog.text
+    assert stored_revision(first) == stored_revision(baseline) == migrate.BASELINE
+    assert _schema(first) == _schema(baseline), kind
+    assert sql(app, "SELECT url_token FROM pushes") == [("kept",)]
 
 
 STARTER = """

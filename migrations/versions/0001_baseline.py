@@ -1,7 +1,9 @@
 """Baseline: the schema of the releases before migrations (schema.sql of 2026-12-06).
 
-On a database such a release made (no version table) it adds the tables missing there and
-stops, naming them, when a table lacks columns; on an empty one it makes every table.
+On a database such a release made (no version table) it adds the tables missing there,
+makes again the indexes made otherwise there (the first releases' whole ones the baseline
+has partial), and stops, naming them, when a table lacks columns; on an empty one it makes
+every table.
 
 Revision ID: 0001
 Revises:
@@ -10,7 +12,7 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
-from pwp.migrate import check_columns
+from pwp.migrate import check_columns, match_indexes
 
 revision = "0001"
 down_revision = None
@@ -98,6 +100,7 @@ def upgrade():
     conn = op.get_bind()
     baseline = tables()
     check_columns(conn, baseline)
+    match_indexes(conn, baseline)
     have = set(sa.inspect(conn).get_table_names())
     for table in baseline:
         if table.name not in have:
