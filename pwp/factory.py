@@ -542,8 +542,31 @@ def make_database(app) -> bool:
     with app.app_context():
         if new and os.path.dirname(db.engine.url.database or "") == app.instance_path:
             _make_instance_folder(app)
+        _check_sqlite_folder(db.engine.url)
         migrate.bring_up_to_date(app, db)
     return new
+
+
+def _check_sqlite_folder(url):
+    """ConfigError when an SQLite database's folder does not exist or this user may not
+    write there (SQLite makes the file, its -wal and -shm files in it): a path mistyped or a
+    folder never made is said at start, not retried ("unable to open database file")."""
+    path = url.database or ""
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(folder):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise config.ConfigError(
+                f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} is not writable by "
+                "this user (SQLite makes the database's -wal and -shm files there): let the server's user "
+                "write there, or correct DATABASE_URL")
+        return
+    while not os.path.isdir(os.path.dirname(folder)):  # (the outermost one missing)
+        folder = os.path.dirname(folder)
+    what = "is not a folder" if os.path.exists(folder) else "does not exist"
+    raise config.ConfigError(f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} {what} "
+                             "(make it, writable by the server's user, or correct DATABASE_URL)")
 
 
 def database_name(app) -> str:
@@ -561,6 +584,7 @@ def _create_tables(app):
     from .models import db
 
     with app.app_context():
+        _check_sqlite_folder(db.engine.url)
         migrate.bring_up_to_date(app, db)
         if db.engine.url.get_backend_name() == "sqlite" and os.path.isfile(db.engine.url.database or ""):
             _warn_if_open_to_others(db.engine.url.database, "database",

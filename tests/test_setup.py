@@ -15,7 +15,7 @@ from flask.cli import run_command
 from sqlalchemy import text
 
 import servers
-from conftest import PG_ADMIN_URL, PG_BASE, bearer, make_config, sql, throwaway_pg_database
+from conftest import DATABASES, PG_ADMIN_URL, PG_BASE, bearer, make_config, sql, throwaway_pg_database
 from pwp import ROOT, auth, config, create_app, fastsql
 from pwp.models import AuditKind, db, schema_sql
 
@@ -91,11 +91,10 @@ def test_mail_links_base():
 
 
 @pytest.mark.parametrize("url", ["postgresql://postgres:hunter2@127.0.0.1:1/pwpush",
-                                 "postgresql://no_such_role:hunter2@127.0.0.1:5432/postgres",
-                                 "sqlite:////no-such-folder/pwpush.sqlite3"])
+                                 "postgresql://no_such_role:hunter2@127.0.0.1:5432/postgres"])
 def test_a_database_that_cannot_be_used_yet_is_one_line_and_exit_1(tmp_path, url):
     # Not a configuration error (exit 3 would stop gunicorn's master for good): a server
-    # restarting or a volume not yet mounted may mend it.
+    # restarting may mend it.
     proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path), "DATABASE_URL": url})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("pwpush: DATABASE_URL: cannot use the database: ")
@@ -147,31 +146,107 @@ def test_a_table_made_by_an_older_version_stops_start_up_naming_its_missing_colu
 
 
 def test_gunicorn_keeps_trying_a_database_that_cannot_be_used_yet(tmp_path):
-    # The SQLite file's folder appears after gunicorn started (a volume mounted late): the
-    # worker that failed exits 1, gunicorn starts another, and that one serves.
-    later = tmp_path / "later"
+    # The PostgreSQL database appears after gunicorn started (a server restarting, a
+    # failover): the worker that failed exits 1, gunicorn starts another, and that one serves.
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
     log_path = tmp_path / "gunicorn.log"
-    env = servers.server_env(tmp_path / "instance", f"sqlite:///{later / 'pwpush.sqlite3'}")
+    name = f"pwpush_later_{os.getpid()}"
+    env = servers.server_env(tmp_path / "instance", f"{PG_BASE}/{name}")
 
-    def mount_once_refused(poll=threading.Event()):
+    def make_once_refused(poll=threading.Event()):
         for _ in range(servers.START_ATTEMPTS):
             if log_path.exists() and "cannot use the database" in log_path.read_text():
-                later.mkdir()
+                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{name}"')
                 return
             poll.wait(0.1)
 
-    mounter = threading.Thread(target=mount_once_refused)
-    mounter.start()
+    maker = threading.Thread(target=make_once_refused)
+    maker.start()
     try:
         with servers.gunicorn(env, log_path) as server:
             status, created = server.json("POST", "/api/v2/pushes", {"push": {"payload": "x"}})
             assert status == 201
             assert server.json("GET", f"/api/v2/pushes/{created['url_token']}")[1]["payload"] == "x"
     finally:
-        mounter.join()
+        maker.join()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     logs = log_path.read_text()
-    assert "pwpush: DATABASE_URL: cannot use the database: unable to open database file" in logs
+    assert 'pwpush: DATABASE_URL: cannot use the database: connection failed: ' in logs
+    assert f'database "{name}" does not exist' in logs
     assert "exited with code 1" in logs and "Worker failed to boot" not in logs
+
+
+@contextlib.contextmanager
+def _not_writable(folder):
+    """folder, which this user may not write in: its mode for others, immutable for root
+    (whom no mode stops)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("root here cannot make a folder immutable (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def _no_folder(path, folder, what="does not exist"):
+    return (f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} {what} (make it, writable "
+            "by the server's user, or correct DATABASE_URL)")
+
+
+def _unwritable(path, folder):
+    return (f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} is not writable by this "
+            "user (SQLite makes the database's -wal and -shm files there): let the server's user write there, "
+            "or correct DATABASE_URL")
+
+
+def test_an_sqlite_database_in_a_folder_missing_or_not_writable_stops_start_up_in_one_line(tmp_path):
+    """A configuration error (exit 3: gunicorn's master stops), not a database to wait for:
+    its worker retried "unable to open database file" every 5 s forever."""
+    instance = str(tmp_path / "instance")
+    missing = tmp_path / "missing" / "sub" / "pwpush.sqlite3"
+    proc = _start({"PWPUSH_INSTANCE_PATH": instance, "DATABASE_URL": f"sqlite:///{missing}"})
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"pwpush: configuration error: {_no_folder(missing, tmp_path / 'missing')}"
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "pwpush.sqlite3"
+    proc = _start({"PWPUSH_INSTANCE_PATH": instance, "DATABASE_URL": f"sqlite:///{blocked}"})
+    assert proc.returncode == 3
+    assert proc.stderr.splitlines()[-1] == \
+        f"pwpush: configuration error: {_no_folder(blocked, tmp_path / 'a-file', 'is not a folder')}"
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    with _not_writable(closed):
+        proc = _start({"PWPUSH_INSTANCE_PATH": instance, "DATABASE_URL": f"sqlite:///{closed / 'pwpush.sqlite3'}"})
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == \
+        f"pwpush: configuration error: {_unwritable(closed / 'pwpush.sqlite3', closed)}"
+    assert os.listdir(closed) == []
+
+
+def test_gunicorn_stops_on_an_sqlite_database_in_a_folder_that_does_not_exist(tmp_path):
+    """Its master stops (the workers' exit 3), with two workers as with one: it restarted
+    worker after worker, each waiting 5 s, for good. (Its own exit status is 3, or 1 when
+    the second worker's exit 3 comes while it stops: gunicorn's HaltServer raised again
+    inside its halt, a traceback.)"""
+    missing = tmp_path / "missing" / "pwpush.sqlite3"
+    log_path = tmp_path / "gunicorn.log"
+    with pytest.raises(RuntimeError, match="gunicorn exited with [13];"):
+        with servers.gunicorn(servers.server_env(tmp_path / "instance", f"sqlite:///{missing}"), log_path,
+                              workers=2):
+            pass
+    logs = log_path.read_text()
+    assert f"pwpush: configuration error: {_no_folder(missing, missing.parent)}" in logs
+    assert "Worker failed to boot" in logs and "cannot use the database" not in logs
 
 
 def test_an_instance_folder_or_key_file_open_to_others_is_warned_about(tmp_path):
@@ -847,14 +922,23 @@ def test_a_command_on_a_database_of_an_older_version_adds_the_new_tables(app, da
 
 @pytest.mark.parametrize("command", [["init-db"], ["users", "create", "first@example.com"]])
 def test_a_command_making_a_database_it_cannot_open_says_so_in_one_line(tmp_path, command):
-    """An SQLite path in a folder that does not exist: init-db and users create (which make
-    the database) printed the driver's traceback."""
-    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'pwpush.sqlite3'}"
-    cli_app = create_app(make_config(url), instance_path=str(tmp_path / "instance"), command_line=True)
+    """An SQLite path in a folder that does not exist, or one this user may not write in:
+    init-db and users create (which make the database) printed the driver's traceback,
+    then its "unable to open database file"; now, as the server's start, the path and the folder."""
+    path = tmp_path / "no-such-folder" / "pwpush.sqlite3"
+    cli_app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"),
+                         command_line=True)
     with cli_app.app_context():
         result = cli_app.test_cli_runner().invoke(args=command)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    assert result.output.splitlines()[-1] == "Error: DATABASE_URL: cannot use the database: unable to open database file"
+    assert result.output.splitlines()[-1] == f"Error: {_no_folder(path, path.parent)}"
+    path.parent.mkdir()
+    with _not_writable(path.parent):
+        cli_app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"),
+                             command_line=True)
+        with cli_app.app_context():
+            result = cli_app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == f"Error: {_unwritable(path, path.parent)}"
 
 
 @pytest.mark.parametrize("command", [["init-db"], ["purge-expired"]])
