@@ -12,8 +12,8 @@ from .auth import actor, sign_in_first
 from .errors import Forbidden, TooManyAttempts, TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, Kind
 from .words import plural
-from .web import (NOTHING_CHANGED, PUSH_UPDATED, form_options, form_values, render_preview, signed_in_user,
-                  switched_off, time_left)
+from .web import (FILES_NOT_STORED, NOTHING_CHANGED, PUSH_UPDATED, form_options, form_values, render_preview,
+                  signed_in_user, switched_off, time_left)
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -184,7 +184,7 @@ def update(push):
         count = len(pushes.files_of(edited))
         flash(f"Added {plural(len(changes.files), 'file')}: the push now has {plural(count, 'file')}.", "success")
     if dropped:
-        flash("No files were added: only a file push has files.", "warning")
+        flash(FILES_NOT_STORED, "warning")
     # Said, not done silently: a number put within its bounds, and a link that changed.
     for what in ("days", "views"):
         got, typed = getattr(changes, f"{what}_left"), getattr(asked, f"{what}_left")

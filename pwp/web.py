@@ -256,6 +256,8 @@ def create():
         return render_form(kind, fields, exc.errors, 422)
     if asked is not None:
         flash(NOTIFY_QUEUED, "success")
+    if new_push.files and kind != "file":  # (only a file push's form has a file box: not stored)
+        flash(FILES_NOT_STORED, "warning")
     response = redirect(url_for("web.preview", url_token=push.url_token))
     if params.cast_bool(fields.get("save_defaults"), False):
         return save_defaults(response, push, kind)
@@ -317,6 +319,8 @@ def to_start_page(message: str, status: int):
 
 PUSH_UPDATED = "Push was successfully updated."  # (the edit's flash: the preview then says "updated")
 NOTHING_CHANGED = "Nothing was changed: the push is as it was."  # (a Save that changed nothing)
+# Files sent for a push of another kind (a form made by hand; upstream stores them and lists none).
+FILES_NOT_STORED = "No files were added: only a file push has files."
 
 
 # What fits above the QR code on one printed page (the form's maxlength says the same).

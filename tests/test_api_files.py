@@ -495,3 +495,18 @@ def test_a_download_link_stops_when_its_push_runs_out_of_time(client, token, clo
     clock.advance(minutes=1)
     late = download(client, url)
     assert (late.status_code, late.data.strip()) == (404, b'{"error":"not-found"}')
+
+
+@pytest.mark.parametrize("kind", ["text", "url", "qr"])
+def test_files_sent_with_a_push_of_another_kind_are_not_stored_and_the_answer_keeps_its_shape(app, client, token,
+                                                                                             kind):
+    """Not stored (upstream stores them and lists none); the API's answer is the one
+    without files, key for key (clients such as the pwpush CLI read it as it is: the web
+    form's preview is where a warning says so)."""
+    payload = "https://example.com/x" if kind == "url" else "secret"
+    with_files = upload(client, token, [("a.txt", b"alpha")], kind=kind, payload=payload)
+    without = client.post("/api/v2/pushes", headers=bearer(token), data={"push[kind]": kind, "push[payload]": payload},
+                          content_type="multipart/form-data")
+    assert with_files.status_code == without.status_code == 201
+    assert list(with_files.json) == list(without.json) and set(with_files.headers.keys()) == set(without.headers.keys())
+    assert sql(app, "SELECT count(*) FROM push_files") == [(0,)]

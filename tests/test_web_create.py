@@ -4,6 +4,8 @@ import io
 import pytest
 from webutil import create, form, sign_in, sql
 
+from pwp.models import Kind
+
 
 def test_home_shows_text_form_with_setting_defaults(client):
     r = client.get("/")
@@ -352,3 +354,21 @@ def test_unticking_remembered_settings_forgets_them(client):
     html = client.get("/").get_data(as_text=True)
     assert "7 days" in html and 'id="push_save_defaults" name="push[save_defaults]" value="on" aria' in html
     assert "push[defaults_saved]" not in html
+
+
+@pytest.mark.parametrize("kind, payload", [("text", "secret"), ("url", "https://example.com/x"), ("qr", "qr text")])
+def test_files_sent_with_a_push_of_another_kind_are_not_stored_and_a_warning_says_so(client, make_user, app, kind,
+                                                                                     payload):
+    """Only a file push has files (upstream stores them for any kind and lists none): they
+    were dropped without a word; now the preview says so, as the edit page does."""
+    sign_in(client, make_user)
+    data = form(kind=kind, payload=payload)
+    data["push[files][]"] = [(io.BytesIO(b"alpha"), "a.txt")]
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    assert r.status_code == 302
+    assert "No files were added: only a file push has files." in client.get(r.headers["Location"]).get_data(
+        as_text=True)
+    assert sql(app, "SELECT count(*) FROM push_files") == [(0,)]
+    assert sql(app, "SELECT kind FROM pushes") == [(Kind[kind],)]
+    r = client.post("/p", data=form(kind=kind, payload=payload))  # (none sent: nothing said)
+    assert "No files were added" not in client.get(r.headers["Location"]).get_data(as_text=True)
