@@ -2,10 +2,11 @@
 
 A start on a database already at HEAD reads one row and never imports Alembic; a new
 database gets the models' tables and is stamped at HEAD; one made before pwpush had
-migrations (no version table) gets its missing tables and the column check, then the
-revisions after the baseline; a database behind HEAD gets the pending revisions, once,
-under a lock every starting worker and instance takes; one at a revision this code does
-not know (a newer release's) is refused."""
+migrations (no version table) gets its missing tables, the column check and the baseline's
+indexes, then the revisions after the baseline; a database behind HEAD gets the pending
+revisions, once, under a lock every starting worker and instance takes; one at a revision
+this code does not know (a newer release's, or no pwpush revision at all) or with an empty
+version table is refused."""
 import logging
 import os
 import re
@@ -215,7 +216,7 @@ def match_indexes(conn, tables):
 
 def _definition(columns, unique, where) -> tuple:
     """An index's definition, as the database reflects it or a table declares it: a
-    condition's text without the parentheses PostgreSQL puts around it, in one case."""
+    condition's text without the parentheses PostgreSQL puts around it, in lower case."""
     where = " ".join(str(where).split()) if where is not None else ""
     if where.startswith("(") and where.endswith(")"):
         where = where[1:-1]
