@@ -549,14 +549,16 @@ def make_database(app) -> bool:
 
 def _check_sqlite_folder(url):
     """ConfigError when an SQLite database's folder does not exist or this user may not
-    write there (SQLite makes the file, its -wal and -shm files in it): a path mistyped or a
-    folder never made is said at start, not retried ("unable to open database file")."""
+    write there while SQLite would have to make a file in it (the database, its -wal or -shm):
+    a path mistyped or a folder never made is said at start, not retried ("unable to open
+    database file")."""
     path = url.database or ""
     if url.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
         return
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(folder):
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if not os.access(folder, os.W_OK | os.X_OK) and not all(
+                os.access(path + end, os.W_OK) for end in ("", "-wal", "-shm")):
             raise config.ConfigError(
                 f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} is not writable by "
                 "this user (SQLite makes the database's -wal and -shm files there): let the server's user "

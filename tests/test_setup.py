@@ -2,6 +2,7 @@
 import contextlib
 import io
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -231,6 +232,25 @@ def test_an_sqlite_database_in_a_folder_missing_or_not_writable_stops_start_up_i
     assert proc.stderr.splitlines()[-1] == \
         f"pwpush: configuration error: {_unwritable(closed / 'pwpush.sqlite3', closed)}"
     assert os.listdir(closed) == []
+
+
+def test_an_sqlite_database_whose_files_exist_starts_in_a_folder_it_may_not_write(tmp_path):
+    """A database, its -wal and -shm files already there (SQLite cannot delete them in such a
+    folder): SQLite needs nothing more of the folder, so the start goes on (a read-only folder
+    over writable files is an admin's choice), where a missing file stops it as above."""
+    instance, folder = tmp_path / "instance", tmp_path / "data"
+    folder.mkdir()
+    env = {"PWPUSH_INSTANCE_PATH": str(instance), "DATABASE_URL": f"sqlite:///{folder / 'pwpush.sqlite3'}"}
+    assert _start(env).returncode == 0
+    holder = sqlite3.connect(folder / "pwpush.sqlite3")  # (its -wal and -shm stay while it is open)
+    try:
+        holder.execute("SELECT count(*) FROM pushes").fetchone()
+        assert sorted(os.listdir(folder)) == ["pwpush.sqlite3", "pwpush.sqlite3-shm", "pwpush.sqlite3-wal"]
+        with _not_writable(folder):
+            proc = _start(env)
+    finally:
+        holder.close()
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_gunicorn_stops_on_an_sqlite_database_in_a_folder_that_does_not_exist(tmp_path):
