@@ -58,6 +58,21 @@ class User(UserMixin, db.Model):
     api_token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # Account e-mails (PWP__ENABLE_USER_ACCOUNT_EMAILS, pwp.account_mail), Devise's columns:
+    # each mailed token kept as its SHA-256 digest, as the API token. Deferred: loading a
+    # session's user on each request does not read them.
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime, deferred=True, deferred_group="mail")
+    confirmation_token_digest: Mapped[str | None] = mapped_column(
+        String(64), unique=True, index=True, deferred=True, deferred_group="mail")
+    confirmation_sent_at: Mapped[datetime | None] = mapped_column(DateTime, deferred=True, deferred_group="mail")
+    reset_password_token_digest: Mapped[str | None] = mapped_column(
+        String(64), unique=True, index=True, deferred=True, deferred_group="mail")
+    reset_password_sent_at: Mapped[datetime | None] = mapped_column(DateTime, deferred=True, deferred_group="mail")
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"), deferred=True,
+                                                 deferred_group="mail")
+    unlock_token_digest: Mapped[str | None] = mapped_column(
+        String(64), unique=True, index=True, deferred=True, deferred_group="mail")
+    locked_at: Mapped[datetime | None] = mapped_column(DateTime, deferred=True, deferred_group="mail")
 
     # The web session this object was loaded or signed in for (pwp.auth): what Flask-Login
     # keeps in the session cookie. Not a column.
