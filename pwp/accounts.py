@@ -1,4 +1,5 @@
-"""Accounts in the browser: sign up, sign in (throttled), sign out, and the API token page."""
+"""Accounts in the browser: sign up, sign in (throttled), sign out, the API token page, and
+with account e-mails on (pwp.account_mail) password resets, confirmations and unlocks."""
 import hashlib
 import math
 import unicodedata
@@ -7,7 +8,7 @@ from functools import wraps
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from . import auth, pushes
+from . import account_mail, auth, pushes
 from .api import base_url
 from .words import plural
 
@@ -19,7 +20,10 @@ bp = Blueprint("accounts", __name__, url_prefix="/users")
 # per-account counter: sign-in failures by others must not keep the owner from changing it.
 LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "signup": (("ip", 60, 5),),
-          "password": (("ip", 20, 5), ("user", 300, 10))}
+          "password": (("ip", 20, 5), ("user", 300, 10)),
+          # A request for a mailed link (reset, confirmation, unlock): per address, so that no
+          # one can fill a mailbox with them.
+          "mail": (("ip", 60, 5), ("email", 3600, 5))}
 
 
 def _with_logins(view):
@@ -74,8 +78,13 @@ def sign_in():
     if too_many:
         return render_template("accounts/sign_in.html", email=email, error=too_many), 429
     user = auth.find_user(email)
+    password_ok = auth.check_password(user, request.form.get("password", ""))
+    # (Said only to a right password: what a wrong one is told says nothing of the account.)
+    refusal = account_mail.sign_in_refusal(user, password_ok, pushes.utcnow()) if account_mail.enabled() else None
+    if refusal:
+        return render_template("accounts/sign_in.html", email=email, error=refusal), 401
     # (No session when the password changed while it was checked: start_session.)
-    if not auth.check_password(user, request.form.get("password", "")) or not _sign_in(user):
+    if not password_ok or not _sign_in(user):
         return render_template("accounts/sign_in.html", email=email,
                                error="Invalid e-mail address or password."), 401
     flash("Signed in successfully.", "success")
@@ -99,13 +108,19 @@ def sign_up():
     errors = _new_password_errors()
     if auth.normalize_email(email) is None:  # said with the password's problems, not after them
         errors["email"] = auth.INVALID_EMAIL
+    confirm = account_mail.enabled()
     if not errors:
         try:
-            user = auth.create_user(email, password)
+            user = auth.create_user(email, password, confirmed=not confirm)
         except ValueError as exc:
             errors["email"] = str(exc)
     if errors:
         return render_template("accounts/sign_up.html", email=email, errors=errors), 422
+    if confirm:
+        account_mail.issue("confirmation", user, pushes.utcnow())
+        flash("A message with a confirmation link has been sent to your e-mail address. "
+              "Follow it to activate your account.", "success")
+        return redirect(url_for("accounts.sign_in"))
     _sign_in(user)
     flash("Welcome! Your account is ready.", "success")
     return redirect(url_for("web.home"))
@@ -184,6 +199,142 @@ def regenerate_token():
     new_token = auth.issue_token(current_user._get_current_object())
     return render_template("accounts/token.html", new_token=new_token, base=base_url(),
                            has_token=True)
+
+
+# ----------------------------------------------------------------------------- account e-mails
+
+def _with_account_mails(view):
+    """404 unless account e-mails are on (account_mail.enabled)."""
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not account_mail.enabled():
+            abort(404)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+# Each form that asks for a link: its heading, what it says, its button, and the answer,
+# the same whether the account exists or not (Devise's paranoid mode).
+ASK = {
+    "reset_password": ("Forgot your password?", "Enter your account's e-mail address: we will send it a link "
+                       "to choose a new password (for 6 hours).", "Send me a reset link",
+                       "If your e-mail address is in our database, you will receive a password recovery "
+                       "link at it in a few minutes."),
+    "confirmation": ("Resend the confirmation link", "Enter your account's e-mail address: we will send it a "
+                     "new link that confirms it.", "Resend the confirmation link",
+                     "If your e-mail address is in our database and not confirmed yet, you will receive a "
+                     "new confirmation link at it in a few minutes."),
+    "unlock": ("Resend the unlock link", "Enter your account's e-mail address: we will send it a new link "
+               "that unlocks it. A locked account also unlocks by itself an hour after it was locked.",
+               "Resend the unlock link",
+               "If your account exists and is locked, you will receive an e-mail with a link that "
+               "unlocks it in a few minutes."),
+}
+ASK_ENDPOINTS = {"reset_password": "accounts.create_password", "confirmation": "accounts.confirmation",
+                 "unlock": "accounts.unlock"}
+
+
+def _ask_page(kind: str, email: str = "", error: str | None = None):
+    heading, intro, button, _answer = ASK[kind]
+    return render_template("accounts/ask_for_link.html", heading=heading, intro=intro, button=button,
+                           action=url_for(ASK_ENDPOINTS[kind]), email=email, error=error)
+
+
+def _ask(kind: str):
+    """A form's request for a link: counted (LIMITS["mail"]), mailed if the account needs
+    it (account_mail.ask_for), and answered the same either way."""
+    email = request.form.get("email", "")
+    if not email.strip():
+        return _ask_page(kind, email, "Enter your e-mail address."), 422
+    now = pushes.utcnow()
+    too_many = _throttled("mail", now, email=email)
+    if too_many:
+        return _ask_page(kind, email, too_many), 429
+    account_mail.ask_for(kind, email, now)
+    flash(ASK[kind][3], "success")
+    return redirect(url_for("accounts.sign_in"))
+
+
+@bp.get("/password/new")
+@_with_account_mails
+def new_password():
+    """Show the form that asks for a password reset link."""
+    return _ask_page("reset_password")
+
+
+@bp.post("/password")
+@_with_account_mails
+def create_password():
+    """Mail a password reset link to the address, if it is an account's."""
+    return _ask("reset_password")
+
+
+@bp.route("/password/edit", methods=["GET", "POST"])
+@_with_account_mails
+def edit_password():
+    """Show a reset link's new-password form; set the password (the link then stops
+    working), unlock the account, sign out its sessions and sign this browser in."""
+    token = request.values.get("reset_password_token", "")
+    user = account_mail.holder("reset_password", token, pushes.utcnow())
+    if user is None:
+        return _ask_page("reset_password", error=account_mail.INVALID_LINK), 422
+    # Only a POST sets it: Flask also routes HEAD here, and the CSRF check skips HEAD.
+    if request.method != "POST":
+        return render_template("accounts/edit_password.html", token=token, email=user.email, errors={})
+    errors = _new_password_errors()
+    if errors:
+        return render_template("accounts/edit_password.html", token=token, email=user.email, errors=errors), 422
+    try:
+        account_mail.reset_password(user, token, request.form["password"])
+    except auth.Refused:  # (the link used meanwhile, or the account deleted)
+        return _ask_page("reset_password", error=account_mail.INVALID_LINK), 422
+    current_app.logger.info("user %s: password reset by e-mail", user.id)
+    if account_mail.confirmed(user) and _sign_in(user):
+        flash("Your password has been changed and you are signed in. Your other sessions are signed out.",
+              "success")
+        return redirect(url_for("web.home"))
+    flash("Your password has been changed.", "success")
+    return redirect(url_for("accounts.sign_in"))
+
+
+@bp.get("/confirmation/new")
+@_with_account_mails
+def new_confirmation():
+    """Show the form that asks for a new confirmation link."""
+    return _ask_page("confirmation")
+
+
+@bp.route("/confirmation", methods=["GET", "POST"])
+@_with_account_mails
+def confirmation():
+    """Confirm the account of a mailed link; POST: mail a new link, if the address is an
+    unconfirmed account's."""
+    return _follow("confirmation", account_mail.confirm, "Your e-mail address has been confirmed: you can sign in.")
+
+
+@bp.get("/unlock/new")
+@_with_account_mails
+def new_unlock():
+    """Show the form that asks for a new unlock link."""
+    return _ask_page("unlock")
+
+
+@bp.route("/unlock", methods=["GET", "POST"])
+@_with_account_mails
+def unlock():
+    """Unlock the account of a mailed link; POST: mail a new link, if the address is a
+    locked account's."""
+    return _follow("unlock", account_mail.unlock, "Your account has been unlocked: you can sign in.")
+
+
+def _follow(kind: str, use, done: str):
+    """POST: _ask(kind); GET: use the mailed link's token (confirm, unlock), then say done."""
+    if request.method == "POST":
+        return _ask(kind)
+    if not use(request.args.get(f"{kind}_token", ""), pushes.utcnow()):
+        return _ask_page(kind, error=account_mail.INVALID_LINK), 422
+    flash(done, "success")
+    return redirect(url_for("accounts.sign_in"))
 
 
 @bp.errorhandler(auth.Refused)

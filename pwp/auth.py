@@ -155,12 +155,14 @@ def normalize_email(email: str | None) -> str | None:
     return email
 
 
-def create_user(email: str, password: str | None = None, admin: bool = False) -> User:
-    """Create a user (e-mail unique, case-insensitive); ValueError if taken or invalid."""
+def create_user(email: str, password: str | None = None, admin: bool = False, confirmed: bool = True) -> User:
+    """Create a user (e-mail unique, case-insensitive); ValueError if taken or invalid.
+    Unconfirmed: a sign-up that must confirm its address (pwp.account_mail)."""
     email = normalize_email(email)
     if email is None:
         raise ValueError(INVALID_EMAIL)
-    user = User(email=email, is_admin=admin, created_at=utcnow(),
+    now = utcnow()
+    user = User(email=email, is_admin=admin, created_at=now, confirmed_at=now if confirmed else None,
                 password_hash=generate_password_hash(password) if password else None)
     db.session.add(user)
     # The unique index decides (no look first): of two sign-ups at once, one wins.
@@ -293,12 +295,12 @@ def password_problem(password: str) -> tuple[str, str] | None:
     return None
 
 
-def _write_account(user: User, *then, **values):
-    """Write values to the account's row, run the statements `then`, and commit;
-    Refused(ACCOUNT_GONE) if it was deleted meanwhile (`users password` waits for its prompt:
-    as an attribute change the commit ended in SQLAlchemy's StaleDataError or
-    ObjectDeletedError, a traceback)."""
-    done = db.session.execute(update(User).where(User.id == user.id).values(**values))
+def _write_account(user: User, *then, where=(), **values):
+    """Write values to the account's row (if it meets the conditions where), run the
+    statements `then`, and commit; Refused(ACCOUNT_GONE) if it was deleted meanwhile (`users
+    password` waits for its prompt: as an attribute change the commit ended in SQLAlchemy's
+    StaleDataError or ObjectDeletedError, a traceback), or no longer meets them."""
+    done = db.session.execute(update(User).where(User.id == user.id, *where).values(**values))
     if done.rowcount != 1:
         db.session.rollback()
         raise Refused(ACCOUNT_GONE)
@@ -307,14 +309,16 @@ def _write_account(user: User, *then, **values):
     db.session.commit()
 
 
-def set_password(user: User, password: str):
-    """Store a new password hash and sign out every web session of the account (the
-    password change page then starts one for its browser)."""
+def set_password(user: User, password: str, *where, **values):
+    """Store a new password hash, forget any password reset link (as Devise), and sign out
+    every web session of the account (the password change page then starts one for its
+    browser); where and values: _write_account's conditions and more columns to write."""
     password_hash = generate_password_hash(password)
     # The account's row first (locked by the update), then its sessions: a sign-in that
     # checked the old password meanwhile makes no row (start_session).
-    _write_account(user, delete(UserSession).where(UserSession.user_id == user.id),
-                   password_hash=password_hash)
+    _write_account(user, delete(UserSession).where(UserSession.user_id == user.id), where=where,
+                   password_hash=password_hash, reset_password_token_digest=None, reset_password_sent_at=None,
+                   **values)
     set_committed_value(user, "password_hash", password_hash)
 
 

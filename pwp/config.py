@@ -189,6 +189,10 @@ SETTINGS = [
     ("PWP__ENABLE_QR_PUSHES", parse_bool, True),
     ("PWP__DISABLE_SIGNUPS", parse_bool, False),
     ("PWP__DISABLE_LOGINS", parse_bool, False),
+    # Devise's confirmable, lockable and recoverable (pwp/account_mail.py): sign-ups confirm
+    # their address, accounts lock after failed sign-ins, passwords reset by e-mail. Needs
+    # PWP__MAIL__SMTP_ADDRESS.
+    ("PWP__ENABLE_USER_ACCOUNT_EMAILS", parse_bool, False),
     # Upstream's two-factor requirement: accounts here have no second factor, so true (an
     # upstream configuration carried over) stops start-up rather than be silently weakened.
     ("PWP__REQUIRE_MFA", parse_bool, False),
@@ -313,6 +317,9 @@ def validate(config):
     for name in ("PWP__FILES__MAX_FILE_UPLOADS", "PWP__FILES__MAX_TOTAL_BYTES", "PWP__GEN__SYLLABLES_COUNT"):
         if config[name] < 1:
             raise ConfigError(f"{name}: must be at least 1")
+    if config.get("PWP__ENABLE_USER_ACCOUNT_EMAILS") and not config.get("PWP__MAIL__SMTP_ADDRESS"):
+        raise ConfigError("PWP__ENABLE_USER_ACCOUNT_EMAILS: requires PWP__MAIL__SMTP_ADDRESS (and the other "
+                          "PWP__MAIL__ settings): the account e-mails need an SMTP server")
     if config.get("PWP__MAIL__SMTP_ADDRESS") and not config.get("PWP__MAIL__MAILER_SENDER"):
         raise ConfigError("PWP__MAIL__MAILER_SENDER: required when PWP__MAIL__SMTP_ADDRESS is set "
                           "(the From: of notification e-mails, e.g. pwpush@example.com)")

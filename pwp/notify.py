@@ -215,10 +215,14 @@ def notify(url_token: str, to, locale, actor: pushes.Actor, now: datetime) -> No
 
 def dispatch(record_id: int):
     """Send a queued (committed) sending in a thread of this worker, not holding the request."""
-    app = current_app._get_current_object()
+    in_thread(_send_in_app, (current_app._get_current_object(), record_id), f"notify-{record_id}")
+
+
+def in_thread(target, args, name):
+    """Run target(*args) in a thread of this worker (wait_for_sends joins it)."""
     # Not a daemon: a worker that stops (a restart, max_requests) lets it finish, within
     # gunicorn's graceful_timeout; one killed mid-send is left processing (see send_pending).
-    thread = threading.Thread(target=_send_in_app, args=(app, record_id), name=f"notify-{record_id}")
+    thread = threading.Thread(target=target, args=args, name=name)
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]
         _threads.append(thread)
@@ -334,10 +338,10 @@ def _connect(config):
     return smtp
 
 
-def message(sender: str, recipient: str, body: str) -> EmailMessage:
-    """One notification mail (recipient: a validated address, so no header can be injected)."""
+def message(sender: str, recipient: str, body: str, subject: str = SUBJECT) -> EmailMessage:
+    """One mail (recipient: a validated or stored address, so no header can be injected)."""
     msg = EmailMessage()
-    msg["Subject"] = SUBJECT
+    msg["Subject"] = subject
     msg["From"] = sender
     msg["To"] = recipient
     msg["Date"] = formatdate(usegmt=True)
@@ -346,7 +350,8 @@ def message(sender: str, recipient: str, body: str) -> EmailMessage:
     return msg
 
 
-def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | None, str | None]:
+def deliver(config, recipients: list[str], body: str,
+            subject: str = SUBJECT) -> tuple[list[str], str | None, str | None]:
     """Send one mail per recipient over one SMTP connection; return who got it, what failed
     (for the sender: the addresses refused) and why, for the log (naming no address)."""
     sender = config["PWP__MAIL__MAILER_SENDER"]
@@ -355,7 +360,7 @@ def deliver(config, recipients: list[str], body: str) -> tuple[list[str], str | 
         with _connect(config) as smtp:
             for recipient in recipients:
                 try:
-                    smtp.send_message(message(sender, recipient, body), from_addr=parseaddr(sender)[1],
+                    smtp.send_message(message(sender, recipient, body, subject), from_addr=parseaddr(sender)[1],
                                       to_addrs=[recipient])
                     sent.append(recipient)
                 except smtplib.SMTPRecipientsRefused as exc:

@@ -15,7 +15,7 @@ from flask import (Blueprint, abort, current_app, flash, get_flashed_messages, m
                    render_template, request, url_for)
 from flask_login import current_user
 
-from . import notify, params, pushes
+from . import account_mail, notify, params, pushes
 from .api import NOTIFY_QUEUED, file_link_path, request_locale, secret_url
 from .auth import actor, sign_in_first
 from .config import kind_setting, kind_switched_off
@@ -620,7 +620,8 @@ def _layout_context():
         # A public gateway's pages link to none of the pages it lacks (pwp/gateway.py).
         "gateway": cfg["PWP_PUBLIC_GATEWAY"],
         "logins_enabled": not cfg["PWP__DISABLE_LOGINS"],
-        "signups_enabled": not (cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"])}
+        "signups_enabled": not (cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"]),
+        "account_emails": account_mail.enabled()}
 
 
 def init_app(app):

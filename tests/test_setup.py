@@ -48,6 +48,8 @@ def test_schema_sql_matches_the_models():
     ("PWP__HOST_DOMAIN", "a b.example.com"), ("PWP__HOST_PROTOCOL", "ftp"),
     # Upstream's: no account here has a second factor, so the requirement cannot be kept.
     ("PWP__REQUIRE_MFA", "true"), ("PWP__REQUIRE_MFA", "maybe"),
+    # Account e-mails without an SMTP server: none could be sent.
+    ("PWP__ENABLE_USER_ACCOUNT_EMAILS", "true"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),

@@ -1,0 +1,191 @@
+"""Account e-mails (PWP__ENABLE_USER_ACCOUNT_EMAILS): Devise's confirmable, lockable and
+recoverable, with upstream's settings (its config/initializers/devise.rb).
+
+Each mailed link carries a random token; the account's row keeps only its digest (as an API
+token), and a use clears it. The links are on the configured base URL (config.mail_base_url),
+never the request's Host. A mail goes after the commit, from a thread that holds no database
+transaction while the SMTP server answers; it names the account's id in the log, never its
+address or link. The forms that mail answer the same whether the account exists or not
+(Devise's paranoid mode) and count each request (pwp.accounts LIMITS["mail"]).
+"""
+import logging
+import secrets
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+from flask import current_app, url_for
+from sqlalchemy import select, update
+
+from . import notify
+from .config import mail_base_url
+from .crypto import digest_token
+from .models import User, db
+
+log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
+
+# Upstream's Devise settings.
+RESET_PASSWORD_WITHIN = timedelta(hours=6)
+CONFIRM_WITHIN = timedelta(days=3)  # (allow_unconfirmed_access_for: 0 days)
+MAXIMUM_ATTEMPTS = 20  # failed sign-ins that lock the account (lock_strategy :failed_attempts)
+UNLOCK_IN = timedelta(hours=1)  # unlock_strategy :both: this long, or the mailed link
+
+LOCKED = ("Your account is locked after too many failed sign-ins. Follow the link in the e-mail we "
+          "sent you, or wait up to an hour, then sign in again.")
+UNCONFIRMED = "You have to confirm your e-mail address before continuing: follow the link in the e-mail we sent you."
+INVALID_LINK = "That link is not valid, has been used or has expired: ask for a new one."
+
+MAILS = {
+    "reset_password": ("Reset password instructions", "accounts.edit_password",
+                       "Hello {email}!\n\nSomeone has asked for a link to change your password. You can do "
+                       "this through the link below (for {hours} hours).\n\n{link}\n\nIf you did not ask for "
+                       "this, please ignore this e-mail.\nYour password will not change until you open the "
+                       "link above and choose a new one.\n"),
+    "confirmation": ("Confirmation instructions", "accounts.confirmation",
+                     "Welcome {email}!\n\nYou can confirm your account's e-mail address through the link "
+                     "below:\n\n{link}\n"),
+    "unlock": ("Unlock instructions", "accounts.unlock",
+               "Hello {email}!\n\nYour account has been locked after too many failed sign-in attempts.\n\n"
+               "Follow the link below to unlock it (or wait an hour):\n\n{link}\n"),
+}
+# What a token's digest and time are kept in, per kind.
+COLUMNS = {"reset_password": (User.reset_password_token_digest, User.reset_password_sent_at),
+           "confirmation": (User.confirmation_token_digest, User.confirmation_sent_at),
+           "unlock": (User.unlock_token_digest, None)}
+
+
+def enabled() -> bool:
+    """Tell whether account e-mails are on (config.validate makes sure an SMTP server is set)."""
+    config = current_app.config
+    return bool(config["PWP__ENABLE_USER_ACCOUNT_EMAILS"] and not config["PWP__DISABLE_LOGINS"])
+
+
+def _state(user_id: int):
+    """The account's lock and confirmation columns, read now (they are deferred)."""
+    return db.session.execute(select(User.failed_attempts, User.locked_at, User.confirmed_at)
+                              .where(User.id == user_id)).one_or_none()
+
+
+def issue(kind: str, user: User, now: datetime, *where, **values) -> bool:
+    """Give the account a new token of a kind (the one before stops working), write values
+    with it, commit, and mail its link; where: conditions on the account's row (none met:
+    nothing done, False)."""
+    token = secrets.token_urlsafe(32)
+    digest_column, time_column = COLUMNS[kind]
+    if time_column is not None:
+        values[time_column.key] = now
+    done = db.session.execute(update(User).where(User.id == user.id, *where).values(
+        **{digest_column.key: digest_token(token)}, **values)).rowcount
+    db.session.commit()
+    if done:
+        subject, endpoint, text = MAILS[kind]
+        link = mail_base_url(current_app.config) + url_for(endpoint) + "?" + urlencode({f"{kind}_token": token})
+        body = text.format(email=user.email, link=link, hours=int(RESET_PASSWORD_WITHIN.total_seconds() // 3600))
+        notify.in_thread(_send, (current_app.config, user.id, user.email, subject, body), f"account-mail-{user.id}")
+    return bool(done)
+
+
+def _send(config, user_id: int, email: str, subject: str, body: str):
+    sent, _error, why = notify.deliver(config, [email], body, subject)
+    if sent:
+        log.info("user %s: %s e-mail sent", user_id, subject.lower())
+    else:
+        log.warning("user %s: %s e-mail not sent: %s", user_id, subject.lower(), why or "refused")
+
+
+def holder(kind: str, token: str, now: datetime) -> User | None:
+    """The account whose live token of a kind this is (looked up by its digest), or None."""
+    if not isinstance(token, str) or not token or len(token) > 256:
+        return None
+    digest_column, time_column = COLUMNS[kind]
+    query = select(User).where(digest_column == digest_token(token))
+    if kind == "reset_password":
+        query = query.where(time_column > now - RESET_PASSWORD_WITHIN)
+    elif kind == "confirmation":
+        query = query.where(time_column > now - CONFIRM_WITHIN)
+    return db.session.scalar(query)
+
+
+def _unlock(user_id: int, *where):
+    """Unlock the account (and forget its failed sign-ins); commit."""
+    db.session.execute(update(User).where(User.id == user_id, *where).values(
+        failed_attempts=0, locked_at=None, unlock_token_digest=None))
+    db.session.commit()
+
+
+def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str | None:
+    """Count a failed sign-in of an account, locking it at MAXIMUM_ATTEMPTS (its unlock link
+    mailed), and say why a right password may not sign in (locked, unconfirmed); None when
+    it may. What a wrong password is told does not depend on the account (paranoid)."""
+    state = _state(user.id) if user is not None else None
+    if state is None:
+        return None
+    failed, locked_at, confirmed_at = state
+    if locked_at is not None and locked_at <= now - UNLOCK_IN:
+        _unlock(user.id, User.locked_at == locked_at)
+        failed, locked_at = 0, None
+    if not password_ok:
+        failed = db.session.scalar(update(User).where(User.id == user.id).values(
+            failed_attempts=User.failed_attempts + 1).returning(User.failed_attempts))
+        db.session.commit()
+        if failed is not None and failed >= MAXIMUM_ATTEMPTS and locked_at is None \
+                and issue("unlock", user, now, User.locked_at.is_(None), locked_at=now):
+            log.warning("user %s: locked after %d failed sign-ins", user.id, failed)
+        return None
+    if locked_at is not None:
+        return LOCKED
+    if confirmed_at is None:
+        return UNCONFIRMED
+    if failed:
+        db.session.execute(update(User).where(User.id == user.id).values(failed_attempts=0))
+        db.session.commit()
+    return None
+
+
+def ask_for(kind: str, email: str, now: datetime):
+    """A form's request for a link (reset_password, confirmation or unlock): mailed when the
+    account exists and needs it (has a password; is unconfirmed; is locked), else nothing."""
+    from .auth import find_user
+
+    user = find_user(email)
+    if user is None:
+        return
+    if kind == "reset_password":
+        issue(kind, user, now, User.password_hash.is_not(None))
+    elif kind == "confirmation":
+        issue(kind, user, now, User.confirmed_at.is_(None))
+    else:
+        issue(kind, user, now, User.locked_at > now - UNLOCK_IN)
+
+
+def confirm(token: str, now: datetime) -> bool:
+    """Confirm the account whose live confirmation token this is; tell whether one was."""
+    user = holder("confirmation", token, now)
+    done = user is not None and db.session.execute(update(User).where(
+        User.id == user.id, User.confirmation_token_digest == digest_token(token)).values(
+        confirmed_at=now, confirmation_token_digest=None)).rowcount == 1
+    db.session.commit()
+    return done
+
+
+def unlock(token: str, now: datetime) -> bool:
+    """Unlock the account whose unlock token this is; tell whether one was."""
+    user = holder("unlock", token, now)
+    if user is None:
+        return False
+    _unlock(user.id, User.unlock_token_digest == digest_token(token))
+    return True
+
+
+def reset_password(user: User, token: str, password: str):
+    """Set the password by a reset link (its token still the account's: one use), unlock
+    the account, and sign out its sessions (auth.set_password); Refused if the link was
+    used meanwhile."""
+    from .auth import set_password
+
+    set_password(user, password, User.reset_password_token_digest == digest_token(token),
+                 failed_attempts=0, locked_at=None, unlock_token_digest=None)
+
+
+def confirmed(user: User) -> bool:
+    """Tell whether the account's address is confirmed."""
+    return _state(user.id)[2] is not None

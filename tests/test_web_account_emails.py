@@ -1,0 +1,321 @@
+"""Account e-mails (PWP__ENABLE_USER_ACCOUNT_EMAILS): password resets, account locks and
+sign-up confirmations, through a real SMTP server whose mails' links are followed."""
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import bearer, sql
+from smtpsink import MAIL_HOST, SmtpServer
+from test_notify_api import _nothing_held
+
+from pwp import account_mail, notify
+from pwp.logfilter import redact
+
+PASSWORD = "correct horse"
+NEW_PASSWORD = "battery staple"
+LINK = re.compile(r"https://\S+")
+
+
+@pytest.fixture
+def on(settings, smtp, database_url, request):
+    """A client of an app with account e-mails on, sending to `smtp`."""
+    settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
+    return request.getfixturevalue("client")
+
+
+def mails(smtp, count):
+    """The mails the server got once this process's sending threads ended (count of them)."""
+    notify.wait_for_sends()
+    got = smtp.sink.wait_for(count) if count else smtp.sink.messages
+    assert len(got) == count, [m["Subject"] for _r, m in got]
+    return got
+
+
+def link_in(message) -> str:
+    """The one link of a mail, as a path with its query (for the test client)."""
+    (url,) = LINK.findall(message.get_content())
+    parts = urlsplit(url)
+    assert parts.netloc == MAIL_HOST  # (the configured host, never the request's)
+    return f"{parts.path}?{parts.query}"
+
+
+def sign_in_as(client, email="owner@example.com", password=PASSWORD):
+    return client.post("/users/sign_in", data={"email": email, "password": password})
+
+
+def ask_reset(client, email="owner@example.com", **kwargs):
+    return client.post("/users/password", data={"email": email}, **kwargs)
+
+
+# ----------------------------------------------------------------------------- off
+
+def test_off_by_default_the_pages_are_absent_and_the_sign_in_page_says_so(client):
+    for path in ("/users/password/new", "/users/confirmation/new", "/users/unlock/new",
+                 "/users/password/edit?reset_password_token=x", "/users/confirmation?confirmation_token=x",
+                 "/users/unlock?unlock_token=x"):
+        assert client.get(path).status_code == 404, path
+    assert client.post("/users/password", data={"email": "a@example.com"}).status_code == 404
+    html = client.get("/users/sign_in").get_data(as_text=True)
+    assert "resets no password by e-mail" in html and "/users/password/new" not in html
+
+
+def test_off_twenty_wrong_passwords_lock_nothing(client, make_user, clock):
+    make_user(password=PASSWORD)
+    for _ in range(account_mail.MAXIMUM_ATTEMPTS):
+        clock.advance(seconds=301)
+        assert sign_in_as(client, password="wrong password").status_code == 401
+    assert sign_in_as(client).status_code == 302
+
+
+# ----------------------------------------------------------------------------- recoverable
+
+def test_forgot_password_mails_a_link_that_sets_a_new_password_once(on, make_user, smtp, app, settings):
+    make_user(password=PASSWORD)
+    other = app.test_client()
+    assert sign_in_as(other).status_code == 302
+    page = on.get("/users/sign_in").get_data(as_text=True)
+    assert 'href="/users/password/new"' in page and "resets no password" not in page
+    assert on.get("/users/password/new").status_code == 200
+    r = ask_reset(on, "Owner@Example.com ")
+    assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
+    assert "password recovery link" in on.get("/users/sign_in").get_data(as_text=True)
+    ((rcpts, message),) = mails(smtp, 1)
+    assert rcpts == ["owner@example.com"] and message["Subject"] == "Reset password instructions"
+    link = link_in(message)
+    assert link.startswith("/users/password/edit?reset_password_token=")
+    token = link.partition("=")[2]
+    # Only the token's digest is stored.
+    assert token not in str(sql(app, "SELECT * FROM users"))
+    form = on.get(link)
+    assert form.status_code == 200 and form.headers["Cache-Control"] == "no-store"
+    r = on.post("/users/password/edit", data={"reset_password_token": token, "password": "short",
+                                              "password_confirmation": "shirt"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Use at least 8 characters." in html and "do not match" in html
+    r = on.post("/users/password/edit", data={"reset_password_token": token, "password": NEW_PASSWORD,
+                                              "password_confirmation": NEW_PASSWORD})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert "Sign out" in on.get("/").get_data(as_text=True)  # this browser signed in
+    assert "Sign out" not in other.get("/").get_data(as_text=True)  # every other session ended
+    assert sign_in_as(app.test_client()).status_code == 401
+    assert sign_in_as(app.test_client(), password=NEW_PASSWORD).status_code == 302
+    # Single use.
+    assert on.get(link).status_code == 422
+    again = app.test_client().post("/users/password/edit", data={
+        "reset_password_token": token, "password": "third password", "password_confirmation": "third password"})
+    assert again.status_code == 422 and account_mail.INVALID_LINK in again.get_data(as_text=True)
+    assert sign_in_as(app.test_client(), password=NEW_PASSWORD).status_code == 302
+
+
+def test_an_unknown_address_gets_the_same_answer_and_no_mail(on, make_user, smtp):
+    make_user(password=PASSWORD)
+    known, unknown = ask_reset(on), ask_reset(on, "nobody@example.com")
+    assert known.status_code == unknown.status_code == 302
+    assert known.headers["Location"] == unknown.headers["Location"]
+    assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
+
+
+def test_the_reset_link_expires_after_six_hours(on, make_user, smtp, clock):
+    make_user(password=PASSWORD)
+    ask_reset(on)
+    link = link_in(mails(smtp, 1)[0][1])
+    clock.advance(hours=5, minutes=59)
+    assert on.get(link).status_code == 200
+    clock.advance(minutes=2)
+    r = on.get(link)
+    assert r.status_code == 422 and account_mail.INVALID_LINK in r.get_data(as_text=True)
+
+
+def test_a_new_link_or_a_password_change_voids_the_link_before(on, make_user, smtp, app):
+    make_user(password=PASSWORD)
+    ask_reset(on)
+    first = link_in(mails(smtp, 1)[0][1])
+    ask_reset(on)
+    second = link_in(mails(smtp, 2)[1][1])
+    assert on.get(first).status_code == 422 and on.get(second).status_code == 200
+    result = app.test_cli_runner().invoke(args=["users", "password", "owner@example.com"],
+                                          input=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert on.get(second).status_code == 422
+
+
+def test_the_reset_link_is_on_the_configured_host_not_the_requests(on, make_user, smtp):
+    make_user(password=PASSWORD)
+    ask_reset(on, headers={"Host": "evil.example.net"})
+    assert LINK.search(mails(smtp, 1)[0][1].get_content()).group().startswith(f"https://{MAIL_HOST}/users/")
+
+
+def test_asking_for_links_is_throttled_per_address(on, make_user, smtp, clock):
+    make_user(password=PASSWORD)
+    for i in range(5):
+        clock.advance(seconds=61)  # (past the per-IP minute)
+        assert ask_reset(on).status_code == 302, i
+    clock.advance(seconds=61)
+    r = ask_reset(on)
+    assert r.status_code == 429 and "Too many attempts" in r.get_data(as_text=True)
+    # The unknown address is counted the same: the answer tells nothing.
+    for _ in range(5):
+        clock.advance(seconds=61)
+        ask_reset(on, "nobody@example.com")
+    clock.advance(seconds=61)
+    assert ask_reset(on, "nobody@example.com").status_code == 429
+    assert len(mails(smtp, 5)) == 5
+
+
+def test_a_blank_address_is_told_422(on):
+    r = on.post("/users/password", data={"email": " "})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Enter your e-mail address." in html and 'aria-invalid="true"' in html
+
+
+def test_no_transaction_is_held_while_an_account_mail_goes_out(settings, database_url, request):
+    smtp = SmtpServer(on_data=lambda: _nothing_held(database_url))
+    smtp.controller.start()
+    try:
+        settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
+        client = request.getfixturevalue("client")
+        request.getfixturevalue("make_user")(password=PASSWORD)
+        ask_reset(client)
+        mails(smtp, 1)
+    finally:
+        smtp.controller.stop()
+    assert smtp.sink.seen == [True]
+
+
+def test_the_links_tokens_are_redacted_from_logged_request_lines():
+    for path in ("/users/password/edit?reset_password_token=SECRETabc", "/users/confirmation?confirmation_token=SECRETabc",
+                 "/users/unlock?unlock_token=SECRETabc"):
+        line = redact(f'"GET {path} HTTP/1.1" 200')
+        assert "SECRETabc" not in line and path.partition("?")[0] in line
+
+
+# ----------------------------------------------------------------------------- lockable
+
+def fail_sign_ins(client, clock, count, email="owner@example.com"):
+    for _ in range(count):
+        clock.advance(seconds=301)  # (past the per-IP and per-address sign-in throttles)
+        r = sign_in_as(client, email, "wrong password")
+        html = r.get_data(as_text=True)
+        assert r.status_code == 401 and "Invalid e-mail address or password." in html and "locked" not in html
+
+
+def test_twenty_failed_sign_ins_lock_the_account_until_its_mailed_link(on, make_user, smtp, clock, app):
+    _user_id, api_token = make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS - 1)
+    assert mails(smtp, 0) == []
+    fail_sign_ins(on, clock, 1)
+    ((rcpts, message),) = mails(smtp, 1)
+    assert message["Subject"] == "Unlock instructions"
+    clock.advance(seconds=301)
+    r = sign_in_as(on)  # the right password
+    assert r.status_code == 401 and "Your account is locked" in r.get_data(as_text=True)
+    # Its API token still works (a separate credential: a lock must not let anyone who knows
+    # the address stop the owner's scripts).
+    assert on.get("/api/v2/pushes/active", headers=bearer(api_token)).status_code == 200
+    fail_sign_ins(on, clock, 1)  # (a wrong password is told nothing of the lock)
+    link = link_in(message)
+    assert link.startswith("/users/unlock?unlock_token=")
+    r = on.get(link)
+    assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
+    assert on.get(link).status_code == 422  # (used)
+    clock.advance(seconds=301)
+    assert sign_in_as(on).status_code == 302
+    assert sql(app, "SELECT failed_attempts, locked_at FROM users") == [(0, None)]
+
+
+def test_a_locked_account_unlocks_itself_after_an_hour(on, make_user, smtp, clock):
+    make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    clock.advance(minutes=59)
+    assert sign_in_as(on).status_code == 401
+    clock.advance(minutes=2)
+    assert sign_in_as(on).status_code == 302
+
+
+def test_a_right_password_forgets_the_failed_sign_ins(on, make_user, smtp, clock, app):
+    make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, 5)
+    clock.advance(seconds=301)
+    assert sign_in_as(on).status_code == 302
+    assert sql(app, "SELECT failed_attempts FROM users") == [(0,)]
+
+
+def test_the_unlock_form_resends_a_link_to_a_locked_account_only(on, make_user, smtp, clock):
+    make_user(password=PASSWORD)
+    make_user(email="other@example.com", password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    assert len(mails(smtp, 1)) == 1
+    for email in ("owner@example.com", "other@example.com", "nobody@example.com"):
+        r = on.post("/users/unlock", data={"email": email})
+        assert r.status_code == 302
+    (_first, (rcpts, message)) = mails(smtp, 2)
+    assert rcpts == ["owner@example.com"]
+    assert on.get(link_in(message)).status_code == 302
+    assert sign_in_as(on).status_code == 302
+
+
+def test_a_password_reset_unlocks_the_account(on, make_user, smtp, clock):
+    make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    ask_reset(on)
+    (reset,) = [m for _r, m in mails(smtp, 2) if m["Subject"] == "Reset password instructions"]
+    token = link_in(reset).partition("=")[2]
+    r = on.post("/users/password/edit", data={"reset_password_token": token, "password": NEW_PASSWORD,
+                                              "password_confirmation": NEW_PASSWORD})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+# ----------------------------------------------------------------------------- confirmable
+
+def sign_up(client, email="new@example.com", password=PASSWORD):
+    return client.post("/users/sign_up", data={"email": email, "password": password,
+                                               "password_confirmation": password})
+
+
+def test_a_sign_up_must_confirm_its_address_before_signing_in(on, smtp, app):
+    r = sign_up(on)
+    assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
+    assert "Sign out" not in on.get("/").get_data(as_text=True)
+    ((rcpts, message),) = mails(smtp, 1)
+    assert rcpts == ["new@example.com"] and message["Subject"] == "Confirmation instructions"
+    r = sign_in_as(on, "new@example.com")
+    assert r.status_code == 401 and "confirm your e-mail address" in r.get_data(as_text=True)
+    assert account_mail.UNCONFIRMED not in sign_in_as(on, "new@example.com", "wrong password").get_data(as_text=True)
+    link = link_in(message)
+    assert link.startswith("/users/confirmation?confirmation_token=")
+    r = on.get(link)
+    assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
+    assert on.get(link).status_code == 422  # (used)
+    assert sign_in_as(on, "new@example.com").status_code == 302
+
+
+def test_the_confirmation_link_expires_after_three_days_and_a_new_one_can_be_asked_for(on, smtp, clock):
+    sign_up(on)
+    first = link_in(mails(smtp, 1)[0][1])
+    clock.advance(days=3, seconds=1)
+    assert on.get(first).status_code == 422
+    assert on.get("/users/confirmation/new").status_code == 200
+    for email in ("new@example.com", "nobody@example.com"):
+        assert on.post("/users/confirmation", data={"email": email}).status_code == 302
+    second = link_in(mails(smtp, 2)[1][1])
+    assert on.get(second).status_code == 302
+    # Confirmed: no more links for it.
+    on.post("/users/confirmation", data={"email": "new@example.com"})
+    assert len(mails(smtp, 2)) == 2
+
+
+def test_accounts_made_on_the_command_line_or_before_are_confirmed(on, make_user, app):
+    make_user(password=PASSWORD)  # (users create)
+    assert sign_in_as(on).status_code == 302
+
+
+def test_sign_ups_while_it_was_off_are_confirmed_when_it_is_turned_on(client, settings, smtp, app, database_url,
+                                                                        tmp_path):
+    from conftest import make_config
+
+    from pwp import create_app
+
+    assert sign_up(client).status_code == 302
+    settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
+    later = create_app(make_config(database_url, **settings), instance_path=str(tmp_path / "instance"))
+    assert sign_in_as(later.test_client(), "new@example.com").status_code == 302
