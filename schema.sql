@@ -18,10 +18,24 @@ CREATE TABLE users (
 	api_token_digest VARCHAR(64), 
 	is_admin BOOLEAN DEFAULT 0 NOT NULL, 
 	created_at DATETIME NOT NULL, 
+	confirmed_at DATETIME, 
+	confirmation_token_digest VARCHAR(64), 
+	confirmation_sent_at DATETIME, 
+	reset_password_token_digest VARCHAR(64), 
+	reset_password_sent_at DATETIME, 
+	failed_attempts INTEGER DEFAULT 0 NOT NULL, 
+	unlock_token_digest VARCHAR(64), 
+	locked_at DATETIME, 
 	PRIMARY KEY (id), 
 	UNIQUE (email), 
 	UNIQUE (api_token_digest)
 );
+
+CREATE UNIQUE INDEX ix_users_confirmation_token_digest ON users (confirmation_token_digest);
+
+CREATE UNIQUE INDEX ix_users_reset_password_token_digest ON users (reset_password_token_digest);
+
+CREATE UNIQUE INDEX ix_users_unlock_token_digest ON users (unlock_token_digest);
 
 CREATE TABLE pushes (
 	id INTEGER NOT NULL, 

@@ -2,7 +2,8 @@
 recoverable columns on users, each mailed token as its digest in a unique index.
 
 Every account that exists is confirmed (confirmed_at = created_at): turning the setting on
-later must lock no one out. Columns and indexes are added in place (no table copy on SQLite).
+later must lock no one out. Columns and indexes are added in place (no table copy on SQLite),
+those the table lacks only.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,19 +20,33 @@ depends_on = None
 TOKENS = ("confirmation_token_digest", "reset_password_token_digest", "unlock_token_digest")
 
 
+def columns():
+    """The revision's columns, as its models declare them."""
+    return [sa.Column("confirmed_at", sa.DateTime(), nullable=True),
+            sa.Column("confirmation_token_digest", sa.String(length=64), nullable=True),
+            sa.Column("confirmation_sent_at", sa.DateTime(), nullable=True),
+            sa.Column("reset_password_token_digest", sa.String(length=64), nullable=True),
+            sa.Column("reset_password_sent_at", sa.DateTime(), nullable=True),
+            sa.Column("failed_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+            sa.Column("unlock_token_digest", sa.String(length=64), nullable=True),
+            sa.Column("locked_at", sa.DateTime(), nullable=True)]
+
+
 def upgrade():
+    # Only what the table lacks: a database that lost its version table (a partial restore)
+    # is taken for one from before migrations, and may have them already.
+    inspector = sa.inspect(op.get_bind())
+    have = {column["name"] for column in inspector.get_columns("users")}
+    indexes = {index["name"] for index in inspector.get_indexes("users")}
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("confirmed_at", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("confirmation_token_digest", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("confirmation_sent_at", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("reset_password_token_digest", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("reset_password_sent_at", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("failed_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False))
-        batch_op.add_column(sa.Column("unlock_token_digest", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("locked_at", sa.DateTime(), nullable=True))
+        for column in columns():
+            if column.name not in have:
+                batch_op.add_column(column)
         for column in TOKENS:
-            batch_op.create_index(batch_op.f(f"ix_users_{column}"), [column], unique=True)
-    op.execute("UPDATE users SET confirmed_at = created_at")
+            if f"ix_users_{column}" not in indexes:
+                batch_op.create_index(batch_op.f(f"ix_users_{column}"), [column], unique=True)
+    if "confirmed_at" not in have:
+        op.execute("UPDATE users SET confirmed_at = created_at")
 
 
 def downgrade():
