@@ -198,6 +198,9 @@ def _log_notify_by_email(settings):
                     f"perhaps {meant} was meant" if meant else "the mail settings are listed in the README")
     if settings["PWP_PUBLIC_GATEWAY"]:
         return  # (creates nothing, so sends nothing: it says what it is instead, pwp/gateway.py)
+    if settings["PWP__ENABLE_USER_ACCOUNT_EMAILS"] and not settings["PWP__DISABLE_LOGINS"]:
+        log.info("Account e-mails are on: password reset, unlock and confirmation links are mailed through %s.",
+                 settings["PWP__MAIL__SMTP_ADDRESS"])
     if notify.available(settings):
         security = settings["PWP__MAIL__SMTP_SECURITY"]
         log.info("Notify by e-mail is on: SMTP server %s:%s (%s), From %s.", settings["PWP__MAIL__SMTP_ADDRESS"],

@@ -319,3 +319,11 @@ def test_sign_ups_while_it_was_off_are_confirmed_when_it_is_turned_on(client, se
     settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
     later = create_app(make_config(database_url, **settings), instance_path=str(tmp_path / "instance"))
     assert sign_in_as(later.test_client(), "new@example.com").status_code == 302
+
+
+def test_start_up_says_account_emails_are_on(smtp, database_url, tmp_path, caplog):
+    from test_notify_api import _start_up_log
+
+    said = _start_up_log(caplog, database_url, tmp_path, **smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
+    assert ("INFO", "Account e-mails are on: password reset, unlock and confirmation links are mailed "
+                    "through 127.0.0.1.") in said
