@@ -17,6 +17,7 @@ from flask import current_app, url_for
 from sqlalchemy import select, update
 
 from . import notify
+from .auth import find_user, set_password
 from .config import mail_base_url
 from .crypto import digest_token
 from .models import User, db
@@ -85,7 +86,10 @@ def issue(kind: str, user: User, now: datetime, *where, **values) -> bool:
 
 
 def _send(config, user_id: int, email: str, subject: str, body: str):
-    sent, _error, why = notify.deliver(config, [email], body, subject)
+    try:
+        sent, _error, why = notify.deliver(config, [email], body, subject)
+    except Exception as exc:  # (a thread's traceback would reach stderr unredacted, the link with it)
+        sent, why = [], type(exc).__name__
     if sent:
         log.info("user %s: %s e-mail sent", user_id, subject.lower())
     else:
@@ -144,8 +148,6 @@ def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str 
 def ask_for(kind: str, email: str, now: datetime):
     """A form's request for a link (reset_password, confirmation or unlock): mailed when the
     account exists and needs it (has a password; is unconfirmed; is locked), else nothing."""
-    from .auth import find_user
-
     user = find_user(email)
     if user is None:
         return
@@ -180,12 +182,11 @@ def reset_password(user: User, token: str, password: str):
     """Set the password by a reset link (its token still the account's: one use), unlock
     the account, and sign out its sessions (auth.set_password); Refused if the link was
     used meanwhile."""
-    from .auth import set_password
-
     set_password(user, password, User.reset_password_token_digest == digest_token(token),
                  failed_attempts=0, locked_at=None, unlock_token_digest=None)
 
 
 def confirmed(user: User) -> bool:
-    """Tell whether the account's address is confirmed."""
-    return _state(user.id)[2] is not None
+    """Tell whether the account's address is confirmed (False for one deleted meanwhile)."""
+    state = _state(user.id)
+    return state is not None and state[2] is not None

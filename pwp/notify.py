@@ -221,7 +221,8 @@ def dispatch(record_id: int):
 def in_thread(target, args, name):
     """Run target(*args) in a thread of this worker (wait_for_sends joins it)."""
     # Not a daemon: a worker that stops (a restart, max_requests) lets it finish, within
-    # gunicorn's graceful_timeout; one killed mid-send is left processing (see send_pending).
+    # gunicorn's graceful_timeout; one killed mid-send leaves a notification processing (see
+    # send_pending), and loses an account mail (its owner asks for another).
     thread = threading.Thread(target=target, args=args, name=name)
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]

@@ -1,5 +1,6 @@
 """Account e-mails (PWP__ENABLE_USER_ACCOUNT_EMAILS): password resets, account locks and
 sign-up confirmations, through a real SMTP server whose mails' links are followed."""
+import logging
 import re
 from urllib.parse import urlsplit
 
@@ -327,3 +328,19 @@ def test_start_up_says_account_emails_are_on(smtp, database_url, tmp_path, caplo
     said = _start_up_log(caplog, database_url, tmp_path, **smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
     assert ("INFO", "Account e-mails are on: password reset, unlock and confirmation links are mailed "
                     "through 127.0.0.1.") in said
+
+
+def test_a_mail_the_smtp_server_refuses_is_logged_without_the_address_or_link(settings, smtp, database_url, request,
+                                                                              caplog):
+    from smtpsink import free_port
+
+    settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True, PWP__MAIL__SMTP_PORT=free_port())
+    client = request.getfixturevalue("client")
+    user_id, _token = request.getfixturevalue("make_user")(password=PASSWORD)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pwp"):
+        assert ask_reset(client).status_code == 302  # (the same answer: nothing said of the account)
+        notify.wait_for_sends()
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"user {user_id}: reset password instructions e-mail not sent: the SMTP server 127.0.0.1:")
+    assert "owner@example.com" not in caplog.text and "token" not in caplog.text
