@@ -98,10 +98,22 @@ def test_head_is_the_scripts_head():
 
 
 def _schema(url):
-    """Every table, column, constraint and index of a database (not the version table's row)."""
+    """Every table, column, constraint and index of a database (not the version table's row).
+    SQLite's by what its pragmas say of them, not the text of its CREATE TABLE statements
+    nor the numbers of its UNIQUE constraints' indexes: a revision's ADD COLUMN or batch copy
+    spells a table, and orders its constraints, as create_all may not."""
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+            tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return sorted(
+                (table,
+                 sorted(row[1:] for row in conn.execute(f"PRAGMA table_xinfo('{table}')")),
+                 sorted(row[2:] for row in conn.execute(f"PRAGMA foreign_key_list('{table}')")),
+                 sorted(("" if name.startswith("sqlite_autoindex_") else name, unique, origin, partial,
+                         [row[2] for row in conn.execute(f"PRAGMA index_info('{name}')")],
+                         conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone())
+                        for _, name, unique, origin, partial in conn.execute(f"PRAGMA index_list('{table}')")))
+                for table in tables)
     with psycopg.connect(url) as conn:
         return [sorted(conn.execute(query)) for query in (
             "SELECT table_name, column_name, data_type, is_nullable, column_default, character_maximum_length "
@@ -254,7 +266,7 @@ def test_a_database_of_the_first_release_gets_the_baselines_indexes(kind, new_da
     with caplog.at_level(logging.WARNING, logger="pwp"):
         start(baseline, tmp_path)
     assert "recorded as 0001" in caplog.text and "index" not in caplog.text
-    assert stored_revision(first) == stored_revision(baseline) == migrate.BASELINE
+    assert stored_revision(first) == stored_revision(baseline) == migrate.HEAD
     assert _schema(first) == _schema(baseline), kind
     assert sql(app, "SELECT url_token FROM pushes") == [("kept",)]
 
@@ -554,3 +566,32 @@ def test_revision_0002_keeps_the_accounts_and_marks_them_confirmed(own_database,
     assert _differences(own_database) == []
     assert sql(app, "SELECT email, password_hash, api_token_digest, is_admin, confirmed_at = created_at, "
                     "failed_attempts, locked_at FROM users") == [("old@example.com", "hash", "digest", True, True, 0, None)]
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_revision_0002_gives_a_first_release_database_recorded_at_0001_the_baselines_indexes(kind, new_database,
+                                                                                         tmp_path, caplog):
+    """The release before the baseline path matched indexes recorded a first release's
+    database at 0001 with its two whole indexes: 0002 makes them again, once."""
+    first, current = new_database(kind), new_database(kind)
+    _make_from(first, f"schema-0001-{kind}.sql")  # (the tables it added, the first release's indexes)
+    _execute(first, "DROP INDEX ix_pushes_expired_on; DROP INDEX ix_pushes_user_expired_created; "
+                    "CREATE INDEX ix_pushes_expired_on ON pushes (expired_on); "
+                    "CREATE INDEX ix_pushes_user_expired_created ON pushes (user_id, expired, created_at); "
+                    "CREATE TABLE pwpush_schema_version (version_num VARCHAR(32) NOT NULL, "
+                    "CONSTRAINT pwpush_schema_version_pkc PRIMARY KEY (version_num)); "
+                    "INSERT INTO pwpush_schema_version VALUES ('0001')")
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        start(first, tmp_path)
+    assert "the indexes ix_pushes_expired_on, ix_pushes_user_expired_created differed from the baseline's: " \
+           "made again" in caplog.text, caplog.text
+    start(current, tmp_path)
+    assert stored_revision(first) == stored_revision(current) == "0002"
+    def pushes_indexes(url):
+        if kind == "sqlite":
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+                return sorted(conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'pushes' "
+                                           "AND type = 'index' AND sql IS NOT NULL"))
+        with psycopg.connect(url) as conn:
+            return sorted(conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'pushes'"))
+    assert pushes_indexes(first) == pushes_indexes(current) != []

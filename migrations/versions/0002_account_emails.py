@@ -5,12 +5,21 @@ Every account that exists is confirmed (confirmed_at = created_at): turning the 
 later must lock no one out. Columns and indexes are added in place (no table copy on SQLite),
 those the table lacks only.
 
+And the baseline's indexes (pwp.migrate.match_indexes): the release before the baseline path matched
+them recorded databases of pwpush's first release at 0001 with two whole where the baseline
+has them partial.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-06
 """
+import importlib.util
+import os
+
 import sqlalchemy as sa
 from alembic import op
+
+from pwp.migrate import match_indexes
 
 revision = "0002"
 down_revision = "0001"
@@ -47,6 +56,16 @@ def upgrade():
                 batch_op.create_index(batch_op.f(f"ix_users_{column}"), [column], unique=True)
     if "confirmed_at" not in have:
         op.execute("UPDATE users SET confirmed_at = created_at")
+    match_indexes(op.get_bind(), _baseline().tables())
+
+
+def _baseline():
+    """Revision 0001's module (its file name is no module name)."""
+    spec = importlib.util.spec_from_file_location(
+        "pwpush_revision_0001", os.path.join(os.path.dirname(__file__), "0001_baseline.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def downgrade():
