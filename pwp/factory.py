@@ -527,10 +527,8 @@ def database_missing(app) -> bool:
     from .models import db
 
     with app.app_context():
-        url = db.engine.url  # (an SQLite path as Flask-SQLAlchemy made it: in the instance folder)
-        path = url.database or ""
-        if url.get_backend_name() == "sqlite" and path and path != ":memory:" \
-                and not path.startswith("file:") and not os.path.exists(path):
+        path = _sqlite_file(db.engine.url)
+        if path is not None and not os.path.exists(path):
             return True
         return not inspect_database(db.engine).has_table("pushes")
 
@@ -550,18 +548,34 @@ def make_database(app) -> bool:
     return new
 
 
+def _sqlite_file(url) -> str | None:
+    """An SQLite database's path (as Flask-SQLAlchemy made it: a relative one in the instance
+    folder); None for another database, one in memory or a file: URI."""
+    path = url.database or ""
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
 def _check_sqlite_folder(url):
     """ConfigError when an SQLite database's folder does not exist or this user may not
     write there while SQLite would have to make a file in it (the database, its -wal or -shm):
     a path mistyped or a folder never made is said at start, not retried ("unable to open
     database file")."""
-    path = url.database or ""
-    if url.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+    path = _sqlite_file(url)
+    if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
+    # (SQLite follows a symbolic link to the database: its -wal and -shm go beside the file linked to.)
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
     if os.path.isdir(folder):
         if not os.access(folder, os.W_OK | os.X_OK) and not all(
-                os.access(path + end, os.W_OK) for end in ("", "-wal", "-shm")):
+                os.access(real + end, os.W_OK) for end in ("", "-wal", "-shm")):
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                raise config.ConfigError(
+                    f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} is on a file system "
+                    "mounted read-only (pwpush writes to its database, and SQLite makes the database's -wal and "
+                    "-shm files there): mount it read-write, or correct DATABASE_URL")
             raise config.ConfigError(
                 f"DATABASE_URL: cannot use the SQLite database {path}: the folder {folder} is not writable by "
                 "this user (SQLite makes the database's -wal and -shm files there): let the server's user "

@@ -255,6 +255,49 @@ def test_an_sqlite_database_whose_files_exist_starts_in_a_folder_it_may_not_writ
     assert proc.returncode == 0, proc.stderr
 
 
+def test_an_sqlite_database_reached_through_a_symbolic_link_is_checked_where_it_is(tmp_path):
+    """SQLite follows a symbolic link to the database and makes its -wal and -shm files in
+    the folder of the file linked to: the link's own folder need not be writable (a
+    configuration folder linking to the data folder), and a data folder that is not is named."""
+    links, data = tmp_path / "links", tmp_path / "data"
+    links.mkdir()
+    data.mkdir()
+    (links / "pwpush.sqlite3").symlink_to(data / "pwpush.sqlite3")
+    env = {"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": f"sqlite:///{links / 'pwpush.sqlite3'}"}
+    with _not_writable(links):
+        proc = _start(env)
+    assert proc.returncode == 0, proc.stderr
+    assert "pwpush.sqlite3" in os.listdir(data)
+    (data / "pwpush.sqlite3").unlink()
+    with _not_writable(data):
+        proc = _start(env)
+    assert proc.returncode == 3 and proc.stderr.splitlines()[-1] == \
+        f"pwpush: configuration error: {_unwritable(links / 'pwpush.sqlite3', data)}"
+
+
+def test_an_sqlite_database_on_a_file_system_mounted_read_only_is_said_so(tmp_path):
+    """No mode makes such a folder writable: the line says the mount (it said to let the
+    server's user write there; before the folder check, a database to wait for, forever)."""
+    data, mounted = tmp_path / "data", tmp_path / "mounted"
+    data.mkdir()
+    mounted.mkdir()
+    assert _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"),
+                   "DATABASE_URL": f"sqlite:///{data / 'pwpush.sqlite3'}"}).returncode == 0
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(data), str(mounted)], capture_output=True).returncode:
+        pytest.skip("this user cannot mount a folder read-only")
+    try:
+        if os.access(mounted, os.W_OK):  # (older mount(8): the read-only flag needs a remount)
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted)], check=True)
+        proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"),
+                       "DATABASE_URL": f"sqlite:///{mounted / 'pwpush.sqlite3'}"})
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert proc.returncode == 3 and proc.stderr.splitlines()[-1] == (
+        f"pwpush: configuration error: DATABASE_URL: cannot use the SQLite database {mounted / 'pwpush.sqlite3'}: "
+        f"the folder {mounted} is on a file system mounted read-only (pwpush writes to its database, and SQLite "
+        "makes the database's -wal and -shm files there): mount it read-write, or correct DATABASE_URL")
+
+
 def test_gunicorn_stops_on_an_sqlite_database_in_a_folder_that_does_not_exist(tmp_path):
     """Its master stops (the workers' exit 3), with two workers as with one: it restarted
     worker after worker, each waiting 5 s, for good. (Its own exit status is 3, or 1 when
