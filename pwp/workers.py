@@ -5,11 +5,12 @@ time out: a client that sends part of a request and stops (a phone that lost its
 mid-upload, or anyone on purpose) holds a thread for good, and the default setting has two.
 Here each read waits at most gunicorn's `timeout` (30 s), as sync workers are bounded by it and
 nginx's client_header_timeout and client_body_timeout bound each read; the client is then
-taken as gone, as if it had closed the connection (headers: dropped; body: the app's 400 for
-a body shorter than its Content-Length), for good. A write gives up once the client took
-nothing of the answer for `timeout`, as nginx's send_timeout. A client that keeps sending a
-byte now and then still holds its thread: in front of the open internet, a reverse proxy that
-buffers requests is still the answer.
+taken as gone, as if it had closed the connection (body: the app's 400 for a body shorter
+than its Content-Length), for good. A write gives up once the client took nothing of the
+answer for `timeout`, as nginx's send_timeout. A request's head takes no thread at all: the
+worker's main loop reads it (ThreadWorker below), and it must come whole within `timeout`.
+A client that keeps sending a byte of a body now and then still holds its thread: in front
+of the open internet, a reverse proxy that buffers requests is still the answer.
 
 The bounds are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO), set once per connection: Python's
 own socket timeouts poll before every read and write, and in a process whose threads share
@@ -19,11 +20,22 @@ Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn'
 """
 import errno
 import fcntl
+import selectors
 import socket
 import struct
 import termios
+import time
+from collections import deque
+from functools import partial
 
+from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
+
+# The most bytes of unfinished heads the main loop holds, all connections together: a head
+# may be as long as gunicorn's limits (823 KB by default), and 1000 connections (its
+# worker_connections) of them would take 800 MB. Real heads are a few KB.
+HEADS_HELD = 32 * 1024 * 1024
 
 
 def bound(sock: socket.socket, seconds: float):
@@ -99,7 +111,121 @@ class _Connection(gthread.TConn):
 
 
 class ThreadWorker(gthread.ThreadWorker):
+    """gthread, with each request's head read in the main loop, without a thread: a new or
+    kept-alive connection goes to the thread pool only once its head (up to CRLF CRLF) is
+    there, the bytes read given back to gunicorn's parser, which parses them as it would
+    have read them. A head not complete within `timeout` of the connection's start (a new
+    one: its accept, a kept-alive one: its first byte), longer than gunicorn's own limits
+    (limit_request_line, limit_request_fields x limit_request_field_size), or that would
+    take the unfinished heads held past HEADS_HELD, is dropped, never having taken a
+    thread: clients that send half a head, or a byte now and then, no longer keep the two
+    threads of the default setting from serving anyone else. A whole head's deadline, not
+    a read's: a client then cannot stretch it by sending a byte just in time; `timeout` as
+    each read was bounded by it, ample for any real client. Bodies are read in the threads
+    with the kernel's bounds above. Not TLS (gunicorn reads the TLS handshake in a thread),
+    nor with gunicorn's timeout 0, the PROXY protocol or HTTP/2 prior knowledge: those
+    connections are served as gthread does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.heads = deque()  # connections whose head is being read, by their deadline
+        self.held = 0  # the bytes of their heads
+        cfg = self.cfg
+        line = cfg.limit_request_line
+        line = MAX_REQUEST_LINE if line < 0 or line >= MAX_REQUEST_LINE else line or 1024 * 1024
+        fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= MAX_HEADERS else MAX_HEADERS
+        size = cfg.limit_request_field_size
+        size = size if size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+        # The longest head gunicorn's parser takes (an empty line, the request line, the
+        # headers' buffer, as gunicorn.http.message.Request counts them), and a little over.
+        self.line_limit = line
+        self.head_limit = 2 + line + 2 + fields * (size + 2) + 4
+
     def enqueue_req(self, conn):
+        # A request is next on the connection: a new one (from accept), a kept-alive one that
+        # became readable, or one whose previous body's drain read into the next request.
         if type(conn) is gthread.TConn:
             conn.__class__ = _Connection
+            cfg = self.cfg
+            served_as_gthread = (cfg.is_ssl or cfg.timeout <= 0 or cfg.proxy_protocol != "off"
+                                 or negotiation.prior_knowledge_allowed(cfg, conn.client))
+            conn.head = None if served_as_gthread else bytearray()
+        if conn.head is None or type(conn.sock) is _Gone:  # (_Gone: the thread ends it)
+            super().enqueue_req(conn)
+            return
+        if conn.parser is not None and (read_ahead := conn.parser.unreader.take_buffered()):
+            conn.head += read_ahead
+            conn.sock.setblocking(False)  # (a thread's blocking socket; else it is non-blocking)
+        conn.timeout = time.monotonic() + self.cfg.timeout
+        self.read_head(conn, 0, waiting=False)
+
+    def on_head_readable(self, conn, _client):
+        self.read_head(conn, max(len(conn.head) - 3, 0), waiting=True)
+
+    def read_head(self, conn, start, waiting):
+        """Read what the client sent (most heads come whole at once); hand the connection to
+        a thread once its head is complete, else wait for more on the poller. `start`: where
+        in conn.head the head's end may begin (a byte at a time must not cost a rescan)."""
+        head = conn.head
+        if waiting:
+            self.held -= len(head)  # (counted again below if it waits on)
+        while True:
+            if head.find(b"\r\n\r\n", start) >= 0 or _bare_lf(head, start):
+                break  # the whole head, or a bare LF that gunicorn's parser rejects (400) at once
+            first = 2 if head[:2] == b"\r\n" else 0  # (one empty line may come first)
+            line_end = first + self.line_limit + 2
+            if len(head) > line_end and head.find(b"\r\n", first, line_end) < 0:
+                break  # a request line over gunicorn's limit: its parser answers the 400 at once
+            if len(head) > self.head_limit or self.held + len(head) > HEADS_HELD:
+                self.drop_head(conn, waiting)  # (no answer: the parser would wait for the head's end)
+                return
+            try:
+                # (socket.socket's own recv: _Socket's takes EAGAIN as the client gone.)
+                data = socket.socket.recv(conn.sock, 8192)
+            except BlockingIOError:
+                self.held += len(head)
+                if not waiting:
+                    self.heads.append(conn)
+                    self.poller.register(conn.sock, selectors.EVENT_READ,
+                                         partial(self.on_head_readable, conn))
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.drop_head(conn, waiting)  # the client closed, or its connection failed
+                return
+            start = max(len(head) - 3, 0)
+            head += data
+        if waiting:
+            self.poller.unregister(conn.sock)
+            self.heads.remove(conn)
+        if conn.parser is None:
+            conn.init()  # (the parser, and the kernel's bounds; plain sockets only here)
+        conn.parser.unreader.unread(bytes(head))
+        head.clear()
         super().enqueue_req(conn)
+
+    def drop_head(self, conn, waiting=True):
+        if waiting:
+            self.poller.unregister(conn.sock)
+            self.heads.remove(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self):
+        # (Called in the main loop after each round of events, as gunicorn's own.)
+        super().murder_pending()
+        now = time.monotonic()
+        while self.heads and self.heads[0].timeout <= now:
+            self.held -= len(self.heads[0].head)
+            self.drop_head(self.heads[0])
+
+
+def _bare_lf(head: bytearray, start: int) -> bool:
+    """Whether head[start:] has an LF without its CR."""
+    at = head.find(b"\n", start)
+    while at >= 0:
+        if at == 0 or head[at - 1] != 13:
+            return True
+        at = head.find(b"\n", at + 1)
+    return False

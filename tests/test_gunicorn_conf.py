@@ -361,3 +361,125 @@ def test_static_files_for_a_client_that_stopped_reading_do_not_hold_the_thread(t
         assert received < 1000 * 15000
         hog.close()
         assert "Traceback" not in server.logs()
+
+
+def _until_closed(conn) -> bytes:
+    """Everything the server sent on `conn` until it closed it."""
+    conn.settimeout(20)  # (a failure guard only)
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    conn.close()
+    return received
+
+
+def _still_open(conn) -> bool:
+    """Whether the server neither answered nor closed the connection (yet)."""
+    conn.setblocking(False)
+    try:
+        conn.recv(1)
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        pass
+    finally:
+        conn.setblocking(True)
+    return False
+
+
+def test_clients_that_send_half_a_head_hold_no_thread(tmp_path):
+    """Four connections that each sent half a request head (two more than the threads) kept
+    /up unanswered for 61 s: each held a thread for up to `timeout` (and one that sends a
+    byte every 29 s, for good). Heads are now read in the worker's main loop, without a thread."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
+        halves = [_stalled(server.port, b"GET /up HTTP/1.1\r\nHost: x\r\n") for _ in range(2 + 2)]
+        status, _headers, _body = server.request("GET", "/up", timeout=10)  # (was: a TimeoutError)
+        assert status == 200
+        assert all(_still_open(half) for half in halves)  # (answered while they wait)
+        for half in halves:
+            half.sendall(b"Connection: close\r\n\r\n")  # (their heads, complete late, are served)
+            assert _until_closed(half).startswith(b"HTTP/1.1 200 ")
+
+
+def test_heads_in_pieces_pipelined_large_or_bad_are_read_as_before(tmp_path):
+    """The head read in the main loop is given back to gunicorn's parser whole: a head sent a
+    byte at a time, requests pipelined on one connection, a POST whose head and body come in
+    pieces, a header near gunicorn's limit, and the parser's own 4xx for a field or request
+    line past it or a bare LF."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n":
+            conn.sendall(bytes([byte]))
+        assert _until_closed(conn).startswith(b"HTTP/1.1 200 ")
+
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\nGET /robots.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = _until_closed(conn)
+        assert answers.count(b"HTTP/1.1 200 ") == 3 and b"Disallow" in answers
+
+        body = b'{"push": {"payload": "a secret"}}'
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in (b"POST /api/v2/pushes HTTP/1.1\r\nHo", b"st: x\r\nContent-Type: application/json\r",
+                      b"\nConnection: close\r\nContent-Length: %d\r\n\r" % len(body), b"\n" + body[:5], body[5:]):
+            conn.sendall(piece)
+        answer = _until_closed(conn)
+        assert answer.startswith(b"HTTP/1.1 201 ") and b'"url_token"' in answer
+
+        for head, status in ((b"X-Big: " + b"a" * 8000, b"200"), (b"X-Big: " + b"a" * 9000, b"431"),
+                             (b"X-Bare: lf\n", b"400")):
+            conn = socket.create_connection(("127.0.0.1", server.port))
+            conn.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head + b"\r\n\r\n")
+            assert _until_closed(conn).startswith(b"HTTP/1.1 " + status), head[:10]
+        conn = _stalled(server.port, b"GET /" + b"a" * 5000)  # (no end of line: the 414 at once)
+        assert _until_closed(conn).startswith(b"HTTP/1.1 414 ")
+        assert "Traceback" not in server.logs()
+
+
+def test_a_head_not_complete_within_the_timeout_is_dropped_without_an_answer(tmp_path):
+    """The whole head must come within `timeout`: a byte every half second kept a thread for
+    good (each read waited less than the bound), and a head past gunicorn's limits is dropped
+    in the main loop too (its parser would wait for the head's end)."""
+    env = server_env(tmp_path / "instance")
+    args = ("--timeout", "2", "--limit-request-fields", "2", "--limit-request-field_size", "100")
+    with gunicorn(env, tmp_path / "log", args=args) as server:
+        conn = _stalled(server.port, b"GET /up HTTP/1.1\r\nX-Slow: ")
+        conn.settimeout(0.5)  # (the pace of the bytes, not a measured timing)
+        for _ in range(40):  # 20 s at most: a failure guard
+            try:
+                assert conn.recv(100) == b""  # closed, with no answer
+                break
+            except TimeoutError:
+                conn.sendall(b"a")
+        else:
+            pytest.fail("the slow head was never dropped")  # (was: here)
+        conn.close()
+        conn = _stalled(server.port, b"GET /up HTTP/1.1\r\n" + b"X-Long: " + b"a" * 5000)
+        assert _until_closed(conn) == b""
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+
+
+def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
+    """A head may be as long as gunicorn's limits allow (810 KB by default) and never end:
+    held by the main loop for `timeout`, 1000 connections of them (worker_connections) took
+    800 MB of the worker's memory. Past HEADS_HELD all together, the connection that would
+    add to them is dropped."""
+    from pwp.workers import HEADS_HELD
+    env = server_env(tmp_path / "instance")
+    head = b"GET /up HTTP/1.1\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 100
+    with gunicorn(env, tmp_path / "log") as server:
+        conns, dropped = [], 0
+        for _ in range(HEADS_HELD // len(head) + 1):
+            try:
+                conns.append(_stalled(server.port, head))
+            except (BrokenPipeError, ConnectionResetError):
+                dropped += 1
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+        dropped += sum(not _still_open(conn) for conn in conns)  # (was: none)
+        assert dropped == 1 and _still_open(conns[0])
+        for conn in conns:
+            conn.close()
