@@ -156,7 +156,9 @@ class ThreadWorker(gthread.ThreadWorker):
         if conn.parser is not None and (read_ahead := conn.parser.unreader.take_buffered()):
             conn.head += read_ahead
             conn.sock.setblocking(False)  # (a thread's blocking socket; else it is non-blocking)
-        conn.timeout = time.monotonic() + self.cfg.timeout
+        # (A stopping worker's, as long as its kept-alive connections linger: see below.)
+        wait = self.cfg.timeout if self.alive else gthread.STOP_KEEPALIVE_LINGER
+        conn.timeout = time.monotonic() + wait
         self.read_head(conn, 0, waiting=False)
 
     def on_head_readable(self, conn, _client):
@@ -211,6 +213,14 @@ class ThreadWorker(gthread.ThreadWorker):
             self.heads.remove(conn)
         self.nr_conns -= 1
         conn.close()
+
+    def _cap_keepalive(self, deadline):
+        # A stopping worker (SIGTERM, max_requests) waits for its connections' requests, a
+        # connection that has sent nothing (a browser's connection opened in advance) included:
+        # their heads have as long as gunicorn gives kept-alive connections, not `timeout`.
+        super()._cap_keepalive(deadline)
+        for conn in self.heads:
+            conn.timeout = min(conn.timeout, deadline)
 
     def murder_pending(self):
         # (Called in the main loop after each round of events, as gunicorn's own.)
