@@ -138,8 +138,9 @@ class ThreadWorker(gthread.ThreadWorker):
         size = size if size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
         # The longest head gunicorn's parser takes (an empty line, the request line, the
         # headers' buffer, as gunicorn.http.message.Request counts them), and a little over.
-        self.line_limit = line
         self.head_limit = 2 + line + 2 + fields * (size + 2) + 4
+        # (limit_request_line 0, "no limit": gunicorn's parser never answers a long line.)
+        self.line_limit = line if cfg.limit_request_line else self.head_limit
 
     def enqueue_req(self, conn):
         # A request is next on the connection: a new one (from accept), a kept-alive one that
