@@ -17,7 +17,7 @@ from flask import current_app, url_for
 from sqlalchemy import select, update
 
 from . import notify
-from .auth import find_user, set_password
+from .auth import INVALID_SIGN_IN, find_user, set_password
 from .config import mail_base_url
 from .crypto import digest_token
 from .models import User, db
@@ -30,8 +30,6 @@ CONFIRM_WITHIN = timedelta(days=3)  # (allow_unconfirmed_access_for: 0 days)
 MAXIMUM_ATTEMPTS = 20  # failed sign-ins that lock the account (lock_strategy :failed_attempts)
 UNLOCK_IN = timedelta(hours=1)  # unlock_strategy :both: this long, or the mailed link
 
-LOCKED = ("Your account is locked after too many failed sign-ins. Follow the link in the e-mail we "
-          "sent you, or wait up to an hour, then sign in again.")
 UNCONFIRMED = "You have to confirm your e-mail address before continuing: follow the link in the e-mail we sent you."
 INVALID_LINK = "That link is not valid, has been used or has expired: ask for a new one."
 
@@ -118,8 +116,10 @@ def _unlock(user_id: int, *where):
 
 def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str | None:
     """Count a failed sign-in of an account, locking it at MAXIMUM_ATTEMPTS (its unlock link
-    mailed), and say why a right password may not sign in (locked, unconfirmed); None when
-    it may. What a wrong password is told does not depend on the account (paranoid)."""
+    mailed), and say why a right password may not sign in (unconfirmed); None when it may.
+    What a wrong password is told does not depend on the account, and a locked account's
+    right password is counted and told as a wrong one (Devise's paranoid mode): else the
+    lock would tell a guesser which password is right, the guessing going on meanwhile."""
     state = _state(user.id) if user is not None else None
     if state is None:
         return None
@@ -127,16 +127,14 @@ def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str 
     if locked_at is not None and locked_at <= now - UNLOCK_IN:
         _unlock(user.id, User.locked_at == locked_at)
         failed, locked_at = 0, None
-    if not password_ok:
+    if not password_ok or locked_at is not None:
         failed = db.session.scalar(update(User).where(User.id == user.id).values(
             failed_attempts=User.failed_attempts + 1).returning(User.failed_attempts))
         db.session.commit()
         if failed is not None and failed >= MAXIMUM_ATTEMPTS and locked_at is None \
                 and issue("unlock", user, now, User.locked_at.is_(None), locked_at=now):
             log.warning("user %s: locked after %d failed sign-ins", user.id, failed)
-        return None
-    if locked_at is not None:
-        return LOCKED
+        return INVALID_SIGN_IN if password_ok else None
     if confirmed_at is None:
         return UNCONFIRMED
     if failed:

@@ -79,14 +79,13 @@ def sign_in():
         return render_template("accounts/sign_in.html", email=email, error=too_many), 429
     user = auth.find_user(email)
     password_ok = auth.check_password(user, request.form.get("password", ""))
-    # (Said only to a right password: what a wrong one is told says nothing of the account.)
+    # (Said only to a right password of an unlocked account: nothing else says anything of it.)
     refusal = account_mail.sign_in_refusal(user, password_ok, pushes.utcnow()) if account_mail.enabled() else None
     if refusal:
         return render_template("accounts/sign_in.html", email=email, error=refusal), 401
     # (No session when the password changed while it was checked: start_session.)
     if not password_ok or not _sign_in(user):
-        return render_template("accounts/sign_in.html", email=email,
-                               error="Invalid e-mail address or password."), 401
+        return render_template("accounts/sign_in.html", email=email, error=auth.INVALID_SIGN_IN), 401
     flash("Signed in successfully.", "success")
     return redirect(safe_next(url_for("web.home")))
 

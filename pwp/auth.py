@@ -134,6 +134,7 @@ def _storable_email(email: str | None) -> str | None:
 
 
 INVALID_EMAIL = "That e-mail address is not valid."
+INVALID_SIGN_IN = "Invalid e-mail address or password."
 # Unicode's default-ignorable code points that are not format characters (Cf): shown as
 # nothing, or as a blank, beside a letter (variation selectors, the combining grapheme
 # joiner, Hangul fillers, Mongolian selectors, the reserved ones).

@@ -209,7 +209,7 @@ def test_twenty_failed_sign_ins_lock_the_account_until_its_mailed_link(on, make_
     assert message["Subject"] == "Unlock instructions"
     clock.advance(seconds=301)
     r = sign_in_as(on)  # the right password
-    assert r.status_code == 401 and "Your account is locked" in r.get_data(as_text=True)
+    assert r.status_code == 401 and "Invalid e-mail address or password." in r.get_data(as_text=True)
     # Its API token still works (a separate credential: a lock must not let anyone who knows
     # the address stop the owner's scripts).
     assert on.get("/api/v2/pushes/active", headers=bearer(api_token)).status_code == 200
@@ -222,6 +222,23 @@ def test_twenty_failed_sign_ins_lock_the_account_until_its_mailed_link(on, make_
     clock.advance(seconds=301)
     assert sign_in_as(on).status_code == 302
     assert sql(app, "SELECT failed_attempts, locked_at FROM users") == [(0, None)]
+
+
+def test_a_locked_accounts_right_password_is_answered_and_counted_as_a_wrong_one(on, make_user, smtp, clock, app):
+    # (Devise's paranoid mode: told apart, the lock would tell a guesser which password is
+    # right, the guessing going on at the throttles' pace while it lasts.)
+    make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    answers = []
+    for password in (PASSWORD, "wrong password"):
+        clock.advance(seconds=301)
+        r = sign_in_as(on, password=password)
+        answers.append((r.status_code, re.sub(r'name="csrf_token" value="[^"]*"', "", r.get_data(as_text=True))))
+    assert answers[0] == answers[1] and answers[0][0] == 401
+    assert "Invalid e-mail address or password." in answers[0][1] and "locked" not in answers[0][1]
+    assert "Sign out" not in on.get("/").get_data(as_text=True)
+    assert sql(app, "SELECT failed_attempts FROM users") == [(account_mail.MAXIMUM_ATTEMPTS + 2,)]
+    assert len(mails(smtp, 1)) == 1  # (one unlock mail: the lock's)
 
 
 def test_a_locked_account_unlocks_itself_after_an_hour(on, make_user, smtp, clock):
