@@ -119,8 +119,9 @@ def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str 
     mailed), and say why a right password may not sign in (unconfirmed); None when it may.
     What a wrong password is told does not depend on the account, and a locked account's
     right password is counted and told as a wrong one (Devise's paranoid mode): else the
-    lock would tell a guesser which password is right, the guessing going on meanwhile."""
-    state = _state(user.id) if user is not None else None
+    lock would tell a guesser which password is right, the guessing going on meanwhile.
+    An account without a password (API only) has no sign-in to guard: nothing counted."""
+    state = _state(user.id) if user is not None and user.password_hash is not None else None
     if state is None:
         return None
     failed, locked_at, confirmed_at = state

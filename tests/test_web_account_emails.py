@@ -241,6 +241,15 @@ def test_a_locked_accounts_right_password_is_answered_and_counted_as_a_wrong_one
     assert len(mails(smtp, 1)) == 1  # (one unlock mail: the lock's)
 
 
+def test_an_account_without_a_password_is_never_locked_nor_mailed_an_unlock_link(on, make_user, smtp, clock, app):
+    """An API-only account (no password: no web sign-in to guard) counted every sign-in
+    tried with its address, and at 20 was locked and mailed a link to unlock nothing."""
+    make_user()
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS + 1)
+    assert mails(smtp, 0) == []
+    assert sql(app, "SELECT failed_attempts, locked_at FROM users") == [(0, None)]
+
+
 def test_a_locked_account_unlocks_itself_after_an_hour(on, make_user, smtp, clock):
     make_user(password=PASSWORD)
     fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
