@@ -151,6 +151,7 @@ class ThreadWorker(gthread.ThreadWorker):
             served_as_gthread = (cfg.is_ssl or cfg.timeout <= 0 or cfg.proxy_protocol != "off"
                                  or negotiation.prior_knowledge_allowed(cfg, conn.client))
             conn.head = None if served_as_gthread else bytearray()
+            conn.handed = 0  # the bytes of the head it was handed to a thread with
         if conn.head is None or type(conn.sock) is _Gone:  # (_Gone: the thread ends it)
             super().enqueue_req(conn)
             return
@@ -205,8 +206,17 @@ class ThreadWorker(gthread.ThreadWorker):
         if conn.parser is None:
             conn.init()  # (the parser, and the kernel's bounds; plain sockets only here)
         conn.parser.unreader.unread(bytes(head))
+        # (Held until its request is done: a head may wait long in the thread pool's queue.)
+        conn.handed = len(head)
+        self.held += conn.handed
         head.clear()
         super().enqueue_req(conn)
+
+    def finish_request(self, conn, fs):
+        # (Main loop: a thread is done with the connection, its head parsed long since.)
+        self.held -= conn.handed
+        conn.handed = 0
+        super().finish_request(conn, fs)
 
     def drop_head(self, conn, waiting=True):
         if waiting:
