@@ -32,9 +32,10 @@ from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
-# The most bytes of unfinished heads the main loop holds, all connections together: a head
-# may be as long as gunicorn's limits (823 KB by default), and 1000 connections (its
-# worker_connections) of them would take 800 MB. Real heads are a few KB.
+# The most bytes of heads the main loop holds, all connections together, unfinished or whole
+# and waiting for a thread (counted until their request is done): a head may be as long as
+# gunicorn's limits (823 KB by default), and 1000 connections (its worker_connections) of
+# them would take 800 MB. Real heads are a few KB.
 HEADS_HELD = 32 * 1024 * 1024
 
 
@@ -117,7 +118,7 @@ class ThreadWorker(gthread.ThreadWorker):
     have read them. A head not complete within `timeout` of the connection's start (a new
     one: its accept, a kept-alive one: its first byte), longer than gunicorn's own limits
     (limit_request_line, limit_request_fields x limit_request_field_size), or that would
-    take the unfinished heads held past HEADS_HELD, is dropped, never having taken a
+    take the heads held past HEADS_HELD, is dropped, never having taken a
     thread: clients that send half a head, or a byte now and then, no longer keep the two
     threads of the default setting from serving anyone else. A whole head's deadline, not
     a read's: a client then cannot stretch it by sending a byte just in time; `timeout` as
