@@ -29,9 +29,11 @@ MIGRATIONS = os.path.join(ROOT, "migrations")
 # application's Alembic in the same database keeps its revision there.
 VERSION_TABLE = Table("pwpush_schema_version", MetaData(), Column("version_num", String(32), nullable=False),
                       PrimaryKeyConstraint("version_num", name="pwpush_schema_version_pkc"))
-# Seconds a start waits on SQLite for the write lock another process's upgrade holds (the
-# connections' busy_timeout, 15 s, is a request's wait; a revision may copy large tables).
-SQLITE_LOCK_WAIT = 600
+# Seconds a start waits for another process's upgrade: its write lock on SQLite (the
+# connections' busy_timeout, 15 s, is a request's wait; a revision may copy large tables),
+# its advisory lock on PostgreSQL (without a bound, an upgrade stuck on its host kept every
+# start waiting for ever, without a word).
+LOCK_WAIT = 600
 # pg_advisory_xact_lock's key for schema changes ("pwpush" in ASCII).
 _PG_LOCK = 0x707770757368
 
@@ -69,7 +71,7 @@ def bring_up_to_date(app, db) -> bool:
             dbapi = conn.connection.dbapi_connection
             busy_timeout = dbapi.execute("PRAGMA busy_timeout").fetchone()[0]
             dbapi.execute("PRAGMA foreign_keys=OFF")
-            dbapi.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT * 1000)}")
+            dbapi.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}")
         try:
             try:
                 transaction = conn.begin()  # (SQLite: BEGIN IMMEDIATE, raised as the driver's error)
@@ -78,12 +80,12 @@ def bring_up_to_date(app, db) -> bool:
                     raise
                 raise DatabaseUnavailable(
                     f"DATABASE_URL: cannot use the database: another process held its write lock for "
-                    f"{SQLITE_LOCK_WAIT:g} s (an upgrade of its schema still running?)") from None
+                    f"{LOCK_WAIT:g} s (an upgrade of its schema still running?)") from None
             with transaction:
                 # One at a time: the others wait here, then find the work done. (SQLite's BEGIN
                 # IMMEDIATE, pwp.factory, took the database's write lock already.)
                 if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+                    _take_pg_lock(conn)
                 found = revision(conn)
                 if found == head:
                     return False
@@ -123,6 +125,25 @@ def bring_up_to_date(app, db) -> bool:
                 dbapi.execute("PRAGMA foreign_keys=ON")
                 dbapi.execute(f"PRAGMA busy_timeout={busy_timeout}")
     return False
+
+
+def _take_pg_lock(conn):
+    """Take the advisory lock of schema changes for the transaction, waiting at most
+    LOCK_WAIT seconds for the process holding it (saying so first); DatabaseUnavailable past
+    that."""
+    if conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PG_LOCK}).scalar():
+        return
+    log.warning("database: waiting for another process's schema upgrade (its lock is held)")
+    conn.execute(text(f"SET LOCAL lock_timeout = {max(1, int(LOCK_WAIT * 1000))}"))
+    try:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # (lock_not_available)
+            raise
+        raise DatabaseUnavailable(
+            f"DATABASE_URL: cannot use the database: another process held the lock of schema upgrades for "
+            f"{LOCK_WAIT:g} s (an upgrade of its schema still running?)") from None
+    conn.execute(text("SET LOCAL lock_timeout = DEFAULT"))
 
 
 def upgrade(conn, migrations, found, head):

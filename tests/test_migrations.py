@@ -514,14 +514,14 @@ def test_a_start_waiting_on_sqlite_for_another_upgrade_waits_past_busy_timeout_t
     """A start waits for the write lock while another process upgrades (a long revision:
     the connections' busy_timeout, 15 s, made the others' BEGIN IMMEDIATE fail, a raw
     sqlite3 traceback, and gunicorn's master, seeing a worker fail to boot, stopped the
-    server, the upgrading worker with it). Past migrate.SQLITE_LOCK_WAIT it gives up in one
+    server, the upgrading worker with it). Past migrate.LOCK_WAIT it gives up in one
     line, as a database unavailable (gunicorn tries again)."""
     from pwp.config import DatabaseUnavailable
 
     url = new_database("sqlite")
     start(url, tmp_path)
-    assert migrate.SQLITE_LOCK_WAIT >= 600
-    monkeypatch.setattr(migrate, "SQLITE_LOCK_WAIT", 0.2)
+    assert migrate.LOCK_WAIT >= 600
+    monkeypatch.setattr(migrate, "LOCK_WAIT", 0.2)
     holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -532,6 +532,34 @@ def test_a_start_waiting_on_sqlite_for_another_upgrade_waits_past_busy_timeout_t
         holder.close()
     assert str(waited.value) == ("DATABASE_URL: cannot use the database: another process held its write lock for "
                                  "0.2 s (an upgrade of its schema still running?)")
+    start(url, tmp_path, **later_migrations)
+    assert stored_revision(url) == "0003"
+
+
+def test_a_start_waiting_on_postgresql_for_another_upgrade_says_so_and_gives_up(
+        new_database, tmp_path, later_migrations, monkeypatch, caplog):
+    """A start waits for the advisory lock while another process upgrades, as on SQLite: it
+    logs that it waits, and past migrate.LOCK_WAIT gives up in one line, as a database
+    unavailable (gunicorn tries again). It waited without a word for ever: an upgrade stuck
+    on its host (a process stopped, a host gone without closing its connection) kept every
+    start and `init-db` hanging silently."""
+    from pwp.config import DatabaseUnavailable
+
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
+    url = new_database("postgresql")
+    start(url, tmp_path)
+    monkeypatch.setattr(migrate, "LOCK_WAIT", 0.2)
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate._PG_LOCK,))
+        try:
+            with caplog.at_level(logging.WARNING, logger="pwp"), pytest.raises(DatabaseUnavailable) as waited:
+                start(url, tmp_path, **later_migrations)
+        finally:
+            holder.rollback()
+    assert str(waited.value) == ("DATABASE_URL: cannot use the database: another process held the lock of schema "
+                                 "upgrades for 0.2 s (an upgrade of its schema still running?)")
+    assert "database: waiting for another process's schema upgrade (its lock is held)" in caplog.messages
     start(url, tmp_path, **later_migrations)
     assert stored_revision(url) == "0003"
 
