@@ -302,12 +302,14 @@ def validate(config):
                           "it; set it to false to run without")
     for sec in SECTION.values():
         for what, ceiling in (("DAYS", MAX_DAYS), ("VIEWS", MAX_VIEWS)):
-            lo = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MIN"]
-            hi = config[f"PWP__{sec}__EXPIRE_AFTER_{what}_MAX"]
-            default_name = f"PWP__{sec}__EXPIRE_AFTER_{what}_DEFAULT"
-            if not (1 <= lo <= config[default_name] <= hi):
-                raise ConfigError(
-                    f"{default_name}: must lie between _MIN ({lo}) and _MAX ({hi}), and _MIN must be at least 1")
+            name = f"PWP__{sec}__EXPIRE_AFTER_{what}"
+            lo, default, hi = (config[f"{name}_{end}"] for end in ("MIN", "DEFAULT", "MAX"))
+            if lo < 1:
+                raise ConfigError(f"{name}_MIN: must be at least 1, got {lo}")
+            if not lo <= default <= hi:
+                # Name all three: the one set may be a bound the default no longer fits.
+                raise ConfigError(f"{name}_DEFAULT ({default}) must lie between {name}_MIN ({lo}) "
+                                  f"and {name}_MAX ({hi})")
             if hi > ceiling:
                 raise ConfigError(f"PWP__{sec}__EXPIRE_AFTER_{what}_MAX: must be at most {ceiling}, got {hi}")
     gen_lo, gen_hi = config["PWP__GEN__MIN_SYLLABLE_LENGTH"], config["PWP__GEN__MAX_SYLLABLE_LENGTH"]

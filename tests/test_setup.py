@@ -50,6 +50,9 @@ def test_schema_sql_matches_the_models():
     ("PWP__REQUIRE_MFA", "true"), ("PWP__REQUIRE_MFA", "maybe"),
     # Account e-mails without an SMTP server: none could be sent.
     ("PWP__ENABLE_USER_ACCOUNT_EMAILS", "true"),
+    # The range's bounds: the line names the one set, not only the default it no longer fits.
+    ("PWP__PW__EXPIRE_AFTER_VIEWS_MIN", "0"), ("PWP__URL__EXPIRE_AFTER_DAYS_MAX", "0"),
+    ("PWP__QR__EXPIRE_AFTER_VIEWS_MAX", "3"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
