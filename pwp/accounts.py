@@ -66,10 +66,21 @@ def _throttled(action: str, now, email: str = "", user_id: int | None = None) ->
     return f"Too many {'sign-in attempts' if action == 'login' else 'attempts'}. Please wait {words} and try again."
 
 
+def _already_signed_in():
+    """Send a signed-in user on, as Devise's require_no_authentication does: its forms would
+    switch accounts or make a second one. None when nobody is signed in."""
+    if not current_user.is_authenticated:
+        return None
+    flash("You are already signed in.", "warning")
+    return redirect(safe_next(url_for("web.home")))
+
+
 @bp.route("/sign_in", methods=["GET", "POST"])
 @_with_logins
 def sign_in():
     """Show the sign-in form; sign in."""
+    if signed_in := _already_signed_in():
+        return signed_in
     # Only a POST signs in: Flask also routes HEAD here, and the CSRF check skips HEAD.
     if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")
@@ -96,6 +107,8 @@ def sign_up():
     cfg = current_app.config
     if cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"]:
         abort(404)
+    if signed_in := _already_signed_in():
+        return signed_in
     # Only a POST creates an account: Flask also routes HEAD here, and the CSRF check skips HEAD.
     if request.method != "POST":
         return render_template("accounts/sign_up.html", email="", errors={})

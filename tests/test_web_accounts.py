@@ -383,8 +383,9 @@ def test_failed_sign_ins_by_others_do_not_keep_the_owner_from_changing_the_passw
     assert client.post("/users/edit", data=form).status_code == 302
 
 
-def test_sign_ups_are_throttled_per_ip(client, clock):
-    answers = [client.post("/users/sign_up", data={"email": f"u{i}@example.com", "password": "correct horse",
+def test_sign_ups_are_throttled_per_ip(app, clock):
+    # (A client each: a signed-in one is sent on before the throttle counts it.)
+    answers = [app.test_client().post("/users/sign_up", data={"email": f"u{i}@example.com", "password": "correct horse",
                                                    "password_confirmation": "correct horse"})
                for i in range(6)]
     assert [r.status_code for r in answers] == [302] * 5 + [429]
@@ -438,3 +439,21 @@ def test_sign_in_page_does_not_say_the_site_sends_no_email_where_it_notifies_by_
     text = mail.get("/users/sign_in").get_data(as_text=True)
     assert "sends no e-mail" not in text
     assert "Forgot your password? This site resets no password by e-mail: ask its administrator" in text
+
+
+def test_a_signed_in_user_is_sent_on_from_sign_in_and_sign_up_as_devise_does(app, client, make_user):
+    # The forms were shown again: a sign-in there switched accounts, a sign-up made a second
+    # one, and the page offered "No account yet?" to someone signed in. Devise's
+    # require_no_authentication answers "You are already signed in." and goes on.
+    sign_in(client, make_user)
+    make_user(email="other@example.com", password="correct horse")
+    for path in ("/users/sign_in", "/users/sign_up", "/users/sign_in?next=/p"):
+        r = client.get(path)
+        assert r.status_code == 302
+        assert r.headers["Location"] == ("/p" if "next" in path else "/")
+    assert "You are already signed in." in client.get("/").get_data(as_text=True)
+    client.post("/users/sign_in", data={"email": "other@example.com", "password": "correct horse"})
+    client.post("/users/sign_up", data={"email": "third@example.com", "password": "long enough",
+                                        "password_confirmation": "long enough"})
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 2
+    assert "owner@example.com" in client.get("/users/edit").get_data(as_text=True)
