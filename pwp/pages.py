@@ -29,6 +29,10 @@ EXAMPLES = {
 PARAMETER_HELP = {
     "payload": "The secret: text, a URL (kind url) or QR content (kind qr). Required except for files.",
     "kind": "text (default), file, url or qr.",
+    "files": ("A file push's files (kind file, with a token), up to {count} and {mib} MiB in all: sent as "
+              "multipart/form-data, a push[files][] field each, e.g. curl -X POST {base}/api/v2/pushes "
+              "-H \"Authorization: Bearer $PWPUSH_TOKEN\" -F \"push[payload]=see attached\" "
+              "-F \"push[files][]=@report.pdf\""),
     "expire_after_days": "Days until the link expires (settings give the range; default 7).",
     "expire_after_duration": "What the pwpush CLI sends instead: 0-5 are 5 min .. 12 h, 6-17 are 1 .. 90 days.",
     "expire_after_views": "Views until the link expires (default 5).",
@@ -73,7 +77,12 @@ def api_docs():
     routes = api_routes(current_app)
     for route in routes:
         route["example"] = EXAMPLES.get(route["endpoint"], "").format(base=base)
-    parameters = [(p, PARAMETER_HELP.get(p, "")) for p in PUSH_ATTRIBUTES + NOTIFY_PARAMETERS]
+    cfg = current_app.config
+    files = ("files",) if cfg["PWP__ENABLE_FILE_PUSHES"] else ()  # (sent beside the push's attributes)
+    names = PUSH_ATTRIBUTES[:2] + files + PUSH_ATTRIBUTES[2:] + NOTIFY_PARAMETERS
+    limits = {"base": base, "count": cfg["PWP__FILES__MAX_FILE_UPLOADS"],
+              "mib": f"{round(cfg['PWP__FILES__MAX_TOTAL_BYTES'] / 2**20, 1):g}"}
+    parameters = [(p, PARAMETER_HELP.get(p, "").format(**limits)) for p in names]
     if not notify.available():  # (an instance that sends no e-mail says so: its example is a 422)
         parameters = [(p, NOT_SENT if p == "notify_emails_to" else text) for p, text in parameters]
     return render_template("pages/api_docs.html", routes=routes, base=base, parameters=parameters)

@@ -16,6 +16,14 @@ def test_api_docs_cover_every_v2_route_with_curl(client, app):
     assert 'curl "http://localhost/api/v2/pushes/$URL_TOKEN/audit?page=1" -H' in html
 
 
+def test_api_docs_say_how_to_send_a_file_push(client):
+    # The page listed kind "file" but no parameter for the files themselves, nor the
+    # multipart form they are sent in: a reader could not make a file push from it.
+    html = unescape(client.get("/help/api").get_data(as_text=True))
+    assert "<code>files</code>" in html
+    assert '-F "push[files][]=@report.pdf"' in html
+
+
 def test_api_redirects_to_the_api_docs(client):
     r = client.get("/api")
     assert r.status_code == 302 and r.headers["Location"] == "/help/api"
