@@ -156,6 +156,8 @@ def users_list():
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    # (Which database, as every command says; on stderr, so the table stays the table.)
+    click.echo(f"{plural(len(rows) - 1, 'account')} in {database_name(current_app)}", err=True)
 
 
 def _user(email):

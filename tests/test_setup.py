@@ -854,6 +854,13 @@ def test_commands_name_the_database_they_worked_on(tmp_path):
     assert created.stdout.strip().splitlines()[-1]  # (the token, alone on the last line)
     assert str(stray) in created.stdout + created.stderr, created.stdout
 
+    # The list too (what an admin checking which database a shell reaches runs first), on
+    # stderr: its table stays the table for scripts that read it.
+    listed = run_flask(url, instance, "users", "list", input_env={"PWPUSH_MASTER_KEY": ""})
+    assert listed.returncode == 0, listed.stderr
+    assert str(stray) in listed.stderr and str(stray) not in listed.stdout
+    assert listed.stdout.splitlines()[0].startswith("e-mail") and len(listed.stdout.splitlines()) == 2
+
 
 def test_readme_documents_every_setting():
     readme = Path(ROOT, "README.md").read_text()
