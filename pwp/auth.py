@@ -226,16 +226,20 @@ def _by(by: User | None) -> str:
     return f"by user {by.id}" if by is not None else "from the command line"
 
 
-def set_admin(user: User, admin: bool, by: User | None = None):
+def set_admin(user: User, admin: bool, by: User | None = None) -> bool:
     """Make the user an administrator (views of others' pushes logged, not counted), or no
     longer one; by: the administrator doing it on the administration page (None: the
-    command line), under _lock_for_change's rules."""
+    command line), under _lock_for_change's rules. False (and nothing logged) when the
+    account already was what was asked."""
     _lock_for_change(user, by)
     # A statement, not the attribute: the object may hold a value changed since it was read.
-    db.session.execute(update(User).where(User.id == user.id).values(is_admin=admin))
+    changed = db.session.execute(update(User).where(User.id == user.id, User.is_admin != admin)
+                                 .values(is_admin=admin)).rowcount == 1
     db.session.commit()
-    current_app.logger.info("user %s: %s %s", user.id, "made an administrator" if admin
-                            else "no longer an administrator", _by(by))
+    if changed:
+        current_app.logger.info("user %s: %s %s", user.id, "made an administrator" if admin
+                                else "no longer an administrator", _by(by))
+    return changed
 
 
 def any_admin() -> bool:

@@ -223,9 +223,12 @@ def users_admin(email, revoke):
     """Make a user an administrator (views of others' pushes logged, not counted), or --revoke."""
     user = _user(email)
     was_admin = user.is_admin
-    _refusable(auth.set_admin, user, not revoke)
-    click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator "
-               f"({database_name(current_app)}).")
+    if _refusable(auth.set_admin, user, not revoke):
+        click.echo(f"{user.email} is {'no longer' if revoke else 'now'} an administrator "
+                   f"({database_name(current_app)}).")
+    else:
+        click.echo(f"{user.email} is {'not' if revoke else 'already'} an administrator: nothing changed "
+                   f"({database_name(current_app)}).")
     _warn_if_no_admin(was_admin)
 
 

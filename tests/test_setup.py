@@ -599,6 +599,23 @@ def test_cli_says_when_a_revoke_or_delete_leaves_no_administrator(app, make_user
     assert revoked.exit_code == 0 and revoked.stderr.strip() == NO_ADMIN_LEFT
 
 
+def test_cli_admin_change_that_changes_nothing_says_so_and_logs_nothing(app, make_user, caplog):
+    # "bob is no longer an administrator" of an account that never was one, with the INFO
+    # line that records a change: the log claimed a change that was not made.
+    make_user("boss@example.com", admin=True)
+    make_user("plain@example.com")
+    run = app.test_cli_runner().invoke
+    caplog.set_level("INFO", logger="pwp")
+    revoked = run(args=["users", "admin", "plain@example.com", "--revoke"])
+    assert revoked.exit_code == 0
+    assert "plain@example.com is not an administrator: nothing changed (" in revoked.stdout
+    made = run(args=["users", "admin", "boss@example.com"])
+    assert made.exit_code == 0 and "boss@example.com is already an administrator: nothing changed (" in made.stdout
+    assert "administrator" not in caplog.text
+    assert run(args=["users", "admin", "plain@example.com"]).stdout.startswith("plain@example.com is now an")
+    assert "user 2: made an administrator from the command line" in caplog.text
+
+
 @pytest.mark.parametrize("command", [["users", "delete", "asked@example.com"],
                                      ["users", "password", "asked@example.com"]])
 def test_cli_questions_wait_without_the_databases_write_lock(app, database_url, make_user, command):
