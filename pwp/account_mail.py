@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from flask import current_app, url_for
+from flask import current_app
 from sqlalchemy import select, update
 
 from . import notify
@@ -45,6 +45,10 @@ MAILS = {
     "unlock": ("Unlock instructions", "accounts.unlock",
                "Hello {email}!\n\nYour account has been locked after too many failed sign-in attempts.\n\n"
                "Follow the link below to unlock it (or wait an hour):\n\n{link}\n"),
+    # Devise's send_password_change_notification: its link has no token, only the way to a new one.
+    "password_change": ("Password changed", "accounts.new_password",
+                        "Hello {email}!\n\nYour pwpush password was changed. If it was not you, reset it "
+                        "through the link below:\n\n{link}\n"),
 }
 # What a token's digest and time are kept in, per kind.
 COLUMNS = {"reset_password": (User.reset_password_token_digest, User.reset_password_sent_at),
@@ -76,11 +80,18 @@ def issue(kind: str, user: User, now: datetime, *where, **values) -> bool:
         **{digest_column.key: digest_token(token)}, **values)).rowcount
     db.session.commit()
     if done:
-        subject, endpoint, text = MAILS[kind]
-        link = mail_base_url(current_app.config) + url_for(endpoint) + "?" + urlencode({f"{kind}_token": token})
-        body = text.format(email=user.email, link=link, hours=int(RESET_PASSWORD_WITHIN.total_seconds() // 3600))
-        notify.in_thread(_send, (current_app.config, user.id, user.email, subject, body), f"account-mail-{user.id}")
+        _mail(kind, user, {f"{kind}_token": token})
     return bool(done)
+
+
+def _mail(kind: str, user: User, query: dict):
+    """Mail the account a mail of MAILS, its link's query that; from a thread (_send)."""
+    subject, endpoint, text = MAILS[kind]
+    # (The map, not url_for: `users password` changes a password outside any request.)
+    path = current_app.url_map.bind("localhost").build(endpoint)
+    link = mail_base_url(current_app.config) + path + ("?" + urlencode(query) if query else "")
+    body = text.format(email=user.email, link=link, hours=int(RESET_PASSWORD_WITHIN.total_seconds() // 3600))
+    notify.in_thread(_send, (current_app.config, user.id, user.email, subject, body), f"account-mail-{user.id}")
 
 
 def _send(config, user_id: int, email: str, subject: str, body: str):
@@ -177,12 +188,21 @@ def unlock(token: str, now: datetime) -> bool:
     return True
 
 
+def change_password(user: User, password: str, *where, **values):
+    """auth.set_password, then (account e-mails on) tell a confirmed address that its password
+    changed (Devise's send_password_change_notification, which also tells an account's first
+    password: any change of encrypted_password)."""
+    set_password(user, password, *where, **values)
+    if enabled() and confirmed(user):
+        _mail("password_change", user, {})
+
+
 def reset_password(user: User, token: str, password: str):
     """Set the password by a reset link (its token still the account's: one use), unlock
-    the account, and sign out its sessions (auth.set_password); Refused if the link was
+    the account, and sign out its sessions (change_password); Refused if the link was
     used meanwhile."""
-    set_password(user, password, User.reset_password_token_digest == digest_token(token),
-                 failed_attempts=0, locked_at=None, unlock_token_digest=None)
+    change_password(user, password, User.reset_password_token_digest == digest_token(token),
+                    failed_attempts=0, locked_at=None, unlock_token_digest=None)
 
 
 def confirmed(user: User) -> bool:

@@ -175,7 +175,7 @@ def edit():
         errors["current_password"] = "That is not your current password."
     if errors:
         return render_template("accounts/edit.html", errors=errors), 422
-    auth.set_password(user, request.form["password"])
+    account_mail.change_password(user, request.form["password"])
     _sign_in(user)  # this browser's new session (set_password ended every one)
     current_app.logger.info("user %s: password changed", user.id)
     flash("Your password has been changed. Your other sessions are signed out.", "success")

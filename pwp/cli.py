@@ -7,7 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from . import auth, crypto, notify, pushes
+from . import account_mail, auth, crypto, notify, pushes
 from .config import ConfigError
 from .factory import database_error, database_missing, database_name, make_database
 from .models import db, schema_sql
@@ -199,7 +199,7 @@ def users_password(email, password):
         _end_reads()
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     _check_password(password)
-    _refusable(auth.set_password, user, password)
+    _refusable(account_mail.change_password, user, password)
     click.echo(f"Password set for {user.email} in {database_name(current_app)}; their web sessions are "
                "signed out.")
 

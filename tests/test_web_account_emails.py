@@ -138,6 +138,7 @@ def test_a_new_link_or_a_password_change_voids_the_link_before(on, make_user, sm
                                           input=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n")
     assert result.exit_code == 0, result.output
     assert on.get(second).status_code == 422
+    mails(smtp, 3)  # (the third: the password changed)
 
 
 def test_the_reset_link_is_on_the_configured_host_not_the_requests(on, make_user, smtp):
@@ -290,6 +291,76 @@ def test_a_password_reset_unlocks_the_account(on, make_user, smtp, clock):
     r = on.post("/users/password/edit", data={"reset_password_token": token, "password": NEW_PASSWORD,
                                               "password_confirmation": NEW_PASSWORD})
     assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+# ----------------------------------------------------------------------------- password changed
+
+def notice_in(message) -> str:
+    """The password-changed notice's text (its one link: the forgot-password form's)."""
+    assert message["Subject"] == "Password changed"
+    assert link_in(message) == "/users/password/new?"
+    return message.get_content()
+
+
+def set_password_on_the_command_line(app, email="owner@example.com", password=NEW_PASSWORD):
+    result = app.test_cli_runner().invoke(args=["users", "password", email], input=f"{password}\n{password}\n")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_password_changed_on_the_edit_page_is_told_to_the_address(on, make_user, smtp):
+    make_user(password=PASSWORD)
+    sign_in_as(on)
+    r = on.post("/users/edit", data={"current_password": PASSWORD, "password": NEW_PASSWORD,
+                                     "password_confirmation": NEW_PASSWORD})
+    assert r.status_code == 302
+    ((rcpts, message),) = mails(smtp, 1)
+    assert rcpts == ["owner@example.com"]
+    text = notice_in(message)
+    assert "your pwpush password was changed" in text.lower() and "If it was not you" in text
+
+
+def test_a_password_reset_by_its_link_is_told_to_the_address(on, make_user, smtp):
+    make_user(password=PASSWORD)
+    ask_reset(on)
+    token = link_in(mails(smtp, 1)[0][1]).partition("=")[2]
+    on.post("/users/password/edit", data={"reset_password_token": token, "password": NEW_PASSWORD,
+                                          "password_confirmation": NEW_PASSWORD}, headers={"Host": "evil.example.net"})
+    (rcpts, message) = mails(smtp, 2)[1]
+    # (notice_in: on the configured host, not the request's)
+    assert rcpts == ["owner@example.com"] and token not in notice_in(message)
+
+
+def test_a_password_set_on_the_command_line_is_told_even_the_first_one(on, make_user, smtp, app):
+    make_user(password=PASSWORD)
+    make_user("api@example.com")  # API only: its first password is a change too (Devise's rule)
+    set_password_on_the_command_line(app)
+    set_password_on_the_command_line(app, "api@example.com")
+    got = mails(smtp, 2)
+    assert sorted(rcpts for rcpts, _m in got) == [["api@example.com"], ["owner@example.com"]]
+    for _r, message in got:
+        notice_in(message)
+
+
+def test_no_password_notice_when_account_emails_are_off(mail, make_user, smtp, app):
+    make_user(password=PASSWORD)
+    set_password_on_the_command_line(app)  # (notify by e-mail's SMTP settings alone send none)
+    assert mails(smtp, 0) == []
+
+
+def test_no_password_notice_to_an_unconfirmed_address(on, smtp, app):
+    sign_up(on)
+    assert mails(smtp, 1)[0][1]["Subject"] == "Confirmation instructions"
+    set_password_on_the_command_line(app, "new@example.com")
+    assert len(mails(smtp, 1)) == 1
+
+
+def test_the_password_notice_is_logged_without_the_address(on, make_user, smtp, app, caplog):
+    user_id, _token = make_user(password=PASSWORD)
+    with caplog.at_level(logging.INFO, logger="pwp"):
+        set_password_on_the_command_line(app)
+        mails(smtp, 1)
+    assert f"user {user_id}: password changed e-mail sent" in caplog.text
+    assert "owner@example.com" not in caplog.text
 
 
 # ----------------------------------------------------------------------------- confirmable
