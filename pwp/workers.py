@@ -28,6 +28,7 @@ import time
 from collections import deque
 from functools import partial
 
+from gunicorn.http.errors import LimitRequestHeaders
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
@@ -101,6 +102,8 @@ class _Gone(_Socket):
 
 
 class _Connection(gthread.TConn):
+    over = False  # its head passed gunicorn's limits before its end (ThreadWorker.handle)
+
     def init(self):
         # In the worker thread, before a connection's first request is read. The kernel's
         # bounds stay through gunicorn's switches between blocking and non-blocking mode for
@@ -115,10 +118,11 @@ class ThreadWorker(gthread.ThreadWorker):
     """gthread, with each request's head read in the main loop, without a thread: a new or
     kept-alive connection goes to the thread pool only once its head (up to CRLF CRLF) is
     there, the bytes read given back to gunicorn's parser, which parses them as it would
-    have read them. A head not complete within `timeout` of the connection's start (a new
-    one: its accept, a kept-alive one: its first byte), longer than gunicorn's own limits
-    (limit_request_line, limit_request_fields x limit_request_field_size), or that would
-    take the heads held past HEADS_HELD, is dropped, never having taken a
+    have read them. A head longer than gunicorn's own limits (limit_request_line,
+    limit_request_fields x limit_request_field_size) goes to a thread at once, for the answer
+    gunicorn's sync worker gives it (414, 431). A head not complete within `timeout` of the
+    connection's start (a new one: its accept, a kept-alive one: its first byte), or that
+    would take the heads held past HEADS_HELD, is dropped, never having taken a
     thread: clients that send half a head, or a byte now and then, no longer keep the two
     threads of the default setting from serving anyone else. A whole head's deadline, not
     a read's: a client then cannot stretch it by sending a byte just in time; `timeout` as
@@ -181,8 +185,11 @@ class ThreadWorker(gthread.ThreadWorker):
             line_end = first + self.line_limit + 2
             if len(head) > line_end and head.find(b"\r\n", first, line_end) < 0:
                 break  # a request line over gunicorn's limit: its parser answers the 400 at once
-            if len(head) > self.head_limit or self.held + len(head) > HEADS_HELD:
-                self.drop_head(conn, waiting)  # (no answer: the parser would wait for the head's end)
+            if len(head) > self.head_limit:
+                conn.over = True  # (its parser would read on before it said so: handle answers)
+                break
+            if self.held + len(head) > HEADS_HELD:
+                self.drop_head(conn, waiting)
                 return
             try:
                 # (socket.socket's own recv: _Socket's takes EAGAIN as the client gone.)
@@ -212,6 +219,15 @@ class ThreadWorker(gthread.ThreadWorker):
         self.held += conn.handed
         head.clear()
         super().enqueue_req(conn)
+
+    def handle(self, conn):
+        # (A thread.) A head past gunicorn's limits gets the answer gunicorn's sync worker gives
+        # it once it has read that far (431, "max buffer headers"); the connection then closes.
+        if conn.over:
+            conn.sock.setblocking(True)
+            self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
+            return False
+        return super().handle(conn)
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)

@@ -442,11 +442,9 @@ def test_heads_in_pieces_pipelined_large_or_bad_are_read_as_before(tmp_path):
 
 def test_a_head_not_complete_within_the_timeout_is_dropped_without_an_answer(tmp_path):
     """The whole head must come within `timeout`: a byte every half second kept a thread for
-    good (each read waited less than the bound), and a head past gunicorn's limits is dropped
-    in the main loop too (its parser would wait for the head's end)."""
+    good (each read waited less than the bound)."""
     env = server_env(tmp_path / "instance")
-    args = ("--timeout", "2", "--limit-request-fields", "2", "--limit-request-field_size", "100")
-    with gunicorn(env, tmp_path / "log", args=args) as server:
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "2")) as server:
         conn = _stalled(server.port, b"GET /up HTTP/1.1\r\nX-Slow: ")
         conn.settimeout(0.5)  # (the pace of the bytes, not a measured timing)
         for _ in range(40):  # 20 s at most: a failure guard
@@ -458,9 +456,23 @@ def test_a_head_not_complete_within_the_timeout_is_dropped_without_an_answer(tmp
         else:
             pytest.fail("the slow head was never dropped")  # (was: here)
         conn.close()
-        conn = _stalled(server.port, b"GET /up HTTP/1.1\r\n" + b"X-Long: " + b"a" * 5000)
-        assert _until_closed(conn) == b""
         assert server.request("GET", "/up", timeout=10)[0] == 200
+
+
+def test_a_head_past_gunicorns_limits_gets_its_431_at_once(tmp_path):
+    """A head longer than gunicorn's limits allow before its end (a field too long, too many
+    fields) was closed without an answer; gunicorn's sync worker answers its 431 (`max buffer
+    headers`) once the head passes them, and so does this one now, then closes."""
+    env = server_env(tmp_path / "instance")
+    args = ("--limit-request-fields", "2", "--limit-request-field_size", "100")
+    with gunicorn(env, tmp_path / "log", args=args) as server:
+        for head in (b"X-Long: " + b"a" * 5000, b"X-Many: a\r\n" * 500):
+            conn = _stalled(server.port, b"GET /up HTTP/1.1\r\n" + head)
+            answer = _until_closed(conn)  # (was: b"")
+            assert answer.startswith(b"HTTP/1.1 431 ") and b"max buffer headers" in answer, head[:10]
+            assert b"\r\nConnection: close\r\n" in answer
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+        assert "Traceback" not in server.logs()
 
 
 def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
