@@ -28,6 +28,7 @@ import time
 from collections import deque
 from functools import partial
 
+from gunicorn.http.body import Body
 from gunicorn.http.errors import LimitRequestHeaders
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.http2 import negotiation
@@ -99,6 +100,19 @@ class _Gone(_Socket):
 
     def recv(self, bufsize, flags=0):
         return b""
+
+
+class _Body(Body):
+    """A request's body whose failed read (a chunked body gunicorn cannot parse) makes the
+    answer say `Connection: close`: gunicorn closes the connection after it (where the next
+    request starts is unknown), and its answer said keep-alive."""
+
+    def _read_reader(self, size):
+        try:
+            return super()._read_reader(size)
+        except Exception:
+            self.request.force_close()
+            raise
 
 
 class _Connection(gthread.TConn):
@@ -228,6 +242,12 @@ class ThreadWorker(gthread.ThreadWorker):
             self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
             return False
         return super().handle(conn)
+
+    def handle_request(self, req, conn):
+        if type(req.body) is Body:
+            req.body.__class__ = _Body
+            req.body.request = req
+        return super().handle_request(req, conn)
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)

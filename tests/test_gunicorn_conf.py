@@ -475,6 +475,19 @@ def test_a_head_past_gunicorns_limits_gets_its_431_at_once(tmp_path):
         assert "Traceback" not in server.logs()
 
 
+def test_a_chunked_body_gunicorn_cannot_parse_gets_a_400_that_says_close(tmp_path):
+    """gunicorn closes the connection after a body it could not parse (where the next request
+    starts is unknown), but its 400 said `Connection: keep-alive`."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        for body in (b"zz\r\n\r\n", b"5\r\nabcdeXX\r\n0\r\n\r\n"):
+            conn = _stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                         b"application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+            head = _until_closed(conn).partition(b"\r\n\r\n")[0]
+            assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close\r\n" in head, body
+        assert "Traceback" not in server.logs()
+
+
 def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
     """A head may be as long as gunicorn's limits allow (810 KB by default) and never end:
     held by the main loop for `timeout`, 1000 connections of them (worker_connections) took
