@@ -26,14 +26,21 @@ LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "mail": (("ip", 60, 5), ("email", 3600, 5))}
 
 
-def _with_logins(view):
-    """404 before anything else when logins are disabled (no sign-in page to send anyone to)."""
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        if current_app.config["PWP__DISABLE_LOGINS"]:
-            abort(404)
-        return view(*args, **kwargs)
-    return wrapped
+def _404_unless(test):
+    """A view decorator: 404 before anything else unless test() holds."""
+    def decorate(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if not test():
+                abort(404)
+            return view(*args, **kwargs)
+        return wrapped
+    return decorate
+
+
+# Logins disabled: no sign-in page to send anyone to.
+_with_logins = _404_unless(lambda: not current_app.config["PWP__DISABLE_LOGINS"])
+_with_account_mails = _404_unless(account_mail.enabled)
 
 
 def safe_next(default: str) -> str:
@@ -214,16 +221,6 @@ def regenerate_token():
 
 
 # ----------------------------------------------------------------------------- account e-mails
-
-def _with_account_mails(view):
-    """404 unless account e-mails are on (account_mail.enabled)."""
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        if not account_mail.enabled():
-            abort(404)
-        return view(*args, **kwargs)
-    return wrapped
-
 
 # Each form that asks for a link: its heading, what it says, its button, and the answer,
 # the same whether the account exists or not (Devise's paranoid mode).
