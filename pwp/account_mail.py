@@ -118,11 +118,13 @@ def holder(kind: str, token: str, now: datetime) -> User | None:
     return db.session.scalar(query)
 
 
-def _unlock(user_id: int, *where):
-    """Unlock the account (and forget its failed sign-ins); commit."""
-    db.session.execute(update(User).where(User.id == user_id, *where).values(
-        failed_attempts=0, locked_at=None, unlock_token_digest=None))
+def _unlock(user_id: int, *where) -> bool:
+    """Unlock the account (and forget its failed sign-ins) if it meets where; commit; tell
+    whether it did."""
+    done = db.session.execute(update(User).where(User.id == user_id, *where).values(
+        failed_attempts=0, locked_at=None, unlock_token_digest=None)).rowcount == 1
     db.session.commit()
+    return done
 
 
 def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str | None:
@@ -182,10 +184,8 @@ def confirm(token: str, now: datetime) -> bool:
 def unlock(token: str, now: datetime) -> bool:
     """Unlock the account whose unlock token this is; tell whether one was."""
     user = holder("unlock", token, now)
-    if user is None:
-        return False
-    _unlock(user.id, User.unlock_token_digest == digest_token(token))
-    return True
+    # (The token in the write too: a use of the link meanwhile leaves this one nothing to do.)
+    return user is not None and _unlock(user.id, User.unlock_token_digest == digest_token(token))
 
 
 def change_password(user: User, password: str, *where, **values):

@@ -282,6 +282,25 @@ def test_the_unlock_form_resends_a_link_to_a_locked_account_only(on, make_user, 
     assert sign_in_as(on).status_code == 302
 
 
+def test_an_unlock_link_used_twice_at_once_unlocks_once(on, make_user, smtp, clock, app, monkeypatch):
+    """Two uses of one link: the one whose write found the token gone (used meanwhile, between
+    its look-up and its write) is told the link is not valid, as a confirmation link's is."""
+    make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    link = link_in(mails(smtp, 1)[0][1])
+    holder = account_mail.holder
+
+    def used_meanwhile(kind, token, now):
+        user = holder(kind, token, now)
+        monkeypatch.setattr(account_mail, "holder", holder)
+        assert app.test_client().get(link).status_code == 302  # (the other use: unlocked)
+        return user
+
+    monkeypatch.setattr(account_mail, "holder", used_meanwhile)
+    r = on.get(link)
+    assert r.status_code == 422 and account_mail.INVALID_LINK in r.get_data(as_text=True)  # (was: 302)
+
+
 def test_a_password_reset_unlocks_the_account(on, make_user, smtp, clock):
     make_user(password=PASSWORD)
     fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
