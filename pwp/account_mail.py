@@ -50,10 +50,15 @@ MAILS = {
                         "Hello {email}!\n\nYour pwpush password was changed. If it was not you, reset it "
                         "through the link below:\n\n{link}\n"),
 }
-# What a token's digest and time are kept in, per kind.
-COLUMNS = {"reset_password": (User.reset_password_token_digest, User.reset_password_sent_at),
-           "confirmation": (User.confirmation_token_digest, User.confirmation_sent_at),
-           "unlock": (User.unlock_token_digest, None)}
+# Per kind: what a token's digest and time are kept in, and how long it is valid (an unlock
+# link: as long as the account is locked).
+COLUMNS = {"reset_password": (User.reset_password_token_digest, User.reset_password_sent_at, RESET_PASSWORD_WITHIN),
+           "confirmation": (User.confirmation_token_digest, User.confirmation_sent_at, CONFIRM_WITHIN),
+           "unlock": (User.unlock_token_digest, None, None)}
+# Per kind: what an account needs to be mailed a link that it asked for (ask_for).
+NEEDS = {"reset_password": lambda now: User.password_hash.is_not(None),
+         "confirmation": lambda now: User.confirmed_at.is_(None),
+         "unlock": lambda now: User.locked_at > now - UNLOCK_IN}
 
 
 def enabled() -> bool:
@@ -73,7 +78,7 @@ def issue(kind: str, user: User, now: datetime, *where, **values) -> bool:
     with it, commit, and mail its link; where: conditions on the account's row (none met:
     nothing done, False)."""
     token = secrets.token_urlsafe(32)
-    digest_column, time_column = COLUMNS[kind]
+    digest_column, time_column, _within = COLUMNS[kind]
     if time_column is not None:
         values[time_column.key] = now
     done = db.session.execute(update(User).where(User.id == user.id, *where).values(
@@ -109,12 +114,10 @@ def holder(kind: str, token: str, now: datetime) -> User | None:
     """The account whose live token of a kind this is (looked up by its digest), or None."""
     if not isinstance(token, str) or not token or len(token) > 256:
         return None
-    digest_column, time_column = COLUMNS[kind]
+    digest_column, time_column, within = COLUMNS[kind]
     query = select(User).where(digest_column == digest_token(token))
-    if kind == "reset_password":
-        query = query.where(time_column > now - RESET_PASSWORD_WITHIN)
-    elif kind == "confirmation":
-        query = query.where(time_column > now - CONFIRM_WITHIN)
+    if within is not None:
+        query = query.where(time_column > now - within)
     return db.session.scalar(query)
 
 
@@ -161,14 +164,8 @@ def ask_for(kind: str, email: str, now: datetime):
     """A form's request for a link (reset_password, confirmation or unlock): mailed when the
     account exists and needs it (has a password; is unconfirmed; is locked), else nothing."""
     user = find_user(email)
-    if user is None:
-        return
-    if kind == "reset_password":
-        issue(kind, user, now, User.password_hash.is_not(None))
-    elif kind == "confirmation":
-        issue(kind, user, now, User.confirmed_at.is_(None))
-    else:
-        issue(kind, user, now, User.locked_at > now - UNLOCK_IN)
+    if user is not None:
+        issue(kind, user, now, NEEDS[kind](now))
 
 
 def confirm(token: str, now: datetime) -> bool:
