@@ -71,6 +71,28 @@ threads = _count("GUNICORN_THREADS", 4 if _postgresql else 2)
 def on_starting(server):
     if server.cfg.workers == 1 and not _postgresql:
         os.environ.setdefault("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT", "250")
+    _halt_once(server)
+
+
+def _halt_once(server):
+    """Let the first worker that fails to boot decide how gunicorn's master ends. A start-up
+    refusal (pwpush's configuration errors: exit 3) halts the master, which reaps the other
+    workers as it stops; gunicorn (27.0.1) raised its HaltServer again for each of them that
+    refused too, out of the halt itself: a traceback and status 1 instead of 3. Those are
+    reaped on quietly: the master is already stopping for the same reason."""
+    from gunicorn.errors import HaltServer  # (gunicorn's, loaded already: not the app)
+
+    reap, halting = server.reap_workers, []
+
+    def reap_workers():
+        while True:
+            try:
+                return reap()
+            except HaltServer:
+                if not halting:
+                    halting.append(True)
+                    raise
+    server.reap_workers = reap_workers
 
 
 # gunicorn (25.1 and later) opens a control socket that can change the worker count, reload

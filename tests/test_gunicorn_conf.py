@@ -102,9 +102,40 @@ def test_command_line_worker_count_decides_the_checkpoint_size(monkeypatch):
     assert "PWPUSH_SQLITE_WAL_AUTOCHECKPOINT" not in conf["environ"]
 
 
-def arbiter(workers):
-    """What on_starting reads of gunicorn's arbiter: its final settings."""
-    return types.SimpleNamespace(cfg=types.SimpleNamespace(workers=workers))
+def test_workers_that_all_refuse_to_start_stop_gunicorn_with_status_3(tmp_path):
+    """Several workers that each refuse to start (an SQLite database in a missing folder: exit
+    3): gunicorn's master halted for the first one, reaped the next one's exit 3 while it
+    stopped, and raised its HaltServer again out of the halt: a traceback and status 1, about
+    every other start with 3 workers. (A race: a few starts.)"""
+    missing = tmp_path / "missing" / "pwpush.sqlite3"
+    env = server_env(tmp_path / "instance", f"sqlite:///{missing}", WEB_CONCURRENCY=3, BIND="127.0.0.1:0")
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-m", "gunicorn", "pwpush:app"], cwd=os.path.dirname(CONF),
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.splitlines()[-1].endswith("Reason: Worker failed to boot.")
+
+
+def arbiter(workers, reap_workers=None):
+    """What on_starting reads of gunicorn's arbiter: its final settings (and its reaper)."""
+    return types.SimpleNamespace(cfg=types.SimpleNamespace(workers=workers), reap_workers=reap_workers)
+
+
+def test_only_the_first_worker_that_fails_to_boot_halts_gunicorn_the_next_are_reaped_on(monkeypatch):
+    from gunicorn.errors import HaltServer
+
+    found = [3, 3, 0]  # what each reaping finds: a worker that failed to boot (exit 3), then none
+
+    def reap_workers():
+        if found.pop(0) == 3:
+            raise HaltServer("Worker failed to boot.", 3)
+
+    server = arbiter(3, reap_workers)
+    settings(monkeypatch)["on_starting"](server)
+    with pytest.raises(HaltServer):
+        server.reap_workers()  # (the master's loop: it halts)
+    server.reap_workers()  # (the halt's own reaping: was a second HaltServer, out of the halt)
+    assert found == []
 
 
 def test_the_workers_learn_that_this_file_was_read(monkeypatch):
