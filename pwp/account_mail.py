@@ -1,5 +1,6 @@
 """Account e-mails (PWP__ENABLE_USER_ACCOUNT_EMAILS): Devise's confirmable, lockable and
-recoverable, with upstream's settings (its config/initializers/devise.rb).
+recoverable, with upstream's settings (its config/initializers/devise.rb), and its notice
+of a password change (change_password).
 
 Each mailed link carries a random token; the account's row keeps only its digest (as an API
 token), and a use clears it. The links are on the configured base URL (config.mail_base_url),
