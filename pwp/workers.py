@@ -39,6 +39,10 @@ from gunicorn.workers import gthread
 # gunicorn's limits (823 KB by default), and 1000 connections (its worker_connections) of
 # them would take 800 MB. Real heads are a few KB.
 HEADS_HELD = 32 * 1024 * 1024
+# How long, and for how many bytes, a closed connection waits for the client's end of it
+# (gunicorn's util.close_graceful's: ThreadWorker.linger).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 65536
 
 
 def bound(sock: socket.socket, seconds: float):
@@ -117,6 +121,17 @@ class _Body(Body):
 
 class _Connection(gthread.TConn):
     over = False  # its head passed gunicorn's limits before its end (ThreadWorker.handle)
+    linger = None  # its worker's ThreadWorker.linger (plain sockets)
+
+    def close(self, graceful=False):
+        # (Main loop: finish_request.) gunicorn's graceful close lingers for the client's end
+        # of the connection (util.close_graceful: up to 2 s) in the main loop itself: a client
+        # that sent `Connection: close`, or a head past the limits, and then neither closed nor
+        # sent stopped the whole worker for 2 s each. Here the poller waits for it.
+        if graceful and self.linger is not None and type(self.sock) in (socket.socket, _Socket, _Gone):
+            self.linger(self.sock)
+        else:
+            super().close(graceful)
 
     def init(self):
         # In the worker thread, before a connection's first request is read. The kernel's
@@ -143,11 +158,13 @@ class ThreadWorker(gthread.ThreadWorker):
     each read was bounded by it, ample for any real client. Bodies are read in the threads
     with the kernel's bounds above. Not TLS (gunicorn reads the TLS handshake in a thread),
     nor with gunicorn's timeout 0, the PROXY protocol or HTTP/2 prior knowledge: those
-    connections are served as gthread does."""
+    connections are served as gthread does. A connection closed after its answer waits for
+    the client's end on the poller too (linger), not in the main loop as gthread's."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.heads = deque()  # connections whose head is being read, by their deadline
+        self.lingering = deque()  # closed connections waiting for the client's end (linger), by their deadline
         self.held = 0  # the bytes of their heads
         cfg = self.cfg
         line = cfg.limit_request_line
@@ -171,6 +188,7 @@ class ThreadWorker(gthread.ThreadWorker):
                                  or negotiation.prior_knowledge_allowed(cfg, conn.client))
             conn.head = None if served_as_gthread else bytearray()
             conn.handed = 0  # the bytes of the head it was handed to a thread with
+            conn.linger = self.linger
         if conn.head is None or type(conn.sock) is _Gone:  # (_Gone: the thread ends it)
             super().enqueue_req(conn)
             return
@@ -255,6 +273,43 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.handed = 0
         super().finish_request(conn, fs)
 
+    def linger(self, sock):
+        """gunicorn's util.close_graceful without its wait in the main loop: send our end of
+        the connection, then read and drop what the client still sends (else the kernel answers
+        it with a reset, which may cut the answer's last bytes short) until it closes its end,
+        LINGER_BYTES came or LINGER_SECONDS passed, then close."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        self.nr_conns += 1  # (counted against worker_connections until closed, as gunicorn's)
+        lingering = [time.monotonic() + LINGER_SECONDS, sock, 0]
+        self.lingering.append(lingering)
+        self.poller.register(sock, selectors.EVENT_READ, partial(self.on_lingering_readable, lingering))
+        self.on_lingering_readable(lingering)
+
+    def on_lingering_readable(self, lingering, _client=None):
+        sock = lingering[1]
+        while lingering[2] < LINGER_BYTES:
+            try:
+                data = socket.socket.recv(sock, 4096)  # (not _Socket's: EAGAIN is no end here)
+            except BlockingIOError:
+                return
+            except OSError:
+                break
+            if not data:
+                break
+            lingering[2] += len(data)
+        self.end_lingering(lingering)
+
+    def end_lingering(self, lingering):
+        self.lingering.remove(lingering)
+        self.poller.unregister(lingering[1])
+        lingering[1].close()
+        self.nr_conns -= 1
+
     def drop_head(self, conn, waiting=True):
         if waiting:
             self.poller.unregister(conn.sock)
@@ -277,6 +332,8 @@ class ThreadWorker(gthread.ThreadWorker):
         while self.heads and self.heads[0].timeout <= now:
             self.held -= len(self.heads[0].head)
             self.drop_head(self.heads[0])
+        while self.lingering and self.lingering[0][0] <= now:
+            self.end_lingering(self.lingering[0])
 
 
 def _bare_lf(head: bytearray, start: int) -> bool:

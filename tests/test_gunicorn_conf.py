@@ -506,6 +506,32 @@ def test_a_head_past_gunicorns_limits_gets_its_431_at_once(tmp_path):
         assert "Traceback" not in server.logs()
 
 
+def test_clients_that_do_not_close_after_the_answer_do_not_stop_the_worker(tmp_path):
+    """gunicorn lingers for the client's end of a connection it closes (up to 2 s, dropping
+    what still comes), in the worker's main loop: clients that sent `Connection: close`, or a
+    head past the limits (the 431), and then neither closed nor sent stopped the whole worker
+    2 s each, one after the other. The poller waits for them now: a request that comes
+    meanwhile is answered while they still linger (was: once each was closed, and a byte
+    they sent after it was answered with a reset)."""
+    env = server_env(tmp_path / "instance")
+    args = ("--limit-request-fields", "2", "--limit-request-field_size", "100")
+    with gunicorn(env, tmp_path / "log", args=args) as server:
+        lingering = [_stalled(server.port, b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                     _stalled(server.port, b"GET /up HTTP/1.1\r\n" + b"X-Long: " + b"a" * 5000)]
+        for conn, status in zip(lingering, (b"200", b"431")):
+            conn.settimeout(20)  # (a failure guard only)
+            answer = b""
+            while chunk := conn.recv(65536):  # the answer, then the server's end of the connection
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 " + status)
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+        for conn in lingering:
+            for _ in range(2):  # still read and dropped by the server (was: closed: a reset, then EPIPE)
+                conn.sendall(b"x")
+            conn.close()
+        assert "Traceback" not in server.logs()
+
+
 def test_a_chunked_body_gunicorn_cannot_parse_gets_a_400_that_says_close(tmp_path):
     """gunicorn closes the connection after a body it could not parse (where the next request
     starts is unknown), but its 400 said `Connection: keep-alive`."""
