@@ -222,6 +222,15 @@ def regenerate_token():
 
 # ----------------------------------------------------------------------------- account e-mails
 
+def _signed_out(view):
+    """_already_signed_in before the view, as Devise's PasswordsController and
+    UnlocksController do (its ConfirmationsController does not: not for confirmations)."""
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        return _already_signed_in() or view(*args, **kwargs)
+    return wrapped
+
+
 # Each form that asks for a link: its heading, what it says, its button, and the answer,
 # the same whether the account exists or not (Devise's paranoid mode).
 ASK = {
@@ -266,6 +275,7 @@ def _ask(kind: str):
 
 @bp.get("/password/new")
 @_with_account_mails
+@_signed_out
 def new_password():
     """Show the form that asks for a password reset link."""
     return _ask_page("reset_password")
@@ -273,6 +283,7 @@ def new_password():
 
 @bp.post("/password")
 @_with_account_mails
+@_signed_out
 def create_password():
     """Mail a password reset link to the address, if it is an account's."""
     return _ask("reset_password")
@@ -280,6 +291,7 @@ def create_password():
 
 @bp.route("/password/edit", methods=["GET", "POST"])
 @_with_account_mails
+@_signed_out
 def edit_password():
     """Show a reset link's new-password form; set the password (the link then stops
     working), unlock the account, sign out its sessions and sign this browser in."""
@@ -323,6 +335,7 @@ def confirmation():
 
 @bp.get("/unlock/new")
 @_with_account_mails
+@_signed_out
 def new_unlock():
     """Show the form that asks for a new unlock link."""
     return _ask_page("unlock")
@@ -330,6 +343,7 @@ def new_unlock():
 
 @bp.route("/unlock", methods=["GET", "POST"])
 @_with_account_mails
+@_signed_out
 def unlock():
     """Unlock the account of a mailed link; POST: mail a new link, if the address is a
     locked account's."""

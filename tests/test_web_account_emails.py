@@ -101,7 +101,7 @@ def test_forgot_password_mails_a_link_that_sets_a_new_password_once(on, make_use
     assert sign_in_as(app.test_client()).status_code == 401
     assert sign_in_as(app.test_client(), password=NEW_PASSWORD).status_code == 302
     # Single use.
-    assert on.get(link).status_code == 422
+    assert app.test_client().get(link).status_code == 422
     again = app.test_client().post("/users/password/edit", data={
         "reset_password_token": token, "password": "third password", "password_confirmation": "third password"})
     assert again.status_code == 422 and account_mail.INVALID_LINK in again.get_data(as_text=True)
@@ -380,6 +380,23 @@ def test_the_password_notice_is_logged_without_the_address(on, make_user, smtp, 
         mails(smtp, 1)
     assert f"user {user_id}: password changed e-mail sent" in caplog.text
     assert "owner@example.com" not in caplog.text
+
+
+def test_a_signed_in_user_is_sent_on_from_the_reset_and_unlock_pages(on, make_user, smtp):
+    # Devise's PasswordsController and UnlocksController require_no_authentication; its
+    # ConfirmationsController does not (a signed-in user may confirm a changed address).
+    make_user(password=PASSWORD)
+    assert sign_in_as(on).status_code == 302
+    for method, path in (("get", "/users/password/new"), ("post", "/users/password"),
+                         ("get", "/users/password/edit?reset_password_token=x"),
+                         ("post", "/users/password/edit"), ("get", "/users/unlock/new"),
+                         ("get", "/users/unlock?unlock_token=x"), ("post", "/users/unlock")):
+        r = getattr(on, method)(path, data={"email": "owner@example.com"} if method == "post" else None)
+        assert (r.status_code, r.headers.get("Location")) == (302, "/"), path
+        assert "You are already signed in." in on.get("/").get_data(as_text=True), path
+    assert mails(smtp, 0) == []
+    assert on.get("/users/confirmation/new").status_code == 200
+    assert on.get("/users/confirmation?confirmation_token=x").status_code == 422
 
 
 # ----------------------------------------------------------------------------- confirmable

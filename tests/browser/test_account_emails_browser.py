@@ -47,7 +47,11 @@ def test_a_forgotten_password_is_reset_through_the_mailed_link(mailing, new_page
     page.get_by_label("New password again").fill("a brand new password")
     page.get_by_role("button", name="Change password").click()
     expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
+    # Signed in now: the link sends this browser on (Devise's require_no_authentication).
+    page.goto(server.url + "/" + link.split("/", 3)[3])
+    expect(page.locator("[role=alert]")).to_contain_text("You are already signed in.")
     # Once only.
+    page.get_by_role("button", name="Sign out").click()
     page.goto(server.url + "/" + link.split("/", 3)[3])
     expect(page.locator("[role=alert]")).to_contain_text("That link is not valid")
 
