@@ -1,5 +1,6 @@
 """Accounts: sign up, sign in (throttled), sign out, API token page."""
 import io
+import re
 
 import pytest
 from conftest import bearer
@@ -83,6 +84,14 @@ def test_sign_up_with_taken_email_is_422(client, make_user):
     r = client.post("/users/sign_up", data={"email": "taken@example.com", "password": "long enough",
                                             "password_confirmation": "long enough"})
     assert r.status_code == 422 and "already registered" in r.get_data(as_text=True)
+
+
+def test_sign_up_and_sign_in_put_the_focus_on_the_email_field(client):
+    for path in ("/users/sign_up", "/users/sign_in"):
+        html = client.get(path).get_data(as_text=True)
+        (email,) = re.findall(r'<input type="email" id="email"[^>]*>', html)
+        assert "autofocus" in email, path
+        assert html.count("autofocus") == 1, path
 
 
 def test_sign_up_disabled(settings, database_url, request):
