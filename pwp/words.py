@@ -8,13 +8,13 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 
 
 def human_size(size: int, limit: bool = False) -> str:
-    """'812 bytes', '1.4 KB', '3.0 MB'. A limit rounds down: '1.1 MB' must not promise
-    the ~3 KB that 1 150 000 bytes lack of 1.1 MiB."""
+    """'812 bytes', '1.4 KiB', '3.0 MiB' (binary units, as the README's limits). A limit rounds
+    down: '1.1 MiB' must not promise the ~3 KiB that 1 150 000 bytes lack of 1.1 MiB."""
     if size < 1024:
         return plural(size, "byte")
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("KiB", "MiB", "GiB"):
         size /= 1024
-        if size < 1024 or unit == "GB":
+        if size < 1024 or unit == "GiB":
             break
     if limit:
         size = math.floor(size * 10) / 10

@@ -210,14 +210,14 @@ def test_malformed_form_input_never_500s(client, data):
 
 def test_the_files_tab_states_the_size_limit_and_messages_use_it(client, make_user, app):
     sign_in(client, make_user)
-    assert "Files (up to 10, 25.0 MB in all)" in client.get("/p/new?tab=files").get_data(as_text=True)
+    assert "Files (up to 10, 25.0 MiB in all)" in client.get("/p/new?tab=files").get_data(as_text=True)
     app.config["PWP__FILES__MAX_TOTAL_BYTES"] = 3 * 1024 * 1024
     data = form(kind="file", payload="big")
     data["push[files][]"] = [(io.BytesIO(b"x" * (3 * 1024 * 1024 + 1)), "big.bin")]
     r = client.post("/p", data=data, content_type="multipart/form-data")
     html = r.get_data(as_text=True)
-    assert r.status_code == 422 and "You can only push up to 3.0 MB in total." in html
-    assert "3.0 MB in all" in html
+    assert r.status_code == 422 and "You can only push up to 3.0 MiB in total." in html
+    assert "3.0 MiB in all" in html
 
 
 def test_the_qr_counter_counts_bytes_as_the_limit_does(client):
@@ -276,14 +276,14 @@ def test_a_form_that_is_not_utf8_gets_a_page_that_says_so(app, client):
 
 
 def test_a_size_limit_is_rounded_down_where_it_is_stated(client, make_user, app):
-    """1 150 000 bytes is 1.097 MiB: "1.1 MB" would promise what the check then refuses."""
+    """1 150 000 bytes is 1.097 MiB: "1.1 MiB" would promise what the check then refuses."""
     sign_in(client, make_user)
     app.config["PWP__FILES__MAX_TOTAL_BYTES"] = 1_150_000
-    assert "Files (up to 10, 1.0 MB in all)" in client.get("/p/new?tab=files").get_data(as_text=True)
+    assert "Files (up to 10, 1.0 MiB in all)" in client.get("/p/new?tab=files").get_data(as_text=True)
     data = form(kind="file", payload="big")
     data["push[files][]"] = [(io.BytesIO(b"x" * 1_150_001), "big.bin")]
     html = client.post("/p", data=data, content_type="multipart/form-data").get_data(as_text=True)
-    assert "You can only push up to 1.0 MB in total." in html
+    assert "You can only push up to 1.0 MiB in total." in html
 
 
 def test_a_body_over_the_upload_limit_is_a_page_that_says_the_limits(client, make_user):
@@ -294,7 +294,7 @@ def test_a_body_over_the_upload_limit_is_a_page_that_says_the_limits(client, mak
     assert r.status_code == 413 and r.mimetype == "text/html"
     page = r.get_data(as_text=True)
     assert "Too large to send" in page and "Go back" in page
-    assert "up to 25.0 MB in total, and a secret up to 1 048 576 characters." in page
+    assert "up to 25.0 MiB in total, and a secret up to 1 048 576 characters." in page
 
 
 def test_text_fields_are_bounded_together_to_what_a_push_holds(client, make_user):

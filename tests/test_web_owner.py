@@ -434,7 +434,7 @@ def test_owner_removes_a_file_but_never_the_last(client, make_user, app):
     token = made.json["url_token"]
     first, second, third = _file_ids(app, token)
     html = client.get(f"/p/{token}/edit").get_data(as_text=True)
-    assert html.count('action="/p/%s/delete_file"' % token) == 3 and "a.txt" in html and "2.9 KB" in html
+    assert html.count('action="/p/%s/delete_file"' % token) == 3 and "a.txt" in html and "2.9 KiB" in html
     r = client.post(f"/p/{token}/delete_file", data={"file_id": str(first)})
     assert r.status_code == 302 and r.headers["Location"] == f"/p/{token}/edit"
     assert "Removed the file a.txt." in client.get(r.headers["Location"]).get_data(as_text=True)
@@ -556,7 +556,7 @@ def test_owner_adds_files_to_a_file_push_in_one_edit(client, make_user, app):
     token = _file_push(client, api_token, [("a.txt", b"first")], expire_after_views="5")
     html = client.get(f"/p/{token}/edit").get_data(as_text=True)
     assert 'enctype="multipart/form-data"' in html and 'name="push[files][]"' in html
-    assert "Up to 9 more files and 24.9 MB more" in html and 'name="push[passphrase]"' not in html
+    assert "Up to 9 more files and 24.9 MiB more" in html and 'name="push[passphrase]"' not in html
     # A file box left empty sends one empty part: no file is added.
     r = client.post(f"/p/{token}/edit", content_type="multipart/form-data", data={
         "push[expire_after_days]": "7", "push[expire_after_views]": "5", "push[files][]": (io.BytesIO(b""), "")})
@@ -606,7 +606,7 @@ def test_files_too_large_to_take_on_the_edit_page_lead_back_to_it(client, make_u
     r = _add_files(client, token, [("huge.bin", b"x" * (27 * 1024 * 1024))])
     html = r.get_data(as_text=True)
     assert r.status_code == 413 and "Too large to send" in html
-    assert "A push&#39;s files can be up to 25.0 MB in all, counting the files it has." in html
+    assert "A push&#39;s files can be up to 25.0 MiB in all, counting the files it has." in html
     assert f'<a href="/p/{token}/edit">Back to the edit page</a>' in html
     assert "Back to the start page" not in html and "characters" not in html
 

@@ -281,7 +281,7 @@ def test_file_push_download_list_and_download(client, make_user, app):
         "/p", data=data, content_type="multipart/form-data").headers["Location"]).group(1)
     client.post("/users/sign_out")
     html = client.get(f"/p/{token}").get_data(as_text=True)
-    assert "report.pdf" in html and "2.0 KB" in html
+    assert "report.pdf" in html and "2.0 KiB" in html
     assert 'class="payload mono blurred" id="payload"' in html  # the message, as upstream: PWP__FILES__ENABLE_BLUR
     assert "these links work for 5 minutes" in html  # (and then say so: test_download_links_go_stale)
     link = re.search(r'href="(/pfb/[^"]+)"', html).group(1)
