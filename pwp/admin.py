@@ -107,7 +107,8 @@ def delete(user):
     """Delete the account, its API token and all its pushes (not one's own)."""
     email = user.email  # (read before the row goes)
     return _change(auth.delete_account, user,
-                   lambda count: f"Deleted {email}, its API token and its {plural(count, 'push', 'pushes')}.",
+                   lambda count: (f"Deleted {email}, its API token and its {plural(count, 'push', 'pushes')}."
+                                  if count else f"Deleted {email} and its API token; it had no pushes."),
                    _list_page())
 
 

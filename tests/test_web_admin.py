@@ -169,6 +169,24 @@ def test_deleting_one_push_account_says_push(client, make_user, app):
     assert ("success", "Deleted one@example.com, its API token and its 1 push.") in flashes(r.get_data(as_text=True))
 
 
+def test_deleting_an_account_of_no_pushes_or_one_expired_says_so_in_words(client, make_user, app):
+    sign_in_admin(client, make_user)
+    other, token = make_user(email="none@example.com")
+    html = client.get(f"/admin/users/{other}/delete").get_data(as_text=True)
+    assert "its pushes (it has none).</li>" in html and "0 pushes" not in html and "still live" not in html
+    api = app.test_client()
+    url_token = api.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token)).json["url_token"]
+    api.delete(f"/api/v2/pushes/{url_token}", headers=bearer(token))
+    html = client.get(f"/admin/users/{other}/delete").get_data(as_text=True)
+    assert "its 1 push (none still live), with its files and audit log: its secret link stops working." in html
+    r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
+    assert ("success", "Deleted none@example.com, its API token and its 1 push.") in flashes(r.get_data(as_text=True))
+    other, _token = make_user(email="empty@example.com")
+    r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
+    assert ("success", "Deleted empty@example.com and its API token; it had no pushes.") in flashes(
+        r.get_data(as_text=True))
+
+
 @pytest.mark.parametrize(("method", "path", "status"), [
     ("get", "/admin/users/999/delete", 302), ("post", "/admin/users/999/delete", 302),
     ("post", "/admin/users/999/admin", 302), ("post", "/admin/users/999/revoke_admin", 302),
