@@ -96,6 +96,7 @@ def audit(push):
         "owner/audit.html", push=push, url=secret_url(push), note=pushes.note_of(push),
         events=events, sendings=sendings, page=page, pages=pages,
         views_ok=counts.get("view", 0), views_failed=counts.get("failed_view", 0),
+        passphrases_failed=counts.get("failed_passphrase", 0),
         left=time_left(push, now), lifetime=_lifetime(push),
         views=pushes.views_remaining(push),
         kind_names={int(k): k.name for k in AuditKind})

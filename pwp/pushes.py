@@ -1246,7 +1246,7 @@ def count_accounts() -> int:
 
 def view_counts(push: Push) -> dict:
     """How many events of each kind (by name) the push's audit log holds: the owner's pages
-    show its views and failed views."""
+    show its views, failed views and failed passphrases."""
     rows = db.session.execute(
         select(AuditLog.kind, func.count()).where(AuditLog.push_id == push.id)
         .group_by(AuditLog.kind)).all()

@@ -186,6 +186,18 @@ def test_the_audit_page_does_not_say_an_expired_push_had_no_passphrase(client, m
     assert "<dt>Passphrase</dt><dd>not kept after expiry</dd>" in html
 
 
+def test_the_audit_page_counts_failed_passphrases_beside_failed_views(client, make_user, app):
+    """Upstream's "Failed view attempts" counts only views of an expired push: beside wrong
+    passphrases it would read as if they were not counted."""
+    sign_in(client, make_user)
+    token = create(client, payload="x", passphrase="pp")
+    for _ in range(2):
+        assert app.test_client().post(f"/p/{token}/access", data={"passphrase": "nope"}).status_code == 302
+    html = client.get(f"/p/{token}/audit").get_data(as_text=True)
+    assert "<dt>Failed view attempts</dt><dd>0</dd>" in html
+    assert "<dt>Failed passphrase attempts</dt><dd>2</dd>" in html
+
+
 # ----------------------------------------------------------------------------- edit
 
 def _row(app, url_token):
