@@ -136,23 +136,45 @@ def parse_duration(name, raw):
     return seconds
 
 
+def _split_url(value: str):
+    """urlsplit(value), or None when it or its port is not valid."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not one
+    except ValueError:
+        return None
+    return parts
+
+
 def parse_url(name, raw):
     """Parse a base URL: scheme, host and port only (the app is served from its host's
     root), returned without a trailing slash."""
     value = parse_str(name, raw)
     if value is None:
         return None
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not one
-    except ValueError:
-        parts = None
+    parts = _split_url(value)
     if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
             or re.search(r"[\s\x00-\x1f\x7f]", value) or parts.username is not None
             or parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#"))):
         raise ConfigError(f"{name}: expected scheme and host (and port), like "
                           f"https://pwpush.example.com, with no path, query or fragment; got {raw!r}")
     return value.rstrip("/")
+
+
+def parse_logo(name, raw):
+    """Parse a logo's address, an <img src>: an http:// or https:// URL, or a path on this
+    site. Not another scheme (javascript:, data:, file:), nor //host or /\\host (another site
+    without a scheme), nor a user name or password (which the page would show to everyone)."""
+    value = parse_str(name, raw)
+    if value is None:
+        return None
+    parts = _split_url(value)
+    if (parts is None or re.search(r"[\s\x00-\x1f\x7f\\]", value) or parts.username is not None
+            or ((parts.scheme or parts.netloc) and not (parts.scheme in ("http", "https") and parts.hostname))):
+        got = "a URL with a user name or password" if parts and parts.username is not None else repr(raw)
+        raise ConfigError(f"{name}: expected an http:// or https:// URL or a path on this site, like "
+                          f"https://cdn.example.com/logo.png or /logo.png; got {got}")
+    return value
 
 
 def _kind_settings():
@@ -239,8 +261,8 @@ SETTINGS = [
     ("PWP__BRAND__TITLE", parse_str, "pwpush"),
     ("PWP__BRAND__TAGLINE", parse_str, "Share a secret. It disappears after reading."),
     ("PWP__BRAND__DISCLAIMER", parse_str, None),
-    ("PWP__BRAND__LIGHT_LOGO", parse_str, None),
-    ("PWP__BRAND__DARK_LOGO", parse_str, None),
+    ("PWP__BRAND__LIGHT_LOGO", parse_logo, None),
+    ("PWP__BRAND__DARK_LOGO", parse_logo, None),
     ("PWP__BRAND__SHOW_FOOTER_MENU", parse_bool, True),
     ("PWP__SHOW_VERSION", parse_bool, True),
     # Password generator defaults (web UI).
@@ -279,20 +301,28 @@ def from_environ(environ=None):
     return values
 
 
-# Sections whose unknown names are warned about: a typo there turns notify by e-mail off
-# without a word (the other sections' unknown names are upstream settings not supported here).
-CHECKED_SECTIONS = ("PWP__MAIL__", "PWP__NOTIFY_BY_EMAIL__")
-
-
 def unknown_settings(environ=None) -> list[tuple[str, str | None]]:
-    """The variables of the checked sections that are no setting, each with the setting it
-    most likely meant (or None)."""
+    """The PWP__ variables that are no setting (a typo, or an upstream setting pwpush does
+    not have: either is otherwise ignored without a word), each with the setting of its
+    section it most likely meant (or None)."""
     import difflib
 
     environ = os.environ if environ is None else environ
-    known = [name for name, _parser, _default in SETTINGS if name.startswith(CHECKED_SECTIONS)]
-    return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.9)), None))
-            for name in sorted(environ) if name.startswith(CHECKED_SECTIONS) and name not in known]
+    known = [name for name, _parser, _default in SETTINGS if name.startswith("PWP__")]
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith("PWP__") and name not in known:
+            section = _section(name)
+            # (Within its section: PWP__QR__ENABLE_BLUR does not mean PWP__PW__ENABLE_BLUR.)
+            near = [k for k in known if _section(k) == section] or known
+            unknown.append((name, next(iter(difflib.get_close_matches(name, near, n=1, cutoff=0.9)), None)))
+    return unknown
+
+
+def _section(name: str) -> str:
+    """'PWP__MAIL__' of PWP__MAIL__SMTP_ADDRESS, 'PWP__' of a name outside sections."""
+    head, sep, _rest = name[len("PWP__"):].partition("__")
+    return f"PWP__{head}__" if sep else "PWP__"
 
 
 def validate(config):

@@ -192,10 +192,12 @@ def _configure(app, test_config, command_line):
 
 
 def _log_notify_by_email(settings):
-    """Say at start whether notify by e-mail is on, and warn of a mistyped mail setting."""
-    for name, meant in config.unknown_settings():
-        log.warning("%s is not a pwpush setting: ignored (%s)", name,
-                    f"perhaps {meant} was meant" if meant else "the mail settings are listed in the README")
+    """Say at start whether notify by e-mail is on, and warn of mistyped settings."""
+    if unknown := config.unknown_settings():
+        # One line naming them, never their values (a mistyped password's is a password).
+        log.warning("Ignored, %s: %s. The README lists the settings.",
+                    "not a pwpush setting" if len(unknown) == 1 else "not pwpush settings",
+                    ", ".join(f"{name} (perhaps {meant} was meant)" if meant else name for name, meant in unknown))
     if settings["PWP_PUBLIC_GATEWAY"]:
         return  # (creates nothing, so sends nothing: it says what it is instead, pwp/gateway.py)
     if settings["PWP__ENABLE_USER_ACCOUNT_EMAILS"] and not settings["PWP__DISABLE_LOGINS"]:

@@ -112,10 +112,8 @@ def test_a_mistyped_mail_setting_is_warned_about(database_url, tmp_path, caplog,
     monkeypatch.setenv("PWP__MAIL__SMTP_ADRESS", "smtp.example.com")
     monkeypatch.setenv("PWP__MAIL__SMTP_ENABLE_STARTTLS_AUTO", "true")
     log = _start_up_log(caplog, database_url, tmp_path)
-    assert ("WARNING", "PWP__MAIL__SMTP_ADRESS is not a pwpush setting: ignored "
-                       "(perhaps PWP__MAIL__SMTP_ADDRESS was meant)") in log
-    assert ("WARNING", "PWP__MAIL__SMTP_ENABLE_STARTTLS_AUTO is not a pwpush setting: ignored "
-                       "(the mail settings are listed in the README)") in log
+    assert ("WARNING", "Ignored, not pwpush settings: PWP__MAIL__SMTP_ADRESS (perhaps PWP__MAIL__SMTP_ADDRESS "
+                       "was meant), PWP__MAIL__SMTP_ENABLE_STARTTLS_AUTO. The README lists the settings.") in log
     assert "smtp.example.com" not in caplog.text
 
 

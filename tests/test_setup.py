@@ -1,6 +1,7 @@
 """Start-up: settings, zero-configuration keys, schema.sql, command-line commands."""
 import contextlib
 import io
+import logging
 import os
 import sqlite3
 import stat
@@ -53,6 +54,8 @@ def test_schema_sql_matches_the_models():
     # The range's bounds: the line names the one set, not only the default it no longer fits.
     ("PWP__PW__EXPIRE_AFTER_VIEWS_MIN", "0"), ("PWP__URL__EXPIRE_AFTER_DAYS_MAX", "0"),
     ("PWP__QR__EXPIRE_AFTER_VIEWS_MAX", "3"),
+    # A logo is an <img src>: a page's script or another scheme has no business there.
+    ("PWP__BRAND__LIGHT_LOGO", "javascript:alert(1)"), ("PWP__BRAND__DARK_LOGO", "//cdn.example.com/logo.png"),
 ])
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path, name, value):
     env = {**os.environ, name: value, "PWPUSH_INSTANCE_PATH": str(tmp_path),
@@ -415,6 +418,42 @@ def test_environment_values_are_typed():
     assert values["PWP__QR__EXPIRE_AFTER_VIEWS_MAX"] == 7
     assert values["PWP__OVERRIDE_BASE_URL"] == "https://x.example"
     assert values["PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT"] == 7
+
+
+@pytest.mark.parametrize("logo", ["https://cdn.example.com:8443/brand/light.png", "HTTP://cdn.example.com/l.png",
+                                  "/static/favicon.svg", "brand/logo.png"])
+def test_a_logo_is_an_http_url_or_a_path(logo):
+    assert config.from_environ({"PWP__BRAND__LIGHT_LOGO": logo})["PWP__BRAND__LIGHT_LOGO"] == logo
+
+
+@pytest.mark.parametrize("logo", ["javascript:alert(1)", " JavaScript:alert(1)", "java\tscript:alert(1)",
+                                  "data:image/svg+xml,<svg/>", "file:///etc/passwd", "ftp://x.example/l.png",
+                                  "//cdn.example.com/l.png", "/\\cdn.example.com/l.png", "https:///l.png",
+                                  "https://cdn.example.com:8443;script-src *", "https://u:hunter2@x.example/l.png",
+                                  "/logo.png onerror=x"])
+def test_a_logo_of_another_scheme_or_site_without_a_scheme_is_refused(logo):
+    with pytest.raises(config.ConfigError) as refused:
+        config.from_environ({"PWP__BRAND__DARK_LOGO": logo})
+    assert str(refused.value).startswith("PWP__BRAND__DARK_LOGO: expected an http:// or https:// URL or a path")
+    assert "hunter2" not in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_unknown_pwp_variables_are_named_in_one_warning_without_their_values(database_url, tmp_path, caplog,
+                                                                           monkeypatch):
+    # Found by hand: typos (and settings of sections that lack them) were ignored without a word.
+    monkeypatch.setenv("PWP__QR__ENABLE_BLUR", "value-one")
+    monkeypatch.setenv("PWP__URL__ENABLE_DELETABLE_PUSHES", "value-two")
+    monkeypatch.setenv("PWP__ALOW_ANONYMOUS", "value-three")
+    monkeypatch.setenv("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "3")  # (a setting: not named)
+    with caplog.at_level(logging.INFO, logger="pwp"):
+        app = create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=False)
+    with app.app_context():
+        db.engine.dispose()
+    warnings = [r.getMessage() for r in caplog.records if "not pwpush settings" in r.getMessage()]
+    assert warnings == ["Ignored, not pwpush settings: PWP__ALOW_ANONYMOUS (perhaps PWP__ALLOW_ANONYMOUS was "
+                        "meant), PWP__QR__ENABLE_BLUR, PWP__URL__ENABLE_DELETABLE_PUSHES. The README lists "
+                        "the settings."]
+    assert "value-" not in caplog.text and "EXPIRE_AFTER_DAYS_DEFAULT" not in caplog.text
 
 
 def test_an_empty_value_is_the_default():

@@ -60,7 +60,7 @@ def test_a_logo_on_another_site_is_allowed_by_the_csp(settings, database_url, re
     # The CSP's img-src allowed only this site and data: URLs: a logo URL elsewhere (as
     # upstream's settings take) was a broken image on every page.
     settings.update({"PWP__BRAND__LIGHT_LOGO": "https://cdn.example.com:8443/brand/light.png",
-                     "PWP__BRAND__DARK_LOGO": "https://cdn.example.com:8443;script-src *"})  # (no site: refused)
+                     "PWP__BRAND__DARK_LOGO": "https://cdn.example.com:8443;script-src *"})  # (no site: refused; start-up refuses it too)
     client = request.getfixturevalue("client")
     for path in ("/", "/no/such/page"):
         csp = client.get(path).headers["Content-Security-Policy"]
