@@ -308,13 +308,14 @@ def unknown_settings(environ=None) -> list[tuple[str, str | None]]:
     import difflib
 
     environ = os.environ if environ is None else environ
-    known = [name for name, _parser, _default in SETTINGS if name.startswith("PWP__")]
+    names = [name for name, _parser, _default in SETTINGS]
     unknown = []
     for name in sorted(environ):
-        if name.startswith("PWP__") and name not in known:
+        if name.startswith("PWP__") and name not in names:
             section = _section(name)
-            # (Within its section: PWP__QR__ENABLE_BLUR does not mean PWP__PW__ENABLE_BLUR.)
-            near = [k for k in known if _section(k) == section] or known
+            # (Within its section: PWP__QR__ENABLE_BLUR does not mean PWP__PW__ENABLE_BLUR.
+            # PWP_PUBLIC_GATEWAY, upstream's one name with one underscore, is outside sections.)
+            near = [k for k in names if k.startswith("PWP") and _section(k) == section] or names
             unknown.append((name, next(iter(difflib.get_close_matches(name, near, n=1, cutoff=0.9)), None)))
     return unknown
 

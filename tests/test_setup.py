@@ -444,6 +444,7 @@ def test_unknown_pwp_variables_are_named_in_one_warning_without_their_values(dat
     monkeypatch.setenv("PWP__QR__ENABLE_BLUR", "value-one")
     monkeypatch.setenv("PWP__URL__ENABLE_DELETABLE_PUSHES", "value-two")
     monkeypatch.setenv("PWP__ALOW_ANONYMOUS", "value-three")
+    monkeypatch.setenv("PWP__PUBLIC_GATEWAY", "value-four")
     monkeypatch.setenv("PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT", "3")  # (a setting: not named)
     with caplog.at_level(logging.INFO, logger="pwp"):
         app = create_app(make_config(database_url), instance_path=str(tmp_path / "instance"), command_line=False)
@@ -451,8 +452,8 @@ def test_unknown_pwp_variables_are_named_in_one_warning_without_their_values(dat
         db.engine.dispose()
     warnings = [r.getMessage() for r in caplog.records if "not pwpush settings" in r.getMessage()]
     assert warnings == ["Ignored, not pwpush settings: PWP__ALOW_ANONYMOUS (perhaps PWP__ALLOW_ANONYMOUS was "
-                        "meant), PWP__QR__ENABLE_BLUR, PWP__URL__ENABLE_DELETABLE_PUSHES. The README lists "
-                        "the settings."]
+                        "meant), PWP__PUBLIC_GATEWAY (perhaps PWP_PUBLIC_GATEWAY was meant), "
+                        "PWP__QR__ENABLE_BLUR, PWP__URL__ENABLE_DELETABLE_PUSHES. The README lists the settings."]
     assert "value-" not in caplog.text and "EXPIRE_AFTER_DAYS_DEFAULT" not in caplog.text
 
 
