@@ -4,6 +4,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, u
 from . import notify
 from .api import base_url
 from .params import PUSH_ATTRIBUTES
+from .words import human_size
 
 bp = Blueprint("pages", __name__)
 
@@ -29,7 +30,7 @@ EXAMPLES = {
 PARAMETER_HELP = {
     "payload": "The secret: text, a URL (kind url) or QR content (kind qr). Required except for files.",
     "kind": "text (default), file, url or qr.",
-    "files": ("A file push's files (kind file, with a token), up to {count} and {mib} MiB in all: sent as "
+    "files": ("A file push's files (kind file, with a token), up to {count} files and {size} in all: sent as "
               "multipart/form-data, a push[files][] field each, e.g. curl -X POST {base}/api/v2/pushes "
               "-H \"Authorization: Bearer $PWPUSH_TOKEN\" -F \"push[payload]=see attached\" "
               "-F \"push[files][]=@report.pdf\""),
@@ -81,7 +82,7 @@ def api_docs():
     files = ("files",) if cfg["PWP__ENABLE_FILE_PUSHES"] else ()  # (sent beside the push's attributes)
     names = PUSH_ATTRIBUTES[:2] + files + PUSH_ATTRIBUTES[2:] + NOTIFY_PARAMETERS
     limits = {"base": base, "count": cfg["PWP__FILES__MAX_FILE_UPLOADS"],
-              "mib": f"{round(cfg['PWP__FILES__MAX_TOTAL_BYTES'] / 2**20, 1):g}"}
+              "size": human_size(cfg["PWP__FILES__MAX_TOTAL_BYTES"], limit=True)}  # (as the form says it)
     parameters = [(p, PARAMETER_HELP.get(p, "").format(**limits)) for p in names]
     if not notify.available():  # (an instance that sends no e-mail says so: its example is a 422)
         parameters = [(p, NOT_SENT if p == "notify_emails_to" else text) for p, text in parameters]

@@ -466,3 +466,14 @@ def test_a_signed_in_user_is_sent_on_from_sign_in_and_sign_up_as_devise_does(app
                                         "password_confirmation": "long enough"})
     assert sql(app, "SELECT count(*) FROM users")[0][0] == 2
     assert "owner@example.com" in client.get("/users/edit").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("target", ["/users/sign_in", "/users/sign_up", "/users/sign_in?next=/p",
+                                    "/users/sign_up%3Fnext%3D/users/sign_in", "/users/sign%5Fin", "/users//sign_in"])
+def test_a_signed_in_user_is_not_sent_back_to_sign_in_or_sign_up_by_next(client, make_user, target):
+    # Found by hand: /users/sign_in?next=/users/sign_in sent a signed-in browser to itself,
+    # a "Too many redirects" error and a "You are already signed in." flash per hop.
+    sign_in(client, make_user)
+    for page in ("/users/sign_in", "/users/sign_up"):
+        r = client.get(f"{page}?next={target}")
+        assert r.status_code == 302 and r.headers["Location"] == "/"

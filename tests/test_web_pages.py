@@ -1,6 +1,8 @@
 """Plain pages and layout: API docs, health, robots.txt, branding, static assets."""
 from html import unescape
 
+import pytest
+
 from pwp.pages import EXAMPLES, api_routes
 
 
@@ -109,3 +111,12 @@ def test_a_secret_page_is_titled_by_what_it_holds(client):
         shown = client.get(f"/p/{made['url_token']}").get_data(as_text=True)
         assert f"<title>{title}</title>" in shown and title not in step, kind
         assert payload not in shown.split("</title>")[0]
+
+
+@pytest.mark.parametrize("total, said", [(50_000, "48.8 KB"), (1_150_000, "1.0 MB"), (25 * 2**20, "25.0 MB")])
+def test_api_docs_say_the_files_limit_as_the_form_does(app, client, total, said):
+    # The page rounded the limit to a tenth of a MiB: 50 000 bytes read "0 MiB", and
+    # 1 150 000 bytes "1.1 MiB", ~3 KB more than a push may hold (the form rounds down).
+    app.config["PWP__FILES__MAX_TOTAL_BYTES"] = total
+    html = unescape(client.get("/help/api").get_data(as_text=True))
+    assert f"up to 10 files and {said} in all" in html
