@@ -4,9 +4,11 @@ import hashlib
 import math
 import unicodedata
 from functools import wraps
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.exceptions import HTTPException
 
 from . import account_mail, auth, pushes
 from .api import base_url
@@ -79,7 +81,14 @@ def _already_signed_in():
     if not current_user.is_authenticated:
         return None
     flash("You are already signed in.", "warning")
-    return redirect(safe_next(url_for("web.home")))
+    home = url_for("web.home")
+    target = safe_next(home)
+    # Not back to these pages (?next=/users/sign_in): each would send it on again, for ever.
+    try:
+        endpoint, _ = current_app.create_url_adapter(request).match(unquote(urlsplit(target).path), method="GET")
+    except HTTPException:  # (a 404, or a redirect to the canonical path: home will do)
+        return redirect(home)
+    return redirect(home if endpoint in ("accounts.sign_in", "accounts.sign_up") else target)
 
 
 @bp.route("/sign_in", methods=["GET", "POST"])

@@ -477,3 +477,5 @@ def test_a_signed_in_user_is_not_sent_back_to_sign_in_or_sign_up_by_next(client,
     for page in ("/users/sign_in", "/users/sign_up"):
         r = client.get(f"{page}?next={target}")
         assert r.status_code == 302 and r.headers["Location"] == "/"
+    # (A page that is not these one is still gone to, on a POST too: a GET's page.)
+    assert client.post("/users/sign_in?next=/p").headers["Location"] == "/p"
