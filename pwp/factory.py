@@ -90,8 +90,11 @@ def database_error(app, exc) -> str:
     from sqlalchemy.engine import make_url
 
     message = " ".join(str(exc.orig).split())
-    password = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).password
-    return message.replace(password, "***") if password else message
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    for password in (url.password, url.query.get("password")):  # (libpq's ?password= too)
+        if isinstance(password, str) and password:
+            message = message.replace(password, "***")
+    return message
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
@@ -591,11 +594,13 @@ def _check_sqlite_folder(url):
 
 
 def database_name(app) -> str:
-    """The database URL as a message may show it (no password)."""
+    """The database URL as a message may show it (no password: neither the one before the
+    @, shown as ***, nor libpq's ?password=, left out)."""
     from .models import db
 
     with app.app_context():
-        return db.engine.url.render_as_string(hide_password=True)
+        url = db.engine.url
+    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
 
 
 def _create_tables(app):

@@ -1096,3 +1096,21 @@ def test_a_command_on_a_database_from_before_the_key_check_upgrades_it(app, data
     result = run()
     assert result.exit_code == 0 and result.exception is None, result.output
     assert sql(app, "SELECT count(*) FROM key_check") == [(0,)]  # (the server's start writes it)
+
+
+@pytest.mark.skipif("postgresql" not in DATABASES, reason="PostgreSQL's libpq takes ?password=")
+@pytest.mark.parametrize("command", [["init-db"], ["users", "list"], ["purge-expired"]])
+def test_a_command_does_not_print_a_password_given_in_the_urls_query(tmp_path, command):
+    """libpq's ?password= (postgresql://ann@host/db?password=...) is a URL's password too:
+    every command printed it where it names its database, hide_password hiding only
+    the one before the @ (users list on stderr since it names its database)."""
+    with throwaway_pg_database("pwpush_test_query_pw") as name:
+        url = f"{PG_BASE}/{name}?password=s3cret-in-query&connect_timeout=5"
+        cli_app = create_app(make_config(url), instance_path=str(tmp_path / "instance"), command_line=True)
+        with cli_app.app_context():
+            output = cli_app.test_cli_runner().invoke(args=["init-db"]).output
+            result = cli_app.test_cli_runner().invoke(args=command)
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in output
+        assert name in result.output and "connect_timeout=5" in result.output
+        assert "s3cret" not in result.output
