@@ -75,6 +75,11 @@ def _throttled(action: str, now, email: str = "", user_id: int | None = None) ->
     return f"Too many {'sign-in attempts' if action == 'login' else 'attempts'}. Please wait {words} and try again."
 
 
+# The pages that send a signed-in user on (_already_signed_in): a ?next= naming one of them
+# would send it round for ever.
+_SENDING_ON = {"accounts.sign_in", "accounts.sign_up"}
+
+
 def _already_signed_in():
     """Send a signed-in user on, as Devise's require_no_authentication does: its forms would
     switch accounts or make a second one. None when nobody is signed in."""
@@ -88,7 +93,7 @@ def _already_signed_in():
         endpoint, _ = current_app.create_url_adapter(request).match(unquote(urlsplit(target).path), method="GET")
     except HTTPException:  # (a 404, or a redirect to the canonical path: home will do)
         return redirect(home)
-    return redirect(home if endpoint in ("accounts.sign_in", "accounts.sign_up") else target)
+    return redirect(home if endpoint in _SENDING_ON else target)
 
 
 @bp.route("/sign_in", methods=["GET", "POST"])
@@ -234,6 +239,7 @@ def regenerate_token():
 def _signed_out(view):
     """_already_signed_in before the view, as Devise's PasswordsController and
     UnlocksController do (its ConfirmationsController does not: not for confirmations)."""
+    _SENDING_ON.add(f"{bp.name}.{view.__name__}")
     @wraps(view)
     def wrapped(*args, **kwargs):
         return _already_signed_in() or view(*args, **kwargs)

@@ -382,6 +382,17 @@ def test_the_password_notice_is_logged_without_the_address(on, make_user, smtp, 
     assert "owner@example.com" not in caplog.text
 
 
+def test_a_signed_in_user_is_not_sent_back_to_the_reset_or_unlock_pages_by_next(on, make_user):
+    # As sign_in?next=/users/sign_in: each of these pages sends a signed-in browser on, so
+    # a ?next= naming one of them sent it round for ever.
+    make_user(password=PASSWORD)
+    assert sign_in_as(on).status_code == 302
+    for page in ("/users/password/new", "/users/password/edit", "/users/unlock/new", "/users/unlock"):
+        for start in ("/users/password/new", "/users/unlock/new"):
+            r = on.get(f"{start}?next={page}")
+            assert (r.status_code, r.headers.get("Location")) == (302, "/"), (start, page)
+
+
 def test_a_signed_in_user_is_sent_on_from_the_reset_and_unlock_pages(on, make_user, smtp):
     # Devise's PasswordsController and UnlocksController require_no_authentication; its
     # ConfirmationsController does not (a signed-in user may confirm a changed address).
