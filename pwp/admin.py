@@ -6,7 +6,7 @@ from flask_login import current_user
 
 from . import auth, params, pushes
 from .owner import PER_PAGE, paging, signed_in
-from .words import plural
+from .words import account_deleted
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # An account id as the database's integer column holds it (a larger one: the not-found page,
@@ -106,10 +106,8 @@ def confirm_delete(user):
 def delete(user):
     """Delete the account, its API token and all its pushes (not one's own)."""
     email = user.email  # (read before the row goes)
-    return _change(auth.delete_account, user,
-                   lambda count: (f"Deleted {email}, its API token and its {plural(count, 'push', 'pushes')}."
-                                  if count else f"Deleted {email} and its API token; it had no pushes."),
-                   _list_page())
+    # (Not "and its API token": an account may have none. The page before said what goes.)
+    return _change(auth.delete_account, user, lambda count: f"{account_deleted(email, count)}.", _list_page())
 
 
 def init_app(app):

@@ -11,7 +11,7 @@ from . import account_mail, auth, crypto, notify, pushes
 from .config import ConfigError
 from .factory import database_error, database_missing, database_name, make_database
 from .models import db, schema_sql
-from .words import plural
+from .words import account_deleted, plural
 
 
 def needs_database(command):
@@ -242,10 +242,13 @@ def users_delete(email, yes):
     was_admin = user.is_admin
     if not yes:
         live = pushes.count_for(user, expired=False)
+        total = live + pushes.count_for(user, expired=True)
         _end_reads()
-        click.confirm(f"Delete {user.email} and all its pushes ({live} still live)?", abort=True)
+        what = (f" and its {plural(total, 'push', 'pushes')} ({live or 'none'} still live)" if total
+                else " (it has no pushes)")
+        click.confirm(f"Delete {user.email}{what}?", abort=True)
     count = _refusable(auth.delete_account, user)
-    click.echo(f"Deleted {user.email} and its {count} pushes ({database_name(current_app)}).")
+    click.echo(f"{account_deleted(user.email, count)} ({database_name(current_app)}).")
     _warn_if_no_admin(was_admin)
 
 

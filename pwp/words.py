@@ -7,6 +7,12 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else many or word + 's'}"
 
 
+def account_deleted(email: str, count: int) -> str:
+    """What deleting an account did, for the command line and the administration page (no
+    period: the command adds its database)."""
+    return f"Deleted {email} and its {plural(count, 'push', 'pushes')}" if count else f"Deleted {email}; it had no pushes"
+
+
 def human_size(size: int, limit: bool = False) -> str:
     """'812 bytes', '1.4 KiB', '3.0 MiB' (binary units, as the README's limits). A limit rounds
     down: '1.1 MiB' must not promise the ~3 KiB that 1 150 000 bytes lack of 1.1 MiB."""

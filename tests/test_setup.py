@@ -1114,3 +1114,20 @@ def test_a_command_does_not_print_a_password_given_in_the_urls_query(tmp_path, c
         assert "s3cret" not in output
         assert name in result.output and "connect_timeout=5" in result.output
         assert "s3cret" not in result.output
+
+
+def test_users_delete_words_one_push_and_none(app, make_user):
+    # Found by a newcomer's walk: "Deleted x and its 1 pushes", "all its pushes (0 still live)?".
+    _, token = make_user("one@example.com")
+    make_user("none@example.com")
+    assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "p"}},
+                                  headers=bearer(token)).status_code == 201
+    runner = app.test_cli_runner()
+    asked = runner.invoke(args=["users", "delete", "one@example.com"], input="n\n")
+    assert asked.exit_code == 1 and "Delete one@example.com and its 1 push (1 still live)?" in asked.output
+    deleted = runner.invoke(args=["users", "delete", "one@example.com"], input="y\n")
+    assert deleted.exit_code == 0 and "Deleted one@example.com and its 1 push (" in deleted.output
+    asked = runner.invoke(args=["users", "delete", "none@example.com"], input="y\n")
+    assert asked.exit_code == 0, asked.output
+    assert "Delete none@example.com (it has no pushes)?" in asked.output
+    assert "Deleted none@example.com; it had no pushes (" in asked.output

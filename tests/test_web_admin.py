@@ -154,7 +154,7 @@ def test_delete_asks_first_then_deletes_the_account_its_token_and_pushes(client,
     assert sql(app, "SELECT count(*) FROM users")[0][0] == 2  # (asking deleted nothing)
     r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
     assert r.request.path == "/admin/users"
-    assert ("success", "Deleted leaving@example.com, its API token and its 3 pushes.") in flashes(
+    assert ("success", "Deleted leaving@example.com and its 3 pushes.") in flashes(
         r.get_data(as_text=True))
     assert sql(app, "SELECT count(*) FROM users")[0][0] == 1 and sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
     assert api.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 401
@@ -166,7 +166,7 @@ def test_deleting_one_push_account_says_push(client, make_user, app):
     app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(token))
     assert "its 1 push (1 still live)" in client.get(f"/admin/users/{other}/delete").get_data(as_text=True)
     r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
-    assert ("success", "Deleted one@example.com, its API token and its 1 push.") in flashes(r.get_data(as_text=True))
+    assert ("success", "Deleted one@example.com and its 1 push.") in flashes(r.get_data(as_text=True))
 
 
 def test_deleting_an_account_of_no_pushes_or_one_expired_says_so_in_words(client, make_user, app):
@@ -180,10 +180,10 @@ def test_deleting_an_account_of_no_pushes_or_one_expired_says_so_in_words(client
     html = client.get(f"/admin/users/{other}/delete").get_data(as_text=True)
     assert "its 1 push (none still live), with its files and audit log: its secret link stops working." in html
     r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
-    assert ("success", "Deleted none@example.com, its API token and its 1 push.") in flashes(r.get_data(as_text=True))
+    assert ("success", "Deleted none@example.com and its 1 push.") in flashes(r.get_data(as_text=True))
     other, _token = make_user(email="empty@example.com")
     r = client.post(f"/admin/users/{other}/delete", follow_redirects=True)
-    assert ("success", "Deleted empty@example.com and its API token; it had no pushes.") in flashes(
+    assert ("success", "Deleted empty@example.com; it had no pushes.") in flashes(
         r.get_data(as_text=True))
 
 

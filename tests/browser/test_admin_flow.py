@@ -30,7 +30,7 @@ def test_administrator_promotes_revokes_and_deletes_an_account(server, new_page)
     row.get_by_role("link", name="Delete leaver@example.com").click()
     expect(page.locator("main")).to_contain_text("its pushes (it has none).")
     page.get_by_role("button", name="Delete leaver@example.com").click()
-    expect(page.locator(".flash-success")).to_have_text("Deleted leaver@example.com and its API token; it had no pushes.")
+    expect(page.locator(".flash-success")).to_have_text("Deleted leaver@example.com; it had no pushes.")
     expect(page.locator("tbody tr")).to_have_count(1)
 
 
