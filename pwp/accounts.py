@@ -85,7 +85,8 @@ def _already_signed_in():
     switch accounts or make a second one. None when nobody is signed in."""
     if not current_user.is_authenticated:
         return None
-    flash("You are already signed in.", "warning")
+    if request.method != "HEAD":  # (no page shows a HEAD's flash: the next one would)
+        flash("You are already signed in.", "warning")
     home = url_for("web.home")
     target = safe_next(home)
     # Not back to these pages (?next=/users/sign_in): each would send it on again, for ever.

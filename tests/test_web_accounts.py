@@ -479,3 +479,12 @@ def test_a_signed_in_user_is_not_sent_back_to_sign_in_or_sign_up_by_next(client,
         assert r.status_code == 302 and r.headers["Location"] == "/"
     # (A page that is not these one is still gone to, on a POST too: a GET's page.)
     assert client.post("/users/sign_in?next=/p").headers["Location"] == "/p"
+
+
+def test_a_head_request_of_sign_in_leaves_no_flash_for_a_later_page(client, make_user):
+    # A HEAD (a link checker, a prefetch) gets the redirect, but its "You are already
+    # signed in." showed on the next page the person opened.
+    sign_in(client, make_user)
+    r = client.head("/users/sign_in")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert "You are already signed in." not in client.get("/").get_data(as_text=True)
