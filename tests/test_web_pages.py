@@ -113,7 +113,7 @@ def test_a_secret_page_is_titled_by_what_it_holds(client):
         assert payload not in shown.split("</title>")[0]
 
 
-@pytest.mark.parametrize("total, said", [(50_000, "48.8 KB"), (1_150_000, "1.0 MB"), (25 * 2**20, "25.0 MB")])
+@pytest.mark.parametrize("total, said", [(50_000, "48.8 KiB"), (1_150_000, "1.0 MiB"), (25 * 2**20, "25.0 MiB")])
 def test_api_docs_say_the_files_limit_as_the_form_does(app, client, total, said):
     # The page rounded the limit to a tenth of a MiB: 50 000 bytes read "0 MiB", and
     # 1 150 000 bytes "1.1 MiB", ~3 KB more than a push may hold (the form rounds down).
