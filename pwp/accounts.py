@@ -75,9 +75,9 @@ def _throttled(action: str, now, email: str = "", user_id: int | None = None) ->
     return f"Too many {'sign-in attempts' if action == 'login' else 'attempts'}. Please wait {words} and try again."
 
 
-# The pages that send a signed-in user on (_already_signed_in): a ?next= naming one of them
-# would send it round for ever.
-_SENDING_ON = {"accounts.sign_in", "accounts.sign_up"}
+# The pages that send a signed-in user on (_signed_out): a ?next= naming one of them would
+# send it round for ever.
+_SENDING_ON = set()
 
 
 def _already_signed_in():
@@ -97,12 +97,22 @@ def _already_signed_in():
     return redirect(home if endpoint in _SENDING_ON else target)
 
 
+def _signed_out(view):
+    """_already_signed_in before the view, as Devise's SessionsController,
+    RegistrationsController (new, create), PasswordsController and UnlocksController do (its
+    ConfirmationsController does not: not for confirmations)."""
+    _SENDING_ON.add(f"{bp.name}.{view.__name__}")
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        return _already_signed_in() or view(*args, **kwargs)
+    return wrapped
+
+
 @bp.route("/sign_in", methods=["GET", "POST"])
 @_with_logins
+@_signed_out
 def sign_in():
     """Show the sign-in form; sign in."""
-    if signed_in := _already_signed_in():
-        return signed_in
     # Only a POST signs in: Flask also routes HEAD here, and the CSRF check skips HEAD.
     if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")
@@ -124,13 +134,10 @@ def sign_in():
 
 
 @bp.route("/sign_up", methods=["GET", "POST"])
+@_404_unless(lambda: not (current_app.config["PWP__DISABLE_SIGNUPS"] or current_app.config["PWP__DISABLE_LOGINS"]))
+@_signed_out
 def sign_up():
     """Show the sign-up form; create an account and sign in."""
-    cfg = current_app.config
-    if cfg["PWP__DISABLE_SIGNUPS"] or cfg["PWP__DISABLE_LOGINS"]:
-        abort(404)
-    if signed_in := _already_signed_in():
-        return signed_in
     # Only a POST creates an account: Flask also routes HEAD here, and the CSRF check skips HEAD.
     if request.method != "POST":
         return render_template("accounts/sign_up.html", email="", errors={})
@@ -236,16 +243,6 @@ def regenerate_token():
 
 
 # ----------------------------------------------------------------------------- account e-mails
-
-def _signed_out(view):
-    """_already_signed_in before the view, as Devise's PasswordsController and
-    UnlocksController do (its ConfirmationsController does not: not for confirmations)."""
-    _SENDING_ON.add(f"{bp.name}.{view.__name__}")
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        return _already_signed_in() or view(*args, **kwargs)
-    return wrapped
-
 
 # Each form that asks for a link: its heading, what it says, its button, and the answer,
 # the same whether the account exists or not (Devise's paranoid mode).
