@@ -142,16 +142,23 @@ _IGNORABLE = re.compile(r"[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2065\u31
                         r"\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff]")
 
 
+# RFC 5322's specials other than "@" and ".": an address with one is a quoted local part or a
+# domain literal at best, and in a header it is read as something else.
+_HEADER_SPECIALS = frozenset('<>()[]:;,"\\')
+
+
 def normalize_email(email: str | None) -> str | None:
     """The e-mail address as stored, or None when it is not valid: storable, no whitespace,
     no invisible or direction characters (format characters: a zero-width space or a soft
     hyphen made an address that looked like another one, U+202E one read backwards; the
     other default-ignorable ones, such as a variation selector), and a non-empty name on
-    each side of a single "@"."""
+    each side of a single "@", with none of the characters that mean something in a mail
+    header (an address written 'x<victim@example.com>' is a name and victim's address to a
+    mail library: another account whose mails reach victim)."""
     email = _storable_email(email)
     local, _, domain = (email or "").partition("@")
     if not local or not domain or "@" in domain or _IGNORABLE.search(email) \
-            or any(c.isspace() or unicodedata.category(c) == "Cf" for c in email):
+            or any(c.isspace() or unicodedata.category(c) == "Cf" or c in _HEADER_SPECIALS for c in email):
         return None
     return email
 

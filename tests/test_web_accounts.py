@@ -56,6 +56,18 @@ def test_sign_up_says_every_problem_at_once(client, app):
     assert sql(app, "SELECT count(*) FROM users")[0][0] == 0
 
 
+@pytest.mark.parametrize("email", ["x<victim@example.com>", "victim@example.com>", "Victim <victim@example.com>",
+                                   "a,victim@example.com", "victim@example.com;a@b.org", "(x)victim@example.com",
+                                   '"x"@example.com', "a:victim@example.com", "a@[127.0.0.1]", "a\\b@example.com"])
+def test_sign_up_refuses_an_address_a_mail_header_reads_as_another(client, app, email):
+    # Characters with a meaning in mail headers: 'x<victim@example.com>' was stored as an
+    # account of its own, and its mails went to victim@example.com (past the per-address cap).
+    r = client.post("/users/sign_up", data={"email": email, "password": "long enough",
+                                            "password_confirmation": "long enough"})
+    assert r.status_code == 422 and "That e-mail address is not valid." in r.get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM users")[0][0] == 0
+
+
 @pytest.mark.parametrize("email", ["a\u200b@example.com", "admin@exam\u00adple.com",
                                    "\u202emoc.elpmaxe@nimda", "a@example.com\ufeff",
                                    # invisible too, though not format characters (Unicode's
