@@ -29,7 +29,7 @@ from collections import deque
 from functools import partial
 
 from gunicorn.http.body import Body
-from gunicorn.http.errors import LimitRequestHeaders
+from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
@@ -266,6 +266,17 @@ class ThreadWorker(gthread.ThreadWorker):
             req.body.__class__ = _Body
             req.body.request = req
         return super().handle_request(req, conn)
+
+    def _keepalive_after(self, conn, keepalive):
+        # (A thread, after the answer.) gthread drains the body the app left unread; one it
+        # cannot parse (a bad chunk) raised to handle(), which wrote its own 400 after the
+        # app's answer: a second answer, which the client would take for its next request's.
+        # Where the next request starts is unknown: the connection closes, unanswered again.
+        try:
+            return super()._keepalive_after(conn, keepalive)
+        except ParseException as e:
+            self.log.debug("Closing connection after a body that could not be read (%s)", type(e).__name__)
+            return False
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)

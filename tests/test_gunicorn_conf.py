@@ -545,6 +545,24 @@ def test_a_chunked_body_gunicorn_cannot_parse_gets_a_400_that_says_close(tmp_pat
         assert "Traceback" not in server.logs()
 
 
+def test_a_chunked_body_the_app_left_unread_and_gunicorn_cannot_parse_gets_no_second_answer(tmp_path):
+    """A request whose chunked body the app never read (a POST without a Content-Type, answered
+    at once) had that body drained after its answer, for the kept-alive connection; a chunk
+    gunicorn could not parse there made it write a second answer, its own 400, on the same
+    connection: a client reads that as the answer to its next request. The connection is
+    now closed after the app's one answer."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        for body in (b"zz\r\n\r\n", b"5\r\nabcdeXX\r\n0\r\n\r\n"):
+            conn = _stalled(server.port, b"POST /p.json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                                         b"\r\n\r\n" + body + b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers = _until_closed(conn)
+            assert answers.startswith(b"HTTP/1.1 400 "), body
+            assert answers.count(b"HTTP/1.1 ") == 1, answers  # (was: the app's 400, then gunicorn's)
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+        assert "Traceback" not in server.logs()
+
+
 def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
     """A head may be as long as gunicorn's limits allow (810 KB by default) and never end:
     held by the main loop for `timeout`, 1000 connections of them (worker_connections) took
