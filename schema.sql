@@ -26,6 +26,9 @@ CREATE TABLE users (
 	failed_attempts INTEGER DEFAULT 0 NOT NULL, 
 	unlock_token_digest VARCHAR(64), 
 	locked_at DATETIME, 
+	otp_enabled_at DATETIME, 
+	otp_secret_ciphertext BLOB, 
+	otp_last_step BIGINT, 
 	PRIMARY KEY (id), 
 	UNIQUE (email), 
 	UNIQUE (api_token_digest)
@@ -36,6 +39,16 @@ CREATE UNIQUE INDEX ix_users_confirmation_token_digest ON users (confirmation_to
 CREATE UNIQUE INDEX ix_users_reset_password_token_digest ON users (reset_password_token_digest);
 
 CREATE UNIQUE INDEX ix_users_unlock_token_digest ON users (unlock_token_digest);
+
+CREATE TABLE otp_backup_codes (
+	id INTEGER NOT NULL, 
+	user_id INTEGER NOT NULL, 
+	digest VARCHAR(64) NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(user_id) REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_otp_backup_codes_user_id ON otp_backup_codes (user_id);
 
 CREATE TABLE pushes (
 	id INTEGER NOT NULL, 

@@ -73,6 +73,13 @@ class User(UserMixin, db.Model):
     unlock_token_digest: Mapped[str | None] = mapped_column(
         String(64), unique=True, index=True, deferred=True, deferred_group="mail")
     locked_at: Mapped[datetime | None] = mapped_column(DateTime, deferred=True, deferred_group="mail")
+    # Two-factor authentication (pwp.twofactor): when it was turned on (None: off; read with
+    # the account, as PWP__REQUIRE_MFA asks of every request), the TOTP secret as a master
+    # key token (re-encrypted by rotate-key), and the last time step accepted (a code is
+    # good once).
+    otp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    otp_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True, deferred_group="otp")
+    otp_last_step: Mapped[int | None] = mapped_column(BigInteger, deferred=True, deferred_group="otp")
 
     # The web session this object was loaded or signed in for (pwp.auth): what Flask-Login
     # keeps in the session cookie. Not a column.
@@ -100,6 +107,16 @@ class UserSession(db.Model):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class OtpBackupCode(db.Model):
+    """One unused backup code of an account's two-factor authentication (pwp.twofactor), as
+    its digest: a use deletes the row, and so does the account's deletion (ON DELETE CASCADE)."""
+
+    __tablename__ = "otp_backup_codes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
 
 
 # Partial indexes: a create of an anonymous push (most of them) writes two index entries
