@@ -50,6 +50,15 @@ MAILS = {
     "password_change": ("Password changed", "accounts.new_password",
                         "Hello {email}!\n\nYour pwpush password was changed. If it was not you, reset it "
                         "through the link below:\n\n{link}\n"),
+    # (Upstream's Devise mails two-factor changes too.) Links without a token, as above.
+    "two_factor_on": ("Two-factor authentication turned on", "accounts.new_password",
+                      "Hello {email}!\n\nTwo-factor authentication was turned on for your pwpush account: signing "
+                      "in now also asks for a code of your authenticator app. If it was not you, reset your "
+                      "password through the link below and tell the site's administrator:\n\n{link}\n"),
+    "two_factor_off": ("Two-factor authentication turned off", "accounts.new_password",
+                       "Hello {email}!\n\nTwo-factor authentication was turned off for your pwpush account: "
+                       "signing in now asks for your password only. If it was not you, reset your password "
+                       "through the link below and tell the site's administrator:\n\n{link}\n"),
 }
 # Per kind: what a token's digest and time are kept in, and how long it is valid (an unlock
 # link: as long as the account is locked).
@@ -131,13 +140,16 @@ def _unlock(user_id: int, *where) -> bool:
     return done
 
 
-def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str | None:
+def sign_in_refusal(user: User | None, password_ok: bool, now: datetime, keep_count: bool = False) -> str | None:
     """Count a failed sign-in of an account, locking it at MAXIMUM_ATTEMPTS (its unlock link
     mailed), and say why a right password may not sign in (unconfirmed); None when it may.
     What a wrong password is told does not depend on the account, and a locked account's
     right password is counted and told as a wrong one (Devise's paranoid mode): else the
     lock would tell a guesser which password is right, the guessing going on meanwhile.
-    An account without a password (API only) has no sign-in to guard: nothing counted."""
+    An account without a password (API only) has no sign-in to guard: nothing counted.
+    keep_count: a right password that does not sign in yet (a code is asked next): its
+    failed sign-ins are forgotten only once the code is right, else each right password
+    would reset the count of wrong codes."""
     state = _state(user.id) if user is not None and user.password_hash is not None else None
     if state is None:
         return None
@@ -155,7 +167,7 @@ def sign_in_refusal(user: User | None, password_ok: bool, now: datetime) -> str 
         return INVALID_SIGN_IN if password_ok else None
     if confirmed_at is None:
         return UNCONFIRMED
-    if failed:
+    if failed and not keep_count:
         db.session.execute(update(User).where(User.id == user.id).values(failed_attempts=0))
         db.session.commit()
     return None
@@ -193,6 +205,13 @@ def change_password(user: User, password: str, *where, **values):
     set_password(user, password, *where, **values)
     if enabled() and confirmed(user):
         _mail("password_change", user, {})
+
+
+def two_factor_changed(user: User, on: bool):
+    """Tell a confirmed address (account e-mails on) that two-factor authentication was
+    turned on or off."""
+    if enabled() and confirmed(user):
+        _mail("two_factor_on" if on else "two_factor_off", user, {})
 
 
 def reset_password(user: User, token: str, password: str):

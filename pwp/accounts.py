@@ -1,6 +1,7 @@
 """Accounts in the browser: sign up, sign in (throttled), sign out, the API token page, and
 with account e-mails on (pwp.account_mail) password resets, confirmations and unlocks."""
 import hashlib
+import hmac
 import math
 import unicodedata
 from functools import wraps
@@ -10,8 +11,9 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import HTTPException
 
-from . import account_mail, auth, pushes
+from . import account_mail, auth, has_cookies, pushes, twofactor
 from .api import base_url
+from .web import qr_data_uri
 from .words import plural
 
 bp = Blueprint("accounts", __name__, url_prefix="/users")
@@ -123,14 +125,196 @@ def sign_in():
     user = auth.find_user(email)
     password_ok = auth.check_password(user, request.form.get("password", ""))
     # (Said only to a right password of an unlocked account: nothing else says anything of it.)
-    refusal = account_mail.sign_in_refusal(user, password_ok, pushes.utcnow()) if account_mail.enabled() else None
+    second_factor = password_ok and twofactor.is_on(user)
+    refusal = (account_mail.sign_in_refusal(user, password_ok, pushes.utcnow(), keep_count=second_factor)
+               if account_mail.enabled() else None)
     if refusal:
         return render_template("accounts/sign_in.html", email=email, error=refusal), 401
+    if second_factor:
+        return _ask_for_second_factor(user)
     # (No session when the password changed while it was checked: start_session.)
     if not password_ok or not _sign_in(user):
         return render_template("accounts/sign_in.html", email=email, error=auth.INVALID_SIGN_IN), 401
     flash("Signed in successfully.", "success")
     return redirect(safe_next(url_for("web.home")))
+
+
+# --------------------------------------------------------------- two-factor authentication
+
+# How long the code page of a sign-in (its right password) waits for the code.
+SECOND_FACTOR_WITHIN = 300
+# How long the set-up page keeps the secret it showed (the app scanned, the code typed).
+SETUP_WITHIN = 900
+WRONG_CODE = "That code is not valid, or has been used already."
+
+
+def _password_mark(user) -> str:
+    """A digest of the account's password hash: a pending sign-in ends with a password change."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:32]
+
+
+def _ask_for_second_factor(user):
+    """The password was right and the account has two-factor authentication: no session yet,
+    but this browser's pending sign-in (sealed, SECOND_FACTOR_WITHIN) and the code page."""
+    after = safe_next(url_for("web.home"))
+    session.clear()
+    session["otp_sign_in"] = pushes.seal_token("otp-sign-in", {
+        "i": user.id, "h": _password_mark(user), "n": after}, pushes.utcnow())
+    return redirect(url_for("accounts.two_factor_sign_in"))
+
+
+def _pending_sign_in(now):
+    """(the account, where to go next) of this browser's pending sign-in, if still live and
+    its account's password unchanged; else (None, None)."""
+    data = pushes.open_token("otp-sign-in", session.get("otp_sign_in"), SECOND_FACTOR_WITHIN, now)
+    user = auth.account(data["i"]) if data and isinstance(data.get("i"), int) else None
+    if user is None or not user.password_hash or not twofactor.is_on(user) \
+            or not hmac.compare_digest(_password_mark(user), str(data.get("h"))):
+        return None, None
+    return user, data.get("n") or url_for("web.home")
+
+
+@bp.route("/two_factor/sign_in", methods=["GET", "POST"])
+@_with_logins
+@_signed_out
+def two_factor_sign_in():
+    """The second step of a sign-in with two-factor authentication: a code of the app, or a
+    backup code. A wrong one counts as a wrong password does (throttled; with account e-mails
+    on, towards the lock)."""
+    now = pushes.utcnow()
+    user, after = _pending_sign_in(now)
+    if user is None:
+        session.pop("otp_sign_in", None)
+        flash("Your sign-in has expired: please sign in again.", "warning")
+        return redirect(url_for("accounts.sign_in"))
+    if request.method != "POST":
+        return render_template("accounts/two_factor_sign_in.html")
+    too_many = _throttled("login", now, email=user.email)
+    if too_many:
+        return render_template("accounts/two_factor_sign_in.html", error=too_many), 429
+    code_ok = twofactor.verify(user, request.form.get("code", ""), now)
+    refusal = account_mail.sign_in_refusal(user, code_ok, now) if account_mail.enabled() else None
+    if not code_ok or refusal:
+        # (A locked account's right code is told as a wrong one, as its right password is.)
+        error = refusal if refusal and refusal != auth.INVALID_SIGN_IN else WRONG_CODE
+        return render_template("accounts/two_factor_sign_in.html", error=error), 401
+    if not _sign_in(user):
+        flash(auth.INVALID_SIGN_IN, "warning")
+        return redirect(url_for("accounts.sign_in"))
+    flash("Signed in successfully.", "success")
+    return redirect(after)
+
+
+def _setup_secret(user, now) -> str:
+    """The secret the set-up page shows this browser: the one it showed last (for
+    SETUP_WITHIN: the app may have scanned it), else a new one."""
+    data = pushes.open_token("otp-setup", session.get("otp_setup"), SETUP_WITHIN, now)
+    if data and data.get("i") == user.id and isinstance(data.get("s"), str):
+        return data["s"]
+    secret = twofactor.new_secret()
+    session["otp_setup"] = pushes.seal_token("otp-setup", {"i": user.id, "s": secret}, now)
+    return secret
+
+
+def _two_factor_page(user, status=200, errors=None):
+    """The account's two-factor page: set-up (a QR code of the secret, the secret, the code
+    that confirms it) when off, else what can be done with it."""
+    if twofactor.is_on(user):
+        return render_template("accounts/two_factor.html", errors=errors or {},
+                               codes_left=twofactor.backup_codes_left(user)), status
+    secret = _setup_secret(user, pushes.utcnow())
+    uri = twofactor.provisioning_uri(secret, user.email, current_app.config["PWP__BRAND__TITLE"] or "pwpush")
+    return render_template("accounts/two_factor.html", errors=errors or {}, secret=secret, qr=qr_data_uri(uri),
+                           grouped=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4))), status
+
+
+def _backup_codes_page(codes, heading):
+    return render_template("accounts/two_factor_codes.html", codes=codes, heading=heading)
+
+
+@bp.route("/two_factor", methods=["GET", "POST"])
+@_with_logins
+@login_required
+def two_factor():
+    """Show two-factor authentication's page; POST: turn it on with a code of the secret shown
+    (the app set up), then show the backup codes, once."""
+    user = current_user._get_current_object()
+    if request.method != "POST" or twofactor.is_on(user):
+        return _two_factor_page(user)
+    now = pushes.utcnow()
+    too_many = _throttled("password", now, user_id=user.id)
+    if too_many:
+        return _two_factor_page(user, 429, {"code": too_many})
+    codes = twofactor.turn_on(user, _setup_secret(user, now), request.form.get("code", ""), now)
+    if codes is None:
+        return _two_factor_page(user, 422, {"code": "That code is not the current one: check that the app has "
+                                                    "the secret shown, and its device's clock."})
+    session.pop("otp_setup", None)
+    account_mail.two_factor_changed(user, True)
+    return _backup_codes_page(codes, "Two-factor authentication is on")
+
+
+def _confirmed_with_code(user) -> tuple[dict, int]:
+    """The errors of a change that asks for the password and a code (or a backup code),
+    counted as password guesses (LIMITS["password"]), and their status; ({}, 200) when both
+    are right."""
+    too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
+    if too_many:
+        return {"current_password": too_many}, 429
+    errors = {}
+    if not auth.check_password(user, request.form.get("current_password", "")):
+        errors["current_password"] = "That is not your current password."
+    # (The code only with the right password: a wrong one uses up no backup code.)
+    elif not twofactor.verify(user, request.form.get("code", ""), pushes.utcnow()):
+        errors["code"] = WRONG_CODE
+    return errors, 422 if errors else 200
+
+
+@bp.post("/two_factor/disable")
+@_with_logins
+@login_required
+def disable_two_factor():
+    """Turn two-factor authentication off: the password and a code (or a backup code)."""
+    user = current_user._get_current_object()
+    if not twofactor.is_on(user):
+        return redirect(url_for("accounts.two_factor"))
+    errors, status = _confirmed_with_code(user)
+    if errors:
+        return _two_factor_page(user, status, errors)
+    twofactor.turn_off(user, "by its owner")
+    account_mail.two_factor_changed(user, False)
+    flash("Two-factor authentication is off.", "success")
+    return redirect(url_for("accounts.two_factor"))
+
+
+@bp.post("/two_factor/backup_codes")
+@_with_logins
+@login_required
+def new_backup_codes():
+    """Make new backup codes (the old ones stop working): the password and a code."""
+    user = current_user._get_current_object()
+    if not twofactor.is_on(user):
+        return redirect(url_for("accounts.two_factor"))
+    errors, status = _confirmed_with_code(user)
+    if errors:
+        return _two_factor_page(user, status, errors)
+    return _backup_codes_page(twofactor.new_backup_codes(user), "New backup codes")
+
+
+# The pages a signed-in account without two-factor authentication may open when it is
+# required (PWP__REQUIRE_MFA): setting it up, signing out, the static files.
+_WITHOUT_SECOND_FACTOR = {"accounts.two_factor", "accounts.sign_out", "static"}
+
+
+def _require_second_factor():
+    """PWP__REQUIRE_MFA: send a signed-in account without two-factor authentication to its
+    set-up (the JSON APIs answer 403 instead: auth.api_auth)."""
+    if (request.endpoint in _WITHOUT_SECOND_FACTOR or request.blueprint in ("api", "api_v1")
+            or not has_cookies(request) or not current_user.is_authenticated or twofactor.is_on(current_user)):
+        return None
+    if request.method != "HEAD":
+        flash(auth.MFA_REQUIRED, "warning")
+    return redirect(url_for("accounts.two_factor"))
 
 
 @bp.route("/sign_up", methods=["GET", "POST"])
@@ -385,6 +569,8 @@ def account_gone(exc):
 def init_app(app):
     """Register the account pages; Flask-Login sends anonymous visitors to sign-in."""
     app.register_blueprint(bp)
+    if app.config["PWP__REQUIRE_MFA"]:
+        app.before_request(_require_second_factor)
     app.add_url_rule("/api_tokens", "api_tokens",
                      _with_logins(lambda: redirect(url_for("accounts.token"), 301)))
     auth.login_manager.login_view = "accounts.sign_in"

@@ -412,14 +412,21 @@ def from_other_site(req, null_origin_is_other: bool) -> bool:
     return origin != req.host_url.rstrip("/")
 
 
+# Upstream's answer to an API caller without two-factor authentication (PWP__REQUIRE_MFA).
+MFA_REQUIRED = "Two-factor authentication is required. Please set it up to continue."
+
+
 def api_auth(required=False):
-    """Decorate an API view: resolve g.caller and apply the anonymous rules (empty 401s)."""
+    """Decorate an API view: resolve g.caller and apply the anonymous rules (empty 401s), and
+    PWP__REQUIRE_MFA's to a caller without two-factor authentication (403)."""
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
             g.caller = api_caller()
             if g.caller is None and (required or not current_app.config["PWP__ALLOW_ANONYMOUS"]):
                 return api_error(401)
+            if g.caller is not None and g.caller.otp_enabled_at is None and current_app.config["PWP__REQUIRE_MFA"]:
+                return api_error(403, {"error": MFA_REQUIRED})
             return view(*args, **kwargs)
         return wrapped
     return decorator

@@ -7,7 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from . import account_mail, auth, crypto, notify, pushes
+from . import account_mail, auth, crypto, notify, pushes, twofactor
 from .config import ConfigError
 from .factory import database_error, database_missing, database_name, make_database
 from .models import db, schema_sql
@@ -213,6 +213,20 @@ def users_token(email):
     click.echo(f"New API token for {user.email} in {database_name(current_app)} (the previous one no "
                "longer works):")
     click.echo(_refusable(auth.issue_token, user))
+
+
+@users.command("reset-2fa")
+@click.argument("email")
+@needs_database
+def users_reset_2fa(email):
+    """Turn a user's two-factor authentication off (a lost phone and backup codes): the next
+    sign-in asks for the password only."""
+    user = _user(email)
+    if twofactor.turn_off(user, "from the command line"):
+        account_mail.two_factor_changed(user, False)
+        click.echo(f"Two-factor authentication turned off for {user.email} in {database_name(current_app)}.")
+    else:
+        click.echo(f"{user.email} has no two-factor authentication: nothing changed ({database_name(current_app)}).")
 
 
 @users.command("admin")

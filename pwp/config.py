@@ -215,8 +215,8 @@ SETTINGS = [
     # their address, accounts lock after failed sign-ins, passwords reset by e-mail. Needs
     # PWP__MAIL__SMTP_ADDRESS.
     ("PWP__ENABLE_USER_ACCOUNT_EMAILS", parse_bool, False),
-    # Upstream's two-factor requirement: accounts here have no second factor, so true (an
-    # upstream configuration carried over) stops start-up rather than be silently weakened.
+    # Upstream's two-factor requirement: signed-in accounts without two-factor authentication
+    # are sent to its set-up, API callers without it answered 403 (pwp/twofactor.py).
     ("PWP__REQUIRE_MFA", parse_bool, False),
     # Public-gateway mode (upstream's name, one underscore): serve only what a recipient
     # needs to open a link; see pwp/gateway.py. true/1/yes/on turn it on, false/0/no/off
@@ -328,9 +328,6 @@ def _section(name: str) -> str:
 
 def validate(config):
     """Check cross-setting rules (min <= default <= max) and raise ConfigError."""
-    if config.get("PWP__REQUIRE_MFA"):
-        raise ConfigError("PWP__REQUIRE_MFA: pwpush has no two-factor authentication, so it cannot require "
-                          "it; set it to false to run without")
     for sec in SECTION.values():
         for what, ceiling in (("DAYS", MAX_DAYS), ("VIEWS", MAX_VIEWS)):
             name = f"PWP__{sec}__EXPIRE_AFTER_{what}"

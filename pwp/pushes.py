@@ -1391,6 +1391,21 @@ def _rotated(ring: crypto.Keyring, token: bytes | None, push_id: int) -> bytes |
         raise crypto.KeyMismatch(f"push {push_id}") from None
 
 
+def _rotate_user_secrets(ring):
+    """Re-encrypt the accounts' two-factor secrets (pwp.twofactor) under the first key, in one
+    transaction, their rows locked (a change meanwhile would be undone)."""
+    rows = db.session.execute(select(User.id, User.otp_secret_ciphertext).where(
+        User.otp_secret_ciphertext.is_not(None)).order_by(User.id).with_for_update()).all()
+    for user_id, token in rows:
+        try:
+            rotated = ring.rotate(token)
+        except crypto.KeyMismatch:
+            db.session.rollback()
+            raise crypto.KeyMismatch(f"user {user_id}'s two-factor secret") from None
+        db.session.execute(update(User).where(User.id == user_id).values(otp_secret_ciphertext=rotated))
+    db.session.commit()
+
+
 def _rotate_key_check(ring):
     """Re-encrypt the key check under the first key, once every push is (an interrupted
     rotation leaves it under the old key: the new key alone cannot start yet)."""
@@ -1436,7 +1451,8 @@ def _rotate_stored(ring, table, row_id: int, push_id: int):
 
 def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int:
     """Re-encrypt every stored secret under the first master key, batch by batch: a batch's
-    payloads and notes in one transaction, then their files a value at a time.
+    payloads and notes in one transaction, then their files a value at a time; at the end
+    the accounts' two-factor secrets, then the key check.
 
     Each batch commits, so an interrupted run resumes with after_id = the last id printed.
     """
@@ -1445,6 +1461,7 @@ def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int
     while True:
         pushes = rotation_batch(after_id, batch_size)
         if not pushes:
+            _rotate_user_secrets(ring)
             _rotate_key_check(ring)
             return done
         ids = [p.id for p in pushes]

@@ -1,0 +1,356 @@
+"""Two-factor authentication (TOTP and backup codes): set-up, the sign-in's second step,
+replays, expiry, throttling and the lock, turning it off, PWP__REQUIRE_MFA on the pages and
+the JSON APIs, rotate-key, the command line."""
+import logging
+import re
+
+import pyotp
+import pytest
+from conftest import TEST_MASTER_KEY, bearer, make_config, sql
+from test_web_account_emails import mails
+
+from pwp import account_mail, create_app, crypto, pushes
+from pwp.auth import MFA_REQUIRED
+from pwp.models import db
+
+PASSWORD = "correct horse"
+WRONG_CODE = "That code is not valid, or has been used already."
+SECRET = re.compile(r'id="otp_secret">([A-Z2-7 ]+)</code>')
+BACKUP = re.compile(r"\b[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}\b")
+
+
+def code(secret, clock, steps=0):
+    """The authenticator app's code at the clock's time (steps of 30 s later)."""
+    return pyotp.TOTP(secret).at(pushes.unix_seconds(clock.now) + 30 * steps)
+
+
+def password_step(client, email="owner@example.com", password=PASSWORD):
+    return client.post("/users/sign_in", data={"email": email, "password": password})
+
+
+def code_step(client, value):
+    return client.post("/users/two_factor/sign_in", data={"code": value})
+
+
+def signed_in(client) -> bool:
+    return "Sign out" in client.get("/").get_data(as_text=True)
+
+
+def set_up(client, clock):
+    """Turn two-factor authentication on through its page (signed in); return (secret, backup codes)."""
+    page = client.get("/users/two_factor")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'src="data:image/svg+xml;base64,' in html
+    secret = SECRET.search(html).group(1).replace(" ", "")
+    done = client.post("/users/two_factor", data={"code": code(secret, clock)})
+    assert done.status_code == 200, done.data
+    codes = BACKUP.findall(done.get_data(as_text=True))
+    assert len(set(codes)) == 10
+    return secret, codes
+
+
+@pytest.fixture
+def two_factor(client, make_user, clock):
+    """A signed-out account with two-factor authentication on: (secret, backup codes)."""
+    make_user(password=PASSWORD)
+    assert password_step(client).status_code == 302
+    secret, codes = set_up(client, clock)
+    client.post("/users/sign_out")
+    clock.advance(seconds=30)  # (the set-up's code is used)
+    return secret, codes
+
+
+def test_set_up_shows_the_secret_once_confirmed_and_stores_it_encrypted(client, make_user, clock, app, caplog):
+    make_user(password=PASSWORD)
+    password_step(client)
+    assert "Set up two-factor authentication" in client.get("/users/edit").get_data(as_text=True)
+    html = client.get("/users/two_factor").get_data(as_text=True)
+    secret = SECRET.search(html).group(1).replace(" ", "")
+    # The same secret until it is confirmed (the app may have scanned it already).
+    assert SECRET.search(client.get("/users/two_factor").get_data(as_text=True)).group(1).replace(" ", "") == secret
+    wrong = client.post("/users/two_factor", data={"code": code(secret, clock, steps=5)})
+    assert wrong.status_code == 422 and "check that the app has the secret shown" in wrong.get_data(as_text=True)
+    assert sql(app, "SELECT otp_enabled_at FROM users") == [(None,)]
+    with caplog.at_level(logging.INFO, logger="pwp"):
+        done = client.post("/users/two_factor", data={"code": code(secret, clock)})
+    codes = BACKUP.findall(done.get_data(as_text=True))
+    assert done.status_code == 200 and len(set(codes)) == 10
+    assert "user 1: two-factor authentication turned on" in caplog.text
+    assert secret not in caplog.text and not any(c in caplog.text for c in codes)
+    ((stored, enabled),) = sql(app, "SELECT otp_secret_ciphertext, otp_enabled_at FROM users")
+    assert enabled is not None and secret.encode() not in bytes(stored)
+    assert crypto.Keyring([TEST_MASTER_KEY]).decrypt(bytes(stored)).decode() == secret
+    digests = [d for (d,) in sql(app, "SELECT digest FROM otp_backup_codes")]
+    assert len(digests) == 10 and not any(c.replace("-", "") in d or c in d for c in codes for d in digests)
+    page = client.get("/users/two_factor").get_data(as_text=True)
+    assert "10 unused backup codes" in page and secret not in page.replace(" ", "")
+
+
+def test_sign_in_asks_for_the_code_before_any_session(client, two_factor, clock):
+    secret, _codes = two_factor
+    r = password_step(client, password="wrong password")
+    assert r.status_code == 401 and "/users/two_factor/sign_in" not in r.headers.get("Location", "")
+    r = password_step(client)
+    assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor/sign_in"
+    assert not signed_in(client)
+    assert client.get("/users/edit").status_code == 302  # (no session yet)
+    page = client.get("/users/two_factor/sign_in")
+    assert page.status_code == 200 and 'autocomplete="one-time-code"' in page.get_data(as_text=True)
+    r = code_step(client, "000000" if code(secret, clock) != "000000" else "111111")
+    assert r.status_code == 401 and WRONG_CODE in r.get_data(as_text=True) and not signed_in(client)
+    r = code_step(client, code(secret, clock))
+    assert r.status_code == 302 and r.headers["Location"] == "/" and signed_in(client)
+
+
+def test_the_sign_in_goes_on_to_next_after_the_code(client, two_factor, clock):
+    secret, _codes = two_factor
+    client.post("/users/sign_in?next=/users/token", data={"email": "owner@example.com", "password": PASSWORD})
+    assert code_step(client, code(secret, clock)).headers["Location"] == "/users/token"
+
+
+def test_a_code_is_good_once(client, two_factor, clock):
+    secret, _codes = two_factor
+    used = code(secret, clock)
+    password_step(client)
+    assert code_step(client, used).status_code == 302
+    client.post("/users/sign_out")
+    password_step(client)
+    r = code_step(client, used)  # replayed, in the same step
+    assert r.status_code == 401 and WRONG_CODE in r.get_data(as_text=True) and not signed_in(client)
+    clock.advance(seconds=30)
+    assert code_step(client, code(secret, clock)).status_code == 302
+    client.post("/users/sign_out")
+    # An earlier step's code, still in the window, once a later one was used: refused too.
+    password_step(client)
+    assert code_step(client, code(secret, clock, steps=-1)).status_code == 401
+    # The next step's (a clock a little ahead) is good.
+    assert code_step(client, code(secret, clock, steps=1)).status_code == 302
+
+
+def test_a_code_outside_the_window_is_refused(client, two_factor, clock):
+    secret, _codes = two_factor
+    password_step(client)
+    assert code_step(client, code(secret, clock, steps=2)).status_code == 401
+    assert code_step(client, code(secret, clock, steps=-2)).status_code == 401
+    assert code_step(client, "").status_code == 401
+    assert code_step(client, "x" * 5000).status_code == 401
+    assert not signed_in(client)
+
+
+def test_the_pending_sign_in_expires_after_five_minutes(client, two_factor, clock):
+    secret, _codes = two_factor
+    password_step(client)
+    clock.advance(seconds=301)
+    r = code_step(client, code(secret, clock))
+    assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
+    assert "Your sign-in has expired" in client.get("/users/sign_in").get_data(as_text=True)
+    assert not signed_in(client)
+    # Nor is there one without a password step first.
+    assert code_step(app_client := client, code(secret, clock, steps=1)).headers["Location"] == "/users/sign_in"
+    assert not signed_in(app_client)
+
+
+def test_a_password_change_ends_the_pending_sign_in(client, two_factor, clock, app):
+    secret, _codes = two_factor
+    password_step(client)
+    with app.app_context():
+        from pwp import auth
+        auth.set_password(auth.find_user("owner@example.com"), "another password")
+    assert code_step(client, code(secret, clock)).headers["Location"] == "/users/sign_in"
+    assert not signed_in(client)
+
+
+def test_a_backup_code_signs_in_once(client, two_factor, app):
+    _secret, codes = two_factor
+    password_step(client)
+    assert code_step(client, codes[0].upper().replace("-", " ")).status_code == 302  # (as typed)
+    client.post("/users/sign_out")
+    password_step(client)
+    assert code_step(client, codes[0]).status_code == 401
+    assert code_step(client, codes[1]).status_code == 302
+    assert "8 unused backup codes" in client.get("/users/two_factor").get_data(as_text=True)
+    assert sql(app, "SELECT count(*) FROM otp_backup_codes") == [(8,)]
+
+
+def test_wrong_codes_are_throttled_with_the_passwords(client, two_factor, clock):
+    secret, _codes = two_factor
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)  # (a new window of the limits)
+    password_step(client)  # the address's sign-in attempts: 1 of 10 in 5 minutes
+    for _ in range(9):
+        clock.advance(seconds=21)  # (past the per-IP limit, 5 in 20 s)
+        assert code_step(client, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    clock.advance(seconds=21)
+    r = code_step(client, code(secret, clock))
+    assert r.status_code == 429 and "Too many sign-in attempts" in r.get_data(as_text=True)
+    assert not signed_in(client)
+
+
+@pytest.fixture
+def on(settings, smtp, database_url, request):
+    """A client of an app with account e-mails on, sending to `smtp`."""
+    settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
+    return request.getfixturevalue("client")
+
+
+def test_with_account_emails_wrong_codes_lock_the_account_and_changes_are_mailed(on, make_user, smtp, clock, app):
+    make_user(password=PASSWORD)
+    password_step(on)
+    secret, codes = set_up(on, clock)
+    ((_rcpts, message),) = mails(smtp, 1)
+    assert message["Subject"] == "Two-factor authentication turned on"
+    assert secret not in message.get_content() and codes[0] not in message.get_content()
+    on.post("/users/sign_out")
+    sql(app, "UPDATE users SET failed_attempts = :n", n=account_mail.MAXIMUM_ATTEMPTS - 2)
+    clock.advance(seconds=301)
+    password_step(on)  # (a right password does not forget the failures: the code is still to come)
+    assert sql(app, "SELECT failed_attempts FROM users") == [(account_mail.MAXIMUM_ATTEMPTS - 2,)]
+    assert code_step(on, codes[0] + "x").status_code == 401
+    clock.advance(seconds=30)
+    assert code_step(on, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    assert [m["Subject"] for _r, m in mails(smtp, 2)][1] == "Unlock instructions"
+    clock.advance(seconds=30)
+    r = code_step(on, code(secret, clock))  # the right code of a locked account: told as a wrong one
+    assert r.status_code == 401 and WRONG_CODE in r.get_data(as_text=True) and not signed_in(on)
+
+
+def test_a_right_code_forgets_the_failed_sign_ins(on, make_user, smtp, clock, app):
+    make_user(password=PASSWORD)
+    password_step(on)
+    secret, _codes = set_up(on, clock)
+    on.post("/users/sign_out")
+    sql(app, "UPDATE users SET failed_attempts = 3")
+    clock.advance(seconds=30)
+    password_step(on)
+    assert code_step(on, code(secret, clock)).status_code == 302
+    assert sql(app, "SELECT failed_attempts FROM users") == [(0,)]
+    # Turned off: mailed too.
+    clock.advance(seconds=30)
+    r = on.post("/users/two_factor/disable", data={"current_password": PASSWORD, "code": code(secret, clock)})
+    assert r.status_code == 302
+    assert [m["Subject"] for _r, m in mails(smtp, 2)][1] == "Two-factor authentication turned off"
+
+
+def test_turning_it_off_needs_the_password_and_a_code(client, two_factor, clock, app):
+    secret, codes = two_factor
+    password_step(client)
+    code_step(client, code(secret, clock))
+    clock.advance(seconds=30)
+    r = client.post("/users/two_factor/disable", data={"current_password": "wrong", "code": code(secret, clock)})
+    assert r.status_code == 422 and "That is not your current password." in r.get_data(as_text=True)
+    r = client.post("/users/two_factor/disable", data={"current_password": PASSWORD, "code": "123"})
+    assert r.status_code == 422 and WRONG_CODE in r.get_data(as_text=True)
+    assert sql(app, "SELECT otp_enabled_at IS NOT NULL FROM users") == [(True,)]
+    r = client.post("/users/two_factor/disable", data={"current_password": PASSWORD, "code": codes[3]})
+    assert r.status_code == 302
+    assert sql(app, "SELECT otp_enabled_at, otp_secret_ciphertext, otp_last_step FROM users") == [(None, None, None)]
+    assert sql(app, "SELECT count(*) FROM otp_backup_codes") == [(0,)]
+    client.post("/users/sign_out")
+    assert password_step(client).headers["Location"] == "/" and signed_in(client)
+
+
+def test_new_backup_codes_replace_the_old_ones(client, two_factor, clock):
+    secret, old = two_factor
+    password_step(client)
+    code_step(client, code(secret, clock))
+    clock.advance(seconds=30)
+    r = client.post("/users/two_factor/backup_codes", data={"current_password": PASSWORD, "code": code(secret, clock)})
+    new = BACKUP.findall(r.get_data(as_text=True))
+    assert r.status_code == 200 and len(set(new)) == 10 and not set(new) & set(old)
+    client.post("/users/sign_out")
+    password_step(client)
+    assert code_step(client, old[5]).status_code == 401
+    assert code_step(client, new[5]).status_code == 302
+
+
+# ----------------------------------------------------------------------------- PWP__REQUIRE_MFA
+
+@pytest.fixture
+def required(settings):
+    settings["PWP__REQUIRE_MFA"] = True
+
+
+def test_required_sends_a_signed_in_account_without_it_to_the_set_up(required, client, make_user, clock):
+    _user_id, api_token = make_user(password=PASSWORD)
+    assert password_step(client).status_code == 302
+    for path in ("/", "/users/token", "/users/edit", "/d/active"):
+        r = client.get(path)
+        assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor", path
+    r = client.post("/p", data={"push[kind]": "text", "push[payload]": "x"})
+    assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor"
+    page = client.get("/users/two_factor")
+    assert page.status_code == 200 and MFA_REQUIRED in page.get_data(as_text=True)
+    assert client.get("/static/app.css").status_code == 200
+    # The JSON APIs, by token or by the browser's session: upstream's 403.
+    for path in ("/api/v2/pushes/active", "/p/active.json"):
+        for r in (client.get(path, headers=bearer(api_token)), client.get(path)):
+            assert r.status_code == 403 and r.get_json() == {"error": MFA_REQUIRED}, path
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}, headers=bearer(api_token))
+    assert r.status_code == 403 and r.get_json() == {"error": MFA_REQUIRED}
+    set_up(client, clock)
+    assert client.get("/").status_code == 200
+    assert client.get("/api/v2/pushes/active", headers=bearer(api_token)).status_code == 200
+    assert client.get("/p/active.json", headers=bearer(api_token)).status_code == 200
+    assert client.post("/users/sign_out").status_code == 302
+
+
+def test_required_leaves_anonymous_visitors_and_sign_out_alone(required, client, make_user):
+    assert client.get("/").status_code == 200
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+    make_user(password=PASSWORD)
+    password_step(client)
+    assert client.post("/users/sign_out").headers["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+
+def test_off_by_default_an_account_without_it_uses_everything(client, token):
+    assert client.get("/api/v2/pushes/active", headers=bearer(token)).status_code == 200
+
+
+# ----------------------------------------------------------------------------- admins
+
+def test_rotate_key_keeps_two_factor_working(database_url, tmp_path, clock):
+    def app_with(keys):
+        return create_app(make_config(database_url, PWPUSH_MASTER_KEY=keys), instance_path=str(tmp_path / "i"))
+    old = app_with(TEST_MASTER_KEY)
+    client = old.test_client()
+    with old.app_context():
+        from pwp.auth import create_user
+        create_user("owner@example.com", PASSWORD)
+    password_step(client)
+    secret, _codes = set_up(client, clock)
+    new_key = crypto.generate_key()
+    both = app_with(f"{new_key},{TEST_MASTER_KEY}")
+    with both.app_context():
+        pushes.rotate_keys()
+    (stored,) = sql(both, "SELECT otp_secret_ciphertext FROM users")[0]
+    assert crypto.Keyring([new_key]).decrypt(bytes(stored)).decode() == secret
+    new = app_with(new_key)  # (the old key gone)
+    client = new.test_client()
+    clock.advance(seconds=30)
+    password_step(client)
+    assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
+    for a in (old, both, new):
+        with a.app_context():
+            db.engine.dispose()
+
+
+def test_users_reset_2fa_turns_it_off_and_logs_no_secret(app, client, two_factor, caplog):
+    with caplog.at_level(logging.INFO, logger="pwp"):
+        result = app.test_cli_runner().invoke(args=["users", "reset-2fa", "Owner@example.com"])
+    assert result.exit_code == 0 and "Two-factor authentication turned off for owner@example.com" in result.output
+    assert "user 1: two-factor authentication turned off from the command line" in caplog.text
+    assert two_factor[0] not in caplog.text + result.output
+    assert sql(app, "SELECT otp_enabled_at, otp_secret_ciphertext FROM users") == [(None, None)]
+    again = app.test_cli_runner().invoke(args=["users", "reset-2fa", "owner@example.com"])
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    missing = app.test_cli_runner().invoke(args=["users", "reset-2fa", "nobody@example.com"])
+    assert missing.exit_code != 0 and "No user with the e-mail address" in missing.output
+    assert password_step(client).headers["Location"] == "/"
+
+
+def test_the_administration_page_shows_who_has_it(client, two_factor, clock, make_user, app):
+    secret, _codes = two_factor
+    make_user(email="admin@example.com", password=PASSWORD, admin=True)
+    password_step(client, email="admin@example.com")
+    html = client.get("/admin/users").get_data(as_text=True)
+    assert html.count("Yes, with two-factor authentication") == 1
