@@ -10,7 +10,7 @@ PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_previ
           "up", "validation"]
 SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files",
              "admin_users", "admin_delete", "new_signed_in", "new_notify_error", "preview_notify",
-             "notify_error", "audit_notify"]
+             "notify_error", "audit_notify", "two_factor_setup"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,7 @@ def site(server, browser):
         "admin_users": "/admin/users", "admin_delete": f"/admin/users/{other}/delete",
         "new_signed_in": "/", "new_notify_error": "/", "preview_notify": notified + "/preview",
         "notify_error": notified + "/preview", "audit_notify": notified + "/audit",
+        "two_factor_setup": "/users/two_factor",
     }
     return paths, state
 
