@@ -254,33 +254,33 @@ def two_factor():
     return _backup_codes_page(codes, "Two-factor authentication is on")
 
 
-def _confirmed_with_code(user) -> tuple[dict, int]:
-    """The errors of a change that asks for the password and a code (or a backup code),
-    counted as password guesses (LIMITS["password"]), and their status; ({}, 200) when both
-    are right."""
-    too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
-    if too_many:
-        return {"current_password": too_many}, 429
-    errors = {}
-    if not auth.check_password(user, request.form.get("current_password", "")):
-        errors["current_password"] = "That is not your current password."
-    # (The code only with the right password: a wrong one uses up no backup code.)
-    elif not twofactor.verify(user, request.form.get("code", ""), pushes.utcnow()):
-        errors["code"] = WRONG_CODE
-    return errors, 422 if errors else 200
+def _with_password_and_code(view):
+    """A change of an account with two-factor authentication on (else: its page): the form
+    asks for the password and a code (or a backup code), counted as password guesses
+    (LIMITS["password"]); the view runs, with the account, when both are right."""
+    @wraps(view)
+    def wrapped():
+        user = current_user._get_current_object()
+        if not twofactor.is_on(user):
+            return redirect(url_for("accounts.two_factor"))
+        too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
+        if too_many:
+            return _two_factor_page(user, 429, {"current_password": too_many})
+        if not auth.check_password(user, request.form.get("current_password", "")):
+            return _two_factor_page(user, 422, {"current_password": "That is not your current password."})
+        # (The code only with the right password: a wrong one uses up no backup code.)
+        if not twofactor.verify(user, request.form.get("code", ""), pushes.utcnow()):
+            return _two_factor_page(user, 422, {"code": WRONG_CODE})
+        return view(user)
+    return wrapped
 
 
 @bp.post("/two_factor/disable")
 @_with_logins
 @login_required
-def disable_two_factor():
-    """Turn two-factor authentication off: the password and a code (or a backup code)."""
-    user = current_user._get_current_object()
-    if not twofactor.is_on(user):
-        return redirect(url_for("accounts.two_factor"))
-    errors, status = _confirmed_with_code(user)
-    if errors:
-        return _two_factor_page(user, status, errors)
+@_with_password_and_code
+def disable_two_factor(user):
+    """Turn two-factor authentication off."""
     twofactor.turn_off(user, "by its owner")
     account_mail.two_factor_changed(user, False)
     flash("Two-factor authentication is off.", "success")
@@ -290,14 +290,9 @@ def disable_two_factor():
 @bp.post("/two_factor/backup_codes")
 @_with_logins
 @login_required
-def new_backup_codes():
-    """Make new backup codes (the old ones stop working): the password and a code."""
-    user = current_user._get_current_object()
-    if not twofactor.is_on(user):
-        return redirect(url_for("accounts.two_factor"))
-    errors, status = _confirmed_with_code(user)
-    if errors:
-        return _two_factor_page(user, status, errors)
+@_with_password_and_code
+def new_backup_codes(user):
+    """Make new backup codes (the old ones stop working)."""
     return _backup_codes_page(twofactor.new_backup_codes(user), "New backup codes")
 
 

@@ -576,19 +576,26 @@ def test_a_database_shared_with_another_alembic_app_is_not_taken_for_a_newer_pwp
     assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
 
 
-def test_revision_0002_keeps_the_accounts_and_marks_them_confirmed(own_database, tmp_path, caplog):
-    """Account e-mails' columns: an account made before them signs in once the setting is on
-    (confirmed), nothing of it lost."""
-    engine = create_engine(database_uri(own_database))
+def _upgraded_from(url, tmp_path, caplog, revision, statement):
+    """Bring an empty database to an earlier revision, run a statement there, then start the
+    app on it (its log captured); return the app."""
+    engine = create_engine(database_uri(url))
     try:
         with engine.begin() as conn:
-            migrate.upgrade(conn, migrate.MIGRATIONS, None, "0001")
-            conn.exec_driver_sql("INSERT INTO users (email, password_hash, api_token_digest, is_admin, created_at) "
-                                 "VALUES ('old@example.com', 'hash', 'digest', true, '2026-01-02 03:04:05')")
+            migrate.upgrade(conn, migrate.MIGRATIONS, None, revision)
+            conn.exec_driver_sql(statement)
     finally:
         engine.dispose()
     with caplog.at_level(logging.WARNING, logger="pwp"):
-        app = start(own_database, tmp_path)
+        return start(url, tmp_path)
+
+
+def test_revision_0002_keeps_the_accounts_and_marks_them_confirmed(own_database, tmp_path, caplog):
+    """Account e-mails' columns: an account made before them signs in once the setting is on
+    (confirmed), nothing of it lost."""
+    app = _upgraded_from(own_database, tmp_path, caplog, "0001",
+                         "INSERT INTO users (email, password_hash, api_token_digest, is_admin, created_at) "
+                         "VALUES ('old@example.com', 'hash', 'digest', true, '2026-01-02 03:04:05')")
     assert "database upgraded from 0001 to 0003" in caplog.text
     assert stored_revision(own_database) == migrate.HEAD
     assert _differences(own_database) == []
@@ -628,17 +635,10 @@ def test_revision_0002_gives_a_first_release_database_recorded_at_0001_the_basel
 def test_revision_0003_adds_two_factor_off_for_every_account(own_database, tmp_path, caplog):
     """Two-factor authentication's columns and backup codes' table: an account made at 0002
     keeps everything and has two-factor authentication off."""
-    engine = create_engine(database_uri(own_database))
-    try:
-        with engine.begin() as conn:
-            migrate.upgrade(conn, migrate.MIGRATIONS, None, "0002")
-            conn.exec_driver_sql("INSERT INTO users (email, password_hash, api_token_digest, is_admin, created_at, "
-                                 "confirmed_at) VALUES ('old@example.com', 'hash', 'digest', true, "
-                                 "'2026-01-02 03:04:05', '2026-01-02 03:04:05')")
-    finally:
-        engine.dispose()
-    with caplog.at_level(logging.WARNING, logger="pwp"):
-        app = start(own_database, tmp_path)
+    app = _upgraded_from(own_database, tmp_path, caplog, "0002",
+                         "INSERT INTO users (email, password_hash, api_token_digest, is_admin, created_at, "
+                         "confirmed_at) VALUES ('old@example.com', 'hash', 'digest', true, '2026-01-02 03:04:05', "
+                         "'2026-01-02 03:04:05')")
     assert "database upgraded from 0002 to 0003" in caplog.text
     assert stored_revision(own_database) == migrate.HEAD == "0003"
     assert _differences(own_database) == []
