@@ -185,7 +185,8 @@ def two_factor_sign_in():
     user, after = _pending_sign_in(now)
     if user is None:
         session.pop("otp_sign_in", None)
-        flash("Your sign-in has expired: please sign in again.", "warning")
+        if request.method != "HEAD":  # (no page shows a HEAD's flash: the next one would)
+            flash("Your sign-in has expired: please sign in again.", "warning")
         return redirect(url_for("accounts.sign_in"))
     if request.method != "POST":
         return render_template("accounts/two_factor_sign_in.html")

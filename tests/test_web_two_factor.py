@@ -144,6 +144,8 @@ def test_the_pending_sign_in_expires_after_five_minutes(client, two_factor, cloc
     r = code_step(client, code(secret, clock))
     assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
     assert "Your sign-in has expired" in client.get("/users/sign_in").get_data(as_text=True)
+    client.head("/users/two_factor/sign_in")
+    assert "Your sign-in has expired" not in client.get("/users/sign_in").get_data(as_text=True)
     assert not signed_in(client)
     # Nor is there one without a password step first.
     assert code_step(app_client := client, code(secret, clock, steps=1)).headers["Location"] == "/users/sign_in"
@@ -330,6 +332,26 @@ def test_rotate_key_keeps_two_factor_working(database_url, tmp_path, clock):
     password_step(client)
     assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
     for a in (old, both, new):
+        with a.app_context():
+            db.engine.dispose()
+
+
+def test_rotate_key_without_the_old_key_names_the_account(database_url, tmp_path, clock):
+    old = create_app(make_config(database_url), instance_path=str(tmp_path / "i"))
+    with old.app_context():
+        from pwp.auth import create_user
+        create_user("owner@example.com", PASSWORD)
+    client = old.test_client()
+    password_step(client)
+    set_up(client, clock)
+    before = sql(old, "SELECT otp_secret_ciphertext FROM users")
+    sql(old, "DELETE FROM key_check")  # (else start-up refuses the key)
+    app = create_app(make_config(database_url, PWPUSH_MASTER_KEY=crypto.generate_key()),
+                     instance_path=str(tmp_path / "i"))
+    with app.app_context(), pytest.raises(crypto.KeyMismatch, match="^user 1's two-factor secret$"):
+        pushes.rotate_keys()
+    assert sql(old, "SELECT otp_secret_ciphertext FROM users") == before
+    for a in (old, app):
         with a.app_context():
             db.engine.dispose()
 
