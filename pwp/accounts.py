@@ -503,6 +503,11 @@ def edit_password():
     except auth.Refused:  # (the link used meanwhile, or the account deleted)
         return _ask_page("reset_password", error=account_mail.INVALID_LINK), 422
     current_app.logger.info("user %s: password reset by e-mail", user.id)
+    if account_mail.confirmed(user) and twofactor.is_on(user):
+        # The mailbox alone signs in past no second factor: the code is asked for, as at a sign-in.
+        response = _ask_for_second_factor(user)
+        flash("Your password has been changed. Enter a code to sign in.", "success")
+        return response
     if account_mail.confirmed(user) and _sign_in(user):
         flash("Your password has been changed and you are signed in. Your other sessions are signed out.",
               "success")

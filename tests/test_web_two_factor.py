@@ -7,7 +7,7 @@ import re
 import pyotp
 import pytest
 from conftest import TEST_MASTER_KEY, bearer, make_config, sql
-from test_web_account_emails import mails
+from test_web_account_emails import ask_reset, link_in, mails
 
 from pwp import account_mail, create_app, crypto, pushes
 from pwp.auth import MFA_REQUIRED
@@ -229,7 +229,27 @@ def test_a_right_code_forgets_the_failed_sign_ins(on, make_user, smtp, clock, ap
     clock.advance(seconds=30)
     r = on.post("/users/two_factor/disable", data={"current_password": PASSWORD, "code": code(secret, clock)})
     assert r.status_code == 302
-    assert [m["Subject"] for _r, m in mails(smtp, 2)][1] == "Two-factor authentication turned off"
+    # (Each mail from a thread of its own: the two may arrive in either order.)
+    assert sorted(m["Subject"] for _r, m in mails(smtp, 2)) == ["Two-factor authentication turned off",
+                                                                "Two-factor authentication turned on"]
+
+
+def test_a_reset_link_asks_for_the_code_before_signing_in(on, make_user, smtp, clock, app):
+    # The mailbox alone (the reset link) must not sign in past the second factor.
+    make_user(password=PASSWORD)
+    password_step(on)
+    secret, _codes = set_up(on, clock)
+    on.post("/users/sign_out")
+    ask_reset(on, "owner@example.com")
+    (reset,) = [m for _r, m in mails(smtp, 2) if m["Subject"] == "Reset password instructions"]
+    token = link_in(reset).partition("=")[2]
+    r = on.post("/users/password/edit", data={"reset_password_token": token, "password": "a new password",
+                                              "password_confirmation": "a new password"})
+    assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor/sign_in"
+    assert not signed_in(on)
+    clock.advance(seconds=30)
+    assert code_step(on, code(secret, clock)).status_code == 302 and signed_in(on)
+    assert sql(app, "SELECT count(*) FROM user_sessions") == [(1,)]
 
 
 def test_turning_it_off_needs_the_password_and_a_code(client, two_factor, clock, app):
