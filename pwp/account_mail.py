@@ -32,6 +32,7 @@ MAXIMUM_ATTEMPTS = 20  # failed sign-ins that lock the account (lock_strategy :f
 UNLOCK_IN = timedelta(hours=1)  # unlock_strategy :both: this long, or the mailed link
 
 UNCONFIRMED = "You have to confirm your e-mail address before continuing: follow the link in the e-mail we sent you."
+LOCKED = "Your account is locked."  # (Devise's, to a session signed in before the lock)
 INVALID_LINK = "That link is not valid, has been used or has expired: ask for a new one."
 
 MAILS = {
@@ -75,6 +76,14 @@ def enabled() -> bool:
     """Tell whether account e-mails are on (config.validate makes sure an SMTP server is set)."""
     config = current_app.config
     return bool(config["PWP__ENABLE_USER_ACCOUNT_EMAILS"] and not config["PWP__DISABLE_LOGINS"])
+
+
+def inactive(locked_at: datetime | None, confirmed_at: datetime | None, now: datetime) -> str | None:
+    """Why an account with these columns may not stay signed in (Devise's
+    active_for_authentication?: locked, for UNLOCK_IN; unconfirmed), or None."""
+    if locked_at is not None and locked_at > now - UNLOCK_IN:
+        return LOCKED
+    return UNCONFIRMED if confirmed_at is None else None
 
 
 def _state(user_id: int):

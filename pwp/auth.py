@@ -29,6 +29,10 @@ class _LoginManager(LoginManager):
             return response
         return super()._update_remember_cookie(response)
 
+    def unauthorized(self):
+        # A session just signed out was told why (_load_user): sign_in_first adds nothing.
+        return sign_in_first() if "pwp_signed_out" in g else super().unauthorized()
+
 
 login_manager = _LoginManager()
 login_manager.login_message = SignInRequired.message
@@ -52,23 +56,36 @@ def _load_user(session_id):
         # A public gateway signs no one in (pwp/gateway.py): a session cookie its host shares
         # with the internal instance's must not bring accounts to it.
         return None
-    return session_user(session_id, pushes.utcnow())
+    user = session_user(session_id, pushes.utcnow())
+    if "pwp_signed_out" in g:
+        flash(g.pwp_signed_out, "warning")
+    return user
 
 
 def session_user(session_id, now: datetime) -> User | None:
     """The user of a web session, in one query: its row exists (not signed out, nor its
     password changed since, nor its account deleted) and is under SESSION_LIFETIME old.
-    An account without a password (API-only) signs in nowhere, so it has no session."""
+    An account without a password (API-only) signs in nowhere, so it has no session.
+    With account e-mails on, the session of an account that may not stay signed in (locked,
+    unconfirmed: account_mail.inactive) ends, as Devise's, and g.pwp_signed_out says why."""
     if not isinstance(session_id, str) or len(session_id) > _MAX_TOKEN_LENGTH:
         return None
+    from . import account_mail
+    checked = (User.locked_at, User.confirmed_at) if account_mail.enabled() else ()
     # Looked up by its digest, as an API token: the time taken tells nothing of the id.
-    user = db.session.scalar(
-        select(User).join(UserSession, UserSession.user_id == User.id)
+    row = db.session.execute(
+        select(User, *checked).join(UserSession, UserSession.user_id == User.id)
         .where(UserSession.digest == digest_token(session_id), UserSession.created_at > now - SESSION_LIFETIME,
-               User.password_hash.is_not(None)))
-    if user is not None:
-        user.session_id = session_id
-    return user
+               User.password_hash.is_not(None))).first()
+    if row is None:
+        return None
+    why = checked and account_mail.inactive(row[1], row[2], now)
+    if why:
+        end_session(session_id)
+        g.pwp_signed_out = why
+        return None
+    row[0].session_id = session_id
+    return row[0]
 
 
 def start_session(user: User, now: datetime) -> str | None:
@@ -113,7 +130,8 @@ def purge_sessions(now: datetime) -> int:
 
 def sign_in_first():
     """Send a visitor who must sign in to the sign-in page, and back here afterwards."""
-    flash(SignInRequired.message, "warning")
+    if "pwp_signed_out" not in g:  # (else the session just ended, told why: _load_user)
+        flash(SignInRequired.message, "warning")
     return redirect(url_for("accounts.sign_in", next=request.full_path.rstrip("?")))
 
 

@@ -225,6 +225,27 @@ def test_twenty_failed_sign_ins_lock_the_account_until_its_mailed_link(on, make_
     assert sql(app, "SELECT failed_attempts, locked_at FROM users") == [(0, None)]
 
 
+def test_a_locked_accounts_signed_in_session_is_signed_out_at_its_next_request(on, make_user, smtp, clock, app):
+    """As Devise's (a locked account is not active_for_authentication?, so Warden signs its
+    sessions out): a browser signed in before the lock is anonymous from its next request on,
+    told why once; the account's API token still works (README's deviations)."""
+    _user_id, api_token = make_user(password=PASSWORD)
+    browser = app.test_client()
+    assert sign_in_as(browser).status_code == 302
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    r = browser.get("/p")  # (a page for signed-in users)
+    assert r.status_code == 302 and r.headers["Location"].startswith("/users/sign_in?next=/p")
+    html = browser.get(r.headers["Location"]).get_data(as_text=True)
+    assert account_mail.LOCKED in html and "You need to sign in" not in html and "Sign out" not in html
+    html = browser.get("/").get_data(as_text=True)
+    assert "Sign out" not in html and account_mail.LOCKED not in html  # (told once)
+    assert sql(app, "SELECT count(*) FROM user_sessions") == [(0,)]  # (signed out on the server)
+    assert on.get("/api/v2/pushes/active", headers=bearer(api_token)).status_code == 200
+    # The lock's hour over, the session stays signed out (as Devise's): a new sign-in is needed.
+    clock.advance(hours=1, seconds=1)
+    assert "Sign out" not in browser.get("/").get_data(as_text=True)
+
+
 def test_a_locked_accounts_right_password_is_answered_and_counted_as_a_wrong_one(on, make_user, smtp, clock, app):
     # (Devise's paranoid mode: told apart, the lock would tell a guesser which password is
     # right, the guessing going on at the throttles' pace while it lasts.)
@@ -464,6 +485,18 @@ def test_sign_ups_while_it_was_off_are_confirmed_when_it_is_turned_on(client, se
     settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
     later = create_app(make_config(database_url, **settings), instance_path=str(tmp_path / "instance"))
     assert sign_in_as(later.test_client(), "new@example.com").status_code == 302
+
+
+def test_an_unconfirmed_accounts_session_is_signed_out_once_confirmation_is_required(on, make_user, smtp, app):
+    """An account an older release made after the upgrade that marks old ones confirmed
+    (README) may be signed in when account e-mails are turned on: as Devise's (not
+    active_for_authentication? while unconfirmed), its session ends at its next request."""
+    make_user(password=PASSWORD)
+    assert sign_in_as(on).status_code == 302
+    sql(app, "UPDATE users SET confirmed_at = NULL")
+    html = on.get("/").get_data(as_text=True)
+    assert "Sign out" not in html and account_mail.UNCONFIRMED in html
+    assert "Sign out" not in on.get("/").get_data(as_text=True)
 
 
 def test_start_up_says_account_emails_are_on(smtp, database_url, tmp_path, caplog):
