@@ -478,19 +478,40 @@ def _register_middleware(app):
     app.wsgi_app = SecurityHeaders(app.wsgi_app, security_headers(app.config))
 
 
-def _check_master_key(app, write=True):
-    """Refuse to start with master keys that do not open the stored pushes (a key file
-    regenerated, another instance's key): every view would fail after counting."""
+def _keys_open(write: bool, before_upgrade=False) -> bool:
+    """Whether the master keys open the database's key check (pushes.keys_are_the_databases;
+    not write: without writing one), or, read-only on a database from before the key check
+    (its upgrade adds the table), its stored secrets; before_upgrade, there: True (its
+    pushes may lack columns the query names: the check after the upgrade speaks)."""
     from sqlalchemy import inspect as inspect_database
 
     from . import pushes
     from .models import db
 
+    if write:
+        return pushes.keys_are_the_databases()
+    # (SQLite: a plain BEGIN, not waiting for the write lock of another process's upgrade.)
+    if inspect_database(db.session.connection(execution_options={"read_snapshot": True})).has_table("key_check"):
+        return pushes.keys_are_the_databases(write=False)
+    return before_upgrade or pushes.keys_open_stored_secrets()
+
+
+def _check_master_key(app, write=True, before_upgrade=False):
+    """Refuse to start with master keys that do not open the stored pushes (a key file
+    regenerated, another instance's key): every view would fail after counting.
+    before_upgrade: a server's start on a database behind the code, before any revision runs
+    (a mistyped key must not upgrade it first): read-only, its key file not yet written (a
+    new key that another worker's kept file replaces is left to the check after it)."""
+    from . import pushes
+
     path = os.path.join(app.instance_path, "master.key")
-    new = app.extensions.pop("pwpush_new_master_key", None)
+    new = (app.extensions.get if before_upgrade else app.extensions.pop)("pwpush_new_master_key", None)
     made, kept = new is not None, False
+    if before_upgrade and made and os.path.exists(path):
+        return
     with app.app_context():
-        if made and write and (pushes.keys_are_the_databases(write=False) or os.path.exists(path)):
+        if made and write and not before_upgrade and (
+                pushes.keys_are_the_databases(write=False) or os.path.exists(path)):
             # The database takes the new key, or another worker starting beside this one kept
             # its own first (and wrote it in the key check): the file's key is the one.
             # (Its making is logged once the database took the key: a start that then refuses
@@ -498,11 +519,7 @@ def _check_master_key(app, write=True):
             master = _key_file(app, "master.key", lambda: new, announce=False)
             app.extensions["pwpush_keyring"] = crypto.Keyring(master.split(","))
             made, kept = False, master == new
-        if write or inspect_database(db.engine).has_table("key_check"):
-            opens = pushes.keys_are_the_databases(write=write)
-        else:  # (a command on a database from before the key check: its upgrade adds the table)
-            opens = pushes.keys_open_stored_secrets()
-        if not opens:
+        if not _keys_open(write and not before_upgrade, before_upgrade):
             if kept:
                 # Another instance (its own folder, no PWPUSH_MASTER_KEY) wrote its key check
                 # first on this new database: the file kept here encrypted nothing.
@@ -611,7 +628,7 @@ def _create_tables(app):
 
     with app.app_context():
         _check_sqlite_folder(db.engine.url)
-        migrate.bring_up_to_date(app, db)
+        migrate.bring_up_to_date(app, db, lambda: _check_master_key(app, before_upgrade=True))
         if db.engine.url.get_backend_name() == "sqlite" and os.path.isfile(db.engine.url.database or ""):
             _warn_if_open_to_others(db.engine.url.database, "database",
                                     "it holds the accounts and the encrypted secrets")

@@ -51,15 +51,21 @@ def revision(conn) -> str | None:
 _WHICH = "NNNN the HEAD in pwp/migrate.py of the last pwpush that ran on it"
 
 
-def bring_up_to_date(app, db) -> bool:
+def bring_up_to_date(app, db, before_changing=None) -> bool:
     """Bring the app's database to the code's head revision (see the module's docstring);
-    tell whether it was new. ConfigError for a database ahead of the code or lacking columns."""
+    tell whether it was new. ConfigError for a database ahead of the code or lacking columns.
+    before_changing: called (to raise a refusal) before anything changes in a database that
+    exists and is behind the code."""
     migrations = app.config.get("PWPUSH_MIGRATIONS", MIGRATIONS)
     head = app.config.get("PWPUSH_SCHEMA_HEAD", HEAD)
     # (read_snapshot: on SQLite a plain BEGIN, which takes no write lock.)
     with db.engine.connect().execution_options(read_snapshot=True) as conn:
-        if revision(conn) == head:
+        found = revision(conn)
+        if found == head:
             return False
+        exists = found is not None or inspect(conn).has_table("pushes")
+    if exists and before_changing is not None:
+        before_changing()
     with db.engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:

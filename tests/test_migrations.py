@@ -509,6 +509,24 @@ def test_a_revision_that_fails_stops_start_up_in_one_line_and_changes_nothing(ow
     assert result.exit_code == 1 and result.output.startswith(f"Error: {FAILED}"), result.output
 
 
+def test_a_start_with_a_wrong_master_key_is_refused_before_any_revision_runs(own_database, tmp_path,
+                                                                            later_migrations):
+    """A wrong PWPUSH_MASTER_KEY (its database's key check not opened) was refused only after
+    the start had upgraded the schema: a mistyped key changed the database for nothing (and
+    with the key file lost, the release before could no longer run on it)."""
+    from cryptography.fernet import Fernet
+
+    app = start(own_database, tmp_path)
+    assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "kept"}}).status_code == 201
+    with pytest.raises(ConfigError, match="none of its keys decrypts the stored pushes"):
+        start(own_database, tmp_path, PWPUSH_MASTER_KEY=Fernet.generate_key().decode(), **later_migrations)
+    assert stored_revision(own_database) == "0002"
+    with pytest.raises(Exception, match="probe_runs"):
+        sql(app, "SELECT count(*) FROM probe_runs")
+    start(own_database, tmp_path, **later_migrations)  # (the right key: upgraded)
+    assert stored_revision(own_database) == "0003"
+
+
 def test_a_start_waiting_on_sqlite_for_another_upgrade_waits_past_busy_timeout_then_says_so(
         new_database, tmp_path, later_migrations, monkeypatch):
     """A start waits for the write lock while another process upgrades (a long revision:

@@ -17,7 +17,8 @@ from flask.cli import run_command
 from sqlalchemy import text
 
 import servers
-from conftest import DATABASES, PG_ADMIN_URL, PG_BASE, bearer, make_config, sql, throwaway_pg_database
+from conftest import (DATABASES, PG_ADMIN_URL, PG_BASE, TEST_MASTER_KEY, bearer, make_config, sql,
+                      throwaway_pg_database)
 from pwp import ROOT, auth, config, create_app, fastsql
 from pwp.models import AuditKind, db, schema_sql
 
@@ -140,7 +141,9 @@ def test_a_table_made_by_an_older_version_stops_start_up_naming_its_missing_colu
         db.session.commit()
         db.engine.dispose()
     try:
-        proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": database_url})
+        # (Its key: a start whose keys do not open the database is refused before its upgrade.)
+        proc = _start({"PWPUSH_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": database_url,
+                       "PWPUSH_MASTER_KEY": TEST_MASTER_KEY})
     finally:  # (the run's PostgreSQL database serves the tests after this one)
         with app.app_context():
             binary = "BYTEA" if db.engine.dialect.name == "postgresql" else "BLOB"
