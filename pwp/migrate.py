@@ -140,7 +140,12 @@ def _take_pg_lock(conn):
     if conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PG_LOCK}).scalar():
         return
     log.warning("database: waiting for another process's schema upgrade (its lock is held)")
-    conn.execute(text(f"SET LOCAL lock_timeout = {max(1, int(LOCK_WAIT * 1000))}"))
+    # For the wait only, bounded by lock_timeout, not a statement_timeout below it (a role's,
+    # pgbouncer's connect_query): set for the transaction (set_config's true), then given back
+    # the session's own values, whichever set them, for the revisions after it.
+    timeouts = {"lock_timeout": str(max(1, int(LOCK_WAIT * 1000))), "statement_timeout": "0"}
+    own = conn.execute(text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")).one()
+    _set_locally(conn, timeouts)
     try:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
     except DBAPIError as exc:
@@ -149,7 +154,13 @@ def _take_pg_lock(conn):
         raise DatabaseUnavailable(
             f"DATABASE_URL: cannot use the database: another process held the lock of schema upgrades for "
             f"{LOCK_WAIT:g} s (an upgrade of its schema still running?)") from None
-    conn.execute(text("SET LOCAL lock_timeout = DEFAULT"))
+    _set_locally(conn, dict(zip(timeouts, own)))
+
+
+def _set_locally(conn, settings: dict):
+    """Set PostgreSQL settings for the transaction (SET LOCAL, with bound values)."""
+    for name, value in settings.items():
+        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
 
 
 def upgrade(conn, migrations, found, head):

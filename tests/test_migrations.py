@@ -582,6 +582,61 @@ def test_a_start_waiting_on_postgresql_for_another_upgrade_says_so_and_gives_up(
     assert stored_revision(url) == "0004"
 
 
+def test_a_start_waiting_on_postgresql_keeps_the_sessions_own_timeouts(new_database, tmp_path, later_migrations):
+    """The wait for another process's upgrade sets its timeouts for itself only: a session's
+    own lock_timeout (set after connecting, as pgbouncer's connect_query does) was replaced
+    by the server's default for the revisions after it, and a statement_timeout below the
+    wait cancelled it with a raw 57014 error."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+    import threading
+
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
+    url = new_database("postgresql")
+    start(url, tmp_path)
+    Path(later_migrations["PWPUSH_MIGRATIONS"], "versions", "0003_probe.py").write_text(REVISION_0003.replace(
+        'op.execute("INSERT INTO probe_runs (id) VALUES (1)")',
+        'op.execute("CREATE TABLE probe_settings AS SELECT current_setting(\'lock_timeout\') AS lock_timeout, '
+        'current_setting(\'statement_timeout\') AS statement_timeout")'))
+
+    def session_settings(dbapi_connection, _record):
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '7s'; SET statement_timeout = '200ms'")
+        dbapi_connection.commit()
+
+    failed = []
+
+    def starting():
+        try:
+            start(url, tmp_path, **later_migrations)
+        except Exception as exc:
+            failed.append(exc)
+
+    event.listen(Pool, "connect", session_settings)
+    try:
+        with psycopg.connect(url) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate._PG_LOCK,))
+            starter = threading.Thread(target=starting)
+            starter.start()
+            try:
+                # (Past its statement_timeout, by the database's clock.)
+                with psycopg.connect(url, autocommit=True) as watch:
+                    while not watch.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND query LIKE '%pg_advisory_xact_lock%' AND now() - query_start > interval '600 ms'"
+                            ).fetchone()[0]:
+                        assert starter.is_alive(), failed
+            finally:
+                holder.rollback()
+            starter.join(120)
+    finally:
+        event.remove(Pool, "connect", session_settings)
+    assert failed == []
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT lock_timeout, statement_timeout FROM probe_settings").fetchall() == [("7s", "200ms")]
+
+
 def test_a_database_shared_with_another_alembic_app_is_not_taken_for_a_newer_pwpush(own_database, tmp_path):
     """Another application's Alembic keeps its revision in alembic_version: pwpush keeps its own
     in a table of its own, neither refusing that database (its revision "unknown", "a newer
