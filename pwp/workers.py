@@ -245,10 +245,11 @@ class ThreadWorker(gthread.ThreadWorker):
             self.heads.remove(conn)
         if conn.parser is None:
             conn.init()  # (the parser, and the kernel's bounds; plain sockets only here)
-        conn.parser.unreader.unread(bytes(head))
-        # (Held until its request is done: a head may wait long in the thread pool's queue.)
-        conn.handed = len(head)
-        self.held += conn.handed
+        if not conn.over:  # (a head past the limits: its 431 needs none of its bytes, let go now)
+            conn.parser.unreader.unread(bytes(head))
+            # (Held until its request is done: a head may wait long in the thread pool's queue.)
+            conn.handed = len(head)
+            self.held += conn.handed
         head.clear()
         super().enqueue_req(conn)
 

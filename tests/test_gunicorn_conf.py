@@ -610,3 +610,43 @@ def test_heads_waiting_for_a_busy_thread_count_in_the_heads_held(tmp_path):
         for conn in conns[1:]:
             conn.close()
         assert server.request("GET", "/up", timeout=10)[0] == 200
+
+
+def test_heads_past_gunicorns_limits_waiting_for_their_431_do_not_count_in_the_heads_held(tmp_path):
+    """A head past gunicorn's limits is answered (431) without its bytes: they counted in
+    HEADS_HELD (~830 KB each) until the answer was sent, so while both threads were busy, 40
+    of them made the worker drop every further connection, their own included."""
+    from pwp.workers import HEADS_HELD
+    env = server_env(tmp_path / "instance")
+    over = b"GET /up HTTP/1.1\r\nHost: x\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 103  # (past 823 KB)
+    with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
+        busy = [_stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                      b"application/json\r\nContent-Length: 100\r\n\r\n{") for _ in range(2)]
+        refused = [_stalled(server.port, over) for _ in range(HEADS_HELD // len(over) + 2)]
+        served = _stalled(server.port, b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        _wait_until_read(server.port, refused)
+        assert _still_open(served) and all(_still_open(conn) for conn in refused)  # (was: the last dropped)
+        for conn in busy:
+            conn.close()
+        assert all(_until_closed(conn).startswith(b"HTTP/1.1 431 ") for conn in refused)
+        assert _until_closed(served).startswith(b"HTTP/1.1 200 ")
+        assert "Traceback" not in server.logs()
+
+
+def _wait_until_read(port, conns):
+    """Return once the server took what conns sent (or dropped them): Linux's /proc/net/tcp
+    shows none of them established with bytes still to send, and no connection of the
+    server's with more than a head's last 64 KB unread in its receive queue."""
+    import time
+
+    deadline = time.monotonic() + 30  # (a failure guard only)
+    server = f":{port:04X}"
+    clients = {f":{conn.getsockname()[1]:04X}" for conn in conns}
+    while True:
+        with open("/proc/net/tcp") as table:
+            rows = [fields for fields in map(str.split, list(table)[1:]) if fields[3] == "01"]  # (ESTABLISHED)
+        sending = [row for row in rows if row[1][-5:] in clients and int(row[4].split(":")[0], 16)]
+        unread = [row for row in rows if row[1].endswith(server) and int(row[4].split(":")[1], 16) > 65536]
+        if not sending and not unread:
+            return
+        assert time.monotonic() < deadline, (len(sending), len(unread))
