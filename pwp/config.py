@@ -161,13 +161,32 @@ def parse_url(name, raw):
     return value.rstrip("/")
 
 
+# A data: logo: an image type browsers show in an <img> (an SVG there runs no script), which
+# the CSP's img-src allows (data:); base64, or the image's text (an SVG's, spaces allowed).
+_DATA_LOGO = re.compile(r"data:image/(?:png|jpeg|gif|webp|svg\+xml)(?:;charset=[A-Za-z0-9_-]+)?"
+                        r"(?:;base64,[A-Za-z0-9+/]*={0,2}|,[^\x00-\x1f\x7f]*)", re.IGNORECASE)
+# Each page carries the logo (twice: light and dark): a data: one past this is better a file.
+DATA_LOGO_MAX = 32 * 1024
+
+
 def parse_logo(name, raw):
-    """Parse a logo's address, an <img src>: an http:// or https:// URL, or a path on this
-    site. Not another scheme (javascript:, data:, file:), nor //host or /\\host (another site
-    without a scheme), nor a user name or password (which the page would show to everyone)."""
+    """Parse a logo's address, an <img src>: an http:// or https:// URL, a path on this
+    site, or a data: URL of an image (_DATA_LOGO, at most DATA_LOGO_MAX characters). Not
+    another scheme (javascript:, file:), nor //host or /\\host (another site without a
+    scheme), nor a user name or password (which the page would show to everyone)."""
     value = parse_str(name, raw)
     if value is None:
         return None
+    if value[:5].lower() == "data:":
+        if not _DATA_LOGO.fullmatch(value):
+            raise ConfigError(f"{name}: a data: logo must be an image, data:image/TYPE;base64,... or "
+                              "data:image/svg+xml,<svg ...>, TYPE png, jpeg, gif, webp or svg+xml; got "
+                              f"{value[:40]!r}...")
+        if len(value) > DATA_LOGO_MAX:
+            raise ConfigError(f"{name}: a data: logo of {len(value)} characters is longer than the "
+                              f"{DATA_LOGO_MAX} allowed (every page carries it): serve it as a file (a URL "
+                              "or a path on this site)")
+        return value
     parts = _split_url(value)
     if (parts is None or re.search(r"[\s\x00-\x1f\x7f\\]", value) or parts.username is not None
             or ((parts.scheme or parts.netloc) and not (parts.scheme in ("http", "https") and parts.hostname))):

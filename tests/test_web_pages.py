@@ -70,6 +70,15 @@ def test_a_logo_on_another_site_is_allowed_by_the_csp(settings, database_url, re
         assert csp.count("script-src") == 1
 
 
+def test_a_data_logo_is_shown_under_the_csps_data_images(settings, database_url, request):
+    logo = "data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' width='9'/>"
+    settings.update({"PWP__BRAND__LIGHT_LOGO": logo})
+    r = request.getfixturevalue("client").get("/")
+    assert r.get_data(as_text=True).count('src="data:image/svg+xml,&lt;svg xmlns=&#39;http://www.w3.org/2000/svg&#39; '
+                                          'width=&#39;9&#39;/&gt;"') == 2
+    assert "; img-src 'self' data:; " in r.headers["Content-Security-Policy"]
+
+
 def test_force_ssl_sends_hsts(settings, database_url, request):
     # Upstream's FORCE_SSL (Rails' force_ssl) also tells browsers to use https from then on:
     # without it, a later visit typed as http://... went out in clear before any proxy's redirect.
