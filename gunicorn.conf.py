@@ -74,6 +74,16 @@ def on_starting(server):
     _halt_once(server)
 
 
+def post_fork(server, worker):
+    # (In the new worker.) The start-up notes (a mistyped setting, what notify by e-mail does,
+    # a key file open to others) come from the first worker gunicorn starts, not again from
+    # each other one it starts with it (their ages: 2 to `workers`); one started later, in
+    # place of one that failed or ended, says them as the first did (it may be the first
+    # to get past the database). With --preload the master loaded the app: said once already.
+    if 1 < worker.age <= server.cfg.workers:
+        os.environ["PWPUSH_START_UP_NOTES"] = "off"
+
+
 def _halt_once(server):
     """Let the first worker that fails to boot decide how gunicorn's master ends. A start-up
     refusal (pwpush's configuration errors: exit 3) halts the master, which reaps the other

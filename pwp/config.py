@@ -320,6 +320,13 @@ def from_environ(environ=None):
     return values
 
 
+def start_up_notes() -> bool:
+    """Whether this process says the start-up notes (a mistyped setting, what notify by e-mail
+    does, a file open to others): not a gunicorn worker started beside the first, which says
+    them (gunicorn.conf.py's post_fork)."""
+    return os.environ.get("PWPUSH_START_UP_NOTES") != "off"
+
+
 def unknown_settings(environ=None) -> list[tuple[str, str | None]]:
     """The PWP__ variables that are no setting (a typo, or an upstream setting pwpush does
     not have: either is otherwise ignored without a word), each with the setting of its

@@ -49,7 +49,7 @@ def create_app(test_config=None, instance_path=None, command_line=None):
               instance_path=_instance_path(instance_path))
     app.session_interface = CookieSessionInterface()
     _configure(app, test_config, command_line)
-    if not command_line:
+    if not command_line and config.start_up_notes():
         _log_notify_by_email(app.config)
     _register_database(app)
     _register_extensions(app)
@@ -155,7 +155,8 @@ def _configure(app, test_config, command_line):
         _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
         app, "secret_key", lambda: os.urandom(32).hex(), write=not command_line)
-    if len(app.config["SECRET_KEY"]) < 32:  # (one an admin set: the generated one has 64)
+    # (One an admin set: the generated one has 64.)
+    if len(app.config["SECRET_KEY"]) < 32 and config.start_up_notes():
         log.warning("SECRET_KEY has %d characters: whoever guesses it can sign in as anyone; set 32 or "
                     "more random ones (python -c 'import secrets; print(secrets.token_hex(32))').",
                     len(app.config["SECRET_KEY"]))
@@ -229,7 +230,7 @@ def _warn_if_open_to_others(path, what, why):
     folder an admin made with mkdir, a key file copied in with 0644): made here, they are
     owner-only, but one that exists is used as it is."""
     mode = os.stat(path).st_mode & 0o777
-    if mode & 0o077:
+    if mode & 0o077 and config.start_up_notes():
         log.warning("The instance %s %s is open to other users (mode %o), and %s: chmod %s it.",
                     what, path, mode, why, "700" if what == "folder" else "600")
 

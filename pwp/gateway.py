@@ -13,6 +13,8 @@ import logging
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect, Rule
 
+from .config import start_up_notes
+
 log = logging.getLogger("pwp")
 
 # The retrieval step, the passphrase form and its submit, the payload page, the viewer's
@@ -73,5 +75,6 @@ def init_app(app):
                           if endpoint in RECIPIENT_ENDPOINTS}
     app.view_functions[ABSENT] = absent
     # A warning, as the other notices of start-up: the app's info lines are not shown by default.
-    log.warning("Running as a public gateway (PWP_PUBLIC_GATEWAY): only the recipients' pages are "
-                "served; pushes are created on an internal instance on the same database.")
+    if start_up_notes():
+        log.warning("Running as a public gateway (PWP_PUBLIC_GATEWAY): only the recipients' pages are "
+                    "served; pushes are created on an internal instance on the same database.")

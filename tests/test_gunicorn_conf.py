@@ -650,3 +650,22 @@ def _wait_until_read(port, conns):
         if not sending and not unread:
             return
         assert time.monotonic() < deadline, (len(sending), len(unread))
+
+
+def test_the_start_up_notes_come_once_whatever_the_worker_count(tmp_path):
+    """Each worker loads the app, and each said the start-up notes (a mistyped setting, what
+    notify by e-mail does): three workers, each said three times. The first worker gunicorn
+    starts says them; the others it starts with it do not."""
+    env = server_env(tmp_path / "instance", PWP__NO_SUCH_SETTING="1")
+    log_path = tmp_path / "log"
+    with gunicorn(env, log_path, workers=3) as server:
+        while log_path.read_text().count("Booting worker with pid") < 3:  # (each loads the app, then serves)
+            assert server.process.poll() is None
+            try:
+                server.process.wait(timeout=0.05)  # (the pause between looks; returns if gunicorn died)
+            except subprocess.TimeoutExpired:
+                pass
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+    logs = log_path.read_text()  # (stopped: each worker was past its start-up)
+    assert logs.count("Ignored, not a pwpush setting: PWP__NO_SUCH_SETTING.") == 1, logs
+    assert logs.count("Notify by e-mail is off") == 1
