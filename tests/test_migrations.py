@@ -520,11 +520,11 @@ def test_a_start_with_a_wrong_master_key_is_refused_before_any_revision_runs(own
     assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "kept"}}).status_code == 201
     with pytest.raises(ConfigError, match="none of its keys decrypts the stored pushes"):
         start(own_database, tmp_path, PWPUSH_MASTER_KEY=Fernet.generate_key().decode(), **later_migrations)
-    assert stored_revision(own_database) == "0002"
+    assert stored_revision(own_database) == "0003"
     with pytest.raises(Exception, match="probe_runs"):
         sql(app, "SELECT count(*) FROM probe_runs")
     start(own_database, tmp_path, **later_migrations)  # (the right key: upgraded)
-    assert stored_revision(own_database) == "0003"
+    assert stored_revision(own_database) == "0004"
 
 
 def test_a_start_waiting_on_sqlite_for_another_upgrade_waits_past_busy_timeout_then_says_so(
@@ -595,7 +595,7 @@ def test_a_start_waiting_on_postgresql_keeps_the_sessions_own_timeouts(new_datab
         pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
     url = new_database("postgresql")
     start(url, tmp_path)
-    Path(later_migrations["PWPUSH_MIGRATIONS"], "versions", "0003_probe.py").write_text(REVISION_0003.replace(
+    Path(later_migrations["PWPUSH_MIGRATIONS"], "versions", "0004_probe.py").write_text(REVISION_0004.replace(
         'op.execute("INSERT INTO probe_runs (id) VALUES (1)")',
         'op.execute("CREATE TABLE probe_settings AS SELECT current_setting(\'lock_timeout\') AS lock_timeout, '
         'current_setting(\'statement_timeout\') AS statement_timeout")'))
