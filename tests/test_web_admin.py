@@ -301,6 +301,12 @@ def test_a_push_made_while_its_account_is_deleted_is_locked_before_the_account_t
         deleter.start()
         wait_for_a_lock_waiter(database_url, "the deletion", thread=deleter)  # (for the account's row)
         creator.commit()
+        # The view starts once the deletion waits for the slow part: started earlier, under load
+        # it could be counted and done before the deletion locked the push (the deletion then
+        # waited for it, never the two at once), or be counted beside the deletion's wait for
+        # the account's row, seen before the deletion woke.
+        wait_for_a_lock_waiter(database_url, "the deletion, for the slow part", "DELETE FROM audit_logs%",
+                               thread=deleter)
         viewer = threading.Thread(target=lambda: answers.setdefault(
             "view", app.test_client().get(f"/api/v2/pushes/{made[1]['url_token']}", headers=bearer(token))))
         viewer.start()
