@@ -52,6 +52,7 @@ def test_a_forgotten_password_is_reset_through_the_mailed_link(mailing, new_page
     expect(page.locator("[role=alert]")).to_contain_text("You are already signed in.")
     # Once only.
     page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("nav.site-nav")).to_contain_text("Sign in")  # (signed out before the goto)
     page.goto(server.url + "/" + link.split("/", 3)[3])
     expect(page.locator("[role=alert]")).to_contain_text("That link is not valid")
 

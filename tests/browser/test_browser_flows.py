@@ -23,6 +23,7 @@ def test_generated_password_copy_link_retrieve_once(server, new_page):
     sender.click("main button[type=submit]")
     link = sender.input_value("#secret_url")
     assert link.startswith(server.url + "/p/") and link.endswith("/r")
+    sender.wait_for_load_state()  # (app.js, deferred, wires the button theme.js already shows)
     sender.get_by_role("button", name="Copy link").click()
     expect(sender.locator("[data-copy-target=secret_url]")).to_have_text("Copied!")
     assert sender.evaluate("navigator.clipboard.readText()") == link
@@ -34,6 +35,7 @@ def test_generated_password_copy_link_retrieve_once(server, new_page):
     payload = recipient.locator("#payload")
     expect(payload).to_have_text(password)
     expect(payload).to_have_class(re.compile("blurred"))
+    recipient.wait_for_load_state()
     recipient.get_by_role("button", name="Reveal").click()
     expect(payload).not_to_have_class(re.compile("blurred"))
     assert password not in recipient.title()
@@ -59,6 +61,7 @@ def test_passphrase_flow(server, new_page):
     page.goto(link)
     page.get_by_role("link", name="Click here to proceed").click()
     expect(page.locator("h1")).to_have_text("Passphrase required")
+    page.wait_for_load_state()  # (app.js wires "Show passphrase")
     page.fill("#passphrase", "enemy")
     page.get_by_role("button", name="Show passphrase").click()  # (hidden without JavaScript)
     expect(page.locator("#passphrase")).to_have_attribute("type", "text")
@@ -418,6 +421,9 @@ def test_print_and_share_by_keyboard_then_print_only_the_sheet(server, new_page)
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
+    # The new page's load event: app.js (deferred) wires the Print button, which theme.js shows
+    # before; clicked as soon as it was visible, under load the click came first and was lost.
+    page.wait_for_url("**/print_preview?**")
     expect(page.locator("h1")).to_have_text("Printable secret link")
     assert "/print_preview?" in page.url and "Kuv3-Ba7_Tozi1" not in page.content()
     assert page.locator(".print-message").inner_text() == "Line one\nLine two"
@@ -450,6 +456,7 @@ def test_owner_adds_a_file_to_a_push_with_a_passphrase_without_javascript(server
     scripted.fill("#email", "add-files@example.com")
     scripted.fill("#password", "correct horse battery")
     scripted.click("main button[type=submit]")
+    expect(scripted.locator("nav.site-nav")).to_contain_text("Sign out")  # (before its next goto)
     sender.goto(server.url + "/p/new?tab=files")
     sender.set_input_files("#push_files", [{"name": "one.txt", "mimeType": "text/plain", "buffer": b"one\n"}])
     sender.fill("#push_passphrase", "correct staple")
@@ -523,6 +530,8 @@ def test_a_name_of_255_letters_in_one_word_fits_the_dashboard_on_a_desktop(serve
     page.fill("#push_payload", "secret")
     page.fill("#push_name", "n" * 255)
     page.click("main button[type=submit]")
+    # (The push made: a goto at once could cancel the form's navigation, its POST unanswered.)
+    expect(page.locator("h1")).to_have_text("Push created")
     page.goto(server.url + "/p")
     expect(page.locator("main")).to_contain_text("n" * 255)
     widths = page.evaluate("[document.documentElement.scrollWidth, document.querySelector('.table-wrap').scrollWidth,"
