@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Variables of the developer's shell that would change what a test server does.
 _INHERITED_SETTINGS = ("DATABASE_URL", "SECRET_KEY", "PWPUSH_MASTER_KEY", "PWPUSH_INSTANCE_PATH",
                        "GUNICORN_CMD_ARGS", "FLASK_APP", "WEB_CONCURRENCY", "PWPUSH_GUNICORN_CONF")
-START_ATTEMPTS = 300  # x 0.1 s: a server that is not up after 30 s has failed
+START_ATTEMPTS = 1200  # x 0.1 s at least: a server that is not up after 120 s has failed (CI: 2 busy cores)
 
 
 def server_env(instance_path, database_url=None, **settings) -> dict:

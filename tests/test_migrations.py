@@ -295,7 +295,7 @@ def test_instances_starting_at_once_on_postgresql_upgrade_it_once(new_database, 
         holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate._PG_LOCK,))
         starters = _starters(url, tmp_path, later_migrations, 3)
         try:
-            wait_for_a_lock_waiter(url, "the starts", "%pg_advisory_xact_lock%", count=3)
+            wait_for_a_lock_waiter(url, "the starts", "%pg_advisory_xact_lock%", count=3, timeout=120)
         finally:
             holder.rollback()
         errors = [starter.communicate(timeout=120)[1] for starter in starters]

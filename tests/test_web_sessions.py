@@ -144,7 +144,7 @@ def test_a_sign_in_waits_for_a_password_change_under_way_and_makes_no_session(ap
         signing_in.start()
         wait_for_a_lock_waiter(database_url, "the sign-in", "INSERT INTO user_sessions%", signing_in)
         change.commit()
-    signing_in.join(timeout=20)
+    signing_in.join(timeout=60)
     assert result == {"session": None} and sessions(app) == []
 
 
