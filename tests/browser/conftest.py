@@ -1,8 +1,13 @@
 """Browser test fixtures: one live server and one headless Debian Chromium per module."""
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from .liveserver import LiveServer, launch
+
+# As the contexts' default timeout below: expect's own default is 5 s, which a page's answer
+# can take on CI's two busy cores (the live server shares the test's process). Each
+# expectation still returns as soon as it holds.
+expect.set_options(timeout=10_000)
 
 
 @pytest.fixture(scope="module")
