@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from . import notify
-from .auth import INVALID_SIGN_IN, find_user, set_password
+from .auth import INVALID_SIGN_IN, find_user, normalize_email, set_password
 from .config import mail_base_url
 from .crypto import digest_token
 from .models import User, db
@@ -111,6 +111,11 @@ def issue(kind: str, user: User, now: datetime, *where, **values) -> bool:
 def _mail(kind: str, user: User, query: dict):
     """Mail the account a mail of MAILS, its link's query that; from a thread (_send)."""
     subject, endpoint, text = MAILS[kind]
+    if normalize_email(user.email) is None:
+        # An address stored before sign-up refused it ('x<victim@example.com>'): the SMTP
+        # envelope would take another address out of it (smtplib's RCPT TO, the one in <>).
+        log.warning("user %s: %s e-mail not sent: its address is not valid", user.id, subject.lower())
+        return
     # (The map, not url_for: `users password` changes a password outside any request.)
     path = current_app.url_map.bind("localhost").build(endpoint)
     link = mail_base_url(current_app.config) + path + ("?" + urlencode(query) if query else "")

@@ -116,6 +116,20 @@ def test_an_unknown_address_gets_the_same_answer_and_no_mail(on, make_user, smtp
     assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
 
 
+def test_an_account_stored_before_addresses_with_header_specials_were_refused_is_mailed_nothing(
+        on, make_user, smtp, app, caplog):
+    """An account made before sign-up refused 'x<victim@example.com>' still signs in, but no
+    account mail goes to it: smtplib's RCPT TO takes the address in the angle brackets, so
+    its reset links went to victim@example.com, past that address's per-account cap."""
+    make_user(password=PASSWORD)
+    sql(app, "UPDATE users SET email = 'x<victim@example.com>'")
+    assert sign_in_as(app.test_client(), "x<victim@example.com>").status_code == 302
+    with caplog.at_level(logging.WARNING, logger="pwp"):
+        assert ask_reset(on, "x<victim@example.com>").status_code == 302
+        assert mails(smtp, 0) == []
+    assert "e-mail not sent" in caplog.text and "victim" not in caplog.text
+
+
 def test_the_reset_link_expires_after_six_hours(on, make_user, smtp, clock):
     make_user(password=PASSWORD)
     ask_reset(on)
