@@ -164,7 +164,7 @@ def parse_url(name, raw):
 # A data: logo: an image type browsers show in an <img> (an SVG there runs no script), which
 # the CSP's img-src allows (data:); base64, or the image's text (an SVG's, spaces allowed).
 _DATA_LOGO = re.compile(r"data:image/(?:png|jpeg|gif|webp|svg\+xml)(?:;charset=[A-Za-z0-9_-]+)?"
-                        r"(?:;base64,[A-Za-z0-9+/]*={0,2}|,[^\x00-\x1f\x7f]*)", re.IGNORECASE)
+                        r"(?:;base64,[A-Za-z0-9+/]*={0,2}|,(?P<text>[^\x00-\x1f\x7f]*))", re.IGNORECASE)
 # Each page carries the logo (twice: light and dark): a data: one past this is better a file.
 DATA_LOGO_MAX = 32 * 1024
 
@@ -178,7 +178,7 @@ def parse_logo(name, raw):
     if value is None:
         return None
     if value[:5].lower() == "data:":
-        if not _DATA_LOGO.fullmatch(value):
+        if not (data := _DATA_LOGO.fullmatch(value)):
             raise ConfigError(f"{name}: a data: logo must be an image, data:image/TYPE;base64,... or "
                               "data:image/svg+xml,<svg ...>, TYPE png, jpeg, gif, webp or svg+xml; got "
                               f"{value[:40]!r}...")
@@ -186,6 +186,8 @@ def parse_logo(name, raw):
             raise ConfigError(f"{name}: a data: logo of {len(value)} characters is longer than the "
                               f"{DATA_LOGO_MAX} allowed (every page carries it): serve it as a file (a URL "
                               "or a path on this site)")
+        if data["text"]:  # (a "#" there would start the URL's fragment, the image cut at it: fill='#f00')
+            return value[:data.start("text")] + data["text"].replace("#", "%23")
         return value
     parts = _split_url(value)
     if (parts is None or re.search(r"[\s\x00-\x1f\x7f\\]", value) or parts.username is not None

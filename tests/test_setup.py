@@ -438,6 +438,14 @@ def test_a_data_logo_of_an_image_is_taken_as_the_csp_allows_data_images(logo):
     assert config.from_environ({"PWP__BRAND__LIGHT_LOGO": logo})["PWP__BRAND__LIGHT_LOGO"] == logo
 
 
+def test_a_data_logos_hash_sign_is_written_as_the_url_escape_it_must_be():
+    """A "#" in a data: URL starts its fragment: an SVG logo with a colour such as fill='#f00'
+    was an image cut there, which Chromium showed as a broken one (naturalWidth 0)."""
+    logo = "data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg'><rect fill='#f00'/></svg>"
+    taken = config.from_environ({"PWP__BRAND__LIGHT_LOGO": logo})["PWP__BRAND__LIGHT_LOGO"]
+    assert taken == logo.replace("#", "%23")
+
+
 @pytest.mark.parametrize("logo,said", [
     ("data:text/html,<script>alert(1)</script>", "must be an image"), ("data:,x", "must be an image"),
     ("data:image/svg+xml;base64,PHN2Zy8+ PC9zdmc+", "must be an image"), ("data:image/png,\x01", "must be an image"),
