@@ -623,7 +623,8 @@ def test_a_start_waiting_on_postgresql_keeps_the_sessions_own_timeouts(new_datab
                 # (Past its statement_timeout, by the database's clock.)
                 with psycopg.connect(url, autocommit=True) as watch:
                     while not watch.execute(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' "
                             "AND query LIKE '%pg_advisory_xact_lock%' AND now() - query_start > interval '600 ms'"
                             ).fetchone()[0]:
                         assert starter.is_alive(), failed
