@@ -225,8 +225,10 @@ def _two_factor_page(user, status=200, errors=None):
                                codes_left=twofactor.backup_codes_left(user)), status
     secret = _setup_secret(user, pushes.utcnow())
     uri = twofactor.provisioning_uri(secret, user.email, current_app.config["PWP__BRAND__TITLE"] or "pwpush")
+    # (Required: every other page sends the browser back here, so this one links to none of them.)
     return render_template("accounts/two_factor.html", errors=errors or {}, secret=secret, qr=qr_data_uri(uri),
-                           grouped=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4))), status
+                           grouped=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
+                           required=current_app.config["PWP__REQUIRE_MFA"]), status
 
 
 def _backup_codes_page(codes, heading):

@@ -315,6 +315,20 @@ def test_required_sends_a_signed_in_account_without_it_to_the_set_up(required, c
     assert client.post("/users/sign_out").status_code == 302
 
 
+def test_required_the_set_up_page_links_nowhere_that_sends_back_to_it(required, client, make_user, clock):
+    # Its "Back to your account" and the menu's pages each sent the browser back to the set-up:
+    # until it is set up, the page offers to sign out instead.
+    make_user(password=PASSWORD)
+    password_step(client)
+    html = client.get("/users/two_factor").get_data(as_text=True)
+    links = re.findall(r'<a [^>]*href="(/[^"]*)"', html)
+    assert links == ["/"]  # (the brand's, as on every page)
+    assert 'action="/users/sign_out"' in html and "Back to your account" not in html
+    set_up(client, clock)
+    html = client.get("/users/two_factor").get_data(as_text=True)
+    assert "Back to your account" in html and 'href="/users/token"' in html
+
+
 def test_required_leaves_anonymous_visitors_and_sign_out_alone(required, client, make_user):
     assert client.get("/").status_code == 200
     assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
