@@ -27,7 +27,11 @@ LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "password": (("ip", 20, 5), ("user", 300, 10)),
           # A request for a mailed link (reset, confirmation, unlock): per address, so that no
           # one can fill a mailbox with them.
-          "mail": (("ip", 60, 5), ("email", 3600, 5))}
+          "mail": (("ip", 60, 5), ("email", 3600, 5)),
+          # A sign-in's code (after "login"'s counts), per account from any address: what the lock
+          # allows with account e-mails on (MAXIMUM_ATTEMPTS in UNLOCK_IN), with them off too.
+          # Only one with the password reaches it: no one else can use it up.
+          "code": (("user", int(account_mail.UNLOCK_IN.total_seconds()), account_mail.MAXIMUM_ATTEMPTS),)}
 
 
 def _404_unless(test):
@@ -74,7 +78,7 @@ def _throttled(action: str, now, email: str = "", user_id: int | None = None) ->
     if not wait:
         return None
     words = plural(wait, "second") if wait < 60 else plural(math.ceil(wait / 60), "minute")
-    return f"Too many {'sign-in attempts' if action == 'login' else 'attempts'}. Please wait {words} and try again."
+    return f"Too many {'sign-in attempts' if action in ('login', 'code') else 'attempts'}. Please wait {words} and try again."
 
 
 # The pages that send a signed-in user on (_signed_out): a ?next= naming one of them would
@@ -190,7 +194,7 @@ def two_factor_sign_in():
         return redirect(url_for("accounts.sign_in"))
     if request.method != "POST":
         return render_template("accounts/two_factor_sign_in.html")
-    too_many = _throttled("login", now, email=user.email)
+    too_many = _throttled("login", now, email=user.email) or _throttled("code", now, user_id=user.id)
     if too_many:
         return render_template("accounts/two_factor_sign_in.html", error=too_many), 429
     code_ok = twofactor.verify(user, request.form.get("code", ""), now)

@@ -187,6 +187,28 @@ def test_wrong_codes_are_throttled_with_the_passwords(client, two_factor, clock)
     assert not signed_in(client)
 
 
+def test_an_account_takes_twenty_codes_an_hour_from_any_addresses(client, two_factor, clock):
+    # With account e-mails off no lock bounds the guesses of one who has the password: the
+    # per-address limit alone let 9 codes in 5 minutes through, 2,592 a day (about 0.8 % a day
+    # of guessing one). Now 20 an hour (the lock's MAXIMUM_ATTEMPTS in its UNLOCK_IN).
+    secret, _codes = two_factor
+    clock.advance(seconds=3600 - pushes.unix_seconds(clock.now) % 3600)
+    for attempt in range(20):
+        if attempt % 5 == 0:  # (a new window of the per-address limit, a new pending sign-in)
+            clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+            password_step(client)
+        clock.advance(seconds=21)  # (past the per-IP limit, 5 in 20 s)
+        assert code_step(client, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+    password_step(client)
+    r = code_step(client, code(secret, clock))
+    assert r.status_code == 429 and "Too many sign-in attempts" in r.get_data(as_text=True)
+    assert not signed_in(client)
+    clock.advance(seconds=3600 - pushes.unix_seconds(clock.now) % 3600)
+    password_step(client)
+    assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
+
+
 @pytest.fixture
 def on(settings, smtp, database_url, request):
     """A client of an app with account e-mails on, sending to `smtp`."""
