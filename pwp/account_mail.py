@@ -86,6 +86,12 @@ def inactive(locked_at: datetime | None, confirmed_at: datetime | None, now: dat
     return UNCONFIRMED if confirmed_at is None else None
 
 
+def locked(user: User, now: datetime) -> bool:
+    """Tell whether the account is locked now (for UNLOCK_IN)."""
+    state = _state(user.id)
+    return state is not None and inactive(state[1], state[2], now) == LOCKED
+
+
 def _state(user_id: int):
     """The account's lock and confirmation columns, read now (they are deferred)."""
     return db.session.execute(select(User.failed_attempts, User.locked_at, User.confirmed_at)

@@ -197,7 +197,9 @@ def two_factor_sign_in():
     too_many = _throttled("login", now, email=user.email) or _throttled("code", now, user_id=user.id)
     if too_many:
         return render_template("accounts/two_factor_sign_in.html", error=too_many), 429
-    code_ok = twofactor.verify(user, request.form.get("code", ""), now)
+    # A locked account's code is not checked: a right one, refused, would be used up for nothing.
+    code_ok = not (account_mail.enabled() and account_mail.locked(user, now)) \
+        and twofactor.verify(user, request.form.get("code", ""), now)
     refusal = account_mail.sign_in_refusal(user, code_ok, now) if account_mail.enabled() else None
     if not code_ok or refusal:
         # (A locked account's right code is told as a wrong one, as its right password is.)

@@ -237,6 +237,26 @@ def test_with_account_emails_wrong_codes_lock_the_account_and_changes_are_mailed
     assert r.status_code == 401 and WRONG_CODE in r.get_data(as_text=True) and not signed_in(on)
 
 
+def test_a_locked_account_uses_up_no_backup_code(on, make_user, smtp, clock, app):
+    # The right backup code of an account locked meanwhile (by wrong codes) is told as a wrong
+    # one: it was deleted too, one of the owner's ten gone for nothing.
+    make_user(password=PASSWORD)
+    password_step(on)
+    secret, codes = set_up(on, clock)
+    on.post("/users/sign_out")
+    clock.advance(seconds=30)
+    password_step(on)
+    sql(app, "UPDATE users SET failed_attempts = :n", n=account_mail.MAXIMUM_ATTEMPTS - 1)
+    assert code_step(on, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    assert sql(app, "SELECT locked_at IS NOT NULL FROM users") == [(True,)]
+    r = code_step(on, codes[0])
+    assert r.status_code == 401 and WRONG_CODE in r.get_data(as_text=True) and not signed_in(on)
+    assert sql(app, "SELECT count(*) FROM otp_backup_codes") == [(10,)]
+    clock.advance(hours=1, seconds=1)  # (unlocked by itself)
+    password_step(on)
+    assert code_step(on, codes[0]).status_code == 302 and signed_in(on)
+
+
 def test_a_right_code_forgets_the_failed_sign_ins(on, make_user, smtp, clock, app):
     make_user(password=PASSWORD)
     password_step(on)
