@@ -3,10 +3,12 @@ replays, expiry, throttling and the lock, turning it off, PWP__REQUIRE_MFA on th
 the JSON APIs, rotate-key, the command line."""
 import logging
 import re
+import threading
 
+import psycopg
 import pyotp
 import pytest
-from conftest import TEST_MASTER_KEY, bearer, make_config, sql
+from conftest import TEST_MASTER_KEY, bearer, make_config, sql, wait_for_a_lock_waiter
 from test_web_account_emails import ask_reset, link_in, mails
 
 from pwp import account_mail, create_app, crypto, pushes
@@ -125,6 +127,32 @@ def test_a_code_is_good_once(client, two_factor, clock):
     assert code_step(client, code(secret, clock, steps=-1)).status_code == 401
     # The next step's (a clock a little ahead) is good.
     assert code_step(client, code(secret, clock, steps=1)).status_code == 302
+
+
+@pytest.mark.parametrize("kind", ["totp", "backup"])
+def test_of_two_uses_of_one_code_at_once_one_wins(client, two_factor, clock, app, database_url, kind):
+    # Both wait for the account's row (held here), then each writes: one finds the code used.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers run one after the other (BEGIN IMMEDIATE)")
+    secret, codes = two_factor
+    used = code(secret, clock) if kind == "totp" else codes[0]
+    results = []
+
+    def verify():
+        with app.app_context():
+            from pwp import auth, twofactor
+            results.append(twofactor.verify(auth.find_user("owner@example.com"), used, clock.now))
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM users WHERE id = 1 FOR UPDATE")
+        holder.execute("SELECT 1 FROM otp_backup_codes WHERE user_id = 1 FOR UPDATE")
+        threads = [threading.Thread(target=verify) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_for_a_lock_waiter(database_url, "both uses", "UPDATE users%" if kind == "totp" else "DELETE FROM%",
+                               count=2)
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == [False, True]
 
 
 def test_a_code_outside_the_window_is_refused(client, two_factor, clock):
