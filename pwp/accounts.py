@@ -150,6 +150,7 @@ SECOND_FACTOR_WITHIN = 300
 # How long the set-up page keeps the secret it showed (the app scanned, the code typed).
 SETUP_WITHIN = 900
 WRONG_CODE = "That code is not valid, or has been used already."
+NOT_CURRENT_PASSWORD = "That is not your current password."
 
 
 def _password_mark(user) -> str:
@@ -245,15 +246,18 @@ def _backup_codes_page(codes, heading):
 @_with_logins
 @login_required
 def two_factor():
-    """Show two-factor authentication's page; POST: turn it on with a code of the secret shown
-    (the app set up), then show the backup codes, once."""
+    """Show two-factor authentication's page; POST: turn it on with the password (a signed-in
+    browser alone must not: its owner's sign-ins would then need another's app) and a code of
+    the secret shown (the app set up), then show the backup codes, once."""
     user = current_user._get_current_object()
     if request.method != "POST" or twofactor.is_on(user):
         return _two_factor_page(user)
     now = pushes.utcnow()
     too_many = _throttled("password", now, user_id=user.id)
     if too_many:
-        return _two_factor_page(user, 429, {"code": too_many})
+        return _two_factor_page(user, 429, {"current_password": too_many})
+    if not auth.check_password(user, request.form.get("current_password", "")):
+        return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
     codes = twofactor.turn_on(user, _setup_secret(user, now), request.form.get("code", ""), now)
     if codes is None:
         return _two_factor_page(user, 422, {"code": "That code is not the current one: check that the app has "
@@ -276,7 +280,7 @@ def _with_password_and_code(view):
         if too_many:
             return _two_factor_page(user, 429, {"current_password": too_many})
         if not auth.check_password(user, request.form.get("current_password", "")):
-            return _two_factor_page(user, 422, {"current_password": "That is not your current password."})
+            return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
         # (The code only with the right password: a wrong one uses up no backup code.)
         if not twofactor.verify(user, request.form.get("code", ""), pushes.utcnow()):
             return _two_factor_page(user, 422, {"code": WRONG_CODE})
@@ -389,7 +393,7 @@ def edit():
         return render_template("accounts/edit.html", errors={"current_password": too_many}), 429
     errors = _new_password_errors()  # said with a wrong current password, not after it
     if not auth.check_password(user, request.form.get("current_password", "")):
-        errors["current_password"] = "That is not your current password."
+        errors["current_password"] = NOT_CURRENT_PASSWORD
     if errors:
         return render_template("accounts/edit.html", errors=errors), 422
     account_mail.change_password(user, request.form["password"])

@@ -44,7 +44,7 @@ def set_up(client, clock):
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and 'src="data:image/svg+xml;base64,' in html
     secret = SECRET.search(html).group(1).replace(" ", "")
-    done = client.post("/users/two_factor", data={"code": code(secret, clock)})
+    done = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock)})
     assert done.status_code == 200, done.data
     codes = BACKUP.findall(done.get_data(as_text=True))
     assert len(set(codes)) == 10
@@ -70,11 +70,11 @@ def test_set_up_shows_the_secret_once_confirmed_and_stores_it_encrypted(client, 
     secret = SECRET.search(html).group(1).replace(" ", "")
     # The same secret until it is confirmed (the app may have scanned it already).
     assert SECRET.search(client.get("/users/two_factor").get_data(as_text=True)).group(1).replace(" ", "") == secret
-    wrong = client.post("/users/two_factor", data={"code": code(secret, clock, steps=5)})
+    wrong = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock, steps=5)})
     assert wrong.status_code == 422 and "check that the app has the secret shown" in wrong.get_data(as_text=True)
     assert sql(app, "SELECT otp_enabled_at FROM users") == [(None,)]
     with caplog.at_level(logging.INFO, logger="pwp"):
-        done = client.post("/users/two_factor", data={"code": code(secret, clock)})
+        done = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock)})
     codes = BACKUP.findall(done.get_data(as_text=True))
     assert done.status_code == 200 and len(set(codes)) == 10
     assert "user 1: two-factor authentication turned on" in caplog.text
@@ -86,6 +86,25 @@ def test_set_up_shows_the_secret_once_confirmed_and_stores_it_encrypted(client, 
     assert len(digests) == 10 and not any(c.replace("-", "") in d or c in d for c in codes for d in digests)
     page = client.get("/users/two_factor").get_data(as_text=True)
     assert "10 unused backup codes" in page and secret not in page.replace(" ", "")
+
+
+def test_turning_it_on_needs_the_password(client, make_user, clock, app):
+    # A signed-in browser alone (one left open, a copied session cookie) turned it on with an
+    # app of its own: the owner's sign-ins then asked for that app's codes, a password reset's
+    # too (as the mail about it advises), locked out as a password change (which asks for the
+    # current password) could not have done.
+    make_user(password=PASSWORD)
+    password_step(client)
+    page = client.get("/users/two_factor").get_data(as_text=True)
+    assert 'autocomplete="current-password"' in page
+    secret = SECRET.search(page).group(1).replace(" ", "")
+    for password in (None, "wrong password"):
+        data = {"code": code(secret, clock)} | ({"current_password": password} if password else {})
+        r = client.post("/users/two_factor", data=data)
+        assert r.status_code == 422 and "That is not your current password." in r.get_data(as_text=True)
+    assert sql(app, "SELECT otp_enabled_at, otp_last_step FROM users") == [(None, None)]
+    r = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock)})
+    assert r.status_code == 200 and len(set(BACKUP.findall(r.get_data(as_text=True)))) == 10
 
 
 def test_sign_in_asks_for_the_code_before_any_session(client, two_factor, clock):

@@ -18,6 +18,7 @@ def test_set_up_then_sign_in_with_a_code(server, new_page):
     expect(page.get_by_role("img", name="QR code of the secret for your authenticator app")).to_be_visible()
     secret = page.locator("#otp_secret").inner_text().replace(" ", "")
     totp = pyotp.TOTP(secret)
+    page.fill("#current_password", "correct horse battery")
     page.fill("#code", totp.now())
     page.get_by_role("button", name="Turn two-factor authentication on").click()
     expect(page.locator("h1")).to_have_text("Two-factor authentication is on")
