@@ -28,9 +28,10 @@ LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           # A request for a mailed link (reset, confirmation, unlock): per address, so that no
           # one can fill a mailbox with them.
           "mail": (("ip", 60, 5), ("email", 3600, 5)),
-          # A sign-in's code (after "login"'s counts), per account from any address: what the lock
-          # allows with account e-mails on (MAXIMUM_ATTEMPTS in UNLOCK_IN), with them off too.
-          # Only one with the password reaches it: no one else can use it up.
+          # A code (a sign-in's after "login"'s counts, the forms' after the password), per account
+          # from any address: what the lock allows with account e-mails on (MAXIMUM_ATTEMPTS in
+          # UNLOCK_IN), with them off too. Only one with the password reaches it: no one else
+          # can use it up.
           "code": (("user", int(account_mail.UNLOCK_IN.total_seconds()), account_mail.MAXIMUM_ATTEMPTS),)}
 
 
@@ -78,7 +79,8 @@ def _throttled(action: str, now, email: str = "", user_id: int | None = None) ->
     if not wait:
         return None
     words = plural(wait, "second") if wait < 60 else plural(math.ceil(wait / 60), "minute")
-    return f"Too many {'sign-in attempts' if action in ('login', 'code') else 'attempts'}. Please wait {words} and try again."
+    what = {"login": "sign-in attempts", "code": "codes"}.get(action, "attempts")
+    return f"Too many {what}. Please wait {words} and try again."
 
 
 # The pages that send a signed-in user on (_signed_out): a ?next= naming one of them would
@@ -282,6 +284,9 @@ def _with_password_and_code(view):
         if not auth.check_password(user, request.form.get("current_password", "")):
             return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
         # (The code only with the right password: a wrong one uses up no backup code.)
+        too_many = _throttled("code", pushes.utcnow(), user_id=user.id)
+        if too_many:
+            return _two_factor_page(user, 429, {"code": too_many})
         if not twofactor.verify(user, request.form.get("code", ""), pushes.utcnow()):
             return _two_factor_page(user, 422, {"code": WRONG_CODE})
         return view(user)
