@@ -315,8 +315,9 @@ def new_backup_codes(user):
 
 
 # The pages a signed-in account without two-factor authentication may open when it is
-# required (PWP__REQUIRE_MFA): setting it up, signing out, the static files.
-_WITHOUT_SECOND_FACTOR = {"accounts.two_factor", "accounts.sign_out", "static"}
+# required (PWP__REQUIRE_MFA): setting it up, signing out, the static files, the health check
+# and robots.txt (as upstream's health check: a monitor may carry a signed-in cookie).
+_WITHOUT_SECOND_FACTOR = {"accounts.two_factor", "accounts.sign_out", "static", "pages.up", "pages.robots"}
 
 
 def _require_second_factor():

@@ -18,7 +18,8 @@ import pyotp
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .models import OtpBackupCode, User, db
+from .crypto import digest_token
+from .models import OtpBackupCode, User, UserSession, db
 from .pushes import keyring, unix_seconds
 
 log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
@@ -85,7 +86,7 @@ def is_on(user: User) -> bool:
 def turn_on(user: User, secret: str, code: str, now: datetime) -> list[str] | None:
     """Turn two-factor authentication on with this secret, when the code is the secret's now
     (the app was set up right); return the new backup codes, else None (a wrong code, or on
-    already: another tab turned it on meanwhile)."""
+    already: another tab turned it on meanwhile). The account's other web sessions end."""
     step = _step_of(secret, _clean(code), now)
     if step is None:
         return None
@@ -96,6 +97,10 @@ def turn_on(user: User, secret: str, code: str, now: datetime) -> list[str] | No
         db.session.rollback()
         return None
     codes = _new_backup_codes(user.id)
+    # The account's other web sessions end (made without a code: a copied cookie, a browser
+    # left open), as a new password ends them; this browser's (user.session_id) stays.
+    db.session.execute(delete(UserSession).where(UserSession.user_id == user.id,
+                                                 UserSession.digest != digest_token(user.session_id or "")))
     db.session.commit()
     set_committed_value(user, "otp_enabled_at", now)
     log.info("user %s: two-factor authentication turned on", user.id)

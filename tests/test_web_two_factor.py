@@ -107,6 +107,19 @@ def test_turning_it_on_needs_the_password(client, make_user, clock, app):
     assert r.status_code == 200 and len(set(BACKUP.findall(r.get_data(as_text=True)))) == 10
 
 
+def test_turning_it_on_signs_out_the_accounts_other_sessions(client, make_user, clock, app):
+    # A session made before, without a code (a copied cookie, a browser left open), would
+    # otherwise stay signed in for its 7 days past the new second factor.
+    make_user(password=PASSWORD)
+    other = app.test_client()
+    password_step(other)
+    password_step(client)
+    assert signed_in(other) and signed_in(client)
+    set_up(client, clock)
+    assert signed_in(client) and not signed_in(other)
+    assert sql(app, "SELECT count(*) FROM user_sessions") == [(1,)]
+
+
 def test_sign_in_asks_for_the_code_before_any_session(client, two_factor, clock):
     secret, _codes = two_factor
     r = password_step(client, password="wrong password")
@@ -442,11 +455,13 @@ def test_required_the_set_up_page_links_nowhere_that_sends_back_to_it(required, 
     assert "Back to your account" in html and 'href="/users/token"' in html
 
 
-def test_required_leaves_anonymous_visitors_and_sign_out_alone(required, client, make_user):
+def test_required_leaves_anonymous_visitors_sign_out_and_health_alone(required, client, make_user):
     assert client.get("/").status_code == 200
     assert client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
     make_user(password=PASSWORD)
     password_step(client)
+    # The health check and robots.txt answer a signed-in browser too (a monitor may share it).
+    assert client.get("/up").status_code == 200 and client.get("/robots.txt").status_code == 200
     assert client.post("/users/sign_out").headers["Location"] == "/"
     assert client.get("/").status_code == 200
 
