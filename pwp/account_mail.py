@@ -126,7 +126,10 @@ def _mail(kind: str, user: User, query: dict):
     path = current_app.url_map.bind("localhost").build(endpoint)
     link = mail_base_url(current_app.config) + path + ("?" + urlencode(query) if query else "")
     body = text.format(email=user.email, link=link, hours=int(RESET_PASSWORD_WITHIN.total_seconds() // 3600))
-    notify.in_thread(_send, (current_app.config, user.id, user.email, subject, body), f"account-mail-{user.id}")
+    if not notify.in_thread(_send, (current_app.config, user.id, user.email, subject, body),
+                            f"account-mail-{user.id}"):
+        log.warning("user %s: %s e-mail not sent: %d e-mails are being sent already", user.id, subject.lower(),
+                    notify.MAX_SENDING_THREADS)
 
 
 def _send(config, user_id: int, email: str, subject: str, body: str):

@@ -5,7 +5,8 @@ There is no job queue: a sending is a NotifyByEmail row (status pending) written
 creation_email_send audit event; after the commit a thread of the worker sends it, having
 first claimed it with one conditional write (pending -> processing), so that two workers or
 app instances never both send it. `flask --app pwpush purge-expired` sends what was left
-pending (a worker killed before its thread ran). Logs name a sending's id and counts, never
+pending (a worker killed before its thread ran, or one whose MAX_SENDING_THREADS were all
+busy with a slow SMTP server). Logs name a sending's id and counts, never
 an address, a link or the SMTP password.
 """
 import logging
@@ -42,11 +43,13 @@ PENDING_GRACE = timedelta(minutes=1)  # a pending sending older than this was le
 PROCESSING_STALE = timedelta(minutes=15)  # a sending still processing this long was cut off
 INTERRUPTED = "The sending was interrupted (the server stopped); some recipients may have got the e-mail."
 EXPIRED = "The push expired before the e-mails were sent: none was sent."
+MAX_SENDING_THREADS = 8  # per process: a hung SMTP server holds no more threads than these
 ERROR_MAX = NotifyByEmail.__table__.c.error_message.type.length
 
-# The threads sending now (tests join them: wait_for_sends).
+# The threads sending now (tests join them: wait_for_sends), and the places they take.
 _threads: list[threading.Thread] = []
 _threads_lock = threading.Lock()
+_places = threading.BoundedSemaphore(MAX_SENDING_THREADS)
 
 
 def available(config=None) -> bool:
@@ -214,20 +217,39 @@ def notify(url_token: str, to, locale, actor: pushes.Actor, now: datetime) -> No
 
 
 def dispatch(record_id: int):
-    """Send a queued (committed) sending in a thread of this worker, not holding the request."""
-    in_thread(_send_in_app, (current_app._get_current_object(), record_id), f"notify-{record_id}")
+    """Send a queued (committed) sending in a thread of this worker, not holding the request;
+    with no thread free, leave it pending for purge-expired (send_pending)."""
+    if not in_thread(_send_in_app, (current_app._get_current_object(), record_id), f"notify-{record_id}"):
+        log.warning("notify %d: left pending for purge-expired: %d e-mails are being sent already",
+                    record_id, MAX_SENDING_THREADS)
 
 
-def in_thread(target, args, name):
-    """Run target(*args) in a thread of this worker (wait_for_sends joins it)."""
+def in_thread(target, args, name) -> bool:
+    """Run target(*args) in a thread of this worker (wait_for_sends joins it); False, nothing
+    run, when MAX_SENDING_THREADS of them run already (an SMTP server slow to answer: each
+    waits up to PWP__MAIL__SMTP_TIMEOUT at each step)."""
+    if not _places.acquire(blocking=False):
+        return False
+
+    def run():
+        try:
+            target(*args)
+        finally:
+            _places.release()
+
     # Not a daemon: a worker that stops (a restart, max_requests) lets it finish, within
     # gunicorn's graceful_timeout; one killed mid-send leaves a notification processing (see
     # send_pending), and loses an account mail (its owner asks for another).
-    thread = threading.Thread(target=target, args=args, name=name)
+    thread = threading.Thread(target=run, name=name)
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]
         _threads.append(thread)
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:  # (no thread could be made: its place is free again)
+        _places.release()
+        raise
+    return True
 
 
 def _send_in_app(app, record_id: int):
