@@ -163,7 +163,8 @@ def parse_url(name, raw):
 
 # A data: logo: an image type browsers show in an <img> (an SVG there runs no script), which
 # the CSP's img-src allows (data:); base64, or the image's text (an SVG's, spaces allowed).
-_DATA_LOGO = re.compile(r"data:image/(?:png|jpeg|gif|webp|svg\+xml)(?:;charset=[A-Za-z0-9_-]+)?"
+# (";utf8", without "charset=", is a parameter browsers ignore: the form often pasted.)
+_DATA_LOGO = re.compile(r"data:image/(?:png|jpeg|gif|webp|svg\+xml)(?:;charset=[A-Za-z0-9_-]+|;utf-?8)?"
                         r"(?:;base64,[A-Za-z0-9+/]*={0,2}|,(?P<text>[^\x00-\x1f\x7f]*))", re.IGNORECASE)
 # Each page carries the logo (twice: light and dark): a data: one past this is better a file.
 DATA_LOGO_MAX = 32 * 1024

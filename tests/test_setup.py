@@ -430,7 +430,12 @@ def test_a_logo_is_an_http_url_or_a_path(logo):
 
 @pytest.mark.parametrize("logo", ["data:image/png;base64,iVBORw0KGgo=", "DATA:Image/WebP;base64,UklGRg==",
                                   "data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' width='9'/>",
-                                  "data:image/svg+xml;charset=utf-8,%3Csvg%2F%3E", "data:image/gif;base64,"
+                                  "data:image/svg+xml;charset=utf-8,%3Csvg%2F%3E",
+                                  # (the form often pasted: browsers read ;utf8 as text, a parameter
+                                  # they ignore)
+                                  "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='9'/>",
+                                  "data:image/svg+xml;UTF-8,<svg/>", "data:image/svg+xml;charset=UTF-8,<svg/>",
+                                  "data:image/gif;base64,"
                                   + "R0lG" * (config.DATA_LOGO_MAX // 4 - 6)])
 def test_a_data_logo_of_an_image_is_taken_as_the_csp_allows_data_images(logo):
     """The CSP's img-src allows data: (an SVG in an <img> runs no script): a data: logo was refused."""
