@@ -74,14 +74,26 @@ def on_starting(server):
     _halt_once(server)
 
 
+def pre_fork(server, worker):
+    # (In the master.) The start-up notes (a mistyped setting, what notify by e-mail does, a
+    # key file open to others) come from the first worker of a start and the first of each
+    # reload (HUP: the code or the settings may have changed), not from the others, nor one
+    # more (TTIN) or one in place of another that ended; but one in place of the worker that
+    # says them says them again (that one may have ended before it did). The master keeps
+    # that worker (on_reload forgets it). With --preload the master loaded the app: said once.
+    teller = getattr(server, "pwpush_notes_by", None)
+    worker.pwpush_notes = teller not in server.WORKERS.values()  # (None: the first since a start or reload)
+    if worker.pwpush_notes:
+        server.pwpush_notes_by = worker
+
+
 def post_fork(server, worker):
-    # (In the new worker.) The start-up notes (a mistyped setting, what notify by e-mail does,
-    # a key file open to others) come from the first worker gunicorn starts, not again from
-    # each other one it starts with it (their ages: 2 to `workers`); one started later, in
-    # place of one that failed or ended, says them as the first did (it may be the first
-    # to get past the database). With --preload the master loaded the app: said once already.
-    if 1 < worker.age <= server.cfg.workers:
+    if not worker.pwpush_notes:  # (in the new worker: pre_fork decided)
         os.environ["PWPUSH_START_UP_NOTES"] = "off"
+
+
+def on_reload(server):
+    server.pwpush_notes_by = None
 
 
 def _halt_once(server):

@@ -325,8 +325,8 @@ def from_environ(environ=None):
 
 def start_up_notes() -> bool:
     """Whether this process says the start-up notes (a mistyped setting, what notify by e-mail
-    does, a file open to others): not a gunicorn worker started beside the first, which says
-    them (gunicorn.conf.py's post_fork)."""
+    does, a file open to others): not a gunicorn worker but the first of a start or a reload,
+    which says them (gunicorn.conf.py's pre_fork)."""
     return os.environ.get("PWPUSH_START_UP_NOTES") != "off"
 
 

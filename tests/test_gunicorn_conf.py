@@ -669,3 +669,46 @@ def test_the_start_up_notes_come_once_whatever_the_worker_count(tmp_path):
     logs = log_path.read_text()  # (stopped: each worker was past its start-up)
     assert logs.count("Ignored, not a pwpush setting: PWP__NO_SUCH_SETTING.") == 1, logs
     assert logs.count("Notify by e-mail is off") == 1
+
+
+def test_the_start_up_notes_come_once_per_start_and_once_per_reload(tmp_path):
+    """Workers gunicorn started after its first batch each said the start-up notes again: one
+    more at each TTIN, every worker of a reload (HUP). Now the first worker of a start or of a
+    reload (the code or settings may have changed) says them; one more worker, or one in place
+    of another, does not, unless it takes the place of the worker that said them (which may
+    have ended before it did: the notes are not lost)."""
+    import signal
+
+    env = server_env(tmp_path / "instance", PWP__NO_SUCH_SETTING="1")
+    log_path = tmp_path / "log"
+    note = "Ignored, not a pwpush setting: PWP__NO_SUCH_SETTING."
+    boot = re.compile(r"Booting worker with pid: (\d+)")
+    with gunicorn(env, log_path, workers=2) as server:
+        def until(count, what=None):
+            """Wait until `count` workers booted (or `what` was said `count` times); their pids."""
+            while (log_path.read_text().count(what) if what else len(boot.findall(log_path.read_text()))) < count:
+                assert server.process.poll() is None
+                try:
+                    server.process.wait(timeout=0.05)  # (the pause between looks; returns if gunicorn died)
+                except subprocess.TimeoutExpired:
+                    pass
+            return [int(pid) for pid in boot.findall(log_path.read_text())]
+
+        until(2), until(1, note)
+        server.process.send_signal(signal.SIGTTIN)  # (one more worker, the same configuration)
+        until(3)
+        server.process.send_signal(signal.SIGHUP)  # (a reload: two new workers)
+        until(5), until(2, note)
+        server.process.send_signal(signal.SIGTTIN)
+        added = until(6)[5]
+        said = re.findall(r"\[(\d+)\] \[WARNING\] " + re.escape(note), log_path.read_text())
+        assert len(said) == 2, said  # (once at the start, once at the reload)
+        said_by = int(said[1])
+        os.kill(added, signal.SIGKILL)  # (in its place a worker that says nothing)
+        until(7)
+        os.kill(said_by, signal.SIGKILL)  # (in its place one that says them)
+        until(8), until(3, note)
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+    logs = log_path.read_text()  # (stopped: each worker was past its start-up)
+    assert logs.count(note) == 3, logs
+    assert logs.count("Notify by e-mail is off") == 3
