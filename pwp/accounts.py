@@ -237,11 +237,14 @@ def _two_factor_page(user, status=200, errors=None):
     # (Required: every other page sends the browser back here, so this one links to none of them.)
     return render_template("accounts/two_factor.html", errors=errors or {}, secret=secret, qr=qr_data_uri(uri),
                            grouped=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
-                           required=current_app.config["PWP__REQUIRE_MFA"]), status
+                           required=current_app.config["PWP__REQUIRE_MFA"], next=safe_next("")), status
 
 
 def _backup_codes_page(codes, heading):
-    return render_template("accounts/two_factor_codes.html", codes=codes, heading=heading)
+    """The backup codes, shown once; "Done" leads to the set-up's ?next= (the page it was
+    required for), else back to the two-factor page."""
+    return render_template("accounts/two_factor_codes.html", codes=codes, heading=heading,
+                           done=safe_next(url_for("accounts.two_factor")))
 
 
 @bp.route("/two_factor", methods=["GET", "POST"])
@@ -328,7 +331,9 @@ def _require_second_factor():
         return None
     if request.method != "HEAD":
         flash(auth.MFA_REQUIRED, "warning")
-    return redirect(url_for("accounts.two_factor"))
+    # The page asked for, to go on to once it is set up (a GET's: a POST's form is gone).
+    asked = request.full_path.rstrip("?") if request.method in ("GET", "HEAD") else None
+    return redirect(url_for("accounts.two_factor", next=asked))
 
 
 @bp.route("/sign_up", methods=["GET", "POST"])

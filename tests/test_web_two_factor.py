@@ -422,7 +422,7 @@ def test_required_sends_a_signed_in_account_without_it_to_the_set_up(required, c
     assert password_step(client).status_code == 302
     for path in ("/", "/users/token", "/users/edit", "/d/active"):
         r = client.get(path)
-        assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor", path
+        assert r.status_code == 302 and r.headers["Location"].startswith("/users/two_factor?next="), path
     r = client.post("/p", data={"push[kind]": "text", "push[payload]": "x"})
     assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor"
     page = client.get("/users/two_factor")
@@ -439,6 +439,39 @@ def test_required_sends_a_signed_in_account_without_it_to_the_set_up(required, c
     assert client.get("/api/v2/pushes/active", headers=bearer(api_token)).status_code == 200
     assert client.get("/p/active.json", headers=bearer(api_token)).status_code == 200
     assert client.post("/users/sign_out").status_code == 302
+
+
+def test_required_the_set_up_goes_on_to_the_page_asked_for(required, client, make_user, clock):
+    # The page asked for was lost: the set-up now carries it (as the sign-in's ?next=) and its
+    # backup codes page's "Done" leads there, once two-factor authentication is on.
+    make_user(password=PASSWORD)
+    password_step(client)
+    r = client.get("/users/token?x=1")
+    assert r.headers["Location"] == "/users/two_factor?next=/users/token?x%3D1"
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert '<input type="hidden" name="next" value="/users/token?x=1">' in html
+    secret = SECRET.search(html).group(1).replace(" ", "")
+    # A wrong code's page still carries it.
+    wrong = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock, 5),
+                                                   "next": "/users/token?x=1"})
+    assert wrong.status_code == 422 and 'name="next" value="/users/token?x=1"' in wrong.get_data(as_text=True)
+    done = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock),
+                                                  "next": "/users/token?x=1"})
+    assert done.status_code == 200 and 'href="/users/token?x=1" class="button secondary">Done' in done.get_data(
+        as_text=True)
+    assert client.get("/users/token?x=1").status_code == 200
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
+def test_the_set_ups_next_stays_on_the_site(client, make_user, clock, target):
+    make_user(password=PASSWORD)
+    password_step(client)
+    html = client.get("/users/two_factor", query_string={"next": target}).get_data(as_text=True)
+    assert 'name="next"' not in html
+    secret = SECRET.search(html).group(1).replace(" ", "")
+    done = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock),
+                                                  "next": target})
+    assert 'href="/users/two_factor" class="button secondary">Done' in done.get_data(as_text=True)
 
 
 def test_required_the_set_up_page_links_nowhere_that_sends_back_to_it(required, client, make_user, clock):
