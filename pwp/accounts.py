@@ -215,12 +215,18 @@ def two_factor_sign_in():
     return redirect(after)
 
 
+def _shown_secret(user, now) -> str | None:
+    """The secret the set-up page showed this browser last, if under SETUP_WITHIN ago."""
+    data = pushes.open_token("otp-setup", session.get("otp_setup"), SETUP_WITHIN, now)
+    return data["s"] if data and data.get("i") == user.id and isinstance(data.get("s"), str) else None
+
+
 def _setup_secret(user, now) -> str:
     """The secret the set-up page shows this browser: the one it showed last (for
     SETUP_WITHIN: the app may have scanned it), else a new one."""
-    data = pushes.open_token("otp-setup", session.get("otp_setup"), SETUP_WITHIN, now)
-    if data and data.get("i") == user.id and isinstance(data.get("s"), str):
-        return data["s"]
+    shown = _shown_secret(user, now)
+    if shown:
+        return shown
     secret = twofactor.new_secret()
     session["otp_setup"] = pushes.seal_token("otp-setup", {"i": user.id, "s": secret}, now)
     return secret
@@ -263,7 +269,11 @@ def two_factor():
         return _two_factor_page(user, 429, {"current_password": too_many})
     if not auth.check_password(user, request.form.get("current_password", "")):
         return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
-    codes = twofactor.turn_on(user, _setup_secret(user, now), request.form.get("code", ""), now)
+    secret = _shown_secret(user, now)
+    if secret is None:  # (the page then shows a new one)
+        return _two_factor_page(user, 422, {"code": "The secret shown before has expired: a new one is shown, "
+                                                    "scan it again (or type it) and enter its code."})
+    codes = twofactor.turn_on(user, secret, request.form.get("code", ""), now)
     if codes is None:
         return _two_factor_page(user, 422, {"code": "That code is not the current one: check that the app has "
                                                     "the secret shown, and its device's clock."})

@@ -88,6 +88,23 @@ def test_set_up_shows_the_secret_once_confirmed_and_stores_it_encrypted(client, 
     assert "10 unused backup codes" in page and secret not in page.replace(" ", "")
 
 
+def test_an_expired_set_up_secret_is_said_plainly(client, make_user, clock, app):
+    # After 15 minutes the secret shown was replaced by a new one without a word, and its code
+    # refused with "check that the app has the secret shown".
+    make_user(password=PASSWORD)
+    password_step(client)
+    secret = SECRET.search(client.get("/users/two_factor").get_data(as_text=True)).group(1).replace(" ", "")
+    clock.advance(minutes=16)
+    late = client.post("/users/two_factor", data={"current_password": PASSWORD, "code": code(secret, clock)})
+    html = late.get_data(as_text=True)
+    assert late.status_code == 422 and "check that the app has the secret shown" not in html
+    assert "The secret shown before has expired: a new one is shown, scan it again" in html
+    new = SECRET.search(html).group(1).replace(" ", "")
+    assert new != secret and sql(app, "SELECT otp_enabled_at FROM users") == [(None,)]
+    assert client.post("/users/two_factor", data={"current_password": PASSWORD,
+                                                  "code": code(new, clock)}).status_code == 200
+
+
 def test_turning_it_on_needs_the_password(client, make_user, clock, app):
     # A signed-in browser alone (one left open, a copied session cookie) turned it on with an
     # app of its own: the owner's sign-ins then asked for that app's codes, a password reset's
