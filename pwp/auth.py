@@ -6,7 +6,7 @@ import unicodedata
 from datetime import datetime, timedelta
 from functools import cache, wraps
 
-from flask import abort, current_app, flash, g, redirect, request, session, url_for
+from flask import abort, after_this_request, current_app, flash, g, redirect, request, session, url_for
 from flask_login import LoginManager, current_user
 from sqlalchemy import DateTime, delete, insert, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
@@ -58,8 +58,18 @@ def _load_user(session_id):
         return None
     user = session_user(session_id, pushes.utcnow())
     if "pwp_signed_out" in g:
-        flash(g.pwp_signed_out, "warning")
+        if request.method == "HEAD":
+            # The session has ended: the next page must say why. Flashed after the response,
+            # as a HEAD's page (rendered, its body dropped) would use the message up.
+            after_this_request(_flash_signed_out)
+        else:
+            _flash_signed_out()
     return user
+
+
+def _flash_signed_out(response=None):
+    flash(g.pwp_signed_out, "warning")
+    return response
 
 
 def session_user(session_id, now: datetime) -> User | None:

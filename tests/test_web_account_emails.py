@@ -260,6 +260,21 @@ def test_a_locked_accounts_signed_in_session_is_signed_out_at_its_next_request(o
     assert "Sign out" not in browser.get("/").get_data(as_text=True)
 
 
+@pytest.mark.parametrize("path", ["/", "/p"])
+def test_a_locked_accounts_session_ended_by_a_head_request_tells_why_at_the_next_page(on, make_user, clock, app,
+                                                                                       path):
+    # A HEAD's page (rendered, then its body dropped) used the message up: no page showed it.
+    make_user(password=PASSWORD)
+    browser = app.test_client()
+    assert sign_in_as(browser).status_code == 302
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    assert browser.head(path).status_code in (200, 302)
+    assert sql(app, "SELECT count(*) FROM user_sessions") == [(0,)]
+    html = browser.get("/").get_data(as_text=True)
+    assert html.count(account_mail.LOCKED) == 1 and "Sign out" not in html
+    assert account_mail.LOCKED not in browser.get("/").get_data(as_text=True)  # (told once)
+
+
 def test_a_locked_accounts_right_password_is_answered_and_counted_as_a_wrong_one(on, make_user, smtp, clock, app):
     # (Devise's paranoid mode: told apart, the lock would tell a guesser which password is
     # right, the guessing going on at the throttles' pace while it lasts.)
