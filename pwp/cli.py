@@ -148,10 +148,11 @@ def users_create(email, admin, password):
 @users.command("list")
 @needs_database
 def users_list():
-    """List the accounts: e-mail, admin, web sign-in (a password), live pushes, created."""
-    rows = [("e-mail", "admin", "web sign-in", "live pushes", "created (UTC)")] + [
+    """List the accounts: e-mail, admin, web sign-in (a password), two-factor authentication,
+    live pushes, created."""
+    rows = [("e-mail", "admin", "web sign-in", "two-factor", "live pushes", "created (UTC)")] + [
         (user.email, "yes" if user.is_admin else "no", "yes" if user.password_hash else "no",
-         str(live), user.created_at.strftime("%Y-%m-%d %H:%M"))
+         "yes" if twofactor.is_on(user) else "no", str(live), user.created_at.strftime("%Y-%m-%d %H:%M"))
         for user, live in pushes.accounts()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

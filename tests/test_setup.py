@@ -595,9 +595,10 @@ def test_cli_users_and_maintenance_commands(app, database_url, tmp_path):
     listed = run_flask(database_url, instance, "users", "list")
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["e-mail", "admin", "web", "sign-in", "live", "pushes", "created", "(UTC)"]
-    assert lines[1].split()[:4] == ["cli@example.com", "yes", "yes", "0"]
-    assert lines[2].split()[:4] == ["api@example.com", "no", "no", "0"]  # (API only)
+    assert lines[0].split() == ["e-mail", "admin", "web", "sign-in", "two-factor", "live", "pushes", "created",
+                                "(UTC)"]
+    assert lines[1].split()[:5] == ["cli@example.com", "yes", "yes", "no", "0"]
+    assert lines[2].split()[:5] == ["api@example.com", "no", "no", "no", "0"]  # (API only)
     assert token not in listed.stdout and new_token not in listed.stdout
     # init-db twice never drops data.
     client.post("/api/v2/pushes", json={"push": {"payload": "keep"}})

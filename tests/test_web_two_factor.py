@@ -582,6 +582,17 @@ def test_users_reset_2fa_turns_it_off_and_logs_no_secret(app, client, two_factor
     assert password_step(client).headers["Location"] == "/"
 
 
+def test_users_list_shows_who_has_it(app, two_factor, make_user):
+    make_user(email="other@example.com", password=PASSWORD)
+    make_user(email="api@example.com")
+    result = app.test_cli_runner().invoke(args=["users", "list"])
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert result.exit_code == 0 and lines[0][:6] == ["e-mail", "admin", "web", "sign-in", "two-factor", "live"]
+    assert [line[:4] for line in lines[1:]] == [["owner@example.com", "no", "yes", "yes"],
+                                                ["other@example.com", "no", "yes", "no"],
+                                                ["api@example.com", "no", "no", "no"]]
+
+
 def test_the_administration_page_shows_who_has_it(client, two_factor, clock, make_user, app):
     secret, _codes = two_factor
     make_user(email="admin@example.com", password=PASSWORD, admin=True)
