@@ -155,9 +155,11 @@ WRONG_CODE = "That code is not valid, or has been used already."
 NOT_CURRENT_PASSWORD = "That is not your current password."
 
 
-def _password_mark(user) -> str:
-    """A digest of the account's password hash: a pending sign-in ends with a password change."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:32]
+def _pending_mark(user) -> str:
+    """A digest of the account's password hash and of what a code's use changes
+    (twofactor.use_state): a pending sign-in ends with a password change, and once a code
+    was used (its own sign-in succeeded: a copy of its cookie cannot sign in again)."""
+    return hashlib.sha256(f"{user.password_hash}\0{twofactor.use_state(user)}".encode()).hexdigest()[:32]
 
 
 def _ask_for_second_factor(user):
@@ -166,17 +168,17 @@ def _ask_for_second_factor(user):
     after = safe_next(url_for("web.home"))
     session.clear()
     session["otp_sign_in"] = pushes.seal_token("otp-sign-in", {
-        "i": user.id, "h": _password_mark(user), "n": after}, pushes.utcnow())
+        "i": user.id, "h": _pending_mark(user), "n": after}, pushes.utcnow())
     return redirect(url_for("accounts.two_factor_sign_in"))
 
 
 def _pending_sign_in(now):
-    """(the account, where to go next) of this browser's pending sign-in, if still live and
-    its account's password unchanged; else (None, None)."""
+    """(the account, where to go next) of this browser's pending sign-in, if still live, its
+    account's password unchanged and no code used since (_pending_mark); else (None, None)."""
     data = pushes.open_token("otp-sign-in", session.get("otp_sign_in"), SECOND_FACTOR_WITHIN, now)
     user = auth.account(data["i"]) if data and isinstance(data.get("i"), int) else None
     if user is None or not user.password_hash or not twofactor.is_on(user) \
-            or not hmac.compare_digest(_password_mark(user), str(data.get("h"))):
+            or not hmac.compare_digest(_pending_mark(user), str(data.get("h"))):
         return None, None
     return user, data.get("n") or url_for("web.home")
 

@@ -128,6 +128,15 @@ def verify(user: User, code: str, now: datetime) -> bool:
     return used
 
 
+def use_state(user: User) -> str:
+    """What each use of a code changes, as it stands: the last step accepted (only ever
+    later) and the unused backup codes' digests (fewer, or new random ones). A pending
+    sign-in bound to it ends once a code was used."""
+    step = db.session.scalar(select(User.otp_last_step).where(User.id == user.id))
+    digests = db.session.scalars(select(OtpBackupCode.digest).where(OtpBackupCode.user_id == user.id))
+    return f"{step}:{','.join(sorted(digests))}"
+
+
 def backup_codes_left(user: User) -> int:
     """How many unused backup codes the account has."""
     return len(db.session.scalars(select(OtpBackupCode.id).where(OtpBackupCode.user_id == user.id)).all())

@@ -239,6 +239,28 @@ def test_a_password_change_ends_the_pending_sign_in(client, two_factor, clock, a
     assert not signed_in(client)
 
 
+@pytest.mark.parametrize("by", ["app", "backup code"])
+def test_the_pending_sign_in_is_good_for_one_sign_in(client, two_factor, clock, app, by):
+    # A copy of the cookie the password step gave, once the sign-in succeeded, was still a
+    # pending sign-in for its five minutes: with a fresh code it signed in again.
+    secret, codes = two_factor
+    password_step(client)
+    copied = client.get_cookie("session").value
+    assert code_step(client, code(secret, clock) if by == "app" else codes[0]).status_code == 302
+    assert signed_in(client)
+    clock.advance(seconds=30)
+    replay = app.test_client()
+    replay.set_cookie("session", copied)
+    r = code_step(replay, code(secret, clock))
+    assert r.status_code == 302 and r.headers["Location"] == "/users/sign_in"
+    assert "Your sign-in has expired" in replay.get("/users/sign_in").get_data(as_text=True)
+    assert not signed_in(replay)
+    # A wrong code uses nothing: the pending sign-in stays.
+    password_step(replay)
+    assert code_step(replay, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    assert code_step(replay, code(secret, clock)).status_code == 302 and signed_in(replay)
+
+
 def test_a_backup_code_signs_in_once(client, two_factor, app):
     _secret, codes = two_factor
     password_step(client)
