@@ -255,6 +255,17 @@ def _backup_codes_page(codes, heading):
                            done=safe_next(url_for("accounts.two_factor")))
 
 
+def _password_refusal(user, now):
+    """The two-factor page's answer to a form whose current password is refused (counted as
+    a password guess, LIMITS["password"], then checked); None when it is right."""
+    too_many = _throttled("password", now, user_id=user.id)
+    if too_many:
+        return _two_factor_page(user, 429, {"current_password": too_many})
+    if not auth.check_password(user, request.form.get("current_password", "")):
+        return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
+    return None
+
+
 @bp.route("/two_factor", methods=["GET", "POST"])
 @_with_logins
 @login_required
@@ -266,11 +277,9 @@ def two_factor():
     if request.method != "POST" or twofactor.is_on(user):
         return _two_factor_page(user)
     now = pushes.utcnow()
-    too_many = _throttled("password", now, user_id=user.id)
-    if too_many:
-        return _two_factor_page(user, 429, {"current_password": too_many})
-    if not auth.check_password(user, request.form.get("current_password", "")):
-        return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
+    refused = _password_refusal(user, now)
+    if refused:
+        return refused
     secret = _shown_secret(user, now)
     if secret is None:  # (the page then shows a new one)
         return _two_factor_page(user, 422, {"code": "The secret shown before has expired: a new one is shown, "
@@ -293,16 +302,15 @@ def _with_password_and_code(view):
         user = current_user._get_current_object()
         if not twofactor.is_on(user):
             return redirect(url_for("accounts.two_factor"))
-        too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
-        if too_many:
-            return _two_factor_page(user, 429, {"current_password": too_many})
-        if not auth.check_password(user, request.form.get("current_password", "")):
-            return _two_factor_page(user, 422, {"current_password": NOT_CURRENT_PASSWORD})
+        now = pushes.utcnow()
+        refused = _password_refusal(user, now)
+        if refused:
+            return refused
         # (The code only with the right password: a wrong one uses up no backup code.)
-        too_many = _throttled("code", pushes.utcnow(), user_id=user.id)
+        too_many = _throttled("code", now, user_id=user.id)
         if too_many:
             return _two_factor_page(user, 429, {"code": too_many})
-        if not twofactor.verify(user, request.form.get("code", ""), pushes.utcnow()):
+        if not twofactor.verify(user, request.form.get("code", ""), now):
             return _two_factor_page(user, 422, {"code": WRONG_CODE})
         return view(user)
     return wrapped

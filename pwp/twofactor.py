@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime
 
 import pyotp
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .crypto import digest_token
@@ -139,7 +139,7 @@ def use_state(user: User) -> str:
 
 def backup_codes_left(user: User) -> int:
     """How many unused backup codes the account has."""
-    return len(db.session.scalars(select(OtpBackupCode.id).where(OtpBackupCode.user_id == user.id)).all())
+    return db.session.scalar(select(func.count()).select_from(OtpBackupCode).where(OtpBackupCode.user_id == user.id))
 
 
 def new_backup_codes(user: User) -> list[str]:
