@@ -538,3 +538,26 @@ def test_a_name_of_255_letters_in_one_word_fits_the_dashboard_on_a_desktop(serve
                            " document.querySelector('.table-wrap').clientWidth]")
     assert widths[0] <= 1280 and widths[1] <= widths[2], f"page, table, its box: {widths}"
     expect(page.get_by_role("link", name="Audit of " + "n" * 255)).to_be_in_viewport()
+
+
+def test_a_payload_and_a_note_that_start_with_a_new_line_keep_it(server, new_page):
+    """HTML drops a newline right after <pre> and <textarea>: a payload starting with one was
+    shown and copied without it, and the edit form saved a note without its first newline."""
+    payload, note = "\n\n  indented\nlast\n", "\nafter a blank line"
+    page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    token = sign_in_new_user(page, server, "newlines@example.com")
+    request = urllib.request.Request(
+        server.url + "/api/v2/pushes", method="POST",
+        data=json.dumps({"push": {"payload": payload, "note": note}}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request) as response:
+        url_token = json.load(response)["url_token"]
+    page.goto(f"{server.url}/p/{url_token}/edit")
+    assert page.input_value("#push_note") == note
+    recipient = new_page(permissions=["clipboard-read", "clipboard-write"])
+    recipient.goto(f"{server.url}/p/{url_token}")
+    assert recipient.locator("#payload").text_content() == payload
+    recipient.wait_for_load_state()
+    recipient.get_by_role("button", name="Copy").click()
+    expect(recipient.get_by_role("button", name="Copied!")).to_be_visible()
+    assert recipient.evaluate("navigator.clipboard.readText()") == payload
