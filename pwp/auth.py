@@ -101,17 +101,19 @@ def session_user(session_id, now: datetime) -> User | None:
 def start_session(user: User, now: datetime) -> str | None:
     """Make a web session for the user, whose password (as the object holds it) was just
     checked; return its random id for the cookie (the row keeps only its digest, so a read
-    of the database signs no one in). None when that password changed, or the account was
-    deleted, meanwhile: a row made after a password change deleted the account's sessions
-    would outlive it."""
+    of the database signs no one in). None when that password changed, the account was
+    deleted, or two-factor authentication was turned on (the object holding it off: no code
+    was asked) meanwhile: a row made after a password change or the turn-on deleted the
+    account's sessions would outlive it."""
     if not user.password_hash:
         return None
     session_id = secrets.token_urlsafe(32)
-    # FOR SHARE (PostgreSQL): a password change or deletion under way holds the account's row;
-    # this waits for it, then sees the new hash or no row. SQLite's BEGIN IMMEDIATE already
-    # makes the two one after the other.
+    # FOR SHARE (PostgreSQL): a password change, turn-on or deletion under way holds the
+    # account's row; this waits for it, then sees the new hash, the second factor or no row.
+    # SQLite's BEGIN IMMEDIATE already makes the two one after the other.
     unchanged = select(literal(digest_token(session_id)), User.id, literal(now, DateTime())).where(
-        User.id == user.id, User.password_hash == user.password_hash).with_for_update(read=True)
+        User.id == user.id, User.password_hash == user.password_hash,
+        *([User.otp_enabled_at.is_(None)] if user.otp_enabled_at is None else [])).with_for_update(read=True)
     made = db.session.scalar(insert(UserSession).from_select(
         ["digest", "user_id", "created_at"], unchanged).returning(UserSession.user_id))
     db.session.commit()

@@ -137,6 +137,27 @@ def test_turning_it_on_signs_out_the_accounts_other_sessions(client, make_user, 
     assert sql(app, "SELECT count(*) FROM user_sessions") == [(1,)]
 
 
+def test_a_sign_in_without_a_code_while_it_is_turned_on_makes_no_session(client, make_user, app, database_url):
+    """The password step found it off, then another tab turned it on (signing out the account's
+    other sessions) before the session's row was made: that row outlived the second factor.
+    Found reading the sign-in against turn_on; the turn-on is held here, as it commits."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers run one after the other: the window cannot be held open here")
+    make_user(password=PASSWORD)
+    answer = []
+    with psycopg.connect(database_url) as turn_on:
+        turn_on.execute("SELECT 1 FROM users WHERE id = 1 FOR UPDATE")
+        signing_in = threading.Thread(target=lambda: answer.append(password_step(client)))
+        signing_in.start()
+        wait_for_a_lock_waiter(database_url, "the sign-in", "INSERT INTO user_sessions%", thread=signing_in)
+        turn_on.execute("UPDATE users SET otp_enabled_at = now() WHERE id = 1")
+        turn_on.commit()
+        signing_in.join(timeout=60)
+    assert answer[0].status_code == 401, answer[0].status_code
+    assert sql(app, "SELECT count(*) FROM user_sessions") == [(0,)]
+    assert not signed_in(client)
+
+
 def test_sign_in_asks_for_the_code_before_any_session(client, two_factor, clock):
     secret, _codes = two_factor
     r = password_step(client, password="wrong password")
