@@ -88,11 +88,11 @@ def body_params() -> dict:
             _assign(tree, key, value)
     if request.is_json:
         data = json_data()
-        if data is None and request.get_data(cache=True):
+        body = request.get_data(cache=True)
+        if data is None and body and body.strip(b" \t\r\n") != b"null":
             raise BadParameter("The request body is not valid JSON.")
-        if data is not None and not isinstance(data, dict):
-            raise BadParameter("The request body must be a JSON object.")
-        tree.update(data or {})
+        if isinstance(data, dict):  # (Rails keeps any other JSON value under `_json`: no parameter)
+            tree.update(data)
         return tree
     for key, value in request.form.items(multi=True):
         _assign(tree, key, value)

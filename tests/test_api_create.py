@@ -103,6 +103,16 @@ def test_v1_file_and_url_create_without_root_key_is_400(client, token, path, key
     assert r.json == {"error": f"param is missing or the value is empty or invalid: {key}"}
 
 
+@pytest.mark.parametrize("path,key", [("/p.json", "password"), ("/api/v2/pushes", "push"),
+                                      ("/f.json", "file_push"), ("/r.json", "url")])
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"3", b"null", b"true"])
+def test_a_json_body_that_is_no_object_lacks_the_root_key(client, token, path, key, body):
+    """Rails keeps a JSON body that is no object under `_json`: the root key is missing."""
+    r = client.post(path, data=body, headers={**bearer(token), "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json == {"error": f"param is missing or the value is empty or invalid: {key}"}
+
+
 def test_v2_top_level_attributes_are_wrapped_into_push(client):
     r = client.post("/api/v2/pushes", json={"payload": "wrapped", "expire_after_views": 2})
     assert r.status_code == 201 and r.json["expire_after_views"] == 2
