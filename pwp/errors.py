@@ -215,10 +215,12 @@ class FormNotSent(BadRequest):
 
 
 def _push_error(exc: PushError):
+    if isinstance(exc, NotFound) and not is_api_path(request.path):
+        # A page's unknown push: the expired page, whatever the Accept header (a JSON 404
+        # would tell an unknown token from an expired one, which gets the page).
+        return render_template("web/expired.html"), 200
     if wants_json():
         return api_error(exc.status, exc.body())
-    if isinstance(exc, NotFound):
-        return render_template("web/expired.html"), 200
     return render_template("errors/http.html", error=exc), exc.status
 
 

@@ -197,6 +197,19 @@ def test_expired_page_is_identical_for_unknown_expired_and_deleted(client):
             assert r.status_code == 200 and EXPIRED in r.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("accept", ["application/json", "application/json, text/html;q=0.5"])
+def test_expired_page_is_identical_for_unknown_and_expired_whatever_the_accept_header(client, accept):
+    """A page route answers with pages (upstream's HTML routes whatever the Accept header):
+    a client asking for JSON cannot tell an unknown token from an expired one (a JSON 404)."""
+    expired = create(client, payload="a", expire_after_views="1")
+    client.get(f"/p/{expired}")
+    for suffix in ("", "/r", "/passphrase", "/preview", "/print_preview"):
+        answers = [client.get(f"/p/{t}{suffix}", headers={"Accept": accept})
+                   for t in (expired, "doesnotexist123")]
+        assert [(r.status_code, r.mimetype) for r in answers] == [(200, "text/html")] * 2, suffix
+        assert answers[0].get_data() == answers[1].get_data() and EXPIRED in answers[1].get_data(as_text=True)
+
+
 def test_url_push_redirects_303(client, app):
     token = create(client, kind="url", payload="https://example.com/x?y=1")
     r = client.get(f"/p/{token}")
