@@ -9,10 +9,12 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from . import account_mail, auth, has_cookies, pushes, twofactor
 from .api import base_url
+from .models import User, db
 from .web import qr_data_uri
 from .words import plural
 
@@ -159,7 +161,8 @@ def _pending_mark(user) -> str:
     """A digest of the account's password hash and of what a code's use changes
     (twofactor.use_state): a pending sign-in ends with a password change, and once a code
     was used (its own sign-in succeeded: a copy of its cookie cannot sign in again)."""
-    return hashlib.sha256(f"{user.password_hash}\0{twofactor.use_state(user)}".encode()).hexdigest()[:32]
+    password_hash = db.session.scalar(select(User.password_hash).where(User.id == user.id))
+    return hashlib.sha256(f"{password_hash}\0{twofactor.use_state(user)}".encode()).hexdigest()[:32]
 
 
 def _ask_for_second_factor(user):
@@ -183,6 +186,14 @@ def _pending_sign_in(now):
     return user, data.get("n") or url_for("web.home")
 
 
+def _sign_in_expired():
+    """Back to the sign-in form: the pending sign-in is gone (expired, or used)."""
+    session.pop("otp_sign_in", None)
+    if request.method != "HEAD":  # (no page shows a HEAD's flash: the next one would)
+        flash("Your sign-in has expired: please sign in again.", "warning")
+    return redirect(url_for("accounts.sign_in"))
+
+
 @bp.route("/two_factor/sign_in", methods=["GET", "POST"])
 @_with_logins
 @_signed_out
@@ -193,18 +204,23 @@ def two_factor_sign_in():
     now = pushes.utcnow()
     user, after = _pending_sign_in(now)
     if user is None:
-        session.pop("otp_sign_in", None)
-        if request.method != "HEAD":  # (no page shows a HEAD's flash: the next one would)
-            flash("Your sign-in has expired: please sign in again.", "warning")
-        return redirect(url_for("accounts.sign_in"))
+        return _sign_in_expired()
     if request.method != "POST":
         return render_template("accounts/two_factor_sign_in.html")
     too_many = _throttled("login", now, email=user.email) or _throttled("code", now, user_id=user.id)
     if too_many:
         return render_template("accounts/two_factor_sign_in.html", error=too_many), 429
     # A locked account's code is not checked: a right one, refused, would be used up for nothing.
-    code_ok = not (account_mail.enabled() and account_mail.locked(user, now)) \
-        and twofactor.verify(user, request.form.get("code", ""), now)
+    locked = account_mail.enabled() and account_mail.locked(user, now)
+    if not locked:
+        # The pending sign-in checked again with the account's row held until the code's use
+        # commits: of two copies of its cookie sent at once, each with another good code (the
+        # app's and a backup code), the second waits, then finds a code used since.
+        auth.hold(user)
+        if _pending_sign_in(now)[0] is None:
+            db.session.rollback()
+            return _sign_in_expired()
+    code_ok = not locked and twofactor.verify(user, request.form.get("code", ""), now)
     refusal = account_mail.sign_in_refusal(user, code_ok, now) if account_mail.enabled() else None
     if not code_ok or refusal:
         # (A locked account's right code is told as a wrong one, as its right password is.)

@@ -227,6 +227,13 @@ def account(user_id: int) -> User | None:
     return db.session.get(User, user_id)
 
 
+def hold(user: User) -> None:
+    """Lock the account's row until the transaction ends (PostgreSQL; SQLite's BEGIN
+    IMMEDIATE already holds the database's write lock): of two requests at once, the second
+    waits here, then reads what the first wrote."""
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+
+
 class Refused(Exception):
     """A change to an account that its rules refuse; the message says why."""
 

@@ -21,7 +21,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import pushes
+from . import auth, pushes
 from .config import SMTP_SECURITY, mail_base_url
 from .errors import NotFound, TooManyNotifyRequests, ValidationFailed
 from .models import AuditKind, AuditLog, NotifyByEmail, NotifyStatus, Push, User, db
@@ -147,9 +147,9 @@ def _sent_to(where) -> int:
 
 def _check_limits(count: int, user: User, push: Push | None, now: datetime):
     """The daily cap of the user and the per-push total; ValidationFailed (base) past either."""
-    # The sender's row locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises): two
-    # requests at once cannot both pass a cap that has room for one of them.
-    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    # The sender's row locked: two requests at once cannot both pass a cap that has room for
+    # one of them.
+    auth.hold(user)
     limit = current_app.config["PWP__NOTIFY_BY_EMAIL__DAILY_LIMIT"]
     # (0: every sending is past it.) pushes.purge keeps the day's sendings.
     if limit is not None and _sent_to(

@@ -282,6 +282,38 @@ def test_the_pending_sign_in_is_good_for_one_sign_in(client, two_factor, clock, 
     assert code_step(replay, code(secret, clock)).status_code == 302 and signed_in(replay)
 
 
+@pytest.mark.parametrize("codes_sent", ["app and backup", "two backups"])
+def test_two_copies_of_the_pending_sign_in_at_once_sign_in_once(client, two_factor, clock, app, database_url,
+                                                                 codes_sent):
+    # Each checked the pending sign-in, then used its own good code: both signed in.
+    secret, codes = two_factor
+    password_step(client)
+    copied = client.get_cookie("session").value
+    sent = [code(secret, clock), codes[0]] if codes_sent == "app and backup" else codes[:2]
+    results = []
+
+    def send(value):
+        other = app.test_client()
+        other.set_cookie("session", copied)
+        r = code_step(other, value)
+        results.append((r.status_code, r.headers.get("Location"), signed_in(other)))
+    threads = [threading.Thread(target=send, args=(value,)) for value in sent]
+    if database_url.startswith("postgresql"):
+        # Both wait for the account's row and its backup codes (held here), then go on at once.
+        with psycopg.connect(database_url) as holder:
+            holder.execute("SELECT 1 FROM users WHERE id = 1 FOR UPDATE")
+            holder.execute("SELECT 1 FROM otp_backup_codes WHERE user_id = 1 FOR UPDATE")
+            for thread in threads:
+                thread.start()
+            wait_for_a_lock_waiter(database_url, "both sign-ins", count=2)
+    else:
+        for thread in threads:
+            thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == [(302, "/", True), (302, "/users/sign_in", False)]
+
+
 def test_a_backup_code_signs_in_once(client, two_factor, app):
     _secret, codes = two_factor
     password_step(client)
