@@ -608,10 +608,15 @@ def unlock():
 
 
 def _follow(kind: str, use, done: str):
-    """POST: _ask(kind); GET: use the mailed link's token (confirm, unlock), then say done."""
+    """POST: _ask(kind); GET: use the mailed link's token (confirm, unlock), then say done;
+    HEAD (a mail scanner's, a link preview's): answer as a GET would, using nothing."""
     if request.method == "POST":
         return _ask(kind)
-    if not use(request.args.get(f"{kind}_token", ""), pushes.utcnow()):
+    token, now = request.args.get(f"{kind}_token", ""), pushes.utcnow()
+    if request.method == "HEAD":
+        live = account_mail.holder(kind, token, now) is not None
+        return redirect(url_for("accounts.sign_in")) if live else (_ask_page(kind), 422)
+    if not use(token, now):
         return _ask_page(kind, error=account_mail.INVALID_LINK), 422
     flash(done, "success")
     return redirect(url_for("accounts.sign_in"))

@@ -596,3 +596,29 @@ def test_a_hung_smtp_server_holds_at_most_eight_sending_threads(settings, databa
     finally:
         release.set()
         smtp.controller.stop()
+
+
+def test_a_head_request_of_a_mailed_link_uses_nothing(on, make_user, smtp, clock, app):
+    # Mail scanners and link previews send HEAD: it confirmed the address and unlocked the account.
+    sign_up(on)
+    confirm = link_in(mails(smtp, 1)[0][1])
+    make_user(password=PASSWORD)
+    fail_sign_ins(on, clock, account_mail.MAXIMUM_ATTEMPTS)
+    unlock = link_in(mails(smtp, 2)[1][1])
+    ask_reset(on)
+    reset = link_in(mails(smtp, 3)[2][1])
+    for link in (confirm, unlock, reset):
+        scanner = app.test_client()
+        r = scanner.head(link)
+        assert r.status_code in (200, 302) and r.data == b""
+        assert "has been" not in scanner.get("/users/sign_in").get_data(as_text=True)  # (no flash)
+        r = scanner.head(link.replace("token=", "token=x"))  # (a wrong link: as a GET would)
+        assert r.status_code == 422 and r.data == b""
+    assert sql(app, "SELECT email, confirmed_at IS NULL, locked_at IS NOT NULL, "
+                    "reset_password_token_digest IS NOT NULL FROM users ORDER BY email") == [
+        ("new@example.com", True, False, False), ("owner@example.com", False, True, True)]
+    # The links still work.
+    assert on.get(confirm).status_code == 302 and on.get(unlock).status_code == 302
+    assert on.get(reset).status_code == 200
+    assert sql(app, "SELECT confirmed_at IS NULL, locked_at IS NOT NULL FROM users ORDER BY email") == [
+        (False, False), (False, False)]
