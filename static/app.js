@@ -215,4 +215,7 @@
      forms), so a screen reader says the field, "invalid" and its message at once. */
   var summary = document.querySelector("[data-autofocus]") || document.querySelector('main [aria-invalid="true"]');
   if (summary) summary.focus();
+  /* Everything wired: app.css shows the controls that need JavaScript (data-js) only now, so
+     none shows before a click on it would work, nor at all without JavaScript. */
+  document.documentElement.classList.add("wired");
 })();

@@ -1,5 +1,5 @@
-/* Before the first paint: mark that JavaScript runs (app.css shows the controls that need it,
-   and blurs a payload only then), and apply the visitor's chosen theme ("auto" follows the system). */
+/* Before the first paint: mark that JavaScript runs (app.css blurs a payload only then; the
+   controls that need JavaScript show once app.js wired them), and apply the visitor's chosen theme ("auto" follows the system). */
 (function () {
   document.documentElement.classList.add("js");
   try {

@@ -91,8 +91,7 @@ def create_text(page, base, payload=None, views=None, passphrase=None, deletable
         page.locator("#push_deletable_by_viewer").set_checked(deletable)
     page.click("main button[type=submit]")
     expect(page.locator("h1")).to_have_text("Push created")
-    # Its load event too: app.js (deferred) wires the buttons theme.js shows at once (Copy,
-    # Print & Share's form); a click before it was lost under load.
+    # Its load event too: app.js (deferred) wires the buttons (Copy, Print & Share's form).
     page.wait_for_load_state()
     return page.input_value("#secret_url")
 

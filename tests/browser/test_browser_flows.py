@@ -23,7 +23,7 @@ def test_generated_password_copy_link_retrieve_once(server, new_page):
     sender.click("main button[type=submit]")
     link = sender.input_value("#secret_url")
     assert link.startswith(server.url + "/p/") and link.endswith("/r")
-    sender.wait_for_load_state()  # (app.js, deferred, wires the button theme.js already shows)
+    sender.wait_for_load_state()  # (app.js, deferred, wires the button, then shows it)
     sender.get_by_role("button", name="Copy link").click()
     expect(sender.locator("[data-copy-target=secret_url]")).to_have_text("Copied!")
     assert sender.evaluate("navigator.clipboard.readText()") == link
@@ -421,8 +421,7 @@ def test_print_and_share_by_keyboard_then_print_only_the_sheet(server, new_page)
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
-    # The new page's load event: app.js (deferred) wires the Print button, which theme.js shows
-    # before; clicked as soon as it was visible, under load the click came first and was lost.
+    # The new page's load event: app.js (deferred) wires the Print button, then shows it.
     page.wait_for_url("**/print_preview?**")
     expect(page.locator("h1")).to_have_text("Printable secret link")
     assert "/print_preview?" in page.url and "Kuv3-Ba7_Tozi1" not in page.content()
@@ -561,3 +560,27 @@ def test_a_payload_and_a_note_that_start_with_a_new_line_keep_it(server, new_pag
     recipient.get_by_role("button", name="Copy").click()
     expect(recipient.get_by_role("button", name="Copied!")).to_be_visible()
     assert recipient.evaluate("navigator.clipboard.readText()") == payload
+
+
+def test_javascript_controls_show_only_once_app_js_wired_them(server, new_page):
+    """theme.js showed them before the first paint, app.js (deferred) wired them later: on a
+    slow page a first click did nothing."""
+    page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    held = []
+    page.route(re.compile(r"/app\.js(\?|$)"), lambda route: held.append(route))  # (app.js held back: a slow page)
+    with page.expect_request(re.compile(r"/app\.js(\?|$)")):
+        page.goto(server.url + "/", wait_until="commit")
+    controls = ("[data-generate]", "[data-copy-target]", "[data-theme-toggle]", "[data-range-for]")
+    page.locator("[data-range-for]").first.wait_for(state="attached")
+    for control in controls:
+        expect(page.locator(control).first).to_be_hidden()
+    assert len(held) == 1
+    held[0].continue_()
+    for control in controls:
+        expect(page.locator(control).first).to_be_visible()
+    page.click("[data-generate]")
+    password = page.input_value("#push_payload")
+    assert password
+    page.locator("[data-copy-target=push_payload]").click()
+    expect(page.locator("[data-copy-target=push_payload]")).to_have_text("Copied!")
+    assert page.evaluate("navigator.clipboard.readText()") == password
