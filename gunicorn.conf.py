@@ -23,7 +23,9 @@ With a very large SQLite store (1 000 000 pushes) the p99 of one process rises m
 that of two sync workers (SQLite's checkpoints run under the process's write lock; smaller
 checkpoints, set below, halve that rise).
 """
+import mmap
 import os
+import struct
 import sys
 
 # For pwpush.py: this file was read (gunicorn reads ./gunicorn.conf.py of the directory it is
@@ -78,11 +80,17 @@ def pre_fork(server, worker):
     # (In the master.) The start-up notes (a mistyped setting, what notify by e-mail does, a
     # key file open to others) come from the first worker of a start and the first of each
     # reload (HUP: the code or the settings may have changed), not from the others, nor one
-    # more (TTIN) or one in place of another that ended; but one in place of the worker that
-    # says them says them again (that one may have ended before it did). The master keeps
-    # that worker (on_reload forgets it). With --preload the master loaded the app: said once.
+    # more (TTIN) or one in place of another that ended, nor one in place of the worker that
+    # said them once that one ended as planned (max_requests: worker_exit, in that worker,
+    # writes its pid where the master reads it). One in place of that worker ended otherwise
+    # (killed: maybe before it said them) says them again. The master keeps that worker
+    # (on_reload forgets it). With --preload the master loaded the app: said once.
+    if not hasattr(server, "pwpush_ended_as_planned"):
+        server.pwpush_ended_as_planned = mmap.mmap(-1, 8)  # (shared with the workers forked after)
     teller = getattr(server, "pwpush_notes_by", None)
-    worker.pwpush_notes = teller not in server.WORKERS.values()  # (None: the first since a start or reload)
+    worker.pwpush_notes = teller is None or (  # (None: the first since a start or reload)
+        teller not in server.WORKERS.values() and _ended_as_planned(server) != teller.pid)
+    worker.pwpush_ended_as_planned = server.pwpush_ended_as_planned
     if worker.pwpush_notes:
         server.pwpush_notes_by = worker
 
@@ -90,6 +98,17 @@ def pre_fork(server, worker):
 def post_fork(server, worker):
     if not worker.pwpush_notes:  # (in the new worker: pre_fork decided)
         os.environ["PWPUSH_START_UP_NOTES"] = "off"
+
+
+def worker_exit(server, worker):
+    # (In the worker, as it ends: not when killed.) Booted, it said the notes.
+    if worker.pwpush_notes and worker.booted:
+        worker.pwpush_ended_as_planned[:] = struct.pack("q", worker.pid)
+
+
+def _ended_as_planned(server) -> int:
+    """The pid of the last worker that said the notes and ended as planned."""
+    return struct.unpack("q", server.pwpush_ended_as_planned[:])[0]
 
 
 def on_reload(server):

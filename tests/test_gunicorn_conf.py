@@ -671,6 +671,37 @@ def test_the_start_up_notes_come_once_whatever_the_worker_count(tmp_path):
     assert logs.count("Notify by e-mail is off") == 1
 
 
+BOOT = re.compile(r"Booting worker with pid: (\d+)")
+
+
+def _until(server, count, what=None):
+    """Wait until `count` workers of the server booted (or its log said `what` `count` times);
+    the pids of those that booted."""
+    while (server.logs().count(what) if what else len(BOOT.findall(server.logs()))) < count:
+        assert server.process.poll() is None
+        try:
+            server.process.wait(timeout=0.05)  # (the pause between looks; returns if gunicorn died)
+        except subprocess.TimeoutExpired:
+            pass
+    return [int(pid) for pid in BOOT.findall(server.logs())]
+
+
+def test_a_planned_restart_of_the_worker_that_said_the_start_up_notes_says_nothing(tmp_path):
+    """The worker in place of the one that said them said them again, after its max_requests
+    too (a restart gunicorn plans, every N requests)."""
+    env = server_env(tmp_path / "instance", PWP__NO_SUCH_SETTING="1")
+    note = "Ignored, not a pwpush setting: PWP__NO_SUCH_SETTING."
+    with gunicorn(env, tmp_path / "log", args=("--max-requests", "2")) as server:
+        _until(server, 1, note)
+        for restarts in (1, 2):
+            while len(BOOT.findall(server.logs())) < restarts + 1:  # (each second request ends the worker)
+                server.request("GET", "/up", timeout=10)
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+    logs = server.logs()  # (stopped: each worker was past its start-up)
+    assert "Autorestarting worker after current request." in logs and logs.count(note) == 1, logs
+    assert logs.count("Notify by e-mail is off") == 1
+
+
 def test_the_start_up_notes_come_once_per_start_and_once_per_reload(tmp_path):
     """Workers gunicorn started after its first batch each said the start-up notes again: one
     more at each TTIN, every worker of a reload (HUP). Now the first worker of a start or of a
@@ -682,17 +713,9 @@ def test_the_start_up_notes_come_once_per_start_and_once_per_reload(tmp_path):
     env = server_env(tmp_path / "instance", PWP__NO_SUCH_SETTING="1")
     log_path = tmp_path / "log"
     note = "Ignored, not a pwpush setting: PWP__NO_SUCH_SETTING."
-    boot = re.compile(r"Booting worker with pid: (\d+)")
     with gunicorn(env, log_path, workers=2) as server:
         def until(count, what=None):
-            """Wait until `count` workers booted (or `what` was said `count` times); their pids."""
-            while (log_path.read_text().count(what) if what else len(boot.findall(log_path.read_text()))) < count:
-                assert server.process.poll() is None
-                try:
-                    server.process.wait(timeout=0.05)  # (the pause between looks; returns if gunicorn died)
-                except subprocess.TimeoutExpired:
-                    pass
-            return [int(pid) for pid in boot.findall(log_path.read_text())]
+            return _until(server, count, what)
 
         until(2), until(1, note)
         server.process.send_signal(signal.SIGTTIN)  # (one more worker, the same configuration)
