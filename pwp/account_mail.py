@@ -126,10 +126,11 @@ def _mail(kind: str, user: User, query: dict):
     path = current_app.url_map.bind("localhost").build(endpoint)
     link = mail_base_url(current_app.config) + path + ("?" + urlencode(query) if query else "")
     body = text.format(email=user.email, link=link, hours=int(RESET_PASSWORD_WITHIN.total_seconds() // 3600))
+    # (Queued past the sending threads: a burst of resets loses no one's mail.)
     if not notify.in_thread(_send, (current_app.config, user.id, user.email, subject, body),
-                            f"account-mail-{user.id}"):
-        log.warning("user %s: %s e-mail not sent: %d e-mails are being sent already", user.id, subject.lower(),
-                    notify.MAX_SENDING_THREADS)
+                            f"account-mail-{user.id}", queued=True):
+        log.warning("user %s: %s e-mail not sent: %d e-mails are being sent and %d wait already", user.id,
+                    subject.lower(), notify.MAX_SENDING_THREADS, notify.MAX_QUEUED)
 
 
 def _send(config, user_id: int, email: str, subject: str, body: str):

@@ -9,6 +9,7 @@ pending (a worker killed before its thread ran, or one whose MAX_SENDING_THREADS
 busy with a slow SMTP server). Logs name a sending's id and counts, never
 an address, a link or the SMTP password.
 """
+import collections
 import logging
 import re
 import smtplib
@@ -44,12 +45,17 @@ PROCESSING_STALE = timedelta(minutes=15)  # a sending still processing this long
 INTERRUPTED = "The sending was interrupted (the server stopped); some recipients may have got the e-mail."
 EXPIRED = "The push expired before the e-mails were sent: none was sent."
 MAX_SENDING_THREADS = 8  # per process: a hung SMTP server holds no more threads than these
+MAX_QUEUED = 32  # account mails per process waiting for one of them (a hung server: no more)
 ERROR_MAX = NotifyByEmail.__table__.c.error_message.type.length
 
-# The threads sending now (tests join them: wait_for_sends), and the places they take.
+# The threads sending now (tests join them: wait_for_sends), the places they take, and the
+# jobs waiting for a place (in_thread's queued: taken by a thread as it ends its job; under
+# _queue_lock, as is the last place's taking and giving back, so none waits with no thread).
 _threads: list[threading.Thread] = []
 _threads_lock = threading.Lock()
 _places = threading.BoundedSemaphore(MAX_SENDING_THREADS)
+_queue: collections.deque = collections.deque()
+_queue_lock = threading.Lock()
 
 
 def available(config=None) -> bool:
@@ -224,22 +230,33 @@ def dispatch(record_id: int):
                     record_id, MAX_SENDING_THREADS)
 
 
-def in_thread(target, args, name) -> bool:
-    """Run target(*args) in a thread of this worker (wait_for_sends joins it); False, nothing
-    run, when MAX_SENDING_THREADS of them run already (an SMTP server slow to answer: each
-    waits up to PWP__MAIL__SMTP_TIMEOUT at each step)."""
-    if not _places.acquire(blocking=False):
-        return False
+def in_thread(target, args, name, queued=False) -> bool:
+    """Run target(*args) in a thread of this worker (wait_for_sends joins it); when
+    MAX_SENDING_THREADS of them run already (an SMTP server slow to answer: each waits up to
+    PWP__MAIL__SMTP_TIMEOUT at each step), queued: after theirs, by the first that ends, if
+    fewer than MAX_QUEUED wait; else False, nothing run."""
+    with _queue_lock:
+        if not _places.acquire(blocking=False):
+            if queued and len(_queue) < MAX_QUEUED:
+                _queue.append((target, args))
+                return True
+            return False
 
     def run():
-        try:
-            target(*args)
-        finally:
-            _places.release()
+        job = (target, args)
+        while job is not None:
+            try:
+                job[0](*job[1])
+            except Exception as exc:  # (the targets log their own; a traceback could carry a link)
+                log.error("a sending thread's job failed (%s)", type(exc).__name__)
+            with _queue_lock:
+                job = _queue.popleft() if _queue else None
+                if job is None:
+                    _places.release()
 
     # Not a daemon: a worker that stops (a restart, max_requests) lets it finish, within
     # gunicorn's graceful_timeout; one killed mid-send leaves a notification processing (see
-    # send_pending), and loses an account mail (its owner asks for another).
+    # send_pending), and loses an account mail (its owner asks for another), queued ones too.
     thread = threading.Thread(target=run, name=name)
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]
