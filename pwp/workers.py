@@ -7,10 +7,13 @@ Here each read waits at most gunicorn's `timeout` (30 s), as sync workers are bo
 nginx's client_header_timeout and client_body_timeout bound each read; the client is then
 taken as gone, as if it had closed the connection (body: the app's 400 for a body shorter
 than its Content-Length), for good. A write gives up once the client took nothing of the
-answer for `timeout`, as nginx's send_timeout. A request's head takes no thread at all: the
-worker's main loop reads it (ThreadWorker below), and it must come whole within `timeout`.
-A client that keeps sending a byte of a body now and then still holds its thread: in front
-of the open internet, a reverse proxy that buffers requests is still the answer.
+answer for `timeout`, as nginx's send_timeout. A request's head and body take no thread at
+all: the worker's main loop reads them (ThreadWorker below), as nginx buffers a request before
+it passes it on. The head must come whole within `timeout`; a body's reads each wait at most
+`timeout` (client_body_timeout), its bytes kept in memory up to 64 KiB, past it in a temporary
+file (client_body_buffer_size, client_body_temp_path). A client that sends a body a byte now
+and then holds no thread; one that reads a long answer slowly still holds its thread (for at
+most `timeout` a write that it takes nothing of).
 
 The bounds are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO), set once per connection: Python's
 own socket timeouts poll before every read and write, and in a process whose threads share
@@ -20,9 +23,11 @@ Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn'
 """
 import errno
 import fcntl
+import re
 import selectors
 import socket
 import struct
+import tempfile
 import termios
 import time
 from collections import deque
@@ -31,14 +36,27 @@ from functools import partial
 from gunicorn.http.body import Body
 from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
-# The most bytes of heads the main loop holds, all connections together, unfinished or whole
-# and waiting for a thread (counted until their request is done): a head may be as long as
-# gunicorn's limits (823 KB by default), and 1000 connections (its worker_connections) of
-# them would take 800 MB. Real heads are a few KB.
+# The most bytes of heads (and bodies kept in memory) the main loop holds, all connections
+# together, unfinished or whole and waiting for a thread (counted until their request is done):
+# a head may be as long as gunicorn's limits (823 KB by default), and 1000 connections (its
+# worker_connections) of them would take 800 MB. Real heads are a few KB.
 HEADS_HELD = 32 * 1024 * 1024
+# A request's body is read by the main loop too, before the request takes a thread (as nginx
+# reads it: client_body_buffer_size, client_body_temp_path): kept in memory with its head up to
+# BODY_IN_MEMORY, past it written to a temporary file (TMPDIR, deleted at once), all bodies'
+# files together at most BODIES_SPOOLED (past it, the connection adding to them is dropped).
+# A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
+# the thread at once (declared) or once past it (chunked): the app refuses it (413).
+BODY_IN_MEMORY = 64 * 1024
+BODIES_SPOOLED = 1024 * 1024 * 1024
+BODY_LIMIT = 64 * 1024 * 1024
+# A head's fields that say how long its body is, and whether the client waits for a 100 Continue.
+_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # How long, and for how many bytes, a closed connection waits for the client's end of it
 # (gunicorn's util.close_graceful's: ThreadWorker.linger).
 LINGER_SECONDS = 2.0
@@ -119,9 +137,79 @@ class _Body(Body):
             raise
 
 
+class _ChunkedEnd:
+    """Finds where a chunked body ends as its bytes come (gunicorn's parser reads it later, and
+    answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses."""
+
+    __slots__ = ("line", "skip", "crlf", "last")
+
+    def __init__(self):
+        self.line = bytearray()  # the line read so far: a chunk's size, a chunk's CRLF, a trailer
+        self.skip = 0  # the chunk's bytes still to come
+        self.crlf = False  # a chunk's CRLF is next
+        self.last = False  # the last chunk came: trailers up to an empty line
+
+    def feed(self, data) -> bool:
+        at, size = 0, len(data)
+        while at < size:
+            if self.skip:
+                step = min(self.skip, size - at)
+                self.skip -= step
+                at += step
+                continue
+            end = data.find(b"\n", at)
+            if end < 0:
+                self.line += data[at:]
+                return len(self.line) > DEFAULT_MAX_HEADERFIELD_SIZE or (self.crlf and self.line not in (b"", b"\r"))
+            self.line += data[at:end]
+            at = end + 1
+            line = bytes(self.line).rstrip(b"\r")
+            self.line.clear()
+            if self.crlf:
+                if line:
+                    return True  # (gunicorn's 400)
+                self.crlf = False
+            elif self.last:
+                if not line:
+                    return True  # the end
+            else:
+                digits = line.split(b";", 1)[0].rstrip(b" \t")
+                if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                    return True  # (gunicorn's 400)
+                self.skip = int(digits, 16)
+                self.last = not self.skip
+                self.crlf = not self.last
+        return False
+
+
+class _SpooledUnreader(SocketUnreader):
+    """gunicorn's reader of a request whose body the main loop spooled to a file: the file's
+    bytes (the head, the body, maybe the start of the next request), then the socket's."""
+
+    spool = None
+
+    def chunk(self, size_hint=None):
+        data = self.spool.read(max(self.mxchunk, min(size_hint or 0, self.max_body_chunk)))
+        if data:
+            return data
+        self.__class__ = SocketUnreader  # (the file is closed by the main loop: finish_request)
+        return self.chunk(size_hint)
+
+    def take_rest(self):
+        """(A thread, the request done, its connection kept alive.) The file's rest, which the
+        body's drain left (what the client pipelined after it), back to the reader's buffer."""
+        rest = self.spool.read()
+        self.__class__ = SocketUnreader
+        self.unread(rest)
+
+
 class _Connection(gthread.TConn):
     over = False  # its head passed gunicorn's limits before its end (ThreadWorker.handle)
     linger = None  # its worker's ThreadWorker.linger (plain sockets)
+    spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
+    spooled = 0  # the bytes written to it
+    continued = False  # the main loop answered its head's `Expect: 100-continue`
+    too_long = False  # its body is longer than the app takes: its connection closes after the answer
 
     def close(self, graceful=False):
         # (Main loop: finish_request.) gunicorn's graceful close lingers for the client's end
@@ -155,8 +243,11 @@ class ThreadWorker(gthread.ThreadWorker):
     thread: clients that send half a head, or a byte now and then, no longer keep the two
     threads of the default setting from serving anyone else. A whole head's deadline, not
     a read's: a client then cannot stretch it by sending a byte just in time; `timeout` as
-    each read was bounded by it, ample for any real client. Bodies are read in the threads
-    with the kernel's bounds above. Not TLS (gunicorn reads the TLS handshake in a thread),
+    each read was bounded by it, ample for any real client. Then its body (Content-Length or
+    chunked) is read here too, before the connection goes to a thread (read_body), each read
+    within `timeout`, `Expect: 100-continue` answered here; a body longer than the app takes
+    goes to a thread at once (its 413), one whose framing gunicorn refuses too (its 400). Not
+    TLS (gunicorn reads the TLS handshake in a thread),
     nor with gunicorn's timeout 0, the PROXY protocol or HTTP/2 prior knowledge: those
     connections are served as gthread does. A connection closed after its answer waits for
     the client's end on the poller too (linger), not in the main loop as gthread's."""
@@ -164,6 +255,10 @@ class ThreadWorker(gthread.ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.heads = deque()  # connections whose head is being read, by their deadline
+        self.bodies = set()  # connections whose body is being read (each read's deadline: conn.timeout)
+        self.bodies_checked = 0.0  # when murder_pending last looked for bodies past their deadline
+        self.spooled = 0  # the bytes of their temporary files (and of those waiting for a thread)
+        self.body_limit = BODY_LIMIT  # (run: the app's own)
         self.lingering = deque()  # closed connections waiting for the client's end (linger), by their deadline
         self.held = 0  # the bytes of their heads
         cfg = self.cfg
@@ -177,6 +272,13 @@ class ThreadWorker(gthread.ThreadWorker):
         self.head_limit = 2 + line + 2 + fields * (size + 2) + 4
         # (limit_request_line 0, "no limit": gunicorn's parser never answers a long line.)
         self.line_limit = line if cfg.limit_request_line else self.head_limit
+
+    def run(self):
+        # (The worker, its app loaded.) The longest body the app takes (Flask's MAX_CONTENT_LENGTH).
+        limit = getattr(self.wsgi, "config", {}).get("MAX_CONTENT_LENGTH")
+        if isinstance(limit, int) and limit >= 0:
+            self.body_limit = limit
+        super().run()
 
     def enqueue_req(self, conn):
         # A request is next on the connection: a new one (from accept), a kept-alive one that
@@ -211,8 +313,10 @@ class ThreadWorker(gthread.ThreadWorker):
         if waiting:
             self.held -= len(head)  # (counted again below if it waits on)
         while True:
-            if head.find(b"\r\n\r\n", start) >= 0 or _bare_lf(head, start):
-                break  # the whole head, or a bare LF that gunicorn's parser rejects (400) at once
+            if (end := head.find(b"\r\n\r\n", start)) >= 0:
+                break  # the whole head
+            if _bare_lf(head, start):
+                break  # a bare LF that gunicorn's parser rejects (400) at once
             first = 2 if head[:2] == b"\r\n" else 0  # (one empty line may come first)
             line_end = first + self.line_limit + 2
             if len(head) > line_end and head.find(b"\r\n", first, line_end) < 0:
@@ -241,13 +345,154 @@ class ThreadWorker(gthread.ThreadWorker):
             start = max(len(head) - 3, 0)
             head += data
         if waiting:
-            self.poller.unregister(conn.sock)
             self.heads.remove(conn)
+        if end >= 0 and self.wait_for_body(conn, end + 4):
+            conn.timeout = time.monotonic() + self.cfg.timeout
+            if waiting:
+                self.held += len(head)  # (read_body counts it as waiting)
+                self.bodies.add(conn)
+                self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self.on_body_readable, conn))
+            self.read_body(conn, waiting, None)
+            return
+        if waiting:
+            self.poller.unregister(conn.sock)
+        self.hand_over(conn)
+
+    def wait_for_body(self, conn, body_start) -> bool:
+        """Whether the request whose head ends at body_start has a body still to come, to read
+        here first (conn.left: its bytes still to come, or a _ChunkedEnd). Not one longer than
+        the app takes, nor one the head frames in a way gunicorn refuses (its 400 at once)."""
+        head = conn.head
+        lengths, codings, expect = [], [], False
+        for name, value in _FRAMING.findall(head, 0, body_start - 2):
+            first = name[0] | 0x20  # (its first letter, lower-cased)
+            if first == 99:  # c
+                lengths.append(value.rstrip(b" \t"))
+            elif first == 116:  # t
+                codings.append(value.rstrip(b" \t").lower())
+            else:
+                expect = value.rstrip(b" \t").lower() == b"100-continue"
+        if codings:
+            if lengths or b",".join(codings).rpartition(b",")[2].strip(b" \t") != b"chunked":
+                return False
+            conn.left = _ChunkedEnd()
+            if conn.left.feed(head[body_start:]):
+                return False
+        elif len(lengths) != 1 or not lengths[0].isdigit():
+            return False  # (none, or gunicorn's 400)
+        elif int(lengths[0]) > self.body_limit:
+            conn.too_long = True  # (the app's 413, then closed: its body unread, not drained)
+            return False
+        else:
+            conn.left = int(lengths[0]) - (len(head) - body_start)
+            if conn.left <= 0:
+                return False
+        conn.limit = body_start + self.body_limit  # (chunked: the bytes after which it goes to a thread)
+        conn.continued = False
+        if expect and head.find(b" HTTP/1.1\r\n", 0, body_start) >= 0:
+            # (HTTP/1.1's own: curl waits 1 s for it before it sends a body over 1 KB.)
+            try:
+                conn.continued = socket.socket.send(conn.sock, _CONTINUE) == len(_CONTINUE)
+            except OSError:
+                pass
+        return True
+
+    def on_body_readable(self, conn, _client):
+        self.read_body(conn, True, time.monotonic())
+
+    def read_body(self, conn, waiting, now):
+        """Read the rest of a request's body, as read_head its head: kept in conn.head up to
+        BODY_IN_MEMORY, past it in a temporary file; hand the connection to a thread once the
+        body is whole (or past the app's limit), the client closed its end or (murder_pending)
+        sent nothing for `timeout`, gone then (the app's 400 for a short body, as before)."""
+        head = conn.head
+        if waiting:
+            self.held -= len(head)  # (counted again below if it waits on)
+        if now is not None:
+            conn.timeout = now + self.cfg.timeout  # (each read's bound, as nginx's client_body_timeout)
+        while True:
+            if len(head) > BODY_IN_MEMORY:
+                if conn.spool is None:
+                    conn.spool = tempfile.TemporaryFile()
+                conn.spool.write(head)
+                conn.spooled += len(head)
+                self.spooled += len(head)
+                head.clear()
+            if self.spooled > BODIES_SPOOLED or self.held + len(head) > HEADS_HELD:
+                self.drop_body(conn, waiting)
+                return
+            try:
+                data = socket.socket.recv(conn.sock, 65536)
+            except BlockingIOError:
+                self.held += len(head)
+                if not waiting:
+                    self.bodies.add(conn)
+                    self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_body_readable, conn))
+                return
+            except OSError:
+                self.drop_body(conn, waiting)
+                return
+            if not data:
+                self.give_up_body(conn, waiting)  # (the client closed its end: gone, as a timeout)
+                return
+            head += data
+            if type(conn.left) is int:
+                conn.left -= len(data)
+                if conn.left <= 0:
+                    break
+            elif conn.left.feed(data):
+                break
+            elif conn.spooled + len(head) > conn.limit:
+                conn.too_long = True
+                break
+        if waiting:
+            self.poller.unregister(conn.sock)
+            self.bodies.discard(conn)
+        self.hand_over(conn)
+
+    def give_up_body(self, conn, waiting=True):
+        # The client closed its end of the connection or sent nothing for `timeout` mid-body:
+        # its request goes to a thread with the bytes that came, its socket read as ended (_Gone).
+        if waiting:
+            self.poller.unregister(conn.sock)
+            self.bodies.discard(conn)
+        if conn.parser is None:
+            conn.init()
+        conn.sock.__class__ = _Gone
+        self.hand_over(conn)
+
+    def drop_body(self, conn, waiting=True):
+        if waiting:
+            self.poller.unregister(conn.sock)
+            self.bodies.discard(conn)
+        self.release_spool(conn)
+        conn.head.clear()
+        self.nr_conns -= 1
+        conn.close()
+
+    def release_spool(self, conn):
+        if conn.spool is not None:
+            conn.spool.close()
+            conn.spool = None
+            self.spooled -= conn.spooled
+            conn.spooled = 0
+
+    def hand_over(self, conn):
+        """Give a connection whose head (and body) the main loop read to a thread, the bytes read
+        given back to gunicorn's parser."""
+        head = conn.head
         if conn.parser is None:
             conn.init()  # (the parser, and the kernel's bounds; plain sockets only here)
-        if not conn.over:  # (a head past the limits: its 431 needs none of its bytes, let go now)
+        if conn.spool is not None:  # (the head and the body's start in the file, the rest after them)
+            conn.spool.write(head)
+            conn.spooled += len(head)
+            self.spooled += len(head)
+            conn.spool.seek(0)
+            conn.parser.unreader.__class__ = _SpooledUnreader
+            conn.parser.unreader.spool = conn.spool
+        elif not conn.over:  # (a head past the limits: its 431 needs none of its bytes, let go now)
             conn.parser.unreader.unread(bytes(head))
-            # (Held until its request is done: a head may wait long in the thread pool's queue.)
+            # (Held until its request is done: a request may wait long in the thread pool's queue.)
             conn.handed = len(head)
             self.held += conn.handed
         head.clear()
@@ -260,12 +505,19 @@ class ThreadWorker(gthread.ThreadWorker):
             conn.sock.setblocking(True)
             self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
             return False
-        return super().handle(conn)
+        keepalive = super().handle(conn)
+        if keepalive and type(conn.parser.unreader) is _SpooledUnreader:
+            conn.parser.unreader.take_rest()
+        return keepalive
 
     def handle_request(self, req, conn):
         if type(req.body) is Body:
             req.body.__class__ = _Body
             req.body.request = req
+        if conn.continued:  # (answered by the main loop: not a second time)
+            conn.continued = req._expected_100_continue = False
+        if conn.too_long:
+            req.force_close()
         return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn, keepalive):
@@ -283,6 +535,7 @@ class ThreadWorker(gthread.ThreadWorker):
         # (Main loop: a thread is done with the connection, its head parsed long since.)
         self.held -= conn.handed
         conn.handed = 0
+        self.release_spool(conn)
         super().finish_request(conn, fs)
 
     def linger(self, sock):
@@ -346,6 +599,11 @@ class ThreadWorker(gthread.ThreadWorker):
             self.drop_head(self.heads[0])
         while self.lingering and self.lingering[0][0] <= now:
             self.end_lingering(self.lingering[0])
+        if self.bodies and now >= self.bodies_checked + 1:  # (each read's deadline moves: a look a second)
+            self.bodies_checked = now
+            for conn in [conn for conn in self.bodies if conn.timeout <= now]:
+                self.held -= len(conn.head)
+                self.give_up_body(conn)
 
 
 def _bare_lf(head: bytearray, start: int) -> bool:
@@ -356,3 +614,4 @@ def _bare_lf(head: bytearray, start: int) -> bool:
             return True
         at = head.find(b"\n", at + 1)
     return False
+

@@ -585,9 +585,38 @@ def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
             conn.close()
 
 
+def _threads_kept_busy(server, env, count) -> list:
+    """`count` connections that each hold a thread: a download larger than the kernel's buffers,
+    not read (its thread waits in a write; closing the connection lets it go). (Clients stalled
+    mid-body held threads so before bodies were read in the main loop.)"""
+    token = create_user(env, "busy@example.com")
+    data = os.urandom(12 * 1024 * 1024)
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[expire_after_views]"\r\n\r\n10\r\n'
+            b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
+    status, _headers, raw = server.request("POST", "/api/v2/pushes", body=body, headers={
+        **bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert status == 201
+    status, push = server.json("GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}", headers=bearer(token))
+    link = urlsplit(push["files"][0]["url"]).path
+    conns = []
+    for _ in range(count):
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.connect(("127.0.0.1", server.port))
+        conn.sendall(f"GET {link} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        conn.settimeout(20)  # (a failure guard only)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += conn.recv(1024)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        conns.append(conn)
+    return conns
+
+
 def test_heads_waiting_for_a_busy_thread_count_in_the_heads_held(tmp_path):
     """A whole head is read before its connection waits for a thread: while both threads were
-    busy (two clients stalled mid-body), complete heads of 800 KB piled up in the thread
+    busy (two clients stalled mid-body then; now two downloads not read), complete heads of 800 KB piled up in the thread
     pool's queue uncounted, 300 of them took the worker from 79 MB to 311 MB (measured by
     hand), 1000 (worker_connections) would take 800 MB. They count in HEADS_HELD until their
     request is done."""
@@ -596,8 +625,7 @@ def test_heads_waiting_for_a_busy_thread_count_in_the_heads_held(tmp_path):
     head = (b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + (b"X-A: " + b"a" * 8100 + b"\r\n") * 98 + b"\r\n")  # (100 fields: gunicorn's limit)
     with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
-        busy = [_stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                                      b"application/json\r\nContent-Length: 100\r\n\r\n{") for _ in range(2)]
+        busy = _threads_kept_busy(server, env, 2)
         conns = [_stalled(server.port, head) for _ in range(HEADS_HELD // len(head))]
         try:  # the one that would take them past HEADS_HELD is dropped, without an answer
             assert _until_closed(_stalled(server.port, head)) == b""  # (was: a TimeoutError)
@@ -620,8 +648,7 @@ def test_heads_past_gunicorns_limits_waiting_for_their_431_do_not_count_in_the_h
     env = server_env(tmp_path / "instance")
     over = b"GET /up HTTP/1.1\r\nHost: x\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 103  # (past 823 KB)
     with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
-        busy = [_stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                                      b"application/json\r\nContent-Length: 100\r\n\r\n{") for _ in range(2)]
+        busy = _threads_kept_busy(server, env, 2)
         refused = [_stalled(server.port, over) for _ in range(HEADS_HELD // len(over) + 2)]
         served = _stalled(server.port, b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         _wait_until_read(server.port, refused)
@@ -735,3 +762,127 @@ def test_the_start_up_notes_come_once_per_start_and_once_per_reload(tmp_path):
     logs = log_path.read_text()  # (stopped: each worker was past its start-up)
     assert logs.count(note) == 3, logs
     assert logs.count("Notify by e-mail is off") == 3
+
+
+def _sending_slowly(port, head: bytes, first: bytes) -> socket.socket:
+    """A connection that sent a request's head and the first bytes of its body, the rest to come."""
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sendall(head + first)
+    return conn
+
+
+def test_clients_that_send_a_body_slowly_hold_no_thread(tmp_path):
+    """A client that sent a body a byte now and then (within `timeout` each) held a thread
+    for as long as it cared to: two of them stopped the default setting's two threads for
+    everyone. Bodies are now read in the worker's main loop, declared (Content-Length) or
+    chunked, and handed to a thread whole: the slow ones, still unfinished, do not keep a
+    push from being made and read, and are served whole once they end."""
+    env = server_env(tmp_path / "instance")
+    body = json.dumps({"push": {"payload": "slowly sent", "expire_after_views": 2}}).encode()
+    json_head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\n")
+    with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
+        declared = [_sending_slowly(server.port, json_head + b"Content-Length: %d\r\n\r\n" % len(body), body[:1])
+                    for _ in range(2)]
+        chunked = _sending_slowly(server.port, json_head + b"Transfer-Encoding: chunked\r\n\r\n",
+                                  b"%x\r\n%s" % (len(body), body[:1]))
+        for conn in declared + [chunked]:
+            conn.sendall(body[1:2])  # (a byte more: a thread reading it would be waiting for the next)
+        status, made = server.json("POST", "/api/v2/pushes", {"push": {"payload": "prompt"}})  # (was: a timeout)
+        assert status == 201
+        status, read = server.json("GET", f"/api/v2/pushes/{made['url_token']}")
+        assert status == 200 and read["payload"] == "prompt"
+        assert all(_still_open(conn) for conn in declared + [chunked])  # (unfinished, unanswered)
+        for conn in declared:
+            conn.sendall(body[2:])
+        chunked.sendall(body[2:] + b"\r\n0\r\n\r\n")
+        for conn in declared + [chunked]:
+            head, _, answer = _until_closed(conn).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 201 ")
+            token = json.loads(answer)["url_token"]
+            assert server.json("GET", f"/api/v2/pushes/{token}")[1]["payload"] == "slowly sent"
+        assert "Traceback" not in server.logs()
+
+
+def test_a_body_that_stops_coming_is_answered_as_a_short_one_and_pipelined_requests_follow_bodies(tmp_path):
+    """A body whose client sends nothing more for `timeout` gets the app's 400 for a short body
+    (as when its thread's read timed out), without a thread waiting; requests pipelined after a
+    body, in the same packet or the next, and a kept-alive connection's next body, are served."""
+    env = server_env(tmp_path / "instance")
+    body = b'{"push": {"payload": "a secret"}}'
+    post = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "2")) as server:
+        conn = _sending_slowly(server.port, post, body[:3])
+        assert _until_closed(conn).startswith(b"HTTP/1.1 400 ")
+
+        conn = _sending_slowly(server.port, post, body[:3])
+        conn.sendall(body[3:] + post + body[:5])
+        conn.sendall(body[5:] + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = _until_closed(conn)
+        assert answers.count(b"HTTP/1.1 201 ") == 2 and answers.count(b"HTTP/1.1 200 ") == 1, answers
+        assert "Traceback" not in server.logs()
+
+
+def test_curl_uploading_a_file_gets_its_100_continue_once_and_the_file_comes_back_intact(tmp_path):
+    """curl sends `Expect: 100-continue` with a large upload and waits for the interim answer
+    before it sends the body: the main loop, reading the body before a thread takes the
+    request, answers it (the thread does not answer it again). The file, over BODY_IN_MEMORY
+    (written to a temporary file on its way), is stored whole."""
+    env = server_env(tmp_path / "instance")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "big.bin").write_bytes(data)
+    with gunicorn(env, tmp_path / "log") as server:
+        token = create_user(env, "curl@example.com")
+        done = subprocess.run(
+            ["curl", "-sS", "-v", "--expect100-timeout", "300", "-H", "Expect: 100-continue",
+             "-H", f"Authorization: Bearer {token}", "-F", f"push[files][]=@{tmp_path / 'big.bin'}",
+             f"{server.url}/api/v2/pushes"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("< HTTP/1.1 100 Continue") == 1, done.stderr
+        assert "< HTTP/1.1 201 " in done.stderr
+        status, push = server.json("GET", f"/api/v2/pushes/{json.loads(done.stdout)['url_token']}",
+                                   headers=bearer(token))
+        status, _headers, got = server.request("GET", urlsplit(push["files"][0]["url"]).path)
+        assert status == 200 and got == data
+        assert "Traceback" not in server.logs()
+
+
+def test_bodies_held_in_memory_are_bounded_all_together(tmp_path):
+    """Bodies read in the main loop count in HEADS_HELD with their heads while in memory (up to
+    BODY_IN_MEMORY each, then written to a temporary file): past it all together, the
+    connection that would add to them is dropped, without an answer."""
+    from pwp.workers import BODY_IN_MEMORY, HEADS_HELD
+    env = server_env(tmp_path / "instance")
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (BODY_IN_MEMORY * 4))
+    first = b"{" + b" " * (BODY_IN_MEMORY - 1024 - len(head) - 1)  # (each 63 KiB with its head, kept in memory)
+    with gunicorn(env, tmp_path / "log") as server:
+        conns, dropped = [], 0
+        for _ in range(HEADS_HELD // (len(head) + len(first)) + 1):
+            try:
+                conns.append(_sending_slowly(server.port, head, first))
+            except (BrokenPipeError, ConnectionResetError):
+                dropped += 1
+        _wait_until_read(server.port, conns)
+        assert server.request("GET", "/up", timeout=10)[0] == 200
+        dropped += sum(not _still_open(conn) for conn in conns)  # (was: none; bodies read by a thread each)
+        assert dropped == 1
+        for conn in conns:
+            conn.close()
+
+
+def test_a_body_longer_than_the_app_takes_gets_its_413_and_the_connection_closes(tmp_path):
+    """A Content-Length over the app's limit (MAX_CONTENT_LENGTH) is answered at once, as
+    before, unread; the answer said keep-alive, and its thread then drained the body the client
+    would not send, for up to `timeout` a read: a thread held per such request. Now the answer
+    says close and the connection closes."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        conn = _stalled(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                                     b"\r\nContent-Length: 100000000\r\n\r\n{")
+        head, _, answer = _until_closed(conn).partition(b"\r\n\r\n")  # (was: keep-alive)
+        assert head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in head
+        assert json.loads(answer) == {"status": 413, "error": "Request Entity Too Large"}
+        assert "Traceback" not in server.logs()
