@@ -19,7 +19,7 @@ from . import account_mail, notify, params, pushes
 from .api import NOTIFY_QUEUED, file_link_path, request_locale, secret_url
 from .auth import actor, sign_in_first
 from .config import kind_setting, kind_switched_off
-from .errors import NotDeletable, PassphraseIncorrect, TooManyAttempts, ValidationFailed
+from .errors import NotDeletable, NotFound, PassphraseIncorrect, TooManyAttempts, ValidationFailed
 from .models import Kind
 from .words import human_size, plural
 
@@ -485,7 +485,11 @@ def passphrase(url_token):
 def access(url_token):
     """Check the passphrase; on success hold the payload key in an encrypted 3-minute cookie."""
     now = pushes.utcnow()
-    push = pushes.find(url_token)
+    target = url_for("web.show", url_token=url_token)
+    try:
+        push = pushes.find(url_token)
+    except NotFound:  # as an expired push (below): on to the page that says so, telling neither apart
+        return redirect(target)
     if off := switched_off(push):
         return off
     back = redirect(url_for("web.passphrase", url_token=url_token))
@@ -498,11 +502,11 @@ def access(url_token):
     except TooManyAttempts as exc:
         flash(exc.message, "warning")
         return back
-    target = url_for("web.show", url_token=url_token)
-    if push.kind == Kind.url:
+    if push.kind == Kind.url and not push.expired:
         # Redirected on, this form's navigation would end on the URL's site, which the CSP's
         # form-action 'self' forbids: browsers stopped there, after the view was counted.
-        # This page moves on by itself, a navigation no form made.
+        # This page moves on by itself, a navigation no form made. (An expired one's, as an
+        # unknown one's, is the expired page: redirected to it.)
         response = make_response(render_template("web/unlocked.html", target=target))
     else:
         response = redirect(target)

@@ -1,6 +1,7 @@
 """The passphrase flow: form, encrypted short-lived cookie, rate limit."""
 import re
 
+import pytest
 from webutil import audit_kinds, create, view_count
 
 from pwp.models import AuditKind
@@ -128,3 +129,16 @@ def test_a_success_flash_does_not_mark_the_passphrase_invalid(client, make_user)
     wrong = client.post(f"/p/{token}/access", data={"passphrase": "nope"}, follow_redirects=True)
     field = re.search(r'<input type="password" id="passphrase"[^>]*>', wrong.get_data(as_text=True)).group(0)
     assert 'aria-invalid="true" aria-describedby="flash-1"' in field, field
+
+
+@pytest.mark.parametrize("kind,payload", [("text", "guarded"), ("url", "https://example.com/x")])
+def test_the_passphrase_form_sent_for_an_unknown_push_answers_as_for_an_expired_one(client, kind, payload):
+    """POST /access answered an unknown token with the expired page at once, an expired push
+    with a redirect to it (an expired URL push: the page that moves on to it): a 200 or a 302
+    told tokens that never were from spent ones."""
+    spent = create(client, kind=kind, payload=payload, passphrase=PASSPHRASE, expire_after_views="1")
+    client.get(f"/p/{spent}?passphrase={PASSPHRASE.replace(' ', '+')}")
+    answers = [client.post(f"/p/{t}/access", data={"passphrase": "nope"}) for t in (spent, "doesnotexist123")]
+    assert [(r.status_code, r.headers.get("Location")) for r in answers] \
+        == [(302, f"/p/{spent}"), (302, "/p/doesnotexist123")]
+    assert client.get(f"/p/{spent}").get_data() == client.get("/p/doesnotexist123").get_data()
