@@ -139,15 +139,17 @@ class _Body(Body):
 
 class _ChunkedEnd:
     """Finds where a chunked body ends as its bytes come (gunicorn's parser reads it later, and
-    answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses."""
+    answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses
+    (bad: then gunicorn may not know where it ends either, and would read on)."""
 
-    __slots__ = ("line", "skip", "crlf", "last")
+    __slots__ = ("line", "skip", "crlf", "last", "bad")
 
     def __init__(self):
         self.line = bytearray()  # the line read so far: a chunk's size, a chunk's CRLF, a trailer
         self.skip = 0  # the chunk's bytes still to come
         self.crlf = False  # a chunk's CRLF is next
         self.last = False  # the last chunk came: trailers up to an empty line
+        self.bad = False  # framing gunicorn refuses
 
     def feed(self, data) -> bool:
         at, size = 0, len(data)
@@ -160,14 +162,20 @@ class _ChunkedEnd:
             end = data.find(b"\n", at)
             if end < 0:
                 self.line += data[at:]
-                return len(self.line) > DEFAULT_MAX_HEADERFIELD_SIZE or (self.crlf and self.line not in (b"", b"\r"))
+                self.bad = len(self.line) > DEFAULT_MAX_HEADERFIELD_SIZE or (
+                    self.crlf and self.line not in (b"", b"\r"))
+                return self.bad
             self.line += data[at:end]
             at = end + 1
-            line = bytes(self.line).rstrip(b"\r")
+            if self.line[-1:] != b"\r":  # (a bare LF: gunicorn looks for CRLF, reading on)
+                self.bad = True
+                return True
+            line = bytes(self.line[:-1])
             self.line.clear()
             if self.crlf:
                 if line:
-                    return True  # (gunicorn's 400)
+                    self.bad = True  # (gunicorn's 400)
+                    return True
                 self.crlf = False
             elif self.last:
                 if not line:
@@ -175,7 +183,8 @@ class _ChunkedEnd:
             else:
                 digits = line.split(b";", 1)[0].rstrip(b" \t")
                 if not digits or digits.strip(b"0123456789abcdefABCDEF"):
-                    return True  # (gunicorn's 400)
+                    self.bad = True  # (gunicorn's 400)
+                    return True
                 self.skip = int(digits, 16)
                 self.last = not self.skip
                 self.crlf = not self.last
@@ -209,7 +218,9 @@ class _Connection(gthread.TConn):
     spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
     spooled = 0  # the bytes written to it
     continued = False  # the main loop answered its head's `Expect: 100-continue`
-    too_long = False  # its body is longer than the app takes: its connection closes after the answer
+    # Its body is longer than the app takes, or framed in a way gunicorn refuses: the thread reads
+    # no more of it (nor anything) from the client (_Gone), and the connection closes after the answer.
+    cut = False
 
     def close(self, graceful=False):
         # (Main loop: finish_request.) gunicorn's graceful close lingers for the client's end
@@ -377,11 +388,12 @@ class ThreadWorker(gthread.ThreadWorker):
                 return False
             conn.left = _ChunkedEnd()
             if conn.left.feed(head[body_start:]):
+                conn.cut = conn.left.bad
                 return False
         elif len(lengths) != 1 or not lengths[0].isdigit():
             return False  # (none, or gunicorn's 400)
         elif int(lengths[0]) > self.body_limit:
-            conn.too_long = True  # (the app's 413, then closed: its body unread, not drained)
+            conn.cut = True  # (the app's 413, then closed: its body unread, not drained)
             return False
         else:
             conn.left = int(lengths[0]) - (len(head) - body_start)
@@ -441,9 +453,10 @@ class ThreadWorker(gthread.ThreadWorker):
                 if conn.left <= 0:
                     break
             elif conn.left.feed(data):
+                conn.cut = conn.left.bad
                 break
             elif conn.spooled + len(head) > conn.limit:
-                conn.too_long = True
+                conn.cut = True
                 break
         if waiting:
             self.poller.unregister(conn.sock)
@@ -483,6 +496,8 @@ class ThreadWorker(gthread.ThreadWorker):
         head = conn.head
         if conn.parser is None:
             conn.init()  # (the parser, and the kernel's bounds; plain sockets only here)
+        if conn.cut:  # (else a thread would wait for the rest of a body the main loop let go)
+            conn.sock.__class__ = _Gone
         if conn.spool is not None:  # (the head and the body's start in the file, the rest after them)
             conn.spool.write(head)
             conn.spooled += len(head)
@@ -516,7 +531,7 @@ class ThreadWorker(gthread.ThreadWorker):
             req.body.request = req
         if conn.continued:  # (answered by the main loop: not a second time)
             conn.continued = req._expected_100_continue = False
-        if conn.too_long:
+        if conn.cut:
             req.force_close()
         return super().handle_request(req, conn)
 

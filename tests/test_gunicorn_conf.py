@@ -886,3 +886,27 @@ def test_a_body_longer_than_the_app_takes_gets_its_413_and_the_connection_closes
         assert head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in head
         assert json.loads(answer) == {"status": 413, "error": "Request Entity Too Large"}
         assert "Traceback" not in server.logs()
+
+
+def test_a_chunked_body_the_main_loop_lets_go_unfinished_is_not_waited_for_by_a_thread(tmp_path):
+    """The main loop hands a chunked body to a thread before gunicorn's parser would say it
+    ended: at a bare LF (gunicorn reads on for the CRLF: "5\\nhello\\n0\\n\\n" was whole for the
+    main loop), or past the app's limit in bytes sent, its content under it (chunk extensions
+    thousands of bytes long, one byte of content each). The thread then waited for the rest of
+    the body, and two clients that sent a byte within each `timeout` held both threads of the
+    default setting for as long as they cared to. The thread now reads nothing more from them:
+    each gets its 400 at once and the connection closes."""
+    env = server_env(tmp_path / "instance", PWP__FILES__MAX_TOTAL_BYTES=1024)  # (MAX_CONTENT_LENGTH: 12.2 MiB)
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"1;" + b"e" * 8000 + b"\r\n \r\n"  # (a chunk extension gunicorn takes)
+    inflated = b"1\r\n{\r\n" + chunk * (13 * 1024 * 1024 // len(chunk))  # (past it, 1.6 KB of content)
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "120")) as server:
+        conns = [_stalled(server.port, head + b"5\nhello\n0\n\n"), _stalled(server.port, head + inflated)]
+        for conn in conns:
+            conn.sendall(b"1\r\n")  # (a thread reading on would take it and wait for more)
+            answer = _until_closed(conn).partition(b"\r\n\r\n")[0]  # (was: a TimeoutError)
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close\r\n" in answer, answer
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert "Traceback" not in server.logs()
+
