@@ -206,10 +206,11 @@ class _SpooledUnreader(SocketUnreader):
 
     def take_rest(self):
         """(A thread, the request done, its connection kept alive.) The file's rest, which the
-        body's drain left (what the client pipelined after it), back to the reader's buffer."""
+        body's drain left (what the client pipelined after it), back to the reader's buffer,
+        after what the body's last read took from the file past its end (unread() puts first)."""
         rest = self.spool.read()
         self.__class__ = SocketUnreader
-        self.unread(rest)
+        self.unread(self.take_buffered() + rest)
 
 
 class _Connection(gthread.TConn):

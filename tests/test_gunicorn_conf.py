@@ -910,3 +910,21 @@ def test_a_chunked_body_the_main_loop_lets_go_unfinished_is_not_waited_for_by_a_
         assert server.request("GET", "/up", timeout=20)[0] == 200
         assert "Traceback" not in server.logs()
 
+
+def test_requests_pipelined_after_a_body_written_to_a_temporary_file_come_in_order(tmp_path):
+    """A body past BODY_IN_MEMORY is read from its temporary file, and the bytes after it (the
+    next requests, pipelined) go back to gunicorn's reader: the last read of a chunked body took
+    some of them already, and the file's rest was put before those: the next request's head came
+    after the start of its body, parsed as a request line too long (and no answer at all)."""
+    from pwp.workers import BODY_IN_MEMORY
+    env = server_env(tmp_path / "instance")
+    body = b'{"push": {"payload": "spooled"}}' + b" " * (BODY_IN_MEMORY * 3)
+    post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    chunked = post + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+        b"%x\r\n%s\r\n" % (len(body[at:at + 1000]), body[at:at + 1000]) for at in range(0, len(body), 1000))
+    with gunicorn(env, tmp_path / "log") as server:
+        conn = _stalled(server.port, chunked + b"0\r\n\r\n" + post + b"Content-Length: %d\r\n\r\n" % len(body)
+                        + body + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = _until_closed(conn)  # (was: a TimeoutError)
+        assert re.findall(rb"HTTP/1\.1 \d\d\d", answers) == [b"HTTP/1.1 201", b"HTTP/1.1 201", b"HTTP/1.1 200"]
+        assert "Traceback" not in server.logs()
