@@ -230,8 +230,11 @@ def account(user_id: int) -> User | None:
 def hold(user: User) -> None:
     """Lock the account's row until the transaction ends (PostgreSQL; SQLite's BEGIN
     IMMEDIATE already holds the database's write lock): of two requests at once, the second
-    waits here, then reads what the first wrote."""
-    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    waits here, then reads what the first wrote. FOR NO KEY UPDATE, as an update of the row
+    takes: not FOR UPDATE, which also waits for the key-share lock that a row referring to
+    the account takes (new backup codes delete the old ones, then insert theirs: a sign-in
+    holding the row, then waiting for its backup code's, was a deadlock)."""
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True))
 
 
 class Refused(Exception):

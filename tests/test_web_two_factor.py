@@ -314,6 +314,30 @@ def test_two_copies_of_the_pending_sign_in_at_once_sign_in_once(client, two_fact
     assert sorted(results) == [(302, "/", True), (302, "/users/sign_in", False)]
 
 
+def test_a_backup_code_sign_in_while_new_backup_codes_are_made_is_no_deadlock(client, two_factor, app,
+                                                                               database_url):
+    """New backup codes (another browser of the account) delete the old codes, then insert
+    the new ones, whose foreign key takes a key-share lock on the account's row; a sign-in with
+    an old backup code held that row FOR UPDATE (auth.hold), then waited for its code's row:
+    a deadlock, one of them aborted (the sign-in's a 500). Held as new_backup_codes runs."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers run one after the other: no row locks")
+    _secret, codes = two_factor
+    password_step(client)
+    answer = []
+    with psycopg.connect(database_url) as new_codes:
+        new_codes.execute("DELETE FROM otp_backup_codes WHERE user_id = 1")
+        signing_in = threading.Thread(target=lambda: answer.append(code_step(client, codes[0])))
+        signing_in.start()
+        wait_for_a_lock_waiter(database_url, "the sign-in", "DELETE FROM otp_backup_codes%", thread=signing_in)
+        new_codes.execute("INSERT INTO otp_backup_codes (user_id, digest) VALUES (1, 'a new code')")
+        new_codes.commit()
+        signing_in.join(timeout=60)
+    assert answer[0].status_code == 401, answer[0].status_code  # (its code is gone: a wrong one)
+    assert not signed_in(client)
+    assert sql(app, "SELECT digest FROM otp_backup_codes") == [("a new code",)]
+
+
 def test_a_backup_code_signs_in_once(client, two_factor, app):
     _secret, codes = two_factor
     password_step(client)
