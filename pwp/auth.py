@@ -227,14 +227,14 @@ def account(user_id: int) -> User | None:
     return db.session.get(User, user_id)
 
 
-def hold(user: User) -> None:
+def hold(user: User) -> bool:
     """Lock the account's row until the transaction ends (PostgreSQL; SQLite's BEGIN
     IMMEDIATE already holds the database's write lock): of two requests at once, the second
-    waits here, then reads what the first wrote. FOR NO KEY UPDATE, as an update of the row
+    waits here, then reads what the first wrote. False: the account was deleted. FOR NO KEY UPDATE, as an update of the row
     takes: not FOR UPDATE, which also waits for the key-share lock that a row referring to
     the account takes (new backup codes delete the old ones, then insert theirs: a sign-in
     holding the row, then waiting for its backup code's, was a deadlock)."""
-    db.session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True))
+    return db.session.scalar(select(User.id).where(User.id == user.id).with_for_update(key_share=True)) is not None
 
 
 class Refused(Exception):

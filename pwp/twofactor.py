@@ -18,6 +18,7 @@ import pyotp
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from . import auth
 from .crypto import digest_token
 from .models import OtpBackupCode, User, UserSession, db
 from .pushes import keyring, unix_seconds
@@ -143,7 +144,13 @@ def backup_codes_left(user: User) -> int:
 
 
 def new_backup_codes(user: User) -> list[str]:
-    """Give the account new backup codes (the old ones stop working); return them once."""
+    """Give the account new backup codes (the old ones stop working); return them once.
+    Refused(ACCOUNT_GONE) when the account was deleted meanwhile."""
+    # The account's row first, as its deletion and a sign-in's code lock it: the old codes
+    # deleted, then the new ones' foreign key waiting for that row, was a deadlock.
+    if not auth.hold(user):
+        db.session.rollback()
+        raise auth.Refused(auth.ACCOUNT_GONE)
     codes = _new_backup_codes(user.id)
     db.session.commit()
     log.info("user %s: new two-factor backup codes made", user.id)
