@@ -55,6 +55,9 @@ workers = _count("WEB_CONCURRENCY", 1)
 # gunicorn's gthread worker, each read of a request bounded by `timeout` below (pwp/workers.py:
 # a client that stops sending mid-request no longer holds a thread for good).
 worker_class = "pwp.workers.ThreadWorker"
+# The most bytes of request bodies its workers write to temporary files, each (read there).
+if os.environ.get("PWPUSH_BODIES_SPOOLED"):
+    _count("PWPUSH_BODIES_SPOOLED", 1)
 # The URL forms pwp.config.database_uri accepts for PostgreSQL, checked here without importing
 # pwp (its package would load Flask and SQLAlchemy into gunicorn's master process).
 _postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))

@@ -11,7 +11,10 @@ answer for `timeout`, as nginx's send_timeout. A request's head and body take no
 all: the worker's main loop reads them (ThreadWorker below), as nginx buffers a request before
 it passes it on. The head must come whole within `timeout`; a body's reads each wait at most
 `timeout` (client_body_timeout), its bytes kept in memory up to 64 KiB, past it in a temporary
-file (client_body_buffer_size, client_body_temp_path). A client that sends a body a byte now
+file (client_body_buffer_size, client_body_temp_path); bodies in memory take at most half of
+the memory heads are held in (then go to their file), and a body that needs room in the files'
+full cap takes it from the unfinished bodies that sent nothing for longest (dropped), so slow
+clients keep neither heads nor later uploads out. A client that sends a body a byte now
 and then holds no thread; one that reads a long answer slowly still holds its thread (for at
 most `timeout` a write that it takes nothing of).
 
@@ -23,6 +26,7 @@ Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn'
 """
 import errno
 import fcntl
+import os
 import re
 import selectors
 import socket
@@ -47,12 +51,17 @@ from gunicorn.workers import gthread
 HEADS_HELD = 32 * 1024 * 1024
 # A request's body is read by the main loop too, before the request takes a thread (as nginx
 # reads it: client_body_buffer_size, client_body_temp_path): kept in memory with its head up to
-# BODY_IN_MEMORY, past it written to a temporary file (TMPDIR, deleted at once), all bodies'
-# files together at most BODIES_SPOOLED (past it, the connection adding to them is dropped).
+# BODY_IN_MEMORY, past it (or while the heads and bodies held are past half of HEADS_HELD, so
+# that bodies never take the room heads need) written to a temporary file (TMPDIR, deleted at
+# once), all bodies' files together at most BODIES_SPOOLED (PWPUSH_BODIES_SPOOLED, in bytes): a
+# body that would pass it takes the room of the unfinished bodies that sent nothing for longest,
+# dropped without an answer (itself dropped only when they are not enough), as slow clients
+# could otherwise keep every later upload out.
 # A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
 # the thread at once (declared) or once past it (chunked): the app refuses it (413).
 BODY_IN_MEMORY = 64 * 1024
-BODIES_SPOOLED = 1024 * 1024 * 1024
+BODIES_SPOOLED = int(os.environ.get("PWPUSH_BODIES_SPOOLED") or 1024 * 1024 * 1024)
+BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
 # A head's fields that say how long its body is, and whether the client waits for a 100 Continue.
 _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE)
@@ -142,9 +151,10 @@ class _ChunkedEnd:
     answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses
     (bad: then gunicorn may not know where it ends either, and would read on)."""
 
-    __slots__ = ("line", "skip", "crlf", "last", "bad")
+    __slots__ = ("line", "skip", "crlf", "last", "bad", "limit")
 
-    def __init__(self):
+    def __init__(self, limit):
+        self.limit = limit  # the longest line (a chunk's size and extensions): limit_request_field_size
         self.line = bytearray()  # the line read so far: a chunk's size, a chunk's CRLF, a trailer
         self.skip = 0  # the chunk's bytes still to come
         self.crlf = False  # a chunk's CRLF is next
@@ -162,7 +172,7 @@ class _ChunkedEnd:
             end = data.find(b"\n", at)
             if end < 0:
                 self.line += data[at:]
-                self.bad = len(self.line) > DEFAULT_MAX_HEADERFIELD_SIZE or (
+                self.bad = len(self.line) > self.limit or (
                     self.crlf and self.line not in (b"", b"\r"))
                 return self.bad
             self.line += data[at:end]
@@ -279,6 +289,7 @@ class ThreadWorker(gthread.ThreadWorker):
         fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= MAX_HEADERS else MAX_HEADERS
         size = cfg.limit_request_field_size
         size = size if size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+        self.field_limit = size  # (gunicorn's parser's limit of a chunk-size line too)
         # The longest head gunicorn's parser takes (an empty line, the request line, the
         # headers' buffer, as gunicorn.http.message.Request counts them), and a little over.
         self.head_limit = 2 + line + 2 + fields * (size + 2) + 4
@@ -387,7 +398,7 @@ class ThreadWorker(gthread.ThreadWorker):
         if codings:
             if lengths or b",".join(codings).rpartition(b",")[2].strip(b" \t") != b"chunked":
                 return False
-            conn.left = _ChunkedEnd()
+            conn.left = _ChunkedEnd(self.field_limit)
             if conn.left.feed(head[body_start:]):
                 conn.cut = conn.left.bad
                 return False
@@ -411,7 +422,8 @@ class ThreadWorker(gthread.ThreadWorker):
         return True
 
     def on_body_readable(self, conn, _client):
-        self.read_body(conn, True, time.monotonic())
+        if conn in self.bodies:  # (else dropped earlier in this round of events: make_room)
+            self.read_body(conn, True, time.monotonic())
 
     def read_body(self, conn, waiting, now):
         """Read the rest of a request's body, as read_head its head: kept in conn.head up to
@@ -424,16 +436,20 @@ class ThreadWorker(gthread.ThreadWorker):
         if now is not None:
             conn.timeout = now + self.cfg.timeout  # (each read's bound, as nginx's client_body_timeout)
         while True:
-            if len(head) > BODY_IN_MEMORY:
-                if conn.spool is None:
-                    conn.spool = tempfile.TemporaryFile()
-                conn.spool.write(head)
+            if len(head) > BODY_IN_MEMORY or (head and self.held + len(head) > BODIES_HELD):
+                try:
+                    if conn.spool is None:
+                        conn.spool = tempfile.TemporaryFile()
+                    conn.spool.write(head)
+                except OSError:  # (no file descriptor or disk space left)
+                    self.drop_body(conn, waiting)
+                    return
                 conn.spooled += len(head)
                 self.spooled += len(head)
                 head.clear()
-            if self.spooled > BODIES_SPOOLED or self.held + len(head) > HEADS_HELD:
-                self.drop_body(conn, waiting)
-                return
+                if self.spooled > BODIES_SPOOLED and not self.make_room(conn):
+                    self.drop_body(conn, waiting)
+                    return
             try:
                 data = socket.socket.recv(conn.sock, 65536)
             except BlockingIOError:
@@ -463,6 +479,22 @@ class ThreadWorker(gthread.ThreadWorker):
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)
         self.hand_over(conn)
+
+    def make_room(self, conn) -> bool:
+        """Drop the unfinished spooled bodies (not conn's) that sent nothing for longest (the
+        earliest deadline of a read) until the spool is back under BODIES_SPOOLED, if they can
+        make it so: a few clients sending a byte within each `timeout` cannot keep out every
+        later upload."""
+        others = sorted((other for other in self.bodies if other.spool is not None and other is not conn),
+                        key=lambda other: other.timeout)
+        if self.spooled - sum(other.spooled for other in others) > BODIES_SPOOLED:
+            return False
+        for other in others:
+            if self.spooled <= BODIES_SPOOLED:
+                break
+            self.held -= len(other.head)
+            self.drop_body(other)
+        return True
 
     def give_up_body(self, conn, waiting=True):
         # The client closed its end of the connection or sent nothing for `timeout` mid-body:
