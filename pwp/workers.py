@@ -28,6 +28,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import selectors
 import socket
 import struct
@@ -60,6 +61,9 @@ HEADS_HELD = 32 * 1024 * 1024
 # A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
 # the thread at once (declared) or once past it (chunked): the app refuses it (413).
 BODY_IN_MEMORY = 64 * 1024
+# The open files a worker asks for (its soft limit raised up to its hard one): two per
+# connection whose body is spooled, gunicorn's worker_connections (1000) of them and a margin.
+OPEN_FILES = 65536
 BODIES_SPOOLED = int(os.environ.get("PWPUSH_BODIES_SPOOLED") or 1024 * 1024 * 1024)
 BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
@@ -301,7 +305,29 @@ class ThreadWorker(gthread.ThreadWorker):
         limit = getattr(self.wsgi, "config", {}).get("MAX_CONTENT_LENGTH")
         if isinstance(limit, int) and limit >= 0:
             self.body_limit = limit
+        # A connection whose body is spooled holds two files: 1000 connections (gunicorn's
+        # worker_connections) need more than the soft limit many systems start a service with
+        # (1024, systemd's), under their hard limit (systemd's 524288). As nginx's
+        # worker_rlimit_nofile and Go's runtime do: the soft limit raised to the hard one.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, OPEN_FILES) if hard != resource.RLIM_INFINITY else OPEN_FILES
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         super().run()
+
+    def accept(self, listener):
+        # gunicorn's accept() ended the worker on EMFILE (every connection it held with it).
+        # Out of files: accept no more connections than it holds until one ends (gunicorn's run
+        # loop compares them to worker_connections); the clients past it wait in the backlog.
+        try:
+            super().accept(listener)
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            self.worker_connections = max(self.nr_conns, 1)
+            self.set_accept_enabled(False)
+        else:
+            self.worker_connections = self.cfg.worker_connections
 
     def enqueue_req(self, conn):
         # A request is next on the connection: a new one (from accept), a kept-alive one that

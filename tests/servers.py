@@ -7,12 +7,14 @@ terminated when its `with` block ends.
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,8 +122,9 @@ def stop(process, timeout=20):
 
 
 @contextmanager
-def gunicorn(env, log_path, workers=1, args=()):
+def gunicorn(env, log_path, workers=1, args=(), nofile=None):
     """Run `gunicorn pwpush:app` on a free 127.0.0.1 port; yield a Server; always stop it.
+    nofile: (soft, hard) limits on its open files (RLIMIT_NOFILE), else this process's.
 
     The listening socket is bound here (port 0: the kernel picks a free one) and
     handed to gunicorn as fd://N, so no other process can take the port in between.
@@ -139,7 +142,8 @@ def gunicorn(env, log_path, workers=1, args=()):
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, pass_fds=(fd,),
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       preexec_fn=nofile and partial(resource.setrlimit, resource.RLIMIT_NOFILE, nofile))
     # Our copy of the socket is closed; gunicorn holds its own.
     try:
         _wait_until_up(process, port, log_path)

@@ -995,3 +995,62 @@ def test_a_chunk_size_line_may_be_as_long_as_limit_request_field_size(tmp_path):
         conn.sendall(b"\r\n" + body + b"\r\n0\r\n\r\n")
         assert _until_closed(conn).startswith(b"HTTP/1.1 201 ")  # (was: 400)
         assert "Traceback" not in server.logs()
+
+
+def _worker_pid(server) -> int:
+    return int(re.findall(r"Booting worker with pid: (\d+)", server.logs())[-1])
+
+
+def test_bodies_spooled_by_many_clients_do_not_run_the_worker_out_of_files(tmp_path):
+    """A body past BODY_IN_MEMORY takes a temporary file besides its connection: a few hundred
+    slow uploads ran a worker whose soft limit on open files was 1024 (systemd's default) out
+    of them at worker_connections' 1000, and gunicorn's accept() ended the worker on EMFILE
+    (every connection with it). The worker raises its soft limit to the hard one."""
+    from pwp.workers import BODY_IN_MEMORY
+    env = server_env(tmp_path / "instance")
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (BODY_IN_MEMORY * 4))
+    with gunicorn(env, tmp_path / "log", nofile=(128, 4096)) as server:
+        pid = _worker_pid(server)
+        conns = [_sending_slowly(server.port, head, b"{" + b" " * (BODY_IN_MEMORY * 2)) for _ in range(100)]
+        _wait_until_read(server.port, conns)
+        assert all(_still_open(conn) for conn in conns)  # (was: reset with their worker)
+        assert _spool_files(server) >= len(conns)
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert _worker_pid(server) == pid
+        for conn in conns:
+            conn.close()
+        assert "Traceback" not in server.logs()
+
+
+def _until_out_of_files(pid, limit):
+    """Return once the worker holds `limit` open files, or is gone."""
+    import time
+
+    deadline = time.monotonic() + 30  # (a failure guard only)
+    while True:
+        try:
+            if len(os.listdir(f"/proc/{pid}/fd")) >= limit:
+                return
+        except FileNotFoundError:
+            return
+        assert time.monotonic() < deadline
+
+
+def test_a_worker_out_of_files_stops_accepting_until_one_is_freed_and_goes_on(tmp_path):
+    """With a hard limit on open files under worker_connections, gunicorn's accept() ended the
+    worker on EMFILE (every connection it held with it). The worker now accepts no more
+    connections than it holds until one ends, and the clients past it wait in the backlog."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", nofile=(96, 96)) as server:
+        pid = _worker_pid(server)
+        conns = [_stalled(server.port, b"GET /up HTTP/1.1\r\nHost: x") for _ in range(110)]
+        _until_out_of_files(pid, 96)
+        waiting = socket.create_connection(("127.0.0.1", server.port))
+        waiting.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for conn in conns:
+            conn.close()
+        assert _until_closed(waiting).startswith(b"HTTP/1.1 200 ")  # (was: reset, the worker gone)
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert _worker_pid(server) == pid
+        assert "Traceback" not in server.logs()
