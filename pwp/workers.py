@@ -544,7 +544,10 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def release_spool(self, conn):
         if conn.spool is not None:
-            conn.spool.close()
+            try:
+                conn.spool.close()
+            except OSError:  # (its buffered bytes' write failed again: the file is closed all the same)
+                pass
             conn.spool = None
             self.spooled -= conn.spooled
             conn.spooled = 0
@@ -558,10 +561,14 @@ class ThreadWorker(gthread.ThreadWorker):
         if conn.cut:  # (else a thread would wait for the rest of a body the main loop let go)
             conn.sock.__class__ = _Gone
         if conn.spool is not None:  # (the head and the body's start in the file, the rest after them)
-            conn.spool.write(head)
+            try:
+                conn.spool.write(head)
+                conn.spool.seek(0)  # (a buffered write's failure may come here)
+            except OSError:  # (no disk space left: dropped, as in read_body)
+                self.drop_body(conn, False)
+                return
             conn.spooled += len(head)
             self.spooled += len(head)
-            conn.spool.seek(0)
             conn.parser.unreader.__class__ = _SpooledUnreader
             conn.parser.unreader.spool = conn.spool
         elif not conn.over:  # (a head past the limits: its 431 needs none of its bytes, let go now)

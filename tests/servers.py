@@ -121,10 +121,19 @@ def stop(process, timeout=20):
         process.wait(timeout=timeout)
 
 
+def _limit(nofile, fsize):
+    """(In the child, before gunicorn starts.) gunicorn()'s limits on its resources."""
+    if nofile:
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+    if fsize:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+
 @contextmanager
-def gunicorn(env, log_path, workers=1, args=(), nofile=None):
+def gunicorn(env, log_path, workers=1, args=(), nofile=None, fsize=None):
     """Run `gunicorn pwpush:app` on a free 127.0.0.1 port; yield a Server; always stop it.
-    nofile: (soft, hard) limits on its open files (RLIMIT_NOFILE), else this process's.
+    nofile: (soft, hard) limits on its open files (RLIMIT_NOFILE), else this process's;
+    fsize: the most bytes a file it writes may hold (RLIMIT_FSIZE: past it a write fails, EFBIG).
 
     The listening socket is bound here (port 0: the kernel picks a free one) and
     handed to gunicorn as fd://N, so no other process can take the port in between.
@@ -143,7 +152,7 @@ def gunicorn(env, log_path, workers=1, args=(), nofile=None):
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, pass_fds=(fd,),
                                        start_new_session=True,
-                                       preexec_fn=nofile and partial(resource.setrlimit, resource.RLIMIT_NOFILE, nofile))
+                                       preexec_fn=partial(_limit, nofile, fsize))
     # Our copy of the socket is closed; gunicorn holds its own.
     try:
         _wait_until_up(process, port, log_path)

@@ -1054,3 +1054,30 @@ def test_a_worker_out_of_files_stops_accepting_until_one_is_freed_and_goes_on(tm
         assert server.request("GET", "/up", timeout=20)[0] == 200
         assert _worker_pid(server) == pid
         assert "Traceback" not in server.logs()
+
+
+def test_a_body_whose_last_bytes_cannot_be_written_to_its_file_is_dropped_not_the_worker(tmp_path):
+    """The main loop writes a spooled body's last bytes (those read with its end) to its file
+    as it hands the connection to a thread: that write failing (a full disk; here a file past
+    RLIMIT_FSIZE, EFBIG) raised out of the main loop and ended the worker, every connection it
+    held with it. Now the body is dropped, as when an earlier write of it fails."""
+    from pwp.workers import BODY_IN_MEMORY
+    env = server_env(tmp_path / "instance")
+    fsize = 2 * BODY_IN_MEMORY + 65536  # (the database, the log stay smaller)
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (fsize + 1024))
+    start = b"{" + b" " * (BODY_IN_MEMORY + 32 * 1024)  # (its first 64 KiB written, the rest in memory)
+    with gunicorn(env, tmp_path / "log", fsize=fsize) as server:
+        pid = _worker_pid(server)
+        files = _spool_files(server)  # (gunicorn's own: its heartbeat's)
+        other = _stalled(server.port, b"GET /up HTTP/1.1\r\nHost: x")
+        upload = _sending_slowly(server.port, head, start)
+        _wait_until_read(server.port, [other, upload])
+        upload.sendall(b" " * (fsize + 1024 - len(start)))  # (its end: < 64 KiB more in memory, one write)
+        assert _until_closed(upload) == b""  # (dropped, unanswered)
+        assert _still_open(other)  # (was: reset with its worker)
+        assert _spool_files(server) == files  # (its file closed)
+        other.sendall(b"\r\nConnection: close\r\n\r\n")
+        assert _until_closed(other).startswith(b"HTTP/1.1 200 ")
+        assert _worker_pid(server) == pid
+        assert "Traceback" not in server.logs()
