@@ -285,6 +285,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.bodies_checked = 0.0  # when murder_pending last looked for bodies past their deadline
         self.spooled = 0  # the bytes of their temporary files (and of those waiting for a thread)
         self.body_limit = BODY_LIMIT  # (run: the app's own)
+        self.accept_again = 0.0  # (accept: out of files, when to try again)
         self.lingering = deque()  # closed connections waiting for the client's end (linger), by their deadline
         self.held = 0  # the bytes of their heads
         cfg = self.cfg
@@ -312,7 +313,10 @@ class ThreadWorker(gthread.ThreadWorker):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = min(hard, OPEN_FILES) if hard != resource.RLIM_INFINITY else OPEN_FILES
         if soft != resource.RLIM_INFINITY and soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            except (ValueError, OSError):  # (macOS: an unlimited hard limit, a per-process cap under it)
+                pass
         super().run()
 
     def accept(self, listener):
@@ -324,7 +328,10 @@ class ThreadWorker(gthread.ThreadWorker):
         except OSError as error:
             if error.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 raise
-            self.worker_connections = max(self.nr_conns, 1)
+            # (Tried again once a connection ends, or a second later: murder_pending. With
+            # none held, ENFILE say, the listener is not polled in a busy loop meanwhile.)
+            self.worker_connections = self.nr_conns
+            self.accept_again = time.monotonic() + 1
             self.set_accept_enabled(False)
         else:
             self.worker_connections = self.cfg.worker_connections
@@ -675,6 +682,8 @@ class ThreadWorker(gthread.ThreadWorker):
         # (Called in the main loop after each round of events, as gunicorn's own.)
         super().murder_pending()
         now = time.monotonic()
+        if self.worker_connections != self.cfg.worker_connections and now >= self.accept_again:
+            self.worker_connections = self.cfg.worker_connections  # (accept: out of files a second ago)
         while self.heads and self.heads[0].timeout <= now:
             self.held -= len(self.heads[0].head)
             self.drop_head(self.heads[0])
