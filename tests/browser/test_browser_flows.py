@@ -584,3 +584,49 @@ def test_javascript_controls_show_only_once_app_js_wired_them(server, new_page):
     page.locator("[data-copy-target=push_payload]").click()
     expect(page.locator("[data-copy-target=push_payload]")).to_have_text("Copied!")
     assert page.evaluate("navigator.clipboard.readText()") == password
+
+
+def _open_secret(page, link):
+    page.goto(link)
+    page.get_by_role("link", name="Click here to proceed").click()
+    return page.locator("#payload")
+
+
+def _readable(payload):
+    """Not blurred, and selectable (the blur also turns selection off); the blur fades out in
+    .15 s (a transition), so this waits for it, with the page's default deadline."""
+    payload.page.wait_for_function(
+        "e => { const s = getComputedStyle(e); return s.filter === 'none' && s.userSelect !== 'none'; }",
+        arg=payload.element_handle())
+
+
+@pytest.mark.parametrize("failure", ["aborted", "script error"])
+def test_a_payload_is_never_left_blurred_when_app_js_cannot_lift_the_blur(server, new_page, failure):
+    """theme.js blurred it before the first paint; app.js, which shows the Reveal button, never
+    ran (blocked, not loaded, or it failed in an old browser): the view was counted and the
+    secret could not be read."""
+    link = create_text(new_page(), server.url, payload="app.js is gone")
+    recipient = new_page()
+    if failure == "aborted":
+        recipient.route(re.compile(r"/app\.js(\?|$)"), lambda route: route.abort())
+    else:
+        recipient.route(re.compile(r"/app\.js(\?|$)"), lambda route: route.fulfill(
+            content_type="text/javascript", body="(function () { throw new Error('old browser'); })();"))
+    payload = _open_secret(recipient, link)
+    expect(payload).to_have_text("app.js is gone")
+    recipient.wait_for_load_state()
+    expect(recipient.get_by_role("button", name="Reveal")).to_be_hidden()
+    _readable(payload)
+
+
+def test_a_payload_is_readable_without_javascript_and_blurred_until_reveal_with_it(server, new_page):
+    link = create_text(new_page(), server.url, payload="two readers", views=2)
+    payload = _open_secret(new_page(java_script_enabled=False), link)
+    expect(payload).to_have_text("two readers")
+    _readable(payload)
+    recipient = new_page()
+    payload = _open_secret(recipient, link)
+    recipient.wait_for_load_state()
+    assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
+    recipient.get_by_role("button", name="Reveal").click()
+    _readable(payload)
