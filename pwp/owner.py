@@ -1,5 +1,6 @@
 """Owner pages: the dashboard of one's pushes, a push's audit log and its edit form."""
 import dataclasses
+import re
 from datetime import timedelta
 from functools import wraps
 
@@ -154,6 +155,16 @@ def edit(push):
         "name": push.name, "note": pushes.note_of(push)})
 
 
+def _as_the_form_showed(push, changes):
+    """Keep the name and note the form sent back as it showed them: its name <input> drops
+    line breaks (a name the API set may have them), and its note <textarea> sends each as
+    CR LF; either way the form showed what is stored, so a save must not rewrite it."""
+    name, note = push.name or "", pushes.note_of(push)
+    return dataclasses.replace(
+        changes, name=name if changes.name == re.sub(r"[\r\n]", "", name) else changes.name,
+        note=note if changes.note == re.sub(r"\r\n|\r|\n", "\r\n", note) else changes.note)
+
+
 @bp.post("/p/<token:url_token>/edit")
 @owned
 def update(push):
@@ -164,7 +175,7 @@ def update(push):
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
     try:
-        changes = params.push_changes(fields)
+        changes = _as_the_form_showed(push, params.push_changes(fields))
         # Only a file push's page has a file box: files sent for another kind are left out, said below.
         dropped = changes.files if push.kind != Kind.file else ()
         # Typed past a bound, the bound; a number kept as shown stays what it is, in bounds or not.

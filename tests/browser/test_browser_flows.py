@@ -630,3 +630,33 @@ def test_a_payload_is_readable_without_javascript_and_blurred_until_reveal_with_
     assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
     recipient.get_by_role("button", name="Reveal").click()
     _readable(payload)
+
+
+def _api(server, token, method, path, body=None):
+    request = urllib.request.Request(
+        server.url + path, data=body and json.dumps(body).encode(), method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+def test_an_edit_save_keeps_a_name_and_note_it_did_not_touch_as_the_api_set_them(server, new_page):
+    """The name's <input> drops line breaks and the note's <textarea> sends each as CR LF: a
+    save that changed the views only rewrote both, and logged the edit of a name nobody edited."""
+    page = new_page()
+    token = sign_in_new_user(page, server, "lines@example.com")
+    name, note = "first line\nsecond line", "a note\nwith\rbreaks\r\n"
+    url_token = _api(server, token, "POST", "/api/v2/pushes",
+                     {"push": {"payload": "lines", "name": name, "note": note}})["url_token"]
+    page.goto(server.url + f"/p/{url_token}/edit")
+    expect(page.locator("#push_name")).to_have_value("first linesecond line")  # (as a browser shows it)
+    page.locator("#push_expire_after_views").fill("3")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("[role=status], .flash").first).to_contain_text("updated")
+    active = [p for p in _api(server, token, "GET", "/api/v2/pushes/active") if p["url_token"] == url_token]
+    assert (active[0]["name"], active[0]["note"], active[0]["expire_after_views"]) == (name, note, 3)
+    page.goto(server.url + f"/p/{url_token}/edit")
+    page.fill("#push_name", "renamed")  # a name typed is the name
+    page.get_by_role("button", name="Save changes").click()
+    active = [p for p in _api(server, token, "GET", "/api/v2/pushes/active") if p["url_token"] == url_token]
+    assert (active[0]["name"], active[0]["note"]) == ("renamed", note)
