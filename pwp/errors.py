@@ -165,6 +165,14 @@ _PUSH_PATH = re.compile(r"/api/v2/pushes/[^/.]+(?:/preview)?|/[pfr]/[^/.]+(?:/pr
 def _http_error(exc: HTTPException):
     # Allow (405) and Retry-After (429, 503) as werkzeug gives them.
     headers = [(name, value) for name, value in exc.get_headers() if name in ("Allow", "Retry-After")]
+    if exc.code == 405 and getattr(exc, "valid_methods", None) and not is_api_path(request.path):
+        # A page answers OPTIONS with its methods (200, Allow), as Flask's automatic OPTIONS
+        # would: that is off app-wide (PROVIDE_AUTOMATIC_OPTIONS) so that the API's paths answer
+        # as upstream's router (404), and no view ever runs for OPTIONS. Routing, not a
+        # lookup, decides it: a token's existence never shows.
+        headers = [("Allow", ", ".join(sorted({*exc.valid_methods, "OPTIONS"})))]
+        if request.method == "OPTIONS":
+            return Response(status=200, headers=headers)
     if wants_json():
         if exc.code == 404 and request.method in ("GET", "HEAD", "DELETE") and _PUSH_PATH.fullmatch(request.path) \
                 and not current_app.config["PWP_PUBLIC_GATEWAY"]:

@@ -189,7 +189,8 @@ def _configure(app, test_config, command_line):
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
         JSON_SORT_KEYS=False,
-        # No route answers OPTIONS unless it says so (upstream: 404s; only /p.json has CORS).
+        # No route answers OPTIONS unless it says so (upstream: 404s; only /p.json has CORS);
+        # a page's 405 for OPTIONS becomes its list of methods (errors._http_error).
         PROVIDE_AUTOMATIC_OPTIONS=False)
     app.json.sort_keys = False
     app.json.compact = True

@@ -27,7 +27,7 @@ RECIPIENT_ENDPOINTS = frozenset({
 
 
 ABSENT = "gateway.absent"
-ANY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE")
+ANY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def absent():
@@ -46,6 +46,14 @@ def _matches(adapter, path) -> bool:
     return True
 
 
+def _copy(rule) -> Rule:
+    """The rule, unbound, with Flask's mark of an automatic OPTIONS answer (the static files'):
+    without it their view would run for OPTIONS."""
+    copy = rule.empty()
+    copy.provide_automatic_options = getattr(rule, "provide_automatic_options", False)
+    return copy
+
+
 def enabled(app) -> bool:
     """Tell whether this app runs as a public gateway."""
     return app.config["PWP_PUBLIC_GATEWAY"]
@@ -60,7 +68,7 @@ def init_app(app):
     dropped = [rule for rule in old.iter_rules() if rule.endpoint not in RECIPIENT_ENDPOINTS]
     # A new map from the kept rules (werkzeug's maps cannot remove one), with the old one's settings.
     app.url_map = app.url_map_class(
-        [rule.empty() for rule in kept],
+        [_copy(rule) for rule in kept],
         default_subdomain=old.default_subdomain, strict_slashes=old.strict_slashes,
         merge_slashes=old.merge_slashes, redirect_defaults=old.redirect_defaults,
         converters=old.converters, sort_parameters=old.sort_parameters, sort_key=old.sort_key,

@@ -30,7 +30,7 @@ GATEWAY_ROUTES = {
     ("/up", "GET HEAD"),
     ("/robots.txt", "GET HEAD"),
     # The token "new" of /p/<token> would show the expired page where /p/new is the form.
-    ("/p/new", "DELETE GET HEAD PATCH POST PUT"),
+    ("/p/new", "DELETE GET HEAD OPTIONS PATCH POST PUT"),
 }
 RECIPIENT_ENDPOINTS = {"web.preliminary", "web.passphrase", "web.access", "web.show", "web.expire",
                        "web.expire_page", "web.legacy", "download_file", "static", "pages.up",
