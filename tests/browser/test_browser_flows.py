@@ -660,3 +660,21 @@ def test_an_edit_save_keeps_a_name_and_note_it_did_not_touch_as_the_api_set_them
     page.get_by_role("button", name="Save changes").click()
     active = [p for p in _api(server, token, "GET", "/api/v2/pushes/active") if p["url_token"] == url_token]
     assert (active[0]["name"], active[0]["note"]) == ("renamed", note)
+
+
+def test_the_dashboards_actions_fit_a_phone_without_javascript(server, new_page):
+    """Found walking the dashboard at 390 px without JavaScript: the "Sure" box beside
+    "Expire now" made the actions one line too long to wrap (the cell keeps its line), so
+    the button was cut off at the card's edge, reachable only by scrolling the table."""
+    page = new_page(viewport={"width": 390, "height": 844}, java_script_enabled=False)
+    sign_in_new_user(page, server, "phone-actions@example.com")
+    page.goto(server.url + "/p/new")
+    page.fill("#push_payload", "secret")
+    page.click("main button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Push created")
+    page.goto(server.url + "/p")
+    widths = page.evaluate("[document.querySelector('.table-wrap').scrollWidth, document.querySelector('.table-wrap').clientWidth]")
+    assert widths[0] <= widths[1], f"table, its box: {widths}"
+    expire = page.get_by_role("button", name="Expire now")
+    expect(expire).to_be_in_viewport(ratio=1)
+    expect(page.get_by_label("Sure")).to_be_in_viewport(ratio=1)
