@@ -48,6 +48,12 @@
     var blurred = target.classList.toggle("blurred");
     button.setAttribute("aria-pressed", blurred ? "false" : "true");
     button.textContent = blurred ? "Reveal" : "Hide";
+    /* The hint says what the payload is now (its revealed words are the template's). */
+    var hint = document.getElementById("blur_hint");
+    if (hint) {
+      if (!hint.hasAttribute("data-blurred")) hint.setAttribute("data-blurred", hint.textContent);
+      hint.textContent = hint.getAttribute(blurred ? "data-blurred" : "data-revealed");
+    }
     window.clearTimeout(reblur);
     if (!blurred) reblur = window.setTimeout(function () { if (!target.classList.contains("blurred")) toggleReveal(button); }, 20000);
   }

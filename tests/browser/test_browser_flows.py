@@ -628,8 +628,14 @@ def test_a_payload_is_readable_without_javascript_and_blurred_until_reveal_with_
     payload = _open_secret(recipient, link)
     recipient.wait_for_load_state()
     assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
+    hint = recipient.locator("#blur_hint")
+    expect(hint).to_contain_text("Use “Reveal” to see it")
     recipient.get_by_role("button", name="Reveal").click()
     _readable(payload)
+    # Revealed, the hint said it was blurred still (walking the page at 390 px).
+    expect(hint).to_have_text("It blurs again after 20 seconds, or at once with “Hide”.")
+    recipient.get_by_role("button", name="Hide").click()
+    expect(hint).to_contain_text("Use “Reveal” to see it")
 
 
 def _api(server, token, method, path, body=None):
