@@ -88,6 +88,15 @@ class TooManyNotifyRequests(PushError):
     message = "Too many email notification requests. Please try again in a minute."
 
 
+class KeysOutOfDate(PushError):
+    """This instance's master keys do not open a stored secret: instances whose
+    PWPUSH_MASTER_KEY differ (a step of the key rotation skipped). 503: another may open it."""
+
+    status = 503
+    message = ("This server's encryption keys are out of date: secrets cannot be opened or made here "
+               "right now. Try again in a few minutes.")
+
+
 class SignInRequired(PushError):
     """This action needs an authenticated user."""
 

@@ -28,14 +28,14 @@ from flask import Flask
 
 from . import api, gateway, params, pushes
 from .auth import actor_from
-from .errors import INTERNAL_ERROR, JSON_TYPE, PushError, is_api_path, json_body, log_unexpected
+from .errors import INTERNAL_ERROR, JSON_TYPE, KeysOutOfDate, PushError, is_api_path, json_body, log_unexpected
 
 PREFIX = "/api/v2/pushes"
 _TOKEN = re.compile(api.TokenConverter.regex)
 # /api/v2/pushes/<name>: static routes that the token rule does not serve
 _OTHER_ROUTES = frozenset({"active", "expired"})
 _CREDENTIALS = ("HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_X_USER_TOKEN")
-_STATUS = {200: "200 OK", 201: "201 CREATED", 500: "500 INTERNAL SERVER ERROR"}
+_STATUS = {200: "200 OK", 201: "201 CREATED", 500: "500 INTERNAL SERVER ERROR", 503: "503 SERVICE UNAVAILABLE"}
 
 
 class HotPath:
@@ -60,6 +60,8 @@ class HotPath:
         try:
             with self.app.app_context():
                 answer = handler(environ)
+        except KeysOutOfDate as exc:  # (after its view was given back: Flask's would count another)
+            answer = exc.status, exc.body()
         except Exception as exc:  # as errors._unexpected answers in Flask
             log_unexpected(self.app.logger, environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"], exc)
             answer = 500, INTERNAL_ERROR

@@ -1,8 +1,9 @@
 """Plain pages: the API documentation (built from the app's own routes), health, robots.txt."""
 from flask import Blueprint, Response, current_app, redirect, render_template, url_for
 
-from . import notify
+from . import notify, pushes
 from .api import base_url
+from .errors import KeysOutOfDate
 from .params import PUSH_ATTRIBUTES
 from .words import human_size
 
@@ -91,7 +92,9 @@ def api_docs():
 
 @bp.get("/up")
 def up():
-    """Answer the health check."""
+    """Answer the health check: 503 once this process found its master keys out of date."""
+    if pushes.its_keys_are_out_of_date():
+        raise KeysOutOfDate()
     return render_template("pages/up.html")
 
 

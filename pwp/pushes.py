@@ -24,7 +24,7 @@ from werkzeug.urls import iri_to_uri
 
 from . import crypto
 from .config import kind_setting, kind_switched_off
-from .errors import (Forbidden, NotDeletable, NotFound, PassphraseIncorrect, SignInRequired, TooManyAttempts,
+from .errors import (Forbidden, KeysOutOfDate, NotDeletable, NotFound, PassphraseIncorrect, SignInRequired, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
 from .models import (AuditKind, AuditLog, KeyCheck, Kind, NotifyByEmail, Push, PushFile, PushFilePart, PushRow,
@@ -523,6 +523,8 @@ def create(new: NewPush, actor: Actor, now: datetime, then=None) -> PushRow:
 
     Returns the stored values as a PushRow (read like a detached Push).
     """
+    if its_keys_are_out_of_date():  # (its push would be under a key the others have dropped)
+        raise KeysOutOfDate()
     row, key = new_row(new, actor, now)
     kind = new.kind
     _load_caller(actor)
@@ -754,18 +756,66 @@ def retrieve_open(url_token: str, actor: Actor, now: datetime) -> Retrieval | No
         ciphertext = push.payload_ciphertext
         last = push.views_used_up
         if last:  # decrypt before the expiry deletes the ciphertext (a failure rolls back)
-            payload = _open_payload(ciphertext, None)
+            payload = _open_payload(ciphertext, None, push.id)
             _expire(push, now, tx)
     if not last:
         # After the commit, so the write lock is not held through the decryption (a
         # third of a retrieval's transaction, while other writers wait for the lock):
-        # a failure costs a counted view, never the payload.
-        payload = _open_payload(ciphertext, None)
+        # a failure costs a counted view, never the payload, and keys that do not open it
+        # (another instance's) not even that.
+        try:
+            payload = _open_payload(ciphertext, None, push.id)
+        except KeysOutOfDate:
+            _give_back_view(push.id, now)
+            raise
     return Retrieval(push=push, payload=payload, last_view=last, granted=True)
 
 
-def _open_payload(ciphertext: bytes, key: bytes | None) -> str:
-    return keyring().open(ciphertext, key).decode("utf-8")
+def _open_payload(ciphertext: bytes, key: bytes | None, push_id: int) -> str:
+    try:
+        return keyring().open(ciphertext, key).decode("utf-8")
+    except crypto.InvalidToken:
+        raise _keys_out_of_date(push_id) from None
+
+
+def _keys_out_of_date(push_id: int) -> KeysOutOfDate:
+    """The failure of a payload this instance's master keys do not decrypt (the passphrase,
+    if any, was right), logged with why: after rotate-key moved the database's key check to
+    keys this process lacks, it also stops taking pushes (its_keys_are_out_of_date)."""
+    # On a connection of its own, reading only: this request's may hold SQLite's write lock.
+    with db.engine.connect().execution_options(read_snapshot=True) as connection:
+        check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
+    if check is not None and not keyring().opens(check):
+        current_app.extensions[KEYS_OUT_OF_DATE] = True
+        current_app.logger.error(
+            "push %d: this instance's PWPUSH_MASTER_KEY cannot decrypt it, nor the database's key check: "
+            "rotate-key has moved the database to a key this instance lacks. Until it is restarted with "
+            "the other instances' PWPUSH_MASTER_KEY it refuses new pushes and answers 503 (/up too).", push_id)
+    else:
+        current_app.logger.error(
+            "push %d: this instance's PWPUSH_MASTER_KEY cannot decrypt it: another instance encrypts with a "
+            "key this one lacks. Give every instance every key (README, Key rotation: OLD,NEW everywhere "
+            "first, then NEW,OLD); answered 503, no view spent.", push_id)
+    return KeysOutOfDate()
+
+
+KEYS_OUT_OF_DATE = "pwpush_keys_out_of_date"  # app.extensions: this process's keys are not the database's
+
+
+def its_keys_are_out_of_date() -> bool:
+    """Whether this process found that rotate-key moved the database to keys it lacks."""
+    return KEYS_OUT_OF_DATE in current_app.extensions
+
+
+def _give_back_view(push_id: int, now: datetime):
+    """Undo a counted view whose payload was not served: its count and its event."""
+    db.session.execute(update(Push).where(Push.id == push_id, Push.view_count > 0)
+                       .values(view_count=Push.view_count - 1))
+    event = (select(AuditLog.id).where(AuditLog.push_id == push_id, AuditLog.kind == AuditKind.view,
+                                       AuditLog.created_at == now)
+             .order_by(AuditLog.id.desc()).limit(1).scalar_subquery())
+    db.session.execute(delete(AuditLog).where(AuditLog.id == event))
+    db.session.commit()
 
 
 @_caller_may_be_gone
@@ -822,7 +872,7 @@ def files_of(push: Push) -> list[PushFile]:
 
 def _grant(push: Push, key: bytes | None, now: datetime) -> Retrieval:
     # Decrypt before expiring: expiry nulls the ciphertext.
-    payload = _open_payload(push.payload_ciphertext, key)
+    payload = _open_payload(push.payload_ciphertext, key, push.id)
     files = files_of(push) if push.kind == Kind.file else []
     last = push.views_used_up
     if last and push.kind != Kind.file:

@@ -12,7 +12,7 @@ from pwp import create_app
 from pwp.config import ConfigError
 from pwp.hotpath import HotPath
 from pwp import pushes
-from pwp.models import db
+from pwp.models import AuditKind, db
 
 BODY = {"push": {"payload": "s3cret-payload", "expire_after_days": 2, "expire_after_views": 3}}
 
@@ -265,17 +265,18 @@ def test_a_wrong_master_key_stops_start_up_with_no_push_stored(app, database_url
 def test_a_push_its_instance_cannot_decrypt_never_costs_the_payload(app, client, database_url, tmp_path):
     """A rolling key rotation done out of order: an instance with the new key first
     (NEW,OLD) writes pushes that one with the old key alone cannot read: there reads fail
-    with a 500; the last view is rolled back (its expiry would delete the ciphertext), any
-    other view is counted (decrypted after its commit) and the payload stays."""
+    with a 503; the last view is rolled back (its expiry would delete the ciphertext), any
+    other view, counted before its decryption, is given back, and the payload stays."""
     newer = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{WRONG_KEY},{TEST_MASTER_KEY}"),
                        instance_path=str(tmp_path / "newer")).test_client()
     one = create(newer, {"push": {"payload": "only-once", "expire_after_views": 1}}).get_json()["url_token"]
     three = create(newer, {"push": {"payload": "three-times", "expire_after_views": 3}}).get_json()["url_token"]
-    assert client.get(f"/api/v2/pushes/{one}").status_code == 500
-    assert client.get(f"/api/v2/pushes/{three}").status_code == 500
+    assert client.get(f"/api/v2/pushes/{one}").status_code == 503
+    assert client.get(f"/api/v2/pushes/{three}").status_code == 503
     rows = dict((r[0], tuple(r[1:])) for r in sql(
         app, "SELECT url_token, view_count, expired, payload_ciphertext IS NOT NULL FROM pushes"))
-    assert rows == {one: (0, False, True), three: (1, False, True)}
+    assert rows == {one: (0, False, True), three: (0, False, True)}
+    assert sql(app, "SELECT count(*) FROM audit_logs WHERE kind = :view", view=AuditKind.view) == [(0,)]
     assert newer.get(f"/api/v2/pushes/{one}").get_json()["payload"] == "only-once"
     answer = newer.get(f"/api/v2/pushes/{three}").get_json()
-    assert answer["payload"] == "three-times" and answer["views_remaining"] == 1
+    assert answer["payload"] == "three-times" and answer["views_remaining"] == 2

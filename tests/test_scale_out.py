@@ -1,0 +1,67 @@
+"""Several instances on one database whose master keys differ, as an operator who skips a
+step of the key rotation leaves them (README, "Key rotation"): the instance that cannot open
+a push says why, in its log and in a 503, instead of a 500 with a traceback; it spends no
+view of the push; and once `rotate-key` has moved the database to keys it lacks, it stops
+taking pushes that the other instances could not read.
+"""
+import pytest
+from cryptography.fernet import Fernet
+
+from servers import flask, gunicorn, server_env
+
+pytestmark = pytest.mark.slow
+
+OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+STALE = "this instance's PWPUSH_MASTER_KEY"
+
+
+def two_instances(database_url, tmp_path):
+    """Environments of an instance left on the old key alone and one already given
+    NEW,OLD (the rotation's first step skipped)."""
+    old = server_env(tmp_path / "instance-old", database_url, PWPUSH_MASTER_KEY=OLD, SECRET_KEY="s" * 40)
+    new = server_env(tmp_path / "instance-new", database_url, PWPUSH_MASTER_KEY=f"{NEW},{OLD}",
+                     SECRET_KEY="s" * 40)
+    return old, new
+
+
+def create(server, views):
+    status, body = server.json("POST", "/api/v2/pushes", body={
+        "push": {"payload": "the secret", "expire_after_views": views}})
+    assert status == 201
+    return body["url_token"]
+
+
+def test_an_instance_without_the_key_of_a_push_answers_503_and_spends_no_view(database_url, tmp_path):
+    env_old, env_new = two_instances(database_url, tmp_path)
+    # The old one first: the database's key check is then under OLD, which NEW,OLD opens.
+    with gunicorn(env_old, tmp_path / "old.log") as old, gunicorn(env_new, tmp_path / "new.log") as new:
+        for views in (1, 2):
+            url_token = create(new, views)  # encrypted under NEW
+            status, body = old.json("GET", f"/api/v2/pushes/{url_token}")
+            assert status == 503, body
+            assert "Traceback" not in old.logs()
+            assert STALE in old.logs() and "cannot decrypt" in old.logs()
+            page_status, _headers, page = old.request("GET", f"/p/{url_token}")
+            assert page_status == 503 and b"encryption keys are out of date" in page
+            # No view was spent: the push still has all of them on the instance with the key.
+            for _ in range(views):
+                status, body = new.json("GET", f"/api/v2/pushes/{url_token}")
+                assert (status, body["payload"]) == (200, "the secret")
+            status, body = new.json("GET", f"/api/v2/pushes/{url_token}")
+            assert (status, body["expired"], body["payload"]) == (200, True, None)
+
+
+def test_an_instance_left_behind_by_rotate_key_stops_taking_pushes(database_url, tmp_path):
+    env_old, env_new = two_instances(database_url, tmp_path)
+    with gunicorn(env_old, tmp_path / "old.log") as old, gunicorn(env_new, tmp_path / "new.log") as new:
+        url_token = create(old, 2)
+        flask(env_new, "rotate-key")  # everything, and the key check, now under NEW
+        status, _body = old.json("GET", f"/api/v2/pushes/{url_token}")
+        assert status == 503
+        assert "rotate-key" in old.logs()
+        # Its new pushes would be under OLD, which the others drop at the rotation's end.
+        status, body = old.json("POST", "/api/v2/pushes", body={"push": {"payload": "x"}})
+        assert status == 503, body
+        assert old.request("GET", "/up")[0] == 503  # the load balancer takes it out
+        status, body = new.json("GET", f"/api/v2/pushes/{url_token}")
+        assert (status, body["payload"], body["views_remaining"]) == (200, "the secret", 1)
