@@ -59,6 +59,7 @@ def create_app(test_config=None, instance_path=None, command_line=None):
         if not command_line:
             _create_tables(app)
             _check_master_key(app)
+            _check_secret_key(app)
         elif not database_missing(app):
             _check_master_key(app, write=False)
     except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
@@ -541,6 +542,21 @@ def _check_master_key(app, write=True, before_upgrade=False):
                 "PWPUSH_MASTER_KEY of the other instances)")
         if kept:
             crypto.announce_new(path)
+
+
+def _check_secret_key(app):
+    """Warn when this server signs with another SECRET_KEY than the one started before it on
+    this database: behind one load balancer, instances that differ refuse each other's
+    sessions and form tokens."""
+    from . import pushes
+
+    with app.app_context():
+        if not pushes.secret_key_is_the_databases(app.config["SECRET_KEY"]):
+            log.warning("SECRET_KEY: this SECRET_KEY (without the setting: %s) differs from the one another "
+                        "instance (or this one's last start) signed with on this database: with several instances, "
+                        "each signs out the other's users and refuses its forms (\"This form could not be sent\"); "
+                        "give every instance the same SECRET_KEY (a change made on purpose: said once)",
+                        os.path.join(app.instance_path, "secret_key"))
 
 
 def database_missing(app) -> bool:

@@ -4,6 +4,7 @@ Web, API v2, API v1 and the command line call these functions; they never
 touch the session themselves. Time is a parameter (`now`, naive UTC).
 """
 import functools
+import hmac
 import io
 import itertools
 import json
@@ -1227,6 +1228,29 @@ def keys_are_the_databases(write: bool = True) -> bool:
         token = db.session.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
     db.session.commit()
     return keyring().opens(token)
+
+
+SECRET_KEY_CHECK_ID = 2  # (a digest, not a Fernet token: SECRET_KEY signs; it encrypts nothing)
+
+
+def secret_key_is_the_databases(secret_key: str) -> bool:
+    """Record a digest of the SECRET_KEY this instance signs sessions and forms with; tell
+    whether the one recorded before (by another instance, or this one's last start) was the
+    same. Several instances behind one load balancer must share it; a deliberate change
+    differs once, at its first start."""
+    digest = hmac.new(secret_key.encode("utf-8"), b"pwpush secret key check", "sha256").digest()
+    check = db.session.get(KeyCheck, SECRET_KEY_CHECK_ID, with_for_update=True)
+    same = check is None or hmac.compare_digest(check.token, digest)
+    if check is None:
+        db.session.add(KeyCheck(id=SECRET_KEY_CHECK_ID, token=digest))
+    elif not same:
+        check.token = digest
+    try:
+        db.session.commit()
+    except IntegrityError:  # another instance starting meanwhile wrote its own first
+        db.session.rollback()
+        return secret_key_is_the_databases(secret_key)
+    return same
 
 
 def keys_open_stored_secrets() -> bool:

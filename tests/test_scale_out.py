@@ -65,3 +65,21 @@ def test_an_instance_left_behind_by_rotate_key_stops_taking_pushes(database_url,
         assert old.request("GET", "/up")[0] == 503  # the load balancer takes it out
         status, body = new.json("GET", f"/api/v2/pushes/{url_token}")
         assert (status, body["payload"], body["views_remaining"]) == (200, "the secret", 1)
+
+
+def test_an_instance_signing_with_another_secret_key_than_the_others_is_warned_about(database_url, tmp_path):
+    """Two instances without SECRET_KEY each generate their own: behind one load balancer
+    each refuses the other's session cookies and form tokens (people signed out at random,
+    "This form could not be sent"). The second to start says so."""
+    keys = {"PWPUSH_MASTER_KEY": OLD}
+    env_a = server_env(tmp_path / "instance-a", database_url, **keys)
+    env_b = server_env(tmp_path / "instance-b", database_url, **keys)
+    with gunicorn(env_a, tmp_path / "a.log") as a, gunicorn(env_b, tmp_path / "b.log") as b:
+        assert "SECRET_KEY" not in a.logs()
+        assert "differs from the one another instance" in b.logs() and "same SECRET_KEY" in b.logs()
+    # Given the same one, none says it.
+    env_c = server_env(tmp_path / "instance-c", database_url, **keys,
+                       SECRET_KEY=(tmp_path / "instance-b" / "secret_key").read_text())
+    with gunicorn(env_c, tmp_path / "c.log") as c:
+        assert "differs from the one another instance" not in c.logs()
+
