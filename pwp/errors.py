@@ -255,10 +255,22 @@ def _unexpected(exc: Exception):
     return render_template("errors/http.html", error=None), 500
 
 
+def _undecryptable(_exc):
+    # A stored secret (a note, a file, a two-factor secret) the master keys do not open: the
+    # instances' keys differ. (A payload's failure says more: pwp.pushes._keys_out_of_date.)
+    current_app.logger.error("%s %s: this instance's PWPUSH_MASTER_KEY cannot decrypt a stored secret: another "
+                             "instance encrypts with a key this one lacks, or rotate-key moved the database to one "
+                             "(README, Key rotation); answered 503", request.method, redact(request.path))
+    return _push_error(KeysOutOfDate())
+
+
 def init_app(app):
     """Register the error handlers; redact url_tokens in what the app logs."""
+    from .crypto import InvalidToken
+
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PushError, _push_error)
+    app.register_error_handler(InvalidToken, _undecryptable)
     app.register_error_handler(Exception, _unexpected)
     if UnreadableBody is not None:  # (a malformed request, as werkzeug's own 400s: nothing logged)
         app.register_error_handler(UnreadableBody, lambda _exc: _http_error(BadRequest()))

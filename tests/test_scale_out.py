@@ -7,6 +7,9 @@ taking pushes that the other instances could not read.
 import pytest
 from cryptography.fernet import Fernet
 
+from conftest import TEST_MASTER_KEY, bearer, make_config
+from pwp import create_app
+from pwp.models import db
 from servers import flask, gunicorn, server_env
 
 pytestmark = pytest.mark.slow
@@ -83,3 +86,20 @@ def test_an_instance_signing_with_another_secret_key_than_the_others_is_warned_a
     with gunicorn(env_c, tmp_path / "c.log") as c:
         assert "differs from the one another instance" not in c.logs()
 
+
+def test_a_note_another_instances_key_encrypted_is_a_503_on_the_owners_list(app, make_user, database_url,
+                                                                              tmp_path, caplog):
+    _user_id, token = make_user()
+    newer = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                       instance_path=str(tmp_path / "newer"))
+    try:
+        created = newer.test_client().post("/api/v2/pushes", headers=bearer(token),
+                                           json={"push": {"payload": "p", "note": "the note"}})
+        assert created.status_code == 201
+        answer = app.test_client().get("/api/v2/pushes/active", headers=bearer(token))
+        assert answer.status_code == 503, answer.data
+        assert "keys are out of date" in answer.get_json()["error"]
+        assert STALE in caplog.text and "Traceback" not in caplog.text
+    finally:
+        with newer.app_context():
+            db.engine.dispose()
