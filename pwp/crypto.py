@@ -59,6 +59,9 @@ class Keyring:
                 "bytes; make one with `python -c \"from cryptography.fernet import Fernet; "
                 "print(Fernet.generate_key().decode())\"`)") from None
         self._multi = MultiFernet(fernets)
+        # Set once a decryption failed and the database's key check no longer opens either:
+        # rotate-key moved it to keys this process lacks (pwp.pushes.its_keys_are_out_of_date).
+        self.out_of_date = False
 
     def encrypt(self, data: bytes) -> bytes:
         """Encrypt under the first master key."""

@@ -512,6 +512,8 @@ def new_row(new: NewPush, actor: Actor, now: datetime) -> tuple[dict, bytes | No
         row["passphrase_salt"] = crypto.new_salt()
         row["passphrase_verifier"], key = crypto.derive(new.passphrase, row["passphrase_salt"])
     ring = keyring()
+    if ring.out_of_date:  # (its push would be under a key the other instances have dropped)
+        raise KeysOutOfDate()
     row["payload_ciphertext"] = ring.seal((new.payload or "").encode("utf-8"), key)
     if new.note:
         row["note_ciphertext"] = ring.encrypt(new.note.encode("utf-8"))
@@ -524,8 +526,6 @@ def create(new: NewPush, actor: Actor, now: datetime, then=None) -> PushRow:
 
     Returns the stored values as a PushRow (read like a detached Push).
     """
-    if its_keys_are_out_of_date():  # (its push would be under a key the others have dropped)
-        raise KeysOutOfDate()
     row, key = new_row(new, actor, now)
     kind = new.kind
     _load_caller(actor)
@@ -787,7 +787,7 @@ def _keys_out_of_date(push_id: int) -> KeysOutOfDate:
     with db.engine.connect().execution_options(read_snapshot=True) as connection:
         check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
     if check is not None and not keyring().opens(check):
-        current_app.extensions[KEYS_OUT_OF_DATE] = True
+        keyring().out_of_date = True
         current_app.logger.error(
             "push %d: this instance's PWPUSH_MASTER_KEY cannot decrypt it, nor the database's key check: "
             "rotate-key has moved the database to a key this instance lacks. Until it is restarted with "
@@ -800,12 +800,9 @@ def _keys_out_of_date(push_id: int) -> KeysOutOfDate:
     return KeysOutOfDate()
 
 
-KEYS_OUT_OF_DATE = "pwpush_keys_out_of_date"  # app.extensions: this process's keys are not the database's
-
-
 def its_keys_are_out_of_date() -> bool:
     """Whether this process found that rotate-key moved the database to keys it lacks."""
-    return KEYS_OUT_OF_DATE in current_app.extensions
+    return keyring().out_of_date
 
 
 def _give_back_view(push_id: int, now: datetime):
