@@ -17,8 +17,8 @@ share one core's GIL and SQLite's write lock). On PostgreSQL a request waits for
 database's round trips with the GIL released: there 4 threads are 1.2-1.4x as fast as 2,
 with a p99 no higher. Threads also keep serving while one request or client is slow, and a
 client that stops sending mid-request is let go after `timeout` (pwp/workers.py); request
-heads and bodies are read without a thread (a body past 64 KiB spooled to a temporary file in
-TMPDIR), so one that sends a body slowly on purpose holds none.
+heads and bodies are read without a thread (a body past 64 KiB spooled, encrypted, to a
+temporary file in TMPDIR), so one that sends a body slowly on purpose holds none.
 With a very large SQLite store (1 000 000 pushes) the p99 of one process rises more than
 that of two sync workers (SQLite's checkpoints run under the process's write lock; smaller
 checkpoints, set below, halve that rise).

@@ -155,12 +155,13 @@ class UploadSpool(io.RawIOBase):
     spool holds is AES-CTR ciphertext under a random key that lives only in this object, so a
     secret file's plaintext never reaches the disk before it is sealed into the database.
     Reads and writes at any position (CTR's keystream is a function of the offset); lines are
-    read a byte at a time (nothing here reads an upload by lines)."""
+    read a byte at a time (nothing here reads an upload by lines). `file`: an open binary file
+    to hold the ciphertext instead (pwp/workers.py's request bodies: a temporary file)."""
 
-    def __init__(self, max_size: int = 500 * 1024):
+    def __init__(self, max_size: int = 500 * 1024, file: BinaryIO | None = None):
         super().__init__()
         self._key = os.urandom(32)
-        self._file = tempfile.SpooledTemporaryFile(max_size=max_size, mode="w+b")
+        self._file = tempfile.SpooledTemporaryFile(max_size=max_size, mode="w+b") if file is None else file
         self._pos = 0
         self._keystream = None  # the CTR context at self._pos, while access is sequential
 
@@ -208,8 +209,10 @@ class UploadSpool(io.RawIOBase):
         return self._pos
 
     def close(self) -> None:
-        self._file.close()
-        super().close()
+        try:
+            self._file.close()  # (may raise: its buffered bytes' write failing, a full disk)
+        finally:
+            super().close()
 
 
 def generate_key() -> str:

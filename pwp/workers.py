@@ -11,7 +11,8 @@ answer for `timeout`, as nginx's send_timeout. A request's head and body take no
 all: the worker's main loop reads them (ThreadWorker below), as nginx buffers a request before
 it passes it on. The head must come whole within `timeout`; a body's reads each wait at most
 `timeout` (client_body_timeout), its bytes kept in memory up to 64 KiB, past it in a temporary
-file (client_body_buffer_size, client_body_temp_path); bodies in memory take at most half of
+file (client_body_buffer_size, client_body_temp_path) as ciphertext under a key held in memory
+(_encrypted_spool); bodies in memory take at most half of
 the memory heads are held in (then go to their file), and a body that needs room in the files'
 full cap takes it from the unfinished bodies that sent nothing for longest (dropped), so slow
 clients keep neither heads nor later uploads out. A client that sends a body a byte now
@@ -203,6 +204,16 @@ class _ChunkedEnd:
                 self.last = not self.skip
                 self.crlf = not self.last
         return False
+
+
+def _encrypted_spool():
+    """A temporary file (TMPDIR, deleted at once) that holds what is written to it as AES-CTR
+    ciphertext under a random key that lives only in the returned object (the worker's memory),
+    read back as plaintext: a body's plaintext (an uploaded secret file, a form's password, the
+    head's credentials) never touches the disk, as the app's own uploads (crypto.UploadSpool)."""
+    from pwp.crypto import UploadSpool  # (in the worker, its app loaded: not in gunicorn's master)
+
+    return UploadSpool(file=tempfile.TemporaryFile())
 
 
 class _SpooledUnreader(SocketUnreader):
@@ -472,7 +483,7 @@ class ThreadWorker(gthread.ThreadWorker):
             if len(head) > BODY_IN_MEMORY or (head and self.held + len(head) > BODIES_HELD):
                 try:
                     if conn.spool is None:
-                        conn.spool = tempfile.TemporaryFile()
+                        conn.spool = _encrypted_spool()
                     conn.spool.write(head)
                 except OSError:  # (no file descriptor or disk space left)
                     self.drop_body(conn, waiting)

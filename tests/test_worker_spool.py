@@ -1,0 +1,65 @@
+"""pwp/workers.py: request bodies the worker's main loop writes to a temporary file (past
+BODY_IN_MEMORY) while they come, with the real gunicorn and the real worker."""
+import json
+import os
+from urllib.parse import urlsplit
+
+from servers import bearer, create_user, gunicorn, server_env
+from test_gunicorn_conf import _sending_slowly, _until_closed, _wait_until_read, _worker_pid
+
+
+def _deleted_files(pid) -> list[bytes]:
+    """What the worker's open, deleted files (its temporary files) hold, read through /proc."""
+    contents = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(" (deleted)"):
+                with open(f"/proc/{pid}/fd/{fd}", "rb") as file:
+                    contents.append(file.read())
+        except OSError:
+            pass  # (closed meanwhile, or not a file)
+    return contents
+
+
+def _multipart(name: str, data: bytes, boundary: bytes) -> bytes:
+    return (b"--%s\r\nContent-Disposition: form-data; name=\"push[files][]\"; filename=\"%s\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n%s\r\n--%s--\r\n"
+            % (boundary, name.encode(), data, boundary))
+
+
+def test_a_spooled_body_is_ciphertext_in_its_temporary_file_and_comes_to_the_app_whole(tmp_path):
+    """The main loop wrote a body past BODY_IN_MEMORY to its temporary file as it came: a file
+    upload's plaintext (a form's password) sat on the disk in the clear, where the README
+    promises a secret file's plaintext never touches it. The file now holds AES-CTR ciphertext
+    under a key only the worker's memory holds for that body; the app reads the body as sent."""
+    from pwp.workers import BODY_IN_MEMORY
+    marker = b"SECRET-MARKER-" + os.urandom(8).hex().encode()
+    data = marker + os.urandom(4 * BODY_IN_MEMORY) + marker
+    boundary = b"spooled-" + os.urandom(8).hex().encode()
+    body = _multipart("secret.bin", data, boundary)
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n" % (boundary, len(body)))
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        token = create_user(env, "spool@example.com")
+        pid = _worker_pid(server)
+        half = len(body) // 2  # (its first BODY_IN_MEMORY bytes and more written to the file)
+        upload = _sending_slowly(server.port, head + b"Authorization: Bearer %s\r\n\r\n" % token.encode(),
+                                 body[:half])
+        _wait_until_read(server.port, [upload])
+        files = _deleted_files(pid)
+        assert any(len(content) >= BODY_IN_MEMORY for content in files)  # (the body's file, written to)
+        runs = [data[at:at + 32] for at in range(len(marker), half - BODY_IN_MEMORY - 512, 4096)]
+        assert len(runs) > 10
+        assert not any(marker in content for content in files)  # (was: there, in the clear)
+        assert not any(run in content for content in files for run in runs)
+        upload.sendall(body[half:])
+        answer_head, _, answer = _until_closed(upload).partition(b"\r\n\r\n")
+        assert answer_head.startswith(b"HTTP/1.1 201 "), answer_head
+        status, push = server.json("GET", f"/api/v2/pushes/{json.loads(answer)['url_token']}",
+                                   headers=bearer(token))
+        assert status == 200
+        status, _headers, got = server.request("GET", urlsplit(push["files"][0]["url"]).path)
+        assert status == 200 and got == data
+        assert "Traceback" not in server.logs()
+
