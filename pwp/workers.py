@@ -38,6 +38,7 @@ import termios
 import time
 from collections import deque
 from functools import partial
+from urllib.parse import urlsplit
 
 from gunicorn.http.body import Body
 from gunicorn.http.errors import LimitRequestHeaders, ParseException
@@ -57,8 +58,9 @@ HEADS_HELD = 32 * 1024 * 1024
 # that bodies never take the room heads need) written to a temporary file (TMPDIR, deleted at
 # once), all bodies' files together at most BODIES_SPOOLED (PWPUSH_BODIES_SPOOLED, in bytes): a
 # body that would pass it takes the room of the unfinished bodies that sent nothing for longest,
-# dropped without an answer (itself dropped only when they are not enough), as slow clients
-# could otherwise keep every later upload out.
+# dropped without an answer (itself refused, a 503, only when they are not enough), as slow
+# clients could otherwise keep every later upload out. A body whose file cannot be made or
+# written (TMPDIR full or missing) gets a 503 too (refuse_body).
 # A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
 # the thread at once (declared) or once past it (chunked): the app refuses it (413).
 BODY_IN_MEMORY = 64 * 1024
@@ -68,6 +70,9 @@ OPEN_FILES = 65536
 BODIES_SPOOLED = int(os.environ.get("PWPUSH_BODIES_SPOOLED") or 1024 * 1024 * 1024)
 BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
+# A body that cannot be written to its temporary file gets a 503 that says to try again after
+# this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
+RETRY_AFTER = 30
 # A head's fields that say how long its body is, and whether the client waits for a 100 Continue.
 _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -206,6 +211,33 @@ class _ChunkedEnd:
         return False
 
 
+def _is_api(head) -> bool:
+    """Whether the request whose head starts `head` is the API's: its errors are JSON."""
+    from pwp.errors import is_api_path  # (in the worker, its app loaded)
+
+    start = 2 if head[:2] == b"\r\n" else 0  # (one empty line may come first)
+    target = bytes(head[start:head.find(b"\r\n", start)]).split(b" ")[1:2] or [b"/"]
+    try:
+        return is_api_path(urlsplit(target[0].decode("latin-1")).path)
+    except ValueError:  # (an absolute-form target urlsplit refuses: "http://[", say)
+        return False
+
+
+def _unavailable(api: bool) -> bytes:
+    """A 503 with Retry-After that closes the connection: JSON for the API, as the app's own
+    errors (the 413: {"status": 413, "error": "Request Entity Too Large"}), text otherwise."""
+    if api:
+        from pwp.errors import JSON_TYPE, json_body
+
+        content_type, body = JSON_TYPE, json_body({"status": 503, "error": "Service Unavailable"})
+    else:
+        content_type = "text/plain; charset=utf-8"
+        body = b"Service Unavailable: the server cannot take this request's body now; try again later.\n"
+    return (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: %s\r\n"
+            b"Content-Length: %d\r\nRetry-After: %d\r\n\r\n%s"
+            % (content_type.encode(), len(body), RETRY_AFTER, body))
+
+
 def _encrypted_spool():
     """A temporary file (TMPDIR, deleted at once) that holds what is written to it as AES-CTR
     ciphertext under a random key that lives only in the returned object (the worker's memory),
@@ -243,6 +275,7 @@ class _Connection(gthread.TConn):
     linger = None  # its worker's ThreadWorker.linger (plain sockets)
     spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
     spooled = 0  # the bytes written to it
+    api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
     continued = False  # the main loop answered its head's `Expect: 100-continue`
     # Its body is longer than the app takes, or framed in a way gunicorn refuses: the thread reads
     # no more of it (nor anything) from the client (_Gone), and the connection closes after the answer.
@@ -483,16 +516,17 @@ class ThreadWorker(gthread.ThreadWorker):
             if len(head) > BODY_IN_MEMORY or (head and self.held + len(head) > BODIES_HELD):
                 try:
                     if conn.spool is None:
+                        conn.api = _is_api(head)  # (its head, here whole, is in the file after)
                         conn.spool = _encrypted_spool()
                     conn.spool.write(head)
-                except OSError:  # (no file descriptor or disk space left)
-                    self.drop_body(conn, waiting)
+                except OSError as error:  # (no file descriptor or disk space left)
+                    self.refuse_body(conn, waiting, error)
                     return
                 conn.spooled += len(head)
                 self.spooled += len(head)
                 head.clear()
                 if self.spooled > BODIES_SPOOLED and not self.make_room(conn):
-                    self.drop_body(conn, waiting)
+                    self.refuse_body(conn, waiting, None)
                     return
             try:
                 data = socket.socket.recv(conn.sock, 65536)
@@ -551,14 +585,33 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.sock.__class__ = _Gone
         self.hand_over(conn)
 
-    def drop_body(self, conn, waiting=True):
+    def drop_body(self, conn, waiting=True, answer=None):
+        """Let go of a body unfinished: unanswered, or (answer) with what the socket takes of
+        that answer at once, never waiting (an empty send buffer takes a short one whole), the
+        connection then closed lingering (the client may still be sending its body)."""
         if waiting:
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)
         self.release_spool(conn)
         conn.head.clear()
         self.nr_conns -= 1
-        conn.close()
+        if answer is None:
+            conn.close()
+            return
+        try:  # (MSG_DONTWAIT: hand_over's socket is a thread's, blocking)
+            socket.socket.send(conn.sock, answer, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        conn.close(graceful=True)
+
+    def refuse_body(self, conn, waiting, error):
+        # Its temporary file could not be made or written (error: TMPDIR full or missing, out
+        # of files), or it alone would pass BODIES_SPOOLED: a 503 rather than a reset, as nginx's
+        # 500 for a client_body_temp_path it cannot write. (Its cause only, never its bytes.)
+        if error is not None:
+            self.log.warning("A request body could not be written to a temporary file (%s): answered 503",
+                             error.strerror or type(error).__name__)
+        self.drop_body(conn, waiting, _unavailable(conn.api))
 
     def release_spool(self, conn):
         if conn.spool is not None:
@@ -582,8 +635,8 @@ class ThreadWorker(gthread.ThreadWorker):
             try:
                 conn.spool.write(head)
                 conn.spool.seek(0)  # (a buffered write's failure may come here)
-            except OSError:  # (no disk space left: dropped, as in read_body)
-                self.drop_body(conn, False)
+            except OSError as error:  # (no disk space left: refused, as in read_body)
+                self.refuse_body(conn, False, error)
                 return
             conn.spooled += len(head)
             self.spooled += len(head)

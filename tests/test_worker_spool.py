@@ -2,6 +2,10 @@
 BODY_IN_MEMORY) while they come, with the real gunicorn and the real worker."""
 import json
 import os
+import socket
+import threading
+
+import pytest
 from urllib.parse import urlsplit
 
 from servers import bearer, create_user, gunicorn, server_env
@@ -63,3 +67,72 @@ def test_a_spooled_body_is_ciphertext_in_its_temporary_file_and_comes_to_the_app
         assert status == 200 and got == data
         assert "Traceback" not in server.logs()
 
+
+def _answer_while_sending(port, request: bytes) -> bytes:
+    """What the server answers to a request sent whole (by another thread) while it is read,
+    until the server closes the connection (or resets it, having read no more of the body)."""
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.settimeout(20)  # (a failure guard only)
+
+    def send():
+        try:
+            conn.sendall(request)
+        except OSError:
+            pass  # (the server closed the connection without reading the rest)
+    sender = threading.Thread(target=send)
+    sender.start()
+    received = b""
+    try:
+        while chunk := conn.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    sender.join()
+    conn.close()
+    return received
+
+
+@pytest.mark.parametrize("path, content_type, body", [
+    ("/api/v2/pushes", "application/json; charset=utf-8", b'{"status":503,"error":"Service Unavailable"}\n'),
+    ("/p", "text/plain; charset=utf-8", b"Service Unavailable: the server cannot take this request's body now; "
+                                        b"try again later.\n"),
+])
+def test_a_body_whose_temporary_file_cannot_be_written_gets_a_503_and_the_connection_closes(
+        tmp_path, path, content_type, body):
+    """A body past BODY_IN_MEMORY whose temporary file cannot be written (TMPDIR full: here a
+    file past RLIMIT_FSIZE, EFBIG) was dropped without an answer, a reset for the client. It now
+    gets a 503 with Retry-After (JSON for the API, text otherwise), from the main loop, and the
+    connection closes; the worker goes on serving."""
+    from pwp.workers import BODY_IN_MEMORY
+    fsize = 2 * BODY_IN_MEMORY + 65536  # (the database, the log stay smaller)
+    env = server_env(tmp_path / "instance")
+    size = 16 * fsize
+    request = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+               % (path.encode(), size) + b"{" + b" " * (size - 1))
+    with gunicorn(env, tmp_path / "log", fsize=fsize) as server:
+        pid = _worker_pid(server)
+        answer_head, _, answer = _answer_while_sending(server.port, request).partition(b"\r\n\r\n")
+        assert answer_head.startswith(b"HTTP/1.1 503 "), answer_head  # (was: b"", dropped)
+        fields = dict(line.split(b": ", 1) for line in answer_head.split(b"\r\n")[1:])
+        assert fields[b"Retry-After"].isdigit() and fields[b"Connection"] == b"close"
+        assert fields[b"Content-Type"] == content_type.encode() and answer == body
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert _worker_pid(server) == pid
+        assert "Traceback" not in server.logs()
+        assert "could not be written to a temporary file" in server.logs()
+
+
+def test_a_body_that_alone_would_pass_the_spools_cap_gets_a_503(tmp_path):
+    """A body that needs more room than the spool's cap holds, with no unfinished body to take
+    it from, was dropped without an answer; it now gets the 503 of a full spool."""
+    from pwp.workers import BODY_IN_MEMORY
+    env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(2 * BODY_IN_MEMORY))
+    size = 8 * BODY_IN_MEMORY
+    request = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % size + b"{" + b" " * (size - 1))
+    with gunicorn(env, tmp_path / "log") as server:
+        answer = _answer_while_sending(server.port, request)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 30\r\n" in answer  # (was: b"")
+        assert answer.endswith(b'{"status":503,"error":"Service Unavailable"}\n')
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert "Traceback" not in server.logs() and "temporary file" not in server.logs()
