@@ -18,7 +18,8 @@ database's round trips with the GIL released: there 4 threads are 1.2-1.4x as fa
 with a p99 no higher. Threads also keep serving while one request or client is slow, and a
 client that stops sending mid-request is let go after `timeout` (pwp/workers.py); request
 heads and bodies are read without a thread (a body past 64 KiB spooled, encrypted, to a
-temporary file in TMPDIR), so one that sends a body slowly on purpose holds none.
+temporary file in TMPDIR), so one that sends a body slowly on purpose holds none; nor does one
+that reads a long answer slowly (the main loop sends what the socket did not take at once).
 With a very large SQLite store (1 000 000 pushes) the p99 of one process rises more than
 that of two sync workers (SQLite's checkpoints run under the process's write lock; smaller
 checkpoints, set below, halve that rise).
@@ -55,7 +56,7 @@ workers = _count("WEB_CONCURRENCY", 1)
 # gunicorn's gthread worker, each read of a request bounded by `timeout` below (pwp/workers.py:
 # a client that stops sending mid-request no longer holds a thread for good).
 worker_class = "pwp.workers.ThreadWorker"
-# The most bytes of request bodies its workers write to temporary files, each (read there).
+# The most bytes of request bodies (and answers' rests) its workers write to temporary files, each.
 if os.environ.get("PWPUSH_BODIES_SPOOLED"):
     _count("PWPUSH_BODIES_SPOOLED", 1)
 # The URL forms pwp.config.database_uri accepts for PostgreSQL, checked here without importing

@@ -16,8 +16,12 @@ file (client_body_buffer_size, client_body_temp_path) as ciphertext under a key 
 the memory heads are held in (then go to their file), and a body that needs room in the files'
 full cap takes it from the unfinished bodies that sent nothing for longest (dropped), so slow
 clients keep neither heads nor later uploads out. A client that sends a body a byte now
-and then holds no thread; one that reads a long answer slowly still holds its thread (for at
-most `timeout` a write that it takes nothing of).
+and then holds no thread; nor does one that reads a long answer slowly: the thread writes what
+the socket takes at once and leaves the rest to the main loop (_Outbox: in memory up to 64 KiB,
+past it in an encrypted temporary file, within the same cap as bodies' files; past the cap the
+thread writes on itself, each write bounded), which sends it as the socket drains, drops the
+client once it took nothing for `timeout`, and reads the connection's next request only
+once the answer is sent (nginx's proxy_buffering).
 
 The bounds are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO), set once per connection: Python's
 own socket timeouts poll before every read and write, and in a process whose threads share
@@ -35,6 +39,7 @@ import socket
 import struct
 import tempfile
 import termios
+import threading
 import time
 from collections import deque
 from functools import partial
@@ -70,6 +75,13 @@ OPEN_FILES = 65536
 BODIES_SPOOLED = int(os.environ.get("PWPUSH_BODIES_SPOOLED") or 1024 * 1024 * 1024)
 BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
+# An answer's bytes that the client's socket does not take at once are left by the thread that
+# wrote them to the main loop, which sends them as the socket drains (as nginx buffers an
+# upstream's answer: proxy_buffering, proxy_temp_path): up to ANSWER_IN_MEMORY of them in memory
+# (while the heads and bodies held are under BODIES_HELD; counted with them once the thread is
+# done), past it in an encrypted temporary file, bodies' and answers' files together within
+# BODIES_SPOOLED (past it the thread writes on itself, each write bounded by `timeout`).
+ANSWER_IN_MEMORY = 64 * 1024
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
 RETRY_AFTER = 30
@@ -110,6 +122,24 @@ class _Socket(socket.socket):
             return b""
 
     def sendall(self, data, flags=0):
+        # (A thread.) What the socket takes now; the rest to the connection's _Outbox if it
+        # has room, which the main loop sends later (after the bytes it holds already).
+        outbox = _OUTBOXES.get(self)
+        if outbox is None:
+            return self.send_waiting(data, flags)
+        with memoryview(data) as view, view.cast("B") as left:
+            if not outbox.pending():
+                try:
+                    left = left[self.send(left, flags | socket.MSG_DONTWAIT):]
+                except BlockingIOError:
+                    pass
+            if not left or outbox.put(left):
+                return
+            outbox.flush(self)  # (no room: what it holds first, then these bytes, each write waiting)
+            self.send_waiting(left, flags)
+
+    def send_waiting(self, data, flags=0):
+        """socket.sendall, each write waiting at most the socket's bound for room."""
         with memoryview(data) as view, view.cast("B") as left:
             waiting = None  # the unsent bytes queued when a write last ran out
             while left:
@@ -132,6 +162,97 @@ def _queued(sock) -> int | None:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
     except (AttributeError, OSError):
         return None
+
+
+class _Outbox:
+    """The bytes of a connection's answer that its socket did not take when the thread wrote
+    them, in order: the first in memory (up to ANSWER_IN_MEMORY), the rest in an encrypted
+    temporary file (_encrypted_spool). Filled by the thread, then (ThreadWorker.finish_request)
+    sent by the main loop (send_to); the one or the other, never both at once."""
+
+    __slots__ = ("worker", "memory", "spool", "spooled")
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.memory = bytearray()  # the first bytes not sent
+        self.spool = None  # the bytes after them (and, being sent, those read back from it)
+        self.spooled = 0  # the bytes written to the file
+
+    def pending(self) -> bool:
+        return bool(self.memory) or self.spool is not None
+
+    def put(self, data) -> bool:
+        """(The thread.) Keep data after what is held; False where there is no room for it."""
+        worker = self.worker
+        if self.spool is None and len(self.memory) + len(data) <= ANSWER_IN_MEMORY \
+                and worker.held + ANSWER_IN_MEMORY <= BODIES_HELD:  # (the main loop's count, read)
+            self.memory += data
+            return True
+        with worker.spool_lock:
+            if worker.spooled + worker.answers_spooled + len(data) > BODIES_SPOOLED:
+                return False
+            worker.answers_spooled += len(data)
+        try:
+            if self.spool is None:
+                self.spool = _encrypted_spool()
+            self.spool.write(data)
+        except OSError:  # (TMPDIR full: the thread writes on itself)
+            with worker.spool_lock:
+                worker.answers_spooled -= len(data)
+            return False
+        self.spooled += len(data)
+        return True
+
+    def flush(self, sock):
+        """(The thread.) Send what is held, each write waiting (no room left for more); all of
+        it let go either way (a write given up: the client is gone, nothing is sent twice)."""
+        try:
+            if self.memory:
+                sock.send_waiting(self.memory)
+            if self.spool is not None:
+                self.spool.seek(0)
+                while data := self.spool.read(ANSWER_IN_MEMORY):
+                    sock.send_waiting(data)
+        finally:
+            self.memory.clear()
+            self.release()
+
+    def send_to(self, sock) -> bool | None:
+        """(The main loop.) Send what the socket takes now: True once all is sent, False where
+        the socket took all it could for now, None where the connection failed."""
+        while True:
+            if not self.memory:
+                if self.spool is None:
+                    return True
+                data = self.spool.read(ANSWER_IN_MEMORY)
+                if not data:
+                    self.release()
+                    return True
+                self.memory += data
+            try:
+                sent = socket.socket.send(sock, self.memory, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return None
+            del self.memory[:sent]
+
+    def release(self):
+        """Close its file (and give its room back); what is in memory stays."""
+        if self.spool is not None:
+            try:
+                self.spool.close()
+            except OSError:
+                pass
+            self.spool = None
+            with self.worker.spool_lock:
+                self.worker.answers_spooled -= self.spooled
+            self.spooled = 0
+
+
+# The _Outbox of each connection whose answer is being written by a thread or sent by the main
+# loop, by its socket (_Socket has no room for it).
+_OUTBOXES = {}
 
 
 class _Gone(_Socket):
@@ -276,6 +397,7 @@ class _Connection(gthread.TConn):
     spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
     spooled = 0  # the bytes written to it
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
+    queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
     # Its body is longer than the app takes, or framed in a way gunicorn refuses: the thread reads
     # no more of it (nor anything) from the client (_Gone), and the connection closes after the answer.
@@ -332,6 +454,9 @@ class ThreadWorker(gthread.ThreadWorker):
         self.accept_again = 0.0  # (accept: out of files, when to try again)
         self.lingering = deque()  # closed connections waiting for the client's end (linger), by their deadline
         self.held = 0  # the bytes of their heads
+        self.spool_lock = threading.Lock()  # (answers_spooled: threads add to it)
+        self.answers_spooled = 0  # the bytes of answers' temporary files (_Outbox.put)
+        self.answers = set()  # connections whose answer the main loop is sending (each write's deadline: conn.timeout)
         cfg = self.cfg
         line = cfg.limit_request_line
         line = MAX_REQUEST_LINE if line < 0 or line >= MAX_REQUEST_LINE else line or 1024 * 1024
@@ -525,7 +650,7 @@ class ThreadWorker(gthread.ThreadWorker):
                 conn.spooled += len(head)
                 self.spooled += len(head)
                 head.clear()
-                if self.spooled > BODIES_SPOOLED and not self.make_room(conn):
+                if self.spooled + self.answers_spooled > BODIES_SPOOLED and not self.make_room(conn):
                     self.refuse_body(conn, waiting, None)
                     return
             try:
@@ -562,13 +687,13 @@ class ThreadWorker(gthread.ThreadWorker):
         """Drop the unfinished spooled bodies (not conn's) that sent nothing for longest (the
         earliest deadline of a read) until the spool is back under BODIES_SPOOLED, if they can
         make it so: a few clients sending a byte within each `timeout` cannot keep out every
-        later upload."""
+        later upload. (Answers' files count in the cap, and are never dropped for room.)"""
         others = sorted((other for other in self.bodies if other.spool is not None and other is not conn),
                         key=lambda other: other.timeout)
-        if self.spooled - sum(other.spooled for other in others) > BODIES_SPOOLED:
+        if self.spooled + self.answers_spooled - sum(other.spooled for other in others) > BODIES_SPOOLED:
             return False
         for other in others:
-            if self.spooled <= BODIES_SPOOLED:
+            if self.spooled + self.answers_spooled <= BODIES_SPOOLED:
                 break
             self.held -= len(other.head)
             self.drop_body(other)
@@ -657,6 +782,8 @@ class ThreadWorker(gthread.ThreadWorker):
             conn.sock.setblocking(True)
             self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
             return False
+        if conn.head is not None and type(conn.sock) in (_Socket, _Gone):  # (a plain socket, bounded)
+            _OUTBOXES[conn.sock] = _Outbox(self)
         keepalive = super().handle(conn)
         if keepalive and type(conn.parser.unreader) is _SpooledUnreader:
             conn.parser.unreader.take_rest()
@@ -688,7 +815,61 @@ class ThreadWorker(gthread.ThreadWorker):
         self.held -= conn.handed
         conn.handed = 0
         self.release_spool(conn)
+        outbox = _OUTBOXES.get(conn.sock)
+        if outbox is not None and outbox.pending() and conn.sock.fileno() >= 0:
+            # The rest of its answer is sent from here as the socket drains; the thread is
+            # free. Its next request (kept alive) is read once the answer is sent (send_answer).
+            if outbox.spool is not None:
+                outbox.spool.seek(0)
+            conn.handed = len(outbox.memory)
+            self.held += conn.handed
+            conn.finished = fs
+            conn.timeout = time.monotonic() + self.cfg.timeout
+            self.answers.add(conn)
+            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.send_answer, conn))
+            self.send_answer(conn)
+            return
+        self.end_answer(conn)
         super().finish_request(conn, fs)
+
+    def send_answer(self, conn, _client=None):
+        outbox = _OUTBOXES[conn.sock]
+        sent = outbox.send_to(conn.sock)
+        self.held -= conn.handed
+        conn.handed = len(outbox.memory)
+        self.held += conn.handed
+        if sent is False:
+            # (As nginx's send_timeout: the client takes nothing for `timeout`, it is gone.)
+            conn.timeout = time.monotonic() + self.cfg.timeout
+            conn.queued = _queued(conn.sock)
+            return
+        self.answers.discard(conn)
+        self.poller.unregister(conn.sock)
+        self.held -= conn.handed
+        conn.handed = 0
+        fs, conn.finished = conn.finished, None
+        self.end_answer(conn)
+        if sent is None:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        super().finish_request(conn, fs)
+
+    def end_answer(self, conn):
+        outbox = _OUTBOXES.pop(conn.sock, None)
+        if outbox is not None:
+            outbox.release()
+
+    def drop_answer(self, conn):
+        # Its client took nothing of it for `timeout`: gone, as a thread's write gives up.
+        self.answers.discard(conn)
+        self.poller.unregister(conn.sock)
+        self.held -= conn.handed
+        conn.handed = 0
+        conn.finished = None
+        self.end_answer(conn)
+        self.nr_conns -= 1
+        conn.close(graceful=True)  # (what it sent meanwhile read and dropped: no reset, as a thread's EPIPE)
 
     def linger(self, sock):
         """gunicorn's util.close_graceful without its wait in the main loop: send our end of
@@ -753,11 +934,19 @@ class ThreadWorker(gthread.ThreadWorker):
             self.drop_head(self.heads[0])
         while self.lingering and self.lingering[0][0] <= now:
             self.end_lingering(self.lingering[0])
-        if self.bodies and now >= self.bodies_checked + 1:  # (each read's deadline moves: a look a second)
+        if (self.bodies or self.answers) and now >= self.bodies_checked + 1:  # (deadlines move: a look a second)
             self.bodies_checked = now
             for conn in [conn for conn in self.bodies if conn.timeout <= now]:
                 self.held -= len(conn.head)
                 self.give_up_body(conn)
+            for conn in [conn for conn in self.answers if conn.timeout <= now]:
+                # (Linux says a socket is writable only once a third of its send buffer is free:
+                # a client that reads slowly may take longer than `timeout` to free that much.)
+                queued = _queued(conn.sock)
+                if queued is not None and queued < conn.queued:
+                    conn.queued, conn.timeout = queued, now + self.cfg.timeout  # (it took some)
+                else:
+                    self.drop_answer(conn)
 
 
 def _bare_lf(head: bytearray, start: int) -> bool:

@@ -380,7 +380,8 @@ def test_static_files_for_a_client_that_stopped_reading_do_not_hold_the_thread(t
     pipelined requests on a kept-alive connection had filled the socket's buffers, Python's
     socket.sendfile waited for room with no timeout and a client that stopped reading held the
     thread for good (one 15 KB file alone fits the buffers). gunicorn.conf.py turns sendfile
-    off; the writes' bound lets the client go."""
+    off; the writes' bound lets the client go (the main loop's, which sends what the socket did
+    not take: the /up requests no longer wait for the thread meanwhile)."""
     env = server_env(tmp_path / "instance")
     with gunicorn(env, tmp_path / "log", args=("--timeout", "2", "--threads", "1")) as server:
         hog = socket.socket()
@@ -391,6 +392,7 @@ def test_static_files_for_a_client_that_stopped_reading_do_not_hold_the_thread(t
         for _ in range(1000):
             status, _headers, _body = server.request("GET", "/up", timeout=60)  # (was: never)
             assert status == 200
+        _until_let_go(server.port, hog)
         hog.settimeout(60)
         received = 0
         while chunk := hog.recv(1 << 20):  # (then the end: it was let go)
@@ -398,6 +400,21 @@ def test_static_files_for_a_client_that_stopped_reading_do_not_hold_the_thread(t
         assert received < 1000 * 15000
         hog.close()
         assert "Traceback" not in server.logs()
+
+
+def _until_let_go(port, conn):
+    """Return once the server's end of conn is no longer established (it closed it), by Linux's
+    /proc/net/tcp, without reading from conn."""
+    import time
+
+    deadline = time.monotonic() + 30  # (a failure guard only)
+    ends = (f":{port:04X}", f":{conn.getsockname()[1]:04X}")
+    while True:
+        with open("/proc/net/tcp") as table:
+            rows = [fields for fields in map(str.split, list(table)[1:])]
+        if not any(row[1].endswith(ends[0]) and row[2].endswith(ends[1]) and row[3] == "01" for row in rows):
+            return
+        assert time.monotonic() < deadline
 
 
 def _until_closed(conn) -> bytes:
@@ -593,8 +610,10 @@ def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
 
 def _threads_kept_busy(server, env, count) -> list:
     """`count` connections that each hold a thread: a download larger than the kernel's buffers,
-    not read (its thread waits in a write; closing the connection lets it go). (Clients stalled
-    mid-body held threads so before bodies were read in the main loop.)"""
+    not read, with no room left for it in the worker's spool (the server run with BUSY_SPOOL,
+    a body kept unfinished fills it): its thread waits in a write; closing the connections
+    lets it go. (Clients stalled mid-body held threads so before bodies were read in the main
+    loop, and downloads not read before the main loop sent the rest of answers.)"""
     token = create_user(env, "busy@example.com")
     data = os.urandom(12 * 1024 * 1024)
     body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[expire_after_views]"\r\n\r\n10\r\n'
@@ -605,7 +624,11 @@ def _threads_kept_busy(server, env, count) -> list:
     assert status == 201
     status, push = server.json("GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}", headers=bearer(token))
     link = urlsplit(push["files"][0]["url"]).path
-    conns = []
+    cap = int(BUSY_SPOOL["PWPUSH_BODIES_SPOOLED"])
+    lazy = _sending_slowly(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                           b"\r\nContent-Length: %d\r\n\r\n" % cap, b"{" + b" " * (cap - 256 * 1024))
+    _wait_until_read(server.port, [lazy])
+    conns = [lazy]
     for _ in range(count):
         conn = socket.socket()
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -620,6 +643,10 @@ def _threads_kept_busy(server, env, count) -> list:
     return conns
 
 
+# A spool too small for _threads_kept_busy's answers: their threads write on themselves.
+BUSY_SPOOL = {"PWPUSH_BODIES_SPOOLED": str(16 * 1024 * 1024)}
+
+
 def test_heads_waiting_for_a_busy_thread_count_in_the_heads_held(tmp_path):
     """A whole head is read before its connection waits for a thread: while both threads were
     busy (two clients stalled mid-body then; now two downloads not read), complete heads of 800 KB piled up in the thread
@@ -627,7 +654,7 @@ def test_heads_waiting_for_a_busy_thread_count_in_the_heads_held(tmp_path):
     hand), 1000 (worker_connections) would take 800 MB. They count in HEADS_HELD until their
     request is done."""
     from pwp.workers import HEADS_HELD
-    env = server_env(tmp_path / "instance")
+    env = server_env(tmp_path / "instance", **BUSY_SPOOL)
     head = (b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + (b"X-A: " + b"a" * 8100 + b"\r\n") * 98 + b"\r\n")  # (100 fields: gunicorn's limit)
     with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
@@ -651,7 +678,7 @@ def test_heads_past_gunicorns_limits_waiting_for_their_431_do_not_count_in_the_h
     HEADS_HELD (~830 KB each) until the answer was sent, so while both threads were busy, 40
     of them made the worker drop every further connection, their own included."""
     from pwp.workers import HEADS_HELD
-    env = server_env(tmp_path / "instance")
+    env = server_env(tmp_path / "instance", **BUSY_SPOOL)
     over = b"GET /up HTTP/1.1\r\nHost: x\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 103  # (past 823 KB)
     with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
         busy = _threads_kept_busy(server, env, 2)

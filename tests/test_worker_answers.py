@@ -1,0 +1,143 @@
+"""pwp/workers.py: long answers that clients take slowly are sent by the worker's main loop,
+not by a thread, with the real gunicorn and the real worker."""
+import json
+import os
+import re
+import signal
+import socket
+import time
+from urllib.parse import urlsplit
+
+from servers import bearer, create_user, gunicorn, request, server_env
+from test_gunicorn_conf import _sending_slowly, _spool_files, _until_closed, _wait_until_read, _worker_pid
+from test_worker_spool import _deleted_files
+
+DATA = os.urandom(6 * 1024 * 1024 + 123)
+
+
+def _file_link(server, env) -> str:
+    """A file push of DATA; its download link's path."""
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + DATA + b"\r\n--b0undary--\r\n")
+    token = create_user(env, "slow@example.com")
+    status, _headers, raw = server.request("POST", "/api/v2/pushes", body=body, headers={
+        **bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert status == 201
+    status, push = server.json("GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}", headers=bearer(token))
+    return urlsplit(push["files"][0]["url"]).path
+
+
+def _not_reading(port, requests: bytes) -> socket.socket:
+    """A connection that sent requests and reads nothing (a small receive buffer)."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(requests)
+    return conn
+
+
+def _answers(raw: bytes, bodiless=()) -> list[tuple[bytes, bytes]]:
+    """The answers (head, body) one after another in raw, framed by Content-Length (none for
+    the answers whose index is in bodiless: HEAD's)."""
+    answers = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = 0 if len(answers) in bodiless else int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
+        answers.append((head, rest[:length]))
+        raw = rest[length:]
+    return answers
+
+
+def test_downloads_nobody_reads_do_not_keep_other_requests_waiting(tmp_path):
+    """With the default two threads, three clients that asked for a 6 MiB file and read
+    nothing (or a few bytes a second) kept /up waiting over a minute: each thread's write waited
+    up to `timeout` (30 s) at a time for a client that took nothing. The thread now writes what
+    the socket takes, leaves the rest to the main loop (in memory, then in an encrypted
+    temporary file) and serves others; each download, once read, comes whole, a range (206)
+    and a HEAD pipelined after it in order."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--threads", "2", "--access-logfile", "-")) as server:
+        link = _file_link(server, env)
+        get = f"GET {link} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+        last = f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+        ranged = f"GET {link} HTTP/1.1\r\nHost: h\r\nRange: bytes=1000-2000999\r\n\r\n".encode()
+        head = f"HEAD {link} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+        slow = [_not_reading(server.port, get + ranged + head + last) for _ in range(3)]
+        deadline = time.monotonic() + 10  # (was: over 60 s)
+        status, _headers, _body = request(server.port, "GET", "/up", timeout=10)
+        assert status == 200 and time.monotonic() < deadline
+        for conn in slow:
+            # (Read at full pace: the others, unread for `timeout`, would be dropped meanwhile.)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            answers = _answers(_until_closed(conn), bodiless=(2,))
+            assert [a[0].split(b"\r\n")[0] for a in answers] == [
+                b"HTTP/1.1 200 OK", b"HTTP/1.1 206 PARTIAL CONTENT", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+            assert answers[0][1] == DATA and answers[3][1] == DATA
+            assert answers[1][1] == DATA[1000:2001000]
+        logs = server.logs()
+        assert len(re.findall(r'"GET /pfb/\S+ HTTP/1.1" 200 6291579 ', logs)) == 6  # (access-log lines)
+        assert len(re.findall(r'"GET /pfb/\S+ HTTP/1.1" 206 2000000 ', logs)) == 3
+        assert len(re.findall(r'"HEAD /pfb/\S+ HTTP/1.1" 200 ', logs)) == 3
+        assert "Traceback" not in logs
+
+
+def _until(condition, what):
+    deadline = time.monotonic() + 30  # (a failure guard only)
+    while not condition():
+        assert time.monotonic() < deadline, what
+
+
+def test_a_download_nobody_takes_anything_of_is_dropped_after_the_timeout_and_shutdown_waits_for_the_rest(tmp_path):
+    """An answer left to the main loop is dropped once its client took nothing of it for
+    `timeout` (its temporary file closed), as a thread's write gave up; a stopping worker
+    (SIGTERM; max_requests alike) sends the answers it holds to the clients that read them
+    within graceful_timeout and cuts the others."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--timeout", "2", "--graceful-timeout", "3")) as server:
+        link = _file_link(server, env)
+        pid = _worker_pid(server)
+        files = _spool_files(server)  # (gunicorn's own: its heartbeat's)
+        get = f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+        idle = _not_reading(server.port, get)
+        _until(lambda: _spool_files(server) > files, "the answer's rest in its temporary file")
+        runs = [DATA[at:at + 32] for at in range(len(DATA) - 1024 * 1024, len(DATA) - 32, 4096)]
+        assert not any(run in content for content in _deleted_files(pid) for run in runs)  # (encrypted)
+        _until(lambda: _spool_files(server) == files, "dropped after `timeout`")
+        idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        assert len(_until_closed(idle)) < len(DATA)  # (cut)
+
+        read, unread = _not_reading(server.port, get), _not_reading(server.port, get)
+        _until(lambda: _spool_files(server) == files + 2, "both answers' rest in temporary files")
+        stopping = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        read.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        answer = _until_closed(read)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(DATA)
+        server.process.wait(timeout=20)
+        assert time.monotonic() - stopping < 3 + 2  # (graceful_timeout, and a margin)
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        assert len(_until_closed(unread)) < len(DATA)
+        assert "Traceback" not in server.logs()
+
+
+def test_an_answer_past_the_spools_room_is_written_on_by_its_thread_in_order(tmp_path):
+    """Where the spool has no room for the rest of an answer (bodies' and answers' files share
+    its cap), its thread sends what it left first and writes the rest itself, each write
+    waiting for the client: the client gets the file whole, in order."""
+    cap = 16 * 1024 * 1024
+    env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
+    with gunicorn(env, tmp_path / "log") as server:
+        link = _file_link(server, env)
+        files = _spool_files(server)
+        # A body kept unfinished leaves 1.5 MiB of room: the first 1 MiB part's rest fits, not the next.
+        lazy = _sending_slowly(server.port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               b"application/json\r\nContent-Length: %d\r\n\r\n" % cap,
+                               b"{" + b" " * (cap - 1536 * 1024 - 1))
+        _wait_until_read(server.port, [lazy])
+        conn = _not_reading(server.port, f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        _until(lambda: _spool_files(server) == files + 2, "the answer's first rest in its temporary file")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        answer = _until_closed(conn)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.partition(b"\r\n\r\n")[2] == DATA
+        lazy.close()
+        assert "Traceback" not in server.logs()
