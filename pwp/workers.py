@@ -224,7 +224,10 @@ class _Outbox:
             if not self.memory:
                 if self.spool is None:
                     return True
-                data = self.spool.read(ANSWER_IN_MEMORY)
+                try:
+                    data = self.spool.read(ANSWER_IN_MEMORY)
+                except OSError:  # (its file cannot be read back: the answer cannot be finished)
+                    return None
                 if not data:
                     self.release()
                     return True
@@ -820,7 +823,13 @@ class ThreadWorker(gthread.ThreadWorker):
             # The rest of its answer is sent from here as the socket drains; the thread is
             # free. Its next request (kept alive) is read once the answer is sent (send_answer).
             if outbox.spool is not None:
-                outbox.spool.seek(0)
+                try:
+                    outbox.spool.seek(0)  # (a buffered write's failure may come here: a full disk)
+                except OSError:
+                    self.end_answer(conn)
+                    self.nr_conns -= 1
+                    conn.close()  # (its answer cannot be finished)
+                    return
             conn.handed = len(outbox.memory)
             self.held += conn.handed
             conn.finished = fs
