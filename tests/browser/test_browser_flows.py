@@ -684,3 +684,25 @@ def test_the_dashboards_actions_fit_a_phone_without_javascript(server, new_page)
     expire = page.get_by_role("button", name="Expire now")
     expect(expire).to_be_in_viewport(ratio=1)
     expect(page.get_by_label("Sure")).to_be_in_viewport(ratio=1)
+
+
+def test_a_payload_stays_blurred_while_app_js_is_slow_to_load(server, new_page):
+    """theme.js lifts the blur at DOMContentLoaded when app.js never wired the page: a deferred
+    app.js still loading holds DOMContentLoaded back, so the page, parsed and painted, shows
+    the secret blurred until app.js wires its Reveal button."""
+    link = create_text(new_page(), server.url, payload="slow app.js")
+    recipient = new_page()
+    recipient.goto(link)
+    held = []
+    recipient.route(re.compile(r"/app\.js(\?|$)"), lambda route: held.append(route))
+    with recipient.expect_request(re.compile(r"/app\.js(\?|$)")):
+        recipient.get_by_role("link", name="Click here to proceed").click(no_wait_after=True)
+    payload = recipient.locator("#payload")
+    recipient.wait_for_function("document.readyState === 'interactive' && !!document.querySelector('footer')")
+    assert len(held) == 1 and recipient.evaluate("document.documentElement.className").split() == ["js"]
+    assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
+    held[0].continue_()
+    recipient.wait_for_load_state()
+    assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
+    recipient.get_by_role("button", name="Reveal").click()
+    _readable(payload)
