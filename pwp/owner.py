@@ -155,14 +155,17 @@ def edit(push):
         "name": push.name, "note": pushes.note_of(push)})
 
 
-def _as_the_form_showed(push, changes):
-    """Keep the name and note the form sent back as it showed them: its name <input> drops
-    line breaks (a name the API set may have them), and its note <textarea> sends each as
-    CR LF; either way the form showed what is stored, so a save must not rewrite it."""
-    name, note = push.name or "", pushes.note_of(push)
-    return dataclasses.replace(
-        changes, name=name if changes.name == re.sub(r"[\r\n]", "", name) else changes.name,
-        note=note if changes.note == re.sub(r"\r\n|\r|\n", "\r\n", note) else changes.note)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _as_the_form_showed(push, fields: dict) -> dict:
+    """The form's fields, with the name and note kept as stored where it sent them back as it
+    showed them: a <textarea> (the note's, and the name's when it has line breaks, which a
+    one-line box would drop) sends each line break as CR LF, so a save must not rewrite them
+    (nor find a name of 255 characters with line breaks too long). Before the checks."""
+    stored = {"name": push.name or "", "note": pushes.note_of(push)}
+    return {**fields, **{key: value for key, value in stored.items()
+                         if fields.get(key) == _LINE_BREAK.sub("\r\n", value)}}
 
 
 @bp.post("/p/<token:url_token>/edit")
@@ -171,11 +174,11 @@ def update(push):
     """Apply the edit form (upstream: PATCH /p/:token), files added included; 302 to the
     preview, or 422 (429: passphrase guesses) with the form."""
     url_token, step_was = push.url_token, bool(push.retrieval_step)
-    fields = params.root(params.body_params(), "push")
+    fields = _as_the_form_showed(push, params.root(params.body_params(), "push"))
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
     try:
-        changes = _as_the_form_showed(push, params.push_changes(fields))
+        changes = params.push_changes(fields)
         # Only a file push's page has a file box: files sent for another kind are left out, said below.
         dropped = changes.files if push.kind != Kind.file else ()
         # Typed past a bound, the bound; a number kept as shown stays what it is, in bounds or not.

@@ -754,3 +754,37 @@ def test_a_save_that_changes_nothing_says_so(client, make_user, app):
     page = client.post(f"/p/{token}/edit", data={**as_opened, "push[name]": "Wifi"},
                        follow_redirects=True).get_data(as_text=True)
     assert "Push was successfully updated." in page and "Nothing was changed" not in page
+
+
+def test_a_name_with_line_breaks_is_edited_in_a_box_that_shows_them(client, make_user, app):
+    """A name the API gave line breaks: a one-line name box cannot show them, so a save of the
+    box's text as shown had to keep them, and an owner who removed them on purpose (the name
+    typed without them) saw "Nothing was changed". A box that shows them lets both be said."""
+    _, api_token = sign_in(client, make_user)
+    name = "first line\nsecond line"
+    token = client.post("/api/v2/pushes", headers=bearer(api_token),
+                        json={"push": {"payload": "x", "name": name, "expire_after_days": 7, "expire_after_views": 5,
+                                       "deletable_by_viewer": False, "retrieval_step": False}}).json["url_token"]
+    html = client.get(f"/p/{token}/edit").get_data(as_text=True)
+    assert re.search(r'<textarea id="push_name" name="push\[name\]"[^>]*>\nfirst line\nsecond line</textarea>', html)
+    assert _edit(client, token, name="first line\r\nsecond line").status_code == 302  # (as a browser sends it)
+    assert _row(app, token)["name"] == name and AuditKind.edit not in audit_kinds(app, token)
+    page = client.post(f"/p/{token}/edit", follow_redirects=True, data={
+        "push[expire_after_days]": "7", "push[expire_after_views]": "5", "push[name]": "first linesecond line"})
+    assert "Push was successfully updated." in page.get_data(as_text=True)
+    assert _row(app, token)["name"] == "first linesecond line" and audit_kinds(app, token)[-1] == AuditKind.edit
+    assert '<input type="text" id="push_name"' in client.get(f"/p/{token}/edit").get_data(as_text=True)
+
+
+def test_a_long_name_with_line_breaks_saved_as_shown_is_not_too_long(client, make_user, app):
+    """255 characters with line breaks, as the API allows: the box sends each break as CR LF,
+    over 255, which refused every save of the edit page."""
+    _, api_token = sign_in(client, make_user)
+    name = ("x" * 50 + "\n") * 4 + "y" * 51
+    assert len(name) == 255
+    token = client.post("/api/v2/pushes", headers=bearer(api_token),
+                        json={"push": {"payload": "x", "name": name}}).json["url_token"]
+    r = _edit(client, token, expire_after_views="3", name=name.replace("\n", "\r\n"))
+    assert r.status_code == 302, r.get_data(as_text=True)
+    row = _row(app, token)
+    assert (row["name"], row["expire_after_views"]) == (name, 3)
