@@ -51,8 +51,9 @@ pwpush() {  # PORT LABEL [VAR=value...]: start pwpush on a fresh SQLite instance
    # checkout's gunicorn.conf.py gives its workers for this process count and database.
    conf_env=$(env "$@" python3 -c '
 import os, runpy, sys, types; before = dict(os.environ); conf = runpy.run_path("gunicorn.conf.py")
-if "on_starting" in conf:  # as gunicorn calls it, with the final worker count
-    conf["on_starting"](types.SimpleNamespace(cfg=types.SimpleNamespace(workers=int(sys.argv[1]))))
+if "on_starting" in conf:  # as gunicorn calls it, with the final worker count (the arbiter
+    conf["on_starting"](types.SimpleNamespace(  # method it wraps: never called here)
+        cfg=types.SimpleNamespace(workers=int(sys.argv[1])), reap_workers=None))
 print(" ".join(f"{k}={v}" for k, v in os.environ.items() if before.get(k) != v))' "${BENCH_WORKERS:-2}")
    env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" SERVER_LABEL="$label" \
      $conf_env "$@" "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX")
