@@ -28,6 +28,10 @@
 # cold     cold start (bench/coldstart.py);  maint: purge-expired / rotate-key on 100 000 pushes
 # Env: HARNESS (../shared/bench), OUT (/tmp/pwpush-results), REPS (3), PG_ADMIN_URL
 #      (postgresql://postgres@127.0.0.1:5432/postgres). Run from anywhere; stops what it starts.
+#      OO=1: pwpush's servers (not the peer's, not the ceiling's) run under PYTHONOPTIMIZE=2 with
+#      their bytecode compiled first into $BENCH_TMP/pycache-opt2 (PYTHONPYCACHEPREFIX: without
+#      cached bytecode, e.g. under PYTHONDONTWRITEBYTECODE=1, every worker compiles its modules
+#      from source at each start: seconds, and more memory than it saves). README "Memory".
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -40,6 +44,12 @@ PREFIX=$(python3 -c 'import sys; print(sys.prefix)')   # the Python that has req
 export PWP__THROTTLING__MINUTE=0 PWP__THROTTLING__SECOND=0
 mkdir -p "$OUT"
 cd "$ROOT"
+OO_ENV=()
+if [[ ${OO:-} == 1 ]]; then
+  OO_ENV=(PYTHONOPTIMIZE=2 PYTHONPYCACHEPREFIX="$BENCH_TMP/pycache-opt2")
+  env "${OO_ENV[@]}" python3 -m compileall -q -o 2 "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+    "$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" ${BEFORE_DIR:+"$BEFORE_DIR"} "$ROOT" >/dev/null || true
+fi
 STEPS=${*:-sqlite scaling pg cold maint gunicorn}
 log() { echo "[shared_compare $(date +%T)] $*" | tee -a "$OUT/log.txt" >&2; }
 trap '"$H/servers.sh" stop-all >/dev/null 2>&1 || true' EXIT
@@ -56,7 +66,7 @@ if "on_starting" in conf:  # as gunicorn calls it, with the final worker count (
         cfg=types.SimpleNamespace(workers=int(sys.argv[1])), reap_workers=None))
 print(" ".join(f"{k}={v}" for k, v in os.environ.items() if before.get(k) != v))' "${BENCH_WORKERS:-2}")
    env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" SERVER_LABEL="$label" \
-     $conf_env "$@" "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX")
+     $conf_env "${OO_ENV[@]}" "$@" "$H/servers.sh" gunicorn "$port" pwpush:app "$PREFIX")
 }
 
 procfile() {  # PORT LABEL [VAR=value...]: pwpush started as the Procfile's `gunicorn pwpush:app`
@@ -64,7 +74,7 @@ procfile() {  # PORT LABEL [VAR=value...]: pwpush started as the Procfile's `gun
   mkdir -p "$sd"                                         # as the harness pins its targets
   printf 'SERVER_LABEL=%s\n' "$label" >"$sd/$port.env"   # (run.sh reads it; stop-all stops the pid)
   (cd "${CODE:-$ROOT}"
-   env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" BIND="127.0.0.1:$port" "$@" \
+   env PWPUSH_INSTANCE_PATH="$(mktemp -d /tmp/pwpush-bench-inst-XXXX)" BIND="127.0.0.1:$port" "${OO_ENV[@]}" "$@" \
      nohup taskset -c "${SERVER_CPUS:-1}" "$PREFIX/bin/gunicorn" --pid "$sd/$port.pid" pwpush:app \
      >"$sd/$port.log" 2>&1 &)
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/api/v2/version" && [[ -s $sd/$port.pid ]] && return 0; sleep 0.2; done
