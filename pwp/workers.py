@@ -210,9 +210,13 @@ class _Outbox:
             if self.memory:
                 sock.send_waiting(self.memory)
             if self.spool is not None:
+                # Only what its writes took whole: one the file took in part (the disk full,
+                # EFBIG) left that part after them, and the thread sends those bytes itself next.
                 self.spool.seek(0)
-                while data := self.spool.read(ANSWER_IN_MEMORY):
+                left = self.spooled
+                while left and (data := self.spool.read(min(left, ANSWER_IN_MEMORY))):
                     sock.send_waiting(data)
+                    left -= len(data)
         finally:
             self.memory.clear()
             self.release()

@@ -3,6 +3,7 @@ not by a thread, with the real gunicorn and the real worker."""
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import time
@@ -140,4 +141,39 @@ def test_an_answer_past_the_spools_room_is_written_on_by_its_thread_in_order(tmp
         answer = _until_closed(conn)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.partition(b"\r\n\r\n")[2] == DATA
         lazy.close()
+        assert "Traceback" not in server.logs()
+
+
+def _file_sizes(pid) -> list[int]:
+    """The sizes of the worker's open, deleted files (its temporary files), read through /proc."""
+    sizes = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(" (deleted)"):
+                sizes.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
+        except OSError:
+            pass  # (closed meanwhile)
+    return sizes
+
+
+def test_an_answer_whose_temporary_file_takes_only_part_of_a_write_is_sent_once_in_order(tmp_path):
+    """A write of an answer's rest that its temporary file took only in part (the disk full, or
+    here the worker's limit on a file's size: EFBIG) left that part in the file; the thread then
+    sent the file back and the whole rest after it, itself: that part twice, the answer longer
+    than its Content-Length, and the next answer on the kept-alive connection read from inside
+    it. The thread now sends back only what its writes to the file took whole."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        link = _file_link(server, env)
+        pid = _worker_pid(server)
+        limit = 512 * 1024  # (set once the file is stored: a download only reads the database)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, limit))
+        conn = _not_reading(server.port, f"GET {link} HTTP/1.1\r\nHost: h\r\n\r\n"
+                                         "GET /up HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        _until(lambda: limit in _file_sizes(pid), "a write to the answer's file cut short at the limit")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        head, _, rest = _until_closed(conn).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nContent-Length: %d\r\n" % len(DATA) in head
+        assert rest[:len(DATA)] == DATA
+        assert rest[len(DATA):].startswith(b"HTTP/1.1 200 ")  # (/up's answer, next)
         assert "Traceback" not in server.logs()
