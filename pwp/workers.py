@@ -206,9 +206,12 @@ class _Outbox:
     def flush(self, sock):
         """(The thread.) Send what is held, each write waiting (no room left for more); all of
         it let go either way (a write given up: the client is gone, nothing is sent twice)."""
+        # (Taken out first: a write given up leaves a slice of them in its exception, and a
+        # bytearray with a slice taken cannot be emptied.)
+        memory, self.memory = self.memory, bytearray()
         try:
-            if self.memory:
-                sock.send_waiting(self.memory)
+            if memory:
+                sock.send_waiting(memory)
             if self.spool is not None:
                 # Only what its writes took whole: one the file took in part (the disk full,
                 # EFBIG) left that part after them, and the thread sends those bytes itself next.
@@ -218,7 +221,6 @@ class _Outbox:
                     sock.send_waiting(data)
                     left -= len(data)
         finally:
-            self.memory.clear()
             self.release()
 
     def send_to(self, sock) -> bool | None:

@@ -9,6 +9,8 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+import pytest
+
 from servers import bearer, create_user, gunicorn, request, server_env
 from test_gunicorn_conf import _sending_slowly, _spool_files, _until_closed, _wait_until_read, _worker_pid
 from test_worker_spool import _deleted_files
@@ -177,3 +179,36 @@ def test_an_answer_whose_temporary_file_takes_only_part_of_a_write_is_sent_once_
         assert rest[:len(DATA)] == DATA
         assert rest[len(DATA):].startswith(b"HTTP/1.1 200 ")  # (/up's answer, next)
         assert "Traceback" not in server.logs()
+
+
+def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_as_gone():
+    """The thread sends what an answer's _Outbox holds itself once there is no room for more
+    (flush): where the client took part of the bytes held in memory and then nothing for the
+    socket's bound, the slice of them still referenced by the write's exception kept their
+    buffer from being emptied: a BufferError instead of the quiet EPIPE of a client gone
+    (gunicorn logged it as an error in the app, and lingered 2 s in the thread)."""
+    from pwp.workers import _Outbox, bound
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        theirs = socket.socket()
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        theirs.connect(listener.getsockname())
+        ours, _address = listener.accept()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # (no autotuning: room comes as the client reads)
+    bound(ours, 0.3)
+    while True:  # (the socket full)
+        try:
+            ours.send(bytes(65536), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+    outbox = _Outbox(None)
+    outbox.memory += os.urandom(64 * 1024)
+    taken = 0
+    while taken < 32 * 1024:  # (room for part of what it holds, then the client takes nothing)
+        taken += len(theirs.recv(32 * 1024 - taken))
+    with pytest.raises(BrokenPipeError):
+        outbox.flush(ours)
+    assert not outbox.pending()
+    ours.close()
+    theirs.close()
