@@ -2,6 +2,7 @@
 BODY_IN_MEMORY) while they come, with the real gunicorn and the real worker."""
 import json
 import os
+import re
 import socket
 import threading
 
@@ -136,3 +137,43 @@ def test_a_body_that_alone_would_pass_the_spools_cap_gets_a_503(tmp_path):
         assert answer.endswith(b'{"status":503,"error":"Service Unavailable"}\n')
         assert server.request("GET", "/up", timeout=20)[0] == 200
         assert "Traceback" not in server.logs() and "temporary file" not in server.logs()
+
+
+def test_the_spool_is_whole_again_after_bodies_refused_with_a_503(tmp_path):
+    """The bytes of bodies refused with a 503 (their file past RLIMIT_FSIZE, here as large as
+    the spool's cap; written as they came, or with their last bytes as they were handed over;
+    one with a request pipelined before it) come out of the spool's count: a body that fills
+    the spool all but a head's room is still taken afterwards (a count left over: its 503)."""
+    from test_gunicorn_conf import _spool_files, _until_out_of_files_of
+
+    from pwp.workers import BODY_IN_MEMORY
+    cap = 3 * BODY_IN_MEMORY  # (the database, the log stay smaller)
+    env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
+    post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+    def json_body(size):
+        return b'{"push": {"payload": "refused"}}' + b" " * (size - 32)
+
+    with gunicorn(env, tmp_path / "log", fsize=cap) as server:
+        files = _spool_files(server)
+        for _ in range(3):
+            size = 4 * cap
+            answer = _answer_while_sending(server.port, post + b"Content-Length: %d\r\n\r\n" % size + json_body(size))
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+            pipelined = _answer_while_sending(
+                server.port, b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n" + post + b"Content-Length: %d\r\n\r\n" % size
+                + json_body(size))
+            assert re.findall(rb"HTTP/1\.1 \d\d\d", pipelined) == [b"HTTP/1.1 200", b"HTTP/1.1 503"], pipelined[:400]
+            size = cap + 1024
+            head = post + b"Content-Length: %d\r\n\r\n" % size
+            start = json_body(size)[:BODY_IN_MEMORY + 32 * 1024]  # (64 KiB written, the rest in memory)
+            upload = _sending_slowly(server.port, head, start)
+            _wait_until_read(server.port, [upload])
+            upload.sendall(json_body(size)[len(start):])  # (its end: one write past the file's limit)
+            assert _until_closed(upload).startswith(b"HTTP/1.1 503 ")
+        _until_out_of_files_of(server, files)
+        body = json_body(cap - 1024)
+        status, _headers, answer = server.request(
+            "POST", "/api/v2/pushes", body=body, headers={"Content-Type": "application/json"}, timeout=20)
+        assert status == 201, answer
+        assert "Traceback" not in server.logs()
