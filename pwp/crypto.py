@@ -156,7 +156,8 @@ class UploadSpool(io.RawIOBase):
     secret file's plaintext never reaches the disk before it is sealed into the database.
     Reads and writes at any position (CTR's keystream is a function of the offset); lines are
     read a byte at a time (nothing here reads an upload by lines). `file`: an open binary file
-    to hold the ciphertext instead (pwp/workers.py's request bodies: a temporary file)."""
+    to hold the ciphertext instead (pwp/workers.py's request bodies and answers: an unbuffered
+    temporary file, so that a write that fails leaves nothing of itself behind in a buffer)."""
 
     def __init__(self, max_size: int = 500 * 1024, file: BinaryIO | None = None):
         super().__init__()
@@ -183,13 +184,29 @@ class UploadSpool(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        end = self._file.seek(0, io.SEEK_END)
-        if self._pos > end:  # past the end: the gap reads as zeros, as in a file
-            pos, self._pos, self._keystream = self._pos, end, None
-            self._file.write(self._xor(bytes(pos - end)))
-        self._file.seek(self._pos)
-        self._file.write(self._xor(bytes(data)))
+        # All of it or (OSError: a full disk) none of it: a write that fails midway is cut
+        # off the file again, its position as before (a caller that sends the spool's bytes on
+        # after the failure, workers._Outbox, sent its first part twice).
+        end, pos = self._file.seek(0, io.SEEK_END), self._pos
+        try:
+            if pos > end:  # past the end: the gap reads as zeros, as in a file
+                self._pos, self._keystream = end, None
+                self._write_all(self._xor(bytes(pos - end)))
+            self._file.seek(self._pos)
+            self._write_all(self._xor(bytes(data)))
+        except OSError:
+            self._pos, self._keystream = pos, None
+            try:
+                self._file.truncate(end)
+            except OSError:
+                pass
+            raise
         return len(data)
+
+    def _write_all(self, data: bytes) -> None:
+        with memoryview(data) as left:  # (an unbuffered file may take part of it: its rest again)
+            while left:
+                left = left[self._file.write(left):]
 
     def readinto(self, buffer) -> int:
         self._file.seek(self._pos)

@@ -375,7 +375,7 @@ def _encrypted_spool():
     head's credentials) never touches the disk, as the app's own uploads (crypto.UploadSpool)."""
     from pwp.crypto import UploadSpool  # (in the worker, its app loaded: not in gunicorn's master)
 
-    return UploadSpool(file=tempfile.TemporaryFile())
+    return UploadSpool(file=tempfile.TemporaryFile(buffering=0))  # (a failed write: nothing left buffered)
 
 
 class _SpooledUnreader(SocketUnreader):

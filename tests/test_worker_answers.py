@@ -6,10 +6,14 @@ import re
 import resource
 import signal
 import socket
+import threading
 import time
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
 
 from servers import bearer, create_user, gunicorn, request, server_env
 from test_gunicorn_conf import _sending_slowly, _spool_files, _until_closed, _wait_until_read, _worker_pid
@@ -212,3 +216,71 @@ def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_
     assert not outbox.pending()
     ours.close()
     theirs.close()
+
+
+@contextmanager
+def _files_at_most(size):
+    """This process's files may hold at most `size` bytes (RLIMIT_FSIZE's soft limit: past it a
+    write fails, EFBIG); the limit as before afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_spooled_write_that_fails_leaves_the_spool_as_it_was():
+    """A body's or answer's temporary file (workers._encrypted_spool) whose write fails midway
+    (TMPDIR full; here past RLIMIT_FSIZE) kept the part of it that was written, and its reads
+    went on after it: the file's bytes no longer what was written to it. The failed write now
+    leaves neither bytes nor a position behind."""
+    from pwp.workers import _encrypted_spool
+
+    before, failing, after = os.urandom(100_000), os.urandom(300_000), os.urandom(10_000)
+    spool = _encrypted_spool()
+    with _files_at_most(256 * 1024):
+        spool.write(before)
+        with pytest.raises(OSError):
+            spool.write(failing)
+        assert spool.tell() == len(before)  # (was: 400 000)
+        spool.write(after)
+    spool.seek(0)
+    assert spool.read() == before + after  # (was: the failed write's first 162 144 bytes in between)
+    spool.close()
+
+
+def test_an_answer_whose_temporary_file_runs_out_of_room_comes_whole_and_once():
+    """A thread leaves the rest of an answer the socket did not take to its _Outbox, past
+    64 KiB in a temporary file; that write failing midway (TMPDIR full; here past RLIMIT_FSIZE)
+    left part of it in the file, and the thread then sent the file and the whole rest again:
+    1 MiB came as 1.25 MiB, a download's bytes twice. Now it comes as it was written."""
+    from pwp import workers
+
+    cfg = Config()
+    worker = workers.ThreadWorker(0, os.getpid(), [], None, 30, cfg, Logger(cfg))
+    server, client = socket.socketpair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    workers.bound(server, 20)
+    workers._OUTBOXES[server] = workers._Outbox(worker)
+    data = os.urandom(1024 * 1024)
+    limit = 256 * 1024
+
+    def send():
+        try:
+            server.sendall(data)  # (what the socket takes, the rest to the outbox: past `limit`, no room)
+        finally:
+            workers._OUTBOXES.pop(server, None)
+            server.close()
+    with _files_at_most(limit):
+        thread = threading.Thread(target=send)
+        thread.start()  # (its socket takes a few KiB at once, read or not: the rest goes to the outbox)
+        client.settimeout(20)  # (a failure guard only)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+        thread.join()
+    client.close()
+    assert len(received) == len(data) and received == data  # (was: 1 310 720 bytes)
+    assert worker.answers_spooled == 0
