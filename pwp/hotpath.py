@@ -53,7 +53,7 @@ class HotPath:
             return _bad_host(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if (path[-1:] == "/" and path != "/") or "//" in path:
-            environ["PATH_INFO"] = "/" + "/".join(segment for segment in path.split("/") if segment)
+            environ["PATH_INFO"] = routed_path(path)
         handler = self.handler(environ)
         if handler is None:
             return self.wsgi_app(environ, start_response)
@@ -131,6 +131,11 @@ class HotPath:
             return None
         return 200, api.push_json(result.push, now, retrieval=result, base=api.base_url_for(environ),
                                   locale="")  # (no query, no body: no push_locale)
+
+
+def routed_path(path: str) -> str:
+    """The path a request is routed by: without a trailing slash or doubled ones."""
+    return "/" + "/".join(segment for segment in path.split("/") if segment)
 
 
 def _bad_host(environ, start_response):

@@ -43,13 +43,14 @@ import threading
 import time
 from collections import deque
 from functools import partial
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes
 
 from gunicorn.http.body import Body
 from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
+from gunicorn.util import split_request_uri
 from gunicorn.workers import gthread
 
 # The most bytes of heads (and bodies kept in memory) the main loop holds, all connections
@@ -342,15 +343,19 @@ class _ChunkedEnd:
 
 
 def _is_api(head) -> bool:
-    """Whether the request whose head starts `head` is the API's: its errors are JSON."""
+    """Whether the request whose head starts `head` is the API's: its errors are JSON. Its
+    path as the app routes it: gunicorn's PATH_INFO (`//api/...` a path, percent-decoded),
+    without doubled or trailing slashes (pwp.hotpath)."""
     from pwp.errors import is_api_path  # (in the worker, its app loaded)
+    from pwp.hotpath import routed_path
 
     start = 2 if head[:2] == b"\r\n" else 0  # (one empty line may come first)
     target = bytes(head[start:head.find(b"\r\n", start)]).split(b" ")[1:2] or [b"/"]
     try:
-        return is_api_path(urlsplit(target[0].decode("latin-1")).path)
+        path = split_request_uri(target[0].decode("latin-1")).path
     except ValueError:  # (an absolute-form target urlsplit refuses: "http://[", say)
         return False
+    return is_api_path(routed_path(unquote_to_bytes(path).decode("latin-1")))
 
 
 def _unavailable(api: bool) -> bytes:

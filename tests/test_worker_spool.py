@@ -125,16 +125,19 @@ def test_a_body_whose_temporary_file_cannot_be_written_gets_a_503_and_the_connec
 
 def test_a_body_that_alone_would_pass_the_spools_cap_gets_a_503(tmp_path):
     """A body that needs more room than the spool's cap holds, with no unfinished body to take
-    it from, was dropped without an answer; it now gets the 503 of a full spool."""
+    it from, was dropped without an answer; it now gets the 503 of a full spool. JSON for the
+    paths the app answers as the API's: `//api/v2/pushes` (a base URL that ends in a slash)
+    and `/%61pi/...` too, as gunicorn and the app read them (the 503 was text)."""
     from pwp.workers import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(2 * BODY_IN_MEMORY))
     size = 8 * BODY_IN_MEMORY
-    request = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % size + b"{" + b" " * (size - 1))
     with gunicorn(env, tmp_path / "log") as server:
-        answer = _answer_while_sending(server.port, request)
-        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 30\r\n" in answer  # (was: b"")
-        assert answer.endswith(b'{"status":503,"error":"Service Unavailable"}\n')
+        for target in (b"/api/v2/pushes", b"//api/v2/pushes", b"http://x//api/v2/pushes/", b"/%61pi/v2/pushes"):
+            request = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % (target, size) + b"{" + b" " * (size - 1))
+            answer = _answer_while_sending(server.port, request)
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 30\r\n" in answer  # (was: b"")
+            assert answer.endswith(b'{"status":503,"error":"Service Unavailable"}\n'), (target, answer)
         assert server.request("GET", "/up", timeout=20)[0] == 200
         assert "Traceback" not in server.logs() and "temporary file" not in server.logs()
 
