@@ -20,6 +20,8 @@ from typing import BinaryIO
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from .errors import KeysOutOfDate
+
 log = logging.getLogger("pwp")  # (the app's logger: its RedactFilter sees every record)
 
 # scrypt cost: ~20 ms and 16 MiB per passphrase check on this machine kind.
@@ -64,7 +66,11 @@ class Keyring:
         self.out_of_date = False
 
     def encrypt(self, data: bytes) -> bytes:
-        """Encrypt under the first master key."""
+        """Encrypt a stored secret under the first master key; KeysOutOfDate once this process
+        found its keys out of date: a push, a note, a file or a two-factor secret written
+        under a key the other instances drop at the rotation's end would be lost with it."""
+        if self.out_of_date:
+            raise KeysOutOfDate()
         return self._multi.encrypt(data)
 
     def decrypt(self, token: bytes) -> bytes:

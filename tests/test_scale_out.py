@@ -103,3 +103,43 @@ def test_a_note_another_instances_key_encrypted_is_a_503_on_the_owners_list(app,
     finally:
         with newer.app_context():
             db.engine.dispose()
+
+
+def test_an_instance_left_behind_by_rotate_key_writes_no_secret_under_its_old_key(app, client, make_user, clock,
+                                                                                  database_url, tmp_path):
+    """Once it found rotate-key moved the database to keys it lacks, an instance writes no
+    stored secret under its old key: not a push, and neither a note, a file nor a two-factor
+    secret, which the other instances could not read once the old key is dropped (the
+    account locked out of its sign-in)."""
+    import pyotp
+    from test_web_two_factor import SECRET
+    from webutil import create as web_create, sign_in
+
+    from pwp import pushes
+
+    sign_in(client, make_user)
+    owned = web_create(client, payload="mine", expire_after_days=7, expire_after_views=5)
+    other = web_create(client, payload="another")
+    newer = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                       instance_path=str(tmp_path / "newer"))
+    try:
+        with newer.app_context():
+            pushes.rotate_keys()  # what `flask rotate-key` runs, there: the key check under NEW
+        assert client.get(f"/p/{other}").status_code == 503  # this process now knows it
+        edited = client.post(f"/p/{owned}/edit", data={
+            "push[expire_after_days]": "7", "push[expire_after_views]": "5", "push[note]": "a new note"})
+        assert edited.status_code == 503
+        html = client.get("/users/two_factor").get_data(as_text=True)
+        secret = SECRET.search(html).group(1).replace(" ", "")
+        turned_on = client.post("/users/two_factor", data={
+            "current_password": "correct horse", "code": pyotp.TOTP(secret).at(pushes.unix_seconds(clock.now))})
+        assert turned_on.status_code == 503
+        with app.app_context():
+            rows = db.session.execute(db.text(
+                "SELECT (SELECT count(*) FROM pushes WHERE note_ciphertext IS NOT NULL), "
+                "(SELECT count(*) FROM users WHERE otp_secret_ciphertext IS NOT NULL)")).one()
+            db.session.commit()
+        assert tuple(rows) == (0, 0)
+    finally:
+        with newer.app_context():
+            db.engine.dispose()
