@@ -765,7 +765,7 @@ def retrieve_open(url_token: str, actor: Actor, now: datetime) -> Retrieval | No
         try:
             payload = _open_payload(ciphertext, None, push.id)
         except KeysOutOfDate:
-            _give_back_view(push.id, now)
+            _give_back_view(push.id, actor, now)
             raise
     return Retrieval(push=push, payload=payload, last_view=last, granted=True)
 
@@ -803,14 +803,17 @@ def its_keys_are_out_of_date() -> bool:
     return keyring().out_of_date
 
 
-def _give_back_view(push_id: int, now: datetime):
-    """Undo a counted view whose payload was not served: its count and its event."""
-    db.session.execute(update(Push).where(Push.id == push_id, Push.view_count > 0)
-                       .values(view_count=Push.view_count - 1))
-    event = (select(AuditLog.id).where(AuditLog.push_id == push_id, AuditLog.kind == AuditKind.view,
-                                       AuditLog.created_at == now)
-             .order_by(AuditLog.id.desc()).limit(1).scalar_subquery())
-    db.session.execute(delete(AuditLog).where(AuditLog.id == event))
+def _give_back_view(push_id: int, actor: Actor, now: datetime):
+    """Undo a counted view whose payload was not served: its count and its event (this
+    request's: another viewer's at the same instant stays). Not on a push that another view
+    used up meanwhile: that view was served as the last, the push expired with this count."""
+    if db.session.execute(update(Push).where(Push.id == push_id, Push.expired == false(), Push.view_count > 0)
+                          .values(view_count=Push.view_count - 1)).rowcount:
+        event = _event(AuditKind.view, actor)
+        mine = (select(AuditLog.id).where(AuditLog.push_id == push_id, AuditLog.created_at == now,
+                                          *(AuditLog.__table__.c[key] == event[key] for key in _EVENT_KEYS))
+                .order_by(AuditLog.id.desc()).limit(1).scalar_subquery())
+        db.session.execute(delete(AuditLog).where(AuditLog.id == mine))
     db.session.commit()
 
 

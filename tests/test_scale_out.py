@@ -143,3 +143,67 @@ def test_an_instance_left_behind_by_rotate_key_writes_no_secret_under_its_old_ke
     finally:
         with newer.app_context():
             db.engine.dispose()
+
+
+def _a_view_whose_give_back_waits(app, url_token, now):
+    """Start a retrieval on `app` (whose key does not open the push) that counted its view and
+    waits, before giving it back, for the key check this test holds locked (PostgreSQL);
+    return (the thread, what it raised)."""
+    import threading
+
+    from pwp import pushes
+
+    raised = []
+
+    def view():
+        with app.app_context():
+            try:
+                pushes.retrieve_open(url_token, pushes.Actor(ip="10.0.0.1", user_agent="left behind"), now)
+            except Exception as exc:  # (what the request answers: asserted below)
+                raised.append(exc)
+    thread = threading.Thread(target=view)
+    thread.start()
+    return thread, raised
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_a_view_given_back_leaves_the_other_viewers_views_and_their_expiry(app, database_url, tmp_path, views):
+    """Another viewer's view between the count and the give-back (through an instance with
+    the key, at the same instant): the push it used up stays used up (its count is not put
+    back under its limit), and its event stays in the audit log."""
+    import psycopg
+
+    from conftest import NOW, sql, wait_for_a_lock_waiter
+    from pwp import pushes
+    from pwp.errors import KeysOutOfDate
+    from pwp.models import AuditKind
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a give-back held back by a lock of the key check: PostgreSQL")
+    newer = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                       instance_path=str(tmp_path / "newer"))
+    try:
+        created = newer.test_client().post("/api/v2/pushes", json={
+            "push": {"payload": "the secret", "expire_after_views": views}})
+        url_token = created.get_json()["url_token"]
+        with psycopg.connect(database_url) as lock:
+            lock.execute("LOCK TABLE key_check IN ACCESS EXCLUSIVE MODE")
+            thread, raised = _a_view_whose_give_back_waits(app, url_token, NOW)
+            wait_for_a_lock_waiter(database_url, "the give-back", "%key_check%", thread)
+            with newer.app_context():
+                seen = pushes.retrieve_open(url_token, pushes.Actor(ip="10.0.0.2", user_agent="up to date"), NOW)
+                assert seen.payload == "the secret" and seen.last_view == (views == 2)
+            lock.commit()
+        thread.join()
+        assert len(raised) == 1 and isinstance(raised[0], KeysOutOfDate)
+        (count, expired), = sql(app, "SELECT view_count, expired FROM pushes")
+        events = sql(app, "SELECT ip FROM audit_logs WHERE kind = :view", view=AuditKind.view)
+        if views == 2:  # used up by the other view: as it was, the view left behind counted
+            assert (count, expired) == (2, True)
+            assert sorted(ip for ip, in events) == ["10.0.0.1", "10.0.0.2"]
+        else:
+            assert (count, expired) == (1, False)
+            assert events == [("10.0.0.2",)]
+    finally:
+        with newer.app_context():
+            db.engine.dispose()
