@@ -18,8 +18,11 @@ full cap takes it from the unfinished bodies that sent nothing for longest (drop
 clients keep neither heads nor later uploads out. A client that sends a body a byte now
 and then holds no thread; nor does one that reads a long answer slowly: the thread writes what
 the socket takes at once and leaves the rest to the main loop (_Outbox: in memory up to 64 KiB,
-past it in an encrypted temporary file, within the same cap as bodies' files; past the cap the
-thread writes on itself, each write bounded), which sends it as the socket drains, drops the
+while what is held is under half of the heads' memory, as bodies; past it in an encrypted
+temporary file, answers' files within half of the files' cap, so bodies always keep the other
+half; past either the thread writes on itself, each write bounded), which sends it as the
+socket drains (what it reads back from the file and the socket does not take stays in the
+file, never held: slow readers cannot crowd out the heads), drops the
 client once it took nothing for `timeout`, and reads the connection's next request only
 once the answer is sent (nginx's proxy_buffering).
 
@@ -80,9 +83,14 @@ BODY_LIMIT = 64 * 1024 * 1024
 # wrote them to the main loop, which sends them as the socket drains (as nginx buffers an
 # upstream's answer: proxy_buffering, proxy_temp_path): up to ANSWER_IN_MEMORY of them in memory
 # (while the heads and bodies held are under BODIES_HELD; counted with them once the thread is
-# done), past it in an encrypted temporary file, bodies' and answers' files together within
-# BODIES_SPOOLED (past it the thread writes on itself, each write bounded by `timeout`).
+# done), past it in an encrypted temporary file, answers' files together within ANSWERS_SPOOLED
+# (half of BODIES_SPOOLED: the rest is the bodies', which never wait for answers' room) and with
+# bodies' within BODIES_SPOOLED (past either the thread writes on itself, each write bounded by
+# `timeout`). What the main loop reads back from a file it sends at once, and what the socket
+# does not take goes back to the file (its position), never held: slow readers of many long
+# answers would otherwise hold ANSWER_IN_MEMORY each, unbounded, and crowd out the heads.
 ANSWER_IN_MEMORY = 64 * 1024
+ANSWERS_SPOOLED = BODIES_SPOOLED // 2
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
 RETRY_AFTER = 30
@@ -190,7 +198,8 @@ class _Outbox:
             self.memory += data
             return True
         with worker.spool_lock:
-            if worker.spooled + worker.answers_spooled + len(data) > BODIES_SPOOLED:
+            answers_spooled = worker.answers_spooled + len(data)
+            if answers_spooled > ANSWERS_SPOOLED or worker.spooled + answers_spooled > BODIES_SPOOLED:
                 return False
             worker.answers_spooled += len(data)
         try:
@@ -226,9 +235,11 @@ class _Outbox:
 
     def send_to(self, sock) -> bool | None:
         """(The main loop.) Send what the socket takes now: True once all is sent, False where
-        the socket took all it could for now, None where the connection failed."""
+        the socket took all it could for now, None where the connection failed. Bytes read
+        back from the file are not held: what the socket does not take is read again later."""
         while True:
-            if not self.memory:
+            data = self.memory
+            if not data:
                 if self.spool is None:
                     return True
                 try:
@@ -238,14 +249,21 @@ class _Outbox:
                 if not data:
                     self.release()
                     return True
-                self.memory += data
             try:
-                sent = socket.socket.send(sock, self.memory, socket.MSG_DONTWAIT)
+                sent = socket.socket.send(sock, data, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return False
+                sent = 0
             except OSError:
                 return None
-            del self.memory[:sent]
+            if data is self.memory:
+                del self.memory[:sent]
+            elif sent < len(data):
+                try:
+                    self.spool.seek(sent - len(data), os.SEEK_CUR)
+                except OSError:
+                    return None
+            if sent < len(data):
+                return False
 
     def release(self):
         """Close its file (and give its room back); what is in memory stays."""
@@ -701,7 +719,8 @@ class ThreadWorker(gthread.ThreadWorker):
         """Drop the unfinished spooled bodies (not conn's) that sent nothing for longest (the
         earliest deadline of a read) until the spool is back under BODIES_SPOOLED, if they can
         make it so: a few clients sending a byte within each `timeout` cannot keep out every
-        later upload. (Answers' files count in the cap, and are never dropped for room.)"""
+        later upload. (Answers' files count in the cap, and are never dropped for room: they
+        take at most ANSWERS_SPOOLED of it, the rest the bodies'.)"""
         others = sorted((other for other in self.bodies if other.spool is not None and other is not conn),
                         key=lambda other: other.timeout)
         if self.spooled + self.answers_spooled - sum(other.spooled for other in others) > BODIES_SPOOLED:

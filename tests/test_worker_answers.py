@@ -188,13 +188,9 @@ def test_an_answer_whose_temporary_file_takes_only_part_of_a_write_is_sent_once_
         assert "Traceback" not in server.logs()
 
 
-def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_as_gone():
-    """The thread sends what an answer's _Outbox holds itself once there is no room for more
-    (flush): where the client took part of the bytes held in memory and then nothing for the
-    socket's bound, the slice of them still referenced by the write's exception kept their
-    buffer from being emptied: a BufferError instead of the quiet EPIPE of a client gone
-    (gunicorn logged it as an error in the app, and lingered 2 s in the thread)."""
-    from pwp.workers import _Outbox, bound
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    """A connection's two ends: the server's (ours) and a client's that reads nothing yet
+    (theirs, a small receive buffer)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
@@ -203,6 +199,17 @@ def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_
         theirs.connect(listener.getsockname())
         ours, _address = listener.accept()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # (no autotuning: room comes as the client reads)
+    return ours, theirs
+
+
+def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_as_gone():
+    """The thread sends what an answer's _Outbox holds itself once there is no room for more
+    (flush): where the client took part of the bytes held in memory and then nothing for the
+    socket's bound, the slice of them still referenced by the write's exception kept their
+    buffer from being emptied: a BufferError instead of the quiet EPIPE of a client gone
+    (gunicorn logged it as an error in the app, and lingered 2 s in the thread)."""
+    from pwp.workers import _Outbox, bound
+    ours, theirs = _socket_pair()
     bound(ours, 0.3)
     while True:  # (the socket full)
         try:
@@ -287,3 +294,84 @@ def test_an_answer_whose_temporary_file_runs_out_of_room_comes_whole_and_once():
     client.close()
     assert len(received) == len(data) and received == data  # (was: 1 310 720 bytes)
     assert worker.answers_spooled == 0
+
+
+def test_an_answers_rest_read_back_from_its_file_is_not_held_while_its_client_takes_nothing():
+    """The main loop read an answer's rest back from its temporary file ANSWER_IN_MEMORY at a
+    time and held what the socket did not take until it drained, counted with the heads held
+    and bounded by nothing: some 512 slow downloads of one shared link took the whole of
+    HEADS_HELD, and the worker dropped every new request's head. What it reads back now goes
+    back to the file (its position) where the socket does not take it: nothing is held, and
+    the client still gets the whole answer, in order."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from pwp.workers import ANSWER_IN_MEMORY, ThreadWorker, _Outbox
+    cfg = Config()
+    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+    ours, theirs = _socket_pair()
+    data = os.urandom(32 * ANSWER_IN_MEMORY + 123)
+    outbox = _Outbox(worker)
+    assert outbox.put(data) and not outbox.memory  # (past ANSWER_IN_MEMORY: all in its file)
+    outbox.spool.seek(0)  # (as finish_request)
+    assert outbox.send_to(ours) is False
+    assert not outbox.memory  # (was: what the socket did not take of 64 KiB read back)
+    received = bytearray()
+    theirs.setblocking(False)
+    while (sent := outbox.send_to(ours)) is False:
+        try:
+            received += theirs.recv(65536)
+        except BlockingIOError:
+            pass
+        assert not outbox.memory
+    assert sent is True and worker.answers_spooled == 0
+    worker.tmp.close()
+    theirs.setblocking(True)
+    ours.close()
+    received += _until_closed(theirs)
+    assert received == data
+
+
+def _threads_sending(pid) -> int:
+    """How many of the worker's threads are blocked in a write to a socket (sendto, Linux's
+    x86-64 syscall 44), read through /proc."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as syscall:
+                count += syscall.read().split(" ")[0] == "44"
+        except OSError:
+            pass  # (ended meanwhile)
+    return count
+
+
+def test_slow_downloads_leave_the_spool_room_for_uploads_and_heads_are_answered(tmp_path):
+    """Answers' temporary files took room in the spool's cap that bodies could never take back:
+    clients that asked for long answers and read nothing filled it, and every upload past
+    BODY_IN_MEMORY got a 503. Answers' files now take at most half of the cap (past it, the
+    thread writes on itself, as before the main loop sent answers): an upload that fits in
+    the other half is taken, and a new request is answered meanwhile."""
+    cap = 8 * 1024 * 1024
+    env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
+    # (A thread for each download, which may write on itself, and one for the others.)
+    with gunicorn(env, tmp_path / "log", args=("--threads", "4")) as server:
+        link = _file_link(server, env)
+        pid = _worker_pid(server)
+        get = f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+        # (Loopback's send buffer takes some 3 MiB of each: three leave over the cap in files.)
+        slow = [_not_reading(server.port, get) for _ in range(3)]
+        # Once a thread writes on itself, answers' files took all the room they may.
+        _until(lambda: _threads_sending(pid) > 0, "a download's thread writing on itself")
+        upload = os.urandom(3 * 1024 * 1024)
+        body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="up.bin"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n" + upload + b"\r\n--b0undary--\r\n")
+        token = create_user(env, "upload@example.com")
+        status, _headers, _raw = server.request("POST", "/api/v2/pushes", body=body, headers={
+            **bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"}, timeout=20)
+        assert status == 201  # (was: 503)
+        assert request(server.port, "GET", "/up", timeout=20)[0] == 200
+        for conn in slow:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            answer = _until_closed(conn)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.partition(b"\r\n\r\n")[2] == DATA
+        assert "Traceback" not in server.logs()
