@@ -67,7 +67,8 @@ HEADS_HELD = 32 * 1024 * 1024
 # that bodies never take the room heads need) written to a temporary file (TMPDIR, deleted at
 # once), all bodies' files together at most BODIES_SPOOLED (PWPUSH_BODIES_SPOOLED, in bytes): a
 # body that would pass it takes the room of the unfinished bodies that sent nothing for longest,
-# dropped without an answer (itself refused, a 503, only when they are not enough), as slow
+# dropped without an answer (itself refused, a 503, only when they are not enough; one whose
+# Content-Length alone passes the cap at once, before any room is taken), as slow
 # clients could otherwise keep every later upload out. A body whose file cannot be made or
 # written (TMPDIR full or missing) gets a 503 too (refuse_body).
 # A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
@@ -431,6 +432,7 @@ class _Connection(gthread.TConn):
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
+    unspoolable = False  # its body's Content-Length alone passes BODIES_SPOOLED (wait_for_body)
     # Its body is longer than the app takes, or framed in a way gunicorn refuses: the thread reads
     # no more of it (nor anything) from the client (_Gone), and the connection closes after the answer.
     cut = False
@@ -604,6 +606,12 @@ class ThreadWorker(gthread.ThreadWorker):
         if waiting:
             self.heads.remove(conn)
         if end >= 0 and self.wait_for_body(conn, end + 4):
+            if conn.unspoolable:
+                # Alone it would pass the spool's cap: refused now, not once its file passed
+                # the cap, having taken other uploads' room on the way (make_room) in vain.
+                conn.api = _is_api(head)
+                self.refuse_body(conn, waiting, None)
+                return
             conn.timeout = time.monotonic() + self.cfg.timeout
             if waiting:
                 self.held += len(head)  # (read_body counts it as waiting)
@@ -645,6 +653,9 @@ class ThreadWorker(gthread.ThreadWorker):
             conn.left = int(lengths[0]) - (len(head) - body_start)
             if conn.left <= 0:
                 return False
+            if int(lengths[0]) > max(BODIES_SPOOLED, BODY_IN_MEMORY):
+                conn.unspoolable = True  # (no 100 Continue: read_head refuses it)
+                return True
         conn.limit = body_start + self.body_limit  # (chunked: the bytes after which it goes to a thread)
         conn.continued = False
         if expect and head.find(b" HTTP/1.1\r\n", 0, body_start) >= 0:

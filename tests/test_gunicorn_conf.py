@@ -992,7 +992,7 @@ def test_a_full_spool_drops_the_body_that_sent_nothing_for_longest_not_the_newes
     unfinished bodies that sent nothing for longest (PWPUSH_BODIES_SPOOLED: a smaller cap)."""
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(4 * 1024 * 1024))
     post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    lazy_head = post + b"Content-Length: %d\r\n\r\n" % (8 * 1024 * 1024)
+    lazy_head = post + b"Content-Length: %d\r\n\r\n" % (3584 * 1024)  # (each would fit alone)
     body = b'{"push": {"payload": "uploaded"}}' + b" " * (2 * 1024 * 1024)
     with gunicorn(env, tmp_path / "log") as server:
         lazy = []

@@ -10,7 +10,7 @@ import pytest
 from urllib.parse import urlsplit
 
 from servers import bearer, create_user, gunicorn, server_env
-from test_gunicorn_conf import _sending_slowly, _until_closed, _wait_until_read, _worker_pid
+from test_gunicorn_conf import _sending_slowly, _still_open, _until_closed, _wait_until_read, _worker_pid
 
 
 def _deleted_files(pid) -> list[bytes]:
@@ -143,31 +143,32 @@ def test_a_body_that_alone_would_pass_the_spools_cap_gets_a_503(tmp_path):
 
 
 def test_the_spool_is_whole_again_after_bodies_refused_with_a_503(tmp_path):
-    """The bytes of bodies refused with a 503 (their file past RLIMIT_FSIZE, here as large as
-    the spool's cap; written as they came, or with their last bytes as they were handed over;
-    one with a request pipelined before it) come out of the spool's count: a body that fills
-    the spool all but a head's room is still taken afterwards (a count left over: its 503)."""
+    """The bytes of bodies refused with a 503 (their file past RLIMIT_FSIZE, here
+    3 x 64 KiB; written as they came, or with their last bytes as they were handed over;
+    one with a request pipelined before it; each declared within the cap, which refuses a
+    longer one at its head) come out of the spool's count: a body as long as a file may be is
+    still taken afterwards (the refused bodies' counts left over would fill the cap: its 503)."""
     from test_gunicorn_conf import _spool_files, _until_out_of_files_of
 
     from pwp.workers import BODY_IN_MEMORY
-    cap = 3 * BODY_IN_MEMORY  # (the database, the log stay smaller)
+    cap, limit = 8 * BODY_IN_MEMORY, 3 * BODY_IN_MEMORY  # (the database, the log stay smaller)
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
     post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
     def json_body(size):
         return b'{"push": {"payload": "refused"}}' + b" " * (size - 32)
 
-    with gunicorn(env, tmp_path / "log", fsize=cap) as server:
+    with gunicorn(env, tmp_path / "log", fsize=limit) as server:
         files = _spool_files(server)
         for _ in range(3):
-            size = 4 * cap
+            size = 2 * limit
             answer = _answer_while_sending(server.port, post + b"Content-Length: %d\r\n\r\n" % size + json_body(size))
             assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
             pipelined = _answer_while_sending(
                 server.port, b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n" + post + b"Content-Length: %d\r\n\r\n" % size
                 + json_body(size))
             assert re.findall(rb"HTTP/1\.1 \d\d\d", pipelined) == [b"HTTP/1.1 200", b"HTTP/1.1 503"], pipelined[:400]
-            size = cap + 1024
+            size = limit + 1024
             head = post + b"Content-Length: %d\r\n\r\n" % size
             start = json_body(size)[:BODY_IN_MEMORY + 32 * 1024]  # (64 KiB written, the rest in memory)
             upload = _sending_slowly(server.port, head, start)
@@ -175,7 +176,7 @@ def test_the_spool_is_whole_again_after_bodies_refused_with_a_503(tmp_path):
             upload.sendall(json_body(size)[len(start):])  # (its end: one write past the file's limit)
             assert _until_closed(upload).startswith(b"HTTP/1.1 503 ")
         _until_out_of_files_of(server, files)
-        body = json_body(cap - 1024)
+        body = json_body(limit - 1024)
         status, _headers, answer = server.request(
             "POST", "/api/v2/pushes", body=body, headers={"Content-Type": "application/json"}, timeout=20)
         assert status == 201, answer
@@ -211,3 +212,33 @@ def test_a_spool_reads_back_what_was_written_after_any_seeks_and_partial_reads()
         spool.seek(0)
         assert spool.read() == model.getvalue()
         spool.close()
+
+
+def test_a_body_declared_past_the_spools_cap_gets_its_503_at_once_and_drops_no_other_upload(tmp_path):
+    """A body whose Content-Length alone passes the spool's cap was read until its file passed
+    the cap, and on its way took the room of the unfinished uploads that sent nothing for
+    longest, dropped without an answer, though it was refused itself (503) a moment later:
+    seen in a soak with an 8 MiB cap, where 9 MiB uploads cut slower ones that would have
+    fitted. Its 503 now comes once its head is read; the other upload ends as it would have."""
+    from pwp.workers import BODY_IN_MEMORY
+    env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(8 * BODY_IN_MEMORY))
+    data = os.urandom(5 * BODY_IN_MEMORY)
+    boundary = b"slower-" + os.urandom(8).hex().encode()
+    body = _multipart("fits.bin", data, boundary)
+    big = 16 * BODY_IN_MEMORY
+    too_big = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % big + b"{" + b" " * (big - 1))
+    with gunicorn(env, tmp_path / "log") as server:
+        token = create_user(env, "cap@example.com")
+        head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: %d\r\n\r\n"
+                % (token.encode(), boundary, len(body)))
+        slower = _sending_slowly(server.port, head, body[:4 * BODY_IN_MEMORY])  # (spooled: half the cap)
+        _wait_until_read(server.port, [slower])
+        answer = _answer_while_sending(server.port, too_big)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 30\r\n" in answer
+        assert _still_open(slower)  # (was: closed, unanswered)
+        slower.sendall(body[4 * BODY_IN_MEMORY:])
+        answer_head, _, answer = _until_closed(slower).partition(b"\r\n\r\n")
+        assert answer_head.startswith(b"HTTP/1.1 201 "), answer_head
+        assert "Traceback" not in server.logs()
