@@ -1,0 +1,160 @@
+"""The security headers on every kind of answer a real server sends (gunicorn pwpush:app with
+gunicorn.conf.py, as the Procfile runs it): pages, both APIs (the hot path's answers too),
+redirects, errors the app answers, HEAD, static files with their 304 and ranges, and file
+downloads whole, in part and past their end. Secrets and tokens must never sit in a cache
+(Cache-Control: no-store on all but static assets), nor a page be framed, sniffed, or leak
+its address in a Referer header.
+"""
+import json
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+from servers import bearer, create_user, gunicorn, server_env
+
+SECURITY = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
+CSP_PARTS = ("script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'")
+
+
+def _raw(port, data: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes as they are (a request http.client would not write); the status, headers
+    (names in lower case) and body of the answer, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(data)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def _request(port, method, path, headers=None, body=b""):
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    return _raw(port, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def _multipart(fields: dict, files: list) -> tuple[str, bytes]:
+    boundary = "pwpushboundary0123456789"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    parts += [(f'--{boundary}\r\nContent-Disposition: form-data; name="push[files][]"; filename="{name}"\r\n'
+               f"Content-Type: {kind}\r\n\r\n").encode() + data + b"\r\n" for name, kind, data in files]
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def _missing(headers: dict, cache: str = "no-store") -> list:
+    """What the answer lacks of the security headers."""
+    missing = [f"{name}: {value}" for name, value in SECURITY.items() if headers.get(name) != value]
+    missing += [f"CSP {part}" for part in CSP_PARTS if part not in headers.get("content-security-policy", "")]
+    if headers.get("cache-control") != cache:
+        missing.append(f"Cache-Control: {cache} (got {headers.get('cache-control')!r})")
+    return missing
+
+
+def test_every_kind_of_answer_carries_the_security_headers(tmp_path):
+    env = server_env(tmp_path / "instance")
+    token = create_user(env, "owner@example.com")
+    auth = {"Authorization": bearer(token)["Authorization"]}
+    as_json = {"Content-Type": "application/json"}
+    with gunicorn(env, tmp_path / "log") as server:
+        port = server.port
+
+        def call(method, path, headers=None, body=b""):
+            return _request(port, method, path, headers, body)
+
+        def create(fields, headers=None):
+            status, _headers, body = call("POST", "/api/v2/pushes", {**as_json, **(headers or {})},
+                                          json.dumps({"push": fields}).encode())
+            assert status == 201, body
+            return json.loads(body)["url_token"]
+
+        text = create({"payload": "secret text"})  # (the hot path's create)
+        url = create({"payload": "https://example.com/away", "kind": "url"}, auth)
+        content_type, body = _multipart({"push[payload]": "files"},
+                                        [("page.html", "text/html", b"<script>alert(1)</script>")])
+        status, _headers, answer = call("POST", "/api/v2/pushes", {**auth, "Content-Type": content_type}, body)
+        assert status == 201, answer
+        files = json.loads(answer)["url_token"]
+        status, _headers, answer = call("GET", f"/api/v2/pushes/{files}", auth)
+        download = urlsplit(json.loads(answer)["files"][0]["url"]).path
+        _status, static, _body = call("GET", "/static/app.css")
+
+        answers = {
+            "page": (call("GET", "/"), 200),
+            "API retrieve (hot path)": (call("GET", f"/api/v2/pushes/{text}"), 200),
+            "API retrieve, passphrase asked (Flask)": (call("GET", f"/api/v2/pushes/{text}?passphrase=x"), 200),
+            "API preview": (call("GET", f"/api/v2/pushes/{url}/preview", auth), 200),
+            "API active": (call("GET", "/api/v2/pushes/active", auth), 200),
+            "v1 create": (call("POST", "/p.json", as_json, b'{"password": {"payload": "v1"}}'), 201),
+            "v1 preflight": (call("OPTIONS", "/p.json"), 204),
+            "API 401": (call("GET", "/api/v2/pushes/active", {"Authorization": "Bearer nope"}), 401),
+            "API 404": (call("GET", "/api/v2/pushes/abcdefghijklmnopqrstuvwx"), 404),
+            "API 400 (bad JSON)": (call("POST", "/api/v2/pushes", as_json, b"{bad"), 400),
+            "API 413": (_raw(port, b"POST /api/v2/pushes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                                   b"application/json\r\nContent-Length: 999999999\r\n\r\n"), 413),
+            "bad Host 400": (_raw(port, b"GET / HTTP/1.1\r\nHost: a.example/x\r\nConnection: close\r\n\r\n"), 400),
+            "retrieval step": (call("GET", f"/p/{text}/r"), 200),
+            "HEAD of a push": (call("HEAD", f"/p/{text}"), 200),
+            "expired page (unknown push)": (call("GET", "/p/abcdefghijklmnopqrstuvwx"), 200),
+            "legacy 301": (call("GET", f"/f/{text}"), 301),
+            "sign-in first 302": (call("GET", f"/p/{text}/audit"), 302),
+            "URL push 303": (call("GET", f"/p/{url}"), 303),
+            "404 page": (call("GET", "/nothing-here"), 404),
+            "405 page": (call("BREW", "/"), 405),
+            "form without CSRF token 400": (call("POST", "/p", {"Content-Type": "application/x-www-form-urlencoded"},
+                                                 b"push%5Bpayload%5D=x"), 400),
+            "static 404": (call("GET", "/static/nothing.js"), 404),
+            "download": (call("GET", download), 200),
+            "download range": (call("GET", download, {"Range": "bytes=2-5"}), 206),
+            "download past its end": (call("GET", download, {"Range": "bytes=9999-"}), 416),
+            "download HEAD": (call("HEAD", download), 200),
+            "expired download link": (call("GET", "/pfb/abc/x.txt", {"Accept": "text/html"}), 404),
+        }
+        static_answers = {
+            "static": ((200, static, b""), 200),
+            "static 304": (call("GET", "/static/app.css", {"If-None-Match": static["etag"]}), 304),
+            "static range": (call("GET", "/static/app.css", {"Range": "bytes=0-9"}), 206),
+        }
+        problems = {}
+        for label, ((status, headers, _body), expected) in answers.items():
+            problems[label] = ([f"status {status}"] if status != expected else []) + _missing(headers)
+        for label, ((status, headers, _body), expected) in static_answers.items():
+            problems[label] = ([f"status {status}"] if status != expected else []) + _missing(headers, "no-cache")
+        assert {label: p for label, p in problems.items() if p} == {}
+
+        # An uploaded page is a download, never a page of this site (nor sniffed into one).
+        _status, headers, _body = answers["download"][0]
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["content-disposition"] == "attachment; filename*=UTF-8''page.html"
+        # Cookies: script-proof and not sent by other sites' forms.
+        assert all(flag in answers["page"][0][1]["set-cookie"] for flag in ("HttpOnly", "SameSite=Lax"))
+        assert "strict-transport-security" not in answers["page"][0][1]  # (only with FORCE_SSL)
+
+
+@pytest.mark.xfail(strict=True, reason="gunicorn's own error answers (util.write_error, from "
+                   "Worker.handle_error in pwp.workers.ThreadWorker) carry none of the headers: "
+                   "text/html echoing the client's input, without nosniff, CSP, frame protection "
+                   "or no-store (pwp/workers.py is another helper's: reported, not fixed)")
+def test_gunicorns_own_error_answers_carry_the_security_headers(tmp_path):
+    """Requests gunicorn refuses before the app sees them: a header name it does not take, a
+    request line past its limit (a browser sends one for a long link: the 414), a head of
+    more fields than it takes (a cookie bomb from a sibling subdomain: the 431)."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        answers = {
+            "bad header name 400": _raw(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: <b>\r\n\r\n"),
+            "long URI 414": _raw(server.port, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "many fields 431": _raw(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n"
+                                    + b"".join(b"X-%d: a\r\n" % i for i in range(120)) + b"\r\n"),
+        }
+    problems = {label: _missing(headers) for label, (_status, headers, _body) in answers.items()}
+    assert {label: p for label, p in problems.items() if p} == {}
