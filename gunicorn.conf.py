@@ -156,7 +156,8 @@ graceful_timeout = 10
 sendfile = False
 # No access log by default. Request paths carry url_tokens and may carry ?passphrase=...:
 # when one is turned on (--access-logfile -), this logger writes them as [FILTERED], in
-# error messages too, and never logs Authorization, X-User-Token or Cookie headers.
+# error messages too, and never logs Authorization, X-User-Token or Cookie headers, nor, of an
+# answer, a Location on another site (a URL push's URL) or a Content-Disposition (a file's name).
 accesslog = None
 logger_class = "pwp.logfilter.GunicornLogger"
 errorlog = "-"

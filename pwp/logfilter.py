@@ -38,9 +38,13 @@ _QUERY_ITEM_ATOM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s]|$))(
 # gunicorn quotes the offending client input of a malformed request (a header line
 # "Authorization Bearer <token>", the rest of a request line): drop the quoted part.
 _INVALID_REQUEST = re.compile(r"^(Invalid request from ip=[^:]*: [^']*)'.*'", re.DOTALL)
-# Header and environ atoms that hold credentials.
+# Header and environ atoms that hold credentials, and answers' headers that hold a push's
+# content: a download's file name (Content-Disposition).
 _CREDENTIALS = re.compile(r"\{(?:authorization|x-user-token|cookie|set-cookie|http_authorization|"
-                          r"http_x_user_token|http_cookie)\}[ieo]")
+                          r"http_x_user_token|http_cookie)\}[ieo]|\{content-disposition\}o")
+# An answer's Location: the app's own redirects name a path on this site (redacted as paths
+# are); any other (another site's: a URL push's 303 to its URL, the push's secret) is hidden.
+_LOCATION = "{location}o"
 
 
 def _decode(segment: str) -> str:
@@ -129,6 +133,11 @@ def redact_query(query: str) -> str:
     return redact("?" + query, atom=True)[1:] if query else query
 
 
+def _on_this_site(location) -> bool:
+    """Whether a Location header names a path on this site ("/...", not "//host/...")."""
+    return isinstance(location, str) and location.startswith("/") and not location.startswith(("//", "/\\"))
+
+
 class RedactFilter(logging.Filter):
     """Rewrite a record's rendered message (and traceback) through `redact`."""
 
@@ -184,7 +193,7 @@ class GunicornLogger(Logger):
         """Access-log atoms (%(r)s, %(U)s, %(q)s, %(f)s, headers...) without secrets."""
         atoms = super().atoms(resp, req, environ, request_time)
         for key, value in atoms.items():
-            if _CREDENTIALS.fullmatch(key):
+            if _CREDENTIALS.fullmatch(key) or (key == _LOCATION and not _on_this_site(value)):
                 atoms[key] = FILTERED
             elif key in ("q", "{query_string}e"):
                 atoms[key] = redact_query(value)

@@ -303,6 +303,26 @@ def test_gunicorn_access_log_atoms_hold_no_secrets():
     assert (atoms["q"], atoms["{authorization}i"]) == ("passphrase=[FILTERED]", "[FILTERED]")
 
 
+
+def test_gunicorn_access_log_atoms_hold_no_payloads_of_answers():
+    """An access-log format may name answers' headers (%({location}o)s, to see where redirects
+    went): a URL push's 303 names its URL, the push's secret, and a download's
+    Content-Disposition its file's name. The app's own redirects keep their (redacted) path."""
+    logger = GunicornLogger(Config())
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": "/p/tok123",
+               "PATH_INFO": "/p/tok123", "QUERY_STRING": ""}
+    for location in ("https://example.com/secret456?k=v", "//example.com/secret456", "HTTPS://example.com/secret456"):
+        resp = SimpleNamespace(status="303 SEE OTHER", headers=[("Location", location)], sent=0)
+        atoms = logger.atoms(resp, SimpleNamespace(headers=[]), environ, timedelta(seconds=1))
+        assert atoms["{location}o"] == "[FILTERED]", location
+    resp = SimpleNamespace(status="200 OK", sent=3, headers=[
+        ("Content-Disposition", "attachment; filename*=UTF-8''payroll-secret456.xlsx")])
+    atoms = logger.atoms(resp, SimpleNamespace(headers=[]), environ, timedelta(seconds=1))
+    assert [key for key, value in atoms.items() if "secret456" in str(value)] == []
+    resp = SimpleNamespace(status="302 FOUND", headers=[("Location", "/p/tok123/passphrase?passphrase=pp456")], sent=0)
+    atoms = logger.atoms(resp, SimpleNamespace(headers=[]), environ, timedelta(seconds=1))
+    assert atoms["{location}o"] == "/p/[FILTERED]/passphrase?passphrase=[FILTERED]"
+
 def test_redact_filter_rewrites_messages_and_tracebacks():
     stream = io.StringIO()
     log = logging.getLogger("test_log_hygiene.redact")
