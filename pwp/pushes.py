@@ -48,6 +48,8 @@ NOTE_MAX = 10_000
 # was a 413), and an ASCII one percent-encoded within gunicorn's request line (?passphrase=).
 PASSPHRASE_MAX = 1024
 TEXT_TOO_LARGE = f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."  # (upstream's)
+URL_HOST_AMBIGUOUS = ("has a host name that browsers and this server spell differently (with \u00df, \u03c2 or "
+                      "a zero-width joiner): write it in punycode (xn--...)")
 URL_TOO_LONG = (f"is too long (maximum is {URL_MAX} characters, each one outside ASCII counted as its "
                 "percent-encoding)")
 _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -436,7 +438,9 @@ def _url_errors(value: str) -> dict:
         return too_long
     location = url_location(value)
     if location is None:
-        return {"payload": ["must be a valid HTTP or HTTPS URL."]}
+        authority = _AUTHORITY.match(value)
+        return {"payload": [URL_HOST_AMBIGUOUS if authority and _IDNA_DEVIATIONS.search(authority[1]) else
+                            "must be a valid HTTP or HTTPS URL."]}
     return too_long if len(location) > URL_MAX else {}
 
 
@@ -445,6 +449,10 @@ _NOT_IN_A_LOCATION = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 # In a host: what upstream's parser refuses (whitespace, <>{}\"), what a browser cannot
 # follow (| ^) or reads as the path's start (\).
 _NOT_IN_A_HOST = re.compile(r'[\s<>{}"\\|^]')
+# The characters Python's IDNA 2003 maps away (\u00df to ss, \u03c2 to \u03c3, the joiners to
+# nothing) and browsers' IDNA 2008 keeps: faß.de would send the recipient to fass.de.
+_IDNA_DEVIATIONS = re.compile("[\u00df\u03c2\u200c\u200d]")
+_AUTHORITY = re.compile(r"\s*https?://([^/?#]*)", re.IGNORECASE)
 
 
 def url_location(value: str) -> str | None:
@@ -458,11 +466,14 @@ def url_location(value: str) -> str | None:
         parts = urlsplit(text)
         parts.port  # noqa: B018 -- raises ValueError for a port that is not one
         location = iri_to_uri(text)
+        # The response encodes its Location again: a host the mapping gave an empty label
+        # (\u2488 is "1.", so \u2488.com is 1..com) fails there, after the view was counted.
+        iri_to_uri(location)
     except (ValueError, UnicodeError):
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
-    if _NOT_IN_A_HOST.search(parts.hostname):
+    if _NOT_IN_A_HOST.search(parts.hostname) or _IDNA_DEVIATIONS.search(parts.hostname):
         return None
     return location
 

@@ -3,8 +3,10 @@ import io
 import re
 
 import pytest
+
 from webutil import audit_kinds, create, form, sign_in, sql, view_count
 
+import pwp.pushes
 from pwp.models import AuditKind
 
 EXPIRED = "We apologize but this secret link has expired."
@@ -220,7 +222,8 @@ def test_url_push_redirects_303(client, app):
 @pytest.mark.parametrize("url", ["https://example.com:99999/", "https://intranet.example:Secret/",
                                  "https://" + "a" * 64 + ".com/", "https://[::1/", "https://a..b/",
                                  "https://\u00ad.com/", "https://ex\x00ample.com/", "https://example.com/\u2028x",
-                                 "http://example.com/a\nb", "https:///no-host", "ftp://example.com/"])
+                                 "http://example.com/a\nb", "https:///no-host", "ftp://example.com/",
+                                 "https://\u2488.com/", "https://a\ufe52\ufe52b/"])  # (IDNA maps these to dots: 1..com)
 def test_a_url_no_browser_can_be_sent_to_is_refused_when_pushed(client, url):
     # Each of these once made a push whose every view failed (500) after being counted.
     r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": url}})
@@ -237,6 +240,19 @@ def test_url_push_location_is_encoded_for_the_header(client, url, location):
     token = create(client, kind="url", payload=url)
     r = client.get(f"/p/{token}")
     assert r.status_code == 303 and r.headers["Location"] == location
+
+
+@pytest.mark.parametrize("host", ["fa\u00df.de", "\u03c3\u03bf\u03c6\u03bf\u03c2.gr", "a\u200db.example",
+                                  "a\u200cb.example"])
+def test_a_url_whose_host_browsers_and_python_spell_differently_is_refused(client, app, host):
+    """Python's IDNA 2003 makes fa\u00df.de fass.de, another domain than browsers' (IDNA 2008)
+    xn--fa-hia.de: the recipient would be sent to a site the sender never named."""
+    r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": f"https://{host}/x"}})
+    assert r.status_code == 422 and r.json == {"payload": [pwp.pushes.URL_HOST_AMBIGUOUS]}
+    r = client.post("/p", data=form(kind="url", payload=f"https://{host}/x"))
+    assert r.status_code == 422 and "punycode" in r.get_data(as_text=True)
+    token = create(client, kind="url", payload="https://xn--fa-hia.de/x")
+    assert client.get(f"/p/{token}").headers["Location"] == "https://xn--fa-hia.de/x"
 
 
 def test_a_stored_url_push_no_browser_can_follow_is_shown_as_text(client, app, monkeypatch):
