@@ -1,7 +1,9 @@
 """Database models: users and their web sessions, pushes, their files and files' parts, the
 audit log, e-mail notifications, throttle counters and the key check."""
 import enum
+import os
 import re
+import unicodedata
 from datetime import datetime, timedelta
 
 from flask_login import UserMixin
@@ -222,10 +224,23 @@ class Push(PushRules, db.Model):
 _NOT_IN_A_FILE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069/\\]")
 
 
+FILE_NAME_MAX = 255  # (the column's length)
+_LONGEST_TYPE = 16  # a longer "extension" is no file type worth keeping over the name's start
+
+
 def file_name(sent: str) -> str:
     """An uploaded file's name as stored, shown and downloaded: trimmed, each character of
-    _NOT_IN_A_FILE_NAME replaced by "-"."""
-    return _NOT_IN_A_FILE_NAME.sub("-", sent.strip())
+    _NOT_IN_A_FILE_NAME replaced by "-"; "" for a name of nothing visible (zero-width and
+    other format characters: its link could be neither seen nor clicked); a name longer
+    than the column cut before its extension, which keeps the file's type."""
+    name = _NOT_IN_A_FILE_NAME.sub("-", sent.strip())
+    if all(c.isspace() or unicodedata.category(c) == "Cf" for c in name):
+        return ""
+    if len(name) > FILE_NAME_MAX:
+        stem, extension = os.path.splitext(name)
+        name = (stem[:FILE_NAME_MAX - len(extension)] + extension if len(extension) <= _LONGEST_TYPE
+                else name[:FILE_NAME_MAX])
+    return name
 
 
 class FileName(TypeDecorator):

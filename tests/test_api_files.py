@@ -210,6 +210,11 @@ def test_a_files_content_type_is_kept_only_when_plain(client, token, name, part_
     ("a\r\nb\t\x1b\x07\x7f\x85.txt", "a--b-----.txt"),
     ("/etc/passwd", "-etc-passwd"), ("..\\..\\boot.ini", "..-..-boot.ini"),
     ("  spaced  ", "spaced"), ("\t", "file"),
+    # A name of nothing visible was a link nobody could see, let alone click, on the payload page.
+    ("\u200b", "file"), ("\u2060\ufeff \u200b", "file"), ("\u00ad.txt", "\u00ad.txt"),
+    # Cut to the column's 255 characters, a long name kept its start and lost its type.
+    ("report-" + "x" * 300 + ".pdf", "report-" + "x" * 244 + ".pdf"),
+    ("x" * 300 + "." + "y" * 40, "x" * 255),  # (no type is that long: the start is kept)
     ("r\u00e9sum\u00e9 (final); 100%.pdf", "r\u00e9sum\u00e9 (final); 100%.pdf")])
 def test_an_uploaded_files_name_has_no_control_direction_or_path_characters(client, token, sent, stored):
     """A file's name as the recipient sees and saves it: each control character, bidi control
