@@ -8,6 +8,7 @@ whole file, as RFC 9110 allows). `If-Range` is honoured only with the ETag sent,
 validator that tells nothing of the content (pwp.crypto.file_tag).
 """
 import re
+import unicodedata
 from urllib.parse import quote
 
 from flask import Response, render_template, request
@@ -83,6 +84,19 @@ def _respond(download: pushes.FileDownload) -> Response:
     response.headers["Accept-Ranges"] = "bytes"
     if download.etag:
         response.headers["ETag"] = download.etag
-    response.headers["Content-Disposition"] = (
-        "attachment; filename*=UTF-8''" + quote(download.row.filename, safe=""))
+    response.headers["Content-Disposition"] = content_disposition(download.row.filename)
     return response
+
+
+def content_disposition(name: str) -> str:
+    """attachment with the name twice, as upstream's Rails: filename*, which browsers read,
+    and an ASCII filename= for the clients that read only that (curl -OJ), accents dropped
+    and each other character outside ASCII, and a quote, made "_"."""
+    fallback = "".join(map(_ascii, name))
+    return f'attachment; filename="{fallback}"; filename*=UTF-8\'\'' + quote(name, safe="")
+
+
+def _ascii(char: str) -> str:
+    """A character of a name in ASCII: itself, without its accents (é: e), else "_"."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    return plain if plain and plain.isascii() and plain.isprintable() and not set(plain) & set('"\\') else "_"

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import bearer, no_snapshot_held, sql
 from pwp import pushes
+from pwp.downloads import content_disposition
 from pwp.models import AuditKind
 
 
@@ -228,8 +229,23 @@ def test_an_uploaded_files_name_has_no_control_direction_or_path_characters(clie
     assert r.status_code == 201, r.data
     (shown,) = client.get(f"/api/v2/pushes/{r.json['url_token']}").json["files"]
     assert shown["filename"] == stored
-    assert download(client, shown["url"]).headers["Content-Disposition"] == \
-        "attachment; filename*=UTF-8''" + quote(stored, safe="")
+    assert download(client, shown["url"]).headers["Content-Disposition"] == content_disposition(stored)
+
+
+@pytest.mark.parametrize("name,fallback", [
+    ("report 2024.pdf", "report 2024.pdf"), ("r\u00e9sum\u00e9; 100%.txt", "resume; 100%.txt"),
+    ("\u5831\u544a.pdf", "__.pdf"), ('say "hi".txt', "say _hi_.txt")])
+def test_a_download_names_the_file_for_clients_that_know_only_filename(client, token, name, fallback):
+    """curl -OJ reads filename= only (as upstream's Rails sends it, beside filename*): with
+    filename* alone it saved "report%202024.pdf", the link's last path segment as it is."""
+    disposition = "filename*=UTF-8''" + quote(name, safe="")
+    body = (f'--XX\r\nContent-Disposition: form-data; name="push[files][]"; {disposition}\r\n'
+            "\r\nhello\r\n--XX--\r\n").encode()
+    r = client.post("/api/v2/pushes", data=body, headers=bearer(token),
+                    content_type="multipart/form-data; boundary=XX")
+    (shown,) = client.get(f"/api/v2/pushes/{r.json['url_token']}").json["files"]
+    assert download(client, shown["url"]).headers["Content-Disposition"] == (
+        f'attachment; filename="{fallback}"; filename*=UTF-8\'\'' + quote(name, safe=""))
 
 
 def test_a_name_stored_before_the_sanitizing_is_output_sanitized(app, client, make_user):
@@ -248,7 +264,7 @@ def test_a_name_stored_before_the_sanitizing_is_output_sanitized(app, client, ma
     assert [f["filename"] for f in files] == shown
     assert [f["url"].rsplit("/", 1)[1] for f in files] == [quote(n, safe="") for n in shown]
     assert [download(client, f["url"]).headers["Content-Disposition"] for f in files] == [
-        "attachment; filename*=UTF-8''" + quote(n, safe="") for n in shown]
+        content_disposition(n) for n in shown]
     v1 = client.get(f"/p/{url_token}.json", headers=bearer(token)).json["files"]
     assert [f["filename"] for f in v1] == shown
     for path in (f"/p/{url_token}", f"/p/{url_token}/edit"):
