@@ -48,8 +48,8 @@ NOTE_MAX = 10_000
 # was a 413), and an ASCII one percent-encoded within gunicorn's request line (?passphrase=).
 PASSPHRASE_MAX = 1024
 TEXT_TOO_LARGE = f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."  # (upstream's)
-URL_HOST_AMBIGUOUS = ("has a host name that browsers and this server spell differently (with \u00df, \u03c2 or "
-                      "a zero-width joiner): write it in punycode (xn--...)")
+URL_HOST_AMBIGUOUS = ("has a host name that browsers and this server spell differently (with \u00df, \u1e9e, "
+                      "\u03c2 or a zero-width joiner): write it in punycode (xn--...)")
 URL_TOO_LONG = (f"is too long (maximum is {URL_MAX} characters, each one outside ASCII counted as its "
                 "percent-encoding)")
 _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -449,9 +449,9 @@ _NOT_IN_A_LOCATION = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 # In a host: what upstream's parser refuses (whitespace, <>{}\"), what a browser cannot
 # follow (| ^) or reads as the path's start (\).
 _NOT_IN_A_HOST = re.compile(r'[\s<>{}"\\|^]')
-# The characters Python's IDNA 2003 maps away (\u00df to ss, \u03c2 to \u03c3, the joiners to
-# nothing) and browsers' IDNA 2008 keeps: faß.de would send the recipient to fass.de.
-_IDNA_DEVIATIONS = re.compile("[\u00df\u03c2\u200c\u200d]")
+# The characters Python's IDNA 2003 maps away (\u00df and \u1e9e to ss, \u03c2 to \u03c3, the
+# joiners to nothing) and browsers' IDNA 2008 keeps: faß.de would send the recipient to fass.de.
+_IDNA_DEVIATIONS = re.compile("[\u00df\u1e9e\u03c2\u200c\u200d]")
 _AUTHORITY = re.compile(r"\s*https?://([^/?#]*)", re.IGNORECASE)
 
 
