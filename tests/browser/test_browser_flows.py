@@ -712,3 +712,30 @@ def test_a_payload_stays_blurred_while_app_js_is_slow_to_load(server, new_page):
     assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
     recipient.get_by_role("button", name="Reveal").click()
     _readable(payload)
+
+
+def test_a_payload_wraps_at_words_and_breaks_only_a_token_too_long_for_its_line(server, new_page):
+    """The payload box broke every line at its last column (word-break: break-all), cutting
+    ordinary words in two; a token longer than a line must still break, inside the box."""
+    words = "correct horse battery staple " * 6
+    token = "Zq7" * 50  # (150 letters without a break opportunity: wider than a phone)
+    link = create_text(new_page(), server.url, payload=words + "\n" + token)
+    page = new_page(viewport={"width": 390, "height": 844})
+    page.goto(link.removesuffix("/r"))
+    expect(page.locator("#payload")).to_contain_text("staple")
+    lines = page.evaluate("""() => {
+        const box = document.getElementById('payload'), text = box.firstChild, s = text.data;
+        const range = (start, end) => { const r = document.createRange(); r.setStart(text, start); r.setEnd(text, end); return r; };
+        const split = [];  // words drawn on more than one line
+        for (const m of s.matchAll(/[a-z]+/g))
+          if (range(m.index, m.index + m[0].length).getClientRects().length !== 1) split.push(m[0]);
+        const t = s.indexOf('Zq7'), rects = [...range(t, s.length).getClientRects()];
+        const inner = box.getBoundingClientRect().right - parseFloat(getComputedStyle(box).paddingRight);
+        const lineTops = new Set([...range(0, t - 1).getClientRects()].map(r => Math.round(r.top)));
+        return {split, tokenLines: rects.length, tokenRight: Math.max(...rects.map(r => r.right)),
+                inner, wordLines: lineTops.size, pageWidth: document.documentElement.scrollWidth};
+    }""")
+    assert lines["split"] == [], f"words cut in two at a line's end: {lines}"
+    assert lines["wordLines"] > 1, lines  # (the words do wrap: the check above means something)
+    assert lines["tokenLines"] > 1 and lines["tokenRight"] <= lines["inner"] + 0.5, lines
+    assert lines["pageWidth"] <= 390, lines
