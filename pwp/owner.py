@@ -14,7 +14,7 @@ from .errors import Forbidden, TooManyAttempts, TooManyNotifyRequests, Validatio
 from .models import AuditKind, Kind
 from .words import plural
 from .web import (FILES_NOT_STORED, NOTHING_CHANGED, PUSH_UPDATED, form_options, form_values, render_preview,
-                  signed_in_user, switched_off, time_left)
+                  say_bounded, signed_in_user, switched_off, time_left)
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -201,11 +201,7 @@ def update(push):
     if dropped:
         flash(FILES_NOT_STORED, "warning")
     # Said, not done silently: a number put within its bounds, and a link that changed.
-    for what in ("days", "views"):
-        got, typed = getattr(changes, f"{what}_left"), getattr(asked, f"{what}_left")
-        if got != typed:
-            flash(f"{what.capitalize()} set to {got}, the {'most' if got < typed else 'fewest'} this push allows.",
-                  "warning")
+    say_bounded(asked, changes, "{}_left", "this push")
     if bool(edited.retrieval_step) != step_was:
         flash("The secret link changed: send the new one below. A link you already sent still opens "
               + ("without the retrieval step." if edited.retrieval_step else "with the retrieval step."), "warning")

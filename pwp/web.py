@@ -231,7 +231,8 @@ def new():
 
 def _within_the_form_bounds(new_push, kind: str):
     """A number typed past the form's bounds (a browser without JavaScript does not stop
-    it) is taken as the nearest bound, not as the API's default (upstream's rule)."""
+    it, nor does app.js) is taken as the nearest bound, not as the API's default (upstream's
+    rule), and the sender is told."""
     options = form_options(kind)
     for what in ("days", "views"):
         value = getattr(new_push, f"expire_after_{what}")
@@ -239,6 +240,16 @@ def _within_the_form_bounds(new_push, kind: str):
             value = min(max(value, options[f"{what}_min"]), options[f"{what}_max"])
             new_push = dataclasses.replace(new_push, **{f"expire_after_{what}": value})
     return new_push
+
+
+def say_bounded(asked, got, field: str, whose: str):
+    """Say (never silently do) that a number typed was put within its bounds: field names
+    the days' and views' attributes of asked and got ("{}_left")."""
+    for what in ("days", "views"):
+        value, typed = getattr(got, field.format(what)), getattr(asked, field.format(what))
+        if value != typed and typed is not None:
+            flash(f"{what.capitalize()} set to {value}, the {'most' if value < typed else 'fewest'} {whose} allows.",
+                  "warning")
 
 
 @bp.post("/p")
@@ -252,13 +263,15 @@ def create():
         return refused
     now, who = pushes.utcnow(), actor(signed_in_user())
     try:
-        new_push = _within_the_form_bounds(params.new_push(fields, kind=kind, form=True), kind)
+        typed = params.new_push(fields, kind=kind, form=True)
+        new_push = _within_the_form_bounds(typed, kind)
         asked = notify.check_create(fields, new_push, who.user, now)
         push = notify.create_push(new_push, asked, who, now)
     except ValidationFailed as exc:
         return render_form(kind, fields, exc.errors, 422)
     if asked is not None:
         flash(NOTIFY_QUEUED, "success")
+    say_bounded(typed, new_push, "expire_after_{}", "a push")
     if new_push.files and kind != "file":  # (only a file push's form has a file box: not stored)
         flash(FILES_NOT_STORED, "warning")
     response = redirect(url_for("web.preview", url_token=push.url_token))

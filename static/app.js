@@ -113,7 +113,8 @@
   }
 
   /* ---- expiry in words, character counters ---- */
-  /* The days and views number boxes carry the values; a slider beside each moves them. */
+  /* The days and views number boxes carry the values; a slider beside each moves them; the
+     words say what the server will take (a number past a bound is taken as the bound). */
   function setupExpiry(form) {
     function clamped(number) {
       var value = Math.round(number.valueAsNumber);  /* (NaN when empty or not a number) */
@@ -135,14 +136,10 @@
       var slider = form.querySelector('[data-range-for="' + number.id + '"]');
       slider.addEventListener("input", function () { number.value = slider.value; update(number, slider); });
       number.addEventListener("input", function () { update(number, slider); });
-      number.addEventListener("change", function () { number.value = slider.value; });  /* 500 -> 90, "" -> kept */
       update(number, slider);
     });
-    form.addEventListener("submit", function () {  /* Enter in a box sends what the slider shows */
-      form.querySelectorAll("[data-expiry]").forEach(function (number) {
-        number.value = form.querySelector('[data-range-for="' + number.id + '"]').value;
-      });
-    });
+    /* A number past its bounds is sent as typed: the server takes the bound and says so, as
+       it does without JavaScript (changed here, the box would change silently). */
   }
   function setupCounter(field) {
     var counter = document.querySelector("#" + field.getAttribute("data-count") + " [data-count-value]");

@@ -175,15 +175,17 @@ def test_number_boxes_and_sliders_move_together(server, new_page):
     views = page.get_by_label("Views (1 to 100)")
     views.fill("1000")
     views.blur()
-    expect(views).to_have_value("100")  # the bound, not the API's default
+    expect(page.locator("#expiry_words")).to_contain_text("14 days or 100 views")  # the bound, not the API's default
+    expect(views).to_have_value("1000")  # (sent as typed: the server says it took the bound)
     views.fill("1e1")
     expect(page.locator("#expiry_words")).to_contain_text("14 days or 10 views")
     page.locator("[data-range-for=push_expire_after_views]").fill("3")  # the slider moves the box
     expect(views).to_have_value("3")
     page.fill("#push_payload", "fourteen days")
     days.fill("500")
-    days.press("Enter")  # sent as the slider shows it
+    days.press("Enter")  # sent as typed; taken as the bound the slider shows, and said
     expect(page.locator("#share_message")).to_have_value(re.compile("valid for 90 days or 3 views"))
+    expect(page.locator(".flashes")).to_contain_text("Days set to 90, the most a push allows.")
 
 
 def test_without_javascript_every_form_works_and_no_dead_control_shows(server, new_page):
@@ -739,3 +741,25 @@ def test_a_payload_wraps_at_words_and_breaks_only_a_token_too_long_for_its_line(
     assert lines["wordLines"] > 1, lines  # (the words do wrap: the check above means something)
     assert lines["tokenLines"] > 1 and lines["tokenRight"] <= lines["inner"] + 0.5, lines
     assert lines["pageWidth"] <= 390, lines
+
+
+@pytest.mark.parametrize("javascript", [True, False])
+def test_a_number_past_its_bound_is_said_the_same_with_or_without_javascript(server, new_page, javascript):
+    """With JavaScript, 0 views on the edit page (1000 on the new form) was put within its
+    bounds in the box as it was sent, so the server never said so; without it the server did."""
+    page = new_page(java_script_enabled=javascript)
+    sign_in_new_user(page, server, f"bounds-{javascript}@example.com")
+    page.goto(server.url + "/")
+    page.fill("#push_payload", "bounded")
+    page.locator("#push_expire_after_views").fill("1000")
+    page.locator("#push_expire_after_days").fill("0")
+    page.click("main button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Push created")
+    flashes = page.locator(".flashes")
+    expect(flashes).to_contain_text("Views set to 100, the most a push allows.")
+    expect(flashes).to_contain_text("Days set to 1, the fewest a push allows.")
+    page.get_by_role("link", name="Edit").first.click()
+    page.locator("#push_expire_after_views").fill("0")
+    page.get_by_role("button", name="Save changes").click()
+    expect(flashes).to_contain_text("Views set to 1, the fewest this push allows.")
+    expect(page.locator("main")).to_contain_text("1 view")
