@@ -763,3 +763,40 @@ def test_a_number_past_its_bound_is_said_the_same_with_or_without_javascript(ser
     page.get_by_role("button", name="Save changes").click()
     expect(flashes).to_contain_text("Views set to 1, the fewest this push allows.")
     expect(page.locator("main")).to_contain_text("1 view")
+
+
+_LINE_OF = """([selector, first, second]) => {
+    // The top of the line each of two texts within an element starts on.
+    const element = document.querySelector(selector);
+    const top = (wanted) => {
+        const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const at = node.data.indexOf(wanted);
+            if (at < 0) continue;
+            const range = document.createRange(); range.setStart(node, at); range.setEnd(node, at + wanted.length);
+            return range.getClientRects()[0].top;
+        }
+        return null;
+    };
+    return [top(first), top(second)];
+}"""
+
+
+def test_a_name_and_note_with_line_breaks_show_them_wherever_the_owner_reads_them(server, new_page):
+    """The API takes names and notes with line breaks; the edit page's box shows them, but the
+    dashboard (and the audit and edit pages' headings, the audit page's note) ran the lines
+    together as one, with a space, on a desktop's width where both fit on one line."""
+    page = new_page()
+    token = sign_in_new_user(page, server, "breaks@example.com")
+    url_token = _api(server, token, "POST", "/api/v2/pushes",
+                     {"push": {"payload": "x", "name": "first line\nsecond line",
+                               "note": "note one\r\nnote two"}})["url_token"]
+    places = [("/p", "td.name", "first line", "second line"),
+              ("/p", "td[data-label=Note]", "note one", "note two"),
+              (f"/p/{url_token}/audit", "h1", "first line", "second line"),
+              (f"/p/{url_token}/audit", ".card p", "note one", "note two"),
+              (f"/p/{url_token}/edit", "h1", "first line", "second line")]
+    for path, selector, first, second in places:
+        page.goto(server.url + path)
+        tops = page.evaluate(_LINE_OF, [selector, first, second])
+        assert None not in tops and tops[1] > tops[0], f"{path} {selector}: {tops}"
