@@ -800,3 +800,16 @@ def test_a_name_and_note_with_line_breaks_show_them_wherever_the_owner_reads_the
         page.goto(server.url + path)
         tops = page.evaluate(_LINE_OF, [selector, first, second])
         assert None not in tops and tops[1] > tops[0], f"{path} {selector}: {tops}"
+
+
+def test_a_date_in_a_table_is_never_broken_across_lines_on_a_desktop(server, new_page):
+    """Walking the dashboard at 1280 px: its Created column broke "2026-12-07 04:05" after
+    a hyphen ("2026-12-" above "07 04:05"), the Actions column kept on one line taking the room."""
+    page = new_page()
+    token = sign_in_new_user(page, server, "dates@example.com")
+    url_token = _api(server, token, "POST", "/api/v2/pushes",
+                     {"push": {"payload": "x", "name": "dated", "note": "a note of forty characters, or near it"}})["url_token"]
+    for path in ("/p", f"/p/{url_token}/audit"):
+        page.goto(server.url + path)
+        lines = page.evaluate("[...document.querySelectorAll('table time')].map(t => [t.textContent, t.getClientRects().length])")
+        assert lines and all(count == 1 for _text, count in lines), f"{path}: {lines}"
