@@ -26,7 +26,8 @@ def test_api_docs_list_a_route_whose_view_has_no_docstring(app, client):
         return ""
     app.add_url_rule("/api/v2/undocumented", "api.undocumented", undocumented)
     r = client.get("/help/api")
-    assert r.status_code == 200 and "/api/v2/undocumented" in r.get_data(as_text=True)
+    # (<wbr>: a path on a phone breaks after a slash)
+    assert r.status_code == 200 and "/api/v2/undocumented" in r.get_data(as_text=True).replace("<wbr>", "")
 
 
 def test_api_docs_say_how_to_send_a_file_push(client):

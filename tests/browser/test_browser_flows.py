@@ -813,3 +813,25 @@ def test_a_date_in_a_table_is_never_broken_across_lines_on_a_desktop(server, new
         page.goto(server.url + path)
         lines = page.evaluate("[...document.querySelectorAll('table time')].map(t => [t.textContent, t.getClientRects().length])")
         assert lines and all(count == 1 for _text, count in lines), f"{path}: {lines}"
+
+
+def test_the_api_pages_paths_break_after_a_slash_on_a_phone(server, new_page):
+    """Walking /help/api at 390 px: a path longer than the line broke anywhere
+    (word-break: break-all: "/api/v2/pushes/:url_token/noti" above "fy_emails")."""
+    page = new_page(viewport={"width": 390, "height": 844})
+    page.goto(server.url + "/help/api")
+    split = page.evaluate("""() => {
+        const split = [];
+        for (const code of document.querySelectorAll('.endpoint h3 code')) {
+            const text = code.textContent;
+            const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode())
+                for (const m of node.data.matchAll(/[^\\/]+/g)) {
+                    const r = document.createRange(); r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+                    if (r.getClientRects().length > 1) split.push(text + ': ' + m[0]);
+                }
+        }
+        return split;
+    }""")
+    assert split == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
