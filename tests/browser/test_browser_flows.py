@@ -835,3 +835,23 @@ def test_the_api_pages_paths_break_after_a_slash_on_a_phone(server, new_page):
     }""")
     assert split == []
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+@pytest.mark.parametrize("javascript", [True, False])
+def test_a_wrong_password_puts_focus_on_the_password_the_address_kept(server, new_page, javascript):
+    """Walking the sign-in page: after a wrong password the focus went back to the e-mail
+    address (kept, right), so typing the password again meant a Tab or a click first."""
+    from pwp.auth import create_user
+    with server.app.app_context():
+        create_user(f"typo-{javascript}@example.com", password="correct horse battery")
+    page = new_page(java_script_enabled=javascript)
+    page.goto(server.url + "/users/sign_in")
+    page.fill("#email", f"typo-{javascript}@example.com")
+    page.fill("#password", "correct horse batery")
+    page.click("main button[type=submit]")
+    expect(page.locator("#sign_in_error")).to_have_text("Invalid e-mail address or password.")
+    expect(page.locator("#email")).to_have_value(f"typo-{javascript}@example.com")
+    expect(page.locator("#password")).to_be_focused()
+    page.keyboard.type("correct horse battery")
+    page.keyboard.press("Enter")
+    expect(page.locator("nav.site-nav")).to_contain_text("Sign out")
