@@ -387,7 +387,7 @@ def sign_up():
         return render_template("accounts/sign_up.html", email=email, errors={"email": too_many}), 429
     errors = _new_password_errors()
     if auth.normalize_email(email) is None:  # said with the password's problems, not after them
-        errors["email"] = auth.INVALID_EMAIL
+        errors["email"] = auth.INVALID_EMAIL if email.strip() else "Enter your e-mail address."
     confirm = account_mail.enabled()
     if not errors:
         try:

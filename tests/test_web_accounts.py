@@ -30,6 +30,9 @@ def test_sign_up_creates_account_and_signs_in(client, app):
     ("a\x00@example.com", "long enough", "long enough", "That e-mail address is not valid."),
     ("a@exam\x01ple.com", "long enough", "long enough", "That e-mail address is not valid."),
     ("a" * 250 + "@b.com", "long enough", "long enough", "That e-mail address is not valid."),
+    # Found walking the page: an empty box was called "not valid".
+    ("", "long enough", "long enough", "Enter your e-mail address."),
+    ("  ", "long enough", "long enough", "Enter your e-mail address."),
 ])
 def test_sign_up_errors_rerender_422(client, email, password, confirmation, message):
     r = client.post("/users/sign_up", data={"email": email, "password": password,
