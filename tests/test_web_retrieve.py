@@ -401,6 +401,17 @@ def test_an_owners_payload_page_does_not_say_a_reload_counts(client, make_user, 
     token = create(client, payload="mine", expire_after_views="2")
     html = client.get(f"/p/{token}").get_data(as_text=True)
     assert "mine" in html and "counts as another view" not in html and view_count(app, token) == 0
+    # Found walking the pages: "2 more views" after a view, unexplained; the page says why.
+    assert "Your own views of this push are logged, not counted." in html
+
+
+def test_an_administrators_payload_page_says_the_view_is_not_counted(client, make_user, app):
+    token = create(client, payload="anyone's", expire_after_views="2")  # (anonymous)
+    make_user(email="boss@example.com", admin=True, password="correct horse")
+    assert client.post("/users/sign_in", data={"email": "boss@example.com", "password": "correct horse"}).status_code == 302
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert "As an administrator, your views of this push are logged, not counted." in html
+    assert "Your own views" not in html and view_count(app, token) == 0
 
 
 def test_the_deletion_address_opened_again_says_so_and_counts_nothing(client, app):
