@@ -192,7 +192,7 @@ class UploadSpool(io.RawIOBase):
     def write(self, data) -> int:
         # All of it or (OSError: a full disk) none of it: a write that fails midway is cut
         # off the file again, its position as before (a caller that sends the spool's bytes on
-        # after the failure, workers._Outbox, sent its first part twice).
+        # after the failure, the worker's Outbox, sent its first part twice).
         end, pos = self._file.seek(0, io.SEEK_END), self._pos
         try:
             if pos > end:  # past the end: the gap reads as zeros, as in a file
@@ -236,6 +236,14 @@ class UploadSpool(io.RawIOBase):
             self._file.close()  # (may raise: its buffered bytes' write failing, a full disk)
         finally:
             super().close()
+
+
+def temporary_spool() -> UploadSpool:
+    """An UploadSpool over an unbuffered temporary file (TMPDIR, deleted at once): where the
+    worker (pwp/workers.py, pwp/outbox.py) keeps request bodies and answers past memory, so a
+    body's plaintext (an uploaded secret file, a form's password, the head's credentials) or an
+    answer's never touches the disk. Unbuffered: a failed write leaves nothing buffered."""
+    return UploadSpool(file=tempfile.TemporaryFile(buffering=0))
 
 
 def generate_key() -> str:

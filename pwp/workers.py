@@ -12,25 +12,26 @@ all: the worker's main loop reads them (ThreadWorker below), as nginx buffers a 
 it passes it on. The head must come whole within `timeout`; a body's reads each wait at most
 `timeout` (client_body_timeout), its bytes kept in memory up to 64 KiB, past it in a temporary
 file (client_body_buffer_size, client_body_temp_path) as ciphertext under a key held in memory
-(_encrypted_spool); bodies in memory take at most half of
+(crypto.temporary_spool); bodies in memory take at most half of
 the memory heads are held in (then go to their file), and a body that needs room in the files'
 full cap takes it from the unfinished bodies that sent nothing for longest (dropped), so slow
 clients keep neither heads nor later uploads out. A client that sends a body a byte now
 and then holds no thread; nor does one that reads a long answer slowly: the thread writes what
-the socket takes at once and leaves the rest to the main loop (_Outbox: in memory up to 64 KiB,
-while what is held is under half of the heads' memory, as bodies; past it in an encrypted
-temporary file, answers' files within half of the files' cap, so bodies always keep the other
-half; past either the thread writes on itself, each write bounded), which sends it as the
-socket drains (what it reads back from the file and the socket does not take stays in the
-file, never held: slow readers cannot crowd out the heads), drops the
-client once it took nothing for `timeout`, and reads the connection's next request only
-once the answer is sent (nginx's proxy_buffering).
+the socket takes at once and leaves the rest to the main loop (pwp/outbox.py: in memory up to
+64 KiB, while what is held is under half of the heads' memory, as bodies; past it in an
+encrypted temporary file, answers' files within half of the files' cap, so bodies always keep
+the other half; past either the thread writes on itself, each write bounded), which sends it as
+the socket drains (what it reads back from the file and the socket does not take stays in the
+file, never held: slow readers cannot crowd out the heads), drops the client once it took
+nothing for `timeout`, and reads the connection's next request only once the answer is sent
+(nginx's proxy_buffering).
 
 The bounds are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO), set once per connection: Python's
 own socket timeouts poll before every read and write, and in a process whose threads share
 one core those extra system calls cost 6-9 % of the throughput (bench/RESULTS.md, stop 25).
 
-Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn's own modules only.
+Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn's own modules and
+pwp.outbox (the standard library's) only.
 """
 import errno
 import fcntl
@@ -40,7 +41,6 @@ import resource
 import selectors
 import socket
 import struct
-import tempfile
 import termios
 import threading
 import time
@@ -55,6 +55,8 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.util import split_request_uri
 from gunicorn.workers import gthread
+
+from pwp.outbox import ANSWER_IN_MEMORY, OUTBOXES, Outbox, buffered_sendall
 
 # The most bytes of heads (and bodies kept in memory) the main loop holds, all connections
 # together, unfinished or whole and waiting for a thread (counted until their request is done):
@@ -81,16 +83,16 @@ BODIES_SPOOLED = int(os.environ.get("PWPUSH_BODIES_SPOOLED") or 1024 * 1024 * 10
 BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
 # An answer's bytes that the client's socket does not take at once are left by the thread that
-# wrote them to the main loop, which sends them as the socket drains (as nginx buffers an
-# upstream's answer: proxy_buffering, proxy_temp_path): up to ANSWER_IN_MEMORY of them in memory
-# (while the heads and bodies held are under BODIES_HELD; counted with them once the thread is
-# done), past it in an encrypted temporary file, answers' files together within ANSWERS_SPOOLED
-# (half of BODIES_SPOOLED: the rest is the bodies', which never wait for answers' room) and with
-# bodies' within BODIES_SPOOLED (past either the thread writes on itself, each write bounded by
-# `timeout`). What the main loop reads back from a file it sends at once, and what the socket
-# does not take goes back to the file (its position), never held: slow readers of many long
-# answers would otherwise hold ANSWER_IN_MEMORY each, unbounded, and crowd out the heads.
-ANSWER_IN_MEMORY = 64 * 1024
+# wrote them to the main loop (pwp/outbox.py), which sends them as the socket drains (as nginx
+# buffers an upstream's answer: proxy_buffering, proxy_temp_path): up to ANSWER_IN_MEMORY of them
+# in memory (while the heads and bodies held are under BODIES_HELD: hold_answer; counted with
+# them once the thread is done), past it in an encrypted temporary file, answers' files together
+# within ANSWERS_SPOOLED (half of BODIES_SPOOLED: the rest is the bodies', which never wait for
+# answers' room) and with bodies' within BODIES_SPOOLED (spool_answer; past either the thread
+# writes on itself, each write bounded by `timeout`). What the main loop reads back from a file
+# it sends at once, and what the socket does not take goes back to the file (its position), never
+# held: slow readers of many long answers would otherwise hold ANSWER_IN_MEMORY each, unbounded,
+# and crowd out the heads.
 ANSWERS_SPOOLED = BODIES_SPOOLED // 2
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
@@ -131,22 +133,7 @@ class _Socket(socket.socket):
             self.__class__ = _Gone
             return b""
 
-    def sendall(self, data, flags=0):
-        # (A thread.) What the socket takes now; the rest to the connection's _Outbox if it
-        # has room, which the main loop sends later (after the bytes it holds already).
-        outbox = _OUTBOXES.get(self)
-        if outbox is None:
-            return self.send_waiting(data, flags)
-        with memoryview(data) as view, view.cast("B") as left:
-            if not outbox.pending():
-                try:
-                    left = left[self.send(left, flags | socket.MSG_DONTWAIT):]
-                except BlockingIOError:
-                    pass
-            if not left or outbox.put(left):
-                return
-            outbox.flush(self)  # (no room: what it holds first, then these bytes, each write waiting)
-            self.send_waiting(left, flags)
+    sendall = buffered_sendall  # (a thread's write: what the socket takes now, the rest to its Outbox)
 
     def send_waiting(self, data, flags=0):
         """socket.sendall, each write waiting at most the socket's bound for room."""
@@ -172,116 +159,6 @@ def _queued(sock) -> int | None:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
     except (AttributeError, OSError):
         return None
-
-
-class _Outbox:
-    """The bytes of a connection's answer that its socket did not take when the thread wrote
-    them, in order: the first in memory (up to ANSWER_IN_MEMORY), the rest in an encrypted
-    temporary file (_encrypted_spool). Filled by the thread, then (ThreadWorker.finish_request)
-    sent by the main loop (send_to); the one or the other, never both at once."""
-
-    __slots__ = ("worker", "memory", "spool", "spooled")
-
-    def __init__(self, worker):
-        self.worker = worker
-        self.memory = bytearray()  # the first bytes not sent
-        self.spool = None  # the bytes after them (and, being sent, those read back from it)
-        self.spooled = 0  # the bytes written to the file
-
-    def pending(self) -> bool:
-        return bool(self.memory) or self.spool is not None
-
-    def put(self, data) -> bool:
-        """(The thread.) Keep data after what is held; False where there is no room for it."""
-        worker = self.worker
-        if self.spool is None and len(self.memory) + len(data) <= ANSWER_IN_MEMORY \
-                and worker.held + ANSWER_IN_MEMORY <= BODIES_HELD:  # (the main loop's count, read)
-            self.memory += data
-            return True
-        with worker.spool_lock:
-            answers_spooled = worker.answers_spooled + len(data)
-            if answers_spooled > ANSWERS_SPOOLED or worker.spooled + answers_spooled > BODIES_SPOOLED:
-                return False
-            worker.answers_spooled += len(data)
-        try:
-            if self.spool is None:
-                self.spool = _encrypted_spool()
-            self.spool.write(data)
-        except OSError:  # (TMPDIR full: the thread writes on itself)
-            with worker.spool_lock:
-                worker.answers_spooled -= len(data)
-            return False
-        self.spooled += len(data)
-        return True
-
-    def flush(self, sock):
-        """(The thread.) Send what is held, each write waiting (no room left for more); all of
-        it let go either way (a write given up: the client is gone, nothing is sent twice)."""
-        # (Taken out first: a write given up leaves a slice of them in its exception, and a
-        # bytearray with a slice taken cannot be emptied.)
-        memory, self.memory = self.memory, bytearray()
-        try:
-            if memory:
-                sock.send_waiting(memory)
-            if self.spool is not None:
-                # Only what its writes took whole: one the file took in part (the disk full,
-                # EFBIG) left that part after them, and the thread sends those bytes itself next.
-                self.spool.seek(0)
-                left = self.spooled
-                while left and (data := self.spool.read(min(left, ANSWER_IN_MEMORY))):
-                    sock.send_waiting(data)
-                    left -= len(data)
-        finally:
-            self.release()
-
-    def send_to(self, sock) -> bool | None:
-        """(The main loop.) Send what the socket takes now: True once all is sent, False where
-        the socket took all it could for now, None where the connection failed. Bytes read
-        back from the file are not held: what the socket does not take is read again later."""
-        while True:
-            data = self.memory
-            if not data:
-                if self.spool is None:
-                    return True
-                try:
-                    data = self.spool.read(ANSWER_IN_MEMORY)
-                except OSError:  # (its file cannot be read back: the answer cannot be finished)
-                    return None
-                if not data:
-                    self.release()
-                    return True
-            try:
-                sent = socket.socket.send(sock, data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return None
-            if data is self.memory:
-                del self.memory[:sent]
-            elif sent < len(data):
-                try:
-                    self.spool.seek(sent - len(data), os.SEEK_CUR)
-                except OSError:
-                    return None
-            if sent < len(data):
-                return False
-
-    def release(self):
-        """Close its file (and give its room back); what is in memory stays."""
-        if self.spool is not None:
-            try:
-                self.spool.close()
-            except OSError:
-                pass
-            self.spool = None
-            with self.worker.spool_lock:
-                self.worker.answers_spooled -= self.spooled
-            self.spooled = 0
-
-
-# The _Outbox of each connection whose answer is being written by a thread or sent by the main
-# loop, by its socket (_Socket has no room for it).
-_OUTBOXES = {}
 
 
 class _Gone(_Socket):
@@ -392,16 +269,6 @@ def _unavailable(api: bool) -> bytes:
             % (content_type.encode(), len(body), RETRY_AFTER, body))
 
 
-def _encrypted_spool():
-    """A temporary file (TMPDIR, deleted at once) that holds what is written to it as AES-CTR
-    ciphertext under a random key that lives only in the returned object (the worker's memory),
-    read back as plaintext: a body's plaintext (an uploaded secret file, a form's password, the
-    head's credentials) never touches the disk, as the app's own uploads (crypto.UploadSpool)."""
-    from pwp.crypto import UploadSpool  # (in the worker, its app loaded: not in gunicorn's master)
-
-    return UploadSpool(file=tempfile.TemporaryFile(buffering=0))  # (a failed write: nothing left buffered)
-
-
 class _SpooledUnreader(SocketUnreader):
     """gunicorn's reader of a request whose body the main loop spooled to a file: the file's
     bytes (the head, the body, maybe the start of the next request), then the socket's."""
@@ -489,7 +356,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.lingering = deque()  # closed connections waiting for the client's end (linger), by their deadline
         self.held = 0  # the bytes of their heads
         self.spool_lock = threading.Lock()  # (answers_spooled: threads add to it)
-        self.answers_spooled = 0  # the bytes of answers' temporary files (_Outbox.put)
+        self.answers_spooled = 0  # the bytes of answers' temporary files (Outbox.put: spool_answer)
         self.answers = set()  # connections whose answer the main loop is sending (each write's deadline: conn.timeout)
         cfg = self.cfg
         line = cfg.limit_request_line
@@ -684,8 +551,10 @@ class ThreadWorker(gthread.ThreadWorker):
             if len(head) > BODY_IN_MEMORY or (head and self.held + len(head) > BODIES_HELD):
                 try:
                     if conn.spool is None:
+                        from pwp.crypto import temporary_spool  # (in the worker, its app loaded)
+
                         conn.api = _is_api(head)  # (its head, here whole, is in the file after)
-                        conn.spool = _encrypted_spool()
+                        conn.spool = temporary_spool()
                     conn.spool.write(head)
                 except OSError as error:  # (no file descriptor or disk space left)
                     self.refuse_body(conn, waiting, error)
@@ -725,6 +594,27 @@ class ThreadWorker(gthread.ThreadWorker):
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)
         self.hand_over(conn)
+
+    def hold_answer(self) -> bool:
+        """(A thread: Outbox.put.) Whether an answer's bytes may wait in memory (up to
+        ANSWER_IN_MEMORY): while the heads and bodies held leave room for it under BODIES_HELD
+        (the main loop's count, read)."""
+        return self.held + ANSWER_IN_MEMORY <= BODIES_HELD
+
+    def spool_answer(self, size) -> bool:
+        """(A thread: Outbox.put.) Take room for `size` more bytes of answers' files, if they
+        stay within ANSWERS_SPOOLED, and with bodies' within BODIES_SPOOLED."""
+        with self.spool_lock:
+            answers_spooled = self.answers_spooled + size
+            if answers_spooled > ANSWERS_SPOOLED or self.spooled + answers_spooled > BODIES_SPOOLED:
+                return False
+            self.answers_spooled = answers_spooled
+        return True
+
+    def unspool_answer(self, size):
+        """(A thread or the main loop: Outbox.) Give back the room of `size` bytes of answers' files."""
+        with self.spool_lock:
+            self.answers_spooled -= size
 
     def make_room(self, conn) -> bool:
         """Drop the unfinished spooled bodies (not conn's) that sent nothing for longest (the
@@ -827,7 +717,7 @@ class ThreadWorker(gthread.ThreadWorker):
             self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
             return False
         if conn.head is not None and type(conn.sock) in (_Socket, _Gone):  # (a plain socket, bounded)
-            _OUTBOXES[conn.sock] = _Outbox(self)
+            OUTBOXES[conn.sock] = Outbox(self)
         keepalive = super().handle(conn)
         if keepalive and type(conn.parser.unreader) is _SpooledUnreader:
             conn.parser.unreader.take_rest()
@@ -859,7 +749,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.held -= conn.handed
         conn.handed = 0
         self.release_spool(conn)
-        outbox = _OUTBOXES.get(conn.sock)
+        outbox = OUTBOXES.get(conn.sock)
         if outbox is not None and outbox.pending() and conn.sock.fileno() >= 0:
             # The rest of its answer is sent from here as the socket drains; the thread is
             # free. Its next request (kept alive) is read once the answer is sent (send_answer).
@@ -883,7 +773,7 @@ class ThreadWorker(gthread.ThreadWorker):
         super().finish_request(conn, fs)
 
     def send_answer(self, conn, _client=None):
-        outbox = _OUTBOXES[conn.sock]
+        outbox = OUTBOXES[conn.sock]
         sent = outbox.send_to(conn.sock)
         self.held -= conn.handed
         conn.handed = len(outbox.memory)
@@ -906,7 +796,7 @@ class ThreadWorker(gthread.ThreadWorker):
         super().finish_request(conn, fs)
 
     def end_answer(self, conn):
-        outbox = _OUTBOXES.pop(conn.sock, None)
+        outbox = OUTBOXES.pop(conn.sock, None)
         if outbox is not None:
             outbox.release()
 

@@ -1,4 +1,4 @@
-"""pwp/workers.py: long answers that clients take slowly are sent by the worker's main loop,
+"""pwp/workers.py, pwp/outbox.py: long answers that clients take slowly are sent by the worker's main loop,
 not by a thread, with the real gunicorn and the real worker."""
 import json
 import os
@@ -203,12 +203,13 @@ def _socket_pair() -> tuple[socket.socket, socket.socket]:
 
 
 def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_as_gone():
-    """The thread sends what an answer's _Outbox holds itself once there is no room for more
+    """The thread sends what an answer's Outbox holds itself once there is no room for more
     (flush): where the client took part of the bytes held in memory and then nothing for the
     socket's bound, the slice of them still referenced by the write's exception kept their
     buffer from being emptied: a BufferError instead of the quiet EPIPE of a client gone
     (gunicorn logged it as an error in the app, and lingered 2 s in the thread)."""
-    from pwp.workers import _Outbox, bound
+    from pwp.outbox import Outbox
+    from pwp.workers import bound
     ours, theirs = _socket_pair()
     bound(ours, 0.3)
     while True:  # (the socket full)
@@ -216,7 +217,7 @@ def test_an_answer_held_in_memory_that_the_client_stops_taking_midway_is_let_go_
             ours.send(bytes(65536), socket.MSG_DONTWAIT)
         except BlockingIOError:
             break
-    outbox = _Outbox(None)
+    outbox = Outbox(None)
     outbox.memory += os.urandom(64 * 1024)
     taken = 0
     while taken < 32 * 1024:  # (room for part of what it holds, then the client takes nothing)
@@ -241,14 +242,14 @@ def _files_at_most(size):
 
 
 def test_a_spooled_write_that_fails_leaves_the_spool_as_it_was():
-    """A body's or answer's temporary file (workers._encrypted_spool) whose write fails midway
+    """A body's or answer's temporary file (crypto.temporary_spool) whose write fails midway
     (TMPDIR full; here past RLIMIT_FSIZE) kept the part of it that was written, and its reads
     went on after it: the file's bytes no longer what was written to it. The failed write now
     leaves neither bytes nor a position behind."""
-    from pwp.workers import _encrypted_spool
+    from pwp.crypto import temporary_spool
 
     before, failing, after = os.urandom(100_000), os.urandom(300_000), os.urandom(10_000)
-    spool = _encrypted_spool()
+    spool = temporary_spool()
     with _files_at_most(256 * 1024):
         spool.write(before)
         with pytest.raises(OSError):
@@ -261,11 +262,11 @@ def test_a_spooled_write_that_fails_leaves_the_spool_as_it_was():
 
 
 def test_an_answer_whose_temporary_file_runs_out_of_room_comes_whole_and_once():
-    """A thread leaves the rest of an answer the socket did not take to its _Outbox, past
+    """A thread leaves the rest of an answer the socket did not take to its Outbox, past
     64 KiB in a temporary file; that write failing midway (TMPDIR full; here past RLIMIT_FSIZE)
     left part of it in the file, and the thread then sent the file and the whole rest again:
     1 MiB came as 1.25 MiB, a download's bytes twice. Now it comes as it was written."""
-    from pwp import workers
+    from pwp import outbox, workers
 
     cfg = Config()
     worker = workers.ThreadWorker(0, os.getpid(), [], None, 30, cfg, Logger(cfg))
@@ -273,7 +274,7 @@ def test_an_answer_whose_temporary_file_runs_out_of_room_comes_whole_and_once():
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     workers.bound(server, 20)
-    workers._OUTBOXES[server] = workers._Outbox(worker)
+    outbox.OUTBOXES[server] = outbox.Outbox(worker)
     data = os.urandom(1024 * 1024)
     limit = 256 * 1024
 
@@ -281,7 +282,7 @@ def test_an_answer_whose_temporary_file_runs_out_of_room_comes_whole_and_once():
         try:
             server.sendall(data)  # (what the socket takes, the rest to the outbox: past `limit`, no room)
         finally:
-            workers._OUTBOXES.pop(server, None)
+            outbox.OUTBOXES.pop(server, None)
             server.close()
     with _files_at_most(limit):
         thread = threading.Thread(target=send)
@@ -306,12 +307,13 @@ def test_an_answers_rest_read_back_from_its_file_is_not_held_while_its_client_ta
     from gunicorn.config import Config
     from gunicorn.glogging import Logger
 
-    from pwp.workers import ANSWER_IN_MEMORY, ThreadWorker, _Outbox
+    from pwp.outbox import ANSWER_IN_MEMORY, Outbox
+    from pwp.workers import ThreadWorker
     cfg = Config()
     worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
     ours, theirs = _socket_pair()
     data = os.urandom(32 * ANSWER_IN_MEMORY + 123)
-    outbox = _Outbox(worker)
+    outbox = Outbox(worker)
     assert outbox.put(data) and not outbox.memory  # (past ANSWER_IN_MEMORY: all in its file)
     outbox.spool.seek(0)  # (as finish_request)
     assert outbox.send_to(ours) is False

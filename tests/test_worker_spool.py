@@ -184,16 +184,16 @@ def test_the_spool_is_whole_again_after_bodies_refused_with_a_503(tmp_path):
 
 
 def test_a_spool_reads_back_what_was_written_after_any_seeks_and_partial_reads():
-    """workers._encrypted_spool (AES-CTR, its keystream kept while access is sequential) reads
+    """crypto.temporary_spool (AES-CTR, its keystream kept while access is sequential) reads
     as a file would, whatever came before: writes, reads and seeks of any length and position,
     across blocks and 64 KiB, compared with an in-memory file (random, seeded: reproducible)."""
     import io
     import random
 
-    from pwp.workers import _encrypted_spool
+    from pwp.crypto import temporary_spool
     choose = random.Random(20261207)
     for _ in range(30):
-        spool, model = _encrypted_spool(), io.BytesIO()
+        spool, model = temporary_spool(), io.BytesIO()
         for _ in range(30):
             action = choose.random()
             if action < 0.35:
