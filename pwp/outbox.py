@@ -18,8 +18,9 @@ import socket
 # The most bytes of an answer an Outbox holds in memory; past it they go to its file.
 ANSWER_IN_MEMORY = 64 * 1024
 
-# The Outbox of each connection whose answer is being written by a thread or sent by the main
-# loop, by its socket (a socket has no room for it).
+# The Outbox of each connection whose answer a thread is writing, by its socket (a socket has
+# no room for it): the worker itself until the socket does not take a write whole at once,
+# then an Outbox (made only then: most answers are taken whole, and cost none).
 OUTBOXES = {}
 
 
@@ -30,13 +31,21 @@ def buffered_sendall(sock, data, flags=0):
     outbox = OUTBOXES.get(sock)
     if outbox is None:
         return sock.send_waiting(data, flags)
+    sent = 0
+    if type(outbox) is not Outbox or not outbox.pending():
+        try:
+            sent = sock.send(data, flags | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        if sent == len(data) and type(data) is bytes:
+            return  # (most writes: taken whole, no Outbox made)
     with memoryview(data) as view, view.cast("B") as left:
-        if not outbox.pending():
-            try:
-                left = left[sock.send(left, flags | socket.MSG_DONTWAIT):]
-            except BlockingIOError:
-                pass
-        if not left or outbox.put(left):
+        left = left[sent:]
+        if not left:
+            return
+        if type(outbox) is not Outbox:  # (the worker whose room it takes: made once needed)
+            outbox = OUTBOXES[sock] = Outbox(outbox)
+        if outbox.put(left):
             return
         outbox.flush(sock)  # (no room: what it holds first, then these bytes, each write waiting)
         sock.send_waiting(left, flags)

@@ -297,6 +297,7 @@ class _Connection(gthread.TConn):
     spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
     spooled = 0  # the bytes written to it
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
+    outbox = None  # the Outbox of the answer the main loop is sending (send_answer)
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
     unspoolable = False  # its body's Content-Length alone passes BODIES_SPOOLED (wait_for_body)
@@ -717,7 +718,7 @@ class ThreadWorker(gthread.ThreadWorker):
             self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
             return False
         if conn.head is not None and type(conn.sock) in (_Socket, _Gone):  # (a plain socket, bounded)
-            OUTBOXES[conn.sock] = Outbox(self)
+            OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
         keepalive = super().handle(conn)
         if keepalive and type(conn.parser.unreader) is _SpooledUnreader:
             conn.parser.unreader.take_rest()
@@ -749,10 +750,11 @@ class ThreadWorker(gthread.ThreadWorker):
         self.held -= conn.handed
         conn.handed = 0
         self.release_spool(conn)
-        outbox = OUTBOXES.get(conn.sock)
-        if outbox is not None and outbox.pending() and conn.sock.fileno() >= 0:
+        outbox = OUTBOXES.pop(conn.sock, None)
+        if type(outbox) is Outbox and outbox.pending() and conn.sock.fileno() >= 0:
             # The rest of its answer is sent from here as the socket drains; the thread is
             # free. Its next request (kept alive) is read once the answer is sent (send_answer).
+            conn.outbox = outbox
             if outbox.spool is not None:
                 try:
                     outbox.spool.seek(0)  # (a buffered write's failure may come here: a full disk)
@@ -769,11 +771,12 @@ class ThreadWorker(gthread.ThreadWorker):
             self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.send_answer, conn))
             self.send_answer(conn)
             return
-        self.end_answer(conn)
+        if type(outbox) is Outbox:
+            outbox.release()  # (its socket closed: nothing more is sent)
         super().finish_request(conn, fs)
 
     def send_answer(self, conn, _client=None):
-        outbox = OUTBOXES[conn.sock]
+        outbox = conn.outbox
         sent = outbox.send_to(conn.sock)
         self.held -= conn.handed
         conn.handed = len(outbox.memory)
@@ -796,9 +799,8 @@ class ThreadWorker(gthread.ThreadWorker):
         super().finish_request(conn, fs)
 
     def end_answer(self, conn):
-        outbox = OUTBOXES.pop(conn.sock, None)
-        if outbox is not None:
-            outbox.release()
+        conn.outbox.release()
+        conn.outbox = None
 
     def drop_answer(self, conn):
         # Its client took nothing of it for `timeout`: gone, as a thread's write gives up.
