@@ -104,6 +104,12 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # (gunicorn's util.close_graceful's: ThreadWorker.linger).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 65536
+# How long a connection whose body was refused (its 503 sent) reads and drops the rest of the
+# body the client may still be sending before it closes (nginx's lingering_time): a client
+# that sends its request whole before it reads the answer (curl without `Expect`, Python's
+# requests) would otherwise get a reset, not the 503. Its bytes: the body's Content-Length
+# (chunked: up to the app's limit), so at most the longest body the app takes.
+DRAIN_SECONDS = 30.0
 
 
 def bound(sock: socket.socket, seconds: float):
@@ -298,6 +304,7 @@ class _Connection(gthread.TConn):
     spooled = 0  # the bytes written to it
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
     outbox = None  # the Outbox of the answer the main loop is sending (send_answer)
+    drain = 0  # its refused body's bytes still to come, read and dropped before it closes (refuse_body)
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
     unspoolable = False  # its body's Content-Length alone passes BODIES_SPOOLED (wait_for_body)
@@ -311,7 +318,7 @@ class _Connection(gthread.TConn):
         # that sent `Connection: close`, or a head past the limits, and then neither closed nor
         # sent stopped the whole worker for 2 s each. Here the poller waits for it.
         if graceful and self.linger is not None and type(self.sock) in (socket.socket, _Socket, _Gone):
-            self.linger(self.sock)
+            self.linger(self.sock, self.drain)
         else:
             super().close(graceful)
 
@@ -355,6 +362,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.body_limit = BODY_LIMIT  # (run: the app's own)
         self.accept_again = 0.0  # (accept: out of files, when to try again)
         self.lingering = deque()  # closed connections waiting for the client's end (linger), by their deadline
+        self.draining = deque()  # closed connections reading the rest of a refused body (linger), by their deadline
         self.held = 0  # the bytes of their heads
         self.spool_lock = threading.Lock()  # (answers_spooled: threads add to it)
         self.answers_spooled = 0  # the bytes of answers' temporary files (Outbox.put: spool_answer)
@@ -645,33 +653,37 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.sock.__class__ = _Gone
         self.hand_over(conn)
 
-    def drop_body(self, conn, waiting=True, answer=None):
-        """Let go of a body unfinished: unanswered, or (answer) with what the socket takes of
-        that answer at once, never waiting (an empty send buffer takes a short one whole), the
-        connection then closed lingering (the client may still be sending its body)."""
+    def drop_body(self, conn, waiting=True):
+        """Let go of a body unfinished, unanswered."""
         if waiting:
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)
         self.release_spool(conn)
         conn.head.clear()
         self.nr_conns -= 1
-        if answer is None:
-            conn.close()
-            return
-        try:  # (MSG_DONTWAIT: hand_over's socket is a thread's, blocking)
-            socket.socket.send(conn.sock, answer, socket.MSG_DONTWAIT)
-        except OSError:
-            pass
-        conn.close(graceful=True)
+        conn.close()
 
     def refuse_body(self, conn, waiting, error):
-        # Its temporary file could not be made or written (error: TMPDIR full or missing, out
-        # of files), or it alone would pass BODIES_SPOOLED: a 503 rather than a reset, as nginx's
-        # 500 for a client_body_temp_path it cannot write. (Its cause only, never its bytes.)
-        if error is not None:
+        """A body whose temporary file could not be made or written (error: TMPDIR full or
+        missing, out of files), or that alone would pass BODIES_SPOOLED: a 503 rather than a
+        reset, as nginx's 500 for a client_body_temp_path it cannot write, sent as answers are
+        (send_rest: whole, or the client dropped once it takes nothing for `timeout`); the
+        connection then closes once the rest of the body the client may still be sending is
+        read and dropped (conn.drain, DRAIN_SECONDS)."""
+        if error is not None:  # (its cause only, never its bytes)
             self.log.warning("A request body could not be written to a temporary file (%s): answered 503",
                              error.strerror or type(error).__name__)
-        self.drop_body(conn, waiting, _unavailable(conn.api))
+        if waiting:
+            self.poller.unregister(conn.sock)
+            self.bodies.discard(conn)
+        # (Chunked: its end unknown, up to the bytes after which it would have gone to a thread.)
+        left = conn.left if type(conn.left) is int else conn.limit - conn.spooled - len(conn.head)
+        conn.drain = max(left, 0)
+        self.release_spool(conn)
+        conn.head.clear()
+        outbox = Outbox(self)
+        outbox.memory += _unavailable(conn.api)
+        self.send_rest(conn, outbox, None)
 
     def release_spool(self, conn):
         if conn.spool is not None:
@@ -754,26 +766,32 @@ class ThreadWorker(gthread.ThreadWorker):
         if type(outbox) is Outbox and outbox.pending() and conn.sock.fileno() >= 0:
             # The rest of its answer is sent from here as the socket drains; the thread is
             # free. Its next request (kept alive) is read once the answer is sent (send_answer).
-            conn.outbox = outbox
-            if outbox.spool is not None:
-                try:
-                    outbox.spool.seek(0)  # (a buffered write's failure may come here: a full disk)
-                except OSError:
-                    self.end_answer(conn)
-                    self.nr_conns -= 1
-                    conn.close()  # (its answer cannot be finished)
-                    return
-            conn.handed = len(outbox.memory)
-            self.held += conn.handed
-            conn.finished = fs
-            conn.timeout = time.monotonic() + self.cfg.timeout
-            self.answers.add(conn)
-            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.send_answer, conn))
-            self.send_answer(conn)
+            self.send_rest(conn, outbox, fs)
             return
         if type(outbox) is Outbox:
             outbox.release()  # (its socket closed: nothing more is sent)
         super().finish_request(conn, fs)
+
+    def send_rest(self, conn, outbox, fs):
+        """Send what outbox holds from the main loop as the socket drains (send_answer), then
+        finish the request as gunicorn does (fs: its thread's result), or (fs None: a refused
+        body's 503) close the connection."""
+        conn.outbox = outbox
+        if outbox.spool is not None:
+            try:
+                outbox.spool.seek(0)  # (a buffered write's failure may come here: a full disk)
+            except OSError:
+                self.end_answer(conn)
+                self.nr_conns -= 1
+                conn.close()  # (its answer cannot be finished)
+                return
+        conn.handed = len(outbox.memory)
+        self.held += conn.handed
+        conn.finished = fs
+        conn.timeout = time.monotonic() + self.cfg.timeout
+        self.answers.add(conn)
+        self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.send_answer, conn))
+        self.send_answer(conn)
 
     def send_answer(self, conn, _client=None):
         outbox = conn.outbox
@@ -792,9 +810,9 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.handed = 0
         fs, conn.finished = conn.finished, None
         self.end_answer(conn)
-        if sent is None:
+        if sent is None or fs is None:
             self.nr_conns -= 1
-            conn.close()
+            conn.close(graceful=sent is not None)  # (a refused body's 503: its rest read first)
             return
         super().finish_request(conn, fs)
 
@@ -813,11 +831,12 @@ class ThreadWorker(gthread.ThreadWorker):
         self.nr_conns -= 1
         conn.close(graceful=True)  # (what it sent meanwhile read and dropped: no reset, as a thread's EPIPE)
 
-    def linger(self, sock):
+    def linger(self, sock, drain=0):
         """gunicorn's util.close_graceful without its wait in the main loop: send our end of
         the connection, then read and drop what the client still sends (else the kernel answers
         it with a reset, which may cut the answer's last bytes short) until it closes its end,
-        LINGER_BYTES came or LINGER_SECONDS passed, then close."""
+        LINGER_BYTES came or LINGER_SECONDS passed (drain: a refused body's rest, that many
+        bytes or DRAIN_SECONDS), then close."""
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
@@ -825,27 +844,33 @@ class ThreadWorker(gthread.ThreadWorker):
             sock.close()
             return
         self.nr_conns += 1  # (counted against worker_connections until closed, as gunicorn's)
-        lingering = [time.monotonic() + LINGER_SECONDS, sock, 0]
-        self.lingering.append(lingering)
+        if drain > 0:
+            lingering = [time.monotonic() + DRAIN_SECONDS, sock, drain, self.draining]
+        else:
+            lingering = [time.monotonic() + LINGER_SECONDS, sock, LINGER_BYTES, self.lingering]
+        lingering[3].append(lingering)
         self.poller.register(sock, selectors.EVENT_READ, partial(self.on_lingering_readable, lingering))
         self.on_lingering_readable(lingering)
 
     def on_lingering_readable(self, lingering, _client=None):
-        sock = lingering[1]
-        while lingering[2] < LINGER_BYTES:
+        sock, reads = lingering[1], 16  # (at most 1 MiB a turn: the other connections' turn next)
+        while lingering[2] > 0:
+            if not reads:
+                return
+            reads -= 1
             try:
-                data = socket.socket.recv(sock, 4096)  # (not _Socket's: EAGAIN is no end here)
+                data = socket.socket.recv(sock, min(lingering[2], 65536))  # (not _Socket's: EAGAIN is no end here)
             except BlockingIOError:
                 return
             except OSError:
                 break
             if not data:
                 break
-            lingering[2] += len(data)
+            lingering[2] -= len(data)
         self.end_lingering(lingering)
 
     def end_lingering(self, lingering):
-        self.lingering.remove(lingering)
+        lingering[3].remove(lingering)
         self.poller.unregister(lingering[1])
         lingering[1].close()
         self.nr_conns -= 1
@@ -864,6 +889,8 @@ class ThreadWorker(gthread.ThreadWorker):
         super()._cap_keepalive(deadline)
         for conn in self.heads:
             conn.timeout = min(conn.timeout, deadline)
+        for lingering in self.draining:  # (nor the rest of a refused body)
+            lingering[0] = min(lingering[0], deadline)
 
     def murder_pending(self):
         # (Called in the main loop after each round of events, as gunicorn's own.)
@@ -874,8 +901,9 @@ class ThreadWorker(gthread.ThreadWorker):
         while self.heads and self.heads[0].timeout <= now:
             self.held -= len(self.heads[0].head)
             self.drop_head(self.heads[0])
-        while self.lingering and self.lingering[0][0] <= now:
-            self.end_lingering(self.lingering[0])
+        for queue in (self.lingering, self.draining):
+            while queue and queue[0][0] <= now:
+                self.end_lingering(queue[0])
         if (self.bodies or self.answers) and now >= self.bodies_checked + 1:  # (deadlines move: a look a second)
             self.bodies_checked = now
             for conn in [conn for conn in self.bodies if conn.timeout <= now]:

@@ -3,7 +3,9 @@ BODY_IN_MEMORY) while they come, with the real gunicorn and the real worker."""
 import json
 import os
 import re
+import selectors
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -242,3 +244,111 @@ def test_a_body_declared_past_the_spools_cap_gets_its_503_at_once_and_drops_no_o
         answer_head, _, answer = _until_closed(slower).partition(b"\r\n\r\n")
         assert answer_head.startswith(b"HTTP/1.1 201 "), answer_head
         assert "Traceback" not in server.logs()
+
+
+_UPLOAD = 20 * 1024 * 1024  # (under the app's limit, MAX_CONTENT_LENGTH: 26 MiB; far past any socket's buffers)
+
+
+def _sent_whole_then_read(port, request: bytes) -> bytes:
+    """What the server answers a client that sends its request whole before it reads anything
+    (curl without `Expect`, Python's requests, the pwpush CLI), until the server closes."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)  # (no autotuning: the body waits on the server)
+    conn.settimeout(20)  # (a failure guard only)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(request)  # (was: ConnectionResetError, the server gone having read 64 KiB more)
+    return _until_closed(conn)
+
+
+@pytest.mark.parametrize("refused", ["declared past the cap", "its file cannot be written",
+                                     "chunked, its file cannot be written"])
+def test_a_client_that_sends_a_refused_body_whole_before_it_reads_gets_its_503(tmp_path, refused):
+    """A body refused with a 503 (declared past the spool's cap, or its temporary file cannot be
+    written) while its client goes on sending it: the worker read 64 KiB more of it (or 2 s),
+    then closed a connection with the rest of the body unread, a reset, and a client that sends
+    its request whole before it reads its answer failed to send instead of reading the 503. The
+    worker now reads and drops the rest of the body (its Content-Length; chunked: while it
+    comes, up to the app's limit), then closes: the client reads its 503."""
+    from pwp.workers import BODY_IN_MEMORY
+    settings, fsize = {}, None
+    if refused == "declared past the cap":
+        settings["PWPUSH_BODIES_SPOOLED"] = str(2 * BODY_IN_MEMORY)
+    else:
+        fsize = 2 * BODY_IN_MEMORY + 65536  # (the database, the log stay smaller)
+    post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    body = b"{" + b" " * (_UPLOAD - 1)
+    if refused.startswith("chunked"):
+        request = post + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        request = post + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    env = server_env(tmp_path / "instance", **settings)
+    with gunicorn(env, tmp_path / "log", fsize=fsize) as server:
+        answer_head, _, answer = _sent_whole_then_read(server.port, request).partition(b"\r\n\r\n")
+        assert answer_head.startswith(b"HTTP/1.1 503 ") and answer_head.endswith(b"\r\nRetry-After: 30")
+        assert answer == b'{"status":503,"error":"Service Unavailable"}\n'
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert "Traceback" not in server.logs()
+
+
+def test_curl_uploading_a_file_past_the_spools_cap_without_expect_prints_the_503(tmp_path):
+    """curl without `Expect: 100-continue` sends the whole file before it reads the answer: it
+    failed (a reset: "Send failure" or "Recv failure") where the worker refused the body; it
+    now prints the 503's JSON."""
+    from pwp.workers import BODY_IN_MEMORY
+    env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(2 * BODY_IN_MEMORY))
+    (tmp_path / "big.json").write_bytes(b"{" + b" " * (_UPLOAD - 1))
+    with gunicorn(env, tmp_path / "log") as server:
+        done = subprocess.run(
+            ["curl", "-sS", "-H", "Expect:", "-H", "Content-Type: application/json", "-w", "\\n%{http_code}",
+             "--data-binary", f"@{tmp_path / 'big.json'}", f"{server.url}/api/v2/pushes"],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == '{"status":503,"error":"Service Unavailable"}\n\n503', done.stdout
+
+
+def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads():
+    """The 503 of a refused body was one write that did not wait: where the client's socket was
+    full (a pipelined exchange whose answers it had not read yet), the 503 was cut, or never
+    sent. It now goes through the same path as answers: sent as the client reads, then the
+    connection closes (here in a worker's main loop run in this process, its socket real)."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.gthread import TConn
+    from test_worker_answers import _files_at_most, _socket_pair
+
+    from pwp.workers import BODY_IN_MEMORY, ThreadWorker
+    cfg = Config()
+    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+    worker.poller = selectors.DefaultSelector()
+    ours, theirs = _socket_pair()
+    size = 4 * BODY_IN_MEMORY
+    theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b" " * (BODY_IN_MEMORY + 16384))
+    unread = bytearray()
+    for block in (65536, 1):  # (the socket full, to its last byte, of answers the client has not read)
+        while True:
+            try:
+                unread += b"x" * ours.send(b"x" * block, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+    with _files_at_most(BODY_IN_MEMORY):  # (its temporary file cannot be written: a 503)
+        worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
+    theirs.setblocking(False)
+    received = bytearray()
+    for _ in range(10_000):  # (a failure guard only)
+        try:
+            chunk = theirs.recv(65536)
+        except BlockingIOError:
+            chunk = None
+        if chunk == b"":
+            break
+        received += chunk or b""
+        for key, _events in worker.poller.select(0.01):
+            key.data(key.fileobj)
+    theirs.close()
+    ours.close()
+    assert received[:len(unread)] == unread
+    answer_head, _, answer = bytes(received[len(unread):]).partition(b"\r\n\r\n")
+    assert answer_head.startswith(b"HTTP/1.1 503 "), answer_head[:100]  # (was: b"", never sent)
+    assert answer.startswith(b"Service Unavailable: ")
+    assert len(answer) == int(dict(line.split(b": ", 1) for line in answer_head.split(b"\r\n")[1:])[b"Content-Length"])
+    worker.tmp.close()
