@@ -655,13 +655,16 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def drop_body(self, conn, waiting=True):
         """Let go of a body unfinished, unanswered."""
+        self.let_go_body(conn, waiting)
+        self.nr_conns -= 1
+        conn.close()
+
+    def let_go_body(self, conn, waiting):
         if waiting:
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)
         self.release_spool(conn)
         conn.head.clear()
-        self.nr_conns -= 1
-        conn.close()
 
     def refuse_body(self, conn, waiting, error):
         """A body whose temporary file could not be made or written (error: TMPDIR full or
@@ -673,14 +676,10 @@ class ThreadWorker(gthread.ThreadWorker):
         if error is not None:  # (its cause only, never its bytes)
             self.log.warning("A request body could not be written to a temporary file (%s): answered 503",
                              error.strerror or type(error).__name__)
-        if waiting:
-            self.poller.unregister(conn.sock)
-            self.bodies.discard(conn)
         # (Chunked: its end unknown, up to the bytes after which it would have gone to a thread.)
         left = conn.left if type(conn.left) is int else conn.limit - conn.spooled - len(conn.head)
         conn.drain = max(left, 0)
-        self.release_spool(conn)
-        conn.head.clear()
+        self.let_go_body(conn, waiting)
         outbox = Outbox(self)
         outbox.memory += _unavailable(conn.api)
         self.send_rest(conn, outbox, None)
