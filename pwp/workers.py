@@ -104,11 +104,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # (gunicorn's util.close_graceful's: ThreadWorker.linger).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 65536
-# How long a connection whose body was refused (its 503 sent) reads and drops the rest of the
-# body the client may still be sending before it closes (nginx's lingering_time): a client
-# that sends its request whole before it reads the answer (curl without `Expect`, Python's
-# requests) would otherwise get a reset, not the 503. Its bytes: the body's Content-Length
-# (chunked: up to the app's limit), so at most the longest body the app takes.
+# How long a connection whose body was refused (its 503 sent, or the app's 413 for a body
+# declared past its limit) reads and drops the rest of the body the client may still be sending
+# before it closes (nginx's lingering_time): a client that sends its request whole before it
+# reads the answer (curl without `Expect`, Python's requests) would otherwise get a reset, not
+# the answer. Its bytes: the body's Content-Length (a chunked 503's: up to the app's limit).
 DRAIN_SECONDS = 30.0
 
 
@@ -304,7 +304,7 @@ class _Connection(gthread.TConn):
     spooled = 0  # the bytes written to it
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
     outbox = None  # the Outbox of the answer the main loop is sending (send_answer)
-    drain = 0  # its refused body's bytes still to come, read and dropped before it closes (refuse_body)
+    drain = 0  # its refused body's bytes still to come, read and dropped before it closes (linger)
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
     unspoolable = False  # its body's Content-Length alone passes BODIES_SPOOLED (wait_for_body)
@@ -523,7 +523,10 @@ class ThreadWorker(gthread.ThreadWorker):
         elif len(lengths) != 1 or not lengths[0].isdigit():
             return False  # (none, or gunicorn's 400)
         elif int(lengths[0]) > self.body_limit:
-            conn.cut = True  # (the app's 413, then closed: its body unread, not drained)
+            # (The app's 413, then closed: its body unread, then read and dropped as the
+            # connection closes, as a refused body's: linger.)
+            conn.cut = True
+            conn.drain = int(lengths[0]) - (len(head) - body_start)
             return False
         else:
             conn.left = int(lengths[0]) - (len(head) - body_start)

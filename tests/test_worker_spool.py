@@ -352,3 +352,18 @@ def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads()
     assert answer.startswith(b"Service Unavailable: ")
     assert len(answer) == int(dict(line.split(b": ", 1) for line in answer_head.split(b"\r\n")[1:])[b"Content-Length"])
     worker.tmp.close()
+
+
+def test_a_client_that_sends_a_body_past_the_apps_limit_whole_before_it_reads_gets_its_413(tmp_path):
+    """A body whose Content-Length passes the app's limit gets the app's 413 at once, unread;
+    a client that sends its request whole before it reads (the pwpush CLI uploading a file
+    a little too large) then got a reset, the worker having read 64 KiB more of it. The worker
+    now reads and drops the body it declared (within DRAIN_SECONDS) before it closes."""
+    size = 27 * 1024 * 1024  # (the app's limit: 26 MiB)
+    request = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % size + b"{" + b" " * (size - 1))
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        answer_head, _, answer = _sent_whole_then_read(server.port, request).partition(b"\r\n\r\n")
+        assert answer_head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in answer_head + b"\r\n"
+        assert json.loads(answer) == {"status": 413, "error": "Request Entity Too Large"}
+        assert "Traceback" not in server.logs()
