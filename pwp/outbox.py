@@ -27,7 +27,8 @@ OUTBOXES = {}
 def buffered_sendall(sock, data, flags=0):
     """(A thread: a bounded client socket's sendall.) What the socket takes now; the rest to
     the connection's Outbox if it has room, which the main loop sends later (after the bytes it
-    holds already). A socket with no Outbox writes on itself (sock.send_waiting)."""
+    holds already). A socket not in OUTBOXES (a connection served as gthread serves it) writes
+    on itself (sock.send_waiting)."""
     outbox = OUTBOXES.get(sock)
     if outbox is None:
         return sock.send_waiting(data, flags)
