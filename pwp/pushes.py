@@ -11,6 +11,7 @@ import json
 import math
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -49,7 +50,8 @@ NOTE_MAX = 10_000
 PASSPHRASE_MAX = 1024
 TEXT_TOO_LARGE = f"The payload is too large.  You can only push up to {TEXT_MAX} bytes."  # (upstream's)
 URL_HOST_AMBIGUOUS = ("has a host name that browsers and this server spell differently (with \u00df, \u1e9e, "
-                      "\u03c2 or a zero-width joiner): write it in punycode (xn--...)")
+                      "\u03c2, a zero-width joiner or a character newer than Unicode 3.2): write it in "
+                      "punycode (xn--...)")
 URL_TOO_LONG = (f"is too long (maximum is {URL_MAX} characters, each one outside ASCII counted as its "
                 "percent-encoding)")
 _TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -439,7 +441,7 @@ def _url_errors(value: str) -> dict:
     location = url_location(value)
     if location is None:
         authority = _AUTHORITY.match(value)
-        return {"payload": [URL_HOST_AMBIGUOUS if authority and _IDNA_DEVIATIONS.search(authority[1]) else
+        return {"payload": [URL_HOST_AMBIGUOUS if authority and _spelled_differently(authority[1].rpartition("@")[2].lower()) else
                             "must be a valid HTTP or HTTPS URL."]}
     return too_long if len(location) > URL_MAX else {}
 
@@ -449,9 +451,14 @@ _NOT_IN_A_LOCATION = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 # In a host: what upstream's parser refuses (whitespace, <>{}\"), what a browser cannot
 # follow (| ^) or reads as the path's start (\).
 _NOT_IN_A_HOST = re.compile(r'[\s<>{}"\\|^]')
-# The characters Python's IDNA 2003 maps away (\u00df and \u1e9e to ss, \u03c2 to \u03c3, the
-# joiners to nothing) and browsers' IDNA 2008 keeps: faß.de would send the recipient to fass.de.
-_IDNA_DEVIATIONS = re.compile("[\u00df\u1e9e\u03c2\u200c\u200d]")
+# The characters Python's IDNA 2003 (Unicode 3.2's) maps otherwise than browsers' (UTS #46,
+# IDNA 2008): \u00df and \u1e9e to ss, \u03c2 to \u03c3, the joiners and \u1806 to nothing, where
+# browsers keep them (faß.de would send the recipient to fass.de); Hangul fillers and Khmer's
+# inherent vowels kept, where browsers drop them; five CJK ideographs Unicode 4 decomposed
+# anew. (Each seen in Chromium, as those _spelled_differently adds.)
+_IDNA_DEVIATIONS = re.compile("[\u00df\u1e9e\u03c2\u200c\u200d\u1806\u115f\u1160\u3164\uffa0\u17b4\u17b5"
+                              "\U0002f868\U0002f874\U0002f91f\U0002f95f\U0002f9bf]")
+_IDNA_DOTS = re.compile("[\u3002\uff0e\uff61]")
 _AUTHORITY = re.compile(r"\s*https?://([^/?#]*)", re.IGNORECASE)
 
 
@@ -473,9 +480,25 @@ def url_location(value: str) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
-    if _NOT_IN_A_HOST.search(parts.hostname) or _IDNA_DEVIATIONS.search(parts.hostname):
+    if _NOT_IN_A_HOST.search(parts.hostname) or _spelled_differently(parts.hostname):
+        return None
+    # The mapping may make punctuation of a letter (\uff3c: a backslash, read as the path's
+    # start; \u2488: "1."; \uff05: %), which no browser does.
+    if not parts.hostname.isascii() and _punctuation(parts.hostname) != _punctuation(urlsplit(location).hostname):
         return None
     return location
+
+
+def _spelled_differently(host: str) -> bool:
+    """Whether a host has a character Python's IDNA maps otherwise than browsers do: one of
+    _IDNA_DEVIATIONS, or one Unicode 3.2 did not have, which Python keeps as it is and
+    browsers may map (\U0001f130, squared A, to a; Cherokee's small letters to capitals)."""
+    return not host.isascii() and bool(
+        _IDNA_DEVIATIONS.search(host) or any(unicodedata.ucd_3_2_0.category(c) == "Cn" for c in host))
+
+
+def _punctuation(host: str) -> list:
+    return [c for c in _IDNA_DOTS.sub(".", host) if c.isascii() and not c.isalnum() and c != "-"]
 
 
 def _expiry(new: NewPush, cfg, now):

@@ -177,9 +177,9 @@ _FORM_MESSAGES = {
     ("url", "Payload is required."): "Enter the URL to share.",
     ("qr", "Payload is required."): "Enter the content of the QR code.",
     ("url", "must be a valid HTTP or HTTPS URL."): "Enter a whole address, starting with https:// or http://.",
-    ("url", pushes.URL_HOST_AMBIGUOUS): "The address's host has \u00df, \u1e9e, \u03c2 or a zero-width joiner, "
-                                        "which browsers and this server read as different hosts: write it "
-                                        "in punycode (xn--...).",
+    ("url", pushes.URL_HOST_AMBIGUOUS): "The address's host has \u00df, \u1e9e, \u03c2, a zero-width joiner or "
+                                        "a character newer than Unicode 3.2, which browsers and this server "
+                                        "read as different hosts: write it in punycode (xn--...).",
     ("url", pushes.URL_TOO_LONG): f"The URL is too long: at most {pushes.URL_MAX} characters, each one "
                                   "outside ASCII counted as its percent-encoding (up to 9).",
     ("text", pushes.TEXT_TOO_LARGE): f"The secret is too long: at most {pushes.TEXT_MAX} characters.",

@@ -250,9 +250,31 @@ def test_a_url_whose_host_browsers_and_python_spell_differently_is_refused(clien
     r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": f"https://{host}/x"}})
     assert r.status_code == 422 and r.json == {"payload": [pwp.pushes.URL_HOST_AMBIGUOUS]}
     r = client.post("/p", data=form(kind="url", payload=f"https://{host}/x"))
-    assert r.status_code == 422 and "The address&#39;s host has \u00df, \u1e9e, \u03c2 or a zero-width joiner" in r.get_data(as_text=True)
+    assert r.status_code == 422 and "The address&#39;s host has \u00df, \u1e9e, \u03c2, a zero-width joiner or" in r.get_data(as_text=True)
     token = create(client, kind="url", payload="https://xn--fa-hia.de/x")
     assert client.get(f"/p/{token}").headers["Location"] == "https://xn--fa-hia.de/x"
+
+
+@pytest.mark.parametrize("host", ["\U0001f130cme.example", "\u13a0.example", "a\u3164b.example", "a\u1806b.example",
+                                  "\U0002f868.example", "a\u17b4b.example"])
+def test_a_host_python_maps_otherwise_than_browsers_is_refused(client, host):
+    """Python's IDNA is Unicode 3.2's: a character it did not know it keeps (\U0001f130, squared
+    A, browsers read as a: acme.example; Cherokee), a few it maps otherwise (U+1806 dropped,
+    fillers kept, five CJK ideographs): the recipient would be sent to another host than
+    the one browsers read (each pair seen in Chromium)."""
+    r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": f"https://{host}/x"}})
+    assert r.status_code == 422 and r.json == {"payload": [pwp.pushes.URL_HOST_AMBIGUOUS]}
+
+
+@pytest.mark.parametrize("url", ["https://evil.example\uff3c.bank.example/", "https://evil.example\ufe68.bank.example/",
+                                 "https://google\u2488com/", "https://a\u2024b.example/", "https://a\ufe52b.example/",
+                                 "https://a\u33c2.example/", "https://a\uff05b.example/", "https://a\uff5cb.example/"])
+def test_a_host_mapped_to_other_punctuation_is_refused(client, url):
+    """Python's IDNA maps \uff3c (a full-width backslash) to \\, which browsers read as the
+    path's start (the 303 sent the recipient to evil.example), \u2488 to "1." (google1.com,
+    a host browsers refuse to read into the one typed), \uff05 to % (no browser follows it)."""
+    r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": url}})
+    assert r.status_code == 422 and r.json == {"payload": ["must be a valid HTTP or HTTPS URL."]}
 
 
 def test_a_stored_url_push_no_browser_can_follow_is_shown_as_text(client, app, monkeypatch):
