@@ -224,7 +224,7 @@ class Push(PushRules, db.Model):
 _NOT_IN_A_FILE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069/\\]")
 
 
-FILE_NAME_MAX = 255  # (the column's length)
+FILE_NAME_MAX = 255  # bytes in UTF-8: file systems' limit (ext4, APFS; NTFS counts 255 UTF-16 units)
 _LONGEST_TYPE = 16  # a longer "extension" is no file type worth keeping over the name's start
 
 
@@ -232,14 +232,17 @@ def file_name(sent: str) -> str:
     """An uploaded file's name as stored, shown and downloaded: trimmed, each character of
     _NOT_IN_A_FILE_NAME replaced by "-"; "" for a name of nothing visible (zero-width and
     other format characters: its link could be neither seen nor clicked); a name longer
-    than the column cut before its extension, which keeps the file's type."""
+    than a file system allows cut before its extension, which keeps the file's type."""
     name = _NOT_IN_A_FILE_NAME.sub("-", sent.strip())
     if all(c.isspace() or unicodedata.category(c) == "Cf" for c in name):
         return ""
-    if len(name) > FILE_NAME_MAX:
+    if len(name.encode("utf-8", "surrogatepass")) > FILE_NAME_MAX:
         stem, extension = os.path.splitext(name)
-        name = (stem[:FILE_NAME_MAX - len(extension)] + extension if len(extension) <= _LONGEST_TYPE
-                else name[:FILE_NAME_MAX])
+        if len(extension) > _LONGEST_TYPE:
+            stem, extension = name, ""
+        room = FILE_NAME_MAX - len(extension.encode("utf-8", "surrogatepass"))
+        # (a character cut in the middle is dropped)
+        name = stem.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore") + extension
     return name
 
 

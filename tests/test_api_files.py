@@ -216,6 +216,10 @@ def test_a_files_content_type_is_kept_only_when_plain(client, token, name, part_
     # Cut to the column's 255 characters, a long name kept its start and lost its type.
     ("report-" + "x" * 300 + ".pdf", "report-" + "x" * 244 + ".pdf"),
     ("x" * 300 + "." + "y" * 40, "x" * 255),  # (no type is that long: the start is kept)
+    # 255 bytes in UTF-8, as file systems count (ext4, APFS): cut at 255 characters, wget
+    # (which cut the rest on a byte, mid-character) saved "\u00e9\u00e9...\u00e9\udcc3%", without its .pdf.
+    ("\u00e9" * 300 + ".pdf", "\u00e9" * 125 + ".pdf"), ("\u65e5" * 100 + ".txt", "\u65e5" * 83 + ".txt"),
+    ("\u65e5" * 86, "\u65e5" * 85),
     ("r\u00e9sum\u00e9 (final); 100%.pdf", "r\u00e9sum\u00e9 (final); 100%.pdf")])
 def test_an_uploaded_files_name_has_no_control_direction_or_path_characters(client, token, sent, stored):
     """A file's name as the recipient sees and saves it: each control character, bidi control
