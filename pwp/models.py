@@ -231,10 +231,11 @@ _LONGEST_TYPE = 16  # a longer "extension" is no file type worth keeping over th
 def file_name(sent: str) -> str:
     """An uploaded file's name as stored, shown and downloaded: trimmed, each character of
     _NOT_IN_A_FILE_NAME replaced by "-"; "" for a name of nothing visible (zero-width and
-    other format characters: its link could be neither seen nor clicked); a name longer
+    other format characters: its link could be neither seen nor clicked), or of dots only
+    (.. no client can save); a name longer
     than a file system allows cut before its extension, which keeps the file's type."""
     name = _NOT_IN_A_FILE_NAME.sub("-", sent.strip())
-    if all(c.isspace() or unicodedata.category(c) == "Cf" for c in name):
+    if all(c.isspace() or c == "." or unicodedata.category(c) == "Cf" for c in name):
         return ""
     if len(name.encode("utf-8", "surrogatepass")) > FILE_NAME_MAX:
         stem, extension = os.path.splitext(name)

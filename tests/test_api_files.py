@@ -213,6 +213,8 @@ def test_a_files_content_type_is_kept_only_when_plain(client, token, name, part_
     ("  spaced  ", "spaced"), ("\t", "file"),
     # A name of nothing visible was a link nobody could see, let alone click, on the payload page.
     ("\u200b", "file"), ("\u2060\ufeff \u200b", "file"), ("\u00ad.txt", "\u00ad.txt"),
+    # A name of dots only: curl -OJ failed to save it (.. is a directory), wget saved %2E%2E.
+    ("..", "file"), (".", "file"), (". .\u200b.", "file"), ("...a", "...a"),
     # Cut to the column's 255 characters, a long name kept its start and lost its type.
     ("report-" + "x" * 300 + ".pdf", "report-" + "x" * 244 + ".pdf"),
     ("x" * 300 + "." + "y" * 40, "x" * 255),  # (no type is that long: the start is kept)
