@@ -303,7 +303,6 @@ def test_gunicorn_access_log_atoms_hold_no_secrets():
     assert (atoms["q"], atoms["{authorization}i"]) == ("passphrase=[FILTERED]", "[FILTERED]")
 
 
-
 def test_gunicorn_access_log_atoms_hold_no_payloads_of_answers():
     """An access-log format may name answers' headers (%({location}o)s, to see where redirects
     went): a URL push's 303 names its URL, the push's secret, and a download's
@@ -311,7 +310,8 @@ def test_gunicorn_access_log_atoms_hold_no_payloads_of_answers():
     logger = GunicornLogger(Config())
     environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": "/p/tok123",
                "PATH_INFO": "/p/tok123", "QUERY_STRING": ""}
-    for location in ("https://example.com/secret456?k=v", "//example.com/secret456", "HTTPS://example.com/secret456"):
+    for location in ("https://example.com/secret456?k=v", "//example.com/secret456", "HTTPS://example.com/secret456",
+                     "/\\example.com/secret456"):  # (browsers read a backslash as "/")
         resp = SimpleNamespace(status="303 SEE OTHER", headers=[("Location", location)], sent=0)
         atoms = logger.atoms(resp, SimpleNamespace(headers=[]), environ, timedelta(seconds=1))
         assert atoms["{location}o"] == "[FILTERED]", location
@@ -322,6 +322,7 @@ def test_gunicorn_access_log_atoms_hold_no_payloads_of_answers():
     resp = SimpleNamespace(status="302 FOUND", headers=[("Location", "/p/tok123/passphrase?passphrase=pp456")], sent=0)
     atoms = logger.atoms(resp, SimpleNamespace(headers=[]), environ, timedelta(seconds=1))
     assert atoms["{location}o"] == "/p/[FILTERED]/passphrase?passphrase=[FILTERED]"
+
 
 def test_redact_filter_rewrites_messages_and_tracebacks():
     stream = io.StringIO()
