@@ -440,8 +440,8 @@ def _url_errors(value: str) -> dict:
         return too_long
     location = url_location(value)
     if location is None:
-        authority = _AUTHORITY.match(value)
-        return {"payload": [URL_HOST_AMBIGUOUS if authority and _spelled_differently(authority[1].rpartition("@")[2].lower()) else
+        host = _HOST.match(value)
+        return {"payload": [URL_HOST_AMBIGUOUS if host and _spelled_differently(host[1].lower()) else
                             "must be a valid HTTP or HTTPS URL."]}
     return too_long if len(location) > URL_MAX else {}
 
@@ -459,7 +459,8 @@ _NOT_IN_A_HOST = re.compile(r'[\s<>{}"\\|^]')
 _IDNA_DEVIATIONS = re.compile("[\u00df\u1e9e\u03c2\u200c\u200d\u1806\u115f\u1160\u3164\uffa0\u17b4\u17b5"
                               "\U0002f868\U0002f874\U0002f91f\U0002f95f\U0002f9bf]")
 _IDNA_DOTS = re.compile("[\u3002\uff0e\uff61]")
-_AUTHORITY = re.compile(r"\s*https?://([^/?#]*)", re.IGNORECASE)
+# An http(s) URL's host, between its userinfo (up to the last @) and its port.
+_HOST = re.compile(r"\s*https?://(?:[^/?#]*@)?(\[[^/?#\]]*\]|[^/?#:]*)", re.IGNORECASE)
 
 
 def url_location(value: str) -> str | None:

@@ -277,6 +277,14 @@ def test_a_host_mapped_to_other_punctuation_is_refused(client, url):
     assert r.status_code == 422 and r.json == {"payload": ["must be a valid HTTP or HTTPS URL."]}
 
 
+@pytest.mark.parametrize("url", ["https://example.com:\u00df/", "https://\u00df:pw@exa mple.com/", "ftp://fa\u00df.de/"])
+def test_a_bad_url_with_an_ambiguous_character_outside_its_host_is_just_invalid(client, url):
+    """Only a host's \u00df is the ambiguous-host error: in a port, the userinfo or another
+    scheme's URL the URL is no http(s) URL a browser can follow, as said."""
+    r = client.post("/api/v2/pushes", json={"push": {"kind": "url", "payload": url}})
+    assert r.status_code == 422 and r.json == {"payload": ["must be a valid HTTP or HTTPS URL."]}
+
+
 def test_a_stored_url_push_no_browser_can_follow_is_shown_as_text(client, app, monkeypatch):
     import pwp.pushes
     monkeypatch.setattr(pwp.pushes, "_url_errors", lambda value: {})  # as before URLs were checked
