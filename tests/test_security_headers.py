@@ -134,7 +134,7 @@ def test_every_kind_of_answer_carries_the_security_headers(tmp_path):
         # An uploaded page is a download, never a page of this site (nor sniffed into one).
         _status, headers, _body = answers["download"][0]
         assert headers["content-type"] == "application/octet-stream"
-        assert headers["content-disposition"] == "attachment; filename*=UTF-8''page.html"
+        assert headers["content-disposition"] == 'attachment; filename="page.html"; filename*=UTF-8\'\'page.html'
         # Cookies: script-proof and not sent by other sites' forms.
         assert all(flag in answers["page"][0][1]["set-cookie"] for flag in ("HttpOnly", "SameSite=Lax"))
         assert "strict-transport-security" not in answers["page"][0][1]  # (only with FORCE_SSL)
