@@ -53,7 +53,7 @@ from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
-from gunicorn.util import split_request_uri
+from gunicorn.util import split_request_uri, write_nonblock
 from gunicorn.workers import gthread
 
 from pwp.outbox import ANSWER_IN_MEMORY, OUTBOXES, Outbox, buffered_sendall
@@ -260,19 +260,44 @@ def _is_api(head) -> bool:
     return is_api_path(routed_path(unquote_to_bytes(path).decode("latin-1")))
 
 
+# The headers the app puts on every answer (pwp.factory.SecurityHeaders: the security headers
+# as configured, and no-store), on the worker's own answers too: set by ThreadWorker.run.
+ANSWER_HEADERS = b"Cache-Control: no-store\r\n"
+
+
 def _unavailable(api: bool) -> bytes:
-    """A 503 with Retry-After that closes the connection: JSON for the API, as the app's own
-    errors (the 413: {"status": 413, "error": "Request Entity Too Large"}), text otherwise."""
+    """A 503 with Retry-After that closes the connection."""
+    return _error_answer(503, "Service Unavailable", api, b"Retry-After: %d\r\n" % RETRY_AFTER,
+                         b"Service Unavailable: the server cannot take this request's body now; try again later.\n")
+
+
+def _error_answer(status: int, reason: str, api: bool, fields=b"", text=None) -> bytes:
+    """An answer of the worker's own that closes the connection, with the app's headers:
+    JSON for the API, as the app's own errors (the 413: {"status": 413, "error": "Request
+    Entity Too Large"}), plain text otherwise (text, or the reason alone: never the client's
+    input, which a browser would show as this site's)."""
     if api:
         from pwp.errors import JSON_TYPE, json_body
 
-        content_type, body = JSON_TYPE, json_body({"status": 503, "error": "Service Unavailable"})
+        content_type, body = JSON_TYPE.encode(), json_body({"status": status, "error": reason})
     else:
-        content_type = "text/plain; charset=utf-8"
-        body = b"Service Unavailable: the server cannot take this request's body now; try again later.\n"
-    return (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: %s\r\n"
-            b"Content-Length: %d\r\nRetry-After: %d\r\n\r\n%s"
-            % (content_type.encode(), len(body), RETRY_AFTER, body))
+        content_type, body = b"text/plain; charset=utf-8", text or reason.encode() + b"\n"
+    return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s"
+            % (status, reason.encode(), content_type, len(body), fields, ANSWER_HEADERS, body))
+
+
+class _Written:
+    """A stand-in for the client's socket that keeps what gunicorn's util.write_error writes
+    to it (ThreadWorker.handle_error: its status line)."""
+
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self):
+        return 0.0  # (non-blocking: written as it is)
+
+    def sendall(self, data):
+        self.data += data
 
 
 class _SpooledUnreader(SocketUnreader):
@@ -303,6 +328,7 @@ class _Connection(gthread.TConn):
     spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
     spooled = 0  # the bytes written to it
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
+    request = b""  # the head handed to the thread (hand_over), while it serves it: its errors' JSON or text
     outbox = None  # the Outbox of the answer the main loop is sending (send_answer)
     drain = 0  # its refused body's bytes still to come, read and dropped before it closes (linger)
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
@@ -367,6 +393,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.spool_lock = threading.Lock()  # (answers_spooled: threads add to it)
         self.answers_spooled = 0  # the bytes of answers' temporary files (Outbox.put: spool_answer)
         self.answers = set()  # connections whose answer the main loop is sending (each write's deadline: conn.timeout)
+        self.serving = threading.local()  # (.conn: the connection a thread serves: handle_error)
         cfg = self.cfg
         line = cfg.limit_request_line
         line = MAX_REQUEST_LINE if line < 0 or line >= MAX_REQUEST_LINE else line or 1024 * 1024
@@ -385,6 +412,12 @@ class ThreadWorker(gthread.ThreadWorker):
         limit = getattr(self.wsgi, "config", {}).get("MAX_CONTENT_LENGTH")
         if isinstance(limit, int) and limit >= 0:
             self.body_limit = limit
+        global ANSWER_HEADERS  # (the app's, as configured: the CSP's logo sites, HSTS with FORCE_SSL)
+        security = getattr(getattr(self.wsgi, "wsgi_app", None), "security", None)
+        if security is None:  # (an app without pwp.factory's middleware: its fixed headers)
+            from pwp.factory import SECURITY_HEADERS as security
+        ANSWER_HEADERS = b"Cache-Control: no-store\r\n" + b"".join(
+            b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in security)
         # A connection whose body is spooled holds two files: 1000 connections (gunicorn's
         # worker_connections) need more than the soft limit many systems start a service with
         # (1024, systemd's), under their hard limit (systemd's 524288). As nginx's
@@ -703,6 +736,8 @@ class ThreadWorker(gthread.ThreadWorker):
         head = conn.head
         if conn.parser is None:
             conn.init()  # (the parser, and the kernel's bounds; plain sockets only here)
+        if conn.over:
+            conn.api = _is_api(head)  # (its 431's JSON or text: handle_error)
         if conn.cut:  # (else a thread would wait for the rest of a body the main loop let go)
             conn.sock.__class__ = _Gone
         if conn.spool is not None:  # (the head and the body's start in the file, the rest after them)
@@ -717,7 +752,8 @@ class ThreadWorker(gthread.ThreadWorker):
             conn.parser.unreader.__class__ = _SpooledUnreader
             conn.parser.unreader.spool = conn.spool
         elif not conn.over:  # (a head past the limits: its 431 needs none of its bytes, let go now)
-            conn.parser.unreader.unread(bytes(head))
+            conn.parser.unreader.unread(request := bytes(head))
+            conn.request = request
             # (Held until its request is done: a request may wait long in the thread pool's queue.)
             conn.handed = len(head)
             self.held += conn.handed
@@ -727,6 +763,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def handle(self, conn):
         # (A thread.) A head past gunicorn's limits gets the answer gunicorn's sync worker gives
         # it once it has read that far (431, "max buffer headers"); the connection then closes.
+        self.serving.conn = conn
         if conn.over:
             conn.sock.setblocking(True)
             self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders("max buffer headers"))
@@ -734,9 +771,26 @@ class ThreadWorker(gthread.ThreadWorker):
         if conn.head is not None and type(conn.sock) in (_Socket, _Gone):  # (a plain socket, bounded)
             OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
         keepalive = super().handle(conn)
+        conn.request = b""
         if keepalive and type(conn.parser.unreader) is _SpooledUnreader:
             conn.parser.unreader.take_rest()
         return keepalive
+
+    def handle_error(self, req, client, addr, exc):
+        """gunicorn's answer to a request it refuses (a header name it does not take, a request
+        line or head past its limits: 400, 414, 431...), with its status and its log line, but
+        the worker's own body (_error_answer): gunicorn's is an HTML page without the app's
+        headers that echoes the client's input (a header's name and value: a credential, maybe)."""
+        written = _Written()
+        super().handle_error(req, written, addr, exc)  # (its log line, and access log; the answer kept)
+        status, _, reason = written.data.partition(b"\r\n")[0].decode("latin-1").partition(" ")[2].partition(" ")
+        api, conn = False, getattr(self.serving, "conn", None)
+        if conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
+            api = _is_api(conn.request) if conn.request else (conn.over or conn.spool is not None) and conn.api
+        try:
+            write_nonblock(client, _error_answer(int(status or 500), reason or "Internal Server Error", api))
+        except Exception:
+            self.log.debug("Failed to send error message.")
 
     def handle_request(self, req, conn):
         if type(req.body) is Body:

@@ -119,6 +119,9 @@ def test_a_body_whose_temporary_file_cannot_be_written_gets_a_503_and_the_connec
         fields = dict(line.split(b": ", 1) for line in answer_head.split(b"\r\n")[1:])
         assert fields[b"Retry-After"].isdigit() and fields[b"Connection"] == b"close"
         assert fields[b"Content-Type"] == content_type.encode() and answer == body
+        # (The app's security headers and no-store, as on every answer.)
+        assert fields[b"X-Content-Type-Options"] == b"nosniff" and fields[b"X-Frame-Options"] == b"DENY"
+        assert fields[b"Cache-Control"] == b"no-store" and b"frame-ancestors 'none'" in fields[b"Content-Security-Policy"]
         assert server.request("GET", "/up", timeout=20)[0] == 200
         assert _worker_pid(server) == pid
         assert "Traceback" not in server.logs()
