@@ -9,8 +9,6 @@ import json
 import socket
 from urllib.parse import urlsplit
 
-import pytest
-
 from servers import bearer, create_user, gunicorn, server_env
 
 SECURITY = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
