@@ -900,8 +900,9 @@ class ThreadWorker(gthread.ThreadWorker):
             sock.close()
             return
         self.nr_conns += 1  # (counted against worker_connections until closed, as gunicorn's)
-        if drain > 0:
-            lingering = [time.monotonic() + DRAIN_SECONDS, sock, drain, self.draining]
+        if drain > 0:  # (a stopping worker's: as long as its kept-alive connections linger, _cap_keepalive)
+            wait = DRAIN_SECONDS if self.alive else min(DRAIN_SECONDS, gthread.STOP_KEEPALIVE_LINGER)
+            lingering = [time.monotonic() + wait, sock, drain, self.draining]
         else:
             lingering = [time.monotonic() + LINGER_SECONDS, sock, LINGER_BYTES, self.lingering]
         lingering[3].append(lingering)

@@ -370,3 +370,48 @@ def test_a_client_that_sends_a_body_past_the_apps_limit_whole_before_it_reads_ge
         assert answer_head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in answer_head + b"\r\n"
         assert json.loads(answer) == {"status": 413, "error": "Request Entity Too Large"}
         assert "Traceback" not in server.logs()
+
+
+def test_a_refused_body_drained_by_a_stopping_worker_keeps_it_no_longer_than_a_kept_alive_connection():
+    """A stopping worker (SIGTERM, max_requests) gives its kept-alive connections and heads
+    STOP_KEEPALIVE_LINGER (2 s), and cut the drains of refused bodies under way to it too; but
+    a body refused once it was stopping (its head came meanwhile) was drained for DRAIN_SECONDS
+    (30 s), the worker kept up to its graceful_timeout by a client that sends nothing more.
+    Its drain now ends with the kept-alive connections' (here a worker's main loop run in this
+    process, its socket real)."""
+    import time
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn
+    from test_worker_answers import _socket_pair
+
+    from pwp.workers import BODIES_SPOOLED, ThreadWorker
+    cfg = Config()
+    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+    worker.poller = selectors.DefaultSelector()
+    worker.body_limit = 4 * BODIES_SPOOLED  # (its Content-Length alone passes the spool's cap: a 503 at once)
+    worker.alive = False  # (as its SIGTERM's handler: stopping)
+    worker.nr_conns = 1  # (as accept)
+    ours, theirs = _socket_pair()
+    theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * BODIES_SPOOLED))
+    worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
+    theirs.setblocking(False)
+    received = bytearray()
+    for _ in range(10_000):  # (a failure guard only: until the 503 and our end of the connection came)
+        try:
+            chunk = theirs.recv(65536)
+        except BlockingIOError:
+            chunk = None
+        if chunk == b"":
+            break
+        received += chunk or b""
+        for key, _events in worker.poller.select(0.01):
+            key.data(key.fileobj)
+    assert received.startswith(b"HTTP/1.1 503 ")
+    assert len(worker.draining) == 1 and worker.nr_conns == 1  # (its rest read and dropped, counted)
+    assert worker.draining[0][0] <= time.monotonic() + STOP_KEEPALIVE_LINGER  # (was: DRAIN_SECONDS)
+    worker.murder_pending()
+    theirs.close()
+    worker.draining[0][1].close()
+    worker.tmp.close()
