@@ -309,6 +309,43 @@ def test_curl_uploading_a_file_past_the_spools_cap_without_expect_prints_the_503
         assert done.stdout == '{"status":503,"error":"Service Unavailable"}\n\n503', done.stdout
 
 
+def _unacknowledged(sock) -> int:
+    """The bytes a TCP socket sent that its peer has not acknowledged yet (Linux: its send
+    queue, SIOCOUTQ, less the bytes not sent yet, SIOCOUTQNSD)."""
+    import fcntl
+    import struct
+    import termios
+
+    def queue(request):
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+    return queue(termios.TIOCOUTQ) - queue(0x894B)  # (SIOCOUTQNSD)
+
+
+def _filled(sock) -> bytes:
+    """Fill a connection's send buffer to its last byte with bytes its client does not read
+    (answers it has not read yet): until no room is left and every byte sent was acknowledged
+    (an acknowledgement that came later freed room, where a write that should have found none
+    went through)."""
+    filled = bytearray()
+    for _ in range(1000):  # (a failure guard only)
+        for block in (65536, 1):
+            while True:
+                try:
+                    filled += b"x" * sock.send(b"x" * block, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+        if not _unacknowledged(sock):
+            return bytes(filled)  # (the client's window closed: no room until it reads)
+        _wait_writable(sock, 0.05)  # (room, once the acknowledgements come)
+    raise AssertionError("the send buffer did not stay full")
+
+
+def _wait_writable(sock, seconds):
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE)
+        selector.select(seconds)
+
+
 def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads():
     """The 503 of a refused body was one write that did not wait: where the client's socket was
     full (a pipelined exchange whose answers it had not read yet), the 503 was cut, or never
@@ -326,13 +363,7 @@ def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads()
     ours, theirs = _socket_pair()
     size = 4 * BODY_IN_MEMORY
     theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b" " * (BODY_IN_MEMORY + 16384))
-    unread = bytearray()
-    for block in (65536, 1):  # (the socket full, to its last byte, of answers the client has not read)
-        while True:
-            try:
-                unread += b"x" * ours.send(b"x" * block, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
+    unread = _filled(ours)
     with _files_at_most(BODY_IN_MEMORY):  # (its temporary file cannot be written: a 503)
         worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
     theirs.setblocking(False)
