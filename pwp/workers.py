@@ -105,10 +105,10 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 65536
 # How long a connection whose body was refused (its 503 sent, or the app's 413 for a body
-# declared past its limit) reads and drops the rest of the body the client may still be sending
+# past its limit) reads and drops the rest of the body the client may still be sending
 # before it closes (nginx's lingering_time): a client that sends its request whole before it
 # reads the answer (curl without `Expect`, Python's requests) would otherwise get a reset, not
-# the answer. Its bytes: the body's Content-Length (a chunked 503's: up to the app's limit).
+# the answer. Its bytes: the body's Content-Length (chunked: up to the app's limit).
 DRAIN_SECONDS = 30.0
 
 
@@ -633,7 +633,10 @@ class ThreadWorker(gthread.ThreadWorker):
                 conn.cut = conn.left.bad
                 break
             elif conn.spooled + len(head) > conn.limit:
+                # (The app's 413, then closed: the rest of the body, its end unknown, read and
+                # dropped as the connection closes, up to the app's limit more: linger.)
                 conn.cut = True
+                conn.drain = self.body_limit
                 break
         if waiting:
             self.poller.unregister(conn.sock)
