@@ -363,6 +363,23 @@ def _wait_writable(sock, seconds):
         selector.select(seconds)
 
 
+def _read_running(worker, theirs) -> bytes:
+    """What a client reads until the server's end of the connection closed, the worker's main
+    loop (its poller) run meanwhile in this process."""
+    theirs.setblocking(False)
+    received = bytearray()
+    for _ in range(10_000):  # (a failure guard only)
+        try:
+            chunk = theirs.recv(65536)
+        except BlockingIOError:
+            chunk = None
+        if chunk == b"":
+            return bytes(received)
+        received += chunk or b""
+        for key, _events in worker.poller.select(0.01):
+            key.data(key.fileobj)
+    raise AssertionError("the connection did not close")
+
 def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads():
     """The 503 of a refused body was one write that did not wait: where the client's socket was
     full (a pipelined exchange whose answers it had not read yet), the 503 was cut, or never
@@ -383,18 +400,7 @@ def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads()
     unread = _filled(ours)
     with _files_at_most(BODY_IN_MEMORY):  # (its temporary file cannot be written: a 503)
         worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
-    theirs.setblocking(False)
-    received = bytearray()
-    for _ in range(10_000):  # (a failure guard only)
-        try:
-            chunk = theirs.recv(65536)
-        except BlockingIOError:
-            chunk = None
-        if chunk == b"":
-            break
-        received += chunk or b""
-        for key, _events in worker.poller.select(0.01):
-            key.data(key.fileobj)
+    received = _read_running(worker, theirs)
     theirs.close()
     ours.close()
     assert received[:len(unread)] == unread
@@ -444,18 +450,7 @@ def test_a_refused_body_drained_by_a_stopping_worker_keeps_it_no_longer_than_a_k
     ours, theirs = _socket_pair()
     theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * BODIES_SPOOLED))
     worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
-    theirs.setblocking(False)
-    received = bytearray()
-    for _ in range(10_000):  # (a failure guard only: until the 503 and our end of the connection came)
-        try:
-            chunk = theirs.recv(65536)
-        except BlockingIOError:
-            chunk = None
-        if chunk == b"":
-            break
-        received += chunk or b""
-        for key, _events in worker.poller.select(0.01):
-            key.data(key.fileobj)
+    received = _read_running(worker, theirs)
     assert received.startswith(b"HTTP/1.1 503 ")
     assert len(worker.draining) == 1 and worker.nr_conns == 1  # (its rest read and dropped, counted)
     assert worker.draining[0][0] <= time.monotonic() + STOP_KEEPALIVE_LINGER  # (was: DRAIN_SECONDS)
