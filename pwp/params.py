@@ -216,6 +216,19 @@ def cast_int(value):
     return int(match.group(1).replace("_", ""))
 
 
+# HTML's valid floating-point number, what a number box sends ("1e1", "2.9", "-.5").
+_BROWSER_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def form_number(value):
+    """A web form's number box as the browser (and app.js's words) read it: "1e1" is 10,
+    "2.9" rounded to 3 (Math.round), a number too big for a bound still past it; anything
+    else as cast_int reads it. (The API keeps Rails' to_i: "1e1" is 1 there.)"""
+    if isinstance(value, str) and _BROWSER_NUMBER.fullmatch(value.strip()):
+        return math.floor(max(-1e18, min(float(value), 1e18)) + 0.5)  # ("1e999" is inf)
+    return cast_int(value)
+
+
 def cast_bool(value, absent=None):
     """Cast like upstream (`to_s.downcase`): on/yes/checked/true/1 (any case) are true,
     anything else false (" true" too: nothing is trimmed)."""
@@ -317,7 +330,8 @@ def _name(errors: dict, fields: dict) -> str:
 def new_push(fields: dict, kind=None, form=False) -> NewPush:
     """Build a NewPush from a push's parameters; 422 for values of the wrong type.
 
-    kind forces the kind (v1 /f.json, /r.json); form=True reads absent checkboxes as false.
+    kind forces the kind (v1 /f.json, /r.json); form=True reads absent checkboxes as false,
+    days and views as number boxes (form_number).
     """
     errors: dict = {}
     # A null `files` is no files key (Rails' permit(files: []) drops it); an array, even
@@ -327,14 +341,14 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     requested = _string(errors, "kind", fields.get("kind"))
     if kind is None:  # a blank kind is none; any other is taken as sent (upstream's enum of four names)
         kind = requested if requested and requested.strip() else ("file" if files else "text")
-    absent = False if form else None
+    absent, number = (False, form_number) if form else (None, cast_int)
     name = _name(errors, fields)
     new = NewPush(
         kind=kind, payload=_string(errors, "payload", fields.get("payload")),
         files=files, files_given=files_given,
-        expire_after_days=cast_int(fields.get("expire_after_days")),
+        expire_after_days=number(fields.get("expire_after_days")),
         expire_after_duration=_duration(errors, fields.get("expire_after_duration")),
-        expire_after_views=cast_int(fields.get("expire_after_views")),
+        expire_after_views=number(fields.get("expire_after_views")),
         deletable_by_viewer=_flag(fields, "deletable_by_viewer", absent),
         retrieval_step=_flag(fields, "retrieval_step", absent),
         passphrase=_string(errors, "passphrase", fields.get("passphrase")),
@@ -353,7 +367,7 @@ def push_changes(fields: dict) -> Changes:
     name = _name(errors, fields)
     files = tuple(_uploads(errors, fields["files"])) if fields.get("files") is not None else ()
     passphrase = _string(errors, "passphrase", fields.get("passphrase"))
-    numbers = {what: cast_int(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
+    numbers = {what: form_number(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
     for what, number in numbers.items():
         if number is None:  # (a browser sends letters typed in a number box as nothing)
             errors[f"expire_after_{what}"] = [f"Enter the {what} left as a whole number."]

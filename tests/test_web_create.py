@@ -236,6 +236,32 @@ def test_a_typed_number_past_the_forms_bounds_is_the_bound(client, app):
     assert sql(app, "SELECT expire_after_days, expire_after_views FROM pushes") == [(90, 1)]
 
 
+@pytest.mark.parametrize("typed,stored,said", [
+    # A number box takes what a browser calls a number ("1e1", "2.9"), which app.js's words
+    # read as 10 and 3 (rounded): the server read "1e1" as 1 and "2.9" as 2, silently.
+    ("1e1", 10, None), ("2.9", 3, None), ("2.5", 3, None), ("1.5e1", 15, None),
+    # Past the bound however it is written, the bound, said (a number of 20 digits was the
+    # API's default, silently; 1e30 was 1).
+    ("1e30", 100, "Views set to 100, the most a push allows."),
+    ("1e999", 100, "Views set to 100, the most a push allows."),
+    ("99999999999999999999", 100, "Views set to 100, the most a push allows."),
+    ("-1e30", 1, "Views set to 1, the fewest a push allows."),
+])
+def test_a_number_box_is_read_as_the_browser_and_its_words_read_it(client, app, typed, stored, said):
+    r = client.post("/p", data=form(kind="text", payload="x", expire_after_views=typed))
+    assert r.status_code == 302
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert sql(app, "SELECT expire_after_views FROM pushes") == [(stored,)]
+    assert (said in html) if said else ("set to" not in html)
+
+
+def test_the_api_reads_numbers_as_upstream_not_as_a_number_box(client, app):
+    """(Rails' to_i: "1e1" is 1, "2.9" is 2; only the web forms read numbers as a browser.)"""
+    for views in ("1e1", "2.9"):
+        assert client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_views": views}}).status_code == 201
+    assert sql(app, "SELECT expire_after_views FROM pushes ORDER BY id") == [(1,), (2,)]
+
+
 @pytest.mark.parametrize("kind,payload,message", [
     ("url", "https://example.com/" + "a" * 2048, "The URL is too long: at most 2048 characters"),
     ("text", "x" * 1_048_577, "The secret is too long: at most 1048576 characters."),

@@ -505,6 +505,21 @@ def test_edit_says_when_a_number_was_put_within_its_bounds(client, make_user):
     assert "set to" not in html
 
 
+@pytest.mark.parametrize("typed,stored,said", [
+    ("1e1", 10, None), ("2.9", 3, None),  # (as app.js's words read them: were 1 and 2)
+    ("1e30", 100, "Views set to 100, the most this push allows."),
+    ("99999999999999999999", 100, "Views set to 100, the most this push allows."),  # (was a 422)
+])
+def test_the_edit_pages_number_box_is_read_as_the_browser_reads_it(client, make_user, app, typed, stored, said):
+    sign_in(client, make_user)
+    token = create(client, payload="x")
+    r = _edit(client, token, expire_after_days="3", expire_after_views=typed)
+    assert r.status_code == 302
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert _row(app, token)["expire_after_views"] == stored
+    assert (said in html) if said else ("set to" not in html)
+
+
 def test_edit_says_the_link_changed_with_the_retrieval_step(client, make_user):
     """The step lives in the link (/r): a link already sent does not change with it."""
     sign_in(client, make_user)
