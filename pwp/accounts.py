@@ -142,7 +142,8 @@ def sign_in():
         return _ask_for_second_factor(user)
     # (No session when the password changed while it was checked: start_session.)
     if not password_ok or not _sign_in(user):
-        return render_template("accounts/sign_in.html", email=email, error=auth.INVALID_SIGN_IN), 401
+        return render_template("accounts/sign_in.html", email=email, error=auth.INVALID_SIGN_IN,
+                               wrong=True), 401
     flash("Signed in successfully.", "success")
     return redirect(safe_next(url_for("web.home")))
 

@@ -234,6 +234,20 @@ def test_sign_in_is_throttled_per_ip(client, make_user, clock):
     assert r.status_code == 302
 
 
+def test_only_a_wrong_password_marks_the_sign_in_fields_wrong(client, make_user):
+    """Rate-limited, the right address and password were both marked wrong (aria-invalid):
+    the page says to wait, not that anything typed is wrong."""
+    make_user(email="u@example.com", password="correct horse")
+    for _ in range(5):
+        wrong = client.post("/users/sign_in", data={"email": "u@example.com", "password": "wrong"})
+        assert wrong.status_code == 401
+        assert wrong.get_data(as_text=True).count('aria-invalid="true"') == 2
+    r = client.post("/users/sign_in", data={"email": "u@example.com", "password": "correct horse"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 429 and "Too many sign-in attempts" in html
+    assert 'aria-invalid' not in html and html.count('aria-describedby="sign_in_error"') == 2
+
+
 def test_an_account_locked_by_sign_ins_says_for_how_many_minutes(client, make_user, clock):
     make_user(email="u@example.com", password="correct horse")
     clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)  # a 5-minute window starts
