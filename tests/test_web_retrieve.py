@@ -435,6 +435,25 @@ def test_an_owners_payload_page_does_not_say_a_reload_counts(client, make_user, 
     assert "Your own views of this push are logged, not counted." in html
 
 
+def test_a_payload_page_asks_to_copy_only_what_can_be_copied(client, make_user):
+    """A QR code (and a file push without a message) has nothing to copy: the page said
+    "Copy what you need now" under it."""
+    reload = "reloading this page or opening the link again counts as another view."
+    qr = client.get(f"/p/{create(client, kind='qr', payload='otpauth://x')}").get_data(as_text=True)
+    assert 'alt="QR code shared with you"' in qr
+    assert "Copy what you need now" not in qr and reload.capitalize() in qr
+    text = client.get(f"/p/{create(client, payload='copy me')}").get_data(as_text=True)
+    assert "Copy what you need now: " + reload in text
+    sign_in(client, make_user, email="sender@example.com")
+    data = form(kind="file")
+    data["push[files][]"] = [(io.BytesIO(b"data"), "a.txt")]
+    files = re.search(r"/p/(\w+)/preview", client.post(
+        "/p", data=data, content_type="multipart/form-data").headers["Location"]).group(1)
+    client.post("/users/sign_out")  # (the owner's view is not counted: said otherwise)
+    html = client.get(f"/p/{files}").get_data(as_text=True)
+    assert "a.txt" in html and "Copy what you need now" not in html and reload.capitalize() in html
+
+
 def test_an_administrators_payload_page_says_the_view_is_not_counted(client, make_user, app):
     token = create(client, payload="anyone's", expire_after_views="2")  # (anonymous)
     make_user(email="boss@example.com", admin=True, password="correct horse")
