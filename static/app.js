@@ -139,7 +139,13 @@
       update(number, slider);
     });
     /* A number past its bounds is sent as typed: the server takes the bound and says so, as
-       it does without JavaScript (changed here, the box would change silently). */
+       it does without JavaScript (changed here, the box would change silently). An empty box
+       (or "1e", no number) is sent as the words say it: the last number, the slider's. */
+    form.addEventListener("submit", function () {
+      form.querySelectorAll("[data-expiry]").forEach(function (number) {
+        if (clamped(number) === null) number.value = form.querySelector('[data-range-for="' + number.id + '"]').value;
+      });
+    });
   }
   function setupCounter(field) {
     var counter = document.querySelector("#" + field.getAttribute("data-count") + " [data-count-value]");

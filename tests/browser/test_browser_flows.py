@@ -188,6 +188,21 @@ def test_number_boxes_and_sliders_move_together(server, new_page):
     expect(page.locator(".flashes")).to_contain_text("Days set to 90, the most a push allows.")
 
 
+@pytest.mark.parametrize("typed,words", [("1e1", "10 views"), ("2.9", "3 views"), ("", "7 views")])
+def test_the_push_made_has_the_views_the_words_said(server, new_page, typed, words):
+    """Sent as typed (so that the server says which bound it took), "1e1" (the words: 10
+    views) made 1 view, and an emptied box (the words: the last number) the default, 5."""
+    page = new_page()
+    page.goto(server.url + "/")
+    page.fill("#push_payload", "as said")
+    views = page.get_by_label("Views (1 to 100)")
+    views.fill("7")
+    views.fill(typed)
+    expect(page.locator("#expiry_words")).to_contain_text(words)
+    page.click("main button[type=submit]")
+    expect(page.locator("#share_message")).to_have_value(re.compile(f"or {words},"))
+
+
 def test_without_javascript_every_form_works_and_no_dead_control_shows(server, new_page):
     sender = new_page(java_script_enabled=False)
     sender.goto(server.url + "/")
