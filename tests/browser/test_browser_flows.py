@@ -886,3 +886,15 @@ def test_the_dashboard_fits_a_desktop_without_javascript(server, new_page):
     page.goto(server.url + "/p")
     widths = page.evaluate("[document.querySelector('.table-wrap').scrollWidth, document.querySelector('.table-wrap').clientWidth]")
     assert widths[0] <= widths[1], f"the table, its box: {widths}"
+
+
+def test_the_dashboard_on_a_phone_shows_no_empty_note_line(server, new_page):
+    """Walking the dashboard at 390 px: each push without a note had a "Note:" line, empty."""
+    page = new_page(viewport={"width": 390, "height": 844})
+    token = sign_in_new_user(page, server, "no-note@example.com")
+    for push in ({"payload": "x", "name": "without"}, {"payload": "x", "name": "with", "note": "a note"}):
+        _api(server, token, "POST", "/api/v2/pushes", {"push": push})
+    page.goto(server.url + "/p")
+    shown = page.evaluate("[...document.querySelectorAll('td[data-label=Note]')]"
+                          ".map(td => [td.textContent.trim(), td.getClientRects().length > 0])")
+    assert sorted(shown) == [["", False], ["a note", True]]
