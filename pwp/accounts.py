@@ -118,6 +118,13 @@ def _signed_out(view):
     return wrapped
 
 
+def _sign_in_again(email: str, error: str, status: int):
+    """The sign-in form after a failure, the address kept; only a wrong address or password
+    marks the fields wrong (a locked account answers as a wrong password, byte for byte)."""
+    return render_template("accounts/sign_in.html", email=email, error=error,
+                           wrong=error == auth.INVALID_SIGN_IN), status
+
+
 @bp.route("/sign_in", methods=["GET", "POST"])
 @_with_logins
 @_signed_out
@@ -129,7 +136,7 @@ def sign_in():
     email = request.form.get("email", "")
     too_many = _throttled("login", pushes.utcnow(), email=email)
     if too_many:
-        return render_template("accounts/sign_in.html", email=email, error=too_many), 429
+        return _sign_in_again(email, too_many, 429)
     user = auth.find_user(email)
     password_ok = auth.check_password(user, request.form.get("password", ""))
     # (Said only to a right password of an unlocked account: nothing else says anything of it.)
@@ -137,13 +144,12 @@ def sign_in():
     refusal = (account_mail.sign_in_refusal(user, password_ok, pushes.utcnow(), keep_count=second_factor)
                if account_mail.enabled() else None)
     if refusal:
-        return render_template("accounts/sign_in.html", email=email, error=refusal), 401
+        return _sign_in_again(email, refusal, 401)
     if second_factor:
         return _ask_for_second_factor(user)
     # (No session when the password changed while it was checked: start_session.)
     if not password_ok or not _sign_in(user):
-        return render_template("accounts/sign_in.html", email=email, error=auth.INVALID_SIGN_IN,
-                               wrong=True), 401
+        return _sign_in_again(email, auth.INVALID_SIGN_IN, 401)
     flash("Signed in successfully.", "success")
     return redirect(safe_next(url_for("web.home")))
 
