@@ -110,6 +110,9 @@ LINGER_BYTES = 65536
 # reads the answer (curl without `Expect`, Python's requests) would otherwise get a reset, not
 # the answer. Its bytes: the body's Content-Length (chunked: up to the app's limit).
 DRAIN_SECONDS = 30.0
+# ... and how long it waits for more of it (nginx's lingering_timeout): a client that sends
+# nothing more does not hold one of the worker's connections for DRAIN_SECONDS.
+DRAIN_IDLE_SECONDS = 5.0
 
 
 def bound(sock: socket.socket, seconds: float):
@@ -905,7 +908,8 @@ class ThreadWorker(gthread.ThreadWorker):
         self.nr_conns += 1  # (counted against worker_connections until closed, as gunicorn's)
         if drain > 0:  # (a stopping worker's: as long as its kept-alive connections linger, _cap_keepalive)
             wait = DRAIN_SECONDS if self.alive else min(DRAIN_SECONDS, gthread.STOP_KEEPALIVE_LINGER)
-            lingering = [time.monotonic() + wait, sock, drain, self.draining]
+            now = time.monotonic()
+            lingering = [now + wait, sock, drain, self.draining, now + DRAIN_IDLE_SECONDS]
         else:
             lingering = [time.monotonic() + LINGER_SECONDS, sock, LINGER_BYTES, self.lingering]
         lingering[3].append(lingering)
@@ -927,6 +931,8 @@ class ThreadWorker(gthread.ThreadWorker):
             if not data:
                 break
             lingering[2] -= len(data)
+            if lingering[3] is self.draining:  # (it still sends: it may go on for DRAIN_IDLE_SECONDS more)
+                lingering[4] = time.monotonic() + DRAIN_IDLE_SECONDS
         self.end_lingering(lingering)
 
     def end_lingering(self, lingering):
@@ -964,8 +970,10 @@ class ThreadWorker(gthread.ThreadWorker):
         for queue in (self.lingering, self.draining):
             while queue and queue[0][0] <= now:
                 self.end_lingering(queue[0])
-        if (self.bodies or self.answers) and now >= self.bodies_checked + 1:  # (deadlines move: a look a second)
+        if (self.bodies or self.answers or self.draining) and now >= self.bodies_checked + 1:  # (a look a second)
             self.bodies_checked = now
+            for lingering in [lingering for lingering in self.draining if lingering[4] <= now]:
+                self.end_lingering(lingering)  # (a refused body's client that sent nothing for DRAIN_IDLE_SECONDS)
             for conn in [conn for conn in self.bodies if conn.timeout <= now]:
                 self.held -= len(conn.head)
                 self.give_up_body(conn)

@@ -458,3 +458,45 @@ def test_a_refused_body_drained_by_a_stopping_worker_keeps_it_no_longer_than_a_k
     theirs.close()
     worker.draining[0][1].close()
     worker.tmp.close()
+
+
+def test_a_refused_body_whose_client_sends_nothing_more_is_not_drained_for_long():
+    """A refused body's drain lasted DRAIN_SECONDS (30 s) whether or not the client still sent
+    anything: a few clients that each sent a 413's or 503's head and then nothing held as many
+    of the worker's connections for 30 s (with --worker-connections 5, /up waited 30 s). As
+    nginx's lingering_timeout, a drain now ends once the client sent nothing for
+    DRAIN_IDLE_SECONDS (here a worker's main loop run in this process, its socket real; the
+    time that passed stood in for by the drain's idle deadline)."""
+    import time
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.gthread import TConn
+    from test_worker_answers import _socket_pair
+
+    from pwp.workers import BODIES_SPOOLED, DRAIN_IDLE_SECONDS, DRAIN_SECONDS, ThreadWorker
+    assert DRAIN_IDLE_SECONDS < DRAIN_SECONDS
+    cfg = Config()
+    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+    worker.poller = selectors.DefaultSelector()
+    worker.body_limit = 4 * BODIES_SPOOLED  # (its Content-Length alone passes the spool's cap: a 503 at once)
+    worker.nr_conns = 1  # (as accept)
+    ours, theirs = _socket_pair()
+    theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * BODIES_SPOOLED))
+    worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
+    received = _read_running(worker, theirs)
+    assert received.startswith(b"HTTP/1.1 503 ")
+    assert len(worker.draining) == 1
+    drain = worker.draining[0]
+    assert drain[4] <= time.monotonic() + DRAIN_IDLE_SECONDS  # (was: no idle deadline)
+    theirs.sendall(b" " * 1000)  # (a byte of the body: the idle deadline moves on)
+    before = drain[4]
+    worker.on_lingering_readable(drain)
+    assert drain[4] > before and len(worker.draining) == 1
+    drain[4] = 0.0  # (DRAIN_IDLE_SECONDS passed with nothing sent)
+    worker.bodies_checked = 0.0
+    worker.murder_pending()
+    assert not worker.draining and worker.nr_conns == 0  # (closed: its slot given back)
+    assert theirs.recv(10) == b""
+    theirs.close()
+    worker.tmp.close()
