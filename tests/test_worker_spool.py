@@ -426,6 +426,29 @@ def test_a_client_that_sends_a_body_past_the_apps_limit_whole_before_it_reads_ge
         assert "Traceback" not in server.logs()
 
 
+def _draining_a_refused_body(alive=True):
+    """A worker's main loop run in this process (its socket real) that refused a body at its
+    head (its Content-Length alone passes the spool's cap: a 503 at once) and now drains it:
+    the worker and the client's end of the connection."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.gthread import TConn
+    from test_worker_answers import _socket_pair
+
+    from pwp.workers import BODIES_SPOOLED, ThreadWorker
+    cfg = Config()
+    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+    worker.poller = selectors.DefaultSelector()
+    worker.body_limit = 4 * BODIES_SPOOLED
+    worker.alive = alive  # (False: as its SIGTERM's handler, stopping)
+    worker.nr_conns = 1  # (as accept)
+    ours, theirs = _socket_pair()
+    theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * BODIES_SPOOLED))
+    worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
+    assert _read_running(worker, theirs).startswith(b"HTTP/1.1 503 ")
+    return worker, theirs
+
+
 def test_a_refused_body_drained_by_a_stopping_worker_keeps_it_no_longer_than_a_kept_alive_connection():
     """A stopping worker (SIGTERM, max_requests) gives its kept-alive connections and heads
     STOP_KEEPALIVE_LINGER (2 s), and cut the drains of refused bodies under way to it too; but
@@ -435,23 +458,9 @@ def test_a_refused_body_drained_by_a_stopping_worker_keeps_it_no_longer_than_a_k
     process, its socket real)."""
     import time
 
-    from gunicorn.config import Config
-    from gunicorn.glogging import Logger
-    from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn
-    from test_worker_answers import _socket_pair
+    from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER
 
-    from pwp.workers import BODIES_SPOOLED, ThreadWorker
-    cfg = Config()
-    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
-    worker.poller = selectors.DefaultSelector()
-    worker.body_limit = 4 * BODIES_SPOOLED  # (its Content-Length alone passes the spool's cap: a 503 at once)
-    worker.alive = False  # (as its SIGTERM's handler: stopping)
-    worker.nr_conns = 1  # (as accept)
-    ours, theirs = _socket_pair()
-    theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * BODIES_SPOOLED))
-    worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
-    received = _read_running(worker, theirs)
-    assert received.startswith(b"HTTP/1.1 503 ")
+    worker, theirs = _draining_a_refused_body(alive=False)
     assert len(worker.draining) == 1 and worker.nr_conns == 1  # (its rest read and dropped, counted)
     assert worker.draining[0][0] <= time.monotonic() + STOP_KEEPALIVE_LINGER  # (was: DRAIN_SECONDS)
     worker.murder_pending()
@@ -469,23 +478,9 @@ def test_a_refused_body_whose_client_sends_nothing_more_is_not_drained_for_long(
     time that passed stood in for by the drain's idle deadline)."""
     import time
 
-    from gunicorn.config import Config
-    from gunicorn.glogging import Logger
-    from gunicorn.workers.gthread import TConn
-    from test_worker_answers import _socket_pair
-
-    from pwp.workers import BODIES_SPOOLED, DRAIN_IDLE_SECONDS, DRAIN_SECONDS, ThreadWorker
+    from pwp.workers import DRAIN_IDLE_SECONDS, DRAIN_SECONDS
     assert DRAIN_IDLE_SECONDS < DRAIN_SECONDS
-    cfg = Config()
-    worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
-    worker.poller = selectors.DefaultSelector()
-    worker.body_limit = 4 * BODIES_SPOOLED  # (its Content-Length alone passes the spool's cap: a 503 at once)
-    worker.nr_conns = 1  # (as accept)
-    ours, theirs = _socket_pair()
-    theirs.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * BODIES_SPOOLED))
-    worker.enqueue_req(TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2)))
-    received = _read_running(worker, theirs)
-    assert received.startswith(b"HTTP/1.1 503 ")
+    worker, theirs = _draining_a_refused_body()
     assert len(worker.draining) == 1
     drain = worker.draining[0]
     assert drain[4] <= time.monotonic() + DRAIN_IDLE_SECONDS  # (was: no idle deadline)
