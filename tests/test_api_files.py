@@ -46,6 +46,16 @@ def test_file_kind_is_inferred_from_files(client, token):
     assert len(body["files"]) == 1
 
 
+def test_a_file_push_without_a_message_reads_an_empty_payload(client, token):
+    # README deviation 22: upstream reads null there (its payload was never set), the value of
+    # an expired push; here "" as for an empty message (the pwpush CLI's push[payload]="").
+    r = client.post("/f.json", headers=bearer(token), content_type="multipart/form-data",
+                    data={"file_push[files][]": [(io.BytesIO(b"a"), "a.txt")]})
+    assert r.status_code == 201
+    body = client.get(f"/p/{r.json['url_token']}.json").json
+    assert body["payload"] == "" and body["expired"] is False and len(body["files"]) == 1
+
+
 def test_last_viewer_can_still_download_then_nobody(client, token, clock):
     r = upload(client, token, [("a.txt", b"payload-bytes")], expire_after_views=1)
     t = r.json["url_token"]
