@@ -272,7 +272,7 @@ def is_utf8(text: str) -> bool:
 
 
 def _duration(errors, value):
-    if value is None or value == "":
+    if value is None or isinstance(value, str) and not value.strip():  # (not `.present?`: not given)
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value

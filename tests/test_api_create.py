@@ -194,6 +194,15 @@ def test_bad_expire_after_duration_is_422(client, value):
     assert "expire_after_duration" in r.json
 
 
+@pytest.mark.parametrize("blank", ["", "  ", "\t"])
+def test_a_blank_expire_after_duration_is_not_given(client, blank):
+    """Upstream reads it only when `.present?`, which a string of spaces is not: its default
+    days then, as for "" (a blank expire_after_days too), not a 422."""
+    r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": blank}})
+    assert r.status_code == 201, r.json
+    assert r.json["expire_after_days"] == 7
+
+
 def test_duration_given_as_string_works(client):
     r = client.post("/api/v2/pushes", json={"push": {"payload": "x", "expire_after_duration": "8"}})
     assert r.status_code == 201 and r.json["expire_after_days"] == 3
