@@ -152,8 +152,9 @@ def _configure(app, test_config, command_line):
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(url)
     if not command_line:
         _make_instance_folder(app)
-    if os.path.isdir(app.instance_path):
+    if os.path.isdir(app.instance_path) and _holds_secrets(app, settings):
         _warn_if_open_to_others(app.instance_path, "folder", "it holds the keys and the SQLite database")
+    app.extensions["pwpush_secret_key_set"] = bool(settings["SECRET_KEY"])  # (else the instance folder's)
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _key_file(
         app, "secret_key", lambda: os.urandom(32).hex(), write=not command_line)
     # (One an admin set: the generated one has 64.)
@@ -235,6 +236,19 @@ def _warn_if_open_to_others(path, what, why):
     if mode & 0o077 and config.start_up_notes():
         log.warning("The instance %s %s is open to other users (mode %o), and %s: chmod %s it.",
                     what, path, mode, why, "700" if what == "folder" else "600")
+
+
+def _holds_secrets(app, settings) -> bool:
+    """Tell whether the instance folder holds a key file or the SQLite database: with both keys
+    set and the database elsewhere (PostgreSQL, say) it holds nothing secret."""
+    from sqlalchemy.engine import make_url
+
+    if not settings["SECRET_KEY"] or not settings["PWPUSH_MASTER_KEY"]:
+        return True
+    database = _sqlite_file(make_url(app.config["SQLALCHEMY_DATABASE_URI"]))
+    folder = os.path.abspath(app.instance_path)  # (a relative database path is in it)
+    return database is not None and os.path.commonpath([os.path.abspath(os.path.join(folder, database)),
+                                                        folder]) == folder
 
 
 def _make_instance_folder(app):
@@ -552,11 +566,13 @@ def _check_secret_key(app):
 
     with app.app_context():
         if not pushes.secret_key_is_the_databases(app.config["SECRET_KEY"]):
-            log.warning("SECRET_KEY: this SECRET_KEY (without the setting: %s) differs from the one another "
-                        "instance (or this one's last start) signed with on this database: with several instances, "
-                        "each signs out the other's users and refuses its forms (\"This form could not be sent\"); "
-                        "give every instance the same SECRET_KEY (a change made on purpose: said once)",
-                        os.path.join(app.instance_path, "secret_key"))
+            mine = ("SECRET_KEY setting" if app.extensions["pwpush_secret_key_set"] else
+                    f"SECRET_KEY, the one generated in {os.path.join(app.instance_path, 'secret_key')} "
+                    "(SECRET_KEY is not set),")
+            log.warning("SECRET_KEY: this instance's %s differs from the one another instance (or this one's last "
+                        "start) signed with on this database: with several instances, each signs out the other's "
+                        "users and refuses its forms (\"This form could not be sent\"); give every instance the "
+                        "same SECRET_KEY (a change made on purpose: said once)", mine)
 
 
 def database_missing(app) -> bool:

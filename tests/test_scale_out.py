@@ -85,6 +85,13 @@ def test_an_instance_signing_with_another_secret_key_than_the_others_is_warned_a
                        SECRET_KEY=(tmp_path / "instance-b" / "secret_key").read_text())
     with gunicorn(env_c, tmp_path / "c.log") as c:
         assert "differs from the one another instance" not in c.logs()
+    # Each says which key it means: b the one it generated, d its setting (it named b's kind
+    # of file, "without the setting: .../secret_key", when SECRET_KEY was set too).
+    assert f"the one generated in {tmp_path / 'instance-b' / 'secret_key'} (SECRET_KEY is not set)" in b.logs()
+    env_d = server_env(tmp_path / "instance-d", database_url, **keys, SECRET_KEY="d" * 64)
+    with gunicorn(env_d, tmp_path / "d.log") as d:
+        assert "SECRET_KEY: this instance's SECRET_KEY setting differs from the one another instance" in d.logs()
+        assert "instance-d" not in d.logs().split("SECRET_KEY: ")[1].split("\n")[0]
 
 
 def test_a_note_another_instances_key_encrypted_is_a_503_on_the_owners_list(app, make_user, database_url,

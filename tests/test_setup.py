@@ -345,6 +345,25 @@ def test_an_instance_folder_or_key_file_open_to_others_is_warned_about(tmp_path)
     assert f"The instance database {database} is open to other users (mode 644)" in again.stderr
 
 
+def test_an_open_instance_folder_that_holds_nothing_is_not_warned_about(tmp_path):
+    """With both keys set and the database elsewhere (PostgreSQL, or SQLite in another folder)
+    the instance folder holds nothing secret: its mode was warned about at every start and on
+    stderr for every `purge-expired --quiet` (an hourly cron mail). One that holds a key file
+    or the database still is (the test above)."""
+    from cryptography.fernet import Fernet
+
+    instance, data = tmp_path / "instance", tmp_path / "data"
+    instance.mkdir(mode=0o755)
+    data.mkdir(mode=0o700)
+    env = {"PWPUSH_INSTANCE_PATH": str(instance), "PWPUSH_MASTER_KEY": Fernet.generate_key().decode(),
+           "SECRET_KEY": "s" * 64, "DATABASE_URL": f"sqlite:///{data / 'pwpush.sqlite3'}"}
+    instance.chmod(0o755)  # (whatever the umask)
+    proc = _start(env)
+    assert proc.returncode == 0, proc.stderr
+    assert "open to other users" not in proc.stderr
+    assert "open to other users (mode 755)" in _start({**env, "SECRET_KEY": ""}).stderr  # (its secret_key)
+
+
 def test_a_new_sqlite_database_outside_the_instance_folder_is_owner_only(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir(mode=0o755)
