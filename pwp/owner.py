@@ -14,7 +14,7 @@ from .errors import Forbidden, TooManyAttempts, TooManyNotifyRequests, Validatio
 from .models import AuditKind, Kind
 from .words import plural
 from .web import (FILES_NOT_STORED, NOTHING_CHANGED, PUSH_UPDATED, form_options, form_values, render_preview,
-                  say_bounded, signed_in_user, switched_off, time_left)
+                  say_bounded, signed_in_user, switched_off, time_left, within_bounds)
 
 bp = Blueprint("owner", __name__)
 PER_PAGE = 25
@@ -134,10 +134,9 @@ def _edit_form_again(push, fields, left, errors, status):
     """The edit form as it was sent, with its errors (files are chosen again, and the
     passphrase typed again: neither goes back into the page)."""
     shown = {what: value for what in ("days", "views") if (value := params.shown(fields, what)) is not None}
-    values = form_values(push.kind_name, fields)
-    for what in ("days", "views"):  # (a number left blank: what the form showed, not a new push's default)
-        if not params.cast_int(fields.get(f"expire_after_{what}")):
-            values[f"expire_after_{what}"] = shown.get(what, left[what])
+    # (A number box sent empty: what the form showed, not a new push's default.)
+    values = form_values(push.kind_name, fields, {f"expire_after_{what}": shown.get(what, left[what])
+                                                  for what in ("days", "views")})
     return _edit_form(push, values, errors, status, shown)
 
 
@@ -183,9 +182,9 @@ def update(push):
         dropped = changes.files if push.kind != Kind.file else ()
         # Typed past a bound, the bound; a number kept as shown stays what it is, in bounds or not.
         asked = changes
-        changes = dataclasses.replace(changes, files=() if dropped else changes.files, **{
-            f"{what}_left": min(max(getattr(changes, f"{what}_left"), low), high)
-            for what, (low, high) in pushes.edit_bounds(push, now).items() if not changes.keeps(what, left[what])})
+        changes = within_bounds(dataclasses.replace(changes, files=() if dropped else changes.files), "{}_left",
+                                pushes.edit_bounds(push, now),
+                                kept=[what for what in ("days", "views") if changes.keeps(what, left[what])])
         edited = pushes.edit(url_token, changes, actor(signed_in_user()), now)
     except ValidationFailed as exc:
         return _edit_form_again(push, fields, left, exc.errors, 422)

@@ -229,6 +229,20 @@ def form_number(value):
     return cast_int(value)
 
 
+def form_numbers(fields: dict, errors: dict, left="", required=True) -> dict:
+    """The days and views number boxes of a web form (new push, edit), as form_number reads
+    them. A box sent empty (a browser sends letters typed in one as nothing) is an error put in
+    errors, said, never taken as a default; a box not sent is one too when required, else None
+    (a script's form, as the API: the kind's default)."""
+    numbers = {}
+    for what in ("days", "views"):
+        key = f"expire_after_{what}"
+        numbers[what] = form_number(fields.get(key))
+        if numbers[what] is None and (required or key in fields):
+            errors[key] = [f"Enter the {what}{left} as a whole number."]
+    return numbers
+
+
 def cast_bool(value, absent=None):
     """Cast like upstream (`to_s.downcase`): on/yes/checked/true/1 (any case) are true,
     anything else false (" true" too: nothing is trimmed)."""
@@ -331,7 +345,7 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     """Build a NewPush from a push's parameters; 422 for values of the wrong type.
 
     kind forces the kind (v1 /f.json, /r.json); form=True reads absent checkboxes as false,
-    days and views as number boxes (form_number).
+    days and views as number boxes (form_numbers).
     """
     errors: dict = {}
     # A null `files` is no files key (Rails' permit(files: []) drops it); an array, even
@@ -341,14 +355,17 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     requested = _string(errors, "kind", fields.get("kind"))
     if kind is None:  # a blank kind is none; any other is taken as sent (upstream's enum of four names)
         kind = requested if requested and requested.strip() else ("file" if files else "text")
-    absent, number = (False, form_number) if form else (None, cast_int)
+    if form:
+        absent, numbers = False, form_numbers(fields, errors, required=False)
+    else:
+        absent, numbers = None, {what: cast_int(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
     name = _name(errors, fields)
     new = NewPush(
         kind=kind, payload=_string(errors, "payload", fields.get("payload")),
         files=files, files_given=files_given,
-        expire_after_days=number(fields.get("expire_after_days")),
+        expire_after_days=numbers["days"],
         expire_after_duration=_duration(errors, fields.get("expire_after_duration")),
-        expire_after_views=number(fields.get("expire_after_views")),
+        expire_after_views=numbers["views"],
         deletable_by_viewer=_flag(fields, "deletable_by_viewer", absent),
         retrieval_step=_flag(fields, "retrieval_step", absent),
         passphrase=_string(errors, "passphrase", fields.get("passphrase")),
@@ -367,10 +384,7 @@ def push_changes(fields: dict) -> Changes:
     name = _name(errors, fields)
     files = tuple(_uploads(errors, fields["files"])) if fields.get("files") is not None else ()
     passphrase = _string(errors, "passphrase", fields.get("passphrase"))
-    numbers = {what: form_number(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
-    for what, number in numbers.items():
-        if number is None:  # (a browser sends letters typed in a number box as nothing)
-            errors[f"expire_after_{what}"] = [f"Enter the {what} left as a whole number."]
+    numbers = form_numbers(fields, errors, left=" left")
     note = _string(errors, "note", fields.get("note")) or ""
     if errors:
         raise ValidationFailed(errors)

@@ -101,8 +101,9 @@ def form_options(kind: str) -> dict:
     }
 
 
-def form_values(kind: str, fields: dict | None = None) -> dict:
-    """The form's values: the settings' defaults, or what the user submitted."""
+def form_values(kind: str, fields: dict | None = None, blank: dict | None = None) -> dict:
+    """The form's values: the settings' defaults, or what the user submitted, a number box
+    sent empty showing blank's value (by default the settings')."""
     cfg = current_app.config
     if fields is None:
         return {"payload": "", "passphrase": "", "name": "", "note": "", "notify_emails_to": "",
@@ -114,10 +115,10 @@ def form_values(kind: str, fields: dict | None = None) -> dict:
     # again: the page could not be encoded, a 500.)
     values = {k: fields.get(k) if isinstance(fields.get(k), str) and params.is_utf8(fields.get(k)) else ""
               for k in ("payload", "passphrase", "name", "note", "notify_emails_to")}
-    defaults = form_values(kind)
+    blank = blank or form_values(kind)
     for key in ("expire_after_days", "expire_after_views"):
-        number = params.cast_int(fields.get(key))
-        values[key] = number if number else defaults[key]
+        number = params.form_number(fields.get(key))
+        values[key] = blank[key] if number is None else number
     for key in ("retrieval_step", "deletable_by_viewer"):
         values[key] = params.cast_bool(fields.get(key), False)
     return values
@@ -194,7 +195,9 @@ def render_form(kind: str, fields=None, errors=None, status=200):
     if fields is None:
         values = {**form_values(kind), "save_defaults": False, **saved_defaults(kind)}
     else:
-        values = {**form_values(kind, fields), "save_defaults": params.cast_bool(fields.get("save_defaults"), False),
+        blank = {**form_values(kind), **saved_defaults(kind)}  # (a box sent empty: as the form was shown)
+        values = {**form_values(kind, fields, blank),
+                  "save_defaults": params.cast_bool(fields.get("save_defaults"), False),
                   "defaults_saved": params.cast_bool(fields.get("defaults_saved"), False)}
     return render_template(
         "web/new.html", kind=kind, tab=TAB_OF[kind], tabs=visible_tabs(),
@@ -229,17 +232,21 @@ def new():
     return _creation_refused(kind) or render_form(kind)
 
 
-def _within_the_form_bounds(new_push, kind: str):
-    """A number typed past the form's bounds (a browser without JavaScript does not stop
-    it, nor does app.js) is taken as the nearest bound, not as the API's default (upstream's
-    rule), and the sender is told."""
+def within_bounds(asked, field: str, bounds: dict, kept=()):
+    """asked (a NewPush, an edit's Changes) with the days and views typed (its attributes named
+    by field, "expire_after_{}" or "{}_left") within bounds ({"days": (low, high), ...}): a
+    number past one (a browser without JavaScript does not stop it, nor does app.js) is taken
+    as the nearest bound, not as the API's default (upstream's rule); say_bounded tells the
+    sender. None (not sent) and what kept names stay as they are. The new and edit forms' one rule."""
+    return dataclasses.replace(asked, **{
+        field.format(what): min(max(value, low), high) for what, (low, high) in bounds.items()
+        if (value := getattr(asked, field.format(what))) is not None and what not in kept})
+
+
+def form_bounds(kind: str) -> dict:
+    """The days and views a new push of the kind may have, as within_bounds takes them."""
     options = form_options(kind)
-    for what in ("days", "views"):
-        value = getattr(new_push, f"expire_after_{what}")
-        if value is not None:
-            value = min(max(value, options[f"{what}_min"]), options[f"{what}_max"])
-            new_push = dataclasses.replace(new_push, **{f"expire_after_{what}": value})
-    return new_push
+    return {what: (options[f"{what}_min"], options[f"{what}_max"]) for what in ("days", "views")}
 
 
 def say_bounded(asked, got, field: str, whose: str):
@@ -264,7 +271,7 @@ def create():
     now, who = pushes.utcnow(), actor(signed_in_user())
     try:
         typed = params.new_push(fields, kind=kind, form=True)
-        new_push = _within_the_form_bounds(typed, kind)
+        new_push = within_bounds(typed, "expire_after_{}", form_bounds(kind))
         asked = notify.check_create(fields, new_push, who.user, now)
         push = notify.create_push(new_push, asked, who, now)
     except ValidationFailed as exc:

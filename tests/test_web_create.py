@@ -255,6 +255,37 @@ def test_a_number_box_is_read_as_the_browser_and_its_words_read_it(client, app, 
     assert (said in html) if said else ("set to" not in html)
 
 
+@pytest.mark.parametrize("what,blank", [("days", ""), ("views", " ")])
+def test_an_emptied_number_box_is_said_not_taken_as_the_default(client, app, what, blank):
+    """Without JavaScript an emptied days or views box is sent as nothing: the push got the
+    kind's default, silently. As the edit page: 422, the form again with the box marked and
+    refilled as the form showed it (the remembered settings here), what was typed kept in a
+    page no cache keeps."""
+    create(client, payload="x", expire_after_days="3", expire_after_views="9", save_defaults=True)
+    typed = {"expire_after_days": "4", "expire_after_views": "6", f"expire_after_{what}": blank}
+    r = client.post("/p", data=form(kind="text", payload="s3cret", passphrase="pp", **typed))
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and r.headers["Cache-Control"] == "no-store"
+    assert sql(app, "SELECT count(*) FROM pushes") == [(1,)]
+    assert f"Enter the {what} as a whole number." in html and f'href="#push_expire_after_{what}"' in html
+    assert (f'id="push_expire_after_{what}" name="push[expire_after_{what}]" data-expiry="{what}"\n'
+            f'                 min="1" max="{90 if what == "days" else 100}" value="{3 if what == "days" else 9}" '
+            f'required aria-invalid="true" aria-describedby="push_expire_after_{what}-error"') in html
+    assert f'<ul class="field-errors" id="push_expire_after_{what}-error">' in html
+    other = "views" if what == "days" else "days"
+    assert f'value="{6 if other == "views" else 4}" required>' in html  # the other box as typed, unmarked
+    assert ">\ns3cret</textarea>" in html and 'value="pp"' in html
+    # A script's form without the box (as the API): the kind's default, as before.
+    assert client.post("/p", data=form(kind="url", payload="https://example.com/")).status_code == 302
+
+
+def test_a_form_sent_back_shows_its_numbers_as_the_browser_read_them(client):
+    """A form with an error shows the days and views as they will be read ('1e1' is 10), not
+    as the API's to_i read them (1: the words and the box then said 1 view)."""
+    html = client.post("/p", data=form(kind="text", payload="", expire_after_views="1e1")).get_data(as_text=True)
+    assert 'value="10" required>' in html and "10 views" in html
+
+
 def test_the_api_reads_numbers_as_upstream_not_as_a_number_box(client, app):
     """(Rails' to_i: "1e1" is 1, "2.9" is 2; only the web forms read numbers as a browser.)"""
     for views in ("1e1", "2.9"):

@@ -203,6 +203,24 @@ def test_the_push_made_has_the_views_the_words_said(server, new_page, typed, wor
     expect(page.locator("#share_message")).to_have_value(re.compile(f"or {words},"))
 
 
+def test_without_javascript_an_emptied_number_box_is_said(server, new_page):
+    """A browser without JavaScript sends an emptied box as nothing: the push got the
+    default, silently. The form comes back, the box marked and said, what was typed kept."""
+    page = new_page(java_script_enabled=False)
+    page.goto(server.url + "/")
+    page.fill("#push_payload", "typed once")
+    days = page.get_by_label("Days (1 to 90)")
+    days.fill("")
+    page.click("main button[type=submit]")
+    expect(page.locator(".error-summary")).to_contain_text("Enter the days as a whole number.")
+    expect(days).to_have_attribute("aria-invalid", "true")
+    expect(days).to_have_accessible_description("Enter the days as a whole number.")
+    expect(page.locator("#push_payload")).to_have_value("typed once")
+    days.fill("2")
+    page.click("main button[type=submit]")
+    expect(page.locator("#share_message")).to_have_value(re.compile("valid for 2 days or 5 views"))
+
+
 def test_without_javascript_every_form_works_and_no_dead_control_shows(server, new_page):
     sender = new_page(java_script_enabled=False)
     sender.goto(server.url + "/")
