@@ -569,12 +569,13 @@ def show(url_token):
     if location is not None:
         response = redirect(location, 303)
     else:  # (a URL push stored before its URL was checked, that no browser can follow: as text)
-        response = make_response(_render_payload(result, now, counted=pushes.views_count(push, user)))
+        response = make_response(_render_payload(result, now, user))
     response.delete_cookie(cookie, path=f"/p/{url_token}")
     return response
 
 
-def _render_payload(result, now, counted):
+def _render_payload(result, now, user):
+    """The payload page; a view its owner's or an administrator's, counted nothing, says whose."""
     push = result.push
     views = 0 if result.last_view else pushes.views_remaining(push)
     files = [{"name": f.filename, "size": f.size, "url": file_link_path(f, result.file_key, now)}
@@ -583,7 +584,8 @@ def _render_payload(result, now, counted):
         "web/show.html", push=push, payload=result.payload, files=files,
         link_minutes=pushes.FILE_LINK_SECONDS // 60,
         qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,
-        left=time_left(push, now), views=views, last_view=result.last_view, counted=counted,
+        left=time_left(push, now), views=views, last_view=result.last_view,
+        counted=pushes.views_count(push, user), owner=pushes.is_owner(push, user),
         blur=bool(kind_setting(current_app.config, push.kind_name, "ENABLE_BLUR")),
         deletable=push.deletable_by_viewer is True and views > 0)
 
