@@ -3,6 +3,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, u
 
 from . import notify, pushes
 from .api import base_url
+from .config import kind_setting
 from .errors import KeysOutOfDate
 from .params import PUSH_ATTRIBUTES
 from .words import human_size
@@ -35,9 +36,10 @@ PARAMETER_HELP = {
               "multipart/form-data, a push[files][] field each, e.g. curl -X POST {base}/api/v2/pushes "
               "-H \"Authorization: Bearer $PWPUSH_TOKEN\" -F \"push[payload]=see attached\" "
               "-F \"push[files][]=@report.pdf\""),
-    "expire_after_days": "Days until the link expires (settings give the range; default 7).",
+    "expire_after_days": "Days until the link expires: {days_min} to {days_max}, default {days_default} (a text push; "
+                         "other kinds have their own).",
     "expire_after_duration": "What the pwpush CLI sends instead: 0-5 are 5 min .. 12 h, 6-17 are 1 .. 90 days.",
-    "expire_after_views": "Views until the link expires (default 5).",
+    "expire_after_views": "Views until the link expires: {views_min} to {views_max}, default {views_default}.",
     "deletable_by_viewer": "true/false: may the recipient delete the secret at once.",
     "retrieval_step": "true/false: the link opens a 'click to proceed' page first.",
     "passphrase": "A passphrase the recipient must type before seeing the payload.",
@@ -84,7 +86,10 @@ def api_docs():
     files = ("files",) if cfg["PWP__ENABLE_FILE_PUSHES"] else ()  # (sent beside the push's attributes)
     names = PUSH_ATTRIBUTES[:2] + files + PUSH_ATTRIBUTES[2:] + NOTIFY_PARAMETERS
     limits = {"base": base, "count": cfg["PWP__FILES__MAX_FILE_UPLOADS"],
-              "size": human_size(cfg["PWP__FILES__MAX_TOTAL_BYTES"], limit=True)}  # (as the form says it)
+              "size": human_size(cfg["PWP__FILES__MAX_TOTAL_BYTES"], limit=True),  # (as the form says it)
+              # (the text kind's: the settings make them, each kind its own)
+              **{f"{what}_{end}": kind_setting(cfg, "text", f"EXPIRE_AFTER_{what.upper()}_{end.upper()}")
+                 for what in ("days", "views") for end in ("min", "max", "default")}}
     parameters = [(p, PARAMETER_HELP.get(p, "").format(**limits)) for p in names]
     if not notify.available():  # (an instance that sends no e-mail says so: its example is a 422)
         parameters = [(p, NOT_SENT if p == "notify_emails_to" else text) for p, text in parameters]

@@ -38,6 +38,15 @@ def test_api_docs_say_how_to_send_a_file_push(client):
     assert '-F "push[files][]=@report.pdf"' in html
 
 
+def test_api_docs_say_this_instances_days_and_views(settings, database_url, request):
+    # The page said "default 7" and "default 5" whatever the settings made them.
+    settings.update({"PWP__PW__EXPIRE_AFTER_DAYS_DEFAULT": 3, "PWP__PW__EXPIRE_AFTER_DAYS_MAX": 30,
+                     "PWP__PW__EXPIRE_AFTER_VIEWS_DEFAULT": 2})
+    html = unescape(request.getfixturevalue("client").get("/help/api").get_data(as_text=True))
+    assert "Days until the link expires: 1 to 30, default 3 (a text push; other kinds have their own)." in html
+    assert "Views until the link expires: 1 to 100, default 2." in html
+
+
 def test_api_redirects_to_the_api_docs(client):
     r = client.get("/api")
     assert r.status_code == 302 and r.headers["Location"] == "/help/api"
