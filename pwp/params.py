@@ -239,7 +239,8 @@ def form_numbers(fields: dict, errors: dict, left="", required=True) -> dict:
         key = f"expire_after_{what}"
         numbers[what] = form_number(fields.get(key))
         if numbers[what] is None and (required or key in fields):
-            errors[key] = [f"Enter the {what}{left} as a whole number."]
+            errors[key] = [f"Enter the {what}{left} as a whole number (the box was sent empty: it shows the "
+                           "form's first number again)."]
     return numbers
 
 

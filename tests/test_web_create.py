@@ -267,7 +267,7 @@ def test_an_emptied_number_box_is_said_not_taken_as_the_default(client, app, wha
     html = r.get_data(as_text=True)
     assert r.status_code == 422 and r.headers["Cache-Control"] == "no-store"
     assert sql(app, "SELECT count(*) FROM pushes") == [(1,)]
-    assert f"Enter the {what} as a whole number." in html and f'href="#push_expire_after_{what}"' in html
+    assert f"Enter the {what} as a whole number (the box was sent empty" in html and f'href="#push_expire_after_{what}"' in html
     assert (f'id="push_expire_after_{what}" name="push[expire_after_{what}]" data-expiry="{what}"\n'
             f'                 min="1" max="{90 if what == "days" else 100}" value="{3 if what == "days" else 9}" '
             f'required aria-invalid="true" aria-describedby="push_expire_after_{what}-error"') in html
