@@ -279,6 +279,21 @@ def test_an_emptied_number_box_is_said_not_taken_as_the_default(client, app, wha
     assert client.post("/p", data=form(kind="url", payload="https://example.com/")).status_code == 302
 
 
+def test_a_file_form_sent_back_says_to_choose_the_files_again(client, make_user):
+    """A browser cannot refill a file box: the form with an error said nothing of the files
+    chosen, now gone (the edit page says it)."""
+    sign_in(client, make_user)
+    data = form(kind="file", payload="see attached", expire_after_days="")
+    data["push[files][]"] = [(io.BytesIO(b"report"), "report.pdf")]
+    r = client.post("/p", data=data, content_type="multipart/form-data")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "Files chosen before this message are not kept: choose them again." in html
+    assert 'aria-describedby="push_files_hint"' in html
+    assert "choose them again" not in client.get("/p/new?tab=files").get_data(as_text=True)
+    none = client.post("/p", data=form(kind="file", payload="no files"), content_type="multipart/form-data")
+    assert 'aria-describedby="push_files_hint push_files-error" aria-invalid="true"' in none.get_data(as_text=True)
+
+
 def test_a_form_sent_back_shows_its_numbers_as_the_browser_read_them(client):
     """A form with an error shows the days and views as they will be read ('1e1' is 10), not
     as the API's to_i read them (1: the words and the box then said 1 view)."""
