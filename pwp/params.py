@@ -358,15 +358,17 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
         kind = requested if requested and requested.strip() else ("file" if files else "text")
     if form:
         absent, numbers = False, form_numbers(fields, errors, required=False)
-    else:
-        absent, numbers = None, {what: cast_int(fields.get(f"expire_after_{what}")) for what in ("days", "views")}
+        days, views = numbers["days"], numbers["views"]
+    else:  # (the API's create, a hot path: read as directly)
+        absent, days, views = (None, cast_int(fields.get("expire_after_days")),
+                               cast_int(fields.get("expire_after_views")))
     name = _name(errors, fields)
     new = NewPush(
         kind=kind, payload=_string(errors, "payload", fields.get("payload")),
         files=files, files_given=files_given,
-        expire_after_days=numbers["days"],
+        expire_after_days=days,
         expire_after_duration=_duration(errors, fields.get("expire_after_duration")),
-        expire_after_views=numbers["views"],
+        expire_after_views=views,
         deletable_by_viewer=_flag(fields, "deletable_by_viewer", absent),
         retrieval_step=_flag(fields, "retrieval_step", absent),
         passphrase=_string(errors, "passphrase", fields.get("passphrase")),
