@@ -74,7 +74,8 @@ HEADS_HELD = 32 * 1024 * 1024
 # clients could otherwise keep every later upload out. A body whose file cannot be made or
 # written (TMPDIR full or missing) gets a 503 too (refuse_body).
 # A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
-# the thread at once (declared) or once past it (chunked): the app refuses it (413).
+# the thread at once (declared: the app refuses it, 413), or once past it (chunked) gets the
+# worker's own 413 (as the app's, JSON on the API), no thread taken (refuse).
 BODY_IN_MEMORY = 64 * 1024
 # The open files a worker asks for (its soft limit raised up to its hard one): two per
 # connection whose body is spooled, gunicorn's worker_connections (1000) of them and a margin.
@@ -104,8 +105,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # (gunicorn's util.close_graceful's: ThreadWorker.linger).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 65536
-# How long a connection whose body was refused (its 503 sent, or the app's 413 for a body
-# past its limit) reads and drops the rest of the body the client may still be sending
+# How long a connection whose body was refused (its 503 sent, or a 413 for a body past the
+# app's limit) reads and drops the rest of the body the client may still be sending
 # before it closes (nginx's lingering_time): a client that sends its request whole before it
 # reads the answer (curl without `Expect`, Python's requests) would otherwise get a reset, not
 # the answer. Its bytes: the body's Content-Length (chunked: up to the app's limit).
@@ -376,7 +377,8 @@ class ThreadWorker(gthread.ThreadWorker):
     each read was bounded by it, ample for any real client. Then its body (Content-Length or
     chunked) is read here too, before the connection goes to a thread (read_body), each read
     within `timeout`, `Expect: 100-continue` answered here; a body longer than the app takes
-    goes to a thread at once (its 413), one whose framing gunicorn refuses too (its 400). Not
+    goes to a thread at once (its 413: chunked, once past it, the worker's own 413), one
+    whose framing gunicorn refuses too (its 400). Not
     TLS (gunicorn reads the TLS handshake in a thread),
     nor with gunicorn's timeout 0, the PROXY protocol or HTTP/2 prior knowledge: those
     connections are served as gthread does. A connection closed after its answer waits for
@@ -636,11 +638,13 @@ class ThreadWorker(gthread.ThreadWorker):
                 conn.cut = conn.left.bad
                 break
             elif conn.spooled + len(head) > conn.limit:
-                # (The app's 413, then closed: the rest of the body, its end unknown, read and
-                # dropped as the connection closes, up to the app's limit more: linger.)
-                conn.cut = True
-                conn.drain = self.body_limit
-                break
+                # A 413 as the app's for a body declared as long, the thread never taken; the
+                # rest of the body, its end unknown, read and dropped as the connection closes,
+                # up to the app's limit more (linger).
+                if conn.spool is None:
+                    conn.api = _is_api(head)
+                self.refuse(conn, waiting, self.body_limit, _error_answer(413, "Request Entity Too Large", conn.api))
+                return
         if waiting:
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)
@@ -720,10 +724,17 @@ class ThreadWorker(gthread.ThreadWorker):
                              error.strerror or type(error).__name__)
         # (Chunked: its end unknown, up to the bytes after which it would have gone to a thread.)
         left = conn.left if type(conn.left) is int else conn.limit - conn.spooled - len(conn.head)
-        conn.drain = max(left, 0)
+        self.refuse(conn, waiting, max(left, 0), _unavailable(conn.api))
+
+    def refuse(self, conn, waiting, drain, answer):
+        """Answer a body the main loop read in part (waiting: on the poller) with the worker's
+        own `answer`, sent as answers are (send_rest: whole, or the client dropped once it takes
+        nothing for `timeout`); the connection then closes once `drain` more bytes of the body
+        the client may still be sending are read and dropped (DRAIN_SECONDS: linger)."""
+        conn.drain = drain
         self.let_go_body(conn, waiting)
         outbox = Outbox(self)
-        outbox.memory += _unavailable(conn.api)
+        outbox.memory += answer
         self.send_rest(conn, outbox, None)
 
     def release_spool(self, conn):

@@ -1,4 +1,5 @@
 """Malformed input: always a 4xx with a JSON body, never a 5xx."""
+import io
 import json
 import socket
 
@@ -76,6 +77,21 @@ def test_json_bodies_over_12_mib_are_413_unread(client, path):
     body = b'{"push": {"payload": "' + b"x" * (12 * 1024 * 1024 + 3 * 64 * 1024) + b'"}}'
     r = client.post(path, data=body, content_type="application/json")
     assert r.status_code == 413 and r.is_json
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes", "/p.json"])
+def test_chunked_json_bodies_over_12_mib_are_413_as_declared_ones(client, path):
+    """A chunked body (no Content-Length; gunicorn says where it ends: wsgi.input_terminated)
+    was read up to the JSON limit, cut there silently, and answered as a 400 "not valid JSON";
+    one declared as long is a 413, unread. Now a 413 too, past the limit's bytes unread."""
+    body = b'{"push": {"payload": "' + b"x" * (12 * 1024 * 1024 + 3 * 64 * 1024) + b'"}}'
+    r = client.post(path, input_stream=io.BytesIO(body), content_type="application/json",
+                    headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 413 and r.json == {"status": 413, "error": "Request Entity Too Large"}  # (was: 400)
+    fits = json.dumps({"password" if path == "/p.json" else "push": {"payload": "x" * 1000}}).encode()
+    r = client.post(path, input_stream=io.BytesIO(fits), content_type="application/json",
+                    headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 201
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pushes", "/api/v2/pushes?x=1", "/p.json"])  # hot path, Flask
