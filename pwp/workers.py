@@ -50,7 +50,7 @@ from urllib.parse import unquote_to_bytes
 
 from gunicorn.http.body import Body
 from gunicorn.http.errors import LimitRequestHeaders, ParseException
-from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE, PP_V2_SIGNATURE
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.util import split_request_uri, write_nonblock
@@ -251,10 +251,15 @@ class _ChunkedEnd:
 def _is_api(head) -> bool:
     """Whether the request whose head starts `head` is the API's: its errors are JSON. Its
     path as the app routes it: gunicorn's PATH_INFO (`//api/...` a path, percent-decoded),
-    without doubled or trailing slashes (pwp.hotpath)."""
+    without doubled or trailing slashes (pwp.hotpath). A PROXY protocol header before it
+    (v1's line, v2's binary block) is passed over."""
     from pwp.errors import is_api_path  # (in the worker, its app loaded)
     from pwp.hotpath import routed_path
 
+    if head[:6] == b"PROXY ":
+        head = head[head.find(b"\r\n") + 2:]
+    elif head[:12] == PP_V2_SIGNATURE:
+        head = head[16 + int.from_bytes(head[14:16], "big"):]
     start = 2 if head[:2] == b"\r\n" else 0  # (one empty line may come first)
     target = bytes(head[start:head.find(b"\r\n", start)]).split(b" ")[1:2] or [b"/"]
     try:
@@ -326,12 +331,29 @@ class _SpooledUnreader(SocketUnreader):
         self.unread(self.take_buffered() + rest)
 
 
+class _RecordingUnreader(SocketUnreader):
+    """gunicorn's reader of a connection gunicorn reads itself (TLS, the PROXY protocol: not
+    the main loop), which keeps the first bytes of each request (from ThreadWorker.handle on,
+    up to `keep`): the head its errors' JSON or text is told by (handle_error), as the main
+    loop's heads tell it on plain connections."""
+
+    seen = b""
+    keep = 0
+
+    def read(self, size=None, read_ahead=None):
+        data = super().read(size, read_ahead)
+        if len(self.seen) < self.keep:
+            self.seen += data[:self.keep - len(self.seen)]
+        return data
+
+
 class _Connection(gthread.TConn):
     over = False  # its head passed gunicorn's limits before its end (ThreadWorker.handle)
     linger = None  # its worker's ThreadWorker.linger (plain sockets)
     spool = None  # the temporary file its body was written to (ThreadWorker.read_body)
     spooled = 0  # the bytes written to it
     api = False  # its request is the API's (its errors JSON): read_body, as its body is spooled
+    keep = 0  # (served as gthread: the bytes of each request's start its _RecordingUnreader keeps)
     request = b""  # the head handed to the thread (hand_over), while it serves it: its errors' JSON or text
     outbox = None  # the Outbox of the answer the main loop is sending (send_answer)
     drain = 0  # its refused body's bytes still to come, read and dropped before it closes (linger)
@@ -360,6 +382,9 @@ class _Connection(gthread.TConn):
         super().init()
         if type(self.sock) is socket.socket and self.cfg.timeout > 0:
             bound(self.sock, self.cfg.timeout)
+        if self.head is None and type(getattr(self.parser, "unreader", None)) is SocketUnreader:
+            self.parser.unreader.__class__ = _RecordingUnreader  # (HTTP/1: its request heads kept in part)
+            self.parser.unreader.keep = self.keep
 
 
 class ThreadWorker(gthread.ThreadWorker):
@@ -411,6 +436,9 @@ class ThreadWorker(gthread.ThreadWorker):
         self.head_limit = 2 + line + 2 + fields * (size + 2) + 4
         # (limit_request_line 0, "no limit": gunicorn's parser never answers a long line.)
         self.line_limit = line if cfg.limit_request_line else self.head_limit
+        # A request's start that tells whether it is the API's, served as gthread (_RecordingUnreader):
+        # its request line, after a PROXY protocol header (v1's line: 107 bytes at most; v2's, its TLVs).
+        self.keep = min(self.line_limit, 65536) + 4 + 1024
 
     def run(self):
         # (The worker, its app loaded.) The longest body the app takes (Flask's MAX_CONTENT_LENGTH).
@@ -462,6 +490,7 @@ class ThreadWorker(gthread.ThreadWorker):
             served_as_gthread = (cfg.is_ssl or cfg.timeout <= 0 or cfg.proxy_protocol != "off"
                                  or negotiation.prior_knowledge_allowed(cfg, conn.client))
             conn.head = None if served_as_gthread else bytearray()
+            conn.keep = self.keep
             conn.handed = 0  # the bytes of the head it was handed to a thread with
             conn.linger = self.linger
         if conn.head is None or type(conn.sock) is _Gone:  # (_Gone: the thread ends it)
@@ -787,6 +816,8 @@ class ThreadWorker(gthread.ThreadWorker):
             return False
         if conn.head is not None and type(conn.sock) in (_Socket, _Gone):  # (a plain socket, bounded)
             OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
+        elif conn.head is None and type(getattr(conn.parser, "unreader", None)) is _RecordingUnreader:
+            conn.parser.unreader.seen = b""  # (its next request's start: kept from here)
         keepalive = super().handle(conn)
         conn.request = b""
         if keepalive and type(conn.parser.unreader) is _SpooledUnreader:
@@ -802,7 +833,9 @@ class ThreadWorker(gthread.ThreadWorker):
         super().handle_error(req, written, addr, exc)  # (its log line, and access log; the answer kept)
         status, _, reason = written.data.partition(b"\r\n")[0].decode("latin-1").partition(" ")[2].partition(" ")
         api, conn = False, getattr(self.serving, "conn", None)
-        if conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
+        if conn is not None and conn.head is None:  # (served as gthread: what its reader kept)
+            api = type(getattr(conn.parser, "unreader", None)) is _RecordingUnreader and _is_api(conn.parser.unreader.seen)
+        elif conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
             api = _is_api(conn.request) if conn.request else (conn.over or conn.spool is not None) and conn.api
         try:
             write_nonblock(client, _error_answer(int(status or 500), reason or "Internal Server Error", api))

@@ -74,9 +74,11 @@ class Server:
         return status, (json.loads(raw) if raw.strip() else None)
 
 
-def request(port, method, path, body=None, headers=None, timeout=30):
-    """One HTTP request to 127.0.0.1:port; return (status, headers dict, body bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(port, method, path, body=None, headers=None, timeout=30, context=None):
+    """One HTTP request to 127.0.0.1:port (HTTPS with an ssl context); return (status, headers
+    dict, body bytes)."""
+    conn = (http.client.HTTPConnection("127.0.0.1", port, timeout=timeout) if context is None
+            else http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context))
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
@@ -85,18 +87,18 @@ def request(port, method, path, body=None, headers=None, timeout=30):
         conn.close()
 
 
-def _answers(port) -> bool:
+def _answers(port, context=None) -> bool:
     try:
-        status, _headers, _body = request(port, "GET", "/api/v2/version", timeout=2)
+        status, _headers, _body = request(port, "GET", "/api/v2/version", timeout=2, context=context)
     except OSError:
         return False
     return status == 200
 
 
-def _wait_until_up(process, port, log_path):
+def _wait_until_up(process, port, log_path, context=None):
     """Poll /api/v2/version a bounded number of times; fail at once if gunicorn exits."""
     for _ in range(START_ATTEMPTS):
-        if _answers(port):
+        if _answers(port, context):
             return
         try:
             # Doubles as the pause between attempts: returns at once if gunicorn died.
@@ -130,10 +132,11 @@ def _limit(nofile, fsize):
 
 
 @contextmanager
-def gunicorn(env, log_path, workers=1, args=(), nofile=None, fsize=None):
+def gunicorn(env, log_path, workers=1, args=(), nofile=None, fsize=None, context=None):
     """Run `gunicorn pwpush:app` on a free 127.0.0.1 port; yield a Server; always stop it.
     nofile: (soft, hard) limits on its open files (RLIMIT_NOFILE), else this process's;
-    fsize: the most bytes a file it writes may hold (RLIMIT_FSIZE: past it a write fails, EFBIG).
+    fsize: the most bytes a file it writes may hold (RLIMIT_FSIZE: past it a write fails, EFBIG);
+    context: the ssl.SSLContext to see it is up with (args with --certfile: it speaks TLS).
 
     The listening socket is bound here (port 0: the kernel picks a free one) and
     handed to gunicorn as fd://N, so no other process can take the port in between.
@@ -155,7 +158,7 @@ def gunicorn(env, log_path, workers=1, args=(), nofile=None, fsize=None):
                                        preexec_fn=partial(_limit, nofile, fsize))
     # Our copy of the socket is closed; gunicorn holds its own.
     try:
-        _wait_until_up(process, port, log_path)
+        _wait_until_up(process, port, log_path, context)
         yield Server(port=port, log_path=log_path, process=process)
     finally:
         stop(process)

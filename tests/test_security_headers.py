@@ -7,7 +7,10 @@ its address in a Referer header.
 """
 import json
 import socket
+import ssl
 from urllib.parse import urlsplit
+
+import pytest
 
 from servers import bearer, create_user, gunicorn, server_env
 
@@ -15,10 +18,12 @@ SECURITY = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "ref
 CSP_PARTS = ("script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'")
 
 
-def _raw(port, data: bytes) -> tuple[int, dict, bytes]:
-    """Send bytes as they are (a request http.client would not write); the status, headers
-    (names in lower case) and body of the answer, read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+def _raw(port, data: bytes, context=None) -> tuple[int, dict, bytes]:
+    """Send bytes as they are (a request http.client would not write; over TLS with an ssl
+    context); the status, headers (names in lower case) and body of the answer, read until
+    the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn, \
+            (conn if context is None else context.wrap_socket(conn, server_hostname="127.0.0.1")) as conn:
         conn.sendall(data)
         received = b""
         while chunk := conn.recv(65536):
@@ -142,37 +147,30 @@ def test_every_kind_of_answer_carries_the_security_headers(tmp_path):
 REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
 
 
-def test_gunicorns_own_error_answers_carry_the_security_headers(tmp_path):
-    """Requests gunicorn refuses before the app sees them (pwp.workers.ThreadWorker.handle_error):
-    a header name it does not take, a request line past its limit (a browser sends one for a
-    long link: the 414), a head of more fields than it takes (a cookie bomb from a sibling
-    subdomain: the 431), a field past its size, a head past all its limits, a chunked body it
-    cannot parse (the app reads it, and answers: its page, or on the API its JSON). Each keeps
-    gunicorn's status, carries the app's security headers and no-store, says only the status's
-    reason (never the client's input, a credential maybe), in plain text, or on the API's
-    paths in the app's JSON, and closes the connection."""
-    env = server_env(tmp_path / "instance")
-    many_fields = b"".join(b"X-%d: a\r\n" % i for i in range(120))
-    long_field = b"Cookie: " + b"c" * 9000 + b"\r\n"
-    huge_head = b"".join(b"X-%d: %s\r\n" % (i, b"h" * 8000) for i in range(110))
-    bad_chunk = b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
-    cases = {  # label: (request line's method and target, the rest of the head and body, status)
-        "bad header name": (b"GET /", b"Bad Name: <b>Authorization Bearer tok123</b>\r\n\r\n", 400),
-        "bad header name, API": (b"GET /api/v2/pushes/abc", b"Authorization Bearer tok123: x\r\n\r\n", 400),
-        "long URI": (b"GET /<b>tok123" + b"a" * 5000, b"\r\n", 414),
-        "long URI, API": (b"GET /api/v2/pushes/<b>tok123" + b"a" * 5000, b"\r\n", 414),
-        "many fields": (b"GET /?<b>tok123", many_fields + b"\r\n", 431),
-        "many fields, v1 API": (b"GET /p/tok123.json", many_fields + b"\r\n", 431),
-        "long field": (b"GET /", long_field + b"\r\n", 431),
-        "head past all limits, API": (b"GET /api/v2/pushes/tok123", huge_head + b"\r\n", 431),
-        "bad chunk size": (b"POST /p", bad_chunk, 400),
-        "bad chunk size, API": (b"POST /api/v2/pushes", bad_chunk, 400),
-    }
-    with gunicorn(env, tmp_path / "log") as server:
-        answers = {label: (_raw(server.port, start + b" HTTP/1.1\r\nHost: x\r\n" + rest), status)
-                   for label, (start, rest, status) in cases.items()}
+# Requests gunicorn refuses before the app sees them, each sent whole: label: (the request
+# line's method and target, the rest of the head and body, the status).
+_MANY_FIELDS = b"".join(b"X-%d: a\r\n" % i for i in range(120))
+_BAD_CHUNK = b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+REFUSED = {
+    "bad header name": (b"GET /", b"Bad Name: <b>Authorization Bearer tok123</b>\r\n\r\n", 400),
+    "bad header name, API": (b"GET /api/v2/pushes/abc", b"Authorization Bearer tok123: x\r\n\r\n", 400),
+    "long URI": (b"GET /<b>tok123" + b"a" * 5000, b"\r\n", 414),
+    "long URI, API": (b"GET /api/v2/pushes/<b>tok123" + b"a" * 5000, b"\r\n", 414),
+    "many fields": (b"GET /?<b>tok123", _MANY_FIELDS + b"\r\n", 431),
+    "many fields, v1 API": (b"GET /p/tok123.json", _MANY_FIELDS + b"\r\n", 431),
+    "long field": (b"GET /", b"Cookie: " + b"c" * 9000 + b"\r\n\r\n", 431),
+    "head past all limits, API": (b"GET /api/v2/pushes/tok123",
+                                  b"".join(b"X-%d: %s\r\n" % (i, b"h" * 8000) for i in range(110)) + b"\r\n", 431),
+    "bad chunk size": (b"POST /p", _BAD_CHUNK, 400),
+    "bad chunk size, API": (b"POST /api/v2/pushes", _BAD_CHUNK, 400),
+}
+
+
+def _refused_problems(answers: dict) -> dict:
+    """What each answer to a REFUSED request (label: (status, headers, body)) does wrong."""
     problems = {}
-    for label, ((status, headers, body), expected) in answers.items():
+    for label, (status, headers, body) in answers.items():
+        expected = REFUSED[label][2]
         problem = ([f"status {status}"] if status != expected else []) + _missing(headers)
         if headers.get("connection") != "close":
             problem.append(f"Connection: {headers.get('connection')!r}")
@@ -186,10 +184,79 @@ def test_gunicorns_own_error_answers_carry_the_security_headers(tmp_path):
         elif label != "bad chunk size" and (headers.get("content-type") != "text/plain; charset=utf-8"
                                             or body != REASONS[expected].encode() + b"\n"):
             problem.append(f"{headers.get('content-type')!r}: {body[:200]!r}")
-        problems[label] = problem
-    problems = {label: p for label, p in problems.items() if p}
+        if problem:
+            problems[label] = problem
+    return problems
+
+
+def test_gunicorns_own_error_answers_carry_the_security_headers(tmp_path):
+    """Requests gunicorn refuses before the app sees them (pwp.workers.ThreadWorker.handle_error):
+    a header name it does not take, a request line past its limit (a browser sends one for a
+    long link: the 414), a head of more fields than it takes (a cookie bomb from a sibling
+    subdomain: the 431), a field past its size, a head past all its limits, a chunked body it
+    cannot parse (the app reads it, and answers: its page, or on the API its JSON). Each keeps
+    gunicorn's status, carries the app's security headers and no-store, says only the status's
+    reason (never the client's input, a credential maybe), in plain text, or on the API's
+    paths in the app's JSON, and closes the connection."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        answers = {label: _raw(server.port, start + b" HTTP/1.1\r\nHost: x\r\n" + rest)
+                   for label, (start, rest, _status) in REFUSED.items()}
+    problems = _refused_problems(answers)
     assert not problems, "\n".join(f"{label}: {p}" for label, p in problems.items())
     # gunicorn's own line for each stays in the error log, its client's input redacted.
     logs = server.logs()
     assert logs.count("Invalid request from ip=127.0.0.1") >= 6, logs
     assert "tok123" not in logs and "Bearer" not in logs, logs
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by its own key, and the key: their files' paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return str(folder / "cert.pem"), str(folder / "key.pem")
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol"])
+def test_gunicorns_own_error_answers_over_tls_or_the_proxy_protocol_are_as_on_plain_connections(tmp_path, served):
+    """Connections gunicorn reads itself (TLS, the PROXY protocol: not the worker's main loop)
+    got the same security headers, but on the API's paths plain text, not the app's JSON:
+    the worker knew a request's path only from the head its main loop read."""
+    env = server_env(tmp_path / "instance")
+    context = prefix = None
+    if served == "TLS":
+        certfile, keyfile = _self_signed(tmp_path)
+        args = ("--certfile", certfile, "--keyfile", keyfile)
+        context = ssl.create_default_context(cafile=certfile)
+    else:
+        args = ("--proxy-protocol", "v1")
+        prefix = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n"
+    # (Not a chunked body gunicorn cannot parse on a page: the app does not read it, and answers
+    # keep-alive; gunicorn reads it after the answer, and closes. The main loop reads it first.)
+    refused = {label: request for label, request in REFUSED.items() if label != "bad chunk size"}
+    with gunicorn(env, tmp_path / "log", args=args, context=context) as server:
+        answers = {label: _raw(server.port, (prefix or b"") + start + b" HTTP/1.1\r\nHost: x\r\n" + rest,
+                               context)
+                   for label, (start, rest, _status) in refused.items()}
+    problems = _refused_problems(answers)
+    assert not problems, "\n".join(f"{label}: {p}" for label, p in problems.items())  # (was: the API's, text)
+    assert "Traceback" not in server.logs()
