@@ -295,20 +295,6 @@ def _error_answer(status: int, reason: str, api: bool, fields=b"", text=None) ->
             % (status, reason.encode(), content_type, len(body), fields, ANSWER_HEADERS, body))
 
 
-class _Written:
-    """A stand-in for the client's socket that keeps what gunicorn's util.write_error writes
-    to it (ThreadWorker.handle_error: its status line)."""
-
-    def __init__(self):
-        self.data = b""
-
-    def gettimeout(self):
-        return 0.0  # (non-blocking: written as it is)
-
-    def sendall(self, data):
-        self.data += data
-
-
 class _SpooledUnreader(SocketUnreader):
     """gunicorn's reader of a request whose body the main loop spooled to a file: the file's
     bytes (the head, the body, maybe the start of the next request), then the socket's."""
@@ -829,18 +815,38 @@ class ThreadWorker(gthread.ThreadWorker):
         line or head past its limits: 400, 414, 431...), with its status and its log line, but
         the worker's own body (_error_answer): gunicorn's is an HTML page without the app's
         headers that echoes the client's input (a header's name and value: a credential, maybe)."""
-        written = _Written()
-        super().handle_error(req, written, addr, exc)  # (its log line, and access log; the answer kept)
-        status, _, reason = written.data.partition(b"\r\n")[0].decode("latin-1").partition(" ")[2].partition(" ")
+        status, reason = self.gunicorns_status(req, addr, exc)
         api, conn = False, getattr(self.serving, "conn", None)
         if conn is not None and conn.head is None:  # (served as gthread: what its reader kept)
             api = type(getattr(conn.parser, "unreader", None)) is _RecordingUnreader and _is_api(conn.parser.unreader.seen)
         elif conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
             api = _is_api(conn.request) if conn.request else (conn.over or conn.spool is not None) and conn.api
         try:
-            write_nonblock(client, _error_answer(int(status or 500), reason or "Internal Server Error", api))
+            write_nonblock(client, _error_answer(status, reason, api))
         except Exception:
             self.log.debug("Failed to send error message.")
+
+    def gunicorns_status(self, req, addr, exc) -> tuple[int, str]:
+        """The status gunicorn's handle_error answers `exc` with, and its log lines: what it
+        writes to the client it is given (its contract), an end of a socket pair here, the
+        status line read back from the other end (its page, which echoes the client's input,
+        sent to no one)."""
+        try:
+            ours, theirs = socket.socketpair()
+        except OSError as error:  # (out of files: not gunicorn's status, nor its log line)
+            self.log.warning("A request gunicorn refuses answered 400 (%s: no socket for its answer)",
+                             error.strerror or type(error).__name__)
+            return 400, "Bad Request"
+        with ours, theirs:
+            super().handle_error(req, theirs, addr, exc)
+            ours.setblocking(False)
+            try:
+                line = ours.recv(1024).partition(b"\r\n")[0].decode("latin-1")
+            except OSError:  # (nothing written)
+                line = ""
+        _version, _, status_reason = line.partition(" ")
+        status, _, reason = status_reason.partition(" ")
+        return (int(status), reason) if status.isdigit() and reason else (500, "Internal Server Error")
 
     def handle_request(self, req, conn):
         if type(req.body) is Body:
