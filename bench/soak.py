@@ -431,7 +431,7 @@ def _open(conn) -> bool:
 def held_check(port):
     """The heads the main loop holds are counted back to zero once the load stopped: unfinished
     heads that fill HEADS_HELD to 1 KiB under it are all kept, one of 2 KiB more is dropped."""
-    from pwp.workers import HEADS_HELD
+    from pwp.worker_heads import HEADS_HELD
     big = b"GET /up HTTP/1.1\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 100
     n = HEADS_HELD // len(big)
     last = HEADS_HELD - n * len(big) - 1024

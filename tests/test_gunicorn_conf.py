@@ -592,7 +592,7 @@ def test_the_unfinished_heads_held_are_bounded_all_together(tmp_path):
     held by the main loop for `timeout`, 1000 connections of them (worker_connections) took
     800 MB of the worker's memory. Past HEADS_HELD all together, the connection that would
     add to them is dropped."""
-    from pwp.workers import HEADS_HELD
+    from pwp.worker_heads import HEADS_HELD
     env = server_env(tmp_path / "instance")
     head = b"GET /up HTTP/1.1\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 100
     with gunicorn(env, tmp_path / "log") as server:
@@ -654,7 +654,7 @@ def test_heads_waiting_for_a_busy_thread_count_in_the_heads_held(tmp_path):
     pool's queue uncounted, 300 of them took the worker from 79 MB to 311 MB (measured by
     hand), 1000 (worker_connections) would take 800 MB. They count in HEADS_HELD until their
     request is done."""
-    from pwp.workers import HEADS_HELD
+    from pwp.worker_heads import HEADS_HELD
     env = server_env(tmp_path / "instance", **BUSY_SPOOL)
     head = (b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + (b"X-A: " + b"a" * 8100 + b"\r\n") * 98 + b"\r\n")  # (100 fields: gunicorn's limit)
@@ -678,7 +678,7 @@ def test_heads_past_gunicorns_limits_waiting_for_their_431_do_not_count_in_the_h
     """A head past gunicorn's limits is answered (431) without its bytes: they counted in
     HEADS_HELD (~830 KB each) until the answer was sent, so while both threads were busy, 40
     of them made the worker drop every further connection, their own included."""
-    from pwp.workers import HEADS_HELD
+    from pwp.worker_heads import HEADS_HELD
     env = server_env(tmp_path / "instance", **BUSY_SPOOL)
     over = b"GET /up HTTP/1.1\r\nHost: x\r\n" + (b"X-A: " + b"a" * 8100 + b"\r\n") * 103  # (past 823 KB)
     with gunicorn(env, tmp_path / "log", args=("--threads", "2")) as server:
@@ -936,7 +936,7 @@ def test_requests_pipelined_after_a_body_written_to_a_temporary_file_come_in_ord
     next requests, pipelined) go back to gunicorn's reader: the last read of a chunked body took
     some of them already, and the file's rest was put before those: the next request's head came
     after the start of its body, parsed as a request line too long (and no answer at all)."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance")
     body = b'{"push": {"payload": "spooled"}}' + b" " * (BODY_IN_MEMORY * 3)
     post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -970,7 +970,8 @@ def test_bodies_that_never_end_cannot_take_the_memory_heads_and_other_bodies_nee
     curl's `Expect: 100-continue`) was dropped without an answer. Bodies now stay in memory
     only while the heads and bodies held are under half of HEADS_HELD; past it they are
     written to their temporary file instead (bounded by the spool's cap): none dropped."""
-    from pwp.workers import BODY_IN_MEMORY, HEADS_HELD
+    from pwp.worker_bodies import BODY_IN_MEMORY
+    from pwp.worker_heads import HEADS_HELD
     env = server_env(tmp_path / "instance")
     post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     head = post + b"Content-Length: %d\r\n\r\n" % (BODY_IN_MEMORY * 4)
@@ -1046,7 +1047,7 @@ def test_bodies_spooled_by_many_clients_do_not_run_the_worker_out_of_files(tmp_p
     slow uploads ran a worker whose soft limit on open files was 1024 (systemd's default) out
     of them at worker_connections' 1000, and gunicorn's accept() ended the worker on EMFILE
     (every connection with it). The worker raises its soft limit to the hard one."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance")
     head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % (BODY_IN_MEMORY * 4))
@@ -1101,7 +1102,7 @@ def test_a_body_whose_last_bytes_cannot_be_written_to_its_file_is_dropped_not_th
     as it hands the connection to a thread: that write failing (a full disk; here a file past
     RLIMIT_FSIZE, EFBIG) raised out of the main loop and ended the worker, every connection it
     held with it. Now the body gets a 503, as when an earlier write of it fails."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance")
     fsize = 2 * BODY_IN_MEMORY + 65536  # (the database, the log stay smaller)
     head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -1138,7 +1139,7 @@ def test_the_spool_is_whole_again_after_hundreds_of_mixed_requests(tmp_path):
     413) a body nearly as long as the spool's cap still fits (a count left over would drop it)."""
     import struct
 
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     cap = 8 * BODY_IN_MEMORY
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
     post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -39,7 +39,7 @@ def test_a_spooled_body_is_ciphertext_in_its_temporary_file_and_comes_to_the_app
     upload's plaintext (a form's password) sat on the disk in the clear, where the README
     promises a secret file's plaintext never touches it. The file now holds AES-CTR ciphertext
     under a key only the worker's memory holds for that body; the app reads the body as sent."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     marker = b"SECRET-MARKER-" + os.urandom(8).hex().encode()
     data = marker + os.urandom(4 * BODY_IN_MEMORY) + marker
     boundary = b"spooled-" + os.urandom(8).hex().encode()
@@ -106,7 +106,7 @@ def test_a_body_whose_temporary_file_cannot_be_written_gets_a_503_and_the_connec
     file past RLIMIT_FSIZE, EFBIG) was dropped without an answer, a reset for the client. It now
     gets a 503 with Retry-After (JSON for the API, text otherwise), from the main loop, and the
     connection closes; the worker goes on serving."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     fsize = 2 * BODY_IN_MEMORY + 65536  # (the database, the log stay smaller)
     env = server_env(tmp_path / "instance")
     size = 16 * fsize
@@ -133,7 +133,7 @@ def test_a_body_that_alone_would_pass_the_spools_cap_gets_a_503(tmp_path):
     it from, was dropped without an answer; it now gets the 503 of a full spool. JSON for the
     paths the app answers as the API's: `//api/v2/pushes` (a base URL that ends in a slash)
     and `/%61pi/...` too, as gunicorn and the app read them (the 503 was text)."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(2 * BODY_IN_MEMORY))
     size = 8 * BODY_IN_MEMORY
     with gunicorn(env, tmp_path / "log") as server:
@@ -155,7 +155,7 @@ def test_the_spool_is_whole_again_after_bodies_refused_with_a_503(tmp_path):
     still taken afterwards (the refused bodies' counts left over would fill the cap: its 503)."""
     from test_gunicorn_conf import _spool_files, _until_out_of_files_of
 
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     cap, limit = 8 * BODY_IN_MEMORY, 3 * BODY_IN_MEMORY  # (the database, the log stay smaller)
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
     post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -225,7 +225,7 @@ def test_a_body_declared_past_the_spools_cap_gets_its_503_at_once_and_drops_no_o
     longest, dropped without an answer, though it was refused itself (503) a moment later:
     seen in a soak with an 8 MiB cap, where 9 MiB uploads cut slower ones that would have
     fitted. Its 503 now comes once its head is read; the other upload ends as it would have."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(8 * BODY_IN_MEMORY))
     data = os.urandom(5 * BODY_IN_MEMORY)
     boundary = b"slower-" + os.urandom(8).hex().encode()
@@ -272,7 +272,7 @@ def test_a_client_that_sends_a_refused_body_whole_before_it_reads_gets_its_503(t
     its request whole before it reads its answer failed to send instead of reading the 503. The
     worker now reads and drops the rest of the body (its Content-Length; chunked: while it
     comes, up to the app's limit), then closes: the client reads its 503."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     settings, fsize = {}, None
     if refused == "declared past the cap":
         settings["PWPUSH_BODIES_SPOOLED"] = str(2 * BODY_IN_MEMORY)
@@ -297,7 +297,7 @@ def test_curl_uploading_a_file_past_the_spools_cap_without_expect_prints_the_503
     """curl without `Expect: 100-continue` sends the whole file before it reads the answer: it
     failed (a reset: "Send failure" or "Recv failure") where the worker refused the body; it
     now prints the 503's JSON."""
-    from pwp.workers import BODY_IN_MEMORY
+    from pwp.worker_bodies import BODY_IN_MEMORY
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(2 * BODY_IN_MEMORY))
     (tmp_path / "big.json").write_bytes(b"{" + b" " * (_UPLOAD - 1))
     with gunicorn(env, tmp_path / "log") as server:
@@ -400,7 +400,8 @@ def test_a_503_the_socket_takes_only_part_of_is_sent_whole_as_the_client_reads()
     from gunicorn.workers.gthread import TConn
     from test_worker_answers import _files_at_most, _socket_pair
 
-    from pwp.workers import BODY_IN_MEMORY, ThreadWorker
+    from pwp.worker_bodies import BODY_IN_MEMORY
+    from pwp.workers import ThreadWorker
     cfg = Config()
     worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
     worker.poller = selectors.DefaultSelector()
@@ -445,7 +446,8 @@ def _draining_a_refused_body(alive=True):
     from gunicorn.workers.gthread import TConn
     from test_worker_answers import _socket_pair
 
-    from pwp.workers import BODIES_SPOOLED, ThreadWorker
+    from pwp.worker_bodies import BODIES_SPOOLED
+    from pwp.workers import ThreadWorker
     cfg = Config()
     worker = ThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
     worker.poller = selectors.DefaultSelector()
@@ -488,7 +490,7 @@ def test_a_refused_body_whose_client_sends_nothing_more_is_not_drained_for_long(
     time that passed stood in for by the drain's idle deadline)."""
     import time
 
-    from pwp.workers import DRAIN_IDLE_SECONDS, DRAIN_SECONDS
+    from pwp.worker_answers import DRAIN_IDLE_SECONDS, DRAIN_SECONDS
     assert DRAIN_IDLE_SECONDS < DRAIN_SECONDS
     worker, theirs = _draining_a_refused_body()
     assert len(worker.draining) == 1

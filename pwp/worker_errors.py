@@ -1,0 +1,80 @@
+"""The worker's own error answers (pwp/workers.py: ThreadWorker's ErrorAnswers part), with the
+app's headers (the security headers as configured, no-store), JSON on the API's paths as the
+app's own errors, plain text otherwise, never the client's input: the 503 and 413 of bodies the
+main loop refuses, and the requests gunicorn refuses (400, 414, 431...), their status gunicorn's.
+
+Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules only.
+"""
+import socket
+
+from gunicorn.util import write_nonblock
+
+from pwp.worker_heads import RecordingUnreader, is_api
+
+# The headers the app puts on every answer (pwp.factory.SecurityHeaders: the security headers
+# as configured, and no-store), on the worker's own answers too: set by ThreadWorker.run.
+ANSWER_HEADERS = b"Cache-Control: no-store\r\n"
+
+
+def set_answer_headers(security):
+    """The app's headers, as configured (its security headers: name, value pairs), on the worker's answers."""
+    global ANSWER_HEADERS
+    ANSWER_HEADERS = b"Cache-Control: no-store\r\n" + b"".join(
+        b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in security)
+
+
+def error_answer(status: int, reason: str, api: bool, fields=b"", text=None) -> bytes:
+    """An answer of the worker's own that closes the connection, with the app's headers:
+    JSON for the API, as the app's own errors (the 413: {"status": 413, "error": "Request
+    Entity Too Large"}), plain text otherwise (text, or the reason alone: never the client's
+    input, which a browser would show as this site's)."""
+    if api:
+        from pwp.errors import JSON_TYPE, json_body
+
+        content_type, body = JSON_TYPE.encode(), json_body({"status": status, "error": reason})
+    else:
+        content_type, body = b"text/plain; charset=utf-8", text or reason.encode() + b"\n"
+    return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s"
+            % (status, reason.encode(), content_type, len(body), fields, ANSWER_HEADERS, body))
+
+
+class ErrorAnswers:
+    """ThreadWorker's part that answers the requests gunicorn refuses."""
+
+    def handle_error(self, req, client, addr, exc):
+        """gunicorn's answer to a request it refuses (a header name it does not take, a request
+        line or head past its limits: 400, 414, 431...), with its status and its log line, but
+        the worker's own body (error_answer): gunicorn's is an HTML page without the app's
+        headers that echoes the client's input (a header's name and value: a credential, maybe)."""
+        status, reason = self.gunicorns_status(req, addr, exc)
+        api, conn = False, getattr(self.serving, "conn", None)
+        if conn is not None and conn.head is None:  # (served as gthread: what its reader kept)
+            api = type(getattr(conn.parser, "unreader", None)) is RecordingUnreader and is_api(conn.parser.unreader.seen)
+        elif conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
+            api = is_api(conn.request) if conn.request else (conn.over or conn.spool is not None) and conn.api
+        try:
+            write_nonblock(client, error_answer(status, reason, api))
+        except Exception:
+            self.log.debug("Failed to send error message.")
+
+    def gunicorns_status(self, req, addr, exc) -> tuple[int, str]:
+        """The status gunicorn's handle_error answers `exc` with, and its log lines: what it
+        writes to the client it is given (its contract), an end of a socket pair here, the
+        status line read back from the other end (its page, which echoes the client's input,
+        sent to no one)."""
+        try:
+            ours, theirs = socket.socketpair()
+        except OSError as error:  # (out of files: not gunicorn's status, nor its log line)
+            self.log.warning("A request gunicorn refuses answered 400 (%s: no socket for its answer)",
+                             error.strerror or type(error).__name__)
+            return 400, "Bad Request"
+        with ours, theirs:
+            super().handle_error(req, theirs, addr, exc)
+            ours.setblocking(False)
+            try:
+                line = ours.recv(1024).partition(b"\r\n")[0].decode("latin-1")
+            except OSError:  # (nothing written)
+                line = ""
+        _version, _, status_reason = line.partition(" ")
+        status, _, reason = status_reason.partition(" ")
+        return (int(status), reason) if status.isdigit() and reason else (500, "Internal Server Error")
