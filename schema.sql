@@ -1,3 +1,13 @@
+CREATE TABLE instance_keys (
+	id VARCHAR(32) NOT NULL, 
+	host VARCHAR(255) NOT NULL, 
+	pid INTEGER NOT NULL, 
+	keys TEXT NOT NULL, 
+	started_at DATETIME NOT NULL, 
+	seen_at DATETIME NOT NULL, 
+	PRIMARY KEY (id)
+);
+
 CREATE TABLE key_check (
 	id INTEGER NOT NULL, 
 	token BLOB NOT NULL, 

@@ -7,7 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from . import account_mail, auth, crypto, notify, pushes, twofactor
+from . import account_mail, auth, crypto, instances, notify, pushes, twofactor
 from .config import ConfigError
 from .factory import database_error, database_missing, database_name, make_database
 from .models import db, schema_sql
@@ -86,9 +86,25 @@ def purge_expired(quiet):
               help="Pushes per transaction.")
 @click.option("--after-id", default=0, type=click.IntRange(min=0),
               help="Resume after this push id (printed as progress).")
+@click.option("--force", is_flag=True,
+              help="Rotate even while running instances lack the new key (they lose their reads and writes).")
 @needs_database
-def rotate_key(batch_size, after_id):
-    """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY."""
+def rotate_key(batch_size, after_id, force):
+    """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY; refused while a
+    running instance lacks that key (unless --force)."""
+    now = pushes.utcnow()
+    behind = instances.lacking(pushes.keyring().fingerprints[0], now)
+    if behind:
+        which = (f"{plural(len(behind), 'running server process', 'running server processes')} "
+                 f"{'lacks' if len(behind) == 1 else 'lack'} the new key (the first in PWPUSH_MASTER_KEY): "
+                 f"{instances.describe(behind, now)}")
+        if not force:
+            raise click.ClickException(
+                f"{which}. Once the database is under the new key they can no longer open its secrets nor store "
+                "any: give them the new key too (NEW,OLD or OLD,NEW) and restart them first (README, Key "
+                "rotation), or run with --force.")
+        click.echo(f"rotate-key: --force: {which}; they lose their reads and writes.", err=True)
+
     def progress(last_id, done):
         click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")
 

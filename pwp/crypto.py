@@ -43,6 +43,11 @@ def file_tag(mark: bytes) -> str:
     return '"' + hashlib.sha256(b"pwpush file tag\0" + mark).hexdigest()[:32] + '"'
 
 
+def fingerprint(key: str) -> str:
+    """A short digest of a master key that tells it from others and reveals nothing of it."""
+    return hashlib.sha256(b"pwpush master key fingerprint\0" + base64.urlsafe_b64decode(key.strip())).hexdigest()[:16]
+
+
 class KeyMismatch(ValueError):
     """None of the master keys decrypts a stored secret."""
 
@@ -61,9 +66,13 @@ class Keyring:
                 "bytes; make one with `python -c \"from cryptography.fernet import Fernet; "
                 "print(Fernet.generate_key().decode())\"`)") from None
         self._multi = MultiFernet(fernets)
-        # Set once a decryption failed and the database's key check no longer opens either:
-        # rotate-key moved it to keys this process lacks (pwp.pushes.its_keys_are_out_of_date).
+        # What tells the keys apart, and nothing of them: which keys a running instance holds
+        # (pwp.instances), the encrypting one first.
+        self.fingerprints = tuple(fingerprint(k) for k in keys)
+        # Set once the database's key check no longer opens: rotate-key moved it to keys this
+        # process lacks (pwp.pushes.keys_left_behind).
         self.out_of_date = False
+        self.check_opened = None  # the key check last seen to open (not decrypted again)
 
     def encrypt(self, data: bytes) -> bytes:
         """Encrypt a stored secret under the first master key; KeysOutOfDate once this process

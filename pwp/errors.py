@@ -258,9 +258,11 @@ def _unexpected(exc: Exception):
 def _undecryptable(_exc):
     # A stored secret (a note, a file, a two-factor secret) the master keys do not open: the
     # instances' keys differ. (A payload's failure says more: pwp.pushes._keys_out_of_date.)
-    current_app.logger.error("%s %s: this instance's PWPUSH_MASTER_KEY cannot decrypt a stored secret: another "
-                             "instance encrypts with a key this one lacks, or rotate-key moved the database to one "
-                             "(README, Key rotation); answered 503", request.method, redact(request.path))
+    from .pushes import log_undecryptable
+
+    log_undecryptable(f"{request.method} {redact(request.path)}: a stored secret",
+                      "another instance encrypts with a key this one lacks, or rotate-key moved the database to "
+                      "one (README, Key rotation); answered 503")
     return _push_error(KeysOutOfDate())
 
 

@@ -60,6 +60,7 @@ def create_app(test_config=None, instance_path=None, command_line=None):
             _create_tables(app)
             _check_master_key(app)
             _check_secret_key(app)
+            _record_keys(app)
         elif not database_missing(app):
             _check_master_key(app, write=False)
     except OperationalError as exc:  # (the first statements sent: a server down, a wrong user)
@@ -556,6 +557,14 @@ def _check_master_key(app, write=True, before_upgrade=False):
                 "PWPUSH_MASTER_KEY of the other instances)")
         if kept:
             crypto.announce_new(path)
+
+
+def _record_keys(app):
+    """Record which master keys this server holds while it runs (rotate-key asks)."""
+    from .instances import Heartbeat
+
+    app.extensions["pwpush_heartbeat"] = Heartbeat(app)
+    app.extensions["pwpush_heartbeat"].start()
 
 
 def _check_secret_key(app):

@@ -1,5 +1,6 @@
 """Database models: users and their web sessions, pushes, their files and files' parts, the
-audit log, e-mail notifications, throttle counters and the key check."""
+audit log, e-mail notifications, throttle counters, the key check and the running instances'
+keys."""
 import enum
 import os
 import re
@@ -367,6 +368,20 @@ class KeyCheck(db.Model):
     __tablename__ = "key_check"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class InstanceKeys(db.Model):
+    """A running server process's master keys, as fingerprints (never the keys): written at
+    its start and every few minutes, deleted as it ends (pwp.instances); rotate-key refuses
+    while a process seen lately lacks its new key."""
+
+    __tablename__ = "instance_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # (random, the process's)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    keys: Mapped[str] = mapped_column(Text)  # fingerprints, comma-separated, the encrypting one first
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    seen_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 # At import (a worker's start) rather than inside its first request.

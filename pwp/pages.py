@@ -98,8 +98,9 @@ def api_docs():
 
 @bp.get("/up")
 def up():
-    """Answer the health check: 503 once this process found its master keys out of date."""
-    if pushes.its_keys_are_out_of_date():
+    """Answer the health check: 503 once rotate-key moved the database's key check to keys this
+    instance lacks (read on each call, so every worker process of it says so)."""
+    if pushes.keys_left_behind():
         raise KeysOutOfDate()
     return render_template("pages/up.html")
 

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import secrets
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -814,28 +815,66 @@ def _open_payload(ciphertext: bytes, key: bytes | None, push_id: int) -> str:
 
 def _keys_out_of_date(push_id: int) -> KeysOutOfDate:
     """The failure of a payload this instance's master keys do not decrypt (the passphrase,
-    if any, was right), logged with why: after rotate-key moved the database's key check to
-    keys this process lacks, it also stops taking pushes (its_keys_are_out_of_date)."""
-    # On a connection of its own, reading only: this request's may hold SQLite's write lock.
-    with db.engine.connect().execution_options(read_snapshot=True) as connection:
-        check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
-    if check is not None and not keyring().opens(check):
-        keyring().out_of_date = True
-        current_app.logger.error(
-            "push %d: this instance's PWPUSH_MASTER_KEY cannot decrypt it, nor the database's key check: "
-            "rotate-key has moved the database to a key this instance lacks. Until it is restarted with "
-            "the other instances' PWPUSH_MASTER_KEY it refuses new pushes and answers 503 (/up too).", push_id)
+    if any, was right), logged with why (a line a minute at most: log_undecryptable)."""
+    if keys_left_behind():
+        why = ("rotate-key has moved the database to a key this instance lacks; it refuses new pushes and "
+               "answers 503 (/up too) until it is restarted with the other instances' PWPUSH_MASTER_KEY")
     else:
-        current_app.logger.error(
-            "push %d: this instance's PWPUSH_MASTER_KEY cannot decrypt it: another instance encrypts with a "
-            "key this one lacks. Give every instance every key (README, Key rotation: OLD,NEW everywhere "
-            "first, then NEW,OLD); answered 503, no view spent.", push_id)
+        why = ("another instance encrypts with a key this one lacks. Give every instance every key (README, "
+               "Key rotation: OLD,NEW everywhere first, then NEW,OLD); answered 503, no view spent")
+    log_undecryptable(f"push {push_id}", why)
     return KeysOutOfDate()
 
 
-def its_keys_are_out_of_date() -> bool:
-    """Whether this process found that rotate-key moved the database to keys it lacks."""
-    return keyring().out_of_date
+# An instance left behind by a key rotation meets a secret it cannot open on most requests:
+# one line each flooded a busy one's log.
+UNDECRYPTABLE_LOG_EVERY = timedelta(minutes=1)
+
+
+class _Unlogged:
+    """This process's undecryptable secrets since its last line about one."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.next_line = None  # (the time from which the next may be logged)
+        self.count = 0
+
+
+def log_undecryptable(what: str, why: str):
+    """Log at ERROR that this instance's master keys do not decrypt a stored secret (what: which,
+    never a token): at most a line every UNDECRYPTABLE_LOG_EVERY in a process, each saying how
+    many there were since the line before."""
+    now = utcnow()
+    unlogged = current_app.extensions.setdefault("pwpush_undecryptable", _Unlogged())
+    with unlogged.lock:
+        if unlogged.next_line is not None and now < unlogged.next_line:
+            unlogged.count += 1
+            return
+        count, unlogged.count, unlogged.next_line = unlogged.count, 0, now + UNDECRYPTABLE_LOG_EVERY
+    more = f" (and {plural(count, 'other stored secret')} since the last such line)" if count else ""
+    current_app.logger.error("%s: this instance's PWPUSH_MASTER_KEY cannot decrypt it%s: %s.", what, more, why)
+
+
+def keys_left_behind() -> bool:
+    """Whether rotate-key has moved the database's key check to keys this process lacks. Read
+    on a connection of its own, reading only (a request's may hold SQLite's write lock); a
+    check seen to open before is not decrypted again. Once found (said once in the log), the
+    process stays out of date (keyring().out_of_date): it refuses new pushes and /up answers 503."""
+    ring = keyring()
+    if ring.out_of_date:
+        return True
+    with db.engine.connect().execution_options(read_snapshot=True) as connection:
+        check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
+    if check is None or check == ring.check_opened:
+        return False
+    if ring.opens(check):
+        ring.check_opened = check
+        return False
+    ring.out_of_date = True
+    current_app.logger.error(
+        "rotate-key has moved the database to a key this instance's PWPUSH_MASTER_KEY lacks: until it is restarted "
+        "with the other instances' PWPUSH_MASTER_KEY it refuses new pushes and answers 503 (/up too).")
+    return True
 
 
 def _give_back_view(push_id: int, actor: Actor, now: datetime):

@@ -4,6 +4,9 @@ a push says why, in its log and in a 503, instead of a 500 with a traceback; it 
 view of the push; and once `rotate-key` has moved the database to keys it lacks, it stops
 taking pushes that the other instances could not read.
 """
+import re
+import socket
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -54,11 +57,52 @@ def test_an_instance_without_the_key_of_a_push_answers_503_and_spends_no_view(da
             assert (status, body["expired"], body["payload"]) == (200, True, None)
 
 
-def test_an_instance_left_behind_by_rotate_key_stops_taking_pushes(database_url, tmp_path):
+def test_rotate_key_refuses_while_a_running_instance_lacks_the_new_key(database_url, tmp_path):
+    """The old instance, still on OLD alone, would lose its reads and writes: rotate-key names
+    it and changes nothing, unless --force; once it has stopped (its row deleted as it ends),
+    rotate-key runs."""
     env_old, env_new = two_instances(database_url, tmp_path)
     with gunicorn(env_old, tmp_path / "old.log") as old, gunicorn(env_new, tmp_path / "new.log") as new:
         url_token = create(old, 2)
-        flask(env_new, "rotate-key")  # everything, and the key check, now under NEW
+        refused = flask(env_new, "rotate-key", check=False)
+        (pid,) = re.findall(r"Booting worker with pid: (\d+)", old.logs())
+        assert refused.returncode == 1 and "done" not in refused.stdout, refused
+        assert f"1 running server process lacks the new key (the first in PWPUSH_MASTER_KEY): " \
+               f"{socket.gethostname()} (pid {pid}, seen " in refused.stderr, refused.stderr
+        assert "--force" in refused.stderr and OLD not in refused.stderr and NEW not in refused.stderr
+        status, body = old.json("GET", f"/api/v2/pushes/{url_token}")
+        assert (status, body["payload"]) == (200, "the secret")
+        assert new.request("GET", "/up")[0] == 200
+    assert "done, 1 pushes re-encrypted" in flask(env_new, "rotate-key").stdout
+
+
+def test_rotate_key_ignores_an_instance_not_seen_for_a_while(app, database_url, tmp_path):
+    """A process killed without ending leaves its row: ignored once not seen for STALE (the
+    app here, on the tests' key alone, stands for one)."""
+    from conftest import sql
+    from pwp import instances, pushes
+
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    with rotating.app_context():
+        refused = rotating.test_cli_runner().invoke(args=["rotate-key"])
+        assert refused.exit_code == 1 and "lacks the new key" in refused.output, refused.output
+        sql(app, "UPDATE instance_keys SET seen_at = :seen", seen=pushes.utcnow() - instances.STALE)
+        ran = rotating.test_cli_runner().invoke(args=["rotate-key"])
+        assert ran.exit_code == 0 and "done, 0 pushes" in ran.output, ran.output
+        db.engine.dispose()
+
+
+def test_an_instance_left_behind_by_rotate_key_stops_taking_pushes(database_url, tmp_path):
+    env_old, env_new = two_instances(database_url, tmp_path)
+    with gunicorn(env_old, tmp_path / "old.log", workers=2) as old, gunicorn(env_new, tmp_path / "new.log") as new:
+        url_token = create(old, 2)
+        forced = flask(env_new, "rotate-key", "--force")  # everything, and the key check, now under NEW
+        assert "rotate-key: --force: " in forced.stderr and "the new key" in forced.stderr, forced.stderr
+        # Every worker process of it answers /up 503 at once, not only one that met a push
+        # it cannot open: the load balancer takes the whole instance out.
+        assert [old.request("GET", "/up")[0] for _ in range(8)] == [503] * 8
+        assert old.logs().count("rotate-key has moved the database") <= 2
         status, _body = old.json("GET", f"/api/v2/pushes/{url_token}")
         assert status == 503
         assert "rotate-key" in old.logs()
@@ -211,6 +255,31 @@ def test_a_view_given_back_leaves_the_other_viewers_views_and_their_expiry(app, 
         else:
             assert (count, expired) == (1, False)
             assert events == [("10.0.0.2",)]
+    finally:
+        with newer.app_context():
+            db.engine.dispose()
+
+
+def test_an_instance_without_the_key_logs_a_line_a_minute_at_most(app, client, database_url, tmp_path, caplog,
+                                                                   clock):
+    """A busy instance left behind met a push it cannot open on most retrievals: a line each
+    flooded its log. One a minute at most, saying how many it stands for; no token in it."""
+    import logging
+
+    newer = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                       instance_path=str(tmp_path / "newer"))
+    try:
+        tokens = [newer.test_client().post("/api/v2/pushes", json={"push": {"payload": "p"}}).get_json()["url_token"]
+                  for _ in range(3)]
+        with caplog.at_level(logging.ERROR, logger="pwp"):
+            for url_token in tokens * 2:
+                assert client.get(f"/api/v2/pushes/{url_token}").status_code == 503
+            assert caplog.text.count(STALE) == 1, caplog.text
+            clock.advance(minutes=1)
+            assert client.get(f"/api/v2/pushes/{tokens[0]}").status_code == 503
+        assert caplog.text.count(STALE) == 2, caplog.text
+        assert "(and 5 other stored secrets since the last such line)" in caplog.text
+        assert not any(url_token in caplog.text for url_token in tokens)
     finally:
         with newer.app_context():
             db.engine.dispose()

@@ -1,0 +1,113 @@
+"""Which master keys the running instances hold, so that rotate-key can refuse to move the
+database to a key one of them lacks (it would lose that instance's reads and writes).
+
+Each server process records its keys' fingerprints (never the keys), with its host and pid,
+in instance_keys: at its start, then every HEARTBEAT seconds from a thread of its own (never
+on a request), and deletes its row as it ends. A process killed without ending leaves its
+row, ignored once not seen for STALE. With gunicorn --preload the master process, which
+loaded the app and holds the same keys as its workers, stands for them."""
+import atexit
+import logging
+import os
+import secrets
+import socket
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+
+from .models import InstanceKeys, db
+
+HEARTBEAT = 60  # seconds between a process's records
+STALE = timedelta(minutes=5)  # a process not seen for this long has ended
+
+log = logging.getLogger("pwp")
+
+
+def _utcnow() -> datetime:
+    from .pushes import utcnow  # (the app's clock: the tests' moves it)
+
+    return utcnow()
+
+
+class Heartbeat:
+    """A server process's row in instance_keys and the thread that keeps it."""
+
+    def __init__(self, app):
+        self.app = app
+        self.id = secrets.token_hex(16)
+        self.pid = os.getpid()
+        self.started = _utcnow()
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()  # (held by a record: a fork waits for it to end)
+        self.failing = False
+
+    def start(self):
+        """Record this process now, forget those gone long since; keep it recorded until it ends."""
+        self.record(prune=True)
+        if self.app.testing:  # (the tests' apps, many in a process: recorded once)
+            return
+        os.register_at_fork(before=self.lock.acquire, after_in_parent=self.lock.release,
+                            after_in_child=self.lock.release)
+        atexit.register(self.end)
+        threading.Thread(target=self._run, name="pwpush instance keys", daemon=True).start()
+
+    def record(self, prune=False):
+        """Write this process's row (its keys, seen now)."""
+        from . import pushes
+
+        now = _utcnow()
+        with self.lock, self.app.app_context():
+            keys = ",".join(pushes.keyring().fingerprints)
+            if prune:
+                db.session.execute(delete(InstanceKeys).where(InstanceKeys.seen_at < now - STALE))
+            if not db.session.execute(update(InstanceKeys).where(InstanceKeys.id == self.id)
+                                      .values(keys=keys, seen_at=now)).rowcount:
+                db.session.add(InstanceKeys(id=self.id, host=socket.gethostname()[:255], pid=self.pid, keys=keys,
+                                            started_at=self.started, seen_at=now))
+            db.session.commit()
+            # Meanwhile: a worker that never meets /up nor a push it cannot open learns that
+            # rotate-key left it behind (and stops taking pushes) within a heartbeat.
+            pushes.keys_left_behind()
+
+    def _run(self):
+        while not self.stopping.wait(HEARTBEAT):
+            try:
+                self.record()
+            except Exception as exc:  # (the database down for a while: said once, tried again)
+                if not self.failing:
+                    log.warning("could not record this instance's keys in the database (tried again every %d s): "
+                                "%s", HEARTBEAT, type(exc).__name__)
+                self.failing = True
+            else:
+                self.failing = False
+
+    def end(self):
+        """Delete this process's row (not in a forked child: its parent's)."""
+        if os.getpid() != self.pid:
+            return
+        self.stopping.set()
+        try:
+            with self.lock, self.app.app_context():
+                db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == self.id))
+                db.session.commit()
+        except Exception:  # (the database gone first: the row is ignored once stale)
+            pass
+
+
+def lacking(fingerprint: str, now: datetime) -> list[InstanceKeys]:
+    """The processes seen within STALE whose keys lack this one."""
+    rows = db.session.scalars(select(InstanceKeys).where(InstanceKeys.seen_at >= now - STALE)
+                              .order_by(InstanceKeys.host, InstanceKeys.pid)).all()
+    db.session.commit()
+    return [row for row in rows if fingerprint not in row.keys.split(",")]
+
+
+def describe(rows: list[InstanceKeys], now: datetime) -> str:
+    """Name the processes by host: 'web-1 (pids 12, 13; seen 40 s ago)'."""
+    hosts = {}
+    for row in rows:
+        hosts.setdefault(row.host, []).append(row)
+    return "; ".join(
+        f"{host} (pid{'s' if len(group) > 1 else ''} {', '.join(str(r.pid) for r in group)}, seen "
+        f"{int((now - max(r.seen_at for r in group)).total_seconds())} s ago)" for host, group in hosts.items())
