@@ -1,5 +1,7 @@
 """Plain pages: the API documentation (built from the app's own routes), health, robots.txt."""
 from flask import Blueprint, Response, current_app, redirect, render_template, url_for
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import ServiceUnavailable
 
 from . import notify, pushes
 from .api import base_url
@@ -99,8 +101,13 @@ def api_docs():
 @bp.get("/up")
 def up():
     """Answer the health check: 503 once rotate-key moved the database's key check to keys this
-    instance lacks (read on each call, so every worker process of it says so)."""
-    if pushes.keys_left_behind():
+    instance lacks (read on each call, so every worker process of it says so), or while the
+    database cannot be reached (said once in the log by the heartbeat, not on every poll)."""
+    try:
+        left_behind = pushes.keys_left_behind()
+    except OperationalError:
+        raise ServiceUnavailable() from None
+    if left_behind:
         raise KeysOutOfDate()
     return render_template("pages/up.html")
 

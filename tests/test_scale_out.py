@@ -296,3 +296,24 @@ def test_an_instance_without_the_key_logs_a_line_a_minute_at_most(app, client, d
     finally:
         with newer.app_context():
             db.engine.dispose()
+
+
+def test_up_answers_503_without_a_traceback_while_the_database_is_unreachable(tmp_path, caplog):
+    """/up reads the database's key check: a database it cannot reach is a 503 (the load
+    balancer takes the instance out, as every request would fail), not a 500 and a
+    traceback on every poll."""
+    import psycopg
+
+    from conftest import DATABASES, PG_ADMIN_URL, PG_BASE, throwaway_pg_database
+
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
+    with throwaway_pg_database("h_keys_up") as name:
+        app = create_app(make_config(f"{PG_BASE}/{name}"), instance_path=str(tmp_path / "instance"))
+        assert app.test_client().get("/up").status_code == 200
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        assert app.test_client().get("/up").status_code == 503
+        assert "Traceback" not in caplog.text and "Exception on" not in caplog.text, caplog.text
+        with app.app_context():
+            db.engine.dispose()
