@@ -399,8 +399,9 @@ def test_slow_downloads_leave_the_spool_room_for_uploads_and_heads_are_answered(
     thread writes on itself, as before the main loop sent answers): an upload that fits in
     the other half is taken, and a new request is answered meanwhile."""
     if SENDTO is None or not os.path.exists("/proc/self/task"):
-        pytest.skip("tells a thread blocked in a socket write by Linux's /proc/PID/task/TID/syscall and sendto's "
-                    f"number, known here on x86_64, aarch64 and riscv64: not on {platform.system()} {platform.machine()}")
+        pytest.skip("tells a thread blocked in a socket write by Linux's /proc/PID/task/TID/syscall and "
+                    "sendto's number, known here on x86_64, aarch64 and riscv64: not on "
+                    f"{platform.system()} {platform.machine()}")
     cap = 8 * 1024 * 1024
     env = server_env(tmp_path / "instance", PWPUSH_BODIES_SPOOLED=str(cap))
     # (A thread for each download, which may write on itself, and one for the others.)
