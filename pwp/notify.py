@@ -136,14 +136,20 @@ def check(to, locale, user: User | None, now: datetime, push: Push | None = None
     return Asked(recipients, locale if _given(locale) else DEFAULT_LOCALE, to, locale)
 
 
-def check_create(fields: dict, new: pushes.NewPush, user: User | None, now: datetime) -> Asked | None:
+def check_create(fields: dict, new: pushes.NewPush, user: User | None, now: datetime,
+                 form_errors: dict | None = None) -> Asked | None:
     """A create's request to notify (check's), from the push's parameters; its errors come
     after the push's own, as upstream's model lists its validations (and a sender reads
-    first: alone, they hid a blank secret until the address was mended)."""
+    first: alone, they hid a blank secret until the address was mended). form_errors (the
+    web form's emptied number boxes) come between them, as the page orders its fields:
+    with any, ValidationFailed whatever the rest."""
     try:
-        return check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), user, now)
+        asked = check(fields.get("notify_emails_to"), fields.get("notify_emails_to_locale"), user, now)
     except ValidationFailed as exc:
-        raise ValidationFailed({**pushes.validation_errors(new), **exc.errors}) from None
+        raise ValidationFailed({**pushes.validation_errors(new), **(form_errors or {}), **exc.errors}) from None
+    if form_errors:
+        raise ValidationFailed({**pushes.validation_errors(new), **form_errors})
+    return asked
 
 
 def _sent_to(where) -> int:

@@ -353,7 +353,7 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     """Build a NewPush from a push's parameters; 422 for values of the wrong type.
 
     kind forces the kind (v1 /f.json, /r.json); form=True reads absent checkboxes as false,
-    days and views as number boxes (form_numbers).
+    days and views as number boxes (form_number).
     """
     errors: dict = {}
     # A null `files` is no files key (Rails' permit(files: []) drops it); an array, even
@@ -363,19 +363,15 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
     requested = _string(errors, "kind", fields.get("kind"))
     if kind is None:  # a blank kind is none; any other is taken as sent (upstream's enum of four names)
         kind = requested if requested and requested.strip() else ("file" if files else "text")
-    if form:
-        absent, numbers = False, form_numbers(fields, errors, required=False)
-        days, views = numbers["days"], numbers["views"]
-    else:  # (the API's create, a hot path: read as directly)
-        absent, days, views = (None, cast_int(fields.get("expire_after_days")),
-                               cast_int(fields.get("expire_after_views")))
+    # (An emptied number box, None here, is the form's error: web.create says it with the rest.)
+    absent, number = (False, form_number) if form else (None, cast_int)
     name = _name(errors, fields)
     new = NewPush(
         kind=kind, payload=_string(errors, "payload", fields.get("payload")),
         files=files, files_given=files_given,
-        expire_after_days=days,
+        expire_after_days=number(fields.get("expire_after_days")),
         expire_after_duration=_duration(errors, fields.get("expire_after_duration")),
-        expire_after_views=views,
+        expire_after_views=number(fields.get("expire_after_views")),
         deletable_by_viewer=_flag(fields, "deletable_by_viewer", absent),
         retrieval_step=_flag(fields, "retrieval_step", absent),
         passphrase=_string(errors, "passphrase", fields.get("passphrase")),

@@ -269,13 +269,15 @@ def create():
     if refused:
         return refused
     now, who = pushes.utcnow(), actor(signed_in_user())
+    emptied: dict = {}  # (a number box sent empty, as without JavaScript: said with the form's other errors)
+    params.form_numbers(fields, emptied, required=False)
     try:
         typed = params.new_push(fields, kind=kind, form=True)
         new_push = within_bounds(typed, "expire_after_{}", form_bounds(kind))
-        asked = notify.check_create(fields, new_push, who.user, now)
+        asked = notify.check_create(fields, new_push, who.user, now, emptied)
         push = notify.create_push(new_push, asked, who, now)
     except ValidationFailed as exc:
-        return render_form(kind, fields, exc.errors, 422)
+        return render_form(kind, fields, {**exc.errors, **emptied}, 422)
     if asked is not None:
         flash(NOTIFY_QUEUED, "success")
     say_bounded(typed, new_push, "expire_after_{}", "a push")

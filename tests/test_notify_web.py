@@ -90,6 +90,19 @@ def test_the_creation_form_shows_the_pushs_errors_before_the_addresses(mail, mak
     assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
 
 
+def test_the_creation_form_shows_an_emptied_box_with_the_other_errors(mail, make_user, app):
+    """An emptied days box (no JavaScript), a blank secret and a bad address: all three said,
+    as the page orders them (the box's alone hid the others)."""
+    sign_in(mail, make_user)
+    r = mail.post("/p", data=form(kind="text", payload=" ", notify_emails_to="not an address", expire_after_days=""))
+    assert r.status_code == 422
+    text = page(r)
+    found = [text.find(s) for s in ("Enter the secret text or password.", "Enter the days as a whole number",
+                                    "contains invalid email(s)")]
+    assert -1 < found[0] < found[1] < found[2]
+    assert sql(app, "SELECT count(*) FROM pushes")[0][0] == 0
+
+
 def test_an_anonymous_form_with_recipients_is_refused(mail, app):
     r = mail.post("/p", data=form(kind="text", payload="s", notify_emails_to="ann@example.com"))
     assert r.status_code == 422 and "Notify emails to are not allowed for unknown users" in page(r)

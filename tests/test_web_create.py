@@ -279,6 +279,26 @@ def test_an_emptied_number_box_is_said_not_taken_as_the_default(client, app, wha
     assert client.post("/p", data=form(kind="url", payload="https://example.com/")).status_code == 302
 
 
+@pytest.mark.parametrize("kind,payload,said", [
+    ("text", " ", "Enter the secret text or password."),
+    ("url", "example.com", "Enter a whole address, starting with https:// or http://."),
+])
+def test_an_emptied_number_box_hides_no_other_error(client, app, kind, payload, said):
+    """An emptied box (no JavaScript) and a blank secret or a bad URL together: both are said,
+    the secret's first, as the page orders them (the box's alone hid the secret's until the
+    box was mended: two rounds for one form)."""
+    r = client.post("/p", data=form(kind=kind, payload=payload, expire_after_days="", expire_after_views="3"))
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and sql(app, "SELECT count(*) FROM pushes") == [(0,)]
+    secret, box = html.find(said), html.find("Enter the days as a whole number (the box was sent empty")
+    assert -1 < secret < box and "2 errors prohibited" in html
+    assert 'aria-describedby="push_expire_after_days-error"' in html and 'value="3" required>' in html
+    # Nor is the box hidden by an error of the form's types (a name too long: a hand-made form).
+    html = client.post("/p", data=form(kind=kind, payload=payload, name="n" * 256, expire_after_days="")).get_data(
+        as_text=True)
+    assert "Name is too long" in html and "Enter the days as a whole number" in html
+
+
 def test_a_file_form_sent_back_says_to_choose_the_files_again(client, make_user):
     """A browser cannot refill a file box: the form with an error said nothing of the files
     chosen, now gone (the edit page says it)."""
