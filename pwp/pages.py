@@ -41,7 +41,8 @@ PARAMETER_HELP = {
     "expire_after_days": "Days until the link expires: {days_min} to {days_max}, default {days_default} (a text push; "
                          "other kinds have their own).",
     "expire_after_duration": "What the pwpush CLI sends instead: 0-5 are 5 min .. 12 h, 6-17 are 1 .. 90 days.",
-    "expire_after_views": "Views until the link expires: {views_min} to {views_max}, default {views_default}.",
+    "expire_after_views": "Views until the link expires: {views_min} to {views_max}, default {views_default} (a text "
+                          "push; other kinds have their own).",
     "deletable_by_viewer": "true/false: may the recipient delete the secret at once.",
     "retrieval_step": "true/false: the link opens a 'click to proceed' page first.",
     "passphrase": "A passphrase the recipient must type before seeing the payload.",
