@@ -3,11 +3,13 @@ with account e-mails on (pwp.account_mail) password resets, confirmations and un
 import hashlib
 import hmac
 import math
+import secrets
 import unicodedata
 from functools import wraps
 from urllib.parse import unquote, urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (Blueprint, abort, after_this_request, current_app, flash, redirect, render_template, request,
+                   session, url_for)
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
@@ -15,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from . import account_mail, auth, has_cookies, pushes, twofactor
 from .api import base_url
 from .models import User, db
-from .web import qr_data_uri
+from .web import cookie_flags, qr_data_uri
 from .words import plural
 
 bp = Blueprint("accounts", __name__, url_prefix="/users")
@@ -32,8 +34,8 @@ LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "mail": (("ip", 60, 5), ("email", 3600, 5)),
           # A code (a sign-in's after "login"'s counts, the forms' after the password), per account
           # from any address: what the lock allows with account e-mails on (MAXIMUM_ATTEMPTS in
-          # UNLOCK_IN), with them off too. Only one with the password reaches it: no one else
-          # can use it up.
+          # UNLOCK_IN), with them off too. Only one with the password reaches it; a browser
+          # known to the account counts apart (_known_device).
           "code": (("user", int(account_mail.UNLOCK_IN.total_seconds()), account_mail.MAXIMUM_ATTEMPTS),)}
 
 
@@ -69,11 +71,47 @@ def safe_next(default: str) -> str:
     return default
 
 
-def _throttled(action: str, now, email: str = "", user_id: int | None = None) -> str | None:
-    """Count an attempt at an action (LIMITS) per IP and per account. Over a limit, the
-    message that says how long to wait (the rest of the limit's window), else None."""
+# A browser that signed in to an account is known to it for a year (a "device cookie", as
+# OWASP's advice against lock-outs): the account's own limits (per address, per account)
+# count its attempts apart, so one who spends the account's (wrong passwords; wrong codes,
+# with the password) does not keep the owner's browser out. Void once the password changes
+# or two-factor authentication is turned on or off (a cookie got before then counts nothing).
+DEVICE_COOKIE = "pwp_device"
+DEVICE_WITHIN = 365 * 86400
+
+
+def _device_mark(user) -> str:
+    enabled = user.otp_enabled_at and pushes.unix_seconds(user.otp_enabled_at)
+    return hashlib.sha256(f"{user.id}\0{user.password_hash}\0{enabled}".encode()).hexdigest()[:32]
+
+
+def _remember_device(user):
+    """Make this browser known to the account (DEVICE_COOKIE), with the response."""
+    token = pushes.seal_token("device", {"i": user.id, "h": _device_mark(user), "n": secrets.token_urlsafe(12)},
+                              pushes.utcnow())
+
+    @after_this_request
+    def set_cookie(response):
+        response.set_cookie(DEVICE_COOKIE, token, max_age=DEVICE_WITHIN, **cookie_flags())
+        return response
+
+
+def _known_device(user, now) -> str | None:
+    """This browser's own counter for the account's limits, when it is known to it."""
+    data = user and pushes.open_token("device", request.cookies.get(DEVICE_COOKIE), DEVICE_WITHIN, now)
+    if data and data.get("i") == user.id and hmac.compare_digest(str(data.get("h")), _device_mark(user)):
+        return f"device:{data.get('n')}"
+    return None
+
+
+def _throttled(action: str, now, email: str = "", user: User | None = None) -> str | None:
+    """Count an attempt at an action (LIMITS) per IP and per account (or per this browser,
+    when it is known to the account: _known_device). Over a limit, the message that says
+    how long to wait (the rest of the limit's window), else None."""
+    device = _known_device(user, now)
     who = {"ip": request.remote_addr or "",
-           "email": hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32], "user": user_id}
+           "email": device or hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32],
+           "user": device or (user and user.id)}
     wait = 0
     for what, period, limit in LIMITS[action]:
         if pushes.count_attempt(f"{action}:{what}:{who[what]}", period, now) > limit:
@@ -134,10 +172,10 @@ def sign_in():
     if request.method != "POST":
         return render_template("accounts/sign_in.html", email="")
     email = request.form.get("email", "")
-    too_many = _throttled("login", pushes.utcnow(), email=email)
+    user = auth.find_user(email)
+    too_many = _throttled("login", pushes.utcnow(), email=email, user=user)
     if too_many:
         return _sign_in_again(email, too_many, 429)
-    user = auth.find_user(email)
     password_ok = auth.check_password(user, request.form.get("password", ""))
     # (Said only to a right password of an unlocked account: nothing else says anything of it.)
     second_factor = password_ok and twofactor.is_on(user)
@@ -214,7 +252,7 @@ def two_factor_sign_in():
         return _sign_in_expired()
     if request.method != "POST":
         return render_template("accounts/two_factor_sign_in.html")
-    too_many = _throttled("login", now, email=user.email) or _throttled("code", now, user_id=user.id)
+    too_many = _throttled("login", now, email=user.email, user=user) or _throttled("code", now, user=user)
     if too_many:
         return render_template("accounts/two_factor_sign_in.html", error=too_many), 429
     # A locked account's code is not checked: a right one, refused, would be used up for nothing.
@@ -281,7 +319,7 @@ def _backup_codes_page(codes, heading):
 def _password_refusal(user, now):
     """The two-factor page's answer to a form whose current password is refused (counted as
     a password guess, LIMITS["password"], then checked); None when it is right."""
-    too_many = _throttled("password", now, user_id=user.id)
+    too_many = _throttled("password", now, user=user)
     if too_many:
         return _two_factor_page(user, 429, {"current_password": too_many})
     if not auth.check_password(user, request.form.get("current_password", "")):
@@ -312,6 +350,7 @@ def two_factor():
         return _two_factor_page(user, 422, {"code": "That code is not the current one: check that the app has "
                                                     "the secret shown, and its device's clock."})
     session.pop("otp_setup", None)
+    _remember_device(user)  # (its cookie from before counts nothing now)
     account_mail.two_factor_changed(user, True)
     return _backup_codes_page(codes, "Two-factor authentication is on")
 
@@ -330,7 +369,7 @@ def _with_password_and_code(view):
         if refused:
             return refused
         # (The code only with the right password: a wrong one uses up no backup code.)
-        too_many = _throttled("code", now, user_id=user.id)
+        too_many = _throttled("code", now, user=user)
         if too_many:
             return _two_factor_page(user, 429, {"code": too_many})
         if not twofactor.verify(user, request.form.get("code", ""), now):
@@ -346,6 +385,7 @@ def _with_password_and_code(view):
 def disable_two_factor(user):
     """Turn two-factor authentication off."""
     twofactor.turn_off(user, "by its owner")
+    _remember_device(user)
     account_mail.two_factor_changed(user, False)
     flash("Two-factor authentication is off.", "success")
     return redirect(url_for("accounts.two_factor"))
@@ -419,7 +459,10 @@ def _sign_in(user) -> bool:
     the account's password changed, or the account went, since it was read."""
     auth.end_session(session.get("_user_id"))  # (a browser signed in already: that session ends)
     session.clear()
-    return auth.start_session(user, pushes.utcnow()) is not None and login_user(user)
+    if auth.start_session(user, pushes.utcnow()) is None or not login_user(user):
+        return False
+    _remember_device(user)
+    return True
 
 
 def _new_password_errors() -> dict:
@@ -442,7 +485,7 @@ def edit():
     if request.method != "POST":
         return render_template("accounts/edit.html", errors={})
     user = current_user._get_current_object()
-    too_many = _throttled("password", pushes.utcnow(), user_id=user.id)
+    too_many = _throttled("password", pushes.utcnow(), user=user)
     if too_many:
         return render_template("accounts/edit.html", errors={"current_password": too_many}), 429
     errors = _new_password_errors()  # said with a wrong current password, not after it

@@ -234,6 +234,29 @@ def test_sign_in_is_throttled_per_ip(client, make_user, clock):
     assert r.status_code == 302
 
 
+def test_wrong_passwords_from_many_addresses_keep_out_only_browsers_new_to_the_account(client, make_user, clock,
+                                                                                      app):
+    # The account's 10 sign-in attempts in 5 minutes, spent by anyone who knows the address,
+    # kept its owner out too.
+    make_user(email="u@example.com", password="correct horse")
+    form = {"email": "u@example.com", "password": "correct horse"}
+    assert client.post("/users/sign_in", data=form).status_code == 302  # (this browser is known from now)
+    client.post("/users/sign_out")
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+    stranger = app.test_client()
+    for attempt in range(10):
+        stranger.environ_base["REMOTE_ADDR"] = f"192.0.2.{attempt}"
+        assert stranger.post("/users/sign_in", data={**form, "password": "wrong"}).status_code == 401
+    assert app.test_client().post("/users/sign_in", data=form).status_code == 429
+    assert client.post("/users/sign_in", data=form).status_code == 302
+    client.post("/users/sign_out")
+    # A new password: a browser known before is new again.
+    with app.app_context():
+        from pwp import auth
+        auth.set_password(auth.find_user("u@example.com"), "another horse")
+    assert client.post("/users/sign_in", data={**form, "password": "another horse"}).status_code == 429
+
+
 def test_only_a_wrong_password_marks_the_sign_in_fields_wrong(client, make_user):
     """Rate-limited, the right address and password were both marked wrong (aria-invalid):
     the page says to wait, not that anything typed is wrong."""

@@ -409,6 +409,32 @@ def test_an_account_takes_twenty_codes_an_hour_from_any_addresses(client, two_fa
     assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
 
 
+def test_a_stranger_with_the_password_does_not_block_the_owners_browser(client, two_factor, clock, app):
+    # The account's 20 codes an hour, spent by one who has the password (from many addresses),
+    # kept the owner out too, for the hour.
+    secret, _codes = two_factor
+    password_step(client)
+    assert code_step(client, code(secret, clock)).status_code == 302  # (this browser is known from now)
+    client.post("/users/sign_out")
+    clock.advance(seconds=3600 - pushes.unix_seconds(clock.now) % 3600)
+    stranger = app.test_client()
+    for attempt in range(20):
+        stranger.environ_base["REMOTE_ADDR"] = f"192.0.2.{attempt}"
+        if attempt % 5 == 0:  # (a new window of the account's sign-in attempts, a new pending sign-in)
+            clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+            password_step(stranger)
+        assert code_step(stranger, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+    # A browser that never signed in to the account is refused its right code, as the stranger is ...
+    for other in (stranger, app.test_client()):
+        password_step(other)
+        r = code_step(other, code(secret, clock))
+        assert r.status_code == 429 and "Too many codes" in r.get_data(as_text=True)
+    # ... but the owner's browser signs in, counted on its own.
+    assert password_step(client).headers["Location"] == "/users/two_factor/sign_in"
+    assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
+
+
 def test_the_forms_that_ask_for_a_code_share_its_twenty_an_hour(client, two_factor, clock, app):
     # Turning it off (and new backup codes) with the password let 10 codes in 5 minutes through
     # beside the sign-in's 20 an hour: a browser signed in before it was turned on, with the
