@@ -403,6 +403,7 @@ def new_backup_codes(user):
 # The pages a signed-in account without two-factor authentication may open when it is
 # required (PWP__REQUIRE_MFA): setting it up, signing out, the static files, the health check
 # and robots.txt (as upstream's health check: a monitor may carry a signed-in cookie).
+NOT_SENT_BEFORE_SET_UP = "What you sent was not saved: send it again once two-factor authentication is on."
 _WITHOUT_SECOND_FACTOR = {"accounts.two_factor", "accounts.sign_out", "static", "pages.up", "pages.robots"}
 
 
@@ -414,9 +415,12 @@ def _require_second_factor():
         return None
     if request.method != "HEAD":
         flash(auth.MFA_REQUIRED, "warning")
-    # The page asked for, to go on to once it is set up (a GET's: a POST's form is gone).
-    asked = request.full_path.rstrip("?") if request.method in ("GET", "HEAD") else None
-    return redirect(url_for("accounts.two_factor", next=asked))
+    # The page asked for, to go on to once it is set up (a GET's); a form sent (a POST) is not
+    # kept: the page says so rather than leave it lost unsaid.
+    if request.method in ("GET", "HEAD"):
+        return redirect(url_for("accounts.two_factor", next=request.full_path.rstrip("?")))
+    flash(NOT_SENT_BEFORE_SET_UP, "warning")
+    return redirect(url_for("accounts.two_factor"))
 
 
 @bp.route("/sign_up", methods=["GET", "POST"])

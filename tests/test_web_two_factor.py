@@ -17,6 +17,7 @@ from pwp.models import db
 
 PASSWORD = "correct horse"
 WRONG_CODE = "That code is not valid, or has been used already."
+POST_NOT_SENT = "What you sent was not saved: send it again once two-factor authentication is on."
 SECRET = re.compile(r'id="otp_secret">([A-Z2-7 ]+)</code>')
 BACKUP = re.compile(r"\b[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}\b")
 
@@ -591,8 +592,11 @@ def test_required_sends_a_signed_in_account_without_it_to_the_set_up(required, c
         assert r.status_code == 302 and r.headers["Location"].startswith("/users/two_factor?next="), path
     r = client.post("/p", data={"push[kind]": "text", "push[payload]": "x"})
     assert r.status_code == 302 and r.headers["Location"] == "/users/two_factor"
-    page = client.get("/users/two_factor")
-    assert page.status_code == 200 and MFA_REQUIRED in page.get_data(as_text=True)
+    page = client.get("/users/two_factor").get_data(as_text=True)
+    # The form sent is not kept: the page says so (it said only that the set-up is required).
+    assert MFA_REQUIRED in page and POST_NOT_SENT in page
+    assert sql(client.application, "SELECT count(*) FROM pushes") == [(0,)]
+    assert POST_NOT_SENT not in client.get("/users/two_factor?next=/").get_data(as_text=True)
     assert client.get("/static/app.css").status_code == 200
     # The JSON APIs, by token or by the browser's session: upstream's 403.
     for path in ("/api/v2/pushes/active", "/p/active.json"):
