@@ -257,7 +257,7 @@ def test_wrong_passwords_from_many_addresses_keep_out_only_browsers_new_to_the_a
     assert client.post("/users/sign_in", data={**form, "password": "another horse"}).status_code == 429
 
 
-def test_only_a_wrong_password_marks_the_sign_in_fields_wrong(client, make_user):
+def test_only_a_wrong_password_marks_the_sign_in_fields_wrong(client, make_user, clock):
     """Rate-limited, the right address and password were both marked wrong (aria-invalid):
     the page says to wait, not that anything typed is wrong."""
     make_user(email="u@example.com", password="correct horse")
