@@ -33,10 +33,7 @@ def is_api(head) -> bool:
     from pwp.errors import is_api_path  # (in the worker, its app loaded)
     from pwp.hotpath import routed_path
 
-    if head[:6] == b"PROXY ":
-        head = head[head.find(b"\r\n") + 2:]
-    elif head[:12] == PP_V2_SIGNATURE:
-        head = head[16 + int.from_bytes(head[14:16], "big"):]
+    head = head[proxy_header_length(head):]
     start = 2 if head[:2] == b"\r\n" else 0  # (one empty line may come first)
     target = bytes(head[start:head.find(b"\r\n", start)]).split(b" ")[1:2] or [b"/"]
     try:
@@ -46,19 +43,34 @@ def is_api(head) -> bool:
     return is_api_path(routed_path(unquote_to_bytes(path).decode("latin-1")))
 
 
+# The longest PROXY protocol header: v2's (its block's length is two bytes; v1's line: 107 bytes).
+PROXY_HEADER_MOST = 16 + 0xFFFF
+
+
+def proxy_header_length(head) -> int:
+    """The bytes of the PROXY protocol header `head` starts with (v1's line, v2's binary block
+    and its TLVs, as far as it tells), 0 without one."""
+    if head[:6] == b"PROXY ":
+        return head.find(b"\r\n") + 2
+    if head[:12] == PP_V2_SIGNATURE:
+        return 16 + int.from_bytes(head[14:16], "big")
+    return 0
+
+
 class RecordingUnreader(SocketUnreader):
     """gunicorn's reader of a connection gunicorn reads itself (TLS, the PROXY protocol: not
     the main loop), which keeps the first bytes of each request (from ThreadWorker.handle on,
-    up to `keep`): the head its errors' JSON or text is told by (handle_error), as the main
-    loop's heads tell it on plain connections."""
+    up to `keep` past a PROXY protocol header): the head its errors' JSON or text is told by
+    (handle_error), as the main loop's heads tell it on plain connections."""
 
     seen = b""
     keep = 0
 
     def read(self, size=None, read_ahead=None):
         data = super().read(size, read_ahead)
-        if len(self.seen) < self.keep:
-            self.seen += data[:self.keep - len(self.seen)]
+        if len(self.seen) < self.keep + proxy_header_length(self.seen):
+            seen = self.seen + data[:self.keep + PROXY_HEADER_MOST]  # (not a body's 1 MiB read whole)
+            self.seen = seen[:self.keep + proxy_header_length(seen)]
         return data
 
 
@@ -87,8 +99,8 @@ def head_limits(cfg) -> tuple[int, int, int, int]:
     # (limit_request_line 0, "no limit": gunicorn's parser never answers a long line.)
     line_limit = line if cfg.limit_request_line else head_limit
     # A request's start that tells whether it is the API's, served as gthread (RecordingUnreader):
-    # its request line, after a PROXY protocol header (v1's line: 107 bytes at most; v2's, its TLVs).
-    keep = min(line_limit, 65536) + 4 + 1024
+    # its request line (an empty line may come first), after a PROXY protocol header.
+    keep = min(line_limit, 65536) + 4
     return field_limit, head_limit, line_limit, keep
 
 
