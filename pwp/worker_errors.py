@@ -7,6 +7,7 @@ Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules o
 """
 import socket
 
+from gunicorn.http.errors import InvalidProxyHeader, InvalidProxyLine
 from gunicorn.util import write_nonblock
 
 from pwp.worker_heads import RecordingUnreader, is_api
@@ -68,6 +69,8 @@ class ErrorAnswers:
             self.log.warning("A request gunicorn refuses answered 400 (%s: no socket for its answer)",
                              error.strerror or type(error).__name__)
             return 400, "Bad Request"
+        if type(exc) is InvalidProxyHeader:  # (v2's: not among gunicorn 27.0.1's client errors, its 500)
+            exc = InvalidProxyLine(exc.msg)  # (v1's: a 400, its warning line)
         with ours, theirs:
             super().handle_error(req, theirs, addr, exc)
             ours.setblocking(False)

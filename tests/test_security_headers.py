@@ -275,3 +275,25 @@ def test_gunicorns_own_error_answers_over_tls_or_the_proxy_protocol_are_as_on_pl
     assert not problems, "\n".join(f"{label}: {p}" for label, p in problems.items())  # (was: the API's, text)
     assert "Traceback" not in server.logs()
 
+
+def test_a_malformed_proxy_protocol_v2_header_is_a_400_not_a_500(tmp_path):
+    """A PROXY protocol v2 header gunicorn's parser refuses (an unknown version, a block too
+    short for its addresses, a protocol other than TCP) raised an error gunicorn 27.0.1 does not
+    count among the client's (InvalidProxyHeader, v1's InvalidProxyLine is): a 500, its
+    traceback logged. Now a 400 as a bad v1 line's, JSON on the API, its warning line logged."""
+    env = server_env(tmp_path / "instance")
+    bad = {  # label: the header
+        "version 3": _proxy_v2(command=0x31),
+        "block too short": PP_V2_SIGNATURE + b"\x21\x11\x00\x02\x00\x00",
+        "UDP": _proxy_v2(family=0x12),
+    }
+    with gunicorn(env, tmp_path / "log", args=("--proxy-protocol", "v2")) as server:
+        answers = {label: _raw(server.port, header + b"GET /api/v2/version HTTP/1.1\r\nHost: x\r\n\r\n")
+                   for label, header in bad.items()}
+        page = _raw(server.port, bad["UDP"] + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    problems = {label: (status, headers.get("content-type"), body) for label, (status, headers, body) in answers.items()
+                if (status, body) != (400, b'{"status":400,"error":"Bad Request"}\n')}  # (was: 500)
+    assert not problems, problems
+    assert page[0] == 400 and page[2] == b"Bad Request\n", page
+    logs = server.logs()
+    assert "Traceback" not in logs and logs.count("Invalid request from ip=127.0.0.1") == 4, logs
