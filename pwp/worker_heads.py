@@ -59,9 +59,10 @@ def proxy_header_length(head) -> int:
 
 class RecordingUnreader(SocketUnreader):
     """gunicorn's reader of a connection gunicorn reads itself (TLS, the PROXY protocol: not
-    the main loop), which keeps the first bytes of each request (from ThreadWorker.handle on,
-    up to `keep` past a PROXY protocol header): the head its errors' JSON or text is told by
-    (handle_error), as the main loop's heads tell it on plain connections."""
+    the main loop), which keeps the first bytes of each request (up to `keep` past a PROXY
+    protocol header; let go once the request is done: ThreadWorker.handle): the head its
+    errors' JSON or text is told by (handle_error), as the main loop's heads tell it on plain
+    connections."""
 
     seen = b""
     keep = 0

@@ -244,10 +244,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             return False
         if conn.head is not None and type(conn.sock) in (BoundedSocket, GoneSocket):  # (a plain socket, bounded)
             OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
-        elif conn.head is None and type(getattr(conn.parser, "unreader", None)) is RecordingUnreader:
-            conn.parser.unreader.seen = b""  # (its next request's start: kept from here)
         keepalive = super().handle(conn)
         conn.request = b""
+        if conn.head is None and type(getattr(conn.parser, "unreader", None)) is RecordingUnreader:
+            conn.parser.unreader.seen = b""  # (its start, a token or payload maybe, let go: the next one's kept anew)
         if keepalive and type(conn.parser.unreader) is SpooledUnreader:
             conn.parser.unreader.take_rest()
         return keepalive

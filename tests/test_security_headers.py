@@ -297,3 +297,41 @@ def test_a_malformed_proxy_protocol_v2_header_is_a_400_not_a_500(tmp_path):
     assert page[0] == 400 and page[2] == b"Bad Request\n", page
     logs = server.logs()
     assert "Traceback" not in logs and logs.count("Invalid request from ip=127.0.0.1") == 4, logs
+
+
+def test_a_kept_alive_proxy_protocol_connection_keeps_none_of_its_last_request():
+    """The reader of a connection gunicorn reads itself (TLS, the PROXY protocol) keeps each
+    request's start, for the JSON or text of an error gunicorn answers: it kept it, the head
+    and the body's start (a payload, a token), after the request was done, for as long as the
+    connection stayed open, idle (here in a worker run in this process, its socket real)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.gthread import TConn
+
+    from pwp.workers import ThreadWorker
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    cfg = Config()
+    cfg.set("proxy_protocol", "v1")
+    worker = ThreadWorker(0, os.getppid(), [], app, 30, cfg, Logger(cfg))
+    worker.wsgi, worker.alive, worker.tpool = app, True, ThreadPoolExecutor(1)
+    worker.method_queue.init()
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\nPOST /api/v2/pushes HTTP/1.1\r\nHost: x\r\n"
+                   b"Authorization: Bearer tok123\r\nContent-Length: 6\r\n\r\nsecret")
+    conn = TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    worker.enqueue_req(conn)
+    worker.tpool.shutdown(wait=True)  # (the request served, the connection kept alive)
+    theirs.settimeout(20)  # (a failure guard only)
+    assert theirs.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert conn.parser.unreader.seen == b""  # (was: the request, "tok123" and "secret" in it)
+    for sock in (ours, theirs):
+        sock.close()
+    worker.method_queue.close()
+    worker.tmp.close()
