@@ -436,6 +436,40 @@ def test_a_stranger_with_the_password_does_not_block_the_owners_browser(client, 
     assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
 
 
+def test_only_a_browser_that_signed_in_with_a_code_counts_its_codes_apart(client, make_user, clock, app):
+    # A browser known to the account before two-factor authentication was on, one that took only
+    # the password step, and one known to another account are held by the account's 20 codes
+    # an hour as a stranger is: none of their pwp_device cookies (if any) counts.
+    make_user(password=PASSWORD)
+    make_user(email="other@example.com", password=PASSWORD)
+    before = app.test_client()
+    assert password_step(before).status_code == 302 and before.get_cookie("pwp_device")
+    assert password_step(client).status_code == 302
+    secret, _codes = set_up(client, clock)
+    client.post("/users/sign_out")
+    other = app.test_client()
+    assert password_step(other, email="other@example.com").status_code == 302 and other.get_cookie("pwp_device")
+    other.post("/users/sign_out")
+    half = app.test_client()
+    assert password_step(half).headers["Location"] == "/users/two_factor/sign_in"
+    assert half.get_cookie("pwp_device") is None
+    clock.advance(seconds=3600 - pushes.unix_seconds(clock.now) % 3600)
+    stranger = app.test_client()
+    for attempt in range(20):
+        stranger.environ_base["REMOTE_ADDR"] = f"192.0.2.{attempt}"
+        if attempt % 5 == 0:
+            clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+            password_step(stranger)
+        assert code_step(stranger, "000000" if code(secret, clock) != "000000" else "111111").status_code == 401
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+    for number, browser in enumerate((before, other, half)):
+        browser.environ_base["REMOTE_ADDR"] = f"198.51.100.{number}"  # (the per-IP limit apart)
+        password_step(browser)
+        assert code_step(browser, code(secret, clock)).status_code == 429
+    password_step(client)
+    assert code_step(client, code(secret, clock)).status_code == 302 and signed_in(client)
+
+
 def test_the_forms_that_ask_for_a_code_share_its_twenty_an_hour(client, two_factor, clock, app):
     # Turning it off (and new backup codes) with the password let 10 codes in 5 minutes through
     # beside the sign-in's 20 an hour: a browser signed in before it was turned on, with the
