@@ -268,6 +268,12 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # app's answer: a second answer, which the client would take for its next request's.
         # Where the next request starts is unknown: the connection closes, unanswered again.
         try:
+            if keepalive and conn.head is not None:
+                # The main loop read the whole body (in memory or its file): its rest is dropped
+                # without the socket, however long. gthread's drain stops at 64 KiB and closes
+                # the connection, its answer said keep-alive: a request pipelined after a long
+                # body the app left unread (a JSON body past its limit, a 413) was not answered.
+                return conn.parser.finish_body()
             return super()._keepalive_after(conn, keepalive)
         except ParseException as e:
             self.log.debug("Closing connection after a body that could not be read (%s)", type(e).__name__)

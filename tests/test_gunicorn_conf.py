@@ -1181,3 +1181,28 @@ def test_the_spool_is_whole_again_after_hundreds_of_mixed_requests(tmp_path):
         assert status == 201, answer
         assert _worker_pid(server) == pid
         assert "Traceback" not in server.logs()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_long_body_the_app_left_unread_is_dropped_and_the_pipelined_request_answered(tmp_path, chunked):
+    """A JSON body past the API's JSON limit, under the app's MAX_CONTENT_LENGTH (13 MiB, the
+    main loop spooled it whole), is the app's 413, unread. Its answer said keep-alive, and
+    gunicorn then drained the body from its file for 64 KiB only and closed the connection:
+    the request pipelined after it was never answered. The main loop holds the whole body: its
+    rest is dropped, the socket untouched, and the next request is read where it starts (never
+    from the body's bytes, which here look like requests)."""
+    env = server_env(tmp_path / "instance")
+    fake = b"\r\n\r\nGET /desync HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b'{"push": {"payload": "' + fake * (13 * 1024 * 1024 // len(fake)) + b'"}}'
+    post = b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    if chunked:
+        request = post + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+            b"%x\r\n%s\r\n" % (len(body[at:at + 65536]), body[at:at + 65536])
+            for at in range(0, len(body), 65536)) + b"0\r\n\r\n"
+    else:
+        request = post + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with gunicorn(env, tmp_path / "log") as server:
+        conn = _stalled(server.port, request + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answers = _until_closed(conn)
+        assert re.findall(rb"HTTP/1\.1 \d\d\d", answers) == [b"HTTP/1.1 413", b"HTTP/1.1 200"], answers[:300]
+        assert "Traceback" not in server.logs()
