@@ -15,7 +15,9 @@ import socket
 import time
 from functools import partial
 
-from gunicorn.http.body import Body
+from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.message import Request
+from gunicorn.http.parser import _DRAIN_MAX_BYTES
 from gunicorn.http.unreader import SocketUnreader
 
 from pwp.outbox import Outbox
@@ -59,6 +61,17 @@ class RequestBody(Body):
         except Exception:
             self.request.force_close()
             raise
+
+
+class ThreadReadRequest(Request):
+    """A request whose body gunicorn reads in a thread (TLS, the PROXY protocol): its answer
+    says `Connection: close` where the app left more of a declared body unread than gthread
+    drains (64 KiB; it then closes the connection, its answer said keep-alive, and a request
+    pipelined after it was never answered)."""
+
+    def should_close(self):
+        reader = self.body.reader
+        return super().should_close() or (type(reader) is LengthReader and reader.length >= _DRAIN_MAX_BYTES)
 
 
 class ChunkedEnd:

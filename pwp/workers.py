@@ -45,13 +45,14 @@ from collections import deque
 
 from gunicorn.http.body import Body
 from gunicorn.http.errors import LimitRequestHeaders, ParseException
+from gunicorn.http.message import Request
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
-from pwp.worker_bodies import BODY_LIMIT, BodyReader, RequestBody, SpooledUnreader
+from pwp.worker_bodies import BODY_LIMIT, BodyReader, RequestBody, SpooledUnreader, ThreadReadRequest
 from pwp.worker_errors import ErrorAnswers, set_answer_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api
 from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
@@ -256,6 +257,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         if type(req.body) is Body:
             req.body.__class__ = RequestBody
             req.body.request = req
+            if conn.head is None and type(req) is Request:  # (read by gunicorn in this thread)
+                req.__class__ = ThreadReadRequest
         if conn.continued:  # (answered by the main loop: not a second time)
             conn.continued = req._expected_100_continue = False
         if conn.cut:

@@ -5,6 +5,7 @@ import os
 import re
 import selectors
 import socket
+import ssl
 import subprocess
 import threading
 
@@ -71,10 +72,13 @@ def test_a_spooled_body_is_ciphertext_in_its_temporary_file_and_comes_to_the_app
         assert "Traceback" not in server.logs()
 
 
-def _answer_while_sending(port, request: bytes) -> bytes:
+def _answer_while_sending(port, request: bytes, context=None) -> bytes:
     """What the server answers to a request sent whole (by another thread) while it is read,
-    until the server closes the connection (or resets it, having read no more of the body)."""
+    until the server closes the connection (or resets it, having read no more of the body);
+    over TLS with an ssl context."""
     conn = socket.create_connection(("127.0.0.1", port))
+    if context is not None:
+        conn = context.wrap_socket(conn, server_hostname="127.0.0.1")
     conn.settimeout(20)  # (a failure guard only)
 
     def send():
@@ -88,7 +92,7 @@ def _answer_while_sending(port, request: bytes) -> bytes:
     try:
         while chunk := conn.recv(65536):
             received += chunk
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         pass
     sender.join()
     conn.close()
@@ -507,3 +511,25 @@ def test_a_refused_body_whose_client_sends_nothing_more_is_not_drained_for_long(
     assert theirs.recv(10) == b""
     theirs.close()
     worker.tmp.close()
+
+
+def test_a_long_body_the_app_left_unread_on_tls_gets_an_answer_that_says_close(tmp_path):
+    """On TLS gunicorn reads the request in a thread, and drains a body the app left unread
+    for 64 KiB only, then closes the connection: the app's 413 for a 13 MiB JSON body said
+    keep-alive, and the request the client pipelined after it was never answered. The answer
+    now says close (the client knows to send that request again), and nothing of the body is
+    read as a request."""
+    from test_security_headers import _self_signed
+    certfile, keyfile = _self_signed(tmp_path)
+    context = ssl.create_default_context(cafile=certfile)
+    fake = b"\r\n\r\nGET /desync HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b'{"push": {"payload": "' + fake * (13 * 1024 * 1024 // len(fake)) + b'"}}'
+    request = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body + b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=("--certfile", certfile, "--keyfile", keyfile),
+                  context=context) as server:
+        received = _answer_while_sending(server.port, request, context)
+        head = received.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in head, head  # (was: keep-alive)
+        assert re.findall(rb"HTTP/1\.1 \d\d\d", received) == [b"HTTP/1.1 413"]
+        assert "Traceback" not in server.logs()
