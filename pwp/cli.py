@@ -87,23 +87,26 @@ def purge_expired(quiet):
 @click.option("--after-id", default=0, type=click.IntRange(min=0),
               help="Resume after this push id (printed as progress).")
 @click.option("--force", is_flag=True,
-              help="Rotate even while running instances lack the new key (they lose their reads and writes).")
+              help="Rotate even while running instances do not encrypt with the new key (they lose their reads and "
+                   "writes, or write under the old key).")
 @needs_database
 def rotate_key(batch_size, after_id, force):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY; refused while a
-    running instance lacks that key (unless --force)."""
+    running instance does not encrypt with that key (unless --force)."""
     now = pushes.utcnow()
-    behind = instances.lacking(pushes.keyring().fingerprints[0], now)
+    behind = instances.not_encrypting_with(pushes.keyring().fingerprints[0], now)
     if behind:
         which = (f"{plural(len(behind), 'running server process', 'running server processes')} "
-                 f"{'lacks' if len(behind) == 1 else 'lack'} the new key (the first in PWPUSH_MASTER_KEY): "
-                 f"{instances.describe(behind, now)}")
+                 f"{'does' if len(behind) == 1 else 'do'} not encrypt with the new key (the first in "
+                 f"PWPUSH_MASTER_KEY): {instances.describe(behind, now)}")
         if not force:
             raise click.ClickException(
-                f"{which}. Once the database is under the new key they can no longer open its secrets nor store "
-                "any: give them the new key too (NEW,OLD or OLD,NEW) and restart them first (README, Key "
-                "rotation), or run with --force.")
-        click.echo(f"rotate-key: --force: {which}; they lose their reads and writes.", err=True)
+                f"{which}. Once the database is under the new key, a process without it can no longer open its "
+                "secrets nor store any, and what one holding it second stores stays under the old key, unreadable "
+                "once that key is dropped: give them NEW,OLD and restart them first (README, Key rotation), or run "
+                "with --force.")
+        click.echo(f"rotate-key: --force: {which}; they lose their reads and writes, or write under the old key.",
+                   err=True)
 
     def progress(last_id, done):
         click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")

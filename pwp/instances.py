@@ -1,5 +1,6 @@
 """Which master keys the running instances hold, so that rotate-key can refuse to move the
-database to a key one of them lacks (it would lose that instance's reads and writes).
+database to a key one of them does not encrypt with (lacking it, that instance would lose
+its reads and writes; holding it second, what it stores would stay under the old key).
 
 Each server process records its keys' fingerprints (never the keys), with its host and pid,
 in instance_keys: at its start, then every HEARTBEAT seconds from a thread of its own (never
@@ -95,12 +96,13 @@ class Heartbeat:
             pass
 
 
-def lacking(fingerprint: str, now: datetime) -> list[InstanceKeys]:
-    """The processes seen within STALE whose keys lack this one."""
+def not_encrypting_with(fingerprint: str, now: datetime) -> list[InstanceKeys]:
+    """The processes seen within STALE whose first key (the one they encrypt with) is not this
+    one: those lacking it, and those holding it second, whose writes stay under another key."""
     rows = db.session.scalars(select(InstanceKeys).where(InstanceKeys.seen_at >= now - STALE)
                               .order_by(InstanceKeys.host, InstanceKeys.pid)).all()
     db.session.commit()
-    return [row for row in rows if fingerprint not in row.keys.split(",")]
+    return [row for row in rows if row.keys.split(",")[0] != fingerprint]
 
 
 def describe(rows: list[InstanceKeys], now: datetime) -> str:

@@ -67,7 +67,7 @@ def test_rotate_key_refuses_while_a_running_instance_lacks_the_new_key(database_
         refused = flask(env_new, "rotate-key", check=False)
         (pid,) = re.findall(r"Booting worker with pid: (\d+)", old.logs())
         assert refused.returncode == 1 and "done" not in refused.stdout, refused
-        assert f"1 running server process lacks the new key (the first in PWPUSH_MASTER_KEY): " \
+        assert f"1 running server process does not encrypt with the new key (the first in PWPUSH_MASTER_KEY): " \
                f"{socket.gethostname()} (pid {pid}, seen " in refused.stderr, refused.stderr
         assert "--force" in refused.stderr and OLD not in refused.stderr and NEW not in refused.stderr
         status, body = old.json("GET", f"/api/v2/pushes/{url_token}")
@@ -86,10 +86,28 @@ def test_rotate_key_ignores_an_instance_not_seen_for_a_while(app, database_url, 
                           instance_path=str(tmp_path / "cli"), command_line=True)
     with rotating.app_context():
         refused = rotating.test_cli_runner().invoke(args=["rotate-key"])
-        assert refused.exit_code == 1 and "lacks the new key" in refused.output, refused.output
+        assert refused.exit_code == 1 and "does not encrypt with the new key" in refused.output, refused.output
         sql(app, "UPDATE instance_keys SET seen_at = :seen", seen=pushes.utcnow() - instances.STALE)
         ran = rotating.test_cli_runner().invoke(args=["rotate-key"])
         assert ran.exit_code == 0 and "done, 0 pushes" in ran.output, ran.output
+        db.engine.dispose()
+
+
+def test_rotate_key_refuses_while_a_running_instance_encrypts_with_the_old_key(database_url, tmp_path):
+    """One given the new key second (OLD,NEW: the rotation's first step) opens what the
+    rotation writes, but keeps encrypting what it stores under the old key, which nothing
+    opens once that key is dropped: rotate-key refuses until it has NEW,OLD."""
+    halfway = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{TEST_MASTER_KEY},{NEW}"),
+                         instance_path=str(tmp_path / "halfway"))
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    with rotating.app_context():
+        refused = rotating.test_cli_runner().invoke(args=["rotate-key"])
+        assert refused.exit_code == 1, refused.output
+        assert "1 running server process does not encrypt with the new key" in refused.output, refused.output
+        assert "NEW,OLD" in refused.output and "OLD,NEW" not in refused.output
+        db.engine.dispose()
+    with halfway.app_context():
         db.engine.dispose()
 
 
