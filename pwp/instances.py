@@ -13,9 +13,10 @@ import os
 import secrets
 import socket
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from .models import InstanceKeys, db
 
@@ -54,22 +55,28 @@ class Heartbeat:
         threading.Thread(target=self._run, name="pwpush instance keys", daemon=True).start()
 
     def record(self, prune=False):
-        """Write this process's row (its keys, seen now)."""
+        """Write this process's row (its keys, seen now). On connections closed after, not kept
+        in the pool: under gunicorn --preload this process forks the workers, and an SQLite
+        connection open across a fork leaves a worker believing it holds the file's shared
+        lock its parent holds (pwp.factory.create_app closes what start-up opened)."""
         from . import pushes
 
         now = _utcnow()
         with self.lock, self.app.app_context():
             keys = ",".join(pushes.keyring().fingerprints)
-            if prune:
-                db.session.execute(delete(InstanceKeys).where(InstanceKeys.seen_at < now - STALE))
-            if not db.session.execute(update(InstanceKeys).where(InstanceKeys.id == self.id)
-                                      .values(keys=keys, seen_at=now)).rowcount:
-                db.session.add(InstanceKeys(id=self.id, host=socket.gethostname()[:255], pid=self.pid, keys=keys,
-                                            started_at=self.started, seen_at=now))
-            db.session.commit()
+            with _closed_after(db.engine.connect()) as connection:
+                if prune:
+                    connection.execute(delete(InstanceKeys).where(InstanceKeys.seen_at < now - STALE))
+                if not connection.execute(update(InstanceKeys).where(InstanceKeys.id == self.id)
+                                          .values(keys=keys, seen_at=now)).rowcount:
+                    connection.execute(insert(InstanceKeys).values(
+                        id=self.id, host=socket.gethostname()[:255], pid=self.pid, keys=keys,
+                        started_at=self.started, seen_at=now))
+                connection.commit()
             # Meanwhile: a worker that never meets /up nor a push it cannot open learns that
             # rotate-key left it behind (and stops taking pushes) within a heartbeat.
-            pushes.keys_left_behind()
+            with _closed_after(db.engine.connect().execution_options(read_snapshot=True)) as connection:
+                pushes.keys_left_behind(connection)
 
     def _run(self):
         while not self.stopping.wait(HEARTBEAT):
@@ -94,6 +101,16 @@ class Heartbeat:
                 db.session.commit()
         except Exception:  # (the database gone first: the row is ignored once stale)
             pass
+
+
+@contextmanager
+def _closed_after(connection):
+    """The connection, closed at the end rather than given back to the pool."""
+    with connection:
+        try:
+            yield connection
+        finally:
+            connection.invalidate()
 
 
 def not_encrypting_with(fingerprint: str, now: datetime) -> list[InstanceKeys]:

@@ -855,16 +855,19 @@ def log_undecryptable(what: str, why: str):
     current_app.logger.error("%s: this instance's PWPUSH_MASTER_KEY cannot decrypt it%s: %s.", what, more, why)
 
 
-def keys_left_behind() -> bool:
+def keys_left_behind(connection=None) -> bool:
     """Whether rotate-key has moved the database's key check to keys this process lacks. Read
-    on a connection of its own, reading only (a request's may hold SQLite's write lock); a
-    check seen to open before is not decrypted again. Once found (said once in the log), the
-    process stays out of date (keyring().out_of_date): it refuses new pushes and /up answers 503."""
+    on a connection of its own (the one given, or one from the pool), reading only (a
+    request's may hold SQLite's write lock); a check seen to open before is not decrypted
+    again. Once found (said once in the log), the process stays out of date
+    (keyring().out_of_date): it refuses new pushes and /up answers 503."""
     ring = keyring()
     if ring.out_of_date:
         return True
-    with db.engine.connect().execution_options(read_snapshot=True) as connection:
-        check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
+    if connection is None:
+        with db.engine.connect().execution_options(read_snapshot=True) as connection:
+            return keys_left_behind(connection)
+    check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
     if check is None or check == ring.check_opened:
         return False
     if ring.opens(check):

@@ -4,6 +4,7 @@ a push says why, in its log and in a 503, instead of a 500 with a traceback; it 
 view of the push; and once `rotate-key` has moved the database to keys it lacks, it stops
 taking pushes that the other instances could not read.
 """
+import os
 import re
 import socket
 
@@ -109,6 +110,28 @@ def test_rotate_key_refuses_while_a_running_instance_encrypts_with_the_old_key(d
         db.engine.dispose()
     with halfway.app_context():
         db.engine.dispose()
+
+
+def sqlite_locks(path, pid) -> list[str]:
+    """The POSIX locks a process holds on a file, as Linux lists them in /proc/locks."""
+    inode = f":{os.stat(path).st_ino} "
+    with open("/proc/locks", encoding="ascii") as locks:
+        return [line for line in locks if inode in line and line.split()[4] == str(pid)]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="reads the process's file locks in Linux's /proc/locks")
+def test_a_heartbeat_leaves_no_sqlite_connection_open_across_a_fork(tmp_path):
+    """Under gunicorn --preload the master records its keys every minute and forks the
+    workers that replace others (max_requests, a timeout): an SQLite connection it kept open
+    holds a shared lock on the file (as any does in WAL mode), which a worker forked then
+    believes it holds too, though no other process sees it (SQLite: "do not carry an open
+    connection across a fork"); another's last close then checkpoints and deletes the WAL
+    that worker still writes to. Seen by hand: a replaced worker held no lock."""
+    path = tmp_path / "pwpush.sqlite3"
+    app = create_app(make_config(f"sqlite:///{path}"), instance_path=str(tmp_path / "instance"))
+    assert sqlite_locks(path, os.getpid()) == []  # (create_app closed what it opened)
+    app.extensions["pwpush_heartbeat"].record()  # what its thread does every minute
+    assert sqlite_locks(path, os.getpid()) == []
 
 
 def test_an_instance_left_behind_by_rotate_key_stops_taking_pushes(database_url, tmp_path):
