@@ -130,9 +130,15 @@ def _edit_form(push, values, errors=None, status=200, shown=None):
                            left=time_left(push, now), views=left["views"]), status
 
 
+# The edit page's fields, in its order: its errors are said in it.
+_EDIT_FIELDS = ("files", "passphrase", "expire_after_days", "expire_after_views", "name", "note")
+
+
 def _edit_form_again(push, fields, left, errors, status):
-    """The edit form as it was sent, with its errors (files are chosen again, and the
-    passphrase typed again: neither goes back into the page)."""
+    """The edit form as it was sent, with its errors in the page's order (files are chosen
+    again, and the passphrase typed again: neither goes back into the page)."""
+    errors = dict(sorted(errors.items(), key=lambda item: _EDIT_FIELDS.index(item[0])
+                         if item[0] in _EDIT_FIELDS else len(_EDIT_FIELDS)))
     shown = {what: value for what in ("days", "views") if (value := params.shown(fields, what)) is not None}
     # (A number box sent empty: what the form showed, not a new push's default.)
     values = form_values(push.kind_name, fields, {f"expire_after_{what}": shown.get(what, left[what])
@@ -176,6 +182,8 @@ def update(push):
     fields = _as_the_form_showed(push, params.root(params.body_params(), "push"))
     now = pushes.utcnow()
     left = pushes.what_is_left(push, now)
+    emptied: dict = {}  # (a number box sent empty, as without JavaScript: said with the form's other errors)
+    params.form_numbers(fields, emptied, left=" left")
     try:
         changes = params.push_changes(fields)
         # Only a file push's page has a file box: files sent for another kind are left out, said below.
@@ -185,9 +193,9 @@ def update(push):
         changes = within_bounds(dataclasses.replace(changes, files=() if dropped else changes.files), "{}_left",
                                 pushes.edit_bounds(push, now),
                                 kept=[what for what in ("days", "views") if changes.keeps(what, left[what])])
-        edited = pushes.edit(url_token, changes, actor(signed_in_user()), now)
+        edited = pushes.edit(url_token, changes, actor(signed_in_user()), now, emptied)
     except ValidationFailed as exc:
-        return _edit_form_again(push, fields, left, exc.errors, 422)
+        return _edit_form_again(push, fields, left, {**emptied, **exc.errors}, 422)
     except TooManyAttempts as exc:
         return _edit_form_again(push, fields, left, {"passphrase": [exc.message]}, 429)
     if edited is None:

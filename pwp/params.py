@@ -384,17 +384,18 @@ def new_push(fields: dict, kind=None, form=False) -> NewPush:
 
 def push_changes(fields: dict) -> Changes:
     """Build an owner's Changes from the edit form's push[...] fields; 422 for a value of
-    the wrong type, a name too long, or a number missing (absent checkboxes are false).
-    Files to add come as a new push's (push[files][]), with the push's passphrase."""
+    the wrong type or a name too long (absent checkboxes are false). The days and views are
+    read as number boxes, None when missing: the caller says that (form_numbers). Files to
+    add come as a new push's (push[files][]), with the push's passphrase."""
     errors: dict = {}
     name = _name(errors, fields)
     files = tuple(_uploads(errors, fields["files"])) if fields.get("files") is not None else ()
     passphrase = _string(errors, "passphrase", fields.get("passphrase"))
-    numbers = form_numbers(fields, errors, left=" left")
     note = _string(errors, "note", fields.get("note")) or ""
     if errors:
         raise ValidationFailed(errors)
-    return Changes(days_left=numbers["days"], views_left=numbers["views"],
+    return Changes(days_left=form_number(fields.get("expire_after_days")),
+                   views_left=form_number(fields.get("expire_after_views")),
                    retrieval_step=cast_bool(fields.get("retrieval_step"), False),
                    deletable_by_viewer=cast_bool(fields.get("deletable_by_viewer"), False),
                    name=name, note=note, days_shown=shown(fields, "days"), views_shown=shown(fields, "views"),

@@ -1131,7 +1131,8 @@ def edit_bounds(push: Push, now: datetime, view_count: int | None = None) -> dic
             for what in ("DAYS", "VIEWS")}
 
 
-def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> tuple[Push, bool] | None:
+def edit(url_token: str, changes: Changes, actor: Actor, now: datetime,
+         form_errors: dict | None = None) -> tuple[Push, bool] | None:
     """Its owner changes a live push: the days and views left from now (a number equal to
     what is left leaves it, so a push made for 5 minutes keeps its minutes), the retrieval
     step, viewer deletion (as the kind's settings allow), name and note, and adds files to a
@@ -1140,13 +1141,14 @@ def edit(url_token: str, changes: Changes, actor: Actor, now: datetime) -> tuple
     Returns the push and whether anything was written (a save that changes nothing writes
     and logs nothing). Forbidden for anyone else; None when the push has expired, before or
     while it is edited; ValidationFailed, or TooManyAttempts (see _files_key), with nothing
-    written."""
+    written. form_errors (the web form's emptied number boxes, None in changes) are said with
+    the edit's own errors: with any, ValidationFailed whatever the rest."""
     push = get(url_token, now)
     if not is_owner(push, actor.user):
         raise Forbidden()
     if push.expired or push.past_limits(now):  # (its last viewer's files wait: not an edit's)
         return None
-    values = _edit_values(push, changes, now)
+    values = _edit_values(push, changes, now, form_errors)
     key = _files_key(push, changes, actor, now) if changes.files else None
     # The push's row locked first, then the limits checked again: of two edits at once,
     # the second counts the files the first added (else both could pass the caps).
@@ -1186,22 +1188,26 @@ def _unchanged(push: Push, values: dict, note: str) -> bool:
                     if k in values))
 
 
-def _edit_values(push: Push, changes: Changes, now: datetime) -> dict:
+def _edit_values(push: Push, changes: Changes, now: datetime, form_errors: dict | None = None) -> dict:
     """Validate an edit (the files against what the push has now: edit checks them again
-    under the row's lock) and return the push's new column values."""
+    under the row's lock; a passphrase to add them must be given, checked by _files_key
+    only once all else is valid, as the check counts) and return the push's new column
+    values. form_errors: as edit's, said with these."""
     cfg, kind = current_app.config, push.kind_name
-    errors = {}
+    errors = dict(form_errors or {})
     bounds = edit_bounds(push, now)
     left = what_is_left(push, now)
     for what, value in (("days", changes.days_left), ("views", changes.views_left)):
         low, high = bounds[what]
-        if not changes.keeps(what, left[what]) and not low <= value <= high:
+        if value is not None and not changes.keeps(what, left[what]) and not low <= value <= high:
             errors[f"expire_after_{what}"] = [f"must be from {low} to {high}"]
     if len(changes.note) > NOTE_MAX:
         errors["note"] = [f"is too long (maximum is {NOTE_MAX} characters)"]
     if changes.files:
         errors.update({"files": ["Only a file push has files."]} if push.kind != Kind.file
                       else _validate_files(changes.files, cfg, _kept_files(push)))
+        if push.kind == Kind.file and push.has_passphrase and not changes.passphrase:
+            errors["passphrase"] = [PASSPHRASE_FOR_FILES]
     if errors:
         raise ValidationFailed(errors)
     values = {"name": changes.name, "updated_at": now,
@@ -1226,13 +1232,11 @@ PASSPHRASE_NOT_THE_PUSHS = "That is not this push's passphrase: enter the one it
 
 def _files_key(push: Push, changes: Changes, actor: Actor, now: datetime) -> bytes | None:
     """The key to seal files added to a push with: none without a passphrase, else the key
-    derived from its passphrase, which the changes must carry (the server keeps no key that
-    opens the files). Checked as a recipient's is: counted, 5 a minute (TooManyAttempts),
+    derived from its passphrase, which the changes carry (_edit_values says when they do
+    not; the server keeps no key that opens the files). Checked as a recipient's is: counted, 5 a minute (TooManyAttempts),
     and committed before the edit's transaction; a wrong one logged as failed_passphrase."""
     if not push.has_passphrase:
         return None
-    if not changes.passphrase:
-        raise ValidationFailed({"passphrase": [PASSPHRASE_FOR_FILES]})
     _throttle_passphrase(push, now)
     try:
         key = _passphrase_gate(push, changes.passphrase, None, actor, now)

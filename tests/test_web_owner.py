@@ -807,3 +807,29 @@ def test_a_long_name_with_line_breaks_saved_as_shown_is_not_too_long(client, mak
     assert r.status_code == 302, r.get_data(as_text=True)
     row = _row(app, token)
     assert (row["name"], row["expire_after_views"]) == (name, 3)
+
+
+@pytest.mark.parametrize("settings", [{"PWP__FILES__MAX_FILE_UPLOADS": 2}])
+def test_an_emptied_box_is_said_with_the_edit_forms_other_errors_in_the_pages_order(client, make_user, app,
+                                                                                  settings):
+    """An emptied days box (no JavaScript) is said with the note's length, the files' count and
+    a missing passphrase in one 422, in the page's order (was: alone, the others on the next
+    save); nothing is written."""
+    _, api_token = sign_in(client, make_user)
+    token = _file_push(client, api_token, [("a.txt", b"first")], passphrase="open sesame")
+    before, events = _row(app, token), audit_kinds(app, token)
+    r = _add_files(client, token, [("b.txt", b"b"), ("c.txt", b"c")], expire_after_days="",
+                   name="not saved", note="n" * 10_001)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "4 errors prohibited this push from being saved" in html
+    summary = re.search(r'<div class="error-summary".*?</div>', html, re.S).group(0)
+    assert re.findall(r'href="#push_(\w+)"', summary) == ["files", "passphrase", "expire_after_days", "note"]
+    assert "You can only attach up to 2 files per push. This push has 1 file already." in summary
+    assert "Enter this push&#39;s passphrase to add files" in summary
+    assert "Enter the days left as a whole number (" in summary and "Note is too long" in summary
+    assert _row(app, token) == before and audit_kinds(app, token) == events and _file_names(app, token) == ["a.txt"]
+    # An emptied box alone is said too, and with a passphrase given, none is checked (nor counted).
+    r = _add_files(client, token, [("b.txt", b"b")], expire_after_days="", passphrase="wrong")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422 and "1 error prohibited" in html and "Enter the days left" in html
+    assert _row(app, token) == before and audit_kinds(app, token) == events and _file_names(app, token) == ["a.txt"]
