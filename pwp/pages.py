@@ -1,6 +1,6 @@
 """Plain pages: the API documentation (built from the app's own routes), health, robots.txt."""
 from flask import Blueprint, Response, current_app, redirect, render_template, url_for
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ServiceUnavailable
 
 from . import notify, pushes
@@ -103,10 +103,11 @@ def api_docs():
 def up():
     """Answer the health check: 503 once rotate-key moved the database's key check to keys this
     instance lacks (read on each call, so every worker process of it says so), or while the
-    database cannot be reached (said once in the log by the heartbeat, not on every poll)."""
+    database cannot be used: out of reach, its pool exhausted, its tables gone (said once in
+    the log by the heartbeat, not on every poll)."""
     try:
         left_behind = pushes.keys_left_behind()
-    except OperationalError:
+    except SQLAlchemyError:
         raise ServiceUnavailable() from None
     if left_behind:
         raise KeysOutOfDate()

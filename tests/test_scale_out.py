@@ -358,3 +358,24 @@ def test_up_answers_503_without_a_traceback_while_the_database_is_unreachable(tm
         assert "Traceback" not in caplog.text and "Exception on" not in caplog.text, caplog.text
         with app.app_context():
             db.engine.dispose()
+
+
+def test_up_answers_503_without_a_traceback_on_any_database_error(tmp_path, caplog):
+    """Not only a database out of reach (OperationalError): one whose key check table is gone
+    (a ProgrammingError on PostgreSQL) or a pool left without a connection (TimeoutError,
+    an SQLAlchemyError but no DBAPIError) is as unusable: a 503, no traceback."""
+    import psycopg
+
+    from conftest import DATABASES, PG_BASE, throwaway_pg_database
+
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
+    with throwaway_pg_database("h_keys2_up") as name:
+        app = create_app(make_config(f"{PG_BASE}/{name}"), instance_path=str(tmp_path / "instance"))
+        assert app.test_client().get("/up").status_code == 200
+        with psycopg.connect(f"{PG_BASE}/{name}", autocommit=True) as conn:
+            conn.execute("DROP TABLE key_check")
+        assert app.test_client().get("/up").status_code == 503
+        assert "Traceback" not in caplog.text and "Exception on" not in caplog.text, caplog.text
+        with app.app_context():
+            db.engine.dispose()
