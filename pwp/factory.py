@@ -9,11 +9,14 @@ import click
 from flask import Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import ROOT, config, crypto, has_cookies, notify
 from .params import Request, urlencoded_limit
 from .pushes import TEXT_MAX
+
+PG_CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection may take to open (unless DATABASE_URL says)
 
 log = logging.getLogger("pwp")
 
@@ -178,7 +181,12 @@ def _configure(app, test_config, command_line):
     if url.startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}, "hide_parameters": True}
     else:
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
+        # connect_timeout: a database that drops packets silently held a connecting request
+        # (or the heartbeat) for the TCP timeout, minutes; DATABASE_URL's own wins.
+        timeout = {} if "connect_timeout" in make_url(app.config["SQLALCHEMY_DATABASE_URI"]).query else {
+            "connect_timeout": PG_CONNECT_TIMEOUT}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True,
+                                                   "connect_args": timeout}
     # A multipart form's text field holds the longest payload (TEXT_MAX characters of up to 4
     # UTF-8 bytes; Flask's default 500 000 bytes refused a quarter of it, `curl -F` included).
     app.config["MAX_FORM_MEMORY_SIZE"] = 4 * TEXT_MAX + 1024

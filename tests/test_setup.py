@@ -109,6 +109,22 @@ def test_a_database_that_cannot_be_used_yet_is_one_line_and_exit_1(tmp_path, url
     assert proc.stderr.splitlines()[-1].startswith("pwpush: DATABASE_URL: cannot use the database: ")
 
 
+@pytest.mark.parametrize("query, seconds", [("", "10"), ("?connect_timeout=3", "3")])
+def test_postgresql_connections_give_up_connecting_after_a_timeout(tmp_path, query, seconds):
+    """A database that drops packets silently held a connecting request (or the heartbeat)
+    for the TCP timeout, minutes: libpq's connect_timeout is 10 s unless DATABASE_URL sets
+    its own. (Read back from the connection: a real connect to a blackhole is not reliable.)"""
+    if "postgresql" not in DATABASES:
+        pytest.skip("PostgreSQL is not among PWPUSH_TEST_DATABASES")
+    with throwaway_pg_database("h_keys2_timeout") as name:
+        app = create_app(make_config(f"{PG_BASE}/{name}{query}"), instance_path=str(tmp_path / "instance"))
+        with app.app_context():
+            with db.engine.connect() as connection:
+                parameters = connection.connection.dbapi_connection.info.get_parameters()
+            db.engine.dispose()
+        assert parameters.get("connect_timeout") == seconds
+
+
 @pytest.fixture
 def pg_without_create_right():
     """A PostgreSQL database and a role that may connect but not create tables in it."""
