@@ -93,7 +93,7 @@ def purge_expired(quiet):
 def rotate_key(batch_size, after_id, force):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY; refused while a
     running instance does not encrypt with that key (unless --force)."""
-    now = pushes.utcnow()
+    now = instances.database_now()  # (the web hosts' records are in its time, not this host's)
     behind = instances.not_encrypting_with(pushes.keyring().fingerprints[0], now)
     if behind:
         which = (f"{plural(len(behind), 'running server process', 'running server processes')} "

@@ -5,7 +5,8 @@ its reads and writes; holding it second, what it stores would stay under the old
 Each server process records its keys' fingerprints (never the keys), with its host and pid,
 in instance_keys: at its start, then every HEARTBEAT seconds from a thread of its own (never
 on a request), and deletes its row as it ends. A process killed without ending leaves its
-row, ignored once not seen for STALE. With gunicorn --preload the master process, which
+row, ignored once not seen for STALE. Every time here is the database's clock (database_now):
+the hosts' clocks may differ by more than STALE. With gunicorn --preload the master process, which
 loaded the app and holds the same keys as its workers, stands for them."""
 import atexit
 import logging
@@ -16,7 +17,9 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import DateTime, delete, insert, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from .models import InstanceKeys, db
 
@@ -26,10 +29,26 @@ STALE = timedelta(minutes=5)  # a process not seen for this long has ended
 log = logging.getLogger("pwp")
 
 
-def _utcnow() -> datetime:
-    from .pushes import utcnow  # (the app's clock: the tests' moves it)
+class _utc_now(FunctionElement):
+    """The database's clock, as naive UTC (the form stored)."""
+    type = DateTime()
+    inherit_cache = True
 
-    return utcnow()
+
+@compiles(_utc_now, "postgresql")
+def _utc_now_postgresql(_element, _compiler, **_kw):
+    return "(statement_timestamp() AT TIME ZONE 'UTC')"
+
+
+@compiles(_utc_now, "sqlite")
+def _utc_now_sqlite(_element, _compiler, **_kw):
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def database_now(connection=None) -> datetime:
+    """The database's time now (on the connection or session given, else the app's session):
+    the same for every host, whatever its own clock says."""
+    return (connection or db.session).scalar(select(_utc_now()))
 
 
 class Heartbeat:
@@ -39,7 +58,7 @@ class Heartbeat:
         self.app = app
         self.id = secrets.token_hex(16)
         self.pid = os.getpid()
-        self.started = _utcnow()
+        self.started = None  # (the database's time of its first record)
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # (held by a record: a fork waits for it to end)
         self.failing = False
@@ -61,10 +80,11 @@ class Heartbeat:
         lock its parent holds (pwp.factory.create_app closes what start-up opened)."""
         from . import pushes
 
-        now = _utcnow()
         with self.lock, self.app.app_context():
             keys = ",".join(pushes.keyring().fingerprints)
             with _closed_after(db.engine.connect()) as connection:
+                now = database_now(connection)
+                self.started = self.started or now
                 if prune:
                     connection.execute(delete(InstanceKeys).where(InstanceKeys.seen_at < now - STALE))
                 if not connection.execute(update(InstanceKeys).where(InstanceKeys.id == self.id)
@@ -114,8 +134,9 @@ def _closed_after(connection):
 
 
 def not_encrypting_with(fingerprint: str, now: datetime) -> list[InstanceKeys]:
-    """The processes seen within STALE whose first key (the one they encrypt with) is not this
-    one: those lacking it, and those holding it second, whose writes stay under another key."""
+    """The processes seen within STALE of now (database_now) whose first key (the one they
+    encrypt with) is not this one: those lacking it, and those holding it second, whose
+    writes stay under another key."""
     rows = db.session.scalars(select(InstanceKeys).where(InstanceKeys.seen_at >= now - STALE)
                               .order_by(InstanceKeys.host, InstanceKeys.pid)).all()
     db.session.commit()

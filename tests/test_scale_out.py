@@ -7,6 +7,7 @@ taking pushes that the other instances could not read.
 import os
 import re
 import socket
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography.fernet import Fernet
@@ -81,17 +82,34 @@ def test_rotate_key_ignores_an_instance_not_seen_for_a_while(app, database_url, 
     """A process killed without ending leaves its row: ignored once not seen for STALE (the
     app here, on the tests' key alone, stands for one)."""
     from conftest import sql
-    from pwp import instances, pushes
+    from pwp import instances
 
     rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
                           instance_path=str(tmp_path / "cli"), command_line=True)
     with rotating.app_context():
         refused = rotating.test_cli_runner().invoke(args=["rotate-key"])
         assert refused.exit_code == 1 and "does not encrypt with the new key" in refused.output, refused.output
-        sql(app, "UPDATE instance_keys SET seen_at = :seen", seen=pushes.utcnow() - instances.STALE)
+        with db.engine.connect() as connection:  # (the records' clock)
+            seen = instances.database_now(connection) - instances.STALE
+        sql(app, "UPDATE instance_keys SET seen_at = :seen", seen=seen)
         ran = rotating.test_cli_runner().invoke(args=["rotate-key"])
         assert ran.exit_code == 0 and "done, 0 pushes" in ran.output, ran.output
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("ahead", [timedelta(minutes=6), -timedelta(hours=1)])
+def test_rotate_key_judges_when_an_instance_was_seen_by_the_database_clock(app, database_url, tmp_path, clock, ahead):
+    """The hosts' clocks differ: the web host's (the app here, recorded at its start) behind
+    the one running rotate-key by more than STALE was ignored as if stopped; one ahead was
+    "seen -3600 s ago". Both times are the database's, whatever the hosts' clocks say."""
+    clock.now = datetime.now(timezone.utc).replace(tzinfo=None) + ahead  # (rotate-key's host)
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    with rotating.app_context():
+        refused = rotating.test_cli_runner().invoke(args=["rotate-key"])
+        db.engine.dispose()
+    assert refused.exit_code == 1 and "does not encrypt with the new key" in refused.output, refused.output
+    assert 0 <= int(re.search(r"seen (-?\d+) s ago", refused.output).group(1)) < 60, refused.output
 
 
 def test_rotate_key_refuses_while_a_running_instance_encrypts_with_the_old_key(database_url, tmp_path):
