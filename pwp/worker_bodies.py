@@ -15,9 +15,9 @@ import socket
 import time
 from functools import partial
 
-from gunicorn.http.body import Body, LengthReader
+import gunicorn
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.message import Request
-from gunicorn.http.parser import _DRAIN_MAX_BYTES
 from gunicorn.http.unreader import SocketUnreader
 
 from pwp.outbox import Outbox
@@ -48,30 +48,65 @@ RETRY_AFTER = 30
 # A head's fields that say how long its body is, and whether the client waits for a 100 Continue.
 _FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The most bytes of a body the app left unread that a thread reads and drops after the answer on
+# a connection gunicorn reads itself (TLS, the PROXY protocol: ThreadWorker._keepalive_after),
+# as gthread's drain: past it the connection closes, and the answer says so (ThreadReadRequest).
+THREAD_DRAIN = 64 * 1024
+# The gunicorn this module was written against (requirements.txt pins it): it reads what gunicorn
+# has no public way to say, a declared body's bytes still to come (LengthReader.length) and each
+# read of a body (Body._read_reader), and refuses to load where they are not (check_gunicorn).
+GUNICORN_PINNED = "27.0.1"
+
+
+def check_gunicorn():
+    """Fail at once, naming the gunicorn this worker needs, where gunicorn's parts it reads
+    are not as in GUNICORN_PINNED: else each request would fail, or keep-alive be misjudged."""
+    try:
+        ok = LengthReader(None, 7).length == 7 and callable(Body._read_reader)
+    except Exception:  # (another signature, no such attribute)
+        ok = False
+    if not ok:
+        raise RuntimeError(f"pwp.workers needs gunicorn=={GUNICORN_PINNED} (requirements.txt), or one whose "
+                           f"LengthReader keeps .length and Body reads through ._read_reader; this is "
+                           f"gunicorn {gunicorn.__version__}: install the pinned one")
+
+
+check_gunicorn()
 
 
 class RequestBody(Body):
     """A request's body whose failed read (a chunked body gunicorn cannot parse) makes the
     answer say `Connection: close`: gunicorn closes the connection after it (where the next
-    request starts is unknown), and its answer said keep-alive."""
+    request starts is unknown), and its answer said keep-alive. (ended: a read found its end.)"""
+
+    ended = False
 
     def _read_reader(self, size):
         try:
-            return super()._read_reader(size)
+            data = super()._read_reader(size)
         except Exception:
             self.request.force_close()
             raise
+        self.ended = self.ended or not data
+        return data
 
 
 class ThreadReadRequest(Request):
     """A request whose body gunicorn reads in a thread (TLS, the PROXY protocol): its answer
-    says `Connection: close` where the app left more of a declared body unread than gthread
-    drains (64 KiB; it then closes the connection, its answer said keep-alive, and a request
-    pipelined after it was never answered)."""
+    says `Connection: close` where the app left more of a declared body unread than the thread
+    drains (THREAD_DRAIN), or a chunked body unread to its end (how much is left is unknown):
+    the connection then closes (it said keep-alive, and a request pipelined after it was never
+    answered). Once said, for good: the answer's header and the connection agree."""
 
     def should_close(self):
+        if super().should_close():
+            return True
         reader = self.body.reader
-        return super().should_close() or (type(reader) is LengthReader and reader.length >= _DRAIN_MAX_BYTES)
+        if (type(reader) is LengthReader and reader.length >= THREAD_DRAIN) or (
+                type(reader) is ChunkedReader and not self.body.ended):
+            self.force_close()
+            return True
+        return False
 
 
 class ChunkedEnd:

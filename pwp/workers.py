@@ -52,7 +52,7 @@ from gunicorn.workers import gthread
 
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
-from pwp.worker_bodies import BODY_LIMIT, BodyReader, RequestBody, SpooledUnreader, ThreadReadRequest
+from pwp.worker_bodies import BODY_LIMIT, THREAD_DRAIN, BodyReader, RequestBody, SpooledUnreader, ThreadReadRequest
 from pwp.worker_errors import ErrorAnswers, set_answer_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api
 from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
@@ -277,7 +277,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 # the connection, its answer said keep-alive: a request pipelined after a long
                 # body the app left unread (a JSON body past its limit, a 413) was not answered.
                 return conn.parser.finish_body()
-            return super()._keepalive_after(conn, keepalive)
+            if keepalive:  # (gthread's drain, its cap ours: ThreadReadRequest said close past it)
+                deadline = time.monotonic() + gthread.DEFAULT_WORKER_DATA_TIMEOUT
+                return conn.parser.finish_body(deadline=deadline, max_bytes=THREAD_DRAIN)
+            return False
         except ParseException as e:
             self.log.debug("Closing connection after a body that could not be read (%s)", type(e).__name__)
             return False

@@ -1,0 +1,126 @@
+"""pwp/workers.py: connections gunicorn reads itself in a thread (TLS, the PROXY protocol), and
+what the worker answers on them, with the real gunicorn and the real worker."""
+import json
+import re
+import socket
+import ssl
+import subprocess
+import sys
+
+import pytest
+
+from servers import ROOT, gunicorn, request, server_env
+from test_gunicorn_conf import _stalled, _until_closed
+from test_security_headers import _proxy_v2, _self_signed
+from test_worker_spool import _answer_while_sending
+
+_PROXY_V1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n"
+
+
+def _served(tmp_path, served):
+    """gunicorn's arguments, the client's ssl context and the bytes before each connection's
+    first request, for a connection gunicorn reads itself."""
+    if served == "TLS":
+        certfile, keyfile = _self_signed(tmp_path)
+        return ("--certfile", certfile, "--keyfile", keyfile), ssl.create_default_context(cafile=certfile), b""
+    if served == "PROXY protocol v1":
+        return ("--proxy-protocol", "v1"), None, _PROXY_V1
+    return ("--proxy-protocol", "v2"), None, _proxy_v2()
+
+
+def _chunked(body: bytes, size=16384) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[at:at + size]), body[at:at + size])
+                    for at in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1", "PROXY protocol v2"])
+def test_a_chunked_body_the_app_left_unread_gets_an_answer_true_to_what_follows(tmp_path, served):
+    """gunicorn drains a body the app left unread for 64 KiB only, then closes the connection:
+    a chunked one's answer said keep-alive all the same (only a declared length was looked at),
+    and the request pipelined after it was never answered nor said to be. Now the answer says
+    close, and no byte of the body is read as a request; a short chunked body the app read
+    whole keeps the connection alive and the next request is answered."""
+    args, context, prefix = _served(tmp_path, served)
+    fake = b"\r\n\r\nGET /desync HTTP/1.1\r\nHost: x\r\n\r\n"
+    unread = (b"POST /api/v2/version HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + _chunked(fake * (256 * 1024 // len(fake))))
+    read = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(b'{"push": {"payload": "s"}}'))
+    up = b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        received = _answer_while_sending(server.port, prefix + unread + up, context)
+        kept = _answer_while_sending(server.port, prefix + read + up, context)
+    statuses = re.findall(rb"HTTP/1\.1 (\d\d\d)", received)
+    head = received.partition(b"\r\n\r\n")[0]
+    # (Either the next request is answered, or the first answer says the connection closes.)
+    assert statuses == [b"404", b"200"] or (
+        statuses == [b"404"] and b"\r\nConnection: close\r\n" in head + b"\r\n"), received[:400]  # (was: keep-alive)
+    assert re.findall(rb"HTTP/1\.1 (\d\d\d)", kept) == [b"201", b"200"], kept[:400]
+    assert b"\r\nConnection: keep-alive\r\n" in kept.partition(b"\r\n\r\n")[0] + b"\r\n"
+
+
+@pytest.mark.parametrize("path, content_type, body", [
+    ("/api/v2/version", "application/json; charset=utf-8", {"status": 400, "error": "Bad Request"}),
+    ("/p.json", "application/json; charset=utf-8", {"status": 400, "error": "Bad Request"}),
+    ("/", "text/plain; charset=utf-8", b"The plain HTTP request was sent to HTTPS port\n"),
+])
+def test_plain_http_sent_to_the_tls_port_gets_a_plain_400_as_nginx_answers(tmp_path, path, content_type, body):
+    """A client that speaks plain HTTP to the TLS port got nothing: the handshake failed, and
+    gunicorn's answer went to a TLS socket that never was. It now reads a plain 400 as nginx's
+    ("The plain HTTP request was sent to HTTPS port"; JSON on the API), and the connection
+    closes; TLS clients are served as before, and the worker goes on."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        conn = _stalled(server.port, b"GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: plain\r\n\r\n" % path.encode())
+        answer = _until_closed(conn)  # (was: b"")
+        head, _, got = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+        assert b"\r\nConnection: close\r\n" in head + b"\r\n"
+        assert b"\r\nContent-Type: %s\r\n" % content_type.encode() in head + b"\r\n"
+        assert (json.loads(got) if isinstance(body, dict) else got) == body
+        conn = _stalled(server.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 100000)
+        assert _until_closed(conn).startswith(b"HTTP/1.1 400 ")  # (its body read and dropped: no reset)
+        assert _until_closed(_stalled(server.port, b"\x00" * 5)) == b""  # (neither TLS nor a request: dropped)
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        logs = server.logs()
+    assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize("sent", ["part of the signature", "part of the block"])
+def test_a_truncated_proxy_v2_header_is_a_400_once_the_head_timeout_passes(tmp_path, sent):
+    """A PROXY protocol v2 header cut short by a client that then waits got nothing, however
+    long it waited, and the connection was dropped; one that closes its end gets nothing, as
+    before. The header now gets a 400 once `timeout` passes, as a head that does not come whole."""
+    header = _proxy_v2()
+    part = header[:8] if sent == "part of the signature" else header[:20]
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
+                  args=("--proxy-protocol", "v2", "--timeout", "2")) as server:
+        answer = _until_closed(_stalled(server.port, part))
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer  # (was: b"")
+        assert b"\r\nConnection: close\r\n" in answer
+        closed = _stalled(server.port, part)
+        closed.shutdown(socket.SHUT_WR)
+        assert _until_closed(closed) == b""
+        assert _until_closed(_stalled(server.port, header + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                             ).startswith(b"HTTP/1.1 200 ")
+        logs = server.logs()
+    assert "Traceback" not in logs
+
+
+def test_the_worker_refuses_to_start_on_a_gunicorn_without_what_it_relies_on():
+    """The worker reads gunicorn's LengthReader.length (a declared body's bytes left unread):
+    a gunicorn upgrade that renamed it broke it silently, each request then failing. It now
+    fails as it is imported, naming the gunicorn version requirements.txt pins."""
+    pinned = re.search(r"^gunicorn==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)[1]
+    probe = ("import gunicorn.http.body as body\n"
+             "class LengthReader:\n"
+             "    def __init__(self, unreader, length):\n"
+             "        self.unreader, self.remaining = unreader, length\n"
+             "body.LengthReader = LengthReader\n"
+             "import pwp.workers\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "RuntimeError" in done.stderr and f"gunicorn=={pinned}" in done.stderr, done.stderr
+    done = subprocess.run([sys.executable, "-c", "import pwp.workers"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
