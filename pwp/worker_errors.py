@@ -39,6 +39,35 @@ def error_answer(status: int, reason: str, api: bool, fields=b"", text=None) -> 
             % (status, reason.encode(), content_type, len(body), fields, ANSWER_HEADERS, body))
 
 
+class PlainRequest(Exception):
+    """A plain HTTP request sent to the TLS port (its start: what came of it)."""
+
+    def __init__(self, start: bytes):
+        super().__init__("plain HTTP request sent to the TLS port")
+        self.start = start
+
+
+def refuse_plain(sock, keep: int):
+    """(A thread, before a TLS connection's handshake.) Raise PlainRequest where the client's
+    first byte starts no TLS record (a handshake's 0x16, SSLv2's hello's high bit) but a request
+    line (an upper-case method), as nginx tells plain HTTP on its TLS port: its start (up to
+    `keep` bytes, what is there) read. Never waits: gthread reads a connection once it is readable."""
+    try:
+        first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # (nothing yet, or a failed connection: the handshake says so)
+        return
+    if first.isupper():
+        try:
+            start = sock.recv(keep, socket.MSG_DONTWAIT)
+        except OSError:
+            start = first
+        raise PlainRequest(start)
+
+
+# nginx's words for it (its 400 page: "The plain HTTP request was sent to HTTPS port").
+PLAIN_REQUEST = b"The plain HTTP request was sent to HTTPS port\n"
+
+
 class ErrorAnswers:
     """ThreadWorker's part that answers the requests gunicorn refuses."""
 
@@ -47,14 +76,18 @@ class ErrorAnswers:
         line or head past its limits: 400, 414, 431...), with its status and its log line, but
         the worker's own body (error_answer): gunicorn's is an HTML page without the app's
         headers that echoes the client's input (a header's name and value: a credential, maybe)."""
-        status, reason = self.gunicorns_status(req, addr, exc)
-        api, conn = False, getattr(self.serving, "conn", None)
-        if conn is not None and conn.head is None:  # (served as gthread: what its reader kept)
+        api, conn, text = False, getattr(self.serving, "conn", None), None
+        if type(exc) is PlainRequest:  # (gunicorn's: a 403 written to a TLS socket never made, unread)
+            self.log.info("Plain HTTP request from ip=%s sent to the TLS port: answered 400", (addr or ("",))[0])
+            status, reason, api, text = 400, "Bad Request", is_api(exc.start), PLAIN_REQUEST
+        else:
+            status, reason = self.gunicorns_status(req, addr, exc)
+        if text is None and conn is not None and conn.head is None:  # (served as gthread: what its reader kept)
             api = type(getattr(conn.parser, "unreader", None)) is RecordingUnreader and is_api(conn.parser.unreader.seen)
-        elif conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
+        elif text is None and conn is not None:  # (its head: handed to the parser, or already read for it: past the limits, spooled)
             api = is_api(conn.request) if conn.request else (conn.over or conn.spool is not None) and conn.api
         try:
-            write_nonblock(client, error_answer(status, reason, api))
+            write_nonblock(client, error_answer(status, reason, api, text=text))
         except Exception:
             self.log.debug("Failed to send error message.")
 

@@ -53,7 +53,7 @@ from gunicorn.workers import gthread
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
 from pwp.worker_bodies import BODY_LIMIT, THREAD_DRAIN, BodyReader, RequestBody, SpooledUnreader, ThreadReadRequest
-from pwp.worker_errors import ErrorAnswers, set_answer_headers
+from pwp.worker_errors import ErrorAnswers, refuse_plain, set_answer_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api
 from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
 
@@ -94,6 +94,8 @@ class _Connection(gthread.TConn):
         # bounds stay through gunicorn's switches between blocking and non-blocking mode for
         # the requests that follow on a kept-alive connection. Not TLS, which gunicorn serves
         # as it does; nor with gunicorn's timeout 0, "none".
+        if self.cfg.is_ssl and not self.initialized:
+            refuse_plain(self.sock, self.keep)  # (plain HTTP: nginx's 400, handle_error)
         super().init()
         if type(self.sock) is socket.socket and self.cfg.timeout > 0:
             bound(self.sock, self.cfg.timeout)
