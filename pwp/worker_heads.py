@@ -57,6 +57,16 @@ def proxy_header_length(head) -> int:
     return 0
 
 
+def proxy_header_cut(start) -> bool:
+    """Whether a connection's first bytes `start` are a PROXY protocol header (v1's line, v2's
+    binary block) that stops short of its end."""
+    if start and start[:6] == b"PROXY "[:len(start)]:
+        return b"\r\n" not in start
+    if start and start[:12] == PP_V2_SIGNATURE[:len(start)]:
+        return len(start) < 16 or len(start) < proxy_header_length(start)
+    return False
+
+
 class RecordingUnreader(SocketUnreader):
     """gunicorn's reader of a connection gunicorn reads itself (TLS, the PROXY protocol: not
     the main loop), which keeps the first bytes of each request (up to `keep` past a PROXY

@@ -44,7 +44,7 @@ import time
 from collections import deque
 
 from gunicorn.http.body import Body
-from gunicorn.http.errors import LimitRequestHeaders, ParseException
+from gunicorn.http.errors import InvalidProxyHeader, LimitRequestHeaders, ParseException
 from gunicorn.http.message import Request
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
@@ -54,7 +54,7 @@ from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
 from pwp.worker_bodies import BODY_LIMIT, THREAD_DRAIN, BodyReader, RequestBody, SpooledUnreader, ThreadReadRequest
 from pwp.worker_errors import ErrorAnswers, refuse_plain, set_answer_headers
-from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api
+from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api, proxy_header_cut
 from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
 
 # The open files a worker asks for (its soft limit raised up to its hard one): two per
@@ -250,6 +250,11 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         keepalive = super().handle(conn)
         conn.request = b""
         if conn.head is None and type(getattr(conn.parser, "unreader", None)) is RecordingUnreader:
+            if (type(conn.sock) is GoneSocket and conn.parser.req_count == 1
+                    and proxy_header_cut(conn.parser.unreader.seen)):
+                # A PROXY protocol header cut short, its client waiting: a read waited `timeout`
+                # (as the heads the main loop reads: `timeout`), and gunicorn let it go unanswered.
+                self.handle_error(None, conn.sock, conn.client, InvalidProxyHeader("header cut short"))
             conn.parser.unreader.seen = b""  # (its start, a token or payload maybe, let go: the next one's kept anew)
         if keepalive and type(conn.parser.unreader) is SpooledUnreader:
             conn.parser.unreader.take_rest()

@@ -86,25 +86,30 @@ def test_plain_http_sent_to_the_tls_port_gets_a_plain_400_as_nginx_answers(tmp_p
     assert "Traceback" not in logs and logs.count("Plain HTTP request from ip=127.0.0.1 sent to the TLS port") == 2
 
 
-@pytest.mark.parametrize("sent", ["part of the signature", "part of the block"])
-def test_a_truncated_proxy_v2_header_is_a_400_once_the_head_timeout_passes(tmp_path, sent):
+@pytest.mark.parametrize("sent", ["v2, part of the signature", "v2, part of the block", "v1, part of the line"])
+def test_a_truncated_proxy_header_is_a_400_once_the_head_timeout_passes(tmp_path, sent):
     """A PROXY protocol v2 header cut short by a client that then waits got nothing, however
     long it waited, and the connection was dropped; one that closes its end gets nothing, as
-    before. The header now gets a 400 once `timeout` passes, as a head that does not come whole."""
-    header = _proxy_v2()
-    part = header[:8] if sent == "part of the signature" else header[:20]
+    before. The header now gets a 400 once `timeout` passes (the bound of a head's reads), v1's
+    line too; a connection that sent its header and then part of a head is dropped unanswered,
+    as the heads the main loop reads."""
+    version = sent[:2]
+    header = _proxy_v2() if version == "v2" else _PROXY_V1
+    part = {"v2, part of the signature": header[:8], "v2, part of the block": header[:20],
+            "v1, part of the line": header[:20]}[sent]
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
-                  args=("--proxy-protocol", "v2", "--timeout", "2")) as server:
+                  args=("--proxy-protocol", version, "--timeout", "2")) as server:
         answer = _until_closed(_stalled(server.port, part))
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer  # (was: b"")
-        assert b"\r\nConnection: close\r\n" in answer
+        assert b"\r\nConnection: close\r\n" in answer and answer.endswith(b"\r\n\r\nBad Request\n")
         closed = _stalled(server.port, part)
         closed.shutdown(socket.SHUT_WR)
         assert _until_closed(closed) == b""
+        assert _until_closed(_stalled(server.port, header + b"GET /up HTTP/1.1\r\nHost: x\r\n")) == b""
         assert _until_closed(_stalled(server.port, header + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                              ).startswith(b"HTTP/1.1 200 ")
         logs = server.logs()
-    assert "Traceback" not in logs
+    assert "Traceback" not in logs and logs.count("Invalid request from ip=127.0.0.1: Invalid PROXY line") == 1, logs
 
 
 def test_the_worker_refuses_to_start_on_a_gunicorn_without_what_it_relies_on():
