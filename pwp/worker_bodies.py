@@ -2,7 +2,8 @@
 part) before a thread takes the request, as nginx buffers them (client_body_buffer_size,
 client_body_temp_path): each read within `timeout`, `Expect: 100-continue` answered, kept in
 memory up to BODY_IN_MEMORY, past it in an encrypted temporary file within BODIES_SPOOLED;
-bodies it cannot take refused (503), a chunked one past the app's limit too (413), their rest
+bodies it cannot take refused (503), a chunked one past the app's limit too (413; a page's:
+the app's, cut past the limit), their rest
 read and dropped as the connection closes. Also the readers gunicorn's parser reads a spooled
 body through (SpooledUnreader) and a chunked body it cannot parse (RequestBody).
 
@@ -37,11 +38,14 @@ from pwp.worker_sockets import GoneSocket
 # written (TMPDIR full or missing) gets a 503 too (refuse_body).
 # A body longer than the app takes (its MAX_CONTENT_LENGTH; BODY_LIMIT without one) goes to
 # the thread at once (declared: the app refuses it, 413), or once past it (chunked) gets the
-# worker's own 413 (as the app's, JSON on the API), no thread taken (refuse).
+# worker's own 413 on the API (as the app's JSON), no thread taken (refuse); a page's goes to
+# the thread PAST_LIMIT later, cut, for the app's 413 page.
 BODY_IN_MEMORY = 64 * 1024
 BODIES_SPOOLED = int(os.environ.get("PWPUSH_BODIES_SPOOLED") or 1024 * 1024 * 1024)
 BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
+# A page's chunked body past the app's limit goes to a thread once this much more of it came (read_body).
+PAST_LIMIT = 64 * 1024
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
 RETRY_AFTER = 30
@@ -114,7 +118,7 @@ class ChunkedEnd:
     answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses
     (bad: then gunicorn may not know where it ends either, and would read on)."""
 
-    __slots__ = ("line", "skip", "crlf", "last", "bad", "limit")
+    __slots__ = ("line", "skip", "crlf", "last", "bad", "limit", "size")
 
     def __init__(self, limit):
         self.limit = limit  # the longest line (a chunk's size and extensions): limit_request_field_size
@@ -123,6 +127,7 @@ class ChunkedEnd:
         self.crlf = False  # a chunk's CRLF is next
         self.last = False  # the last chunk came: trailers up to an empty line
         self.bad = False  # framing gunicorn refuses
+        self.size = 0  # the body's own bytes so far (its chunks' data)
 
     def feed(self, data) -> bool:
         at, size = 0, len(data)
@@ -130,6 +135,7 @@ class ChunkedEnd:
             if self.skip:
                 step = min(self.skip, size - at)
                 self.skip -= step
+                self.size += step
                 at += step
                 continue
             end = data.find(b"\n", at)
@@ -296,13 +302,20 @@ class BodyReader:
                 conn.cut = conn.left.bad
                 break
             elif conn.spooled + len(head) > conn.limit:
-                # A 413 as the app's for a body declared as long, the thread never taken; the
-                # rest of the body, its end unknown, read and dropped as the connection closes,
-                # up to the app's limit more (linger).
+                # Past the app's limit. On the API (or where its chunks' framing doubled it): a
+                # 413 as the app's for a body declared as long, the thread never taken. A page's
+                # (a form's) goes to a thread once PAST_LIMIT more of the body itself came, cut
+                # there: the app tells it is past its limit as it reads it (werkzeug), and answers
+                # its 413 page as for a body declared as long. The rest of the body, its end
+                # unknown, is read and dropped as the connection closes, up to the app's limit more (linger).
                 if conn.spool is None:
                     conn.api = is_api(head)
-                self.refuse(conn, waiting, self.body_limit, error_answer(413, "Request Entity Too Large", conn.api))
-                return
+                if conn.api or conn.spooled + len(head) > 2 * conn.limit:
+                    self.refuse(conn, waiting, self.body_limit, error_answer(413, "Request Entity Too Large", conn.api))
+                    return
+                if conn.left.size > self.body_limit + PAST_LIMIT:
+                    conn.cut, conn.drain = True, self.body_limit
+                    break
         if waiting:
             self.poller.unregister(conn.sock)
             self.bodies.discard(conn)

@@ -119,7 +119,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
     each read was bounded by it, ample for any real client. Then its body (Content-Length or
     chunked) is read here too, before the connection goes to a thread (read_body), each read
     within `timeout`, `Expect: 100-continue` answered here; a body longer than the app takes
-    goes to a thread at once (its 413: chunked, once past it, the worker's own 413), one
+    goes to a thread at once (its 413: chunked, once past it, the worker's own 413 on the API,
+    the app's page's, cut, on a page), one
     whose framing gunicorn refuses too (its 400). Not
     TLS (gunicorn reads the TLS handshake in a thread),
     nor with gunicorn's timeout 0, the PROXY protocol or HTTP/2 prior knowledge: those

@@ -129,3 +129,35 @@ def test_the_worker_refuses_to_start_on_a_gunicorn_without_what_it_relies_on():
     done = subprocess.run([sys.executable, "-c", "import pwp.workers"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def _page(answer: bytes) -> tuple[bytes, bytes, bytes]:
+    """An answer's status line, Content-Type and body, its nonces and dates left out."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    content_type = re.search(rb"\r\nContent-Type: ([^\r]*)", head)
+    return head.split(b"\r\n")[0], content_type and content_type[1], re.sub(rb'nonce="[^"]*"', b"", body)
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=b"])
+def test_a_chunked_form_past_the_apps_limit_gets_the_apps_page_as_a_declared_one(tmp_path, content_type):
+    """A form posted on a page with a body past the app's limit (26 MiB): declared, the app's
+    413 page ("Too large to send", what to do); chunked, the worker's own text 413, once that
+    much came. The chunked one now gets the same page, and the connection closes as before."""
+    from test_worker_spool import _sent_whole_then_read
+    size = 30 * 1024 * 1024
+    if content_type.startswith("multipart"):
+        body = (b'--b\r\nContent-Disposition: form-data; name="push[files][]"; filename="a.bin"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n" + b"a" * size + b"\r\n--b--\r\n")
+    else:
+        body = b"push%5Bpayload%5D=" + b"a" * size
+    post = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n" % content_type.encode()
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        declared = _sent_whole_then_read(server.port, post + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        chunked = _sent_whole_then_read(server.port, post + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body, 65536))
+        assert request(server.port, "GET", "/up", timeout=20)[0] == 200
+        logs = server.logs()
+    status, page_type, page = _page(declared)
+    assert status.startswith(b"HTTP/1.1 413 ") and page_type == b"text/html; charset=utf-8" and b"Too large to send" in page
+    assert _page(chunked) == (status, page_type, page), chunked[:600]  # (was: text/plain, "Request Entity Too Large")
+    assert b"\r\nConnection: close\r\n" in chunked.partition(b"\r\n\r\n")[0]
+    assert "Traceback" not in logs
