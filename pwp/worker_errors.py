@@ -1,7 +1,8 @@
 """The worker's own error answers (pwp/workers.py: ThreadWorker's ErrorAnswers part), with the
 app's headers (the security headers as configured, no-store), JSON on the API's paths as the
 app's own errors, plain text otherwise, never the client's input: the 503 and 413 of bodies the
-main loop refuses, and the requests gunicorn refuses (400, 414, 431...), their status gunicorn's.
+main loop refuses, the requests gunicorn refuses (400, 414, 431...), their status gunicorn's,
+and plain HTTP sent to the TLS port (nginx's 400: refuse_plain).
 
 Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules only.
 """
