@@ -5,6 +5,7 @@ CREATE TABLE instance_keys (
 	keys TEXT NOT NULL, 
 	started_at DATETIME NOT NULL, 
 	seen_at DATETIME NOT NULL, 
+	process VARCHAR(120), 
 	PRIMARY KEY (id)
 );
 

@@ -94,7 +94,9 @@ def rotate_key(batch_size, after_id, force):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY; refused while a
     running instance does not encrypt with that key (unless --force)."""
     now = instances.database_now()  # (the web hosts' records are in its time, not this host's)
-    behind = instances.not_encrypting_with(pushes.keyring().fingerprints[0], now)
+    behind, judged = instances.not_encrypting_with(pushes.keyring().fingerprints[0], now)
+    for line in judged:
+        click.echo(f"rotate-key: {line}", err=True)
     if behind:
         which = (f"{plural(len(behind), 'running server process', 'running server processes')} "
                  f"{'does' if len(behind) == 1 else 'do'} not encrypt with the new key (the first in "

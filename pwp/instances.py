@@ -5,7 +5,8 @@ its reads and writes; holding it second, what it stores would stay under the old
 Each server process records its keys' fingerprints (never the keys), with its host and pid,
 in instance_keys: at its start, then every HEARTBEAT seconds from a thread of its own (never
 on a request), and deletes its row as it ends. A process killed without ending leaves its
-row, ignored once not seen for STALE. Every time here is the database's clock (database_now):
+row, ignored once not seen for STALE, or sooner where rotate-key can know it is gone: on the
+same machine, in the same PID namespace (process_mark, judged_gone). Every time here is the database's clock (database_now):
 the hosts' clocks may differ by more than STALE. With gunicorn --preload the master process, which
 loaded the app and holds the same keys as its workers, stands for them."""
 import atexit
@@ -58,6 +59,7 @@ class Heartbeat:
         self.app = app
         self.id = secrets.token_hex(16)
         self.pid = os.getpid()
+        self.process = process_mark(self.pid)
         self.started = None  # (the database's time of its first record)
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # (held by a record: a fork waits for it to end)
@@ -91,7 +93,7 @@ class Heartbeat:
                                           .values(keys=keys, seen_at=now)).rowcount:
                     connection.execute(insert(InstanceKeys).values(
                         id=self.id, host=socket.gethostname()[:255], pid=self.pid, keys=keys,
-                        started_at=self.started, seen_at=now))
+                        started_at=self.started, seen_at=now, process=self.process))
                 connection.commit()
             # Meanwhile: a worker that never meets /up nor a push it cannot open learns that
             # rotate-key left it behind (and stops taking pushes) within a heartbeat.
@@ -133,14 +135,85 @@ def _closed_after(connection):
             connection.invalidate()
 
 
-def not_encrypting_with(fingerprint: str, now: datetime) -> list[InstanceKeys]:
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _machine() -> str | None:
+    """This boot of this machine and this PID namespace: where a pid names one process."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        namespace = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return boot and f"{boot.strip()}/{namespace.st_dev}:{namespace.st_ino}"
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time (clock ticks after boot, /proc/PID/stat's 22nd field)."""
+    stat = _read(f"/proc/{pid}/stat")
+    # (Its 2nd field, the command's name in parentheses, may hold spaces and parentheses.)
+    fields = stat.rpartition(")")[2].split() if stat else []
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_mark(pid: int) -> str | None:
+    """What tells a process apart from any other ever on its machine: the boot, the PID
+    namespace and its start time (None without /proc)."""
+    machine, started = _machine(), _started(pid)
+    return machine and started and f"{machine}/{started}"
+
+
+def judged_gone(row: InstanceKeys) -> str | None:
+    """Why a recorded process has ended for sure, else None (not known: the 5-minute rule).
+    Known only on its machine's boot and in its PID namespace: elsewhere its pid names
+    another process, or none."""
+    machine, _, started = (row.process or "").rpartition("/")
+    if not machine or machine != _machine() or row.pid <= 0:
+        return None
+    try:
+        os.kill(row.pid, 0)
+    except ProcessLookupError:
+        # Nor any process in its process group, if it led one: under gunicorn --preload the
+        # workers it forked hold its keys and outlive it a moment (a pid stays unused while it
+        # names a live group, so a pid found free had none).
+        try:
+            os.killpg(row.pid, 0)
+        except ProcessLookupError:
+            return "no such process here"
+        except PermissionError:
+            pass
+        return None
+    except PermissionError:  # (another user's: it runs)
+        pass
+    now = _started(row.pid)
+    # (Another process since, with the same pid: the kernel had freed it, so it had no group left.)
+    return "its pid is another process's now" if now is not None and now != started else None
+
+
+def not_encrypting_with(fingerprint: str, now: datetime) -> tuple[list[InstanceKeys], list[str]]:
     """The processes seen within STALE of now (database_now) whose first key (the one they
     encrypt with) is not this one: those lacking it, and those holding it second, whose
-    writes stay under another key."""
+    writes stay under another key. Those known to have ended (judged_gone) are left out and
+    their rows deleted; the second list says which, and why."""
     rows = db.session.scalars(select(InstanceKeys).where(InstanceKeys.seen_at >= now - STALE)
                               .order_by(InstanceKeys.host, InstanceKeys.pid)).all()
+    behind, judged = [], []
+    for row in rows:
+        if row.keys.split(",")[0] == fingerprint:
+            continue
+        why = judged_gone(row)
+        if why is None:
+            behind.append(row)
+            continue
+        judged.append(f"{row.host} pid {row.pid}: gone ({why}), its record deleted")
+        db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == row.id))
     db.session.commit()
-    return [row for row in rows if row.keys.split(",")[0] != fingerprint]
+    return behind, judged
 
 
 def describe(rows: list[InstanceKeys], now: datetime) -> str:

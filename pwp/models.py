@@ -382,6 +382,9 @@ class InstanceKeys(db.Model):
     keys: Mapped[str] = mapped_column(Text)  # fingerprints, comma-separated, the encrypting one first
     started_at: Mapped[datetime] = mapped_column(DateTime)
     seen_at: Mapped[datetime] = mapped_column(DateTime)
+    # Its machine's boot, PID namespace and start time (pwp.instances.process_mark; None where
+    # there is no /proc): rotate-key there tells a process killed without ending is gone.
+    process: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
 # At import (a worker's start) rather than inside its first request.
