@@ -93,34 +93,53 @@ def purge_expired(quiet):
 def rotate_key(batch_size, after_id, force):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY; refused while a
     running instance does not encrypt with that key (unless --force)."""
-    now = instances.database_now()  # (the web hosts' records are in its time, not this host's)
-    behind, judged = instances.not_encrypting_with(pushes.keyring().fingerprints[0], now)
-    for line in judged:
-        click.echo(f"rotate-key: {line}", err=True)
-    if behind:
-        which = (f"{plural(len(behind), 'running server process', 'running server processes')} "
-                 f"{'does' if len(behind) == 1 else 'do'} not encrypt with the new key (the first in "
-                 f"PWPUSH_MASTER_KEY): {instances.describe(behind, now)}")
-        if not force:
-            raise click.ClickException(
-                f"{which}. Once the database is under the new key, a process without it can no longer open its "
-                "secrets nor store any, and what one holding it second stores stays under the old key, unreadable "
-                "once that key is dropped: give them NEW,OLD and restart them first (README, Key rotation), or run "
-                "with --force.")
-        click.echo(f"rotate-key: --force: {which}; they lose their reads and writes, or write under the old key.",
-                   err=True)
+    fingerprint = pushes.keyring().fingerprints[0]
+    _instances_behind(fingerprint, force, (
+        "Once the database is under the new key, a process without it can no longer open its secrets nor store any, "
+        "and what one holding it second stores stays under the old key, unreadable once that key is dropped: give "
+        "them NEW,OLD and restart them first (README, Key rotation), or run with --force."))
+    # Again before the key check (after it, the old key may be dropped): one started since
+    # with the old key first stores under it. Nothing is lost yet: the old key opens that.
+    sealing = functools.partial(_instances_behind, fingerprint, force, (
+        "They started while rotate-key ran: every push is re-encrypted, but the two-factor secrets and the key check "
+        "are left under the old key, which still opens what they stored: give them NEW,OLD and restart them, then "
+        "run rotate-key again (README, Key rotation), or run with --force."))
 
     def progress(last_id, done):
         click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")
 
     try:
-        total = pushes.rotate_keys(batch_size=batch_size, after_id=after_id, progress=progress)
+        total = pushes.rotate_keys(batch_size=batch_size, after_id=after_id, progress=progress, before_seal=sealing)
     except crypto.KeyMismatch as exc:
         raise click.ClickException(
             f"{exc}: no key in PWPUSH_MASTER_KEY decrypts it. Keep the old key after the new one "
             "(NEW,OLD) until rotate-key is done, then resume with --after-id as printed (what this "
             "run changed since stays readable with both keys).") from None
+    # And after it: one that started as it committed read the key check from before it.
+    _instances_behind(fingerprint, force, (
+        "They started as rotate-key re-encrypted the key check, so rotate-key is not done: what they stored "
+        "meanwhile is under the old key. Keep the old key (NEW,OLD), give them NEW,OLD and restart them, then run "
+        "rotate-key again (README, Key rotation)."))
     click.echo(f"rotate-key: done, {total} pushes re-encrypted ({database_name(current_app)})")
+
+
+def _instances_behind(fingerprint: str, force: bool, refusal: str):
+    """Stop the command (refusal: why and what to do) while a running server process does not
+    encrypt with the key, naming them; with force, say so and go on. Say which recorded
+    processes were found gone (pwp.instances.judged_gone)."""
+    now = instances.database_now()  # (the web hosts' records are in its time, not this host's)
+    behind, judged = instances.not_encrypting_with(fingerprint, now)
+    for line in judged:
+        click.echo(f"rotate-key: {line}", err=True)
+    if not behind:
+        return
+    which = (f"{plural(len(behind), 'running server process', 'running server processes')} "
+             f"{'does' if len(behind) == 1 else 'do'} not encrypt with the new key (the first in "
+             f"PWPUSH_MASTER_KEY): {instances.describe(behind, now)}")
+    if not force:
+        raise click.ClickException(f"{which}. {refusal}")
+    click.echo(f"rotate-key: --force: {which}; they lose their reads and writes, or write under the old key.",
+               err=True)
 
 
 @click.command("generate-key")

@@ -1602,17 +1602,23 @@ def _rotate_stored(ring, table, row_id: int, push_id: int):
     db.session.commit()
 
 
-def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None) -> int:
+def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None, before_seal=None) -> int:
     """Re-encrypt every stored secret under the first master key, batch by batch: a batch's
     payloads and notes in one transaction, then their files a value at a time; at the end
     the accounts' two-factor secrets, then the key check.
 
     Each batch commits, so an interrupted run resumes with after_id = the last id printed.
+    before_seal: called once every push is re-encrypted (it may raise to stop before the
+    two-factor secrets and the key check); the pushes stored meanwhile are re-encrypted after.
     """
     ring = keyring()
     done = 0
     while True:
         pushes = rotation_batch(after_id, batch_size)
+        if not pushes and before_seal is not None:
+            before_seal()
+            before_seal = None
+            continue
         if not pushes:
             _rotate_user_secrets(ring)
             _rotate_key_check(ring)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 from cryptography.fernet import Fernet
@@ -109,3 +110,105 @@ def test_rotate_key_judges_only_the_processes_it_can_know(app, database_url, tmp
     assert ran.exit_code == 0, ran.output
     assert f"web-9 pid {os.getpid()}: gone (its pid is another process's now), its record deleted" in ran.output
     assert sql(app, "SELECT count(*) FROM instance_keys") == [(0,)]
+
+
+# What a server process started with the old key alone during a rotation does, as the
+# database's own triggers: it records itself (seen "now": in 2100, never stale) and, on
+# the key check's re-encryption, stores a secret under that key (push 2's payload).
+LATE_ROW = ("INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at) VALUES ('late', 'web-late', 4242, "
+            "'{fingerprint}', '2100-01-01 00:00:00', '2100-01-01 00:00:00')")
+LATE_PUSH = "UPDATE pushes SET payload_ciphertext = {ciphertext} WHERE id = 2"
+
+
+@contextmanager
+def late_instance(app, table, ciphertext=None):
+    """Make the database record an instance on the old key alone (and store a secret under
+    it) as soon as rotate-key rewrites a row of table, for the with block."""
+    fingerprint = app.extensions["pwpush_keyring"].fingerprints[0]
+    postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    literal = ciphertext and (f"decode('{ciphertext.hex()}', 'hex')" if postgresql else f"X'{ciphertext.hex()}'")
+    steps = [LATE_ROW.format(fingerprint=fingerprint) + (" ON CONFLICT DO NOTHING" if postgresql else "")]
+    steps += [LATE_PUSH.format(ciphertext=literal)] if ciphertext else []
+    if postgresql:
+        sql(app, "CREATE OR REPLACE FUNCTION late() RETURNS trigger AS $$ BEGIN " + "; ".join(steps)
+            + "; RETURN NULL; END $$ LANGUAGE plpgsql")
+        sql(app, f"CREATE TRIGGER late AFTER UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION late()")
+    else:
+        sql(app, f"CREATE TRIGGER late AFTER UPDATE ON {table} BEGIN "
+            + "; ".join(s.replace("INSERT INTO", "INSERT OR IGNORE INTO") for s in steps) + "; END")
+    try:
+        yield
+    finally:
+        sql(app, "DROP TRIGGER late" + (f" ON {table}" if postgresql else ""))
+        if postgresql:
+            sql(app, "DROP FUNCTION late()")
+
+
+def rotation(app, client, database_url, tmp_path):
+    """Two pushes under the tests' key (OLD), every instance then on NEW,OLD (the app's row
+    says so); the app that runs rotate-key, on NEW,OLD."""
+    for payload in ("one", "two"):
+        assert client.post("/api/v2/pushes", json={"push": {"payload": payload}}).status_code == 201
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    sql(app, "UPDATE instance_keys SET keys = :keys", keys=",".join(rotating.extensions["pwpush_keyring"].fingerprints))
+    return rotating
+
+
+def rotate_key(rotating):
+    with rotating.app_context():
+        ran = rotating.test_cli_runner().invoke(args=["rotate-key"])
+        db.engine.dispose()
+    return ran
+
+
+def opens(app, keys) -> dict:
+    """What each stored secret's ciphertext (the key check too) opens with the keys given."""
+    from pwp.crypto import Keyring
+    ring = Keyring(keys)
+    rows = sql(app, "SELECT 'push ' || id, payload_ciphertext FROM pushes UNION ALL "
+                    "SELECT 'key check', token FROM key_check WHERE id = 1")
+    return {what: ring.opens(bytes(token)) for what, token in rows}
+
+
+def test_rotate_key_refuses_to_seal_while_an_instance_started_meanwhile_lacks_the_new_key(app, client,
+                                                                                         database_url, tmp_path):
+    """An instance started with the old key alone after rotate-key's first look (it records
+    itself as the pushes are re-encrypted) goes on storing under the old key: sealing the
+    key check then ("done": the old key may go) would lose what it stored. rotate-key looks
+    again before the seal, refuses, and leaves the key check under the old key, everything
+    readable with NEW,OLD; once the instance has NEW,OLD, a second run is done."""
+    rotating = rotation(app, client, database_url, tmp_path)
+    with late_instance(app, "pushes"):
+        refused = rotate_key(rotating)
+    assert refused.exit_code == 1, refused.output
+    assert "web-late (pid 4242, seen" in refused.output and "the key check" in refused.output, refused.output
+    assert opens(app, [NEW, TEST_MASTER_KEY]) == {"push 1": True, "push 2": True, "key check": True}
+    assert opens(app, [NEW])["key check"] is False  # (not sealed: the new key alone cannot start yet)
+    sql(app, "UPDATE instance_keys SET keys = :keys WHERE id = 'late'",
+        keys=",".join(rotating.extensions["pwpush_keyring"].fingerprints))  # (restarted with NEW,OLD)
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
+    assert opens(app, [NEW]) == {"push 1": True, "push 2": True, "key check": True}
+
+
+def test_rotate_key_says_it_is_not_done_when_an_instance_started_as_it_sealed(app, client, database_url, tmp_path):
+    """Started as the key check was re-encrypted (after rotate-key's look before it), an
+    instance on the old key alone read the check before that commit and stored a secret
+    under the old key (it finds itself left behind at its next heartbeat): rotate-key,
+    looking once more after the seal, says it is not done (exit 1): keep the old key, restart
+    that instance with NEW,OLD, run it again. The second run leaves nothing under the old key."""
+    from pwp.crypto import Keyring
+    rotating = rotation(app, client, database_url, tmp_path)
+    with late_instance(app, "key_check", Keyring([TEST_MASTER_KEY]).encrypt(b"stored by the late instance")):
+        refused = rotate_key(rotating)
+    assert refused.exit_code == 1, refused.output
+    assert "web-late (pid 4242, seen" in refused.output and "run rotate-key again" in refused.output, refused.output
+    assert opens(app, [NEW]) == {"push 1": True, "push 2": False, "key check": True}  # (what was lost before)
+    assert opens(app, [NEW, TEST_MASTER_KEY])["push 2"] is True
+    sql(app, "UPDATE instance_keys SET keys = :keys WHERE id = 'late'",
+        keys=",".join(rotating.extensions["pwpush_keyring"].fingerprints))
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0, ran.output
+    assert opens(app, [NEW]) == {"push 1": True, "push 2": True, "key check": True}
+
