@@ -126,7 +126,7 @@ def rotate_key(batch_size, after_id, force):
 def _instances_behind(fingerprint: str, force: bool, refusal: str):
     """Stop the command (refusal: why and what to do) while a running server process does not
     encrypt with the key, naming them; with force, say so and go on. Say which recorded
-    processes were found gone (pwp.instances.judged_gone)."""
+    processes were found gone (pwp.instances.judge)."""
     now = instances.database_now()  # (the web hosts' records are in its time, not this host's)
     behind, judged = instances.not_encrypting_with(fingerprint, now)
     for line in judged:

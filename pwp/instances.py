@@ -6,7 +6,8 @@ Each server process records its keys' fingerprints (never the keys), with its ho
 in instance_keys: at its start, then every HEARTBEAT seconds from a thread of its own (never
 on a request), and deletes its row as it ends. A process killed without ending leaves its
 row, ignored once not seen for STALE, or sooner where rotate-key can know it is gone: on the
-same machine, in the same PID namespace (process_mark, judged_gone). Every time here is the database's clock (database_now):
+same machine, in the same PID namespace (process_mark, judge); there, one not seen for STALE
+that is seen to run still counts. Every time here is the database's clock (database_now):
 the hosts' clocks may differ by more than STALE. With gunicorn --preload the master process, which
 loaded the app and holds the same keys as its workers, stands for them."""
 import atexit
@@ -25,7 +26,9 @@ from sqlalchemy.sql.functions import FunctionElement
 from .models import InstanceKeys, db
 
 HEARTBEAT = 60  # seconds between a process's records
-STALE = timedelta(minutes=5)  # a process not seen for this long has ended
+STALE = timedelta(minutes=5)  # a process not seen for this long has ended (unless seen to run: judge)
+PRUNE = timedelta(days=1)  # a row not seen for this long is deleted by the next process's start
+RUNNING = "running"
 
 log = logging.getLogger("pwp")
 
@@ -83,12 +86,14 @@ class Heartbeat:
         from . import pushes
 
         with self.lock, self.app.app_context():
+            if self.stopping.is_set():  # (its row deleted as it ends: a record due then would make it again)
+                return
             keys = ",".join(pushes.keyring().fingerprints)
             with _closed_after(db.engine.connect()) as connection:
                 now = database_now(connection)
                 self.started = self.started or now
                 if prune:
-                    connection.execute(delete(InstanceKeys).where(InstanceKeys.seen_at < now - STALE))
+                    connection.execute(delete(InstanceKeys).where(InstanceKeys.seen_at < now - PRUNE))
                 if not connection.execute(update(InstanceKeys).where(InstanceKeys.id == self.id)
                                           .values(keys=keys, seen_at=now)).rowcount:
                     connection.execute(insert(InstanceKeys).values(
@@ -168,12 +173,12 @@ def process_mark(pid: int) -> str | None:
     return machine and started and f"{machine}/{started}"
 
 
-def judged_gone(row: InstanceKeys) -> str | None:
-    """Why a recorded process has ended for sure, else None (not known: the 5-minute rule).
-    Known only on its machine's boot and in its PID namespace: elsewhere its pid names
-    another process, or none."""
+def judge(row: InstanceKeys) -> str | None:
+    """What is known for sure of a recorded process: RUNNING, or why it has ended; else None
+    (the 5-minute rule). Known only on its machine's boot and in its PID namespace:
+    elsewhere its pid names another process, or none."""
     machine, _, started = (row.process or "").rpartition("/")
-    if not machine or machine != _machine() or row.pid <= 0:
+    if not machine or machine != _machine() or not 0 < row.pid < 2 ** 31:  # (a pid_t)
         return None
     try:
         os.kill(row.pid, 0)
@@ -192,26 +197,30 @@ def judged_gone(row: InstanceKeys) -> str | None:
         pass
     now = _started(row.pid)
     # (Another process since, with the same pid: the kernel had freed it, so it had no group left.)
-    return "its pid is another process's now" if now is not None and now != started else None
+    if now is None:
+        return None
+    return RUNNING if now == started else "its pid is another process's now"
 
 
 def not_encrypting_with(fingerprint: str, now: datetime) -> tuple[list[InstanceKeys], list[str]]:
-    """The processes seen within STALE of now (database_now) whose first key (the one they
-    encrypt with) is not this one: those lacking it, and those holding it second, whose
-    writes stay under another key. Those known to have ended (judged_gone) are left out and
-    their rows deleted; the second list says which, and why."""
-    rows = db.session.scalars(select(InstanceKeys).where(InstanceKeys.seen_at >= now - STALE)
-                              .order_by(InstanceKeys.host, InstanceKeys.pid)).all()
+    """The running processes whose first key (the one they encrypt with) is not this one:
+    those lacking it, and those holding it second, whose writes stay under another key.
+    Running: seen to run (judge), or seen within STALE of now (database_now) and not known
+    to have ended. The rows of those known to have ended are deleted; the second list says
+    which, and why."""
+    # (As stored now: the session may hold these rows from a look before.)
+    rows = db.session.scalars(select(InstanceKeys).order_by(InstanceKeys.host, InstanceKeys.pid)
+                              .execution_options(populate_existing=True)).all()
     behind, judged = [], []
     for row in rows:
         if row.keys.split(",")[0] == fingerprint:
             continue
-        why = judged_gone(row)
-        if why is None:
+        known = judge(row)
+        if known == RUNNING or (known is None and row.seen_at >= now - STALE):
             behind.append(row)
-            continue
-        judged.append(f"{row.host} pid {row.pid}: gone ({why}), its record deleted")
-        db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == row.id))
+        elif known is not None:
+            judged.append(f"{row.host} pid {row.pid}: gone ({known}), its record deleted")
+            db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == row.id))
     db.session.commit()
     return behind, judged
 

@@ -212,3 +212,31 @@ def test_rotate_key_says_it_is_not_done_when_an_instance_started_as_it_sealed(ap
     assert ran.exit_code == 0, ran.output
     assert opens(app, [NEW]) == {"push 1": True, "push 2": True, "key check": True}
 
+
+def test_a_heartbeat_due_as_the_process_ends_leaves_no_row(app):
+    """The heartbeat thread woken for its record just as the process ends (atexit: end()
+    deletes the row) records after the deletion: the row of a process that ended cleanly was
+    back, and rotate-key refused for 5 minutes."""
+    heartbeat = app.extensions["pwpush_heartbeat"]
+    assert sql(app, "SELECT count(*) FROM instance_keys WHERE id = :id", id=heartbeat.id) == [(1,)]
+    heartbeat.end()
+    heartbeat.record()  # (what its thread, past its wait, does next)
+    assert sql(app, "SELECT count(*) FROM instance_keys WHERE id = :id", id=heartbeat.id) == [(0,)]
+
+
+def test_rotate_key_counts_a_process_not_seen_lately_that_still_runs_here(app, database_url, tmp_path):
+    """A process whose records stopped for over 5 minutes (the database down a while, its
+    heartbeat stuck, the database's clock stepped forward) was taken for ended, and its row
+    deleted by the next process's start: rotate-key rotated under a live process on the old
+    key alone. On its machine and in its PID namespace, one seen to run still counts."""
+    with app.app_context():
+        sql(app, "DELETE FROM instance_keys")
+        seen = instances.database_now() - instances.STALE - instances.STALE
+    record(app, os.getpid(), instances.process_mark(os.getpid()), seen)  # (this process: it runs)
+    create_app(make_config(database_url), instance_path=str(tmp_path / "another"))  # another one's start
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    sql(app, "DELETE FROM instance_keys WHERE host != 'web-9'")  # (the other start's own)
+    refused = rotate_key(rotating)
+    assert refused.exit_code == 1, refused.output
+    assert f"web-9 (pid {os.getpid()}, seen 6" in refused.output, refused.output
