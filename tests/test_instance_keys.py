@@ -56,22 +56,19 @@ def test_rotate_key_waits_for_the_process_group_a_killed_process_led(database_ur
     process of the group is left."""
     env_old = server_env(tmp_path / "old", database_url, PWPUSH_MASTER_KEY=OLD, SECRET_KEY="s" * 40)
     env_new = server_env(tmp_path / "new", database_url, PWPUSH_MASTER_KEY=f"{NEW},{OLD}", SECRET_KEY="s" * 40)
-    leader = subprocess.Popen(
-        [sys.executable, "-c", "import os, sys\nif os.fork() == 0:\n    sys.stdin.read()\n    os._exit(0)\n"
-         + RECORDING.replace("; ", "\n")],
-        cwd=ROOT, env=env_old, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    leader = subprocess.Popen([sys.executable, "-c", RECORDING], cwd=ROOT, env=env_old, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, process_group=0)
     assert leader.stdout.readline() == "recorded\n"
+    # Its "worker", in its process group (a child of this test's, which reaps it).
+    worker = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                              process_group=leader.pid)
     leader.kill()
     assert leader.wait() == -signal.SIGKILL
     refused = flask(env_new, "rotate-key", check=False)
     assert refused.returncode == 1 and f"(pid {leader.pid}, seen" in refused.stderr, refused.stderr
-    leader.stdin.close()  # the forked child (its "worker") reads its end and exits
-    while True:  # (until init, its parent now, has reaped it)
-        try:
-            os.killpg(leader.pid, 0)
-        except ProcessLookupError:
-            break
-        os.sched_yield()
+    leader.stdin.close()
+    worker.stdin.close()
+    assert worker.wait() == 0
     ran = flask(env_new, "rotate-key", check=False)
     assert ran.returncode == 0 and f"pid {leader.pid}: gone (no such process here)" in ran.stderr, ran.stderr
 
