@@ -9,6 +9,7 @@ import re
 from http import HTTPStatus
 
 from flask import Response, current_app, render_template, request, url_for
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.exceptions import NotFound as NoRoute
 
@@ -143,14 +144,28 @@ def is_api_path(path: str) -> bool:
 
 
 def json_response(data, status=200) -> Response:
-    """Return data as JSON, byte for byte as jsonify with the app's settings (compact,
-    keys in order), without its per-call settings lookups: API answers are the hot path."""
+    """Return data as JSON (json_body), without jsonify's per-call settings lookups: API
+    answers are the hot path."""
     return Response(json_body(data), status=status, content_type=JSON_TYPE)
 
 
 def json_body(data) -> bytes:
-    """The body of a JSON answer (jsonify's bytes)."""
-    return (_dumps(data) + "\n").encode()
+    """The body of every JSON answer (the app's, the hot path's, the worker's own): compact,
+    keys in order, and nothing after the document, as upstream's `render json:` (Flask's
+    jsonify adds a "\n", which the pwpush CLI shows inside the error text of a refusal)."""
+    return _dumps(data).encode()
+
+
+class JSONProvider(DefaultJSONProvider):
+    """The app's JSON (app.json): keys in order, compact, and its answers (jsonify, a view's
+    dict) json_response's, so every JSON answer is written by json_body."""
+
+    sort_keys = False
+    compact = True
+
+    def response(self, *args, **kwargs) -> Response:
+        """Return the arguments as a JSON answer (json_response)."""
+        return json_response(self._prepare_response_obj(args, kwargs))
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -267,9 +282,10 @@ def _undecryptable(_exc):
 
 
 def init_app(app):
-    """Register the error handlers; redact url_tokens in what the app logs."""
+    """Register the error handlers and the app's JSON; redact url_tokens in what the app logs."""
     from .crypto import InvalidToken
 
+    app.json = JSONProvider(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PushError, _push_error)
     app.register_error_handler(InvalidToken, _undecryptable)

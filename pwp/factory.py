@@ -199,12 +199,9 @@ def _configure(app, test_config, command_line):
         SESSION_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings["PWP__SECURE_COOKIES"] or settings["FORCE_SSL"],
-        JSON_SORT_KEYS=False,
         # No route answers OPTIONS unless it says so (upstream: 404s; only /p.json has CORS);
         # a page's 405 for OPTIONS becomes its list of methods (errors._http_error).
         PROVIDE_AUTOMATIC_OPTIONS=False)
-    app.json.sort_keys = False
-    app.json.compact = True
 
 
 def _log_notify_by_email(settings):

@@ -253,6 +253,16 @@ def test_cli_expire_deletes_the_payload(stack):
     assert "Expired Pushes" in cli.run("list", "--expired").stdout
 
 
+def test_cli_shows_a_refusal_as_the_servers_json_without_a_trailing_newline(stack):
+    """A body with no "error" key (a 422's errors hash) is shown as its raw text: Flask's
+    jsonify ended it with "\\n", which the CLI printed inside its message; upstream's does not."""
+    _server, cli, _db = stack
+    result = cli.run("--json", "push", "--kind", "url", "--secret", "ftp://example.com/x", check=False)
+    assert result.returncode == 1
+    shown = json.JSONDecoder().raw_decode(result.stdout[result.stdout.find("{"):])[0]
+    assert shown == {"error": '{"payload":["must be a valid HTTP or HTTPS URL."]}', "status_code": 422}
+
+
 def test_cli_config_defaults_arrive_as_strings_and_are_honoured(stack, tmp_path):
     server, logged_in, _db = stack
     # A copy of the logged-in configuration, so other tests keep the defaults.

@@ -43,7 +43,7 @@ def test_an_api_path_answers_options_as_upstreams_router_404(client, path):
     url_token = client.post("/api/v2/pushes", json={"push": {"payload": "x"}}).json["url_token"]
     known = _answer(client, path.format(t=url_token))
     assert known == _answer(client, path.format(t=UNKNOWN))
-    assert known[0] == 404 and known[1] is None and known[3] == b'{"status":404,"error":"Not Found"}\n'
+    assert known[0] == 404 and known[1] is None and known[3] == b'{"status":404,"error":"Not Found"}'
 
 
 def test_a_page_refusing_a_method_lists_options_among_its_methods(client):

@@ -292,7 +292,7 @@ def test_a_malformed_proxy_protocol_v2_header_is_a_400_not_a_500(tmp_path):
                    for label, header in bad.items()}
         page = _raw(server.port, bad["UDP"] + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     problems = {label: (status, headers.get("content-type"), body) for label, (status, headers, body) in answers.items()
-                if (status, body) != (400, b'{"status":400,"error":"Bad Request"}\n')}  # (was: 500)
+                if (status, body) != (400, b'{"status":400,"error":"Bad Request"}')}  # (was: 500)
     assert not problems, problems
     assert page[0] == 400 and page[2] == b"Bad Request\n", page
     logs = server.logs()
