@@ -150,10 +150,15 @@ def json_response(data, status=200) -> Response:
 
 
 def json_body(data) -> bytes:
-    """The body of every JSON answer (the app's, the hot path's, the worker's own): compact,
-    keys in order, and nothing after the document, as upstream's `render json:` (Flask's
-    jsonify adds a "\n", which the pwpush CLI shows inside the error text of a refusal)."""
-    return _dumps(data).encode()
+    """The body of every JSON answer (the app's, the hot path's, the worker's own) as
+    upstream's Rails writes it: compact, keys in order, text in UTF-8 (not \\u escapes), and
+    nothing after the document (Flask's jsonify adds a "\n", which the pwpush CLI shows
+    inside the error text of a refusal)."""
+    text = _dumps(data)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # (a lone surrogate, which no UTF-8 holds: as JSON escapes it)
+        return _dumps_ascii(data).encode()
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -168,7 +173,8 @@ class JSONProvider(DefaultJSONProvider):
         return json_response(self._prepare_response_obj(args, kwargs))
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
 JSON_TYPE = "application/json; charset=utf-8"  # as upstream (Rails) labels every JSON answer
 INTERNAL_ERROR = {"status": 500, "error": "Internal Server Error"}
 
