@@ -586,5 +586,11 @@ class Request(Flask.request_class):
 
     form_data_parser_class = FormDataParser
 
+    @property
+    def is_json(self) -> bool:
+        """Whether the body is JSON: werkzeug's types (application/json, application/*+json),
+        and the other names Rails reads a body as JSON under (Mime::JSON's synonyms)."""
+        return super().is_json or self.mimetype in ("text/x-json", "application/jsonrequest")
+
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return crypto.UploadSpool()
