@@ -152,7 +152,7 @@ def json_response(data, status=200) -> Response:
 def json_body(data) -> bytes:
     """The body of every JSON answer (the app's, the hot path's, the worker's own) as
     upstream's Rails writes it: compact, keys in order, text in UTF-8 (not \\u escapes), and
-    nothing after the document (Flask's jsonify adds a "\n", which the pwpush CLI shows
+    nothing after the document (Flask's jsonify adds a "\\n", which the pwpush CLI shows
     inside the error text of a refusal)."""
     text = _dumps(data)
     try:
