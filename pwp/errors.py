@@ -151,14 +151,15 @@ def json_response(data, status=200) -> Response:
 
 def json_body(data) -> bytes:
     """The body of every JSON answer (the app's, the hot path's, the worker's own) as
-    upstream's Rails writes it: compact, keys in order, text in UTF-8 (not \\u escapes), and
+    upstream's Rails writes it: compact, keys in order, text in UTF-8 (not \\u escapes) but
+    for <, >, & and the line separators U+2028 / U+2029 (ActiveSupport's escapes), and
     nothing after the document (Flask's jsonify adds a "\\n", which the pwpush CLI shows
     inside the error text of a refusal)."""
-    text = _dumps(data)
+    text = _dumps(data).translate(_RAILS_ESCAPES)
     try:
         return text.encode()
     except UnicodeEncodeError:  # (a lone surrogate, which no UTF-8 holds: as JSON escapes it)
-        return _dumps_ascii(data).encode()
+        return _dumps_ascii(data).translate(_RAILS_ESCAPES).encode()
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -175,6 +176,10 @@ class JSONProvider(DefaultJSONProvider):
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
+# What ActiveSupport's JSON escapes beyond JSON's own (escape_html_entities_in_json, on by
+# default, and the line separators JavaScript once refused): only ever inside strings.
+_RAILS_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                "\u2028": "\\u2028", "\u2029": "\\u2029"})
 JSON_TYPE = "application/json; charset=utf-8"  # as upstream (Rails) labels every JSON answer
 INTERNAL_ERROR = {"status": 500, "error": "Internal Server Error"}
 

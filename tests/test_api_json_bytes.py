@@ -103,3 +103,18 @@ def test_a_lone_surrogate_is_escaped_not_a_500():
     from pwp.errors import json_body
 
     assert json_body({"a": "é\udc80"}) == b'{"a":"\\u00e9\\udc80"}'
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pushes/{}", "/p/{}.json"])  # (the hot path, Flask's view)
+def test_html_characters_and_line_separators_are_escaped_as_rails_does(client, path):
+    """Rails' JSON (ActiveSupport, escape_html_entities_in_json on by default) writes <, > and &
+    as \\u003c, \\u003e, \\u0026, and U+2028 / U+2029 always escaped: upstream's bytes (and no
+    markup in an answer a browser might be led to read as a page); the same text to a parser."""
+    payload = "https://example.com/?a=1&b=<2>\u2028\u2029"
+    created = client.post("/api/v2/pushes", json={"push": {"payload": payload}})
+    assert created.status_code == 201
+    shown = client.get(path.format(created.json["url_token"]))
+    assert shown.json["payload"] == payload
+    assert b'"payload":"https://example.com/?a=1\\u0026b=\\u003c2\\u003e\\u2028\\u2029"' in shown.get_data()
+    for raw in ("<", ">", "&", "\u2028", "\u2029"):
+        assert raw.encode() not in shown.get_data()
