@@ -8,7 +8,7 @@ import unicodedata
 from functools import wraps
 from urllib.parse import unquote, urlsplit
 
-from flask import (Blueprint, abort, after_this_request, current_app, flash, redirect, render_template, request,
+from flask import (Blueprint, abort, after_this_request, current_app, flash, g, redirect, render_template, request,
                    session, url_for)
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -574,9 +574,18 @@ def _ask(kind: str):
     too_many = _throttled("mail", now, email=email)
     if too_many:
         return _ask_page(kind, email, too_many), 429
-    account_mail.ask_for(kind, email, now)
+    g.pwp_asked = (kind, email, now)  # (done once the answer is made: _do_asked)
     flash(ASK[kind][3], "success")
     return redirect(url_for("accounts.sign_in"))
+
+
+@bp.teardown_request
+def _do_asked(_exc):
+    """Mail the link a form asked for (account_mail.ask_for) once the answer is made: the
+    thread doing it then takes no time from the answer, whose time tells nothing of the account."""
+    asked = g.pop("pwp_asked", None)
+    if asked:
+        account_mail.ask_for(*asked)
 
 
 @bp.get("/password/new")

@@ -286,11 +286,16 @@ def _send_in_app(app, record_id: int):
 
 
 def wait_for_sends(timeout: float = 30):
-    """Wait for this process's sending threads to end (tests)."""
-    with _threads_lock:
-        threads = list(_threads)
-    for thread in threads:
-        thread.join(timeout)
+    """Wait for this process's sending threads to end (tests), those they start too."""
+    joined = set()
+    while True:
+        with _threads_lock:
+            threads = [thread for thread in _threads if thread not in joined]
+        if not threads:
+            return
+        for thread in threads:
+            thread.join(timeout)
+            joined.add(thread)
 
 
 # ----------------------------------------------------------------------------- sending

@@ -2,14 +2,17 @@
 sign-up confirmations, through a real SMTP server whose mails' links are followed."""
 import logging
 import re
+import threading
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import event
 from conftest import bearer, sql
 from smtpsink import MAIL_HOST, SmtpServer
 from test_notify_api import _nothing_held
 
-from pwp import account_mail, notify
+from pwp import account_mail, notify, pushes
+from pwp.models import db
 from pwp.logfilter import redact
 
 PASSWORD = "correct horse"
@@ -113,6 +116,39 @@ def test_an_unknown_address_gets_the_same_answer_and_no_mail(on, make_user, smtp
     known, unknown = ask_reset(on), ask_reset(on, "nobody@example.com")
     assert known.status_code == unknown.status_code == 302
     assert known.headers["Location"] == unknown.headers["Location"]
+    assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
+
+
+@pytest.mark.parametrize("path,state", [("/users/password", ""), ("/users/confirmation", "unconfirmed"),
+                                        ("/users/unlock", "locked")])
+def test_a_link_form_does_the_same_work_before_its_answer_whether_the_address_is_an_accounts_or_not(
+        on, make_user, smtp, app, path, state):
+    """The answer is the same, and so is its time: the request did the account's work (a
+    token written, a mail queued) before answering, ~9 ms more than for an unknown address on
+    a real server (15 against 6 ms, medians of 40): its time told which addresses had an
+    account. Now the request only counts and answers; the lookup and the mail follow in a
+    sending thread. Compared here as the statements the request's own thread runs."""
+    make_user(password=PASSWORD)
+    if state == "unconfirmed":
+        sql(app, "UPDATE users SET confirmed_at = NULL")
+    elif state == "locked":
+        sql(app, "UPDATE users SET locked_at = :now", now=pushes.utcnow())
+    request_thread = threading.current_thread()
+
+    def statements(email):
+        ran = []
+
+        def record(_conn, _cursor, statement, *_args):
+            if threading.current_thread() is request_thread:
+                ran.append(statement)
+        with app.app_context():
+            event.listen(db.engine, "before_cursor_execute", record)
+            try:
+                assert on.post(path, data={"email": email}).status_code == 302
+            finally:
+                event.remove(db.engine, "before_cursor_execute", record)
+        return ran
+    assert statements("owner@example.com") == statements("nobody@example.com")
     assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
 
 
@@ -585,7 +621,8 @@ def test_a_hung_smtp_server_holds_at_most_eight_sending_threads_and_queues_accou
             release.set()
             got = mails(smtp, sent)
         assert sorted(r[0] for r, _m in got) == sorted(f"u{i}@example.com" for i in range(sent))
-        assert (f"user {user_ids[-1]}: reset password instructions e-mail not sent: "
+        # (The request asks a sending thread to look the address up: it cannot name the account.)
+        assert ("a reset password instructions e-mail asked for not sent: "
                 f"{notify.MAX_SENDING_THREADS} e-mails are being sent and {notify.MAX_QUEUED} wait already"
                 ) in caplog.text
         assert f"u{sent}@example.com" not in caplog.text and "reset_password_token" not in caplog.text
