@@ -76,8 +76,11 @@ def safe_next(default: str) -> str:
 # count its attempts apart, so one who spends the account's (wrong passwords; wrong codes,
 # with the password) does not keep the owner's browser out. Void once the password changes
 # or two-factor authentication is turned on or off (a cookie got before then counts nothing).
+# It names the last DEVICE_ACCOUNTS accounts signed in to: a browser two people share stays
+# known to both.
 DEVICE_COOKIE = "pwp_device"
 DEVICE_WITHIN = 365 * 86400
+DEVICE_ACCOUNTS = 5
 
 
 def _device_mark(user) -> str:
@@ -85,10 +88,22 @@ def _device_mark(user) -> str:
     return hashlib.sha256(f"{user.id}\0{user.password_hash}\0{enabled}".encode()).hexdigest()[:32]
 
 
+def _device_accounts(now) -> list:
+    """This browser's accounts (DEVICE_COOKIE), the last signed in to first, each known for
+    DEVICE_WITHIN since its own sign-in."""
+    data = pushes.open_token("device", request.cookies.get(DEVICE_COOKIE), DEVICE_WITHIN, now)
+    known = data.get("a") if data and isinstance(data.get("a"), list) else []
+    since = pushes.unix_seconds(now) - DEVICE_WITHIN
+    return [entry for entry in known if isinstance(entry, dict) and isinstance(entry.get("t"), int)
+            and entry["t"] > since]
+
+
 def _remember_device(user):
     """Make this browser known to the account (DEVICE_COOKIE), with the response."""
-    token = pushes.seal_token("device", {"i": user.id, "h": _device_mark(user), "n": secrets.token_urlsafe(12)},
-                              pushes.utcnow())
+    now = pushes.utcnow()
+    entry = {"i": user.id, "h": _device_mark(user), "n": secrets.token_urlsafe(12), "t": pushes.unix_seconds(now)}
+    others = [known for known in _device_accounts(now) if known.get("i") != user.id]
+    token = pushes.seal_token("device", {"a": [entry, *others][:DEVICE_ACCOUNTS]}, now)
 
     @after_this_request
     def set_cookie(response):
@@ -98,9 +113,9 @@ def _remember_device(user):
 
 def _known_device(user, now) -> str | None:
     """This browser's own counter for the account's limits, when it is known to it."""
-    data = user and pushes.open_token("device", request.cookies.get(DEVICE_COOKIE), DEVICE_WITHIN, now)
-    if data and data.get("i") == user.id and hmac.compare_digest(str(data.get("h")), _device_mark(user)):
-        return f"device:{data.get('n')}"
+    for entry in _device_accounts(now) if user else ():
+        if entry.get("i") == user.id and hmac.compare_digest(str(entry.get("h")), _device_mark(user)):
+            return f"device:{entry.get('n')}"
     return None
 
 

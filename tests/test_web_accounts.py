@@ -7,7 +7,7 @@ from conftest import bearer
 from sqlalchemy import event
 from webutil import sign_in, sql
 
-from pwp import pushes
+from pwp import accounts, pushes
 from pwp.models import db
 
 
@@ -255,6 +255,28 @@ def test_wrong_passwords_from_many_addresses_keep_out_only_browsers_new_to_the_a
         from pwp import auth
         auth.set_password(auth.find_user("u@example.com"), "another horse")
     assert client.post("/users/sign_in", data={**form, "password": "another horse"}).status_code == 429
+
+
+def test_a_browser_stays_known_to_each_of_the_last_five_accounts_it_signed_in_to(client, make_user, clock, app):
+    """A shared browser: its pwp_device cookie named one account, the last signed in to, so
+    the other owner's sign-ins were held by their account's counts as a stranger's were."""
+    emails = [f"u{i}@example.com" for i in range(accounts.DEVICE_ACCOUNTS + 1)]
+    for email in emails:
+        make_user(email=email, password="correct horse")
+        clock.advance(seconds=20)  # (the per-IP 5 in 20 s)
+        assert client.post("/users/sign_in", data={"email": email, "password": "correct horse"}).status_code == 302
+        client.post("/users/sign_out")
+    clock.advance(seconds=300 - pushes.unix_seconds(clock.now) % 300)
+    stranger = app.test_client()
+    for i, email in enumerate(emails):
+        for attempt in range(10):
+            stranger.environ_base["REMOTE_ADDR"] = f"192.0.{i}.{attempt}"
+            assert stranger.post("/users/sign_in", data={"email": email, "password": "wrong"}).status_code == 401
+    for email in emails[1:]:  # (the last five: the first is forgotten)
+        client.environ_base["REMOTE_ADDR"] = f"198.51.100.{len(email)}{email[1]}"
+        assert client.post("/users/sign_in", data={"email": email, "password": "correct horse"}).status_code == 302
+        client.post("/users/sign_out")
+    assert client.post("/users/sign_in", data={"email": emails[0], "password": "correct horse"}).status_code == 429
 
 
 def test_only_a_wrong_password_marks_the_sign_in_fields_wrong(client, make_user, clock):
