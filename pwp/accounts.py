@@ -30,7 +30,7 @@ LIMITS = {"login": (("ip", 20, 5), ("email", 300, 10)),
           "signup": (("ip", 60, 5),),
           "password": (("ip", 20, 5), ("user", 300, 10)),
           # A request for a mailed link (reset, confirmation, unlock): per address, so that no
-          # one can fill a mailbox with them.
+          # one can fill a mailbox with them (a browser known to the account counting apart).
           "mail": (("ip", 60, 5), ("email", 3600, 5)),
           # A code (a sign-in's after "login"'s counts, the forms' after the password), per account
           # from any address: what the lock allows with account e-mails on (MAXIMUM_ATTEMPTS in
@@ -586,7 +586,9 @@ def _ask(kind: str):
     if not email.strip():
         return _ask_page(kind, email, "Enter your e-mail address."), 422
     now = pushes.utcnow()
-    too_many = _throttled("mail", now, email=email)
+    # (The account only for its browsers' own count: a stranger spending the address's keeps
+    # out no browser known to it. The rest is done the same for any address: _do_asked.)
+    too_many = _throttled("mail", now, email=email, user=auth.find_user(email))
     if too_many:
         return _ask_page(kind, email, too_many), 429
     g.pwp_asked = (kind, email, now)  # (done once the answer is made: _do_asked)

@@ -214,6 +214,24 @@ def test_asking_for_links_is_throttled_per_address(on, make_user, smtp, clock):
     assert len(mails(smtp, 5)) == 5
 
 
+def test_a_stranger_spending_an_addresss_links_keeps_out_only_browsers_new_to_the_account(
+        on, make_user, smtp, clock, app):
+    """Anyone who knows the address could ask for its 5 links an hour and so keep its owner
+    from a reset link, hour after hour; a browser that signed in to the account before
+    (pwp_device) counts its own 5, as at the sign-in."""
+    make_user(password=PASSWORD)
+    assert sign_in_as(on).status_code == 302
+    on.post("/users/sign_out")
+    clock.advance(seconds=3600 - pushes.unix_seconds(clock.now) % 3600)
+    stranger = app.test_client()
+    for attempt in range(5):
+        stranger.environ_base["REMOTE_ADDR"] = f"192.0.2.{attempt}"
+        assert ask_reset(stranger).status_code == 302
+    assert ask_reset(app.test_client()).status_code == 429
+    assert ask_reset(on).status_code == 302
+    assert len(mails(smtp, 6)) == 6
+
+
 def test_a_blank_address_is_told_422(on):
     r = on.post("/users/password", data={"email": " "})
     html = r.get_data(as_text=True)
