@@ -155,11 +155,18 @@ def json_body(data) -> bytes:
     for <, >, & and the line separators U+2028 / U+2029 (ActiveSupport's escapes), and
     nothing after the document (Flask's jsonify adds a "\\n", which the pwpush CLI shows
     inside the error text of a refusal)."""
-    text = _dumps(data).translate(_RAILS_ESCAPES)
     try:
-        return text.encode()
+        return _escaped(_dumps(data)).encode()
     except UnicodeEncodeError:  # (a lone surrogate, which no UTF-8 holds: as JSON escapes it)
-        return _dumps_ascii(data).translate(_RAILS_ESCAPES).encode()
+        return _escaped(_dumps_ascii(data)).encode()
+
+
+def _escaped(text: str) -> str:
+    """JSON text with ActiveSupport's escapes (_RAILS_ESCAPES)."""
+    for character, escape in _RAILS_ESCAPES:
+        if character in text:  # (a search each, ~200 instructions: str.translate's ~100 a character)
+            text = text.replace(character, escape)
+    return text
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -178,8 +185,8 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
 # What ActiveSupport's JSON escapes beyond JSON's own (escape_html_entities_in_json, on by
 # default, and the line separators JavaScript once refused): only ever inside strings.
-_RAILS_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
-                                "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_RAILS_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                  ("\u2029", "\\u2029"))
 JSON_TYPE = "application/json; charset=utf-8"  # as upstream (Rails) labels every JSON answer
 INTERNAL_ERROR = {"status": 500, "error": "Internal Server Error"}
 

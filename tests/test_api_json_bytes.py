@@ -103,6 +103,7 @@ def test_a_lone_surrogate_is_escaped_not_a_500():
     from pwp.errors import json_body
 
     assert json_body({"a": "é\udc80"}) == b'{"a":"\\u00e9\\udc80"}'
+    assert json_body({"a": "<\udc80&"}) == b'{"a":"\\u003c\\udc80\\u0026"}'
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pushes/{}", "/p/{}.json"])  # (the hot path, Flask's view)
