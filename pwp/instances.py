@@ -160,11 +160,12 @@ def _machine() -> str | None:
 
 
 def _started(pid: int) -> str | None:
-    """A process's start time (clock ticks after boot, /proc/PID/stat's 22nd field)."""
+    """A process's start time (clock ticks after boot, /proc/PID/stat's 22nd field); None for
+    a zombie (ended, its parent yet to reap it: nothing is known of the group it may have led)."""
     stat = _read(f"/proc/{pid}/stat")
     # (Its 2nd field, the command's name in parentheses, may hold spaces and parentheses.)
     fields = stat.rpartition(")")[2].split() if stat else []
-    return fields[19] if len(fields) > 19 else None
+    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else None
 
 
 def process_mark(pid: int) -> str | None:

@@ -237,3 +237,24 @@ def test_rotate_key_counts_a_process_not_seen_lately_that_still_runs_here(app, d
     refused = rotate_key(rotating)
     assert refused.exit_code == 1, refused.output
     assert f"web-9 (pid {os.getpid()}, seen 6" in refused.output, refused.output
+
+
+def test_a_zombie_does_not_count_as_running(app, database_url, tmp_path):
+    """A process killed and not yet reaped (its parent does not wait for it: a container's
+    PID 1 that reaps nothing) still has its pid and start time: it was taken for running,
+    however long ago its row was seen, and rotate-key refused for ever. A zombie runs
+    nothing: the 5-minute rule (it may have led a group whose workers live a moment more)."""
+    with app.app_context():
+        sql(app, "DELETE FROM instance_keys")
+        seen = instances.database_now() - instances.STALE - instances.STALE
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    record(app, child.pid, instances.process_mark(child.pid), seen)
+    child.kill()
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # (ended, left unreaped: a zombie)
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    sql(app, "DELETE FROM instance_keys WHERE host != 'web-9'")
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0 and "done, 0 pushes re-encrypted" in ran.output, ran.output
+    assert child.wait() == -signal.SIGKILL
+
