@@ -154,6 +154,10 @@ def _machine() -> str | None:
     boot = _read("/proc/sys/kernel/random/boot_id")
     try:
         namespace = os.stat("/proc/self/ns/pid")
+        # (A /proc of another PID namespace, as after unshare --pid without mounting /proc
+        # again: its /PID is that namespace's process of the number, not the one this pid names.)
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return None
     except OSError:
         return None
     return boot and f"{boot.strip()}/{namespace.st_dev}:{namespace.st_ino}"

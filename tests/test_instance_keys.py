@@ -258,3 +258,19 @@ def test_a_zombie_does_not_count_as_running(app, database_url, tmp_path):
     assert ran.exit_code == 0 and "done, 0 pushes re-encrypted" in ran.output, ran.output
     assert child.wait() == -signal.SIGKILL
 
+
+MARK_HERE = "import os; from pwp import instances; print(instances.process_mark(os.getpid()))"
+
+
+def test_no_mark_where_proc_is_another_pid_namespaces(tmp_path):
+    """In a PID namespace of its own whose /proc was not mounted again (unshare --pid without
+    --mount-proc), /proc/PID is another namespace's process of that number: the mark held
+    that one's start time, so rotate-key there took the process for gone ("its pid is another
+    process's now") once that other one was replaced, while it ran. There it has no mark."""
+    unshared = subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", sys.executable, "-c",
+                               MARK_HERE], cwd=ROOT, capture_output=True, text=True)
+    if unshared.returncode != 0:
+        pytest.skip(f"no PID namespace of its own here: {unshared.stderr.strip()}")
+    assert unshared.stdout == "None\n", unshared.stdout
+    here = subprocess.run([sys.executable, "-c", MARK_HERE], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert here.stdout.startswith(instances.process_mark(os.getpid()).rpartition("/")[0] + "/"), here.stdout
