@@ -174,38 +174,44 @@ def _started(pid: int) -> str | None:
 
 def process_mark(pid: int) -> str | None:
     """What tells a process apart from any other ever on its machine: the boot, the PID
-    namespace and its start time (None without /proc)."""
+    namespace and its start time; then its process group (None without /proc)."""
     machine, started = _machine(), _started(pid)
-    return machine and started and f"{machine}/{started}"
+    return machine and started and f"{machine}/{started}/{os.getpgid(pid)}"
 
 
 def judge(row: InstanceKeys) -> str | None:
     """What is known for sure of a recorded process: RUNNING, or why it has ended; else None
     (the 5-minute rule). Known only on its machine's boot and in its PID namespace:
     elsewhere its pid names another process, or none."""
-    machine, _, started = (row.process or "").rpartition("/")
-    if not machine or machine != _machine() or not 0 < row.pid < 2 ** 31:  # (a pid_t)
+    boot, namespace, started, group = ((row.process or "").split("/") + [""] * 4)[:4]
+    if f"{boot}/{namespace}" != _machine() or not group.isdecimal() or not (0 < row.pid < 2 ** 31
+                                                                           and 0 < int(group) < 2 ** 31):  # (pid_t)
         return None
+    ended = None
     try:
         os.kill(row.pid, 0)
     except ProcessLookupError:
-        # Nor any process in its process group, if it led one: under gunicorn --preload the
-        # workers it forked hold its keys and outlive it a moment (a pid stays unused while it
-        # names a live group, so a pid found free had none).
-        try:
-            os.killpg(row.pid, 0)
-        except ProcessLookupError:
-            return "no such process here"
-        except PermissionError:
-            pass
-        return None
+        ended = "no such process here"
     except PermissionError:  # (another user's: it runs)
         pass
-    now = _started(row.pid)
-    # (Another process since, with the same pid: the kernel had freed it, so it had no group left.)
-    if now is None:
-        return None
-    return RUNNING if now == started else "its pid is another process's now"
+    if ended is None:
+        now = _started(row.pid)
+        if now is None:
+            return None
+        if now == started:
+            return RUNNING
+        ended = "its pid is another process's now"
+    # Nor any process left in the process group it was in: under gunicorn --preload the
+    # workers it forked hold its keys and outlive it a moment, in that group (the one it led,
+    # or the one a script started it in). Where that group lives on (gunicorn's workers
+    # without --preload are in their master's), the 5-minute rule.
+    try:
+        os.killpg(int(group), 0)
+    except ProcessLookupError:
+        return ended
+    except PermissionError:
+        pass
+    return None
 
 
 def not_encrypting_with(fingerprint: str, now: datetime) -> tuple[list[InstanceKeys], list[str]]:

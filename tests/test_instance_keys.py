@@ -25,9 +25,10 @@ RECORDING = "from pwp import create_app; create_app(); print('recorded', flush=T
 
 
 def recorded_process(env) -> subprocess.Popen:
-    """Start a server process (the app built, its keys recorded); return once recorded."""
+    """Start a server process (the app built, its keys recorded), leading a process group of
+    its own (as systemd or a container starts it); return once recorded."""
     process = subprocess.Popen([sys.executable, "-c", RECORDING], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, process_group=0)
     assert process.stdout.readline() == "recorded\n"
     return process
 
@@ -50,27 +51,32 @@ def test_rotate_key_knows_a_process_killed_on_this_machine_is_gone(database_url,
     process.stdin.close()
 
 
-def test_rotate_key_waits_for_the_process_group_a_killed_process_led(database_url, tmp_path):
+@pytest.mark.parametrize("own_group", [True, False], ids=["led its group", "in another's group"])
+def test_rotate_key_waits_for_the_process_group_a_killed_process_was_in(database_url, tmp_path, own_group):
     """Under gunicorn --preload the master records the keys its forked workers hold: killed,
-    its workers serve a moment more. A process that led its process group is gone once no
-    process of the group is left."""
+    its workers serve a moment more, in its process group: the one it led (systemd, a
+    container, setsid), or the one it was started in (a script, nohup: it leads none, and its
+    pid was free at once, so rotate-key took it for gone and was done as the workers stored
+    pushes under the old key). A process is gone once no process of the group it was in is left."""
     env_old = server_env(tmp_path / "old", database_url, PWPUSH_MASTER_KEY=OLD, SECRET_KEY="s" * 40)
     env_new = server_env(tmp_path / "new", database_url, PWPUSH_MASTER_KEY=f"{NEW},{OLD}", SECRET_KEY="s" * 40)
-    leader = subprocess.Popen([sys.executable, "-c", RECORDING], cwd=ROOT, env=env_old, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, process_group=0)
-    assert leader.stdout.readline() == "recorded\n"
+    waiting = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    script = None if own_group else subprocess.Popen(waiting, stdin=subprocess.PIPE, process_group=0)
+    master = subprocess.Popen([sys.executable, "-c", RECORDING], cwd=ROOT, env=env_old, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, process_group=0 if own_group else script.pid)
+    assert master.stdout.readline() == "recorded\n"
     # Its "worker", in its process group (a child of this test's, which reaps it).
-    worker = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
-                              process_group=leader.pid)
-    leader.kill()
-    assert leader.wait() == -signal.SIGKILL
+    worker = subprocess.Popen(waiting, stdin=subprocess.PIPE, process_group=master.pid if own_group else script.pid)
+    master.kill()
+    assert master.wait() == -signal.SIGKILL
     refused = flask(env_new, "rotate-key", check=False)
-    assert refused.returncode == 1 and f"(pid {leader.pid}, seen" in refused.stderr, refused.stderr
-    leader.stdin.close()
-    worker.stdin.close()
-    assert worker.wait() == 0
+    assert refused.returncode == 1 and f"(pid {master.pid}, seen" in refused.stderr, refused.stderr
+    master.stdin.close()
+    for process in [worker] + ([script] if script else []):
+        process.stdin.close()
+        assert process.wait() == 0
     ran = flask(env_new, "rotate-key", check=False)
-    assert ran.returncode == 0 and f"pid {leader.pid}: gone (no such process here)" in ran.stderr, ran.stderr
+    assert ran.returncode == 0 and f"pid {master.pid}: gone (no such process here)" in ran.stderr, ran.stderr
 
 
 def record(app, pid, process, now):
@@ -84,23 +90,28 @@ def record(app, pid, process, now):
 def test_rotate_key_judges_only_the_processes_it_can_know(app, database_url, tmp_path):
     """A pid that now names a process started later (the pid reused) is gone; a process of
     another boot or PID namespace (another machine, another container), or a row without
-    where it ran (recorded before), keeps the 5-minute rule, whatever its pid is here."""
+    where it ran (recorded before) or without its process group, keeps the 5-minute rule,
+    whatever its pid is here."""
     with app.app_context():
         sql(app, "DELETE FROM instance_keys")  # (the app's own, running: shown elsewhere)
         now = instances.database_now()
     mine = instances.process_mark(os.getpid())
-    machine, _, started = mine.rpartition("/")  # (machine: the boot id/the PID namespace's device:inode)
+    boot, namespace, started, group = mine.split("/")  # (namespace: the PID namespace's device:inode)
+    machine = f"{boot}/{namespace}"
+    ended = subprocess.Popen([sys.executable, "-c", ""], process_group=0)  # (its pid free, no group left)
+    assert ended.wait() == 0
     rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
                           instance_path=str(tmp_path / "cli"), command_line=True)
     for pid, process in [(os.getpid(), mine), (os.getpid(), "another-boot" + mine[mine.index("/"):]),
-                         (os.getpid(), f"{machine}0/{started}"), (os.getpid(), None)]:
+                         (os.getpid(), f"{machine}0/{started}/{group}"), (os.getpid(), None),
+                         (ended.pid, f"{machine}/{started}")]:  # (the last: recorded without its group)
         record(app, pid, process, now)
         with rotating.app_context():
             refused = rotating.test_cli_runner().invoke(args=["rotate-key"])
             db.engine.dispose()
         assert refused.exit_code == 1 and "gone" not in refused.output, (process, refused.output)
         sql(app, "DELETE FROM instance_keys")
-    record(app, os.getpid(), f"{machine}/{int(started) - 1}", now)
+    record(app, os.getpid(), f"{machine}/{int(started) - 1}/{ended.pid}", now)
     with rotating.app_context():
         ran = rotating.test_cli_runner().invoke(args=["rotate-key"])
         db.engine.dispose()
@@ -273,4 +284,5 @@ def test_no_mark_where_proc_is_another_pid_namespaces(tmp_path):
         pytest.skip(f"no PID namespace of its own here: {unshared.stderr.strip()}")
     assert unshared.stdout == "None\n", unshared.stdout
     here = subprocess.run([sys.executable, "-c", MARK_HERE], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert here.stdout.startswith(instances.process_mark(os.getpid()).rpartition("/")[0] + "/"), here.stdout
+    machine = "/".join(instances.process_mark(os.getpid()).split("/")[:2])
+    assert here.stdout.startswith(machine + "/"), here.stdout
