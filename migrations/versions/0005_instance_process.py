@@ -1,5 +1,5 @@
 """Where a recorded server process runs (pwp.instances.process_mark: this boot of its
-machine, its PID namespace and its start time), so that rotate-key on the same machine and
+machine, its PID namespace, its start time and its process group), so that rotate-key on the same machine and
 in the same namespace knows one killed without ending is gone. Rows from before stay
 without one (the 5-minute rule alone, as before).
 
