@@ -64,6 +64,9 @@ def main():
           f"({app.config['SQLALCHEMY_DATABASE_URI'].split(':')[0]})")
 
     if args.what in ("rotate", "all"):
+        # This process holds the old key alone, as a server would: rotate-key refuses while one
+        # runs (pwp.instances). It stops recording itself, as a server stopped for the rotation.
+        app.extensions["pwpush_heartbeat"].end()
         new_key = Fernet.generate_key().decode()
         seconds, line = flask(dict(env, PWPUSH_MASTER_KEY=f"{new_key},{old_key}"), "rotate-key")
         blob = sql(app, "SELECT payload_ciphertext FROM pushes ORDER BY id DESC LIMIT 1")[0][0]
