@@ -372,7 +372,7 @@ class KeyCheck(db.Model):
 
 class InstanceKeys(db.Model):
     """A running server process's master keys, as fingerprints (never the keys): written at
-    its start and every few minutes, deleted as it ends (pwp.instances); rotate-key refuses
+    its start and every minute, deleted as it ends (pwp.instances); rotate-key refuses
     while a process seen lately lacks its new key."""
 
     __tablename__ = "instance_keys"
@@ -382,8 +382,9 @@ class InstanceKeys(db.Model):
     keys: Mapped[str] = mapped_column(Text)  # fingerprints, comma-separated, the encrypting one first
     started_at: Mapped[datetime] = mapped_column(DateTime)
     seen_at: Mapped[datetime] = mapped_column(DateTime)
-    # Its machine's boot, PID namespace and start time (pwp.instances.process_mark; None where
-    # there is no /proc): rotate-key there tells a process killed without ending is gone.
+    # Its machine's boot, PID namespace, start time and process group (pwp.instances.process_mark;
+    # None where there is no /proc): rotate-key there tells a process killed without ending is
+    # gone once no process is left in its group.
     process: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
