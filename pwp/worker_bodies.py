@@ -9,6 +9,8 @@ body through (SpooledUnreader) and a chunked body it cannot parse (RequestBody).
 
 Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules, pwp.outbox only.
 """
+import importlib
+import inspect
 import os
 import re
 import selectors
@@ -56,23 +58,44 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # a connection gunicorn reads itself (TLS, the PROXY protocol: ThreadWorker._keepalive_after),
 # as gthread's drain: past it the connection closes, and the answer says so (ThreadReadRequest).
 THREAD_DRAIN = 64 * 1024
-# The gunicorn this module was written against (requirements.txt pins it): it reads what gunicorn
-# has no public way to say, a declared body's bytes still to come (LengthReader.length) and each
-# read of a body (Body._read_reader), and refuses to load where they are not (check_gunicorn).
+# The gunicorn the worker was written against (requirements.txt pins it), and its parts the worker
+# reads or overrides that gunicorn does not document ("module:Class.name"; a function's parameter
+# too): in another gunicorn, without one, each request would fail, an override never be called
+# (the main loop's bodies left undrained: _keepalive_after), or keep-alive be misjudged, unsaid.
+# pwp.workers refuses to load there (check_gunicorn), naming what is missing.
 GUNICORN_PINNED = "27.0.1"
+GUNICORN_PARTS = (
+    "gunicorn.http.body:Body._read_reader", "gunicorn.http.body:LengthReader.length",
+    "gunicorn.http.message:Request._expected_100_continue", "gunicorn.http.parser:Parser.finish_body.max_bytes",
+    "gunicorn.http.unreader:SocketUnreader.take_buffered", "gunicorn.http.unreader:SocketUnreader.mxchunk",
+    "gunicorn.http.unreader:SocketUnreader.max_body_chunk",
+    "gunicorn.workers.gthread:ThreadWorker._keepalive_after", "gunicorn.workers.gthread:ThreadWorker._cap_keepalive",
+    "gunicorn.workers.gthread:STOP_KEEPALIVE_LINGER", "gunicorn.workers.gthread:DEFAULT_WORKER_DATA_TIMEOUT")
+
+
+def _gunicorn_has(part: str) -> bool:
+    module, _, path = part.partition(":")
+    *steps, name = path.split(".")
+    owner = importlib.import_module(module)
+    for step in steps:
+        owner = getattr(owner, step, None)
+    if inspect.isfunction(owner):
+        return name in inspect.signature(owner).parameters
+    if hasattr(owner, name):
+        return True
+    try:  # (an attribute each object sets: LengthReader(unreader, length), SocketUnreader(sock, max_chunk))
+        return inspect.isclass(owner) and hasattr(owner(None, 0), name)
+    except Exception:
+        return False
 
 
 def check_gunicorn():
-    """Fail at once, naming the gunicorn this worker needs, where gunicorn's parts it reads
-    are not as in GUNICORN_PINNED: else each request would fail, or keep-alive be misjudged."""
-    try:
-        ok = LengthReader(None, 7).length == 7 and callable(Body._read_reader)
-    except Exception:  # (another signature, no such attribute)
-        ok = False
-    if not ok:
-        raise RuntimeError(f"pwp.workers needs gunicorn=={GUNICORN_PINNED} (requirements.txt), or one whose "
-                           f"LengthReader keeps .length and Body reads through ._read_reader; this is "
-                           f"gunicorn {gunicorn.__version__}: install the pinned one")
+    """Fail at once, naming the gunicorn this worker needs and what this one lacks, where
+    gunicorn's parts it reads (GUNICORN_PARTS) are not as in GUNICORN_PINNED."""
+    missing = [part for part in GUNICORN_PARTS if not _gunicorn_has(part)]
+    if missing:
+        raise RuntimeError(f"pwp.workers needs gunicorn=={GUNICORN_PINNED} (requirements.txt); this is gunicorn "
+                           f"{gunicorn.__version__}, without {', '.join(missing)}: install the pinned one")
 
 
 check_gunicorn()
