@@ -94,7 +94,9 @@ class _Connection(gthread.TConn):
         # bounds stay through gunicorn's switches between blocking and non-blocking mode for
         # the requests that follow on a kept-alive connection. Not TLS, which gunicorn serves
         # as it does; nor with gunicorn's timeout 0, "none".
-        if self.cfg.is_ssl and not self.initialized:
+        # (TLS is served as gthread, head None: a plain connection's init, one a request from a client
+        # that opens one each, reads no gunicorn setting for it, ~3 us each: cfg's __getattr__.)
+        if self.head is None and not self.initialized and self.cfg.is_ssl:
             refuse_plain(self.sock, self.keep)  # (plain HTTP: nginx's 400, handle_error)
         super().init()
         if type(self.sock) is socket.socket and self.cfg.timeout > 0:
