@@ -236,3 +236,25 @@ def test_a_chunked_form_past_the_apps_limit_gets_the_apps_page_as_a_declared_one
     assert _page(chunked) == (status, page_type, page), chunked[:600]  # (was: text/plain, "Request Entity Too Large")
     assert b"\r\nConnection: close\r\n" in chunked.partition(b"\r\n\r\n")[0]
     assert "Traceback" not in logs
+
+
+def test_a_chunked_form_past_the_apps_limit_in_small_chunks_gets_the_workers_413_without_a_thread(tmp_path):
+    """A page's chunked form past the app's limit went to a thread (the app's 413 page) unless its
+    chunks' framing doubled it: a client could send up to twice the limit (52 MiB) in 6-byte
+    chunks, parsed by the main loop (0.4 s a MiB here) and then again by gunicorn's chunked
+    reader in a thread (1.2 s a MiB), a minute of CPU per request where the worker refused it
+    at the limit, no thread taken. Now a body whose framing (chunk sizes, CRLFs) past the limit
+    is more than PAST_LIMIT gets the worker's text 413 there, as before; the app's page needs
+    chunks of a few KiB (curl's, requests' from a file: 8-64 KiB)."""
+    from test_worker_spool import _sent_whole_then_read
+    body = b"push%5Bpayload%5D=" + b"a" * (27 * 1024 * 1024)
+    post = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        answer = _sent_whole_then_read(server.port, post + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body, 256))
+        assert request(server.port, "GET", "/up", timeout=20)[0] == 200
+        logs = server.logs()
+    status, page_type, page = _page(answer)
+    assert status.startswith(b"HTTP/1.1 413 "), answer[:600]
+    assert (page_type, page) == (b"text/plain; charset=utf-8", b"Request Entity Too Large\n"), answer[:600]  # (was: the page)
+    assert b"\r\nConnection: close\r\n" in answer.partition(b"\r\n\r\n")[0]
+    assert "Traceback" not in logs
