@@ -1,9 +1,15 @@
 """Plain pages and layout: API docs, health, robots.txt, branding, static assets."""
+import re
 from html import unescape
 
 import pytest
 
+from webutil import create, sign_in
+
 from pwp.pages import EXAMPLES, api_routes
+
+BRAND = {"PWP__BRAND__TITLE": "Acme Secrets", "PWP__BRAND__TAGLINE": "Share safely",
+         "PWP__BRAND__DISCLAIMER": "For Acme staff only."}
 
 
 def test_api_docs_cover_every_v2_route_with_curl(client, app):
@@ -151,3 +157,71 @@ def test_api_docs_say_the_files_limit_as_the_form_does(app, client, total, said)
     app.config["PWP__FILES__MAX_TOTAL_BYTES"] = total
     html = unescape(client.get("/help/api").get_data(as_text=True))
     assert f"up to 10 files and {said} in all" in html
+
+
+def recipient_pages(client):
+    """{name: response} of every page a link's recipient sees (the sender's client may be signed in)."""
+    text = create(client, payload="s3cret", deletable_by_viewer=True, expire_after_views="5")
+    qr = create(client, kind="qr", payload="WIFI:S:x;;")
+    guarded = create(client, payload="x", passphrase="pp")
+    url = create(client, kind="url", payload="https://example.com/", passphrase="pp")
+    deleted = create(client, payload="y", deletable_by_viewer=True)
+    return {"retrieval step": client.get(f"/p/{text}/r"),
+            "passphrase": client.get(f"/p/{guarded}/passphrase"),
+            "wrong passphrase": client.post(f"/p/{guarded}/access", data={"passphrase": "no"}, follow_redirects=True),
+            "opening the link": client.post(f"/p/{url}/access", data={"passphrase": "pp"}),
+            "text": client.get(f"/p/{text}"), "qr": client.get(f"/p/{qr}"),
+            "deleted": client.post(f"/p/{deleted}/expire"), "expired": client.get("/p/nosuchtoken1"),
+            "download link expired": client.get("/pfb/abc/x.txt", headers={"Accept": "text/html"})}
+
+
+def assert_recipient_layout(name, response):
+    """Only the page itself: no site header, navigation or footer, a plain title, still the
+    site's style, script, theme, landmark and heading."""
+    html = response.get_data(as_text=True)
+    assert response.status_code in (200, 404), name
+    for chrome in ("<header", "<nav", "<footer", 'href="/"', "Acme Secrets", "Share safely",
+                   "For Acme staff only.", "pwpush 1.", "Sign in", "Sign out", "Dashboard", "skip-link",
+                   "data-theme-toggle"):
+        assert chrome not in html, (name, chrome)
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert title and " | " not in title, (name, title)
+    assert html.startswith('<!doctype html>\n<html lang="en" data-theme="auto">'), name
+    assert '<main id="main" tabindex="-1">' in html and html.count("<h1>") == 1, name
+    for asset in ("app.css", "theme.js", "app.js"):
+        assert f'src="/static/{asset}"' in html or f'href="/static/{asset}"' in html, (name, asset)
+    assert response.headers["Cache-Control"] == "no-store", name
+
+
+def test_a_recipients_pages_have_no_site_header_navigation_or_footer(settings, database_url, request):
+    # As upstream's bare and naked layouts: a recipient sees the secret, not a site to sign up
+    # to or wander off into (the brand linked to the start page, the footer's menu).
+    settings.update(BRAND)
+    client = request.getfixturevalue("client")
+    for name, response in recipient_pages(client).items():
+        assert_recipient_layout(name, response)
+    assert "That passphrase is incorrect." in recipient_pages(client)["wrong passphrase"].get_data(as_text=True)
+
+
+def test_an_owners_view_of_a_payload_page_is_the_recipients_page(settings, database_url, request, make_user):
+    # Upstream renders the payload page in its bare layout for everyone: the owner's menu is on
+    # the preview, the dashboard and the audit page.
+    settings.update(BRAND)
+    client = request.getfixturevalue("client")
+    sign_in(client, make_user)
+    for name, response in recipient_pages(client).items():
+        if name != "deleted":  # (the owner's deletion goes back to their audit page)
+            assert_recipient_layout(name, response)
+    token = create(client, payload="mine")
+    html = client.get(f"/p/{token}").get_data(as_text=True)
+    assert "Your own views of this push are logged, not counted." in html
+
+
+def test_the_senders_pages_keep_the_site_layout(settings, database_url, request):
+    settings.update(BRAND)
+    client = request.getfixturevalue("client")
+    token = create(client, payload="x")
+    for path in ("/", f"/p/{token}/preview", f"/p/{token}/print_preview", "/no/such/page"):
+        html = client.get(path).get_data(as_text=True)
+        assert '<header class="site-header">' in html and "Acme Secrets" in html, path
+        assert '<footer class="site-footer">' in html and "For Acme staff only." in html, path

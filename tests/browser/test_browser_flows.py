@@ -92,6 +92,38 @@ def test_a_url_push_with_a_passphrase_opens_its_url(server, new_page):
     page.wait_for_url(target)
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_a_recipient_sees_only_the_page_and_still_reveals_copies_and_deletes(server, new_page, scheme):
+    # As upstream's bare layout: no site header, menu or footer to wander off into, on a phone.
+    link = create_text(new_page(), server.url, payload="only this", deletable=True, views=3)
+    page = new_page(viewport={"width": 390, "height": 800}, color_scheme=scheme,
+                    permissions=["clipboard-read", "clipboard-write"])
+
+    def only_the_page(title):
+        for chrome in (".site-header", ".site-footer", "nav", ".skip-link", "[data-theme-toggle]"):
+            expect(page.locator(chrome)).to_have_count(0)
+        expect(page).to_have_title(title)
+        expect(page.get_by_role("main").get_by_role("heading", level=1)).to_have_text(title)
+        # The site's style and theme still apply (a dark scheme: a dark page).
+        light = page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(245, 246, 248)"
+        assert light == (scheme == "light")
+
+    page.goto(link)
+    only_the_page("A secret has been shared with you")
+    page.get_by_role("link", name="Click here to proceed").click()
+    only_the_page("Your secret")
+    page.wait_for_load_state()  # (app.js wires Reveal and Copy)
+    page.get_by_role("button", name="Reveal").click()
+    expect(page.locator("#payload")).to_have_css("filter", "none")
+    page.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "only this"
+    page.click("text=Delete this secret now")
+    page.get_by_role("button", name="Yes, delete it now").click()
+    only_the_page("Secret deleted")
+    page.goto(link)
+    only_the_page("Your Secret Link Has Expired")
+
+
 def test_viewer_deletes_the_secret(server, new_page):
     link = create_text(new_page(), server.url, payload="delete me", deletable=True)
     page = new_page()
@@ -739,7 +771,7 @@ def test_a_payload_stays_blurred_while_app_js_is_slow_to_load(server, new_page):
     with recipient.expect_request(re.compile(r"/app\.js(\?|$)")):
         recipient.get_by_role("link", name="Click here to proceed").click(no_wait_after=True)
     payload = recipient.locator("#payload")
-    recipient.wait_for_function("document.readyState === 'interactive' && !!document.querySelector('footer')")
+    recipient.wait_for_function("document.readyState === 'interactive' && !!document.getElementById('live-region')")
     assert len(held) == 1 and recipient.evaluate("document.documentElement.className").split() == ["js"]
     assert payload.evaluate("e => getComputedStyle(e).filter").startswith("blur(")
     held[0].continue_()
