@@ -15,6 +15,12 @@ CREATE TABLE key_check (
 	PRIMARY KEY (id)
 );
 
+CREATE TABLE retired_keys (
+	fingerprint VARCHAR(16) NOT NULL, 
+	retired_at DATETIME NOT NULL, 
+	PRIMARY KEY (fingerprint)
+);
+
 CREATE TABLE throttles (
 	"key" VARCHAR(64) NOT NULL, 
 	window BIGINT NOT NULL, 

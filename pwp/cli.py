@@ -91,9 +91,17 @@ def purge_expired(quiet):
                    "writes, or write under the old key).")
 @needs_database
 def rotate_key(batch_size, after_id, force):
-    """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY; refused while a
-    running instance does not encrypt with that key (unless --force)."""
+    """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY and retire the
+    others; refused while a running instance does not encrypt with that key (unless --force),
+    and for a key an earlier run retired."""
     fingerprint = pushes.keyring().fingerprints[0]
+    retired = pushes.retired_at(fingerprint)
+    if retired is not None:  # (not even with --force: every server would then refuse to store a push)
+        raise click.ClickException(
+            f"the first key of PWPUSH_MASTER_KEY (fingerprint {fingerprint}) was retired by rotate-key at "
+            f"{retired:%Y-%m-%d %H:%M} UTC, and a retired key stays retired: no server encrypts with it. Put the "
+            "database's current key first (then this command has nothing to do), or make a new key "
+            "(generate-key) and rotate to that (README, Key rotation).")
     _instances_behind(fingerprint, force, (
         "Once the database is under the new key, a process without it can no longer open its secrets nor store any, "
         "and what one holding it second stores stays under the old key, unreadable once that key is dropped: give "

@@ -370,6 +370,17 @@ class KeyCheck(db.Model):
     token: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class RetiredKey(db.Model):
+    """A master key rotate-key moved the database off (every key it was given but the first),
+    as its fingerprint (never the key), written with the key check's re-encryption: a server
+    process whose first key is one encrypts nothing with it (pwp.pushes.keys_left_behind);
+    rotate-key refuses to move the database back to one."""
+
+    __tablename__ = "retired_keys"
+    fingerprint: Mapped[str] = mapped_column(String(16), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class InstanceKeys(db.Model):
     """A running server process's master keys, as fingerprints (never the keys): written at
     its start and every minute, deleted as it ends (pwp.instances); rotate-key refuses

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import secrets
+import socket
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -30,8 +31,9 @@ from .config import kind_setting, kind_switched_off
 from .errors import (Forbidden, KeysOutOfDate, NotDeletable, NotFound, PassphraseIncorrect, SignInRequired, TooManyAttempts,
                      ValidationFailed)
 from .fastsql import Statement, Transaction
+from .instances import database_now
 from .models import (AuditKind, AuditLog, KeyCheck, Kind, NotifyByEmail, Push, PushFile, PushFilePart, PushRow,
-                     Throttle, User, db)
+                     RetiredKey, Throttle, User, db)
 from .words import human_size, plural
 
 PER_PAGE = 50
@@ -856,11 +858,14 @@ def log_undecryptable(what: str, why: str):
 
 
 def keys_left_behind(connection=None) -> bool:
-    """Whether rotate-key has moved the database's key check to keys this process lacks. Read
-    on a connection of its own (the one given, or one from the pool), reading only (a
-    request's may hold SQLite's write lock); a check seen to open before is not decrypted
-    again. Once found (said once in the log), the process stays out of date
-    (keyring().out_of_date): it refuses new pushes and /up answers 503."""
+    """Whether rotate-key has moved the database's key check to keys this process lacks, or
+    retired the key it encrypts with (its first: started after rotate-key with OLD,NEW, it
+    opens the check with its second key, and what it stored under the first would be lost
+    once the others drop that). Read on a connection of its own (the one given, or one from
+    the pool), reading only (a request's may hold SQLite's write lock); a check seen to open
+    before is not read again (rotate-key retires keys as it re-encrypts the check). Once
+    found (said once in the log), the process stays out of date (keyring().out_of_date): it
+    refuses new pushes and /up answers 503."""
     ring = keyring()
     if ring.out_of_date:
         return True
@@ -870,14 +875,30 @@ def keys_left_behind(connection=None) -> bool:
     check = connection.scalar(select(KeyCheck.token).where(KeyCheck.id == KEY_CHECK_ID))
     if check is None or check == ring.check_opened:
         return False
-    if ring.opens(check):
+    retired = retired_at(ring.fingerprints[0], connection)
+    if retired is None and ring.opens(check):
         ring.check_opened = check
         return False
     ring.out_of_date = True
-    current_app.logger.error(
-        "rotate-key has moved the database to a key this instance's PWPUSH_MASTER_KEY lacks: until it is restarted "
-        "with the other instances' PWPUSH_MASTER_KEY it refuses new pushes and answers 503 (/up too).")
+    if retired is None:
+        current_app.logger.error(
+            "rotate-key has moved the database to a key this instance's PWPUSH_MASTER_KEY lacks: until it is "
+            "restarted with the other instances' PWPUSH_MASTER_KEY it refuses new pushes and answers 503 (/up too).")
+    else:
+        current_app.logger.error(
+            "PWPUSH_MASTER_KEY on %s: its first key (fingerprint %s), the one this instance encrypts with, was retired "
+            "by rotate-key at %s UTC (the other instances drop it): until it is restarted with the new key first in "
+            "PWPUSH_MASTER_KEY (the other instances' NEW or NEW,OLD, not OLD,NEW), it refuses new pushes and answers "
+            "503 (/up too); it still serves the pushes it can open.",
+            socket.gethostname(), ring.fingerprints[0], f"{retired:%Y-%m-%d %H:%M}")
     return True
+
+
+def retired_at(fingerprint: str, connection=None) -> datetime | None:
+    """When rotate-key retired the master key of this fingerprint (on the connection given,
+    else the app's session); None if it never did."""
+    return (connection or db.session).scalar(select(RetiredKey.retired_at)
+                                             .where(RetiredKey.fingerprint == fingerprint))
 
 
 def _give_back_view(push_id: int, actor: Actor, now: datetime):
@@ -1561,7 +1582,9 @@ def _rotate_user_secrets(ring):
 
 def _rotate_key_check(ring):
     """Re-encrypt the key check under the first key, once every push is (an interrupted
-    rotation leaves it under the old key: the new key alone cannot start yet)."""
+    rotation leaves it under the old key: the new key alone cannot start yet), and retire
+    the other keys in the same commit: a server process that encrypts with one (OLD,NEW)
+    finds it at its next look at the changed check (keys_left_behind)."""
     check = db.session.scalar(select(KeyCheck).where(KeyCheck.id == KEY_CHECK_ID).with_for_update())
     if check is not None:
         try:
@@ -1569,6 +1592,12 @@ def _rotate_key_check(ring):
         except crypto.KeyMismatch:
             db.session.rollback()
             raise crypto.KeyMismatch("the database's key check") from None
+    first, *others = ring.fingerprints
+    retired = set(db.session.scalars(select(RetiredKey.fingerprint)))
+    now = database_now()
+    for fingerprint in dict.fromkeys(others):
+        if fingerprint not in retired and fingerprint != first:
+            db.session.add(RetiredKey(fingerprint=fingerprint, retired_at=now))
     db.session.commit()
 
 
@@ -1605,7 +1634,7 @@ def _rotate_stored(ring, table, row_id: int, push_id: int):
 def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None, before_seal=None) -> int:
     """Re-encrypt every stored secret under the first master key, batch by batch: a batch's
     payloads and notes in one transaction, then their files a value at a time; at the end
-    the accounts' two-factor secrets, then the key check.
+    the accounts' two-factor secrets, then the key check, retiring the other keys.
 
     Each batch commits, so an interrupted run resumes with after_id = the last id printed.
     before_seal: called once every push is re-encrypted (it may raise to stop before the

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 
 from conftest import TEST_MASTER_KEY, make_config, sql
 from pwp import create_app, instances
+from pwp.crypto import fingerprint
 from pwp.models import db
 from servers import ROOT, flask, server_env
 
@@ -286,3 +287,52 @@ def test_no_mark_where_proc_is_another_pid_namespaces(tmp_path):
     here = subprocess.run([sys.executable, "-c", MARK_HERE], cwd=ROOT, capture_output=True, text=True, check=True)
     machine = "/".join(instances.process_mark(os.getpid()).split("/")[:2])
     assert here.stdout.startswith(machine + "/"), here.stdout
+
+
+def test_rotate_key_refuses_to_move_the_database_back_to_a_key_it_retired(app, client, database_url, tmp_path):
+    """rotate-key retires every key it was given but the first; a retired key stays retired
+    (a server with it first encrypts nothing): rotate-key given one first refuses, --force too,
+    and changes nothing."""
+    rotating = rotation(app, client, database_url, tmp_path)
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0, ran.output
+    back = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{TEST_MASTER_KEY},{NEW}"),
+                      instance_path=str(tmp_path / "back"), command_line=True)
+    sql(app, "UPDATE instance_keys SET keys = :keys", keys=",".join(back.extensions["pwpush_keyring"].fingerprints))
+    for args in (["rotate-key"], ["rotate-key", "--force"]):
+        with back.app_context():
+            refused = back.test_cli_runner().invoke(args=args)
+            db.engine.dispose()
+        assert refused.exit_code == 1, refused.output
+        assert f"(fingerprint {fingerprint(TEST_MASTER_KEY)}) was retired by rotate-key at " in refused.output
+        assert TEST_MASTER_KEY not in refused.output and NEW not in refused.output
+        assert opens(app, [NEW]) == {"push 1": True, "push 2": True, "key check": True}
+
+
+def test_a_running_instance_encrypting_with_a_key_rotate_key_retired_stops_at_its_next_heartbeat(
+        app, client, database_url, tmp_path, caplog):
+    """One running with OLD,NEW when rotate-key --force ran (or rotated as its record was
+    missed) opens the new key check with its second key: at its next heartbeat it finds its
+    first key retired and stores nothing under it (503), its /up 503; it still serves pushes."""
+    rotating = rotation(app, client, database_url, tmp_path)
+    halfway = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{TEST_MASTER_KEY},{NEW}"),
+                         instance_path=str(tmp_path / "halfway"))
+    try:
+        halfway_client = halfway.test_client()
+        assert halfway_client.get("/up").status_code == 200
+        with rotating.app_context():
+            ran = rotating.test_cli_runner().invoke(args=["rotate-key", "--force"])
+            db.engine.dispose()
+        assert ran.exit_code == 0 and "--force" in ran.output, ran.output
+        halfway.extensions["pwpush_heartbeat"].record()  # (what its thread does every minute)
+        created = halfway_client.post("/api/v2/pushes", json={"push": {"payload": "x"}})
+        assert created.status_code == 503 and "out of date" in created.get_json()["error"], created.data
+        assert halfway_client.get("/up").status_code == 503
+        assert "PWPUSH_MASTER_KEY on " in caplog.text and "was retired by rotate-key" in caplog.text, caplog.text
+        listed = sql(app, "SELECT url_token FROM pushes ORDER BY id")
+        assert [halfway_client.get(f"/api/v2/pushes/{url_token}").get_json()["payload"]
+                for url_token, in listed] == ["one", "two"]
+        assert sql(app, "SELECT count(*) FROM pushes") == [(2,)]
+    finally:
+        with halfway.app_context():
+            db.engine.dispose()

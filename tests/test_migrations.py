@@ -756,3 +756,33 @@ def _downgraded(url, revision):
             yield conn
     finally:
         engine.dispose()
+
+
+def test_revision_0006_adds_the_retired_keys_which_rotate_key_fills_and_goes_back_down(own_database, tmp_path,
+                                                                                      caplog):
+    """The keys rotate-key retired (retired_keys): a database at 0005 gets the table, empty,
+    and its next rotation records the key it moved off; the downgrade takes the table away,
+    the pushes kept."""
+    from cryptography.fernet import Fernet
+
+    from conftest import TEST_MASTER_KEY
+    from pwp.crypto import fingerprint
+
+    app = _upgraded_from(own_database, tmp_path, caplog, "0005")
+    assert f"database upgraded from 0005 to {migrate.HEAD}" in caplog.text
+    assert _differences(own_database) == []
+    assert sql(app, "SELECT count(*) FROM retired_keys") == [(0,)]
+    assert app.test_client().post("/api/v2/pushes", json={"push": {"payload": "kept"}}).status_code == 201
+    sql(app, "DELETE FROM instance_keys")  # (the app's own, on the old key: it has ended)
+    rotating = create_app(make_config(own_database, PWPUSH_MASTER_KEY=f"{Fernet.generate_key().decode()},"
+                                                                      f"{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    with rotating.app_context():
+        ran = rotating.test_cli_runner().invoke(args=["rotate-key"])
+        db.engine.dispose()
+    assert ran.exit_code == 0 and "done, 1 pushes re-encrypted" in ran.output, ran.output
+    assert sql(app, "SELECT fingerprint FROM retired_keys") == [(fingerprint(TEST_MASTER_KEY),)]
+    with _downgraded(own_database, "0005") as conn:
+        assert not inspect(conn).has_table("retired_keys")
+        assert conn.exec_driver_sql("SELECT count(*) FROM pushes").all() == [(1,)]
+    assert stored_revision(own_database) == "0005"

@@ -7,6 +7,7 @@ taking pushes that the other instances could not read.
 import os
 import re
 import socket
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,8 +15,9 @@ from cryptography.fernet import Fernet
 
 from conftest import TEST_MASTER_KEY, bearer, make_config
 from pwp import create_app
+from pwp.errors import KeysOutOfDate
 from pwp.models import db
-from servers import flask, gunicorn, server_env
+from servers import flask, gunicorn, server_env, stop
 
 pytestmark = pytest.mark.slow
 
@@ -398,3 +400,66 @@ def test_up_answers_503_without_a_traceback_on_any_database_error(tmp_path, capl
         assert "Traceback" not in caplog.text and "Exception on" not in caplog.text, caplog.text
         with app.app_context():
             db.engine.dispose()
+
+
+def test_an_instance_started_after_rotate_key_with_the_old_key_first_takes_no_pushes(database_url, tmp_path):
+    """One started after rotate-key with OLD,NEW (an autoscaler's stale template, a forgotten
+    host) opens the key check with its second key: it started as any other and encrypted every
+    new push under OLD, lost once OLD is dropped. rotate-key records the keys it retired: such
+    an instance refuses new pushes (the out-of-date 503) and answers /up 503 from every worker,
+    says which host's PWPUSH_MASTER_KEY must put the new key first (no key in its log), and
+    still serves the pushes it can open, made before the rotation and after it."""
+    env_old, env_new = two_instances(database_url, tmp_path)
+    env_stale = server_env(tmp_path / "instance-stale", database_url, PWPUSH_MASTER_KEY=f"{OLD},{NEW}",
+                           SECRET_KEY="s" * 40)
+    with gunicorn(env_old, tmp_path / "old.log") as old:
+        before = create(old, 2)
+    assert "done, 1 pushes re-encrypted" in flask(env_new, "rotate-key").stdout
+    with gunicorn(env_new, tmp_path / "new.log") as new, \
+            gunicorn(env_stale, tmp_path / "stale.log", workers=2) as stale:
+        after = create(new, 2)
+        for _ in range(4):
+            status, body = stale.json("POST", "/api/v2/pushes", body={"push": {"payload": "x"}})
+            assert (status, body) == (503, {"error": KeysOutOfDate.message}), body
+            assert stale.request("GET", "/up")[0] == 503
+        for url_token in (before, after):
+            status, body = stale.json("GET", f"/api/v2/pushes/{url_token}")
+            assert (status, body["payload"]) == (200, "the secret"), body
+        assert f"PWPUSH_MASTER_KEY on {socket.gethostname()}" in stale.logs(), stale.logs()
+        assert "retired by rotate-key" in stale.logs() and "first" in stale.logs()
+        assert OLD not in stale.logs() and NEW not in stale.logs()
+        assert new.request("GET", "/up")[0] == 200
+    with gunicorn(env_new, tmp_path / "new.log") as new:
+        for url_token in (before, after):  # (the stale one made nothing the new key alone cannot open)
+            status, body = new.json("GET", f"/api/v2/pushes/{url_token}")
+            assert (status, body["payload"]) == (200, "the secret"), body
+
+
+def test_the_documented_rotation_steps_keep_taking_pushes_throughout(database_url, tmp_path):
+    """Two instances on OLD, given OLD,NEW one at a time, then NEW,OLD one at a time, then
+    rotate-key (exit 0: it retires OLD), then NEW alone: both take and serve pushes at every
+    step, the ones on NEW,OLD too once OLD is retired, and the new key alone opens them all."""
+    servers, made = {}, []
+
+    def restart(stack, name, keys):
+        if name in servers:
+            stop(servers[name].process)
+        env = server_env(tmp_path / name, database_url, PWPUSH_MASTER_KEY=keys, SECRET_KEY="s" * 40)
+        servers[name] = stack.enter_context(gunicorn(env, tmp_path / f"{name}-{len(made)}.log"))
+        made.extend(create(server, 9) for server in servers.values())
+
+    with ExitStack() as stack:
+        for keys in (OLD, f"{OLD},{NEW}", f"{NEW},{OLD}"):
+            for name in ("a", "b"):
+                restart(stack, name, keys)
+        ran = flask(server_env(tmp_path / "cli", database_url, PWPUSH_MASTER_KEY=f"{NEW},{OLD}"), "rotate-key",
+                    check=False)
+        assert ran.returncode == 0 and f"done, {len(made)} pushes re-encrypted" in ran.stdout, ran.stderr
+        made.extend(create(server, 9) for server in servers.values())
+        assert [server.request("GET", "/up")[0] for server in servers.values()] == [200, 200]
+        for name in ("a", "b"):
+            restart(stack, name, NEW)
+        for server in servers.values():
+            for url_token in made:
+                status, body = server.json("GET", f"/api/v2/pushes/{url_token}")
+                assert (status, body["payload"]) == (200, "the secret"), body
