@@ -69,8 +69,8 @@ class Keyring:
         # What tells the keys apart, and nothing of them: which keys a running instance holds
         # (pwp.instances), the encrypting one first.
         self.fingerprints = tuple(fingerprint(k) for k in keys)
-        # Set once the database's key check no longer opens: rotate-key moved it to keys this
-        # process lacks (pwp.pushes.keys_left_behind).
+        # Set once the database's key check no longer opens (rotate-key moved it to keys this
+        # process lacks), or rotate-key retired the first key (pwp.pushes.keys_left_behind).
         self.out_of_date = False
         self.check_opened = None  # the key check last seen to open (not decrypted again)
 

@@ -101,7 +101,8 @@ class Heartbeat:
                         started_at=self.started, seen_at=now, process=self.process))
                 connection.commit()
             # Meanwhile: a worker that never meets /up nor a push it cannot open learns that
-            # rotate-key left it behind (and stops taking pushes) within a heartbeat. (Not the
+            # rotate-key left it behind, or retired the key it encrypts with (and stops taking
+            # pushes), within a heartbeat. (Not the
             # workers gunicorn --preload forks: this thread runs in their master only.)
             with _closed_after(db.engine.connect().execution_options(read_snapshot=True)) as connection:
                 pushes.keys_left_behind(connection)
