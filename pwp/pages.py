@@ -102,7 +102,8 @@ def api_docs():
 @bp.get("/up")
 def up():
     """Answer the health check: 503 once rotate-key moved the database's key check to keys this
-    instance lacks (read on each call, so every worker process of it says so), or while the
+    instance lacks, or retired the key it encrypts with (read on each call, so every worker
+    process of it says so: pushes.keys_left_behind), or while the
     database cannot be used: out of reach, its pool exhausted, its tables gone (said once in
     the log by the heartbeat, not on every poll)."""
     try:
