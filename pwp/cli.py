@@ -92,7 +92,7 @@ def purge_expired(quiet):
 @needs_database
 def rotate_key(batch_size, after_id, force):
     """Re-encrypt every stored secret under the first key of PWPUSH_MASTER_KEY and retire the
-    others; refused while a running instance does not encrypt with that key (unless --force),
+    key it was under; refused while a running instance does not encrypt with that key (unless --force),
     and for a key an earlier run retired."""
     fingerprint = pushes.keyring().fingerprints[0]
     retired = pushes.retired_at(fingerprint)

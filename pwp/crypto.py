@@ -65,6 +65,7 @@ class Keyring:
                 "each comma-separated key must be a Fernet key (32 url-safe base64-encoded "
                 "bytes; make one with `python -c \"from cryptography.fernet import Fernet; "
                 "print(Fernet.generate_key().decode())\"`)") from None
+        self._fernets = fernets
         self._multi = MultiFernet(fernets)
         # What tells the keys apart, and nothing of them: which keys a running instance holds
         # (pwp.instances), the encrypting one first.
@@ -93,6 +94,16 @@ class Keyring:
         except InvalidToken:
             return False
         return True
+
+    def opener(self, token: bytes) -> str | None:
+        """The fingerprint of the master key that decrypts the token; None if none does."""
+        for key, fernet in zip(self.fingerprints, self._fernets):
+            try:
+                fernet.decrypt(token)
+            except InvalidToken:
+                continue
+            return key
+        return None
 
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt a token under the first master key; KeyMismatch if no key opens it."""

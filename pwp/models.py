@@ -371,7 +371,7 @@ class KeyCheck(db.Model):
 
 
 class RetiredKey(db.Model):
-    """A master key rotate-key moved the database off (every key it was given but the first),
+    """A master key rotate-key moved the database off (the one its key check was under),
     as its fingerprint (never the key), written with the key check's re-encryption: a server
     process whose first key is one encrypts nothing with it (pwp.pushes.keys_left_behind);
     rotate-key refuses to move the database back to one."""

@@ -1583,16 +1583,20 @@ def _rotate_user_secrets(ring):
 def _rotate_key_check(ring):
     """Re-encrypt the key check under the first key, once every push is (an interrupted
     rotation leaves it under the old key: the new key alone cannot start yet), and retire
-    the other keys in the same commit: a server process that encrypts with one (OLD,NEW)
-    finds it at its next look at the changed check (keys_left_behind)."""
+    the key it was under in the same commit (the other keys given, without a check): a
+    server process that encrypts with that one (OLD,NEW) finds it at its next look at the
+    changed check (keys_left_behind). A run that moves the database off no key (the check
+    already under the first: a re-run, or one run with OLD,NEW) retires nothing, so the
+    key meant next is not lost to a mistaken run."""
+    first, *others = ring.fingerprints
     check = db.session.scalar(select(KeyCheck).where(KeyCheck.id == KEY_CHECK_ID).with_for_update())
     if check is not None:
+        others = [ring.opener(check.token)]
         try:
             check.token = ring.rotate(check.token)
         except crypto.KeyMismatch:
             db.session.rollback()
             raise crypto.KeyMismatch("the database's key check") from None
-    first, *others = ring.fingerprints
     retired = set(db.session.scalars(select(RetiredKey.fingerprint)))
     now = database_now()
     for fingerprint in dict.fromkeys(others):
@@ -1634,7 +1638,7 @@ def _rotate_stored(ring, table, row_id: int, push_id: int):
 def rotate_keys(batch_size: int = 1000, after_id: int = 0, progress=None, before_seal=None) -> int:
     """Re-encrypt every stored secret under the first master key, batch by batch: a batch's
     payloads and notes in one transaction, then their files a value at a time; at the end
-    the accounts' two-factor secrets, then the key check, retiring the other keys.
+    the accounts' two-factor secrets, then the key check, retiring the key it was under.
 
     Each batch commits, so an interrupted run resumes with after_id = the last id printed.
     before_seal: called once every push is re-encrypted (it may raise to stop before the

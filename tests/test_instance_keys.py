@@ -290,7 +290,7 @@ def test_no_mark_where_proc_is_another_pid_namespaces(tmp_path):
 
 
 def test_rotate_key_refuses_to_move_the_database_back_to_a_key_it_retired(app, client, database_url, tmp_path):
-    """rotate-key retires every key it was given but the first; a retired key stays retired
+    """rotate-key retires the key it moves the database off; a retired key stays retired
     (a server with it first encrypts nothing): rotate-key given one first refuses, --force too,
     and changes nothing."""
     rotating = rotation(app, client, database_url, tmp_path)
@@ -336,3 +336,31 @@ def test_a_running_instance_encrypting_with_a_key_rotate_key_retired_stops_at_it
     finally:
         with halfway.app_context():
             db.engine.dispose()
+
+
+def test_a_rotation_that_leaves_the_database_on_its_key_retires_none_of_the_others(app, client, database_url,
+                                                                                   tmp_path):
+    """rotate-key run at the README's first step (every instance on OLD,NEW, and so the command
+    too) moves the database off no key: NEW, never a key of it, stays usable. The next steps
+    (an instance on NEW,OLD, then rotate-key with it) take pushes and end with OLD retired."""
+    assert client.post("/api/v2/pushes", json={"push": {"payload": "one"}}).status_code == 201
+    early = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{TEST_MASTER_KEY},{NEW}"),
+                       instance_path=str(tmp_path / "early"), command_line=True)
+    sql(app, "UPDATE instance_keys SET keys = :keys", keys=",".join(early.extensions["pwpush_keyring"].fingerprints))
+    ran = rotate_key(early)
+    assert ran.exit_code == 0, ran.output
+    assert sql(app, "SELECT count(*) FROM retired_keys") == [(0,)]
+    rotating = rotation(app, client, database_url, tmp_path)
+    stepped = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                         instance_path=str(tmp_path / "stepped"))
+    try:
+        assert stepped.test_client().get("/up").status_code == 200
+        assert stepped.test_client().post("/api/v2/pushes", json={"push": {"payload": "x"}}).status_code == 201
+    finally:
+        with stepped.app_context():
+            db.engine.dispose()
+    sql(app, "DELETE FROM instance_keys WHERE keys NOT LIKE :new", new=fingerprint(NEW) + ",%")
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0, ran.output
+    assert sql(app, "SELECT fingerprint FROM retired_keys") == [(fingerprint(TEST_MASTER_KEY),)]
+    assert set(opens(app, [NEW]).values()) == {True}
