@@ -113,7 +113,10 @@ def _remember_device(user):
 
 def _known_device(user, now) -> str | None:
     """This browser's own counter for the account's limits, when it is known to it."""
-    for entry in _device_accounts(now) if user else ():
+    # The cookie opened whether or not the address is an account's: a link form's time must
+    # not tell (the known one's decryption, for any browser that has one, was the difference).
+    known = _device_accounts(now)
+    for entry in known if user else ():
         if entry.get("i") == user.id and hmac.compare_digest(str(entry.get("h")), _device_mark(user)):
             return f"device:{entry.get('n')}"
     return None

@@ -2,6 +2,7 @@
 sign-up confirmations, through a real SMTP server whose mails' links are followed."""
 import logging
 import re
+import sys
 import threading
 from urllib.parse import urlsplit
 
@@ -150,6 +151,35 @@ def test_a_link_form_does_the_same_work_before_its_answer_whether_the_address_is
         return ran
     assert statements("owner@example.com") == statements("nobody@example.com")
     assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
+
+
+def test_a_link_form_runs_the_same_code_for_an_accounts_address_or_not_in_a_browser_known_to_another(
+        on, make_user, smtp, app):
+    """The form looks the address up to count a browser known to the account apart: it
+    opened (decrypted) this browser's pwp_device cookie only for an account's address, work
+    that an unknown address's request did not do. Compared as the functions of pwp the
+    request's own thread calls."""
+    make_user(password=PASSWORD)
+    assert sign_in_as(on).status_code == 302  # (this browser is known to owner@example.com)
+    on.post("/users/sign_out")
+    make_user(email="other@example.com", password=PASSWORD)
+
+    def calls(email):
+        called = []
+        notify.wait_for_sends()  # (the last request's thread gave back its connection)
+
+        def record(frame, event, _arg):
+            if event == "call" and "/pwp/" in frame.f_code.co_filename:
+                called.append(frame.f_code.co_qualname)
+        sys.setprofile(record)
+        try:
+            assert on.post("/users/password", data={"email": email}).status_code == 302
+        finally:
+            sys.setprofile(None)
+        return called
+    calls("first@example.com")  # (the first request's own work: a connection made, ...)
+    assert calls("other@example.com") == calls("never@example.com")  # (as long: its checks run per character)
+    assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["other@example.com"]]
 
 
 def test_an_account_stored_before_addresses_with_header_specials_were_refused_is_mailed_nothing(
