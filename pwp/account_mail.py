@@ -200,12 +200,12 @@ def sign_in_refusal(user: User | None, password_ok: bool, now: datetime, keep_co
     return None
 
 
-def ask_for(kind: str, email: str, now: datetime):
+def ask_for(app, kind: str, email: str, now: datetime):
     """A form's request for a link (reset_password, confirmation or unlock): mailed when the
     account exists and needs it (has a password; is unconfirmed; is locked), else nothing.
-    From a sending thread, after the request: the request's time then tells nothing of the
-    account (its token's write and its mail took ~9 ms that an unknown address did not)."""
-    if not notify.in_thread(_ask_in_app, (current_app._get_current_object(), kind, email, now),
+    From a sending thread, once the answer is sent: the request's time then tells nothing of
+    the account (its token's write and its mail took ~9 ms that an unknown address did not)."""
+    if not notify.in_thread(_ask_in_app, (app, kind, email, now),
                             f"account-ask-{kind}", queued=True):
         log.warning("a %s e-mail asked for not sent: %d e-mails are being sent and %d wait already",
                     MAILS[kind][0].lower(), notify.MAX_SENDING_THREADS, notify.MAX_QUEUED)

@@ -5,10 +5,10 @@ import hmac
 import math
 import secrets
 import unicodedata
-from functools import wraps
+from functools import partial, wraps
 from urllib.parse import unquote, urlsplit
 
-from flask import (Blueprint, abort, after_this_request, current_app, flash, g, redirect, render_template, request,
+from flask import (Blueprint, abort, after_this_request, current_app, flash, redirect, render_template, request,
                    session, url_for)
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -590,22 +590,20 @@ def _ask(kind: str):
         return _ask_page(kind, email, "Enter your e-mail address."), 422
     now = pushes.utcnow()
     # (The account only for its browsers' own count: a stranger spending the address's keeps
-    # out no browser known to it. The rest is done the same for any address: _do_asked.)
+    # out no browser known to it. The rest is done the same for any address: ask_for.)
     too_many = _throttled("mail", now, email=email, user=auth.find_user(email))
     if too_many:
         return _ask_page(kind, email, too_many), 429
-    g.pwp_asked = (kind, email, now)  # (done once the answer is made: _do_asked)
+    app = current_app._get_current_object()
+
+    @after_this_request
+    def ask_once_sent(response):
+        # Once the server has sent the answer and closes it: an account's work (its token
+        # written, its mail) then neither delays the answer nor runs while it is being sent.
+        response.call_on_close(partial(account_mail.ask_for, app, kind, email, now))
+        return response
     flash(ASK[kind][3], "success")
     return redirect(url_for("accounts.sign_in"))
-
-
-@bp.teardown_request
-def _do_asked(_exc):
-    """Mail the link a form asked for (account_mail.ask_for) once the answer is made: the
-    thread doing it then takes no time from the answer, whose time tells nothing of the account."""
-    asked = g.pop("pwp_asked", None)
-    if asked:
-        account_mail.ask_for(*asked)
 
 
 @bp.get("/password/new")

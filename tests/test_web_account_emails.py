@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import event
+from werkzeug.test import EnvironBuilder
 from conftest import bearer, sql
+from flask.testing import FlaskClient
 from smtpsink import MAIL_HOST, SmtpServer
 from test_notify_api import _nothing_held
 
@@ -19,6 +21,21 @@ from pwp.logfilter import redact
 PASSWORD = "correct horse"
 NEW_PASSWORD = "battery staple"
 LINK = re.compile(r"https://\S+")
+
+
+class ClosingClient(FlaskClient):
+    """A test client that closes each answer once it has read it, as a WSGI server does once
+    it has sent it: a link form's work starts then."""
+
+    def open(self, *args, buffered=True, **kwargs):
+        return super().open(*args, buffered=buffered, **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    """A test client that closes each answer (its app's other test clients too)."""
+    app.test_client_class = ClosingClient
+    return app.test_client()
 
 
 @pytest.fixture
@@ -151,6 +168,26 @@ def test_a_link_form_does_the_same_work_before_its_answer_whether_the_address_is
         return ran
     assert statements("owner@example.com") == statements("nobody@example.com")
     assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
+
+
+def test_a_link_forms_work_starts_once_its_answer_is_sent(on, make_user, smtp, app):
+    """The sending thread started as the answer was made (the request's teardown), before the
+    server wrote it: an account's work (its token written, its mail's connection) then ran
+    while the answer was still being sent, 16.4 against 13.7 ms for an unknown address
+    (medians of 120, real gunicorn). It starts once the server has sent the answer and
+    closes it (the WSGI iterable's close(), which gunicorn calls after the last byte)."""
+    make_user(password=PASSWORD)
+    environ = EnvironBuilder(method="POST", path="/users/password",
+                             data={"email": "owner@example.com"}).get_environ()
+    started = []
+    answer = app(environ, lambda status, headers, exc_info=None: started.append(status))
+    b"".join(answer)
+    assert started == ["302 FOUND"]
+    notify.wait_for_sends()
+    assert sql(app, "SELECT reset_password_token_digest FROM users") == [(None,)]
+    answer.close()
+    assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
+    assert sql(app, "SELECT reset_password_token_digest IS NOT NULL FROM users") == [(True,)]
 
 
 def test_a_link_form_runs_the_same_code_for_an_accounts_address_or_not_in_a_browser_known_to_another(
