@@ -589,9 +589,10 @@ def _ask(kind: str):
     if not email.strip():
         return _ask_page(kind, email, "Enter your e-mail address."), 422
     now = pushes.utcnow()
-    # (The account only for its browsers' own count: a stranger spending the address's keeps
-    # out no browser known to it. The rest is done the same for any address: ask_for.)
-    too_many = _throttled("mail", now, email=email, user=auth.find_user(email))
+    # (The account for its browsers' own count, a stranger spending the address's keeping out
+    # no browser known to it; looked up for any address, the same work.)
+    user = auth.find_user(email)
+    too_many = _throttled("mail", now, email=email, user=user)
     if too_many:
         return _ask_page(kind, email, too_many), 429
     app = current_app._get_current_object()
@@ -600,7 +601,9 @@ def _ask(kind: str):
     def ask_once_sent(response):
         # Once the server has sent the answer and closes it: an account's work (its token
         # written, its mail) then neither delays the answer nor runs while it is being sent.
-        response.call_on_close(partial(account_mail.ask_for, app, kind, email, now))
+        # Only an account's takes a sending place (a flood of other addresses takes none).
+        if user is not None:
+            response.call_on_close(partial(account_mail.ask_for, app, kind, email, now))
         return response
     flash(ASK[kind][3], "success")
     return redirect(url_for("accounts.sign_in"))

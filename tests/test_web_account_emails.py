@@ -195,7 +195,7 @@ def test_a_link_form_runs_the_same_code_for_an_accounts_address_or_not_in_a_brow
     """The form looks the address up to count a browser known to the account apart: it
     opened (decrypted) this browser's pwp_device cookie only for an account's address, work
     that an unknown address's request did not do. Compared as the functions of pwp the
-    request's own thread calls."""
+    request's own thread calls until its answer is sent."""
     make_user(password=PASSWORD)
     assert sign_in_as(on).status_code == 302  # (this browser is known to owner@example.com)
     on.post("/users/sign_out")
@@ -209,10 +209,12 @@ def test_a_link_form_runs_the_same_code_for_an_accounts_address_or_not_in_a_brow
             if event == "call" and "/pwp/" in frame.f_code.co_filename:
                 called.append(frame.f_code.co_qualname)
         sys.setprofile(record)
-        try:
-            assert on.post("/users/password", data={"email": email}).status_code == 302
+        try:  # (up to the answer sent: its close, after, starts an account's work alone)
+            answer = on.post("/users/password", data={"email": email}, buffered=False)
+            assert answer.status_code == 302
         finally:
             sys.setprofile(None)
+        answer.close()
         return called
     calls("first@example.com")  # (the first request's own work: a connection made, ...)
     assert calls("other@example.com") == calls("never@example.com")  # (as long: its checks run per character)
@@ -747,3 +749,19 @@ def test_a_head_request_of_a_mailed_link_uses_nothing(on, make_user, smtp, clock
     assert on.get(reset).status_code == 200
     assert sql(app, "SELECT confirmed_at IS NULL, locked_at IS NOT NULL FROM users ORDER BY email") == [
         (False, False), (False, False)]
+
+
+def test_a_link_form_for_an_unknown_address_takes_no_sending_place(on, make_user, smtp):
+    """Its answer sent, a request for an address with no account took a sending thread or a
+    queue place like an account's (to look the address up again there): from a few IPs such
+    requests filled the queue while a slow SMTP server held the threads, and real ones were
+    dropped. The request looks the address up anyway (its browsers' count), the same work for
+    any address; only an account's work is queued, after the answer, which its time cannot tell."""
+    make_user(password=PASSWORD)
+    notify.wait_for_sends()
+    before = list(notify._threads)
+    assert ask_reset(on, "nobody@example.com").status_code == 302
+    assert [t.name for t in notify._threads if t not in before] == []
+    assert ask_reset(on).status_code == 302
+    assert [t.name for t in notify._threads if t not in before] == ["account-ask-reset_password"]
+    assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
