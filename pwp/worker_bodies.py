@@ -3,7 +3,7 @@ part) before a thread takes the request, as nginx buffers them (client_body_buff
 client_body_temp_path): each read within `timeout`, `Expect: 100-continue` answered, kept in
 memory up to BODY_IN_MEMORY, past it in an encrypted temporary file within BODIES_SPOOLED;
 bodies it cannot take refused (503), a chunked one past the app's limit too (413; a page's:
-the app's, cut past the limit), their rest
+the app's, cut past the limit), or of chunks too small (400: CHUNKS_FREE), their rest
 read and dropped as the connection closes. Also the readers gunicorn's parser reads a spooled
 body through (SpooledUnreader) and a chunked body it cannot parse (RequestBody).
 
@@ -48,6 +48,14 @@ BODIES_HELD = HEADS_HELD // 2
 BODY_LIMIT = 64 * 1024 * 1024
 # A page's chunked body past the app's limit goes to a thread once this much more of it came (read_body).
 PAST_LIMIT = 64 * 1024
+# A chunked body may have CHUNKS_FREE lines (chunks' sizes, trailers), and one more for every
+# DATA_PER_CHUNK bytes of its data: past that it gets the worker's 400, no thread taken (refuse),
+# as each chunk costs the main loop's ChunkedEnd ~0.7 us and gunicorn's parser in the thread ~2.3 us
+# where a declared body's MiB costs them ~4 ms (bench/chunked_framing.py; README).
+# (More than the body bytes one head read brings, 8192: wait_for_body's feed is never refused.)
+CHUNKS_FREE = 16384
+DATA_PER_CHUNK = 64
+_NEXT_CHUNK = re.compile(rb"\r\n([0-9a-fA-F]+)(?:[ \t]*;[^\r\n]*)?\r\n").match  # (else: feed's line by line)
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
 RETRY_AFTER = 30
@@ -139,9 +147,10 @@ class ThreadReadRequest(Request):
 class ChunkedEnd:
     """Finds where a chunked body ends as its bytes come (gunicorn's parser reads it later, and
     answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses
-    (bad: then gunicorn may not know where it ends either, and would read on)."""
+    (bad: then gunicorn may not know where it ends either, and would read on), or more lines
+    (chunks, trailers) than its data pays for (small: CHUNKS_FREE, DATA_PER_CHUNK)."""
 
-    __slots__ = ("line", "skip", "crlf", "last", "bad", "limit", "size")
+    __slots__ = ("line", "skip", "crlf", "last", "bad", "small", "limit", "size", "lines")
 
     def __init__(self, limit):
         self.limit = limit  # the longest line (a chunk's size and extensions): limit_request_field_size
@@ -150,7 +159,9 @@ class ChunkedEnd:
         self.crlf = False  # a chunk's CRLF is next
         self.last = False  # the last chunk came: trailers up to an empty line
         self.bad = False  # framing gunicorn refuses
+        self.small = False  # more lines than the data pays for
         self.size = 0  # the body's own bytes so far (its chunks' data)
+        self.lines = 0  # its chunks' size lines and trailers so far
 
     def feed(self, data) -> bool:
         at, size = 0, len(data)
@@ -160,36 +171,49 @@ class ChunkedEnd:
                 self.skip -= step
                 self.size += step
                 at += step
-                continue
-            end = data.find(b"\n", at)
-            if end < 0:
-                self.line += data[at:]
-                self.bad = len(self.line) > self.limit or (
-                    self.crlf and self.line not in (b"", b"\r"))
-                return self.bad
-            self.line += data[at:end]
-            at = end + 1
-            if self.line[-1:] != b"\r":  # (a bare LF: gunicorn looks for CRLF, reading on)
-                self.bad = True
-                return True
-            line = bytes(self.line[:-1])
-            self.line.clear()
-            if self.crlf:
-                if line:
-                    self.bad = True  # (gunicorn's 400)
-                    return True
-                self.crlf = False
-            elif self.last:
-                if not line:
-                    return True  # the end
+                if self.skip or at == size:
+                    continue
+            # (The usual case first: a chunk's CRLF and the next size line, whole in this read.)
+            match = self.crlf and not self.line and _NEXT_CHUNK(data, at)
+            if match:
+                at = match.end()
+                digits = match[1]
             else:
-                digits = line.split(b";", 1)[0].rstrip(b" \t")
-                if not digits or digits.strip(b"0123456789abcdefABCDEF"):
-                    self.bad = True  # (gunicorn's 400)
+                end = data.find(b"\n", at)
+                if end < 0:
+                    self.line += data[at:]
+                    self.bad = len(self.line) > self.limit or (
+                        self.crlf and self.line not in (b"", b"\r"))
+                    return self.bad
+                self.line += data[at:end]
+                at = end + 1
+                if self.line[-1:] != b"\r":  # (a bare LF: gunicorn looks for CRLF, reading on)
+                    self.bad = True
                     return True
-                self.skip = int(digits, 16)
-                self.last = not self.skip
-                self.crlf = not self.last
+                line = bytes(self.line[:-1])
+                self.line.clear()
+                if self.crlf:
+                    if line:
+                        self.bad = True  # (gunicorn's 400)
+                        return True
+                    self.crlf = False
+                    continue
+                if not self.last:
+                    digits = line.split(b";", 1)[0].rstrip(b" \t")
+                    if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                        self.bad = True  # (gunicorn's 400)
+                        return True
+            self.lines += 1
+            if self.lines > CHUNKS_FREE + self.size // DATA_PER_CHUNK:
+                self.small = True
+                return True
+            if self.last:  # (a trailer, or the empty line that ends them: the end)
+                if not line:
+                    return True
+                continue
+            self.skip = int(digits, 16)
+            self.last = not self.skip
+            self.crlf = not self.last
         return False
 
 
@@ -197,6 +221,14 @@ def unavailable(api: bool) -> bytes:
     """A 503 with Retry-After that closes the connection."""
     return error_answer(503, "Service Unavailable", api, b"Retry-After: %d\r\n" % RETRY_AFTER,
                          b"Service Unavailable: the server cannot take this request's body now; try again later.\n")
+
+
+def small_chunks(api: bool) -> bytes:
+    """A 400 that closes the connection, for a chunked body of more chunks than its data pays for."""
+    return error_answer(400, "Bad Request", api, error="The request body's chunks are too small: send it in "
+                        "larger chunks (64 bytes and more, on average), or with a Content-Length.", text=(
+                            b"Bad Request: the request body's chunks are too small: send it in larger chunks "
+                            b"(64 bytes and more, on average), or with a Content-Length.\n"))
 
 
 class SpooledUnreader(SocketUnreader):
@@ -322,6 +354,11 @@ class BodyReader:
                 if conn.left <= 0:
                     break
             elif conn.left.feed(data):
+                if conn.left.small:  # (past its lines' allowance: CHUNKS_FREE, DATA_PER_CHUNK)
+                    if conn.spool is None:
+                        conn.api = is_api(head)
+                    self.refuse(conn, waiting, self.chunked_left(conn), small_chunks(conn.api))
+                    return
                 conn.cut = conn.left.bad
                 break
             elif conn.spooled + len(head) > conn.limit:
@@ -398,9 +435,14 @@ class BodyReader:
         if error is not None:  # (its cause only, never its bytes)
             self.log.warning("A request body could not be written to a temporary file (%s): answered 503",
                              error.strerror or type(error).__name__)
-        # (Chunked: its end unknown, up to the bytes after which it would have gone to a thread.)
-        left = conn.left if type(conn.left) is int else conn.limit - conn.spooled - len(conn.head)
+        left = conn.left if type(conn.left) is int else self.chunked_left(conn)
         self.refuse(conn, waiting, max(left, 0), unavailable(conn.api))
+
+    @staticmethod
+    def chunked_left(conn) -> int:
+        """A chunked body's bytes still to come, its end unknown: up to the bytes after which
+        it would have gone to a thread."""
+        return max(conn.limit - conn.spooled - len(conn.head), 0)
 
     def refuse(self, conn, waiting, drain, answer):
         """Answer a body the main loop read in part (waiting: on the poller) with the worker's

@@ -25,15 +25,15 @@ def set_answer_headers(security):
         b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in security)
 
 
-def error_answer(status: int, reason: str, api: bool, fields=b"", text=None) -> bytes:
+def error_answer(status: int, reason: str, api: bool, fields=b"", text=None, error=None) -> bytes:
     """An answer of the worker's own that closes the connection, with the app's headers:
     JSON for the API, as the app's own errors (the 413: {"status": 413, "error": "Request
-    Entity Too Large"}), plain text otherwise (text, or the reason alone: never the client's
-    input, which a browser would show as this site's)."""
+    Entity Too Large"}; error, where given, for the reason), plain text otherwise (text, or
+    the reason alone: never the client's input, which a browser would show as this site's)."""
     if api:
         from pwp.errors import JSON_TYPE, json_body
 
-        content_type, body = JSON_TYPE.encode(), json_body({"status": status, "error": reason})
+        content_type, body = JSON_TYPE.encode(), json_body({"status": status, "error": error or reason})
     else:
         content_type, body = b"text/plain; charset=utf-8", text or reason.encode() + b"\n"
     return (b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s"

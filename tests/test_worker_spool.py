@@ -3,6 +3,7 @@ BODY_IN_MEMORY) while they come, with the real gunicorn and the real worker."""
 import json
 import os
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -534,4 +535,69 @@ def test_a_long_body_the_app_left_unread_on_tls_gets_an_answer_that_says_close(t
         head = received.partition(b"\r\n\r\n")[0]
         assert head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in head, head  # (was: keep-alive)
         assert re.findall(rb"HTTP/1\.1 \d\d\d", received) == [b"HTTP/1.1 413"]
+        assert "Traceback" not in server.logs()
+
+
+@pytest.mark.parametrize("path, content_type, body", [
+    ("/api/v2/pushes", "application/json; charset=utf-8",
+     b'{"status":400,"error":"The request body\'s chunks are too small: send it in larger chunks (64 bytes and '
+     b'more, on average), or with a Content-Length."}'),
+    ("/p", "text/plain; charset=utf-8", b"Bad Request: the request body's chunks are too small: send it in larger "
+                                        b"chunks (64 bytes and more, on average), or with a Content-Length.\n"),
+])
+def test_a_chunked_body_of_tiny_chunks_gets_a_400_before_much_of_it_came_and_the_connection_closes(
+        tmp_path, path, content_type, body):
+    """A chunked body of 1-byte chunks under the app's limit was parsed whole by the main loop
+    (~5 us a chunk, every other connection of the worker waiting: 25 s for 26 MiB), then again
+    by gunicorn's reader in a thread (32 s more). Past CHUNKS_FREE chunks, and one more for
+    every DATA_PER_CHUNK bytes of data, it now gets the worker's 400 (JSON on the API), no
+    thread taken, and the connection closes: here once ~16 400 of its chunks came."""
+    from pwp.worker_bodies import CHUNKS_FREE
+    step = b"1\r\nx\r\n" * 4096
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" % path.encode())
+        sent = 0
+        while sent < 4 * 1024 * 1024 and not select.select([conn], [], [], 0)[0]:
+            conn.sendall(step)
+            sent += len(step)
+            _wait_until_read(server.port, [conn], unread_max=0)
+        # (Refused in the read that passed CHUNKS_FREE; its answer maybe seen a step later.)
+        assert sent <= (CHUNKS_FREE // 4096 + 2) * len(step), sent  # (was: 4 MiB sent, unanswered)
+        conn.shutdown(socket.SHUT_WR)
+        answer_head, _, answer = _until_closed(conn).partition(b"\r\n\r\n")
+        assert answer_head.startswith(b"HTTP/1.1 400 "), answer_head
+        fields = dict(line.split(b": ", 1) for line in answer_head.split(b"\r\n")[1:])
+        assert fields[b"Connection"] == b"close" and fields[b"Content-Type"] == content_type.encode()
+        assert answer == body
+        assert server.request("GET", "/up", timeout=20)[0] == 200
+        assert "Traceback" not in server.logs()
+
+
+def test_a_file_sent_as_a_generator_of_its_lines_is_taken_whole(tmp_path):
+    """Python's requests sends a generator's items as chunks: a file's lines (80 bytes each,
+    3 MiB) are taken, not refused as small chunks, and the file is stored as sent."""
+    import requests
+
+    line_count = 3 * 1024 * 1024 // 80
+    data = b"".join(b"%079d\n" % number for number in range(line_count))
+    boundary = b"lines-" + os.urandom(8).hex().encode()
+    start, end = _multipart("lines.txt", b"\0", boundary).split(b"\0")
+
+    def lines():
+        yield start
+        yield from (data[at:at + 80] for at in range(0, len(data), 80))
+        yield end
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log") as server:
+        token = create_user(env, "lines@example.com")
+        answer = requests.post(f"{server.url}/api/v2/pushes", data=lines(), timeout=60, headers={
+            **bearer(token), "Content-Type": f"multipart/form-data; boundary={boundary.decode()}"})
+        assert answer.status_code == 201, answer.text
+        assert answer.request.headers["Transfer-Encoding"] == "chunked"
+        status, push = server.json("GET", f"/api/v2/pushes/{answer.json()['url_token']}", headers=bearer(token))
+        assert status == 200
+        status, _headers, got = server.request("GET", urlsplit(push["files"][0]["url"]).path)
+        assert status == 200 and got == data
         assert "Traceback" not in server.logs()
