@@ -79,7 +79,12 @@ class ErrorAnswers:
         headers that echoes the client's input (a header's name and value: a credential, maybe)."""
         api, conn, text = False, getattr(self.serving, "conn", None), None
         if type(exc) is PlainRequest:  # (gunicorn's: a 403 written to a TLS socket never made, unread)
-            self.log.info("Plain HTTP request from ip=%s sent to the TLS port: answered 400", (addr or ("",))[0])
+            ip = (addr or ("",))[0]
+            if exc.start.startswith(b"PROXY "):  # (v1's line: a proxy's, sent before its TLS)
+                self.log.info("A PROXY protocol header before TLS (not supported: gunicorn reads it inside TLS) "
+                              "from ip=%s: answered 400", ip)
+            else:
+                self.log.info("Plain HTTP request from ip=%s sent to the TLS port: answered 400", ip)
             status, reason, api, text = 400, "Bad Request", is_api(exc.start), PLAIN_REQUEST
         else:
             status, reason = self.gunicorns_status(req, addr, exc)

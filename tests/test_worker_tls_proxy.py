@@ -86,6 +86,22 @@ def test_plain_http_sent_to_the_tls_port_gets_a_plain_400_as_nginx_answers(tmp_p
     assert "Traceback" not in logs and logs.count("Plain HTTP request from ip=127.0.0.1 sent to the TLS port") == 2
 
 
+def test_a_proxy_v1_line_sent_before_tls_is_logged_as_such_not_as_plain_http(tmp_path):
+    """A proxy that sends PROXY protocol v1's line before TLS (where gunicorn reads it inside
+    TLS, --proxy-protocol on a TLS port: not supported) had its connection logged as "Plain
+    HTTP request" (the line starts with upper-case letters, as a method): the log now says
+    what it is. The answer stays the 400, and the connection closes."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        conn = _stalled(server.port, _PROXY_V1 + b"\x16\x03\x01\x00\x05hello")
+        assert _until_closed(conn).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        logs = server.logs()
+    assert "Traceback" not in logs and "Plain HTTP request" not in logs  # (was: "Plain HTTP request from ip=...")
+    assert ("A PROXY protocol header before TLS (not supported: gunicorn reads it inside TLS) from "
+            "ip=127.0.0.1: answered 400") in logs
+
+
 @pytest.mark.parametrize("sent", ["v2, part of the signature", "v2, part of the block", "v1, part of the line"])
 def test_a_truncated_proxy_header_is_a_400_once_the_head_timeout_passes(tmp_path, sent):
     """A PROXY protocol v2 header cut short by a client that then waits got nothing, however
