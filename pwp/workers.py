@@ -43,7 +43,7 @@ import threading
 import time
 from collections import deque
 
-from gunicorn.http.body import Body
+from gunicorn.http.body import Body, ChunkedReader
 from gunicorn.http.errors import InvalidProxyHeader, LimitRequestHeaders, ParseException
 from gunicorn.http.message import Request
 from gunicorn.http.unreader import SocketUnreader
@@ -52,7 +52,8 @@ from gunicorn.workers import gthread
 
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
-from pwp.worker_bodies import BODY_LIMIT, THREAD_DRAIN, BodyReader, RequestBody, SpooledUnreader, ThreadReadRequest
+from pwp.worker_bodies import (BODY_LIMIT, THREAD_DRAIN, BodyReader, CountedChunkedReader, RequestBody, SpooledUnreader,
+                               ThreadReadRequest)
 from pwp.worker_errors import ErrorAnswers, refuse_plain, set_answer_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api, proxy_header_cut
 from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
@@ -269,6 +270,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             req.body.request = req
             if conn.head is None and type(req) is Request:  # (read by gunicorn in this thread)
                 req.__class__ = ThreadReadRequest
+                if type(req.body.reader) is ChunkedReader:
+                    req.body.reader.__class__ = CountedChunkedReader
         if conn.continued:  # (answered by the main loop: not a second time)
             conn.continued = req._expected_100_continue = False
         if conn.cut:

@@ -86,6 +86,51 @@ def test_plain_http_sent_to_the_tls_port_gets_a_plain_400_as_nginx_answers(tmp_p
     assert "Traceback" not in logs and logs.count("Plain HTTP request from ip=127.0.0.1 sent to the TLS port") == 2
 
 
+def _read_now(conn) -> bytes:
+    """What the server sent that can be read at once (over TLS: its application data only)."""
+    conn.setblocking(False)
+    try:
+        return conn.recv(65536)
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return b""
+    finally:
+        conn.setblocking(True)
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_a_chunked_body_of_tiny_chunks_read_by_gunicorn_gets_a_400_before_much_of_it_came(tmp_path, served):
+    """On a connection gunicorn reads itself (TLS, the PROXY protocol), a chunked body of 1-byte
+    chunks under the app's limit was parsed by gunicorn's reader in a thread, ~2.3 us a chunk
+    (26 MiB: half a minute, the worker's other threads and main loop sharing the GIL with it).
+    The same allowance as the main loop's (CHUNKS_FREE, DATA_PER_CHUNK) now stops the reader:
+    the app's 400 for a body that cannot be read, `Connection: close`."""
+    from pwp.worker_bodies import CHUNKS_FREE
+    from test_gunicorn_conf import _wait_until_read
+    args, context, prefix = _served(tmp_path, served)
+    step = b"1\r\nx\r\n" * 4096
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port))
+        raw.sendall(prefix)
+        conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+        conn.sendall(b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sent, received = 0, b""
+        while sent < 4 * 1024 * 1024 and not (received := _read_now(conn)):
+            conn.sendall(step)
+            sent += len(step)
+            _wait_until_read(server.port, [conn], unread_max=0)
+        assert sent <= (CHUNKS_FREE // 4096 + 2) * len(step), sent  # (was: 4 MiB sent, unanswered)
+        conn.settimeout(20)  # (a failure guard only)
+        while b"\r\n\r\n" not in received:
+            received += conn.recv(65536)
+        conn.close()
+        head = received.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close\r\n" in head, head
+        if context:  # (the worker goes on)
+            assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        assert "Traceback" not in server.logs()
+
+
 def test_a_proxy_v1_line_sent_before_tls_is_logged_as_such_not_as_plain_http(tmp_path):
     """A proxy that sends PROXY protocol v1's line before TLS (where gunicorn reads it inside
     TLS, --proxy-protocol on a TLS port: not supported) had its connection logged as "Plain
@@ -154,7 +199,8 @@ def test_the_worker_refuses_to_start_on_a_gunicorn_without_what_it_relies_on():
 _READ_UNDER_OTHER_NAMES = ("gunicorn.http.body:LengthReader.length", "gunicorn.http.unreader:SocketUnreader.take_buffered",
                            "gunicorn.http.unreader:SocketUnreader.mxchunk",
                            "gunicorn.http.unreader:SocketUnreader.max_body_chunk",
-                           "gunicorn.http.parser:Parser.finish_body.max_bytes")
+                           "gunicorn.http.parser:Parser.finish_body.max_bytes",
+                           "gunicorn.http.body:ChunkedReader.parse_chunk_size")
 _REMOVE_EACH = """
 import importlib, inspect, re, sys
 from pathlib import Path
