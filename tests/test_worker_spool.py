@@ -601,3 +601,38 @@ def test_a_file_sent_as_a_generator_of_its_lines_is_taken_whole(tmp_path):
         status, _headers, got = server.request("GET", urlsplit(push["files"][0]["url"]).path)
         assert status == 200 and got == data
         assert "Traceback" not in server.logs()
+
+
+@pytest.mark.parametrize("body", [
+    b"5\r\nabcde\r\n3\r\nxyz\r\n0\r\n\r\n", b"5;name=value\r\nabcde\r\n3 ;x\r\nxyz\r\n0\r\n\r\n",
+    b"5\r\nabcde\r\n3\r\nxyz\r\n0\r\nTrailer: yes\r\n\r\n", b"5\r\nabcde\r\nzz\r\nxyz\r\n0\r\n\r\n",
+    b"5\r\nabcdeXX\r\n0\r\n\r\n", b"5\r\nabcde\r\n3\nxyz\r\n0\r\n\r\n", b"5\r\nabcde\r\n\r\n", b"5\r\nabcde\r\n3\r\nx",
+    b"A\r\n0123456789\r\n1\r\n\r\r\n0\r\n\r\n",
+])
+def test_chunked_end_says_the_same_of_a_body_read_whole_or_a_byte_at_a_time(body):
+    """ChunkedEnd follows a chunk's CRLF and the next size line in one step where a read holds
+    them whole, line by line otherwise (a byte at a time: always): both say the same of a body,
+    its end, bad framing, or neither yet, and count the same data."""
+    from pwp.worker_bodies import ChunkedEnd
+
+    def fed(pieces):
+        end = ChunkedEnd(8190)
+        return any(end.feed(piece) for piece in pieces), end.bad, end.size
+    whole, by_byte = fed([body]), fed([body[at:at + 1] for at in range(len(body))])
+    assert whole == by_byte, (whole, by_byte)
+    assert whole[0] or body.endswith(b"x")  # (each ends or is bad, but the one cut short)
+
+
+def test_chunked_end_refuses_lines_past_their_allowance():
+    """A body may have CHUNKS_FREE lines, and one more for every DATA_PER_CHUNK bytes of data:
+    the line past that is refused (small), whether the chunks came in one read or a chunk a
+    read; chunks of DATA_PER_CHUNK bytes never are."""
+    from pwp.worker_bodies import CHUNKS_FREE, DATA_PER_CHUNK, ChunkedEnd
+    for size, refused in ((1, True), (DATA_PER_CHUNK // 2, True), (DATA_PER_CHUNK, False)):
+        chunk = b"%x\r\n%s\r\n" % (size, b"x" * size)
+        count = 3 * CHUNKS_FREE  # (past the allowance of chunks of half DATA_PER_CHUNK)
+        for pieces in ([chunk * count], [chunk] * count):
+            end = ChunkedEnd(8190)
+            said = any(end.feed(data) for data in pieces)
+            assert said == refused and end.small == refused and not end.bad, (size, len(pieces))
+            assert end.lines == (CHUNKS_FREE + end.size // DATA_PER_CHUNK + 1 if refused else count)
