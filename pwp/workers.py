@@ -39,6 +39,7 @@ pwp.outbox and its parts (the standard library's) only.
 import errno
 import resource
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -85,7 +86,9 @@ class _Connection(gthread.TConn):
         # of the connection (util.close_graceful: up to 2 s) in the main loop itself: a client
         # that sent `Connection: close`, or a head past the limits, and then neither closed nor
         # sent stopped the whole worker for 2 s each. Here the poller waits for it.
-        if graceful and self.linger is not None and type(self.sock) in (socket.socket, BoundedSocket, GoneSocket):
+        # (TLS too: SSLSocket.shutdown drops the TLS layer, as gunicorn's close; what still comes is dropped raw.)
+        if graceful and self.linger is not None and type(self.sock) in (
+                socket.socket, BoundedSocket, GoneSocket, ssl.SSLSocket):
             self.linger(self.sock, self.drain)
         else:
             super().close(graceful)

@@ -1,6 +1,7 @@
 """pwp/workers.py: connections gunicorn reads itself in a thread (TLS, the PROXY protocol), and
 what the worker answers on them, with the real gunicorn and the real worker."""
 import json
+import os
 import re
 import socket
 import ssl
@@ -128,6 +129,31 @@ def test_a_chunked_body_of_tiny_chunks_read_by_gunicorn_gets_a_400_before_much_o
         assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close\r\n" in head, head
         if context:  # (the worker goes on)
             assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        assert "Traceback" not in server.logs()
+
+
+def test_tls_clients_that_do_not_close_after_the_answer_do_not_stop_the_worker(tmp_path):
+    """On TLS, gunicorn's own close lingered for the client's end of a connection it closes
+    (util.close_graceful: up to 2 s) in the worker's main loop: a client that sent
+    `Connection: close` (or kept sending a body refused mid-way, the chunks too small) and then
+    neither closed nor stopped held every other connection of the worker 2 s each. The poller
+    waits for it now, as on plain connections: a request that comes meanwhile is answered while
+    it still lingers (was: once it was closed, and a byte it sent after it got a reset)."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        conn = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        conn.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        conn.settimeout(20)  # (a failure guard only)
+        answer = b""
+        while chunk := conn.recv(65536):  # the answer, then the server's end of the connection
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert request(server.port, "GET", "/up", timeout=10, context=context)[0] == 200
+        # (Past the TLS layer, which the server dropped: the connection's own socket.)
+        with socket.socket(fileno=os.dup(conn.fileno())) as raw:
+            for _ in range(2):  # still read and dropped by the server (was: closed: a reset, then EPIPE)
+                raw.sendall(b"x")
+        conn.close()
         assert "Traceback" not in server.logs()
 
 
