@@ -279,7 +279,14 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             conn.continued = req._expected_100_continue = False
         if conn.cut:
             req.force_close()
-        return super().handle_request(req, conn)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            if type(req.body.reader) is CountedChunkedReader and req.body.reader.refused:
+                # Its client may still be sending it (a blocking client reads the answer only
+                # then): up to the app's limit more read and dropped as the connection closes,
+                # as after the main loop's refusal (linger), else a reset lost it the 400.
+                conn.drain = self.body_limit
 
     def _keepalive_after(self, conn, keepalive):
         # (A thread, after the answer.) gthread drains the body the app left unread; one it

@@ -157,6 +157,28 @@ def test_tls_clients_that_do_not_close_after_the_answer_do_not_stop_the_worker(t
         assert "Traceback" not in server.logs()
 
 
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_a_client_that_sends_its_tiny_chunks_to_the_end_before_it_reads_gets_the_400(tmp_path, served):
+    """A client that sends the whole body before it reads the answer (Python's requests given a
+    generator of single bytes) got a reset on TLS and the PROXY protocol, not the 400 of the
+    chunk allowance: the connection closed after 64 KiB more of the body (gunicorn's close),
+    the rest it sent reset. The rest is now read and dropped up to the app's limit, as where
+    the main loop refuses it."""
+    from pwp.worker_bodies import CHUNKS_FREE
+    args, context, prefix = _served(tmp_path, served)
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port))
+        raw.sendall(prefix)
+        conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+        conn.sendall(b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(b"1\r\nx\r\n" * (160 * CHUNKS_FREE) + b"0\r\n\r\n")  # (~16 MB, past the kernel's buffers: was a reset)
+        conn.settimeout(20)  # (a failure guard only)
+        answer = _until_closed(conn)
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"\r\nConnection: close\r\n" in answer, answer[:100]
+        assert "Traceback" not in server.logs()
+
+
 def test_a_proxy_v1_line_sent_before_tls_is_logged_as_such_not_as_plain_http(tmp_path):
     """A proxy that sends PROXY protocol v1's line before TLS (where gunicorn reads it inside
     TLS, --proxy-protocol on a TLS port: not supported) had its connection logged as "Plain
