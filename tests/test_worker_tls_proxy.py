@@ -98,6 +98,16 @@ def _read_now(conn) -> bytes:
         conn.setblocking(True)
 
 
+def _chunked_post(port, context, prefix):
+    """A connection (TLS with an ssl context, after prefix) that sent a chunked POST's head."""
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.sendall(prefix)
+    conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+    conn.sendall(b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    return conn
+
+
 @pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
 def test_a_chunked_body_of_tiny_chunks_read_by_gunicorn_gets_a_400_before_much_of_it_came(tmp_path, served):
     """On a connection gunicorn reads itself (TLS, the PROXY protocol), a chunked body of 1-byte
@@ -110,11 +120,7 @@ def test_a_chunked_body_of_tiny_chunks_read_by_gunicorn_gets_a_400_before_much_o
     args, context, prefix = _served(tmp_path, served)
     step = b"1\r\nx\r\n" * 4096
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
-        raw = socket.create_connection(("127.0.0.1", server.port))
-        raw.sendall(prefix)
-        conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
-        conn.sendall(b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        conn = _chunked_post(server.port, context, prefix)
         sent, received = 0, b""
         while sent < 4 * 1024 * 1024 and not (received := _read_now(conn)):
             conn.sendall(step)
@@ -167,11 +173,7 @@ def test_a_client_that_sends_its_tiny_chunks_to_the_end_before_it_reads_gets_the
     from pwp.worker_bodies import CHUNKS_FREE
     args, context, prefix = _served(tmp_path, served)
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
-        raw = socket.create_connection(("127.0.0.1", server.port))
-        raw.sendall(prefix)
-        conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
-        conn.sendall(b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        conn = _chunked_post(server.port, context, prefix)
         conn.sendall(b"1\r\nx\r\n" * (160 * CHUNKS_FREE) + b"0\r\n\r\n")  # (~16 MB, past the kernel's buffers: was a reset)
         conn.settimeout(20)  # (a failure guard only)
         answer = _until_closed(conn)
