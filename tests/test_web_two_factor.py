@@ -9,7 +9,7 @@ import psycopg
 import pyotp
 import pytest
 from conftest import TEST_MASTER_KEY, bearer, make_config, sql, wait_for_a_lock_waiter
-from test_web_account_emails import ask_reset, link_in, mails
+from test_web_account_emails import ClosingClient, ask_reset, link_in, mails
 
 from pwp import account_mail, create_app, crypto, pushes
 from pwp.auth import MFA_REQUIRED
@@ -496,8 +496,10 @@ def test_the_forms_that_ask_for_a_code_share_its_twenty_an_hour(client, two_fact
 
 @pytest.fixture
 def on(settings, smtp, database_url, request):
-    """A client of an app with account e-mails on, sending to `smtp`."""
+    """A client of an app with account e-mails on, sending to `smtp`, that closes each answer
+    as a server does once it has sent it (a link form's work starts then)."""
     settings.update(smtp.settings(), PWP__ENABLE_USER_ACCOUNT_EMAILS=True)
+    request.getfixturevalue("app").test_client_class = ClosingClient
     return request.getfixturevalue("client")
 
 
