@@ -145,6 +145,16 @@ class ThreadReadRequest(Request):
         return False
 
 
+def unread_body(request) -> bool:
+    """Whether a request gunicorn reads in a thread has body bytes the app left unread (a
+    declared length's rest, a chunked body not read to its end: ThreadWorker._keepalive_after)."""
+    body = getattr(request, "body", None)
+    reader = getattr(body, "reader", None)
+    if type(reader) is LengthReader:
+        return reader.length > 0
+    return isinstance(reader, ChunkedReader) and not getattr(body, "ended", False)
+
+
 class CountedChunkedReader(ChunkedReader):
     """gunicorn's reader of a chunked body it reads in a thread (TLS, the PROXY protocol), held
     to ChunkedEnd's allowance (CHUNKS_FREE, DATA_PER_CHUNK): past it, a chunk size it refuses

@@ -54,7 +54,7 @@ from gunicorn.workers import gthread
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
 from pwp.worker_bodies import (BODY_LIMIT, THREAD_DRAIN, BodyReader, CountedChunkedReader, RequestBody, SpooledUnreader,
-                               ThreadReadRequest)
+                               ThreadReadRequest, unread_body)
 from pwp.worker_errors import ErrorAnswers, refuse_plain, set_answer_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api, proxy_header_cut
 from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
@@ -302,11 +302,17 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 return conn.parser.finish_body()
             if keepalive:  # (gthread's drain, its cap ours: ThreadReadRequest said close past it)
                 deadline = time.monotonic() + gthread.DEFAULT_WORKER_DATA_TIMEOUT
-                return conn.parser.finish_body(deadline=deadline, max_bytes=THREAD_DRAIN)
-            return False
+                if conn.parser.finish_body(deadline=deadline, max_bytes=THREAD_DRAIN):
+                    return True
         except ParseException as e:
             self.log.debug("Closing connection after a body that could not be read (%s)", type(e).__name__)
-            return False
+        if conn.head is None and conn.drain == 0 and unread_body(conn.parser.mesg):
+            # (TLS, the PROXY protocol.) Its client may still be sending the body the app left
+            # unread (a blocking client reads the answer only then): up to the app's limit more
+            # read and dropped as the connection closes, as after a refusal (linger); the close's
+            # 64 KiB left a 4 MiB upload answered 401 or 404 a broken pipe, its answer unread.
+            conn.drain = self.body_limit
+        return False
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)

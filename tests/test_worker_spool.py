@@ -8,7 +8,7 @@ import selectors
 import socket
 import ssl
 import subprocess
-import threading
+import time
 
 import pytest
 from urllib.parse import urlsplit
@@ -74,29 +74,45 @@ def test_a_spooled_body_is_ciphertext_in_its_temporary_file_and_comes_to_the_app
 
 
 def _answer_while_sending(port, request: bytes, context=None) -> bytes:
-    """What the server answers to a request sent whole (by another thread) while it is read,
-    until the server closes the connection (or resets it, having read no more of the body);
-    over TLS with an ssl context."""
+    """What the server answers to a request sent whole while it is read, until the server
+    closes the connection (or resets it, having read no more of the body); over TLS with an
+    ssl context. One thread sends and reads (a non-blocking socket): an SSLSocket written by
+    one thread while another reads it crashed the test's process now and then (OpenSSL's
+    connection is not shared between threads)."""
     conn = socket.create_connection(("127.0.0.1", port))
     if context is not None:
         conn = context.wrap_socket(conn, server_hostname="127.0.0.1")
-    conn.settimeout(20)  # (a failure guard only)
-
-    def send():
-        try:
-            conn.sendall(request)
-        except OSError:
-            pass  # (the server closed the connection without reading the rest)
-    sender = threading.Thread(target=send)
-    sender.start()
-    received = b""
-    try:
-        while chunk := conn.recv(65536):
-            received += chunk
-    except (ConnectionResetError, ssl.SSLError):
-        pass
-    sender.join()
-    conn.close()
+    conn.setblocking(False)
+    deadline = time.monotonic() + 20  # (a failure guard only)
+    rest, received = memoryview(request), b""
+    with conn, selectors.DefaultSelector() as selector:
+        selector.register(conn, selectors.EVENT_READ)
+        while True:
+            if rest:  # (the server's answer and the request's rest both wait on the one socket)
+                selector.modify(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                try:
+                    rest = rest[conn.send(rest[:65536]):]
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+                except OSError:  # (the server closed the connection without reading the rest)
+                    rest = rest[:0]
+                if not rest:
+                    selector.modify(conn, selectors.EVENT_READ)
+            try:
+                chunk = conn.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                chunk = None
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if chunk == b"":
+                break
+            if chunk:
+                received += chunk
+                continue  # (a TLS record read may leave more in the ssl layer: read it first)
+            if context is not None and conn.pending():
+                continue
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"no end of the answer within 20 s; received {received[:200]!r}")
     return received
 
 
@@ -475,7 +491,6 @@ def test_a_refused_body_drained_by_a_stopping_worker_keeps_it_no_longer_than_a_k
     (30 s), the worker kept up to its graceful_timeout by a client that sends nothing more.
     Its drain now ends with the kept-alive connections' (here a worker's main loop run in this
     process, its socket real)."""
-    import time
 
     from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER
 
@@ -495,7 +510,6 @@ def test_a_refused_body_whose_client_sends_nothing_more_is_not_drained_for_long(
     nginx's lingering_timeout, a drain now ends once the client sent nothing for
     DRAIN_IDLE_SECONDS (here a worker's main loop run in this process, its socket real; the
     time that passed stood in for by the drain's idle deadline)."""
-    import time
 
     from pwp.worker_answers import DRAIN_IDLE_SECONDS, DRAIN_SECONDS
     assert DRAIN_IDLE_SECONDS < DRAIN_SECONDS
