@@ -10,11 +10,11 @@ from http import HTTPStatus
 
 from flask import Response, current_app, render_template, request, url_for
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, TooManyRequests
 from werkzeug.exceptions import NotFound as NoRoute
 
 from .logfilter import RedactFilter, redact
-from .words import human_size
+from .words import human_size, plural
 
 try:  # gunicorn parses a chunked body as the app reads it, and raises what it refuses there
     from gunicorn.http.errors import ParseException as UnreadableBody
@@ -227,8 +227,17 @@ def _http_error(exc: HTTPException):
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
         response.headers.extend(headers)
         return response
+    if exc.code == 404 and request.method in ("GET", "HEAD") and _TOKEN_PAGE.fullmatch(request.path) \
+            and not current_app.config["PWP_PUBLIC_GATEWAY"]:
+        # A token our converter refuses (too long, odd characters), which upstream's router
+        # takes as a token: the expired page, as for any token without a push.
+        return render_template("web/expired.html"), 200
     back = None
-    if exc.code == 413:  # (a body over MAX_CONTENT_LENGTH, unread: the form cannot be shown again)
+    if exc.code == 413 and for_recipient():  # (the passphrase form's: no files or secrets sent here)
+        exc = _RecipientTooLarge()
+        if request.endpoint == "web.access":
+            back = (url_for("web.passphrase", **request.view_args), "Back to the passphrase form")
+    elif exc.code == 413:  # (a body over MAX_CONTENT_LENGTH, unread: the form cannot be shown again)
         exc = _TooLargePage(current_app.config["PWP__FILES__MAX_TOTAL_BYTES"])
         if request.endpoint == "owner.update":  # (files added on a push's edit page: back there)
             exc.description = (f"A push's files can be up to {human_size(exc.max_files, limit=True)} in all, "
@@ -236,7 +245,33 @@ def _http_error(exc: HTTPException):
             back = (url_for("owner.edit", **request.view_args), "Back to the edit page")
     elif exc.code == 404 and exc.description == NoRoute.description and current_app.config["PWP_PUBLIC_GATEWAY"]:
         exc = NoRoute(GATEWAY_NOT_FOUND)
-    return render_template("errors/http.html", error=exc, back=back), exc.code, headers
+    elif exc.code == 429:
+        wait = exc.retry_after if isinstance(getattr(exc, "retry_after", None), int) else None
+        exc = TooManyRequests(f"Too many requests came from your address. Try again in {plural(wait, 'second')}."
+                              if wait else "Too many requests came from your address. Try again in a minute.")
+    return error_page(exc, back=back), exc.code, headers
+
+
+def for_recipient() -> bool:
+    """Tell whether this request is a link recipient's (the pages of a push's link, a public
+    gateway's every page): its error page is then bare as their pages (web/_recipient.html),
+    with no way into the sender's service (the start page, the sign-in)."""
+    from .gateway import RECIPIENT_ENDPOINTS  # (the gateway imports this module)
+
+    if current_app.config["PWP_PUBLIC_GATEWAY"] or request.endpoint in RECIPIENT_ENDPOINTS:
+        return True
+    return request.endpoint is None and _RECIPIENT_PATH.fullmatch(request.path) is not None
+
+
+def error_page(error, back=None) -> str:
+    """The error page (errors/http.html), a recipient's bare one."""
+    return render_template("errors/http.html", error=error, back=back, recipient=for_recipient())
+
+
+# A link's pages as upstream's router matches them (a token is any segment without "." or
+# "/"), and the paths a recipient's mistyped or cut link takes.
+_TOKEN_PAGE = re.compile(r"/p/[^/.]+(?:/r|/passphrase)?|/[fr]/[^/.]+(?:/r|/passphrase)?")
+_RECIPIENT_PATH = re.compile(r"/[pfr]/[^/]+(?:/r|/passphrase|/access|/expire)?")
 
 
 # A public gateway's 404 page (pwp/gateway.py), for its visitors: recipients of a link.
@@ -256,6 +291,12 @@ class _TooLargePage:
                             f"up to {chars} characters. Go back and send less.")
 
 
+class _RecipientTooLarge:
+    """A 413 on a recipient's page (a passphrase form's body over the app's limit)."""
+    code, name = 413, "Too large to send"
+    description = "That was more than this page takes. Go back and try again."
+
+
 class FormNotSent(BadRequest):
     """A form whose CSRF token is missing or not this session's, said as a person can act on it."""
     name = "This form could not be sent"
@@ -271,7 +312,7 @@ def _push_error(exc: PushError):
         return render_template("web/expired.html"), 200
     if wants_json():
         return api_error(exc.status, exc.body())
-    return render_template("errors/http.html", error=exc), exc.status
+    return error_page(exc), exc.status
 
 
 def log_unexpected(logger, path: str, method: str, exc: Exception):
@@ -285,7 +326,7 @@ def _unexpected(exc: Exception):
     log_unexpected(current_app.logger, request.path, request.method, exc)
     if wants_json():
         return api_error(500, INTERNAL_ERROR)
-    return render_template("errors/http.html", error=None), 500
+    return error_page(None), 500
 
 
 def _undecryptable(_exc):

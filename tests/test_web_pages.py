@@ -4,8 +4,11 @@ from html import unescape
 
 import pytest
 
+from conftest import make_config
 from webutil import create, sign_in
 
+from pwp import create_app
+from pwp.models import db
 from pwp.pages import EXAMPLES, api_routes
 
 BRAND = {"PWP__BRAND__TITLE": "Acme Secrets", "PWP__BRAND__TAGLINE": "Share safely",
@@ -217,11 +220,89 @@ def test_an_owners_view_of_a_payload_page_is_the_recipients_page(settings, datab
     assert "Your own views of this push are logged, not counted." in html
 
 
+def assert_recipient_error(name, response, status, words):
+    """A recipient's error page: bare as the recipient's pages, saying what happened, with no
+    way into the sender's service (the start page, the sign-in)."""
+    assert response.status_code == status, (name, response.status_code)
+    html = unescape(response.get_data(as_text=True))
+    for chrome in ("<header", "<nav", "<footer", 'href="/"', "Acme Secrets", "For Acme staff only.", "Sign in",
+                   "data-theme-toggle", "Back to the start page"):
+        assert chrome not in html, (name, chrome)
+    assert words in html, (name, html)
+    assert html.count("<h1>") == 1 and " | " not in re.search(r"<title>(.*?)</title>", html, re.S).group(1), name
+
+
+def test_the_print_page_is_bare(settings, database_url, request):
+    # As the sheet it prints: no site header or footer on screen either (was: the full layout).
+    settings.update(BRAND)
+    client = request.getfixturevalue("client")
+    token = create(client, payload="x")
+    page = client.get(f"/p/{token}/print_preview?message=Hi")
+    assert_recipient_layout("print", page)
+    assert f'href="/p/{token}/preview"' in page.get_data(as_text=True)  # (its way back to the push)
+
+
+def test_a_recipients_error_pages_are_bare_and_lead_nowhere(settings, database_url, request, tmp_path):
+    # Was: the error pages of the recipient's routes had the full layout, the brand linked to
+    # the start page, "Back to the start page", and a 413 told of files and secrets to send.
+    settings.update(BRAND)
+    client = request.getfixturevalue("client")
+    token = create(client, payload="x", passphrase="pp")
+    assert_recipient_error("method", client.put(f"/p/{token}"), 405, "Method Not Allowed")
+    huge = "p" * (client.application.config["MAX_CONTENT_LENGTH"] + 1)
+    too_large = client.post(f"/p/{token}/access", data={"passphrase": huge})
+    assert_recipient_error("too large", too_large, 413, "more than this page takes")
+    assert "characters" not in too_large.get_data(as_text=True)
+    assert f'href="/p/{token}/passphrase"' in too_large.get_data(as_text=True)
+    # Another instance's push, under a key this one lacks (a rotation's step skipped): 503.
+    from conftest import TEST_MASTER_KEY
+    from cryptography.fernet import Fernet
+    ahead = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{Fernet.generate_key().decode()},{TEST_MASTER_KEY}",
+                                   **BRAND), instance_path=str(tmp_path / "ahead"))
+    try:
+        theirs = create(ahead.test_client(), payload="y")
+    finally:
+        with ahead.app_context():
+            db.engine.dispose()
+    assert_recipient_error("keys", client.get(f"/p/{theirs}"), 503, "encryption keys are out of date")
+
+
+def test_a_recipients_form_sent_without_its_session_is_a_bare_400(settings, database_url, request):
+    settings.update(BRAND, WTF_CSRF_ENABLED=True)
+    client = request.getfixturevalue("client")
+    token = client.post("/api/v2/pushes", json={"push": {"payload": "x", "passphrase": "pp"}}).get_json()["url_token"]
+    assert_recipient_error("csrf", client.post(f"/p/{token}/access", data={"passphrase": "pp"}), 400,
+                           "This form could not be sent")
+
+
+def test_a_throttled_recipient_gets_a_bare_429(settings, database_url, request):
+    settings.update(BRAND, PWP__THROTTLING__MINUTE=1)
+    client = request.getfixturevalue("client")
+    client.get("/p/abcdefghijk/r")
+    throttled = client.get("/p/abcdefghijk/r")
+    assert_recipient_error("throttled", throttled, 429, "Try again in")
+    assert throttled.headers["Retry-After"]
+    # The sender's pages keep the site's layout for theirs.
+    assert '<header class="site-header">' in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/p/no.such", "/p/" + "x" * 100, "/p/a!b/r", "/p/a!b/passphrase", "/r/a!b"])
+def test_a_token_no_push_could_have_is_the_expired_page(settings, client, path):
+    # As upstream, whose router takes any segment without "." or "/" as a token: the expired
+    # page, as for any token without a push (was: a 404 page with the site's layout).
+    if "." in path:  # (upstream's router reads ".such" as a format: no route)
+        assert_recipient_error(path, client.get(path), 404, "Not Found")
+        return
+    r = client.get(path)
+    assert r.status_code == 200 and "We apologize but this secret link has expired." in r.get_data(as_text=True)
+    assert r.headers["Cache-Control"] == "no-store"
+
+
 def test_the_senders_pages_keep_the_site_layout(settings, database_url, request):
     settings.update(BRAND)
     client = request.getfixturevalue("client")
     token = create(client, payload="x")
-    for path in ("/", f"/p/{token}/preview", f"/p/{token}/print_preview", "/no/such/page"):
+    for path in ("/", f"/p/{token}/preview", "/no/such/page"):
         html = client.get(path).get_data(as_text=True)
         assert '<header class="site-header">' in html and "Acme Secrets" in html, path
         assert '<footer class="site-footer">' in html and "For Acme staff only." in html, path

@@ -66,7 +66,7 @@ def test_print_preview_shows_the_links_qr_code_message_expiry_and_id(client, app
     assert "This link is valid for 3 days or 2 views, whichever comes first." in html
     assert "(As of 2026-01-01 12:00 UTC.)" in html
     assert f'<p class="print-id mono">ID: {token}</p>' in html
-    assert "<title>Printable secret link | " in html and 'name="robots" content="noindex' in html
+    assert "<title>Printable secret link</title>" in html and 'name="robots" content="noindex' in html
     assert "data-print" in html and "s3cret" not in html
     assert view_count(app, token) == 0 and audit_kinds(app, token) == [AuditKind.creation]
 
