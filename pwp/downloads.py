@@ -45,13 +45,22 @@ def _number(digits: str | None) -> int | None:
     return int(digits) if len(digits) < 19 else _HUGE  # (int() refuses 4301 digits: a 500)
 
 
+def _wants_page() -> bool:
+    """Tell a browser's navigation: text/html named in Accept and liked at least as well as
+    JSON. (Not Accept's "best": Chromium's names text/html, images and, last but equally
+    liked for werkzeug, application/signed-exchange; curl's */* names nothing.)"""
+    accept = request.accept_mimetypes
+    return any(value == "text/html" for value, _quality in accept) \
+        and accept.quality("text/html") >= accept.quality("application/json")
+
+
 def download_file(token, _filename):
     """Download one decrypted file of a granted view, or a byte range of it, within the
     link's short window."""
     try:
         download = pushes.open_file(token, pushes.utcnow())
     except pushes.NotFound:
-        if request.accept_mimetypes.best == "text/html":  # a browser: a page saying what happened
+        if _wants_page():  # a browser: a page saying what happened
             return render_template("web/file_link_expired.html",
                                    minutes=pushes.FILE_LINK_SECONDS // 60), 404
         raise

@@ -316,6 +316,15 @@ def test_file_upload_and_download(server, new_page):
         assert fh.read() == b"top secret notes\n"
 
 
+def test_an_expired_download_link_opened_in_the_browser_is_the_page_that_says_so(server, new_page):
+    # Chromium's Accept lists text/html among others, "application/signed-exchange" last and
+    # "best" for werkzeug: the recipient who opened a stale file link got {"error":"not-found"}.
+    page = new_page()
+    response = page.goto(server.url + "/pfb/nosuchfilelink/notes.txt")
+    assert response.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("This download link has expired")
+
+
 def test_sign_up_token_api_dashboard_audit(server, new_page):
     page = new_page()
     sign_up(page, server.url, "api@example.com")
