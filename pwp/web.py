@@ -58,6 +58,19 @@ def qr_data_uri(text: str) -> str | None:
     """Render text as a QR code SVG data URI (the CSP allows data: images only); None when
     the text is more than a QR code holds (a push stored before its size was counted in
     bytes: its page shows the text instead)."""
+    code = qr_image(text)
+    return code and code["src"]
+
+
+# A QR push's code is drawn QR_MODULE_PX CSS pixels a module at least, QR_MIN_PX in all: a
+# phone's camera reads a dense code off a screen (1 KiB: 125 modules); a narrow screen
+# scales it down to fit. QR_FRAME_PX: the image's padding and border (static/app.css, .qr img).
+QR_MODULE_PX, QR_MIN_PX, QR_FRAME_PX = 4, 300, 18
+
+
+def qr_image(text: str) -> dict | None:
+    """The QR code of text: {"src": its SVG data URI, "size": the CSS pixels to draw it at
+    on a QR push's page}; None when the text is more than a QR code holds."""
     # Imported here: only QR pages need it (about 2 MiB per worker otherwise).
     import qrcode.exceptions
     import qrcode.image.svg
@@ -68,7 +81,9 @@ def qr_data_uri(text: str) -> str | None:
         return None
     buf = io.BytesIO()
     img.save(buf)
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    modules = img.width + 2 * img.border
+    return {"src": "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+            "size": max(QR_MIN_PX, QR_MODULE_PX * modules + QR_FRAME_PX)}
 
 
 def _sign_in_redirect(kind=None):
@@ -585,7 +600,7 @@ def _render_payload(result, now, user):
     return render_template(
         "web/show.html", push=push, payload=result.payload, files=files,
         link_minutes=pushes.FILE_LINK_SECONDS // 60,
-        qr=qr_data_uri(result.payload) if push.kind == Kind.qr else None,
+        qr=qr_image(result.payload) if push.kind == Kind.qr else None,
         left=time_left(push, now), views=views, last_view=result.last_view,
         counted=pushes.views_count(push, user), owner=pushes.is_owner(push, user),
         blur=bool(kind_setting(current_app.config, push.kind_name, "ENABLE_BLUR")),

@@ -319,6 +319,20 @@ def test_qr_push_shows_qr_image_not_text(client):
     assert "hunter22" not in html
 
 
+def test_a_dense_qr_code_is_drawn_large_enough_to_scan(client):
+    # Was: 300 px whatever its modules: a 1 KiB payload's 125 (border included) got 2.3 px
+    # each, too fine for a phone's camera reading a screen. Now 4 px each at least (a narrow
+    # screen still scales it down to fit); a small code keeps its 300 px.
+    import base64
+    for payload, least in (("\u6f22" * 341, 4 * 125), ("WIFI:S:home;P:hunter22;;", 300)):
+        html = client.get(f"/p/{create(client, kind='qr', payload=payload)}").get_data(as_text=True)
+        src, width, height = re.search(r'<img src="data:image/svg\+xml;base64,([^"]+)" alt="QR code shared with you" '
+                                       r'width="(\d+)" height="(\d+)"', html).groups()
+        modules = int(re.search(rb'viewBox="0 0 (\d+) ', base64.b64decode(src)).group(1))
+        assert width == height and int(width) >= max(least, 4 * modules), (modules, width)
+        assert int(width) <= max(300, 4 * modules + 40)  # (no larger than that)
+
+
 @pytest.mark.parametrize("name", ["..", ".", "x/../../y", "a b%2F.txt", "/", "//", "./"])
 def test_file_links_on_the_page_survive_odd_names(client, make_user, name):
     sign_in(client, make_user)
