@@ -7,7 +7,7 @@ from .liveserver import AXE_JS, LiveServer, sign_up
 
 PUBLIC = ["new_text", "new_url", "new_qr", "preview", "print_form", "print_preview", "print_too_long",
           "retrieval_step", "passphrase", "payload", "payload_qr", "expired", "sign_in", "sign_up", "api_docs",
-          "up", "validation", "number_error"]
+          "up", "validation", "number_error", "recipient_error", "download_expired", "wrong_passphrase"]
 SIGNED_IN = ["new_files", "dashboard", "audit", "edit", "edit_error", "token", "account", "payload_files",
              "admin_users", "admin_delete", "new_signed_in", "new_notify_error", "preview_notify",
              "notify_error", "audit_notify", "two_factor_setup"]
@@ -75,6 +75,8 @@ def site(server, browser):
         "new_signed_in": "/", "new_notify_error": "/", "preview_notify": notified + "/preview",
         "notify_error": notified + "/preview", "audit_notify": notified + "/audit",
         "two_factor_setup": "/users/two_factor",
+        "recipient_error": "/p/no.such", "download_expired": "/pfb/nosuchfilelink/x.txt",
+        "wrong_passphrase": guarded + "/passphrase",
     }
     return paths, state
 
@@ -123,6 +125,11 @@ def test_no_serious_axe_violations(server, browser, site, names, scheme):
                 page.fill("#push_notify_emails_to", "ann@example.com,,")
                 page.click("main form button.big")
                 page.locator(".error-summary").wait_for()
+            elif name == "wrong_passphrase":
+                page.goto(server.url + paths[name])
+                page.fill("#passphrase", "wrong")
+                page.click("main button[type=submit]")
+                page.locator(".flash-warning").wait_for()
             elif name == "notify_error":
                 page.goto(server.url + paths[name])
                 page.fill("#notify_emails_to", "not an address")
