@@ -5,12 +5,13 @@ import functools
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from . import account_mail, auth, crypto, instances, notify, pushes, twofactor
 from .config import ConfigError
 from .factory import database_error, database_missing, database_name, make_database
-from .models import db, schema_sql
+from .models import KeyCheck, db, schema_sql
 from .words import account_deleted, plural
 
 
@@ -113,6 +114,9 @@ def rotate_key(batch_size, after_id, force):
         "are left under the old key, which still opens what they stored: give them NEW,OLD and restart them, then "
         "run rotate-key again (README, Key rotation), or run with --force."))
 
+    # (Run with the first step's OLD,NEW, a bare "done" hid that nothing moved to NEW.)
+    already = _key_check_opener() == fingerprint
+
     def progress(last_id, done):
         click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")
 
@@ -129,6 +133,20 @@ def rotate_key(batch_size, after_id, force):
         "meanwhile is under the old key. Keep the old key (NEW,OLD), give them NEW,OLD and restart them, then run "
         "rotate-key again (README, Key rotation)."))
     click.echo(f"rotate-key: done, {total} pushes re-encrypted ({database_name(current_app)})")
+    if already:
+        click.echo(
+            f"rotate-key: the database was already under the first key of PWPUSH_MASTER_KEY (fingerprint "
+            f"{fingerprint}) when this run started, so it moved to no new key and retired no key: to rotate to a "
+            "new key, it must come first (NEW,OLD), here and in the instances (README, Key rotation). (Expected "
+            "when re-running after a run that said it was not done or was cut short at its end.)", err=True)
+
+
+def _key_check_opener() -> str | None:
+    """The fingerprint of the key of PWPUSH_MASTER_KEY the database's key check is under (None:
+    no check yet)."""
+    token = db.session.scalar(select(KeyCheck.token).where(KeyCheck.id == pushes.KEY_CHECK_ID))
+    db.session.commit()  # (SQLite: no read transaction held through the walk's writes)
+    return token and pushes.keyring().opener(token)
 
 
 def _instances_behind(fingerprint: str, force: bool, refusal: str):

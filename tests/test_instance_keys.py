@@ -350,6 +350,10 @@ def test_a_rotation_that_leaves_the_database_on_its_key_retires_none_of_the_othe
     ran = rotate_key(early)
     assert ran.exit_code == 0, ran.output
     assert sql(app, "SELECT count(*) FROM retired_keys") == [(0,)]
+    # Said, not a bare "done": the operator who meant to move to NEW learns it is not done.
+    assert (f"the database was already under the first key of PWPUSH_MASTER_KEY (fingerprint "
+            f"{fingerprint(TEST_MASTER_KEY)})" in ran.output and "retired no key" in ran.output
+            and "NEW,OLD" in ran.output), ran.output
     rotating = rotation(app, client, database_url, tmp_path)
     stepped = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
                          instance_path=str(tmp_path / "stepped"))
