@@ -6,6 +6,7 @@ CREATE TABLE instance_keys (
 	started_at DATETIME NOT NULL, 
 	seen_at DATETIME NOT NULL, 
 	process VARCHAR(120), 
+	ended_at DATETIME, 
 	PRIMARY KEY (id)
 );
 

@@ -96,6 +96,9 @@ def rotate_key(batch_size, after_id, force):
     key it was under; refused while a running instance does not encrypt with that key (unless --force),
     and for a key an earlier run retired."""
     fingerprint = pushes.keyring().fingerprints[0]
+    # (Its start, by the database's clock: a process on the old key that ran since, even one
+    # ended by the looks before and after the seal, may have stored under it.)
+    since = instances.database_now()
     retired = pushes.retired_at(fingerprint)
     if retired is not None:  # (not even with --force: every server would then refuse to store a push)
         raise click.ClickException(
@@ -110,9 +113,9 @@ def rotate_key(batch_size, after_id, force):
     # Again before the key check (after it, the old key may be dropped): one started since
     # with the old key first stores under it. Nothing is lost yet: the old key opens that.
     sealing = functools.partial(_instances_behind, fingerprint, force, (
-        "They started while rotate-key ran: every push is re-encrypted, but the two-factor secrets and the key check "
-        "are left under the old key, which still opens what they stored: give them NEW,OLD and restart them, then "
-        "run rotate-key again (README, Key rotation), or run with --force."))
+        "They ran while rotate-key ran: every push is re-encrypted, but the two-factor secrets and the key check "
+        "are left under the old key, which still opens what they stored: give those still running NEW,OLD and "
+        "restart them, then run rotate-key again (README, Key rotation), or run with --force."), since)
 
     # (Run with the first step's OLD,NEW, a bare "done" hid that nothing moved to NEW.)
     already = _key_check_opener() == fingerprint
@@ -129,9 +132,9 @@ def rotate_key(batch_size, after_id, force):
             "run changed since stays readable with both keys).") from None
     # And after it: one that started as it committed read the key check from before it.
     _instances_behind(fingerprint, force, (
-        "They started as rotate-key re-encrypted the key check, so rotate-key is not done: what they stored "
-        "meanwhile is under the old key. Keep the old key (NEW,OLD), give them NEW,OLD and restart them, then run "
-        "rotate-key again (README, Key rotation)."))
+        "They ran as rotate-key re-encrypted the key check, so rotate-key is not done: what they stored "
+        "meanwhile is under the old key. Keep the old key (NEW,OLD), give those still running NEW,OLD and restart "
+        "them, then run rotate-key again (README, Key rotation)."), since)
     click.echo(f"rotate-key: done, {total} pushes re-encrypted ({database_name(current_app)})")
     if already:
         click.echo(
@@ -149,19 +152,25 @@ def _key_check_opener() -> str | None:
     return token and pushes.keyring().opener(token)
 
 
-def _instances_behind(fingerprint: str, force: bool, refusal: str):
+def _instances_behind(fingerprint: str, force: bool, refusal: str, since=None):
     """Stop the command (refusal: why and what to do) while a running server process does not
-    encrypt with the key, naming them; with force, say so and go on. Say which recorded
-    processes were found gone (pwp.instances.judge)."""
+    encrypt with the key, or (since: the command's start) one that did not ran since and ended,
+    naming them; with force, say so and go on. Say which recorded processes were found gone
+    (pwp.instances.judge)."""
     now = instances.database_now()  # (the web hosts' records are in its time, not this host's)
-    behind, judged = instances.not_encrypting_with(fingerprint, now)
+    behind, judged = instances.not_encrypting_with(fingerprint, now, since)
     for line in judged:
         click.echo(f"rotate-key: {line}", err=True)
     if not behind:
         return
-    which = (f"{plural(len(behind), 'running server process', 'running server processes')} "
-             f"{'does' if len(behind) == 1 else 'do'} not encrypt with the new key (the first in "
-             f"PWPUSH_MASTER_KEY): {instances.describe(behind, now)}")
+    running = [row for row in behind if row.ended_at is None]
+    ended = [row for row in behind if row.ended_at is not None]
+    which = "; ".join(
+        [f"{plural(len(running), 'running server process', 'running server processes')} "
+         f"{'does' if len(running) == 1 else 'do'} not encrypt with the new key (the first in "
+         f"PWPUSH_MASTER_KEY): {instances.describe(running, now)}"] * bool(running)
+        + [f"{plural(len(ended), 'server process', 'server processes')} that did not encrypt with the new key "
+           f"ran during this run and ended since: {instances.describe(ended, now)}"] * bool(ended))
     if not force:
         raise click.ClickException(f"{which}. {refusal}")
     click.echo(f"rotate-key: --force: {which}; they lose their reads and writes, or write under the old key.",

@@ -4,8 +4,9 @@ its reads and writes; holding it second, what it stores would stay under the old
 
 Each server process records its keys' fingerprints (never the keys), with its host and pid,
 in instance_keys: at its start, then every HEARTBEAT seconds from a thread of its own (never
-on a request), and deletes its row as it ends. A process killed without ending leaves its
-row, ignored once not seen for STALE, or sooner where rotate-key can know it is gone: on the
+on a request), and marks its row ended as it ends (ended rows count only for a rotation
+they ran during: not_encrypting_with's since). A process killed without ending leaves its
+row running, ignored once not seen for STALE, or sooner where rotate-key can know it is gone: on the
 same machine, in the same PID namespace (process_mark, judge); there, one not seen for STALE
 that is seen to run still counts. Every time here is the database's clock (database_now):
 the hosts' clocks may differ by more than STALE. With gunicorn --preload the master process, which
@@ -18,6 +19,7 @@ import socket
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import DateTime, delete, insert, select, update
 from sqlalchemy.ext.compiler import compiles
@@ -120,13 +122,16 @@ class Heartbeat:
                 self.failing = False
 
     def end(self):
-        """Delete this process's row (not in a forked child: its parent's)."""
+        """Mark this process's row ended (not in a forked child: its parent's). Kept (pruned
+        with the others after PRUNE), not deleted: a process on the old key that started
+        during a rotation and ended before rotate-key's next look may have stored under it."""
         if os.getpid() != self.pid:
             return
         self.stopping.set()
         try:
             with self.lock, self.app.app_context():
-                db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == self.id))
+                db.session.execute(update(InstanceKeys).where(InstanceKeys.id == self.id)
+                                   .values(seen_at=_utc_now(), ended_at=_utc_now()))
                 db.session.commit()
         except Exception:  # (the database gone first: the row is ignored once stale)
             pass
@@ -215,12 +220,14 @@ def judge(row: InstanceKeys) -> str | None:
     return None
 
 
-def not_encrypting_with(fingerprint: str, now: datetime) -> tuple[list[InstanceKeys], list[str]]:
+def not_encrypting_with(fingerprint: str, now: datetime,
+                        since: datetime | None = None) -> tuple[list[InstanceKeys], list[str]]:
     """The running processes whose first key (the one they encrypt with) is not this one:
     those lacking it, and those holding it second, whose writes stay under another key.
     Running: seen to run (judge), or seen within STALE of now (database_now) and not known
-    to have ended. The rows of those known to have ended are deleted; the second list says
-    which, and why."""
+    to have ended. since (a rotation's start, database_now): also those that ended since, or
+    were found gone here having been seen since (what they stored may be under another key).
+    The rows of those found gone are deleted; the second list says which, and why."""
     # (As stored now: the session may hold these rows from a look before.)
     rows = db.session.scalars(select(InstanceKeys).order_by(InstanceKeys.host, InstanceKeys.pid)
                               .execution_options(populate_existing=True)).all()
@@ -228,21 +235,29 @@ def not_encrypting_with(fingerprint: str, now: datetime) -> tuple[list[InstanceK
     for row in rows:
         if row.keys.split(",")[0] == fingerprint:
             continue
+        if row.ended_at is not None:
+            if since is not None and row.ended_at >= since:
+                behind.append(row)
+            continue
         known = judge(row)
         if known == RUNNING or (known is None and row.seen_at >= now - STALE):
             behind.append(row)
         elif known is not None:
             judged.append(f"{row.host} pid {row.pid}: gone ({known}), its record deleted")
             db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == row.id))
+            if since is not None and row.seen_at >= since:  # (said as ended when last seen; not the deleted row)
+                behind.append(SimpleNamespace(host=row.host, pid=row.pid, seen_at=row.seen_at, ended_at=row.seen_at))
     db.session.commit()
     return behind, judged
 
 
 def describe(rows: list[InstanceKeys], now: datetime) -> str:
-    """Name the processes by host: 'web-1 (pids 12, 13; seen 40 s ago)'."""
+    """Name the processes by host: 'web-1 (pids 12, 13, seen 40 s ago)', those ended apart:
+    'web-2 (pid 14, ended 3 s ago)'."""
     hosts = {}
     for row in rows:
-        hosts.setdefault(row.host, []).append(row)
+        hosts.setdefault((row.host, row.ended_at is not None), []).append(row)
     return "; ".join(
-        f"{host} (pid{'s' if len(group) > 1 else ''} {', '.join(str(r.pid) for r in group)}, seen "
-        f"{int((now - max(r.seen_at for r in group)).total_seconds())} s ago)" for host, group in hosts.items())
+        f"{host} (pid{'s' if len(group) > 1 else ''} {', '.join(str(r.pid) for r in group)}, "
+        f"{'ended' if ended else 'seen'} {int((now - max(r.seen_at for r in group)).total_seconds())} s ago)"
+        for (host, ended), group in hosts.items())

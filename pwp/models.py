@@ -382,9 +382,9 @@ class RetiredKey(db.Model):
 
 
 class InstanceKeys(db.Model):
-    """A running server process's master keys, as fingerprints (never the keys): written at
-    its start and every minute, deleted as it ends (pwp.instances); rotate-key refuses
-    while a process seen lately lacks its new key."""
+    """A server process's master keys, as fingerprints (never the keys): written at its start
+    and every minute, marked ended as it ends (pwp.instances); rotate-key refuses while a
+    process seen lately lacks its new key."""
 
     __tablename__ = "instance_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # (random, the process's)
@@ -397,6 +397,9 @@ class InstanceKeys(db.Model):
     # None where there is no /proc): rotate-key there tells a process killed without ending is
     # gone once no process is left in its group.
     process: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    # When it ended (None: running, or killed): kept, rotate-key's looks before and after its
+    # seal count a process on the old key that ran during the rotation.
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 # At import (a worker's start) rather than inside its first request.

@@ -222,15 +222,72 @@ def test_rotate_key_says_it_is_not_done_when_an_instance_started_as_it_sealed(ap
     assert opens(app, [NEW]) == {"push 1": True, "push 2": True, "key check": True}
 
 
-def test_a_heartbeat_due_as_the_process_ends_leaves_no_row(app):
+@contextmanager
+def ended_instance(app, ciphertext):
+    """Make the database do, as rotate-key rewrites push 2 (push 1 rewritten before it), what
+    an instance on the old key alone started during the rotation does and ended before its
+    look before the seal: it stored a secret under the old key in a push the walk had passed
+    (an edit: push 1's payload, as a note or added files), and its row is left as it ended."""
+    fingerprint = app.extensions["pwpush_keyring"].fingerprints[0]
+    postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    literal = f"decode('{ciphertext.hex()}', 'hex')" if postgresql else f"X'{ciphertext.hex()}'"
+    steps = [ENDED_ROW.format(fingerprint=fingerprint), f"UPDATE pushes SET payload_ciphertext = {literal} WHERE id = 1"]
+    if postgresql:
+        sql(app, "CREATE OR REPLACE FUNCTION ended() RETURNS trigger AS $$ BEGIN IF NEW.id = 2 THEN "
+            + "; ".join(steps) + "; END IF; RETURN NULL; END $$ LANGUAGE plpgsql")
+        sql(app, "CREATE TRIGGER ended AFTER UPDATE ON pushes FOR EACH ROW EXECUTE FUNCTION ended()")
+    else:
+        sql(app, "CREATE TRIGGER ended AFTER UPDATE ON pushes WHEN NEW.id = 2 BEGIN " + "; ".join(steps) + "; END")
+    try:
+        yield
+    finally:
+        sql(app, "DROP TRIGGER ended" + (" ON pushes" if postgresql else ""))
+        if postgresql:
+            sql(app, "DROP FUNCTION ended()")
+
+
+ENDED_ROW = ("INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at, ended_at) VALUES ('ended', "
+             "'web-ended', 4343, '{fingerprint}', '2100-01-01 00:00:00', '2100-01-01 00:00:00', '2100-01-01 00:00:00')")
+
+
+def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_ended_meanwhile(
+        app, client, database_url, tmp_path):
+    """An instance on the old key alone (or OLD,NEW) started after rotate-key's first look and
+    ended cleanly before its look before the seal deleted its row as it ended: rotate-key
+    sealed the key check, retired the old key and said done, and what it had stored under the
+    old key in a push the walk had passed (an edit's note or files) was lost with that key.
+    Its row now stays, ended: rotate-key refuses to seal, everything readable with NEW,OLD;
+    a second run (the instance long ended before it) is done and leaves nothing under OLD."""
+    from pwp.crypto import Keyring
+    rotating = rotation(app, client, database_url, tmp_path)
+    with ended_instance(app, Keyring([TEST_MASTER_KEY]).encrypt(b"stored by the ended instance")):
+        refused = rotate_key(rotating)
+    assert refused.exit_code == 1, refused.output
+    assert "web-ended (pid 4343, ended" in refused.output and "run rotate-key again" in refused.output, refused.output
+    assert opens(app, [NEW]) == {"push 1": False, "push 2": True, "key check": False}
+    assert set(opens(app, [NEW, TEST_MASTER_KEY]).values()) == {True}
+    assert sql(app, "SELECT count(*) FROM retired_keys") == [(0,)]
+    sql(app, "UPDATE instance_keys SET started_at = '2000-01-01', seen_at = '2000-01-01', ended_at = '2000-01-01' "
+             "WHERE id = 'ended'")  # (ended before the next run)
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
+    assert set(opens(app, [NEW]).values()) == {True}
+
+
+def test_a_heartbeat_due_as_the_process_ends_leaves_its_row_ended(app, database_url, tmp_path):
     """The heartbeat thread woken for its record just as the process ends (atexit: end()
-    deletes the row) records after the deletion: the row of a process that ended cleanly was
-    back, and rotate-key refused for 5 minutes."""
+    marks the row ended) records after it: the row of a process that ended cleanly was
+    running again, and rotate-key refused for 5 minutes. Ended, it does not count."""
     heartbeat = app.extensions["pwpush_heartbeat"]
-    assert sql(app, "SELECT count(*) FROM instance_keys WHERE id = :id", id=heartbeat.id) == [(1,)]
+    assert sql(app, "SELECT count(*) FROM instance_keys WHERE id = :id AND ended_at IS NULL", id=heartbeat.id) == [(1,)]
     heartbeat.end()
     heartbeat.record()  # (what its thread, past its wait, does next)
-    assert sql(app, "SELECT count(*) FROM instance_keys WHERE id = :id", id=heartbeat.id) == [(0,)]
+    assert sql(app, "SELECT count(*) FROM instance_keys WHERE id = :id AND ended_at IS NOT NULL",
+               id=heartbeat.id) == [(1,)]
+    rotating = create_app(make_config(database_url, PWPUSH_MASTER_KEY=f"{NEW},{TEST_MASTER_KEY}"),
+                          instance_path=str(tmp_path / "cli"), command_line=True)
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0, ran.output
 
 
 def test_rotate_key_counts_a_process_not_seen_lately_that_still_runs_here(app, database_url, tmp_path):

@@ -786,3 +786,20 @@ def test_revision_0006_adds_the_retired_keys_which_rotate_key_fills_and_goes_bac
         assert not inspect(conn).has_table("retired_keys")
         assert conn.exec_driver_sql("SELECT count(*) FROM pushes").all() == [(1,)]
     assert stored_revision(own_database) == "0005"
+
+
+def test_revision_0007_keeps_the_recorded_processes_running_and_goes_back_down(own_database, tmp_path, caplog):
+    """When a process ended (instance_keys.ended_at): a row recorded at 0006 stays, running
+    (none), and a process's end now marks its row; the downgrade takes the column away, rows kept."""
+    app = _upgraded_from(own_database, tmp_path, caplog, "0006",
+                         "INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at) VALUES "
+                         "('old', 'web-1', 12, 'abc', '2026-01-02 03:04:05', '2100-01-02 03:04:05')")  # (not pruned)
+    assert f"database upgraded from 0006 to {migrate.HEAD}" in caplog.text
+    assert _differences(own_database) == []
+    assert sql(app, "SELECT host, pid, ended_at FROM instance_keys WHERE id = 'old'") == [("web-1", 12, None)]
+    app.extensions["pwpush_heartbeat"].end()
+    assert sql(app, "SELECT count(*) FROM instance_keys WHERE ended_at IS NOT NULL") == [(1,)]
+    with _downgraded(own_database, "0006") as conn:
+        assert "ended_at" not in {c["name"] for c in inspect(conn).get_columns("instance_keys")}
+        assert conn.exec_driver_sql("SELECT count(*) FROM instance_keys").all() == [(2,)]
+    assert stored_revision(own_database) == "0006"
