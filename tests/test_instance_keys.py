@@ -223,15 +223,16 @@ def test_rotate_key_says_it_is_not_done_when_an_instance_started_as_it_sealed(ap
 
 
 @contextmanager
-def ended_instance(app, ciphertext):
+def ended_instance(app, ciphertext, row=None):
     """Make the database do, as rotate-key rewrites push 2 (push 1 rewritten before it), what
     an instance on the old key alone started during the rotation does and ended before its
     look before the seal: it stored a secret under the old key in a push the walk had passed
-    (an edit: push 1's payload, as a note or added files), and its row is left as it ended."""
+    (an edit: push 1's payload, as a note or added files), and its row is left as it ended
+    (or row: an INSERT of the row it left)."""
     fingerprint = app.extensions["pwpush_keyring"].fingerprints[0]
     postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
     literal = f"decode('{ciphertext.hex()}', 'hex')" if postgresql else f"X'{ciphertext.hex()}'"
-    steps = [ENDED_ROW.format(fingerprint=fingerprint), f"UPDATE pushes SET payload_ciphertext = {literal} WHERE id = 1"]
+    steps = [row or ENDED_ROW.format(fingerprint=fingerprint), f"UPDATE pushes SET payload_ciphertext = {literal} WHERE id = 1"]
     if postgresql:
         sql(app, "CREATE OR REPLACE FUNCTION ended() RETURNS trigger AS $$ BEGIN IF NEW.id = 2 THEN "
             + "; ".join(steps) + "; END IF; RETURN NULL; END $$ LANGUAGE plpgsql")
@@ -269,6 +270,30 @@ def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_end
     assert sql(app, "SELECT count(*) FROM retired_keys") == [(0,)]
     sql(app, "UPDATE instance_keys SET started_at = '2000-01-01', seen_at = '2000-01-01', ended_at = '2000-01-01' "
              "WHERE id = 'ended'")  # (ended before the next run)
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
+    assert set(opens(app, [NEW]).values()) == {True}
+
+
+def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_was_killed_meanwhile(
+        app, client, database_url, tmp_path):
+    """The same instance killed (kill -9) instead, on this machine: rotate-key's look before
+    the seal finds it gone, deletes its row and says so, and counts it, seen since the
+    rotation started: refused, nothing retired."""
+    from pwp.crypto import Keyring
+    rotating = rotation(app, client, database_url, tmp_path)
+    boot, namespace, started, _group = instances.process_mark(os.getpid()).split("/")
+    killed = subprocess.Popen([sys.executable, "-c", ""], process_group=0)  # (its pid free, no group left)
+    assert killed.wait() == 0
+    row = ("INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at, process) VALUES ('killed', "
+           f"'web-killed', {killed.pid}, '{app.extensions['pwpush_keyring'].fingerprints[0]}', "
+           f"'2100-01-01 00:00:00', '2100-01-01 00:00:00', '{boot}/{namespace}/{started}/{killed.pid}')")
+    with ended_instance(app, Keyring([TEST_MASTER_KEY]).encrypt(b"stored by the killed instance"), row):
+        refused = rotate_key(rotating)
+    assert refused.exit_code == 1, refused.output
+    assert f"web-killed pid {killed.pid}: gone (no such process here), its record deleted" in refused.output
+    assert f"web-killed (pid {killed.pid}, ended" in refused.output, refused.output
+    assert opens(app, [NEW])["key check"] is False and set(opens(app, [NEW, TEST_MASTER_KEY]).values()) == {True}
     ran = rotate_key(rotating)
     assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
     assert set(opens(app, [NEW]).values()) == {True}
