@@ -171,10 +171,15 @@ def _instances_behind(fingerprint: str, force: bool, refusal: str, since=None):
          f"PWPUSH_MASTER_KEY): {instances.describe(running, now)}"] * bool(running)
         + [f"{plural(len(ended), 'server process', 'server processes')} that did not encrypt with the new key "
            f"ran during this run and ended since: {instances.describe(ended, now)}"] * bool(ended))
-    if not force:
-        raise click.ClickException(f"{which}. {refusal}")
-    click.echo(f"rotate-key: --force: {which}; they lose their reads and writes, or write under the old key.",
-               err=True)
+    if force:
+        click.echo(f"rotate-key: --force: {which}; they lose their reads and writes, or write under the old key.",
+                   err=True)
+        return
+    # (What to do for one in fact gone on another host: its row counts until then.)
+    gone = (" One killed without ending (kill -9, the OOM killer) counts until not seen for 5 minutes (if this runs "
+            "on its machine and in its container, no longer: it is seen to have ended): for one that has ended, run "
+            "this again then." if running else "")
+    raise click.ClickException(f"{which}.{gone} {refusal}")
 
 
 @click.command("generate-key")

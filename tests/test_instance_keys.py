@@ -43,6 +43,8 @@ def test_rotate_key_knows_a_process_killed_on_this_machine_is_gone(database_url,
     process = recorded_process(env_old)
     refused = flask(env_new, "rotate-key", check=False)
     assert refused.returncode == 1 and f"(pid {process.pid}, seen" in refused.stderr, refused.stderr
+    # (What an operator whose process is in fact gone, elsewhere, does: wait, not restart again.)
+    assert "not seen for 5 minutes" in refused.stderr, refused.stderr
     process.kill()
     assert process.wait() == -signal.SIGKILL  # (reaped: its pid free)
     ran = flask(env_new, "rotate-key", check=False)
