@@ -129,16 +129,23 @@ def test_rotate_key_judges_only_the_processes_it_can_know(app, database_url, tmp
 LATE_ROW = ("INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at) VALUES ('late', 'web-late', 4242, "
             "'{fingerprint}', '2100-01-01 00:00:00', '2100-01-01 00:00:00')")
 LATE_PUSH = "UPDATE pushes SET payload_ciphertext = {ciphertext} WHERE id = 2"
+# Or the row it leaves as it ends, on the old key alone (ended "now", in 2100); then, as if
+# it had ended before the next run.
+ENDED_ROW = ("INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at, ended_at) VALUES ('ended', "
+             "'web-ended', 4343, '{fingerprint}', '2100-01-01 00:00:00', '2100-01-01 00:00:00', '2100-01-01 00:00:00')")
+ENDED_BEFORE = ("UPDATE instance_keys SET started_at = '2000-01-01', seen_at = '2000-01-01', ended_at = '2000-01-01' "
+                "WHERE id = 'ended'")
 
 
 @contextmanager
-def late_instance(app, table, ciphertext=None):
+def late_instance(app, table, ciphertext=None, row=LATE_ROW):
     """Make the database record an instance on the old key alone (and store a secret under
-    it) as soon as rotate-key rewrites a row of table, for the with block."""
+    it) as soon as rotate-key rewrites a row of table, for the with block (row: the record,
+    or ENDED_ROW: the row it leaves as it ends)."""
     fingerprint = app.extensions["pwpush_keyring"].fingerprints[0]
     postgresql = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
     literal = ciphertext and (f"decode('{ciphertext.hex()}', 'hex')" if postgresql else f"X'{ciphertext.hex()}'")
-    steps = [LATE_ROW.format(fingerprint=fingerprint) + (" ON CONFLICT DO NOTHING" if postgresql else "")]
+    steps = [row.format(fingerprint=fingerprint) + (" ON CONFLICT DO NOTHING" if postgresql else "")]
     steps += [LATE_PUSH.format(ciphertext=literal)] if ciphertext else []
     if postgresql:
         sql(app, "CREATE OR REPLACE FUNCTION late() RETURNS trigger AS $$ BEGIN " + "; ".join(steps)
@@ -249,10 +256,6 @@ def ended_instance(app, ciphertext, row=None):
             sql(app, "DROP FUNCTION ended()")
 
 
-ENDED_ROW = ("INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at, ended_at) VALUES ('ended', "
-             "'web-ended', 4343, '{fingerprint}', '2100-01-01 00:00:00', '2100-01-01 00:00:00', '2100-01-01 00:00:00')")
-
-
 def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_ended_meanwhile(
         app, client, database_url, tmp_path):
     """An instance on the old key alone (or OLD,NEW) started after rotate-key's first look and
@@ -270,8 +273,7 @@ def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_end
     assert opens(app, [NEW]) == {"push 1": False, "push 2": True, "key check": False}
     assert set(opens(app, [NEW, TEST_MASTER_KEY]).values()) == {True}
     assert sql(app, "SELECT count(*) FROM retired_keys") == [(0,)]
-    sql(app, "UPDATE instance_keys SET started_at = '2000-01-01', seen_at = '2000-01-01', ended_at = '2000-01-01' "
-             "WHERE id = 'ended'")  # (ended before the next run)
+    sql(app, ENDED_BEFORE)
     ran = rotate_key(rotating)
     assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
     assert set(opens(app, [NEW]).values()) == {True}
@@ -299,6 +301,25 @@ def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_was
     ran = rotate_key(rotating)
     assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
     assert set(opens(app, [NEW]).values()) == {True}
+
+
+def test_rotate_key_says_it_is_not_done_when_an_instance_started_and_ended_as_it_sealed(app, client, database_url,
+                                                                                       tmp_path):
+    """The instance started as the key check was re-encrypted, having stored under the old key,
+    ended before rotate-key's look after the seal (on PostgreSQL its row deleted then, not
+    seen: "done", and push 2 lost with the old key): its row stays, ended; not done."""
+    from pwp.crypto import Keyring
+    rotating = rotation(app, client, database_url, tmp_path)
+    with late_instance(app, "key_check", Keyring([TEST_MASTER_KEY]).encrypt(b"stored by the late instance"),
+                       ENDED_ROW):
+        refused = rotate_key(rotating)
+    assert refused.exit_code == 1, refused.output
+    assert "web-ended (pid 4343, ended" in refused.output and "not done" in refused.output, refused.output
+    assert opens(app, [NEW, TEST_MASTER_KEY])["push 2"] is True
+    sql(app, ENDED_BEFORE)
+    ran = rotate_key(rotating)
+    assert ran.exit_code == 0, ran.output
+    assert opens(app, [NEW]) == {"push 1": True, "push 2": True, "key check": True}
 
 
 def test_a_heartbeat_due_as_the_process_ends_leaves_its_row_ended(app, database_url, tmp_path):
