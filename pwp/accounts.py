@@ -14,7 +14,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from . import account_mail, auth, has_cookies, pushes, twofactor
+from . import account_mail, auth, has_cookies, notify, pushes, twofactor
 from .api import base_url
 from .models import User, db
 from .web import cookie_flags, qr_data_uri
@@ -592,6 +592,7 @@ def _ask(kind: str):
     # (The account for its browsers' own count, a stranger spending the address's keeping out
     # no browser known to it; looked up for any address, the same work.)
     user = auth.find_user(email)
+    notify.prepare_later()  # (any address: the thread that starts an account's work later)
     too_many = _throttled("mail", now, email=email, user=user)
     if too_many:
         return _ask_page(kind, email, too_many), 429

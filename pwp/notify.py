@@ -10,11 +10,15 @@ busy with a slow SMTP server). Logs name a sending's id and counts, never
 an address, a link or the SMTP password.
 """
 import collections
+import heapq
+import itertools
 import logging
+import os
 import re
 import smtplib
 import ssl
 import threading
+import time
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -236,18 +240,27 @@ def dispatch(record_id: int):
                     record_id, MAX_SENDING_THREADS)
 
 
-def in_thread(target, args, name, queued=False) -> bool:
+def in_thread(target, args, name, queued=False, after: float = 0) -> bool:
     """Run target(*args) in a thread of this worker (wait_for_sends joins it); when
     MAX_SENDING_THREADS of them run already (an SMTP server slow to answer: each waits up to
     PWP__MAIL__SMTP_TIMEOUT at each step), queued: after theirs, by the first that ends, if
-    fewer than MAX_QUEUED wait; else False, nothing run."""
+    fewer than MAX_QUEUED wait; else False, nothing run. after: seconds to wait first, its
+    place taken now, its thread started then (by the one thread of _later: prepare_later)."""
     with _queue_lock:
         if not _places.acquire(blocking=False):
             if queued and len(_queue) < MAX_QUEUED:
                 _queue.append((target, args))
                 return True
             return False
+    if after > 0:
+        _later.add(after, (target, args, name))
+    else:
+        _start(target, args, name)
+    return True
 
+
+def _start(target, args, name):
+    """Start a sending thread for target(*args), its place taken."""
     def run():
         job = (target, args)
         while job is not None:
@@ -272,7 +285,61 @@ def in_thread(target, args, name, queued=False) -> bool:
     except BaseException:  # (no thread could be made: its place is free again)
         _places.release()
         raise
-    return True
+
+
+class _Later:
+    """Sending threads to start later (in_thread's after), by one thread of this process: a
+    thread started where the job is given (a link form's answer's close()) cost its start
+    there, which a client could time. Not a daemon: once the main thread has ended (the worker
+    stops) it starts those left at once, and ends."""
+
+    def __init__(self):
+        self.ready = threading.Condition()
+        self.jobs = []  # (when, number, (target, args, name)), soonest first
+        self.numbers = itertools.count()
+        self.pid = None  # the process whose thread runs (a fork has none)
+
+    def prepare(self):
+        with self.ready:
+            if self.pid != os.getpid():
+                self.pid, self.jobs = os.getpid(), []
+                threading.Thread(target=self.run, name="sending-later").start()
+
+    def add(self, after: float, job):
+        self.prepare()
+        with self.ready:
+            heapq.heappush(self.jobs, (time.monotonic() + after, next(self.numbers), job))
+            self.ready.notify_all()
+
+    def run(self):
+        main = threading.main_thread()
+        with self.ready:
+            while self.jobs or main.is_alive():
+                now = time.monotonic()
+                if self.jobs and (self.jobs[0][0] <= now or not main.is_alive()):
+                    _when, _number, job = heapq.heappop(self.jobs)
+                    try:
+                        _start(*job)
+                    except Exception as exc:  # (no thread: its job is not done)
+                        log.error("a sending thread could not start (%s)", type(exc).__name__)
+                    self.ready.notify_all()
+                    continue
+                # (A second at most: the main thread's end is seen within it.)
+                self.ready.wait(min(1.0, self.jobs[0][0] - now) if self.jobs else 1.0)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every job given has its thread started (tests)."""
+        with self.ready:
+            return self.ready.wait_for(lambda: not self.jobs, timeout)
+
+
+_later = _Later()
+
+
+def prepare_later():
+    """Start this process's thread that starts sending threads later (in_thread's after), if
+    not yet: at a request's start, for any request alike, not where a job is given."""
+    _later.prepare()
 
 
 def _send_in_app(app, record_id: int):
@@ -286,7 +353,9 @@ def _send_in_app(app, record_id: int):
 
 
 def wait_for_sends(timeout: float = 30):
-    """Wait for this process's sending threads to end (tests), those they start too."""
+    """Wait for this process's sending threads to end (tests), those they start too, and
+    those to be started later (in_thread's after)."""
+    _later.wait(timeout)
     joined = set()
     while True:
         with _threads_lock:

@@ -211,8 +211,12 @@ def test_a_link_forms_work_waits_past_the_close_of_its_connection(on, make_user,
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute", record)
         try:
+            before = list(notify._threads)
             answer.close()
             closed = time.monotonic()
+            # Nor is its thread started there (its start was ~1 ms of the connection's end):
+            # the one thread of notify._later starts it.
+            assert [t.name for t in notify._threads if t not in before] == []
             got = mails(smtp, 1)
         finally:
             event.remove(db.engine, "before_cursor_execute", record)
@@ -792,7 +796,9 @@ def test_a_link_form_for_an_unknown_address_takes_no_sending_place(on, make_user
     notify.wait_for_sends()
     before = list(notify._threads)
     assert ask_reset(on, "nobody@example.com").status_code == 302
+    notify.wait_for_sends()  # (an account's starts ASK_DELAY later)
     assert [t.name for t in notify._threads if t not in before] == []
     assert ask_reset(on).status_code == 302
+    notify.wait_for_sends()
     assert [t.name for t in notify._threads if t not in before] == ["account-ask-reset_password"]
     assert [rcpts for rcpts, _m in mails(smtp, 1)] == [["owner@example.com"]]
