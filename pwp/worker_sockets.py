@@ -10,6 +10,7 @@ Loaded by gunicorn's master process (with pwp.workers): the standard library and
 import errno
 import fcntl
 import socket
+import ssl
 import struct
 import termios
 
@@ -77,4 +78,56 @@ class GoneSocket(BoundedSocket):
     __slots__ = ()
 
     def recv(self, bufsize, flags=0):
+        return b""
+
+
+# The most bytes of an answer a TLS connection's write sends at once (a TLS record's), each
+# waiting at most the bound: an SSLSocket's send waits for its whole data within its timeout,
+# which would cut a long answer to a client that reads it slowly but steadily.
+TLS_WRITE = 16384
+
+
+class TimedSocket(socket.socket):
+    """A TLS connection's socket before its handshake (pwp/workers.py): gunicorn's blocking mode
+    is Python's timeout, `seconds` (the worker's `timeout`), which the SSLSocket it is wrapped
+    in takes over, its handshake bounded by it. (Not the kernel's bound: OpenSSL retries a read
+    that ran out, for ever.)"""
+
+    __slots__ = ()
+    seconds = None  # (set once by the worker: gunicorn's timeout)
+
+    def setblocking(self, flag):
+        self.settimeout(self.seconds if flag else 0.0)
+
+
+class BoundedSSLSocket(ssl.SSLSocket):
+    """A TLS connection's socket whose reads and writes each wait at most `seconds`, as
+    BoundedSocket's: a read that runs out reads as the end of the stream, for good
+    (GoneSSLSocket); a write that runs out, as a client that went away (EPIPE)."""
+
+    seconds = None  # (set once by the worker: gunicorn's timeout)
+
+    def setblocking(self, flag):
+        self.settimeout(self.seconds if flag else 0.0)
+
+    def recv(self, buflen=1024, flags=0):
+        try:
+            return super().recv(buflen, flags)
+        except TimeoutError:
+            self.__class__ = GoneSSLSocket
+            return b""
+
+    def sendall(self, data, flags=0):
+        with memoryview(data) as view, view.cast("B") as left:
+            try:
+                while left:
+                    left = left[self.send(left[:TLS_WRITE], flags):]
+            except TimeoutError:
+                raise BrokenPipeError(errno.EPIPE, "the client stopped reading") from None
+
+
+class GoneSSLSocket(BoundedSSLSocket):
+    """A TLS connection's socket whose read timed out: nothing more is read from it."""
+
+    def recv(self, buflen=1024, flags=0):
         return b""

@@ -57,7 +57,8 @@ from pwp.worker_bodies import (BODY_LIMIT, THREAD_DRAIN, BodyReader, CountedChun
                                ThreadReadRequest, unread_body)
 from pwp.worker_errors import ErrorAnswers, refuse_plain, set_answer_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api, proxy_header_cut
-from pwp.worker_sockets import BoundedSocket, GoneSocket, bound, queued_bytes
+from pwp.worker_sockets import (BoundedSocket, BoundedSSLSocket, GoneSocket, GoneSSLSocket, TimedSocket, bound,
+                                queued_bytes)
 
 # The open files a worker asks for (its soft limit raised up to its hard one): two per
 # connection whose body is spooled, gunicorn's worker_connections (1000) of them and a margin.
@@ -88,7 +89,7 @@ class _Connection(gthread.TConn):
         # sent stopped the whole worker for 2 s each. Here the poller waits for it.
         # (TLS too: SSLSocket.shutdown drops the TLS layer, as gunicorn's close; what still comes is dropped raw.)
         if graceful and self.linger is not None and type(self.sock) in (
-                socket.socket, BoundedSocket, GoneSocket, ssl.SSLSocket):
+                socket.socket, BoundedSocket, GoneSocket, ssl.SSLSocket, BoundedSSLSocket, GoneSSLSocket):
             self.linger(self.sock, self.drain)
         else:
             super().close(graceful)
@@ -96,13 +97,23 @@ class _Connection(gthread.TConn):
     def init(self):
         # In the worker thread, before a connection's first request is read. The kernel's
         # bounds stay through gunicorn's switches between blocking and non-blocking mode for
-        # the requests that follow on a kept-alive connection. Not TLS, which gunicorn serves
-        # as it does; nor with gunicorn's timeout 0, "none".
+        # the requests that follow on a kept-alive connection. TLS: Python's timeout, which
+        # those switches keep (BoundedSSLSocket). None with gunicorn's timeout 0, "none".
         # (TLS is served as gthread, head None: a plain connection's init, one a request from a client
         # that opens one each, reads no gunicorn setting for it, ~3 us each: cfg's __getattr__.)
         if self.head is None and not self.initialized and self.cfg.is_ssl:
             refuse_plain(self.sock, self.keep)  # (plain HTTP: nginx's 400, handle_error)
-        super().init()
+            if self.cfg.timeout > 0 and type(self.sock) is socket.socket:
+                # Its handshake, and then each read and write, wait at most `timeout`: gunicorn's
+                # had no bound, a client that stopped in the handshake, a head or a body held a
+                # thread for good. One that ran out is a client gone (ssl's EOF: dropped quietly).
+                self.sock.__class__ = TimedSocket
+        try:
+            super().init()
+        except TimeoutError:  # (TimedSocket's handshake)
+            raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "the TLS handshake timed out") from None
+        if type(self.sock) is ssl.SSLSocket and TimedSocket.seconds:
+            self.sock.__class__ = BoundedSSLSocket
         if type(self.sock) is socket.socket and self.cfg.timeout > 0:
             bound(self.sock, self.cfg.timeout)
         if self.head is None and type(getattr(self.parser, "unreader", None)) is SocketUnreader:
@@ -135,6 +146,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # (TLS connections' bound: _Connection.init.)
+        TimedSocket.seconds = BoundedSSLSocket.seconds = self.cfg.timeout if self.cfg.timeout > 0 else None
         self.heads = deque()  # connections whose head is being read, by their deadline
         self.bodies = set()  # connections whose body is being read (each read's deadline: conn.timeout)
         self.bodies_checked = 0.0  # when murder_pending last looked for bodies past their deadline

@@ -399,3 +399,42 @@ def test_a_chunked_form_past_the_apps_limit_in_small_chunks_gets_the_workers_413
     assert (page_type, page) == (b"text/plain; charset=utf-8", b"Request Entity Too Large\n"), answer[:600]  # (was: the page)
     assert b"\r\nConnection: close\r\n" in answer.partition(b"\r\n\r\n")[0]
     assert "Traceback" not in logs
+
+
+def _stalled_in_turn(port, context, prefix) -> list:
+    """Connections that stopped at each step before a thread could answer them: before the
+    TLS handshake (or the PROXY header), inside it, in the head, in a declared body."""
+    starts = [b"", b"\x16\x03\x01\x00\x80" if context else prefix[:10]]
+    stalled = [_stalled(port, start) for start in starts]
+    for after in (b"GET /up HTTP/1.1\r\nHost: x\r\n",
+                  b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{"):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=20)  # (a failure guard only)
+        raw.sendall(prefix)
+        conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+        conn.sendall(after)
+        stalled.append(conn)
+    return stalled
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_clients_that_stop_mid_handshake_head_or_body_read_by_gunicorn_do_not_hold_the_threads(tmp_path, served):
+    """On TLS, gunicorn read the handshake, a request's head and body in a thread without a
+    timeout: two clients that stopped in the handshake, the head or the body held both threads
+    of the default setting for good, no one else answered. Each read now waits at most
+    `timeout` there too, and the client is taken as gone: the body's 400, the others dropped;
+    the worker answers others meanwhile, nothing logged as an error."""
+    args, context, prefix = _served(tmp_path, served)
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=(*args, "--timeout", "2"),
+                  context=context) as server:
+        stalled = _stalled_in_turn(server.port, context, prefix)
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200  # (was: never, on TLS)
+        for index, conn in enumerate(stalled[:-1]):
+            answer = _until_closed(conn)  # (was: open for good, on TLS)
+            if index == 1 and not context:  # (a PROXY header cut short: its 400)
+                assert answer.startswith(b"HTTP/1.1 400 "), answer
+            else:
+                assert answer == b"", answer
+        assert _until_closed(stalled[-1]).startswith(b"HTTP/1.1 400 ")
+        logs = server.logs()
+    assert "Traceback" not in logs and "Error" not in logs, logs
