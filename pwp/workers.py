@@ -38,11 +38,13 @@ pwp.outbox and its parts (the standard library's) only.
 """
 import errno
 import resource
+import selectors
 import socket
 import ssl
 import threading
 import time
 from collections import deque
+from functools import partial
 
 from gunicorn.http.body import Body, ChunkedReader
 from gunicorn.http.errors import InvalidProxyHeader, LimitRequestHeaders, ParseException
@@ -216,6 +218,15 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             conn.keep = self.keep
             conn.handed = 0  # the bytes of the head it was handed to a thread with
             conn.linger = self.linger
+        if conn.head is None and not conn.initialized and not conn.data_ready and self.cfg.timeout > 0:
+            # (TLS, the PROXY protocol: a new connection.) gthread's thread waited up to 5 s for
+            # its first byte: two connections that sent nothing (a browser's, opened in advance)
+            # kept everyone else 5 s from the two threads of the default setting. The poller
+            # waits for it now, up to `timeout` (as for a plain connection's head), then drops it.
+            conn.timeout = time.monotonic() + (self.cfg.timeout if self.alive else gthread.STOP_KEEPALIVE_LINGER)
+            self.pending_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+            return
         if conn.head is None or type(conn.sock) is GoneSocket:  # (GoneSocket: the thread ends it)
             super().enqueue_req(conn)
             return
@@ -348,6 +359,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # their heads have as long as gunicorn gives kept-alive connections, not `timeout`.
         super()._cap_keepalive(deadline)
         for conn in self.heads:
+            conn.timeout = min(conn.timeout, deadline)
+        for conn in self.pending_conns:  # (nor a new TLS or PROXY connection's first byte)
             conn.timeout = min(conn.timeout, deadline)
         for lingering in self.draining:  # (nor the rest of a refused body)
             lingering[0] = min(lingering[0], deadline)

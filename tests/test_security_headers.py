@@ -326,6 +326,7 @@ def test_a_kept_alive_proxy_protocol_connection_keeps_none_of_its_last_request()
     theirs.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\nPOST /api/v2/pushes HTTP/1.1\r\nHost: x\r\n"
                    b"Authorization: Bearer tok123\r\nContent-Length: 6\r\n\r\nsecret")
     conn = TConn(cfg, ours, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    conn.data_ready = True  # (its bytes came: what the worker's poller waits for, without a thread)
     worker.enqueue_req(conn)
     worker.tpool.shutdown(wait=True)  # (the request served, the connection kept alive)
     theirs.settimeout(20)  # (a failure guard only)

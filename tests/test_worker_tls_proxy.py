@@ -438,3 +438,19 @@ def test_clients_that_stop_mid_handshake_head_or_body_read_by_gunicorn_do_not_ho
         assert _until_closed(stalled[-1]).startswith(b"HTTP/1.1 400 ")
         logs = server.logs()
     assert "Traceback" not in logs and "Error" not in logs, logs
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_connections_that_send_nothing_take_no_thread(tmp_path, served):
+    """gthread gave each new TLS or PROXY protocol connection a thread that waited up to 5 s
+    for its first byte: connections that sent nothing (a browser's, opened in advance) kept
+    every other client waiting 5 s each, one thread (here: 20 of them, 100 s). The poller
+    waits for their first byte now, and drops them once `timeout` passed, unanswered."""
+    args, context, _prefix = _served(tmp_path, served)
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=(*args, "--threads", "1", "--timeout", "3"),
+                  context=context) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200  # (was: a timeout)
+        assert all(_until_closed(conn) == b"" for conn in idle)
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        assert "Traceback" not in server.logs()
