@@ -351,6 +351,13 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             return
         if type(outbox) is Outbox:
             outbox.release()  # (its socket closed: nothing more is sent)
+        if (conn.head is None and isinstance(conn.sock, ssl.SSLSocket) and not fs.cancelled()
+                and fs.exception() is None and fs.result() is True and conn.sock.pending()):
+            # (TLS, kept alive.) The next request's bytes came in the record that ended the last
+            # body: read into the ssl layer, not in the socket the poller looks at, which would
+            # wait for more that never comes (and drop the connection unanswered).
+            self.enqueue_req(conn)
+            return
         super().finish_request(conn, fs)
 
     def _cap_keepalive(self, deadline):

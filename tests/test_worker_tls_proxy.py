@@ -454,3 +454,20 @@ def test_connections_that_send_nothing_take_no_thread(tmp_path, served):
         assert all(_until_closed(conn) == b"" for conn in idle)
         assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
         assert "Traceback" not in server.logs()
+
+
+def test_a_request_pipelined_in_the_last_tls_record_of_a_body_is_answered(tmp_path):
+    """A request pipelined behind a body the app read whole, in the same TLS record as the
+    body's end, was never answered though the answer before it said keep-alive: gunicorn read
+    the body to its end, the next request's bytes stayed in the ssl layer, and the poller,
+    which looks at the socket, waited for more that never came (the connection then closed
+    after its keep-alive time). The connection now goes back to a thread at once."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    body = b"\r\n\r\nGET /desync HTTP/1.1\r\nHost: x\r\n\r\n" * 3000  # (not JSON: the app's 400, read whole)
+    post = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        received = _answer_while_sending(server.port, post + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                         context)
+        assert "Traceback" not in server.logs()
+    assert re.findall(rb"HTTP/1\.1 (\d\d\d)", received) == [b"400", b"200"], received[:300]  # (was: [b"400"])
