@@ -79,7 +79,9 @@ GUNICORN_PARTS = (
     "gunicorn.http.unreader:SocketUnreader.take_buffered", "gunicorn.http.unreader:SocketUnreader.mxchunk",
     "gunicorn.http.unreader:SocketUnreader.max_body_chunk", "gunicorn.http.body:ChunkedReader.parse_chunk_size",
     "gunicorn.workers.gthread:ThreadWorker._keepalive_after", "gunicorn.workers.gthread:ThreadWorker._cap_keepalive",
-    "gunicorn.workers.gthread:STOP_KEEPALIVE_LINGER", "gunicorn.workers.gthread:DEFAULT_WORKER_DATA_TIMEOUT")
+    "gunicorn.workers.gthread:STOP_KEEPALIVE_LINGER", "gunicorn.workers.gthread:DEFAULT_WORKER_DATA_TIMEOUT",
+    "gunicorn.workers.gthread:ThreadWorker.on_pending_socket_readable",
+    "gunicorn.workers.gthread:ThreadWorker.murder_pending")
 
 
 def _gunicorn_has(part: str) -> bool:
