@@ -225,8 +225,9 @@ def not_encrypting_with(fingerprint: str, now: datetime,
     """The running processes whose first key (the one they encrypt with) is not this one:
     those lacking it, and those holding it second, whose writes stay under another key.
     Running: seen to run (judge), or seen within STALE of now (database_now) and not known
-    to have ended. since (a rotation's start, database_now): also those that ended since, or
-    were found gone here having been seen since (what they stored may be under another key).
+    to have ended. since (a rotation's start, database_now): also those seen since that are
+    no longer running (ended, found gone, or not seen for STALE): what they stored may be
+    under another key.
     The rows of those found gone are deleted; the second list says which, and why."""
     # (As stored now: the session may hold these rows from a look before.)
     rows = db.session.scalars(select(InstanceKeys).order_by(InstanceKeys.host, InstanceKeys.pid)
@@ -235,18 +236,18 @@ def not_encrypting_with(fingerprint: str, now: datetime,
     for row in rows:
         if row.keys.split(",")[0] == fingerprint:
             continue
-        if row.ended_at is not None:
-            if since is not None and row.ended_at >= since:
-                behind.append(row)
-            continue
-        known = judge(row)
-        if known == RUNNING or (known is None and row.seen_at >= now - STALE):
+        known = judge(row) if row.ended_at is None else None
+        if known == RUNNING or (known is None and row.ended_at is None and row.seen_at >= now - STALE):
             behind.append(row)
-        elif known is not None:
+            continue
+        if known is not None:
             judged.append(f"{row.host} pid {row.pid}: gone ({known}), its record deleted")
             db.session.execute(delete(InstanceKeys).where(InstanceKeys.id == row.id))
-            if since is not None and row.seen_at >= since:  # (said as ended when last seen; not the deleted row)
-                behind.append(SimpleNamespace(host=row.host, pid=row.pid, seen_at=row.seen_at, ended_at=row.seen_at))
+        # Ended, found gone, or not seen for STALE (killed elsewhere): it ran during the
+        # rotation if seen since it started (an ended row was seen as it ended). Said as
+        # ended when last seen (not the row: it may be deleted).
+        if since is not None and row.seen_at >= since:
+            behind.append(SimpleNamespace(host=row.host, pid=row.pid, seen_at=row.seen_at, ended_at=row.seen_at))
     db.session.commit()
     return behind, judged
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from cryptography.fernet import Fernet
@@ -301,6 +302,26 @@ def test_rotate_key_refuses_to_seal_after_an_instance_on_the_old_key_ran_and_was
     ran = rotate_key(rotating)
     assert ran.exit_code == 0 and "done, 2 pushes re-encrypted" in ran.output, ran.output
     assert set(opens(app, [NEW]).values()) == {True}
+
+
+def test_a_process_on_the_old_key_seen_during_the_rotation_counts_once_not_seen_for_5_minutes(app, database_url):
+    """A process on the old key started during a long rotation (an hour's walk) on another host
+    and killed there (kill -9, the OOM killer) more than 5 minutes before rotate-key's look
+    before the seal was ignored as any process not seen lately: rotate-key sealed and said
+    done, though it may have stored under the old key in a push the walk had passed. Seen
+    since the rotation started, it counts, as one ended; its row stays, and the next run's
+    looks (started after it was last seen) ignore it."""
+    sql(app, "DELETE FROM instance_keys")  # (the app's own, running: shown elsewhere)
+    with app.app_context():
+        since = instances.database_now()
+    record(app, 4242, None, since + timedelta(seconds=1))  # (None: its machine unknown here)
+    later = since + instances.STALE + timedelta(minutes=1)
+    with app.app_context():
+        behind, judged = instances.not_encrypting_with(fingerprint(NEW), later, since)
+        assert [(row.host, row.pid, row.ended_at is not None) for row in behind] == [("web-9", 4242, True)]
+        assert judged == [] and "web-9 (pid 4242, ended 359 s ago)" in instances.describe(behind, later)
+        assert instances.not_encrypting_with(fingerprint(NEW), later, later) == ([], [])
+    assert sql(app, "SELECT count(*) FROM instance_keys") == [(1,)]
 
 
 def test_rotate_key_says_it_is_not_done_when_an_instance_started_and_ended_as_it_sealed(app, client, database_url,
