@@ -106,21 +106,38 @@ def rotate_key(batch_size, after_id, force):
             f"{retired:%Y-%m-%d %H:%M} UTC, and a retired key stays retired: no server encrypts with it. Put the "
             "database's current key first (then this command has nothing to do), or make a new key "
             "(generate-key) and rotate to that (README, Key rotation).")
+    # (Where a Ctrl-C would stop it: said instead of click's bare "Aborted!".)
+    stopped = ["before re-encrypting anything: the database is unchanged"]
+    try:
+        _rotate(fingerprint, force, batch_size, after_id, since, stopped)
+    except KeyboardInterrupt:
+        click.echo(f"rotate-key: interrupted ({stopped[0]}); every secret still opens with NEW,OLD: keep the "
+                   "old key in PWPUSH_MASTER_KEY and run rotate-key again, which is safe at any point; it is done "
+                   "once it says so (README, Key rotation).", err=True)
+        raise SystemExit(130) from None
+
+
+def _rotate(fingerprint, force, batch_size, after_id, since, stopped):
+    """rotate-key's looks at the instances and its walk; stopped[0]: what it has done so far."""
     _instances_behind(fingerprint, force, (
         "Once the database is under the new key, a process without it can no longer open its secrets nor store any, "
         "and what one holding it second stores stays under the old key, unreadable once that key is dropped: give "
         "them NEW,OLD and restart them first (README, Key rotation), or run with --force."))
     # Again before the key check (after it, the old key may be dropped): one started since
     # with the old key first stores under it. Nothing is lost yet: the old key opens that.
-    sealing = functools.partial(_instances_behind, fingerprint, force, (
-        "They ran while rotate-key ran: every push is re-encrypted, but the two-factor secrets and the key check "
-        "are left under the old key, which still opens what they stored: give those still running NEW,OLD and "
-        "restart them, then run rotate-key again (README, Key rotation), or run with --force."), since)
+    def sealing():
+        stopped[0] = "every push re-encrypted; the two-factor secrets and the key check not yet, or being"
+        _instances_behind(fingerprint, force, (
+            "They ran while rotate-key ran: every push is re-encrypted, but the two-factor secrets and the key "
+            "check are left under the old key, which still opens what they stored: give those still running "
+            "NEW,OLD and restart them, then run rotate-key again (README, Key rotation), or run with --force."),
+            since)
 
     # (Run with the first step's OLD,NEW, a bare "done" hid that nothing moved to NEW.)
     already = _key_check_opener() == fingerprint
 
     def progress(last_id, done):
+        stopped[0] = f"pushes re-encrypted up to id {last_id}, each batch whole or not at all"
         click.echo(f"rotate-key: {done} pushes re-encrypted, up to id {last_id}")
 
     try:
@@ -130,6 +147,7 @@ def rotate_key(batch_size, after_id, force):
             f"{exc}: no key in PWPUSH_MASTER_KEY decrypts it. Keep the old key after the new one "
             "(NEW,OLD) until rotate-key is done, then resume with --after-id as printed (what this "
             "run changed since stays readable with both keys).") from None
+    stopped[0] = "the key check re-encrypted, the key it was under retired; its last look at the instances not done"
     # And after it: one that started as it committed read the key check from before it.
     _instances_behind(fingerprint, force, (
         "They ran as rotate-key re-encrypted the key check, so rotate-key is not done: what they stored "
