@@ -790,7 +790,9 @@ def test_revision_0006_adds_the_retired_keys_which_rotate_key_fills_and_goes_bac
 
 def test_revision_0007_keeps_the_recorded_processes_running_and_goes_back_down(own_database, tmp_path, caplog):
     """When a process ended (instance_keys.ended_at): a row recorded at 0006 stays, running
-    (none), and a process's end now marks its row; the downgrade takes the column away, rows kept."""
+    (none), and a process's end now marks its row; the downgrade takes the column away and the
+    ended rows with it, as 0006 deleted a row as its process ended (kept, an ended process read
+    as one running, seen as it ended: 0006's rotate-key refused for 5 minutes)."""
     app = _upgraded_from(own_database, tmp_path, caplog, "0006",
                          "INSERT INTO instance_keys (id, host, pid, keys, started_at, seen_at) VALUES "
                          "('old', 'web-1', 12, 'abc', '2026-01-02 03:04:05', '2100-01-02 03:04:05')")  # (not pruned)
@@ -801,5 +803,5 @@ def test_revision_0007_keeps_the_recorded_processes_running_and_goes_back_down(o
     assert sql(app, "SELECT count(*) FROM instance_keys WHERE ended_at IS NOT NULL") == [(1,)]
     with _downgraded(own_database, "0006") as conn:
         assert "ended_at" not in {c["name"] for c in inspect(conn).get_columns("instance_keys")}
-        assert conn.exec_driver_sql("SELECT count(*) FROM instance_keys").all() == [(2,)]
+        assert conn.exec_driver_sql("SELECT id FROM instance_keys").all() == [("old",)]
     assert stored_revision(own_database) == "0006"

@@ -25,5 +25,7 @@ def upgrade():
 
 
 def downgrade():
+    # (0006 deleted a row as its process ended: kept, it would read as one running, seen as it ended.)
+    op.execute("DELETE FROM instance_keys WHERE ended_at IS NOT NULL")
     with op.batch_alter_table("instance_keys", schema=None) as batch_op:
         batch_op.drop_column("ended_at")
