@@ -46,12 +46,10 @@ def _number(digits: str | None) -> int | None:
 
 
 def _wants_page() -> bool:
-    """Tell a browser's navigation: text/html named in Accept and liked at least as well as
-    JSON. (Not Accept's "best": Chromium's names text/html, images and, last but equally
-    liked for werkzeug, application/signed-exchange; curl's */* names nothing.)"""
-    accept = request.accept_mimetypes
-    return any(value == "text/html" for value, _quality in accept) \
-        and accept.quality("text/html") >= accept.quality("application/json")
+    """Tell a browser's navigation: Accept likes text/html better than JSON (curl's */*, an API
+    client's "application/json, text/html" like both as well: JSON). Not Accept's "best",
+    which for werkzeug is the most specific type: Chromium's application/signed-exchange."""
+    return request.accept_mimetypes.best_match(("application/json", "text/html")) == "text/html"
 
 
 def download_file(token, _filename):

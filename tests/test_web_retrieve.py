@@ -346,6 +346,27 @@ def test_file_links_on_the_page_survive_odd_names(client, make_user, name):
     assert client.get(link).data == b"contents"
 
 
+CHROMIUM = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,"
+            "application/signed-exchange;v=b3;q=0.7")
+
+
+@pytest.mark.parametrize("accept, page", [
+    (CHROMIUM, True), ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),  # (Firefox)
+    ("TEXT/HTML", True), ("text/*", True),
+    # Not a browser's navigation: a client that asks for JSON first, refuses HTML, or takes anything.
+    ("application/json, text/html", False), ("text/html;q=0", False), ("text/html;q=0.5, application/json", False),
+    ("*/*", False), (None, False)])
+def test_an_expired_file_link_is_the_page_only_for_who_prefers_html(client, accept, page):
+    # Was: any Accept naming text/html with JSON liked no better got the page: an API client's
+    # "application/json, text/html" (JSON before 21c8f47), even "text/html;q=0" (HTML refused).
+    r = client.get("/pfb/abc/x.txt", headers={"Accept": accept} if accept else {})
+    assert r.status_code == 404
+    if page:
+        assert r.mimetype == "text/html" and "This download link has expired" in r.get_data(as_text=True)
+    else:
+        assert r.json == {"error": "not-found"}
+
+
 def test_file_push_download_list_and_download(client, make_user, app):
     sign_in(client, make_user)
     data = form(kind="file", payload="the message")
