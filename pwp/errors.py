@@ -215,6 +215,12 @@ def _http_error(exc: HTTPException):
         headers = [("Allow", ", ".join(sorted({*exc.valid_methods, "OPTIONS"})))]
         if request.method == "OPTIONS":
             return Response(status=200, headers=headers)
+    if exc.code == 404 and request.endpoint is None and request.method in ("GET", "HEAD") \
+            and _TOKEN_PAGE.fullmatch(request.path):
+        # A token our converter refuses (too long, odd characters), which upstream's router (a
+        # public gateway's too) takes as a token: the expired page, as for any token without
+        # a push, whatever the Accept header (as _push_error). (Not a view's own 404.)
+        return render_template("web/expired.html"), 200
     if wants_json():
         if exc.code == 404 and request.method in ("GET", "HEAD", "DELETE") and _PUSH_PATH.fullmatch(request.path) \
                 and not current_app.config["PWP_PUBLIC_GATEWAY"]:
@@ -227,11 +233,6 @@ def _http_error(exc: HTTPException):
         response = api_error(exc.code or 500, {"status": exc.code, "error": exc.name})
         response.headers.extend(headers)
         return response
-    if exc.code == 404 and request.method in ("GET", "HEAD") and _TOKEN_PAGE.fullmatch(request.path) \
-            and not current_app.config["PWP_PUBLIC_GATEWAY"]:
-        # A token our converter refuses (too long, odd characters), which upstream's router
-        # takes as a token: the expired page, as for any token without a push.
-        return render_template("web/expired.html"), 200
     back = None
     if exc.code == 413 and for_recipient():  # (the passphrase form's: no files or secrets sent here)
         exc = _RecipientTooLarge()
@@ -270,7 +271,7 @@ def error_page(error, back=None) -> str:
 
 # A link's pages as upstream's router matches them (a token is any segment without "." or
 # "/"), and the paths a recipient's mistyped or cut link takes.
-_TOKEN_PAGE = re.compile(r"/p/[^/.]+(?:/r|/passphrase)?|/[fr]/[^/.]+(?:/r|/passphrase)?")
+_TOKEN_PAGE = re.compile(r"/[pfr]/[^/.]+(?:/r|/passphrase)?")
 _RECIPIENT_PATH = re.compile(r"/[pfr]/[^/]+(?:/r|/passphrase|/access|/expire)?")
 
 

@@ -145,13 +145,22 @@ def test_the_api_is_absent_from_the_gateway_hot_path_included(app, client, gatew
 
 
 @pytest.mark.parametrize("path", ["/", "/p/new?tab=files", "/p", "/users/sign_in", "/help/api", "/api",
-                                  "/p/%00", "/p/" + "x" * 100, "/p/abc/preview", "/favicon.ico", "/admin"])
+                                  "/p/abc/preview", "/p/a.b", "/favicon.ico", "/admin"])
 def test_absent_pages_are_the_friendly_404_page(gateway, path):
     r = gateway.get(path)
     assert r.status_code == 404 and r.mimetype == "text/html"
     html = recipient_page(gateway, r)
     assert "<h1>Not Found</h1>" in html and "Back to the start page" not in html
     assert "This site opens the secret links people send" in html
+
+
+@pytest.mark.parametrize("path", ["/p/%00", "/p/" + "x" * 100, "/p/a!b/r", "/f/a!b/passphrase"])
+def test_a_token_no_push_could_have_is_the_expired_page_on_the_gateway(gateway, path):
+    # As inside, and as upstream's gateway, whose router takes any segment without "." or "/"
+    # as a token (was: the gateway's 404, inside the expired page).
+    for accept in (None, "application/json"):
+        r = gateway.get(path, headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200 and EXPIRED in recipient_page(gateway, r), (path, accept)
 
 
 def test_post_to_the_creation_form_is_a_404_and_creates_nothing(app, gateway):

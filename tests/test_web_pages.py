@@ -296,6 +296,10 @@ def test_a_token_no_push_could_have_is_the_expired_page(settings, client, path):
     r = client.get(path)
     assert r.status_code == 200 and "We apologize but this secret link has expired." in r.get_data(as_text=True)
     assert r.headers["Cache-Control"] == "no-store"
+    # Whatever the Accept header, as a token our converter takes (was: a JSON 404 for these only).
+    for accept in ("application/json", "application/json, text/html"):
+        assert client.get(path, headers={"Accept": accept}).get_data() == r.get_data(), accept
+        assert client.get("/p/nosuchpush", headers={"Accept": accept}).get_data() == r.get_data(), accept
 
 
 def test_the_senders_pages_keep_the_site_layout(settings, database_url, request):
