@@ -325,6 +325,24 @@ def test_an_expired_download_link_opened_in_the_browser_is_the_page_that_says_so
     expect(page.get_by_role("heading", level=1)).to_have_text("This download link has expired")
 
 
+@pytest.mark.parametrize("width, drawn", [(320, None), (390, None), (1280, 4 * 125 + 18)])
+def test_a_dense_qr_code_fits_a_phone_and_is_drawn_large_on_a_wide_screen(server, new_page, width, drawn):
+    # Its img is 4 px a module wide (1 KiB: 125 modules and the frame, 518 px): a narrow
+    # screen scales it down, square, inside the page (no sideways scroll).
+    body = json.dumps({"push": {"payload": "\u6f22" * 341, "kind": "qr", "retrieval_step": False}}).encode()
+    request = urllib.request.Request(server.url + "/api/v2/pushes", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        token = json.load(response)["url_token"]
+    page = new_page(viewport={"width": width, "height": 844})
+    page.goto(server.url + f"/p/{token}")
+    box = page.locator("figure.qr img").bounding_box()
+    assert box["width"] == box["height"] and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    if drawn:
+        assert box["width"] == drawn, box
+
+
 def test_sign_up_token_api_dashboard_audit(server, new_page):
     page = new_page()
     sign_up(page, server.url, "api@example.com")
