@@ -29,7 +29,8 @@ nothing for `timeout`, and reads the connection's next request only once the ans
 Its parts, each a module: pwp.worker_sockets (the bounded client sockets), pwp.worker_heads
 (request heads: HeadReader), pwp.worker_bodies (request bodies, their spool, refused bodies:
 BodyReader), pwp.worker_answers (answers' rests sent from the main loop, lingering and draining
-connections: AnswerSender), pwp.worker_errors (the worker's own error answers: ErrorAnswers);
+connections: AnswerSender), pwp.worker_errors (the worker's own error answers: ErrorAnswers),
+pwp.worker_mails (the app's e-mails still being sent as the worker stops);
 here the connection, and ThreadWorker, which joins them to gthread's worker (accepting,
 handing a request to a thread, finishing it, the deadlines).
 
@@ -41,6 +42,7 @@ import resource
 import selectors
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -53,6 +55,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from pwp import worker_mails
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
 from pwp.worker_bodies import (BODY_LIMIT, THREAD_DRAIN, BodyReader, CountedChunkedReader, RequestBody, SpooledUnreader,
@@ -165,6 +168,12 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.serving = threading.local()  # (.conn: the connection a thread serves: handle_error)
         # (Gunicorn's limits as the main loop counts them: heads, chunk-size lines, request starts kept.)
         self.field_limit, self.head_limit, self.line_limit, self.keep = head_limits(self.cfg)
+        # max_requests counted here, in the main loop (finish_request), not by gthread's thread
+        # (which stopped the worker at once): see restart.
+        self.restart_after, self.max_requests = self.max_requests, sys.maxsize
+        self.restart_by = 0.0  # (restart: deferred while e-mails are sent) when it stops at the latest
+        self.restarting = False  # max_requests was reached (restart)
+        self.stop_asked = None  # when SIGTERM came (handle_exit)
 
     def run(self):
         # (The worker, its app loaded.) The longest body the app takes (Flask's MAX_CONTENT_LENGTH).
@@ -187,7 +196,41 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
             except (ValueError, OSError):  # (macOS: an unlimited hard limit, a per-process cap under it)
                 pass
+        worker_mails.cut_at_exit(self)  # (SIGQUIT, SIGINT: at once)
         super().run()
+        # Its connections done (within graceful_timeout), its e-mails being sent have the rest of
+        # it, less a second, so that it ends (and says what it cut) before a stopping master's
+        # SIGKILL. Restarted by max_requests: none (restart), its replacement waits for its end.
+        now = time.monotonic()
+        if self.stop_asked is not None or not self.restarting:
+            worker_mails.wait(self, (self.stop_asked or now) + max(0, self.cfg.graceful_timeout - 1))
+
+    def handle_exit(self, sig, frame):
+        # SIGTERM: a graceful stop (the master's, a reload's).
+        if self.stop_asked is None:
+            self.stop_asked = time.monotonic()
+        super().handle_exit(sig, frame)
+
+    def handle_abort(self, sig, frame):
+        self.aborted = True  # (worker_mails.cut_at_exit's status)
+        super().handle_abort(sig, frame)
+
+    def restart(self):
+        """(Main loop.) max_requests reached. gunicorn's master starts the replacement only once
+        this process has ended, and Python ends it only once its sending threads are done: a
+        worker that stopped while an SMTP server held a mail answered no one meanwhile (the only
+        worker: the instance), until the master killed it. With e-mails being sent it serves on
+        until they are done, at most graceful_timeout more (restart_by, murder_pending), then
+        stops without waiting for them (run: what is left is cut, and logged)."""
+        self.restart_after, self.restarting = sys.maxsize, True
+        self.log.info("Autorestarting worker after current request.")
+        jobs = worker_mails.pending()
+        if jobs and self.alive and self.cfg.graceful_timeout > 0:
+            self.restart_by = time.monotonic() + self.cfg.graceful_timeout
+            self.log.info("(Once its %d e-mail job(s) are done, in %d s at most: serving meanwhile.)",
+                          jobs, self.cfg.graceful_timeout)
+        else:
+            self.alive = False
 
     def accept(self, listener):
         # gunicorn's accept() ended the worker on EMFILE (every connection it held with it).
@@ -340,6 +383,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)
+        if self.nr >= self.restart_after:
+            self.restart()
         self.held -= conn.handed
         conn.handed = 0
         self.release_spool(conn)
@@ -376,6 +421,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # (Called in the main loop after each round of events, as gunicorn's own.)
         super().murder_pending()
         now = time.monotonic()
+        if self.restart_by and (now >= self.restart_by or not self.alive or not worker_mails.pending()):
+            self.restart_by = 0.0  # (restart: its e-mails sent, or it waited long enough for them)
+            self.alive = False
         if self.worker_connections != self.cfg.worker_connections and now >= self.accept_again:
             self.worker_connections = self.cfg.worker_connections  # (accept: out of files a second ago)
         while self.heads and self.heads[0].timeout <= now:

@@ -1,0 +1,89 @@
+"""A stopping worker and the app's sending threads (pwp.notify: notification and account
+e-mails, each a job of a thread that is not a daemon, so Python joins it as the process exits).
+
+Python waited for them after gunicorn's last word with the worker (its heartbeat file closed):
+a worker that stopped while an SMTP server held a mail sat silent until the master killed it
+(`timeout`: WORKER TIMEOUT, SIGABRT, a traceback), the mail lost anyway; stopped by
+max_requests, its replacement was started only then, so one worker's instance answered no one
+meanwhile. Here a stopping worker waits for its jobs at most until a deadline (wait), telling
+the master it lives; what is left then is cut as the process exits (cut_at_exit: logged as a
+count, never an address), without Python's wait for the threads.
+
+Reads pwp.notify's state only if the app loaded it (sys.modules): this module is loaded by
+gunicorn's master (pwp.workers), which must not load the app's packages.
+"""
+import logging
+import os
+import sys
+import threading
+import time
+
+
+def _notify():
+    return sys.modules.get("pwp.notify")
+
+
+def _sending():
+    """The sending threads of this process still running."""
+    notify = _notify()
+    if notify is None:
+        return []
+    with notify._threads_lock:
+        return [thread for thread in notify._threads if thread.is_alive()]
+
+
+def pending() -> int:
+    """The e-mail jobs this process has not finished: being sent, waiting for a sending thread,
+    or to be started later (an account link form's, pwp.notify's in_thread after)."""
+    notify = _notify()
+    if notify is None:
+        return 0
+    later = notify._later
+    return (len(_sending()) + len(notify._queue)
+            + (len(later.jobs) if later.pid == os.getpid() else 0))
+
+
+def wait(worker, deadline: float) -> int:
+    """Wait until this process has no e-mail job left, or until `deadline` (time.monotonic()),
+    telling gunicorn's master the worker lives meanwhile; return how many are left."""
+    said = False
+    while True:
+        left = pending()
+        now = time.monotonic()
+        if not left or now >= deadline:
+            return left
+        if not said:
+            said = True
+            worker.log.info("Worker stopping: waiting up to %.0f s for its %d e-mail job(s)",
+                            deadline - now, left)
+        worker.notify()
+        seconds = min(1.0, deadline - now)  # (the master is told at least once a second)
+        threads = _sending()
+        if threads:
+            threads[0].join(seconds)
+        else:  # (jobs to be started later: until they are)
+            _notify()._later.wait(seconds)
+
+
+def cut_at_exit(worker):
+    """As this process exits (Python's exit, before it joins the threads left: a graceful stop
+    that waited, SIGQUIT's or SIGINT's quick one, a worker aborted), the e-mail jobs still
+    unfinished are cut: logged, the process ended at once (status 1 if gunicorn aborted it)."""
+    register = getattr(threading, "_register_atexit", None)  # (Python 3.9 and later)
+    if register is None:
+        return
+
+    def cut():
+        left = pending()
+        if not left:
+            return
+        worker.log.warning("Worker exiting with %d e-mail job(s) unfinished: not sent (see the "
+                           "README, Notify by e-mail)", left)
+        logging.shutdown()  # (gunicorn's handlers flushed: os._exit skips Python's own exit)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(1 if getattr(worker, "aborted", False) else 0)
+    register(cut)
