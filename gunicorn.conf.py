@@ -104,6 +104,14 @@ def post_fork(server, worker):
         os.environ["PWPUSH_START_UP_NOTES"] = "off"
 
 
+def post_worker_init(worker):
+    # (In the worker, its app loaded.) With `-k sync` (gunicorn's own class), its stop waits for
+    # the app's e-mails being sent within bounds, as pwp.workers.ThreadWorker's (pwp/worker_mails.py).
+    from pwp import worker_mails
+
+    worker_mails.guard(worker)
+
+
 def worker_exit(server, worker):
     # (In the worker, as it ends: not when killed.) Booted, it said the notes.
     if worker.pwpush_notes and worker.booted:

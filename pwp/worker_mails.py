@@ -87,3 +87,40 @@ def cut_at_exit(worker):
                 pass
         os._exit(1 if getattr(worker, "aborted", False) else 0)
     register(cut)
+
+
+def guard(worker):
+    """(gunicorn.conf.py's post_worker_init, in the worker.) The same for a worker of gunicorn's
+    own classes (`-k sync`): its run() wrapped. Stopped by max_requests with e-mail jobs
+    unfinished, it serves on (its loop run again) until they are done, at most graceful_timeout
+    more, looking each second (its wait for a connection bounded by 1 s meanwhile), then stops
+    without waiting for them; otherwise (SIGTERM, its parent gone) it waits for them up to
+    graceful_timeout less a second, telling the master it lives. pwp.workers.ThreadWorker does
+    this itself (guards_mails)."""
+    if getattr(worker, "guards_mails", False):
+        return
+    cut_at_exit(worker)
+    run, notify = worker.run, worker.notify
+    restart_by = []  # (max_requests, deferred) when it stops at the latest
+
+    def notify_and_look():
+        notify()
+        if restart_by and (time.monotonic() >= restart_by[0] or not pending()):
+            restart_by.clear()
+            worker.alive = False
+
+    def guarded_run():
+        run()
+        graceful = worker.cfg.graceful_timeout
+        restarting = worker.nr >= worker.max_requests and worker.ppid == os.getppid()
+        if restarting and (jobs := pending()) and graceful > 0:
+            worker.log.info("(Once its %d e-mail job(s) are done, in %d s at most: serving meanwhile.)",
+                            jobs, graceful)
+            restart_by.append(time.monotonic() + graceful)
+            worker.max_requests, worker.timeout, worker.notify = sys.maxsize, 1, notify_and_look
+            worker.alive = True
+            run()
+            restarting = not restart_by  # (else a signal stopped it first)
+        if not restarting:
+            wait(worker, time.monotonic() + max(0, graceful - 1))
+    worker.run = guarded_run

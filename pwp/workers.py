@@ -149,6 +149,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
     connections are served as gthread does. A connection closed after its answer waits for
     the client's end on the poller too (linger), not in the main loop as gthread's."""
 
+    guards_mails = True  # (its own stop waits for the app's e-mails: restart, run; not worker_mails.guard)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # (TLS connections' bound: _Connection.init.)

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from servers import flask, gunicorn, server_env
 from smtpsink import SmtpServer
 
@@ -47,11 +48,17 @@ def _wait_for_log(process, log_path, text, count=1, seconds=60):
             continue
 
 
+# Our worker class (gunicorn.conf.py's), and gunicorn's sync worker (README: `-k sync`, one thread).
+WORKER_CLASSES = pytest.mark.parametrize("kind", [(), ("-k", "sync")], ids=["ours", "sync"])
+
+
 def _held_mail(tmp_path, smtp, *args):
     """gunicorn (its context manager, args added) sending account mails to smtp, with one
     account, owner@example.com."""
+    threads = {"GUNICORN_THREADS": "1"} if "sync" in args else {}
     env = server_env(tmp_path / "instance", PWP__ENABLE_USER_ACCOUNT_EMAILS="true",
-                     PWP__MAIL__SMTP_TIMEOUT="120", PWPUSH_USER_PASSWORD="correct horse", **smtp.environ())
+                     PWP__MAIL__SMTP_TIMEOUT="120", PWPUSH_USER_PASSWORD="correct horse", **smtp.environ(),
+                     **threads)
     flask(env, "users", "create", "owner@example.com")
     return gunicorn(env, tmp_path / "server.log", args=args)
 
@@ -67,10 +74,12 @@ def _holding_smtp():
     return smtp, arrived, release
 
 
-def test_a_worker_restarted_by_max_requests_with_a_mail_held_by_the_smtp_server_leaves_no_one_unanswered(tmp_path):
+@WORKER_CLASSES
+def test_a_worker_restarted_by_max_requests_with_a_mail_held_by_the_smtp_server_leaves_no_one_unanswered(
+        tmp_path, kind):
     smtp, arrived, release = _holding_smtp()
     try:
-        with _held_mail(tmp_path, smtp, "--max-requests", "3") as server:
+        with _held_mail(tmp_path, smtp, "--max-requests", "3", *kind) as server:
             cookie, csrf = _reset_form(server.port)  # (its 1st request)
             assert _ask_reset(server.port, cookie, csrf, "owner@example.com") == 302  # (2nd)
             assert arrived.wait(30)  # (the mail is being sent, held by the SMTP server)
@@ -130,12 +139,13 @@ def test_a_worker_stopped_by_sigterm_cuts_a_mail_still_held_at_its_graceful_time
         smtp.controller.stop()
 
 
-def test_a_worker_stopped_alone_waits_for_a_held_mail_longer_than_timeout_without_being_killed(tmp_path):
+@WORKER_CLASSES
+def test_a_worker_stopped_alone_waits_for_a_held_mail_longer_than_timeout_without_being_killed(tmp_path, kind):
     # (SIGTERM to the worker, as a reload's: the master, still running, kills a worker silent
     # for `timeout`: 2 s here, shorter than the worker's wait, graceful_timeout less a second.)
     smtp, arrived, release = _holding_smtp()
     try:
-        with _held_mail(tmp_path, smtp, "--timeout", "2", "--graceful-timeout", "5") as server:
+        with _held_mail(tmp_path, smtp, "--timeout", "2", "--graceful-timeout", "5", *kind) as server:
             cookie, csrf = _reset_form(server.port)
             assert _ask_reset(server.port, cookie, csrf, "owner@example.com") == 302
             assert arrived.wait(30)
@@ -152,10 +162,11 @@ def test_a_worker_stopped_alone_waits_for_a_held_mail_longer_than_timeout_withou
         smtp.controller.stop()
 
 
-def test_a_worker_stopped_by_sigint_ends_at_once_saying_what_it_cut(tmp_path):
+@WORKER_CLASSES
+def test_a_worker_stopped_by_sigint_ends_at_once_saying_what_it_cut(tmp_path, kind):
     smtp, arrived, release = _holding_smtp()
     try:
-        with _held_mail(tmp_path, smtp) as server:
+        with _held_mail(tmp_path, smtp, *kind) as server:
             cookie, csrf = _reset_form(server.port)
             assert _ask_reset(server.port, cookie, csrf, "owner@example.com") == 302
             assert arrived.wait(30)
