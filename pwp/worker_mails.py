@@ -58,11 +58,13 @@ def wait(worker, deadline: float) -> int:
                             deadline - now, left)
         worker.notify()
         seconds = min(1.0, deadline - now)  # (the master is told at least once a second)
-        threads = _sending()
+        threads, later = _sending(), _notify()._later
         if threads:
             threads[0].join(seconds)
-        else:  # (jobs to be started later: until they are)
-            _notify()._later.wait(seconds)
+        elif later.pid == os.getpid() and later.jobs:  # (jobs to be started later: until they are)
+            later.wait(seconds)
+        else:  # (jobs queued with no thread left to take them: none will end)
+            return left
 
 
 def cut_at_exit(worker):
