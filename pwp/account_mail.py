@@ -12,6 +12,7 @@ address or link. The forms that mail answer the same whether the account exists 
 import logging
 import secrets
 from datetime import datetime, timedelta
+from functools import partial
 from urllib.parse import urlencode
 
 from flask import current_app
@@ -31,10 +32,10 @@ CONFIRM_WITHIN = timedelta(days=3)  # (allow_unconfirmed_access_for: 0 days)
 MAXIMUM_ATTEMPTS = 20  # failed sign-ins that lock the account (lock_strategy :failed_attempts)
 UNLOCK_IN = timedelta(hours=1)  # unlock_strategy :both: this long, or the mailed link
 # A link form's work for an account (ask_for) starts this long after the answer's close(), in
-# seconds, at random between the two, its thread started then (notify.in_thread's after): run
-# at close(), it delayed the server's close of the connection (the GIL with it), which a client
-# reading to the end could time: ~3.7 ms in the median on a real gunicorn, ~1.1 ms of it the
-# thread's start. Random: nor does it land on the request sent next.
+# seconds, at random between the two, its thread started then (notify.later): run at close(),
+# it delayed the server's close of the connection (the GIL with it), which a client reading to
+# the end could time: ~3.7 ms in the median on a real gunicorn, ~1.1 ms of it the thread's
+# start. Random: nor does it land on the request sent next.
 ASK_DELAY = (0.05, 0.3)
 
 UNCONFIRMED = "You have to confirm your e-mail address before continuing: follow the link in the e-mail we sent you."
@@ -211,10 +212,13 @@ def ask_for(app, kind: str, email: str, now: datetime):
     account exists and needs it (has a password; is unconfirmed; is locked), else nothing.
     From a sending thread, once the answer is sent: the request's time then tells nothing of
     the account (its token's write and its mail took ~9 ms that an unknown address did not),
-    ASK_DELAY later: nor does the connection's close (the server's, after close())."""
-    delay = secrets.SystemRandom().uniform(*ASK_DELAY)
-    if not notify.in_thread(_ask_in_app, (app, kind, email, now),
-                            f"account-ask-{kind}", queued=True, after=delay):
+    ASK_DELAY later: nor does the connection's close (the server's, after close()); its
+    sending place taken then (_ask_now)."""
+    notify.later(secrets.SystemRandom().uniform(*ASK_DELAY), partial(_ask_now, app, kind, email, now))
+
+
+def _ask_now(app, kind: str, email: str, now: datetime):
+    if not notify.in_thread(_ask_in_app, (app, kind, email, now), f"account-ask-{kind}", queued=True):
         log.warning("a %s e-mail asked for not sent: %d e-mails are being sent and %d wait already",
                     MAILS[kind][0].lower(), notify.MAX_SENDING_THREADS, notify.MAX_QUEUED)
 

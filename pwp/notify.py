@@ -10,8 +10,6 @@ busy with a slow SMTP server). Logs name a sending's id and counts, never
 an address, a link or the SMTP password.
 """
 import collections
-import heapq
-import itertools
 import logging
 import os
 import re
@@ -240,27 +238,18 @@ def dispatch(record_id: int):
                     record_id, MAX_SENDING_THREADS)
 
 
-def in_thread(target, args, name, queued=False, after: float = 0) -> bool:
+def in_thread(target, args, name, queued=False) -> bool:
     """Run target(*args) in a thread of this worker (wait_for_sends joins it); when
     MAX_SENDING_THREADS of them run already (an SMTP server slow to answer: each waits up to
     PWP__MAIL__SMTP_TIMEOUT at each step), queued: after theirs, by the first that ends, if
-    fewer than MAX_QUEUED wait; else False, nothing run. after: seconds to wait first, its
-    place taken now, its thread started then (by the one thread of _later: prepare_later)."""
+    fewer than MAX_QUEUED wait; else False, nothing run."""
     with _queue_lock:
         if not _places.acquire(blocking=False):
             if queued and len(_queue) < MAX_QUEUED:
                 _queue.append((target, args))
                 return True
             return False
-    if after > 0:
-        _later.add(after, (target, args, name))
-    else:
-        _start(target, args, name)
-    return True
 
-
-def _start(target, args, name):
-    """Start a sending thread for target(*args), its place taken."""
     def run():
         job = (target, args)
         while job is not None:
@@ -285,61 +274,86 @@ def _start(target, args, name):
     except BaseException:  # (no thread could be made: its place is free again)
         _places.release()
         raise
+    return True
 
 
 class _Later:
-    """Sending threads to start later (in_thread's after), by one thread of this process: a
-    thread started where the job is given (a link form's answer's close()) cost its start
-    there, which a client could time. Not a daemon: once the main thread has ended (the worker
-    stops) it starts those left at once, and ends."""
+    """Jobs to run a while later (later()), by this process's one 'sending-later' thread: a
+    thread started where a job is given (a link form's answer's close()) cost its start there,
+    which a client could time. It waits for the next job's time, or, with none, until it is
+    told of one or of the main thread's end (woken for nothing else); not a daemon: once the
+    main thread has ended (the process stops) it runs those left at once, and ends."""
 
-    def __init__(self):
-        self.ready = threading.Condition()
-        self.jobs = []  # (when, number, (target, args, name)), soonest first
-        self.numbers = itertools.count()
-        self.pid = None  # the process whose thread runs (a fork has none)
+    def __init__(self):  # (again in a forked child: its parent's threads, jobs and lock are not its own)
+        self.ready = threading.Condition(threading.Lock())
+        self.jobs = []  # (when, job)
+        self.started = False
+        self.ending = False
 
     def prepare(self):
+        if self.started:  # (no lock: most requests)
+            return
         with self.ready:
-            if self.pid != os.getpid():
-                self.pid, self.jobs = os.getpid(), []
+            if not self.started:
                 threading.Thread(target=self.run, name="sending-later").start()
+                # (A daemon, blocked until the main thread's end, to say it: nothing to finish.)
+                threading.Thread(target=self.end, name="sending-later-end", daemon=True).start()
+                self.started = True
+
+    def end(self):
+        threading.main_thread().join()
+        with self.ready:
+            self.ending = True
+            self.ready.notify_all()
 
     def add(self, after: float, job):
         self.prepare()
         with self.ready:
-            heapq.heappush(self.jobs, (time.monotonic() + after, next(self.numbers), job))
-            self.ready.notify_all()
+            if not self.ending:
+                self.jobs.append((time.monotonic() + after, job))
+                self.ready.notify_all()
+                return
+        _run(job)  # (the process stops: at once)
 
     def run(self):
-        main = threading.main_thread()
         with self.ready:
-            while self.jobs or main.is_alive():
+            while self.jobs or not self.ending:
                 now = time.monotonic()
-                if self.jobs and (self.jobs[0][0] <= now or not main.is_alive()):
-                    _when, _number, job = heapq.heappop(self.jobs)
-                    try:
-                        _start(*job)
-                    except Exception as exc:  # (no thread: its job is not done)
-                        log.error("a sending thread could not start (%s)", type(exc).__name__)
-                    self.ready.notify_all()
+                soonest = min(self.jobs, key=lambda entry: entry[0], default=None)
+                if soonest is None or (soonest[0] > now and not self.ending):
+                    self.ready.wait(None if soonest is None else soonest[0] - now)
                     continue
-                # (A second at most: the main thread's end is seen within it.)
-                self.ready.wait(min(1.0, self.jobs[0][0] - now) if self.jobs else 1.0)
+                self.jobs.remove(soonest)
+                _run(soonest[1])
+                self.ready.notify_all()  # (wait's)
 
     def wait(self, timeout: float) -> bool:
-        """Wait until every job given has its thread started (tests)."""
+        """Wait until every job given has run (tests)."""
         with self.ready:
             return self.ready.wait_for(lambda: not self.jobs, timeout)
 
 
+def _run(job):
+    try:
+        job()
+    except Exception as exc:  # (a traceback could carry an address)
+        log.error("a job run later failed (%s)", type(exc).__name__)
+
+
 _later = _Later()
+os.register_at_fork(after_in_child=_later.__init__)
 
 
 def prepare_later():
-    """Start this process's thread that starts sending threads later (in_thread's after), if
-    not yet: at a request's start, for any request alike, not where a job is given."""
+    """Start this process's thread that runs jobs later (later()), if not yet: at a request's
+    start, for any request alike, not where a job is given."""
     _later.prepare()
+
+
+def later(after: float, job):
+    """Run job() after `after` seconds, in this process's one thread for it (prepare_later):
+    it should only start a thread of its own (in_thread), or do nothing."""
+    _later.add(after, job)
 
 
 def _send_in_app(app, record_id: int):
@@ -354,7 +368,7 @@ def _send_in_app(app, record_id: int):
 
 def wait_for_sends(timeout: float = 30):
     """Wait for this process's sending threads to end (tests), those they start too, and
-    those to be started later (in_thread's after)."""
+    those to be started later (later())."""
     _later.wait(timeout)
     joined = set()
     while True:

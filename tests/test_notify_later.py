@@ -1,0 +1,95 @@
+"""The thread that runs a link form's work a while after its answer (notify.later): woken only
+for a job or the process's end, a job left run as the process ends, a forked child's its own.
+Each in a process of its own, which must end (a deadline, not a sleep)."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from servers import ROOT
+
+
+def run(script: str) -> list[str]:
+    """Run a Python script in its own process group (killed whole past the deadline, a forked
+    child with it); return its output's lines, after checking it ended well."""
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"the process did not end: {out!r} {err[-2000:]!r}") from None
+    assert process.returncode == 0, err[-2000:]
+    return out.splitlines()
+
+
+def test_the_idle_thread_is_woken_by_the_processs_end_not_by_a_timeout():
+    """It looked every second whether the main thread had ended: woken each second for
+    nothing in every worker that had served a link form, and each such worker's exit (a
+    restart, max_requests: with one worker, no answer meanwhile) waited up to a second more.
+    Now it waits without a timeout until a job or the end. Seen as its waits' results."""
+    lines = run("""
+        import atexit, threading
+        from pwp import notify
+
+        waits, waiting = [], threading.Event()
+
+        def profile(frame, event, arg):
+            if frame.f_code is threading.Condition.wait.__code__ \\
+                    and threading.current_thread().name == "sending-later":
+                if event == "call":
+                    waiting.set()
+                elif event == "return":
+                    waits.append(arg)  # (False: it timed out)
+        threading.setprofile(profile)
+        notify.prepare_later()
+        assert waiting.wait(30)
+        atexit.register(lambda: print(waits))  # (once the threads have ended)
+    """)
+    assert lines == ["[True]"]
+
+
+def test_a_job_left_as_the_process_ends_runs_then():
+    lines = run("""
+        from pwp import notify
+
+        notify.prepare_later()
+        notify.later(3600, lambda: print("ran"))
+    """)
+    assert lines == ["ran"]
+
+
+def test_a_forked_child_runs_its_own_jobs_whatever_its_parent_held():
+    """A child forked while its parent's thread held the jobs' lock (as it does while it
+    starts a sending thread) waited for it for good at its first link form. Nor does a child
+    run its parent's jobs (they are the parent's to run)."""
+    lines = run("""
+        import os, sys, threading
+        from pwp import notify
+
+        notify.prepare_later()
+        notify.later(3600, lambda: print("the parent's job in", os.getpid()))
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with notify._later.ready:
+                held.set()
+                release.wait(30)
+        threading.Thread(target=hold, daemon=True).start()
+        assert held.wait(30)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            notify.prepare_later()
+            done = threading.Event()
+            notify.later(0.01, done.set)
+            sys.exit(0 if done.wait(30) else 1)
+        release.set()
+        print("child", os.waitpid(pid, 0)[1], os.getpid())
+    """)
+    (child,) = [line for line in lines if line.startswith("child")]
+    status, parent = child.split()[1:]
+    assert status == "0"
+    assert lines == [child, f"the parent's job in {parent}"]
