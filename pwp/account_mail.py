@@ -207,18 +207,19 @@ def sign_in_refusal(user: User | None, password_ok: bool, now: datetime, keep_co
     return None
 
 
-def ask_for(app, kind: str, email: str, now: datetime):
+def ask_for(app, kind: str, email: str, now: datetime, account: bool):
     """A form's request for a link (reset_password, confirmation or unlock): mailed when the
     account exists and needs it (has a password; is unconfirmed; is locked), else nothing.
     From a sending thread, once the answer is sent: the request's time then tells nothing of
     the account (its token's write and its mail took ~9 ms that an unknown address did not),
-    ASK_DELAY later: nor does the connection's close (the server's, after close()); its
-    sending place taken then (_ask_now)."""
-    notify.later(secrets.SystemRandom().uniform(*ASK_DELAY), partial(_ask_now, app, kind, email, now))
+    ASK_DELAY later: nor does the connection's close (the server's, after close()), which
+    does this for any address alike (account: the request found one), only an account's
+    taking a sending place when due (_ask_now)."""
+    notify.later(secrets.SystemRandom().uniform(*ASK_DELAY), partial(_ask_now, app, kind, email, now, account))
 
 
-def _ask_now(app, kind: str, email: str, now: datetime):
-    if not notify.in_thread(_ask_in_app, (app, kind, email, now), f"account-ask-{kind}", queued=True):
+def _ask_now(app, kind: str, email: str, now: datetime, account: bool):
+    if account and not notify.in_thread(_ask_in_app, (app, kind, email, now), f"account-ask-{kind}", queued=True):
         log.warning("a %s e-mail asked for not sent: %d e-mails are being sent and %d wait already",
                     MAILS[kind][0].lower(), notify.MAX_SENDING_THREADS, notify.MAX_QUEUED)
 

@@ -602,9 +602,9 @@ def _ask(kind: str):
     def ask_once_sent(response):
         # Once the server has sent the answer and closes it: an account's work (its token
         # written, its mail) then neither delays the answer nor runs while it is being sent.
-        # Only an account's takes a sending place (a flood of other addresses takes none).
-        if user is not None:
-            response.call_on_close(partial(account_mail.ask_for, app, kind, email, now))
+        # The same at close() for any address (nothing done there told one apart either), only
+        # an account's taking a sending place later (a flood of other addresses takes none).
+        response.call_on_close(partial(account_mail.ask_for, app, kind, email, now, user is not None))
         return response
     flash(ASK[kind][3], "success")
     return redirect(url_for("accounts.sign_in"))
