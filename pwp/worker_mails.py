@@ -38,9 +38,7 @@ def pending() -> int:
     notify = _notify()
     if notify is None:
         return 0
-    later = notify._later
-    return (len(_sending()) + len(notify._queue)
-            + (len(later.jobs) if later.pid == os.getpid() else 0))
+    return len(_sending()) + len(notify._queue) + len(notify._later.jobs)  # (a forked child's its own)
 
 
 def wait(worker, deadline: float) -> int:
@@ -61,7 +59,7 @@ def wait(worker, deadline: float) -> int:
         threads, later = _sending(), _notify()._later
         if threads:
             threads[0].join(seconds)
-        elif later.pid == os.getpid() and later.jobs:  # (jobs to be started later: until they are)
+        elif later.jobs:  # (jobs to be started later: until they are)
             later.wait(seconds)
         else:  # (jobs queued with no thread left to take them: none will end)
             return left
