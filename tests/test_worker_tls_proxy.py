@@ -7,10 +7,12 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
+from urllib.parse import urlsplit
 
 import pytest
 
-from servers import ROOT, gunicorn, request, server_env
+from servers import ROOT, bearer, create_user, gunicorn, request, server_env
 from test_gunicorn_conf import _stalled, _until_closed
 from test_security_headers import _proxy_v2, _self_signed
 from test_worker_spool import _answer_while_sending
@@ -471,3 +473,41 @@ def test_a_request_pipelined_in_the_last_tls_record_of_a_body_is_answered(tmp_pa
                                          context)
         assert "Traceback" not in server.logs()
     assert re.findall(rb"HTTP/1\.1 (\d\d\d)", received) == [b"400", b"200"], received[:300]  # (was: [b"400"])
+
+
+def test_a_large_download_read_slowly_over_tls_is_not_cut(tmp_path):
+    """On TLS each write of an answer waits at most `timeout` for room in the socket, which Linux
+    gives only once a third of its send buffer (up to 4 MiB) is free: a write of a whole 1 MiB
+    part of a file (SSLSocket.sendall) made a client reading at ~640 KB/s wait past `timeout`
+    (1 s here) and cut it after ~4 MiB (tried: TLS_WRITE unbounded). Each write is one TLS
+    record (16 KiB), which keeps the send queue at its two thirds: a slow but steady reader
+    gets it whole (by hand: 25 MiB at ~200-300 KB/s with `timeout` 3, over 80 s)."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    env = server_env(tmp_path / "instance")
+    data = os.urandom(6 * 1024 * 1024)
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
+    with gunicorn(env, tmp_path / "log", args=(*args, "--timeout", "1"), context=context) as server:
+        token = create_user(env, "slow@example.com")
+        status, _headers, raw = request(server.port, "POST", "/api/v2/pushes", body=body, timeout=60, context=context,
+                                        headers={**bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"})
+        assert status == 201, raw
+        status, _headers, raw = request(server.port, "GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}",
+                                        headers=bearer(token), timeout=60, context=context)
+        link = urlsplit(json.loads(raw)["files"][0]["url"]).path
+        conn = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        conn.sendall(f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        conn.settimeout(20)  # (a failure guard only)
+        received, paced = bytearray(), 0
+        while chunk := conn.recv(65536):  # (a TLS record, 16 KiB, at most)
+            received.extend(chunk)
+            if len(received) - paced >= 65536:
+                paced = len(received)
+                threading.Event().wait(0.1)  # (640 KB/s at most)
+        conn.close()
+        logs = server.logs()
+    head, _, got = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert len(got) == len(data) and got == data, len(got)  # (TLS_WRITE unbounded: ~4 MiB of 6)
+    assert "Traceback" not in logs
+
