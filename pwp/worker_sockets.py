@@ -97,7 +97,11 @@ class TimedSocket(socket.socket):
     seconds = None  # (set once by the worker: gunicorn's timeout)
 
     def setblocking(self, flag):
-        self.settimeout(self.seconds if flag else 0.0)
+        # (Detached, its file the SSLSocket's, which a failed handshake closed (gunicorn's
+        # do_handshake_on_connect): gthread's close sets it blocking first, an EBADF there made
+        # its finish_request count the connection closed twice.)
+        if self.fileno() >= 0:
+            self.settimeout(self.seconds if flag else 0.0)
 
 
 class BoundedSSLSocket(ssl.SSLSocket):

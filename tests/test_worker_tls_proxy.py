@@ -511,3 +511,25 @@ def test_a_large_download_read_slowly_over_tls_is_not_cut(tmp_path):
     assert len(got) == len(data) and got == data, len(got)  # (TLS_WRITE unbounded: ~4 MiB of 6)
     assert "Traceback" not in logs
 
+
+def test_failed_tls_handshakes_do_not_let_the_worker_take_more_connections_than_worker_connections(tmp_path):
+    """With gunicorn's --do-handshake-on-connect, a TLS handshake that failed (a client that sent
+    no TLS, or stopped in it) left the connection's socket detached (the SSLSocket it was
+    wrapped in held its file, closed by the failure); gthread's close set it blocking first, an
+    EBADF under TimedSocket's timeout, and its finish_request then counted the connection closed
+    twice: each failure let the worker hold one connection more than --worker-connections (a
+    stopping worker, its count under 0, no longer waited for its connections). Here
+    4 connections that send nothing fill the 4 slots: a 5th is taken only once one of them was
+    dropped (`timeout`), whatever failed before. (Without the setting: held.)"""
+    from test_gunicorn_conf import _still_open
+    args, context, _prefix = _served(tmp_path, "TLS")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
+                  args=(*args, "--worker-connections", "4", "--timeout", "5", "--do-handshake-on-connect"), context=context) as server:
+        for _ in range(2):  # (not TLS, not plain HTTP: its handshake fails)
+            assert b"HTTP" not in _until_closed(_stalled(server.port, b"\x16\x03\x01\x00\x05hello"))  # (a TLS alert)
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+        assert request(server.port, "GET", "/up", timeout=30, context=context)[0] == 200
+        assert not all(_still_open(conn) for conn in idle)  # (was: all open, a 5th connection taken)
+        for conn in idle:
+            conn.close()
+        assert "Traceback" not in server.logs()
