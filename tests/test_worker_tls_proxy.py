@@ -533,3 +533,37 @@ def test_failed_tls_handshakes_do_not_let_the_worker_take_more_connections_than_
         for conn in idle:
             conn.close()
         assert "Traceback" not in server.logs()
+
+
+def _tls_still_open(conn) -> bool:
+    """Whether the server neither answered nor closed a TLS connection (yet)."""
+    conn.setblocking(False)
+    try:
+        conn.recv(1)
+    except ssl.SSLWantReadError:
+        return True
+    except OSError:  # (ssl.SSLError included)
+        pass
+    finally:
+        conn.setblocking(True)
+    return False
+
+
+@pytest.mark.xfail(strict=True, reason="pwp/workers.py: after the TLS handshake the thread waits for the head "
+                                       "(up to `timeout`) instead of the poller (the lead applies the fix)")
+def test_tls_connections_that_finished_the_handshake_and_send_nothing_take_no_thread(tmp_path):
+    """A browser's connection opened in advance does the TLS handshake at once, then may send
+    nothing for long: 2ae27e2 has the poller wait for a new connection's first byte (the
+    ClientHello), but after the handshake the thread waits for the head, up to `timeout`
+    (30 s): two such connections held both threads of the default setting, everyone else
+    waiting (by hand, 1 thread, --timeout 5: /up answered after 4.7 s). Here the one thread
+    must answer /up while the connection that shook hands is still open."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
+                  args=(*args, "--threads", "1", "--timeout", "10"), context=context) as server:
+        idle = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        assert request(server.port, "GET", "/up", timeout=30, context=context)[0] == 200
+        assert _tls_still_open(idle)  # (was: closed, its head's wait over: /up waited for it)
+        idle.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _until_closed(idle).startswith(b"HTTP/1.1 200 ")
+        assert "Traceback" not in server.logs()
