@@ -39,6 +39,7 @@ pwp.outbox and its parts (the standard library's) only.
 """
 import errno
 import resource
+import select
 import selectors
 import socket
 import ssl
@@ -68,6 +69,27 @@ from pwp.worker_sockets import (BoundedSocket, BoundedSSLSocket, GoneSocket, Gon
 # The open files a worker asks for (its soft limit raised up to its hard one): two per
 # connection whose body is spooled, gunicorn's worker_connections (1000) of them and a margin.
 OPEN_FILES = 65536
+# (ThreadWorker.handle's result for a TLS connection whose handshake is done and no byte of its head came.)
+HEAD_NOT_YET = object()
+
+
+def _nothing_came(sock) -> bool:
+    """Whether a connection's socket holds no byte yet (poll: select's fds stop at 1024; a
+    peek would wait for the socket's timeout first)."""
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    return not poll.poll(0)
+
+
+class _HeadNotYet:
+    """A TLS connection's parser after its handshake, no byte of a head there: gthread's handle
+    reads no request (None) and the connection waits for its head on the poller (finish_request)."""
+
+    def __init__(self, parser):
+        self.parser = parser
+
+    def __next__(self):
+        return None
 
 
 class _Connection(gthread.TConn):
@@ -119,11 +141,18 @@ class _Connection(gthread.TConn):
             raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "the TLS handshake timed out") from None
         if type(self.sock) is ssl.SSLSocket and TimedSocket.seconds:
             self.sock.__class__ = BoundedSSLSocket
+            waits = not self.is_http2 and not self.sock.pending() and _nothing_came(self.sock)
+        else:
+            waits = False
         if type(self.sock) is socket.socket and self.cfg.timeout > 0:
             bound(self.sock, self.cfg.timeout)
         if self.head is None and type(getattr(self.parser, "unreader", None)) is SocketUnreader:
             self.parser.unreader.__class__ = RecordingUnreader  # (HTTP/1: its request heads kept in part)
             self.parser.unreader.keep = self.keep
+        if waits:
+            # (TLS.) Its handshake done, no byte of a head yet (a browser's connection opened in
+            # advance): the poller waits for it, not this thread (ThreadWorker.finish_request).
+            self.parser = _HeadNotYet(self.parser)
 
 
 class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.ThreadWorker):
@@ -268,9 +297,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             # its first byte: two connections that sent nothing (a browser's, opened in advance)
             # kept everyone else 5 s from the two threads of the default setting. The poller
             # waits for it now, up to `timeout` (as for a plain connection's head), then drops it.
-            conn.timeout = time.monotonic() + (self.cfg.timeout if self.alive else gthread.STOP_KEEPALIVE_LINGER)
-            self.pending_conns.append(conn)
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+            self.wait_for_first_byte(conn)
             return
         if conn.head is None or type(conn.sock) is GoneSocket:  # (GoneSocket: the thread ends it)
             super().enqueue_req(conn)
@@ -282,6 +309,14 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         wait = self.cfg.timeout if self.alive else gthread.STOP_KEEPALIVE_LINGER
         conn.timeout = time.monotonic() + wait
         self.read_head(conn, 0, waiting=False)
+
+    def wait_for_first_byte(self, conn):
+        """(TLS, the PROXY protocol: a new connection, or a TLS one whose handshake is done.) The
+        poller waits for its first byte (up to `timeout`, a stopping worker's as its kept-alive
+        connections'), then a thread reads its head."""
+        conn.timeout = time.monotonic() + (self.cfg.timeout if self.alive else gthread.STOP_KEEPALIVE_LINGER)
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def hand_over(self, conn):
         """Give a connection whose head (and body) the main loop read to a thread, the bytes read
@@ -324,6 +359,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         if conn.head is not None and type(conn.sock) in (BoundedSocket, GoneSocket):  # (a plain socket, bounded)
             OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
         keepalive = super().handle(conn)
+        if type(conn.parser) is _HeadNotYet:
+            conn.parser = conn.parser.parser
+            return HEAD_NOT_YET
         conn.request = b""
         if conn.head is None and type(getattr(conn.parser, "unreader", None)) is RecordingUnreader:
             if (type(conn.sock) is GoneSocket and conn.parser.req_count == 1
@@ -398,6 +436,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             return
         if type(outbox) is Outbox:
             outbox.release()  # (its socket closed: nothing more is sent)
+        if not fs.cancelled() and fs.exception() is None and fs.result() is HEAD_NOT_YET:
+            conn.sock.setblocking(False)
+            self.wait_for_first_byte(conn)
+            return
         if (conn.head is None and isinstance(conn.sock, ssl.SSLSocket) and not fs.cancelled()
                 and fs.exception() is None and fs.result() is True and conn.sock.pending()):
             # (TLS, kept alive.) The next request's bytes came in the record that ended the last

@@ -549,8 +549,6 @@ def _tls_still_open(conn) -> bool:
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="pwp/workers.py: after the TLS handshake the thread waits for the head "
-                                       "(up to `timeout`) instead of the poller (the lead applies the fix)")
 def test_tls_connections_that_finished_the_handshake_and_send_nothing_take_no_thread(tmp_path):
     """A browser's connection opened in advance does the TLS handshake at once, then may send
     nothing for long: 2ae27e2 has the poller wait for a new connection's first byte (the
