@@ -366,6 +366,28 @@ def _send_in_app(app, record_id: int):
             db.session.remove()
 
 
+def pending_jobs() -> int:
+    """This process's e-mail jobs not finished: being sent, waiting for a sending thread, or to
+    be started later (later(); a forked child's its own). A stopping worker's (pwp/worker_mails.py)."""
+    with _threads_lock:
+        sending = sum(thread.is_alive() for thread in _threads)
+    return sending + len(_queue) + len(_later.jobs)
+
+
+def wait_for_a_job(seconds: float) -> bool:
+    """Wait up to `seconds` for a job of pending_jobs() to end or start; False at once when none
+    can (jobs queued with no sending thread left to take them)."""
+    with _threads_lock:
+        threads = [thread for thread in _threads if thread.is_alive()]
+    if threads:
+        threads[0].join(seconds)
+    elif _later.jobs:
+        _later.wait(seconds)
+    else:
+        return False
+    return True
+
+
 def wait_for_sends(timeout: float = 30):
     """Wait for this process's sending threads to end (tests), those they start too, and
     those to be started later (later())."""

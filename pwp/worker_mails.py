@@ -23,22 +23,10 @@ def _notify():
     return sys.modules.get("pwp.notify")
 
 
-def _sending():
-    """The sending threads of this process still running."""
-    notify = _notify()
-    if notify is None:
-        return []
-    with notify._threads_lock:
-        return [thread for thread in notify._threads if thread.is_alive()]
-
-
 def pending() -> int:
-    """The e-mail jobs this process has not finished: being sent, waiting for a sending thread,
-    or to be started later (an account link form's, pwp.notify's in_thread after)."""
+    """The e-mail jobs this process has not finished (pwp.notify.pending_jobs)."""
     notify = _notify()
-    if notify is None:
-        return 0
-    return len(_sending()) + len(notify._queue) + len(notify._later.jobs)  # (a forked child's its own)
+    return 0 if notify is None else notify.pending_jobs()
 
 
 def wait(worker, deadline: float) -> int:
@@ -56,12 +44,7 @@ def wait(worker, deadline: float) -> int:
                             deadline - now, left)
         worker.notify()
         seconds = min(1.0, deadline - now)  # (the master is told at least once a second)
-        threads, later = _sending(), _notify()._later
-        if threads:
-            threads[0].join(seconds)
-        elif later.jobs:  # (jobs to be started later: until they are)
-            later.wait(seconds)
-        else:  # (jobs queued with no thread left to take them: none will end)
+        if not _notify().wait_for_a_job(seconds):  # (jobs queued with no thread left to take them)
             return left
 
 
