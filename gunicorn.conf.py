@@ -107,9 +107,11 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     # (In the worker, its app loaded.) With `-k sync` (gunicorn's own class), its stop waits for
     # the app's e-mails being sent within bounds, as pwp.workers.ThreadWorker's (pwp/worker_mails.py).
-    from pwp import worker_mails
+    # Also, its answers to the requests gunicorn refuses are ThreadWorker's (pwp/worker_errors.py).
+    from pwp import worker_errors, worker_mails
 
     worker_mails.guard(worker)
+    worker_errors.answer_as_ours(worker)
 
 
 def worker_exit(server, worker):

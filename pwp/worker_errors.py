@@ -77,7 +77,7 @@ class ErrorAnswers:
         line or head past its limits: 400, 414, 431...), with its status and its log line, but
         the worker's own body (error_answer): gunicorn's is an HTML page without the app's
         headers that echoes the client's input (a header's name and value: a credential, maybe)."""
-        api, conn, text = False, getattr(self.serving, "conn", None), None
+        api, conn, text = False, getattr(getattr(self, "serving", None), "conn", None), None
         if type(exc) is PlainRequest:  # (gunicorn's: a 403 written to a TLS socket never made, unread)
             ip = (addr or ("",))[0]
             if exc.start.startswith(b"PROXY "):  # (v1's line: a proxy's, sent before its TLS)
@@ -120,3 +120,23 @@ class ErrorAnswers:
         _version, _, status_reason = line.partition(" ")
         status, _, reason = status_reason.partition(" ")
         return (int(status), reason) if status.isdigit() and reason else (500, "Internal Server Error")
+
+
+def answer_as_ours(worker):
+    """(gunicorn.conf.py's post_worker_init, in the worker.) A worker of gunicorn's own classes
+    (`-k sync`) answers the requests gunicorn refuses as ThreadWorker does (ErrorAnswers):
+    gunicorn's status, the app's headers, only the status's reason, in plain text (its
+    request's head is gone when gunicorn refuses it, so not the API's JSON)."""
+    if isinstance(worker, ErrorAnswers):
+        return
+    worker.__class__ = type(type(worker).__name__, (ErrorAnswers, type(worker)), {})
+    use_app_headers(worker.wsgi)
+
+
+def use_app_headers(wsgi):
+    """(The worker, its app loaded.) The app's headers, as configured (the CSP's logo sites,
+    HSTS with FORCE_SSL), on the worker's own answers."""
+    security = getattr(getattr(wsgi, "wsgi_app", None), "security", None)
+    if security is None:  # (an app without pwp.factory's middleware: its fixed headers)
+        from pwp.factory import SECURITY_HEADERS as security
+    set_answer_headers(security)

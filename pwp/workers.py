@@ -61,7 +61,7 @@ from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
 from pwp.worker_bodies import (BODY_LIMIT, THREAD_DRAIN, BodyReader, CountedChunkedReader, RequestBody, SpooledUnreader,
                                ThreadReadRequest, unread_body)
-from pwp.worker_errors import ErrorAnswers, refuse_plain, set_answer_headers
+from pwp.worker_errors import ErrorAnswers, refuse_plain, use_app_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api, proxy_header_cut
 from pwp.worker_sockets import (BoundedSocket, BoundedSSLSocket, GoneSocket, GoneSSLSocket, TimedSocket, bound,
                                 queued_bytes)
@@ -211,11 +211,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         limit = getattr(self.wsgi, "config", {}).get("MAX_CONTENT_LENGTH")
         if isinstance(limit, int) and limit >= 0:
             self.body_limit = limit
-        # (The app's headers, as configured: the CSP's logo sites, HSTS with FORCE_SSL.)
-        security = getattr(getattr(self.wsgi, "wsgi_app", None), "security", None)
-        if security is None:  # (an app without pwp.factory's middleware: its fixed headers)
-            from pwp.factory import SECURITY_HEADERS as security
-        set_answer_headers(security)
+        use_app_headers(self.wsgi)
         # A connection whose body is spooled holds two files: 1000 connections (gunicorn's
         # worker_connections) need more than the soft limit many systems start a service with
         # (1024, systemd's), under their hard limit (systemd's 524288). As nginx's
