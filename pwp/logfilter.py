@@ -21,6 +21,9 @@ _PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*")
 # /p/<t>, /f/<t>, /r/<t> (v1 and web, also under a locale prefix) and /api/v2/pushes/<t>:
 # the segment after one of these names (compared in lower case) is a url_token.
 _TOKEN_PARENTS = frozenset({"p", "f", "r", "pushes", "requests"})
+# A url_token wherever it is (pushes.new_url_token's shape, in a segment): under a path no
+# route takes too (a typo, "/x/<t>.json", "/p/<t>.json%": a 404, but the token works).
+_TOKEN_SHAPE = re.compile(r"[a-z0-9]{24}")
 # /pfb/<encrypted file link>/<file name>: all of it.
 _FILE_LINK = "pfb"
 # Not secrets: collection routes that share those prefixes (with or without ".json").
@@ -65,7 +68,8 @@ def _hidden(segments):
     for i, segment in enumerate(segments):
         if segment in ("", "."):
             continue  # "//" is merged (hotpath.HotPath); "." hides nothing
-        if parent and (segment[:-5] if segment.endswith(".json") else segment) not in _ROUTE_WORDS:
+        stem = segment[:-5] if segment.endswith(".json") else segment
+        if (parent and stem not in _ROUTE_WORDS) or _TOKEN_SHAPE.search(segment):
             hidden.add(i)
         lower = segment.lower().partition(";")[0]  # ("p;x": a path parameter, to some parsers)
         if lower == _FILE_LINK:

@@ -228,6 +228,10 @@ def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     ("/p/abc123/r", "/p/[FILTERED]/r"),
     ('"http://host//%70//abc123/r"', '"http://host//%70//[FILTERED]/r"'),
     ("GET http://host/api/v2/pushes/abc123 HTTP/1.1", "GET http://host/api/v2/pushes/[FILTERED] HTTP/1.1"),
+    # A url_token (24 of [a-z0-9], pushes.new_url_token) under a path no route takes (a typo).
+    ("GET /x/n97u52io3bx6am0xg9d81tzm.json HTTP/1.1", "GET /x/[FILTERED].json HTTP/1.1"),
+    ("GET /pushes2/n97u52io3bx6am0xg9d81tzm/audit HTTP/1.1", "GET /pushes2/[FILTERED]/audit HTTP/1.1"),
+    ("GET /x/n97u52io3bx6am0xg9d81tzm.json% HTTP/1.1", "GET /x/[FILTERED] HTTP/1.1"),
     # Collection routes stay readable, however spelled.
     ("GET /api/v2/pushes//active HTTP/1.1", "GET /api/v2/pushes//active HTTP/1.1"),
     ("GET /%70/new HTTP/1.1", "GET /%70/new HTTP/1.1"),
