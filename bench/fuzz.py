@@ -1,0 +1,481 @@
+"""A seeded HTTP fuzzer for a running pwpush: odd but plausible requests to every route.
+
+    python bench/fuzz.py --url http://127.0.0.1:8000 --seed 1 --requests 3000 \
+        [--email E --token T [--password P]] [--log SERVER_LOG]
+
+Reports, one JSON line each: an answer with status >= 500; an answer (but static files')
+without the security headers README promises; a payload it pushed in an answer that must not
+carry it (an error, another push's page), a passphrase or the API token in any answer; with
+--log, "Traceback" or any secret it sent (payload, passphrase, url_token, API token) in the
+server's log; and a push of 1-3 views whose payload 8 threads retrieving it at once got more
+(or fewer) times than its views. Exit status 1 if anything was found. The same seed sends the
+same requests (the tokens the server hands out differ). The server should run with throttling
+off (PWP__THROTTLING__MINUTE=0 PWP__THROTTLING__SECOND=0); the API token and password, of an
+account made with `flask --app pwpush users create E --password P`.
+"""
+import argparse
+import json
+import random
+import re
+import socket
+import sys
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+
+SECURITY_HEADERS = {"cache-control": "no-store", "content-security-policy": "",
+                    "referrer-policy": "no-referrer", "x-frame-options": "DENY",
+                    "x-robots-tag": "noindex"}
+# The paths whose 200 may carry a push's payload ({} its url_token): retrievals, the owner's edit page.
+RETRIEVALS = r"(/api/v2/pushes|/[pfr])/{0}(\.json)?|/p/{0}/(access|edit)"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "FOO"]
+# {T}: a push's url_token (real or odd), {U}: a user id, {P}: v1's p/f/r, {F}: a file name.
+ROUTES = [
+    "/", "/p/new", "/p", "/p.json", "/f.json", "/r.json", "/up", "/robots.txt", "/api", "/help/api",
+    "/api_tokens", "/api/v1/version", "/api/v1/version.json", "/api/v2/version", "/api/v2/version.json",
+    "/api/v2/pushes", "/api/v2/pushes.json", "/api/v2/pushes/active", "/api/v2/pushes/active.json",
+    "/api/v2/pushes/expired", "/api/v2/pushes/expired.json", "/api/v2/pushes/{T}",
+    "/api/v2/pushes/{T}.json", "/api/v2/pushes/{T}/preview", "/api/v2/pushes/{T}/preview.json",
+    "/api/v2/pushes/{T}/audit", "/api/v2/pushes/{T}/audit.json", "/api/v2/pushes/{T}/notify_emails",
+    "/api/v2/pushes/{T}/notify_emails.json", "/{P}/active.json", "/{P}/expired.json", "/{P}/{T}.json",
+    "/{P}/{T}/preview.json", "/{P}/{T}/audit.json", "/p/{T}", "/p/{T}/r", "/p/{T}/preview",
+    "/p/{T}/print_preview", "/p/{T}/passphrase", "/p/{T}/access", "/p/{T}/expire", "/p/{T}/audit",
+    "/p/{T}/edit", "/p/{T}/notify_emails", "/p/{T}/delete_file", "/f/{T}", "/r/{T}", "/f/{T}/r",
+    "/r/{T}/passphrase", "/pfb/{T}/{F}", "/static/{F}", "/admin", "/admin/users",
+    "/admin/users/{U}/delete", "/admin/users/{U}/admin", "/admin/users/{U}/revoke_admin",
+    "/users/sign_in", "/users/sign_up", "/users/sign_out", "/users/token", "/users/edit",
+    "/users/password", "/users/password/new", "/users/password/edit", "/users/confirmation",
+    "/users/confirmation/new", "/users/unlock", "/users/unlock/new", "/users/two_factor",
+    "/users/two_factor/sign_in", "/users/two_factor/disable", "/users/two_factor/backup_codes",
+]
+FIELDS = ["payload", "kind", "expire_after_days", "expire_after_views", "expire_after_duration",
+          "deletable_by_viewer", "retrieval_step", "passphrase", "name", "note", "files",
+          "notify_emails_to", "notify_emails_locale", "email", "password", "page", "next"]
+ROOTS = ["push", "password", "url", "file_push", "user", ""]
+ODD = ["", "0", "-1", "1", "2", "5", "90", "True", "on", " true", "null", "[]", "{}", "text", "url",
+       "qr", "file", "TEXT", "99999999999999999999999999", "1e309", "-0", "NaN", "Infinity",
+       "0x10", "1.5", "\x00", "a\x00b", "\r\n", "\x1b[31m", "\t", "é", "日本語", "💥", "\u202e",
+       "\ufeff", "%", "%zz", "%00", "%2e%2e/", "../../etc/passwd", "<script>x</script>",
+       "' OR 1=1 --", "${jndi:ldap://x}", "https://example.com/a?b=c", "javascript:alert(1)",
+       "a@b.c", "x" * 300, "y" * 70000]
+ODD_TOKENS = ["", "a", "0", "-", "..", "%2e%2e", "%00", "a%00b", "%zz", "%", "é", "%C3%A9",
+              "%FF%FE", "💥", "x" * 5000, "A" * 22, "a.json", "a/b", "%2F", "\u202e", "active",
+              "expired", "new", "null", "1e309", "99999999999999999999"]
+ACCEPTS = [None, "*/*", "text/html", "application/json", "text/html;q=0.1, application/json",
+           "image/png", "", "text/*", "application/*;q=0", ";;;", "é/é", "x" * 3000]
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "application/json; charset=utf-16",
+                 "application/json; charset=bogus", "text/x-json", "application/jsonrequest",
+                 "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=latin-1",
+                 "multipart/form-data", "multipart/form-data; boundary=", "text/plain", "application/xml",
+                 "", "é", "application/json;;;", None]
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict
+    body: bytes
+
+
+@dataclass
+class State:
+    """What the fuzzer pushed and must not see leak."""
+    pushes: list = field(default_factory=list)      # (url_token, payload, passphrase or None)
+    secrets: set = field(default_factory=set)       # strings never to appear in the log
+    findings: list = field(default_factory=list)
+    cookie: str = ""
+    csrf: str = ""
+
+
+def http(host, port, raw: bytes, timeout=30.0) -> Answer:
+    """Send one raw request (Connection: close) and read its answer."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            sock.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # (the server may answer and close before taking a whole body)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+    if not match:
+        return Answer(0, {}, data)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), value.strip())
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = dechunk(body)
+    elif "content-length" in headers and headers["content-length"].isdigit():
+        body = body[:int(headers["content-length"])]
+    return Answer(int(match.group(1)), headers, body)
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out, body = out + body[:size], body[size + 2:]
+    return out
+
+
+def build(method, path, headers, body=b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if (body or method in ("POST", "PUT", "PATCH")) and ("Transfer-Encoding", "chunked") not in headers:
+        lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body
+
+
+class Fuzzer:
+    def __init__(self, args):
+        url = urllib.parse.urlsplit(args.url)
+        self.host, self.port = url.hostname, url.port or 80
+        self.args, self.rng, self.state = args, random.Random(args.seed), State()
+        self.marker = f"fz{args.seed}"
+        self.links = []  # file download paths (/pfb/...)
+        if args.token:
+            self.state.secrets.add(args.token)
+
+    def send(self, method, path, headers=(), body=b"", note="") -> Answer:
+        raw = build(method, path, list(headers), body)
+        try:
+            answer = http(self.host, self.port, raw)
+        except OSError as exc:
+            answer = Answer(0, {}, str(exc).encode())
+        self.check(method, path, list(headers), body, answer, note)
+        return answer
+
+    def report(self, kind, method, path, headers, body, answer, detail=""):
+        finding = {"kind": kind, "detail": detail, "status": answer.status, "method": method,
+                   "path": path[:300], "headers": [f"{k}: {v}"[:200] for k, v in headers],
+                   "body": body[:300].decode("latin-1"), "answer": answer.body[:300].decode("latin-1")}
+        self.state.findings.append(finding)
+        print(json.dumps(finding), flush=True)
+
+    def check(self, method, path, headers, body, answer, note):
+        rep = lambda kind, detail="": self.report(kind, method, path, headers, body, answer, detail)  # noqa: E731
+        if answer.status == 0 or answer.status >= 500:
+            rep("5xx" if answer.status else "no-answer")
+        if not path.startswith("/static/") and answer.status:
+            for name, want in SECURITY_HEADERS.items():
+                if want not in answer.headers.get(name, "\0"):
+                    rep("security-header", f"{name}: {answer.headers.get(name)!r}")
+        text = answer.body.decode("utf-8", "replace")
+        for url_token, payload, passphrase in self.state.pushes:
+            bare = re.sub("/+", "/", re.split("[?#]", path)[0]).rstrip("/")  # (as the app routes it)
+            served = (answer.status == 200 and re.fullmatch(RETRIEVALS.format(re.escape(url_token)), bare)
+                      or answer.status in (200, 206) and bare in self.links)  # (a file's download)
+            if payload in text and not served:
+                rep("payload-leak", url_token)
+            # (A redirect may quote the request's own URL: sign-in's ?next=.)
+            echoed = 300 <= answer.status < 400 and urllib.parse.quote(passphrase or "") in path
+            if passphrase and passphrase in text and not echoed:
+                rep("passphrase-leak", url_token)
+        if self.args.token and self.args.token in text and note != "token-page":
+            rep("token-leak")
+
+    # -- setup: pushes to aim at, a session ------------------------------------------------
+
+    def api_headers(self):
+        a = self.args
+        return [("Authorization", f"Bearer {a.token}")] if a.token else []
+
+    def push(self, views, passphrase=None, auth=True, retrieval_step=False):
+        """Create a push through API v2; remember its token and payload."""
+        payload = f"{self.marker}-secret-{self.rng.getrandbits(64):016x}"
+        fields = {"payload": payload, "expire_after_views": views, "retrieval_step": retrieval_step}
+        if passphrase:
+            fields["passphrase"] = passphrase
+        body = json.dumps({"push": fields}).encode()
+        headers = [("Content-Type", "application/json")] + (self.api_headers() if auth else [])
+        answer = self.send("POST", "/api/v2/pushes", headers, body, note="setup")
+        if answer.status != 201:
+            print(f"setup: cannot create a push: {answer.status} {answer.body[:200]!r}", file=sys.stderr)
+            raise SystemExit(2)
+        url_token = json.loads(answer.body)["url_token"]
+        self.state.pushes.append((url_token, payload, passphrase))
+        self.state.secrets.update({payload, url_token} | ({passphrase} if passphrase else set()))
+        return url_token, payload
+
+    def file_push(self):
+        """A file push (multipart, API v2); its download links join the paths fuzzed."""
+        payload = f"{self.marker}-file-{self.rng.getrandbits(64):016x}"
+        boundary = "fzsetup"
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="push[payload]"\r\n\r\nnote\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="push[files][]"; filename="a.txt"\r\n'
+                f"Content-Type: text/plain\r\n\r\n{payload}\r\n--{boundary}--\r\n").encode()
+        answer = self.send("POST", "/api/v2/pushes", [("Content-Type", f"multipart/form-data; boundary={boundary}")]
+                           + self.api_headers(), body, note="setup")
+        if answer.status == 201:
+            url_token = json.loads(answer.body)["url_token"]
+            self.state.pushes.append((url_token, payload, None))
+            self.state.secrets.update({payload, url_token})
+            got = self.send("GET", f"/api/v2/pushes/{url_token}", self.api_headers(), note="setup")
+            for f in json.loads(got.body).get("files") or []:
+                self.links.append(urllib.parse.urlsplit(f["url"]).path)
+
+    def sign_in(self):
+        """A web session (cookie) and its CSRF token, if a password was given."""
+        a = self.args
+        answer = self.send("GET", "/users/sign_in", [("Accept", "text/html")], note="setup")
+        cookie = answer.headers.get("set-cookie", "").split(";")[0]
+        csrf = re.search(rb'name="csrf_token" value="([^"]+)"', answer.body)
+        if not (a.password and a.email and csrf):
+            return
+        body = urllib.parse.urlencode({"email": a.email, "password": a.password,
+                                       "csrf_token": csrf.group(1).decode()}).encode()
+        answer = self.send("POST", "/users/sign_in", [
+            ("Cookie", cookie), ("Sec-Fetch-Site", "same-origin"),
+            ("Content-Type", "application/x-www-form-urlencoded")], body, note="setup")
+        self.state.cookie = answer.headers.get("set-cookie", cookie).split(";")[0]
+        answer = self.send("GET", "/p/new", [("Cookie", self.state.cookie)], note="setup")
+        csrf = re.search(rb'name="csrf_token" value="([^"]+)"', answer.body)
+        self.state.csrf = csrf.group(1).decode() if csrf else ""
+        self.state.secrets.add(a.password)
+
+    # -- generators ------------------------------------------------------------------------
+
+    def odd(self):
+        r = self.rng
+        if r.random() < 0.15:
+            return r.choice([1, -1, 0, 10 ** 30, 1.5, True, False, None, [], {}, ["a", 1], {"a": {"b": []}}])
+        return r.choice(ODD)
+
+    def token(self):
+        r = self.rng
+        if self.state.pushes and r.random() < 0.5:
+            return self.state.pushes[r.randrange(len(self.state.pushes))][0]
+        return r.choice(ODD_TOKENS)
+
+    def path(self):
+        r = self.rng
+        path = r.choice(ROUTES)
+        path = path.replace("{T}", self.token()).replace("{P}", r.choice(["p", "f", "r", "x"]))
+        path = path.replace("{U}", r.choice(["1", "2", "0", "99999999999", "-1", "a"]))
+        path = path.replace("{F}", r.choice(["a.txt", "..%2F..%2Fetc%2Fpasswd", "%00", "css/app.css", "x" * 2000]))
+        if self.links and r.random() < 0.05:
+            path = r.choice(self.links)
+        if r.random() < 0.1:
+            path += r.choice(["/", "//", "/.", "/..", "%", "%zz", ";x", "#frag", "/%2e%2e"])
+        if r.random() < 0.3:
+            path += "?" + self.query()
+        if r.random() < 0.03:
+            path = r.choice(["*", "http://127.0.0.1" + path, "//" + path, path.replace("/", "\\")])
+        return path
+
+    def query(self):
+        r = self.rng
+        parts = []
+        for _ in range(r.randint(1, 4)):
+            key = r.choice(["page", "passphrase", "tab", "locale", "next", "page[]", "passphrase[]",
+                            "page[a]", "%zz", "", "a%00"])
+            value = self.odd()
+            value = value if isinstance(value, str) else json.dumps(value)
+            if r.random() < 0.5:
+                value = urllib.parse.quote(value, safe="")
+            parts.append(f"{key}={value}")
+        if r.random() < 0.2 and self.state.pushes:  # the right passphrase, in a query
+            parts.append("passphrase=" + urllib.parse.quote(r.choice(
+                [p for _, _, p in self.state.pushes if p] or ["x"])))
+        return "&".join(parts)
+
+    def fields(self):
+        """A dict of create-like fields, the root key chosen at random."""
+        r = self.rng
+        root = r.choice(ROOTS)
+        inner = {r.choice(FIELDS): self.odd() for _ in range(r.randint(0, 6))}
+        if r.random() < 0.5:
+            inner.setdefault("payload", f"{self.marker}-fuzz-{r.getrandbits(32):x}")
+        return root, inner
+
+    def body(self):
+        """(content type, body bytes)."""
+        r = self.rng
+        ctype = r.choice(CONTENT_TYPES)
+        root, inner = self.fields()
+        shape = r.random()
+        if ctype and "json" in ctype and shape < 0.7:
+            doc = {root: inner} if root else inner
+            if r.random() < 0.1:
+                doc = r.choice([[doc], "x", 1, None, {root: [inner]}, {root: "x"}, {root: {"payload": inner}}])
+            text = json.dumps(doc, ensure_ascii=r.random() < 0.5)
+            if r.random() < 0.1:
+                text = r.choice([text[:-1], text + "garbage", text.replace("1", "NaN"), "\ufeff" + text,
+                                 text.replace("{", '{"a":1,"a":2,', 1), '{"push": {"payload": "\\ud800"}}'])
+            return ctype, text.encode("utf-16" if "utf-16" in ctype and r.random() < 0.5 else "utf-8",
+                                      "surrogatepass")
+        if ctype and ctype.startswith("multipart"):
+            return self.multipart(root, inner)
+        pairs = []
+        for key, value in inner.items():
+            name = f"{root}[{key}]" if root else key
+            if key == "files" or r.random() < 0.1:
+                name += r.choice(["[]", "[0]", "[a][b]", "["])
+            value = value if isinstance(value, str) else json.dumps(value)
+            pairs.append((name, value))
+            if r.random() < 0.1:
+                pairs.append((name, self.odd() if r.random() < 0.5 else value))
+        text = "&".join(f"{urllib.parse.quote(k, safe='[]')}={urllib.parse.quote(str(v))}" for k, v in pairs)
+        if r.random() < 0.15:
+            text += r.choice(["&%zz=%", "&=", "&&&", "&a=%E9", "&push[payload]=%C3%28", "&\x00=\x00"])
+        if self.state.csrf and r.random() < 0.6:
+            text += "&csrf_token=" + (self.state.csrf if r.random() < 0.8 else "bad")
+        return ctype, text.encode("utf-8", "surrogateescape")
+
+    def multipart(self, root, inner):
+        r = self.rng
+        boundary = "fzb" + str(r.getrandbits(32))
+        parts = []
+        for key, value in inner.items():
+            name = f"{root}[{key}]" if root else key
+            value = value if isinstance(value, str) else json.dumps(value)
+            if key == "files" or r.random() < 0.2:
+                filename = r.choice(["a.txt", "", "..", "../x", "é.pdf", "a\x00b", "\u202etxt.exe", "x" * 400])
+                size = r.choice([0, 1, 100, 70000])
+                parts.append(f'Content-Disposition: form-data; name="{name}[]"; filename="{filename}"\r\n'
+                             f"Content-Type: {r.choice(['text/plain', '', 'é'])}\r\n\r\n"
+                             + (self.marker + "F") * (size // 4))
+            else:
+                parts.append(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}')
+        if self.state.csrf:
+            parts.append(f'Content-Disposition: form-data; name="csrf_token"\r\n\r\n{self.state.csrf}')
+        body = "".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n"
+        if r.random() < 0.1:
+            body = body[:len(body) // 2]
+        ctype = r.choice([f"multipart/form-data; boundary={boundary}", "multipart/form-data",
+                          f"multipart/form-data; boundary={boundary}x", f'multipart/form-data; boundary="{boundary}"'])
+        return ctype, body.encode("utf-8", "surrogateescape")
+
+    def headers(self, ctype):
+        r, a, h = self.rng, self.args, []
+        accept = r.choice(ACCEPTS)
+        if accept is not None:
+            h.append(("Accept", accept))
+        if ctype is not None:
+            h.append(("Content-Type", ctype))
+        auth = r.random()
+        if a.token and auth < 0.3:
+            h.append(("Authorization", r.choice([f"Bearer {a.token}", a.token, f"bearer  {a.token}"])))
+        elif a.token and auth < 0.45:
+            h += [("X-User-Email", r.choice([a.email or "", "nobody@example.com", "é", ""])),
+                  ("X-User-Token", r.choice([a.token, "bad", ""]))]
+        elif auth < 0.55:
+            h.append(("Authorization", r.choice(["Bearer", "Bearer ", "Bearer x", "Basic YTpi", "Bearer é",
+                                                  "Bearer " + "x" * 5000, "Token token=x"])))
+        if self.state.cookie and r.random() < 0.4:
+            h.append(("Cookie", self.state.cookie))
+            if r.random() < 0.7:
+                h.append(("Sec-Fetch-Site", r.choice(["same-origin", "cross-site", "none", "é"])))
+        elif r.random() < 0.05:
+            h.append(("Cookie", r.choice(["session=x", "session=", "pwp_device=%%", "a" * 5000])))
+        if r.random() < 0.1:
+            h.append(("Origin", r.choice(["null", "http://127.0.0.1", "http://evil.example", "é"])))
+        if r.random() < 0.05:
+            h.append(("Range", r.choice(["bytes=0-1", "bytes=-1", "bytes=5-1", "bytes=0-0,2-3", "bytes=x"])))
+        if r.random() < 0.05:
+            h.append(("Accept-Language", r.choice(["fr", "xx-YY", "*", "é;q=2", "de;q=NaN"])))
+        if r.random() < 0.03:
+            h.append(("X-Forwarded-For", r.choice(["1.2.3.4", "é", "::1, x"])))
+        return h
+
+    def one(self):
+        r = self.rng
+        method = r.choice(METHODS) if r.random() < 0.4 else r.choice(["GET", "POST"])
+        path = self.path()
+        ctype, body = self.body() if method in ("POST", "PUT", "PATCH", "DELETE") or r.random() < 0.05 \
+            else (None, b"")
+        if r.random() < 0.02:
+            body = body * 20
+        headers = self.headers(ctype)
+        if body and r.random() < 0.05:  # chunked, in odd pieces (Content-Length then not sent)
+            headers.append(("Transfer-Encoding", "chunked"))
+            cut = r.randint(0, len(body))
+            body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:cut], body[cut:]) if p) + b"0\r\n\r\n"
+        self.send(method, path, headers, body)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def fuzz(self):
+        for views in range(1, 6):
+            self.push(views)
+            self.push(views, passphrase=f"{self.marker}-pass-{views}-{self.rng.getrandbits(32):x}")
+            self.push(views, retrieval_step=True, auth=bool(self.args.token) and views % 2 == 0)
+        if self.args.token:
+            for _ in range(3):
+                self.file_push()
+        self.sign_in()
+        for i in range(self.args.requests):
+            self.one()
+            if i % 200 == 199:  # fresh pushes to burn as the old ones expire
+                self.push(self.rng.randint(1, 3))
+                print(f"# {i + 1} requests, {len(self.state.findings)} findings", file=sys.stderr)
+
+    def views(self, threads=8):
+        """Pushes of 1-3 views, each retrieved by `threads` threads at once: served <= views."""
+        ways = [("/api/v2/pushes/{}", "application/json"), ("/p/{}.json", "application/json"),
+                ("/p/{}", "text/html"), ("/api/v2/pushes/{}.json", "*/*")]
+        for views in (1, 2, 3):
+            for _ in range(3):
+                url_token, payload = self.push(views)
+                got, barrier = [], threading.Barrier(threads)
+
+                def take(i, url_token=url_token, payload=payload, got=got, barrier=barrier):
+                    path, accept = ways[i % len(ways)]
+                    barrier.wait()
+                    answer = self.send("GET", path.format(url_token), [("Accept", accept)])
+                    got.append(payload in answer.body.decode("utf-8", "replace"))
+                workers = [threading.Thread(target=take, args=(i,)) for i in range(threads)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+                if sum(got) != views:
+                    self.report("views", "GET", url_token, [], b"", Answer(0, {}, b""),
+                                f"{sum(got)} payloads served for {views} views")
+
+    def scan_log(self, path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            log = f.read()
+        for n, line in enumerate(log.splitlines(), 1):
+            if "Traceback" in line:
+                self.report("log-traceback", "", path, [], b"", Answer(0, {}, b""), f"line {n}")
+        for secret in sorted(self.state.secrets):
+            if secret in log:
+                self.report("log-secret", "", path, [], b"", Answer(0, {}, b""), secret[:12] + "...")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--email", help="an account's e-mail (X-User-Email, web sign-in)")
+    parser.add_argument("--token", help="that account's API token")
+    parser.add_argument("--password", help="that account's web password (a session with CSRF token)")
+    parser.add_argument("--log", help="the server's log file, scanned at the end")
+    parser.add_argument("--no-views", action="store_true", help="skip the concurrent view check")
+    args = parser.parse_args()
+    fuzzer = Fuzzer(args)
+    fuzzer.fuzz()
+    if not args.no_views:
+        fuzzer.views()
+    if args.log:
+        fuzzer.scan_log(args.log)
+    kinds = {}
+    for finding in fuzzer.state.findings:
+        kinds[finding["kind"]] = kinds.get(finding["kind"], 0) + 1
+    print(json.dumps({"requests": args.requests, "seed": args.seed, "findings": kinds}), file=sys.stderr)
+    return 1 if fuzzer.state.findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
