@@ -70,14 +70,24 @@ QR_MODULE_PX, QR_MIN_PX, QR_FRAME_PX = 4, 300, 18
 
 def qr_image(text: str) -> dict | None:
     """The QR code of text: {"src": its SVG data URI, "size": the CSS pixels to draw it at
-    on a QR push's page}; None when the text is more than a QR code holds."""
+    on a QR push's page}; None when the text is more than a QR code holds, or a run of NULs."""
     # Imported here: only QR pages need it (about 2 MiB per worker otherwise).
     import qrcode.exceptions
     import qrcode.image.svg
+    import qrcode.util
 
-    try:
-        img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage, border=2)
-    except (qrcode.exceptions.DataOverflowError, ValueError):  # ValueError: "Invalid version 41"
+    # qrcode 8.2 fails ("glog(0)") on a block of data codewords all zero: a run of zeros in
+    # its numeric mode ("000" is ten zero bits) or of NULs. Byte mode draws the zeros; NULs
+    # it draws in no mode (fixed after 8.2: lincolnloop/python-qrcode#330).
+    for data in (text, qrcode.util.QRData(text.encode("utf-8"), mode=qrcode.util.MODE_8BIT_BYTE)):
+        try:
+            img = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathFillImage, border=2)
+            break
+        except qrcode.exceptions.DataOverflowError:
+            return None
+        except ValueError:  # "glog(0)", or "Invalid version 41" (too long in every mode)
+            continue
+    else:
         return None
     buf = io.BytesIO()
     img.save(buf)
