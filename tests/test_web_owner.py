@@ -106,6 +106,21 @@ def test_audit_page_for_owner(client, make_user):
     assert "secret note" in html
 
 
+def test_a_phone_labels_each_cell_as_its_column_header_says(client, make_user):
+    # A phone stacks a table's rows, each cell under its data-label: the dashboard's, the
+    # audit log's and the administration page's times were labelled without the header's
+    # "(UTC)", read there as local times.
+    make_user(email="owner@example.com", admin=True, password="correct horse")
+    assert client.post("/users/sign_in", data={"email": "owner@example.com",
+                                               "password": "correct horse"}).status_code == 302
+    token = create(client, payload="x")
+    for path in ("/p", f"/p/{token}/audit", "/admin/users"):
+        table = re.search(r'<table class="data.*?</table>', client.get(path).get_data(as_text=True), re.S).group()
+        heads = re.findall(r'<th scope="col">([^<]*)</th>', table)
+        labels = re.findall(r'<td data-label="([^"]*)"', re.search(r"<tbody>.*?</tr>", table, re.S).group())
+        assert labels == heads, path
+
+
 def test_audit_requires_sign_in_and_ownership(client, make_user, app):
     sign_in(client, make_user, email="a@example.com")
     token = create(client, payload="x")
