@@ -416,6 +416,18 @@ def test_an_account_without_a_password_has_no_web_session_even_with_the_secret_k
         assert browser.get("/users/token").status_code == status
 
 
+def test_the_password_change_form_names_its_account_before_its_passwords(client, make_user):
+    # Was: the hidden username between the current password and the new ones. Chromium then
+    # took the form for two (a sign-in and a sign-up; "[DOM] Password forms should have
+    # (optionally hidden) username fields", "Multiple forms should be contained in their own
+    # form elements"); with the username first, one change-password form for that account.
+    sign_in(client, make_user, email="me@example.com")
+    form = re.search(r'<form method="post" action="/users/edit".*?</form>', client.get("/users/edit").get_data(as_text=True),
+                     re.S).group()
+    assert re.findall(r'autocomplete="([^"]+)"', form) == ["username", "current-password", "new-password", "new-password"]
+    assert re.search(r'<input type="email" name="username" autocomplete="username" value="me@example.com"', form)
+
+
 @pytest.mark.parametrize(("form", "field", "message"), [
     ({"current_password": "wrong", "password": "battery staple", "password_confirmation": "battery staple"},
      "current_password", "That is not your current password."),
