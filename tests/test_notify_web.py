@@ -1,6 +1,7 @@
 """Notify by e-mail in the browser UI: the creation form's field and the preview's "Notify by
 Email" form (POST /p/TOKEN/notify_emails), against a real SMTP server."""
 import html
+import re
 
 import pytest
 from conftest import sql
@@ -127,6 +128,11 @@ def test_notify_form_sends_and_says_so(mail, smtp, make_user, app):
     assert len(smtp.sink.wait_for(2)) == 2
     text = page(mail.get(f"/p/{url_token}/preview"))
     assert QUEUED in text and "Up to 3 more" in text
+    # A phone stacks the "Sent so far" rows, each cell under its data-label: as its header says.
+    table = re.search(r'<table class="data.*?</table>', text, re.S).group()
+    heads = re.findall(r'<th scope="col">([^<]*)</th>', table)
+    labels = re.findall(r'<td data-label="([^"]*)"', re.search(r"<tbody>.*?</tr>", table, re.S).group())
+    assert labels == heads
 
 
 def test_notify_form_errors_are_shown_on_the_preview(mail, make_user):
