@@ -327,9 +327,11 @@ def validity(push, now) -> str:
 
 def share_message(push, url: str, now) -> str:
     """The ready-to-paste message that goes with a secret link."""
-    lines = ["A secure link has been shared with you.", "", url, "", validity(push, now)]
+    lines = ["A secure link has been shared with you.", "", url, "", "IMPORTANT NOTES:", validity(push, now)]
     if push.has_passphrase:
         lines.append("You need a passphrase to open it; it will reach you separately.")
+    if push.deletable_by_viewer:
+        lines.append("You can delete it once you have read it.")
     return "\n".join(lines)
 
 

@@ -14,13 +14,18 @@ EXPIRED = "We apologize but this secret link has expired."
 
 def test_preview_shows_link_qr_and_share_message(client, app):
     token = create(client, payload="s3cret", expire_after_days="3", expire_after_views="2",
-                   retrieval_step=True)
+                   retrieval_step=True, deletable_by_viewer=True)
     r = client.get(f"/p/{token}/preview")
     html = r.get_data(as_text=True)
     assert r.status_code == 200
     assert f'value="http://localhost/p/{token}/r" readonly' in html
     assert 'src="data:image/svg+xml;base64,' in html
     assert "This link is valid for 3 days or 2 views, whichever comes first." in html
+    # The share message's lines, as upstream's: its notes under their heading.
+    message = re.search(r'<textarea id="share_message"[^>]*>\n(.*?)</textarea>', html, re.S).group(1)
+    assert message.split("\n") == ["A secure link has been shared with you.", "", f"http://localhost/p/{token}/r", "",
+                                    "IMPORTANT NOTES:", "This link is valid for 3 days or 2 views, whichever comes first.",
+                                    "You can delete it once you have read it."]
     assert "Push another" in html
     assert "s3cret" not in html
     assert view_count(app, token) == 0
