@@ -104,6 +104,8 @@ class _Connection(gthread.TConn):
     drain = 0  # its refused body's bytes still to come, read and dropped before it closes (linger)
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
+    watch = None  # (TLS, the PROXY protocol) a socket on its file while a thread reads its head (watch_head)
+    expired = False  # (TLS, the PROXY protocol) its head's deadline passed while the thread read it (expire_heads)
     unspoolable = False  # its body's Content-Length alone passes BODIES_SPOOLED (wait_for_body)
     # Its body is longer than the app takes, or framed in a way gunicorn refuses: the thread reads
     # no more of it (nor anything) from the client (GoneSocket), and the connection closes after the answer.
@@ -205,6 +207,11 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.restart_by = 0.0  # (restart: deferred while e-mails are sent) when it stops at the latest
         self.restarting = False  # max_requests was reached (restart)
         self.stop_asked = None  # when SIGTERM came (handle_exit)
+        # (TLS, the PROXY protocol.) Connections whose handshake and head a thread reads, by their
+        # deadline (watch_head); threads add and take them, the main loop ends them (expire_heads).
+        self.thread_heads = {}
+        self.heads_lock = threading.Lock()
+        self.heads_by = float("inf")  # (a stopping worker's: _cap_keepalive) the latest deadline of any
 
     def run(self):
         # (The worker, its app loaded.) The longest body the app takes (Flask's MAX_CONTENT_LENGTH).
@@ -354,16 +361,21 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             return False
         if conn.head is not None and type(conn.sock) in (BoundedSocket, GoneSocket):  # (a plain socket, bounded)
             OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
+        elif conn.head is None and TimedSocket.seconds:
+            self.watch_head(conn)
         keepalive = super().handle(conn)
-        if type(conn.parser) is _HeadNotYet:
-            conn.parser = conn.parser.parser
-            return HEAD_NOT_YET
         conn.request = b""
+        if conn.head is None:
+            self.head_read(conn)  # (none came, or it was refused: no longer watched either)
+            if type(conn.parser) is _HeadNotYet:
+                conn.parser = conn.parser.parser
+                return HEAD_NOT_YET
         if conn.head is None and type(getattr(conn.parser, "unreader", None)) is RecordingUnreader:
-            if (type(conn.sock) is GoneSocket and conn.parser.req_count == 1
+            if ((type(conn.sock) is GoneSocket or conn.expired) and conn.parser.req_count == 1
                     and proxy_header_cut(conn.parser.unreader.seen)):
-                # A PROXY protocol header cut short, its client waiting: a read waited `timeout`
-                # (as the heads the main loop reads: `timeout`), and gunicorn let it go unanswered.
+                # A PROXY protocol header cut short, its client waiting: a read waited `timeout`,
+                # or its head's deadline passed (as the heads the main loop reads: `timeout`), and
+                # gunicorn let it go unanswered.
                 self.handle_error(None, conn.sock, conn.client, InvalidProxyHeader("header cut short"))
             conn.parser.unreader.seen = b""  # (its start, a token or payload maybe, let go: the next one's kept anew)
         if keepalive and type(conn.parser.unreader) is SpooledUnreader:
@@ -374,10 +386,12 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         if type(req.body) is Body:
             req.body.__class__ = RequestBody
             req.body.request = req
-            if conn.head is None and type(req) is Request:  # (read by gunicorn in this thread)
-                req.__class__ = ThreadReadRequest
-                if type(req.body.reader) is ChunkedReader:
-                    req.body.reader.__class__ = CountedChunkedReader
+            if conn.head is None:  # (read by gunicorn in this thread)
+                self.head_read(conn)
+                if type(req) is Request:
+                    req.__class__ = ThreadReadRequest
+                    if type(req.body.reader) is ChunkedReader:
+                        req.body.reader.__class__ = CountedChunkedReader
         if conn.continued:  # (answered by the main loop: not a second time)
             conn.continued = req._expected_100_continue = False
         if conn.cut:
@@ -390,6 +404,56 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 # then): up to the app's limit more read and dropped as the connection closes,
                 # as after the main loop's refusal (linger), else a reset lost it the 400.
                 conn.drain = self.body_limit
+
+    def handle_http2(self, conn):
+        self.head_read(conn)  # (HTTP/2 over TLS, or with prior knowledge: its thread's for good, as gthread's)
+        return super().handle_http2(conn)
+
+    def handle_h2c_upgrade(self, conn, req, settings):
+        self.head_read(conn)
+        return super().handle_h2c_upgrade(conn, req, settings)
+
+    def watch_head(self, conn):
+        """(A thread, TLS and the PROXY protocol: gunicorn reads the handshake and head here.) Each
+        of their reads waits at most `timeout`, but a client that sent a byte within each held the
+        thread for ever: the handshake and head must be whole within `timeout` of the thread
+        taking the connection, as a plain head's (the main loop's), a stopping worker's within its
+        kept-alive connections' linger. Past it the main loop shuts the socket's reading down
+        (expire_heads), which ends the thread's wait as a client gone. (On a file of its own: the
+        thread may close the socket meanwhile, and its number be another's.)"""
+        watch = socket.fromfd(conn.sock.fileno(), conn.sock.family, conn.sock.type)
+        wait = TimedSocket.seconds if self.alive else gthread.STOP_KEEPALIVE_LINGER  # (`timeout`: cfg's read costs ~3 us)
+        with self.heads_lock:
+            conn.watch = watch
+            self.thread_heads[conn] = min(time.monotonic() + wait, self.heads_by)
+
+    def head_read(self, conn):
+        """(A thread.) The connection's head is read (or it is done with it): no longer watched."""
+        with self.heads_lock:
+            watch, conn.watch = conn.watch, None
+            if watch is not None:
+                del self.thread_heads[conn]
+        if watch is not None:
+            watch.close()
+
+    def expire_heads(self, now):
+        """(Main loop.) End the reads of the heads threads read past their deadline (watch_head)."""
+        while self.thread_heads:
+            with self.heads_lock:
+                conn, deadline = next(iter(self.thread_heads.items()))
+                if deadline > now:
+                    return
+                del self.thread_heads[conn]
+                watch, conn.watch = conn.watch, None
+                conn.expired = True
+            try:
+                # The thread's read (the handshake's too) ends, as a client gone: dropped unanswered,
+                # as a plain head (TLS: not even OpenSSL's alert for the cut record; a PROXY header
+                # cut short gets its 400, as once a read waited `timeout`: handle).
+                watch.shutdown(socket.SHUT_RDWR if self.cfg.is_ssl else socket.SHUT_RD)
+            except OSError:
+                pass
+            watch.close()
 
     def _keepalive_after(self, conn, keepalive):
         # (A thread, after the answer.) gthread drains the body the app left unread; one it
@@ -454,6 +518,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             conn.timeout = min(conn.timeout, deadline)
         for conn in self.pending_conns:  # (nor a new TLS or PROXY connection's first byte)
             conn.timeout = min(conn.timeout, deadline)
+        with self.heads_lock:  # (nor a TLS or PROXY handshake and head its thread reads)
+            self.heads_by = deadline
+            for conn, by in self.thread_heads.items():
+                self.thread_heads[conn] = min(by, deadline)
         for lingering in self.draining:  # (nor the rest of a refused body)
             lingering[0] = min(lingering[0], deadline)
 
@@ -469,6 +537,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         while self.heads and self.heads[0].timeout <= now:
             self.held -= len(self.heads[0].head)
             self.drop_head(self.heads[0])
+        if self.thread_heads:
+            self.expire_heads(now)
         for queue in (self.lingering, self.draining):
             while queue and queue[0][0] <= now:
                 self.end_lingering(queue[0])

@@ -3,6 +3,7 @@ what the worker answers on them, with the real gunicorn and the real worker."""
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -565,3 +566,72 @@ def test_tls_connections_that_finished_the_handshake_and_send_nothing_take_no_th
         idle.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _until_closed(idle).startswith(b"HTTP/1.1 200 ")
         assert "Traceback" not in server.logs()
+
+
+def _trickled(port, context, prefix, head: bytes, every: float) -> threading.Thread:
+    """A client that sends `head` a byte each `every` seconds (on TLS: a record each) after the
+    handshake (or `prefix` whole), until the server drops it; the thread's .dropped says so."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)  # (a failure guard only)
+    raw.sendall(prefix)
+    conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+    pace = threading.Event()
+
+    def trickle():
+        try:
+            for byte in head:
+                conn.sendall(bytes([byte]))
+                pace.wait(every)  # (the client's pace: each byte well within a read's bound)
+        except OSError:
+            thread.dropped = True
+        conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.dropped = False
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_a_head_read_by_gunicorn_a_byte_at_a_time_is_dropped_at_the_whole_heads_deadline(tmp_path, served):
+    """Each of a TLS or PROXY head's reads in the thread waited at most `timeout`, but the head
+    had no deadline of its own: a client that sent a byte within each `timeout` held its thread
+    for ever (two of them, the default setting's two threads: no one else answered). Its head
+    must now be whole within `timeout` of the thread taking it, as a plain head's within
+    `timeout` (read by the main loop), and is dropped unanswered past it, as a plain one."""
+    args, context, prefix = _served(tmp_path, served)
+    head = b"GET /up HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 60 + b"\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
+                  args=(*args, "--threads", "1", "--timeout", "2"), context=context) as server:
+        slow = _trickled(server.port, context, prefix, head, 0.5)  # (80 bytes: 40 s)
+        slow.join(35)  # (a failure guard only)
+        assert slow.dropped  # (was: its whole head sent over 40 s, one thread held all that time)
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        logs = server.logs()
+    assert "Traceback" not in logs and "Error" not in logs, logs
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "max_requests"])
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_a_stopping_worker_does_not_wait_for_heads_read_by_gunicorn(tmp_path, served, stop):
+    """A stopping worker (SIGTERM, max_requests) waited up to graceful_timeout for a TLS or PROXY
+    connection that stopped in its handshake or head, its thread reading it: a plain head has
+    gunicorn's linger for kept-alive connections (2 s) once the worker stops, and a TLS or PROXY
+    one now the same. Here `timeout` and graceful_timeout are 60 s: the worker ends well before."""
+    args, context, prefix = _served(tmp_path, served)
+    args = (*args, "--threads", "3", "--timeout", "60", "--graceful-timeout", "60")
+    if stop == "max_requests":
+        args = (*args, "--max-requests", "1")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        stalled = _stalled_in_turn(server.port, context, prefix)[1:3]  # (in its handshake or PROXY header; its head)
+        if stop == "SIGTERM":
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(timeout=20) == 0  # (a failure guard: was 60 s)
+        else:
+            assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        answers = [_until_closed(conn) for conn in stalled]  # (its 20 s guard: was 60 s)
+        logs = server.logs()
+    # (Dropped unanswered, as a plain head; a PROXY header cut short gets its 400, as once `timeout` passed.)
+    assert answers[0].startswith(b"HTTP/1.1 400 ") if not context else answers[0] == b"", answers[0]
+    assert answers[1] == b"", answers[1]
+    assert "Traceback" not in logs and "Error" not in logs, logs
+
