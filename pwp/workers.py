@@ -37,9 +37,9 @@ handing a request to a thread, finishing it, the deadlines).
 Loaded by gunicorn's master process (gunicorn.conf.py's worker_class): gunicorn's own modules,
 pwp.outbox and its parts (the standard library's) only.
 """
+import bisect
 import errno
 import resource
-import select
 import selectors
 import socket
 import ssl
@@ -48,6 +48,7 @@ import threading
 import time
 from collections import deque
 from functools import partial
+from operator import attrgetter
 
 from gunicorn.http.body import Body, ChunkedReader
 from gunicorn.http.errors import InvalidProxyHeader, LimitRequestHeaders, ParseException
@@ -73,14 +74,6 @@ OPEN_FILES = 65536
 HEAD_NOT_YET = object()
 
 
-def _nothing_came(sock) -> bool:
-    """Whether a connection's socket holds no byte yet (poll: select's fds stop at 1024; a
-    peek would wait for the socket's timeout first)."""
-    poll = select.poll()
-    poll.register(sock, select.POLLIN)
-    return not poll.poll(0)
-
-
 class _HeadNotYet:
     """A TLS connection's parser after its handshake, no byte of a head there: gthread's handle
     reads no request (None) and the connection waits for its head on the poller (finish_request)."""
@@ -104,6 +97,7 @@ class _Connection(gthread.TConn):
     drain = 0  # its refused body's bytes still to come, read and dropped before it closes (linger)
     queued = None  # its answer's bytes in the kernel's send queue when the main loop last sent (send_answer)
     continued = False  # the main loop answered its head's `Expect: 100-continue`
+    idle_by = 0.0  # (TLS) when it is dropped, waiting on the poller for its next head's first byte (wait_for_first_byte)
     watch = None  # (TLS, the PROXY protocol) a socket on its file while a thread reads its head (watch_head)
     expired = False  # (TLS, the PROXY protocol) its head's deadline passed while the thread read it (expire_heads)
     unspoolable = False  # its body's Content-Length alone passes BODIES_SPOOLED (wait_for_body)
@@ -143,7 +137,7 @@ class _Connection(gthread.TConn):
             raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "the TLS handshake timed out") from None
         if type(self.sock) is ssl.SSLSocket and TimedSocket.seconds:
             self.sock.__class__ = BoundedSSLSocket
-            waits = not self.is_http2 and not self.sock.pending() and _nothing_came(self.sock)
+            waits = not self.is_http2 and not self.head_came()
         else:
             waits = False
         if type(self.sock) is socket.socket and self.cfg.timeout > 0:
@@ -155,6 +149,23 @@ class _Connection(gthread.TConn):
             # (TLS.) Its handshake done, no byte of a head yet (a browser's connection opened in
             # advance): the poller waits for it, not this thread (ThreadWorker.finish_request).
             self.parser = _HeadNotYet(self.parser)
+
+    def head_came(self) -> bool:
+        """(A thread, TLS: its handshake done, or kept alive, no byte of its next head read.) Take
+        the records that came, without waiting: False where they held no application data (none
+        came; or a TLS 1.3 KeyUpdate, say, which woke the poller: the thread then waited in
+        OpenSSL for a head up to its deadline), the connection then waiting for it on the poller."""
+        if self.sock.pending():
+            return True
+        self.sock.settimeout(0.0)
+        try:
+            data = self.sock.recv(8192)
+        except ssl.SSLWantReadError:
+            return False
+        finally:
+            self.sock.settimeout(TimedSocket.seconds)
+        self.parser.unreader.unread(data)  # (b"": its end, which the parser reads again)
+        return True
 
 
 class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.ThreadWorker):
@@ -316,9 +327,17 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
     def wait_for_first_byte(self, conn):
         """(TLS, the PROXY protocol: a new connection, or a TLS one whose handshake is done.) The
         poller waits for its first byte (up to `timeout`, a stopping worker's as its kept-alive
-        connections'), then a thread reads its head."""
-        conn.timeout = time.monotonic() + (self.cfg.timeout if self.alive else gthread.STOP_KEEPALIVE_LINGER)
-        self.pending_conns.append(conn)
+        connections'), then a thread reads its head. Records without application data that wake
+        it (TLS) do not put that off: the deadline is its first wait's since its accept or its last
+        request (a kept-alive one's: `keepalive`, as gthread's)."""
+        if not conn.idle_by:
+            wait = self.cfg.keepalive if conn.parser is not None and conn.parser.req_count else self.cfg.timeout
+            conn.idle_by = time.monotonic() + (wait if self.alive else gthread.STOP_KEEPALIVE_LINGER)
+        conn.timeout = min(conn.idle_by, self.heads_by)
+        if self.pending_conns and self.pending_conns[-1].timeout > conn.timeout:  # (by their deadline: murder_pending)
+            bisect.insort(self.pending_conns, conn, key=attrgetter("timeout"))
+        else:
+            self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def hand_over(self, conn):
@@ -362,6 +381,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         if conn.head is not None and type(conn.sock) in (BoundedSocket, GoneSocket):  # (a plain socket, bounded)
             OUTBOXES[conn.sock] = self  # (its Outbox made only where the socket does not take an answer whole)
         elif conn.head is None and TimedSocket.seconds:
+            if (conn.initialized and type(conn.sock) is BoundedSSLSocket and not conn.is_http2
+                    and not conn.parser.unreader.buf.getvalue() and not conn.head_came()):
+                return HEAD_NOT_YET  # (TLS, kept alive or waiting for its head: no application data came)
             self.watch_head(conn)
         keepalive = super().handle(conn)
         conn.request = b""
@@ -388,6 +410,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             req.body.request = req
             if conn.head is None:  # (read by gunicorn in this thread)
                 self.head_read(conn)
+                conn.idle_by = 0.0
                 if type(req) is Request:
                     req.__class__ = ThreadReadRequest
                     if type(req.body.reader) is ChunkedReader:

@@ -618,16 +618,16 @@ def test_a_stopping_worker_does_not_wait_for_heads_read_by_gunicorn(tmp_path, se
     gunicorn's linger for kept-alive connections (2 s) once the worker stops, and a TLS or PROXY
     one now the same. Here `timeout` and graceful_timeout are 60 s: the worker ends well before."""
     args, context, prefix = _served(tmp_path, served)
-    args = (*args, "--threads", "3", "--timeout", "60", "--graceful-timeout", "60")
+    args = (*args, "--threads", "4", "--timeout", "60", "--graceful-timeout", "60")
     if stop == "max_requests":
         args = (*args, "--max-requests", "1")
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
         stalled = _stalled_in_turn(server.port, context, prefix)[1:3]  # (in its handshake or PROXY header; its head)
+        # (Answered once the worker took the stalled ones, accepted and given a thread before it.)
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
         if stop == "SIGTERM":
             server.process.send_signal(signal.SIGTERM)
             assert server.process.wait(timeout=20) == 0  # (a failure guard: was 60 s)
-        else:
-            assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
         answers = [_until_closed(conn) for conn in stalled]  # (its 20 s guard: was 60 s)
         logs = server.logs()
     # (Dropped unanswered, as a plain head; a PROXY header cut short gets its 400, as once `timeout` passed.)
@@ -635,3 +635,88 @@ def test_a_stopping_worker_does_not_wait_for_heads_read_by_gunicorn(tmp_path, se
     assert answers[1] == b"", answers[1]
     assert "Traceback" not in logs and "Error" not in logs, logs
 
+
+def _key_update(conn, keylog, sent=0) -> bytes:
+    """A TLS 1.3 client's KeyUpdate (update_not_requested), the record after the `sent` it sent
+    since its handshake, sealed with its first traffic key (from the key log): a whole record
+    without application data. (conn's own writes no longer go through after it: its record
+    numbers are taken.)"""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+    name, version, bits = conn.cipher()
+    assert version == "TLSv1.3" and name in ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"), name
+    hashing = hashes.SHA384() if name.endswith("SHA384") else hashes.SHA256()
+    secret = bytes.fromhex([line.split()[2] for line in keylog.read_text().splitlines()
+                            if line.startswith("CLIENT_TRAFFIC_SECRET_0 ")][-1])
+
+    def expand(label: bytes, length: int) -> bytes:
+        info = length.to_bytes(2, "big") + bytes([6 + len(label)]) + b"tls13 " + label + b"\x00"
+        return HKDFExpand(hashing, length, info).derive(secret)
+
+    inner = b"\x18\x00\x00\x01\x00" + b"\x16"  # (KeyUpdate, update_not_requested; its type: handshake)
+    header = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
+    nonce = (int.from_bytes(expand(b"iv", 12), "big") ^ sent).to_bytes(12, "big")
+    return header + AESGCM(expand(b"key", bits // 8)).encrypt(nonce, inner, header)
+
+
+def test_a_tls_record_without_application_data_takes_no_thread_for_the_head(tmp_path):
+    """A TLS connection whose handshake is done waits for its head on the poller (935669f), but
+    a whole record with no application data (a TLS 1.3 KeyUpdate, as a client sends after much
+    data or at will) woke it and gave it a thread, which waited in OpenSSL for a head up to its
+    deadline (`timeout`): the one thread held meanwhile. The record is taken without waiting
+    now, and the connection waits for its head on the poller again."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    context.keylog_filename = keylog = tmp_path / "keys.log"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
+                  args=(*args, "--threads", "1", "--timeout", "10"), context=context) as server:
+        idle = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        socket.socket.sendall(idle, _key_update(idle, keylog))  # (under the ssl layer: its record as is)
+        assert request(server.port, "GET", "/up", timeout=30, context=context)[0] == 200
+        assert _tls_still_open(idle)  # (was: closed, its head's deadline over: /up waited for it)
+        logs = server.logs()
+    assert "Traceback" not in logs, logs
+
+
+def _one_answer(conn) -> bytes:
+    """One answer (its head and Content-Length's body) read from a kept-alive connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += conn.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("proxy", [False, True], ids=["TLS", "TLS and the PROXY protocol"])
+def test_a_kept_alive_tls_connection_woken_by_a_record_without_application_data_takes_no_thread(tmp_path, proxy):
+    """As a new connection's: a kept-alive TLS connection woken by a record without application
+    data (a KeyUpdate) took a thread that waited in OpenSSL for its next head. The record is taken
+    without waiting, the connection waits on the poller again; its second request, and a PROXY
+    protocol line read inside TLS, as before."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    context.keylog_filename = keylog = tmp_path / "keys.log"
+    prefix = _PROXY_V1 if proxy else b""
+    args = (*args, "--threads", "1", "--timeout", "10", "--keep-alive", "10", *(("--proxy-protocol", "v1") if proxy else ()))
+    up = b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        again = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        again.settimeout(20)  # (a failure guard only)
+        again.sendall(prefix + up)  # (a second request on a kept-alive connection: answered)
+        assert _one_answer(again).startswith(b"HTTP/1.1 200 ")
+        again.sendall(up)
+        assert _one_answer(again).startswith(b"HTTP/1.1 200 ")
+        kept = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        kept.settimeout(20)
+        kept.sendall(prefix + up)  # (one record)
+        assert _one_answer(kept).startswith(b"HTTP/1.1 200 ")
+        socket.socket.sendall(kept, _key_update(kept, keylog, 1))  # (its key the log's last: the last handshake)
+        other = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        other.sendall(prefix + b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _until_closed(other).startswith(b"HTTP/1.1 200 ")
+        assert _tls_still_open(kept)  # (was: closed, its head's deadline over: the other waited for it)
+        again.close()
+        logs = server.logs()
+    assert "Traceback" not in logs, logs
