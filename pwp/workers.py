@@ -441,10 +441,13 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         of their reads waits at most `timeout`, but a client that sent a byte within each held the
         thread for ever: the handshake and head must be whole within `timeout` of the thread
         taking the connection, as a plain head's (the main loop's), a stopping worker's within its
-        kept-alive connections' linger. Past it the main loop shuts the socket's reading down
-        (expire_heads), which ends the thread's wait as a client gone. (On a file of its own: the
+        kept-alive connections' linger. Past it the main loop shuts the socket down (its reading;
+        TLS: both ways) (expire_heads), which ends the thread's wait as a client gone. (On a file of its own: the
         thread may close the socket meanwhile, and its number be another's.)"""
-        watch = socket.fromfd(conn.sock.fileno(), conn.sock.family, conn.sock.type)
+        try:
+            watch = socket.fromfd(conn.sock.fileno(), conn.sock.family, conn.sock.type)
+        except OSError:  # (out of files: its reads bounded each, as before, rather than the client dropped)
+            return
         wait = TimedSocket.seconds if self.alive else gthread.STOP_KEEPALIVE_LINGER  # (`timeout`: cfg's read costs ~3 us)
         with self.heads_lock:
             conn.watch = watch
