@@ -410,6 +410,11 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             req.body.request = req
             if conn.head is None:  # (read by gunicorn in this thread)
                 self.head_read(conn)
+                if conn.expired:
+                    # Its deadline passed as its head's last bytes came: the main loop shut its
+                    # socket down (or is about to): dropped as a late head, the app not run (a
+                    # view counted, say, its answer never written).
+                    return False
                 conn.idle_by = 0.0
                 if type(req) is Request:
                     req.__class__ = ThreadReadRequest
