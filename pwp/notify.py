@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -46,6 +47,10 @@ PENDING_GRACE = timedelta(minutes=1)  # a pending sending older than this was le
 PROCESSING_STALE = timedelta(minutes=15)  # a sending still processing this long was cut off
 INTERRUPTED = "The sending was interrupted (the server stopped); some recipients may have got the e-mail."
 EXPIRED = "The push expired before the e-mails were sent: none was sent."
+# A mail's whole SMTP conversation (connection, greeting, TLS, login, every recipient's mail)
+# ends by this many PWP__MAIL__SMTP_TIMEOUTs (60 s by default): that timeout is each read's,
+# and a server that trickles its answers (a byte within each) held a sending thread for ever.
+SMTP_DEADLINE = 6
 MAX_SENDING_THREADS = 8  # per process: a hung SMTP server holds no more threads than these
 MAX_QUEUED = 32  # account mails per process waiting for one of them (a hung server: no more)
 ERROR_MAX = NotifyByEmail.__table__.c.error_message.type.length
@@ -475,14 +480,71 @@ def _describe(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _connect(config):
+class _Watch:
+    """A mail's SMTP connection, shut down by give_up() (deliver's timer, at the conversation's
+    deadline): each read or write then fails at once, however the server trickles. Through a
+    duplicate of its descriptor, ours until close(): the same connection once TLS wraps it, and
+    never another one's descriptor, closed by smtplib and reused meanwhile."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sock = None
+        self.given_up = False
+
+    def add(self, sock):
+        with self.lock:
+            try:
+                self.sock = socket.socket(fileno=os.dup(sock.fileno()))
+            except OSError:
+                sock.close()
+                raise
+            if self.given_up:  # (its connect took the rest of the deadline)
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    def give_up(self):
+        with self.lock:
+            self.given_up = True
+            if self.sock is not None:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:  # (the server closed it already)
+                    pass
+
+    def close(self):
+        with self.lock:
+            if self.sock is not None:
+                self.sock.close()
+
+
+class _Watched:
+    """(smtplib's SMTP, SMTP_SSL.) Its connection given to a _Watch as it is made."""
+
+    def __init__(self, watch, *args, **kwargs):
+        self.watch = watch
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self.watch.add(sock)
+        return sock
+
+
+class _SMTP(_Watched, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_Watched, smtplib.SMTP_SSL):
+    pass
+
+
+def _connect(config, watch):
     security, timeout = config["PWP__MAIL__SMTP_SECURITY"], config["PWP__MAIL__SMTP_TIMEOUT"]
     host, port = config["PWP__MAIL__SMTP_ADDRESS"], config["PWP__MAIL__SMTP_PORT"] or SMTP_SECURITY[security]
     context = ssl.create_default_context()
     if security == "tls":
-        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        smtp = _SMTP_SSL(watch, host, port, timeout=timeout, context=context)
     else:
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
+        smtp = _SMTP(watch, host, port, timeout=timeout)
     try:
         if security == "starttls":
             smtp.starttls(context=context)
@@ -512,8 +574,13 @@ def deliver(config, recipients: list[str], body: str,
     (for the sender: the addresses refused) and why, for the log (naming no address)."""
     sender = config["PWP__MAIL__MAILER_SENDER"]
     sent, failures, refused = [], [], 0
+    seconds = SMTP_DEADLINE * config["PWP__MAIL__SMTP_TIMEOUT"]
+    watch = _Watch()
+    timer = threading.Timer(seconds, watch.give_up)
+    timer.daemon = True  # (cancelled as the conversation ends; a process that exits needs it not)
+    timer.start()
     try:
-        with _connect(config) as smtp:
+        with _connect(config, watch) as smtp:
             for recipient in recipients:
                 try:
                     smtp.send_message(message(sender, recipient, body, subject), from_addr=parseaddr(sender)[1],
@@ -524,15 +591,21 @@ def deliver(config, recipients: list[str], body: str,
                     failures.append(f"{recipient}: refused (SMTP {code})")
                     refused += 1
                 except smtplib.SMTPResponseException as exc:
+                    if watch.given_up:  # (an answer cut short)
+                        raise
                     failures.append(f"{recipient}: {_describe(exc)}")
                     refused += 1
     except (OSError, smtplib.SMTPException) as exc:
-        failures.append(f"The SMTP server: {_describe(exc)}")
+        reason = f"took longer than {seconds} s" if watch.given_up else _describe(exc)
+        failures.append(f"The SMTP server: {reason}")
         security = config["PWP__MAIL__SMTP_SECURITY"]
         server = f"{config['PWP__MAIL__SMTP_ADDRESS']}:{config['PWP__MAIL__SMTP_PORT'] or SMTP_SECURITY[security]}"
-        why = f"the SMTP server {server} ({security}): {_describe(exc)}"
+        why = f"the SMTP server {server} ({security}): {reason}"
     else:
         why = None
+    finally:
+        timer.cancel()
+        watch.close()
     if not failures:
         return sent, None, None
     if refused:

@@ -65,3 +65,53 @@ class SmtpServer:
     def environ(self) -> dict:
         """The same settings as environment variables (a server process)."""
         return {key: str(value) for key, value in self.settings().items()}
+
+
+class TricklingServer:
+    """An SMTP server that answers a byte at a time for ever: its greeting a multi-line 220
+    reply that never ends, a byte every `every` seconds (each of the client's reads gets one
+    well within its timeout). Started and stopped by the test (stop: its connections closed)."""
+
+    def __init__(self, every: float = 0.1):
+        self.every = every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        self.connections = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # (stop closed it)
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn):
+        line = b"220-pwpush.test ESMTP, slowly\r\n"
+        while True:
+            for byte in line:
+                # (The server's pace, not a test's wait: it ends as soon as stop() is called.)
+                if self.stopped.wait(self.every):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # (the client gave up)
+                    return
+
+    def settings(self) -> dict:
+        return {"PWP__MAIL__SMTP_ADDRESS": "127.0.0.1", "PWP__MAIL__SMTP_PORT": self.port,
+                "PWP__MAIL__SMTP_SECURITY": "none", "PWP__MAIL__MAILER_SENDER": "pwpush <pwpush@example.com>",
+                "PWP__HOST_DOMAIN": MAIL_HOST}
+
+    def stop(self):
+        self.stopped.set()
+        self.listener.close()
+        for conn in self.connections:
+            conn.close()
+        self.thread.join(30)

@@ -1,9 +1,12 @@
 """Notify by e-mail under attack: caps under concurrent requests, spellings of one address,
 header injection, authorization, secrets in errors and logs, a sending racing a deletion."""
+import logging
+import re
 import threading
 
 import pytest
 from conftest import bearer, sql
+from smtpsink import TricklingServer
 
 from pwp import notify, pushes
 
@@ -141,3 +144,30 @@ def test_a_server_that_never_answers_costs_the_request_nothing_and_the_thread_it
             ("failed", "Sent to 0 of 1 recipient(s). The SMTP server: timed out")]
     finally:
         listener.close()
+
+
+def test_a_server_that_answers_a_byte_at_a_time_holds_the_thread_no_longer_than_the_deadline(
+        settings, database_url, request, caplog):
+    """A server that trickles its answers (a byte well within each read's timeout) held the
+    sending thread for ever: smtplib's timeout is per read. Each mail's whole SMTP
+    conversation now ends by notify.SMTP_DEADLINE timeouts; the mail is given up, recorded
+    and logged as not sent, naming no address."""
+    server = TricklingServer()
+    server.start()
+    try:
+        settings.update(server.settings(), PWP__MAIL__SMTP_TIMEOUT=1)
+        client, app = request.getfixturevalue("client"), request.getfixturevalue("app")
+        token = request.getfixturevalue("token")
+        with caplog.at_level(logging.INFO, logger=app.logger.name):
+            assert create(client, token, notify_emails_to="ann@example.com").status_code == 201
+            notify.wait_for_sends(timeout=30)
+        seconds = notify.SMTP_DEADLINE * 1  # (timeouts of 1 s)
+        assert sql(app, "SELECT status, error_message FROM notify_by_emails") == [
+            ("failed", f"Sent to 0 of 1 recipient(s). The SMTP server: took longer than {seconds} s")]
+        warnings = [re.sub(r"^notify \d+", "notify N", rec.getMessage())
+                    for rec in caplog.records if rec.levelno == logging.WARNING]
+        assert warnings == [f"notify N: failed, 0 of 1 sent: the SMTP server 127.0.0.1:{server.port} (none): "
+                            f"took longer than {seconds} s"]
+        assert "ann@example.com" not in caplog.text
+    finally:
+        server.stop()
