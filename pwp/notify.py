@@ -346,7 +346,22 @@ def _run(job):
 
 
 _later = _Later()
-os.register_at_fork(after_in_child=_later.__init__)
+
+
+def _forked():
+    """(In a forked child: gunicorn's worker, forked by its master, which loaded the app with
+    --preload.) Its parent's sending threads, their places, its queued and later jobs and its
+    locks (held by another thread as it forked: waited for for good) are not the child's: a
+    child ran its parent's queued jobs again, counted them as its own at its stop, and sent
+    nothing while its parent's threads held every place."""
+    global _threads, _threads_lock, _places, _queue, _queue_lock
+    _threads, _threads_lock = [], threading.Lock()
+    _places = threading.BoundedSemaphore(MAX_SENDING_THREADS)
+    _queue, _queue_lock = collections.deque(), threading.Lock()
+    _later.__init__()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def prepare_later():

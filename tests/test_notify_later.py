@@ -93,3 +93,46 @@ def test_a_forked_child_runs_its_own_jobs_whatever_its_parent_held():
     status, parent = child.split()[1:]
     assert status == "0"
     assert lines == [child, f"the parent's job in {parent}"]
+
+
+def test_a_forked_child_has_its_own_sending_threads_places_and_queue():
+    """A child forked while its parent's sending threads were busy inherited their places
+    (none free: its own mails queued, for a thread that never came), its parent's queued
+    jobs (run again by its first sending thread: an account mail sent twice; counted as its
+    own at its stop: 'Worker exiting with 1 e-mail job(s) unfinished'), and the queue's lock
+    as held by another thread then (its first mail waited for it for good). gunicorn forks
+    each worker from its master (with --preload, one that loaded the app)."""
+    lines = run("""
+        import os, sys, threading
+        from pwp import notify
+
+        release = threading.Event()
+        for _ in range(notify.MAX_SENDING_THREADS):  # (every place taken)
+            assert notify.in_thread(release.wait, (30,), "held")
+        assert notify.in_thread(lambda: print("the parent's queued job in", os.getpid()), (), "q", queued=True)
+        held = threading.Event()
+
+        def hold():
+            with notify._queue_lock:
+                held.set()
+                release.wait(30)
+        threading.Thread(target=hold, daemon=True).start()
+        assert held.wait(30)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            print("child's jobs", notify.pending_jobs())
+            done = threading.Event()
+            assert notify.in_thread(done.set, (), "child", queued=True)
+            print("child's job ran", done.wait(30))
+            notify.wait_for_sends(30)
+            sys.stdout.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        release.set()
+        notify.wait_for_sends(30)
+        print("parent", os.getpid())
+    """)
+    parent = lines[-1].split()[1]
+    assert lines == ["child's jobs 0", "child's job ran True", f"the parent's queued job in {parent}",
+                     f"parent {parent}"]
