@@ -51,12 +51,19 @@ def wait(worker, deadline: float) -> int:
 def cut_at_exit(worker):
     """As this process exits (Python's exit, before it joins the threads left: a graceful stop
     that waited, SIGQUIT's or SIGINT's quick one, a worker aborted), the e-mail jobs still
-    unfinished are cut: logged, the process ended at once (status 1 if gunicorn aborted it)."""
+    unfinished are cut once the requests being served are done: logged, the process ended
+    (status 1 if gunicorn aborted it)."""
     register = getattr(threading, "_register_atexit", None)  # (Python 3.9 and later)
     if register is None:
         return
 
     def cut():
+        pool = getattr(worker, "tpool", None)  # (gthread's: the requests being served)
+        if pool is not None and pending():
+            # Python's exit joins them (concurrent.futures' own callback, after this one): a
+            # request being served (SIGQUIT's stop) finishes, its answer sent, as it would with
+            # no e-mail job left; cut at once, a view it had counted lost its secret.
+            pool.shutdown(wait=True)
         left = pending()
         if not left:
             return

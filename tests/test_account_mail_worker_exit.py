@@ -10,8 +10,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg
 import pytest
-from servers import Server, flask, gunicorn, server_env
+from conftest import wait_for_a_lock_waiter
+from servers import Server, flask, gunicorn, request, server_env
 from smtpsink import SmtpServer
 
 
@@ -55,8 +57,8 @@ WORKER_CLASSES = pytest.mark.parametrize("kind", [(), ("-k", "sync")], ids=["our
 
 
 @contextmanager
-def _mail_held(tmp_path, *args):
-    """gunicorn (its args added) sending account mails to an SMTP server that holds each one
+def _mail_held(tmp_path, *args, database_url=None):
+    """gunicorn (its args added; on database_url, else SQLite) sending account mails to an SMTP server that holds each one
     until released; its account owner@example.com has asked for a reset link (the server's
     1st and 2nd requests), the mail now held. Yields a Held."""
     arrived, release = threading.Event(), threading.Event()
@@ -68,7 +70,7 @@ def _mail_held(tmp_path, *args):
     smtp.controller.start()
     try:
         threads = {"GUNICORN_THREADS": "1"} if "sync" in args else {}
-        env = server_env(tmp_path / "instance", PWP__ENABLE_USER_ACCOUNT_EMAILS="true",
+        env = server_env(tmp_path / "instance", database_url, PWP__ENABLE_USER_ACCOUNT_EMAILS="true",
                          PWP__MAIL__SMTP_TIMEOUT="120", PWPUSH_USER_PASSWORD="correct horse",
                          **smtp.environ(), **threads)
         flask(env, "users", "create", "owner@example.com")
@@ -151,6 +153,41 @@ def test_a_worker_stopped_by_sigint_ends_at_once_saying_what_it_cut(tmp_path, ki
         assert held.server.process.wait(timeout=60) == 0
         assert "waiting up to" not in held.server.logs()
         _assert_cut(held.server.logs())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_stopped_by_sigquit_with_a_mail_held_answers_the_request_it_serves(tmp_path, database_url):
+    """SIGQUIT (gunicorn's quick stop) lets a request being served in a thread finish, as
+    Python's exit joins the thread pool; with a mail held, the worker ended at once instead
+    (os._exit, worker_mails.cut_at_exit, before that join): the request cut mid-way, a view
+    counted whose secret was never sent if it had committed. The request here waits for a
+    row lock of the test's as the worker quits."""
+    with _mail_held(tmp_path, database_url=database_url) as held:
+        server = held.server
+        status, push = server.json("POST", "/api/v2/pushes", {"push": {"payload": "the secret"}})
+        assert status == 201, push
+        worker = int(re.search(r"Booting worker with pid: (\d+)", server.logs()).group(1))
+        answer = []
+        with psycopg.connect(database_url) as lock:
+            lock.execute("SELECT id FROM pushes FOR UPDATE")
+            retrieve = threading.Thread(target=lambda: answer.append(
+                _retrieve(server.port, push["url_token"])))
+            retrieve.start()
+            wait_for_a_lock_waiter(database_url, "the retrieve", thread=retrieve)
+            os.kill(worker, signal.SIGQUIT)
+            _wait_for_log(server, f"Worker exiting (pid: {worker})")
+        retrieve.join(60)
+        assert answer and answer[0][0] == 200 and b"the secret" in answer[0][1], answer
+        _wait_for_log(server, "Worker exiting with 1 e-mail job(s) unfinished: not sent")
+        _assert_cut(server.logs())
+
+
+def _retrieve(port, url_token):
+    try:
+        status, _headers, body = request(port, "GET", f"/api/v2/pushes/{url_token}", timeout=60)
+    except (OSError, http.client.HTTPException) as exc:  # (the worker ended mid-request)
+        return type(exc).__name__, b""
+    return status, body
 
 
 def _assert_cut(logs):
