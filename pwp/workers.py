@@ -216,6 +216,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # (which stopped the worker at once): see restart.
         self.restart_after, self.max_requests = self.max_requests, sys.maxsize
         self.restart_by = 0.0  # (restart: deferred while e-mails are sent) when it stops at the latest
+        self.mails_by = 0.0  # (restart) when its e-mail jobs are cut at the latest (run)
         self.restarting = False  # max_requests was reached (restart)
         self.stop_asked = None  # when SIGTERM came (handle_exit)
         # (TLS, the PROXY protocol.) Connections whose handshake and head a thread reads, by their
@@ -245,10 +246,14 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         super().run()
         # Its connections done (within graceful_timeout), its e-mails being sent have the rest of
         # it, less a second, so that it ends (and says what it cut) before a stopping master's
-        # SIGKILL. Restarted by max_requests: none (restart), its replacement waits for its end.
+        # SIGKILL. Restarted by max_requests: those it served on for have none more (restart),
+        # its replacement waits for its end; those that the requests it finished as it stopped
+        # gave (a link form's at its close()) have what is left of graceful_timeout (mails_by).
         now = time.monotonic()
         if self.stop_asked is not None or not self.restarting:
             worker_mails.wait(self, (self.stop_asked or now) + max(0, self.cfg.graceful_timeout - 1))
+        else:
+            worker_mails.wait(self, self.mails_by)
 
     def handle_exit(self, sig, frame):
         # SIGTERM: a graceful stop (the master's, a reload's).
@@ -269,9 +274,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         stops without waiting for them (run: what is left is cut, and logged)."""
         self.restart_after, self.restarting = sys.maxsize, True
         self.log.info("Autorestarting worker after current request.")
+        self.mails_by = time.monotonic() + self.cfg.graceful_timeout
         jobs = worker_mails.pending()
         if jobs and self.alive and self.cfg.graceful_timeout > 0:
-            self.restart_by = time.monotonic() + self.cfg.graceful_timeout
+            self.restart_by = self.mails_by
             self.log.info("(Once its %d e-mail job(s) are done, in %d s at most: serving meanwhile.)",
                           jobs, self.cfg.graceful_timeout)
         else:

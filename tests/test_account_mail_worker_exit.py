@@ -182,6 +182,43 @@ def test_a_worker_stopped_by_sigquit_with_a_mail_held_answers_the_request_it_ser
         _assert_cut(server.logs())
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_mail_given_by_a_request_served_as_a_worker_restarts_is_sent(tmp_path, database_url):
+    """A worker restarted by max_requests with no e-mail job (none to serve on for) still
+    finishes the requests its threads serve; a link form among them gave its mail as it
+    closed, and the worker's exit cut it at once (no wait on a restart: 'Worker exiting with
+    1 e-mail job(s) unfinished'), the mail lost. Now it waits for it within graceful_timeout.
+    The form's request waits for a table lock of the test's as another request restarts it."""
+    smtp = SmtpServer()
+    smtp.controller.start()
+    try:
+        env = server_env(tmp_path / "instance", database_url, PWP__ENABLE_USER_ACCOUNT_EMAILS="true",
+                         PWPUSH_USER_PASSWORD="correct horse", **smtp.environ())
+        flask(env, "users", "create", "owner@example.com")
+        with gunicorn(env, tmp_path / "server.log", args=("--max-requests", "6")) as server:
+            cookie, csrf = _reset_form(server.port)
+            asked = []
+            with psycopg.connect(database_url) as lock:
+                lock.execute("LOCK TABLE throttles IN EXCLUSIVE MODE")
+                ask = threading.Thread(target=lambda: asked.append(
+                    _ask_reset(server.port, cookie, csrf, "owner@example.com", timeout=60)))
+                ask.start()
+                wait_for_a_lock_waiter(database_url, "the link form", thread=ask)
+                for _ in range(6):  # (max_requests reached by one of these)
+                    assert server.request("GET", "/api/v2/version")[0] == 200
+                    if "Autorestarting worker" in server.logs():
+                        break
+                assert "Autorestarting worker" in server.logs()
+            ask.join(60)
+            assert asked == [302]
+            assert smtp.sink.wait_for(1)[0][0] == ["owner@example.com"]
+            _wait_for_log(server, "Booting worker", count=2)
+            logs = server.logs()
+            assert "not sent" not in logs and "Traceback" not in logs and "WORKER TIMEOUT" not in logs
+    finally:
+        smtp.controller.stop()
+
+
 def _retrieve(port, url_token):
     try:
         status, _headers, body = request(port, "GET", f"/api/v2/pushes/{url_token}", timeout=60)
