@@ -328,8 +328,8 @@ class _Later:
                 if soonest is None or (soonest[0] > now and not self.ending):
                     self.ready.wait(None if soonest is None else soonest[0] - now)
                     continue
+                _run(soonest[1])  # (on the list meanwhile: its sending thread is not yet there)
                 self.jobs.remove(soonest)
-                _run(soonest[1])
                 self.ready.notify_all()  # (wait's)
 
     def wait(self, timeout: float) -> bool:

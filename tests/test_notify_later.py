@@ -136,3 +136,28 @@ def test_a_forked_child_has_its_own_sending_threads_places_and_queue():
     parent = lines[-1].split()[1]
     assert lines == ["child's jobs 0", "child's job ran True", f"the parent's queued job in {parent}",
                      f"parent {parent}"]
+
+
+def test_a_job_being_run_later_is_pending_until_its_sending_thread_runs():
+    """The later thread took a job off its list before running it: while the job started its
+    sending thread, the process had no e-mail job for pwp.worker_mails (pending_jobs 0), so a
+    worker stopping then (restart, SIGTERM's wait) ended and cut the mail it was starting.
+    Seen from the moment the job calls in_thread (a profile hook of that thread's)."""
+    lines = run("""
+        import threading
+        from pwp import notify
+
+        seen = []
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code is notify.in_thread.__code__:
+                seen.append(notify.pending_jobs())
+        threading.setprofile(profile)
+        notify.prepare_later()
+        done = threading.Event()
+        notify.later(0, lambda: notify.in_thread(done.set, (), "job"))
+        assert done.wait(30)
+        notify.wait_for_sends(30)
+        print(seen, notify.pending_jobs())
+    """)
+    assert lines == ["[1] 0"]
