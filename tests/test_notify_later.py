@@ -64,56 +64,28 @@ def test_a_job_left_as_the_process_ends_runs_then():
 def test_a_forked_child_runs_its_own_jobs_whatever_its_parent_held():
     """A child forked while its parent's thread held the jobs' lock (as it does while it
     starts a sending thread) waited for it for good at its first link form. Nor does a child
-    run its parent's jobs (they are the parent's to run)."""
+    run its parent's jobs (they are the parent's to run). The same for the sending threads:
+    a child inherited their places (its parent's all taken: its own mails queued for a
+    thread that never came), its parent's queued jobs (run again by its first sending
+    thread: an account mail sent twice; counted as its own at its stop) and the queue's lock
+    as another thread held it. gunicorn forks each worker from its master (with --preload,
+    one that loaded the app)."""
     lines = run("""
         import os, sys, threading
         from pwp import notify
 
         notify.prepare_later()
         notify.later(3600, lambda: print("the parent's job in", os.getpid()))
-        held, release = threading.Event(), threading.Event()
-
-        def hold():
-            with notify._later.ready:
-                held.set()
-                release.wait(30)
-        threading.Thread(target=hold, daemon=True).start()
-        assert held.wait(30)
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            notify.prepare_later()
-            done = threading.Event()
-            notify.later(0.01, done.set)
-            sys.exit(0 if done.wait(30) else 1)
-        release.set()
-        print("child", os.waitpid(pid, 0)[1], os.getpid())
-    """)
-    (child,) = [line for line in lines if line.startswith("child")]
-    status, parent = child.split()[1:]
-    assert status == "0"
-    assert lines == [child, f"the parent's job in {parent}"]
-
-
-def test_a_forked_child_has_its_own_sending_threads_places_and_queue():
-    """A child forked while its parent's sending threads were busy inherited their places
-    (none free: its own mails queued, for a thread that never came), its parent's queued
-    jobs (run again by its first sending thread: an account mail sent twice; counted as its
-    own at its stop: 'Worker exiting with 1 e-mail job(s) unfinished'), and the queue's lock
-    as held by another thread then (its first mail waited for it for good). gunicorn forks
-    each worker from its master (with --preload, one that loaded the app)."""
-    lines = run("""
-        import os, sys, threading
-        from pwp import notify
-
         release = threading.Event()
         for _ in range(notify.MAX_SENDING_THREADS):  # (every place taken)
             assert notify.in_thread(release.wait, (30,), "held")
-        assert notify.in_thread(lambda: print("the parent's queued job in", os.getpid()), (), "q", queued=True)
+        queued = threading.Event()
+        assert notify.in_thread(lambda: (print("the parent's queued job in", os.getpid()), queued.set()), (),
+                                "q", queued=True)
         held = threading.Event()
 
         def hold():
-            with notify._queue_lock:
+            with notify._later.ready, notify._queue_lock:
                 held.set()
                 release.wait(30)
         threading.Thread(target=hold, daemon=True).start()
@@ -122,20 +94,23 @@ def test_a_forked_child_has_its_own_sending_threads_places_and_queue():
         pid = os.fork()
         if pid == 0:
             print("child's jobs", notify.pending_jobs())
-            done = threading.Event()
-            assert notify.in_thread(done.set, (), "child", queued=True)
-            print("child's job ran", done.wait(30))
+            notify.prepare_later()
+            later, sent = threading.Event(), threading.Event()
+            notify.later(0.01, later.set)
+            assert notify.in_thread(sent.set, (), "child", queued=True)
+            print("child's jobs ran", later.wait(30), sent.wait(30))
             notify.wait_for_sends(30)
             sys.stdout.flush()
             os._exit(0)
         os.waitpid(pid, 0)
+        print("parent", os.getpid(), flush=True)
         release.set()
-        notify.wait_for_sends(30)
-        print("parent", os.getpid())
+        assert queued.wait(30)  # (its later job runs as it exits)
     """)
-    parent = lines[-1].split()[1]
-    assert lines == ["child's jobs 0", "child's job ran True", f"the parent's queued job in {parent}",
-                     f"parent {parent}"]
+    (parent,) = [line.split()[1] for line in lines if line.startswith("parent")]
+    assert lines[:2] == ["child's jobs 0", "child's jobs ran True True"]
+    assert sorted(lines[2:]) == [f"parent {parent}", f"the parent's job in {parent}",
+                                 f"the parent's queued job in {parent}"]
 
 
 def test_a_job_being_run_later_is_pending_until_its_sending_thread_runs():
