@@ -39,8 +39,12 @@ _QUERY_ITEM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s\"']|$))"
                          r"((?:[^=&\s\"']|[\"'](?!\s|$))*=)?(?:[^&\s\"']|[\"'](?!\s|$))*")
 _QUERY_ITEM_ATOM = re.compile(r"([?&])(?!(?:page|tab|locale)=[\w-]*(?:[&\s]|$))([^=&\s]*=)?[^&\s]*")
 # gunicorn quotes the offending client input of a malformed request (a header line
-# "Authorization Bearer <token>", the rest of a request line): drop the quoted part.
-_INVALID_REQUEST = re.compile(r"^(Invalid request from ip=[^:]*: [^']*)'.*'", re.DOTALL)
+# "Authorization Bearer <token>", the rest of a request line; repr()'s quotes: double ones
+# around a value that holds a single one), and at debug level the head a client cut short
+# (-k sync's "No more data after: b'...'"): drop the quoted part. (An IPv6 client's ip holds
+# colons; a Unix socket's is empty.)
+_CLIENT_INPUT = re.compile(r"^(Invalid request from ip=\S*?: [^'\"]*|.*?No more data after: b?)(['\"]).*\2",
+                           re.DOTALL)
 # Header and environ atoms that hold credentials, and answers' headers that hold a push's
 # content: a download's file name (Content-Disposition).
 _CREDENTIALS = re.compile(r"\{(?:authorization|x-user-token|cookie|set-cookie|http_authorization|"
@@ -123,8 +127,8 @@ def redact(text: str, atom: bool = False) -> str:
     """Replace url_tokens in paths, file links, query values and quoted bad input with
     [FILTERED]; atom: text is one access-log field, not a line of them."""
     # (It runs on every access-log atom: skip the patterns that cannot match.)
-    if text.startswith("Invalid request from ip="):
-        text = _INVALID_REQUEST.sub(r"\1'" + FILTERED + "'", text)
+    if text.startswith("Invalid request from ip=") or "No more data after: " in text:
+        text = _CLIENT_INPUT.sub(r"\1\2" + FILTERED + r"\2", text)
     if "/" in text or "%" in text:
         text = _PATH.sub(_redact_path, text)
     if "?" in text or "&" in text:

@@ -133,6 +133,8 @@ def session(server, api_token, email):
     raw_request(server.port, f"GET /api/v2/pushes/{t} HTTP/1.1\r\n"
                              f"Host: x\r\nAuthorization Bearer {api_token}\r\n\r\n".encode())
     raw_request(server.port, f"GET /api/v2/pushes/{t}?passphrase=x {passphrase} HTTP/1.1\r\n\r\n".encode())
+    # (A quote in the value: gunicorn's line quotes it in double quotes.)
+    raw_request(server.port, f"GET /x HTTP/1.1\r\nHost: x\r\nAuthorization Bearer it's {api_token}\r\n\r\n".encode())
 
     # Delete, then read the expired push.
     assert server.json("DELETE", f"/api/v2/pushes/{t}", headers=bearer(api_token))[0] == 200
@@ -191,6 +193,16 @@ def test_server_logs_contain_no_secrets(database_url, tmp_path):
     ("POST /p/abc123/passphrase", "POST /p/[FILTERED]/passphrase"),
     ("Invalid request from ip=127.0.0.1: Invalid HTTP Header: 'Authorization Bearer abc'",
      "Invalid request from ip=127.0.0.1: Invalid HTTP Header: '[FILTERED]'"),
+    # (An IPv6 client's; a value with a quote, which repr() puts in double quotes; the debug line
+    # of a head cut short, `-k sync`: gunicorn quotes what came of it.)
+    ("Invalid request from ip=::1: Invalid HTTP Header: 'Authorization Bearer abc'",
+     "Invalid request from ip=::1: Invalid HTTP Header: '[FILTERED]'"),
+    ("Invalid request from ip=127.0.0.1: Invalid HTTP Header: \"Authorization Bearer it's-abc\"",
+     "Invalid request from ip=127.0.0.1: Invalid HTTP Header: \"[FILTERED]\""),
+    ("Invalid request from ip=: Invalid HTTP header name: b'X\\'s: abc'",
+     "Invalid request from ip=: Invalid HTTP header name: b'[FILTERED]'"),
+    ("Ignored premature client disconnection. No more data after: b'Host: x\\r\\nAuthorization: Bearer abc\\r\\n'",
+     "Ignored premature client disconnection. No more data after: b'[FILTERED]'"),
     ("Booting worker with pid: 123", "Booting worker with pid: 123"),
 ])
 def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
