@@ -1,7 +1,12 @@
 """A seeded HTTP fuzzer for a running pwpush: odd but plausible requests to every route.
 
     python bench/fuzz.py --url http://127.0.0.1:8000 --seed 1 --requests 3000 \
-        [--email E --token T [--password P]] [--log SERVER_LOG]
+        [--email E --token T [--password P]] [--log SERVER_LOG] [--proxy-protocol v1|v2] \
+        [--create-url INTERNAL_URL] [--chunked SHARE]
+
+(--url https://...: over TLS, any certificate taken; --proxy-protocol: each connection starts
+with that PROXY header, as gunicorn --proxy-protocol wants; --create-url: the pushes it aims at
+are made there, a public gateway's internal instance, when --url is the gateway.)
 
 Reports, one JSON line each: an answer with status >= 500; an answer (but static files')
 without the security headers README promises; a payload it pushed in an answer that must not
@@ -18,6 +23,8 @@ import json
 import random
 import re
 import socket
+import ssl
+import struct
 import sys
 import threading
 import urllib.parse
@@ -87,19 +94,33 @@ class State:
     csrf: str = ""
 
 
-def http(host, port, raw: bytes, timeout=30.0) -> Answer:
-    """Send one raw request (Connection: close) and read its answer."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+# A TLS client that takes any certificate (a test server's own), and PROXY protocol headers
+# (v1's line, v2's binary form) of a client at 203.0.113.7:40000 seen by 127.0.0.1:443.
+TLS = ssl._create_unverified_context()
+PROXY = {None: b"", "v1": b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n",
+         "v2": b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + socket.inet_aton("203.0.113.7")
+         + socket.inet_aton("127.0.0.1") + struct.pack(">HH", 40000, 443)}
+
+
+def http(host, port, raw: bytes, timeout=30.0, tls=False, proxy=None) -> Answer:
+    """Send one raw request (Connection: close) and read its answer (over TLS, after a PROXY header)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    data = b""
+    try:
+        sock.sendall(PROXY[proxy])
+        if tls:
+            sock = TLS.wrap_socket(sock, server_hostname=host)
         try:
             sock.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # (the server may answer and close before taking a whole body)
-        data = b""
         try:
             while chunk := sock.recv(65536):
                 data += chunk
-        except ConnectionResetError:
-            pass
+        except (ConnectionResetError, ssl.SSLEOFError):
+            pass  # (ssl: a server that closes without TLS's close_notify)
+    finally:
+        sock.close()
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
@@ -135,10 +156,17 @@ def build(method, path, headers, body=b"") -> bytes:
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body
 
 
+def _address(url) -> tuple:
+    """(host, port, TLS or not) of a split URL."""
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80), url.scheme == "https"
+
+
 class Fuzzer:
     def __init__(self, args):
         url = urllib.parse.urlsplit(args.url)
-        self.host, self.port = url.hostname, url.port or 80
+        self.host, self.port, self.tls = _address(url)
+        # Pushes are made through --create-url where given (a public gateway has no API).
+        self.setup = _address(urllib.parse.urlsplit(args.create_url)) if args.create_url else None
         self.args, self.rng, self.state = args, random.Random(args.seed), State()
         self.marker = f"fz{args.seed}"
         self.links = []  # file download paths (/pfb/...)
@@ -147,8 +175,10 @@ class Fuzzer:
 
     def send(self, method, path, headers=(), body=b"", note="") -> Answer:
         raw = build(method, path, list(headers), body)
+        host, port, tls = self.setup if self.setup and note == "setup" else (self.host, self.port, self.tls)
         try:
-            answer = http(self.host, self.port, raw)
+            answer = http(host, port, raw, tls=tls, proxy=None if (host, port) != (self.host, self.port)
+                          else self.args.proxy_protocol)
         except OSError as exc:
             answer = Answer(0, {}, str(exc).encode())
         self.check(method, path, list(headers), body, answer, note)
@@ -171,9 +201,10 @@ class Fuzzer:
                     rep("security-header", f"{name}: {answer.headers.get(name)!r}")
         text = answer.body.decode("utf-8", "replace")
         for url_token, payload, passphrase in self.state.pushes:
-            bare = re.sub("/+", "/", re.split("[?#]", path)[0]).rstrip("/")  # (as the app routes it)
+            # (As the app routes it: an absolute-form target's path, "//" merged, no trailing "/".)
+            bare = re.sub("/+", "/", re.split("[?#]", re.sub(r"^https?://[^/]*", "", path))[0]).rstrip("/")
             served = (answer.status == 200 and re.fullmatch(RETRIEVALS.format(re.escape(url_token)), bare)
-                      or answer.status in (200, 206) and bare in self.links)  # (a file's download)
+                      or answer.status in (200, 206) and any(bare.startswith(link) for link in self.links))
             if payload in text and not served:
                 rep("payload-leak", url_token)
             # (A redirect may quote the request's own URL: sign-in's ?next=.)
@@ -221,7 +252,8 @@ class Fuzzer:
             self.state.secrets.update({payload, url_token})
             got = self.send("GET", f"/api/v2/pushes/{url_token}", self.api_headers(), note="setup")
             for f in json.loads(got.body).get("files") or []:
-                self.links.append(urllib.parse.urlsplit(f["url"]).path)
+                # (A download: /pfb/<link>/ and any name after it, the name only the browser's.)
+                self.links.append(urllib.parse.urlsplit(f["url"]).path.rsplit("/", 1)[0] + "/")
 
     def sign_in(self):
         """A web session (cookie) and its CSRF token, if a password was given."""
@@ -263,7 +295,7 @@ class Fuzzer:
         path = path.replace("{U}", r.choice(["1", "2", "0", "99999999999", "-1", "a"]))
         path = path.replace("{F}", r.choice(["a.txt", "..%2F..%2Fetc%2Fpasswd", "%00", "css/app.css", "x" * 2000]))
         if self.links and r.random() < 0.05:
-            path = r.choice(self.links)
+            path = r.choice(self.links) + "a.txt"
         if r.random() < 0.1:
             path += r.choice(["/", "//", "/.", "/..", "%", "%zz", ";x", "#frag", "/%2e%2e"])
         if r.random() < 0.3:
@@ -396,7 +428,7 @@ class Fuzzer:
         if r.random() < 0.02:
             body = body * 20
         headers = self.headers(ctype)
-        if body and r.random() < 0.05:  # chunked, in odd pieces (Content-Length then not sent)
+        if body and r.random() < self.args.chunked:  # chunked, in odd pieces (Content-Length then not sent)
             headers.append(("Transfer-Encoding", "chunked"))
             cut = r.randint(0, len(body))
             body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:cut], body[cut:]) if p) + b"0\r\n\r\n"
@@ -423,6 +455,8 @@ class Fuzzer:
         """Pushes of 1-3 views, each retrieved by `threads` threads at once: served <= views."""
         ways = [("/api/v2/pushes/{}", "application/json"), ("/p/{}.json", "application/json"),
                 ("/p/{}", "text/html"), ("/api/v2/pushes/{}.json", "*/*")]
+        if self.setup:  # (a public gateway: its page only, the APIs are 404s there)
+            ways = [("/p/{}", "text/html")]
         for views in (1, 2, 3):
             for _ in range(3):
                 url_token, payload = self.push(views)
@@ -462,6 +496,9 @@ def main():
     parser.add_argument("--token", help="that account's API token")
     parser.add_argument("--password", help="that account's web password (a session with CSRF token)")
     parser.add_argument("--log", help="the server's log file, scanned at the end")
+    parser.add_argument("--create-url", help="where to make its pushes, if not --url (a public gateway's internal instance)")
+    parser.add_argument("--proxy-protocol", choices=["v1", "v2"], help="send a PROXY header first (gunicorn --proxy-protocol)")
+    parser.add_argument("--chunked", type=float, default=0.05, help="the share of bodies sent chunked")
     parser.add_argument("--no-views", action="store_true", help="skip the concurrent view check")
     args = parser.parse_args()
     fuzzer = Fuzzer(args)
