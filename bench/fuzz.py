@@ -2,7 +2,7 @@
 
     python bench/fuzz.py --url http://127.0.0.1:8000 --seed 1 --requests 3000 \
         [--email E --token T [--password P]] [--log SERVER_LOG] [--proxy-protocol v1|v2] \
-        [--create-url INTERNAL_URL] [--chunked SHARE]
+        [--create-url INTERNAL_URL] [--chunked SHARE] [--creates SHARE] [--dump DIR]
 
 (--url https://...: over TLS, any certificate taken; --proxy-protocol: each connection starts
 with that PROXY header, as gunicorn --proxy-protocol wants; --create-url: the pushes it aims at
@@ -112,8 +112,8 @@ def http(host, port, raw: bytes, timeout=30.0, tls=False, proxy=None) -> Answer:
             sock = TLS.wrap_socket(sock, server_hostname=host)
         try:
             sock.sendall(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # (the server may answer and close before taking a whole body)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # (the server may answer and close before taking a whole body; over TLS: SSLEOFError)
         try:
             while chunk := sock.recv(65536):
                 data += chunk
@@ -174,7 +174,7 @@ class Fuzzer:
             self.state.secrets.add(args.token)
 
     def send(self, method, path, headers=(), body=b"", note="") -> Answer:
-        raw = build(method, path, list(headers), body)
+        raw = self.raw = build(method, path, list(headers), body)
         host, port, tls = self.setup if self.setup and note == "setup" else (self.host, self.port, self.tls)
         try:
             answer = http(host, port, raw, tls=tls, proxy=None if (host, port) != (self.host, self.port)
@@ -189,6 +189,9 @@ class Fuzzer:
                    "path": path[:300], "headers": [f"{k}: {v}"[:200] for k, v in headers],
                    "body": body[:300].decode("latin-1"), "answer": answer.body[:300].decode("latin-1")}
         self.state.findings.append(finding)
+        if self.args.dump and kind not in ("views", "log-traceback", "log-secret"):  # (the request as sent)
+            with open(f"{self.args.dump}/{len(self.state.findings)}.raw", "wb") as f:
+                f.write(self.raw)
         print(json.dumps(finding), flush=True)
 
     def check(self, method, path, headers, body, answer, note):
@@ -203,7 +206,8 @@ class Fuzzer:
         for url_token, payload, passphrase in self.state.pushes:
             # (As the app routes it: an absolute-form target's path, "//" merged, no trailing "/".)
             bare = re.sub("/+", "/", re.split("[?#]", re.sub(r"^https?://[^/]*", "", path))[0]).rstrip("/")
-            served = (answer.status == 200 and re.fullmatch(RETRIEVALS.format(re.escape(url_token)), bare)
+            # (A URL push's retrieval is its 303 to the URL, which the redirect's page names.)
+            served = (answer.status in (200, 303) and re.fullmatch(RETRIEVALS.format(re.escape(url_token)), bare)
                       or answer.status in (200, 206) and any(bare.startswith(link) for link in self.links))
             if payload in text and not served:
                 rep("payload-leak", url_token)
@@ -421,6 +425,8 @@ class Fuzzer:
 
     def one(self):
         r = self.rng
+        if self.args.creates and r.random() < self.args.creates:
+            return self.create()
         method = r.choice(METHODS) if r.random() < 0.4 else r.choice(["GET", "POST"])
         path = self.path()
         ctype, body = self.body() if method in ("POST", "PUT", "PATCH", "DELETE") or r.random() < 0.05 \
@@ -433,6 +439,48 @@ class Fuzzer:
             cut = r.randint(0, len(body))
             body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:cut], body[cut:]) if p) + b"0\r\n\r\n"
         self.send(method, path, headers, body)
+
+    def create(self):
+        """A creation near a valid one (the route's root, a payload, the API token, JSON or
+        multipart, a file where the kind takes one) with a few odd fields: odd values reach the
+        code past the checks. A push it makes joins those whose payload and passphrase must
+        not leak."""
+        r = self.rng
+        path, root, kind = r.choice([("/api/v2/pushes", "push", None), ("/api/v2/pushes", "push", "url"),
+                                     ("/api/v2/pushes", "push", "qr"), ("/api/v2/pushes", "push", "file"),
+                                     ("/p.json", "password", None), ("/r.json", "url", None),
+                                     ("/f.json", "file_push", None)])
+        is_url, is_file = kind == "url" or root == "url", kind == "file" or root == "file_push"
+        secret = f"{self.marker}-made-{r.getrandbits(64):016x}"
+        payload = f"https://example.com/{secret}" if is_url else secret
+        inner = {"payload": payload} | ({"kind": kind} if kind else {})
+        for _ in range(r.randint(0, 3)):
+            inner[r.choice(FIELDS[1:10])] = self.odd()
+        passphrase = f"{self.marker}-pp-{r.getrandbits(32):x}" if r.random() < 0.3 else None
+        if passphrase:
+            inner["passphrase"] = passphrase
+        headers = self.api_headers() if r.random() < 0.9 else []
+        if is_file or r.random() < 0.2:
+            boundary = "fzc" + str(r.getrandbits(32))
+            parts = [f'Content-Disposition: form-data; name="{root}[{k}]"\r\n\r\n'
+                     + (v if isinstance(v, str) else json.dumps(v)) for k, v in inner.items() if k != "files"]
+            if is_file:
+                parts += [f'Content-Disposition: form-data; name="{root}[files][]"; filename="{r.choice(["a.txt", "é.pdf", ".x", "a b"])}"'
+                          f"\r\nContent-Type: text/plain\r\n\r\n{secret}-file" for _ in range(r.randint(1, 2))]
+            body = "".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n"
+            headers.append(("Content-Type", f"multipart/form-data; boundary={boundary}"))
+        else:
+            body = json.dumps({root: inner}, ensure_ascii=r.random() < 0.5)
+            headers.append(("Content-Type", "application/json"))
+        answer = self.send("POST", path, headers, body.encode("utf-8", "surrogateescape"))
+        if answer.status == 201:
+            try:
+                url_token = json.loads(answer.body)["url_token"]
+            except (ValueError, KeyError, TypeError):
+                self.report("created", "POST", path, headers, b"", answer, "a 201 without its url_token")
+                return
+            self.state.pushes.append((url_token, secret, passphrase))
+            self.state.secrets.update({secret, url_token} | ({passphrase} if passphrase else set()))
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -498,7 +546,10 @@ def main():
     parser.add_argument("--log", help="the server's log file, scanned at the end")
     parser.add_argument("--create-url", help="where to make its pushes, if not --url (a public gateway's internal instance)")
     parser.add_argument("--proxy-protocol", choices=["v1", "v2"], help="send a PROXY header first (gunicorn --proxy-protocol)")
+    parser.add_argument("--creates", type=float, default=0.2,
+                        help="the share of requests that are creations near a valid one (0: the sequence of before)")
     parser.add_argument("--chunked", type=float, default=0.05, help="the share of bodies sent chunked")
+    parser.add_argument("--dump", metavar="DIR", help="write each finding's request as sent to DIR/<n>.raw")
     parser.add_argument("--no-views", action="store_true", help="skip the concurrent view check")
     args = parser.parse_args()
     fuzzer = Fuzzer(args)
