@@ -472,7 +472,8 @@ class Fuzzer:
         else:
             body = json.dumps({root: inner}, ensure_ascii=r.random() < 0.5)
             headers.append(("Content-Type", "application/json"))
-        answer = self.send("POST", path, headers, body.encode("utf-8", "surrogateescape"))
+        answer = self.send("POST", path, headers, body.encode("utf-8", "surrogateescape"),
+                           note="setup" if self.setup else "")  # (a gateway's pushes: its internal instance's)
         if answer.status == 201:
             try:
                 url_token = json.loads(answer.body)["url_token"]
