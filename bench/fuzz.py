@@ -2,7 +2,7 @@
 
     python bench/fuzz.py --url http://127.0.0.1:8000 --seed 1 --requests 3000 \
         [--email E --token T [--password P]] [--log SERVER_LOG] [--proxy-protocol v1|v2] \
-        [--create-url INTERNAL_URL] [--chunked SHARE] [--creates SHARE] [--dump DIR]
+        [--create-url INTERNAL_URL] [--chunked SHARE] [--creates SHARE] [--pipelined SHARE] [--dump DIR]
 
 (--url https://...: over TLS, any certificate taken; --proxy-protocol: each connection starts
 with that PROXY header, as gunicorn --proxy-protocol wants; --create-url: the pushes it aims at
@@ -102,8 +102,9 @@ PROXY = {None: b"", "v1": b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n",
          + socket.inet_aton("127.0.0.1") + struct.pack(">HH", 40000, 443)}
 
 
-def http(host, port, raw: bytes, timeout=30.0, tls=False, proxy=None) -> Answer:
-    """Send one raw request (Connection: close) and read its answer (over TLS, after a PROXY header)."""
+def http(host, port, raw: bytes, timeout=30.0, tls=False, proxy=None) -> bytes:
+    """Send raw requests (the last with Connection: close) and read all that comes back (over
+    TLS, after a PROXY header)."""
     sock = socket.create_connection((host, port), timeout=timeout)
     data = b""
     try:
@@ -121,35 +122,46 @@ def http(host, port, raw: bytes, timeout=30.0, tls=False, proxy=None) -> Answer:
             pass  # (ssl: a server that closes without TLS's close_notify)
     finally:
         sock.close()
-    head, _, body = data.partition(b"\r\n\r\n")
+    return data
+
+
+def parse(data: bytes, head_only=False) -> tuple[Answer, bytes]:
+    """The first answer in data (head_only: a HEAD's, no body), and the bytes after it."""
+    head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
     if not match:
-        return Answer(0, {}, data)
+        return Answer(0, {}, data), b""
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = dechunk(body)
+    status = int(match.group(1))
+    if head_only or status in (204, 304):
+        body = b""
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body, rest = dechunk(rest)
     elif "content-length" in headers and headers["content-length"].isdigit():
-        body = body[:int(headers["content-length"])]
-    return Answer(int(match.group(1)), headers, body)
+        body, rest = rest[:int(headers["content-length"])], rest[int(headers["content-length"]):]
+    else:
+        body, rest = rest, b""
+    return Answer(status, headers, body), rest
 
 
-def dechunk(body: bytes) -> bytes:
+def dechunk(body: bytes) -> tuple[bytes, bytes]:
+    """A chunked body's data, and the bytes after it."""
     out = b""
     while body:
         size_line, _, body = body.partition(b"\r\n")
         size = int(size_line.split(b";")[0] or b"0", 16)
         if size == 0:
-            break
+            return out, body.partition(b"\r\n")[2]  # (no trailers sent)
         out, body = out + body[:size], body[size + 2:]
-    return out
+    return out, b""
 
 
-def build(method, path, headers, body=b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+def build(method, path, headers, body=b"", close=True) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"] + (["Connection: close"] if close else [])
     lines += [f"{k}: {v}" for k, v in headers]
     if (body or method in ("POST", "PUT", "PATCH")) and ("Transfer-Encoding", "chunked") not in headers:
         lines.append(f"Content-Length: {len(body)}")
@@ -173,15 +185,23 @@ class Fuzzer:
         if args.token:
             self.state.secrets.add(args.token)
 
-    def send(self, method, path, headers=(), body=b"", note="") -> Answer:
-        raw = self.raw = build(method, path, list(headers), body)
+    def send(self, method, path, headers=(), body=b"", note="", then=None) -> Answer:
+        """Send a request (then: a second one, (method, path, headers), pipelined after it on
+        its connection) and check its answer (and the second's, where the first kept it open)."""
+        raw = self.raw = build(method, path, list(headers), body, close=then is None)
+        if then:
+            raw += build(*then)
         host, port, tls = self.setup if self.setup and note == "setup" else (self.host, self.port, self.tls)
         try:
-            answer = http(host, port, raw, tls=tls, proxy=None if (host, port) != (self.host, self.port)
-                          else self.args.proxy_protocol)
+            data = http(host, port, raw, tls=tls, proxy=None if (host, port) != (self.host, self.port)
+                        else self.args.proxy_protocol)
+            answer, rest = parse(data, method == "HEAD")
         except OSError as exc:
-            answer = Answer(0, {}, str(exc).encode())
+            answer, rest = Answer(0, {}, str(exc).encode()), b""
         self.check(method, path, list(headers), body, answer, note)
+        if then and answer.status and answer.headers.get("connection", "").lower() != "close":
+            second, _ = parse(rest, then[0] == "HEAD")
+            self.check(*then, b"", second, "pipelined")
         return answer
 
     def report(self, kind, method, path, headers, body, answer, detail=""):
@@ -438,7 +458,10 @@ class Fuzzer:
             headers.append(("Transfer-Encoding", "chunked"))
             cut = r.randint(0, len(body))
             body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:cut], body[cut:]) if p) + b"0\r\n\r\n"
-        self.send(method, path, headers, body)
+        then = None
+        if self.args.pipelined and r.random() < self.args.pipelined:  # a second request on its connection
+            then = (r.choice(["GET", "GET", "HEAD", "POST", "DELETE"]), self.path(), self.headers(None))
+        self.send(method, path, headers, body, then=then)
 
     def create(self):
         """A creation near a valid one (the route's root, a payload, the API token, JSON or
@@ -550,6 +573,8 @@ def main():
     parser.add_argument("--creates", type=float, default=0.2,
                         help="the share of requests that are creations near a valid one (0: the sequence of before)")
     parser.add_argument("--chunked", type=float, default=0.05, help="the share of bodies sent chunked")
+    parser.add_argument("--pipelined", type=float, default=0.1,
+                        help="the share of requests followed by a second on their connection (0: none)")
     parser.add_argument("--dump", metavar="DIR", help="write each finding's request as sent to DIR/<n>.raw")
     parser.add_argument("--no-views", action="store_true", help="skip the concurrent view check")
     args = parser.parse_args()
