@@ -415,11 +415,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             req.body.__class__ = RequestBody
             req.body.request = req
             if conn.head is None:  # (read by gunicorn in this thread)
-                self.head_read(conn)
-                if conn.expired:
-                    # Its deadline passed as its head's last bytes came: the main loop shut its
-                    # socket down (or is about to): dropped as a late head, the app not run (a
-                    # view counted, say, its answer never written).
+                if not self.head_in_time(conn):
                     return False
                 conn.idle_by = 0.0
                 if type(req) is Request:
@@ -440,11 +436,13 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 conn.drain = self.body_limit
 
     def handle_http2(self, conn):
-        self.head_read(conn)  # (HTTP/2 over TLS, or with prior knowledge: its thread's for good, as gthread's)
+        if not self.head_in_time(conn):  # (HTTP/2 over TLS, or with prior knowledge: its thread's for good, as gthread's)
+            return False
         return super().handle_http2(conn)
 
     def handle_h2c_upgrade(self, conn, req, settings):
-        self.head_read(conn)
+        if not self.head_in_time(conn):
+            return False
         return super().handle_h2c_upgrade(conn, req, settings)
 
     def watch_head(self, conn):
@@ -472,6 +470,15 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 del self.thread_heads[conn]
         if watch is not None:
             watch.close()
+
+    def head_in_time(self, conn) -> bool:
+        """(A thread: gunicorn read the head, an HTTP/2 connection's handshake or preface.) No longer
+        watched (head_read); False where its deadline passed as its last bytes came: the main loop
+        shut its socket down (or is about to), and Linux still reads to the thread what the client
+        sent before and after it (tests: a handshake held until then), so it is dropped as a late
+        head, the app not run (a view counted, say, its answer never written on TLS: both ways shut)."""
+        self.head_read(conn)
+        return not conn.expired
 
     def expire_heads(self, now):
         """(Main loop.) End the reads of the heads threads read past their deadline (watch_head)."""
