@@ -775,3 +775,28 @@ def test_a_tls_head_whose_deadline_passed_as_it_came_is_not_served(tmp_path):
         logs = server.logs()
     assert status == 200 and json.loads(raw)["payload"] == "once", raw  # (was: expired, its one view spent)
     assert "Traceback" not in logs, logs
+
+
+def test_a_new_connection_is_dropped_at_its_deadline_behind_a_kept_alive_one_waiting_longer(tmp_path):
+    """gunicorn's murder_pending closes the connections waiting for a first byte in their list's
+    order, stopping at the first not yet due: a kept-alive TLS connection woken by a KeyUpdate
+    waits there `keepalive` (30 s here), a new connection `timeout` (3 s). Put in the list by
+    when it came, a new one behind the kept-alive one waited 30 s, not 3, and so would any number
+    of them (each counted in worker_connections); kept by deadline (934e630), it is dropped in time."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    context.keylog_filename = keylog = tmp_path / "keys.log"
+    args = (*args, "--threads", "1", "--timeout", "3", "--keep-alive", "30")
+    up = b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        kept = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        kept.settimeout(20)  # (a failure guard only)
+        kept.sendall(up)
+        assert _one_answer(kept).startswith(b"HTTP/1.1 200 ")
+        socket.socket.sendall(kept, _key_update(kept, keylog, 1))  # (on the poller again, up to `keepalive`)
+        for _ in range(2):  # (the one thread took the KeyUpdate first; the main loop put it back before the second)
+            assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        new = socket.create_connection(("127.0.0.1", server.port))  # (sends nothing: dropped after `timeout`)
+        assert _until_closed(new) == b""  # (its 20 s guard: was 30 s, behind the kept-alive one)
+        assert _tls_still_open(kept)
+        logs = server.logs()
+    assert "Traceback" not in logs, logs
