@@ -335,6 +335,7 @@ def _register_database(app):
         engine = db.engine
         fastsql.new_connections_after_fork(engine)
         if engine.dialect.name == "sqlite":
+            fastsql.bind_without_adapting(engine.dialect.loaded_dbapi)
             wal_autocheckpoint = app.config.get("PWPUSH_SQLITE_WAL_AUTOCHECKPOINT")
             event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint, engine.url.database))
             event.listen(engine, "begin", _sqlite_begin)

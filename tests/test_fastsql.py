@@ -405,6 +405,24 @@ def test_sqlite_datetime_binds_match_sqlalchemys_text():
     assert fastsql.bind_processor(DateTime(), postgresql.dialect()) is None
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_binds_none_and_blobs_as_they_are(app):
+    """The app registers sqlite3 adapters for None, bytes and memoryviews (sqlite3 tried to
+    adapt them at a cost), and they give each value back as it came: NULL and the blob."""
+    with app.app_context():
+        dbapi = db.engine.dialect.loaded_dbapi
+    for type_ in (type(None), bytes, memoryview):
+        assert dbapi.adapters[type_, dbapi.PrepareProtocol] is fastsql._itself
+    values = (None, b"\x00a", memoryview(b"\xffb"))
+    connection = dbapi.connect(":memory:")
+    try:
+        row = connection.execute("SELECT typeof(?), ?, typeof(?), ?, typeof(?), ?",
+                                 [v for value in values for v in (value, value)]).fetchone()
+    finally:
+        connection.close()
+    assert row == ("null", None, "blob", b"\x00a", "blob", b"\xffb")
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite has no server)
 def test_a_connection_the_server_ends_mid_request_is_a_json_500_then_service_resumes(app, client, token):
     """The request's rollback at teardown, on the connection the server ended, raised out of
