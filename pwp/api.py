@@ -119,6 +119,7 @@ def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, ba
     shown_live = retrieval is not None and retrieval.last_view and push.kind != Kind.file
     json_path = f"/api/v2/pushes/{push.url_token}" if version == "v2" else f"/p/{push.url_token}.json"
     base = base or base_url()
+    created = iso(push.created_at)
     data = {
         "expire_after_views": push.expire_after_views,
         "expired": False if shown_live else push.expired,
@@ -128,8 +129,9 @@ def push_json(push, now, *, version="v2", owner_fields=False, retrieval=None, ba
         "expired_on": None if shown_live else iso(push.expired_on),
         # Deviation 1: the passphrase is never returned.
         "passphrase": None,
-        "created_at": iso(push.created_at),
-        "updated_at": iso(push.updated_at),
+        "created_at": created,
+        # (a new push's are one time: formatted once, ~10 k instructions, 1 % of a create)
+        "updated_at": created if push.updated_at == push.created_at else iso(push.updated_at),
         "expire_after_days": push.expire_after_days,
         "days_remaining": pushes.days_remaining(push, now),
         "views_remaining": pushes.views_remaining(push),

@@ -273,6 +273,17 @@ def test_a_purge_right_after_a_failed_view_commits_is_no_500(client, purge_after
     assert r.status_code == 200 and r.json["expired"] is True and r.json["payload"] is None
 
 
+def test_a_push_answers_its_creation_time_and_its_last_update(client, clock):
+    """A new push was updated when it was created; a view updates it (the fast path here)."""
+    created = clock.now.isoformat(timespec="milliseconds") + "Z"
+    body = client.post("/api/v2/pushes", json={"push": {"payload": "p"}}).json
+    assert body["created_at"] == body["updated_at"] == created
+    clock.advance(hours=1, microseconds=1500)
+    body = client.get(f"/api/v2/pushes/{body['url_token']}").json
+    assert body["created_at"] == created
+    assert body["updated_at"] == clock.now.isoformat(timespec="milliseconds") + "Z" != created
+
+
 def test_a_counted_view_answers_the_updated_at_it_wrote(client, clock):
     """The general path (a passphrase push here) agrees with the fast path and the row."""
     url_token = client.post("/api/v2/pushes", json={"push": {"payload": "p", "passphrase": "pp"}}).json["url_token"]

@@ -394,9 +394,12 @@ def test_sqlite_datetime_binds_match_sqlalchemys_text():
     ours = fastsql.bind_processor(DateTime(), dialect)
     theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
     assert ours.__name__ == "naive_datetime_text"
-    for value in [datetime(2026, 11, 27, 17, 10, 13, 123), datetime(2026, 1, 2), datetime(5, 1, 1, 0, 0, 0, 1),
-                  datetime(9999, 12, 31, 23, 59, 59, 999999), datetime(2026, 1, 2, tzinfo=timezone.utc),
-                  date(2026, 3, 4), None]:
+    values = [datetime(2026, 11, 27, 17, 10, 13, 123), datetime(2026, 1, 2), datetime(5, 1, 1, 0, 0, 0, 1),
+              datetime(9999, 12, 31, 23, 59, 59, 999999), datetime(2026, 1, 2, tzinfo=timezone.utc),
+              date(2026, 3, 4), None]
+    # Each value twice in a row and after every other (the text of the time bound last is
+    # reused for an equal one, never for another value or an aware one of the same instant).
+    for value in values + [v for value in values for w in values for v in (value, value, w)]:
         assert ours(value) == theirs(value), value
     with pytest.raises(TypeError):
         ours("2026-01-01")
