@@ -602,6 +602,8 @@ def deliver(config, recipients: list[str], body: str,
                                       to_addrs=[recipient])
                     sent.append(recipient)
                 except smtplib.SMTPRecipientsRefused as exc:
+                    if watch.given_up:  # (its answer cut short: none)
+                        raise
                     code = exc.recipients.get(recipient, (None,))[0]
                     failures.append(f"{recipient}: refused (SMTP {code})")
                     refused += 1

@@ -70,10 +70,13 @@ class SmtpServer:
 class TricklingServer:
     """An SMTP server that answers a byte at a time for ever: its greeting a multi-line 220
     reply that never ends, a byte every `every` seconds (each of the client's reads gets one
-    well within its timeout). Started and stopped by the test (stop: its connections closed)."""
+    well within its timeout); or, with `answers` (the greeting, then one for each command but
+    the last, each at once), the last command's reply `line`, again and again. Started and
+    stopped by the test (stop: its connections closed)."""
 
-    def __init__(self, every: float = 0.1):
-        self.every = every
+    def __init__(self, every: float = 0.1, answers: tuple[bytes, ...] = (),
+                 line: bytes = b"220-pwpush.test ESMTP, slowly\r\n"):
+        self.every, self.answers, self.line = every, answers, line
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.stopped = threading.Event()
@@ -93,9 +96,15 @@ class TricklingServer:
             threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
     def _trickle(self, conn):
-        line = b"220-pwpush.test ESMTP, slowly\r\n"
+        try:
+            commands = conn.makefile("rb")
+            for answer in self.answers:
+                conn.sendall(answer)
+                commands.readline()
+        except OSError:  # (stop closed it)
+            return
         while True:
-            for byte in line:
+            for byte in self.line:
                 # (The server's pace, not a test's wait: it ends as soon as stop() is called.)
                 if self.stopped.wait(self.every):
                     return
@@ -111,6 +120,10 @@ class TricklingServer:
 
     def stop(self):
         self.stopped.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # (wakes its accept(), which close() did not)
+        except OSError:
+            pass
         self.listener.close()
         for conn in self.connections:
             conn.close()

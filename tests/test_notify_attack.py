@@ -171,3 +171,23 @@ def test_a_server_that_answers_a_byte_at_a_time_holds_the_thread_no_longer_than_
         assert "ann@example.com" not in caplog.text
     finally:
         server.stop()
+
+
+def test_a_recipients_answer_cut_by_the_deadline_is_not_a_refusal(settings, database_url, request):
+    """A reply to RCPT that had not ended by the deadline (a server trickling it) was read, cut
+    short, as the server refusing the recipient ('refused (SMTP 550)', '1 refused by the SMTP
+    server'): smtplib's SMTPRecipientsRefused is no SMTPResponseException, which deliver gives
+    up on. The server gave no answer: the mail took longer than the deadline."""
+    server = TricklingServer(answers=(b"220 pwpush.test ESMTP\r\n", b"250 pwpush.test\r\n", b"250 OK\r\n"),
+                             line=b"550 5.1.1 not yet, ")  # (the reply never ends)
+    settings.update(server.settings(), PWP__MAIL__SMTP_TIMEOUT=1)
+    app = request.getfixturevalue("app")
+    server.start()
+    try:
+        sent, error, why = notify.deliver(app.config, ["ann@example.com"], "body")
+    finally:
+        server.stop()
+    seconds = notify.SMTP_DEADLINE * 1
+    assert (sent, error, why) == (
+        [], f"Sent to 0 of 1 recipient(s). The SMTP server: took longer than {seconds} s",
+        f"the SMTP server 127.0.0.1:{server.port} (none): took longer than {seconds} s")
