@@ -51,8 +51,8 @@ def wait(worker, deadline: float) -> int:
 def cut_at_exit(worker):
     """As this process exits (Python's exit, before it joins the threads left: a graceful stop
     that waited, SIGQUIT's or SIGINT's quick one, a worker aborted), the e-mail jobs still
-    unfinished are cut once the requests being served are done: logged, the process ended
-    (status 1 if gunicorn aborted it)."""
+    unfinished are cut once the requests being served are done (or graceful_timeout less a
+    second after the stop began): logged, the process ended (status 1 if gunicorn aborted it)."""
     register = getattr(threading, "_register_atexit", None)  # (Python 3.9 and later)
     if register is None:
         return
@@ -62,8 +62,14 @@ def cut_at_exit(worker):
         if pool is not None and pending():
             # Python's exit joins them (concurrent.futures' own callback, after this one): a
             # request being served (SIGQUIT's stop) finishes, its answer sent, as it would with
-            # no e-mail job left; cut at once, a view it had counted lost its secret.
-            pool.shutdown(wait=True)
+            # no e-mail job left; cut at once, a view it had counted lost its secret. Until
+            # graceful_timeout less a second after the stop began, as its mails (run): one stuck
+            # longer held the cut until a stopping master's SIGKILL, which no one logged.
+            pool.shutdown(wait=False)  # (its idle threads end)
+            deadline = ((getattr(worker, "stop_asked", None) or time.monotonic())
+                        + max(0, worker.cfg.graceful_timeout - 1))
+            for thread in list(getattr(pool, "_threads", ())):  # (no public bounded join)
+                thread.join(max(0.0, deadline - time.monotonic()))
         left = pending()
         if not left:
             return

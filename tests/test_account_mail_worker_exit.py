@@ -219,6 +219,29 @@ def test_a_mail_given_by_a_request_served_as_a_worker_restarts_is_sent(tmp_path,
         smtp.controller.stop()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_stopped_by_sigterm_with_a_request_stuck_and_a_mail_held_cuts_it_before_the_sigkill(
+        tmp_path, database_url):
+    """The cut joined gthread's pool without a bound: a request that outlived graceful_timeout
+    (here waiting for a row lock of the test's throughout) held the worker's exit until the
+    stopping master's SIGKILL ('was sent SIGKILL! Perhaps out of memory?'), the held mail cut
+    unsaid. It waits for the requests until graceful_timeout less a second after the stop
+    began, as for its mails, then cuts them and says so."""
+    with _mail_held(tmp_path, "--graceful-timeout", "3", database_url=database_url) as held:
+        server = held.server
+        status, push = server.json("POST", "/api/v2/pushes", {"push": {"payload": "the secret"}})
+        assert status == 201, push
+        with psycopg.connect(database_url) as lock:
+            lock.execute("SELECT id FROM pushes FOR UPDATE")
+            retrieve = threading.Thread(target=lambda: _retrieve(server.port, push["url_token"]))
+            retrieve.start()
+            wait_for_a_lock_waiter(database_url, "the retrieve", thread=retrieve)
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=60)  # (the master kills a worker still there after 3 s)
+        retrieve.join(60)
+        _assert_cut(server.logs())
+
+
 def _retrieve(port, url_token):
     try:
         status, _headers, body = request(port, "GET", f"/api/v2/pushes/{url_token}", timeout=60)
