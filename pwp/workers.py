@@ -218,6 +218,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.restart_by = 0.0  # (restart: deferred while e-mails are sent) when it stops at the latest
         self.mails_by = 0.0  # (restart) when its e-mail jobs are cut at the latest (run)
         self.restarting = False  # max_requests was reached (restart)
+        self.in_flight = 0  # requests given to threads, not yet finished (submit, finish_request)
         self.stop_asked = None  # when SIGTERM came (handle_exit)
         # (TLS, the PROXY protocol.) Connections whose handshake and head a thread reads, by their
         # deadline (watch_head); threads add and take them, the main loop ends them (expire_heads).
@@ -248,7 +249,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # it, less a second, so that it ends (and says what it cut) before a stopping master's
         # SIGKILL. Restarted by max_requests: those it served on for have none more (restart),
         # its replacement waits for its end; those that the requests it finished as it stopped
-        # gave (a link form's at its close()) have what is left of graceful_timeout (mails_by).
+        # gave (a link form's at its close(); requests still served at restart_by's deadline)
+        # have what is left of graceful_timeout (mails_by).
         now = time.monotonic()
         if self.stop_asked is not None or not self.restarting:
             worker_mails.wait(self, (self.stop_asked or now) + max(0, self.cfg.graceful_timeout - 1))
@@ -269,17 +271,19 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         """(Main loop.) max_requests reached. gunicorn's master starts the replacement only once
         this process has ended, and Python ends it only once its sending threads are done: a
         worker that stopped while an SMTP server held a mail answered no one meanwhile (the only
-        worker: the instance), until the master killed it. With e-mails being sent it serves on
-        until they are done, at most graceful_timeout more (restart_by, murder_pending), then
-        stops without waiting for them (run: what is left is cut, and logged)."""
+        worker: the instance), until the master killed it. With e-mails being sent, or requests
+        its threads still serve (whose mails come as they end: a link form's at its close()), it
+        serves on until none is left, at most graceful_timeout more (restart_by, murder_pending),
+        then stops without waiting for them (run: what is left is cut, and logged)."""
         self.restart_after, self.restarting = sys.maxsize, True
         self.log.info("Autorestarting worker after current request.")
         self.mails_by = time.monotonic() + self.cfg.graceful_timeout
         jobs = worker_mails.pending()
-        if jobs and self.alive and self.cfg.graceful_timeout > 0:
+        if (jobs or self.in_flight) and self.alive and self.cfg.graceful_timeout > 0:
             self.restart_by = self.mails_by
-            self.log.info("(Once its %d e-mail job(s) are done, in %d s at most: serving meanwhile.)",
-                          jobs, self.cfg.graceful_timeout)
+            if jobs:
+                self.log.info("(Once its %d e-mail job(s) are done, in %d s at most: serving meanwhile.)",
+                              jobs, self.cfg.graceful_timeout)
         else:
             self.alive = False
 
@@ -320,7 +324,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             self.wait_for_first_byte(conn)
             return
         if conn.head is None or type(conn.sock) is GoneSocket:  # (GoneSocket: the thread ends it)
-            super().enqueue_req(conn)
+            self.submit(conn)
             return
         if conn.parser is not None and (read_ahead := conn.parser.unreader.take_buffered()):
             conn.head += read_ahead
@@ -374,6 +378,11 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             conn.handed = len(head)
             self.held += conn.handed
         head.clear()
+        self.submit(conn)
+
+    def submit(self, conn):
+        """(Main loop.) The connection's request to a thread (finish_request: once it is done)."""
+        self.in_flight += 1
         super().enqueue_req(conn)
 
     def handle(self, conn):
@@ -527,6 +536,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)
+        self.in_flight -= 1
         if self.nr >= self.restart_after:
             self.restart()
         self.held -= conn.handed
@@ -573,8 +583,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # (Called in the main loop after each round of events, as gunicorn's own.)
         super().murder_pending()
         now = time.monotonic()
-        if self.restart_by and (now >= self.restart_by or not self.alive or not worker_mails.pending()):
-            self.restart_by = 0.0  # (restart: its e-mails sent, or it waited long enough for them)
+        if self.restart_by and (now >= self.restart_by or not self.alive
+                                or not (self.in_flight or worker_mails.pending())):
+            self.restart_by = 0.0  # (restart: its requests done and e-mails sent, or it waited long enough)
             self.alive = False
         if self.worker_connections != self.cfg.worker_connections and now >= self.accept_again:
             self.worker_connections = self.cfg.worker_connections  # (accept: out of files a second ago)
