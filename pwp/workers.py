@@ -147,7 +147,10 @@ class _Connection(gthread.TConn):
             self.parser.unreader.keep = self.keep
         if waits:
             # (TLS.) Its handshake done, no byte of a head yet (a browser's connection opened in
-            # advance): the poller waits for it, not this thread (ThreadWorker.finish_request).
+            # advance): the poller waits for it, not this thread (ThreadWorker.finish_request),
+            # `timeout` from now: not from its accept (a ClientHello that waited for a thread
+            # that long had its head, sent just after the handshake, dropped unanswered).
+            self.idle_by = 0.0
             self.parser = _HeadNotYet(self.parser)
 
     def head_came(self) -> bool:

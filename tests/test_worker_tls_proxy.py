@@ -443,6 +443,24 @@ def test_clients_that_stop_mid_handshake_head_or_body_read_by_gunicorn_do_not_ho
     assert "Traceback" not in logs and "Error" not in logs, logs
 
 
+def test_a_tls_connection_that_waited_for_a_thread_has_its_head_wait_anew_after_its_handshake(tmp_path):
+    """A TLS connection whose ClientHello waited for a thread (the one thread held by a client
+    stopped mid-handshake until its deadline) is handshaked `timeout` after its accept; its head
+    comes just after the handshake, so it waits on the poller for it: that wait was counted from
+    the accept, already past, and the connection was dropped unanswered (934e630's deadline,
+    meant for records without application data). Its handshake done, it waits `timeout` anew."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=(*args, "--threads", "1", "--timeout", "2"),
+                  context=context) as server:
+        stalled = _stalled(server.port, b"\x16\x03\x01\x00\x80")  # (the thread's, until its deadline)
+        try:
+            for _ in range(3):
+                assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        finally:
+            stalled.close()
+        assert "Traceback" not in server.logs()
+
+
 @pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
 def test_connections_that_send_nothing_take_no_thread(tmp_path, served):
     """gthread gave each new TLS or PROXY protocol connection a thread that waited up to 5 s
