@@ -221,7 +221,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.restart_by = 0.0  # (restart: deferred while e-mails are sent) when it stops at the latest
         self.mails_by = 0.0  # (restart) when its e-mail jobs are cut at the latest (run)
         self.restarting = False  # max_requests was reached (restart)
-        self.in_flight = 0  # requests given to threads, not yet finished (submit, finish_request)
+        self.in_app = 0  # requests the app is serving in threads (handle_request), under in_app_lock
+        self.in_app_lock = threading.Lock()
         self.stop_asked = None  # when SIGTERM came (handle_exit)
         # (TLS, the PROXY protocol.) Connections whose handshake and head a thread reads, by their
         # deadline (watch_head); threads add and take them, the main loop ends them (expire_heads).
@@ -282,7 +283,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.log.info("Autorestarting worker after current request.")
         self.mails_by = time.monotonic() + self.cfg.graceful_timeout
         jobs = worker_mails.pending()
-        if (jobs or self.in_flight) and self.alive and self.cfg.graceful_timeout > 0:
+        if (jobs or self.in_app) and self.alive and self.cfg.graceful_timeout > 0:
             self.restart_by = self.mails_by
             if jobs:
                 self.log.info("(Once its %d e-mail job(s) are done, in %d s at most: serving meanwhile.)",
@@ -327,7 +328,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             self.wait_for_first_byte(conn)
             return
         if conn.head is None or type(conn.sock) is GoneSocket:  # (GoneSocket: the thread ends it)
-            self.submit(conn)
+            super().enqueue_req(conn)
             return
         if conn.parser is not None and (read_ahead := conn.parser.unreader.take_buffered()):
             conn.head += read_ahead
@@ -381,11 +382,6 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             conn.handed = len(head)
             self.held += conn.handed
         head.clear()
-        self.submit(conn)
-
-    def submit(self, conn):
-        """(Main loop.) The connection's request to a thread (finish_request: once it is done)."""
-        self.in_flight += 1
         super().enqueue_req(conn)
 
     def handle(self, conn):
@@ -438,9 +434,13 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             conn.continued = req._expected_100_continue = False
         if conn.cut:
             req.force_close()
+        with self.in_app_lock:
+            self.in_app += 1
         try:
             return super().handle_request(req, conn)
         finally:
+            with self.in_app_lock:
+                self.in_app -= 1
             if type(req.body.reader) is CountedChunkedReader and req.body.reader.refused:
                 # Its client may still be sending it (a blocking client reads the answer only
                 # then): up to the app's limit more read and dropped as the connection closes,
@@ -539,7 +539,6 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
 
     def finish_request(self, conn, fs):
         # (Main loop: a thread is done with the connection, its head parsed long since.)
-        self.in_flight -= 1
         if self.nr >= self.restart_after:
             self.restart()
         self.held -= conn.handed
@@ -587,7 +586,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         super().murder_pending()
         now = time.monotonic()
         if self.restart_by and (now >= self.restart_by or not self.alive
-                                or not (self.in_flight or worker_mails.pending())):
+                                or not (self.in_app or worker_mails.pending())):
             self.restart_by = 0.0  # (restart: its requests done and e-mails sent, or it waited long enough)
             self.alive = False
         if self.worker_connections != self.cfg.worker_connections and now >= self.accept_again:
