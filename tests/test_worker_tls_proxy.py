@@ -445,17 +445,27 @@ def test_clients_that_stop_mid_handshake_head_or_body_read_by_gunicorn_do_not_ho
 
 def test_a_tls_connection_that_waited_for_a_thread_has_its_head_wait_anew_after_its_handshake(tmp_path):
     """A TLS connection whose ClientHello waited for a thread (the one thread held by a client
-    stopped mid-handshake until its deadline) is handshaked `timeout` after its accept; its head
-    comes just after the handshake, so it waits on the poller for it: that wait was counted from
+    stopped mid-handshake until its deadline) is handshaked past `timeout` after its accept; its
+    head comes after the handshake, so it waits on the poller for it: that wait was counted from
     the accept, already past, and the connection was dropped unanswered (934e630's deadline,
-    meant for records without application data). Its handshake done, it waits `timeout` anew."""
+    meant for records without application data). Its handshake done, it waits `timeout` anew.
+    (Reached each time: the late connection is accepted before the stalled one takes the thread,
+    and sends its head only once the thread answered another request, its handshake done.)"""
     args, context, _prefix = _served(tmp_path, "TLS")
-    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=(*args, "--threads", "1", "--timeout", "2"),
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=(*args, "--threads", "1", "--timeout", "3"),
                   context=context) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=20)  # (accepted: its deadline runs)
         stalled = _stalled(server.port, b"\x16\x03\x01\x00\x80")  # (the thread's, until its deadline)
+        shaken = []  # (its ClientHello readable after stalled's start: a thread for it only past its deadline)
+        handshake = threading.Thread(target=lambda: shaken.append(context.wrap_socket(raw, server_hostname="127.0.0.1")))
+        handshake.start()
         try:
-            for _ in range(3):
-                assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+            handshake.join(20)  # (a failure guard only)
+            late = shaken[0]
+            # (Its thread, its handshake done, found no head and let it go to the poller: then /up's turn.)
+            assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+            late.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _until_closed(late).startswith(b"HTTP/1.1 200 ")  # (was: b"", dropped at its accept's deadline)
         finally:
             stalled.close()
         assert "Traceback" not in server.logs()
