@@ -64,10 +64,16 @@ def cut_at_exit(worker):
             # request being served (SIGQUIT's stop) finishes, its answer sent, as it would with
             # no e-mail job left; cut at once, a view it had counted lost its secret. Until
             # graceful_timeout less a second after the stop began, as its mails (run): one stuck
-            # longer held the cut until a stopping master's SIGKILL, which no one logged.
+            # longer held the cut until a stopping master's SIGKILL, which no one logged. A restart
+            # (max_requests) waits no longer than for its mails (mails_by, already past after a
+            # request stuck through its stop): the join tells the master nothing, which kills a
+            # worker silent for `timeout`.
             pool.shutdown(wait=False)  # (its idle threads end)
-            deadline = ((getattr(worker, "stop_asked", None) or time.monotonic())
-                        + max(0, worker.cfg.graceful_timeout - 1))
+            stop_asked = getattr(worker, "stop_asked", None)
+            if stop_asked is None and getattr(worker, "restarting", False):
+                deadline = worker.mails_by
+            else:
+                deadline = (stop_asked or time.monotonic()) + max(0, worker.cfg.graceful_timeout - 1)
             for thread in list(getattr(pool, "_threads", ())):  # (no public bounded join)
                 thread.join(max(0.0, deadline - time.monotonic()))
         left = pending()

@@ -242,6 +242,31 @@ def test_a_worker_stopped_by_sigterm_with_a_request_stuck_and_a_mail_held_cuts_i
         _assert_cut(server.logs())
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_worker_restarted_by_max_requests_with_a_request_stuck_and_a_mail_held_cuts_it_at_once(
+        tmp_path, database_url):
+    """A worker restarted by max_requests with a mail held serves on (graceful_timeout), then
+    stops (its requests another graceful_timeout), then its mails' deadline (the restart's
+    graceful_timeout) is past: the cut joined the request still stuck (a row lock of the
+    test's) graceful_timeout less a second more, from its own start, telling the master
+    nothing meanwhile: past `timeout` the master killed it ('WORKER TIMEOUT'), the held mail cut
+    unsaid. On a restart the cut waits for requests no later than for its mails (mails_by)."""
+    with _mail_held(tmp_path, "--max-requests", "5", "--graceful-timeout", "5", "--timeout", "2",
+                    database_url=database_url) as held:
+        server = held.server
+        status, push = server.json("POST", "/api/v2/pushes", {"push": {"payload": "the secret"}})  # (3rd request)
+        assert status == 201, push
+        with psycopg.connect(database_url) as lock:
+            lock.execute("SELECT id FROM pushes FOR UPDATE")
+            retrieve = threading.Thread(target=lambda: _retrieve(server.port, push["url_token"]))  # (4th)
+            retrieve.start()
+            wait_for_a_lock_waiter(database_url, "the retrieve", thread=retrieve)
+            assert server.request("GET", "/api/v2/version")[0] == 200  # (5th: max_requests)
+            _wait_for_log(server, "Booting worker", count=2)  # (the worker ended: cut, or killed)
+        retrieve.join(60)
+        _assert_cut(server.logs())
+
+
 def _retrieve(port, url_token):
     try:
         status, _headers, body = request(port, "GET", f"/api/v2/pushes/{url_token}", timeout=60)
