@@ -9,9 +9,10 @@ Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules o
 import socket
 
 from gunicorn.http.errors import InvalidProxyHeader, InvalidProxyLine
-from gunicorn.util import write_nonblock
+from gunicorn.util import close_graceful, write_nonblock
+from gunicorn.workers.sync import SyncWorker
 
-from pwp.worker_heads import RecordingUnreader, is_api
+from pwp.worker_heads import RecordingUnreader, head_limits, is_api
 
 # The headers the app puts on every answer (pwp.factory.SecurityHeaders: the security headers
 # as configured, and no-store), on the worker's own answers too: set by ThreadWorker.run.
@@ -129,8 +130,30 @@ def answer_as_ours(worker):
     request's head is gone when gunicorn refuses it, so not the API's JSON)."""
     if isinstance(worker, ErrorAnswers):
         return
-    worker.__class__ = type(type(worker).__name__, (ErrorAnswers, type(worker)), {})
+    parts = (ErrorAnswers, type(worker))
+    if worker.cfg.is_ssl and isinstance(worker, SyncWorker):
+        parts = (SyncPlainRefusal, *parts)
+        worker.plain_keep = head_limits(worker.cfg)[3]
+    worker.__class__ = type(type(worker).__name__, parts, {})
     use_app_headers(worker.wsgi)
+
+
+class SyncPlainRefusal:
+    """(answer_as_ours: `-k sync` serving TLS.) Plain HTTP sent to the TLS port gets nginx's 400,
+    as ThreadWorker's (refuse_plain in its _Connection.init): gunicorn's handshake failed and its
+    answer went to the socket the failed SSLSocket had taken, nothing sent."""
+
+    def handle(self, listener, client, addr):
+        try:
+            client.recv(1, socket.MSG_PEEK)  # (its first byte: the handshake would wait for it too)
+            refuse_plain(client, self.plain_keep)
+        except PlainRequest as request:
+            self.handle_error(None, client, addr, request)
+            close_graceful(client)  # (its rest read and dropped, up to 64 KiB: no reset for the 400)
+            return
+        except OSError:  # (a failed connection: the handshake says so)
+            pass
+        super().handle(listener, client, addr)
 
 
 def use_app_headers(wsgi):

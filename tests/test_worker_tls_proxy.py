@@ -92,18 +92,20 @@ def test_a_long_body_the_app_left_unread_lets_a_blocking_client_read_its_answer(
     assert "Traceback" not in logs
 
 
+@pytest.mark.parametrize("kind", [(), ("-k", "sync")], ids=["ours", "sync"])
 @pytest.mark.parametrize("path, content_type, body", [
     ("/api/v2/version", "application/json; charset=utf-8", {"status": 400, "error": "Bad Request"}),
     ("/p.json", "application/json; charset=utf-8", {"status": 400, "error": "Bad Request"}),
     ("/", "text/plain; charset=utf-8", b"The plain HTTP request was sent to HTTPS port\n"),
 ])
-def test_plain_http_sent_to_the_tls_port_gets_a_plain_400_as_nginx_answers(tmp_path, path, content_type, body):
+def test_plain_http_sent_to_the_tls_port_gets_a_plain_400_as_nginx_answers(tmp_path, path, content_type, body, kind):
     """A client that speaks plain HTTP to the TLS port got nothing: the handshake failed, and
     gunicorn's answer went to a TLS socket that never was. It now reads a plain 400 as nginx's
     ("The plain HTTP request was sent to HTTPS port"; JSON on the API), and the connection
-    closes; TLS clients are served as before, and the worker goes on."""
+    closes; TLS clients are served as before, and the worker goes on. (`-k sync` too.)"""
     args, context, _prefix = _served(tmp_path, "TLS")
-    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+    env = server_env(tmp_path / "instance", **({"GUNICORN_THREADS": "1"} if kind else {}))
+    with gunicorn(env, tmp_path / "log", args=(*args, *kind), context=context) as server:
         conn = _stalled(server.port, b"GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: plain\r\n\r\n" % path.encode())
         answer = _until_closed(conn)  # (was: b"")
         head, _, got = answer.partition(b"\r\n\r\n")
