@@ -22,8 +22,10 @@ _PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*")
 # the segment after one of these names (compared in lower case) is a url_token.
 _TOKEN_PARENTS = frozenset({"p", "f", "r", "pushes", "requests"})
 # A url_token wherever it is (pushes.new_url_token's shape, in a segment): under a path no
-# route takes too (a typo, "/x/<t>.json", "/p/<t>.json%": a 404, but the token works).
-_TOKEN_SHAPE = re.compile(r"[a-z0-9]{24}")
+# route takes too (a typo, "/x/<t>.json", "/p/<t>.json%": a 404, but the token works), in
+# any case: lookups are case-sensitive, so "/X/<T>" or a capitalized "<T>" finds no push,
+# but lowered it is the token. (Words that long are rare; shorter names stay readable.)
+_TOKEN_SHAPE = re.compile(r"[a-zA-Z0-9]{24}")
 # /pfb/<encrypted file link>/<file name>: all of it.
 _FILE_LINK = "pfb"
 # Not secrets: collection routes that share those prefixes (with or without ".json").

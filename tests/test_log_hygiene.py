@@ -88,6 +88,11 @@ def session(server, api_token, email):
     for path, expected_status in [(f"/%70/{o}/r", 200), (f"/p//{o}", 200), (f"/p%2F{o}", 200),
                                   (f"/api/v2/%70ushes/{encoded}", 200), (f"/p/{o}%2Ejson", 200)]:
         assert server.request("GET", path)[0] == expected_status, path
+    # The token upper-cased or capitalized (a keyboard's doing) under a path no route takes: a
+    # 404, and it is the token but for its case.
+    seen.update(upper_url_token=o.upper(), capitalized_url_token=o.capitalize())
+    for path in (f"/X/{o.upper()}", f"/x/{o.capitalize()}.json"):
+        assert server.request("GET", path)[0] == 404, path
     # The printable page: the sender's message rides in its query string.
     printed = seen["print_message"] = marker("PRINTMESSAGE")
     status, _h, page = server.request("GET", f"/p/{o}/print_preview?message={printed}%0D%0Aline+2&show_id=on")
@@ -244,6 +249,13 @@ def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     ("GET /x/n97u52io3bx6am0xg9d81tzm.json HTTP/1.1", "GET /x/[FILTERED].json HTTP/1.1"),
     ("GET /pushes2/n97u52io3bx6am0xg9d81tzm/audit HTTP/1.1", "GET /pushes2/[FILTERED]/audit HTTP/1.1"),
     ("GET /x/n97u52io3bx6am0xg9d81tzm.json% HTTP/1.1", "GET /x/[FILTERED] HTTP/1.1"),
+    # ... however it is cased (lookups are case-sensitive, but lower-casing it gives the token).
+    ("GET /X/N97U52IO3BX6AM0XG9D81TZM HTTP/1.1", "GET /X/[FILTERED] HTTP/1.1"),
+    ("GET /x/N97u52io3bx6am0xg9d81tzm.json HTTP/1.1", "GET /x/[FILTERED].json HTTP/1.1"),
+    # Ordinary words, and names shorter than a token, stay readable.
+    ("GET /x/Internationalization/users HTTP/1.1", "GET /x/Internationalization/users HTTP/1.1"),
+    ("GET /X/ABCDEFGHIJKLMNOPQRSTUVW HTTP/1.1", "GET /X/ABCDEFGHIJKLMNOPQRSTUVW HTTP/1.1"),
+    ("GET /users/password/edit HTTP/1.1", "GET /users/password/edit HTTP/1.1"),
     # Collection routes stay readable, however spelled.
     ("GET /api/v2/pushes//active HTTP/1.1", "GET /api/v2/pushes//active HTTP/1.1"),
     ("GET /%70/new HTTP/1.1", "GET /%70/new HTTP/1.1"),
