@@ -6,7 +6,8 @@ thread. Also what tells a request's errors JSON or text (is_api), and the reader
 a request's start on connections gunicorn reads itself (RecordingUnreader: TLS, the PROXY
 protocol).
 
-Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules only.
+Loaded by gunicorn's master process (with pwp.workers): gunicorn's own modules and
+pwp.worker_sockets only.
 """
 import selectors
 import socket
@@ -18,11 +19,23 @@ from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.util import split_request_uri
 
+from pwp.worker_sockets import BoundedSocket, BoundedSSLSocket, GoneSocket, GoneSSLSocket
+
 # The most bytes of heads (and bodies kept in memory) the main loop holds, all connections
 # together, unfinished or whole and waiting for a thread (counted until their request is done):
 # a head may be as long as gunicorn's limits (823 KB by default), and 1000 connections (its
 # worker_connections) of them would take 800 MB. Real heads are a few KB.
 HEADS_HELD = 32 * 1024 * 1024
+# A body gunicorn reads in a thread (TLS, the PROXY protocol: RecordingUnreader) must come at
+# BODY_RECORD bytes, a TLS record (worker_sockets.TLS_WRITE), per `timeout` on average, as an
+# answer is sent: by `timeout` after its head, and `timeout` more for each BODY_RECORD that came
+# (546 B/s with the default 30 s). Past that the body ends there, as after a read that waited
+# `timeout` (its app's 400 for a body cut short): a client that sent a byte within each `timeout`
+# held the thread for as long as its body lasted. (Checked as each read returns, whose own wait
+# is bounded by `timeout`: a thread is let go at most `timeout` past the deadline.) The main
+# loop reads plain bodies without a thread (pwp.worker_bodies).
+BODY_RECORD = 16384
+_GONE = {BoundedSocket: GoneSocket, BoundedSSLSocket: GoneSSLSocket}
 
 
 def is_api(head) -> bool:
@@ -76,6 +89,24 @@ class RecordingUnreader(SocketUnreader):
 
     seen = b""
     keep = 0
+    body_by = None  # (a body being read: its deadline before any of it came, monotonic)
+    body_came = 0
+    body_wait = 0.0
+
+    def watch_body(self, seconds: float):
+        """(A thread: a request's head read, its body next.) Bound the body by its rate
+        (BODY_RECORD), its first deadline `seconds` from now; unwatched by watch_body(None)."""
+        self.body_by = None if seconds is None else time.monotonic() + seconds
+        self.body_came, self.body_wait = 0, seconds
+
+    def chunk(self, size_hint=None):
+        data = super().chunk(size_hint)
+        if self.body_by is not None and data:
+            self.body_came += len(data)
+            if time.monotonic() > self.body_by + self.body_wait * (self.body_came // BODY_RECORD):
+                self.sock.__class__ = _GONE.get(type(self.sock), type(self.sock))  # (for good)
+                return b""
+        return data
 
     def read(self, size=None, read_ahead=None):
         data = super().read(size, read_ahead)

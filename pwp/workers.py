@@ -414,6 +414,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 # gunicorn let it go unanswered.
                 self.handle_error(None, conn.sock, conn.client, InvalidProxyHeader("header cut short"))
             conn.parser.unreader.seen = b""  # (its start, a token or payload maybe, let go: the next one's kept anew)
+            conn.parser.unreader.watch_body(None)  # (the next head's bounded by its own deadline)
         if keepalive and type(conn.parser.unreader) is SpooledUnreader:
             conn.parser.unreader.take_rest()
         return keepalive
@@ -426,6 +427,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 if not self.head_in_time(conn):
                     return False
                 conn.idle_by = 0.0
+                if TimedSocket.seconds and type(conn.parser.unreader) is RecordingUnreader:
+                    conn.parser.unreader.watch_body(TimedSocket.seconds)
                 if type(req) is Request:
                     req.__class__ = ThreadReadRequest
                     if type(req.body.reader) is ChunkedReader:

@@ -598,25 +598,28 @@ def test_tls_connections_that_finished_the_handshake_and_send_nothing_take_no_th
         assert "Traceback" not in server.logs()
 
 
-def _trickled(port, context, prefix, head: bytes, every: float) -> threading.Thread:
-    """A client that sends `head` a byte each `every` seconds (on TLS: a record each) after the
-    handshake (or `prefix` whole), until the server drops it; the thread's .dropped says so."""
+def _trickled(port, context, prefix, head: bytes, every: float, whole=b"", piece=1) -> threading.Thread:
+    """A client that sends `head` a byte (or `piece` bytes) each `every` seconds (on TLS: a
+    record each) after the handshake (or `prefix` whole) and `whole`, until the server drops it;
+    the thread's .dropped says so, its .answer holds what the server sent until it closed."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=20)  # (a failure guard only)
     raw.sendall(prefix)
     conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+    conn.sendall(whole)
     pace = threading.Event()
 
     def trickle():
         try:
-            for byte in head:
-                conn.sendall(bytes([byte]))
+            for at in range(0, len(head), piece):
+                conn.sendall(head[at:at + piece])
                 pace.wait(every)  # (the client's pace: each byte well within a read's bound)
+            thread.answer = _until_closed(conn)
         except OSError:
             thread.dropped = True
         conn.close()
 
     thread = threading.Thread(target=trickle, daemon=True)
-    thread.dropped = False
+    thread.dropped, thread.answer = False, b""
     thread.start()
     return thread
 
@@ -636,6 +639,35 @@ def test_a_head_read_by_gunicorn_a_byte_at_a_time_is_dropped_at_the_whole_heads_
         slow.join(35)  # (a failure guard only)
         assert slow.dropped  # (was: its whole head sent over 40 s, one thread held all that time)
         assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
+        logs = server.logs()
+    assert "Traceback" not in logs and "Error" not in logs, logs
+
+
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_a_body_read_by_gunicorn_a_byte_at_a_time_is_cut_past_its_minimum_rate(tmp_path, served):
+    """Each of a TLS or PROXY body's reads in the thread waited at most `timeout`, but the body
+    had no deadline of its own: a client that sent a byte within each `timeout` held the thread
+    for as long as its body lasted (here 150 bytes, 75 s; a 64 MiB one, for ever), no one else
+    answered on one thread. It must now come at a TLS record (16 KiB) per `timeout` on average
+    (its deadline `timeout` after its head, and `timeout` more for each 16 KiB that came), as an
+    answer is sent; a slower one is cut, its 400 as a body cut short. A body that comes steadily
+    at that rate, however long it takes, is read whole."""
+    args, context, prefix = _served(tmp_path, served)
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n")
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log",
+                  args=(*args, "--threads", "1", "--timeout", "2"), context=context) as server:
+        # Steady: 8 KiB each 0.5 s, 96 KiB over ~6 s (three times `timeout`), twice the rate asked.
+        body = b'{"push": {"payload": "steady"}}' + b" " * (96 * 1024 - 31)
+        steady = _trickled(server.port, context, prefix, body, 0.5, whole=head % len(body), piece=8192)
+        steady.join(30)  # (a failure guard only)
+        assert steady.answer.startswith(b"HTTP/1.1 201 "), steady.answer[:200]
+        # A byte each 0.5 s: its thread is let go a `timeout` or two after its head.
+        body = b'{"push": {"payload": "slow"}}' + b" " * 121
+        slow = _trickled(server.port, context, prefix, body, 0.5, whole=head % len(body))
+        assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200  # (was: none, 75 s)
+        slow.join(30)  # (a failure guard only)
+        assert slow.dropped or slow.answer.startswith(b"HTTP/1.1 400 "), slow.answer[:200]
         logs = server.logs()
     assert "Traceback" not in logs and "Error" not in logs, logs
 
