@@ -17,7 +17,12 @@ FILTERED = "[FILTERED]"
 # PATH_INFO (%70 is "p", %2F a slash) and the app routes a path with doubled or trailing
 # slashes as the path without them (hotpath.HotPath), so "/%70/<t>/r", "/p//<t>",
 # "/p%2F<t>" and "/api/v2/%70ushes/<t>" all reach a push.
-_PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*")
+# A quote is no boundary where a path goes on after it (gunicorn takes "/x/'<t>"; in a log line
+# a field's closing quote comes before a space, a comma, a bracket or the end).
+_QUOTE_IN = r"[\"'](?![\s,;)\]}>]|$)"
+_PATH = re.compile(r"(?:/|%2[fF])[^?#\s\"']*(?:" + _QUOTE_IN + r"[^?#\s\"']*)*")
+# A fragment (gunicorn takes one in a request line), redacted where it holds a url_token's shape.
+_FRAGMENT = re.compile(r"#[^\s\"']*(?:" + _QUOTE_IN + r"[^\s\"']*)*")
 # /p/<t>, /f/<t>, /r/<t> (v1 and web, also under a locale prefix) and /api/v2/pushes/<t>:
 # the segment after one of these names (compared in lower case) is a url_token.
 _TOKEN_PARENTS = frozenset({"p", "f", "r", "pushes", "requests"})
@@ -120,7 +125,7 @@ def _redact_path(match) -> str:
 
 def _redact_query_item(match) -> str:
     separator, name = match.group(1), match.group(2)
-    if name is not None:
+    if name is not None and not _TOKEN_SHAPE.search(_decode(name)):
         return separator + name + FILTERED
     return separator + FILTERED if len(match.group(0)) > 1 else separator
 
@@ -135,7 +140,13 @@ def redact(text: str, atom: bool = False) -> str:
         text = _PATH.sub(_redact_path, text)
     if "?" in text or "&" in text:
         text = (_QUERY_ITEM_ATOM if atom else _QUERY_ITEM).sub(_redact_query_item, text)
+    if "#" in text:
+        text = _FRAGMENT.sub(_redact_fragment, text)
     return text
+
+
+def _redact_fragment(match) -> str:
+    return "#" + FILTERED if _TOKEN_SHAPE.search(_decode(match.group(0))) else match.group(0)
 
 
 def redact_query(query: str) -> str:

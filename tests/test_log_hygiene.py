@@ -93,6 +93,9 @@ def session(server, api_token, email):
     seen.update(upper_url_token=o.upper(), capitalized_url_token=o.capitalize())
     for path in (f"/X/{o.upper()}", f"/x/{o.capitalize()}.json"):
         assert server.request("GET", path)[0] == 404, path
+    # The token after a quote, as a query item's name, in a fragment: gunicorn takes them (404s).
+    for path in (f"/x/'{o}", f'/x/"{o}', f"/x?{o}=1", f"/x#{o}"):
+        assert server.request("GET", path)[0] == 404, path
     # The printable page: the sender's message rides in its query string.
     printed = seen["print_message"] = marker("PRINTMESSAGE")
     status, _h, page = server.request("GET", f"/p/{o}/print_preview?message={printed}%0D%0Aline+2&show_id=on")
@@ -252,6 +255,18 @@ def test_redact_hides_url_tokens_file_links_and_query_values(line, expected):
     # ... however it is cased (lookups are case-sensitive, but lower-casing it gives the token).
     ("GET /X/N97U52IO3BX6AM0XG9D81TZM HTTP/1.1", "GET /X/[FILTERED] HTTP/1.1"),
     ("GET /x/N97u52io3bx6am0xg9d81tzm.json HTTP/1.1", "GET /x/[FILTERED].json HTTP/1.1"),
+    # ... after a quote (gunicorn takes one in a path: the log's quotes end at a space), in a
+    # query item's name, or in a fragment (gunicorn takes one too).
+    ("GET /x/'n97u52io3bx6am0xg9d81tzm HTTP/1.1", "GET /x/[FILTERED] HTTP/1.1"),
+    ('"GET /x/"n97u52io3bx6am0xg9d81tzm HTTP/1.1" 404', '"GET /x/[FILTERED] HTTP/1.1" 404'),
+    ("GET /x?n97u52io3bx6am0xg9d81tzm=1&page=2 HTTP/1.1", "GET /x?[FILTERED]&page=2 HTTP/1.1"),
+    ("GET /x?%6E97u52io3bx6am0xg9d81tzm=1 HTTP/1.1", "GET /x?[FILTERED] HTTP/1.1"),
+    ("GET /x#n97u52io3bx6am0xg9d81tzm HTTP/1.1", "GET /x#[FILTERED] HTTP/1.1"),
+    ("GET /x#N97U52IO3BX6AM0XG9D81TZM", "GET /x#[FILTERED]"),
+    # Quotes around a path (a repr, JSON) and comments (a traceback's source line) stay.
+    ("KeyError: ('/x/n97u52io3bx6am0xg9d81tzm', 1)", "KeyError: ('/x/[FILTERED]', 1)"),
+    ('{"path": "/x/n97u52io3bx6am0xg9d81tzm"}', '{"path": "/x/[FILTERED]"}'),
+    ("    run(sock)  # (its head, then #its body)", "    run(sock)  # (its head, then #its body)"),
     # Ordinary words, and names shorter than a token, stay readable.
     ("GET /x/Internationalization/users HTTP/1.1", "GET /x/Internationalization/users HTTP/1.1"),
     ("GET /X/ABCDEFGHIJKLMNOPQRSTUVW HTTP/1.1", "GET /X/ABCDEFGHIJKLMNOPQRSTUVW HTTP/1.1"),
