@@ -28,12 +28,14 @@ from pwp.worker_sockets import BoundedSocket, BoundedSSLSocket, GoneSocket, Gone
 HEADS_HELD = 32 * 1024 * 1024
 # A body gunicorn reads in a thread (TLS, the PROXY protocol: RecordingUnreader) must come at
 # BODY_RECORD bytes, a TLS record (worker_sockets.TLS_WRITE), per `timeout` on average, as an
-# answer is sent: by `timeout` after its head, and `timeout` more for each BODY_RECORD that came
-# (546 B/s with the default 30 s). Past that the body ends there, as after a read that waited
-# `timeout` (its app's 400 for a body cut short): a client that sent a byte within each `timeout`
-# held the thread for as long as its body lasted. (Checked as each read returns, whose own wait
-# is bounded by `timeout`: a thread is let go at most `timeout` past the deadline.) The main
-# loop reads plain bodies without a thread (pwp.worker_bodies).
+# answer is sent: its reads may wait `timeout` in all for its first BODY_RECORD, and `timeout`
+# more for each BODY_RECORD that came (546 B/s with the default 30 s). Past that the body ends
+# there, as after a read that waited `timeout` (its app's 400 for a body cut short): a client
+# that sent a byte within each `timeout` held the thread for as long as its body lasted. Only
+# the reads' waits count, the client's: not the app's time before or between its reads (a lock
+# waited for: the body, sent whole long before, was cut). (Checked as each read returns, whose
+# own wait is bounded by `timeout`: a thread is let go at most `timeout` past the deadline.) The
+# main loop reads plain bodies without a thread (pwp.worker_bodies).
 BODY_RECORD = 16384
 _GONE = {BoundedSocket: GoneSocket, BoundedSSLSocket: GoneSSLSocket}
 
@@ -89,21 +91,25 @@ class RecordingUnreader(SocketUnreader):
 
     seen = b""
     keep = 0
-    body_by = None  # (a body being read: its deadline before any of it came, monotonic)
+    body_wait = None  # (a body being read: what its reads may wait for its first BODY_RECORD)
     body_came = 0
-    body_wait = 0.0
+    body_waited = 0.0  # (its reads' waits so far)
 
     def watch_body(self, seconds: float):
         """(A thread: a request's head read, its body next.) Bound the body by its rate
-        (BODY_RECORD), its first deadline `seconds` from now; unwatched by watch_body(None)."""
-        self.body_by = None if seconds is None else time.monotonic() + seconds
-        self.body_came, self.body_wait = 0, seconds
+        (BODY_RECORD), its reads waiting `seconds` at most for its first BODY_RECORD;
+        unwatched by watch_body(None)."""
+        self.body_wait, self.body_came, self.body_waited = seconds, 0, 0.0
 
     def chunk(self, size_hint=None):
+        if self.body_wait is None:
+            return super().chunk(size_hint)
+        began = time.monotonic()
         data = super().chunk(size_hint)
-        if self.body_by is not None and data:
+        if data:
             self.body_came += len(data)
-            if time.monotonic() > self.body_by + self.body_wait * (self.body_came // BODY_RECORD):
+            self.body_waited += time.monotonic() - began
+            if self.body_waited > self.body_wait * (1 + self.body_came // BODY_RECORD):
                 self.sock.__class__ = _GONE.get(type(self.sock), type(self.sock))  # (for good)
                 return b""
         return data

@@ -9,10 +9,13 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
+from conftest import wait_for_a_lock_waiter
 from servers import ROOT, bearer, create_user, gunicorn, request, server_env
 from test_gunicorn_conf import _stalled, _until_closed
 from test_security_headers import _proxy_v2, _self_signed
@@ -670,6 +673,42 @@ def test_a_body_read_by_gunicorn_a_byte_at_a_time_is_cut_past_its_minimum_rate(t
         assert slow.dropped or slow.answer.startswith(b"HTTP/1.1 400 "), slow.answer[:200]
         logs = server.logs()
     assert "Traceback" not in logs and "Error" not in logs, logs
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
+def test_a_body_the_app_reads_late_is_not_cut_for_the_apps_wait(tmp_path, served, database_url):
+    """The body's minimum rate is the client's: the time the app takes before it reads the body
+    (here an API token's lookup waiting for a table lock, longer than `timeout`) counts not
+    against it. The rate was counted from the head, app time included: a whole body sent at
+    once after its head, read once the lock was let go, was cut as too slow (a 400, the push
+    lost)."""
+    args, context, prefix = _served(tmp_path, served)
+    env = server_env(tmp_path / "instance", database_url)
+    token = create_user(env, "owner@example.com")
+    body = json.dumps({"push": {"payload": "x" * 12000}}).encode()  # (past a head's read, within a TLS record)
+    head = (b"POST /api/v2/pushes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % (token.encode(), len(body)))
+    with gunicorn(env, tmp_path / "log", args=(*args, "--timeout", "2"), context=context) as server:
+        with psycopg.connect(database_url) as lock:
+            lock.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # (a failure guard only)
+            raw.sendall(prefix)
+            conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+            conn.sendall(head)
+            conn.sendall(body)  # (all of it, at once: the client is done)
+            wait_for_a_lock_waiter(database_url, "the token's lookup")
+            with psycopg.connect(database_url, autocommit=True) as watch:
+                deadline = time.monotonic() + 30  # (a failure guard only)
+                # The token's lookup waits for the lock longer than `timeout` (2 s).
+                while not watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                        "wait_event_type = 'Lock' AND now() - query_start > interval '3 seconds'").fetchone()[0]:
+                    assert time.monotonic() < deadline, "the lookup no longer waits"
+                    time.sleep(0.05)  # (polling for the wait's length; nothing depends on the pace)
+        answer = _until_closed(conn)
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]  # (was: 400, the body cut short)
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "max_requests"])
