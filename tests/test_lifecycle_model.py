@@ -1,0 +1,395 @@
+"""A model-based (stateful) test of the push lifecycle.
+
+Hypothesis drives random sequences of operations against the real app (the Flask test
+client on a real SQLite file and a real PostgreSQL database, with time passed through the
+`clock` fixture: no sleeps) and checks every answer against a small pure-Python model of a
+push (`Model` below): create (text, url, qr, file; random limits, passphrase, retrieval
+step, deletable_by_viewer; anonymous, an account, an admin), retrieve (.json, v1 and v2;
+right, wrong, empty or no passphrase; anonymous, owner, another user, admin), preview,
+audit, expiry by owner or viewer, file downloads, time passing, purge-expired.
+
+The model follows /work/shared/reference/pwpush-behaviour.md (section numbers below) with
+the deviations of DESIGN.md (the passphrase is never returned; json_url works; a file push
+has files). Run derandomized, so CI sees the same sequences every time.
+"""
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import HealthCheck, settings as hsettings, strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+import pytest
+
+from conftest import NOW, bearer, sql
+from pwp import pushes
+
+BASE = "http://localhost"
+CALLERS = ("anon", "a", "b", "admin")  # who makes a request: nobody, two accounts, an admin
+CREATORS = (None, "a", "admin")
+AGENT = {c: f"model-{c}" for c in CALLERS}  # each caller's User-Agent, to tell its audit events
+PURGE_ANONYMOUS_AFTER = timedelta(days=1)  # the default
+PURGE_AFTER = timedelta(days=3)  # set below, so that owned pushes are deleted too
+DURATIONS = pushes.DURATIONS
+
+SHOW_KEYS = {"created_at", "days_remaining", "deletable_by_viewer", "deleted", "expire_after_days",
+             "expire_after_views", "expired", "expired_on", "files", "html_url", "json_url", "passphrase",
+             "payload", "retrieval_step", "updated_at", "url_token", "views_remaining"}
+CREATE_KEYS = SHOW_KEYS - {"files", "payload"} | {"name", "note"}
+DESTROY_KEYS = SHOW_KEYS - {"files", "payload"}
+
+
+def iso(moment):
+    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def unix(moment):
+    return int(moment.replace(tzinfo=timezone.utc).timestamp())
+
+
+@dataclass
+class MPush:
+    """The model of one push: what the app should have stored."""
+
+    token: str
+    kind: str
+    owner: str | None
+    payload: str
+    files: list  # [(filename, content_type, bytes)]
+    passphrase: str | None
+    days: int
+    views: int
+    expires_at: datetime
+    retrieval_step: bool
+    deletable: bool | None
+    created_at: datetime
+    updated_at: datetime
+    view_count: int = 0
+    expired: bool = False  # the stored flag (lazy expiry writes it on a read)
+    expired_on: datetime | None = None
+    deleted: bool = False
+    files_kept: bool = True
+    gone: bool = False  # deleted by purge-expired
+    log: list = field(default_factory=list)  # [(kind, time, caller)]
+    links: list = field(default_factory=list)  # [(url, granted at, content)] of granted views
+    counted_payloads: int = 0  # payloads the app served to counted views (observed)
+
+    def past_limits(self, now):
+        return self.expires_at <= now or self.view_count >= self.views
+
+    def in_download_window(self, now):
+        # A file push viewed under 5 minutes ago keeps its files for the viewer (pushes.FILE_LINK_SECONDS).
+        return (self.kind == "file" and self.expires_at > now
+                and self.updated_at > now - timedelta(seconds=pushes.FILE_LINK_SECONDS))
+
+    def expire(self, now):
+        """§3.3: payload, passphrase and files go; expired_on is now."""
+        self.expired, self.expired_on, self.updated_at, self.files_kept = True, now, now, False
+
+    def lazy_expire(self, now, keep_files=False):
+        if not self.expired and self.past_limits(now) and not (keep_files and self.in_download_window(now)):
+            self.expire(now)
+
+    def days_remaining(self, now):
+        return max(0, math.ceil((self.expires_at - now).total_seconds() / 86400))
+
+
+def bounded(value, lo, hi, default):
+    """§3.2: a missing or out-of-range value is the default (not clamped)."""
+    return default if value is None or not lo <= value <= hi else value
+
+
+@pytest.mark.parametrize("settings", [{"PWP__PURGE_AFTER": int(PURGE_AFTER.total_seconds())}])
+def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, settings):
+    ids_tokens = {"a": make_user("a@example.com"), "b": make_user("b@example.com"),
+                  "admin": make_user("admin@example.com", admin=True)}
+    tokens = {name: token for name, (_id, token) in ids_tokens.items()}
+
+    def headers(caller):
+        return {"User-Agent": AGENT[caller], **(bearer(tokens[caller]) if caller != "anon" else {})}
+
+    class Model(RuleBasedStateMachine):
+        pushes = Bundle("pushes")
+
+        @initialize()
+        def reset(self):
+            for table in ("push_file_parts", "push_files", "notify_by_emails", "audit_logs", "pushes", "throttles"):
+                sql(app, f"DELETE FROM {table}")
+            clock.now = NOW
+            self.attempts = {}  # (token, minute window) -> passphrase attempts (§3.6)
+            self.created = []  # every MPush, in creation order
+
+        @property
+        def now(self):
+            return clock.now
+
+        # ------------------------------------------------------------------ expected answers
+
+        def push_json(self, p, version, shown_live=False):
+            json_path = f"/api/v2/pushes/{p.token}" if version == "v2" else f"/p/{p.token}.json"
+            return {
+                "expire_after_views": p.views, "expired": False if shown_live else p.expired,
+                "url_token": p.token, "deletable_by_viewer": p.deletable, "retrieval_step": p.retrieval_step,
+                "expired_on": None if shown_live else iso(p.expired_on), "passphrase": None,
+                "created_at": iso(p.created_at), "updated_at": iso(p.updated_at),
+                "expire_after_days": p.days, "days_remaining": p.days_remaining(self.now),
+                "views_remaining": max(0, p.views - p.view_count), "deleted": p.deleted,
+                "json_url": BASE + json_path, "html_url": self.secret_url(p)}
+
+        @staticmethod
+        def secret_url(p):
+            return f"{BASE}/p/{p.token}" + ("/r" if p.retrieval_step else "")
+
+        def log(self, p, kind, caller):
+            p.log.append((kind, self.now, caller))
+
+        @staticmethod
+        def assert_not_found(r):
+            assert (r.status_code, r.json) == (404, {"error": "not-found"}), (r.status_code, r.data)
+
+        # ------------------------------------------------------------------ create
+
+        @rule(target=pushes, kind=st.sampled_from(["text", "url", "qr", "file"]),
+              creator=st.sampled_from(CREATORS), version=st.sampled_from(["v1", "v2"]),
+              days=st.one_of(st.none(), st.integers(1, 3), st.integers(1, 90), st.sampled_from([0, 91])),
+              duration=st.one_of(st.none(), st.none(), st.integers(0, len(DURATIONS) - 1)),
+              views=st.one_of(st.none(), st.integers(1, 3), st.sampled_from([0, 4, 101])),
+              passphrase=st.one_of(st.none(), st.just(""), st.text("abcXYZ019", min_size=1, max_size=8)),
+              retrieval_step=st.one_of(st.none(), st.booleans()),
+              deletable=st.one_of(st.none(), st.booleans()),
+              text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+              .filter(lambda s: s.strip()),
+              nfiles=st.integers(1, 2))
+        def create(self, kind, creator, version, days, duration, views, passphrase, retrieval_step, deletable,
+                   text, nfiles):
+            payload = {"text": text, "qr": text, "file": text if nfiles == 1 else "",
+                       "url": "https://example.com/" + str(len(text))}[kind]
+            fields = {"kind": kind, "payload": payload, "expire_after_days": days,
+                      "expire_after_duration": duration, "expire_after_views": views, "passphrase": passphrase,
+                      "retrieval_step": retrieval_step, "deletable_by_viewer": deletable}
+            fields = {k: v for k, v in fields.items() if v is not None}
+            root, path = ("push", "/api/v2/pushes") if version == "v2" else ("password", "/p.json")
+            files = [(f"f{i}-{len(text)}.txt", "text/plain", f"{text}:{i}".encode()) for i in range(nfiles)] \
+                if kind == "file" else []
+            caller = creator or "anon"
+            if kind == "file":  # multipart, as the CLI sends files
+                data = {f"{root}[{k}]": str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
+                data[f"{root}[files][]"] = [(io.BytesIO(content), name, ctype) for name, ctype, content in files]
+                r = client.post(path, data=data, headers=headers(caller), content_type="multipart/form-data")
+            else:
+                r = client.post(path, json={root: fields}, headers=headers(caller))
+            if kind == "file" and creator is None:  # §2: a file push needs an account
+                assert (r.status_code, r.json) == (401, {"error": "You need to sign in or sign up before continuing."})
+                return None
+            assert r.status_code == 201, r.data
+            now = self.now
+            if duration is not None and DURATIONS[duration] < timedelta(days=1):
+                stored_days, expires_at = 1, now + DURATIONS[duration]  # the CLI's sub-day steps
+            else:
+                stored_days = bounded(DURATIONS[duration].days if duration is not None else days, 1, 90, 7)
+                expires_at = now + timedelta(days=stored_days)
+            p = MPush(token=r.json["url_token"], kind=kind, owner=creator, payload=payload, files=files,
+                      passphrase=passphrase or None, days=stored_days, views=bounded(views, 1, 100, 5),
+                      expires_at=expires_at, retrieval_step=True if retrieval_step is None else retrieval_step,
+                      deletable=None if kind == "url" else (True if deletable is None else deletable),
+                      created_at=now, updated_at=now)
+            self.log(p, "creation", caller)
+            self.created.append(p)
+            expected = self.push_json(p, version)
+            expected.update(name="", note="")
+            assert set(r.json) == CREATE_KEYS and r.json == expected
+            return p
+
+        # ------------------------------------------------------------------ retrieve
+
+        @rule(p=pushes, caller=st.sampled_from(CALLERS), mode=st.sampled_from(["right", "wrong", "empty", "none"]),
+              version=st.sampled_from(["v1", "v2"]))
+        def retrieve(self, p, caller, mode, version):
+            """Any caller, any passphrase, through either API version."""
+            if p is None:
+                return
+            sent = {"right": p.passphrase or "x", "wrong": (p.passphrase or "") + "w", "empty": "", "none": None}[mode]
+            path = f"/api/v2/pushes/{p.token}" if version == "v2" else f"/p/{p.token}.json"
+            r = client.get(path, headers=headers(caller), query_string={} if sent is None else {"passphrase": sent})
+            if p.gone:
+                return self.assert_not_found(r)
+            now, counted = self.now, caller not in (p.owner, "admin")
+            p.lazy_expire(now)  # §3.4 step 3 (check_limits)
+            if not p.expired and p.passphrase:
+                if sent:  # §3.6: attempts carrying a passphrase count, right or wrong
+                    window = (p.token, unix(now) - unix(now) % 60)
+                    self.attempts[window] = self.attempts.get(window, 0) + 1
+                    if self.attempts[window] > 5:
+                        assert (r.status_code, r.json) == (
+                            429, {"error": "Too many passphrase attempts. Please try again in a minute."})
+                        return
+                if sent != p.passphrase:  # §3.4 step 4
+                    self.log(p, "failed_passphrase", caller)
+                    assert r.status_code == 401 and r.json["error"] == "That passphrase is incorrect.", r.data
+                    return
+            assert r.status_code == 200, r.data
+            assert set(r.json) == SHOW_KEYS
+            assert r.headers["Cache-Control"] == "no-store"
+            if p.expired:  # §3.4 step 5: a failed view, counted (QUIRK)
+                p.view_count += 1
+                self.log(p, "failed_view", caller)
+                assert r.json == {**self.push_json(p, version), "payload": None, "files": []}
+                return
+            if counted:
+                p.view_count += 1
+                p.updated_at = now
+                p.counted_payloads += 1
+            self.log(p, "view" if counted else "admin_view" if caller == "admin" else "owner_view", caller)
+            last = p.view_count >= p.views
+            if last and p.kind != "file":  # shown live, then expired (§3.4); files wait for their viewer
+                p.expire(now)
+            body = r.json
+            got_files = body.pop("files")
+            assert body == {**self.push_json(p, version, shown_live=last and p.kind != "file"),
+                              "payload": p.payload}
+            assert [(f["filename"], f["content_type"]) for f in got_files] == [(n, t) for n, t, _ in p.files]
+            p.links += [(f["url"], now, content) for f, (_n, _t, content) in zip(got_files, p.files)]
+
+        @rule(p=pushes, caller=st.sampled_from(["anon", "b"]))
+        def view(self, p, caller):
+            """What most requests are: a recipient's view with the right passphrase, if any."""
+            self.retrieve(p, caller, "right", "v2")
+
+        @rule(p=pushes)
+        def download(self, p):
+            """A file link of a granted view: the file while the push lives and the link is under
+            5 minutes old; after expiry (or purge) never."""
+            if p is None or not p.links:
+                return
+            url, granted_at, content = p.links[-1]
+            r = client.get(url.removeprefix(BASE))
+            fresh = unix(self.now) - unix(granted_at) <= pushes.FILE_LINK_SECONDS
+            if not p.gone and not p.expired and p.expires_at > self.now and fresh:
+                assert (r.status_code, r.data) == (200, content)
+            else:
+                assert r.status_code == 404 and content not in r.data
+
+        # ------------------------------------------------------------------ preview, audit
+
+        @rule(p=pushes, caller=st.sampled_from(CALLERS))
+        def preview(self, p, caller):
+            if p is None:
+                return
+            r = client.get(f"/api/v2/pushes/{p.token}/preview", headers=headers(caller))
+            if p.gone:
+                return self.assert_not_found(r)
+            p.lazy_expire(self.now, keep_files=True)  # no view counted, nothing logged (§1.6)
+            assert (r.status_code, r.json) == (200, {"url": self.secret_url(p)})
+
+        @rule(p=pushes, caller=st.sampled_from(CALLERS), version=st.sampled_from(["v1", "v2"]))
+        def audit(self, p, caller, version):
+            if p is None:
+                return
+            path, key = (f"/api/v2/pushes/{p.token}/audit", "logs") if version == "v2" \
+                else (f"/p/{p.token}/audit.json", "views")
+            r = client.get(path, headers=headers(caller))
+            if caller == "anon":  # §2: a token is required (an empty 401)
+                assert r.status_code == 401 and r.data == b""
+            elif p.gone:
+                self.assert_not_found(r)
+            elif caller != p.owner:  # anonymous pushes are nobody's; admins are not owners
+                assert (r.status_code, r.json) == (403, {"error": "That push doesn't belong to you."})
+            else:
+                expected = [{"kind": kind, "ip": "127.0.0.1", "user_agent": AGENT[who], "referrer": "",
+                             "created_at": iso(at), "updated_at": iso(at)} for kind, at, who in p.log]
+                assert r.status_code == 200 and r.json == {key: expected[:pushes.PER_PAGE]}
+
+        # ------------------------------------------------------------------ expire by owner or viewer
+
+        @rule(p=pushes, caller=st.sampled_from(CALLERS), version=st.sampled_from(["v1", "v2"]))
+        def delete(self, p, caller, version):
+            if p is None:
+                return
+            path = f"/api/v2/pushes/{p.token}" if version == "v2" else f"/p/{p.token}.json"
+            r = client.delete(path, headers=headers(caller))
+            if p.gone:
+                return self.assert_not_found(r)
+            if caller != p.owner and p.deletable is not True:  # §3.7
+                assert (r.status_code, r.json) == (401, {"error": "That push is not deletable by viewers."})
+                return
+            if not p.expired:  # the stored flag: an already expired push is answered as it is, no event
+                p.expire(self.now)
+                p.deleted = True
+                self.log(p, "expire", caller)
+            assert r.status_code == 200 and set(r.json) == DESTROY_KEYS
+            assert r.json == self.push_json(p, version)
+
+        @rule(caller=st.sampled_from(CALLERS), version=st.sampled_from(["v1", "v2"]))
+        def unknown_token(self, caller, version):
+            path = f"/api/v2/pushes/{'z' * 24}" if version == "v2" else f"/p/{'z' * 24}.json"
+            self.assert_not_found(client.get(path, headers=headers(caller)))
+            self.assert_not_found(client.delete(path, headers=headers(caller)))
+
+        # ------------------------------------------------------------------ time and purge
+
+        @rule(step=st.one_of(
+            st.sampled_from([timedelta(seconds=1), timedelta(seconds=61), timedelta(minutes=5),
+                             timedelta(minutes=5, seconds=1), timedelta(hours=23, minutes=59), timedelta(days=1),
+                             timedelta(days=1, seconds=1), timedelta(days=3)]),
+            st.integers(1, 6 * 3600).map(lambda s: timedelta(seconds=s))))
+        def time_passes(self, step):
+            clock.advance(seconds=step.total_seconds())
+
+        @rule(p=pushes, offset=st.sampled_from([-1, 0, 1]))
+        def time_reaches_the_expiry_of(self, p, offset):
+            """To a second before, at or after a push's expiry (expires_at <= now is expired)."""
+            target = p.expires_at + timedelta(seconds=offset) if p is not None else self.now
+            if target > self.now:
+                clock.now = target
+
+        @rule()
+        def purge_expired(self):
+            now = self.now
+            with app.app_context():
+                counts = pushes.purge(now)
+            expected = dict.fromkeys(("expired", "files_deleted", "anonymous_deleted", "owned_deleted"), 0)
+            for p in self.all_pushes():
+                if not p.expired and p.past_limits(now) and not p.in_download_window(now):
+                    expected["files_deleted"] += len(p.files)
+                    expected["expired"] += 1
+                    p.expire(now)
+                after = PURGE_ANONYMOUS_AFTER if p.owner is None else PURGE_AFTER
+                if p.expired and p.expired_on <= now - after:
+                    p.gone = True
+                    expected["anonymous_deleted" if p.owner is None else "owned_deleted"] += 1
+            assert counts == expected
+
+        @rule(caller=st.sampled_from(["a", "admin"]), expired=st.booleans(), version=st.sampled_from(["v1", "v2"]))
+        def owners_list(self, caller, expired, version):
+            """§1.6 active/expired: the stored flag (no lazy expiry), newest first."""
+            path = f"/api/v2/pushes/{'expired' if expired else 'active'}" if version == "v2" \
+                else f"/p/{'expired' if expired else 'active'}.json"
+            r = client.get(path, headers=headers(caller))
+            mine = [p for p in reversed(self.all_pushes()) if p.owner == caller and p.expired == expired]
+            expected = [{**self.push_json(p, version), "name": "", "note": ""} for p in mine]
+            assert r.status_code == 200 and r.json == expected[:pushes.PER_PAGE]
+
+        # ------------------------------------------------------------------ invariants
+
+        def all_pushes(self):
+            return [p for p in self.created if not p.gone]
+
+        @invariant()
+        def stored_rows_match_the_model(self):
+            if not hasattr(self, "attempts"):
+                return
+            rows = sql(app, "SELECT p.url_token, p.view_count, p.expired, p.deleted, p.payload_ciphertext IS NULL, "
+                            "p.passphrase_verifier IS NULL, "
+                            "(SELECT count(*) FROM push_files f WHERE f.push_id = p.id), "
+                            "(SELECT count(*) FROM audit_logs a WHERE a.push_id = p.id) FROM pushes p")
+            stored = {t: (v, bool(e), bool(d), bool(np), bool(npp), nf, na) for t, v, e, d, np, npp, nf, na in rows}
+            model = {p.token: (p.view_count, p.expired, p.deleted, p.expired, p.expired or not p.passphrase,
+                               len(p.files) if p.files_kept else 0, len(p.log)) for p in self.all_pushes()}
+            assert stored == model
+            for p in self.all_pushes():  # never more payloads to counted viewers than views allowed
+                assert p.counted_payloads <= p.views
+
+    run_state_machine_as_test(Model, settings=hsettings(
+        derandomize=True, database=None, max_examples=50, stateful_step_count=50, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False))
