@@ -391,5 +391,5 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
                 assert p.counted_payloads <= p.views
 
     run_state_machine_as_test(Model, settings=hsettings(
-        derandomize=True, database=None, max_examples=50, stateful_step_count=50, deadline=None,
+        derandomize=True, database=None, max_examples=100, stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False))
