@@ -307,6 +307,25 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
             p.lazy_expire(self.now, keep_files=True)  # no view counted, nothing logged (§1.6)
             assert (r.status_code, r.json) == (200, {"url": self.secret_url(p)})
 
+        @rule(p=pushes)
+        def retrieval_step_page(self, p):
+            """§7.5: the web's retrieval step counts no view; of an expired push, a failed view."""
+            if p is None:
+                return
+            r = client.get(f"/p/{p.token}/r", headers=headers("anon"))
+            assert r.status_code == 200
+            expired_page = b"We apologize but this secret link has expired." in r.data
+            if p.gone:  # (as for a token that never was)
+                assert expired_page
+                return
+            p.lazy_expire(self.now, keep_files=True)
+            if p.expired or p.past_limits(self.now):
+                p.view_count += 1
+                self.log(p, "failed_view", "anon")
+                assert expired_page
+            else:
+                assert not expired_page and f'href="/p/{p.token}"'.encode() in r.data
+
         @rule(p=pushes, caller=st.sampled_from(CALLERS), version=st.sampled_from(["v1", "v2"]))
         def audit(self, p, caller, version):
             if p is None:
@@ -414,5 +433,5 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
                 assert p.counted_payloads <= p.views
 
     run_state_machine_as_test(Model, settings=hsettings(
-        derandomize=True, database=None, max_examples=70, stateful_step_count=30, deadline=None,
+        derandomize=True, database=None, max_examples=55, stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False))
