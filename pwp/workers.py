@@ -223,7 +223,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.restarting = False  # max_requests was reached (restart)
         self.in_app = 0  # requests the app is serving in threads (handle_request), under in_app_lock
         self.in_app_lock = threading.Lock()
-        self.stop_asked = None  # when SIGTERM came (handle_exit)
+        self.stop_asked = None  # when SIGTERM came (handle_exit; or SIGQUIT, SIGINT)
+        self.quit_asked = None  # when SIGQUIT or SIGINT came (handle_quit)
+        self.looping = False  # its main loop runs (gthread's run: handle_quit)
         # (TLS, the PROXY protocol.) Connections whose handshake and head a thread reads, by their
         # deadline (watch_head); threads add and take them, the main loop ends them (expire_heads).
         self.thread_heads = {}
@@ -247,8 +249,14 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
             except (ValueError, OSError):  # (macOS: an unlimited hard limit, a per-process cap under it)
                 pass
-        worker_mails.cut_at_exit(self)  # (SIGQUIT, SIGINT: at once)
-        super().run()
+        worker_mails.cut_at_exit(self)  # (SIGQUIT, SIGINT: once the main loop quit)
+        self.looping = True
+        try:
+            super().run()
+        finally:
+            self.looping = False
+        if self.quit_asked is not None:  # (SIGQUIT, SIGINT as its loop ended: no wait for the e-mails)
+            raise SystemExit(0)
         # Its connections done (within graceful_timeout), its e-mails being sent have the rest of
         # it, less a second, so that it ends (and says what it cut) before a stopping master's
         # SIGKILL. Restarted by max_requests: those it served on for have none more (restart),
@@ -266,6 +274,58 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         if self.stop_asked is None:
             self.stop_asked = time.monotonic()
         super().handle_exit(sig, frame)
+
+    def handle_quit(self, sig, frame):
+        # SIGQUIT, SIGINT: gunicorn's quick stop. gthread's ended the main loop at once (sys.exit
+        # here, in the signal handler): the requests its threads served were finished as Python's
+        # exit joined them, but the rest of an answer left to the main loop (an Outbox: a download
+        # read slowly, its view counted) was never sent. The main loop now quits between two rounds
+        # of events (murder_pending: quit), sending those first.
+        if not self.looping:  # (before its main loop or after it: gthread's, at once)
+            super().handle_quit(sig, frame)
+        if self.quit_asked is None:
+            self.quit_asked = time.monotonic()
+            if self.stop_asked is None:  # (the stop began: worker_mails.cut_at_exit's deadline)
+                self.stop_asked = self.quit_asked
+            self.alive = False
+            self.cfg.worker_int(self)
+            self.method_queue.defer(lambda: None)  # (the poller woken)
+
+    def quit(self):
+        """(Main loop, between two rounds of events: handle_quit.) gunicorn's quick stop: no
+        connection taken, no request read any more; the requests its threads serve are finished
+        and the answers left to the main loop sent (then each connection closed), until none is
+        left or graceful_timeout less a second after the signal (as the e-mails are waited for:
+        before a stopping master's SIGKILL), telling the master it lives meanwhile; then the
+        worker exits (SystemExit, as gunicorn's: Python's exit joins the threads still serving)."""
+        self.tpool.shutdown(wait=False)
+        self.set_accept_enabled(False)
+        for conn in self.answers:
+            conn.finished = None  # (closed once sent: send_answer)
+        # Only the answers being sent, the connections lingering and the threads' callbacks are
+        # waited on: the heads, bodies and kept-alive connections wait in vain, closed at the exit.
+        keep = {conn.sock for conn in self.answers}
+        keep.update(lingering[1] for queue in (self.lingering, self.draining) for lingering in queue)
+        for key in list(self.poller.get_map().values()):
+            if key.fileobj not in keep and key.fd != self.method_queue.fileno():
+                self.poller.unregister(key.fileobj)
+        deadline = self.quit_asked + max(0, self.cfg.graceful_timeout - 1)
+        self.log.info("Worker quitting: finishing the requests being served and the answers being sent, "
+                      "%.0f s at most", max(0.0, deadline - time.monotonic()))
+        threads = list(getattr(self.tpool, "_threads", ()))  # (no public way to tell they are done)
+        flushed = []
+        while (now := time.monotonic()) < deadline:
+            if threads is not None and not any(thread.is_alive() for thread in threads):
+                threads = None  # (their last callbacks are queued: all run once this one runs)
+                self.method_queue.defer(flushed.append, True)
+            if flushed and not self.answers and not self.lingering:
+                break
+            self.notify()
+            self.wait_for_and_dispatch_events(timeout=min(1.0, deadline - now))
+            now = time.monotonic()
+            self.end_lingered(now)
+            self.drop_stalled_answers(now)
+        raise SystemExit(0)
 
     def handle_abort(self, sig, frame):
         self.aborted = True  # (worker_mails.cut_at_exit's status)
@@ -551,10 +611,14 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         if type(outbox) is Outbox and outbox.pending() and conn.sock.fileno() >= 0:
             # The rest of its answer is sent from here as the socket drains; the thread is
             # free. Its next request (kept alive) is read once the answer is sent (send_answer).
-            self.send_rest(conn, outbox, fs)
+            self.send_rest(conn, outbox, None if self.quit_asked is not None else fs)  # (quit: then closed)
             return
         if type(outbox) is Outbox:
             outbox.release()  # (its socket closed: nothing more is sent)
+        if self.quit_asked is not None:  # (quit: no request read any more)
+            self.nr_conns -= 1
+            conn.close(graceful=True)
+            return
         if not fs.cancelled() and fs.exception() is None and fs.result() is HEAD_NOT_YET:
             conn.sock.setblocking(False)
             self.wait_for_first_byte(conn)
@@ -599,9 +663,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             self.drop_head(self.heads[0])
         if self.thread_heads:
             self.expire_heads(now)
-        for queue in (self.lingering, self.draining):
-            while queue and queue[0][0] <= now:
-                self.end_lingering(queue[0])
+        self.end_lingered(now)
+        if self.quit_asked is not None:
+            self.quit()  # (SIGQUIT, SIGINT: here, between two rounds of events, nothing half done)
         if (self.bodies or self.answers or self.draining) and now >= self.bodies_checked + 1:  # (a look a second)
             self.bodies_checked = now
             for lingering in [lingering for lingering in self.draining if lingering[4] <= now]:
@@ -609,11 +673,21 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             for conn in [conn for conn in self.bodies if conn.timeout <= now]:
                 self.held -= len(conn.head)
                 self.give_up_body(conn)
-            for conn in [conn for conn in self.answers if conn.timeout <= now]:
-                # (Linux says a socket is writable only once a third of its send buffer is free:
-                # a client that reads slowly may take longer than `timeout` to free that much.)
-                queued = queued_bytes(conn.sock)
-                if queued is not None and queued < conn.queued:
-                    conn.queued, conn.timeout = queued, now + self.cfg.timeout  # (it took some)
-                else:
-                    self.drop_answer(conn)
+            self.drop_stalled_answers(now)
+
+    def end_lingered(self, now):
+        """(Main loop.) Close the connections whose linger (or drain) is past its deadline."""
+        for queue in (self.lingering, self.draining):
+            while queue and queue[0][0] <= now:
+                self.end_lingering(queue[0])
+
+    def drop_stalled_answers(self, now):
+        """(Main loop.) Drop the answers whose clients took nothing of them for `timeout`."""
+        for conn in [conn for conn in self.answers if conn.timeout <= now]:
+            # (Linux says a socket is writable only once a third of its send buffer is free:
+            # a client that reads slowly may take longer than `timeout` to free that much.)
+            queued = queued_bytes(conn.sock)
+            if queued is not None and queued < conn.queued:
+                conn.queued, conn.timeout = queued, now + self.cfg.timeout  # (it took some)
+            else:
+                self.drop_answer(conn)

@@ -12,7 +12,9 @@ import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
+from conftest import wait_for_a_lock_waiter
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
@@ -425,4 +427,79 @@ def test_slow_downloads_leave_the_spool_room_for_uploads_and_heads_are_answered(
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             answer = _until_closed(conn)
             assert answer.startswith(b"HTTP/1.1 200 ") and answer.partition(b"\r\n\r\n")[2] == DATA
+        assert "Traceback" not in server.logs()
+
+
+def _quick_stop(server, how):
+    """Stop the server's worker: SIGQUIT to it alone (the master starts another), or a signal
+    to gunicorn's master (SIGINT: its quick stop, SIGQUIT to the worker; SIGTERM: graceful)."""
+    if how == "worker SIGQUIT":
+        os.kill(_worker_pid(server), signal.SIGQUIT)
+    else:
+        server.process.send_signal(getattr(signal, how))
+
+
+@pytest.mark.parametrize("how", ["worker SIGQUIT", "SIGINT", "SIGTERM"])
+def test_a_download_left_to_the_main_loop_comes_whole_through_a_quick_stop(tmp_path, how):
+    """A granted view's file download (6 MiB: its view counted) too long for the client's
+    socket, its rest in the main loop's Outbox as the worker is told to stop: SIGQUIT
+    (gunicorn's quick stop; the master's SIGINT sends it) ended the main loop at once, the rest
+    unsent, the file cut. It now sends the answers it holds, within graceful_timeout less a
+    second (SIGTERM's graceful stop did already, within graceful_timeout)."""
+    env = server_env(tmp_path / "instance")
+    with gunicorn(env, tmp_path / "log", args=("--graceful-timeout", "5")) as server:
+        link = _file_link(server, env)
+        files = _spool_files(server)
+        conn = _not_reading(server.port, f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        _until(lambda: _spool_files(server) > files, "the answer's rest in its temporary file")
+        stopping = time.monotonic()
+        _quick_stop(server, how)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        answer = _until_closed(conn)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(DATA), len(answer)
+        if how != "worker SIGQUIT":
+            assert server.process.wait(timeout=20) == 0
+            assert time.monotonic() - stopping < 5 + 2  # (graceful_timeout, and a margin)
+        assert "Traceback" not in server.logs()
+
+
+def _open_files(pid, ending) -> int | None:
+    """How many of the process's open files end their name with `ending`; None once it ended."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return None
+    count = 0
+    for fd in fds:
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(ending)
+        except OSError:
+            pass  # (closed meanwhile)
+    return count
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_download_still_in_the_app_at_a_quick_stop_comes_whole(tmp_path, database_url):
+    """SIGQUIT as a download is still being served in a thread (held by the test's lock on its
+    table): the thread was finished (Python's exit joins it), its answer written as far as the
+    client's socket took it and the rest left to an Outbox that no main loop sent any more. The
+    quitting main loop now waits for its threads, then sends what they left."""
+    env = server_env(tmp_path / "instance", database_url)
+    with gunicorn(env, tmp_path / "log", args=("--graceful-timeout", "10")) as server:
+        link = _file_link(server, env)
+        worker = _worker_pid(server)
+        files = _spool_files(server)
+        with psycopg.connect(database_url) as lock:
+            lock.execute("LOCK TABLE push_files IN ACCESS EXCLUSIVE MODE")
+            conn = _not_reading(server.port, f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+            wait_for_a_lock_waiter(database_url, "the download")
+            os.kill(worker, signal.SIGQUIT)
+            # (Its stop begun: "Worker exiting" at once before, "Worker quitting" now.)
+            _until(lambda: re.search(rf"Worker quitting|Worker exiting \(pid: {worker}\)", server.logs()),
+                   "the worker's stop")
+        # (Read once the thread left the rest to an Outbox, its file open; before, the worker exited then.)
+        _until(lambda: _open_files(worker, " (deleted)") in (None, files + 1), "the answer's rest in its file")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        answer = _until_closed(conn)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(DATA), len(answer)
         assert "Traceback" not in server.logs()
