@@ -435,19 +435,24 @@ def _quick_stop(server, how):
     to gunicorn's master (SIGINT: its quick stop, SIGQUIT to the worker; SIGTERM: graceful)."""
     if how == "worker SIGQUIT":
         os.kill(_worker_pid(server), signal.SIGQUIT)
+    elif how == "max_requests":
+        _until(lambda: "Autorestarting worker" in server.logs(), "the restart")  # (the download's thread done: --max-requests 4)
     else:
         server.process.send_signal(getattr(signal, how))
 
 
-@pytest.mark.parametrize("how", ["worker SIGQUIT", "SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("how", ["worker SIGQUIT", "SIGINT", "SIGTERM", "max_requests"])
 def test_a_download_left_to_the_main_loop_comes_whole_through_a_quick_stop(tmp_path, how):
     """A granted view's file download (6 MiB: its view counted) too long for the client's
-    socket, its rest in the main loop's Outbox as the worker is told to stop: SIGQUIT
+    socket, its rest in the main loop's Outbox as the worker is told to stop (or restarts,
+    max_requests reached): SIGQUIT
     (gunicorn's quick stop; the master's SIGINT sends it) ended the main loop at once, the rest
     unsent, the file cut. It now sends the answers it holds, within graceful_timeout less a
-    second (SIGTERM's graceful stop did already, within graceful_timeout)."""
+    second (SIGTERM's graceful stop and max_requests' did already, within graceful_timeout)."""
     env = server_env(tmp_path / "instance")
-    with gunicorn(env, tmp_path / "log", args=("--graceful-timeout", "5")) as server:
+    # (max_requests: /api/v2/version as it started, the push created and read, then the download.)
+    restart = ("--max-requests", "4") if how == "max_requests" else ()
+    with gunicorn(env, tmp_path / "log", args=("--graceful-timeout", "5", *restart)) as server:
         link = _file_link(server, env)
         files = _spool_files(server)
         conn = _not_reading(server.port, f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
@@ -457,7 +462,7 @@ def test_a_download_left_to_the_main_loop_comes_whole_through_a_quick_stop(tmp_p
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         answer = _until_closed(conn)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(DATA), len(answer)
-        if how != "worker SIGQUIT":
+        if how not in ("worker SIGQUIT", "max_requests"):
             assert server.process.wait(timeout=20) == 0
             assert time.monotonic() - stopping < 5 + 2  # (graceful_timeout, and a margin)
         assert "Traceback" not in server.logs()
