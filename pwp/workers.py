@@ -338,7 +338,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         worker: the instance), until the master killed it. With e-mails being sent, or requests
         its threads still serve (whose mails come as they end: a link form's at its close()), it
         serves on until none is left, at most graceful_timeout more (restart_by, murder_pending),
-        then stops without waiting for them (run: what is left is cut, and logged)."""
+        then stops as gthread's stop does: it waits up to graceful_timeout once more for the
+        requests still in its threads and the answers its main loop still sends (its kept-alive
+        connections 2 s), so a restart may take twice graceful_timeout; but not for the e-mails
+        past restart_by (mails_by: run, worker_mails.cut_at_exit; what is left is cut, and logged)."""
         self.restart_after, self.restarting = sys.maxsize, True
         self.log.info("Autorestarting worker after current request.")
         self.mails_by = time.monotonic() + self.cfg.graceful_timeout
