@@ -157,7 +157,10 @@ class _Connection(gthread.TConn):
         """(A thread, TLS: its handshake done, or kept alive, no byte of its next head read.) Take
         the records that came, without waiting: False where they held no application data (none
         came; or a TLS 1.3 KeyUpdate, say, which woke the poller: the thread then waited in
-        OpenSSL for a head up to its deadline), the connection then waiting for it on the poller."""
+        OpenSSL for a head up to its deadline), the connection then waiting for it on the poller.
+        (A KeyUpdate asking for the server's: OpenSSL sends that one before its next write, not as
+        it reads it here, so no SSLWantWriteError even with the send buffer full: see the test
+        test_a_kept_alive_tls_connection_asked_for_a_key_update_answers_its_next_request.)"""
         if self.sock.pending():
             return True
         self.sock.settimeout(0.0)

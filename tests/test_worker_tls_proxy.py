@@ -746,11 +746,11 @@ def test_a_stopping_worker_does_not_wait_for_heads_read_by_gunicorn(tmp_path, se
     assert "Traceback" not in logs and "Error" not in logs, logs
 
 
-def _key_update(conn, keylog, sent=0) -> bytes:
-    """A TLS 1.3 client's KeyUpdate (update_not_requested), the record after the `sent` it sent
-    since its handshake, sealed with its first traffic key (from the key log): a whole record
-    without application data. (conn's own writes no longer go through after it: its record
-    numbers are taken.)"""
+def _client_record(conn, keylog, inner: bytes, sent=0, updates=0) -> bytes:
+    """A TLS 1.3 record of the client's: `inner` (its content, then its type's byte), the record
+    after the `sent` it sent with that key, sealed with its traffic key after `updates` KeyUpdates
+    (the first from the key log, each next one derived from it: RFC 8446 7.2). (conn's own
+    writes no longer go through after it: its record numbers, or its key, are taken.)"""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -764,10 +764,18 @@ def _key_update(conn, keylog, sent=0) -> bytes:
         info = length.to_bytes(2, "big") + bytes([6 + len(label)]) + b"tls13 " + label + b"\x00"
         return HKDFExpand(hashing, length, info).derive(secret)
 
-    inner = b"\x18\x00\x00\x01\x00" + b"\x16"  # (KeyUpdate, update_not_requested; its type: handshake)
+    for _ in range(updates):
+        secret = expand(b"traffic upd", hashing.digest_size)
     header = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
     nonce = (int.from_bytes(expand(b"iv", 12), "big") ^ sent).to_bytes(12, "big")
     return header + AESGCM(expand(b"key", bits // 8)).encrypt(nonce, inner, header)
+
+
+def _key_update(conn, keylog, sent=0, requested=False) -> bytes:
+    """A TLS 1.3 client's KeyUpdate (update_not_requested, or update_requested: the server's
+    asked for), the record after the `sent` it sent since its handshake: a whole record without
+    application data."""
+    return _client_record(conn, keylog, b"\x18\x00\x00\x01" + (b"\x01" if requested else b"\x00") + b"\x16", sent)
 
 
 def test_a_tls_record_without_application_data_takes_no_thread_for_the_head(tmp_path):
@@ -828,6 +836,39 @@ def test_a_kept_alive_tls_connection_woken_by_a_record_without_application_data_
         assert _until_closed(other).startswith(b"HTTP/1.1 200 ")
         assert _tls_still_open(kept)  # (was: closed, its head's deadline over: the other waited for it)
         again.close()
+        logs = server.logs()
+    assert "Traceback" not in logs, logs
+
+
+def test_a_kept_alive_tls_connection_asked_for_a_key_update_answers_its_next_request(tmp_path):
+    """A kept-alive TLS connection waiting on the poller for its next head gets a KeyUpdate that
+    asks for the server's (update_requested). A reviewer feared that OpenSSL wants to write that
+    one as it reads the record (head_came's recv: SSLWantWriteError where the socket's send buffer
+    is full, which head_came does not catch: the connection closed quietly). OpenSSL (3.0) sends it
+    before its next write instead (so also with a full send buffer, as seen with ssl's own
+    sockets): the record is taken as one without application data, the one thread is free for
+    another client, and the next request, under the client's next key, is answered after the
+    server's KeyUpdate, which the client's ssl takes. Passed as it is (no fix needed)."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    context.keylog_filename = keylog = tmp_path / "keys.log"
+    args = (*args, "--threads", "1", "--timeout", "10", "--keep-alive", "10")
+    up = b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
+        updates = []  # (the KeyUpdates the client's connections read or write: ssl's debugging hook)
+        context._msg_callback = lambda _conn, direction, _version, _type, message, _data: updates.append(
+            direction) if message == ssl._TLSMessageType.KEY_UPDATE else None
+        kept = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
+        kept.settimeout(20)  # (a failure guard only)
+        kept.sendall(up)  # (one record)
+        assert _one_answer(kept).startswith(b"HTTP/1.1 200 ")
+        # (Both sealed now: the key log's last keys are this connection's until the next one's handshake.)
+        update, after = _key_update(kept, keylog, 1, requested=True), _client_record(kept, keylog, up + b"\x17", updates=1)
+        socket.socket.sendall(kept, update)
+        assert request(server.port, "GET", "/up", timeout=30, context=context)[0] == 200
+        assert _tls_still_open(kept)
+        assert updates == []
+        socket.socket.sendall(kept, after)  # (application data, under its next key)
+        assert _one_answer(kept).startswith(b"HTTP/1.1 200 ") and updates == ["read"]  # (the server's, then it)
         logs = server.logs()
     assert "Traceback" not in logs, logs
 
