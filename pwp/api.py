@@ -41,7 +41,7 @@ def base_url() -> str:
 
 def base_url_for(environ) -> str:
     """base_url() from a WSGI environ."""
-    config = current_app.config
+    config = pushes.the_app().config
     url = config["PWP__OVERRIDE_BASE_URL"] or _host_url(*_host_key(environ))
     if config["FORCE_SSL"] and url.startswith("http://"):  # (upstream's variable)
         url = "https://" + url[len("http://"):]
