@@ -17,7 +17,7 @@ import pytest
 
 from conftest import wait_for_a_lock_waiter
 from servers import ROOT, bearer, create_user, gunicorn, request, server_env
-from test_gunicorn_conf import _stalled, _until_closed
+from test_gunicorn_conf import _stalled, _until_closed, _wait_until_read
 from test_security_headers import _proxy_v2, _self_signed
 from test_worker_spool import _answer_while_sending
 
@@ -153,7 +153,6 @@ def test_a_chunked_body_of_tiny_chunks_read_by_gunicorn_gets_a_400_before_much_o
     The same allowance as the main loop's (CHUNKS_FREE, DATA_PER_CHUNK) now stops the reader:
     the app's 400 for a body that cannot be read, `Connection: close`."""
     from pwp.worker_bodies import CHUNKS_FREE
-    from test_gunicorn_conf import _wait_until_read
     args, context, prefix = _served(tmp_path, served)
     step = b"1\r\nx\r\n" * 4096
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=args, context=context) as server:
@@ -454,19 +453,20 @@ def test_a_tls_connection_that_waited_for_a_thread_has_its_head_wait_anew_after_
     head comes after the handshake, so it waits on the poller for it: that wait was counted from
     the accept, already past, and the connection was dropped unanswered (934e630's deadline,
     meant for records without application data). Its handshake done, it waits `timeout` anew.
-    (Reached each time: the late connection is accepted before the stalled one takes the thread,
-    and sends its head only once the thread answered another request, its handshake done.)"""
+    (Reached each time: the late connection is accepted before the stalled one, sends its
+    ClientHello only once the one thread read the stalled one's start, in its handshake until its
+    deadline, and sends its head only once the thread answered another request, its handshake
+    done. A ClientHello sent before that read came with the stalled start under load, both read
+    in one round, the late one first in the poller's order: handshaked at once, then dropped
+    `timeout` later, its head held back behind the stalled thread: 4 of 10 runs failed so.)"""
     args, context, _prefix = _served(tmp_path, "TLS")
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log", args=(*args, "--threads", "1", "--timeout", "3"),
                   context=context) as server:
-        raw = socket.create_connection(("127.0.0.1", server.port), timeout=20)  # (accepted: its deadline runs)
-        stalled = _stalled(server.port, b"\x16\x03\x01\x00\x80")  # (the thread's, until its deadline)
-        shaken = []  # (its ClientHello readable after stalled's start: a thread for it only past its deadline)
-        handshake = threading.Thread(target=lambda: shaken.append(context.wrap_socket(raw, server_hostname="127.0.0.1")))
-        handshake.start()
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=20)  # (accepted first: its deadline runs)
+        stalled = _stalled(server.port, b"\x16\x03\x01\x00\x80")
+        _wait_until_read(server.port, [stalled], unread_max=0)  # (in the thread's handshake, until its deadline)
         try:
-            handshake.join(20)  # (a failure guard only)
-            late = shaken[0]
+            late = context.wrap_socket(raw, server_hostname="127.0.0.1")  # (a thread for it only past stalled's deadline)
             # (Its thread, its handshake done, found no head and let it go to the poller: then /up's turn.)
             assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
             late.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
