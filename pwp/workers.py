@@ -296,9 +296,10 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
 
     def quit(self):
         """(Main loop, between two rounds of events: handle_quit.) gunicorn's quick stop: no
-        connection taken, no request read any more; the requests its threads serve are finished
-        and the answers left to the main loop sent (then each connection closed), until none is
-        left or graceful_timeout less a second after the signal (as the e-mails are waited for:
+        connection taken, no request read any more (the heads threads read, TLS and the PROXY
+        protocol, ended: expire_heads); the requests its threads serve are finished and the
+        answers left to the main loop sent (then each connection closed), until none is left or
+        graceful_timeout less a second after the signal (as the e-mails are waited for:
         before a stopping master's SIGKILL), telling the master it lives meanwhile; then the
         worker exits (SystemExit, as gunicorn's: Python's exit joins the threads still serving)."""
         self.tpool.shutdown(wait=False)
@@ -312,6 +313,11 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         for key in list(self.poller.get_map().values()):
             if key.fileobj not in keep and key.fd != self.method_queue.fileno():
                 self.poller.unregister(key.fileobj)
+        with self.heads_lock:  # (those read now and those a queued connection's thread begins)
+            self.heads_by = 0.0
+            for conn in self.thread_heads:
+                self.thread_heads[conn] = 0.0
+        self.expire_heads(time.monotonic())
         deadline = self.quit_asked + max(0, self.cfg.graceful_timeout - 1)
         self.log.info("Worker quitting: finishing the requests being served and the answers being sent, "
                       "%.0f s at most", max(0.0, deadline - time.monotonic()))
@@ -326,6 +332,8 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             self.notify()
             self.wait_for_and_dispatch_events(timeout=min(1.0, deadline - now))
             now = time.monotonic()
+            if self.thread_heads:
+                self.expire_heads(now)
             self.end_lingered(now)
             self.drop_stalled_answers(now)
         raise SystemExit(0)

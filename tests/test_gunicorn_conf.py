@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 from urllib.parse import urlsplit
 
@@ -1040,6 +1041,20 @@ def test_a_chunk_size_line_may_be_as_long_as_limit_request_field_size(tmp_path):
 
 def _worker_pid(server) -> int:
     return int(re.findall(r"Booting worker with pid: (\d+)", server.logs())[-1])
+
+
+def _until_gone(pid, seconds):
+    """Wait (bounded) until process `pid` has ended (a zombie its parent has not reaped yet counts)."""
+    until = time.monotonic() + seconds
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rpartition(")")[2].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        assert time.monotonic() < until, f"process {pid} still runs after {seconds} s"
+        time.sleep(0.01)  # (polling a real state, bounded)
 
 
 def test_bodies_spooled_by_many_clients_do_not_run_the_worker_out_of_files(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import wait_for_a_lock_waiter
 from servers import ROOT, bearer, create_user, gunicorn, request, server_env
-from test_gunicorn_conf import _stalled, _until_closed, _wait_until_read
+from test_gunicorn_conf import _stalled, _until_closed, _until_gone, _wait_until_read, _worker_pid
 from test_security_headers import _proxy_v2, _self_signed
 from test_worker_spool import _answer_while_sending
 
@@ -720,13 +720,16 @@ def test_a_body_the_app_reads_late_is_not_cut_for_the_apps_wait(tmp_path, served
         assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 200 " in answer, answer  # (was: 401 only)
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "max_requests"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "max_requests", "SIGINT", "worker SIGQUIT"])
 @pytest.mark.parametrize("served", ["TLS", "PROXY protocol v1"])
 def test_a_stopping_worker_does_not_wait_for_heads_read_by_gunicorn(tmp_path, served, stop):
     """A stopping worker (SIGTERM, max_requests) waited up to graceful_timeout for a TLS or PROXY
     connection that stopped in its handshake or head, its thread reading it: a plain head has
     gunicorn's linger for kept-alive connections (2 s) once the worker stops, and a TLS or PROXY
-    one now the same. Here `timeout` and graceful_timeout are 60 s: the worker ends well before."""
+    one now the same. Here `timeout` and graceful_timeout are 60 s: the worker ends well before.
+    A quick stop (the master's SIGINT, SIGQUIT to the worker) reads no request any more: it
+    waited for those threads until graceful_timeout less a second (then Python's exit joined them,
+    up to `timeout` more), the master's SIGKILL first; their reads now end at once."""
     args, context, prefix = _served(tmp_path, served)
     args = (*args, "--threads", "4", "--timeout", "60", "--graceful-timeout", "60")
     if stop == "max_requests":
@@ -735,9 +738,13 @@ def test_a_stopping_worker_does_not_wait_for_heads_read_by_gunicorn(tmp_path, se
         stalled = _stalled_in_turn(server.port, context, prefix)[1:3]  # (in its handshake or PROXY header; its head)
         # (Answered once the worker took the stalled ones, accepted and given a thread before it.)
         assert request(server.port, "GET", "/up", timeout=20, context=context)[0] == 200
-        if stop == "SIGTERM":
-            server.process.send_signal(signal.SIGTERM)
+        if stop in ("SIGTERM", "SIGINT"):
+            server.process.send_signal(getattr(signal, stop))
             assert server.process.wait(timeout=20) == 0  # (a failure guard: was 60 s)
+        elif stop == "worker SIGQUIT":
+            worker = _worker_pid(server)
+            os.kill(worker, signal.SIGQUIT)
+            _until_gone(worker, 20)  # (was: 60 s and more)
         answers = [_until_closed(conn) for conn in stalled]  # (its 20 s guard: was 60 s)
         logs = server.logs()
     # (Dropped unanswered, as a plain head; a PROXY header cut short gets its 400, as once `timeout` passed.)
