@@ -70,7 +70,9 @@ def cut_at_exit(worker):
             # worker silent for `timeout`.
             pool.shutdown(wait=False)  # (its idle threads end)
             stop_asked = getattr(worker, "stop_asked", None)
-            if stop_asked is None and getattr(worker, "restarting", False):
+            if getattr(worker, "quit_by", 0.0):  # (SIGQUIT, SIGINT: ThreadWorker.quit's deadline)
+                deadline = worker.quit_by
+            elif stop_asked is None and getattr(worker, "restarting", False):
                 deadline = worker.mails_by
             else:
                 deadline = (stop_asked or time.monotonic()) + max(0, worker.cfg.graceful_timeout - 1)

@@ -70,6 +70,9 @@ from pwp.worker_sockets import (BoundedSocket, BoundedSSLSocket, GoneSocket, Gon
 # The open files a worker asks for (its soft limit raised up to its hard one): two per
 # connection whose body is spooled, gunicorn's worker_connections (1000) of them and a margin.
 OPEN_FILES = 65536
+# gunicorn's master asked for a quick stop during a graceful one sends its workers SIGQUIT and kills
+# them this many seconds later (arbiter.stop's literal 2.0): a quitting worker ends a second before.
+QUICK_AFTER_GRACEFUL = 2.0
 # (ThreadWorker.handle's result for a TLS connection whose handshake is done and no byte of its head came.)
 HEAD_NOT_YET = object()
 
@@ -228,6 +231,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.in_app_lock = threading.Lock()
         self.stop_asked = None  # when SIGTERM came (handle_exit; or SIGQUIT, SIGINT)
         self.quit_asked = None  # when SIGQUIT or SIGINT came (handle_quit)
+        self.quit_by = 0.0  # (handle_quit) when it exits at the latest (quit; worker_mails.cut_at_exit)
         self.looping = False  # its main loop runs (gthread's run: handle_quit)
         # (TLS, the PROXY protocol.) Connections whose handshake and head a thread reads, by their
         # deadline (watch_head); threads add and take them, the main loop ends them (expire_heads).
@@ -290,6 +294,12 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             self.quit_asked = time.monotonic()
             if self.stop_asked is None:  # (the stop began: worker_mails.cut_at_exit's deadline)
                 self.stop_asked = self.quit_asked
+                self.quit_by = self.quit_asked + max(0, self.cfg.graceful_timeout - 1)
+            else:
+                # (During a graceful stop: gunicorn's master, asked for a quick one then, gives
+                # its workers QUICK_AFTER_GRACEFUL, not what is left of graceful_timeout.)
+                self.quit_by = min(self.stop_asked + max(0, self.cfg.graceful_timeout - 1),
+                                   self.quit_asked + max(0.0, QUICK_AFTER_GRACEFUL - 1))
             self.alive = False
             self.cfg.worker_int(self)
             self.method_queue.defer(lambda: None)  # (the poller woken)
@@ -299,7 +309,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         connection taken, no request read any more (the heads threads read, TLS and the PROXY
         protocol, ended: expire_heads); the requests its threads serve are finished and the
         answers left to the main loop sent (then each connection closed), until none is left or
-        graceful_timeout less a second after the signal (as the e-mails are waited for:
+        quit_by (graceful_timeout less a second after the signal, as the e-mails are waited for:
         before a stopping master's SIGKILL), telling the master it lives meanwhile; then the
         worker exits (SystemExit, as gunicorn's: Python's exit joins the threads still serving)."""
         self.tpool.shutdown(wait=False)
@@ -318,19 +328,18 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
             for conn in self.thread_heads:
                 self.thread_heads[conn] = 0.0
         self.expire_heads(time.monotonic())
-        deadline = self.quit_asked + max(0, self.cfg.graceful_timeout - 1)
         self.log.info("Worker quitting: finishing the requests being served and the answers being sent, "
-                      "%.0f s at most", max(0.0, deadline - time.monotonic()))
+                      "%.0f s at most", max(0.0, self.quit_by - time.monotonic()))
         threads = list(getattr(self.tpool, "_threads", ()))  # (no public way to tell they are done)
         flushed = []
-        while (now := time.monotonic()) < deadline:
+        while (now := time.monotonic()) < self.quit_by:
             if threads is not None and not any(thread.is_alive() for thread in threads):
                 threads = None  # (their last callbacks are queued: all run once this one runs)
                 self.method_queue.defer(flushed.append, True)
             if flushed and not self.answers and not self.lingering:
                 break
             self.notify()
-            self.wait_for_and_dispatch_events(timeout=min(1.0, deadline - now))
+            self.wait_for_and_dispatch_events(timeout=min(1.0, self.quit_by - now))
             now = time.monotonic()
             if self.thread_heads:
                 self.expire_heads(now)

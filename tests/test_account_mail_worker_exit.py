@@ -219,15 +219,22 @@ def test_a_mail_given_by_a_request_served_as_a_worker_restarts_is_sent(tmp_path,
         smtp.controller.stop()
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGTERM, then SIGINT"])
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_worker_stopped_by_sigterm_with_a_request_stuck_and_a_mail_held_cuts_it_before_the_sigkill(
-        tmp_path, database_url):
+        tmp_path, database_url, stop):
     """The cut joined gthread's pool without a bound: a request that outlived graceful_timeout
     (here waiting for a row lock of the test's throughout) held the worker's exit until the
     stopping master's SIGKILL ('was sent SIGKILL! Perhaps out of memory?'), the held mail cut
     unsaid. It waits for the requests until graceful_timeout less a second after the stop
-    began, as for its mails, then cuts them and says so."""
-    with _mail_held(tmp_path, "--graceful-timeout", "3", database_url=database_url) as held:
+    began, as for its mails, then cuts them and says so.
+    The master asked for a quick stop (SIGINT) during its graceful one sends its workers SIGQUIT
+    and kills them 2 s later (arbiter.stop): the worker waited for the request until
+    graceful_timeout less a second after the SIGQUIT (27d9f34's quit), and the cut joined it until
+    that long after the SIGTERM (9 s here), both past the SIGKILL, the cut unsaid. Both now end a
+    second after that SIGQUIT."""
+    graceful = "3" if stop == "SIGTERM" else "10"
+    with _mail_held(tmp_path, "--graceful-timeout", graceful, database_url=database_url) as held:
         server = held.server
         status, push = server.json("POST", "/api/v2/pushes", {"push": {"payload": "the secret"}})
         assert status == 201, push
@@ -237,8 +244,12 @@ def test_a_worker_stopped_by_sigterm_with_a_request_stuck_and_a_mail_held_cuts_i
             retrieve.start()
             wait_for_a_lock_waiter(database_url, "the retrieve", thread=retrieve)
             server.process.send_signal(signal.SIGTERM)
-            server.process.wait(timeout=60)  # (the master kills a worker still there after 3 s)
+            if stop != "SIGTERM":
+                _wait_for_log(server, "Handling signal: term")
+                server.process.send_signal(signal.SIGINT)
+            server.process.wait(timeout=60)  # (the master kills a worker still there after graceful_timeout, or 2 s)
         retrieve.join(60)
+        assert (stop != "SIGTERM") == ("Quick shutdown requested" in server.logs())
         _assert_cut(server.logs())
 
 
