@@ -343,10 +343,16 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         threads, flushed = list(getattr(self.tpool, "_threads", ())), []  # (no public way to tell they are done)
         threading.Thread(target=_joined, args=(threads, self.method_queue, flushed), daemon=True).start()
         while (now := time.monotonic()) < self.quit_by:
-            if flushed and not self.answers and not self.lingering:
-                break
+            wait = 1.0
+            if flushed and not self.answers:
+                # A lingering connection's answer can no longer be cut by a reset once the client
+                # took all of it (and our end): its linger (LINGER_SECONDS for a client that keeps
+                # its end open, one whose answer ended as the quit began) is not waited for.
+                if all(queued_bytes(lingering[1]) == 0 for lingering in self.lingering):
+                    break
+                wait = 0.05  # (their last bytes on their way: nothing wakes the poller as they are taken)
             self.notify()
-            self.wait_for_and_dispatch_events(timeout=min(1.0, self.quit_by - now))
+            self.wait_for_and_dispatch_events(timeout=min(wait, self.quit_by - now))
             now = time.monotonic()
             if self.thread_heads:
                 self.expire_heads(now)

@@ -535,6 +535,41 @@ def test_a_quick_stop_asked_during_a_graceful_one_ends_the_worker_before_the_mas
     assert "Traceback" not in logs
 
 
+@pytest.mark.parametrize("client", ["closes", "keeps its end open"])
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_quick_stop_ends_once_the_request_it_waited_for_is_answered(tmp_path, database_url, client):
+    """SIGQUIT as a request is served in a thread (held by the test's row lock): once it is
+    answered the worker ends, as gthread's quick stop did once Python's exit had joined the
+    thread. The quitting worker closed the connection with a linger (the client's end awaited,
+    LINGER_SECONDS) and waited for it: 2 s more for a client that keeps its end open, its
+    answer (`Connection: close`) read whole. The linger of an answer the client's side took
+    whole (the send queue empty: no reset can cut it any more) is no longer waited for."""
+    env = server_env(tmp_path / "instance", database_url)
+    with gunicorn(env, tmp_path / "log", args=("--graceful-timeout", "20")) as server:
+        status, push = server.json("POST", "/api/v2/pushes", {"push": {"payload": "the secret"}})
+        assert status == 201, push
+        worker = _worker_pid(server)
+        with psycopg.connect(database_url) as lock:
+            lock.execute("SELECT id FROM pushes FOR UPDATE")
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # (a failure guard)
+            conn.sendall(f"GET /p/{push['url_token']}.json HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            wait_for_a_lock_waiter(database_url, "the retrieval")
+            os.kill(worker, signal.SIGQUIT)
+            _until(lambda: "Worker quitting" in server.logs(), "the quit")
+        answer = b""
+        while chunk := conn.recv(65536):  # (until the worker's end, once the answer is sent)
+            answer += chunk
+        answered = time.monotonic()
+        if client == "closes":
+            conn.close()
+        _until_gone(worker, 20)
+        took = time.monotonic() - answered
+        conn.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"the secret" in answer, answer
+        assert took < 1.0, took  # (was 2.3-2.6 s, kept open; 0.3-0.6 s, closed)
+        assert "Traceback" not in server.logs()
+
+
 def test_an_idle_workers_quick_stop_is_as_quick_as_gunicorns(tmp_path):
     """SIGQUIT to an idle worker whose threads served requests: gthread's quick stop ended it at
     once (0.2-0.5 s here, Python's exit included). The quitting worker looked whether its threads
