@@ -566,7 +566,7 @@ def test_a_quick_stop_ends_once_the_request_it_waited_for_is_answered(tmp_path, 
         took = time.monotonic() - answered
         conn.close()
         assert answer.startswith(b"HTTP/1.1 200 ") and b"the secret" in answer, answer
-        assert took < 1.0, took  # (was 2.3-2.6 s, kept open; 0.3-0.6 s, closed)
+        assert took < 1.8, took  # (was 2.3-2.6 s, kept open; 0.3-0.6 s now: a margin for a loaded CI)
         assert "Traceback" not in server.logs()
 
 
@@ -593,4 +593,4 @@ def test_an_idle_workers_quick_stop_is_as_quick_as_gunicorns(tmp_path):
             _until_gone(worker, 20)
             took.append(time.monotonic() - asked)
         assert "Traceback" not in server.logs()
-    assert sum(seconds > 0.9 for seconds in took) <= 2, took  # (was: 7 of 10 at 1.2-1.5 s, 3 at 0.3 s)
+    assert sum(seconds > 1.1 for seconds in took) <= 2, took  # (was: 7 of 10 at 1.2-1.5 s, 3 at 0.3 s; now 0.2-0.5 s)
