@@ -289,6 +289,11 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # SIGTERM: a graceful stop (the master's, a reload's).
         if self.stop_asked is None:
             self.stop_asked = time.monotonic()
+        elif self.quit_asked is not None:
+            # (SIGTERM after SIGQUIT: the master's graceful stop, then its quick one, both pending
+            # as the handlers ran, and Python runs them by signal number, SIGQUIT's first. The
+            # master gives its workers QUICK_AFTER_GRACEFUL from its SIGQUIT, as in handle_quit.)
+            self.quit_by = min(self.quit_by, self.quit_asked + max(0.0, QUICK_AFTER_GRACEFUL - 1))
         super().handle_exit(sig, frame)
 
     def handle_quit(self, sig, frame):
