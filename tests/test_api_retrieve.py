@@ -167,6 +167,16 @@ def test_owner_views_are_logged_but_not_counted(client, make_user):
     assert kinds == ["creation", "owner_view", "owner_view", "admin_view", "view", "failed_view"]
 
 
+def test_an_admins_view_of_its_own_push_is_an_admin_view(client, make_user):
+    """Section 4: admin_view takes precedence over owner_view (neither counted)."""
+    _, admin = make_user("admin@example.com", admin=True)
+    t = push(client, bearer(admin), expire_after_views=1)
+    body = client.get(f"/api/v2/pushes/{t}", headers=bearer(admin)).json
+    assert body["payload"] == "s3cret" and body["views_remaining"] == 1
+    kinds = [e["kind"] for e in client.get(f"/api/v2/pushes/{t}/audit", headers=bearer(admin)).json["logs"]]
+    assert kinds == ["creation", "admin_view"]
+
+
 def _fill_audit_log(app, url_token, events, kind=6):
     """Add `events` audit rows (owner views by default) to a push, straight in the database."""
     sql(app, "INSERT INTO audit_logs (push_id, kind, ip, user_agent, referrer, created_at) "
