@@ -48,6 +48,19 @@ def wait(worker, deadline: float) -> int:
             return left
 
 
+def exit_deadline(worker) -> float:
+    """When a stopping worker's e-mails (run) and the requests its exit joins (cut_at_exit) are
+    given up: graceful_timeout less a second after the stop began (SIGTERM, or now), before a
+    stopping master's SIGKILL; a quick stop's own (ThreadWorker.quit_by); a max_requests
+    restart's what is left for its mails (mails_by: restart)."""
+    if getattr(worker, "quit_by", 0.0):  # (SIGQUIT, SIGINT: ThreadWorker.quit's deadline)
+        return worker.quit_by
+    stop_asked = getattr(worker, "stop_asked", None)
+    if stop_asked is None and getattr(worker, "restarting", False):
+        return worker.mails_by
+    return (stop_asked or time.monotonic()) + max(0, worker.cfg.graceful_timeout - 1)
+
+
 def cut_at_exit(worker):
     """As this process exits (Python's exit, before it joins the threads left: a graceful stop
     that waited, SIGQUIT's or SIGINT's quick one, a worker aborted), the e-mail jobs still
@@ -69,13 +82,7 @@ def cut_at_exit(worker):
             # request stuck through its stop): the join tells the master nothing, which kills a
             # worker silent for `timeout`.
             pool.shutdown(wait=False)  # (its idle threads end)
-            stop_asked = getattr(worker, "stop_asked", None)
-            if getattr(worker, "quit_by", 0.0):  # (SIGQUIT, SIGINT: ThreadWorker.quit's deadline)
-                deadline = worker.quit_by
-            elif stop_asked is None and getattr(worker, "restarting", False):
-                deadline = worker.mails_by
-            else:
-                deadline = (stop_asked or time.monotonic()) + max(0, worker.cfg.graceful_timeout - 1)
+            deadline = exit_deadline(worker)
             for thread in list(getattr(pool, "_threads", ())):  # (no public bounded join)
                 thread.join(max(0.0, deadline - time.monotonic()))
         left = pending()

@@ -279,11 +279,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         # its replacement waits for its end; those that the requests it finished as it stopped
         # gave (a link form's at its close(); requests still served at restart_by's deadline)
         # have what is left of graceful_timeout (mails_by).
-        now = time.monotonic()
-        if self.stop_asked is not None or not self.restarting:
-            worker_mails.wait(self, (self.stop_asked or now) + max(0, self.cfg.graceful_timeout - 1))
-        else:
-            worker_mails.wait(self, self.mails_by)
+        worker_mails.wait(self, worker_mails.exit_deadline(self))
 
     def handle_exit(self, sig, frame):
         # SIGTERM: a graceful stop (the master's, a reload's).
