@@ -56,7 +56,7 @@ PAST_LIMIT = 64 * 1024
 # (More than the body bytes one head read brings, 8192: wait_for_body's feed is never refused.)
 CHUNKS_FREE = 16384
 DATA_PER_CHUNK = 64
-_NEXT_CHUNK = re.compile(rb"\r\n([0-9a-fA-F]+)(?:[ \t]*;[^\r\n]*)?\r\n").match  # (else: feed's line by line)
+_NEXT_CHUNK = re.compile(rb"\r\n([0-9a-fA-F]+)\r\n").match  # (else, and with extensions: feed's line by line)
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
 RETRY_AFTER = 30
@@ -78,6 +78,7 @@ GUNICORN_PARTS = (
     "gunicorn.http.message:Request._expected_100_continue", "gunicorn.http.parser:Parser.finish_body.max_bytes",
     "gunicorn.http.unreader:SocketUnreader.take_buffered", "gunicorn.http.unreader:SocketUnreader.mxchunk",
     "gunicorn.http.unreader:SocketUnreader.max_body_chunk", "gunicorn.http.body:ChunkedReader.parse_chunk_size",
+    "gunicorn.http.body:CHUNK_EXT_RE",
     "gunicorn.workers.gthread:ThreadWorker._keepalive_after", "gunicorn.workers.gthread:ThreadWorker._cap_keepalive",
     "gunicorn.workers.gthread:STOP_KEEPALIVE_LINGER", "gunicorn.workers.gthread:DEFAULT_WORKER_DATA_TIMEOUT",
     "gunicorn.workers.gthread:ThreadWorker.on_pending_socket_readable",
@@ -110,6 +111,7 @@ def check_gunicorn():
 
 
 check_gunicorn()
+_CHUNK_EXT = gunicorn.http.body.CHUNK_EXT_RE.fullmatch  # (a chunk's extensions, as gunicorn takes them)
 
 
 class RequestBody(Body):
@@ -230,8 +232,12 @@ class ChunkedEnd:
                     self.crlf = False
                     continue
                 if not self.last:
-                    digits = line.split(b";", 1)[0].rstrip(b" \t")
-                    if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                    # (RFC 9112 7.1: blanks after the size only before an extension, as gunicorn's.)
+                    digits, semicolon, extension = line.partition(b";")
+                    if semicolon:
+                        digits = digits.rstrip(b" \t")
+                    if not digits or digits.strip(b"0123456789abcdefABCDEF") or (
+                            semicolon and not _CHUNK_EXT(b";" + extension)):
                         self.bad = True  # (gunicorn's 400)
                         return True
             self.lines += 1

@@ -637,6 +637,33 @@ def test_chunked_end_says_the_same_of_a_body_read_whole_or_a_byte_at_a_time(body
     assert whole[0] or body.endswith(b"x")  # (each ends or is bad, but the one cut short)
 
 
+@pytest.mark.parametrize("body", [
+    b"5\r\nabcde\r\n0\r\n\r\n", b"5 ;x\r\nabcde\r\n0\r\n\r\n", b"5;a=b\r\nabcde\r\n0\r\n\r\n",
+    b"5 \r\nabcde\r\n0\r\n\r\n", b"5\t\r\nabcde\r\n0\r\n\r\n", b"5\r\nabcde\r\n0 \r\n\r\n",
+    b"5;a=\r\nabcde\r\n0\r\n\r\n", b"5;\x01\r\nabcde\r\n0\r\n\r\n", b"5\r\nabcde\r\n3 ;;\r\nxyz\r\n0\r\n\r\n",
+    b"5\r\nabcde\r\n3\r\nxyz\r\n0\r\nX-Sum: yes\r\n\r\n",
+])
+def test_chunked_end_refuses_the_size_lines_gunicorn_refuses_and_ends_where_it_does(body):
+    """ChunkedEnd (the main loop) and gunicorn's own parser (the thread's, the real one) agree on
+    a body: gunicorn reads it to where ChunkedEnd said it ended, or ChunkedEnd called it bad (the
+    thread's 400 at once) where gunicorn refuses a chunk's size line (a size with blanks after it
+    and no extension, RFC 9112 7.1: was taken, its data then waited for)."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+    from pwp.worker_bodies import ChunkedEnd
+    end = ChunkedEnd(8190)
+    assert end.feed(body)
+    after = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    parser = RequestParser(Config(), iter([b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                           + body + after]), ("127.0.0.1", 1))
+    try:
+        next(parser).body.read()
+    except Exception:
+        assert end.bad, body
+    else:
+        assert not end.bad and next(parser).path == "/next", body
+
+
 def test_chunked_end_refuses_lines_past_their_allowance():
     """A body may have CHUNKS_FREE lines, and one more for every DATA_PER_CHUNK bytes of data:
     the line past that is refused (small), whether the chunks came in one read or a chunk a
