@@ -65,14 +65,17 @@ def cut_at_exit(worker):
     """As this process exits (Python's exit, before it joins the threads left: a graceful stop
     that waited, SIGQUIT's or SIGINT's quick one, a worker aborted), the e-mail jobs still
     unfinished are cut once the requests being served are done (or graceful_timeout less a
-    second after the stop began): logged, the process ended (status 1 if gunicorn aborted it)."""
+    second after the stop began), and a quick stop's requests still being served at its deadline
+    (ThreadWorker.quit_by): logged, the process ended (status 1 if gunicorn aborted it)."""
     register = getattr(threading, "_register_atexit", None)  # (Python 3.9 and later)
     if register is None:
         return
 
     def cut():
         pool = getattr(worker, "tpool", None)  # (gthread's: the requests being served)
-        if pool is not None and pending():
+        quitting = getattr(worker, "quit_by", 0.0) > 0.0  # (SIGQUIT, SIGINT: ThreadWorker.quit)
+        serving = 0
+        if pool is not None and (quitting or pending()):
             # Python's exit joins them (concurrent.futures' own callback, after this one): a
             # request being served (SIGQUIT's stop) finishes, its answer sent, as it would with
             # no e-mail job left; cut at once, a view it had counted lost its secret. Until
@@ -81,15 +84,25 @@ def cut_at_exit(worker):
             # (max_requests) waits no longer than for its mails (mails_by, already past after a
             # request stuck through its stop): the join tells the master nothing, which kills a
             # worker silent for `timeout`.
+            # A quick stop's answers its threads still write at its deadline (TLS: the thread writes
+            # it all) are cut then too, as with a mail held, and said: Python's exit joined them
+            # until the stopping master's SIGKILL ("Perhaps out of memory?"), the cut unsaid.
             pool.shutdown(wait=False)  # (its idle threads end)
             deadline = exit_deadline(worker)
-            for thread in list(getattr(pool, "_threads", ())):  # (no public bounded join)
+            threads = list(getattr(pool, "_threads", ()))  # (no public bounded join)
+            for thread in threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
+            if quitting:
+                serving = sum(thread.is_alive() for thread in threads)
         left = pending()
-        if not left:
+        if not left and not serving:
             return
-        worker.log.warning("Worker exiting with %d e-mail job(s) unfinished: not sent (see the "
-                           "README, Notify by e-mail)", left)
+        if serving:
+            worker.log.warning("Worker exiting with %d request(s) still being served: cut at the "
+                               "quick stop's deadline", serving)
+        if left:
+            worker.log.warning("Worker exiting with %d e-mail job(s) unfinished: not sent (see the "
+                               "README, Notify by e-mail)", left)
         logging.shutdown()  # (gunicorn's handlers flushed: os._exit skips Python's own exit)
         for stream in (sys.stdout, sys.stderr):
             try:

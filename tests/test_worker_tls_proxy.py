@@ -19,6 +19,7 @@ from conftest import wait_for_a_lock_waiter
 from servers import ROOT, bearer, create_user, gunicorn, request, server_env
 from test_gunicorn_conf import _stalled, _until_closed, _until_gone, _wait_until_read, _worker_pid
 from test_security_headers import _proxy_v2, _self_signed
+from test_worker_answers import _until
 from test_worker_spool import _answer_while_sending
 
 _PROXY_V1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n"
@@ -509,6 +510,19 @@ def test_a_request_pipelined_in_the_last_tls_record_of_a_body_is_answered(tmp_pa
     assert re.findall(rb"HTTP/1\.1 (\d\d\d)", received) == [b"400", b"200"], received[:300]  # (was: [b"400"])
 
 
+def _tls_file_link(server, env, context, data: bytes) -> str:
+    """A file push of `data` (a user's, over TLS); its download link's path."""
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
+    token = create_user(env, "slow@example.com")
+    status, _headers, raw = request(server.port, "POST", "/api/v2/pushes", body=body, timeout=60, context=context,
+                                    headers={**bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert status == 201, raw
+    status, _headers, raw = request(server.port, "GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}",
+                                    headers=bearer(token), timeout=60, context=context)
+    return urlsplit(json.loads(raw)["files"][0]["url"]).path
+
+
 def test_a_large_download_read_slowly_over_tls_is_not_cut(tmp_path):
     """On TLS each write of an answer waits at most `timeout` for room in the socket, which Linux
     gives only once a third of its send buffer (up to 4 MiB) is free: a write of a whole 1 MiB
@@ -519,16 +533,8 @@ def test_a_large_download_read_slowly_over_tls_is_not_cut(tmp_path):
     args, context, _prefix = _served(tmp_path, "TLS")
     env = server_env(tmp_path / "instance")
     data = os.urandom(6 * 1024 * 1024)
-    body = (b'--b0undary\r\nContent-Disposition: form-data; name="push[files][]"; filename="big.bin"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
     with gunicorn(env, tmp_path / "log", args=(*args, "--timeout", "1"), context=context) as server:
-        token = create_user(env, "slow@example.com")
-        status, _headers, raw = request(server.port, "POST", "/api/v2/pushes", body=body, timeout=60, context=context,
-                                        headers={**bearer(token), "Content-Type": "multipart/form-data; boundary=b0undary"})
-        assert status == 201, raw
-        status, _headers, raw = request(server.port, "GET", f"/api/v2/pushes/{json.loads(raw)['url_token']}",
-                                        headers=bearer(token), timeout=60, context=context)
-        link = urlsplit(json.loads(raw)["files"][0]["url"]).path
+        link = _tls_file_link(server, env, context, data)
         conn = context.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="127.0.0.1")
         conn.sendall(f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
         conn.settimeout(20)  # (a failure guard only)
@@ -543,6 +549,42 @@ def test_a_large_download_read_slowly_over_tls_is_not_cut(tmp_path):
     head, _, got = bytes(received).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert len(got) == len(data) and got == data, len(got)  # (TLS_WRITE unbounded: ~4 MiB of 6)
+    assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM, then SIGINT"])
+def test_a_quick_stop_cuts_a_tls_answer_still_written_at_its_deadline_and_says_so(tmp_path, stop):
+    """A quick stop (the master's SIGINT: SIGQUIT to its workers; or asked during its graceful
+    one, 2 s then) waits for the answers its threads write until its deadline (quit_by:
+    graceful_timeout less a second, or a second after that SIGQUIT), then exits: a TLS answer (its
+    thread writes it whole) to a client reading nothing was still being written, and Python's
+    exit joined the thread until the master's SIGKILL ('was sent SIGKILL! Perhaps out of
+    memory?'), the cut unsaid (with an e-mail held the cut already ended it at the deadline, and
+    said so). It is now cut at that deadline, and said, before the master's kill."""
+    args, context, _prefix = _served(tmp_path, "TLS")
+    env = server_env(tmp_path / "instance")
+    graceful = "3" if stop == "SIGINT" else "20"
+    with gunicorn(env, tmp_path / "log", args=(*args, "--timeout", "60", "--graceful-timeout", graceful),
+                  context=context) as server:
+        # (More than loopback's socket buffers take: its thread writes on.)
+        link = _tls_file_link(server, env, context, os.urandom(6 * 1024 * 1024))
+        plain = socket.socket()
+        plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (reads nothing after its first bytes)
+        plain.connect(("127.0.0.1", server.port))
+        conn = context.wrap_socket(plain, server_hostname="127.0.0.1")
+        conn.sendall(f"GET {link} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        conn.settimeout(20)  # (a failure guard only)
+        assert conn.recv(12) == b"HTTP/1.1 200"  # (its thread writes it)
+        if stop != "SIGINT":
+            server.process.send_signal(signal.SIGTERM)
+            _until(lambda: "Handling signal: term" in server.logs(), "the graceful stop")
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=40) == 0  # (a failure guard: the master kills it by 3 s, or 2 s)
+        logs = server.logs()
+        conn.close()
+    assert "Quick shutdown requested" in logs or stop == "SIGINT", logs
+    assert "SIGKILL" not in logs, logs
+    assert "Worker exiting with 1 request(s) still being served: cut" in logs, logs
     assert "Traceback" not in logs
 
 
