@@ -359,6 +359,9 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
                 self.expire_heads(now)
             self.end_lingered(now)
             self.drop_stalled_answers(now)
+        if self.answers:  # (cut as the process exits: said, as the requests and mails cut then: worker_mails.cut_at_exit)
+            self.log.warning("Worker exiting with %d answer(s) still being sent: cut at the quick stop's deadline",
+                             len(self.answers))
         raise SystemExit(0)
 
     def handle_abort(self, sig, frame):

@@ -516,7 +516,8 @@ def test_a_quick_stop_asked_during_a_graceful_one_ends_the_worker_before_the_mas
     then SIGKILL (arbiter.stop). The quitting worker waited for the answers it held until
     graceful_timeout less a second after the signal (here 19 s; a client reading nothing, its
     `timeout` 60 s): killed, logged as an error ("Perhaps out of memory?"), its e-mails' cut
-    unsaid. Before 27d9f34 it exited at once. It now quits within a second of that SIGQUIT."""
+    unsaid. Before 27d9f34 it exited at once. It now quits within a second of that SIGQUIT, and
+    says what it cut (it said nothing of the answer)."""
     env = server_env(tmp_path / "instance")
     with gunicorn(env, tmp_path / "log", args=("--graceful-timeout", "20", "--timeout", "60")) as server:
         link = _file_link(server, env)
@@ -532,6 +533,7 @@ def test_a_quick_stop_asked_during_a_graceful_one_ends_the_worker_before_the_mas
         conn.close()
     assert "Quick shutdown requested" in logs, logs
     assert f"Worker exiting (pid: {worker})" in logs and "SIGKILL" not in logs, logs
+    assert "Worker exiting with 1 answer(s) still being sent: cut at the quick stop's deadline" in logs, logs
     assert "Traceback" not in logs
 
 
