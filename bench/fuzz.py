@@ -2,7 +2,8 @@
 
     python bench/fuzz.py --url http://127.0.0.1:8000 --seed 1 --requests 3000 \
         [--email E --token T [--password P]] [--log SERVER_LOG] [--proxy-protocol v1|v2] \
-        [--create-url INTERNAL_URL] [--chunked SHARE] [--creates SHARE] [--pipelined SHARE] [--dump DIR]
+        [--create-url INTERNAL_URL] [--chunked SHARE] [--creates SHARE] [--pipelined SHARE]
+        [--framing SHARE] [--every-route] [--dump DIR]
 
 (--url https://...: over TLS, any certificate taken; --proxy-protocol: each connection starts
 with that PROXY header, as gunicorn --proxy-protocol wants; --create-url: the pushes it aims at
@@ -13,7 +14,16 @@ without the security headers README promises; a payload it pushed in an answer t
 carry it (an error, another push's page), a passphrase or the API token in any answer; with
 --log, "Traceback" or any secret it sent (payload, passphrase, url_token, API token) in the
 server's log; and a push of 1-3 views whose payload 8 threads retrieving it at once got more
-(or fewer) times than its views. Exit status 1 if anything was found. The same seed sends the
+(or fewer) times than its views. With --framing (a share of the requests: 0.1; 0 sends the
+sequence of a seed from before it), a connection's bytes framed oddly (a body declared, chunked
+with odd size lines, extensions, chunks' CRLFs and trailers, odd transfer codings, both or
+neither; Expect: 100-continue; a request hidden in the body; cut; sent in pieces, each CRLF
+cut in two) then robots.txt's GET: answers for other requests than gunicorn's own parser reads
+from the same bytes, or in another order (a request smuggled past a proxy that frames as
+gunicorn does), a 2xx where it refuses a head, answers missing but after one that said
+Connection: close, a second 100 Continue (gunicorn's 501 for a transfer coding it does not know
+is expected). With --every-route, first HEAD and OPTIONS on every route, robots.txt's GET after
+each on its connection: a body after a HEAD's head, another answer next. Exit status 1 if anything was found. The same seed sends the
 same requests (the tokens the server hands out differ). The server should run with throttling
 off (PWP__THROTTLING__MINUTE=0 PWP__THROTTLING__SECOND=0); the API token and password, of an
 account made with `flask --app pwpush users create E --password P`.
@@ -27,6 +37,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -137,7 +148,7 @@ def parse(data: bytes, head_only=False) -> tuple[Answer, bytes]:
         name, _, value = line.partition(":")
         headers.setdefault(name.strip().lower(), value.strip())
     status = int(match.group(1))
-    if head_only or status in (204, 304):
+    if head_only or status in (204, 304) or status < 200:  # (a 100 Continue's: then the answer)
         body = b""
     elif headers.get("transfer-encoding", "").lower() == "chunked":
         body, rest = dechunk(rest)
@@ -166,6 +177,60 @@ def build(method, path, headers, body=b"", close=True) -> bytes:
     if (body or method in ("POST", "PUT", "PATCH")) and ("Transfer-Encoding", "chunked") not in headers:
         lines.append(f"Content-Length: {len(body)}")
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body
+
+
+# Framing cases (--framing): a request A (a method and path the app answers, never robots.txt
+# or the version), its body's framing odd; a request the body may carry inside it (C, what a
+# smuggler would hide: the version); then B (robots.txt) with Connection: close.
+FRAMED = [("POST", "/api/v2/pushes"), ("POST", "/p.json"), ("POST", "/up"), ("PUT", "/api/v2/pushes/x"),
+          ("POST", "/users/sign_in"), ("GET", "/p/new"), ("OPTIONS", "/api/v2/pushes"), ("DELETE", "/p/x")]
+HIDDEN = b"GET /api/v2/version.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+LAST = b"GET /robots.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+SIZE_LINES = ["{:x}", "{:X}", "000{:x}", "{:x};a", "{:x};a=b", '{:x};a="q;\\"r"', "{:x} ;a", "{:x}\t;a=b;c",
+              "{:x} ", "{:x};", "{:x};;", "{:x};a=", "+{:x}", "0x{:x}", "{:x}\n", " {:x}", "{:x};a\rb",
+              "{:x};" + "e" * 9000, "{:x}" + "\x00", "-{:x}"]
+TRAILERS = ["", "X-T: 1\r\n", "X-T: 1\r\nY: 2\r\n", "Content-Length: 5\r\n", "bad trailer\r\n",
+            "X-T: 1\n", "X-T:\r\n", " folded\r\n", "X-T: " + "t" * 9000 + "\r\n"]
+CODINGS = ["chunked", "Chunked", "chunked ", "gzip, chunked", "chunked, chunked", "identity, chunked",
+           "chunked, identity", "chunked,", "xchunked", "chunked;q=1", ""]
+
+
+def gunicorn_reads(stream: bytes) -> tuple[list, str, bool]:
+    """What gunicorn's own parser (a default Config, as the worker's thread) makes of a
+    connection's bytes: the paths of the requests whose heads it reads, why it stopped (""
+    at a request's end, "more" where it wanted bytes after the stream's end, else its error's
+    name: one it met on bytes it had), and whether that was in the last one's body (which the
+    app may answer unread: gunicorn meets the error after the answer, then closes)."""
+    from gunicorn.config import Config
+    from gunicorn.http.errors import NoMoreData
+    from gunicorn.http.parser import RequestParser
+
+    wanted = []
+
+    def source():
+        yield stream
+        wanted.append(True)
+
+    paths, in_body = [], False
+    try:
+        for request in RequestParser(Config(), source(), ("127.0.0.1", 1)):
+            paths.append(request.path)
+            in_body = True
+            while request.body.read(65536):
+                pass
+            in_body = False
+    except NoMoreData:
+        return paths, "more", in_body
+    except Exception as error:
+        return paths, "more" if wanted else type(error).__name__, in_body
+    return paths, "more" if wanted else "", False
+
+
+def kind_of(answer: Answer) -> str:
+    """Which of the framing cases' requests an answer is for: B's robots.txt, C's version, A's."""
+    if b"User-agent: *" in answer.body:
+        return "/robots.txt"
+    return "/api/v2/version.json" if b'"api_version"' in answer.body else "A"
 
 
 def _address(url) -> tuple:
@@ -216,7 +281,10 @@ class Fuzzer:
 
     def check(self, method, path, headers, body, answer, note):
         rep = lambda kind, detail="": self.report(kind, method, path, headers, body, answer, detail)  # noqa: E731
-        if answer.status == 0 or answer.status >= 500:
+        # (A transfer coding gunicorn does not know: its 501, RFC 9112 6.1, the one 5xx expected.)
+        unknown_coding = answer.status == 501 and note == "framing" and any(
+            k.lower() == "transfer-encoding" for k, _ in headers)
+        if answer.status == 0 or answer.status >= 500 and not unknown_coding:
             rep("5xx" if answer.status else "no-answer")
         if not path.startswith("/static/") and answer.status:
             for name, want in SECURITY_HEADERS.items():
@@ -506,6 +574,132 @@ class Fuzzer:
             self.state.pushes.append((url_token, secret, passphrase))
             self.state.secrets.update({secret, url_token} | ({passphrase} if passphrase else set()))
 
+    def framing(self):
+        """A connection's bytes framed oddly (--framing): A with a body declared, chunked (odd
+        size lines, extensions, chunks' CRLFs, trailers, codings), both, or neither, maybe
+        carrying C inside it, maybe cut (then the stream ends there), then B; sent whole or in
+        pieces (a few, or each CRLF cut in two), the write side then closed (plain TCP). The answers must be for the requests
+        gunicorn's own parser reads from the same bytes, in order (never one it did not read: a
+        request smuggled past a proxy that frames as gunicorn does), a 4xx where it refuses
+        one, and none missing but after an answer that said Connection: close."""
+        r = self.rng
+        method, path = r.choice(FRAMED)
+        lines = [f"{method} {path} HTTP/1.{0 if r.random() < 0.05 else 1}", "Host: 127.0.0.1"]
+        if r.random() < 0.5:
+            lines.append("Content-Type: application/json")
+        if r.random() < 0.15:
+            lines.append("Expect: " + r.choice(["100-continue", "100-Continue", "100-continue "]))
+        data = r.choice([b"", b"{}", b'{"push": {"payload": "%s-framed"}}' % self.marker.encode(), HIDDEN,
+                         b"a=1&" + HIDDEN, b"z" * r.choice([1, 100, 70000])])
+        how = r.choices(["length", "chunked", "both", "none"], [4, 6, 1, 1])[0]
+        body = data
+        if how in ("length", "both"):
+            length = max(len(data) + r.choice([0, 0, 0, 0, -1, 1, -len(data), 10]), 0)
+            form = r.choice(["{}"] * 6 + ["+{}", "0{}", " {} ", "{}, {}", "{}\x00", "{}.0"])
+            lines.append("Content-Length: " + form.format(length, length))
+            if r.random() < 0.05:
+                lines.append(f"Content-Length: {r.choice([length, length + 1])}")
+        if how in ("chunked", "both"):
+            lines.append("Transfer-Encoding: " + (r.choice(CODINGS) if r.random() < 0.3 else "chunked"))
+            if r.random() < 0.05:
+                lines.append("Transfer-Encoding: " + r.choice(CODINGS))
+            cuts = sorted(r.randint(0, len(data)) for _ in range(r.randint(0, 3)))
+            pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)]) if b > a]
+            body = b""
+            for piece in pieces + [b""]:
+                form = r.choice(SIZE_LINES) if r.random() < 0.2 else "{:x}"
+                size = len(piece) + (r.choice([-1, 1]) if piece and r.random() < 0.05 else 0)
+                body += form.format(size).encode("latin-1") + b"\r\n" + piece
+                if piece:
+                    body += r.choice([b"\r\n"] * 19 + [b"\n", b"", b"xx"])
+            body += r.choice(TRAILERS).encode("latin-1") if r.random() < 0.2 else b""
+            body += r.choice([b"\r\n"] * 19 + [b"", b"\n"])
+        stream = "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
+        if r.random() < 0.1:
+            stream += HIDDEN
+        if r.random() < 0.1:
+            stream = stream[:r.randint(1, len(stream))]
+        else:
+            stream += LAST
+        if r.random() < 0.05:
+            stream = r.choice([b"\r\n", b"\r\n\r\n", b"\n"]) + stream  # (one empty line may come first)
+        split = r.random()
+        if split < 0.1:  # (between each CR and its LF: a CRLF the server reads in two)
+            cuts = [at + 1 for at in range(len(stream) - 1) if stream[at] == 13][:40]
+        else:
+            cuts = sorted(r.randint(1, len(stream)) for _ in range(r.randint(1, 3) if split < 0.4 else 0))
+        paths, stopped, in_body = gunicorn_reads(stream)
+        self.raw = stream
+        sock = socket.create_connection((self.host, self.port), timeout=30)
+        data = b""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(PROXY[self.args.proxy_protocol])
+            if self.tls:
+                sock = TLS.wrap_socket(sock, server_hostname=self.host)
+                if stopped == "more":  # (no half close over TLS: the server waits, up to `timeout`)
+                    sock.settimeout(3)
+            try:
+                for a, b in zip([0] + cuts, cuts + [len(stream)]):
+                    sock.sendall(stream[a:b])
+                    if b < len(stream):
+                        time.sleep(r.choice([0, 0.005, 0.02]))  # (pieces the server reads apart)
+                if not self.tls:
+                    sock.shutdown(socket.SHUT_WR)
+                while chunk := sock.recv(65536):
+                    data += chunk
+            except (OSError, ssl.SSLError):  # (a reset, a close mid-send, the TLS case's timeout)
+                pass
+        finally:
+            sock.close()
+        answers, continues = [], 0
+        while data:
+            answer, data = parse(data)
+            if answer.status == 0:
+                break
+            if answer.status == 100:
+                continues += 1
+                if continues > 1:  # (one 100 Continue a request at most, before its answer)
+                    self.report("framing", method, path, [], stream[:300], answer, "a second 100 Continue")
+                continue
+            continues = 0
+            answers.append(answer)
+        got = [kind_of(a) for a in answers]
+        want = [p if p in ("/robots.txt", "/api/v2/version.json") else "A" for p in paths]
+        head = [(k, v) for k, _, v in (line.partition(": ") for line in lines[1:])]
+        for answer in answers:
+            self.check(method, path, head, body[:300], answer, "framing")
+        detail = f"gunicorn read {want} then {stopped or 'the end'}; answers {[a.status for a in answers]} for {got}"
+        # (A refusal of a head: one more answer, a 4xx. Of a body: the app's answer may come first.)
+        refused = len(answers) > len(paths) and answers[len(paths)].status < 400
+        extra = len(got) - len(want) - (stopped not in ("", "more") and not in_body)
+        closed = answers and answers[-1].headers.get("connection", "").lower() == "close"
+        if got[:len(want)] != want[:len(got)] or extra > 0 or refused:
+            self.report("framing", method, path, head, body, answers[-1] if answers else Answer(0, {}, b""), detail)
+        elif len(got) < len(want) - (stopped != "" and in_body) and not closed:
+            self.report("framing-unanswered", method, path, head, body,
+                        answers[-1] if answers else Answer(0, {}, b""), detail)
+
+    def every_route(self):
+        """Each route (a push's token, user 1, p, a.txt) with HEAD and OPTIONS, robots.txt's GET
+        after it on its connection: no body after a HEAD's head, the next answer robots.txt's."""
+        token = self.state.pushes[0][0]
+        for route in ROUTES:
+            path = route.replace("{T}", token).replace("{U}", "1").replace("{P}", "p").replace("{F}", "a.txt")
+            for method in ("HEAD", "OPTIONS"):
+                self.raw = build(method, path, [], close=False) + LAST
+                try:
+                    data = http(self.host, self.port, self.raw, tls=self.tls, proxy=self.args.proxy_protocol)
+                except OSError as exc:
+                    data = str(exc).encode()
+                first, rest = parse(data, head_only=method == "HEAD")
+                self.check(method, path, [], b"", first, "")
+                if first.status and first.headers.get("connection", "").lower() != "close":
+                    second, rest = parse(rest)
+                    if kind_of(second) != "/robots.txt" or rest:
+                        self.report("head-framing", method, path, [], b"", second,
+                                    f"after {first.status}: {second.status}, {len(rest)} bytes more")
+
     # -- runs ------------------------------------------------------------------------------
 
     def fuzz(self):
@@ -517,7 +711,12 @@ class Fuzzer:
             for _ in range(3):
                 self.file_push()
         self.sign_in()
+        if self.args.every_route:
+            self.every_route()
         for i in range(self.args.requests):
+            if self.args.framing and self.rng.random() < self.args.framing:
+                self.framing()
+                continue
             self.one()
             if i % 200 == 199:  # fresh pushes to burn as the old ones expire
                 self.push(self.rng.randint(1, 3))
@@ -575,6 +774,9 @@ def main():
     parser.add_argument("--chunked", type=float, default=0.05, help="the share of bodies sent chunked")
     parser.add_argument("--pipelined", type=float, default=0.1,
                         help="the share of requests followed by a second on their connection (0: none)")
+    parser.add_argument("--framing", type=float, default=0.1,
+                        help="the share of requests whose connection's framing is odd, checked against gunicorn's parser (0: none)")
+    parser.add_argument("--every-route", action="store_true", help="first HEAD and OPTIONS on every route")
     parser.add_argument("--dump", metavar="DIR", help="write each finding's request as sent to DIR/<n>.raw")
     parser.add_argument("--no-views", action="store_true", help="skip the concurrent view check")
     args = parser.parse_args()
