@@ -17,7 +17,7 @@ server's log; and a push of 1-3 views whose payload 8 threads retrieving it at o
 (or fewer) times than its views. With --framing (a share of the requests: 0.1; 0 sends the
 sequence of a seed from before it), a connection's bytes framed oddly (a body declared, chunked
 with odd size lines, extensions, chunks' CRLFs and trailers, odd transfer codings, both or
-neither; Expect: 100-continue; a request hidden in the body; cut; sent in pieces, each CRLF
+neither; Expect: 100-continue; a request hidden in the body; cut, or reset; sent in pieces, each CRLF
 cut in two) then robots.txt's GET: answers for other requests than gunicorn's own parser reads
 from the same bytes, or in another order (a request smuggled past a proxy that frames as
 gunicorn does), a 2xx where it refuses a head, answers missing but after one that said
@@ -577,8 +577,9 @@ class Fuzzer:
     def framing(self):
         """A connection's bytes framed oddly (--framing): A with a body declared, chunked (odd
         size lines, extensions, chunks' CRLFs, trailers, codings), both, or neither, maybe
-        carrying C inside it, maybe cut (then the stream ends there), then B; sent whole or in
-        pieces (a few, or each CRLF cut in two), the write side then closed (plain TCP). The answers must be for the requests
+        carrying C inside it, maybe cut (then the stream ends there, or the connection is reset),
+        then B; sent whole or in pieces (a few, or each CRLF cut in two), the write side then
+        closed (plain TCP). The answers must be for the requests
         gunicorn's own parser reads from the same bytes, in order (never one it did not read: a
         request smuggled past a proxy that frames as gunicorn does), a 4xx where it refuses
         one, and none missing but after an answer that said Connection: close."""
@@ -617,8 +618,10 @@ class Fuzzer:
         stream = "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
         if r.random() < 0.1:
             stream += HIDDEN
+        reset = False
         if r.random() < 0.1:
             stream = stream[:r.randint(1, len(stream))]
+            reset = r.random() < 0.3  # (then a reset, no answer awaited: the log says what came of it)
         else:
             stream += LAST
         if r.random() < 0.05:
@@ -644,6 +647,9 @@ class Fuzzer:
                     sock.sendall(stream[a:b])
                     if b < len(stream):
                         time.sleep(r.choice([0, 0.005, 0.02]))  # (pieces the server reads apart)
+                if reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 if not self.tls:
                     sock.shutdown(socket.SHUT_WR)
                 while chunk := sock.recv(65536):
