@@ -585,7 +585,10 @@ class Fuzzer:
         one, and none missing but after an answer that said Connection: close."""
         r = self.rng
         method, path = r.choice(FRAMED)
-        lines = [f"{method} {path} HTTP/1.{0 if r.random() < 0.05 else 1}", "Host: 127.0.0.1"]
+        version = 0 if r.random() < 0.05 else 1
+        lines = [f"{method} {path} HTTP/1.{version}", "Host: 127.0.0.1"]
+        if r.random() < (0.5 if version == 0 else 0.05):  # (close: B never answered, gunicorn reads no more)
+            lines.append("Connection: " + r.choice(["close", "keep-alive", "Keep-Alive, close", "upgrade"]))
         if r.random() < 0.5:
             lines.append("Content-Type: application/json")
         if r.random() < 0.15:
