@@ -215,9 +215,11 @@ def gunicorn_reads(stream: bytes) -> tuple[list, str, bool]:
     try:
         for request in RequestParser(Config(), source(), ("127.0.0.1", 1)):
             paths.append(request.path)
-            in_body = True
-            while request.body.read(65536):
-                pass
+            in_body, declared, read = True, getattr(request.body.reader, "length", 0), 0
+            while data := request.body.read(65536):
+                read += len(data)
+            if read < declared:  # (a declared body the stream ends in: its reader says no more)
+                return paths, "more", True
             in_body = False
     except NoMoreData:
         return paths, "more", in_body
