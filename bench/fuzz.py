@@ -21,7 +21,7 @@ neither; Expect: 100-continue; a request hidden in the body; cut, or reset; sent
 cut in two) then robots.txt's GET: answers for other requests than gunicorn's own parser reads
 from the same bytes, or in another order (a request smuggled past a proxy that frames as
 gunicorn does), a 2xx where it refuses a head, answers missing but after one that said
-Connection: close, a second 100 Continue (gunicorn's 501 for a transfer coding it does not know
+Connection: close, a connection kept after a body it refuses, a second 100 Continue (gunicorn's 501 for a transfer coding it does not know
 is expected). With --every-route, first HEAD and OPTIONS on every route, robots.txt's GET after
 each on its connection: a body after a HEAD's head, another answer next. Exit status 1 if anything was found. The same seed sends the
 same requests (the tokens the server hands out differ). The server should run with throttling
@@ -687,9 +687,12 @@ class Fuzzer:
         closed = answers and answers[-1].headers.get("connection", "").lower() == "close"
         if got[:len(want)] != want[:len(got)] or extra > 0 or refused:
             self.report("framing", method, path, head, body, answers[-1] if answers else Answer(0, {}, b""), detail)
-        elif len(got) < len(want) - (stopped != "" and in_body) and not closed:
+        elif len(got) < len(want) - (stopped == "more" and in_body) and not closed:
             self.report("framing-unanswered", method, path, head, body,
                         answers[-1] if answers else Answer(0, {}, b""), detail)
+        elif stopped not in ("", "more") and len(got) == len(want) and not closed:
+            # (A body gunicorn refuses: its answer, the app's or the 400, must close the connection.)
+            self.report("framing-kept-open", method, path, head, body, answers[-1], detail)
 
     def every_route(self):
         """Each route (a push's token, user 1, p, a.txt) with HEAD and OPTIONS, robots.txt's GET
