@@ -19,10 +19,11 @@ import time
 from functools import partial
 
 import gunicorn
+from gunicorn.config import Config
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
-from gunicorn.http.errors import InvalidChunkSize
+from gunicorn.http.errors import InvalidChunkSize, ParseException
 from gunicorn.http.message import Request
-from gunicorn.http.unreader import SocketUnreader
+from gunicorn.http.unreader import IterUnreader, SocketUnreader
 
 from pwp.outbox import Outbox
 from pwp.worker_errors import error_answer
@@ -78,7 +79,7 @@ GUNICORN_PARTS = (
     "gunicorn.http.message:Request._expected_100_continue", "gunicorn.http.parser:Parser.finish_body.max_bytes",
     "gunicorn.http.unreader:SocketUnreader.take_buffered", "gunicorn.http.unreader:SocketUnreader.mxchunk",
     "gunicorn.http.unreader:SocketUnreader.max_body_chunk", "gunicorn.http.body:ChunkedReader.parse_chunk_size",
-    "gunicorn.http.body:CHUNK_EXT_RE",
+    "gunicorn.http.body:CHUNK_EXT_RE", "gunicorn.http.message:Message.parse_headers.from_trailer",
     "gunicorn.workers.gthread:ThreadWorker._keepalive_after", "gunicorn.workers.gthread:ThreadWorker._cap_keepalive",
     "gunicorn.workers.gthread:STOP_KEEPALIVE_LINGER", "gunicorn.workers.gthread:DEFAULT_WORKER_DATA_TIMEOUT",
     "gunicorn.workers.gthread:ThreadWorker.on_pending_socket_readable",
@@ -177,16 +178,37 @@ class CountedChunkedReader(ChunkedReader):
         return size, rest
 
 
+class TrailerCheck:
+    """Whether gunicorn's parser refuses a chunked body's trailers (their lines, a CRLF between
+    each): its own parse_headers, on a request of its own with the worker's settings (fields'
+    size and number, header_map), and past its limit of them (max_buffer_headers)."""
+
+    def __init__(self, cfg=None):
+        # (A connection's second request: no PROXY protocol header read first, whatever cfg says.)
+        self.request = Request(cfg or Config(), IterUnreader([b"GET / HTTP/1.1\r\n\r\n"]), ("127.0.0.1", 0), 2)
+        self.limit = self.request.max_buffer_headers
+
+    def refuses(self, section) -> bool:
+        try:
+            self.request.parse_headers(bytes(section), from_trailer=True)
+        except ParseException:
+            return True
+        return False
+
+
 class ChunkedEnd:
     """Finds where a chunked body ends as its bytes come (gunicorn's parser reads it later, and
     answers its framing errors): feed() says whether it ended, or has framing gunicorn refuses
-    (bad: then gunicorn may not know where it ends either, and would read on), or more lines
-    (chunks, trailers) than its data pays for (small: CHUNKS_FREE, DATA_PER_CHUNK)."""
+    (bad: then gunicorn may not know where it ends either, and would read on; or trailers it
+    refuses, met only once the app's answer said keep-alive where the app left the body unread),
+    or more lines (chunks, trailers) than its data pays for (small: CHUNKS_FREE, DATA_PER_CHUNK)."""
 
-    __slots__ = ("line", "skip", "crlf", "last", "bad", "small", "limit", "size", "lines")
+    __slots__ = ("line", "skip", "crlf", "last", "bad", "small", "limit", "size", "lines", "check", "trailers")
 
-    def __init__(self, limit):
+    def __init__(self, limit, check=None):
         self.limit = limit  # the longest line (a chunk's size and extensions): limit_request_field_size
+        self.check = check  # the worker's TrailerCheck (None: one with gunicorn's default settings, made if needed)
+        self.trailers = None  # the trailers so far, if any came
         self.line = bytearray()  # the line read so far: a chunk's size, a chunk's CRLF, a trailer
         self.skip = 0  # the chunk's bytes still to come
         self.crlf = False  # a chunk's CRLF is next
@@ -246,6 +268,15 @@ class ChunkedEnd:
                 return True
             if self.last:  # (a trailer, or the empty line that ends them: the end)
                 if not line:
+                    if self.trailers is not None:
+                        self.bad = (self.check or TrailerCheck()).refuses(self.trailers)
+                    return True
+                if self.trailers is None:
+                    self.trailers = bytearray(line)
+                else:
+                    self.trailers += b"\r\n" + line
+                if len(self.trailers) > (self.check or TrailerCheck()).limit:
+                    self.bad = True  # (gunicorn's 400)
                     return True
                 continue
             self.skip = int(digits, 16)
@@ -310,7 +341,7 @@ class BodyReader:
         if codings:
             if lengths or b",".join(codings).rpartition(b",")[2].strip(b" \t") != b"chunked":
                 return False
-            conn.left = ChunkedEnd(self.field_limit)
+            conn.left = ChunkedEnd(self.field_limit, self.trailer_check)
             if conn.left.feed(head[body_start:]):
                 conn.cut = conn.left.bad
                 return False

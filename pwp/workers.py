@@ -61,7 +61,7 @@ from pwp import worker_mails
 from pwp.outbox import OUTBOXES, Outbox
 from pwp.worker_answers import AnswerSender
 from pwp.worker_bodies import (BODY_LIMIT, THREAD_DRAIN, BodyReader, CountedChunkedReader, RequestBody, SpooledUnreader,
-                               ThreadReadRequest, unread_body)
+                               ThreadReadRequest, TrailerCheck, unread_body)
 from pwp.worker_errors import ErrorAnswers, refuse_plain, use_app_headers
 from pwp.worker_heads import HeadReader, RecordingUnreader, head_limits, is_api, proxy_header_cut
 from pwp.worker_sockets import (BoundedSocket, BoundedSSLSocket, GoneSocket, GoneSSLSocket, TimedSocket, bound,
@@ -230,6 +230,7 @@ class ThreadWorker(HeadReader, BodyReader, AnswerSender, ErrorAnswers, gthread.T
         self.serving = threading.local()  # (.conn: the connection a thread serves: handle_error)
         # (Gunicorn's limits as the main loop counts them: heads, chunk-size lines, request starts kept.)
         self.field_limit, self.head_limit, self.line_limit, self.keep = head_limits(self.cfg)
+        self.trailer_check = TrailerCheck(self.cfg)  # (a chunked body's trailers, as gunicorn's parser takes them)
         # max_requests counted here, in the main loop (finish_request), not by gthread's thread
         # (which stopped the worker at once): see restart.
         self.restart_after, self.max_requests = self.max_requests, sys.maxsize

@@ -637,17 +637,22 @@ def test_chunked_end_says_the_same_of_a_body_read_whole_or_a_byte_at_a_time(body
     assert whole[0] or body.endswith(b"x")  # (each ends or is bad, but the one cut short)
 
 
+TRAILERS_REFUSED = [b" folded\r\n", b"Content-Length: 5\r\n", b"X-Sum: " + b"s" * 9000 + b"\r\n",
+                    b"no colon\r\n", b"X Sum: yes\r\n", b"X-Sum: a\x00b\r\n"]
+
+
 @pytest.mark.parametrize("body", [
     b"5\r\nabcde\r\n0\r\n\r\n", b"5 ;x\r\nabcde\r\n0\r\n\r\n", b"5;a=b\r\nabcde\r\n0\r\n\r\n",
     b"5 \r\nabcde\r\n0\r\n\r\n", b"5\t\r\nabcde\r\n0\r\n\r\n", b"5\r\nabcde\r\n0 \r\n\r\n",
     b"5;a=\r\nabcde\r\n0\r\n\r\n", b"5;\x01\r\nabcde\r\n0\r\n\r\n", b"5\r\nabcde\r\n3 ;;\r\nxyz\r\n0\r\n\r\n",
-    b"5\r\nabcde\r\n3\r\nxyz\r\n0\r\nX-Sum: yes\r\n\r\n",
-])
+    b"5\r\nabcde\r\n3\r\nxyz\r\n0\r\nX-Sum: yes\r\n\r\n", b"5\r\nabcde\r\n0\r\nA: 1\r\nB: 2\r\n\r\n",
+] + [b"5\r\nabcde\r\n0\r\n" + trailer + b"\r\n" for trailer in TRAILERS_REFUSED])
 def test_chunked_end_refuses_the_size_lines_gunicorn_refuses_and_ends_where_it_does(body):
     """ChunkedEnd (the main loop) and gunicorn's own parser (the thread's, the real one) agree on
     a body: gunicorn reads it to where ChunkedEnd said it ended, or ChunkedEnd called it bad (the
     thread's 400 at once) where gunicorn refuses a chunk's size line (a size with blanks after it
-    and no extension, RFC 9112 7.1: was taken, its data then waited for)."""
+    and no extension, RFC 9112 7.1: was taken, its data then waited for) or its trailers (were
+    taken: the app's answer said keep-alive, then the connection closed)."""
     from gunicorn.config import Config
     from gunicorn.http.parser import RequestParser
     from pwp.worker_bodies import ChunkedEnd
@@ -662,6 +667,31 @@ def test_chunked_end_refuses_the_size_lines_gunicorn_refuses_and_ends_where_it_d
         assert end.bad, body
     else:
         assert not end.bad and next(parser).path == "/next", body
+
+
+def test_a_chunked_body_whose_trailers_gunicorn_refuses_gets_an_answer_that_says_close(tmp_path):
+    """A chunked body read by the main loop whose trailers gunicorn's parser refuses (an
+    obsolete fold, a field it forbids in trailers, one past its field size, a line without a
+    colon, a bad name or value): ChunkedEnd took them, the app's answer (its 404, the body
+    unread; its 400, read) said keep-alive, and the connection then closed as gunicorn met them
+    (the request pipelined after it never answered, unsaid). It now says close, as for bad chunk
+    sizes; a body with trailers gunicorn takes keeps its connection."""
+    pipelined = b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        for trailer in TRAILERS_REFUSED + [b"X-Sum: yes\r\n"]:
+            for head in (b"PUT /api/v2/pushes/x HTTP/1.1\r\n",
+                         b"POST /api/v2/pushes HTTP/1.1\r\nContent-Type: application/json\r\n"):
+                conn = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+                conn.sendall(head + b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+                             + trailer + b"\r\n" + pipelined)
+                received = _until_closed(conn)
+                answers = re.findall(rb"HTTP/1\.1 (\d\d\d)[^\r]*\r\n(?:[^\r]+\r\n)*?Connection: (\S+)", received)
+                if trailer in TRAILERS_REFUSED:
+                    assert answers in ([(b"404", b"close")], [(b"400", b"close")]), (trailer, head, answers)  # (was: keep-alive)
+                else:
+                    assert answers in ([(b"404", b"keep-alive"), (b"200", b"close")],
+                                       [(b"400", b"keep-alive"), (b"200", b"close")]), (head, answers)
+        assert "Traceback" not in server.logs()
 
 
 def test_chunked_end_refuses_lines_past_their_allowance():

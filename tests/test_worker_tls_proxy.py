@@ -287,7 +287,8 @@ _READ_UNDER_OTHER_NAMES = ("gunicorn.http.body:LengthReader.length", "gunicorn.h
                            "gunicorn.http.unreader:SocketUnreader.mxchunk",
                            "gunicorn.http.unreader:SocketUnreader.max_body_chunk",
                            "gunicorn.http.parser:Parser.finish_body.max_bytes",
-                           "gunicorn.http.body:ChunkedReader.parse_chunk_size")
+                           "gunicorn.http.body:ChunkedReader.parse_chunk_size",
+                           "gunicorn.http.message:Message.parse_headers.from_trailer")
 _REMOVE_EACH = """
 import importlib, inspect, re, sys
 from pathlib import Path
