@@ -657,9 +657,12 @@ class Fuzzer:
                     return
                 if not self.tls:
                     sock.shutdown(socket.SHUT_WR)
+            except (OSError, ssl.SSLError):  # (the server answered and closed before it took all: read that)
+                pass
+            try:
                 while chunk := sock.recv(65536):
                     data += chunk
-            except (OSError, ssl.SSLError):  # (a reset, a close mid-send, the TLS case's timeout)
+            except (OSError, ssl.SSLError):  # (a reset, the TLS case's timeout)
                 pass
         finally:
             sock.close()
