@@ -4,6 +4,7 @@
         [--email E --token T [--password P]] [--log SERVER_LOG] [--proxy-protocol v1|v2] \
         [--create-url INTERNAL_URL] [--chunked SHARE] [--creates SHARE] [--pipelined SHARE]
         [--framing SHARE] [--every-route] [--dump DIR]
+    python bench/fuzz.py --seed 1 --parity 5000     # no server: ChunkedEnd against gunicorn's parser
 
 (--url https://...: over TLS, any certificate taken; --proxy-protocol: each connection starts
 with that PROXY header, as gunicorn --proxy-protocol wants; --create-url: the pushes it aims at
@@ -23,7 +24,9 @@ from the same bytes, or in another order (a request smuggled past a proxy that f
 gunicorn does), a 2xx where it refuses a head, answers missing but after one that said
 Connection: close, a connection kept after a body it refuses, a second 100 Continue (gunicorn's 501 for a transfer coding it does not know
 is expected). With --every-route, first HEAD and OPTIONS on every route, robots.txt's GET after
-each on its connection: a body after a HEAD's head, another answer next. Exit status 1 if anything was found. The same seed sends the
+each on its connection: a body after a HEAD's head, another answer next. --parity N needs no
+server: N seeded chunked bodies, the worker's ChunkedEnd against gunicorn's own parser
+(chunked_parity: the same end, or bad where gunicorn refuses). Exit status 1 if anything was found. The same seed sends the
 same requests (the tokens the server hands out differ). The server should run with throttling
 off (PWP__THROTTLING__MINUTE=0 PWP__THROTTLING__SECOND=0); the API token and password, of an
 account made with `flask --app pwpush users create E --password P`.
@@ -226,6 +229,71 @@ def gunicorn_reads(stream: bytes) -> tuple[list, str, bool]:
     except Exception as error:
         return paths, "more" if wanted else type(error).__name__, in_body
     return paths, "more" if wanted else "", False
+
+
+def chunked_parity(seed: int, count: int) -> int:
+    """(--parity N, no server.) The main loop's ChunkedEnd against gunicorn's own parser on N
+    seeded chunked bodies (odd size lines, extensions, trailers; bytes inserted, dropped or
+    changed), a request after each: where gunicorn refuses a body, ChunkedEnd must say bad (the
+    answer then closes the connection); where it reads one, ChunkedEnd must end at the same
+    byte (gunicorn then reads the same next request) whether fed whole or a byte at a time.
+    Prints each disagreement (one per kind) and returns how many bodies disagreed."""
+    sys.path.insert(0, __file__.rsplit("/", 2)[0])
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+
+    from pwp.worker_bodies import ChunkedEnd
+
+    r, after, seen, bad = random.Random(seed), b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", set(), 0
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    odd = [b"0", b"a", b";", b"=", b'"', b" ", b"\t", b"\r", b"\n", b"\r\n", b"\x00", b":", b"x"]
+
+    def next_request(stream):  # (what gunicorn reads after the body: the next path, or its error)
+        try:
+            request = next(parser := RequestParser(Config(), iter([stream]), ("127.0.0.1", 1)))
+            while request.body.read(65536):
+                pass
+            return next(parser).path
+        except Exception as error:  # (StopIteration: nothing after it)
+            return type(error).__name__
+
+    for _ in range(count):
+        data = r.choice([b"", b"{}", b"abc", HIDDEN, b"z" * r.choice([1, 17, 300])])
+        cuts = sorted(r.randint(0, len(data)) for _ in range(r.randint(0, 3)))
+        body = b""
+        for piece in [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)]) if b > a] + [b""]:
+            form = r.choice(SIZE_LINES[:-4]) if r.random() < 0.4 else "{:x}"  # (no line past the limit)
+            body += form.format(len(piece)).encode("latin-1") + b"\r\n" + piece + (b"\r\n" if piece else b"")
+        body += (r.choice(TRAILERS[:-1]).encode("latin-1") if r.random() < 0.4 else b"") + b"\r\n"
+        for _ in range(r.choice([0, 0, 1, 2])):
+            at, what = r.randint(0, len(body)), r.random()
+            body = body[:at] + (r.choice(odd) if what < 0.7 else b"") + body[at + (what >= 0.4):]
+        stream = body + after
+        ends = []  # (what ChunkedEnd said, fed the stream whole, then a byte at a time; and where)
+        for pieces in ([stream], [stream[at:at + 1] for at in range(len(stream))]):
+            end, taken, said = ChunkedEnd(8190), 0, False
+            for piece in pieces:
+                taken += len(piece)
+                if said := end.feed(piece):
+                    break
+            ends.append(("bad" if end.bad else "small" if end.small else "end" if said else "wait", taken))
+        ours = ends[1]
+        theirs = next_request(head + stream)
+        if ends[0][0] != ours[0] or ours[0] == "small":
+            kind = "whole and by byte differ" if ends[0][0] != ours[0] else None
+        elif ours[0] == "bad":
+            kind = None if theirs != "/next" else "bad, gunicorn takes it"
+        elif ours[0] == "wait":
+            kind = None if theirs in ("NoMoreData", "ChunkMissingTerminator") else f"waits, gunicorn: {theirs}"
+        else:  # (gunicorn must read from the same byte: the same next request, or the same error)
+            rest = next_request(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + stream[ours[1]:])
+            kind = None if theirs == rest else f"ends at {ours[1]}, gunicorn: {theirs} (from there: {rest})"
+        if kind:
+            bad += 1
+            if kind.split(",")[0] not in seen:
+                seen.add(kind.split(",")[0])
+                print(json.dumps({"kind": "chunked-parity", "detail": kind, "body": body.decode("latin-1")}))
+    return bad
 
 
 def kind_of(answer: Answer) -> str:
@@ -793,10 +861,16 @@ def main():
                         help="the share of requests followed by a second on their connection (0: none)")
     parser.add_argument("--framing", type=float, default=0.1,
                         help="the share of requests whose connection's framing is odd, checked against gunicorn's parser (0: none)")
+    parser.add_argument("--parity", type=int, metavar="N",
+                        help="no server: N chunked bodies, the worker's ChunkedEnd against gunicorn's parser")
     parser.add_argument("--every-route", action="store_true", help="first HEAD and OPTIONS on every route")
     parser.add_argument("--dump", metavar="DIR", help="write each finding's request as sent to DIR/<n>.raw")
     parser.add_argument("--no-views", action="store_true", help="skip the concurrent view check")
     args = parser.parse_args()
+    if args.parity:
+        found = chunked_parity(args.seed, args.parity)
+        print(json.dumps({"parity": args.parity, "seed": args.seed, "disagreed": found}), file=sys.stderr)
+        return 1 if found else 0
     fuzzer = Fuzzer(args)
     fuzzer.fuzz()
     if not args.no_views:
