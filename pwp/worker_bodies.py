@@ -269,13 +269,14 @@ class ChunkedEnd:
             if self.last:  # (a trailer, or the empty line that ends them: the end)
                 if not line:
                     if self.trailers is not None:
-                        self.bad = (self.check or TrailerCheck()).refuses(self.trailers)
+                        self.bad = self.check.refuses(self.trailers)
                     return True
                 if self.trailers is None:
                     self.trailers = bytearray(line)
+                    self.check = self.check or TrailerCheck()
                 else:
                     self.trailers += b"\r\n" + line
-                if len(self.trailers) > (self.check or TrailerCheck()).limit:
+                if len(self.trailers) > self.check.limit:
                     self.bad = True  # (gunicorn's 400)
                     return True
                 continue

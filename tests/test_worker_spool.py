@@ -646,7 +646,8 @@ TRAILERS_REFUSED = [b" folded\r\n", b"Content-Length: 5\r\n", b"X-Sum: " + b"s" 
     b"5 \r\nabcde\r\n0\r\n\r\n", b"5\t\r\nabcde\r\n0\r\n\r\n", b"5\r\nabcde\r\n0 \r\n\r\n",
     b"5;a=\r\nabcde\r\n0\r\n\r\n", b"5;\x01\r\nabcde\r\n0\r\n\r\n", b"5\r\nabcde\r\n3 ;;\r\nxyz\r\n0\r\n\r\n",
     b"5\r\nabcde\r\n3\r\nxyz\r\n0\r\nX-Sum: yes\r\n\r\n", b"5\r\nabcde\r\n0\r\nA: 1\r\nB: 2\r\n\r\n",
-] + [b"5\r\nabcde\r\n0\r\n" + trailer + b"\r\n" for trailer in TRAILERS_REFUSED])
+] + [b"5\r\nabcde\r\n0\r\n" + trailer + b"\r\n" for trailer in TRAILERS_REFUSED + [
+    (b"X-Sum: " + b"s" * 8000 + b"\r\n") * 120]])  # (past the trailers' limit, max_buffer_headers: bad at once)
 def test_chunked_end_refuses_the_size_lines_gunicorn_refuses_and_ends_where_it_does(body):
     """ChunkedEnd (the main loop) and gunicorn's own parser (the thread's, the real one) agree on
     a body: gunicorn reads it to where ChunkedEnd said it ended, or ChunkedEnd called it bad (the
