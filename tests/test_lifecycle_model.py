@@ -4,9 +4,12 @@ Hypothesis drives random sequences of operations against the real app (the Flask
 client on a real SQLite file and a real PostgreSQL database, with time passed through the
 `clock` fixture: no sleeps) and checks every answer against a small pure-Python model of a
 push (`Model` below): create (text, url, qr, file; random limits, passphrase, retrieval
-step, deletable_by_viewer; anonymous, an account, an admin), retrieve (.json, v1 and v2;
-right, near misses, empty or no passphrase; anonymous, owner, another user, admin), preview,
-audit, expiry by owner or viewer, file downloads, time passing, purge-expired.
+step, deletable_by_viewer; anonymous, two accounts, an admin), retrieve (.json, v1 and v2;
+right, near misses, empty or no passphrase; anonymous, owner, another user, admin), the web's
+payload page (a browser's, its file links taken too), HEADs, preview, audit, the owners'
+active/expired lists, expiry by owner or viewer, file downloads (GET and HEAD, of a link
+taken while the push lived), time passing, purge-expired; and a push used up then asked
+again each way (use_up: the sequences that reach a used-up file push).
 
 The model follows /work/shared/reference/pwpush-behaviour.md (section numbers below) with
 the deviations of DESIGN.md (the passphrase is never returned; json_url works; a file push
@@ -18,9 +21,11 @@ push is test_api_retrieve's.
 """
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from markupsafe import escape
 from hypothesis import HealthCheck, settings as hsettings, strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -32,7 +37,7 @@ from pwp.models import AuditKind
 
 BASE = "http://localhost"
 CALLERS = ("anon", "a", "b", "admin")  # who makes a request: nobody, two accounts, an admin
-CREATORS = (None, "a", "admin")
+CREATORS = (None, "a", "b", "admin")
 AGENT = {c: f"model-{c}" for c in CALLERS}  # each caller's User-Agent, to tell its audit events
 PURGE_ANONYMOUS_AFTER = timedelta(days=1)  # the default
 PURGE_AFTER = timedelta(days=3)  # set below, so that owned pushes are deleted too
@@ -40,6 +45,7 @@ DURATIONS = pushes.DURATIONS
 # Wrong passphrases near the right one: one more character, a prefix, the case swapped, the
 # last character changed (a check that compared a prefix, or ignored case, lets some through).
 NEAR_MISSES = ("longer", "shorter", "case", "changed")
+EXPIRED_PAGE = b"We apologize but this secret link has expired."
 
 SHOW_KEYS = {"created_at", "days_remaining", "deletable_by_viewer", "deleted", "expire_after_days",
              "expire_after_views", "expired", "expired_on", "files", "html_url", "json_url", "passphrase",
@@ -190,6 +196,29 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
         def log(self, p, kind, caller):
             p.log.append((kind, self.now, caller))
 
+        def window(self, p):
+            """§3.6: the push's minute its passphrase attempts are counted in."""
+            now = unix(self.now)
+            return p.token, now - now % 60
+
+        def attempt(self, p):
+            """Count one passphrase attempt; tell whether it is one too many (§3.6: 5 a minute)."""
+            self.attempts[self.window(p)] = self.attempts.get(self.window(p), 0) + 1
+            return self.attempts[self.window(p)] > 5
+
+        def counted_view(self, p, caller):
+            """§3.4 step 5: a view by anyone but its owner or an admin; the last one expires
+            the push after its answer, but for a file push (its files wait for the viewer).
+            Return whether the push is shown live."""
+            p.view_count += 1
+            p.updated_at = self.now
+            p.counted_payloads += 1
+            self.log(p, "view", caller)
+            last = p.view_count >= p.views
+            if last and p.kind != "file":
+                p.expire(self.now)
+            return last and p.kind != "file"
+
         @staticmethod
         def assert_not_found(r):
             assert (r.status_code, r.json) == (404, {"error": "not-found"}), (r.status_code, r.data)
@@ -255,9 +284,7 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
             p.lazy_expire(now)  # §3.4 step 3 (check_limits)
             if not p.expired and p.passphrase:
                 if sent:  # §3.6: attempts carrying a passphrase count, right or wrong
-                    window = (p.token, unix(now) - unix(now) % 60)
-                    self.attempts[window] = self.attempts.get(window, 0) + 1
-                    if self.attempts[window] > 5:
+                    if self.attempt(p):
                         assert (r.status_code, r.json) == (
                             429, {"error": "Too many passphrase attempts. Please try again in a minute."})
                         return
@@ -274,17 +301,13 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
                 assert r.json == {**self.push_json(p, version), "payload": None, "files": []}
                 return
             if counted:
-                p.view_count += 1
-                p.updated_at = now
-                p.counted_payloads += 1
-            self.log(p, "view" if counted else "admin_view" if caller == "admin" else "owner_view", caller)
-            last = p.view_count >= p.views
-            if last and p.kind != "file":  # shown live, then expired (§3.4); files wait for their viewer
-                p.expire(now)
+                shown_live = self.counted_view(p, caller)
+            else:
+                shown_live = False
+                self.log(p, "admin_view" if caller == "admin" else "owner_view", caller)
             body = r.json
             got_files = body.pop("files")
-            assert body == {**self.push_json(p, version, shown_live=last and p.kind != "file"),
-                              "payload": p.payload}
+            assert body == {**self.push_json(p, version, shown_live=shown_live), "payload": p.payload}
             assert [(f["filename"], f["content_type"]) for f in got_files] == [(n, t) for n, t, _ in p.files]
             p.links += [(f["url"], now, content) for f, (_n, _t, content) in zip(got_files, p.files)]
 
@@ -312,19 +335,106 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
                 self.retrieve(p, "anon", mode, "v2")
                 clock.advance(seconds=seconds)
 
-        @rule(p=pushes)
-        def download(self, p):
-            """A file link of a granted view: the file while the push lives and the link is under
-            5 minutes old; after expiry (or purge) never."""
+        @rule(p=pushes, which=st.integers(0, 9), method=st.sampled_from(["GET", "GET", "HEAD"]))
+        def download(self, p, which=-1, method="GET"):
+            """A file link of a granted view (the last one's, or an older one, taken while the
+            push lived): the file while the push lives and the link is under 5 minutes old;
+            after expiry (or purge) never. A HEAD: the same status, no body."""
             if p is None or not p.links:
                 return
-            url, granted_at, content = p.links[-1]
-            r = client.get(url.removeprefix(BASE))
+            url, granted_at, content = p.links[which % len(p.links)]
+            r = client.open(url.removeprefix(BASE), method=method)
+            got = r.status_code, r.data  # (read first: a download's snapshot ends, even if this step fails)
             fresh = unix(self.now) - unix(granted_at) <= pushes.FILE_LINK_SECONDS
             if not p.gone and not p.expired and p.expires_at > self.now and fresh:
-                assert (r.status_code, r.data) == (200, content)
+                assert got == (200, content if method == "GET" else b"")
             else:
-                assert r.status_code == 404 and content not in r.data
+                assert got[0] == 404 and content not in got[1]
+
+        @rule(p=pushes, mode=st.sampled_from(["right", "none"]))
+        def web_page(self, p, mode):
+            """§7.7 the payload page (a browser without cookies; the passphrase, if asked, as
+            ?passphrase=): a view counted as the API's; an expired push's a failed view and the
+            expired page; a live passphrase push without one a redirect to its form, unlogged."""
+            if p is None:
+                return
+            sent = (p.passphrase or "x") if mode == "right" else None
+            r = client.get(f"/p/{p.token}", headers=headers("anon"),
+                           query_string={} if sent is None else {"passphrase": sent})
+            if p.gone:  # §7.8: as a token that never was
+                assert r.status_code == 200 and EXPIRED_PAGE in r.data
+                return
+            now = self.now
+            p.lazy_expire(now, keep_files=True)  # (the page's look before the gate)
+            if not p.expired and p.passphrase and (sent is None or self.attempt(p)):  # §3.5, §3.6
+                assert (r.status_code, r.headers.get("Location")) == (302, f"/p/{p.token}/passphrase")
+                return
+            p.lazy_expire(now)
+            if p.expired:
+                p.view_count += 1
+                self.log(p, "failed_view", "anon")
+                assert r.status_code == 200 and EXPIRED_PAGE in r.data
+                return
+            self.counted_view(p, "anon")
+            if p.kind == "url":  # §3.8: 303 to the URL
+                assert (r.status_code, r.headers["Location"]) == (303, p.payload)
+                return
+            assert r.status_code == 200 and EXPIRED_PAGE not in r.data, r.data
+            page = r.get_data(as_text=True)
+            if p.kind != "qr":  # (a QR push's page is its SVG image)
+                assert str(escape(p.payload)) in page
+            links = re.findall(r'<a href="(/pfb/[^"]+)" download>([^<]*)</a>', page)
+            assert [name for _url, name in links] == [str(escape(n)) for n, _t, _c in p.files]
+            p.links += [(url, now, content) for (url, _n), (_n2, _t, content) in zip(links, p.files)]
+
+        @rule(p=pushes, where=st.sampled_from(["v2", "v1", "web"]), caller=st.sampled_from(CALLERS))
+        def head(self, p, where, caller):
+            """A HEAD of a payload URL (a link checker's): 200, no body, nothing counted or logged
+            (README, deviation 12; upstream counts a view); the lazy expiry of any look."""
+            if p is None:
+                return
+            path = {"v2": f"/api/v2/pushes/{p.token}", "v1": f"/p/{p.token}.json", "web": f"/p/{p.token}"}[where]
+            r = client.head(path, headers=headers(caller if where != "web" else "anon"))
+            if p.gone:
+                assert r.status_code == (200 if where == "web" else 404)
+                return
+            p.lazy_expire(self.now, keep_files=True)
+            assert (r.status_code, r.data) == (200, b"")
+
+        @rule(p=pushes, caller=st.sampled_from(["anon", "b"]), then=st.sampled_from(["v1", "v2", "web", "head"]),
+              link=st.sampled_from([0, -1]), method=st.sampled_from(["GET", "HEAD"]))
+        def use_up(self, p, caller, then, link, method):
+            """A recipient's views until none is left (a minute later when this minute's
+            passphrase attempts are spent), then the push asked again one way, then a file link
+            taken while it lived: a used-up push serves no more payloads, nor files once it is
+            next opened (a HEAD opens nothing)."""
+            if p is None:
+                return
+            caller = "anon" if caller == p.owner else caller
+            while not (p.gone or p.expired or p.past_limits(self.now)):
+                if p.passphrase and self.attempts.get(self.window(p), 0) >= 5:
+                    clock.advance(seconds=60)
+                    continue
+                self.view(p, caller)
+            if then == "web":
+                self.web_page(p, "right")
+            elif then == "head":
+                self.head(p, "web", "anon")
+            else:
+                self.retrieve(p, caller, "right", then)
+            self.download(p, link, method)
+
+        @rule(p=pushes, before=st.sampled_from([1, 60, 299]), after=st.sampled_from([0, 1]))
+        def late_view(self, p, before, after):
+            """A recipient's view in the push's last minutes, its file downloaded once the push's
+            time has run out (the link under 5 minutes old, the push not read since): its end
+            ends the links."""
+            if p is None:
+                return
+            clock.now = max(self.now, p.expires_at - timedelta(seconds=before))
+            self.view(p, "anon" if p.owner == "b" else "b")
+            clock.now = max(self.now, p.expires_at + timedelta(seconds=after))
+            self.download(p)
 
         # ------------------------------------------------------------------ preview, audit
 
@@ -395,6 +505,19 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
             assert r.status_code == 200 and set(r.json) == DESTROY_KEYS
             assert r.json == self.push_json(p, version)
 
+        @rule(p=pushes, version=st.sampled_from(["v1", "v2"]))
+        def owner_delete(self, p, version):
+            """§3.7: expiring by its owner (an admin, of an anonymous push: not deletable by it
+            unless by viewers)."""
+            if p is not None:
+                self.delete(p, p.owner or "admin", version)
+
+        @rule(p=pushes, caller=st.sampled_from(["anon", "b"]))
+        def viewer_delete(self, p, caller):
+            """§3.7: a recipient's deletion, allowed only when deletable_by_viewer is true."""
+            if p is not None:
+                self.delete(p, "a" if caller == p.owner else caller, "v2")
+
         @rule(caller=st.sampled_from(CALLERS), version=st.sampled_from(["v1", "v2"]))
         def unknown_token(self, caller, version):
             path = f"/api/v2/pushes/{'z' * 24}" if version == "v2" else f"/p/{'z' * 24}.json"
@@ -435,7 +558,7 @@ def test_the_push_lifecycle_follows_its_model(app, client, clock, make_user, set
                     expected["anonymous_deleted" if p.owner is None else "owned_deleted"] += 1
             assert counts == expected
 
-        @rule(caller=st.sampled_from(["a", "admin"]), expired=st.booleans(), version=st.sampled_from(["v1", "v2"]))
+        @rule(caller=st.sampled_from(["a", "b", "admin"]), expired=st.booleans(), version=st.sampled_from(["v1", "v2"]))
         def owners_list(self, caller, expired, version):
             """§1.6 active/expired: the stored flag (no lazy expiry), newest first."""
             path = f"/api/v2/pushes/{'expired' if expired else 'active'}" if version == "v2" \
