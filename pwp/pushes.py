@@ -143,8 +143,12 @@ DURATIONS = [timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30),
 
 
 def utcnow() -> datetime:
-    """Return the current time as naive UTC, the form stored in the database."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """Return the current time as naive UTC, the form stored in the database.
+
+    (combine: the same fields without a tzinfo; `replace(tzinfo=None)` parses keywords,
+    ~9 k instructions, 1-1.6 % of a create or a retrieval: bench/PROFILE.md.)"""
+    now = datetime.now(timezone.utc)
+    return datetime.combine(now, now.time())
 
 
 def day_start(now: datetime) -> datetime:
