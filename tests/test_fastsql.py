@@ -71,6 +71,22 @@ def test_an_exception_rolls_back_and_returns_the_connection(app):
         assert db.session.scalar(select(Push.url_token)) == "tok" + "x" * 21
 
 
+def test_the_app_context_ends_an_opened_session_with_one_teardown(app):
+    """_session_ender alone (Flask-SQLAlchemy's own teardown taken out) removes a session
+    the app context opened, its connection given back to the pool; a fast transaction
+    joins that session meanwhile."""
+    with app.app_context():
+        engine = db.engine
+        assert len(app.teardown_appcontext_funcs) == 1
+        db.session.execute(text("SELECT 1"))
+        assert db.session.registry.has() and engine.pool.checkedout() == 1
+        with fastsql.Transaction() as tx:
+            assert tx.session is not None
+    assert engine.pool.checkedout() == 0
+    with app.app_context():
+        assert not db.session.registry.has()
+
+
 def test_joins_the_sessions_open_transaction(app):
     """A token caller's lookup opens the session first; on SQLite a second connection
     would wait for that transaction's write lock."""
