@@ -327,12 +327,14 @@ def _register_database(app):
     from . import fastsql
     from .models import db, use_postgresql
 
-    before = len(app.teardown_appcontext_funcs)
     db.init_app(app)
     # Flask-SQLAlchemy's own teardown removes the app context's session, as _session_ender's
     # does, but also when there is none (~10.7 k instructions, 2 % of a retrieval:
-    # bench/PROFILE.md): ours alone ends it.
-    del app.teardown_appcontext_funcs[before:]  # (a public list)
+    # bench/PROFILE.md): ours alone ends it. Only that one is taken out, by its name in
+    # Flask-SQLAlchemy 3.1 (another version's, or anything else it registers, stays).
+    theirs = getattr(db, "_teardown_session", None)
+    if theirs in app.teardown_appcontext_funcs:
+        app.teardown_appcontext_funcs.remove(theirs)
     app.teardown_appcontext(_session_ender(db))
     with app.app_context():
         engine = db.engine
