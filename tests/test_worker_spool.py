@@ -670,16 +670,44 @@ def test_chunked_end_refuses_the_size_lines_gunicorn_refuses_and_ends_where_it_d
         assert not end.bad and next(parser).path == "/next", body
 
 
+# (Trailers gunicorn takes, past what ChunkedEnd keeps to check: fields it drops, "_" in their
+# names, never counted; two of 5000 bytes.)
+TRAILERS_PAST_KEPT = [b"".join(b"A_%d: 1\r\n" % n for n in range(101)),
+                      b"X-A: " + b"a" * 5000 + b"\r\nX-B: " + b"b" * 5000 + b"\r\n"]
+
+
+@pytest.mark.parametrize("trailers", TRAILERS_PAST_KEPT)
+def test_chunked_end_keeps_no_more_trailers_than_one_field(trailers):
+    """ChunkedEnd keeps a body's trailers to have gunicorn's parse_headers check them once they
+    end: no more than one field's size of them (limit_request_field_size), nor more lines than
+    gunicorn's limit_request_fields; past either it says bad at once (the answer closes the
+    connection; gunicorn's parser in the thread reads them). It kept up to max_buffer_headers
+    (~800 KB a connection, outside HEADS_HELD: 1000 connections, 800 MB) and parse_headers took
+    time growing as the square of their lines in the main loop (its lines.pop(0); fields with
+    "_" dropped, never counted): 160 000 of them 5 s, every other connection of the worker
+    waiting. Both sections here gunicorn takes (the connection closing is the safe side)."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+    from pwp.worker_bodies import ChunkedEnd
+    body = b"5\r\nabcde\r\n0\r\n" + trailers
+    end = ChunkedEnd(8190)
+    assert end.feed(body) and end.bad  # (before: not ended, the section kept, waiting for its empty line)
+    parser = RequestParser(Config(), iter([b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                           + body + b"\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"]), ("127.0.0.1", 1))
+    assert next(parser).body.read() == b"abcde" and next(parser).path == "/next"  # (gunicorn takes them)
+
+
 def test_a_chunked_body_whose_trailers_gunicorn_refuses_gets_an_answer_that_says_close(tmp_path):
     """A chunked body read by the main loop whose trailers gunicorn's parser refuses (an
     obsolete fold, a field it forbids in trailers, one past its field size, a line without a
     colon, a bad name or value): ChunkedEnd took them, the app's answer (its 404, the body
     unread; its 400, read) said keep-alive, and the connection then closed as gunicorn met them
     (the request pipelined after it never answered, unsaid). It now says close, as for bad chunk
-    sizes; a body with trailers gunicorn takes keeps its connection."""
+    sizes, and as for trailers past what the main loop keeps to check (TRAILERS_PAST_KEPT); a
+    body with trailers gunicorn takes keeps its connection."""
     pipelined = b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
-        for trailer in TRAILERS_REFUSED + [b"X-Sum: yes\r\n"]:
+        for trailer in TRAILERS_REFUSED + TRAILERS_PAST_KEPT + [b"X-Sum: yes\r\n"]:
             for head in (b"PUT /api/v2/pushes/x HTTP/1.1\r\n",
                          b"POST /api/v2/pushes HTTP/1.1\r\nContent-Type: application/json\r\n"):
                 conn = socket.create_connection(("127.0.0.1", server.port), timeout=20)
@@ -687,7 +715,7 @@ def test_a_chunked_body_whose_trailers_gunicorn_refuses_gets_an_answer_that_says
                              + trailer + b"\r\n" + pipelined)
                 received = _until_closed(conn)
                 answers = re.findall(rb"HTTP/1\.1 (\d\d\d)[^\r]*\r\n(?:[^\r]+\r\n)*?Connection: (\S+)", received)
-                if trailer in TRAILERS_REFUSED:
+                if trailer in TRAILERS_REFUSED + TRAILERS_PAST_KEPT:
                     assert answers in ([(b"404", b"close")], [(b"400", b"close")]), (trailer, head, answers)  # (was: keep-alive)
                 else:
                     assert answers in ([(b"404", b"keep-alive"), (b"200", b"close")],
