@@ -57,7 +57,9 @@ PAST_LIMIT = 64 * 1024
 # (More than the body bytes one head read brings, 8192: wait_for_body's feed is never refused.)
 CHUNKS_FREE = 16384
 DATA_PER_CHUNK = 64
-_NEXT_CHUNK = re.compile(rb"\r\n([0-9a-fA-F]+)\r\n").match  # (else, and with extensions: feed's line by line)
+# (Else, with extensions or more digits, feed's line by line. 16 digits and a CR are under any
+# limit a chunked body passes: its head's "Transfer-Encoding: chunked" is 28 bytes with its CRLF.)
+_NEXT_CHUNK = re.compile(rb"\r\n([0-9a-fA-F]{1,16})\r\n").match
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
 RETRY_AFTER = 30
@@ -244,7 +246,9 @@ class ChunkedEnd:
                     return self.bad
                 self.line += data[at:end]
                 at = end + 1
-                if self.line[-1:] != b"\r":  # (a bare LF: gunicorn looks for CRLF, reading on)
+                # (A bare LF: gunicorn looks for CRLF, reading on. A line past the limit, even one
+                # whole in this read: one of gunicorn's reads, 8 KiB of a spooled body, may end in it.)
+                if self.line[-1:] != b"\r" or len(self.line) > self.limit:
                     self.bad = True
                     return True
                 line = bytes(self.line[:-1])

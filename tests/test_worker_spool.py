@@ -697,6 +697,48 @@ def test_chunked_end_keeps_no_more_trailers_than_one_field(trailers):
     assert next(parser).body.read() == b"abcde" and next(parser).path == "/next"  # (gunicorn takes them)
 
 
+LONG_SIZE_LINES = [b"2;" + b"e" * 20000, b"0" * 20000 + b"2"]
+
+
+@pytest.mark.parametrize("line", LONG_SIZE_LINES)
+def test_chunked_end_calls_a_size_line_past_the_limit_bad_however_it_came(line):
+    """A chunk size line past limit_request_field_size that came whole in one read: ChunkedEnd
+    took it (it measured only a line still unended at a read's end; the one-step match any
+    number of digits), where gunicorn's parser refuses it if one of its reads ends in it past
+    the limit, as its 8 KiB reads of a spooled body do (the app's answer, the body unread, then
+    said keep-alive and the connection closed, the request pipelined after it unanswered)."""
+    from gunicorn.config import Config
+    from gunicorn.http.errors import InvalidChunkSize
+    from gunicorn.http.parser import RequestParser
+    from pwp.worker_bodies import ChunkedEnd
+    body = line + b"\r\n{}\r\n0\r\n\r\n"
+    end = ChunkedEnd(8190)
+    assert end.feed(b"5\r\nabcde\r\n" + body) and end.bad  # (before: ended, not bad)
+    stream = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n" + body
+    parser = RequestParser(Config(), iter([stream[at:at + 8192] for at in range(0, len(stream), 8192)]),
+                           ("127.0.0.1", 1))
+    with pytest.raises(InvalidChunkSize):
+        next(parser).body.read()
+
+
+def test_a_spooled_chunked_body_with_a_size_line_past_the_limit_gets_an_answer_that_says_close(tmp_path):
+    """The same through the worker: a chunked body spooled (past 64 KiB), then a size line past
+    the limit, whole in one read; the app leaves the body unread (a 404). Its answer said
+    keep-alive, then gunicorn's parser, draining the body in 8 KiB reads, refused the line and
+    closed the connection: the request pipelined after it never answered, unsaid."""
+    pipelined = b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with gunicorn(server_env(tmp_path / "instance"), tmp_path / "log") as server:
+        for line in LONG_SIZE_LINES:
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+            conn.sendall(b"PUT /api/v2/pushes/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + b"%x\r\n" % 70000 + b"z" * 70000 + b"\r\n")
+            conn.sendall(line + b"\r\n{}\r\n0\r\n\r\n" + pipelined)
+            answers = re.findall(rb"HTTP/1\.1 (\d\d\d)[^\r]*\r\n(?:[^\r]+\r\n)*?Connection: (\S+)",
+                                 _until_closed(conn))
+            assert answers == [(b"404", b"close")], (line[:8], answers)  # (was: keep-alive, alone)
+        assert "Traceback" not in server.logs()
+
+
 def test_a_chunked_body_whose_trailers_gunicorn_refuses_gets_an_answer_that_says_close(tmp_path):
     """A chunked body read by the main loop whose trailers gunicorn's parser refuses (an
     obsolete fold, a field it forbids in trailers, one past its field size, a line without a
