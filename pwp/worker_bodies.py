@@ -58,7 +58,7 @@ PAST_LIMIT = 64 * 1024
 CHUNKS_FREE = 16384
 DATA_PER_CHUNK = 64
 # (Else, with extensions or more digits, feed's line by line. 16 digits and a CR are under any
-# limit a chunked body passes: its head's "Transfer-Encoding: chunked" is 28 bytes with its CRLF.)
+# limit a chunked body passes: its head's "Transfer-Encoding:chunked" is 27 bytes with its CRLF.)
 _NEXT_CHUNK = re.compile(rb"\r\n([0-9a-fA-F]{1,16})\r\n").match
 # A body that cannot be written to its temporary file gets a 503 that says to try again after
 # this many seconds (a full spool frees itself as bodies end, or are dropped after `timeout`).
