@@ -192,6 +192,7 @@ LAST = b"GET /robots.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\
 SIZE_LINES = ["{:x}", "{:X}", "000{:x}", "{:x};a", "{:x};a=b", '{:x};a="q;\\"r"', "{:x} ;a", "{:x}\t;a=b;c",
               "{:x} ", "{:x};", "{:x};;", "{:x};a=", "+{:x}", "0x{:x}", "{:x}\n", " {:x}", "{:x};a\rb",
               "{:x};" + "e" * 9000, "{:x}" + "\x00", "-{:x}"]
+SIZE_LINES_UNDER_LIMIT = [form for form in SIZE_LINES if len(form) < 8190]
 TRAILERS = ["", "X-T: 1\r\n", "X-T: 1\r\nY: 2\r\n", "Content-Length: 5\r\n", "bad trailer\r\n",
             "X-T: 1\n", "X-T:\r\n", " folded\r\n", "X-T: " + "t" * 9000 + "\r\n"]
 CODINGS = ["chunked", "Chunked", "chunked ", "gzip, chunked", "chunked, chunked", "identity, chunked",
@@ -262,9 +263,10 @@ def chunked_parity(seed: int, count: int) -> int:
         cuts = sorted(r.randint(0, len(data)) for _ in range(r.randint(0, 3)))
         body = b""
         for piece in [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)]) if b > a] + [b""]:
-            form = r.choice(SIZE_LINES[:-4]) if r.random() < 0.4 else "{:x}"  # (no line past the limit)
+            # (No line past the limit: gunicorn takes it or not by where its reads end, ChunkedEnd calls it bad.)
+            form = r.choice(SIZE_LINES_UNDER_LIMIT) if r.random() < 0.4 else "{:x}"
             body += form.format(len(piece)).encode("latin-1") + b"\r\n" + piece + (b"\r\n" if piece else b"")
-        body += (r.choice(TRAILERS[:-1]).encode("latin-1") if r.random() < 0.4 else b"") + b"\r\n"
+        body += (r.choice(TRAILERS).encode("latin-1") if r.random() < 0.4 else b"") + b"\r\n"
         for _ in range(r.choice([0, 0, 1, 2])):
             at, what = r.randint(0, len(body)), r.random()
             body = body[:at] + (r.choice(odd) if what < 0.7 else b"") + body[at + (what >= 0.4):]
