@@ -207,12 +207,14 @@ class ChunkedEnd:
     refuses, met only once the app's answer said keep-alive where the app left the body unread),
     or more lines (chunks, trailers) than its data pays for (small: CHUNKS_FREE, DATA_PER_CHUNK)."""
 
-    __slots__ = ("line", "skip", "crlf", "last", "bad", "small", "limit", "size", "lines", "check", "trailers")
+    __slots__ = ("line", "skip", "crlf", "last", "bad", "small", "limit", "size", "lines", "check", "trailers",
+                 "past")
 
     def __init__(self, limit, check=None):
         self.limit = limit  # the longest line (a chunk's size and extensions): limit_request_field_size
         self.check = check  # the worker's TrailerCheck (None: one with gunicorn's default settings, made if needed)
         self.trailers = None  # the trailers so far, if any came
+        self.past = False  # they passed what is kept of them (then bad at their end)
         self.line = bytearray()  # the line read so far: a chunk's size, a chunk's CRLF, a trailer
         self.skip = 0  # the chunk's bytes still to come
         self.crlf = False  # a chunk's CRLF is next
@@ -275,20 +277,19 @@ class ChunkedEnd:
             if self.last:  # (a trailer, or the empty line that ends them: the end)
                 if not line:
                     if self.trailers is not None:
-                        self.bad = self.check.refuses(self.trailers)
+                        self.bad = self.past or self.check.refuses(self.trailers)
                     return True
                 if self.trailers is None:
                     self.trailers = bytearray(line)
                     self.check = self.check or TrailerCheck()
-                else:
+                elif not self.past:
                     self.trailers += b"\r\n" + line
                 # Kept up to one field's size in all (not gunicorn's max_buffer_headers: ~800 KB a
-                # connection, outside HEADS_HELD) and gunicorn's number of fields (TrailerCheck):
-                # past that, bad (the answer closes the connection; gunicorn's parser in the thread
-                # reads them, refused or not).
-                if len(self.trailers) > self.limit or self.trailers.count(b"\n") >= self.check.fields:  # (a line has none)
-                    self.bad = True
-                    return True
+                # connection, outside HEADS_HELD) and gunicorn's number of fields (TrailerCheck);
+                # past that, read on to their end (each line counted in the allowance: gunicorn's
+                # parser in the thread has none), then bad: the answer closes the connection.
+                self.past = self.past or len(self.trailers) > self.limit or (
+                    self.trailers.count(b"\n") >= self.check.fields)  # (a line has none)
                 continue
             self.skip = int(digits, 16)
             self.last = not self.skip

@@ -680,7 +680,7 @@ TRAILERS_PAST_KEPT = [b"".join(b"A_%d: 1\r\n" % n for n in range(101)),
 def test_chunked_end_keeps_no_more_trailers_than_one_field(trailers):
     """ChunkedEnd keeps a body's trailers to have gunicorn's parse_headers check them once they
     end: no more than one field's size of them (limit_request_field_size), nor more lines than
-    gunicorn's limit_request_fields; past either it says bad at once (the answer closes the
+    gunicorn's limit_request_fields; past either it says bad at their end (the answer closes the
     connection; gunicorn's parser in the thread reads them). It kept up to max_buffer_headers
     (~800 KB a connection, outside HEADS_HELD: 1000 connections, 800 MB) and parse_headers took
     time growing as the square of their lines in the main loop (its lines.pop(0); fields with
@@ -689,12 +689,28 @@ def test_chunked_end_keeps_no_more_trailers_than_one_field(trailers):
     from gunicorn.config import Config
     from gunicorn.http.parser import RequestParser
     from pwp.worker_bodies import ChunkedEnd
-    body = b"5\r\nabcde\r\n0\r\n" + trailers
+    body = b"5\r\nabcde\r\n0\r\n" + trailers + b"\r\n"
     end = ChunkedEnd(8190)
-    assert end.feed(body) and end.bad  # (before: not ended, the section kept, waiting for its empty line)
+    assert end.feed(body) and end.bad  # (before: kept, and taken, as gunicorn's parse_headers takes them)
+    assert len(end.trailers) <= 2 * 8190 + 2  # (the line that passed the limit the last kept)
     parser = RequestParser(Config(), iter([b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                           + body + b"\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"]), ("127.0.0.1", 1))
+                                           + body + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"]), ("127.0.0.1", 1))
     assert next(parser).body.read() == b"abcde" and next(parser).path == "/next"  # (gunicorn takes them)
+
+
+def test_chunked_end_reads_trailers_past_what_it_keeps_to_their_end_within_the_allowance():
+    """Trailers past what ChunkedEnd keeps (one field's size, limit_request_fields) are read on
+    to their end, not kept, each line counted in the body's allowance (CHUNKS_FREE: the worker's
+    400 past it, no thread taken), then bad. Said bad at once, gunicorn's parser in the thread
+    read the rest of them with no allowance: 800 KB of "_" fields it drops, ~160 000, held the
+    thread ~5 s in parse_headers (the time grows as the square of the lines)."""
+    from pwp.worker_bodies import CHUNKS_FREE, ChunkedEnd
+    end = ChunkedEnd(8190)
+    assert not end.feed(b"0\r\n" + b"a_:\r\n" * 200)  # (before: bad at the 101st)
+    assert end.feed(b"\r\n") and end.bad and not end.small
+    end = ChunkedEnd(8190)
+    assert end.feed(b"0\r\n" + b"a_:\r\n" * CHUNKS_FREE + b"\r\n") and end.small
+    assert len(end.trailers) <= 8190  # (none kept past it)
 
 
 LONG_SIZE_LINES = [b"2;" + b"e" * 20000, b"0" * 20000 + b"2"]
