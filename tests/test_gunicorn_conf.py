@@ -1053,7 +1053,7 @@ def _until_gone(pid, seconds):
             with open(f"/proc/{pid}/stat") as stat:
                 if stat.read().rpartition(")")[2].split()[0] in ("Z", "X"):
                     return
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # (reaped before the open, or between it and the read)
             return
         assert time.monotonic() < until, f"process {pid} still runs after {seconds} s"
         time.sleep(0.01)  # (polling a real state, bounded)
