@@ -110,11 +110,26 @@ def rotate_key(batch_size, after_id, force):
     stopped = ["before re-encrypting anything: the database is unchanged"]
     try:
         _rotate(fingerprint, force, batch_size, after_id, since, stopped)
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not _interrupted(error):
+            raise
         click.echo(f"rotate-key: interrupted ({stopped[0]}); every secret still opens with NEW,OLD: keep the "
                    "old key in PWPUSH_MASTER_KEY and run rotate-key again, which is safe at any point; it is done "
                    "once it says so (README, Key rotation).", err=True)
         raise SystemExit(130) from None
+
+
+def _interrupted(error) -> bool:
+    """Whether a Ctrl-C ended the command: the KeyboardInterrupt itself, or an error raised as it
+    was handled (SQLAlchemy's pool resetting a connection the interrupt left mid-query, its
+    pre-ping: psycopg's "can't change 'autocommit' now", which printed a traceback instead)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _rotate(fingerprint, force, batch_size, after_id, since, stopped):

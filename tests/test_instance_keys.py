@@ -369,6 +369,36 @@ def test_ctrl_c_of_rotate_key_says_what_the_database_holds_and_that_a_run_again_
     assert set(opens(app, [NEW]).values()) == {True}
 
 
+def test_a_ctrl_c_met_by_an_error_as_it_was_handled_is_still_a_ctrl_c():
+    """rotate-key's Ctrl-C during its pool's pre-ping of a connection (between batches): SQLAlchemy's
+    reset of the connection the interrupt left mid-query failed (psycopg: "can't change 'autocommit'
+    now: connection in transaction status ACTIVE"), and that error, not the KeyboardInterrupt,
+    reached the command: a traceback instead of its one line (test above: 1 run in ~25 here)."""
+    from sqlalchemy.exc import ProgrammingError
+
+    from pwp.cli import _interrupted
+
+    def raised(make):
+        try:
+            make()
+        except BaseException as error:  # (the error itself is the value)
+            return error
+
+    def reset_after_ctrl_c():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            try:
+                raise psycopg.ProgrammingError("can't change 'autocommit' now: connection in transaction status ACTIVE")
+            except psycopg.ProgrammingError as error:
+                raise ProgrammingError("SELECT 1", {}, error) from error
+
+    assert _interrupted(raised(reset_after_ctrl_c))
+    assert _interrupted(KeyboardInterrupt())
+    assert not _interrupted(raised(lambda: 1 / 0))
+    assert not _interrupted(ProgrammingError("SELECT 1", {}, psycopg.ProgrammingError("no Ctrl-C")))
+
+
 def test_a_heartbeat_due_as_the_process_ends_leaves_its_row_ended(app, database_url, tmp_path):
     """The heartbeat thread woken for its record just as the process ends (atexit: end()
     marks the row ended) records after it: the row of a process that ended cleanly was
